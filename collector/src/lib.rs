@@ -1,0 +1,1 @@
+//! wiretrail collector (see issue: collector).

@@ -1,0 +1,81 @@
+//! Configuration handed to the kernel programs as a read-only global before load.
+//!
+//! Rust eBPF has no CO-RE relocations, so the agent reads the running kernel's
+//! BTF at start, computes the byte offsets of the few kernel struct fields the
+//! programs must read (fd → file → socket → sock → addresses) and fills this in.
+
+/// Byte offsets of kernel struct fields, computed from `/sys/kernel/btf/vmlinux`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `task_struct.files`
+    pub task_files: u32,
+    /// `files_struct.fdt`
+    pub files_fdt: u32,
+    /// `fdtable.max_fds`
+    pub fdt_max_fds: u32,
+    /// `fdtable.fd`
+    pub fdt_fd: u32,
+    /// `file.f_inode`
+    pub file_inode: u32,
+    /// `file.private_data` (the `struct socket *` of a socket file)
+    pub file_private_data: u32,
+    /// `inode.i_mode`
+    pub inode_mode: u32,
+    /// `socket.sk`
+    pub socket_sk: u32,
+    /// `sock.__sk_common.skc_family`
+    pub skc_family: u32,
+    /// `sock.__sk_common.skc_daddr`
+    pub skc_daddr: u32,
+    /// `sock.__sk_common.skc_rcv_saddr`
+    pub skc_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_dport`
+    pub skc_dport: u32,
+    /// `sock.__sk_common.skc_num`
+    pub skc_num: u32,
+    /// `sock.__sk_common.skc_v6_daddr`
+    pub skc_v6_daddr: u32,
+    /// `sock.__sk_common.skc_v6_rcv_saddr`
+    pub skc_v6_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_net.net`
+    pub skc_net: u32,
+    /// `net.ns.inum`
+    pub net_inum: u32,
+    /// `sock.sk_protocol` (u16)
+    pub sk_protocol: u32,
+}
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
+
+/// Runtime settings for the kernel programs (read-only global).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureConfig {
+    /// The agent's own tgid: its traffic is never captured.
+    pub agent_tgid: u32,
+    /// Non-zero once the agent filled this struct in; programs do nothing before.
+    pub enabled: u32,
+    /// Per-connection, per-direction capture cap in bytes (0 = unlimited).
+    /// Bytes past the cap are reported as `KIND_TRUNCATED`, never dropped silently.
+    pub conn_cap_bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<CaptureConfig>() == 16);
+
+/// Per-socket tracking state kept in the kernel (`CONNS` map value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnState {
+    pub conn_id: u64,
+    /// Next egress stream position.
+    pub tx_pos: u64,
+    /// Next ingress stream position.
+    pub rx_pos: u64,
+}
+const _: () = assert!(core::mem::size_of::<ConnState>() == 24);
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KernelOffsets {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CaptureConfig {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ConnState {}

@@ -1,0 +1,205 @@
+//! Building events in the per-CPU scratch slot and writing them to `EVENTS`.
+use aya_ebpf::{
+    cty::c_void,
+    helpers::generated::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_loop, bpf_probe_read_user,
+    },
+};
+use wiretrail_common::{
+    CHUNK_MAX, EVENT_HEADER_SIZE, FLAG_UNREADABLE, KIND_DATA, KIND_TRUNCATED,
+    MAX_CHUNKS_PER_CALL, MAX_IOVECS, STAT_EVENTS, STAT_INTERNAL_ERRORS, STAT_LOST_BYTES,
+    STAT_LOST_EVENTS, STAT_TRUNCATED_BYTES, ScratchEvent,
+};
+
+use crate::{
+    kernel::read_tuple,
+    maps::{EVENTS, SCRATCH, config, stat_add},
+};
+
+/// Fills the header fields common to every event of the current syscall and
+/// returns the scratch slot. `sk`'s tuple is read into the header.
+#[inline(always)]
+pub fn begin(kind: u8, syscall: u8, fd: i32, sk: u64, family: u8, protocol: u8) -> Option<*mut ScratchEvent> {
+    let s = SCRATCH.get_ptr_mut(0)?;
+    let h = unsafe { &mut (*s).header };
+    unsafe {
+        h.ts_ns = bpf_ktime_get_boot_ns();
+        let pid_tgid = bpf_get_current_pid_tgid();
+        h.pid = (pid_tgid >> 32) as u32;
+        h.tid = pid_tgid as u32;
+        h.uid = bpf_get_current_uid_gid() as u32;
+        h.cgroup_id = bpf_get_current_cgroup_id();
+        bpf_get_current_comm(h.comm.as_mut_ptr().cast(), 16);
+    }
+    h.kind = kind;
+    h.syscall = syscall;
+    h.fd = fd;
+    h.family = family;
+    h.protocol = protocol;
+    h.direction = 0;
+    h.flags = 0;
+    h.len = 0;
+    h.pos = 0;
+    h.conn_id = 0;
+    h.tx_total = 0;
+    h.rx_total = 0;
+    read_tuple(sk, family, h);
+    Some(s)
+}
+
+/// Writes the header alone (lifecycle and truncation events).
+#[inline(always)]
+pub fn submit_header(s: *mut ScratchEvent) {
+    let bytes = unsafe { core::slice::from_raw_parts(s as *const u8, EVENT_HEADER_SIZE) };
+    match EVENTS.output::<[u8]>(bytes, 0) {
+        Ok(()) => stat_add(STAT_EVENTS, 1),
+        Err(_) => stat_add(STAT_LOST_EVENTS, 1),
+    }
+}
+
+/// Emits a `KIND_TRUNCATED` event for `len` bytes at `pos` that were transferred
+/// but not captured.
+#[inline(always)]
+pub fn truncated(s: *mut ScratchEvent, pos: u64, len: u64, flags: u8) {
+    let h = unsafe { &mut (*s).header };
+    let kind = h.kind;
+    h.kind = KIND_TRUNCATED;
+    h.pos = pos;
+    h.len = if len > u32::MAX as u64 { u32::MAX } else { len as u32 };
+    h.flags |= flags;
+    stat_add(STAT_TRUNCATED_BYTES, len);
+    submit_header(s);
+    h.kind = kind;
+    h.flags &= !flags;
+}
+
+/// Copies `n` (≤ CHUNK_MAX) bytes from user memory at `src` and emits them at `pos`.
+#[inline(always)]
+fn chunk(s: *mut ScratchEvent, src: u64, n: u64, pos: u64) {
+    let n = if n > CHUNK_MAX as u64 { CHUNK_MAX as u64 } else { n };
+    // No-op for n ≤ CHUNK_MAX; proves the bound to the verifier.
+    let n = (n as u32) & (2 * CHUNK_MAX as u32 - 1);
+    let r = unsafe { bpf_probe_read_user((*s).data.as_mut_ptr().cast(), n, src as *const c_void) };
+    if r != 0 {
+        stat_add(STAT_INTERNAL_ERRORS, 1);
+        truncated(s, pos, n as u64, FLAG_UNREADABLE);
+        return;
+    }
+    let h = unsafe { &mut (*s).header };
+    h.kind = KIND_DATA;
+    h.pos = pos;
+    h.len = n;
+    let total = EVENT_HEADER_SIZE as u32 + n;
+    let bytes = unsafe { core::slice::from_raw_parts(s as *const u8, total as usize) };
+    match EVENTS.output::<[u8]>(bytes, 0) {
+        Ok(()) => stat_add(STAT_EVENTS, 1),
+        Err(_) => {
+            stat_add(STAT_LOST_EVENTS, 1);
+            stat_add(STAT_LOST_BYTES, n as u64);
+        }
+    }
+}
+
+/// Walks a buffer or an iovec array and emits its first `limit` bytes as chunks.
+#[repr(C)]
+pub struct Cursor {
+    /// iovec array (user pointer), or 0 for a single buffer in `base`/`left`.
+    pub iov: u64,
+    pub iovcnt: u64,
+    pub idx: u64,
+    pub base: u64,
+    pub left: u64,
+    /// Bytes emitted so far.
+    pub done: u64,
+    /// Bytes to emit in total.
+    pub limit: u64,
+    /// Stream position of the first byte.
+    pub pos0: u64,
+    pub scratch: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Iovec {
+    base: u64,
+    len: u64,
+}
+
+#[inline(never)]
+extern "C" fn step(_i: u64, ctx: *mut c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut Cursor) };
+    if c.done >= c.limit {
+        return 1;
+    }
+    if c.left == 0 {
+        if c.iov == 0 || c.idx >= c.iovcnt || c.idx >= MAX_IOVECS as u64 {
+            return 1;
+        }
+        let mut v = Iovec { base: 0, len: 0 };
+        let r = unsafe {
+            bpf_probe_read_user(
+                (&mut v as *mut Iovec).cast(),
+                16,
+                (c.iov + c.idx * 16) as *const c_void,
+            )
+        };
+        if r != 0 {
+            stat_add(STAT_INTERNAL_ERRORS, 1);
+            return 1;
+        }
+        c.idx += 1;
+        c.base = v.base;
+        let rest = c.limit - c.done;
+        c.left = if v.len < rest { v.len } else { rest };
+        return 0;
+    }
+    let n = if c.left < CHUNK_MAX as u64 { c.left } else { CHUNK_MAX as u64 };
+    chunk(c.scratch as *mut ScratchEvent, c.base, n, c.pos0 + c.done);
+    c.base += n;
+    c.left -= n;
+    c.done += n;
+    0
+}
+
+/// Emits `total` bytes transferred at stream position `pos0`, honoring the
+/// per-connection cap; whatever is not captured is reported as truncated.
+#[inline(always)]
+pub fn stream(s: *mut ScratchEvent, iov: u64, iovcnt: u64, buf: u64, total: u64, pos0: u64) {
+    let cap = config().conn_cap_bytes;
+    let limit = if cap == 0 {
+        total
+    } else if pos0 >= cap {
+        0
+    } else if cap - pos0 < total {
+        cap - pos0
+    } else {
+        total
+    };
+    let max = CHUNK_MAX as u64 * MAX_CHUNKS_PER_CALL as u64;
+    let limit = if limit > max { max } else { limit };
+    let mut c = Cursor {
+        iov,
+        iovcnt,
+        idx: 0,
+        base: buf,
+        left: if iov == 0 { limit } else { 0 },
+        done: 0,
+        limit,
+        pos0,
+        scratch: s as u64,
+    };
+    if limit > 0 {
+        unsafe {
+            bpf_loop(
+                (MAX_CHUNKS_PER_CALL + MAX_IOVECS) as u32,
+                step as *const () as *mut c_void,
+                (&mut c as *mut Cursor).cast(),
+                0,
+            )
+        };
+    }
+    if c.done < total {
+        truncated(s, pos0 + c.done, total - c.done, 0);
+    }
+}

@@ -1,0 +1,98 @@
+//! Reads of kernel structures at offsets computed from BTF by the agent.
+use aya_ebpf::helpers::generated::{bpf_get_current_task, bpf_probe_read_kernel};
+use wiretrail_common::{EventHeader, FAMILY_INET, FAMILY_INET6, PROTO_TCP, PROTO_UDP};
+
+use crate::maps::offsets;
+
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+
+#[inline(always)]
+pub unsafe fn read<T: Copy>(addr: u64) -> Option<T> {
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    let r = unsafe {
+        bpf_probe_read_kernel(
+            v.as_mut_ptr().cast(),
+            core::mem::size_of::<T>() as u32,
+            addr as *const _,
+        )
+    };
+    if r == 0 { Some(unsafe { v.assume_init() }) } else { None }
+}
+
+/// `struct sock *` behind `fd` of the current task, if `fd` is a socket.
+#[inline(always)]
+pub fn fd_to_sock(fd: i64) -> Option<u64> {
+    if fd < 0 {
+        return None;
+    }
+    let o = offsets();
+    unsafe {
+        let task = bpf_get_current_task();
+        let files: u64 = read(task + o.task_files as u64)?;
+        let fdt: u64 = read(files + o.files_fdt as u64)?;
+        let max: u32 = read(fdt + o.fdt_max_fds as u64)?;
+        if fd as u64 >= max as u64 {
+            return None;
+        }
+        let fds: u64 = read(fdt + o.fdt_fd as u64)?;
+        let file: u64 = read(fds + (fd as u64) * 8)?;
+        if file == 0 {
+            return None;
+        }
+        let inode: u64 = read(file + o.file_inode as u64)?;
+        let mode: u16 = read(inode + o.inode_mode as u64)?;
+        if mode & S_IFMT != S_IFSOCK {
+            return None;
+        }
+        let socket: u64 = read(file + o.file_private_data as u64)?;
+        let sk: u64 = read(socket + o.socket_sk as u64)?;
+        if sk == 0 { None } else { Some(sk) }
+    }
+}
+
+/// (family, protocol) of an INET TCP/UDP sock; `None` for anything else.
+#[inline(always)]
+pub fn inet_kind(sk: u64) -> Option<(u8, u8)> {
+    let o = offsets();
+    unsafe {
+        let family: u16 = read(sk + o.skc_family as u64)?;
+        let proto: u16 = read(sk + o.sk_protocol as u64)?;
+        let family = family as u8;
+        let proto = proto as u8;
+        if (family == FAMILY_INET || family == FAMILY_INET6) && (proto == PROTO_TCP || proto == PROTO_UDP) {
+            Some((family, proto))
+        } else {
+            None
+        }
+    }
+}
+
+/// Reads local/remote addresses, ports and network namespace of `sk` into `h`.
+#[inline(always)]
+pub fn read_tuple(sk: u64, family: u8, h: &mut EventHeader) {
+    let o = offsets();
+    unsafe {
+        h.lport = read::<u16>(sk + o.skc_num as u64).unwrap_or(0);
+        h.rport = u16::from_be(read::<u16>(sk + o.skc_dport as u64).unwrap_or(0));
+        h.raddr = [0; 16];
+        h.laddr = [0; 16];
+        if family == FAMILY_INET {
+            let d: [u8; 4] = read(sk + o.skc_daddr as u64).unwrap_or([0; 4]);
+            let s: [u8; 4] = read(sk + o.skc_rcv_saddr as u64).unwrap_or([0; 4]);
+            h.raddr[0] = d[0];
+            h.raddr[1] = d[1];
+            h.raddr[2] = d[2];
+            h.raddr[3] = d[3];
+            h.laddr[0] = s[0];
+            h.laddr[1] = s[1];
+            h.laddr[2] = s[2];
+            h.laddr[3] = s[3];
+        } else {
+            h.raddr = read(sk + o.skc_v6_daddr as u64).unwrap_or([0; 16]);
+            h.laddr = read(sk + o.skc_v6_rcv_saddr as u64).unwrap_or([0; 16]);
+        }
+        let net: u64 = read(sk + o.skc_net as u64).unwrap_or(0);
+        h.netns = if net == 0 { 0 } else { read::<u32>(net + o.net_inum as u64).unwrap_or(0) };
+    }
+}

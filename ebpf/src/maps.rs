@@ -1,0 +1,100 @@
+//! Maps and read-only globals shared by all programs.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use wiretrail_common::{
+    CaptureConfig, ConnState, KernelOffsets, STAT_COUNT, ScratchEvent,
+};
+
+/// Events to user space. The agent resizes it at load (`--ring-bytes`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 << 20, 0);
+
+/// One event under construction per CPU (too large for the 512-byte stack).
+#[map]
+pub static SCRATCH: PerCpuArray<ScratchEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Syscall arguments stashed at enter, keyed by pid_tgid, consumed at exit.
+#[map]
+pub static PENDING: HashMap<u64, PendingCall> = HashMap::with_max_entries(65536, 0);
+
+/// Per-socket tracking, keyed by the kernel `struct sock` address.
+#[map]
+pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(262144, 0);
+
+/// Per-CPU counters, indexed by `STAT_*`.
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+/// Next connection id (single slot, incremented atomically).
+#[map]
+pub static NEXT_CONN_ID: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Filled in by the agent before load from the running kernel's BTF.
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = KernelOffsets {
+    task_files: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_inode: 0,
+    file_private_data: 0,
+    inode_mode: 0,
+    socket_sk: 0,
+    skc_family: 0,
+    skc_daddr: 0,
+    skc_rcv_saddr: 0,
+    skc_dport: 0,
+    skc_num: 0,
+    skc_v6_daddr: 0,
+    skc_v6_rcv_saddr: 0,
+    skc_net: 0,
+    net_inum: 0,
+    sk_protocol: 0,
+};
+
+/// Filled in by the agent before load.
+#[unsafe(no_mangle)]
+pub static CONFIG: CaptureConfig = CaptureConfig {
+    agent_tgid: 0,
+    enabled: 0,
+    conn_cap_bytes: 0,
+};
+
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    // Volatile so the compiler cannot fold the zero initializer.
+    unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+#[inline(always)]
+pub fn config() -> CaptureConfig {
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+/// Arguments of a data or lifecycle syscall between its enter and exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingCall {
+    /// `struct sock *` of the fd at enter.
+    pub sock: u64,
+    /// Buffer, iovec array, msghdr or mmsghdr array (by syscall).
+    pub a0: u64,
+    /// Count, iovec count or vlen (by syscall).
+    pub a1: u64,
+    /// sockaddr pointer of sendto/recvfrom (0 if none).
+    pub addr: u64,
+    pub fd: i32,
+    pub syscall: u8,
+    pub family: u8,
+    pub protocol: u8,
+    pub _pad: u8,
+}
+
+#[inline(always)]
+pub fn stat_add(idx: u32, v: u64) {
+    if let Some(p) = STATS.get_ptr_mut(idx) {
+        unsafe { *p += v };
+    }
+}

@@ -1,0 +1,1 @@
+//! wiretrail protocol definitions.
