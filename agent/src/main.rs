@@ -1,1 +1,104 @@
-fn main() {}
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wiretrail_agent::{
+    capture::{self, CaptureOptions, selfcheck},
+    cli::{Cli, Command, LogFormat, OutputFormat},
+    conn::TrackerConfig,
+    metrics::{self, Metrics},
+    output::Sink,
+    pipeline,
+};
+
+fn init_logs(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logs(&cli);
+    match cli.command {
+        Some(Command::Check) => {
+            selfcheck::run()?;
+            println!("wiretrail-agent: self-check passed (capabilities, kernel BTF, cgroup v2)");
+            Ok(())
+        }
+        Some(Command::Run) | None => run(cli).await,
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let args = &cli.run;
+    let sink = match (args.output, &args.output_file) {
+        (OutputFormat::None, _) => Sink::Discard,
+        (OutputFormat::Jsonl, Some(p)) => Sink::file(&p.to_string_lossy())?,
+        (OutputFormat::Jsonl, None) => Sink::stdout(),
+    };
+    let (loaded, ring) = capture::start(&CaptureOptions { ring_bytes: args.ring_bytes, conn_cap_bytes: args.conn_cap_bytes })?;
+    let metrics = Arc::new(Metrics::default());
+    let shutdown = CancellationToken::new();
+
+    let (tx, rx) = mpsc::channel(256);
+    let reader = tokio::spawn(capture::reader::run(ring, tx, metrics.clone(), shutdown.clone()));
+    let tracker = TrackerConfig {
+        reorder_window: Duration::from_millis(args.reorder_window_ms),
+        idle_timeout: Duration::from_secs(args.idle_timeout_s),
+        max_conns: args.max_conns,
+    };
+    let pipe = tokio::spawn(pipeline::run(rx, sink, tracker, metrics.clone()));
+    if let Some(addr) = args.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics address {addr}"))?;
+        tracing::info!(%addr, "serving metrics at /metrics");
+        tokio::spawn(metrics::serve(listener, metrics.clone(), shutdown.clone()));
+    }
+    if let Some(p) = &args.ready_file {
+        std::fs::write(p, format!("{}\n", std::process::id())).with_context(|| format!("writing ready file {}", p.display()))?;
+    }
+    tracing::info!(pid = std::process::id(), "capturing; SIGINT or SIGTERM to stop");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = every.tick() => {
+                match loaded.kernel_stats() {
+                    Ok(k) => {
+                        if k.lost_events > metrics.kernel_lost_events.get() {
+                            tracing::warn!(lost_events = k.lost_events, lost_bytes = k.lost_bytes, "kernel ring buffer overflowed; the affected bytes are reported as gaps");
+                        }
+                        metrics.set_kernel(&k);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading kernel counters"),
+                }
+            }
+        }
+    }
+    tracing::info!("stopping: detaching programs");
+    // Detach first so no new events arrive, then drain what is in the ring.
+    let final_kernel = loaded.kernel_stats().ok();
+    shutdown.cancel();
+    reader.await.context("reader task")??;
+    pipe.await.context("pipeline task")??;
+    if let Some(k) = final_kernel {
+        metrics.set_kernel(&k);
+    }
+    drop(loaded);
+    let summary = metrics.snapshot();
+    tracing::info!(%summary, "final counters");
+    if let Some(p) = &args.stats_file {
+        std::fs::write(p, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing stats file {}", p.display()))?;
+    }
+    Ok(())
+}

@@ -1,4 +1,6 @@
 //! Per-socket connection ids and stream positions.
+// SeqCst on purpose: with Relaxed, LLVM 22 emits a non-fetching BPF atomic add
+// even though the old value is used, so every position came out wrong.
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use wiretrail_common::{ConnState, STAT_TRACK_FULL};
@@ -13,7 +15,7 @@ pub fn get_or_create(sk: u64) -> Option<(*mut ConnState, bool)> {
         return Some((p, false));
     }
     let id_slot = NEXT_CONN_ID.get_ptr_mut(0)?;
-    let id = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(id_slot, 1) } + 1;
+    let id = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(id_slot, 1) } + 1;
     let fresh = ConnState { conn_id: id, tx_pos: 0, rx_pos: 0 };
     // BPF_NOEXIST: another CPU may have raced us; its entry wins.
     let _ = CONNS.insert(&sk, &fresh, 1);
@@ -29,5 +31,5 @@ pub fn get_or_create(sk: u64) -> Option<(*mut ConnState, bool)> {
 /// Reserves `n` bytes of the direction's stream and returns their start position.
 #[inline(always)]
 pub fn reserve(pos: *mut u64, n: u64) -> u64 {
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(pos, n) }
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(pos, n) }
 }

@@ -3,7 +3,7 @@ use aya_ebpf::{
     cty::c_void,
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_loop, bpf_probe_read_user,
+        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_loop, bpf_probe_read_user,
     },
 };
 use wiretrail_common::{
@@ -14,14 +14,14 @@ use wiretrail_common::{
 
 use crate::{
     kernel::read_tuple,
-    maps::{EVENTS, SCRATCH, config, stat_add},
+    maps::{CURSOR, EVENTS, SCRATCH, config, stat_add},
 };
 
 /// Fills the header fields common to every event of the current syscall and
 /// returns the scratch slot. `sk`'s tuple is read into the header.
 #[inline(always)]
 pub fn begin(kind: u8, syscall: u8, fd: i32, sk: u64, family: u8, protocol: u8) -> Option<*mut ScratchEvent> {
-    let s = SCRATCH.get_ptr_mut(0)?;
+    let s = scratch()?;
     let h = unsafe { &mut (*s).header };
     unsafe {
         h.ts_ns = bpf_ktime_get_boot_ns();
@@ -78,8 +78,14 @@ pub fn truncated(s: *mut ScratchEvent, pos: u64, len: u64, flags: u8) {
 #[inline(always)]
 fn chunk(s: *mut ScratchEvent, src: u64, n: u64, pos: u64) {
     let n = if n > CHUNK_MAX as u64 { CHUNK_MAX as u64 } else { n };
-    // No-op for n ≤ CHUNK_MAX; proves the bound to the verifier.
-    let n = (n as u32) & (2 * CHUNK_MAX as u32 - 1);
+    // Round-trip the length through the map value: the verifier cannot know what
+    // a map holds, so it stops tracking `n` back into the loop state (which would
+    // make every bpf_loop iteration a distinct state and never converge). The mask
+    // is a no-op for n ≤ CHUNK_MAX and proves the bound.
+    let n = unsafe {
+        core::ptr::write_volatile(&mut (*s).header.len, n as u32);
+        core::ptr::read_volatile(&(*s).header.len) & (2 * CHUNK_MAX as u32 - 1)
+    };
     let r = unsafe { bpf_probe_read_user((*s).data.as_mut_ptr().cast(), n, src as *const c_void) };
     if r != 0 {
         stat_add(STAT_INTERNAL_ERRORS, 1);
@@ -101,14 +107,21 @@ fn chunk(s: *mut ScratchEvent, src: u64, n: u64, pos: u64) {
     }
 }
 
-/// Walks a buffer or an iovec array and emits its first `limit` bytes as chunks.
+/// State of one [`stream`] walk over a buffer or an iovec array.
+///
+/// It lives in a per-CPU map, not on the stack: the verifier cannot know map
+/// contents, so every `bpf_loop` iteration looks alike and verification
+/// converges, instead of unrolling thousands of iterations with known values.
 #[repr(C)]
 pub struct Cursor {
     /// iovec array (user pointer), or 0 for a single buffer in `base`/`left`.
     pub iov: u64,
     pub iovcnt: u64,
+    /// Next iovec to read.
     pub idx: u64,
+    /// User address of the next byte to copy.
     pub base: u64,
+    /// Bytes left in the current buffer/iovec (within `limit`).
     pub left: u64,
     /// Bytes emitted so far.
     pub done: u64,
@@ -116,7 +129,6 @@ pub struct Cursor {
     pub limit: u64,
     /// Stream position of the first byte.
     pub pos0: u64,
-    pub scratch: u64,
 }
 
 #[repr(C)]
@@ -126,9 +138,18 @@ struct Iovec {
     len: u64,
 }
 
+#[inline(always)]
+fn scratch() -> Option<*mut ScratchEvent> {
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    SCRATCH.get_ptr_mut(cpu)
+}
+
 #[inline(never)]
-extern "C" fn step(_i: u64, ctx: *mut c_void) -> i64 {
-    let c = unsafe { &mut *(ctx as *mut Cursor) };
+extern "C" fn step(_i: u64, _ctx: *mut c_void) -> i64 {
+    let (Some(c), Some(s)) = (CURSOR.get_ptr_mut(0), scratch()) else {
+        return 1;
+    };
+    let c = unsafe { &mut *c };
     if c.done >= c.limit {
         return 1;
     }
@@ -155,15 +176,16 @@ extern "C" fn step(_i: u64, ctx: *mut c_void) -> i64 {
         return 0;
     }
     let n = if c.left < CHUNK_MAX as u64 { c.left } else { CHUNK_MAX as u64 };
-    chunk(c.scratch as *mut ScratchEvent, c.base, n, c.pos0 + c.done);
+    chunk(s, c.base, n, c.pos0 + c.done);
     c.base += n;
     c.left -= n;
     c.done += n;
     0
 }
 
-/// Emits `total` bytes transferred at stream position `pos0`, honoring the
-/// per-connection cap; whatever is not captured is reported as truncated.
+/// Emits `total` bytes transferred at stream position `pos0` from a single
+/// buffer (`buf`, with `iov == 0`) or an iovec array, honoring the per-connection
+/// cap; whatever is not captured is reported as truncated.
 #[inline(always)]
 pub fn stream(s: *mut ScratchEvent, iov: u64, iovcnt: u64, buf: u64, total: u64, pos0: u64) {
     let cap = config().conn_cap_bytes;
@@ -178,28 +200,23 @@ pub fn stream(s: *mut ScratchEvent, iov: u64, iovcnt: u64, buf: u64, total: u64,
     };
     let max = CHUNK_MAX as u64 * MAX_CHUNKS_PER_CALL as u64;
     let limit = if limit > max { max } else { limit };
-    let mut c = Cursor {
-        iov,
-        iovcnt,
-        idx: 0,
-        base: buf,
-        left: if iov == 0 { limit } else { 0 },
-        done: 0,
-        limit,
-        pos0,
-        scratch: s as u64,
+    let Some(c) = CURSOR.get_ptr_mut(0) else {
+        truncated(s, pos0, total, FLAG_UNREADABLE);
+        return;
     };
-    if limit > 0 {
-        unsafe {
+    unsafe {
+        *c = Cursor { iov, iovcnt, idx: 0, base: buf, left: if iov == 0 { limit } else { 0 }, done: 0, limit, pos0 };
+        if limit > 0 {
             bpf_loop(
                 (MAX_CHUNKS_PER_CALL + MAX_IOVECS) as u32,
                 step as *const () as *mut c_void,
-                (&mut c as *mut Cursor).cast(),
+                core::ptr::null_mut(),
                 0,
-            )
-        };
+            );
+        }
     }
-    if c.done < total {
-        truncated(s, pos0 + c.done, total - c.done, 0);
+    let done = unsafe { (*c).done };
+    if done < total {
+        truncated(s, pos0 + done, total - done, 0);
     }
 }

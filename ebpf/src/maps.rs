@@ -11,9 +11,15 @@ use wiretrail_common::{
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 << 20, 0);
 
-/// One event under construction per CPU (too large for the 512-byte stack).
+/// One event under construction per CPU (too large for the 512-byte stack),
+/// indexed by CPU id. A plain array because per-CPU values are limited to 32 KiB;
+/// the agent sizes it to the number of possible CPUs at load.
 #[map]
-pub static SCRATCH: PerCpuArray<ScratchEvent> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: Array<ScratchEvent> = Array::with_max_entries(1, 0);
+
+/// State of the chunking loop (see `emit::Cursor`).
+#[map]
+pub static CURSOR: PerCpuArray<crate::emit::Cursor> = PerCpuArray::with_max_entries(1, 0);
 
 /// Syscall arguments stashed at enter, keyed by pid_tgid, consumed at exit.
 #[map]

@@ -1,0 +1,54 @@
+//! Kernel capture: self-check, BTF offsets, loading and attaching the programs,
+//! and reading their ring buffer.
+pub mod btf;
+pub mod event;
+pub mod loader;
+pub mod offsets;
+pub mod reader;
+pub mod selfcheck;
+pub mod tracefs;
+
+use wiretrail_common::CaptureConfig;
+
+pub use loader::{KernelStats, Loaded};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    SelfCheck(#[from] selfcheck::SelfCheckError),
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    #[error("computing kernel struct offsets from BTF")]
+    Btf(#[from] btf::BtfError),
+    #[error(transparent)]
+    Load(#[from] loader::LoadError),
+    #[error("ring buffer size {bytes} must be a power of two and at least 4096")]
+    RingSize { bytes: u32 },
+}
+
+/// What the capture needs from the command line.
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    /// Ring buffer size in bytes (power of two).
+    pub ring_bytes: u32,
+    /// Per-connection, per-direction cap in bytes (0 = unlimited).
+    pub conn_cap_bytes: u64,
+}
+
+/// Checks the host, loads and attaches the programs.
+pub fn start(opts: &CaptureOptions) -> Result<(Loaded, aya::maps::RingBuf<aya::maps::MapData>), CaptureError> {
+    if !opts.ring_bytes.is_power_of_two() || opts.ring_bytes < 4096 {
+        return Err(CaptureError::RingSize { bytes: opts.ring_bytes });
+    }
+    selfcheck::run()?;
+    tracefs::ensure_mounted()?;
+    let btf = btf::Btf::from_sys_fs()?;
+    let offsets = offsets::compute(&btf)?;
+    tracing::debug!(?offsets, "kernel offsets from BTF");
+    let config = CaptureConfig {
+        agent_tgid: std::process::id(),
+        enabled: 1,
+        conn_cap_bytes: opts.conn_cap_bytes,
+    };
+    Ok(loader::load_and_attach(&offsets, &config, opts.ring_bytes)?)
+}

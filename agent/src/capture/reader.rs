@@ -1,0 +1,80 @@
+//! Drains the `EVENTS` ring buffer through `AsyncFd`, decodes records and hands
+//! them on in bounded batches. Backpressure on the channel fills the ring buffer,
+//! where every loss is counted by the kernel: nothing is dropped silently here.
+use std::sync::Arc;
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::event::{CaptureEvent, decode};
+use crate::metrics::Metrics;
+
+/// Events decoded per batch before it is sent on.
+const BATCH: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReaderError {
+    #[error("registering the ring buffer with the runtime")]
+    Register {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("waiting for ring buffer readiness")]
+    Poll {
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Reads until `shutdown` is cancelled, then drains what is left and returns.
+pub async fn run(
+    ring: RingBuf<MapData>,
+    tx: mpsc::Sender<Vec<CaptureEvent>>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), ReaderError> {
+    // SAFETY: the ring buffer owns its map fd; it stays open and unchanged until
+    // the AsyncFd (which owns the ring buffer) is dropped.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| ReaderError::Register { source: e.into_parts().1 })?;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                drain(fd.get_mut(), &tx, &metrics).await;
+                return Ok(());
+            }
+            guard = fd.readable_mut() => {
+                let mut guard = guard.map_err(|source| ReaderError::Poll { source })?;
+                let open = drain(guard.get_inner_mut(), &tx, &metrics).await;
+                guard.clear_ready();
+                if !open {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Decodes everything currently in the ring. Returns false if the consumer is gone.
+async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<CaptureEvent>>, metrics: &Metrics) -> bool {
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(item) = ring.next() {
+        metrics.ring_records.inc();
+        match decode(&item) {
+            Ok(ev) => batch.push(ev),
+            Err(e) => {
+                metrics.decode_errors.inc();
+                tracing::warn!(error = %e, "undecodable ring buffer record");
+            }
+        }
+        drop(item);
+        if batch.len() >= BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if tx.send(full).await.is_err() {
+                return false;
+            }
+        }
+    }
+    batch.is_empty() || tx.send(batch).await.is_ok()
+}

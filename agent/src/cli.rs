@@ -1,0 +1,91 @@
+//! Command line of `wiretrail-agent`.
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "wiretrail-agent", version, about = "Records every machine-to-machine conversation on this host")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Capture traffic (the default).
+    Run,
+    /// Check capabilities, kernel BTF, tracefs and cgroup v2, then exit.
+    Check,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// Count records but write none (benchmarks).
+    None,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Record format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Jsonl)]
+    pub output: OutputFormat,
+    /// Write records to this file (appending) instead of stdout.
+    #[arg(long)]
+    pub output_file: Option<PathBuf>,
+    /// Kernel ring buffer size in bytes (power of two).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub ring_bytes: u32,
+    /// Per-connection, per-direction capture cap in bytes (0 = unlimited). Bytes
+    /// over it are reported as gaps with reason `truncated`.
+    #[arg(long, default_value_t = 0)]
+    pub conn_cap_bytes: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// On exit, write the final counters as JSON to this file.
+    #[arg(long)]
+    pub stats_file: Option<PathBuf>,
+    /// Create this file once capture is attached (for scripts and tests).
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+    /// How long a missing byte range may wait for a late event before it is a gap (ms).
+    #[arg(long, default_value_t = 2000)]
+    pub reorder_window_ms: u64,
+    /// Connections idle this long are flushed (s).
+    #[arg(long, default_value_t = 300)]
+    pub idle_timeout_s: u64,
+    /// Most connections tracked at once; the least recently active are flushed beyond it.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_conns: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from(["wiretrail-agent", "--output", "none", "--ring-bytes", "4096"]).unwrap();
+        assert_eq!(c.run.output, OutputFormat::None);
+        assert!(Cli::try_parse_from(["wiretrail-agent", "--output", "xml"]).is_err());
+    }
+}

@@ -1,0 +1,103 @@
+//! Kernel timestamps (CLOCK_BOOTTIME) to UTC.
+//!
+//! Method: sample CLOCK_BOOTTIME, CLOCK_REALTIME, CLOCK_BOOTTIME back to back a few
+//! times, keep the tightest bracket, and take `realtime - midpoint(boottime)` as the
+//! offset; half the bracket is the error bound of the offset. The offset is
+//! re-measured every second, so NTP/PTP adjustments of the real-time clock are
+//! followed and the conversion does not drift over days. Every record carries the
+//! offset's error estimate and the clock source.
+
+/// The kernel clock every event is stamped with.
+pub const KERNEL_CLOCK: &str = "CLOCK_BOOTTIME";
+
+fn now(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec; both clocks exist on every Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+/// A measured relation between CLOCK_BOOTTIME and UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockSync {
+    /// UTC ns minus boottime ns.
+    pub offset_ns: i128,
+    /// Half the tightest sampling bracket: the offset is right within this many ns.
+    pub error_ns: u64,
+    /// Boottime ns at measurement.
+    pub measured_at_boot_ns: u64,
+}
+
+impl ClockSync {
+    /// Measures the offset now (best of 5 brackets).
+    pub fn measure() -> Self {
+        let mut best: Option<(i128, i128, i128)> = None;
+        for _ in 0..5 {
+            let b1 = now(libc::CLOCK_BOOTTIME);
+            let r = now(libc::CLOCK_REALTIME);
+            let b2 = now(libc::CLOCK_BOOTTIME);
+            if best.is_none_or(|(x1, _, x2)| b2 - b1 < x2 - x1) {
+                best = Some((b1, r, b2));
+            }
+        }
+        let (b1, r, b2) = best.expect("five samples");
+        ClockSync {
+            offset_ns: r - (b1 + b2) / 2,
+            error_ns: ((b2 - b1) / 2).max(1) as u64,
+            measured_at_boot_ns: b1 as u64,
+        }
+    }
+
+    /// UTC nanoseconds since the Unix epoch for a boottime timestamp.
+    pub fn to_utc_ns(&self, boot_ns: u64) -> i128 {
+        boot_ns as i128 + self.offset_ns
+    }
+}
+
+/// RFC 3339 UTC with nanoseconds, e.g. `2026-11-21T19:53:00.123456789Z`.
+pub fn rfc3339(utc_ns: i128) -> String {
+    let secs = utc_ns.div_euclid(1_000_000_000) as i64;
+    let nanos = utc_ns.rem_euclid(1_000_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
+        assert_eq!(rfc3339(1_795_297_980_123_456_789), "2026-11-21T19:53:00.123456789Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn converts_boottime_to_now() {
+        let sync = ClockSync::measure();
+        let boot = now(libc::CLOCK_BOOTTIME) as u64;
+        let utc = sync.to_utc_ns(boot);
+        let real = now(libc::CLOCK_REALTIME);
+        assert!((real - utc).abs() < 50_000_000, "conversion off by {} ns", real - utc);
+        assert!(sync.error_ns < 10_000_000);
+    }
+}

@@ -1,0 +1,259 @@
+//! The agent's connection table: feeds every event's byte range into per-direction
+//! accounts and produces explicit gaps for bytes that never arrive.
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use super::stream::{Hole, StreamAccount};
+use crate::capture::event::{CaptureEvent, Direction, GapReason, Meta};
+
+/// Limits of the table.
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    /// How long a hole may wait for a late event (other CPUs) before it is a gap.
+    pub reorder_window: Duration,
+    /// A connection with no event for this long is flushed and forgotten.
+    pub idle_timeout: Duration,
+    /// Most connections kept; the least recently seen are flushed beyond it.
+    pub max_conns: usize,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            reorder_window: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(300),
+            max_conns: 100_000,
+        }
+    }
+}
+
+/// A byte range known to be missing from a connection's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// Identity and addresses of the connection (its latest event).
+    pub meta: Meta,
+    pub direction: Direction,
+    pub pos: u64,
+    pub len: u64,
+    pub reason: GapReason,
+}
+
+struct Conn {
+    /// Latest event's metadata, used to describe gaps.
+    meta: Meta,
+    tx: StreamAccount,
+    rx: StreamAccount,
+    /// Highest totals the kernel reported (bytes reserved per direction).
+    tx_total: u64,
+    rx_total: u64,
+    last_seen: Instant,
+    /// Set by the close event: finalize after the reorder window.
+    closing_since: Option<Instant>,
+}
+
+/// Connection table (see module docs).
+pub struct Tracker {
+    config: TrackerConfig,
+    conns: HashMap<u64, Conn>,
+    /// Connections flushed because of `max_conns` or `idle_timeout`.
+    pub evicted: u64,
+    /// Bytes seen twice (should stay 0; a non-zero value is a capture bug).
+    pub overlap_bytes: u64,
+}
+
+fn holes_to_gaps(meta: &Meta, direction: Direction, holes: Vec<Hole>, out: &mut Vec<Gap>) {
+    out.extend(holes.into_iter().map(|h| Gap { meta: meta.clone(), direction, pos: h.pos, len: h.len, reason: GapReason::Lost }));
+}
+
+impl Tracker {
+    pub fn new(config: TrackerConfig) -> Self {
+        Tracker { config, conns: HashMap::new(), evicted: 0, overlap_bytes: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Accounts for one event; returns gaps it makes known (explicit truncations).
+    pub fn on_event(&mut self, ev: &CaptureEvent, now: Instant) -> Vec<Gap> {
+        let meta = ev.meta();
+        if meta.untracked || meta.conn_id == 0 {
+            return Vec::new();
+        }
+        let conn = self.conns.entry(meta.conn_id).or_insert_with(|| Conn {
+            meta: meta.clone(),
+            tx: StreamAccount::default(),
+            rx: StreamAccount::default(),
+            tx_total: 0,
+            rx_total: 0,
+            last_seen: now,
+            closing_since: None,
+        });
+        conn.last_seen = now;
+        conn.tx_total = conn.tx_total.max(meta.tx_total);
+        conn.rx_total = conn.rx_total.max(meta.rx_total);
+        let mut gaps = Vec::new();
+        match ev {
+            CaptureEvent::Data { direction, pos, payload, .. } => {
+                let acct = if *direction == Direction::Egress { &mut conn.tx } else { &mut conn.rx };
+                self.overlap_bytes += acct.seen(*pos, payload.len() as u64, now);
+            }
+            CaptureEvent::Truncated { direction, pos, len, reason, .. } => {
+                let acct = if *direction == Direction::Egress { &mut conn.tx } else { &mut conn.rx };
+                self.overlap_bytes += acct.seen(*pos, *len, now);
+                gaps.push(Gap { meta: meta.clone(), direction: *direction, pos: *pos, len: *len, reason: *reason });
+            }
+            CaptureEvent::Close { .. } => conn.closing_since = Some(now),
+            CaptureEvent::Connect { .. } | CaptureEvent::Accept { .. } => {}
+        }
+        conn.meta = meta.clone();
+        gaps
+    }
+
+    /// Periodic work: holes past the reorder window become gaps, closed
+    /// connections are finalized, idle and excess connections are flushed.
+    pub fn tick(&mut self, now: Instant) -> Vec<Gap> {
+        let mut gaps = Vec::new();
+        let window = self.config.reorder_window;
+        let hole_deadline = now.checked_sub(window).unwrap_or(now);
+        let mut done = Vec::new();
+        for (&id, c) in self.conns.iter_mut() {
+            let closed = c.closing_since.is_some_and(|t| now.duration_since(t) >= window);
+            let idle = now.duration_since(c.last_seen) >= self.config.idle_timeout;
+            if closed || idle {
+                holes_to_gaps(&c.meta, Direction::Egress, c.tx.finish(c.tx_total), &mut gaps);
+                holes_to_gaps(&c.meta, Direction::Ingress, c.rx.finish(c.rx_total), &mut gaps);
+                done.push(id);
+                if idle && !closed {
+                    self.evicted += 1;
+                }
+            } else {
+                holes_to_gaps(&c.meta, Direction::Egress, c.tx.expire(hole_deadline), &mut gaps);
+                holes_to_gaps(&c.meta, Direction::Ingress, c.rx.expire(hole_deadline), &mut gaps);
+            }
+        }
+        for id in done {
+            self.conns.remove(&id);
+        }
+        if self.conns.len() > self.config.max_conns {
+            let mut by_age: Vec<(Instant, u64)> = self.conns.iter().map(|(&id, c)| (c.last_seen, id)).collect();
+            by_age.sort_unstable();
+            let excess = self.conns.len() - self.config.max_conns;
+            for &(_, id) in by_age.iter().take(excess) {
+                if let Some(mut c) = self.conns.remove(&id) {
+                    holes_to_gaps(&c.meta, Direction::Egress, c.tx.finish(c.tx_total), &mut gaps);
+                    holes_to_gaps(&c.meta, Direction::Ingress, c.rx.finish(c.rx_total), &mut gaps);
+                    self.evicted += 1;
+                }
+            }
+        }
+        gaps
+    }
+
+    /// Shutdown: every connection is finalized against the kernel's totals.
+    pub fn finish_all(&mut self) -> Vec<Gap> {
+        let mut gaps = Vec::new();
+        for (_, mut c) in self.conns.drain() {
+            holes_to_gaps(&c.meta, Direction::Egress, c.tx.finish(c.tx_total), &mut gaps);
+            holes_to_gaps(&c.meta, Direction::Ingress, c.rx.finish(c.rx_total), &mut gaps);
+        }
+        gaps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::capture::event::Transport;
+
+    fn meta(conn_id: u64, tx_total: u64, rx_total: u64) -> Meta {
+        Meta {
+            ts_ns: 1,
+            conn_id,
+            pid: 1,
+            tid: 1,
+            uid: 0,
+            fd: 3,
+            cgroup_id: 1,
+            netns: 1,
+            comm: "t".into(),
+            transport: Transport::Tcp,
+            syscall: "write",
+            local: "127.0.0.1:1".parse::<SocketAddr>().unwrap(),
+            remote: "127.0.0.1:2".parse::<SocketAddr>().unwrap(),
+            peer_from_arg: false,
+            midstream: false,
+            untracked: false,
+            tx_total,
+            rx_total,
+        }
+    }
+
+    fn data(conn: u64, pos: u64, len: usize, tx_total: u64) -> CaptureEvent {
+        CaptureEvent::Data { meta: meta(conn, tx_total, 0), direction: Direction::Egress, pos, payload: vec![7; len] }
+    }
+
+    #[test]
+    fn complete_connection_has_no_gaps() {
+        let t = Instant::now();
+        let mut tr = Tracker::new(TrackerConfig::default());
+        assert!(tr.on_event(&data(1, 0, 10, 10), t).is_empty());
+        assert!(tr.on_event(&data(1, 10, 10, 20), t).is_empty());
+        tr.on_event(&CaptureEvent::Close { meta: meta(1, 20, 0) }, t);
+        assert!(tr.tick(t + Duration::from_secs(3)).is_empty());
+        assert!(tr.is_empty());
+    }
+
+    #[test]
+    fn lost_middle_and_tail_become_gaps_after_close() {
+        let t = Instant::now();
+        let mut tr = Tracker::new(TrackerConfig::default());
+        tr.on_event(&data(1, 0, 10, 10), t);
+        tr.on_event(&data(1, 20, 10, 30), t);
+        tr.on_event(&CaptureEvent::Close { meta: meta(1, 45, 0) }, t);
+        assert!(tr.tick(t + Duration::from_millis(500)).is_empty(), "inside reorder window");
+        let gaps = tr.tick(t + Duration::from_secs(3));
+        let got: Vec<_> = gaps.iter().map(|g| (g.pos, g.len, g.reason)).collect();
+        assert_eq!(got, vec![(10, 10, GapReason::Lost), (30, 15, GapReason::Lost)]);
+    }
+
+    #[test]
+    fn truncation_is_an_immediate_gap_and_fills_the_account() {
+        let t = Instant::now();
+        let mut tr = Tracker::new(TrackerConfig::default());
+        tr.on_event(&data(1, 0, 10, 100), t);
+        let trunc = CaptureEvent::Truncated {
+            meta: meta(1, 100, 0),
+            direction: Direction::Egress,
+            pos: 10,
+            len: 90,
+            reason: GapReason::Truncated,
+        };
+        let gaps = tr.on_event(&trunc, t);
+        assert_eq!(gaps.len(), 1);
+        assert_eq!((gaps[0].pos, gaps[0].len, gaps[0].reason), (10, 90, GapReason::Truncated));
+        assert!(tr.finish_all().is_empty());
+    }
+
+    #[test]
+    fn excess_connections_are_flushed_and_counted() {
+        let t = Instant::now();
+        let mut tr = Tracker::new(TrackerConfig { max_conns: 2, ..Default::default() });
+        for id in 1..=4 {
+            tr.on_event(&data(id, 0, 1, 5), t + Duration::from_millis(id));
+        }
+        let gaps = tr.tick(t + Duration::from_millis(10));
+        assert_eq!(tr.len(), 2);
+        assert_eq!(tr.evicted, 2);
+        // The two oldest had 4 bytes each never seen.
+        assert_eq!(gaps.iter().map(|g| g.meta.conn_id).collect::<Vec<_>>(), vec![1, 2]);
+    }
+}

@@ -1,0 +1,167 @@
+//! Agent counters, exported as Prometheus text on `--metrics-addr` and logged.
+use std::{
+    fmt::Write as _,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use crate::capture::KernelStats;
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+}
+
+/// Everything the agent counts. Each field is exported under its own name.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Records read from the ring buffer.
+    pub ring_records: Counter,
+    /// Records that could not be decoded (a bug or a version mismatch).
+    pub decode_errors: Counter,
+    /// Payload bytes captured.
+    pub data_bytes: Counter,
+    /// Data events captured.
+    pub data_events: Counter,
+    /// Gap records emitted (any reason).
+    pub gaps: Counter,
+    /// Bytes in gaps because events were lost (ring buffer full).
+    pub gap_lost_bytes: Counter,
+    /// Bytes in gaps because of a capture cap.
+    pub gap_truncated_bytes: Counter,
+    /// Bytes in gaps because user memory could not be read.
+    pub gap_unreadable_bytes: Counter,
+    /// Connections currently tracked by the agent.
+    pub conns_tracked: Counter,
+    /// Connections evicted from the agent's table (cap or idle), with gaps flushed.
+    pub conns_evicted: Counter,
+    /// Records written to the output.
+    pub records_out: Counter,
+    /// Kernel: events written to the ring buffer.
+    pub kernel_events: Counter,
+    /// Kernel: events lost because the ring buffer was full.
+    pub kernel_lost_events: Counter,
+    /// Kernel: payload bytes in lost events.
+    pub kernel_lost_bytes: Counter,
+    /// Kernel: connection-tracking map full.
+    pub kernel_track_full: Counter,
+    /// Kernel: bytes reported truncated.
+    pub kernel_truncated_bytes: Counter,
+    /// Kernel: failed kernel/user memory reads.
+    pub kernel_internal_errors: Counter,
+    /// Kernel: pending-syscall map full (those calls were not captured).
+    pub kernel_pending_full: Counter,
+}
+
+impl Metrics {
+    pub fn set_kernel(&self, k: &KernelStats) {
+        self.kernel_events.set(k.events);
+        self.kernel_lost_events.set(k.lost_events);
+        self.kernel_lost_bytes.set(k.lost_bytes);
+        self.kernel_track_full.set(k.track_full);
+        self.kernel_truncated_bytes.set(k.truncated_bytes);
+        self.kernel_internal_errors.set(k.internal_errors);
+        self.kernel_pending_full.set(k.pending_full);
+    }
+
+    fn fields(&self) -> [(&'static str, &Counter); 18] {
+        [
+            ("ring_records", &self.ring_records),
+            ("decode_errors", &self.decode_errors),
+            ("data_bytes", &self.data_bytes),
+            ("data_events", &self.data_events),
+            ("gaps", &self.gaps),
+            ("gap_lost_bytes", &self.gap_lost_bytes),
+            ("gap_truncated_bytes", &self.gap_truncated_bytes),
+            ("gap_unreadable_bytes", &self.gap_unreadable_bytes),
+            ("conns_tracked", &self.conns_tracked),
+            ("conns_evicted", &self.conns_evicted),
+            ("records_out", &self.records_out),
+            ("kernel_events", &self.kernel_events),
+            ("kernel_lost_events", &self.kernel_lost_events),
+            ("kernel_lost_bytes", &self.kernel_lost_bytes),
+            ("kernel_track_full", &self.kernel_track_full),
+            ("kernel_truncated_bytes", &self.kernel_truncated_bytes),
+            ("kernel_internal_errors", &self.kernel_internal_errors),
+            ("kernel_pending_full", &self.kernel_pending_full),
+        ]
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for (name, c) in self.fields() {
+            let kind = if name == "conns_tracked" { "gauge" } else { "counter" };
+            let _ = writeln!(s, "# TYPE wiretrail_agent_{name} {kind}\nwiretrail_agent_{name} {}", c.get());
+        }
+        s
+    }
+
+    /// One JSON object with every counter (for logs and the final summary).
+    pub fn snapshot(&self) -> serde_json::Value {
+        serde_json::Value::Object(self.fields().iter().map(|(n, c)| (n.to_string(), c.get().into())).collect())
+    }
+}
+
+/// Serves `GET /metrics` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: std::sync::Arc<Metrics>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let conn = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = listener.accept() => c,
+        };
+        let Ok((mut sock, _)) = conn else { continue };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if req.starts_with("GET /metrics") {
+                ("200 OK", metrics.render())
+            } else {
+                ("404 Not Found", "try GET /metrics\n".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_counter() {
+        let m = Metrics::default();
+        m.kernel_lost_events.add(3);
+        let text = m.render();
+        assert!(text.contains("wiretrail_agent_kernel_lost_events 3"));
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 18);
+        assert_eq!(m.snapshot()["kernel_lost_events"], 3);
+    }
+}

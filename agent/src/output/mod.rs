@@ -1,0 +1,7 @@
+//! Where captured records go. For now: JSON lines (or counted and discarded, for
+//! benchmarks). The collector shipper plugs in here later.
+pub mod jsonl;
+pub mod record;
+
+pub use jsonl::{Sink, SinkError};
+pub use record::JsonRecord;
