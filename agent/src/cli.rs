@@ -4,7 +4,11 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "wiretrail-agent", version, about = "Records every machine-to-machine conversation on this host")]
+#[command(
+    name = "wiretrail-agent",
+    version,
+    about = "Records every machine-to-machine conversation on this host"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -84,7 +88,14 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
-        let c = Cli::try_parse_from(["wiretrail-agent", "--output", "none", "--ring-bytes", "4096"]).unwrap();
+        let c = Cli::try_parse_from([
+            "wiretrail-agent",
+            "--output",
+            "none",
+            "--ring-bytes",
+            "4096",
+        ])
+        .unwrap();
         assert_eq!(c.run.output, OutputFormat::None);
         assert!(Cli::try_parse_from(["wiretrail-agent", "--output", "xml"]).is_err());
     }

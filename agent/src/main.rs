@@ -16,7 +16,9 @@ use wiretrail_agent::{
 fn init_logs(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -44,12 +46,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (OutputFormat::Jsonl, Some(p)) => Sink::file(&p.to_string_lossy())?,
         (OutputFormat::Jsonl, None) => Sink::stdout(),
     };
-    let (loaded, ring) = capture::start(&CaptureOptions { ring_bytes: args.ring_bytes, conn_cap_bytes: args.conn_cap_bytes })?;
+    let (loaded, ring) = capture::start(&CaptureOptions {
+        ring_bytes: args.ring_bytes,
+        conn_cap_bytes: args.conn_cap_bytes,
+    })?;
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
 
     let (tx, rx) = mpsc::channel(256);
-    let reader = tokio::spawn(capture::reader::run(ring, tx, metrics.clone(), shutdown.clone()));
+    let reader = tokio::spawn(capture::reader::run(
+        ring,
+        tx,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let tracker = TrackerConfig {
         reorder_window: Duration::from_millis(args.reorder_window_ms),
         idle_timeout: Duration::from_secs(args.idle_timeout_s),
@@ -57,14 +67,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let pipe = tokio::spawn(pipeline::run(rx, sink, tracker, metrics.clone()));
     if let Some(addr) = args.metrics_addr {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics address {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding metrics address {addr}"))?;
         tracing::info!(%addr, "serving metrics at /metrics");
         tokio::spawn(metrics::serve(listener, metrics.clone(), shutdown.clone()));
     }
     if let Some(p) = &args.ready_file {
-        std::fs::write(p, format!("{}\n", std::process::id())).with_context(|| format!("writing ready file {}", p.display()))?;
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing ready file {}", p.display()))?;
     }
-    tracing::info!(pid = std::process::id(), "capturing; SIGINT or SIGTERM to stop");
+    tracing::info!(
+        pid = std::process::id(),
+        "capturing; SIGINT or SIGTERM to stop"
+    );
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -98,7 +114,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let summary = metrics.snapshot();
     tracing::info!(%summary, "final counters");
     if let Some(p) = &args.stats_file {
-        std::fs::write(p, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing stats file {}", p.display()))?;
+        std::fs::write(p, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing stats file {}", p.display()))?;
     }
     Ok(())
 }

@@ -104,15 +104,28 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::new();
         for (name, c) in self.fields() {
-            let kind = if name == "conns_tracked" { "gauge" } else { "counter" };
-            let _ = writeln!(s, "# TYPE wiretrail_agent_{name} {kind}\nwiretrail_agent_{name} {}", c.get());
+            let kind = if name == "conns_tracked" {
+                "gauge"
+            } else {
+                "counter"
+            };
+            let _ = writeln!(
+                s,
+                "# TYPE wiretrail_agent_{name} {kind}\nwiretrail_agent_{name} {}",
+                c.get()
+            );
         }
         s
     }
 
     /// One JSON object with every counter (for logs and the final summary).
     pub fn snapshot(&self) -> serde_json::Value {
-        serde_json::Value::Object(self.fields().iter().map(|(n, c)| (n.to_string(), c.get().into())).collect())
+        serde_json::Value::Object(
+            self.fields()
+                .iter()
+                .map(|(n, c)| (n.to_string(), c.get().into()))
+                .collect(),
+        )
     }
 }
 
@@ -132,10 +145,13 @@ pub async fn serve(
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
-            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
+            let n =
+                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
             let req = String::from_utf8_lossy(&buf[..n]);
             let (status, body) = if req.starts_with("GET /metrics") {
                 ("200 OK", metrics.render())

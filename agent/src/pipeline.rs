@@ -71,7 +71,12 @@ fn count_gaps(metrics: &Metrics, gaps: &[Gap]) {
     }
 }
 
-fn write_gaps(sink: &mut Sink, gaps: &[Gap], clock: &ClockSync, metrics: &Metrics) -> Result<(), SinkError> {
+fn write_gaps(
+    sink: &mut Sink,
+    gaps: &[Gap],
+    clock: &ClockSync,
+    metrics: &Metrics,
+) -> Result<(), SinkError> {
     count_gaps(metrics, gaps);
     for g in gaps {
         tracing::warn!(conn_id = g.meta.conn_id, direction = ?g.direction, pos = g.pos, len = g.len, reason = ?g.reason, "bytes missing from stream");

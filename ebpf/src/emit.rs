@@ -3,13 +3,14 @@ use aya_ebpf::{
     cty::c_void,
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_loop, bpf_probe_read_user,
+        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_loop,
+        bpf_probe_read_user,
     },
 };
 use wiretrail_common::{
-    CHUNK_MAX, EVENT_HEADER_SIZE, FLAG_UNREADABLE, KIND_DATA, KIND_TRUNCATED,
-    MAX_CHUNKS_PER_CALL, MAX_IOVECS, STAT_EVENTS, STAT_INTERNAL_ERRORS, STAT_LOST_BYTES,
-    STAT_LOST_EVENTS, STAT_TRUNCATED_BYTES, ScratchEvent,
+    CHUNK_MAX, EVENT_HEADER_SIZE, FLAG_UNREADABLE, KIND_DATA, KIND_TRUNCATED, MAX_CHUNKS_PER_CALL,
+    MAX_IOVECS, STAT_EVENTS, STAT_INTERNAL_ERRORS, STAT_LOST_BYTES, STAT_LOST_EVENTS,
+    STAT_TRUNCATED_BYTES, ScratchEvent,
 };
 
 use crate::{
@@ -20,7 +21,14 @@ use crate::{
 /// Fills the header fields common to every event of the current syscall and
 /// returns the scratch slot. `sk`'s tuple is read into the header.
 #[inline(always)]
-pub fn begin(kind: u8, syscall: u8, fd: i32, sk: u64, family: u8, protocol: u8) -> Option<*mut ScratchEvent> {
+pub fn begin(
+    kind: u8,
+    syscall: u8,
+    fd: i32,
+    sk: u64,
+    family: u8,
+    protocol: u8,
+) -> Option<*mut ScratchEvent> {
     let s = scratch()?;
     let h = unsafe { &mut (*s).header };
     unsafe {
@@ -66,7 +74,11 @@ pub fn truncated(s: *mut ScratchEvent, pos: u64, len: u64, flags: u8) {
     let kind = h.kind;
     h.kind = KIND_TRUNCATED;
     h.pos = pos;
-    h.len = if len > u32::MAX as u64 { u32::MAX } else { len as u32 };
+    h.len = if len > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        len as u32
+    };
     h.flags |= flags;
     stat_add(STAT_TRUNCATED_BYTES, len);
     submit_header(s);
@@ -77,7 +89,11 @@ pub fn truncated(s: *mut ScratchEvent, pos: u64, len: u64, flags: u8) {
 /// Copies `n` (≤ CHUNK_MAX) bytes from user memory at `src` and emits them at `pos`.
 #[inline(always)]
 fn chunk(s: *mut ScratchEvent, src: u64, n: u64, pos: u64) {
-    let n = if n > CHUNK_MAX as u64 { CHUNK_MAX as u64 } else { n };
+    let n = if n > CHUNK_MAX as u64 {
+        CHUNK_MAX as u64
+    } else {
+        n
+    };
     // Round-trip the length through the map value: the verifier cannot know what
     // a map holds, so it stops tracking `n` back into the loop state (which would
     // make every bpf_loop iteration a distinct state and never converge). The mask
@@ -175,7 +191,11 @@ extern "C" fn step(_i: u64, _ctx: *mut c_void) -> i64 {
         c.left = if v.len < rest { v.len } else { rest };
         return 0;
     }
-    let n = if c.left < CHUNK_MAX as u64 { c.left } else { CHUNK_MAX as u64 };
+    let n = if c.left < CHUNK_MAX as u64 {
+        c.left
+    } else {
+        CHUNK_MAX as u64
+    };
     chunk(s, c.base, n, c.pos0 + c.done);
     c.base += n;
     c.left -= n;
@@ -205,7 +225,16 @@ pub fn stream(s: *mut ScratchEvent, iov: u64, iovcnt: u64, buf: u64, total: u64,
         return;
     };
     unsafe {
-        *c = Cursor { iov, iovcnt, idx: 0, base: buf, left: if iov == 0 { limit } else { 0 }, done: 0, limit, pos0 };
+        *c = Cursor {
+            iov,
+            iovcnt,
+            idx: 0,
+            base: buf,
+            left: if iov == 0 { limit } else { 0 },
+            done: 0,
+            limit,
+            pos0,
+        };
         if limit > 0 {
             bpf_loop(
                 (MAX_CHUNKS_PER_CALL + MAX_IOVECS) as u32,

@@ -3,9 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use wiretrail_common::{
-    CaptureConfig, ConnState, KernelOffsets, STAT_COUNT, ScratchEvent,
-};
+use wiretrail_common::{CaptureConfig, ConnState, KernelOffsets, STAT_COUNT, ScratchEvent};
 
 /// Events to user space. The agent resizes it at load (`--ring-bytes`).
 #[map]

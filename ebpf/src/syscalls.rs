@@ -46,9 +46,17 @@ fn capturing() -> Option<u64> {
 fn enter(ctx: &TracePointContext, syscall: u8) {
     let Some(pid_tgid) = capturing() else { return };
     let fd = arg(ctx, 0) as i64 as i32;
-    let Some(sk) = fd_to_sock(fd as i64) else { return };
-    let Some((family, protocol)) = inet_kind(sk) else { return };
-    let addr = if syscall == SYS_SENDTO || syscall == SYS_RECVFROM { arg(ctx, 4) } else { 0 };
+    let Some(sk) = fd_to_sock(fd as i64) else {
+        return;
+    };
+    let Some((family, protocol)) = inet_kind(sk) else {
+        return;
+    };
+    let addr = if syscall == SYS_SENDTO || syscall == SYS_RECVFROM {
+        arg(ctx, 4)
+    } else {
+        0
+    };
     let call = PendingCall {
         sock: sk,
         a0: arg(ctx, 1),
@@ -71,7 +79,11 @@ fn take(syscall: u8) -> Option<PendingCall> {
     let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
     let call = unsafe { *PENDING.get(&pid_tgid)? };
     let _ = PENDING.remove(&pid_tgid);
-    if call.syscall == syscall { Some(call) } else { None }
+    if call.syscall == syscall {
+        Some(call)
+    } else {
+        None
+    }
 }
 
 /// Per-datagram peer of an unconnected UDP socket, from a user sockaddr.
@@ -95,7 +107,8 @@ fn peer_from_sockaddr(h: &mut EventHeader, addr: u64) {
         h.raddr[3] = sa[7];
     } else if fam == AF_INET6 {
         let mut a = [0u8; 16];
-        let r = unsafe { bpf_probe_read_user(a.as_mut_ptr().cast(), 16, (addr + 8) as *const c_void) };
+        let r =
+            unsafe { bpf_probe_read_user(a.as_mut_ptr().cast(), 16, (addr + 8) as *const c_void) };
         if r != 0 {
             return;
         }
@@ -119,8 +132,14 @@ struct MsgHdr {
 
 #[inline(always)]
 fn read_msghdr(addr: u64) -> Option<MsgHdr> {
-    let mut m = MsgHdr { name: 0, namelen: 0, iov: 0, iovlen: 0 };
-    let r = unsafe { bpf_probe_read_user((&mut m as *mut MsgHdr).cast(), 32, addr as *const c_void) };
+    let mut m = MsgHdr {
+        name: 0,
+        namelen: 0,
+        iov: 0,
+        iovlen: 0,
+    };
+    let r =
+        unsafe { bpf_probe_read_user((&mut m as *mut MsgHdr).cast(), 32, addr as *const c_void) };
     if r == 0 { Some(m) } else { None }
 }
 
@@ -132,12 +151,23 @@ fn exit_data(ctx: &TracePointContext, syscall: u8, dir: u8) {
     if ret <= 0 {
         return;
     }
-    let Some(s) = begin(KIND_DATA, syscall, call.fd, call.sock, call.family, call.protocol) else {
+    let Some(s) = begin(
+        KIND_DATA,
+        syscall,
+        call.fd,
+        call.sock,
+        call.family,
+        call.protocol,
+    ) else {
         return;
     };
     let h = unsafe { &mut (*s).header };
     h.direction = dir;
-    let mut local = ConnState { conn_id: 0, tx_pos: 0, rx_pos: 0 };
+    let mut local = ConnState {
+        conn_id: 0,
+        tx_pos: 0,
+        rx_pos: 0,
+    };
     let cs: *mut ConnState = match get_or_create(call.sock) {
         Some((p, created)) => {
             if created {
@@ -153,7 +183,11 @@ fn exit_data(ctx: &TracePointContext, syscall: u8, dir: u8) {
     let base_flags = h.flags;
     h.conn_id = unsafe { (*cs).conn_id };
     let pos_ptr = unsafe {
-        if dir == DIR_EGRESS { &mut (*cs).tx_pos as *mut u64 } else { &mut (*cs).rx_pos as *mut u64 }
+        if dir == DIR_EGRESS {
+            &mut (*cs).tx_pos as *mut u64
+        } else {
+            &mut (*cs).rx_pos as *mut u64
+        }
     };
     let udp = call.protocol == PROTO_UDP;
     if syscall == SYS_RECVMMSG || syscall == SYS_SENDMMSG {
@@ -165,7 +199,9 @@ fn exit_data(ctx: &TracePointContext, syscall: u8, dir: u8) {
             let mh = call.a0 + i * 64;
             let Some(m) = read_msghdr(mh) else { break };
             let mut len = 0u32;
-            let r = unsafe { bpf_probe_read_user((&mut len as *mut u32).cast(), 4, (mh + 56) as *const c_void) };
+            let r = unsafe {
+                bpf_probe_read_user((&mut len as *mut u32).cast(), 4, (mh + 56) as *const c_void)
+            };
             if r != 0 {
                 break;
             }
@@ -213,8 +249,12 @@ fn set_totals(h: &mut EventHeader, cs: *mut ConnState) {
 /// Emits a lifecycle event for `sk` (connect or accept).
 #[inline(always)]
 fn lifecycle(kind: u8, syscall: u8, fd: i32, sk: u64, family: u8, protocol: u8) {
-    let Some((cs, _)) = get_or_create(sk) else { return };
-    let Some(s) = begin(kind, syscall, fd, sk, family, protocol) else { return };
+    let Some((cs, _)) = get_or_create(sk) else {
+        return;
+    };
+    let Some(s) = begin(kind, syscall, fd, sk, family, protocol) else {
+        return;
+    };
     let h = unsafe { &mut (*s).header };
     h.conn_id = unsafe { (*cs).conn_id };
     set_totals(h, cs);
@@ -223,10 +263,19 @@ fn lifecycle(kind: u8, syscall: u8, fd: i32, sk: u64, family: u8, protocol: u8) 
 
 #[inline(always)]
 fn exit_connect(ctx: &TracePointContext) {
-    let Some(call) = take(SYS_CONNECT) else { return };
+    let Some(call) = take(SYS_CONNECT) else {
+        return;
+    };
     let ret = arg(ctx, 0) as i64;
     if ret == 0 || ret == -EINPROGRESS {
-        lifecycle(KIND_CONNECT, SYS_CONNECT, call.fd, call.sock, call.family, call.protocol);
+        lifecycle(
+            KIND_CONNECT,
+            SYS_CONNECT,
+            call.fd,
+            call.sock,
+            call.family,
+            call.protocol,
+        );
     }
 }
 
@@ -238,7 +287,9 @@ fn exit_accept(ctx: &TracePointContext, syscall: u8) {
         return;
     }
     let Some(sk) = fd_to_sock(ret) else { return };
-    let Some((family, protocol)) = inet_kind(sk) else { return };
+    let Some((family, protocol)) = inet_kind(sk) else {
+        return;
+    };
     lifecycle(KIND_ACCEPT, syscall, ret as i32, sk, family, protocol);
 }
 
@@ -248,11 +299,19 @@ fn enter_close(ctx: &TracePointContext) {
         return;
     }
     let fd = arg(ctx, 0) as i64 as i32;
-    let Some(sk) = fd_to_sock(fd as i64) else { return };
-    let Some(cs) = (unsafe { CONNS.get(&sk) }) else { return };
+    let Some(sk) = fd_to_sock(fd as i64) else {
+        return;
+    };
+    let Some(cs) = (unsafe { CONNS.get(&sk) }) else {
+        return;
+    };
     let cs = *cs;
-    let Some((family, protocol)) = inet_kind(sk) else { return };
-    let Some(s) = begin(KIND_CLOSE, SYS_CLOSE, fd, sk, family, protocol) else { return };
+    let Some((family, protocol)) = inet_kind(sk) else {
+        return;
+    };
+    let Some(s) = begin(KIND_CLOSE, SYS_CLOSE, fd, sk, family, protocol) else {
+        return;
+    };
     let h = unsafe { &mut (*s).header };
     h.conn_id = cs.conn_id;
     h.tx_total = cs.tx_pos;
@@ -280,12 +339,32 @@ data_pair!(sys_enter_read, sys_exit_read, SYS_READ, DIR_INGRESS);
 data_pair!(sys_enter_write, sys_exit_write, SYS_WRITE, DIR_EGRESS);
 data_pair!(sys_enter_readv, sys_exit_readv, SYS_READV, DIR_INGRESS);
 data_pair!(sys_enter_writev, sys_exit_writev, SYS_WRITEV, DIR_EGRESS);
-data_pair!(sys_enter_recvfrom, sys_exit_recvfrom, SYS_RECVFROM, DIR_INGRESS);
+data_pair!(
+    sys_enter_recvfrom,
+    sys_exit_recvfrom,
+    SYS_RECVFROM,
+    DIR_INGRESS
+);
 data_pair!(sys_enter_sendto, sys_exit_sendto, SYS_SENDTO, DIR_EGRESS);
-data_pair!(sys_enter_recvmsg, sys_exit_recvmsg, SYS_RECVMSG, DIR_INGRESS);
+data_pair!(
+    sys_enter_recvmsg,
+    sys_exit_recvmsg,
+    SYS_RECVMSG,
+    DIR_INGRESS
+);
 data_pair!(sys_enter_sendmsg, sys_exit_sendmsg, SYS_SENDMSG, DIR_EGRESS);
-data_pair!(sys_enter_recvmmsg, sys_exit_recvmmsg, SYS_RECVMMSG, DIR_INGRESS);
-data_pair!(sys_enter_sendmmsg, sys_exit_sendmmsg, SYS_SENDMMSG, DIR_EGRESS);
+data_pair!(
+    sys_enter_recvmmsg,
+    sys_exit_recvmmsg,
+    SYS_RECVMMSG,
+    DIR_INGRESS
+);
+data_pair!(
+    sys_enter_sendmmsg,
+    sys_exit_sendmmsg,
+    SYS_SENDMMSG,
+    DIR_EGRESS
+);
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {

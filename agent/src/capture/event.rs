@@ -62,12 +62,29 @@ pub struct Meta {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaptureEvent {
-    Data { meta: Meta, direction: Direction, pos: u64, payload: Vec<u8> },
-    Connect { meta: Meta },
-    Accept { meta: Meta },
-    Close { meta: Meta },
+    Data {
+        meta: Meta,
+        direction: Direction,
+        pos: u64,
+        payload: Vec<u8>,
+    },
+    Connect {
+        meta: Meta,
+    },
+    Accept {
+        meta: Meta,
+    },
+    Close {
+        meta: Meta,
+    },
     /// Bytes transferred but not captured (explicit, never silent).
-    Truncated { meta: Meta, direction: Direction, pos: u64, len: u64, reason: GapReason },
+    Truncated {
+        meta: Meta,
+        direction: Direction,
+        pos: u64,
+        len: u64,
+        reason: GapReason,
+    },
 }
 
 impl CaptureEvent {
@@ -154,7 +171,11 @@ pub fn decode(buf: &[u8]) -> Result<CaptureEvent, DecodeError> {
         cgroup_id: h.cgroup_id,
         netns: h.netns,
         comm: String::from_utf8_lossy(&h.comm[..comm_end]).into_owned(),
-        transport: if h.protocol == PROTO_UDP { Transport::Udp } else { Transport::Tcp },
+        transport: if h.protocol == PROTO_UDP {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        },
         syscall: syscall_name(h.syscall),
         local: addr(h.family, &h.laddr, h.lport),
         remote: addr(h.family, &h.raddr, h.rport),
@@ -170,9 +191,17 @@ pub fn decode(buf: &[u8]) -> Result<CaptureEvent, DecodeError> {
             // The ring buffer rounds records up to 8 bytes; the header says how many are ours.
             let len = h.len as usize;
             if payload.len() < len {
-                return Err(DecodeError::PayloadLength { announced: len, actual: payload.len() });
+                return Err(DecodeError::PayloadLength {
+                    announced: len,
+                    actual: payload.len(),
+                });
             }
-            CaptureEvent::Data { direction: direction(h.direction)?, pos: h.pos, payload: payload[..len].to_vec(), meta }
+            CaptureEvent::Data {
+                direction: direction(h.direction)?,
+                pos: h.pos,
+                payload: payload[..len].to_vec(),
+                meta,
+            }
         }
         KIND_CONNECT => CaptureEvent::Connect { meta },
         KIND_ACCEPT => CaptureEvent::Accept { meta },
@@ -181,7 +210,11 @@ pub fn decode(buf: &[u8]) -> Result<CaptureEvent, DecodeError> {
             direction: direction(h.direction)?,
             pos: h.pos,
             len: h.len as u64,
-            reason: if h.flags & FLAG_UNREADABLE != 0 { GapReason::Unreadable } else { GapReason::Truncated },
+            reason: if h.flags & FLAG_UNREADABLE != 0 {
+                GapReason::Unreadable
+            } else {
+                GapReason::Truncated
+            },
             meta,
         },
         kind => return Err(DecodeError::Kind { kind }),
@@ -224,7 +257,10 @@ mod tests {
     }
 
     fn bytes(h: &EventHeader, payload: &[u8]) -> Vec<u8> {
-        let mut v = unsafe { std::slice::from_raw_parts((h as *const EventHeader).cast::<u8>(), EVENT_HEADER_SIZE) }.to_vec();
+        let mut v = unsafe {
+            std::slice::from_raw_parts((h as *const EventHeader).cast::<u8>(), EVENT_HEADER_SIZE)
+        }
+        .to_vec();
         v.extend_from_slice(payload);
         v
     }
@@ -232,8 +268,19 @@ mod tests {
     #[test]
     fn decodes_data_with_padding() {
         let ev = decode(&bytes(&header(KIND_DATA), b"abc\0\0\0\0\0")).unwrap();
-        let CaptureEvent::Data { meta, direction, pos, payload } = ev else { panic!() };
-        assert_eq!((direction, pos, payload.as_slice()), (Direction::Egress, 100, &b"abc"[..]));
+        let CaptureEvent::Data {
+            meta,
+            direction,
+            pos,
+            payload,
+        } = ev
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (direction, pos, payload.as_slice()),
+            (Direction::Egress, 100, &b"abc"[..])
+        );
         assert_eq!(meta.comm, "curl");
         assert_eq!(meta.local.to_string(), "127.0.0.1:5555");
         assert_eq!(meta.remote.to_string(), "127.0.0.2:80");
@@ -245,9 +292,15 @@ mod tests {
         assert_eq!(decode(&[0u8; 10]), Err(DecodeError::Short { len: 10 }));
         assert_eq!(
             decode(&bytes(&header(KIND_DATA), b"ab")),
-            Err(DecodeError::PayloadLength { announced: 3, actual: 2 })
+            Err(DecodeError::PayloadLength {
+                announced: 3,
+                actual: 2
+            })
         );
-        assert_eq!(decode(&bytes(&header(99), b"")), Err(DecodeError::Kind { kind: 99 }));
+        assert_eq!(
+            decode(&bytes(&header(99), b"")),
+            Err(DecodeError::Kind { kind: 99 })
+        );
     }
 
     #[test]
@@ -266,7 +319,9 @@ mod tests {
         let mut h = header(KIND_TRUNCATED);
         h.flags = FLAG_UNREADABLE;
         h.len = 4096;
-        let CaptureEvent::Truncated { len, reason, .. } = decode(&bytes(&h, b"")).unwrap() else { panic!() };
+        let CaptureEvent::Truncated { len, reason, .. } = decode(&bytes(&h, b"")).unwrap() else {
+            panic!()
+        };
         assert_eq!((len, reason), (4096, GapReason::Unreadable));
     }
 }

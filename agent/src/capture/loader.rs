@@ -7,7 +7,8 @@ use aya::{
 use wiretrail_common::{CaptureConfig, KernelOffsets};
 
 /// The eBPF object built by `build.rs`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wiretrail-ebpf.o"));
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wiretrail-ebpf.o"));
 
 /// Every syscall tracepoint program, named after its tracepoint.
 pub const TRACEPOINTS: &[&str] = &[
@@ -98,16 +99,36 @@ pub fn load_and_attach(
             .program_mut(name)
             .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?
             .try_into()
-            .map_err(|source| LoadError::Program { name: name.into(), source })?;
-        prog.load().map_err(|source| LoadError::Program { name: name.into(), source })?;
-        prog.attach("syscalls", name).map_err(|source| LoadError::Program { name: name.into(), source })?;
+            .map_err(|source| LoadError::Program {
+                name: name.into(),
+                source,
+            })?;
+        prog.load().map_err(|source| LoadError::Program {
+            name: name.into(),
+            source,
+        })?;
+        prog.attach("syscalls", name)
+            .map_err(|source| LoadError::Program {
+                name: name.into(),
+                source,
+            })?;
         tracing::debug!(tracepoint = name, "attached");
     }
     let ring = take_map(&mut ebpf, "EVENTS")?;
-    let ring = RingBuf::try_from(ring).map_err(|source| LoadError::Map { name: "EVENTS".into(), source })?;
+    let ring = RingBuf::try_from(ring).map_err(|source| LoadError::Map {
+        name: "EVENTS".into(),
+        source,
+    })?;
     let stats = take_map(&mut ebpf, "STATS")?;
-    let stats = PerCpuArray::try_from(stats).map_err(|source| LoadError::Map { name: "STATS".into(), source })?;
-    tracing::info!(programs = TRACEPOINTS.len(), ring_bytes, "eBPF programs attached");
+    let stats = PerCpuArray::try_from(stats).map_err(|source| LoadError::Map {
+        name: "STATS".into(),
+        source,
+    })?;
+    tracing::info!(
+        programs = TRACEPOINTS.len(),
+        ring_bytes,
+        "eBPF programs attached"
+    );
     Ok((Loaded { ebpf, stats }, ring))
 }
 
@@ -115,11 +136,15 @@ pub fn load_and_attach(
 fn nr_cpus() -> Result<u32, LoadError> {
     aya::util::nr_cpus()
         .map(|n| n as u32)
-        .map_err(|(path, source)| LoadError::Cpus { path: path.to_string(), source })
+        .map_err(|(path, source)| LoadError::Cpus {
+            path: path.to_string(),
+            source,
+        })
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, LoadError> {
-    ebpf.take_map(name).ok_or_else(|| LoadError::MissingMap { name: name.into() })
+    ebpf.take_map(name)
+        .ok_or_else(|| LoadError::MissingMap { name: name.into() })
 }
 
 /// Kernel counters summed over CPUs.
@@ -142,7 +167,10 @@ impl Loaded {
             let v = self
                 .stats
                 .get(&(i as u32), 0)
-                .map_err(|source| LoadError::Map { name: "STATS".into(), source })?;
+                .map_err(|source| LoadError::Map {
+                    name: "STATS".into(),
+                    source,
+                })?;
             *sum = v.iter().sum();
         }
         use wiretrail_common::*;

@@ -36,9 +36,13 @@ pub struct CaptureOptions {
 }
 
 /// Checks the host, loads and attaches the programs.
-pub fn start(opts: &CaptureOptions) -> Result<(Loaded, aya::maps::RingBuf<aya::maps::MapData>), CaptureError> {
+pub fn start(
+    opts: &CaptureOptions,
+) -> Result<(Loaded, aya::maps::RingBuf<aya::maps::MapData>), CaptureError> {
     if !opts.ring_bytes.is_power_of_two() || opts.ring_bytes < 4096 {
-        return Err(CaptureError::RingSize { bytes: opts.ring_bytes });
+        return Err(CaptureError::RingSize {
+            bytes: opts.ring_bytes,
+        });
     }
     selfcheck::run()?;
     tracefs::ensure_mounted()?;

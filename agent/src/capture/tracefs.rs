@@ -5,7 +5,9 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
-    #[error("tracefs is not mounted at {TRACEFS} and mounting it failed (needs CAP_SYS_ADMIN; or run `mount -t tracefs tracefs {TRACEFS}`)")]
+    #[error(
+        "tracefs is not mounted at {TRACEFS} and mounting it failed (needs CAP_SYS_ADMIN; or run `mount -t tracefs tracefs {TRACEFS}`)"
+    )]
     Mount {
         #[source]
         source: std::io::Error,
@@ -25,9 +27,19 @@ pub fn ensure_mounted() -> Result<bool, TracefsError> {
     }
     let src = c"tracefs";
     let target = c"/sys/kernel/tracing";
-    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
-        return Err(TracefsError::Mount { source: std::io::Error::last_os_error() });
+        return Err(TracefsError::Mount {
+            source: std::io::Error::last_os_error(),
+        });
     }
     tracing::info!(path = TRACEFS, "mounted tracefs");
     Ok(true)

@@ -64,12 +64,23 @@ pub struct Tracker {
 }
 
 fn holes_to_gaps(meta: &Meta, direction: Direction, holes: Vec<Hole>, out: &mut Vec<Gap>) {
-    out.extend(holes.into_iter().map(|h| Gap { meta: meta.clone(), direction, pos: h.pos, len: h.len, reason: GapReason::Lost }));
+    out.extend(holes.into_iter().map(|h| Gap {
+        meta: meta.clone(),
+        direction,
+        pos: h.pos,
+        len: h.len,
+        reason: GapReason::Lost,
+    }));
 }
 
 impl Tracker {
     pub fn new(config: TrackerConfig) -> Self {
-        Tracker { config, conns: HashMap::new(), evicted: 0, overlap_bytes: 0 }
+        Tracker {
+            config,
+            conns: HashMap::new(),
+            evicted: 0,
+            overlap_bytes: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -100,14 +111,39 @@ impl Tracker {
         conn.rx_total = conn.rx_total.max(meta.rx_total);
         let mut gaps = Vec::new();
         match ev {
-            CaptureEvent::Data { direction, pos, payload, .. } => {
-                let acct = if *direction == Direction::Egress { &mut conn.tx } else { &mut conn.rx };
+            CaptureEvent::Data {
+                direction,
+                pos,
+                payload,
+                ..
+            } => {
+                let acct = if *direction == Direction::Egress {
+                    &mut conn.tx
+                } else {
+                    &mut conn.rx
+                };
                 self.overlap_bytes += acct.seen(*pos, payload.len() as u64, now);
             }
-            CaptureEvent::Truncated { direction, pos, len, reason, .. } => {
-                let acct = if *direction == Direction::Egress { &mut conn.tx } else { &mut conn.rx };
+            CaptureEvent::Truncated {
+                direction,
+                pos,
+                len,
+                reason,
+                ..
+            } => {
+                let acct = if *direction == Direction::Egress {
+                    &mut conn.tx
+                } else {
+                    &mut conn.rx
+                };
                 self.overlap_bytes += acct.seen(*pos, *len, now);
-                gaps.push(Gap { meta: meta.clone(), direction: *direction, pos: *pos, len: *len, reason: *reason });
+                gaps.push(Gap {
+                    meta: meta.clone(),
+                    direction: *direction,
+                    pos: *pos,
+                    len: *len,
+                    reason: *reason,
+                });
             }
             CaptureEvent::Close { .. } => conn.closing_since = Some(now),
             CaptureEvent::Connect { .. } | CaptureEvent::Accept { .. } => {}
@@ -124,31 +160,67 @@ impl Tracker {
         let hole_deadline = now.checked_sub(window).unwrap_or(now);
         let mut done = Vec::new();
         for (&id, c) in self.conns.iter_mut() {
-            let closed = c.closing_since.is_some_and(|t| now.duration_since(t) >= window);
+            let closed = c
+                .closing_since
+                .is_some_and(|t| now.duration_since(t) >= window);
             let idle = now.duration_since(c.last_seen) >= self.config.idle_timeout;
             if closed || idle {
-                holes_to_gaps(&c.meta, Direction::Egress, c.tx.finish(c.tx_total), &mut gaps);
-                holes_to_gaps(&c.meta, Direction::Ingress, c.rx.finish(c.rx_total), &mut gaps);
+                holes_to_gaps(
+                    &c.meta,
+                    Direction::Egress,
+                    c.tx.finish(c.tx_total),
+                    &mut gaps,
+                );
+                holes_to_gaps(
+                    &c.meta,
+                    Direction::Ingress,
+                    c.rx.finish(c.rx_total),
+                    &mut gaps,
+                );
                 done.push(id);
                 if idle && !closed {
                     self.evicted += 1;
                 }
             } else {
-                holes_to_gaps(&c.meta, Direction::Egress, c.tx.expire(hole_deadline), &mut gaps);
-                holes_to_gaps(&c.meta, Direction::Ingress, c.rx.expire(hole_deadline), &mut gaps);
+                holes_to_gaps(
+                    &c.meta,
+                    Direction::Egress,
+                    c.tx.expire(hole_deadline),
+                    &mut gaps,
+                );
+                holes_to_gaps(
+                    &c.meta,
+                    Direction::Ingress,
+                    c.rx.expire(hole_deadline),
+                    &mut gaps,
+                );
             }
         }
         for id in done {
             self.conns.remove(&id);
         }
         if self.conns.len() > self.config.max_conns {
-            let mut by_age: Vec<(Instant, u64)> = self.conns.iter().map(|(&id, c)| (c.last_seen, id)).collect();
+            let mut by_age: Vec<(Instant, u64)> = self
+                .conns
+                .iter()
+                .map(|(&id, c)| (c.last_seen, id))
+                .collect();
             by_age.sort_unstable();
             let excess = self.conns.len() - self.config.max_conns;
             for &(_, id) in by_age.iter().take(excess) {
                 if let Some(mut c) = self.conns.remove(&id) {
-                    holes_to_gaps(&c.meta, Direction::Egress, c.tx.finish(c.tx_total), &mut gaps);
-                    holes_to_gaps(&c.meta, Direction::Ingress, c.rx.finish(c.rx_total), &mut gaps);
+                    holes_to_gaps(
+                        &c.meta,
+                        Direction::Egress,
+                        c.tx.finish(c.tx_total),
+                        &mut gaps,
+                    );
+                    holes_to_gaps(
+                        &c.meta,
+                        Direction::Ingress,
+                        c.rx.finish(c.rx_total),
+                        &mut gaps,
+                    );
                     self.evicted += 1;
                 }
             }
@@ -160,8 +232,18 @@ impl Tracker {
     pub fn finish_all(&mut self) -> Vec<Gap> {
         let mut gaps = Vec::new();
         for (_, mut c) in self.conns.drain() {
-            holes_to_gaps(&c.meta, Direction::Egress, c.tx.finish(c.tx_total), &mut gaps);
-            holes_to_gaps(&c.meta, Direction::Ingress, c.rx.finish(c.rx_total), &mut gaps);
+            holes_to_gaps(
+                &c.meta,
+                Direction::Egress,
+                c.tx.finish(c.tx_total),
+                &mut gaps,
+            );
+            holes_to_gaps(
+                &c.meta,
+                Direction::Ingress,
+                c.rx.finish(c.rx_total),
+                &mut gaps,
+            );
         }
         gaps
     }
@@ -198,7 +280,12 @@ mod tests {
     }
 
     fn data(conn: u64, pos: u64, len: usize, tx_total: u64) -> CaptureEvent {
-        CaptureEvent::Data { meta: meta(conn, tx_total, 0), direction: Direction::Egress, pos, payload: vec![7; len] }
+        CaptureEvent::Data {
+            meta: meta(conn, tx_total, 0),
+            direction: Direction::Egress,
+            pos,
+            payload: vec![7; len],
+        }
     }
 
     #[test]
@@ -207,7 +294,12 @@ mod tests {
         let mut tr = Tracker::new(TrackerConfig::default());
         assert!(tr.on_event(&data(1, 0, 10, 10), t).is_empty());
         assert!(tr.on_event(&data(1, 10, 10, 20), t).is_empty());
-        tr.on_event(&CaptureEvent::Close { meta: meta(1, 20, 0) }, t);
+        tr.on_event(
+            &CaptureEvent::Close {
+                meta: meta(1, 20, 0),
+            },
+            t,
+        );
         assert!(tr.tick(t + Duration::from_secs(3)).is_empty());
         assert!(tr.is_empty());
     }
@@ -218,11 +310,22 @@ mod tests {
         let mut tr = Tracker::new(TrackerConfig::default());
         tr.on_event(&data(1, 0, 10, 10), t);
         tr.on_event(&data(1, 20, 10, 30), t);
-        tr.on_event(&CaptureEvent::Close { meta: meta(1, 45, 0) }, t);
-        assert!(tr.tick(t + Duration::from_millis(500)).is_empty(), "inside reorder window");
+        tr.on_event(
+            &CaptureEvent::Close {
+                meta: meta(1, 45, 0),
+            },
+            t,
+        );
+        assert!(
+            tr.tick(t + Duration::from_millis(500)).is_empty(),
+            "inside reorder window"
+        );
         let gaps = tr.tick(t + Duration::from_secs(3));
         let got: Vec<_> = gaps.iter().map(|g| (g.pos, g.len, g.reason)).collect();
-        assert_eq!(got, vec![(10, 10, GapReason::Lost), (30, 15, GapReason::Lost)]);
+        assert_eq!(
+            got,
+            vec![(10, 10, GapReason::Lost), (30, 15, GapReason::Lost)]
+        );
     }
 
     #[test]
@@ -239,14 +342,20 @@ mod tests {
         };
         let gaps = tr.on_event(&trunc, t);
         assert_eq!(gaps.len(), 1);
-        assert_eq!((gaps[0].pos, gaps[0].len, gaps[0].reason), (10, 90, GapReason::Truncated));
+        assert_eq!(
+            (gaps[0].pos, gaps[0].len, gaps[0].reason),
+            (10, 90, GapReason::Truncated)
+        );
         assert!(tr.finish_all().is_empty());
     }
 
     #[test]
     fn excess_connections_are_flushed_and_counted() {
         let t = Instant::now();
-        let mut tr = Tracker::new(TrackerConfig { max_conns: 2, ..Default::default() });
+        let mut tr = Tracker::new(TrackerConfig {
+            max_conns: 2,
+            ..Default::default()
+        });
         for id in 1..=4 {
             tr.on_event(&data(id, 0, 1, 5), t + Duration::from_millis(id));
         }
@@ -254,6 +363,9 @@ mod tests {
         assert_eq!(tr.len(), 2);
         assert_eq!(tr.evicted, 2);
         // The two oldest had 4 bytes each never seen.
-        assert_eq!(gaps.iter().map(|g| g.meta.conn_id).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            gaps.iter().map(|g| g.meta.conn_id).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
     }
 }

@@ -28,7 +28,10 @@ pub enum Sink {
 
 impl Sink {
     pub fn stdout() -> Self {
-        Sink::Jsonl(std::io::BufWriter::with_capacity(1 << 20, Box::new(std::io::stdout())))
+        Sink::Jsonl(std::io::BufWriter::with_capacity(
+            1 << 20,
+            Box::new(std::io::stdout()),
+        ))
     }
 
     pub fn file(path: &str) -> Result<Self, SinkError> {
@@ -36,14 +39,22 @@ impl Sink {
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|source| SinkError::Open { path: path.into(), source })?;
-        Ok(Sink::Jsonl(std::io::BufWriter::with_capacity(1 << 20, Box::new(f))))
+            .map_err(|source| SinkError::Open {
+                path: path.into(),
+                source,
+            })?;
+        Ok(Sink::Jsonl(std::io::BufWriter::with_capacity(
+            1 << 20,
+            Box::new(f),
+        )))
     }
 
     pub fn write(&mut self, rec: &JsonRecord) -> Result<(), SinkError> {
         if let Sink::Jsonl(w) = self {
-            serde_json::to_writer(&mut *w, rec).map_err(|e| SinkError::Write { source: e.into() })?;
-            w.write_all(b"\n").map_err(|source| SinkError::Write { source })?;
+            serde_json::to_writer(&mut *w, rec)
+                .map_err(|e| SinkError::Write { source: e.into() })?;
+            w.write_all(b"\n")
+                .map_err(|source| SinkError::Write { source })?;
         }
         Ok(())
     }

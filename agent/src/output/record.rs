@@ -97,7 +97,12 @@ impl JsonRecord {
     /// The record for a captured event. Truncations are reported as gaps.
     pub fn from_event(ev: &CaptureEvent, clock: &ClockSync) -> Self {
         match ev {
-            CaptureEvent::Data { meta, direction, pos, payload } => JsonRecord {
+            CaptureEvent::Data {
+                meta,
+                direction,
+                pos,
+                payload,
+            } => JsonRecord {
                 direction: Some(*direction),
                 pos: Some(*pos),
                 len: Some(payload.len() as u64),
@@ -107,7 +112,13 @@ impl JsonRecord {
             CaptureEvent::Connect { meta } => Self::base("connect", meta, clock),
             CaptureEvent::Accept { meta } => Self::base("accept", meta, clock),
             CaptureEvent::Close { meta } => Self::base("close", meta, clock),
-            CaptureEvent::Truncated { meta, direction, pos, len, reason } => JsonRecord {
+            CaptureEvent::Truncated {
+                meta,
+                direction,
+                pos,
+                len,
+                reason,
+            } => JsonRecord {
                 direction: Some(*direction),
                 pos: Some(*pos),
                 len: Some(*len),

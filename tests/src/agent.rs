@@ -1,0 +1,119 @@
+//! The agent as a child process writing JSON lines to a file.
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::{records::Records, wait_until, workspace_bin};
+
+/// A running `wiretrail-agent`; stopped with SIGTERM on drop.
+pub struct Agent {
+    child: Option<Child>,
+    /// Holds the output, stats and log files.
+    dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts the agent with `extra` arguments and waits until it is attached.
+    pub fn start(extra: &[&str]) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("records.jsonl");
+        let ready = dir.path().join("ready");
+        let stats = dir.path().join("stats.json");
+        let log = std::fs::File::create(dir.path().join("agent.log")).expect("log file");
+        let child = Command::new(workspace_bin("wiretrail-agent"))
+            .arg("--output-file")
+            .arg(&out)
+            .arg("--ready-file")
+            .arg(&ready)
+            .arg("--stats-file")
+            .arg(&stats)
+            .args(["--reorder-window-ms", "500"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn wiretrail-agent");
+        let mut agent = Agent {
+            child: Some(child),
+            dir,
+        };
+        let attached = wait_until(Duration::from_secs(60), || ready.exists() || agent.exited());
+        assert!(
+            attached && ready.exists(),
+            "agent did not attach:\n{}",
+            agent.log()
+        );
+        agent
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    /// The agent's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    pub fn output_path(&self) -> PathBuf {
+        self.dir.path().join("records.jsonl")
+    }
+
+    /// Records written so far (the agent flushes at least every second).
+    pub fn records_now(&self) -> Records {
+        Records::load(&self.output_path())
+    }
+
+    /// Stops the agent (SIGTERM), waits for a clean exit, and returns every
+    /// record and the final counters.
+    pub fn stop(mut self) -> (Records, Value) {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let exited = wait_until(Duration::from_secs(30), || {
+            child.try_wait().ok().flatten().is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+            panic!(
+                "agent did not stop within 30 s after SIGTERM:\n{}",
+                self.log()
+            );
+        }
+        let status = child.wait().expect("wait");
+        assert!(
+            status.success(),
+            "agent exited with {status}:\n{}",
+            self.log()
+        );
+        let stats: Value = serde_json::from_slice(
+            &std::fs::read(self.dir.path().join("stats.json")).expect("stats file"),
+        )
+        .expect("stats json");
+        (Records::load(&self.output_path()), stats)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            if !wait_until(Duration::from_secs(20), || {
+                c.try_wait().ok().flatten().is_some()
+            }) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Kernel-level properties of capture, as root: what is and is not captured.
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    process::Command,
+    time::Duration,
+};
+
+use wiretrail_tests::{agent::Agent, records::stream, require_root, serial, workspace_bin};
+
+/// A loopback TCP exchange inside this test process: `payload` from client to server.
+fn tcp_send(payload: &[u8]) -> (String, String) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let saddr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut v = Vec::new();
+        s.read_to_end(&mut v).unwrap();
+        v
+    });
+    let mut c = TcpStream::connect(saddr).unwrap();
+    let caddr = c.local_addr().unwrap();
+    c.write_all(payload).unwrap();
+    drop(c);
+    assert_eq!(t.join().unwrap(), payload);
+    (caddr.to_string(), saddr.to_string())
+}
+
+#[test]
+fn per_connection_cap_truncates_explicitly() {
+    require_root();
+    let _g = serial();
+    let agent = Agent::start(&["--conn-cap-bytes", "1000"]);
+    let payload: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let (caddr, saddr) = tcp_send(&payload);
+    std::thread::sleep(Duration::from_millis(300));
+    let (recs, stats) = agent.stop();
+    let client: Vec<_> = recs
+        .0
+        .iter()
+        .filter(|r| r["local"] == caddr && r["remote"] == saddr)
+        .collect();
+    let cid = client[0]["conn_id"].as_u64().unwrap();
+    let s = stream(&client, cid, "egress");
+    assert_eq!(
+        s.bytes,
+        &payload[..1000],
+        "exactly the capped prefix is captured"
+    );
+    assert_eq!(s.gaps, vec![(1000, 4000)], "the rest is an explicit gap");
+    let gap = client.iter().find(|r| r["type"] == "gap").unwrap();
+    assert_eq!(gap["gap_reason"], "truncated");
+    assert_eq!(stats["gap_truncated_bytes"].as_u64().unwrap() >= 4000, true);
+}
+
+#[test]
+fn files_pipes_and_the_agent_itself_are_not_captured() {
+    require_root();
+    let _g = serial();
+    let agent = Agent::start(&["--metrics-addr", "127.0.0.1:0"]);
+    let marker = b"wiretrail-not-a-socket-marker-7f3a";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), marker).unwrap();
+    let _ = std::fs::read(dir.path().join("f")).unwrap();
+    let mut child = Command::new("cat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(marker).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.stdout, marker);
+    let agent_pid = agent.pid();
+    std::thread::sleep(Duration::from_millis(300));
+    let (recs, _) = agent.stop();
+    let needle = base64_of(marker);
+    assert!(
+        !recs.0.iter().any(|r| r["payload_b64"]
+            .as_str()
+            .is_some_and(|p| p.contains(&needle))),
+        "file/pipe bytes were captured"
+    );
+    assert!(
+        recs.of_pid(agent_pid).is_empty(),
+        "the agent captured its own traffic"
+    );
+    assert!(
+        recs.0
+            .iter()
+            .all(|r| r["transport"] == "tcp" || r["transport"] == "udp")
+    );
+}
+
+#[test]
+fn self_check_names_missing_capabilities() {
+    require_root();
+    let agent = workspace_bin("wiretrail-agent");
+    let ok = Command::new(&agent).arg("check").output().unwrap();
+    assert!(
+        ok.status.success(),
+        "self-check failed as root: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Drop CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN from the bounding set and run again.
+    let out = Command::new("capsh")
+        .arg("--drop=cap_bpf,cap_perfmon,cap_sys_admin")
+        .arg("--")
+        .arg("-c")
+        .arg(format!("{} check", agent.display()))
+        .output()
+        .expect("capsh (apt-get install libcap2-bin)");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CAP_BPF") && err.contains("CAP_PERFMON"),
+        "message does not name the capabilities: {err}"
+    );
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine as _;
+    // Only a whole-aligned prefix is stable inside longer payloads; the marker is sent alone.
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
