@@ -40,6 +40,8 @@ pub enum LogFormat {
 pub enum OutputFormat {
     /// One JSON object per line.
     Jsonl,
+    /// One human-readable line per record.
+    Text,
     /// Count records but write none (benchmarks).
     None,
 }

@@ -45,6 +45,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (OutputFormat::None, _) => Sink::Discard,
         (OutputFormat::Jsonl, Some(p)) => Sink::file(&p.to_string_lossy())?,
         (OutputFormat::Jsonl, None) => Sink::stdout(),
+        (OutputFormat::Text, Some(p)) => Sink::file(&p.to_string_lossy())?.into_text(),
+        (OutputFormat::Text, None) => Sink::stdout().into_text(),
     };
     let (loaded, ring) = capture::start(&CaptureOptions {
         ring_bytes: args.ring_bytes,

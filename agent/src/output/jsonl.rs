@@ -22,6 +22,8 @@ pub enum SinkError {
 pub enum Sink {
     /// One JSON object per line.
     Jsonl(std::io::BufWriter<Box<dyn Write + Send>>),
+    /// One human-readable line per record (see `text::line`).
+    Text(std::io::BufWriter<Box<dyn Write + Send>>),
     /// Records are counted but not written (benchmarks).
     Discard,
 }
@@ -49,18 +51,27 @@ impl Sink {
         )))
     }
 
-    pub fn write(&mut self, rec: &JsonRecord) -> Result<(), SinkError> {
-        if let Sink::Jsonl(w) = self {
-            serde_json::to_writer(&mut *w, rec)
-                .map_err(|e| SinkError::Write { source: e.into() })?;
-            w.write_all(b"\n")
-                .map_err(|source| SinkError::Write { source })?;
+    /// The same destination, written as text lines.
+    pub fn into_text(self) -> Self {
+        match self {
+            Sink::Jsonl(w) | Sink::Text(w) => Sink::Text(w),
+            Sink::Discard => Sink::Discard,
         }
-        Ok(())
+    }
+
+    pub fn write(&mut self, rec: &JsonRecord) -> Result<(), SinkError> {
+        match self {
+            Sink::Jsonl(w) => {
+                serde_json::to_writer(&mut *w, rec).map_err(|e| SinkError::Write { source: e.into() })?;
+                w.write_all(b"\n").map_err(|source| SinkError::Write { source })
+            }
+            Sink::Text(w) => w.write_all(super::text::line(rec).as_bytes()).map_err(|source| SinkError::Write { source }),
+            Sink::Discard => Ok(()),
+        }
     }
 
     pub fn flush(&mut self) -> Result<(), SinkError> {
-        if let Sink::Jsonl(w) = self {
+        if let Sink::Jsonl(w) | Sink::Text(w) = self {
             w.flush().map_err(|source| SinkError::Write { source })?;
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! benchmarks). The collector shipper plugs in here later.
 pub mod jsonl;
 pub mod record;
+pub mod text;
 
 pub use jsonl::{Sink, SinkError};
 pub use record::JsonRecord;

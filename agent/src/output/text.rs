@@ -1,0 +1,83 @@
+//! The human-readable rendering of a record: one line, payload preview escaped.
+use base64::Engine as _;
+
+use super::record::JsonRecord;
+use crate::capture::event::Direction;
+
+/// Payload bytes shown per line.
+const PREVIEW: usize = 96;
+
+/// `ts conn=N comm[pid] proto local -> remote kind ...` with a trailing newline.
+pub fn line(r: &JsonRecord) -> String {
+    let arrow = match r.direction {
+        Some(Direction::Ingress) => "<-",
+        _ => "->",
+    };
+    let transport = format!("{:?}", r.transport).to_lowercase();
+    let head = format!("{} conn={} {}[{}] {} {} {} {}", r.ts, r.conn_id, r.comm, r.pid, transport, r.local, arrow, r.remote);
+    let body = match r.kind {
+        "data" => {
+            let bytes = r
+                .payload_b64
+                .as_deref()
+                .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok())
+                .unwrap_or_default();
+            let shown: String = bytes.iter().take(PREVIEW).flat_map(|&b| std::ascii::escape_default(b)).map(char::from).collect();
+            let more = if bytes.len() > PREVIEW { "…" } else { "" };
+            format!("{} pos={} len={} \"{shown}\"{more}", dir(r), r.pos.unwrap_or(0), r.len.unwrap_or(0))
+        }
+        "gap" => format!(
+            "GAP {} pos={} len={} reason={:?}",
+            dir(r),
+            r.pos.unwrap_or(0),
+            r.len.unwrap_or(0),
+            r.gap_reason.map(|g| format!("{g:?}").to_lowercase()).unwrap_or_default()
+        ),
+        "close" => format!("close tx={} rx={}", r.tx_total, r.rx_total),
+        other => other.to_string(),
+    };
+    format!("{head} {body}\n")
+}
+
+fn dir(r: &JsonRecord) -> &'static str {
+    match r.direction {
+        Some(Direction::Egress) => "egress",
+        Some(Direction::Ingress) => "ingress",
+        None => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::event::{CaptureEvent, Meta, Transport};
+    use crate::clock::ClockSync;
+
+    #[test]
+    fn renders_data_with_escaped_preview() {
+        let meta = Meta {
+            ts_ns: 1,
+            conn_id: 4,
+            pid: 10,
+            tid: 10,
+            uid: 0,
+            fd: 3,
+            cgroup_id: 1,
+            netns: 1,
+            comm: "curl".into(),
+            transport: Transport::Tcp,
+            syscall: "sendto",
+            local: "127.0.0.1:5000".parse().unwrap(),
+            remote: "127.0.0.1:80".parse().unwrap(),
+            peer_from_arg: false,
+            midstream: false,
+            untracked: false,
+            tx_total: 0,
+            rx_total: 0,
+        };
+        let ev = CaptureEvent::Data { meta, direction: Direction::Egress, pos: 0, payload: b"GET / HTTP/1.1\r\n".to_vec() };
+        let l = line(&JsonRecord::from_event(&ev, &ClockSync::measure()));
+        assert!(l.contains("conn=4 curl[10] tcp 127.0.0.1:5000 -> 127.0.0.1:80 egress pos=0 len=16 \"GET / HTTP/1.1\\r\\n\""), "{l}");
+        assert!(l.ends_with('\n'));
+    }
+}

@@ -1,0 +1,132 @@
+//! `cargo xtask setup`: installs what is missing, and only that.
+//!
+//! - Debian packages: the eBPF toolchain (rustc-web, rust-web-src: rustc 1.96 with
+//!   LLVM 22 and its sources for `-Z build-std=core`), the test peers (nginx, curl,
+//!   openssl, gnutls-bin, postgresql, redis-server, wrk), and tools the tests use
+//!   (iproute2, libcap2-bin, bpftool).
+//! - bpf-linker 0.13 built against an LLVM 22 shared library: the rustup
+//!   toolchain's `libLLVM.so.22.1-rust-*` when present, else Debian's libllvm22
+//!   (pulled in by rustc-web). The crate's default feature wants LLVM 23.
+use std::{path::Path, process::Command};
+
+use anyhow::{Context, bail};
+
+use crate::util::{path_with_cargo_bin, run as run_cmd};
+
+/// Debian packages the project needs.
+pub const PACKAGES: &[&str] = &[
+    "rustc-web",
+    "rust-web-src",
+    "build-essential",
+    "pkg-config",
+    "curl",
+    "ca-certificates",
+    "iproute2",
+    "libcap2-bin",
+    "bpftool",
+    "nginx-light",
+    "openssl",
+    "gnutls-bin",
+    "postgresql",
+    "redis-server",
+    "wrk",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only report what is missing; install nothing.
+    #[arg(long)]
+    pub check: bool,
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn bpf_linker_ok() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .env("PATH", path_with_cargo_bin())
+        .output()
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&format!(" {BPF_LINKER_VERSION}.")))
+        .unwrap_or(false)
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let linker = bpf_linker_ok();
+    if args.check {
+        println!("missing Debian packages: {}", if missing.is_empty() { "none".into() } else { missing.join(" ") });
+        println!("bpf-linker {BPF_LINKER_VERSION}: {}", if linker { "present" } else { "missing" });
+        return Ok(());
+    }
+    if !missing.is_empty() {
+        if !crate::util::is_root() {
+            bail!("missing Debian packages {}; run `cargo xtask setup` as root", missing.join(" "));
+        }
+        println!("setup: installing {}", missing.join(" "));
+        run_cmd(Command::new("apt-get").arg("update").arg("-q"))?;
+        run_cmd(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        // The Debian packages start their services; the tests start their own instances.
+        for svc in ["nginx", "redis-server", "postgresql"] {
+            let _ = Command::new("systemctl").args(["stop", svc]).status();
+        }
+    } else {
+        println!("setup: Debian packages present");
+    }
+    if linker {
+        println!("setup: bpf-linker {BPF_LINKER_VERSION} present");
+    } else {
+        install_bpf_linker()?;
+    }
+    Ok(())
+}
+
+/// An LLVM 22 shared library to build bpf-linker against.
+fn llvm22() -> anyhow::Result<std::path::PathBuf> {
+    if let Ok(o) = Command::new("rustc").args(["--print", "sysroot"]).env("PATH", path_with_cargo_bin()).output() {
+        let lib = Path::new(String::from_utf8_lossy(&o.stdout).trim()).join("lib");
+        if let Ok(rd) = std::fs::read_dir(&lib) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with("libLLVM.so.22.1-rust-") {
+                    return Ok(e.path());
+                }
+            }
+        }
+    }
+    let debian = Path::new("/usr/lib/x86_64-linux-gnu/libLLVM.so.22.1");
+    if debian.exists() {
+        return Ok(debian.to_path_buf());
+    }
+    bail!("no LLVM 22 shared library found (neither the rustup toolchain's libLLVM.so.22.1-rust-* nor Debian's libllvm22)")
+}
+
+fn install_bpf_linker() -> anyhow::Result<()> {
+    let lib = llvm22()?;
+    let prefix = crate::util::root().join("target/llvm22-prefix");
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib/libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&lib, &link).with_context(|| format!("linking {}", link.display()))?;
+    let libdir = lib.parent().expect("lib dir");
+    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against {}", lib.display());
+    run_cmd(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["install", "bpf-linker", "--version", &format!("~{BPF_LINKER_VERSION}")])
+        .args(["--no-default-features", "--features", "llvm-22"])
+        .env("LLVM_PREFIX", &prefix)
+        .env("RUSTFLAGS", format!("-C link-arg=-Wl,-rpath,{}", libdir.display()))
+        .env("PATH", path_with_cargo_bin()))?;
+    if !bpf_linker_ok() {
+        bail!("bpf-linker was built but `bpf-linker --version` does not report {BPF_LINKER_VERSION}.x");
+    }
+    Ok(())
+}

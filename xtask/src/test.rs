@@ -1,0 +1,34 @@
+//! `cargo xtask test`: the whole suite, as CI runs it.
+//!
+//! 1. `setup` (installs what is missing), 2. build every binary (the end-to-end
+//! tests run them as processes), 3. `cargo test --workspace` (unit, property,
+//! kernel and end-to-end tests; the latter need root and fail loudly without it),
+//! 4. clippy with warnings denied.
+use crate::util::cargo;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Skip `setup` (prerequisites already installed).
+    #[arg(long)]
+    pub no_setup: bool,
+    /// Skip clippy.
+    #[arg(long)]
+    pub no_lint: bool,
+    /// Extra arguments for `cargo test` (e.g. a test name filter after `--`).
+    #[arg(trailing_var_arg = true)]
+    pub rest: Vec<String>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    if !args.no_setup {
+        crate::setup::run(&crate::setup::Args { check: false })?;
+    }
+    cargo(&["build", "--workspace", "--bins"])?;
+    let mut test = vec!["test", "--workspace", "--no-fail-fast"];
+    test.extend(args.rest.iter().map(String::as_str));
+    cargo(&test)?;
+    if !args.no_lint {
+        cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    }
+    Ok(())
+}
