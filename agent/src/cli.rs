@@ -55,7 +55,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub output_file: Option<PathBuf>,
     /// Kernel ring buffer size in bytes (power of two).
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, default_value_t = 32 << 20)]
     pub ring_bytes: u32,
     /// Per-connection, per-direction capture cap in bytes (0 = unlimited). Bytes
     /// over it are reported as gaps with reason `truncated`.

@@ -55,7 +55,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
 
-    let (tx, rx) = mpsc::channel(256);
+    // Bounded: a slow output backs up into the ring buffer, where loss is counted.
+    let (tx, rx) = mpsc::channel(32);
     let reader = tokio::spawn(capture::reader::run(
         ring,
         tx,

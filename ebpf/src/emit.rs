@@ -56,11 +56,23 @@ pub fn begin(
     Some(s)
 }
 
+/// Wake the agent only once this much is waiting; it also polls every few ms.
+/// One wakeup per event would cost more than the event at high rates.
+const WAKEUP_BYTES: u64 = 256 * 1024;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
+}
+
 /// Writes the header alone (lifecycle and truncation events).
 #[inline(always)]
 pub fn submit_header(s: *mut ScratchEvent) {
     let bytes = unsafe { core::slice::from_raw_parts(s as *const u8, EVENT_HEADER_SIZE) };
-    match EVENTS.output::<[u8]>(bytes, 0) {
+    match EVENTS.output::<[u8]>(bytes, wakeup_flags()) {
         Ok(()) => stat_add(STAT_EVENTS, 1),
         Err(_) => stat_add(STAT_LOST_EVENTS, 1),
     }
@@ -114,7 +126,7 @@ fn chunk(s: *mut ScratchEvent, src: u64, n: u64, pos: u64) {
     h.len = n;
     let total = EVENT_HEADER_SIZE as u32 + n;
     let bytes = unsafe { core::slice::from_raw_parts(s as *const u8, total as usize) };
-    match EVENTS.output::<[u8]>(bytes, 0) {
+    match EVENTS.output::<[u8]>(bytes, wakeup_flags()) {
         Ok(()) => stat_add(STAT_EVENTS, 1),
         Err(_) => {
             stat_add(STAT_LOST_EVENTS, 1);

@@ -27,6 +27,10 @@ pub struct Args {
     /// nginx worker processes.
     #[arg(long, default_value_t = 1)]
     pub workers: u32,
+    /// Agent output while measuring: `none` (capture, decode and byte
+    /// accounting, no formatting) or `jsonl` (JSON lines to /dev/null).
+    #[arg(long, default_value = "none")]
+    pub output: String,
 }
 
 /// wrk's requests/s.
@@ -70,7 +74,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let _nginx = Nginx::start_with(&[addr], None, a.workers);
 
     eprintln!("bench: warm-up");
-    wrk(addr, &Args { duration: 2, ..*a })?;
+    wrk(addr, &Args { duration: 2, output: a.output.clone(), ..*a })?;
     eprintln!("bench: agent off, {} s", a.duration);
     let off = wrk(addr, a)?;
 
@@ -78,7 +82,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let ready = dir.path().join("ready");
     let stats = dir.path().join("stats.json");
     let mut agent = Command::new(&agent_bin)
-        .args(["--output", "jsonl", "--output-file", "/dev/null"])
+        .args(["--output", &a.output, "--output-file", "/dev/null"])
         .arg("--ready-file")
         .arg(&ready)
         .arg("--stats-file")
@@ -108,7 +112,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 
     println!("| metric | value |");
     println!("|---|---|");
-    println!("| wrk -t{} -c{} -d{}s, nginx workers {} | |", a.threads, a.connections, a.duration, a.workers);
+    println!("| wrk -t{} -c{} -d{}s, nginx workers {}, agent output {} | |", a.threads, a.connections, a.duration, a.workers, a.output);
     println!("| requests/s, agent off | {off:.0} |");
     println!("| requests/s, agent on | {on:.0} |");
     println!("| ratio on/off | {:.3} |", on / off);

@@ -13,6 +13,9 @@ use crate::metrics::Metrics;
 /// Events decoded per batch before it is sent on.
 const BATCH: usize = 512;
 
+/// The kernel wakes us only when 256 KiB are waiting; below that we poll.
+const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReaderError {
     #[error("registering the ring buffer with the runtime")]
@@ -40,11 +43,18 @@ pub async fn run(
         .map_err(|e| ReaderError::Register {
             source: e.into_parts().1,
         })?;
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
                 drain(fd.get_mut(), &tx, &metrics).await;
                 return Ok(());
+            }
+            _ = poll.tick() => {
+                if !drain(fd.get_mut(), &tx, &metrics).await {
+                    return Ok(());
+                }
             }
             guard = fd.readable_mut() => {
                 let mut guard = guard.map_err(|source| ReaderError::Poll { source })?;
