@@ -120,7 +120,7 @@ pub struct EventHeader {
 
 pub const EVENT_HEADER_SIZE: usize = core::mem::size_of::<EventHeader>();
 const _: () = assert!(EVENT_HEADER_SIZE == 136);
-const _: () = assert!(EVENT_HEADER_SIZE % 8 == 0);
+const _: () = assert!(EVENT_HEADER_SIZE.is_multiple_of(8));
 
 /// One per-CPU scratch slot: the header plus room for one chunk of payload.
 /// The data area is twice `CHUNK_MAX` so that a length masked with

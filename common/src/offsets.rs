@@ -70,8 +70,18 @@ pub struct ConnState {
     pub tx_pos: u64,
     /// Next ingress stream position.
     pub rx_pos: u64,
+    /// Cached tuple (valid when `tuple_ok` is 1): a connected socket's addresses
+    /// do not change, so they are read from `struct sock` once, not per event.
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+    pub lport: u16,
+    pub rport: u16,
+    pub netns: u32,
+    /// 1 once the cached tuple is complete (both ports known).
+    pub tuple_ok: u8,
+    pub _pad: [u8; 7],
 }
-const _: () = assert!(core::mem::size_of::<ConnState>() == 24);
+const _: () = assert!(core::mem::size_of::<ConnState>() == 72);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelOffsets {}

@@ -18,8 +18,7 @@ pub fn get_or_create(sk: u64) -> Option<(*mut ConnState, bool)> {
     let id = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(id_slot, 1) } + 1;
     let fresh = ConnState {
         conn_id: id,
-        tx_pos: 0,
-        rx_pos: 0,
+        ..unsafe { core::mem::zeroed() }
     };
     // BPF_NOEXIST: another CPU may have raced us; its entry wins.
     let _ = CONNS.insert(&sk, &fresh, 1);

@@ -8,9 +8,9 @@ use aya_ebpf::{
     },
 };
 use wiretrail_common::{
-    CHUNK_MAX, EVENT_HEADER_SIZE, FLAG_UNREADABLE, KIND_DATA, KIND_TRUNCATED, MAX_CHUNKS_PER_CALL,
-    MAX_IOVECS, STAT_EVENTS, STAT_INTERNAL_ERRORS, STAT_LOST_BYTES, STAT_LOST_EVENTS,
-    STAT_TRUNCATED_BYTES, ScratchEvent,
+    CHUNK_MAX, ConnState, EVENT_HEADER_SIZE, FLAG_UNREADABLE, KIND_DATA, KIND_TRUNCATED,
+    MAX_CHUNKS_PER_CALL, MAX_IOVECS, STAT_EVENTS, STAT_INTERNAL_ERRORS, STAT_LOST_BYTES,
+    STAT_LOST_EVENTS, STAT_TRUNCATED_BYTES, ScratchEvent,
 };
 
 use crate::{
@@ -19,7 +19,8 @@ use crate::{
 };
 
 /// Fills the header fields common to every event of the current syscall and
-/// returns the scratch slot. `sk`'s tuple is read into the header.
+/// returns the scratch slot. The tuple comes from `cs`'s cache when complete,
+/// else from `sk` (and is cached once complete).
 #[inline(always)]
 pub fn begin(
     kind: u8,
@@ -28,6 +29,7 @@ pub fn begin(
     sk: u64,
     family: u8,
     protocol: u8,
+    cs: *mut ConnState,
 ) -> Option<*mut ScratchEvent> {
     let s = scratch()?;
     let h = unsafe { &mut (*s).header };
@@ -52,7 +54,25 @@ pub fn begin(
     h.conn_id = 0;
     h.tx_total = 0;
     h.rx_total = 0;
-    read_tuple(sk, family, h);
+    let c = unsafe { &mut *cs };
+    if c.tuple_ok == 1 {
+        h.laddr = c.laddr;
+        h.raddr = c.raddr;
+        h.lport = c.lport;
+        h.rport = c.rport;
+        h.netns = c.netns;
+    } else {
+        read_tuple(sk, family, h);
+        // Unconnected UDP has no fixed remote: never cache it.
+        if h.lport != 0 && h.rport != 0 {
+            c.laddr = h.laddr;
+            c.raddr = h.raddr;
+            c.lport = h.lport;
+            c.rport = h.rport;
+            c.netns = h.netns;
+            c.tuple_ok = 1;
+        }
+    }
     Some(s)
 }
 
@@ -65,7 +85,11 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
 #[inline(always)]
 fn wakeup_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
 }
 
 /// Writes the header alone (lifecycle and truncation events).

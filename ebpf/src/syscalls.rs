@@ -151,6 +151,20 @@ fn exit_data(ctx: &TracePointContext, syscall: u8, dir: u8) {
     if ret <= 0 {
         return;
     }
+    let mut local: ConnState = unsafe { core::mem::zeroed() };
+    let mut flags = 0u8;
+    let cs: *mut ConnState = match get_or_create(call.sock) {
+        Some((p, created)) => {
+            if created {
+                flags |= FLAG_MIDSTREAM;
+            }
+            p
+        }
+        None => {
+            flags |= FLAG_UNTRACKED;
+            &mut local
+        }
+    };
     let Some(s) = begin(
         KIND_DATA,
         syscall,
@@ -158,28 +172,13 @@ fn exit_data(ctx: &TracePointContext, syscall: u8, dir: u8) {
         call.sock,
         call.family,
         call.protocol,
+        cs,
     ) else {
         return;
     };
     let h = unsafe { &mut (*s).header };
     h.direction = dir;
-    let mut local = ConnState {
-        conn_id: 0,
-        tx_pos: 0,
-        rx_pos: 0,
-    };
-    let cs: *mut ConnState = match get_or_create(call.sock) {
-        Some((p, created)) => {
-            if created {
-                h.flags |= FLAG_MIDSTREAM;
-            }
-            p
-        }
-        None => {
-            h.flags |= FLAG_UNTRACKED;
-            &mut local
-        }
-    };
+    h.flags = flags;
     let base_flags = h.flags;
     h.conn_id = unsafe { (*cs).conn_id };
     let pos_ptr = unsafe {
@@ -252,7 +251,7 @@ fn lifecycle(kind: u8, syscall: u8, fd: i32, sk: u64, family: u8, protocol: u8) 
     let Some((cs, _)) = get_or_create(sk) else {
         return;
     };
-    let Some(s) = begin(kind, syscall, fd, sk, family, protocol) else {
+    let Some(s) = begin(kind, syscall, fd, sk, family, protocol, cs) else {
         return;
     };
     let h = unsafe { &mut (*s).header };
@@ -302,20 +301,18 @@ fn enter_close(ctx: &TracePointContext) {
     let Some(sk) = fd_to_sock(fd as i64) else {
         return;
     };
-    let Some(cs) = (unsafe { CONNS.get(&sk) }) else {
+    let Some(cs) = CONNS.get_ptr_mut(&sk) else {
         return;
     };
-    let cs = *cs;
     let Some((family, protocol)) = inet_kind(sk) else {
         return;
     };
-    let Some(s) = begin(KIND_CLOSE, SYS_CLOSE, fd, sk, family, protocol) else {
+    let Some(s) = begin(KIND_CLOSE, SYS_CLOSE, fd, sk, family, protocol, cs) else {
         return;
     };
     let h = unsafe { &mut (*s).header };
-    h.conn_id = cs.conn_id;
-    h.tx_total = cs.tx_pos;
-    h.rx_total = cs.rx_pos;
+    h.conn_id = unsafe { (*cs).conn_id };
+    set_totals(h, cs);
     submit_header(s);
     let _ = CONNS.remove(&sk);
 }

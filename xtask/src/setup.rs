@@ -54,7 +54,10 @@ fn bpf_linker_ok() -> bool {
         .arg("--version")
         .env("PATH", path_with_cargo_bin())
         .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&format!(" {BPF_LINKER_VERSION}.")))
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains(&format!(" {BPF_LINKER_VERSION}."))
+        })
         .unwrap_or(false)
 }
 
@@ -62,20 +65,35 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
     let linker = bpf_linker_ok();
     if args.check {
-        println!("missing Debian packages: {}", if missing.is_empty() { "none".into() } else { missing.join(" ") });
-        println!("bpf-linker {BPF_LINKER_VERSION}: {}", if linker { "present" } else { "missing" });
+        println!(
+            "missing Debian packages: {}",
+            if missing.is_empty() {
+                "none".into()
+            } else {
+                missing.join(" ")
+            }
+        );
+        println!(
+            "bpf-linker {BPF_LINKER_VERSION}: {}",
+            if linker { "present" } else { "missing" }
+        );
         return Ok(());
     }
     if !missing.is_empty() {
         if !crate::util::is_root() {
-            bail!("missing Debian packages {}; run `cargo xtask setup` as root", missing.join(" "));
+            bail!(
+                "missing Debian packages {}; run `cargo xtask setup` as root",
+                missing.join(" ")
+            );
         }
         println!("setup: installing {}", missing.join(" "));
         run_cmd(Command::new("apt-get").arg("update").arg("-q"))?;
-        run_cmd(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        run_cmd(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
         // The Debian packages start their services; the tests start their own instances.
         for svc in ["nginx", "redis-server", "postgresql"] {
             let _ = Command::new("systemctl").args(["stop", svc]).status();
@@ -93,11 +111,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 /// An LLVM 22 shared library to build bpf-linker against.
 fn llvm22() -> anyhow::Result<std::path::PathBuf> {
-    if let Ok(o) = Command::new("rustc").args(["--print", "sysroot"]).env("PATH", path_with_cargo_bin()).output() {
+    if let Ok(o) = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .env("PATH", path_with_cargo_bin())
+        .output()
+    {
         let lib = Path::new(String::from_utf8_lossy(&o.stdout).trim()).join("lib");
         if let Ok(rd) = std::fs::read_dir(&lib) {
             for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with("libLLVM.so.22.1-rust-") {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with("libLLVM.so.22.1-rust-")
+                {
                     return Ok(e.path());
                 }
             }
@@ -107,7 +132,9 @@ fn llvm22() -> anyhow::Result<std::path::PathBuf> {
     if debian.exists() {
         return Ok(debian.to_path_buf());
     }
-    bail!("no LLVM 22 shared library found (neither the rustup toolchain's libLLVM.so.22.1-rust-* nor Debian's libllvm22)")
+    bail!(
+        "no LLVM 22 shared library found (neither the rustup toolchain's libLLVM.so.22.1-rust-* nor Debian's libllvm22)"
+    )
 }
 
 fn install_bpf_linker() -> anyhow::Result<()> {
@@ -116,17 +143,33 @@ fn install_bpf_linker() -> anyhow::Result<()> {
     std::fs::create_dir_all(prefix.join("lib"))?;
     let link = prefix.join("lib/libLLVM.so");
     let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&lib, &link).with_context(|| format!("linking {}", link.display()))?;
+    std::os::unix::fs::symlink(&lib, &link)
+        .with_context(|| format!("linking {}", link.display()))?;
     let libdir = lib.parent().expect("lib dir");
-    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against {}", lib.display());
-    run_cmd(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["install", "bpf-linker", "--version", &format!("~{BPF_LINKER_VERSION}")])
-        .args(["--no-default-features", "--features", "llvm-22"])
-        .env("LLVM_PREFIX", &prefix)
-        .env("RUSTFLAGS", format!("-C link-arg=-Wl,-rpath,{}", libdir.display()))
-        .env("PATH", path_with_cargo_bin()))?;
+    println!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against {}",
+        lib.display()
+    );
+    run_cmd(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                &format!("~{BPF_LINKER_VERSION}"),
+            ])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", &prefix)
+            .env(
+                "RUSTFLAGS",
+                format!("-C link-arg=-Wl,-rpath,{}", libdir.display()),
+            )
+            .env("PATH", path_with_cargo_bin()),
+    )?;
     if !bpf_linker_ok() {
-        bail!("bpf-linker was built but `bpf-linker --version` does not report {BPF_LINKER_VERSION}.x");
+        bail!(
+            "bpf-linker was built but `bpf-linker --version` does not report {BPF_LINKER_VERSION}.x"
+        );
     }
     Ok(())
 }

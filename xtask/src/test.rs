@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the whole suite, as CI runs it.
 //!
-//! 1. `setup` (installs what is missing), 2. build every binary (the end-to-end
-//! tests run them as processes), 3. `cargo test --workspace` (unit, property,
-//! kernel and end-to-end tests; the latter need root and fail loudly without it),
+//! 1. `setup` (installs what is missing);
+//! 2. build every binary (the end-to-end tests run them as processes);
+//! 3. `cargo test --workspace`: unit, property, kernel and end-to-end tests (the
+//!    latter need root and fail loudly without it);
 //! 4. clippy with warnings denied.
 use crate::util::cargo;
 
@@ -28,7 +29,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     test.extend(args.rest.iter().map(String::as_str));
     cargo(&test)?;
     if !args.no_lint {
-        cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])?;
     }
     Ok(())
 }

@@ -300,7 +300,7 @@ impl Btf {
             bits += off;
             id = m.ty;
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(BtfError::Unaligned {
                 strukt: strukt.into(),
                 path: path.into(),

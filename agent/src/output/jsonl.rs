@@ -62,10 +62,14 @@ impl Sink {
     pub fn write(&mut self, rec: &JsonRecord) -> Result<(), SinkError> {
         match self {
             Sink::Jsonl(w) => {
-                serde_json::to_writer(&mut *w, rec).map_err(|e| SinkError::Write { source: e.into() })?;
-                w.write_all(b"\n").map_err(|source| SinkError::Write { source })
+                serde_json::to_writer(&mut *w, rec)
+                    .map_err(|e| SinkError::Write { source: e.into() })?;
+                w.write_all(b"\n")
+                    .map_err(|source| SinkError::Write { source })
             }
-            Sink::Text(w) => w.write_all(super::text::line(rec).as_bytes()).map_err(|source| SinkError::Write { source }),
+            Sink::Text(w) => w
+                .write_all(super::text::line(rec).as_bytes())
+                .map_err(|source| SinkError::Write { source }),
             Sink::Discard => Ok(()),
         }
     }
