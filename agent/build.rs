@@ -19,29 +19,19 @@ fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest.parent().expect("workspace root").to_path_buf();
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR")).join("wiretrail-ebpf.o");
-    for p in [
-        "ebpf/src",
-        "ebpf/Cargo.toml",
-        "common/src",
-        "common/Cargo.toml",
-    ] {
+    for p in ["ebpf/src", "ebpf/Cargo.toml", "common/src", "common/Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     println!("cargo:rerun-if-env-changed=WIRETRAIL_EBPF_OBJECT");
 
     if let Ok(obj) = env::var("WIRETRAIL_EBPF_OBJECT") {
-        std::fs::copy(&obj, &out)
-            .unwrap_or_else(|e| fail(&format!("WIRETRAIL_EBPF_OBJECT={obj}: {e}")));
+        std::fs::copy(&obj, &out).unwrap_or_else(|e| fail(&format!("WIRETRAIL_EBPF_OBJECT={obj}: {e}")));
         return;
     }
 
     let home = env::var("HOME").unwrap_or_else(|_| "/root".into());
     let cargo_bin = Path::new(&home).join(".cargo/bin");
-    let path = format!(
-        "{}:{}",
-        cargo_bin.display(),
-        env::var("PATH").unwrap_or_default()
-    );
+    let path = format!("{}:{}", cargo_bin.display(), env::var("PATH").unwrap_or_default());
     if which("bpf-linker", &path).is_none() {
         fail("bpf-linker not found on PATH or in ~/.cargo/bin");
     }
@@ -61,47 +51,28 @@ fn main() {
     }
     cmd.env("PATH", &path)
         // BTF (func_info) is required for the bpf_loop callback.
-        .env(
-            "CARGO_ENCODED_RUSTFLAGS",
-            "-Ctarget-cpu=v3\x1f-Clink-arg=--btf\x1f-Clink-arg=--disable-memory-builtins",
-        )
+        .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-cpu=v3\x1f-Clink-arg=--btf\x1f-Clink-arg=--disable-memory-builtins")
         .current_dir(&root)
-        .args([
-            "build",
-            "-p",
-            "wiretrail-ebpf",
-            "-Z",
-            "build-std=core",
-            "--release",
-        ])
+        .args(["build", "-p", "wiretrail-ebpf", "-Z", "build-std=core", "--release"])
         .args(["--target", "bpfel-unknown-none", "--target-dir"])
         .arg(&target_dir);
     toolchain.configure(&mut cmd);
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| fail(&format!("running cargo for eBPF: {e}")));
+    let status = cmd.status().unwrap_or_else(|e| fail(&format!("running cargo for eBPF: {e}")));
     if !status.success() {
-        fail(&format!(
-            "building the eBPF programs failed ({status}); see the errors above"
-        ));
+        fail(&format!("building the eBPF programs failed ({status}); see the errors above"));
     }
     let built = target_dir.join("bpfel-unknown-none/release/wiretrail-ebpf");
-    let mut obj = std::fs::read(&built)
-        .unwrap_or_else(|e| fail(&format!("reading {}: {e}", built.display())));
+    let mut obj = std::fs::read(&built).unwrap_or_else(|e| fail(&format!("reading {}: {e}", built.display())));
     repair_btf(&mut obj).unwrap_or_else(|e| fail(&format!("BTF of {}: {e}", built.display())));
     std::fs::write(&out, obj).unwrap_or_else(|e| fail(&format!("writing {}: {e}", out.display())));
 }
 
 fn rd32(b: &[u8], o: usize) -> Result<u32, String> {
-    b.get(o..o + 4)
-        .map(|s| u32::from_le_bytes(s.try_into().unwrap()))
-        .ok_or_else(|| format!("short read at {o}"))
+    b.get(o..o + 4).map(|s| u32::from_le_bytes(s.try_into().unwrap())).ok_or_else(|| format!("short read at {o}"))
 }
 
 fn rd64(b: &[u8], o: usize) -> Result<u64, String> {
-    b.get(o..o + 8)
-        .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
-        .ok_or_else(|| format!("short read at {o}"))
+    b.get(o..o + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap())).ok_or_else(|| format!("short read at {o}"))
 }
 
 /// bpf-linker 0.13 can leave BTF `FUNC` entries for removed memory builtins
@@ -124,10 +95,7 @@ fn repair_btf(obj: &mut [u8]) -> Result<usize, String> {
         let name_off = rd32(obj, sh(i))? as usize;
         let name = obj.get(strtab_off + name_off..).unwrap_or(&[]);
         if name.starts_with(b".BTF\0") {
-            btf = Some((
-                rd64(obj, sh(i) + 24)? as usize,
-                rd64(obj, sh(i) + 32)? as usize,
-            ));
+            btf = Some((rd64(obj, sh(i) + 24)? as usize, rd64(obj, sh(i) + 32)? as usize));
         }
     }
     let Some((base, _size)) = btf else {
@@ -196,8 +164,7 @@ impl Toolchain {
 
     fn configure(&self, cmd: &mut Command) {
         if let Toolchain::Debian = self {
-            cmd.env("RUSTC", "/usr/bin/rustc")
-                .env("RUSTC_BOOTSTRAP", "1");
+            cmd.env("RUSTC", "/usr/bin/rustc").env("RUSTC_BOOTSTRAP", "1");
         }
     }
 }
@@ -211,45 +178,33 @@ fn detect_toolchain(path: &str) -> Result<Toolchain, String> {
     if Path::new("/usr/bin/rustc").exists() {
         missing.push("Debian's rust-web-src (apt-get install rust-web-src)".to_string());
     } else {
-        missing.push(
-            "Debian's rustc-web and rust-web-src (apt-get install rustc-web rust-web-src)"
-                .to_string(),
-        );
+        missing.push("Debian's rustc-web and rust-web-src (apt-get install rustc-web rust-web-src)".to_string());
     }
     if which("rustup", path).is_some() {
-        let sysroot = Command::new("rustup")
-            .args(["run", "nightly", "rustc", "--print", "sysroot"])
-            .env("PATH", path)
-            .output();
+        let sysroot =
+            Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]).env("PATH", path).output();
         match sysroot {
             Ok(o) if o.status.success() => {
                 let root = String::from_utf8_lossy(&o.stdout).trim().to_string();
-                if Path::new(&root)
-                    .join("lib/rustlib/src/rust/library/core")
-                    .exists()
-                {
+                if Path::new(&root).join("lib/rustlib/src/rust/library/core").exists() {
                     return Ok(Toolchain::RustupNightly);
                 }
-                missing.push("rust-src for the rustup nightly toolchain (rustup component add rust-src --toolchain nightly)".into());
+                missing.push(
+                    "rust-src for the rustup nightly toolchain (rustup component add rust-src --toolchain nightly)"
+                        .into(),
+                );
             }
             _ => missing.push("a rustup nightly toolchain with rust-src".into()),
         }
     }
-    Err(format!(
-        "no eBPF-capable Rust toolchain found; missing: {}",
-        missing.join("; or ")
-    ))
+    Err(format!("no eBPF-capable Rust toolchain found; missing: {}", missing.join("; or ")))
 }
 
 fn which(bin: &str, path: &str) -> Option<PathBuf> {
-    path.split(':')
-        .map(|d| Path::new(d).join(bin))
-        .find(|p| p.is_file())
+    path.split(':').map(|d| Path::new(d).join(bin)).find(|p| p.is_file())
 }
 
 fn fail(msg: &str) -> ! {
-    eprintln!(
-        "\nwiretrail-agent build: {msg}\nRun `cargo xtask setup` (as root) to install the eBPF toolchain.\n"
-    );
+    eprintln!("\nwiretrail-agent build: {msg}\nRun `cargo xtask setup` (as root) to install the eBPF toolchain.\n");
     panic!("wiretrail-agent build: {msg}");
 }

@@ -4,11 +4,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "wiretrail-agent",
-    version,
-    about = "Records every machine-to-machine conversation on this host"
-)]
+#[command(name = "wiretrail-agent", version, about = "Records every machine-to-machine conversation on this host")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -76,6 +72,9 @@ pub struct RunArgs {
     /// Connections idle this long are flushed (s).
     #[arg(long, default_value_t = 300)]
     pub idle_timeout_s: u64,
+    /// Do not capture TLS plaintext (no uprobes on TLS libraries).
+    #[arg(long)]
+    pub no_tls: bool,
     /// Most connections tracked at once; the least recently active are flushed beyond it.
     #[arg(long, default_value_t = 100_000)]
     pub max_conns: usize,
@@ -90,14 +89,7 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
-        let c = Cli::try_parse_from([
-            "wiretrail-agent",
-            "--output",
-            "none",
-            "--ring-bytes",
-            "4096",
-        ])
-        .unwrap();
+        let c = Cli::try_parse_from(["wiretrail-agent", "--output", "none", "--ring-bytes", "4096"]).unwrap();
         assert_eq!(c.run.output, OutputFormat::None);
         assert!(Cli::try_parse_from(["wiretrail-agent", "--output", "xml"]).is_err());
     }

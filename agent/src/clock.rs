@@ -11,10 +11,7 @@
 pub const KERNEL_CLOCK: &str = "CLOCK_BOOTTIME";
 
 fn now(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec; both clocks exist on every Linux.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
@@ -74,12 +71,7 @@ pub fn rfc3339(utc_ns: i128) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", sod / 3600, (sod / 60) % 60, sod % 60)
 }
 
 #[cfg(test)]
@@ -89,14 +81,8 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(
-            rfc3339(951_782_400_000_000_001),
-            "2000-02-29T00:00:00.000000001Z"
-        );
-        assert_eq!(
-            rfc3339(1_795_290_780_123_456_789),
-            "2026-11-21T19:53:00.123456789Z"
-        );
+        assert_eq!(rfc3339(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
+        assert_eq!(rfc3339(1_795_290_780_123_456_789), "2026-11-21T19:53:00.123456789Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
     }
 
@@ -106,11 +92,7 @@ mod tests {
         let boot = now(libc::CLOCK_BOOTTIME) as u64;
         let utc = sync.to_utc_ns(boot);
         let real = now(libc::CLOCK_REALTIME);
-        assert!(
-            (real - utc).abs() < 50_000_000,
-            "conversion off by {} ns",
-            real - utc
-        );
+        assert!((real - utc).abs() < 50_000_000, "conversion off by {} ns", real - utc);
         assert!(sync.error_ns < 10_000_000);
     }
 }

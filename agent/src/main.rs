@@ -5,7 +5,13 @@ use clap::Parser as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wiretrail_agent::{
-    capture::{self, CaptureOptions, selfcheck},
+    capture::{
+        self, CaptureOptions, selfcheck,
+        tls::{
+            TlsManager, TlsNotice,
+            worker::{self, Request},
+        },
+    },
     cli::{Cli, Command, LogFormat, OutputFormat},
     conn::TrackerConfig,
     metrics::{self, Metrics},
@@ -16,9 +22,7 @@ use wiretrail_agent::{
 fn init_logs(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -48,49 +52,101 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (OutputFormat::Text, Some(p)) => Sink::file(&p.to_string_lossy())?.into_text(),
         (OutputFormat::Text, None) => Sink::stdout().into_text(),
     };
-    let (loaded, ring) = capture::start(&CaptureOptions {
-        ring_bytes: args.ring_bytes,
-        conn_cap_bytes: args.conn_cap_bytes,
-    })?;
+    let (loaded, ring) =
+        capture::start(&CaptureOptions { ring_bytes: args.ring_bytes, conn_cap_bytes: args.conn_cap_bytes })?;
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
 
     // Bounded: a slow output backs up into the ring buffer, where loss is counted.
     let (tx, rx) = mpsc::channel(32);
-    let reader = tokio::spawn(capture::reader::run(
-        ring,
-        tx,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let reader = tokio::spawn(capture::reader::run(ring, tx, metrics.clone(), shutdown.clone()));
     let tracker = TrackerConfig {
         reorder_window: Duration::from_millis(args.reorder_window_ms),
         idle_timeout: Duration::from_secs(args.idle_timeout_s),
         max_conns: args.max_conns,
     };
-    let pipe = tokio::spawn(pipeline::run(rx, sink, tracker, metrics.clone()));
+    let mut loaded = loaded;
+    let mut tls = if args.no_tls { None } else { Some(TlsManager::new(&mut loaded.ebpf)?) };
+    let registry = tls.as_ref().map(|t| t.registry.clone()).unwrap_or_default();
+    // Discovery runs on its own thread; main only attaches what it finds.
+    let (found_tx, mut found_rx) = mpsc::channel(1024);
+    let discovery = if tls.is_some() {
+        let (req_tx, req_rx) = std::sync::mpsc::sync_channel(4096);
+        std::thread::Builder::new()
+            .name("tls-discovery".into())
+            .spawn(move || worker::run(req_rx, found_tx))
+            .context("starting the TLS discovery thread")?;
+        let _ = req_tx.try_send(Request::All);
+        Some(req_tx)
+    } else {
+        drop(found_tx);
+        None
+    };
+    let (notice_tx, notice_rx) = mpsc::channel::<TlsNotice>(256);
+    if let (Some(tx), Some(ring)) = (&discovery, loaded.execs.take()) {
+        tokio::spawn(capture::execs::run(ring, tx.clone(), metrics.clone(), shutdown.clone()));
+    }
+    let links = pipeline::TlsLinks { registry, exec_tx: discovery.clone(), notices: notice_rx };
+    let pipe = tokio::spawn(pipeline::run(rx, sink, tracker, metrics.clone(), links));
     if let Some(addr) = args.metrics_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding metrics address {addr}"))?;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics address {addr}"))?;
         tracing::info!(%addr, "serving metrics at /metrics");
         tokio::spawn(metrics::serve(listener, metrics.clone(), shutdown.clone()));
+    }
+    // Ready means attached: apply the first full discovery pass before saying so
+    // (a TLS client started right after must find libssl already hooked).
+    if let Some(t) = tls.as_mut() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match tokio::time::timeout_at(deadline, found_rx.recv()).await {
+                Ok(Some(worker::Found::Live(live))) => {
+                    let _ = t.apply(&mut loaded.ebpf, worker::Found::Live(live));
+                    break;
+                }
+                Ok(Some(found)) => {
+                    if let Some(n) = t.apply(&mut loaded.ebpf, found) {
+                        let _ = notice_tx.try_send(n);
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!("initial TLS discovery still running after 60 s; continuing in the background");
+                    break;
+                }
+            }
+        }
+        metrics.tls_libraries.set(t.attached() as u64);
+        tracing::info!(libraries = t.attached(), "TLS libraries hooked");
     }
     if let Some(p) = &args.ready_file {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing ready file {}", p.display()))?;
     }
-    tracing::info!(
-        pid = std::process::id(),
-        "capturing; SIGINT or SIGTERM to stop"
-    );
+    tracing::info!(pid = std::process::id(), "capturing; SIGINT or SIGTERM to stop");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut rescan = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
+            Some(found) = found_rx.recv() => {
+                if let Some(t) = tls.as_mut() {
+                    if let Some(n) = t.apply(&mut loaded.ebpf, found)
+                        && notice_tx.try_send(n).is_err()
+                    {
+                        tracing::warn!("TLS report channel full; the report is in this log only");
+                    }
+                    metrics.tls_libraries.set(t.attached() as u64);
+                }
+            }
+            _ = rescan.tick() => {
+                if let Some(tx) = &discovery {
+                    let _ = tx.try_send(Request::All);
+                }
+            }
             _ = every.tick() => {
                 match loaded.kernel_stats() {
                     Ok(k) => {
@@ -108,6 +164,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Detach first so no new events arrive, then drain what is in the ring.
     let final_kernel = loaded.kernel_stats().ok();
     shutdown.cancel();
+    drop(notice_tx);
+    drop(discovery);
     reader.await.context("reader task")??;
     pipe.await.context("pipeline task")??;
     if let Some(k) = final_kernel {

@@ -50,6 +50,11 @@ pub struct Metrics {
     pub conns_evicted: Counter,
     /// Records written to the output.
     pub records_out: Counter,
+    /// Exec events not handed to TLS discovery at once (channel full); the
+    /// periodic rescan still finds those processes.
+    pub exec_backlog: Counter,
+    /// TLS library files with probes attached now.
+    pub tls_libraries: Counter,
     /// Kernel: events written to the ring buffer.
     pub kernel_events: Counter,
     /// Kernel: events lost because the ring buffer was full.
@@ -77,7 +82,7 @@ impl Metrics {
         self.kernel_pending_full.set(k.pending_full);
     }
 
-    fn fields(&self) -> [(&'static str, &Counter); 18] {
+    fn fields(&self) -> [(&'static str, &Counter); 20] {
         [
             ("ring_records", &self.ring_records),
             ("decode_errors", &self.decode_errors),
@@ -90,6 +95,8 @@ impl Metrics {
             ("conns_tracked", &self.conns_tracked),
             ("conns_evicted", &self.conns_evicted),
             ("records_out", &self.records_out),
+            ("exec_backlog", &self.exec_backlog),
+            ("tls_libraries", &self.tls_libraries),
             ("kernel_events", &self.kernel_events),
             ("kernel_lost_events", &self.kernel_lost_events),
             ("kernel_lost_bytes", &self.kernel_lost_bytes),
@@ -104,28 +111,15 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::new();
         for (name, c) in self.fields() {
-            let kind = if name == "conns_tracked" {
-                "gauge"
-            } else {
-                "counter"
-            };
-            let _ = writeln!(
-                s,
-                "# TYPE wiretrail_agent_{name} {kind}\nwiretrail_agent_{name} {}",
-                c.get()
-            );
+            let kind = if name == "conns_tracked" { "gauge" } else { "counter" };
+            let _ = writeln!(s, "# TYPE wiretrail_agent_{name} {kind}\nwiretrail_agent_{name} {}", c.get());
         }
         s
     }
 
     /// One JSON object with every counter (for logs and the final summary).
     pub fn snapshot(&self) -> serde_json::Value {
-        serde_json::Value::Object(
-            self.fields()
-                .iter()
-                .map(|(n, c)| (n.to_string(), c.get().into()))
-                .collect(),
-        )
+        serde_json::Value::Object(self.fields().iter().map(|(n, c)| (n.to_string(), c.get().into())).collect())
     }
 }
 
@@ -145,13 +139,10 @@ pub async fn serve(
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
-            let n =
-                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
-                    .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
+            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
             let req = String::from_utf8_lossy(&buf[..n]);
             let (status, body) = if req.starts_with("GET /metrics") {
                 ("200 OK", metrics.render())
@@ -177,7 +168,7 @@ mod tests {
         m.kernel_lost_events.add(3);
         let text = m.render();
         assert!(text.contains("wiretrail_agent_kernel_lost_events 3"));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 18);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 20);
         assert_eq!(m.snapshot()["kernel_lost_events"], 3);
     }
 }

@@ -5,7 +5,10 @@ use std::{sync::Arc, time::Instant};
 use tokio::sync::mpsc;
 
 use crate::{
-    capture::event::{CaptureEvent, GapReason},
+    capture::{
+        event::{CaptureEvent, GapReason},
+        tls::{TlsLib, TlsNotice, TlsRegistry},
+    },
     clock::ClockSync,
     conn::{Gap, Tracker, TrackerConfig},
     metrics::Metrics,
@@ -14,11 +17,24 @@ use crate::{
 
 /// Consumes batches until the reader closes the channel, then finalizes every
 /// connection (so trailing gaps are reported) and flushes.
+/// Links between the pipeline and the TLS library manager (owned by main).
+pub struct TlsLinks {
+    /// Library table, to name the library on TLS records.
+    pub registry: Arc<TlsRegistry>,
+    /// New program images, for library discovery (the discovery thread).
+    /// Bounded: when full, the periodic rescan still finds the process
+    /// (counted in `exec_backlog`).
+    pub exec_tx: Option<std::sync::mpsc::SyncSender<crate::capture::tls::worker::Request>>,
+    /// Libraries that carry TLS but cannot be hooked: written as records.
+    pub notices: mpsc::Receiver<TlsNotice>,
+}
+
 pub async fn run(
     mut rx: mpsc::Receiver<Vec<CaptureEvent>>,
     mut sink: Sink,
     config: TrackerConfig,
     metrics: Arc<Metrics>,
+    mut tls: TlsLinks,
 ) -> Result<(), SinkError> {
     let mut tracker = Tracker::new(config);
     let mut clock = ClockSync::measure();
@@ -30,6 +46,14 @@ pub async fn run(
                 let Some(batch) = batch else { break };
                 let now = Instant::now();
                 for ev in &batch {
+                    if let CaptureEvent::Exec { meta } = ev {
+                        if let Some(tx) = &tls.exec_tx
+                            && tx.try_send(crate::capture::tls::worker::Request::Exec(meta.pid)).is_err()
+                        {
+                            metrics.exec_backlog.inc();
+                        }
+                        continue;
+                    }
                     if let CaptureEvent::Data { payload, .. } = ev {
                         metrics.data_events.inc();
                         metrics.data_bytes.add(payload.len() as u64);
@@ -37,17 +61,32 @@ pub async fn run(
                     let gaps = tracker.on_event(ev, now);
                     // Explicit truncations are written as the event itself (a gap record).
                     count_gaps(&metrics, &gaps);
-                    sink.write(&JsonRecord::from_event(ev, &clock))?;
+                    let mut rec = JsonRecord::from_event(ev, &clock);
+                    rec.tls = tls_info(&tls.registry, ev.meta());
+                    sink.write(&rec)?;
                     metrics.records_out.inc();
                 }
                 if rx.is_empty() {
                     sink.flush()?;
                 }
             }
+            Some(n) = tls.notices.recv() => {
+                let v = serde_json::json!({
+                    "type": "tls_unsupported",
+                    "ts": crate::clock::rfc3339(crate::clock::ClockSync::measure().to_utc_ns(0) + now_boot_ns() as i128),
+                    "path": n.path,
+                    "pid": n.pid,
+                    "library": n.library,
+                    "reason": n.reason,
+                });
+                sink.write_value(&v)?;
+                metrics.records_out.inc();
+                sink.flush()?;
+            }
             _ = tick.tick() => {
                 clock = ClockSync::measure();
                 let gaps = tracker.tick(Instant::now());
-                write_gaps(&mut sink, &gaps, &clock, &metrics)?;
+                write_gaps(&mut sink, &gaps, &clock, &metrics, &tls.registry)?;
                 metrics.conns_tracked.set(tracker.len() as u64);
                 metrics.conns_evicted.set(tracker.evicted);
                 sink.flush()?;
@@ -55,7 +94,7 @@ pub async fn run(
         }
     }
     let gaps = tracker.finish_all();
-    write_gaps(&mut sink, &gaps, &clock, &metrics)?;
+    write_gaps(&mut sink, &gaps, &clock, &metrics, &tls.registry)?;
     metrics.conns_tracked.set(0);
     sink.flush()
 }
@@ -71,17 +110,39 @@ fn count_gaps(metrics: &Metrics, gaps: &[Gap]) {
     }
 }
 
+/// The library a TLS record came from (always set for TLS records, so they are
+/// never mistaken for socket bytes).
+fn tls_info(registry: &TlsRegistry, meta: &crate::capture::event::Meta) -> Option<TlsLib> {
+    meta.tls.then(|| {
+        registry.get(meta.tls_lib).unwrap_or(TlsLib {
+            path: "unknown".into(),
+            library: "unknown".into(),
+            version: "unknown".into(),
+        })
+    })
+}
+
 fn write_gaps(
     sink: &mut Sink,
     gaps: &[Gap],
     clock: &ClockSync,
     metrics: &Metrics,
+    registry: &TlsRegistry,
 ) -> Result<(), SinkError> {
     count_gaps(metrics, gaps);
     for g in gaps {
         tracing::warn!(conn_id = g.meta.conn_id, direction = ?g.direction, pos = g.pos, len = g.len, reason = ?g.reason, "bytes missing from stream");
-        sink.write(&JsonRecord::from_gap(g, clock))?;
+        let mut rec = JsonRecord::from_gap(g, clock);
+        rec.tls = tls_info(registry, &g.meta);
+        sink.write(&rec)?;
         metrics.records_out.inc();
     }
     Ok(())
+}
+
+fn now_boot_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -30,6 +30,10 @@ pub const KIND_CLOSE: u8 = 4;
 /// (per-call or per-connection cap). Always explicit, never silent.
 pub const KIND_TRUNCATED: u8 = 5;
 
+/// A process called execve (only `pid`, `tid`, `comm`, `ts_ns`, `uid`,
+/// `cgroup_id` are set): the agent looks for TLS libraries in the new image.
+pub const KIND_EXEC: u8 = 6;
+
 /// Bytes written by the process (egress from its point of view).
 pub const DIR_EGRESS: u8 = 1;
 /// Bytes read by the process (ingress from its point of view).
@@ -56,6 +60,18 @@ pub const SYS_CONNECT: u8 = 11;
 pub const SYS_ACCEPT: u8 = 12;
 pub const SYS_ACCEPT4: u8 = 13;
 pub const SYS_CLOSE: u8 = 14;
+/// TLS plaintext: `SSL_write`/`SSL_write_ex` (OpenSSL, BoringSSL).
+pub const SYS_SSL_WRITE: u8 = 20;
+/// TLS plaintext: `SSL_read`/`SSL_read_ex`.
+pub const SYS_SSL_READ: u8 = 21;
+/// TLS plaintext: `gnutls_record_send`.
+pub const SYS_GNUTLS_SEND: u8 = 22;
+/// TLS plaintext: `gnutls_record_recv`.
+pub const SYS_GNUTLS_RECV: u8 = 23;
+/// TLS plaintext: Go `crypto/tls.(*Conn).Write`.
+pub const SYS_GO_TLS_WRITE: u8 = 24;
+/// TLS plaintext: Go `crypto/tls.(*Conn).Read`.
+pub const SYS_GO_TLS_READ: u8 = 25;
 
 /// `EventHeader::flags`: the remote address came from the syscall's own
 /// sockaddr argument (per-datagram peer of an unconnected UDP socket).
@@ -69,6 +85,9 @@ pub const FLAG_MIDSTREAM: u8 = 1 << 2;
 /// On `KIND_TRUNCATED`: the bytes could not be read from the process's memory
 /// (rather than being over a configured cap).
 pub const FLAG_UNREADABLE: u8 = 1 << 3;
+/// The payload is TLS plaintext taken inside a TLS library (its stream
+/// positions are those of the plaintext, not of the socket's ciphertext).
+pub const FLAG_TLS: u8 = 1 << 4;
 
 /// Header of every ring-buffer event.
 #[repr(C)]
@@ -109,7 +128,10 @@ pub struct EventHeader {
     pub lport: u16,
     /// Remote port, host byte order.
     pub rport: u16,
-    pub _pad0: [u8; 6],
+    /// For TLS events: the agent's id of the library file the probe is attached
+    /// to (the probe's attach cookie); 0 otherwise.
+    pub tls_lib: u16,
+    pub _pad0: [u8; 4],
     /// Local address: IPv4 in the first 4 bytes, or IPv6 (network order).
     pub laddr: [u8; 16],
     /// Remote address: IPv4 in the first 4 bytes, or IPv6 (network order).

@@ -80,8 +80,22 @@ pub struct ConnState {
     /// 1 once the cached tuple is complete (both ports known).
     pub tuple_ok: u8,
     pub _pad: [u8; 7],
+    /// Next TLS plaintext egress position (separate from the ciphertext stream).
+    pub tls_tx_pos: u64,
+    /// Next TLS plaintext ingress position.
+    pub tls_rx_pos: u64,
 }
-const _: () = assert!(core::mem::size_of::<ConnState>() == 72);
+const _: () = assert!(core::mem::size_of::<ConnState>() == 88);
+
+/// Key of an in-flight TLS call: (pid_tgid, 0) for C libraries (one call per
+/// thread), (tgid, goroutine pointer) for Go (goroutines move between threads).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TlsKey {
+    pub a: u64,
+    pub b: u64,
+}
+const _: () = assert!(core::mem::size_of::<TlsKey>() == 16);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelOffsets {}

@@ -16,10 +16,7 @@ pub fn get_or_create(sk: u64) -> Option<(*mut ConnState, bool)> {
     }
     let id_slot = NEXT_CONN_ID.get_ptr_mut(0)?;
     let id = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(id_slot, 1) } + 1;
-    let fresh = ConnState {
-        conn_id: id,
-        ..unsafe { core::mem::zeroed() }
-    };
+    let fresh = ConnState { conn_id: id, ..unsafe { core::mem::zeroed() } };
     // BPF_NOEXIST: another CPU may have raced us; its entry wins.
     let _ = CONNS.insert(&sk, &fresh, 1);
     match CONNS.get_ptr_mut(&sk) {

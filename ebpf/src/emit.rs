@@ -2,20 +2,19 @@
 use aya_ebpf::{
     cty::c_void,
     helpers::generated::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_loop,
-        bpf_probe_read_user,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_loop, bpf_probe_read_user,
     },
 };
 use wiretrail_common::{
-    CHUNK_MAX, ConnState, EVENT_HEADER_SIZE, FLAG_UNREADABLE, KIND_DATA, KIND_TRUNCATED,
-    MAX_CHUNKS_PER_CALL, MAX_IOVECS, STAT_EVENTS, STAT_INTERNAL_ERRORS, STAT_LOST_BYTES,
-    STAT_LOST_EVENTS, STAT_TRUNCATED_BYTES, ScratchEvent,
+    CHUNK_MAX, ConnState, EVENT_HEADER_SIZE, FLAG_UNREADABLE, KIND_DATA, KIND_TRUNCATED, MAX_CHUNKS_PER_CALL,
+    MAX_IOVECS, STAT_EVENTS, STAT_INTERNAL_ERRORS, STAT_LOST_BYTES, STAT_LOST_EVENTS, STAT_TRUNCATED_BYTES,
+    ScratchEvent,
 };
 
 use crate::{
     kernel::read_tuple,
-    maps::{CURSOR, EVENTS, SCRATCH, config, stat_add},
+    maps::{CURSOR, EVENTS, EXECS, SCRATCH, config, stat_add},
 };
 
 /// Fills the header fields common to every event of the current syscall and
@@ -85,10 +84,18 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
 #[inline(always)]
 fn wakeup_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
+}
+
+/// Writes an exec notification to its own ring and wakes the agent at once:
+/// discovery of statically linked TLS in a new process races with its first
+/// connection, and must not wait behind data events.
+#[inline(always)]
+pub fn submit_exec(s: *mut ScratchEvent) {
+    let bytes = unsafe { core::slice::from_raw_parts(s as *const u8, EVENT_HEADER_SIZE) };
+    match EXECS.output::<[u8]>(bytes, BPF_RB_FORCE_WAKEUP) {
+        Ok(()) => stat_add(STAT_EVENTS, 1),
+        Err(_) => stat_add(STAT_LOST_EVENTS, 1),
     }
 }
 
@@ -110,11 +117,7 @@ pub fn truncated(s: *mut ScratchEvent, pos: u64, len: u64, flags: u8) {
     let kind = h.kind;
     h.kind = KIND_TRUNCATED;
     h.pos = pos;
-    h.len = if len > u32::MAX as u64 {
-        u32::MAX
-    } else {
-        len as u32
-    };
+    h.len = if len > u32::MAX as u64 { u32::MAX } else { len as u32 };
     h.flags |= flags;
     stat_add(STAT_TRUNCATED_BYTES, len);
     submit_header(s);
@@ -125,11 +128,7 @@ pub fn truncated(s: *mut ScratchEvent, pos: u64, len: u64, flags: u8) {
 /// Copies `n` (≤ CHUNK_MAX) bytes from user memory at `src` and emits them at `pos`.
 #[inline(always)]
 fn chunk(s: *mut ScratchEvent, src: u64, n: u64, pos: u64) {
-    let n = if n > CHUNK_MAX as u64 {
-        CHUNK_MAX as u64
-    } else {
-        n
-    };
+    let n = if n > CHUNK_MAX as u64 { CHUNK_MAX as u64 } else { n };
     // Round-trip the length through the map value: the verifier cannot know what
     // a map holds, so it stops tracking `n` back into the loop state (which would
     // make every bpf_loop iteration a distinct state and never converge). The mask
@@ -210,13 +209,8 @@ extern "C" fn step(_i: u64, _ctx: *mut c_void) -> i64 {
             return 1;
         }
         let mut v = Iovec { base: 0, len: 0 };
-        let r = unsafe {
-            bpf_probe_read_user(
-                (&mut v as *mut Iovec).cast(),
-                16,
-                (c.iov + c.idx * 16) as *const c_void,
-            )
-        };
+        let r =
+            unsafe { bpf_probe_read_user((&mut v as *mut Iovec).cast(), 16, (c.iov + c.idx * 16) as *const c_void) };
         if r != 0 {
             stat_add(STAT_INTERNAL_ERRORS, 1);
             return 1;
@@ -227,11 +221,7 @@ extern "C" fn step(_i: u64, _ctx: *mut c_void) -> i64 {
         c.left = if v.len < rest { v.len } else { rest };
         return 0;
     }
-    let n = if c.left < CHUNK_MAX as u64 {
-        c.left
-    } else {
-        CHUNK_MAX as u64
-    };
+    let n = if c.left < CHUNK_MAX as u64 { c.left } else { CHUNK_MAX as u64 };
     chunk(s, c.base, n, c.pos0 + c.done);
     c.base += n;
     c.left -= n;
@@ -261,16 +251,7 @@ pub fn stream(s: *mut ScratchEvent, iov: u64, iovcnt: u64, buf: u64, total: u64,
         return;
     };
     unsafe {
-        *c = Cursor {
-            iov,
-            iovcnt,
-            idx: 0,
-            base: buf,
-            left: if iov == 0 { limit } else { 0 },
-            done: 0,
-            limit,
-            pos0,
-        };
+        *c = Cursor { iov, iovcnt, idx: 0, base: buf, left: if iov == 0 { limit } else { 0 }, done: 0, limit, pos0 };
         if limit > 0 {
             bpf_loop(
                 (MAX_CHUNKS_PER_CALL + MAX_IOVECS) as u32,

@@ -10,18 +10,8 @@ const S_IFSOCK: u16 = 0o140000;
 #[inline(always)]
 pub unsafe fn read<T: Copy>(addr: u64) -> Option<T> {
     let mut v = core::mem::MaybeUninit::<T>::uninit();
-    let r = unsafe {
-        bpf_probe_read_kernel(
-            v.as_mut_ptr().cast(),
-            core::mem::size_of::<T>() as u32,
-            addr as *const _,
-        )
-    };
-    if r == 0 {
-        Some(unsafe { v.assume_init() })
-    } else {
-        None
-    }
+    let r = unsafe { bpf_probe_read_kernel(v.as_mut_ptr().cast(), core::mem::size_of::<T>() as u32, addr as *const _) };
+    if r == 0 { Some(unsafe { v.assume_init() }) } else { None }
 }
 
 /// `struct sock *` behind `fd` of the current task, if `fd` is a socket.
@@ -64,9 +54,7 @@ pub fn inet_kind(sk: u64) -> Option<(u8, u8)> {
         let proto: u16 = read(sk + o.sk_protocol as u64)?;
         let family = family as u8;
         let proto = proto as u8;
-        if (family == FAMILY_INET || family == FAMILY_INET6)
-            && (proto == PROTO_TCP || proto == PROTO_UDP)
-        {
+        if (family == FAMILY_INET || family == FAMILY_INET6) && (proto == PROTO_TCP || proto == PROTO_UDP) {
             Some((family, proto))
         } else {
             None
@@ -99,10 +87,6 @@ pub fn read_tuple(sk: u64, family: u8, h: &mut EventHeader) {
             h.laddr = read(sk + o.skc_v6_rcv_saddr as u64).unwrap_or([0; 16]);
         }
         let net: u64 = read(sk + o.skc_net as u64).unwrap_or(0);
-        h.netns = if net == 0 {
-            0
-        } else {
-            read::<u32>(net + o.net_inum as u64).unwrap_or(0)
-        };
+        h.netns = if net == 0 { 0 } else { read::<u32>(net + o.net_inum as u64).unwrap_or(0) };
     }
 }

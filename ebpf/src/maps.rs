@@ -9,6 +9,10 @@ use wiretrail_common::{CaptureConfig, ConnState, KernelOffsets, STAT_COUNT, Scra
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 << 20, 0);
 
+/// Exec notifications only (control plane): never stuck behind data events.
+#[map]
+pub static EXECS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
 /// One event under construction per CPU (too large for the 512-byte stack),
 /// indexed by CPU id. A plain array because per-CPU values are limited to 32 KiB;
 /// the agent sizes it to the number of possible CPUs at load.
@@ -60,11 +64,7 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
 
 /// Filled in by the agent before load.
 #[unsafe(no_mangle)]
-pub static CONFIG: CaptureConfig = CaptureConfig {
-    agent_tgid: 0,
-    enabled: 0,
-    conn_cap_bytes: 0,
-};
+pub static CONFIG: CaptureConfig = CaptureConfig { agent_tgid: 0, enabled: 0, conn_cap_bytes: 0 };
 
 #[inline(always)]
 pub fn offsets() -> KernelOffsets {

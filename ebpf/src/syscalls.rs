@@ -52,22 +52,9 @@ fn enter(ctx: &TracePointContext, syscall: u8) {
     let Some((family, protocol)) = inet_kind(sk) else {
         return;
     };
-    let addr = if syscall == SYS_SENDTO || syscall == SYS_RECVFROM {
-        arg(ctx, 4)
-    } else {
-        0
-    };
-    let call = PendingCall {
-        sock: sk,
-        a0: arg(ctx, 1),
-        a1: arg(ctx, 2),
-        addr,
-        fd,
-        syscall,
-        family,
-        protocol,
-        _pad: 0,
-    };
+    crate::tls::note_socket(pid_tgid, sk, fd);
+    let addr = if syscall == SYS_SENDTO || syscall == SYS_RECVFROM { arg(ctx, 4) } else { 0 };
+    let call = PendingCall { sock: sk, a0: arg(ctx, 1), a1: arg(ctx, 2), addr, fd, syscall, family, protocol, _pad: 0 };
     if PENDING.insert(&pid_tgid, &call, 0).is_err() {
         stat_add(STAT_PENDING_FULL, 1);
     }
@@ -79,11 +66,7 @@ fn take(syscall: u8) -> Option<PendingCall> {
     let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
     let call = unsafe { *PENDING.get(&pid_tgid)? };
     let _ = PENDING.remove(&pid_tgid);
-    if call.syscall == syscall {
-        Some(call)
-    } else {
-        None
-    }
+    if call.syscall == syscall { Some(call) } else { None }
 }
 
 /// Per-datagram peer of an unconnected UDP socket, from a user sockaddr.
@@ -107,8 +90,7 @@ fn peer_from_sockaddr(h: &mut EventHeader, addr: u64) {
         h.raddr[3] = sa[7];
     } else if fam == AF_INET6 {
         let mut a = [0u8; 16];
-        let r =
-            unsafe { bpf_probe_read_user(a.as_mut_ptr().cast(), 16, (addr + 8) as *const c_void) };
+        let r = unsafe { bpf_probe_read_user(a.as_mut_ptr().cast(), 16, (addr + 8) as *const c_void) };
         if r != 0 {
             return;
         }
@@ -132,14 +114,8 @@ struct MsgHdr {
 
 #[inline(always)]
 fn read_msghdr(addr: u64) -> Option<MsgHdr> {
-    let mut m = MsgHdr {
-        name: 0,
-        namelen: 0,
-        iov: 0,
-        iovlen: 0,
-    };
-    let r =
-        unsafe { bpf_probe_read_user((&mut m as *mut MsgHdr).cast(), 32, addr as *const c_void) };
+    let mut m = MsgHdr { name: 0, namelen: 0, iov: 0, iovlen: 0 };
+    let r = unsafe { bpf_probe_read_user((&mut m as *mut MsgHdr).cast(), 32, addr as *const c_void) };
     if r == 0 { Some(m) } else { None }
 }
 
@@ -165,15 +141,7 @@ fn exit_data(ctx: &TracePointContext, syscall: u8, dir: u8) {
             &mut local
         }
     };
-    let Some(s) = begin(
-        KIND_DATA,
-        syscall,
-        call.fd,
-        call.sock,
-        call.family,
-        call.protocol,
-        cs,
-    ) else {
+    let Some(s) = begin(KIND_DATA, syscall, call.fd, call.sock, call.family, call.protocol, cs) else {
         return;
     };
     let h = unsafe { &mut (*s).header };
@@ -181,13 +149,8 @@ fn exit_data(ctx: &TracePointContext, syscall: u8, dir: u8) {
     h.flags = flags;
     let base_flags = h.flags;
     h.conn_id = unsafe { (*cs).conn_id };
-    let pos_ptr = unsafe {
-        if dir == DIR_EGRESS {
-            &mut (*cs).tx_pos as *mut u64
-        } else {
-            &mut (*cs).rx_pos as *mut u64
-        }
-    };
+    let pos_ptr =
+        unsafe { if dir == DIR_EGRESS { &mut (*cs).tx_pos as *mut u64 } else { &mut (*cs).rx_pos as *mut u64 } };
     let udp = call.protocol == PROTO_UDP;
     if syscall == SYS_RECVMMSG || syscall == SYS_SENDMMSG {
         // ret is the number of messages; each mmsghdr is 64 bytes (msghdr + msg_len).
@@ -198,9 +161,7 @@ fn exit_data(ctx: &TracePointContext, syscall: u8, dir: u8) {
             let mh = call.a0 + i * 64;
             let Some(m) = read_msghdr(mh) else { break };
             let mut len = 0u32;
-            let r = unsafe {
-                bpf_probe_read_user((&mut len as *mut u32).cast(), 4, (mh + 56) as *const c_void)
-            };
+            let r = unsafe { bpf_probe_read_user((&mut len as *mut u32).cast(), 4, (mh + 56) as *const c_void) };
             if r != 0 {
                 break;
             }
@@ -267,14 +228,7 @@ fn exit_connect(ctx: &TracePointContext) {
     };
     let ret = arg(ctx, 0) as i64;
     if ret == 0 || ret == -EINPROGRESS {
-        lifecycle(
-            KIND_CONNECT,
-            SYS_CONNECT,
-            call.fd,
-            call.sock,
-            call.family,
-            call.protocol,
-        );
+        lifecycle(KIND_CONNECT, SYS_CONNECT, call.fd, call.sock, call.family, call.protocol);
     }
 }
 
@@ -336,32 +290,12 @@ data_pair!(sys_enter_read, sys_exit_read, SYS_READ, DIR_INGRESS);
 data_pair!(sys_enter_write, sys_exit_write, SYS_WRITE, DIR_EGRESS);
 data_pair!(sys_enter_readv, sys_exit_readv, SYS_READV, DIR_INGRESS);
 data_pair!(sys_enter_writev, sys_exit_writev, SYS_WRITEV, DIR_EGRESS);
-data_pair!(
-    sys_enter_recvfrom,
-    sys_exit_recvfrom,
-    SYS_RECVFROM,
-    DIR_INGRESS
-);
+data_pair!(sys_enter_recvfrom, sys_exit_recvfrom, SYS_RECVFROM, DIR_INGRESS);
 data_pair!(sys_enter_sendto, sys_exit_sendto, SYS_SENDTO, DIR_EGRESS);
-data_pair!(
-    sys_enter_recvmsg,
-    sys_exit_recvmsg,
-    SYS_RECVMSG,
-    DIR_INGRESS
-);
+data_pair!(sys_enter_recvmsg, sys_exit_recvmsg, SYS_RECVMSG, DIR_INGRESS);
 data_pair!(sys_enter_sendmsg, sys_exit_sendmsg, SYS_SENDMSG, DIR_EGRESS);
-data_pair!(
-    sys_enter_recvmmsg,
-    sys_exit_recvmmsg,
-    SYS_RECVMMSG,
-    DIR_INGRESS
-);
-data_pair!(
-    sys_enter_sendmmsg,
-    sys_exit_sendmmsg,
-    SYS_SENDMMSG,
-    DIR_EGRESS
-);
+data_pair!(sys_enter_recvmmsg, sys_exit_recvmmsg, SYS_RECVMMSG, DIR_INGRESS);
+data_pair!(sys_enter_sendmmsg, sys_exit_sendmmsg, SYS_SENDMMSG, DIR_EGRESS);
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
@@ -396,5 +330,19 @@ pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     enter_close(&ctx);
+    0
+}
+
+/// A new program image: tell the agent so it can look for TLS libraries in it.
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    if capturing().is_none() {
+        return 0;
+    }
+    let mut blank: ConnState = unsafe { core::mem::zeroed() };
+    blank.tuple_ok = 1;
+    if let Some(s) = begin(KIND_EXEC, 0, -1, 0, 0, 0, &mut blank) {
+        crate::emit::submit_exec(s);
+    }
     0
 }

@@ -37,16 +37,9 @@ impl Agent {
             .stderr(log)
             .spawn()
             .expect("spawn wiretrail-agent");
-        let mut agent = Agent {
-            child: Some(child),
-            dir,
-        };
+        let mut agent = Agent { child: Some(child), dir };
         let attached = wait_until(Duration::from_secs(60), || ready.exists() || agent.exited());
-        assert!(
-            attached && ready.exists(),
-            "agent did not attach:\n{}",
-            agent.log()
-        );
+        assert!(attached && ready.exists(), "agent did not attach:\n{}", agent.log());
         agent
     }
 
@@ -55,9 +48,7 @@ impl Agent {
     }
 
     fn exited(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
     }
 
     /// The agent's stderr so far.
@@ -80,26 +71,16 @@ impl Agent {
         let mut child = self.child.take().expect("running");
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let exited = wait_until(Duration::from_secs(30), || {
-            child.try_wait().ok().flatten().is_some()
-        });
+        let exited = wait_until(Duration::from_secs(30), || child.try_wait().ok().flatten().is_some());
         if !exited {
             let _ = child.kill();
-            panic!(
-                "agent did not stop within 30 s after SIGTERM:\n{}",
-                self.log()
-            );
+            panic!("agent did not stop within 30 s after SIGTERM:\n{}", self.log());
         }
         let status = child.wait().expect("wait");
-        assert!(
-            status.success(),
-            "agent exited with {status}:\n{}",
-            self.log()
-        );
-        let stats: Value = serde_json::from_slice(
-            &std::fs::read(self.dir.path().join("stats.json")).expect("stats file"),
-        )
-        .expect("stats json");
+        assert!(status.success(), "agent exited with {status}:\n{}", self.log());
+        let stats: Value =
+            serde_json::from_slice(&std::fs::read(self.dir.path().join("stats.json")).expect("stats file"))
+                .expect("stats json");
         (Records::load(&self.output_path()), stats)
     }
 }
@@ -108,9 +89,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            if !wait_until(Duration::from_secs(20), || {
-                c.try_wait().ok().flatten().is_some()
-            }) {
+            if !wait_until(Duration::from_secs(20), || c.try_wait().ok().flatten().is_some()) {
                 let _ = c.kill();
                 let _ = c.wait();
             }

@@ -8,6 +8,7 @@ pub mod curl_trace;
 pub mod netns;
 pub mod nginx;
 pub mod records;
+pub mod tls;
 
 use std::{
     net::TcpListener,
@@ -37,11 +38,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// A TCP port free on loopback right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
 }
 
 /// Directory holding the workspace's built binaries (`target/<profile>`), found
@@ -51,20 +48,13 @@ pub fn target_bin_dir() -> PathBuf {
         return PathBuf::from(d);
     }
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent()
-        .and_then(|p| p.parent())
-        .expect("target/<profile>")
-        .to_path_buf()
+    exe.parent().and_then(|p| p.parent()).expect("target/<profile>").to_path_buf()
 }
 
 /// Path to a workspace binary; panics with the fix if it was not built.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let p = target_bin_dir().join(name);
-    assert!(
-        p.is_file(),
-        "{} not built; run `cargo xtask test` (it builds every binary first)",
-        p.display()
-    );
+    assert!(p.is_file(), "{} not built; run `cargo xtask test` (it builds every binary first)", p.display());
     p
 }
 
@@ -82,8 +72,5 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Wall clock as ns since the Unix epoch.
 pub fn now_unix_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i128
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128
 }

@@ -12,16 +12,8 @@ pub const ADDR_A: &str = "198.18.0.1";
 pub const ADDR_B: &str = "198.18.0.2";
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("run ip (apt-get install iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("ip").args(args).output().expect("run ip (apt-get install iproute2)");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
 }
 
 impl NetnsPair {
@@ -29,10 +21,7 @@ impl NetnsPair {
         let base = format!("wt{}{}", tag, std::process::id() % 100_000);
         let (a, b) = (format!("{base}a"), format!("{base}b"));
         let (va, vb) = (format!("{base}va"), format!("{base}vb"));
-        let pair = NetnsPair {
-            a: a.clone(),
-            b: b.clone(),
-        };
+        let pair = NetnsPair { a: a.clone(), b: b.clone() };
         ip(&["netns", "add", &a]);
         ip(&["netns", "add", &b]);
         ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
@@ -49,9 +38,7 @@ impl NetnsPair {
 
     /// Inode of a namespace's net ns (what the agent reports as `netns`).
     pub fn inode(name: &str) -> u64 {
-        std::fs::metadata(format!("/run/netns/{name}"))
-            .expect("netns file")
-            .ino()
+        std::fs::metadata(format!("/run/netns/{name}")).expect("netns file").ino()
     }
 }
 

@@ -17,7 +17,8 @@ pub struct Nginx {
 }
 
 /// The body served at `/index.html`.
-pub const INDEX: &[u8] = b"<html><body>wiretrail capture test: the quick brown fox jumps over the lazy dog</body></html>\n";
+pub const INDEX: &[u8] =
+    b"<html><body>wiretrail capture test: the quick brown fox jumps over the lazy dog</body></html>\n";
 
 impl Nginx {
     /// Starts nginx listening on every address in `listen`, optionally inside
@@ -27,14 +28,36 @@ impl Nginx {
     }
 
     pub fn start_with(listen: &[SocketAddr], netns: Option<&str>, workers: u32) -> Nginx {
+        Self::start_inner(listen, netns, workers, None)
+    }
+
+    /// nginx over HTTPS with a self-signed certificate (see `tls::self_signed`).
+    pub fn start_tls(listen: &[SocketAddr]) -> Nginx {
+        let certs = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = crate::tls::self_signed(certs.path());
+        // nginx reads the certificate files at start; the directory may go after.
+        Self::start_inner(listen, None, 1, Some((cert, key)))
+    }
+
+    fn start_inner(
+        listen: &[SocketAddr],
+        netns: Option<&str>,
+        workers: u32,
+        tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    ) -> Nginx {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         std::fs::create_dir_all(d.join("www")).unwrap();
         std::fs::write(d.join("www/index.html"), INDEX).unwrap();
-        let listens: String = listen
-            .iter()
-            .map(|a| format!("    listen {a};\n"))
-            .collect();
+        let ssl = if tls.is_some() { " ssl" } else { "" };
+        let mut listens: String = listen.iter().map(|a| format!("    listen {a}{ssl};\n")).collect();
+        if let Some((cert, key)) = &tls {
+            listens.push_str(&format!(
+                "    ssl_certificate {};\n    ssl_certificate_key {};\n",
+                cert.display(),
+                key.display()
+            ));
+        }
         let conf = format!(
             "user root;\nworker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 1024; }}\n\
@@ -60,15 +83,9 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn nginx (apt-get install nginx-light; `cargo xtask setup` does it)");
-        let nginx = Nginx {
-            child,
-            dir,
-            listen: listen.to_vec(),
-        };
+        let nginx = Nginx { child, dir, listen: listen.to_vec() };
         if netns.is_none() {
-            let up = wait_until(Duration::from_secs(10), || {
-                listen.iter().all(|a| TcpStream::connect(a).is_ok())
-            });
+            let up = wait_until(Duration::from_secs(10), || listen.iter().all(|a| TcpStream::connect(a).is_ok()));
             assert!(up, "nginx did not start:\n{}", nginx.error_log());
         } else {
             let pid = nginx.dir.path().join("nginx.pid");
@@ -95,9 +112,7 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGTERM: fast shutdown of master and workers.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        if !wait_until(Duration::from_secs(10), || {
-            self.child.try_wait().ok().flatten().is_some()
-        }) {
+        if !wait_until(Duration::from_secs(10), || self.child.try_wait().ok().flatten().is_some()) {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }

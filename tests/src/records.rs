@@ -13,9 +13,7 @@ impl Records {
         Records(
             text.lines()
                 .filter(|l| !l.is_empty())
-                .map(|l| {
-                    serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))
-                })
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
                 .collect(),
         )
     }
@@ -39,9 +37,7 @@ impl Records {
 }
 
 pub fn payload(r: &Value) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(r["payload_b64"].as_str().expect("payload_b64"))
-        .expect("base64")
+    base64::engine::general_purpose::STANDARD.decode(r["payload_b64"].as_str().expect("payload_b64")).expect("base64")
 }
 
 /// One direction of one connection rebuilt from data records by position.
@@ -53,17 +49,27 @@ pub struct Stream {
     pub gaps: Vec<(u64, u64)>,
 }
 
-/// Rebuilds `direction` of `conn_id`.
+/// Rebuilds `direction` of `conn_id` as seen on the socket.
 pub fn stream(recs: &[&Value], conn_id: u64, direction: &str) -> Stream {
+    build(recs, conn_id, direction, false)
+}
+
+/// Rebuilds the TLS plaintext of `direction` of `conn_id`.
+pub fn tls_stream(recs: &[&Value], conn_id: u64, direction: &str) -> Stream {
+    build(recs, conn_id, direction, true)
+}
+
+fn build(recs: &[&Value], conn_id: u64, direction: &str, tls: bool) -> Stream {
+    let mine = |r: &&&Value| r["conn_id"] == conn_id && r["direction"] == direction && r["tls"].is_object() == tls;
     let mut chunks: Vec<(u64, Vec<u8>)> = recs
         .iter()
-        .filter(|r| r["type"] == "data" && r["conn_id"] == conn_id && r["direction"] == direction)
+        .filter(|r| r["type"] == "data" && mine(r))
         .map(|r| (r["pos"].as_u64().unwrap(), payload(r)))
         .collect();
     chunks.sort_by_key(|c| c.0);
     let gaps = recs
         .iter()
-        .filter(|r| r["type"] == "gap" && r["conn_id"] == conn_id && r["direction"] == direction)
+        .filter(|r| r["type"] == "gap" && mine(r))
         .map(|r| (r["pos"].as_u64().unwrap(), r["len"].as_u64().unwrap()))
         .collect();
     let mut bytes = Vec::new();
@@ -74,9 +80,5 @@ pub fn stream(recs: &[&Value], conn_id: u64, direction: &str) -> Stream {
         }
         bytes.extend_from_slice(&data);
     }
-    Stream {
-        bytes,
-        contiguous,
-        gaps,
-    }
+    Stream { bytes, contiguous, gaps }
 }

@@ -37,50 +37,24 @@ fn curl(netns: Option<&str>, args: &[&str]) -> (u32, Vec<u8>, Vec<u8>) {
         .expect("spawn curl");
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "curl {args:?} failed: {:?}",
-        out.status
-    );
+    assert!(out.status.success(), "curl {args:?} failed: {:?}", out.status);
     let (sent, recv) = curl_trace::parse(&std::fs::read_to_string(&trace).unwrap());
     (pid, sent, recv)
 }
 
 /// The single connection of `pid` that talks to `remote`, as (conn_id, records).
 fn conn_of<'a>(recs: &'a Records, pid: u32, remote: &str) -> (u64, Vec<&'a Value>) {
-    let mine: Vec<&Value> = recs
-        .of_pid(pid)
-        .into_iter()
-        .filter(|r| r["remote"] == remote)
-        .collect();
-    let ids: std::collections::BTreeSet<u64> = mine
-        .iter()
-        .map(|r| r["conn_id"].as_u64().unwrap())
-        .collect();
-    assert_eq!(
-        ids.len(),
-        1,
-        "expected one connection from pid {pid} to {remote}, got {ids:?}"
-    );
+    let mine: Vec<&Value> = recs.of_pid(pid).into_iter().filter(|r| r["remote"] == remote).collect();
+    let ids: std::collections::BTreeSet<u64> = mine.iter().map(|r| r["conn_id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "expected one connection from pid {pid} to {remote}, got {ids:?}");
     (*ids.iter().next().unwrap(), mine)
 }
 
 /// The server side of the connection whose client port is `client_port`.
 fn server_side<'a>(recs: &'a Records, server: &str, client: &str) -> (u64, Vec<&'a Value>) {
-    let mine: Vec<&Value> = recs
-        .0
-        .iter()
-        .filter(|r| r["local"] == server && r["remote"] == client)
-        .collect();
-    let ids: std::collections::BTreeSet<u64> = mine
-        .iter()
-        .map(|r| r["conn_id"].as_u64().unwrap())
-        .collect();
-    assert_eq!(
-        ids.len(),
-        1,
-        "expected one server-side connection {server} <- {client}, got {ids:?}"
-    );
+    let mine: Vec<&Value> = recs.0.iter().filter(|r| r["local"] == server && r["remote"] == client).collect();
+    let ids: std::collections::BTreeSet<u64> = mine.iter().map(|r| r["conn_id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "expected one server-side connection {server} <- {client}, got {ids:?}");
     (*ids.iter().next().unwrap(), mine)
 }
 
@@ -98,61 +72,31 @@ fn curl_to_nginx_is_captured_byte_exact_on_both_sides() {
     let nginx = Nginx::start(&[addr], None);
     let agent = Agent::start(&[]);
     let before = now_unix_ns();
-    let (pid, sent, received) = curl(
-        None,
-        &[
-            "-H",
-            "X-Wiretrail-Test: byte-exact",
-            &format!("http://{addr}/index.html"),
-        ],
-    );
+    let (pid, sent, received) =
+        curl(None, &["-H", "X-Wiretrail-Test: byte-exact", &format!("http://{addr}/index.html")]);
     let after = now_unix_ns();
     std::thread::sleep(Duration::from_millis(300));
     let (recs, stats) = agent.stop();
 
-    assert!(
-        sent.starts_with(b"GET /index.html HTTP/1.1\r\n"),
-        "curl trace: {:?}",
-        String::from_utf8_lossy(&sent)
-    );
+    assert!(sent.starts_with(b"GET /index.html HTTP/1.1\r\n"), "curl trace: {:?}", String::from_utf8_lossy(&sent));
     assert!(received.ends_with(INDEX));
 
     let (cid, client) = conn_of(&recs, pid, &addr.to_string());
     let local = client[0]["local"].as_str().unwrap().to_string();
-    assert!(
-        client
-            .iter()
-            .all(|r| r["comm"] == "curl" && r["pid"] == pid && r["transport"] == "tcp")
-    );
-    assert!(
-        client.iter().any(|r| r["type"] == "connect"),
-        "connect record missing"
-    );
-    assert!(
-        client.iter().any(|r| r["type"] == "close"),
-        "close record missing"
-    );
+    assert!(client.iter().all(|r| r["comm"] == "curl" && r["pid"] == pid && r["transport"] == "tcp"));
+    assert!(client.iter().any(|r| r["type"] == "connect"), "connect record missing");
+    assert!(client.iter().any(|r| r["type"] == "close"), "close record missing");
     let egress = stream(&client, cid, "egress");
     let ingress = stream(&client, cid, "ingress");
     assert!(egress.contiguous && ingress.contiguous);
-    assert_eq!(
-        egress.bytes, sent,
-        "client egress differs from what curl sent"
-    );
-    assert_eq!(
-        ingress.bytes, received,
-        "client ingress differs from what curl received"
-    );
+    assert_eq!(egress.bytes, sent, "client egress differs from what curl sent");
+    assert_eq!(ingress.bytes, received, "client ingress differs from what curl received");
     no_gaps(&client);
 
     // The same bytes seen from nginx's side of the same 4-tuple.
     let (sid, server) = server_side(&recs, &addr.to_string(), &local);
     assert!(server.iter().all(|r| r["comm"] == "nginx"));
-    assert!(
-        server
-            .iter()
-            .all(|r| r["pid"] != pid && r["pid"] != nginx.pid() || r["comm"] == "nginx")
-    );
+    assert!(server.iter().all(|r| r["pid"] != pid && r["pid"] != nginx.pid() || r["comm"] == "nginx"));
     assert!(server.iter().any(|r| r["type"] == "accept"));
     assert_eq!(stream(&server, sid, "ingress").bytes, sent);
     assert_eq!(stream(&server, sid, "egress").bytes, received);
@@ -165,11 +109,7 @@ fn curl_to_nginx_is_captured_byte_exact_on_both_sides() {
         assert!(k >= last, "timestamps go backwards");
         last = k;
         let utc = parse_rfc3339(r["ts"].as_str().unwrap());
-        assert!(
-            utc >= before - 1_000_000_000 && utc <= after + 1_000_000_000,
-            "ts {} outside the run",
-            r["ts"]
-        );
+        assert!(utc >= before - 1_000_000_000 && utc <= after + 1_000_000_000, "ts {} outside the run", r["ts"]);
         assert_eq!(r["clock"], "CLOCK_BOOTTIME");
     }
     assert_eq!(stats["kernel_lost_events"], 0);
@@ -184,21 +124,13 @@ fn one_mib_upload_arrives_complete_and_contiguous() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let _nginx = Nginx::start(&[addr], None);
     let dir = tempfile::tempdir().unwrap();
-    let body: Vec<u8> = (0..1u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let body: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let file = dir.path().join("body.bin");
     std::fs::write(&file, &body).unwrap();
     let agent = Agent::start(&[]);
     let (pid, sent, _) = curl(
         None,
-        &[
-            "-H",
-            "Expect:",
-            "--data-binary",
-            &format!("@{}", file.display()),
-            &format!("http://{addr}/upload"),
-        ],
+        &["-H", "Expect:", "--data-binary", &format!("@{}", file.display()), &format!("http://{addr}/upload")],
     );
     std::thread::sleep(Duration::from_millis(300));
     let (recs, stats) = agent.stop();
@@ -208,19 +140,10 @@ fn one_mib_upload_arrives_complete_and_contiguous() {
     assert!(egress.contiguous, "positions not contiguous");
     no_gaps(&client);
     assert_eq!(egress.bytes, sent);
-    assert!(
-        egress.bytes.ends_with(&body),
-        "the 1 MiB body is not the end of the captured request"
-    );
+    assert!(egress.bytes.ends_with(&body), "the 1 MiB body is not the end of the captured request");
     assert!(egress.bytes.len() > 1 << 20);
-    let chunks = client
-        .iter()
-        .filter(|r| r["type"] == "data" && r["direction"] == "egress")
-        .count();
-    assert!(
-        chunks >= 64,
-        "1 MiB should span many chunk events, got {chunks}"
-    );
+    let chunks = client.iter().filter(|r| r["type"] == "data" && r["direction"] == "egress").count();
+    assert!(chunks >= 64, "1 MiB should span many chunk events, got {chunks}");
     // nginx read the whole request too.
     let local = client[0]["local"].as_str().unwrap().to_string();
     let (sid, server) = server_side(&recs, &addr.to_string(), &local);
@@ -237,38 +160,25 @@ fn udp_exchange_is_captured_with_per_datagram_peers() {
     let agent = Agent::start(&[]);
     let server = UdpSocket::bind("127.0.0.1:0").unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    server
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let (saddr, caddr) = (server.local_addr().unwrap(), client.local_addr().unwrap());
     client.send_to(b"ping wiretrail udp", saddr).unwrap();
     let mut buf = [0u8; 64];
     let (n, from) = server.recv_from(&mut buf).unwrap();
     assert_eq!(from, caddr);
-    server
-        .send_to(&buf[..n].to_ascii_uppercase(), from)
-        .unwrap();
+    server.send_to(&buf[..n].to_ascii_uppercase(), from).unwrap();
     let (m, _) = client.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..m], b"PING WIRETRAIL UDP");
     std::thread::sleep(Duration::from_millis(300));
     let (recs, _) = agent.stop();
 
     let me = std::process::id();
-    let data: Vec<&Value> = recs
-        .of_pid(me)
-        .into_iter()
-        .filter(|r| r["type"] == "data" && r["transport"] == "udp")
-        .collect();
+    let data: Vec<&Value> =
+        recs.of_pid(me).into_iter().filter(|r| r["type"] == "data" && r["transport"] == "udp").collect();
     let find = |local: SocketAddr, remote: SocketAddr, dir: &str| {
         data.iter()
-            .find(|r| {
-                r["local"] == local.to_string()
-                    && r["remote"] == remote.to_string()
-                    && r["direction"] == dir
-            })
+            .find(|r| r["local"] == local.to_string() && r["remote"] == remote.to_string() && r["direction"] == dir)
             .map(|r| wiretrail_tests::records::payload(r))
             .unwrap_or_else(|| panic!("no {dir} datagram {local} -> {remote} in {data:?}"))
     };
@@ -290,11 +200,7 @@ fn ipv6_connection_is_captured() {
     std::thread::sleep(Duration::from_millis(300));
     let (recs, _) = agent.stop();
     let (cid, client) = conn_of(&recs, pid, &addr.to_string());
-    assert!(
-        client
-            .iter()
-            .all(|r| r["local"].as_str().unwrap().starts_with("[::1]:"))
-    );
+    assert!(client.iter().all(|r| r["local"].as_str().unwrap().starts_with("[::1]:")));
     assert_eq!(stream(&client, cid, "egress").bytes, sent);
     assert_eq!(stream(&client, cid, "ingress").bytes, received);
 }
@@ -312,24 +218,13 @@ fn traffic_inside_a_network_namespace_carries_its_addresses() {
     std::thread::sleep(Duration::from_millis(300));
     let (recs, _) = agent.stop();
     let (cid, client) = conn_of(&recs, pid, &addr.to_string());
-    assert!(client.iter().all(|r| {
-        r["local"]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("{ADDR_A}:"))
-    }));
-    assert_eq!(
-        client[0]["netns"].as_u64().unwrap(),
-        NetnsPair::inode(&ns.a)
-    );
+    assert!(client.iter().all(|r| { r["local"].as_str().unwrap().starts_with(&format!("{ADDR_A}:")) }));
+    assert_eq!(client[0]["netns"].as_u64().unwrap(), NetnsPair::inode(&ns.a));
     assert_eq!(stream(&client, cid, "egress").bytes, sent);
     assert_eq!(stream(&client, cid, "ingress").bytes, received);
     let local = client[0]["local"].as_str().unwrap().to_string();
     let (_, server) = server_side(&recs, &addr.to_string(), &local);
-    assert_eq!(
-        server[0]["netns"].as_u64().unwrap(),
-        NetnsPair::inode(&ns.b)
-    );
+    assert_eq!(server[0]["netns"].as_u64().unwrap(), NetnsPair::inode(&ns.b));
 }
 
 fn parse_rfc3339(s: &str) -> i128 {

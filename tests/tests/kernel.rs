@@ -35,18 +35,10 @@ fn per_connection_cap_truncates_explicitly() {
     let (caddr, saddr) = tcp_send(&payload);
     std::thread::sleep(Duration::from_millis(300));
     let (recs, stats) = agent.stop();
-    let client: Vec<_> = recs
-        .0
-        .iter()
-        .filter(|r| r["local"] == caddr && r["remote"] == saddr)
-        .collect();
+    let client: Vec<_> = recs.0.iter().filter(|r| r["local"] == caddr && r["remote"] == saddr).collect();
     let cid = client[0]["conn_id"].as_u64().unwrap();
     let s = stream(&client, cid, "egress");
-    assert_eq!(
-        s.bytes,
-        &payload[..1000],
-        "exactly the capped prefix is captured"
-    );
+    assert_eq!(s.bytes, &payload[..1000], "exactly the capped prefix is captured");
     assert_eq!(s.gaps, vec![(1000, 4000)], "the rest is an explicit gap");
     let gap = client.iter().find(|r| r["type"] == "gap").unwrap();
     assert_eq!(gap["gap_reason"], "truncated");
@@ -62,11 +54,8 @@ fn files_pipes_and_the_agent_itself_are_not_captured() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), marker).unwrap();
     let _ = std::fs::read(dir.path().join("f")).unwrap();
-    let mut child = Command::new("cat")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        Command::new("cat").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(marker).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.stdout, marker);
@@ -75,20 +64,11 @@ fn files_pipes_and_the_agent_itself_are_not_captured() {
     let (recs, _) = agent.stop();
     let needle = base64_of(marker);
     assert!(
-        !recs.0.iter().any(|r| r["payload_b64"]
-            .as_str()
-            .is_some_and(|p| p.contains(&needle))),
+        !recs.0.iter().any(|r| r["payload_b64"].as_str().is_some_and(|p| p.contains(&needle))),
         "file/pipe bytes were captured"
     );
-    assert!(
-        recs.of_pid(agent_pid).is_empty(),
-        "the agent captured its own traffic"
-    );
-    assert!(
-        recs.0
-            .iter()
-            .all(|r| r["transport"] == "tcp" || r["transport"] == "udp")
-    );
+    assert!(recs.of_pid(agent_pid).is_empty(), "the agent captured its own traffic");
+    assert!(recs.0.iter().all(|r| r["transport"] == "tcp" || r["transport"] == "udp"));
 }
 
 #[test]
@@ -96,11 +76,7 @@ fn self_check_names_missing_capabilities() {
     require_root();
     let agent = workspace_bin("wiretrail-agent");
     let ok = Command::new(&agent).arg("check").output().unwrap();
-    assert!(
-        ok.status.success(),
-        "self-check failed as root: {}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert!(ok.status.success(), "self-check failed as root: {}", String::from_utf8_lossy(&ok.stderr));
     // Drop CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN from the bounding set and run again.
     let out = Command::new("capsh")
         .arg("--drop=cap_bpf,cap_perfmon,cap_sys_admin")
@@ -111,10 +87,7 @@ fn self_check_names_missing_capabilities() {
         .expect("capsh (apt-get install libcap2-bin)");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("CAP_BPF") && err.contains("CAP_PERFMON"),
-        "message does not name the capabilities: {err}"
-    );
+    assert!(err.contains("CAP_BPF") && err.contains("CAP_PERFMON"), "message does not name the capabilities: {err}");
 }
 
 fn base64_of(b: &[u8]) -> String {

@@ -36,14 +36,7 @@ pub struct Args {
 /// wrk's requests/s.
 fn wrk(addr: SocketAddr, a: &Args) -> anyhow::Result<f64> {
     let out = Command::new("wrk")
-        .args([
-            "-t",
-            &a.threads.to_string(),
-            "-c",
-            &a.connections.to_string(),
-            "-d",
-            &format!("{}s", a.duration),
-        ])
+        .args(["-t", &a.threads.to_string(), "-c", &a.connections.to_string(), "-d", &format!("{}s", a.duration)])
         .arg(format!("http://{addr}/index.html"))
         .output()
         .context("running wrk (apt-get install wrk; `cargo xtask setup` does it)")?;
@@ -74,24 +67,14 @@ fn proc_usage(pid: u32) -> anyhow::Result<(f64, u64)> {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        crate::util::is_root(),
-        "the benchmark loads eBPF programs: run as root"
-    );
+    anyhow::ensure!(crate::util::is_root(), "the benchmark loads eBPF programs: run as root");
     cargo(&["build", "--release", "-p", "wiretrail-agent"])?;
     let agent_bin = root().join("target/release/wiretrail-agent");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
     let _nginx = Nginx::start_with(&[addr], None, a.workers);
 
     eprintln!("bench: warm-up");
-    wrk(
-        addr,
-        &Args {
-            duration: 2,
-            output: a.output.clone(),
-            ..*a
-        },
-    )?;
+    wrk(addr, &Args { duration: 2, output: a.output.clone(), ..*a })?;
     eprintln!("bench: agent off, {} s", a.duration);
     let off = wrk(addr, a)?;
 
@@ -136,10 +119,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     println!("| requests/s, agent off | {off:.0} |");
     println!("| requests/s, agent on | {on:.0} |");
     println!("| ratio on/off | {:.3} |", on / off);
-    println!(
-        "| agent CPU during run | {:.1}% of one core |",
-        100.0 * (cpu1 - cpu0) / wall
-    );
+    println!("| agent CPU during run | {:.1}% of one core |", 100.0 * (cpu1 - cpu0) / wall);
     println!("| agent peak RSS | {:.1} MiB |", hwm_kib as f64 / 1024.0);
     println!("| kernel events (whole agent run) | {events} |");
     println!("| events/s during run | {:.0} |", events as f64 / wall);

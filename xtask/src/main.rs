@@ -43,8 +43,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Build => util::cargo(&["build", "--release", "--workspace"]),
         Cmd::Run(a) => run::run(&a),
         Cmd::Test(a) => test::run(&a),
-        Cmd::Bench {
-            which: Bench::Capture(a),
-        } => bench_capture::run(&a),
+        Cmd::Bench { which: Bench::Capture(a) } => bench_capture::run(&a),
     }
 }

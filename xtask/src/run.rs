@@ -47,10 +47,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if !args.no_setup {
         crate::setup::run(&crate::setup::Args { check: false })?;
     }
-    anyhow::ensure!(
-        crate::util::is_root(),
-        "the agent loads eBPF programs: run `cargo xtask run` as root"
-    );
+    anyhow::ensure!(crate::util::is_root(), "the agent loads eBPF programs: run `cargo xtask run` as root");
     cargo(&["build", "--release", "-p", "wiretrail-agent"])?;
     let agent_bin = root().join("target/release/wiretrail-agent");
 
@@ -64,14 +61,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         pinger = Some(std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs(2));
             while !stop.load(Ordering::Relaxed) {
-                let _ = Command::new("curl")
-                    .args([
-                        "-s",
-                        "-o",
-                        "/dev/null",
-                        &format!("http://{addr}/index.html"),
-                    ])
-                    .status();
+                let _ =
+                    Command::new("curl").args(["-s", "-o", "/dev/null", &format!("http://{addr}/index.html")]).status();
                 for _ in 0..30 {
                     if stop.load(Ordering::Relaxed) {
                         return;
@@ -93,9 +84,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             break Some(st);
         }
         if INTERRUPTED.load(Ordering::Relaxed)
-            || args
-                .duration
-                .is_some_and(|d| started.elapsed() >= Duration::from_secs(d))
+            || args.duration.is_some_and(|d| started.elapsed() >= Duration::from_secs(d))
         {
             // SAFETY: plain kill(2) on our own child.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

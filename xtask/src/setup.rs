@@ -30,7 +30,12 @@ pub const PACKAGES: &[&str] = &[
     "postgresql",
     "redis-server",
     "wrk",
+    "golang-go",
 ];
+
+/// Installed only when the command is missing (a node from elsewhere, e.g. with
+/// OpenSSL linked in statically, is kept).
+const IF_MISSING: &[(&str, &str)] = &[("node", "nodejs")];
 
 const BPF_LINKER_VERSION: &str = "0.13";
 
@@ -54,37 +59,27 @@ fn bpf_linker_ok() -> bool {
         .arg("--version")
         .env("PATH", path_with_cargo_bin())
         .output()
-        .map(|o| {
-            o.status.success()
-                && String::from_utf8_lossy(&o.stdout).contains(&format!(" {BPF_LINKER_VERSION}."))
-        })
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&format!(" {BPF_LINKER_VERSION}.")))
         .unwrap_or(false)
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let mut missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    for (cmd, pkg) in IF_MISSING {
+        let found = Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().map(|o| o.status.success());
+        if !found.unwrap_or(false) {
+            missing.push(pkg);
+        }
+    }
     let linker = bpf_linker_ok();
     if args.check {
-        println!(
-            "missing Debian packages: {}",
-            if missing.is_empty() {
-                "none".into()
-            } else {
-                missing.join(" ")
-            }
-        );
-        println!(
-            "bpf-linker {BPF_LINKER_VERSION}: {}",
-            if linker { "present" } else { "missing" }
-        );
+        println!("missing Debian packages: {}", if missing.is_empty() { "none".into() } else { missing.join(" ") });
+        println!("bpf-linker {BPF_LINKER_VERSION}: {}", if linker { "present" } else { "missing" });
         return Ok(());
     }
     if !missing.is_empty() {
         if !crate::util::is_root() {
-            bail!(
-                "missing Debian packages {}; run `cargo xtask setup` as root",
-                missing.join(" ")
-            );
+            bail!("missing Debian packages {}; run `cargo xtask setup` as root", missing.join(" "));
         }
         println!("setup: installing {}", missing.join(" "));
         run_cmd(Command::new("apt-get").arg("update").arg("-q"))?;
@@ -111,18 +106,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 /// An LLVM 22 shared library to build bpf-linker against.
 fn llvm22() -> anyhow::Result<std::path::PathBuf> {
-    if let Ok(o) = Command::new("rustc")
-        .args(["--print", "sysroot"])
-        .env("PATH", path_with_cargo_bin())
-        .output()
-    {
+    if let Ok(o) = Command::new("rustc").args(["--print", "sysroot"]).env("PATH", path_with_cargo_bin()).output() {
         let lib = Path::new(String::from_utf8_lossy(&o.stdout).trim()).join("lib");
         if let Ok(rd) = std::fs::read_dir(&lib) {
             for e in rd.flatten() {
-                if e.file_name()
-                    .to_string_lossy()
-                    .starts_with("libLLVM.so.22.1-rust-")
-                {
+                if e.file_name().to_string_lossy().starts_with("libLLVM.so.22.1-rust-") {
                     return Ok(e.path());
                 }
             }
@@ -143,33 +131,19 @@ fn install_bpf_linker() -> anyhow::Result<()> {
     std::fs::create_dir_all(prefix.join("lib"))?;
     let link = prefix.join("lib/libLLVM.so");
     let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&lib, &link)
-        .with_context(|| format!("linking {}", link.display()))?;
+    std::os::unix::fs::symlink(&lib, &link).with_context(|| format!("linking {}", link.display()))?;
     let libdir = lib.parent().expect("lib dir");
-    println!(
-        "setup: building bpf-linker {BPF_LINKER_VERSION} against {}",
-        lib.display()
-    );
+    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against {}", lib.display());
     run_cmd(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "install",
-                "bpf-linker",
-                "--version",
-                &format!("~{BPF_LINKER_VERSION}"),
-            ])
+            .args(["install", "bpf-linker", "--version", &format!("~{BPF_LINKER_VERSION}")])
             .args(["--no-default-features", "--features", "llvm-22"])
             .env("LLVM_PREFIX", &prefix)
-            .env(
-                "RUSTFLAGS",
-                format!("-C link-arg=-Wl,-rpath,{}", libdir.display()),
-            )
+            .env("RUSTFLAGS", format!("-C link-arg=-Wl,-rpath,{}", libdir.display()))
             .env("PATH", path_with_cargo_bin()),
     )?;
     if !bpf_linker_ok() {
-        bail!(
-            "bpf-linker was built but `bpf-linker --version` does not report {BPF_LINKER_VERSION}.x"
-        );
+        bail!("bpf-linker was built but `bpf-linker --version` does not report {BPF_LINKER_VERSION}.x");
     }
     Ok(())
 }

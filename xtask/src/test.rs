@@ -29,14 +29,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     test.extend(args.rest.iter().map(String::as_str));
     cargo(&test)?;
     if !args.no_lint {
-        cargo(&[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ])?;
+        cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     }
     Ok(())
 }

@@ -5,19 +5,13 @@ use anyhow::{Context, bail};
 
 /// The workspace root (xtask lives one level below it).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 /// PATH with `~/.cargo/bin` in front (bpf-linker lives there).
 pub fn path_with_cargo_bin() -> String {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    format!(
-        "{home}/.cargo/bin:{}",
-        std::env::var("PATH").unwrap_or_default()
-    )
+    format!("{home}/.cargo/bin:{}", std::env::var("PATH").unwrap_or_default())
 }
 
 /// Runs `cargo ARGS` in the workspace root, failing on a non-zero exit.

@@ -39,11 +39,7 @@ pub enum BtfError {
     #[error("kernel BTF has no struct `{name}`")]
     NoStruct { name: String },
     #[error("kernel BTF struct `{strukt}` has no member `{member}` (path `{path}`)")]
-    NoMember {
-        strukt: String,
-        member: String,
-        path: String,
-    },
+    NoMember { strukt: String, member: String, path: String },
     #[error("member `{path}` of `{strukt}` is a bitfield or not byte aligned")]
     Unaligned { strukt: String, path: String },
 }
@@ -82,17 +78,13 @@ pub struct Btf {
 fn u16_at(b: &[u8], off: usize) -> Result<u16, BtfError> {
     b.get(off..off + 2)
         .map(|s| u16::from_le_bytes([s[0], s[1]]))
-        .ok_or_else(|| BtfError::Malformed {
-            what: format!("short read at {off}"),
-        })
+        .ok_or_else(|| BtfError::Malformed { what: format!("short read at {off}") })
 }
 
 fn u32_at(b: &[u8], off: usize) -> Result<u32, BtfError> {
     b.get(off..off + 4)
         .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or_else(|| BtfError::Malformed {
-            what: format!("short read at {off}"),
-        })
+        .ok_or_else(|| BtfError::Malformed { what: format!("short read at {off}") })
 }
 
 impl Btf {
@@ -102,19 +94,14 @@ impl Btf {
     }
 
     pub fn from_file(path: &str) -> Result<Self, BtfError> {
-        let data = std::fs::read(path).map_err(|source| BtfError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let data = std::fs::read(path).map_err(|source| BtfError::Read { path: path.into(), source })?;
         Self::parse(&data)
     }
 
     /// Parses a little-endian BTF blob.
     pub fn parse(data: &[u8]) -> Result<Self, BtfError> {
         if u16_at(data, 0)? != BTF_MAGIC {
-            return Err(BtfError::Malformed {
-                what: "bad magic (not little-endian BTF)".into(),
-            });
+            return Err(BtfError::Malformed { what: "bad magic (not little-endian BTF)".into() });
         }
         let hdr_len = u32_at(data, 4)? as usize;
         let type_off = u32_at(data, 8)? as usize;
@@ -123,14 +110,10 @@ impl Btf {
         let str_len = u32_at(data, 20)? as usize;
         let types_sec = data
             .get(hdr_len + type_off..hdr_len + type_off + type_len)
-            .ok_or_else(|| BtfError::Malformed {
-                what: "type section out of bounds".into(),
-            })?;
+            .ok_or_else(|| BtfError::Malformed { what: "type section out of bounds".into() })?;
         let strings = data
             .get(hdr_len + str_off..hdr_len + str_off + str_len)
-            .ok_or_else(|| BtfError::Malformed {
-                what: "string section out of bounds".into(),
-            })?
+            .ok_or_else(|| BtfError::Malformed { what: "string section out of bounds".into() })?
             .to_vec();
 
         // Type id 0 is `void`.
@@ -151,9 +134,7 @@ impl Btf {
                 }
                 KIND_PTR | KIND_FWD | KIND_FUNC | KIND_FLOAT => Type::Other,
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
-                    Type::Alias {
-                        target: size_or_type,
-                    }
+                    Type::Alias { target: size_or_type }
                 }
                 KIND_ARRAY => {
                     off += 12;
@@ -164,11 +145,8 @@ impl Btf {
                     for i in 0..vlen {
                         let m = off + i * 12;
                         let raw = u32_at(types_sec, m + 8)?;
-                        let (bit_offset, bitfield_size) = if kind_flag {
-                            (raw & 0xff_ffff, raw >> 24)
-                        } else {
-                            (raw, 0)
-                        };
+                        let (bit_offset, bitfield_size) =
+                            if kind_flag { (raw & 0xff_ffff, raw >> 24) } else { (raw, 0) };
                         members.push(Member {
                             name: u32_at(types_sec, m)?,
                             ty: u32_at(types_sec, m + 4)?,
@@ -204,15 +182,9 @@ impl Btf {
             types.push(ty);
         }
         if off != types_sec.len() {
-            return Err(BtfError::Malformed {
-                what: "type section ends mid-type".into(),
-            });
+            return Err(BtfError::Malformed { what: "type section ends mid-type".into() });
         }
-        let mut btf = Btf {
-            types,
-            strings,
-            structs_by_name: HashMap::new(),
-        };
+        let mut btf = Btf { types, strings, structs_by_name: HashMap::new() };
         for (id, t) in btf.types.iter().enumerate() {
             if let Type::Composite { name, members } = t {
                 // Prefer the definition with members over empty duplicates.
@@ -276,35 +248,22 @@ impl Btf {
 
     /// Byte offset of a dotted member path, e.g. `member_offset("sock", "__sk_common.skc_daddr")`.
     pub fn member_offset(&self, strukt: &str, path: &str) -> Result<u32, BtfError> {
-        let mut id = *self
-            .structs_by_name
-            .get(strukt)
-            .ok_or_else(|| BtfError::NoStruct {
-                name: strukt.into(),
-            })?;
+        let mut id = *self.structs_by_name.get(strukt).ok_or_else(|| BtfError::NoStruct { name: strukt.into() })?;
         let mut bits = 0u32;
         for part in path.split('.') {
-            let (off, m) = self
-                .find_member(id, part, 0)
-                .ok_or_else(|| BtfError::NoMember {
-                    strukt: strukt.into(),
-                    member: part.into(),
-                    path: path.into(),
-                })?;
+            let (off, m) = self.find_member(id, part, 0).ok_or_else(|| BtfError::NoMember {
+                strukt: strukt.into(),
+                member: part.into(),
+                path: path.into(),
+            })?;
             if m.bitfield_size != 0 {
-                return Err(BtfError::Unaligned {
-                    strukt: strukt.into(),
-                    path: path.into(),
-                });
+                return Err(BtfError::Unaligned { strukt: strukt.into(), path: path.into() });
             }
             bits += off;
             id = m.ty;
         }
         if !bits.is_multiple_of(8) {
-            return Err(BtfError::Unaligned {
-                strukt: strukt.into(),
-                path: path.into(),
-            });
+            return Err(BtfError::Unaligned { strukt: strukt.into(), path: path.into() });
         }
         Ok(bits / 8)
     }
@@ -320,9 +279,7 @@ mod tests {
         let s = |name: &str| -> u32 {
             let pos = strings
                 .windows(name.len() + 2)
-                .position(|w| {
-                    &w[1..=name.len()] == name.as_bytes() && w[0] == 0 && w[name.len() + 1] == 0
-                })
+                .position(|w| &w[1..=name.len()] == name.as_bytes() && w[0] == 0 && w[name.len() + 1] == 0)
                 .unwrap();
             (pos + 1) as u32
         };
@@ -337,17 +294,7 @@ mod tests {
         // 4: typedef-like const to the union
         push(&[0, KIND_CONST << 24, 3]);
         // 5: struct outer { int a @0; anon(4) @64 }
-        push(&[
-            s("outer"),
-            (KIND_STRUCT << 24) | 2,
-            16,
-            s("a"),
-            1,
-            0,
-            0,
-            4,
-            64,
-        ]);
+        push(&[s("outer"), (KIND_STRUCT << 24) | 2, 16, s("a"), 1, 0, 0, 4, 64]);
         let mut b = Vec::new();
         b.extend_from_slice(&BTF_MAGIC.to_le_bytes());
         b.push(1);
@@ -376,10 +323,7 @@ mod tests {
         let btf = Btf::parse(&synthetic()).unwrap();
         let e = btf.member_offset("outer", "nope").unwrap_err().to_string();
         assert!(e.contains("nope") && e.contains("outer"), "{e}");
-        assert!(matches!(
-            btf.member_offset("inner", "a"),
-            Err(BtfError::NoStruct { .. })
-        ));
+        assert!(matches!(btf.member_offset("inner", "a"), Err(BtfError::NoStruct { .. })));
     }
 
     #[test]

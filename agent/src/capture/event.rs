@@ -56,6 +56,10 @@ pub struct Meta {
     pub midstream: bool,
     /// The kernel's tracking map was full; positions are not meaningful.
     pub untracked: bool,
+    /// TLS plaintext taken inside a TLS library (own position space).
+    pub tls: bool,
+    /// Which library file (see `capture::tls::TlsRegistry`), for TLS events.
+    pub tls_lib: u16,
     pub tx_total: u64,
     pub rx_total: u64,
 }
@@ -77,6 +81,10 @@ pub enum CaptureEvent {
     Close {
         meta: Meta,
     },
+    /// A process executed a new program image (for TLS library discovery).
+    Exec {
+        meta: Meta,
+    },
     /// Bytes transferred but not captured (explicit, never silent).
     Truncated {
         meta: Meta,
@@ -94,6 +102,7 @@ impl CaptureEvent {
             | CaptureEvent::Connect { meta }
             | CaptureEvent::Accept { meta }
             | CaptureEvent::Close { meta }
+            | CaptureEvent::Exec { meta }
             | CaptureEvent::Truncated { meta, .. } => meta,
         }
     }
@@ -127,6 +136,12 @@ fn syscall_name(s: u8) -> &'static str {
         SYS_ACCEPT => "accept",
         SYS_ACCEPT4 => "accept4",
         SYS_CLOSE => "close",
+        SYS_SSL_WRITE => "SSL_write",
+        SYS_SSL_READ => "SSL_read",
+        SYS_GNUTLS_SEND => "gnutls_record_send",
+        SYS_GNUTLS_RECV => "gnutls_record_recv",
+        SYS_GO_TLS_WRITE => "crypto/tls.(*Conn).Write",
+        SYS_GO_TLS_READ => "crypto/tls.(*Conn).Read",
         _ => "unknown",
     }
 }
@@ -171,17 +186,15 @@ pub fn decode(buf: &[u8]) -> Result<CaptureEvent, DecodeError> {
         cgroup_id: h.cgroup_id,
         netns: h.netns,
         comm: String::from_utf8_lossy(&h.comm[..comm_end]).into_owned(),
-        transport: if h.protocol == PROTO_UDP {
-            Transport::Udp
-        } else {
-            Transport::Tcp
-        },
+        transport: if h.protocol == PROTO_UDP { Transport::Udp } else { Transport::Tcp },
         syscall: syscall_name(h.syscall),
         local: addr(h.family, &h.laddr, h.lport),
         remote: addr(h.family, &h.raddr, h.rport),
         peer_from_arg: h.flags & FLAG_PEER_FROM_ARG != 0,
         midstream: h.flags & FLAG_MIDSTREAM != 0,
         untracked: h.flags & FLAG_UNTRACKED != 0,
+        tls: h.flags & FLAG_TLS != 0,
+        tls_lib: h.tls_lib,
         tx_total: h.tx_total,
         rx_total: h.rx_total,
     };
@@ -191,10 +204,7 @@ pub fn decode(buf: &[u8]) -> Result<CaptureEvent, DecodeError> {
             // The ring buffer rounds records up to 8 bytes; the header says how many are ours.
             let len = h.len as usize;
             if payload.len() < len {
-                return Err(DecodeError::PayloadLength {
-                    announced: len,
-                    actual: payload.len(),
-                });
+                return Err(DecodeError::PayloadLength { announced: len, actual: payload.len() });
             }
             CaptureEvent::Data {
                 direction: direction(h.direction)?,
@@ -206,15 +216,12 @@ pub fn decode(buf: &[u8]) -> Result<CaptureEvent, DecodeError> {
         KIND_CONNECT => CaptureEvent::Connect { meta },
         KIND_ACCEPT => CaptureEvent::Accept { meta },
         KIND_CLOSE => CaptureEvent::Close { meta },
+        KIND_EXEC => CaptureEvent::Exec { meta },
         KIND_TRUNCATED => CaptureEvent::Truncated {
             direction: direction(h.direction)?,
             pos: h.pos,
             len: h.len as u64,
-            reason: if h.flags & FLAG_UNREADABLE != 0 {
-                GapReason::Unreadable
-            } else {
-                GapReason::Truncated
-            },
+            reason: if h.flags & FLAG_UNREADABLE != 0 { GapReason::Unreadable } else { GapReason::Truncated },
             meta,
         },
         kind => return Err(DecodeError::Kind { kind }),
@@ -249,7 +256,8 @@ mod tests {
             flags: 0,
             lport: 5555,
             rport: 80,
-            _pad0: [0; 6],
+            tls_lib: 0,
+            _pad0: [0; 4],
             laddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             raddr: [127, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             comm,
@@ -257,10 +265,8 @@ mod tests {
     }
 
     fn bytes(h: &EventHeader, payload: &[u8]) -> Vec<u8> {
-        let mut v = unsafe {
-            std::slice::from_raw_parts((h as *const EventHeader).cast::<u8>(), EVENT_HEADER_SIZE)
-        }
-        .to_vec();
+        let mut v =
+            unsafe { std::slice::from_raw_parts((h as *const EventHeader).cast::<u8>(), EVENT_HEADER_SIZE) }.to_vec();
         v.extend_from_slice(payload);
         v
     }
@@ -268,19 +274,8 @@ mod tests {
     #[test]
     fn decodes_data_with_padding() {
         let ev = decode(&bytes(&header(KIND_DATA), b"abc\0\0\0\0\0")).unwrap();
-        let CaptureEvent::Data {
-            meta,
-            direction,
-            pos,
-            payload,
-        } = ev
-        else {
-            panic!()
-        };
-        assert_eq!(
-            (direction, pos, payload.as_slice()),
-            (Direction::Egress, 100, &b"abc"[..])
-        );
+        let CaptureEvent::Data { meta, direction, pos, payload } = ev else { panic!() };
+        assert_eq!((direction, pos, payload.as_slice()), (Direction::Egress, 100, &b"abc"[..]));
         assert_eq!(meta.comm, "curl");
         assert_eq!(meta.local.to_string(), "127.0.0.1:5555");
         assert_eq!(meta.remote.to_string(), "127.0.0.2:80");
@@ -292,15 +287,9 @@ mod tests {
         assert_eq!(decode(&[0u8; 10]), Err(DecodeError::Short { len: 10 }));
         assert_eq!(
             decode(&bytes(&header(KIND_DATA), b"ab")),
-            Err(DecodeError::PayloadLength {
-                announced: 3,
-                actual: 2
-            })
+            Err(DecodeError::PayloadLength { announced: 3, actual: 2 })
         );
-        assert_eq!(
-            decode(&bytes(&header(99), b"")),
-            Err(DecodeError::Kind { kind: 99 })
-        );
+        assert_eq!(decode(&bytes(&header(99), b"")), Err(DecodeError::Kind { kind: 99 }));
     }
 
     #[test]
@@ -319,9 +308,7 @@ mod tests {
         let mut h = header(KIND_TRUNCATED);
         h.flags = FLAG_UNREADABLE;
         h.len = 4096;
-        let CaptureEvent::Truncated { len, reason, .. } = decode(&bytes(&h, b"")).unwrap() else {
-            panic!()
-        };
+        let CaptureEvent::Truncated { len, reason, .. } = decode(&bytes(&h, b"")).unwrap() else { panic!() };
         assert_eq!((len, reason), (4096, GapReason::Unreadable));
     }
 }

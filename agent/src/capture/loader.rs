@@ -7,8 +7,10 @@ use aya::{
 use wiretrail_common::{CaptureConfig, KernelOffsets};
 
 /// The eBPF object built by `build.rs`.
-static EBPF_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wiretrail-ebpf.o"));
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wiretrail-ebpf.o"));
+
+/// Other tracepoint programs: (category, name).
+pub const OTHER_TRACEPOINTS: &[(&str, &str)] = &[("sched", "sched_process_exec")];
 
 /// Every syscall tracepoint program, named after its tracepoint.
 pub const TRACEPOINTS: &[&str] = &[
@@ -78,6 +80,8 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     /// The kernel's per-CPU counters (`STAT_*`).
     pub stats: PerCpuArray<MapData, u64>,
+    /// Exec notifications (their own ring, see `capture::execs`).
+    pub execs: Option<RingBuf<MapData>>,
 }
 
 /// Loads with `offsets`/`config` as globals and a ring buffer of `ring_bytes`
@@ -94,57 +98,34 @@ pub fn load_and_attach(
         .map_max_entries("SCRATCH", nr_cpus()?)
         .load(EBPF_OBJECT)
         .map_err(|source| LoadError::Load { source })?;
-    for &name in TRACEPOINTS {
+    let all = TRACEPOINTS.iter().map(|&n| ("syscalls", n)).chain(OTHER_TRACEPOINTS.iter().copied());
+    for (category, name) in all {
         let prog: &mut TracePoint = ebpf
             .program_mut(name)
             .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?
             .try_into()
-            .map_err(|source| LoadError::Program {
-                name: name.into(),
-                source,
-            })?;
-        prog.load().map_err(|source| LoadError::Program {
-            name: name.into(),
-            source,
-        })?;
-        prog.attach("syscalls", name)
-            .map_err(|source| LoadError::Program {
-                name: name.into(),
-                source,
-            })?;
-        tracing::debug!(tracepoint = name, "attached");
+            .map_err(|source| LoadError::Program { name: name.into(), source })?;
+        prog.load().map_err(|source| LoadError::Program { name: name.into(), source })?;
+        prog.attach(category, name).map_err(|source| LoadError::Program { name: name.into(), source })?;
+        tracing::debug!(tracepoint = name, category, "attached");
     }
     let ring = take_map(&mut ebpf, "EVENTS")?;
-    let ring = RingBuf::try_from(ring).map_err(|source| LoadError::Map {
-        name: "EVENTS".into(),
-        source,
-    })?;
+    let ring = RingBuf::try_from(ring).map_err(|source| LoadError::Map { name: "EVENTS".into(), source })?;
+    let execs = take_map(&mut ebpf, "EXECS")?;
+    let execs = RingBuf::try_from(execs).map_err(|source| LoadError::Map { name: "EXECS".into(), source })?;
     let stats = take_map(&mut ebpf, "STATS")?;
-    let stats = PerCpuArray::try_from(stats).map_err(|source| LoadError::Map {
-        name: "STATS".into(),
-        source,
-    })?;
-    tracing::info!(
-        programs = TRACEPOINTS.len(),
-        ring_bytes,
-        "eBPF programs attached"
-    );
-    Ok((Loaded { ebpf, stats }, ring))
+    let stats = PerCpuArray::try_from(stats).map_err(|source| LoadError::Map { name: "STATS".into(), source })?;
+    tracing::info!(programs = TRACEPOINTS.len() + OTHER_TRACEPOINTS.len(), ring_bytes, "eBPF programs attached");
+    Ok((Loaded { ebpf, stats, execs: Some(execs) }, ring))
 }
 
 /// Possible CPUs (scratch slots are indexed by CPU id).
 fn nr_cpus() -> Result<u32, LoadError> {
-    aya::util::nr_cpus()
-        .map(|n| n as u32)
-        .map_err(|(path, source)| LoadError::Cpus {
-            path: path.to_string(),
-            source,
-        })
+    aya::util::nr_cpus().map(|n| n as u32).map_err(|(path, source)| LoadError::Cpus { path: path.to_string(), source })
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, LoadError> {
-    ebpf.take_map(name)
-        .ok_or_else(|| LoadError::MissingMap { name: name.into() })
+    ebpf.take_map(name).ok_or_else(|| LoadError::MissingMap { name: name.into() })
 }
 
 /// Kernel counters summed over CPUs.
@@ -164,13 +145,7 @@ impl Loaded {
     pub fn kernel_stats(&self) -> Result<KernelStats, LoadError> {
         let mut sums = [0u64; STAT_COUNT as usize];
         for (i, sum) in sums.iter_mut().enumerate() {
-            let v = self
-                .stats
-                .get(&(i as u32), 0)
-                .map_err(|source| LoadError::Map {
-                    name: "STATS".into(),
-                    source,
-                })?;
+            let v = self.stats.get(&(i as u32), 0).map_err(|source| LoadError::Map { name: "STATS".into(), source })?;
             *sum = v.iter().sum();
         }
         use wiretrail_common::*;

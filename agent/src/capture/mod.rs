@@ -2,10 +2,12 @@
 //! and reading their ring buffer.
 pub mod btf;
 pub mod event;
+pub mod execs;
 pub mod loader;
 pub mod offsets;
 pub mod reader;
 pub mod selfcheck;
+pub mod tls;
 pub mod tracefs;
 
 use wiretrail_common::CaptureConfig;
@@ -36,23 +38,15 @@ pub struct CaptureOptions {
 }
 
 /// Checks the host, loads and attaches the programs.
-pub fn start(
-    opts: &CaptureOptions,
-) -> Result<(Loaded, aya::maps::RingBuf<aya::maps::MapData>), CaptureError> {
+pub fn start(opts: &CaptureOptions) -> Result<(Loaded, aya::maps::RingBuf<aya::maps::MapData>), CaptureError> {
     if !opts.ring_bytes.is_power_of_two() || opts.ring_bytes < 4096 {
-        return Err(CaptureError::RingSize {
-            bytes: opts.ring_bytes,
-        });
+        return Err(CaptureError::RingSize { bytes: opts.ring_bytes });
     }
     selfcheck::run()?;
     tracefs::ensure_mounted()?;
     let btf = btf::Btf::from_sys_fs()?;
     let offsets = offsets::compute(&btf)?;
     tracing::debug!(?offsets, "kernel offsets from BTF");
-    let config = CaptureConfig {
-        agent_tgid: std::process::id(),
-        enabled: 1,
-        conn_cap_bytes: opts.conn_cap_bytes,
-    };
+    let config = CaptureConfig { agent_tgid: std::process::id(), enabled: 1, conn_cap_bytes: opts.conn_cap_bytes };
     Ok(loader::load_and_attach(&offsets, &config, opts.ring_bytes)?)
 }

@@ -40,9 +40,7 @@ pub async fn run(
     // SAFETY: the ring buffer owns its map fd; it stays open and unchanged until
     // the AsyncFd (which owns the ring buffer) is dropped.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| ReaderError::Register {
-            source: e.into_parts().1,
-        })?;
+        .map_err(|e| ReaderError::Register { source: e.into_parts().1 })?;
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -69,11 +67,7 @@ pub async fn run(
 }
 
 /// Decodes everything currently in the ring. Returns false if the consumer is gone.
-async fn drain(
-    ring: &mut RingBuf<MapData>,
-    tx: &mpsc::Sender<Vec<CaptureEvent>>,
-    metrics: &Metrics,
-) -> bool {
+async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<CaptureEvent>>, metrics: &Metrics) -> bool {
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(item) = ring.next() {
         metrics.ring_records.inc();

@@ -98,11 +98,7 @@ pub fn run() -> Result<(), SelfCheckError> {
             fix: "mount cgroup2 (mount -t cgroup2 none /sys/fs/cgroup/unified) or boot with systemd.unified_cgroup_hierarchy=1; cgroup ids on records come from cgroup v2".into(),
         });
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(SelfCheckError { problems })
-    }
+    if problems.is_empty() { Ok(()) } else { Err(SelfCheckError { problems }) }
 }
 
 #[cfg(test)]
@@ -121,13 +117,8 @@ mod tests {
 
     #[test]
     fn error_lists_problems_with_fixes() {
-        let e = SelfCheckError {
-            problems: cap_problems(0),
-        };
+        let e = SelfCheckError { problems: cap_problems(0) };
         let s = e.to_string();
-        assert!(
-            s.contains("CAP_BPF") && s.contains("CAP_PERFMON") && s.contains("grant"),
-            "{s}"
-        );
+        assert!(s.contains("CAP_BPF") && s.contains("CAP_PERFMON") && s.contains("grant"), "{s}");
     }
 }

@@ -27,19 +27,9 @@ pub fn ensure_mounted() -> Result<bool, TracefsError> {
     }
     let src = c"tracefs";
     let target = c"/sys/kernel/tracing";
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            src.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
+    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
-        return Err(TracefsError::Mount {
-            source: std::io::Error::last_os_error(),
-        });
+        return Err(TracefsError::Mount { source: std::io::Error::last_os_error() });
     }
     tracing::info!(path = TRACEFS, "mounted tracefs");
     Ok(true)

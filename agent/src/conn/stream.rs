@@ -60,10 +60,7 @@ impl StreamAccount {
             if first > deadline {
                 break;
             }
-            out.push(Hole {
-                pos: self.next,
-                len: start - self.next,
-            });
+            out.push(Hole { pos: self.next, len: start - self.next });
             self.next = start;
             self.absorb();
         }
@@ -75,18 +72,12 @@ impl StreamAccount {
         let mut out = Vec::new();
         while let Some((start, (end, _))) = self.ahead.pop_first() {
             if start > self.next {
-                out.push(Hole {
-                    pos: self.next,
-                    len: start - self.next,
-                });
+                out.push(Hole { pos: self.next, len: start - self.next });
             }
             self.next = self.next.max(end);
         }
         if total > self.next {
-            out.push(Hole {
-                pos: self.next,
-                len: total - self.next,
-            });
+            out.push(Hole { pos: self.next, len: total - self.next });
             self.next = total;
         }
         out
@@ -140,10 +131,7 @@ mod tests {
         let mut s = StreamAccount::default();
         s.seen(0, 4, now);
         s.seen(8, 2, now);
-        assert_eq!(
-            s.finish(20),
-            vec![Hole { pos: 4, len: 4 }, Hole { pos: 10, len: 10 }]
-        );
+        assert_eq!(s.finish(20), vec![Hole { pos: 4, len: 4 }, Hole { pos: 10, len: 10 }]);
     }
 
     proptest! {

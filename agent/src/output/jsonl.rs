@@ -30,10 +30,7 @@ pub enum Sink {
 
 impl Sink {
     pub fn stdout() -> Self {
-        Sink::Jsonl(std::io::BufWriter::with_capacity(
-            1 << 20,
-            Box::new(std::io::stdout()),
-        ))
+        Sink::Jsonl(std::io::BufWriter::with_capacity(1 << 20, Box::new(std::io::stdout())))
     }
 
     pub fn file(path: &str) -> Result<Self, SinkError> {
@@ -41,14 +38,8 @@ impl Sink {
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|source| SinkError::Open {
-                path: path.into(),
-                source,
-            })?;
-        Ok(Sink::Jsonl(std::io::BufWriter::with_capacity(
-            1 << 20,
-            Box::new(f),
-        )))
+            .map_err(|source| SinkError::Open { path: path.into(), source })?;
+        Ok(Sink::Jsonl(std::io::BufWriter::with_capacity(1 << 20, Box::new(f))))
     }
 
     /// The same destination, written as text lines.
@@ -62,14 +53,24 @@ impl Sink {
     pub fn write(&mut self, rec: &JsonRecord) -> Result<(), SinkError> {
         match self {
             Sink::Jsonl(w) => {
-                serde_json::to_writer(&mut *w, rec)
-                    .map_err(|e| SinkError::Write { source: e.into() })?;
-                w.write_all(b"\n")
-                    .map_err(|source| SinkError::Write { source })
+                serde_json::to_writer(&mut *w, rec).map_err(|e| SinkError::Write { source: e.into() })?;
+                w.write_all(b"\n").map_err(|source| SinkError::Write { source })
             }
-            Sink::Text(w) => w
-                .write_all(super::text::line(rec).as_bytes())
-                .map_err(|source| SinkError::Write { source }),
+            Sink::Text(w) => {
+                w.write_all(super::text::line(rec).as_bytes()).map_err(|source| SinkError::Write { source })
+            }
+            Sink::Discard => Ok(()),
+        }
+    }
+
+    /// A record that is not a captured event (e.g. a TLS library report).
+    pub fn write_value(&mut self, v: &serde_json::Value) -> Result<(), SinkError> {
+        match self {
+            Sink::Jsonl(w) => {
+                serde_json::to_writer(&mut *w, v).map_err(|e| SinkError::Write { source: e.into() })?;
+                w.write_all(b"\n").map_err(|source| SinkError::Write { source })
+            }
+            Sink::Text(w) => writeln!(w, "{v}").map_err(|source| SinkError::Write { source }),
             Sink::Discard => Ok(()),
         }
     }

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::{
     capture::event::{CaptureEvent, Direction, GapReason, Meta, Transport},
+    capture::tls::TlsLib,
     clock::{ClockSync, KERNEL_CLOCK, rfc3339},
     conn::Gap,
 };
@@ -59,6 +60,10 @@ pub struct JsonRecord {
     /// The kernel could not track this socket; `pos` is not meaningful.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub untracked: bool,
+    /// TLS plaintext: the library it was taken from. Positions of TLS records
+    /// count plaintext bytes, separately from the socket's (ciphertext) stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsLib>,
 }
 
 impl JsonRecord {
@@ -91,18 +96,14 @@ impl JsonRecord {
             peer_from_arg: m.peer_from_arg,
             midstream: m.midstream,
             untracked: m.untracked,
+            tls: None,
         }
     }
 
     /// The record for a captured event. Truncations are reported as gaps.
     pub fn from_event(ev: &CaptureEvent, clock: &ClockSync) -> Self {
         match ev {
-            CaptureEvent::Data {
-                meta,
-                direction,
-                pos,
-                payload,
-            } => JsonRecord {
+            CaptureEvent::Data { meta, direction, pos, payload } => JsonRecord {
                 direction: Some(*direction),
                 pos: Some(*pos),
                 len: Some(payload.len() as u64),
@@ -112,13 +113,8 @@ impl JsonRecord {
             CaptureEvent::Connect { meta } => Self::base("connect", meta, clock),
             CaptureEvent::Accept { meta } => Self::base("accept", meta, clock),
             CaptureEvent::Close { meta } => Self::base("close", meta, clock),
-            CaptureEvent::Truncated {
-                meta,
-                direction,
-                pos,
-                len,
-                reason,
-            } => JsonRecord {
+            CaptureEvent::Exec { meta } => Self::base("exec", meta, clock),
+            CaptureEvent::Truncated { meta, direction, pos, len, reason } => JsonRecord {
                 direction: Some(*direction),
                 pos: Some(*pos),
                 len: Some(*len),

@@ -14,10 +14,8 @@ pub fn line(r: &JsonRecord) -> String {
         _ => "->",
     };
     let transport = format!("{:?}", r.transport).to_lowercase();
-    let head = format!(
-        "{} conn={} {}[{}] {} {} {} {}",
-        r.ts, r.conn_id, r.comm, r.pid, transport, r.local, arrow, r.remote
-    );
+    let head =
+        format!("{} conn={} {}[{}] {} {} {} {}", r.ts, r.conn_id, r.comm, r.pid, transport, r.local, arrow, r.remote);
     let body = match r.kind {
         "data" => {
             let bytes = r
@@ -25,28 +23,17 @@ pub fn line(r: &JsonRecord) -> String {
                 .as_deref()
                 .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok())
                 .unwrap_or_default();
-            let shown: String = bytes
-                .iter()
-                .take(PREVIEW)
-                .flat_map(|&b| std::ascii::escape_default(b))
-                .map(char::from)
-                .collect();
+            let shown: String =
+                bytes.iter().take(PREVIEW).flat_map(|&b| std::ascii::escape_default(b)).map(char::from).collect();
             let more = if bytes.len() > PREVIEW { "…" } else { "" };
-            format!(
-                "{} pos={} len={} \"{shown}\"{more}",
-                dir(r),
-                r.pos.unwrap_or(0),
-                r.len.unwrap_or(0)
-            )
+            format!("{} pos={} len={} \"{shown}\"{more}", dir(r), r.pos.unwrap_or(0), r.len.unwrap_or(0))
         }
         "gap" => format!(
             "GAP {} pos={} len={} reason={:?}",
             dir(r),
             r.pos.unwrap_or(0),
             r.len.unwrap_or(0),
-            r.gap_reason
-                .map(|g| format!("{g:?}").to_lowercase())
-                .unwrap_or_default()
+            r.gap_reason.map(|g| format!("{g:?}").to_lowercase()).unwrap_or_default()
         ),
         "close" => format!("close tx={} rx={}", r.tx_total, r.rx_total),
         other => other.to_string(),
@@ -87,17 +74,20 @@ mod tests {
             peer_from_arg: false,
             midstream: false,
             untracked: false,
+            tls: false,
+            tls_lib: 0,
             tx_total: 0,
             rx_total: 0,
         };
-        let ev = CaptureEvent::Data {
-            meta,
-            direction: Direction::Egress,
-            pos: 0,
-            payload: b"GET / HTTP/1.1\r\n".to_vec(),
-        };
+        let ev =
+            CaptureEvent::Data { meta, direction: Direction::Egress, pos: 0, payload: b"GET / HTTP/1.1\r\n".to_vec() };
         let l = line(&JsonRecord::from_event(&ev, &ClockSync::measure()));
-        assert!(l.contains("conn=4 curl[10] tcp 127.0.0.1:5000 -> 127.0.0.1:80 egress pos=0 len=16 \"GET / HTTP/1.1\\r\\n\""), "{l}");
+        assert!(
+            l.contains(
+                "conn=4 curl[10] tcp 127.0.0.1:5000 -> 127.0.0.1:80 egress pos=0 len=16 \"GET / HTTP/1.1\\r\\n\""
+            ),
+            "{l}"
+        );
         assert!(l.ends_with('\n'));
     }
 }

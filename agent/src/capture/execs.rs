@@ -1,0 +1,47 @@
+//! Reads exec notifications from their own ring buffer and hands each new
+//! program image to TLS discovery at once.
+use std::sync::mpsc::SyncSender;
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    event::{CaptureEvent, decode},
+    reader::ReaderError,
+    tls::worker::Request,
+};
+use crate::metrics::Metrics;
+
+/// Runs until `shutdown`.
+pub async fn run(
+    ring: RingBuf<MapData>,
+    discovery: SyncSender<Request>,
+    metrics: std::sync::Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), ReaderError> {
+    // SAFETY: the ring buffer owns its map fd, open and unchanged until the
+    // AsyncFd (which owns the ring buffer) is dropped.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| ReaderError::Register { source: e.into_parts().1 })?;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            guard = fd.readable_mut() => {
+                let mut guard = guard.map_err(|source| ReaderError::Poll { source })?;
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    match decode(&item) {
+                        Ok(CaptureEvent::Exec { meta }) => {
+                            if discovery.try_send(Request::Exec(meta.pid)).is_err() {
+                                metrics.exec_backlog.inc();
+                            }
+                        }
+                        Ok(_) | Err(_) => metrics.decode_errors.inc(),
+                    }
+                }
+                guard.clear_ready();
+            }
+        }
+    }
+}

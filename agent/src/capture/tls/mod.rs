@@ -1,0 +1,237 @@
+//! TLS plaintext capture: finds TLS libraries in running and new processes and
+//! attaches uprobes to each distinct file once (see `ebpf/src/tls.rs`).
+//!
+//! Discovery (in [`worker`], a thread of its own): at start, the usual library
+//! paths and every process's executable mappings; then the executable and
+//! mappings of every new process (exec events), again shortly after the dynamic
+//! loader has run; and a full rescan every few seconds, which also tells which
+//! files no process uses any more so their probes are detached. Files with a TLS
+//! implementation we cannot hook are reported once, by path.
+pub mod discover;
+pub mod elf;
+pub mod worker;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, RwLock},
+};
+
+use aya::{
+    Ebpf,
+    programs::{
+        ProgramError, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+    },
+};
+use elf::{Inspection, TlsKind};
+use worker::Found;
+
+/// The uprobe programs in the eBPF object.
+const PROGRAMS: &[&str] = &[
+    "tls_entry",
+    "tls_entry_ex",
+    "ssl_write_ret",
+    "ssl_read_ret",
+    "gnutls_send_ret",
+    "gnutls_recv_ret",
+    "go_tls_entry",
+    "go_tls_write_ret",
+    "go_tls_read_ret",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("eBPF object has no program `{name}`")]
+    MissingProgram { name: String },
+    #[error("loading uprobe program `{name}`: {source:?}")]
+    Load {
+        name: String,
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// A library file probes are attached to; its index+1 is the attach cookie.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TlsLib {
+    /// Path as the first process we saw it in names it.
+    pub path: String,
+    /// `openssl`, `boringssl`, `gnutls`, `go-crypto-tls`.
+    pub library: String,
+    /// Version string found in the file.
+    pub version: String,
+}
+
+/// Library table shared with the pipeline (cookie → library), append-only.
+#[derive(Debug, Default)]
+pub struct TlsRegistry(RwLock<Vec<TlsLib>>);
+
+impl TlsRegistry {
+    pub fn get(&self, cookie: u16) -> Option<TlsLib> {
+        let v = self.0.read().unwrap_or_else(|e| e.into_inner());
+        v.get((cookie as usize).checked_sub(1)?).cloned()
+    }
+
+    fn add(&self, lib: TlsLib) -> u16 {
+        let mut v = self.0.write().unwrap_or_else(|e| e.into_inner());
+        v.push(lib);
+        v.len() as u16
+    }
+}
+
+/// A file we could not hook although it carries TLS: reported once.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TlsNotice {
+    pub path: String,
+    pub pid: u32,
+    pub library: String,
+    pub reason: String,
+}
+
+type Links = Vec<(&'static str, UProbeLinkId)>;
+
+struct Attached {
+    links: Links,
+    /// Well-known library paths stay attached even when unused.
+    pinned: bool,
+}
+
+/// Owns the attachments (needs `&mut Ebpf` for each change).
+pub struct TlsManager {
+    pub registry: Arc<TlsRegistry>,
+    files: HashMap<(u64, u64), Attached>,
+}
+
+impl TlsManager {
+    /// Loads the uprobe programs (attaching happens per file).
+    pub fn new(ebpf: &mut Ebpf) -> Result<Self, TlsError> {
+        for &name in PROGRAMS {
+            let p: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or_else(|| TlsError::MissingProgram { name: name.into() })?
+                .try_into()
+                .map_err(|source| TlsError::Load { name: name.into(), source })?;
+            p.load().map_err(|source| TlsError::Load { name: name.into(), source })?;
+        }
+        Ok(TlsManager { registry: Arc::default(), files: HashMap::new() })
+    }
+
+    /// Files attached now.
+    pub fn attached(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Acts on one finding of the discovery thread.
+    pub fn apply(&mut self, ebpf: &mut Ebpf, found: Found) -> Option<TlsNotice> {
+        match found {
+            Found::Live(live) => {
+                self.detach_unused(ebpf, &live);
+                None
+            }
+            Found::File { candidate: c, inspection, pinned } => match inspection {
+                Inspection::None => None,
+                Inspection::Unsupported { library, reason } => {
+                    tracing::warn!(path = %c.shown_path, pid = c.pid, %library, %reason, "TLS library cannot be hooked");
+                    Some(TlsNotice { path: c.shown_path, pid: c.pid, library, reason })
+                }
+                Inspection::Tls { kind, library, version } => {
+                    let lib = TlsLib { path: c.shown_path.clone(), library: library.clone(), version: version.clone() };
+                    let cookie = self.registry.add(lib);
+                    match attach(ebpf, &c.open_path, &kind, cookie) {
+                        Ok(links) => {
+                            tracing::info!(path = %c.shown_path, %library, %version, probes = links.len(), "TLS probes attached");
+                            self.files.insert(c.id, Attached { links, pinned });
+                            None
+                        }
+                        Err((links, e)) => {
+                            detach(ebpf, links);
+                            tracing::warn!(path = %c.shown_path, error = %e, "attaching TLS probes failed");
+                            let reason = format!("attaching uprobes failed: {e}");
+                            Some(TlsNotice { path: c.shown_path, pid: c.pid, library, reason })
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    fn detach_unused(&mut self, ebpf: &mut Ebpf, live: &HashSet<(u64, u64)>) {
+        let gone: Vec<(u64, u64)> =
+            self.files.iter().filter(|(id, a)| !a.pinned && !live.contains(*id)).map(|(id, _)| *id).collect();
+        for id in gone {
+            if let Some(a) = self.files.remove(&id) {
+                detach(ebpf, a.links);
+                tracing::info!(dev = id.0, inode = id.1, "TLS probes detached: no process uses the file any more");
+            }
+        }
+    }
+}
+
+fn attach(
+    ebpf: &mut Ebpf,
+    path: &std::path::Path,
+    kind: &TlsKind,
+    cookie: u16,
+) -> Result<Links, (Links, ProgramError)> {
+    let mut links = Vec::new();
+    let mut one = |prog: &'static str, loc: UProbeAttachLocation<'_>, links: &mut Links| -> Result<(), ProgramError> {
+        let p: &mut UProbe = ebpf.program_mut(prog).expect("loaded in new()").try_into()?;
+        let id = p.attach(
+            UProbeAttachPoint { location: loc, cookie: Some(cookie as u64) },
+            path,
+            UProbeScope::AllProcesses,
+        )?;
+        links.push((prog, id));
+        Ok(())
+    };
+    use UProbeAttachLocation::{AbsoluteOffset, Symbol};
+    let r = (|| {
+        match kind {
+            TlsKind::OpenSsl { ex } => {
+                one("tls_entry", Symbol("SSL_write"), &mut links)?;
+                one("ssl_write_ret", Symbol("SSL_write"), &mut links)?;
+                one("tls_entry", Symbol("SSL_read"), &mut links)?;
+                one("ssl_read_ret", Symbol("SSL_read"), &mut links)?;
+                if *ex {
+                    one("tls_entry_ex", Symbol("SSL_write_ex"), &mut links)?;
+                    one("ssl_write_ret", Symbol("SSL_write_ex"), &mut links)?;
+                    one("tls_entry_ex", Symbol("SSL_read_ex"), &mut links)?;
+                    one("ssl_read_ret", Symbol("SSL_read_ex"), &mut links)?;
+                }
+            }
+            TlsKind::GnuTls => {
+                one("tls_entry", Symbol("gnutls_record_send"), &mut links)?;
+                one("gnutls_send_ret", Symbol("gnutls_record_send"), &mut links)?;
+                one("tls_entry", Symbol("gnutls_record_recv"), &mut links)?;
+                one("gnutls_recv_ret", Symbol("gnutls_record_recv"), &mut links)?;
+            }
+            TlsKind::Go { write, read } => {
+                tracing::debug!(path = %path.display(), write_entry = write.entry, write_rets = ?write.rets, read_entry = read.entry, "Go crypto/tls offsets");
+                one("go_tls_entry", AbsoluteOffset(write.entry), &mut links)?;
+                for &r in &write.rets {
+                    one("go_tls_write_ret", AbsoluteOffset(r), &mut links)?;
+                }
+                one("go_tls_entry", AbsoluteOffset(read.entry), &mut links)?;
+                for &r in &read.rets {
+                    one("go_tls_read_ret", AbsoluteOffset(r), &mut links)?;
+                }
+            }
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => Ok(links),
+        Err(e) => Err((links, e)),
+    }
+}
+
+fn detach(ebpf: &mut Ebpf, links: Links) {
+    for (prog, id) in links {
+        if let Some(p) = ebpf.program_mut(prog)
+            && let Ok(p) = <&mut UProbe>::try_from(p)
+            && let Err(e) = p.detach(id)
+        {
+            tracing::warn!(program = prog, error = %e, "detaching uprobe");
+        }
+    }
+}
