@@ -86,7 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let (Some(tx), Some(ring)) = (&discovery, loaded.execs.take()) {
         tokio::spawn(capture::execs::run(ring, tx.clone(), metrics.clone(), shutdown.clone()));
     }
-    let links = pipeline::TlsLinks { registry, exec_tx: discovery.clone(), notices: notice_rx };
+    let links = pipeline::TlsLinks { registry, notices: notice_rx };
     let pipe = tokio::spawn(pipeline::run(rx, sink, tracker, metrics.clone(), links));
     if let Some(addr) = args.metrics_addr {
         let listener =

@@ -21,10 +21,6 @@ use crate::{
 pub struct TlsLinks {
     /// Library table, to name the library on TLS records.
     pub registry: Arc<TlsRegistry>,
-    /// New program images, for library discovery (the discovery thread).
-    /// Bounded: when full, the periodic rescan still finds the process
-    /// (counted in `exec_backlog`).
-    pub exec_tx: Option<std::sync::mpsc::SyncSender<crate::capture::tls::worker::Request>>,
     /// Libraries that carry TLS but cannot be hooked: written as records.
     pub notices: mpsc::Receiver<TlsNotice>,
 }
@@ -46,12 +42,8 @@ pub async fn run(
                 let Some(batch) = batch else { break };
                 let now = Instant::now();
                 for ev in &batch {
-                    if let CaptureEvent::Exec { meta } = ev {
-                        if let Some(tx) = &tls.exec_tx
-                            && tx.try_send(crate::capture::tls::worker::Request::Exec(meta.pid)).is_err()
-                        {
-                            metrics.exec_backlog.inc();
-                        }
+                    // Exec notifications travel on their own ring (capture::execs).
+                    if let CaptureEvent::Exec { .. } = ev {
                         continue;
                     }
                     if let CaptureEvent::Data { payload, .. } = ev {

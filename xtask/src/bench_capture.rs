@@ -31,13 +31,38 @@ pub struct Args {
     /// accounting, no formatting) or `jsonl` (JSON lines to /dev/null).
     #[arg(long, default_value = "none")]
     pub output: String,
+    /// HTTPS (set by `bench tls`): TLS plaintext capture on vs off.
+    #[arg(skip)]
+    pub tls: bool,
 }
 
-/// wrk's requests/s.
-fn wrk(addr: SocketAddr, a: &Args) -> anyhow::Result<f64> {
+/// wrk's figures.
+struct Wrk {
+    rps: f64,
+    /// Mean latency, microseconds.
+    latency_us: f64,
+}
+
+fn parse_latency_us(v: &str) -> Option<f64> {
+    let v = v.trim();
+    let (num, mul) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1e6)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|x| x * mul)
+}
+
+/// Runs wrk once.
+fn wrk(addr: SocketAddr, a: &Args) -> anyhow::Result<Wrk> {
+    let scheme = if a.tls { "https" } else { "http" };
     let out = Command::new("wrk")
         .args(["-t", &a.threads.to_string(), "-c", &a.connections.to_string(), "-d", &format!("{}s", a.duration)])
-        .arg(format!("http://{addr}/index.html"))
+        .arg(format!("{scheme}://{addr}/index.html"))
         .output()
         .context("running wrk (apt-get install wrk; `cargo xtask setup` does it)")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -46,7 +71,13 @@ fn wrk(addr: SocketAddr, a: &Args) -> anyhow::Result<f64> {
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))?;
-    Ok(rps)
+    let latency_us = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Latency"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(parse_latency_us)
+        .with_context(|| format!("no Latency in wrk output:\n{text}"))?;
+    Ok(Wrk { rps, latency_us })
 }
 
 /// (user+system CPU seconds, peak RSS KiB) of a live process.
@@ -71,7 +102,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     cargo(&["build", "--release", "-p", "wiretrail-agent"])?;
     let agent_bin = root().join("target/release/wiretrail-agent");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-    let _nginx = Nginx::start_with(&[addr], None, a.workers);
+    let _nginx = if a.tls { Nginx::start_tls(&[addr]) } else { Nginx::start_with(&[addr], None, a.workers) };
 
     eprintln!("bench: warm-up");
     wrk(addr, &Args { duration: 2, output: a.output.clone(), ..*a })?;
@@ -83,6 +114,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let stats = dir.path().join("stats.json");
     let mut agent = Command::new(&agent_bin)
         .args(["--output", &a.output, "--output-file", "/dev/null"])
+        .args(if a.tls { &[][..] } else { &["--no-tls"][..] })
         .arg("--ready-file")
         .arg(&ready)
         .arg("--stats-file")
@@ -112,13 +144,20 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 
     println!("| metric | value |");
     println!("|---|---|");
+    let scheme = if a.tls { "https, TLS capture on" } else { "http" };
     println!(
-        "| wrk -t{} -c{} -d{}s, nginx workers {}, agent output {} | |",
+        "| wrk -t{} -c{} -d{}s ({scheme}), nginx workers {}, agent output {} | |",
         a.threads, a.connections, a.duration, a.workers, a.output
     );
-    println!("| requests/s, agent off | {off:.0} |");
-    println!("| requests/s, agent on | {on:.0} |");
-    println!("| ratio on/off | {:.3} |", on / off);
+    println!("| requests/s, agent off | {:.0} |", off.rps);
+    println!("| requests/s, agent on | {:.0} |", on.rps);
+    println!("| ratio on/off | {:.3} |", on.rps / off.rps);
+    println!(
+        "| mean latency off / on | {:.0} µs / {:.0} µs (added {:.0} µs per request) |",
+        off.latency_us,
+        on.latency_us,
+        on.latency_us - off.latency_us
+    );
     println!("| agent CPU during run | {:.1}% of one core |", 100.0 * (cpu1 - cpu0) / wall);
     println!("| agent peak RSS | {:.1} MiB |", hwm_kib as f64 / 1024.0);
     println!("| kernel events (whole agent run) | {events} |");

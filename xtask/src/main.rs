@@ -35,6 +35,8 @@ enum Cmd {
 enum Bench {
     /// wrk against nginx on loopback, agent off vs on.
     Capture(bench_capture::Args),
+    /// wrk against nginx over HTTPS, TLS capture off vs on.
+    Tls(bench_capture::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +46,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run(a) => run::run(&a),
         Cmd::Test(a) => test::run(&a),
         Cmd::Bench { which: Bench::Capture(a) } => bench_capture::run(&a),
+        Cmd::Bench { which: Bench::Tls(a) } => bench_capture::run(&bench_capture::Args { tls: true, ..a }),
     }
 }
