@@ -1,0 +1,824 @@
+//! One connection: both directions' streams, the protocol parser, request
+//! pairing, and the rules that turn parser results, gaps and caps into records.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::flow::config::FlowConfig;
+use crate::flow::detect::{ConnHints, Detect, detect};
+use crate::flow::input::{
+    ConnClose, ConnOpen, Direction, GapReason, ProcessIdentity, Role, Transport,
+};
+use crate::flow::stats::FlowStats;
+use crate::flow::stream::{DirStream, GapSeg, Seg};
+use crate::proto::record::{
+    Body, ConnEnd, ConnSummary, DirBytes, Exchange, ExchangeRole, GapInfo, GapMarker, Raw, Record,
+    UnparsedReason,
+};
+use crate::proto::{Parse, Parser, Protocol, make_parser};
+
+/// A message whose bytes continue past a gap or the message cap: collected
+/// into one record.
+#[derive(Debug)]
+struct Span {
+    start_pos: u64,
+    first_ts: u64,
+    last_ts: u64,
+    raw: BytesMut,
+    keep_limit: usize,
+    gaps: Vec<GapMarker>,
+    remaining: u64,
+    body: Body,
+    exchange: Option<(u64, ExchangeRole)>,
+    error: String,
+}
+
+impl Span {
+    fn covered(&self) -> u64 {
+        self.raw.len() as u64 + self.gaps.iter().map(|g| g.len).sum::<u64>()
+    }
+
+    fn push_gap(&mut self, len: u64, reason: GapReason) {
+        let offset = self.covered();
+        if let Some(last) = self.gaps.last_mut() {
+            if last.reason == reason && last.offset + last.len == offset {
+                last.len += len;
+                return;
+            }
+        }
+        self.gaps.push(GapMarker {
+            offset,
+            len,
+            reason,
+        });
+    }
+
+    /// Add present bytes, keeping up to the limit; returns bytes not kept.
+    fn absorb(&mut self, bytes: &[u8], ts: u64) -> u64 {
+        let room = self.keep_limit.saturating_sub(self.raw.len());
+        let keep = room.min(bytes.len());
+        self.raw.extend_from_slice(&bytes[..keep]);
+        let dropped = (bytes.len() - keep) as u64;
+        if dropped > 0 {
+            self.push_gap(dropped, GapReason::MessageCap);
+        }
+        self.last_ts = ts;
+        dropped
+    }
+}
+
+#[derive(Debug)]
+enum SyncState {
+    /// At a message boundary; do not call the parser before `need_min` bytes.
+    InSync { need_min: usize },
+    /// Looking for a message boundary.
+    Desynced,
+    /// Inside a message being collected across a gap or cap.
+    Spanning(Box<Span>),
+}
+
+#[derive(Debug)]
+struct DirState {
+    stream: DirStream,
+    sync: SyncState,
+    kernel_total: Option<u64>,
+}
+
+impl DirState {
+    fn new() -> Self {
+        DirState {
+            stream: DirStream::new(),
+            sync: SyncState::InSync { need_min: 0 },
+            kernel_total: None,
+        }
+    }
+}
+
+/// Static facts about a connection.
+#[derive(Clone, Debug)]
+pub struct ConnMeta {
+    /// Kernel ns of the open (or first) event.
+    pub open_ts: u64,
+    /// Local endpoint.
+    pub local: Option<std::net::SocketAddr>,
+    /// Remote endpoint.
+    pub remote: Option<std::net::SocketAddr>,
+    /// TCP or UDP.
+    pub transport: Transport,
+    /// Who connected.
+    pub role: Role,
+    /// Whether an open event was seen.
+    pub open_seen: bool,
+    /// Process identity.
+    pub identity: ProcessIdentity,
+}
+
+/// Everything the engine knows about one connection.
+pub struct Conn {
+    /// Connection id.
+    pub id: u64,
+    /// Endpoints and identity.
+    pub meta: ConnMeta,
+    /// Kernel ns of the latest event.
+    pub last_activity: u64,
+    /// The close event, once seen.
+    pub close: Option<ConnClose>,
+    protocol: Protocol,
+    parser: Option<Box<dyn Parser>>,
+    dirs: [DirState; 2],
+    pending: VecDeque<(u64, u64)>,
+    messages: u64,
+}
+
+/// Shared context of one engine call.
+pub struct Ctx<'a> {
+    /// Limits.
+    pub cfg: &'a FlowConfig,
+    /// Counters.
+    pub stats: &'a mut FlowStats,
+    /// Output.
+    pub out: &'a mut Vec<Record>,
+}
+
+impl Conn {
+    /// A connection from its open event.
+    pub fn opened(open: &ConnOpen) -> Self {
+        Conn::new(
+            open.conn_id,
+            ConnMeta {
+                open_ts: open.ts_ns,
+                local: open.local,
+                remote: open.remote,
+                transport: open.transport,
+                role: open.role,
+                open_seen: true,
+                identity: open.identity.clone(),
+            },
+        )
+    }
+
+    /// A connection first seen through data, a gap or a close (no open).
+    pub fn unannounced(id: u64, ts: u64, transport: Transport) -> Self {
+        Conn::new(
+            id,
+            ConnMeta {
+                open_ts: ts,
+                local: None,
+                remote: None,
+                transport,
+                role: Role::Unknown,
+                open_seen: false,
+                identity: ProcessIdentity::default(),
+            },
+        )
+    }
+
+    fn new(id: u64, meta: ConnMeta) -> Self {
+        let mut dirs = [DirState::new(), DirState::new()];
+        if meta.role == Role::Unknown {
+            for d in &mut dirs {
+                d.sync = SyncState::Desynced;
+            }
+        }
+        Conn {
+            id,
+            last_activity: meta.open_ts,
+            meta,
+            close: None,
+            protocol: Protocol::Undetected,
+            parser: None,
+            dirs,
+            pending: VecDeque::new(),
+            messages: 0,
+        }
+    }
+
+    /// The open event arrived after other events: adopt its role if no
+    /// parser started yet.
+    pub fn set_role(&mut self, role: Role) {
+        self.meta.role = role;
+        if self.parser.is_none() && role != Role::Unknown {
+            for d in &mut self.dirs {
+                d.sync = SyncState::InSync { need_min: 0 };
+            }
+        }
+    }
+
+    /// Protocol detected so far.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Bytes held in memory for this connection.
+    pub fn buffered(&self) -> usize {
+        self.dirs
+            .iter()
+            .map(|d| {
+                d.stream.buffered()
+                    + match &d.sync {
+                        SyncState::Spanning(s) => s.raw.len(),
+                        _ => 0,
+                    }
+            })
+            .sum()
+    }
+
+    /// Payload bytes arrived.
+    pub fn on_data(&mut self, ctx: &mut Ctx<'_>, dir: Direction, pos: u64, ts: u64, data: Bytes) {
+        self.last_activity = self.last_activity.max(ts);
+        if self.meta.transport == Transport::Udp {
+            self.on_datagram(ctx, dir, pos, ts, data);
+            return;
+        }
+        let st = &mut self.dirs[dir.index()];
+        let out = st
+            .stream
+            .insert_data(pos, ts, data, ctx.cfg.max_reorder_bytes);
+        ctx.stats.overlap_bytes += out.overlap;
+        ctx.stats.reorder_overflows += out.overflow_gaps;
+        self.advance(ctx, false);
+    }
+
+    /// Capture reported missing bytes.
+    pub fn on_gap(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        dir: Direction,
+        pos: u64,
+        len: u64,
+        reason: GapReason,
+        ts: u64,
+    ) {
+        self.last_activity = self.last_activity.max(ts);
+        if self.meta.transport == Transport::Udp {
+            let st = &mut self.dirs[dir.index()];
+            st.stream.gap_bytes += len;
+            let g = GapSeg {
+                pos,
+                len,
+                reason,
+                ts_ns: ts,
+            };
+            self.emit_gap(ctx, dir, g);
+            return;
+        }
+        let out = self.dirs[dir.index()]
+            .stream
+            .insert_gap(pos, len, reason, ts);
+        ctx.stats.overlap_gap_bytes += out.overlap;
+        self.advance(ctx, false);
+    }
+
+    /// The close event arrived. Returns true when every byte up to the final
+    /// counts is accounted for and the connection can be finished now.
+    pub fn on_close(&mut self, close: ConnClose) -> bool {
+        self.last_activity = self.last_activity.max(close.ts_ns);
+        self.dirs[0].kernel_total = Some(close.tx_total);
+        self.dirs[1].kernel_total = Some(close.rx_total);
+        self.close = Some(close);
+        self.complete()
+    }
+
+    /// Close seen and both streams delivered up to the final counts.
+    pub fn complete(&self) -> bool {
+        self.close.is_some()
+            && (self.meta.transport == Transport::Udp
+                || self.dirs.iter().all(|d| {
+                    d.kernel_total.is_some_and(|t| {
+                        d.stream.next_pos() >= t && d.stream.high_water() <= d.stream.next_pos()
+                    })
+                }))
+    }
+
+    /// Flush everything: missing bytes become gaps, partial messages become
+    /// incomplete records, and the connection record is emitted last.
+    pub fn finish(&mut self, ctx: &mut Ctx<'_>, end: ConnEnd) {
+        let ts = self.last_activity;
+        if self.meta.transport == Transport::Tcp {
+            for st in &mut self.dirs {
+                let (target, reason) = match st.kernel_total {
+                    Some(t) => (t.max(st.stream.high_water()), GapReason::MissingAtClose),
+                    None => (st.stream.high_water(), GapReason::MissingAtFlush),
+                };
+                st.stream.fill_to(target, reason, ts);
+            }
+        }
+        self.advance(ctx, true);
+        let summary = ConnSummary {
+            open_ts_ns: self.meta.open_ts,
+            close_ts_ns: self.close.as_ref().map(|c| c.ts_ns),
+            local: self.meta.local,
+            remote: self.meta.remote,
+            transport: self.meta.transport,
+            role: self.meta.role,
+            open_seen: self.meta.open_seen,
+            identity: self.meta.identity.clone(),
+            egress: self.dir_bytes(Direction::Egress),
+            ingress: self.dir_bytes(Direction::Ingress),
+            messages: self.messages,
+            end,
+        };
+        let last = self
+            .close
+            .as_ref()
+            .map_or(self.last_activity, |c| c.ts_ns.max(self.last_activity));
+        ctx.stats.records += 1;
+        ctx.out.push(Record {
+            conn_id: self.id,
+            direction: None,
+            protocol: self.protocol,
+            first_ts_ns: self.meta.open_ts,
+            last_ts_ns: last,
+            stream_pos: 0,
+            stream_len: 0,
+            raw: Raw::default(),
+            gaps: Vec::new(),
+            exchange: None,
+            error: None,
+            body: Body::Connection(summary),
+        });
+    }
+
+    fn dir_bytes(&self, dir: Direction) -> DirBytes {
+        let st = &self.dirs[dir.index()];
+        DirBytes {
+            captured: st.stream.captured,
+            gap: st.stream.gap_bytes,
+            kernel_total: st.kernel_total,
+        }
+    }
+
+    fn hints(&self) -> ConnHints {
+        ConnHints {
+            transport: self.meta.transport,
+            role: self.meta.role,
+            local_port: self.meta.local.map(|a| a.port()),
+            remote_port: self.meta.remote.map(|a| a.port()),
+        }
+    }
+
+    fn ensure_parser(&mut self, ctx: &mut Ctx<'_>, final_: bool) -> bool {
+        if self.parser.is_some() {
+            return true;
+        }
+        let mut fronts: [Bytes; 2] = [Bytes::new(), Bytes::new()];
+        let mut forced = final_;
+        for (i, st) in self.dirs.iter_mut().enumerate() {
+            match st.stream.front_mut() {
+                Some(Seg::Data(d)) => {
+                    let b = d.contiguous().clone();
+                    forced |= b.len() >= ctx.cfg.detect_max_bytes;
+                    fronts[i] = b;
+                }
+                Some(Seg::Gap(_)) => forced = true,
+                None => {}
+            }
+        }
+        match detect(self.hints(), &fronts[0], &fronts[1], forced) {
+            Detect::NeedMore => false,
+            Detect::Found(proto, client_dir) => {
+                self.protocol = proto;
+                self.parser = Some(make_parser(proto, client_dir, &ctx.cfg.proto));
+                true
+            }
+        }
+    }
+
+    fn advance(&mut self, ctx: &mut Ctx<'_>, final_: bool) {
+        if !self.ensure_parser(ctx, final_) {
+            return;
+        }
+        for dir in Direction::BOTH {
+            self.pump(ctx, dir, final_);
+        }
+    }
+
+    fn exchange(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ex: Option<(u64, ExchangeRole)>,
+        first: u64,
+        last: u64,
+    ) -> Option<Exchange> {
+        let (id, role) = ex?;
+        let mut latency_ns = None;
+        match role {
+            ExchangeRole::Request => {
+                if self.pending.len() >= ctx.cfg.max_pending_exchanges.max(1) {
+                    self.pending.pop_front();
+                    ctx.stats.exchanges_dropped += 1;
+                }
+                self.pending.push_back((id, last));
+            }
+            ExchangeRole::Response => {
+                if let Some(i) = self.pending.iter().position(|p| p.0 == id) {
+                    if let Some((_, req_last)) = self.pending.remove(i) {
+                        latency_ns = Some(first.saturating_sub(req_last));
+                    }
+                }
+            }
+        }
+        Some(Exchange {
+            id,
+            role,
+            latency_ns,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        dir: Direction,
+        pos: u64,
+        raw: Bytes,
+        gaps: Vec<GapMarker>,
+        first: u64,
+        last: u64,
+        body: Body,
+        exchange: Option<(u64, ExchangeRole)>,
+        error: Option<String>,
+    ) {
+        let exchange = self.exchange(ctx, exchange, first, last);
+        let stream_len = raw.len() as u64 + gaps.iter().map(|g| g.len).sum::<u64>();
+        match &body {
+            Body::Unparsed {
+                reason: UnparsedReason::Resync,
+            } => ctx.stats.unparsed_bytes += raw.len() as u64,
+            Body::Unparsed {
+                reason: UnparsedReason::Malformed,
+            } => ctx.stats.malformed_messages += 1,
+            _ => self.messages += 1,
+        }
+        ctx.stats.records += 1;
+        ctx.out.push(Record {
+            conn_id: self.id,
+            direction: Some(dir),
+            protocol: self.protocol,
+            first_ts_ns: first,
+            last_ts_ns: last,
+            stream_pos: pos,
+            stream_len,
+            raw: Raw(raw),
+            gaps,
+            exchange,
+            error,
+            body,
+        });
+    }
+
+    fn emit_gap(&mut self, ctx: &mut Ctx<'_>, dir: Direction, g: GapSeg) {
+        ctx.stats.gap_records += 1;
+        ctx.stats.gap_bytes += g.len;
+        ctx.stats.records += 1;
+        ctx.out.push(Record {
+            conn_id: self.id,
+            direction: Some(dir),
+            protocol: self.protocol,
+            first_ts_ns: g.ts_ns,
+            last_ts_ns: g.ts_ns,
+            stream_pos: g.pos,
+            stream_len: g.len,
+            raw: Raw::default(),
+            gaps: vec![GapMarker {
+                offset: 0,
+                len: g.len,
+                reason: g.reason,
+            }],
+            exchange: None,
+            error: None,
+            body: Body::Gap(GapInfo {
+                len: g.len,
+                reason: g.reason,
+            }),
+        });
+    }
+
+    fn emit_span(&mut self, ctx: &mut Ctx<'_>, dir: Direction, span: Box<Span>) {
+        let s = *span;
+        self.emit(
+            ctx,
+            dir,
+            s.start_pos,
+            s.raw.freeze(),
+            s.gaps,
+            s.first_ts,
+            s.last_ts,
+            s.body,
+            s.exchange,
+            Some(s.error),
+        );
+    }
+
+    fn on_datagram(&mut self, ctx: &mut Ctx<'_>, dir: Direction, pos: u64, ts: u64, data: Bytes) {
+        self.dirs[dir.index()].stream.captured += data.len() as u64;
+        if !self.ensure_parser(ctx, true) || data.is_empty() {
+            return;
+        }
+        let Some(parser) = self.parser.as_mut() else {
+            return;
+        };
+        let (body, exchange, error) = match parser.parse(dir, &data) {
+            Parse::Message(p) => {
+                let error = if p.len < data.len() {
+                    Some(
+                        p.error.unwrap_or_default()
+                            + &format!(
+                                "{} bytes after the message in the datagram",
+                                data.len() - p.len
+                            ),
+                    )
+                } else {
+                    p.error
+                };
+                (p.body, p.exchange, error)
+            }
+            Parse::Need { .. } => {
+                let partial = parser.interrupted(dir, &data);
+                (
+                    partial.body,
+                    partial.exchange,
+                    Some("datagram ends inside the message".to_string()),
+                )
+            }
+            Parse::Invalid { error, .. } => (
+                Body::Unparsed {
+                    reason: UnparsedReason::Malformed,
+                },
+                None,
+                Some(error),
+            ),
+        };
+        if error.is_some() && !matches!(body, Body::Unparsed { .. }) {
+            ctx.stats.malformed_messages += 1;
+        }
+        self.emit(
+            ctx,
+            dir,
+            pos,
+            data,
+            Vec::new(),
+            ts,
+            ts,
+            body,
+            exchange,
+            error,
+        );
+    }
+
+    /// Turn the in-order front of `dir` into records.
+    fn pump(&mut self, ctx: &mut Ctx<'_>, dir: Direction, final_: bool) {
+        let i = dir.index();
+        let max_msg = ctx.cfg.proto.max_message_bytes.max(1);
+        loop {
+            let has_second = self.dirs[i].stream.has_second();
+            let end_follows = has_second || final_;
+            let DirState { stream, sync, .. } = &mut self.dirs[i];
+            let Some(front) = stream.front_mut() else {
+                break;
+            };
+            let d = match front {
+                Seg::Gap(g) => {
+                    let g = *g;
+                    stream.pop_front();
+                    self.handle_gap(ctx, dir, g);
+                    continue;
+                }
+                Seg::Data(d) => d,
+            };
+            let len = d.len();
+            if len == 0 {
+                if has_second {
+                    stream.pop_front();
+                    continue;
+                }
+                break;
+            }
+            let Some(parser) = self.parser.as_mut() else {
+                return;
+            };
+            match sync {
+                SyncState::Spanning(span) => {
+                    let n = (span.remaining.min(len as u64)) as usize;
+                    let (bytes, _, last) = d.take(n);
+                    ctx.stats.message_cap_bytes += span.absorb(&bytes, last);
+                    span.remaining -= n as u64;
+                    if span.remaining == 0 {
+                        let SyncState::Spanning(span) =
+                            std::mem::replace(sync, SyncState::InSync { need_min: 0 })
+                        else {
+                            unreachable!("matched Spanning above")
+                        };
+                        self.emit_span(ctx, dir, span);
+                    }
+                }
+                SyncState::Desynced => {
+                    let buf = d.contiguous().clone();
+                    let off = match parser.resync(dir, &buf) {
+                        Some(off) if off <= len => {
+                            *sync = SyncState::InSync { need_min: 0 };
+                            off
+                        }
+                        _ => len,
+                    };
+                    if off > 0 {
+                        let (raw, first, last) = d.take(off);
+                        let pos = d.pos - off as u64;
+                        self.emit(
+                            ctx,
+                            dir,
+                            pos,
+                            raw,
+                            Vec::new(),
+                            first,
+                            last,
+                            Body::Unparsed {
+                                reason: UnparsedReason::Resync,
+                            },
+                            None,
+                            None,
+                        );
+                    }
+                }
+                SyncState::InSync { need_min } => {
+                    if len < *need_min && len < max_msg && !end_follows {
+                        break;
+                    }
+                    let buf = d.contiguous().clone();
+                    match parser.parse(dir, &buf) {
+                        Parse::Message(p) => {
+                            *need_min = 0;
+                            let n = if p.len == 0 || p.len > len {
+                                ctx.stats.parser_contract_violations += 1;
+                                *sync = SyncState::Desynced;
+                                len
+                            } else {
+                                p.len
+                            };
+                            if p.error.is_some() {
+                                ctx.stats.malformed_messages += 1;
+                            }
+                            let pos = d.pos;
+                            let (raw, first, last) = d.take(n);
+                            self.emit(
+                                ctx,
+                                dir,
+                                pos,
+                                raw,
+                                Vec::new(),
+                                first,
+                                last,
+                                p.body,
+                                p.exchange,
+                                p.error,
+                            );
+                        }
+                        Parse::Invalid { len: n, error } => {
+                            let n = if n == 0 || n > len {
+                                ctx.stats.parser_contract_violations += 1;
+                                len
+                            } else {
+                                n
+                            };
+                            *sync = SyncState::Desynced;
+                            parser.gap(dir);
+                            let pos = d.pos;
+                            let (raw, first, last) = d.take(n);
+                            let body = Body::Unparsed {
+                                reason: UnparsedReason::Malformed,
+                            };
+                            self.emit(
+                                ctx,
+                                dir,
+                                pos,
+                                raw,
+                                Vec::new(),
+                                first,
+                                last,
+                                body,
+                                None,
+                                Some(error),
+                            );
+                        }
+                        Parse::Need { min_len, total } => {
+                            let _ = total; // the partial below reports the same length
+                            let over_cap = len >= max_msg;
+                            if !over_cap && !end_follows {
+                                *need_min = min_len.max(len + 1);
+                                break;
+                            }
+                            let partial = parser.interrupted(dir, &buf);
+                            ctx.stats.incomplete_messages += 1;
+                            let pos = d.pos;
+                            let (raw, first, last) = d.take(len);
+                            let error = if over_cap {
+                                ctx.stats.message_cap_hits += 1;
+                                format!("message exceeds the {max_msg}-byte cap")
+                            } else if has_second {
+                                "message interrupted by a gap".to_string()
+                            } else {
+                                "stream ended inside the message".to_string()
+                            };
+                            let rest = partial
+                                .total
+                                .and_then(|t| t.checked_sub(len as u64))
+                                .filter(|r| *r > 0);
+                            // Collect the rest of a message of known length
+                            // into one record, unless the stream is over.
+                            match rest {
+                                Some(remaining) if !final_ || has_second => {
+                                    let mut raw_buf = BytesMut::with_capacity(raw.len());
+                                    raw_buf.extend_from_slice(&raw);
+                                    *sync = SyncState::Spanning(Box::new(Span {
+                                        start_pos: pos,
+                                        first_ts: first,
+                                        last_ts: last,
+                                        keep_limit: if over_cap { raw.len() } else { max_msg },
+                                        raw: raw_buf,
+                                        gaps: Vec::new(),
+                                        remaining,
+                                        body: partial.body,
+                                        exchange: partial.exchange,
+                                        error,
+                                    }));
+                                }
+                                _ => {
+                                    *sync = SyncState::Desynced;
+                                    let error = if partial.complete_at_end
+                                        && final_
+                                        && !has_second
+                                        && !over_cap
+                                    {
+                                        ctx.stats.incomplete_messages -= 1;
+                                        None
+                                    } else {
+                                        Some(error)
+                                    };
+                                    self.emit(
+                                        ctx,
+                                        dir,
+                                        pos,
+                                        raw,
+                                        Vec::new(),
+                                        first,
+                                        last,
+                                        partial.body,
+                                        partial.exchange,
+                                        error,
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if final_ {
+            let st = &mut self.dirs[i];
+            if let SyncState::Spanning(_) = st.sync {
+                let SyncState::Spanning(mut span) =
+                    std::mem::replace(&mut st.sync, SyncState::Desynced)
+                else {
+                    unreachable!("matched Spanning above")
+                };
+                span.error.push_str("; stream ended before the message did");
+                self.emit_span(ctx, dir, span);
+            }
+        }
+    }
+
+    fn handle_gap(&mut self, ctx: &mut Ctx<'_>, dir: Direction, g: GapSeg) {
+        self.emit_gap(ctx, dir, g);
+        let st = &mut self.dirs[dir.index()];
+        match &mut st.sync {
+            SyncState::Spanning(span) if g.len < span.remaining => {
+                span.push_gap(g.len, g.reason);
+                span.remaining -= g.len;
+                span.last_ts = span.last_ts.max(g.ts_ns);
+            }
+            SyncState::Spanning(_) => {
+                let SyncState::Spanning(mut span) =
+                    std::mem::replace(&mut st.sync, SyncState::Desynced)
+                else {
+                    unreachable!("matched Spanning above")
+                };
+                let fits = g.len == span.remaining;
+                span.push_gap(span.remaining, g.reason);
+                span.remaining = 0;
+                if fits {
+                    st.sync = SyncState::InSync { need_min: 0 };
+                } else if let Some(p) = self.parser.as_mut() {
+                    p.gap(dir);
+                }
+                self.emit_span(ctx, dir, span);
+            }
+            _ => {
+                st.sync = SyncState::Desynced;
+                if let Some(p) = self.parser.as_mut() {
+                    p.gap(dir);
+                }
+            }
+        }
+    }
+}
