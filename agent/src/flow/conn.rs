@@ -706,6 +706,7 @@ impl Conn {
                             let over_cap = len >= max_msg;
                             if !over_cap && !end_follows {
                                 *need_min = min_len.max(len + 1);
+                                d.want((*need_min).min(max_msg));
                                 break;
                             }
                             let partial = parser.interrupted(dir, &buf);

@@ -20,6 +20,8 @@ pub struct DataSeg {
     tail: BytesMut,
     /// (stream position, ts_ns) of each chunk start still (partly) unconsumed.
     marks: VecDeque<(u64, u64)>,
+    /// Bytes the parser waits for (assembly buffer size hint).
+    want: usize,
 }
 
 impl DataSeg {
@@ -31,6 +33,7 @@ impl DataSeg {
             head: data,
             tail: BytesMut::new(),
             marks,
+            want: 0,
         }
     }
 
@@ -42,8 +45,22 @@ impl DataSeg {
         if self.head.is_empty() && self.tail.is_empty() {
             self.head = data.clone();
         } else {
+            if self.tail.is_empty() {
+                // Start assembling: copy the head once into a buffer sized for
+                // the message being waited for, so each byte is copied once.
+                let need = (self.head.len() + data.len()).max(self.want);
+                self.tail.reserve(need);
+                self.tail.extend_from_slice(&self.head);
+                self.head = Bytes::new();
+            }
             self.tail.extend_from_slice(data);
         }
+    }
+
+    /// The parser needs `n` contiguous bytes before it can progress: size the
+    /// assembly buffer for it (capped by the caller).
+    pub fn want(&mut self, n: usize) {
+        self.want = n;
     }
 
     /// Unconsumed bytes.
@@ -93,6 +110,7 @@ impl DataSeg {
         let last = self.ts_at(self.pos + (n as u64).saturating_sub(1));
         let bytes = self.head.split_to(n);
         self.pos += n as u64;
+        self.want = 0;
         while self.marks.len() > 1 && self.marks[1].0 <= self.pos {
             self.marks.pop_front();
         }

@@ -1,0 +1,224 @@
+//! `cargo xtask bench flows`: reassembly + parsing throughput of the flow
+//! engine on generated traffic, on one core, printed as MB/s and records/s.
+//!
+//! The cargo alias builds xtask without optimisations, so unless
+//! `--no-release` is given the benchmark re-runs itself from a release build.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use wiretrail_agent::flow::input::{
+    ConnClose, ConnOpen, DataChunk, Direction, FlowEvent, ProcessIdentity, Role, Transport,
+};
+use wiretrail_agent::flow::{FlowConfig, FlowEngine};
+
+/// Capture splits syscalls into events of at most this many bytes.
+const CHUNK: usize = 16 * 1024;
+
+/// Options of the flows benchmark.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Approximate payload bytes generated per scenario (MiB).
+    #[arg(long, default_value_t = 256)]
+    mib: usize,
+    /// Concurrent connections the traffic is spread over.
+    #[arg(long, default_value_t = 64)]
+    connections: u64,
+    /// Timed repetitions per scenario (the best is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Run in this process even if it was built without optimisations.
+    #[arg(long)]
+    no_release: bool,
+}
+
+struct Scenario {
+    name: &'static str,
+    what: &'static str,
+    /// Response body sizes cycled through.
+    bodies: &'static [usize],
+    /// Every n-th response uses chunked encoding (0: never).
+    chunked_every: usize,
+}
+
+const SCENARIOS: [Scenario; 3] = [
+    Scenario {
+        name: "http1-small",
+        what: "API calls, ~300 B requests, 0.1-2 KiB JSON responses",
+        bodies: &[128, 512, 1024, 2048, 256],
+        chunked_every: 0,
+    },
+    Scenario {
+        name: "http1-mixed",
+        what: "bodies 0.5-64 KiB, every 4th response chunked",
+        bodies: &[512, 4096, 16_384, 65_536, 2048, 8192],
+        chunked_every: 4,
+    },
+    Scenario {
+        name: "http1-bulk",
+        what: "256 KiB downloads",
+        bodies: &[262_144],
+        chunked_every: 0,
+    },
+];
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) && !args.no_release {
+        let exe_args: Vec<String> = std::env::args().skip(1).collect();
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["run", "--quiet", "--release", "--package", "xtask", "--"])
+            .args(&exe_args)
+            .status()
+            .context("running the release build of xtask")?;
+        if !status.success() {
+            bail!("release benchmark failed: {status}");
+        }
+        return Ok(());
+    }
+    println!("flows benchmark: FlowEngine::push_into on one thread (one core), release build");
+    println!(
+        "{:<12} {:>9} {:>9} {:>11} {:>12} {:>9}  scenario",
+        "name", "MiB", "MB/s", "records", "records/s", "ns/rec"
+    );
+    for s in &SCENARIOS {
+        let events = generate(s, args.mib << 20, args.connections);
+        let bytes: u64 = events
+            .iter()
+            .map(|e| match e {
+                FlowEvent::Data(d) => d.data.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        let mut best = f64::MAX;
+        let mut records = 0u64;
+        for _ in 0..args.runs.max(1) {
+            let (secs, recs) = time_once(&events)?;
+            best = best.min(secs);
+            records = recs;
+        }
+        let mb_s = bytes as f64 / best / 1e6;
+        println!(
+            "{:<12} {:>9.1} {:>9.0} {:>11} {:>12.0} {:>9.1}  {}",
+            s.name,
+            bytes as f64 / (1 << 20) as f64,
+            mb_s,
+            records,
+            records as f64 / best,
+            best * 1e9 / records as f64,
+            s.what
+        );
+    }
+    println!("goal: >= 1000 MB/s of HTTP/1.1 per core through reassembly and parsing");
+    Ok(())
+}
+
+fn time_once(events: &[FlowEvent]) -> anyhow::Result<(f64, u64)> {
+    let mut engine = FlowEngine::new(FlowConfig::default());
+    let mut out = Vec::with_capacity(1024);
+    let mut records = 0u64;
+    let start = Instant::now();
+    for e in events {
+        engine.push_into(e.clone(), &mut out);
+        records += out.len() as u64;
+        out.clear();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let stats = engine.stats();
+    if stats.malformed_messages + stats.incomplete_messages + stats.unparsed_bytes > 0 {
+        bail!("generated traffic did not parse cleanly: {stats:?}");
+    }
+    Ok((secs, records))
+}
+
+fn request(i: usize) -> Vec<u8> {
+    format!(
+        "GET /api/v1/accounts/{:08}/positions?limit=100&cursor={i} HTTP/1.1\r\nHost: ledger.internal.example\r\nUser-Agent: wiretrail-bench/1.0\r\nAccept: application/json\r\nAuthorization: Bearer eyJhbGciOiJIUzI1NiJ9.{i:016x}\r\nX-Request-Id: {i:032x}\r\n\r\n",
+        i % 100_000
+    )
+    .into_bytes()
+}
+
+fn response(i: usize, body_len: usize, chunked: bool) -> Vec<u8> {
+    const PATTERN: &[u8] = br#"{"qty":100,"px":"12.5"}"#;
+    let body: Vec<u8> = (0..body_len).map(|j| PATTERN[j % PATTERN.len()]).collect();
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\nDate: Sat, 21 Nov 2026 12:00:00 GMT\r\nContent-Type: application/json\r\nServer: bench\r\nX-Request-Id: {i:032x}\r\n"
+    )
+    .into_bytes();
+    if chunked {
+        r.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+        for part in body.chunks(8192) {
+            r.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+            r.extend_from_slice(part);
+            r.extend_from_slice(b"\r\n");
+        }
+        r.extend_from_slice(b"0\r\n\r\n");
+    } else {
+        r.extend_from_slice(format!("Content-Length: {body_len}\r\n\r\n").as_bytes());
+        r.extend_from_slice(&body);
+    }
+    r
+}
+
+/// Traffic of `conns` keep-alive connections, interleaved by exchange, with
+/// writes split into capture-sized chunks.
+fn generate(s: &Scenario, target: usize, conns: u64) -> Vec<FlowEvent> {
+    let mut events = Vec::new();
+    let mut pos = vec![[0u64; 2]; conns as usize];
+    let mut ts = 1_000_000u64;
+    for c in 0..conns {
+        events.push(FlowEvent::Open(ConnOpen {
+            conn_id: c + 1,
+            ts_ns: ts,
+            local: Some(SocketAddr::from(([10, 0, 0, 1], 40_000 + c as u16))),
+            remote: Some(SocketAddr::from(([10, 0, 0, 2], 8080))),
+            transport: Transport::Tcp,
+            role: Role::Client,
+            identity: ProcessIdentity {
+                pid: 4242,
+                uid: 1000,
+                comm: "bench".into(),
+                cgroup_id: 1,
+            },
+        }));
+    }
+    let mut total = 0usize;
+    let mut i = 0usize;
+    while total < target {
+        let c = (i as u64 % conns) as usize;
+        let body = s.bodies[i % s.bodies.len()];
+        let chunked = s.chunked_every > 0 && i % s.chunked_every == 0;
+        for (dir, msg) in [
+            (Direction::Egress, request(i)),
+            (Direction::Ingress, response(i, body, chunked)),
+        ] {
+            let msg = Bytes::from(msg);
+            for off in (0..msg.len()).step_by(CHUNK) {
+                let data = msg.slice(off..(off + CHUNK).min(msg.len()));
+                ts += 1_000;
+                total += data.len();
+                events.push(FlowEvent::Data(DataChunk {
+                    conn_id: c as u64 + 1,
+                    direction: dir,
+                    pos: pos[c][dir.index()],
+                    ts_ns: ts,
+                    data: data.clone(),
+                }));
+                pos[c][dir.index()] += data.len() as u64;
+            }
+        }
+        i += 1;
+    }
+    for c in 0..conns {
+        events.push(FlowEvent::Close(ConnClose {
+            conn_id: c + 1,
+            ts_ns: ts + 1,
+            tx_total: pos[c as usize][0],
+            rx_total: pos[c as usize][1],
+        }));
+    }
+    events
+}
