@@ -2,8 +2,10 @@
 //! reassembled, gap-free bytes and reports how many bytes a message took; the
 //! flow engine cuts those bytes out as the record's raw bytes.
 
+pub mod fix;
 pub mod http1;
 pub mod record;
+pub mod redis;
 pub mod unknown;
 
 use bytes::Bytes;
@@ -162,6 +164,8 @@ pub fn make_parser(
 ) -> Box<dyn Parser> {
     match protocol {
         Protocol::Http1 => Box::new(http1::Http1Parser::new(client_dir, cfg)),
+        Protocol::Redis => Box::new(redis::RedisParser::new(client_dir, cfg)),
+        Protocol::Fix => Box::new(fix::FixParser::new(cfg)),
         _ => Box::new(unknown::UnknownParser::new(cfg)),
     }
 }

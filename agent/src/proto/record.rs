@@ -9,7 +9,9 @@ use serde::{Serialize, Serializer};
 
 use crate::flow::input::{Direction, GapReason, ProcessIdentity, Role, Transport};
 use crate::proto::Protocol;
+use crate::proto::fix::FixMessage;
 use crate::proto::http1::Http1Message;
+use crate::proto::redis::RedisMessage;
 
 /// Raw captured bytes; serialized as base64.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -176,6 +178,10 @@ pub enum Body {
     },
     /// One HTTP/1.x request or response.
     Http1(Http1Message),
+    /// One RESP command or reply.
+    Redis(RedisMessage),
+    /// One FIX message.
+    Fix(FixMessage),
 }
 
 /// One record shipped to the collector.
