@@ -379,7 +379,12 @@ impl Conn {
             Detect::NeedMore => false,
             Detect::Found(proto, client_dir) => {
                 self.protocol = proto;
-                self.parser = Some(make_parser(proto, client_dir, &ctx.cfg.proto));
+                self.parser = Some(make_parser(
+                    proto,
+                    client_dir,
+                    self.meta.transport,
+                    &ctx.cfg.proto,
+                ));
                 true
             }
         }

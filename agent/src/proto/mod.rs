@@ -2,6 +2,7 @@
 //! reassembled, gap-free bytes and reports how many bytes a message took; the
 //! flow engine cuts those bytes out as the record's raw bytes.
 
+pub mod dns;
 pub mod fix;
 pub mod http1;
 pub mod record;
@@ -11,7 +12,7 @@ pub mod unknown;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::flow::input::Direction;
+use crate::flow::input::{Direction, Transport};
 use record::{Body, ExchangeRole};
 
 /// Application protocol of a connection.
@@ -157,15 +158,18 @@ pub trait Parser: Send {
 }
 
 /// A parser for `protocol`; `client_dir` is the direction carrying requests.
+/// Over UDP every buffer handed to the parser is one datagram.
 pub fn make_parser(
     protocol: Protocol,
     client_dir: Direction,
+    transport: Transport,
     cfg: &ProtoConfig,
 ) -> Box<dyn Parser> {
     match protocol {
         Protocol::Http1 => Box::new(http1::Http1Parser::new(client_dir, cfg)),
         Protocol::Redis => Box::new(redis::RedisParser::new(client_dir, cfg)),
         Protocol::Fix => Box::new(fix::FixParser::new(cfg)),
+        Protocol::Dns => Box::new(dns::DnsParser::new(transport, cfg)),
         _ => Box::new(unknown::UnknownParser::new(cfg)),
     }
 }

@@ -9,6 +9,7 @@ use serde::{Serialize, Serializer};
 
 use crate::flow::input::{Direction, GapReason, ProcessIdentity, Role, Transport};
 use crate::proto::Protocol;
+use crate::proto::dns::DnsMessage;
 use crate::proto::fix::FixMessage;
 use crate::proto::http1::Http1Message;
 use crate::proto::redis::RedisMessage;
@@ -180,6 +181,8 @@ pub enum Body {
     Http1(Http1Message),
     /// One RESP command or reply.
     Redis(RedisMessage),
+    /// One DNS message.
+    Dns(DnsMessage),
     /// One FIX message.
     Fix(FixMessage),
 }
