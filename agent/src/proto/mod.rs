@@ -5,6 +5,7 @@
 pub mod dns;
 pub mod fix;
 pub mod http1;
+pub mod postgres;
 pub mod record;
 pub mod redis;
 pub mod unknown;
@@ -170,6 +171,7 @@ pub fn make_parser(
         Protocol::Redis => Box::new(redis::RedisParser::new(client_dir, cfg)),
         Protocol::Fix => Box::new(fix::FixParser::new(cfg)),
         Protocol::Dns => Box::new(dns::DnsParser::new(transport, cfg)),
+        Protocol::Postgres => Box::new(postgres::PgParser::new(client_dir, cfg)),
         _ => Box::new(unknown::UnknownParser::new(cfg)),
     }
 }

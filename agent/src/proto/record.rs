@@ -12,6 +12,7 @@ use crate::proto::Protocol;
 use crate::proto::dns::DnsMessage;
 use crate::proto::fix::FixMessage;
 use crate::proto::http1::Http1Message;
+use crate::proto::postgres::PgMessages;
 use crate::proto::redis::RedisMessage;
 
 /// Raw captured bytes; serialized as base64.
@@ -179,6 +180,8 @@ pub enum Body {
     },
     /// One HTTP/1.x request or response.
     Http1(Http1Message),
+    /// A group of PostgreSQL messages (one query or one response).
+    Postgres(PgMessages),
     /// One RESP command or reply.
     Redis(RedisMessage),
     /// One DNS message.
