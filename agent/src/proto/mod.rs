@@ -5,6 +5,7 @@
 pub mod dns;
 pub mod fix;
 pub mod http1;
+pub mod http2;
 pub mod postgres;
 pub mod record;
 pub mod redis;
@@ -172,6 +173,7 @@ pub fn make_parser(
         Protocol::Fix => Box::new(fix::FixParser::new(cfg)),
         Protocol::Dns => Box::new(dns::DnsParser::new(transport, cfg)),
         Protocol::Postgres => Box::new(postgres::PgParser::new(client_dir, cfg)),
-        _ => Box::new(unknown::UnknownParser::new(cfg)),
+        Protocol::Http2 => Box::new(http2::Http2Parser::new(client_dir, cfg)),
+        Protocol::Undetected | Protocol::Unknown => Box::new(unknown::UnknownParser::new(cfg)),
     }
 }

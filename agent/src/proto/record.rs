@@ -12,6 +12,7 @@ use crate::proto::Protocol;
 use crate::proto::dns::DnsMessage;
 use crate::proto::fix::FixMessage;
 use crate::proto::http1::Http1Message;
+use crate::proto::http2::H2Frame;
 use crate::proto::postgres::PgMessages;
 use crate::proto::redis::RedisMessage;
 
@@ -180,6 +181,8 @@ pub enum Body {
     },
     /// One HTTP/1.x request or response.
     Http1(Http1Message),
+    /// One HTTP/2 frame (with decoded headers and gRPC fields).
+    Http2(H2Frame),
     /// A group of PostgreSQL messages (one query or one response).
     Postgres(PgMessages),
     /// One RESP command or reply.
