@@ -41,11 +41,12 @@ impl Span {
 
     fn push_gap(&mut self, len: u64, reason: GapReason) {
         let offset = self.covered();
-        if let Some(last) = self.gaps.last_mut() {
-            if last.reason == reason && last.offset + last.len == offset {
-                last.len += len;
-                return;
-            }
+        if let Some(last) = self.gaps.last_mut()
+            && last.reason == reason
+            && last.offset + last.len == offset
+        {
+            last.len += len;
+            return;
         }
         self.gaps.push(GapMarker {
             offset,
@@ -417,10 +418,10 @@ impl Conn {
                 self.pending.push_back((id, last));
             }
             ExchangeRole::Response => {
-                if let Some(i) = self.pending.iter().position(|p| p.0 == id) {
-                    if let Some((_, req_last)) = self.pending.remove(i) {
-                        latency_ns = Some(first.saturating_sub(req_last));
-                    }
+                if let Some(i) = self.pending.iter().position(|p| p.0 == id)
+                    && let Some((_, req_last)) = self.pending.remove(i)
+                {
+                    latency_ns = Some(first.saturating_sub(req_last));
                 }
             }
         }

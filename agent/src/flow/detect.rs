@@ -168,10 +168,10 @@ pub fn detect(hints: ConnHints, egress: &[u8], ingress: &[u8], final_: bool) -> 
         Role::Server => hints.local_port.map(|p| (p, Direction::Ingress)),
         Role::Unknown => None,
     };
-    if let Some((port, client_dir)) = server_port {
-        if let Some(p) = port_protocol(port, hints.transport) {
-            return Detect::Found(p, client_dir);
-        }
+    if let Some((port, client_dir)) = server_port
+        && let Some(p) = port_protocol(port, hints.transport)
+    {
+        return Detect::Found(p, client_dir);
     }
     if hints.role == Role::Unknown {
         for (port, client_dir) in [

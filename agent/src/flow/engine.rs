@@ -78,10 +78,10 @@ impl FlowEngine {
                 evict(table, &mut ctx, batch);
             }
             table.insert(conn);
-        } else if let FlowEvent::Open(o) = &ev {
-            if let Some(c) = table.get_mut(id) {
-                update_open(c, o);
-            }
+        } else if let FlowEvent::Open(o) = &ev
+            && let Some(c) = table.get_mut(id)
+        {
+            update_open(c, o);
         }
         let Some(conn) = table.get_mut(id) else {
             return;

@@ -302,16 +302,11 @@ impl DirStream {
     /// Declare every byte below `end` that has not arrived a gap with `reason`
     /// (the stream ended there), and move everything in order.
     pub fn fill_to(&mut self, end: u64, reason: GapReason, ts_ns: u64) {
-        loop {
-            match self.ooo.first_key_value() {
-                Some((&first, _)) => {
-                    if first > self.next_pos {
-                        self.push_in_order_gap(first - self.next_pos, reason, ts_ns);
-                    }
-                    self.drain();
-                }
-                None => break,
+        while let Some((&first, _)) = self.ooo.first_key_value() {
+            if first > self.next_pos {
+                self.push_in_order_gap(first - self.next_pos, reason, ts_ns);
             }
+            self.drain();
         }
         if end > self.next_pos {
             self.push_in_order_gap(end - self.next_pos, reason, ts_ns);

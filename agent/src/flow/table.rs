@@ -96,10 +96,10 @@ impl ConnTable {
             .values()
             .filter_map(|e| {
                 let c = &e.conn;
-                if let Some(close) = &c.close {
-                    if close.ts_ns.saturating_add(linger_ns) <= now {
-                        return Some((c.id, true));
-                    }
+                if let Some(close) = &c.close
+                    && close.ts_ns.saturating_add(linger_ns) <= now
+                {
+                    return Some((c.id, true));
                 }
                 (c.last_activity.saturating_add(idle_ns) <= now).then_some((c.id, false))
             })

@@ -403,7 +403,7 @@ fn message_cap_keeps_the_head_and_marks_the_rest() {
     assert_eq!(msgs.len(), 4);
     let capped = msgs[2];
     let kept = capped.raw.0.len() as u64;
-    assert!(kept >= 64 && kept < 64 + 30, "{kept}");
+    assert!((64..64 + 30).contains(&kept), "{kept}");
     assert_eq!(
         capped.gaps,
         vec![GapMarker {

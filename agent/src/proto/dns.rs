@@ -381,20 +381,19 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decode one message; on error, what was decoded so far and the error.
-pub fn decode(msg: &[u8], max_records: usize) -> Result<DnsMessage, (DnsMessage, DnsError)> {
+/// Decode one message: what was decoded, and the error that stopped it.
+pub fn decode(msg: &[u8], max_records: usize) -> (DnsMessage, Option<DnsError>) {
     let mut m = DnsMessage::default();
+    let err = decode_into(msg, max_records, &mut m).err();
+    (m, err)
+}
+
+fn decode_into(msg: &[u8], max_records: usize, m: &mut DnsMessage) -> Result<(), DnsError> {
     let mut r = Reader { msg, at: 0 };
-    let header = (|| -> Result<(), DnsError> {
-        m.id = r.u16("header")?;
-        m.flags = r.u16("header")?;
-        for c in &mut m.counts {
-            *c = r.u16("header")?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = header {
-        return Err((m, e));
+    m.id = r.u16("header")?;
+    m.flags = r.u16("header")?;
+    for c in &mut m.counts {
+        *c = r.u16("header")?;
     }
     m.response = m.flags & 0x8000 != 0;
     m.opcode = ((m.flags >> 11) & 0xF) as u8;
@@ -419,14 +418,11 @@ pub fn decode(msg: &[u8], max_records: usize) -> Result<DnsMessage, (DnsMessage,
                 qclass,
             })
         })();
-        match q {
-            Ok(q) => m.questions.push(q),
-            Err(e) => return Err((m, e)),
-        }
+        m.questions.push(q?);
     }
     if m.records_not_listed > 0 {
         // Sections after unlisted questions cannot be located.
-        return Ok(m);
+        return Ok(());
     }
     for section in 1..4 {
         for _ in 0..m.counts[section] {
@@ -441,11 +437,11 @@ pub fn decode(msg: &[u8], max_records: usize) -> Result<DnsMessage, (DnsMessage,
                     2 => m.authority.push(rec),
                     _ => m.additional.push(rec),
                 },
-                Err(e) => return Err((m, e)),
+                Err(e) => return Err(e),
             }
         }
     }
-    Ok(m)
+    Ok(())
 }
 
 /// DNS parser for one connection.
@@ -464,10 +460,8 @@ impl DnsParser {
     }
 
     fn parsed(&self, msg: &[u8], len: usize) -> Parsed {
-        let (m, error) = match decode(msg, self.max_records) {
-            Ok(m) => (m, None),
-            Err((m, e)) => (m, Some(e.to_string())),
-        };
+        let (m, error) = decode(msg, self.max_records);
+        let error = error.map(|e| e.to_string());
         let role = if m.response {
             ExchangeRole::Response
         } else {
@@ -476,7 +470,7 @@ impl DnsParser {
         Parsed {
             len,
             exchange: (msg.len() >= 2).then_some((u64::from(m.id), role)),
-            body: Body::Dns(m),
+            body: Body::Dns(Box::new(m)),
             error,
         }
     }
@@ -511,7 +505,7 @@ impl Parser for DnsParser {
         if n == 0 {
             return Parse::Message(Parsed {
                 len: 2,
-                body: Body::Dns(DnsMessage::default()),
+                body: Body::Dns(Box::default()),
                 exchange: None,
                 error: Some(DnsError::Empty.to_string()),
             });
@@ -533,9 +527,7 @@ impl Parser for DnsParser {
         } else {
             (&buf[..], None)
         };
-        let m = match decode(msg, self.max_records) {
-            Ok(m) | Err((m, _)) => m,
-        };
+        let (m, _) = decode(msg, self.max_records);
         let role = if m.response {
             ExchangeRole::Response
         } else {
@@ -543,7 +535,7 @@ impl Parser for DnsParser {
         };
         Partial {
             exchange: (msg.len() >= 2).then_some((u64::from(m.id), role)),
-            body: Body::Dns(m),
+            body: Body::Dns(Box::new(m)),
             total,
             complete_at_end: false,
         }

@@ -434,7 +434,7 @@ impl Parser for FixParser {
                 let error = (!m.errors.is_empty()).then(|| m.errors.join("; "));
                 Parse::Message(Parsed {
                     len: end,
-                    body: Body::Fix(m),
+                    body: Body::Fix(Box::new(m)),
                     exchange: None,
                     error,
                 })
@@ -455,7 +455,7 @@ impl Parser for FixParser {
         m.body_length = declared;
         m.errors.push("message incomplete".to_string());
         Partial {
-            body: Body::Fix(m),
+            body: Body::Fix(Box::new(m)),
             exchange: None,
             total,
             complete_at_end: false,

@@ -664,7 +664,7 @@ impl Parser for PgParser {
         let exchange = self.exchange(dir, continued);
         self.continued[i] = true;
         Partial {
-            body: Body::Postgres(scan.group),
+            body: Body::Postgres(Box::new(scan.group)),
             exchange: Some(exchange),
             total,
             complete_at_end: false,
@@ -726,7 +726,7 @@ impl PgParser {
         self.continued[i] = cut;
         Parse::Message(Parsed {
             len: scan.at,
-            body: Body::Postgres(scan.group),
+            body: Body::Postgres(Box::new(scan.group)),
             exchange: Some(exchange),
             error: None,
         })

@@ -182,15 +182,15 @@ pub enum Body {
     /// One HTTP/1.x request or response.
     Http1(Http1Message),
     /// One HTTP/2 frame (with decoded headers and gRPC fields).
-    Http2(H2Frame),
+    Http2(Box<H2Frame>),
     /// A group of PostgreSQL messages (one query or one response).
-    Postgres(PgMessages),
+    Postgres(Box<PgMessages>),
     /// One RESP command or reply.
     Redis(RedisMessage),
     /// One DNS message.
-    Dns(DnsMessage),
+    Dns(Box<DnsMessage>),
     /// One FIX message.
-    Fix(FixMessage),
+    Fix(Box<FixMessage>),
 }
 
 /// One record shipped to the collector.

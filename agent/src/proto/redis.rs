@@ -275,12 +275,11 @@ impl RedisParser {
                         Scan::Done(end) => pos = end,
                         need => return Ok(need),
                     }
-                    if collect {
-                        if let Some(top) = top.as_deref_mut() {
-                            if top.args.len() < MAX_ARGS_LISTED + 1 {
-                                top.args.push((start, pos));
-                            }
-                        }
+                    if collect
+                        && let Some(top) = top.as_deref_mut()
+                        && top.args.len() < MAX_ARGS_LISTED + 1
+                    {
+                        top.args.push((start, pos));
                     }
                 }
                 // An attribute precedes the real value.

@@ -43,7 +43,7 @@ fn parsed(
             body: Body::Dns(m),
             exchange,
             error,
-        }) => (len, m, exchange, error),
+        }) => (len, *m, exchange, error),
         other => panic!("expected a message, got {other:?}"),
     }
 }

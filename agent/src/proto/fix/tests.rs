@@ -13,7 +13,7 @@ fn parse_one(s: &str) -> (usize, FixMessage, Option<String>) {
             body: Body::Fix(m),
             error,
             ..
-        }) => (len, m, error),
+        }) => (len, *m, error),
         other => panic!("expected a message, got {other:?}"),
     }
 }

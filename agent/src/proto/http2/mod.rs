@@ -265,12 +265,12 @@ impl Http2Parser {
         use frame::*;
         let i = dir.index();
         // Only CONTINUATION of the same stream may follow an open header block.
-        if let Some(b) = &self.blocks[i] {
-            if h.kind != CONTINUATION || h.stream != b.stream {
-                self.blocks[i] = None;
-                self.decoders[i].lose_state();
-                return Err(FrameError::Continuation { stream: h.stream }.into());
-            }
+        if let Some(b) = &self.blocks[i]
+            && (h.kind != CONTINUATION || h.stream != b.stream)
+        {
+            self.blocks[i] = None;
+            self.decoders[i].lose_state();
+            return Err(FrameError::Continuation { stream: h.stream }.into());
         }
         let size = |name, expected: usize| -> Result<(), Http2Error> {
             if payload.len() != expected {
@@ -288,15 +288,16 @@ impl Http2Parser {
                 let data = unpad(h.flags, payload)?;
                 f.data_len = Some(data.len() as u32);
                 f.end_stream = h.flags & FLAG_END_STREAM != 0;
-                if let Some(st) = self.streams.get_mut(&h.stream) {
-                    if st.grpc && !st.framing_lost[i] {
-                        let (messages, continuation_bytes) = st.framers[i].feed(data);
-                        f.grpc = Some(GrpcInfo {
-                            messages,
-                            continuation_bytes,
-                            ..GrpcInfo::default()
-                        });
-                    }
+                if let Some(st) = self.streams.get_mut(&h.stream)
+                    && st.grpc
+                    && !st.framing_lost[i]
+                {
+                    let (messages, continuation_bytes) = st.framers[i].feed(data);
+                    f.grpc = Some(GrpcInfo {
+                        messages,
+                        continuation_bytes,
+                        ..GrpcInfo::default()
+                    });
                 }
                 if f.end_stream {
                     self.end(dir, h.stream);
@@ -369,7 +370,7 @@ impl Http2Parser {
             }
             SETTINGS => {
                 f.ack = h.flags & FLAG_ACK != 0;
-                if payload.len() % 6 != 0 {
+                if !payload.len().is_multiple_of(6) {
                     return Err(FrameError::Size {
                         name: "SETTINGS",
                         len: payload.len(),
@@ -447,11 +448,11 @@ impl Parser for Http2Parser {
                 self.preface_pending = false;
                 return Parse::Message(Parsed {
                     len: H2_PREFACE.len(),
-                    body: Body::Http2(H2Frame {
+                    body: Body::Http2(Box::new(H2Frame {
                         preface: true,
                         type_name: "PREFACE",
                         ..H2Frame::default()
-                    }),
+                    })),
                     exchange: None,
                     error: None,
                 });
@@ -480,7 +481,7 @@ impl Parser for Http2Parser {
         };
         Parse::Message(Parsed {
             len: total,
-            body: Body::Http2(f),
+            body: Body::Http2(Box::new(f)),
             exchange,
             error,
         })
@@ -490,7 +491,7 @@ impl Parser for Http2Parser {
         let i = dir.index();
         if buf.len() < HEADER_LEN {
             return Partial {
-                body: Body::Http2(H2Frame::default()),
+                body: Body::Http2(Box::default()),
                 exchange: None,
                 total: None,
                 complete_at_end: false,
@@ -511,7 +512,7 @@ impl Parser for Http2Parser {
             _ => {}
         }
         Partial {
-            body: Body::Http2(Self::frame_shell(&h)),
+            body: Body::Http2(Box::new(Self::frame_shell(&h))),
             exchange: None,
             total: Some((HEADER_LEN + h.len) as u64),
             complete_at_end: false,

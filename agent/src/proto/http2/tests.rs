@@ -44,7 +44,7 @@ fn one(
             body: Body::Http2(f),
             exchange,
             error,
-        }) => (len, f, exchange, error),
+        }) => (len, *f, exchange, error),
         other => panic!("expected a frame, got {other:?}"),
     }
 }

@@ -57,7 +57,7 @@ fn group(p: Parse) -> (usize, PgMessages, Option<(u64, ExchangeRole)>) {
             body: Body::Postgres(g),
             exchange,
             error: None,
-        }) => (len, g, exchange),
+        }) => (len, *g, exchange),
         other => panic!("expected a group, got {other:?}"),
     }
 }
@@ -222,7 +222,7 @@ fn large_results_are_cut_into_continued_records() {
         .collect();
     let all = Bytes::from([rows, msg(b'C', b"SELECT 20\0"), msg(b'Z', b"I")].concat());
     let (n1, g1, ex1) = group(p.parse(Direction::Ingress, &all));
-    assert!(n1 >= 128 && n1 < 200, "{n1}");
+    assert!((128..200).contains(&n1), "{n1}");
     assert!(!g1.continued);
     let (mut at, mut rows, mut records) = (n1, g1.rows, 1);
     while at < all.len() {
