@@ -559,3 +559,172 @@ proptest! {
         prop_assert_eq!(raw + st.overlap_bytes + st.message_cap_bytes, st.data_bytes);
     }
 }
+
+fn udp_open(id: u64, remote_port: u16) -> FlowEvent {
+    FlowEvent::Open(ConnOpen {
+        conn_id: id,
+        ts_ns: 1_000,
+        local: Some(SocketAddr::from(([10, 0, 0, 1], 5353))),
+        remote: Some(SocketAddr::from(([10, 0, 0, 53], remote_port))),
+        transport: Transport::Udp,
+        role: Role::Client,
+        identity: ProcessIdentity::default(),
+    })
+}
+
+#[test]
+fn dns_over_udp_pairs_query_and_response_by_id() {
+    let query =
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01";
+    let mut response = b"\x12\x34\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00".to_vec();
+    response.extend_from_slice(&query[12..]);
+    response.extend_from_slice(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x0e\x10\x00\x04\x5d\xb8\xd8\x22");
+    let mut e = FlowEngine::new(FlowConfig::default());
+    let recs = run(
+        &mut e,
+        vec![
+            udp_open(1, 53),
+            data(1, Direction::Egress, 0, 100, query),
+            data(1, Direction::Ingress, 0, 350, &response),
+            data(1, Direction::Ingress, response.len() as u64, 400, b"\x00"),
+            close(1, query.len() as u64, response.len() as u64 + 1),
+        ],
+    );
+    assert_eq!(recs.len(), 4, "{recs:#?}");
+    assert_eq!(recs[0].protocol, Protocol::Dns);
+    let Body::Dns(q) = &recs[0].body else {
+        panic!()
+    };
+    assert_eq!(q.questions[0].name, "example.com.");
+    assert_eq!(recs[1].exchange.unwrap().latency_ns, Some(250));
+    assert_eq!(recs[1].raw.0, response);
+    // A one-byte datagram is recorded raw as malformed.
+    assert!(matches!(
+        recs[2].body,
+        Body::Unparsed {
+            reason: UnparsedReason::Malformed
+        }
+    ));
+    assert!(recs[2].error.is_some());
+    let Body::Connection(c) = &recs[3].body else {
+        panic!()
+    };
+    assert_eq!(
+        (c.transport, c.ingress.captured),
+        (Transport::Udp, response.len() as u64 + 1)
+    );
+}
+
+#[test]
+fn redis_pipeline_pairs_in_order() {
+    let mut e = FlowEngine::new(FlowConfig::default());
+    let cmds = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+    let recs = run(
+        &mut e,
+        vec![
+            open(1, Role::Client, 6379),
+            data(1, Direction::Egress, 0, 10, cmds),
+            data(1, Direction::Ingress, 0, 30, b"+OK\r\n$1\r"),
+            data(1, Direction::Ingress, 8, 45, b"\nv\r\n"),
+        ],
+    );
+    assert_eq!(recs.len(), 4);
+    assert!(recs.iter().all(|r| r.protocol == Protocol::Redis));
+    let ex: Vec<(u64, ExchangeRole, Option<u64>)> = recs
+        .iter()
+        .map(|r| r.exchange.map(|x| (x.id, x.role, x.latency_ns)).unwrap())
+        .collect();
+    assert_eq!(
+        ex,
+        vec![
+            (0, ExchangeRole::Request, None),
+            (1, ExchangeRole::Request, None),
+            (0, ExchangeRole::Response, Some(20)),
+            (1, ExchangeRole::Response, Some(20))
+        ]
+    );
+    assert_eq!((recs[3].first_ts_ns, recs[3].last_ts_ns), (30, 45));
+}
+
+#[test]
+fn fix_session_with_a_gap_resyncs_on_the_next_message() {
+    let logon = "8=FIX.4.4\x019=69\x0135=A\x0149=CLIENT1\x0156=BROKER1\x0134=1\x0152=20261121-12:00:00.000\x0198=0\x01108=30\x0110=205\x01";
+    let hb = "8=FIX.4.2\x019=57\x0135=0\x0149=CLIENT1\x0156=BROKER1\x0134=3\x0152=20261121-12:00:31.000\x0110=164\x01";
+    let stream = [logon, logon, hb].concat().into_bytes();
+    let l = logon.len() as u64;
+    let mut e = FlowEngine::new(FlowConfig::default());
+    let recs = run(
+        &mut e,
+        vec![
+            open(1, Role::Client, 9876),
+            data(1, Direction::Egress, 0, 1, &stream[..l as usize + 20]),
+            gap(1, Direction::Egress, l + 20, 20),
+            data(1, Direction::Egress, l + 40, 2, &stream[l as usize + 40..]),
+        ],
+    );
+    let kinds: Vec<String> = recs
+        .iter()
+        .map(|r| match &r.body {
+            Body::Fix(m) => format!(
+                "fix:{}:{}",
+                m.msg_type
+                    .as_ref()
+                    .map(|t| t.to_string_lossy())
+                    .unwrap_or_default(),
+                r.gaps.len()
+            ),
+            Body::Gap(_) => "gap".into(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    // The second logon spans the gap (BodyLength known): one record with a
+    // gap marker; its checksum cannot be verified and says so.
+    assert_eq!(kinds, vec!["fix:A:0", "gap", "fix::1", "fix:0:0"]);
+    assert_eq!(recs[2].stream_len, l);
+    assert!(recs[2].error.is_some());
+    assert!(recs[3].error.is_none());
+}
+
+#[test]
+fn postgres_and_http2_are_detected_and_parsed_through_the_engine() {
+    let startup = {
+        let params = b"user\0alice\0\0";
+        let mut m = ((params.len() + 8) as u32).to_be_bytes().to_vec();
+        m.extend_from_slice(&196_608u32.to_be_bytes());
+        m.extend_from_slice(params);
+        m
+    };
+    let mut e = FlowEngine::new(FlowConfig::default());
+    let recs = run(
+        &mut e,
+        vec![
+            open(1, Role::Client, 15432),
+            data(1, Direction::Egress, 0, 1, &startup),
+            data(
+                1,
+                Direction::Ingress,
+                0,
+                2,
+                b"R\x00\x00\x00\x08\x00\x00\x00\x00Z\x00\x00\x00\x05I",
+            ),
+        ],
+    );
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0].protocol, Protocol::Postgres);
+    assert_eq!(recs[1].exchange.unwrap().latency_ns, Some(1));
+
+    let mut h2 = crate::flow::detect::H2_PREFACE.to_vec();
+    h2.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let recs = run(
+        &mut e,
+        vec![
+            open(2, Role::Client, 443),
+            data(2, Direction::Egress, 0, 1, &h2),
+        ],
+    );
+    assert_eq!(recs.len(), 2);
+    assert!(
+        recs.iter()
+            .all(|r| r.protocol == Protocol::Http2 && r.error.is_none())
+    );
+}
