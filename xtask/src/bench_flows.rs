@@ -33,6 +33,9 @@ pub struct Args {
     /// Run in this process even if it was built without optimisations.
     #[arg(long)]
     no_release: bool,
+    /// Run only the scenario with this name.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 struct Scenario {
@@ -83,7 +86,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "{:<12} {:>9} {:>9} {:>11} {:>12} {:>9}  scenario",
         "name", "MiB", "MB/s", "records", "records/s", "ns/rec"
     );
-    for s in &SCENARIOS {
+    for s in SCENARIOS
+        .iter()
+        .filter(|s| args.only.as_deref().is_none_or(|o| o == s.name))
+    {
         let events = generate(s, args.mib << 20, args.connections);
         let bytes: u64 = events
             .iter()

@@ -296,12 +296,16 @@ impl Conn {
     /// incomplete records, and the connection record is emitted last.
     pub fn finish(&mut self, ctx: &mut Ctx<'_>, end: ConnEnd) {
         let ts = self.last_activity;
-        if self.meta.transport == Transport::Tcp {
-            for st in &mut self.dirs {
-                let (target, reason) = match st.kernel_total {
-                    Some(t) => (t.max(st.stream.high_water()), GapReason::MissingAtClose),
-                    None => (st.stream.high_water(), GapReason::MissingAtFlush),
-                };
+        let tcp = self.meta.transport == Transport::Tcp;
+        for st in &mut self.dirs {
+            // Bytes can sit in a UDP connection's stream only if an open
+            // event changed its transport after TCP data arrived.
+            let waiting = st.stream.high_water() > st.stream.next_pos();
+            let (target, reason) = match st.kernel_total {
+                Some(t) if tcp => (t.max(st.stream.high_water()), GapReason::MissingAtClose),
+                _ => (st.stream.high_water(), GapReason::MissingAtFlush),
+            };
+            if tcp || waiting {
                 st.stream.fill_to(target, reason, ts);
             }
         }

@@ -544,7 +544,8 @@ proptest! {
         for (kind, id, eg, pos, bytes) in ops {
             let dir = if eg { Direction::Egress } else { Direction::Ingress };
             let ev = match kind {
-                0 => open(id, Role::Client, 80),
+                0 if pos % 2 == 0 => open(id, Role::Client, 80),
+                0 => udp_open(id, 53),
                 1 => gap(id, dir, pos, bytes.len() as u64),
                 2 => close(id, pos, pos / 2),
                 _ => data(id, dir, pos, pos, &bytes),
@@ -727,4 +728,22 @@ fn postgres_and_http2_are_detected_and_parsed_through_the_engine() {
         recs.iter()
             .all(|r| r.protocol == Protocol::Http2 && r.error.is_none())
     );
+}
+
+/// Found by the reassembly fuzz target: an open event that turns a
+/// connection with out-of-order TCP bytes into UDP must not strand them.
+#[test]
+fn late_udp_open_does_not_strand_buffered_bytes() {
+    let mut e = FlowEngine::new(FlowConfig::default());
+    let mut recs = run(
+        &mut e,
+        vec![
+            data(3, Direction::Egress, 2573, 400, b"0123456789"),
+            udp_open(3, 80),
+        ],
+    );
+    recs.extend(e.shutdown());
+    let raw: usize = recs.iter().map(|r| r.raw.0.len()).sum();
+    assert_eq!(raw, 10);
+    assert_eq!(e.buffered_bytes(), 0);
 }
