@@ -655,8 +655,7 @@ impl Conn {
                     if len < *need_min && len < max_msg && !end_follows {
                         break;
                     }
-                    let buf = d.contiguous().clone();
-                    match parser.parse(dir, &buf) {
+                    match parser.parse(dir, d.contiguous()) {
                         Parse::Message(p) => {
                             *need_min = 0;
                             let n = if p.len == 0 || p.len > len {
@@ -719,7 +718,7 @@ impl Conn {
                                 d.want((*need_min).min(max_msg));
                                 break;
                             }
-                            let partial = parser.interrupted(dir, &buf);
+                            let partial = parser.interrupted(dir, d.contiguous());
                             ctx.stats.incomplete_messages += 1;
                             let pos = d.pos;
                             let (raw, first, last) = d.take(len);

@@ -90,13 +90,13 @@ pub enum Http1Kind {
     Response,
 }
 
-/// One header line (name and value sliced from the raw bytes).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Header {
-    /// Header name as sent.
-    pub name: Text,
-    /// Header value as sent.
-    pub value: Text,
+/// A byte range within a message's head.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    /// Offset from the start of the head.
+    pub start: u32,
+    /// Length.
+    pub len: u32,
 }
 
 /// How the body is delimited.
@@ -115,23 +115,28 @@ pub enum BodyFraming {
     Tunnel,
 }
 
-/// One parsed HTTP/1 message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// One parsed HTTP/1 message. Text fields are spans into `head` (one
+/// shared handle per message instead of one per field); they serialize as
+/// strings.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Http1Message {
     /// Request or response.
     pub kind: Http1Kind,
+    /// Start line and headers as captured (a zero-copy slice of the raw bytes).
+    pub head: Bytes,
     /// Request method.
-    pub method: Option<Text>,
+    pub method: Option<Span>,
     /// Request target.
-    pub target: Option<Text>,
+    pub target: Option<Span>,
     /// Minor version (HTTP/1.0 or HTTP/1.1); `None` if the head was incomplete.
     pub version: Option<u8>,
     /// Response status code.
     pub status: Option<u16>,
     /// Response reason phrase.
-    pub reason: Option<Text>,
-    /// Headers in order (trailers of chunked bodies are in `raw` only).
-    pub headers: Vec<Header>,
+    pub reason: Option<Span>,
+    /// Header names and values in order (trailers of chunked bodies are in
+    /// the raw bytes only).
+    pub headers: Vec<(Span, Span)>,
     /// Bytes of start line and headers: the body starts at this raw offset.
     pub head_len: usize,
     /// Body delimitation.
@@ -144,10 +149,61 @@ pub struct Http1Message {
     pub interim: bool,
 }
 
+#[derive(Serialize)]
+struct HeaderView {
+    name: Text,
+    value: Text,
+}
+
+#[derive(Serialize)]
+struct MessageView<'a> {
+    kind: Http1Kind,
+    method: Option<Text>,
+    target: Option<Text>,
+    version: Option<u8>,
+    status: Option<u16>,
+    reason: Option<Text>,
+    headers: Vec<HeaderView>,
+    head_len: usize,
+    framing: BodyFraming,
+    body_len: u64,
+    request_method: &'a Option<Text>,
+    interim: bool,
+}
+
+impl Serialize for Http1Message {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = |sp: Span| Text(self.slice(sp));
+        MessageView {
+            kind: self.kind,
+            method: self.method.map(text),
+            target: self.target.map(text),
+            version: self.version,
+            status: self.status,
+            reason: self.reason.map(text),
+            headers: self
+                .headers
+                .iter()
+                .map(|&(n, v)| HeaderView {
+                    name: text(n),
+                    value: text(v),
+                })
+                .collect(),
+            head_len: self.head_len,
+            framing: self.framing,
+            body_len: self.body_len,
+            request_method: &self.request_method,
+            interim: self.interim,
+        }
+        .serialize(s)
+    }
+}
+
 impl Http1Message {
     fn empty(kind: Http1Kind) -> Self {
         Http1Message {
             kind,
+            head: Bytes::new(),
             method: None,
             target: None,
             version: None,
@@ -160,6 +216,50 @@ impl Http1Message {
             request_method: None,
             interim: false,
         }
+    }
+
+    /// The bytes of a span (empty if out of range).
+    pub fn bytes(&self, sp: Span) -> &[u8] {
+        let (a, b) = (sp.start as usize, sp.start as usize + sp.len as usize);
+        self.head.get(a..b).unwrap_or(&[])
+    }
+
+    fn slice(&self, sp: Span) -> Bytes {
+        let (a, b) = (sp.start as usize, sp.start as usize + sp.len as usize);
+        if b <= self.head.len() {
+            self.head.slice(a..b)
+        } else {
+            Bytes::new()
+        }
+    }
+
+    /// Request method.
+    pub fn method(&self) -> Option<&[u8]> {
+        self.method.map(|s| self.bytes(s))
+    }
+
+    /// Request target.
+    pub fn target(&self) -> Option<&[u8]> {
+        self.target.map(|s| self.bytes(s))
+    }
+
+    /// Reason phrase.
+    pub fn reason(&self) -> Option<&[u8]> {
+        self.reason.map(|s| self.bytes(s))
+    }
+
+    /// Header (name, value) pairs in order.
+    pub fn header_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers
+            .iter()
+            .map(|&(n, v)| (self.bytes(n), self.bytes(v)))
+    }
+
+    /// First value of the header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.header_pairs()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
     }
 }
 
@@ -211,8 +311,8 @@ impl Http1Parser {
             match cfg.parse_request_with_uninit_headers(&mut req, buf, slots) {
                 Ok(httparse::Status::Complete(n)) => {
                     let mut msg = Http1Message::empty(Http1Kind::Request);
-                    msg.method = req.method.map(|m| Text(buf.slice_ref(m.as_bytes())));
-                    msg.target = req.path.map(|p| Text(buf.slice_ref(p.as_bytes())));
+                    msg.method = req.method.map(|m| span(buf, m.as_bytes()));
+                    msg.target = req.path.map(|p| span(buf, p.as_bytes()));
                     msg.version = req.version;
                     (n, msg, convert(buf, req.headers))
                 }
@@ -225,7 +325,7 @@ impl Http1Parser {
                 Ok(httparse::Status::Complete(n)) => {
                     let mut msg = Http1Message::empty(Http1Kind::Response);
                     msg.status = resp.code;
-                    msg.reason = resp.reason.map(|r| Text(buf.slice_ref(r.as_bytes())));
+                    msg.reason = resp.reason.map(|r| span(buf, r.as_bytes()));
                     msg.version = resp.version;
                     (n, msg, convert(buf, resp.headers))
                 }
@@ -234,6 +334,7 @@ impl Http1Parser {
             }
         };
         msg.head_len = n;
+        msg.head = buf.slice(..n);
         msg.headers = headers;
         let exchange = self.framing(&mut msg)?;
         Ok(Some(Pending {
@@ -273,21 +374,19 @@ impl Http1Parser {
         let mut length: Option<u64> = None;
         let mut chunked = false;
         let mut te = false;
-        for h in &msg.headers {
-            let name = &h.name.0[..];
+        for (name, value) in msg.header_pairs() {
             if name.eq_ignore_ascii_case(b"content-length") {
-                let v = parse_decimal(&h.value.0).ok_or_else(|| Http1Error::ContentLength {
-                    value: h.value.to_string_lossy(),
-                })?;
+                let bad = || Http1Error::ContentLength {
+                    value: String::from_utf8_lossy(value).into_owned(),
+                };
+                let v = parse_decimal(value).ok_or_else(bad)?;
                 if length.is_some_and(|l| l != v) {
-                    return Err(Http1Error::ContentLength {
-                        value: h.value.to_string_lossy(),
-                    });
+                    return Err(bad());
                 }
                 length = Some(v);
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 te = true;
-                let last = h.value.0.rsplit(|b| *b == b',').next().unwrap_or(&[]);
+                let last = value.rsplit(|b| *b == b',').next().unwrap_or(&[]);
                 chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
             }
         }
@@ -310,7 +409,7 @@ impl Http1Parser {
                     self.methods.pop_front();
                 }
                 self.methods
-                    .push_back(msg.method.clone().unwrap_or_default());
+                    .push_back(msg.method.map(|m| Text(msg.slice(m))).unwrap_or_default());
                 let id = self.next_request;
                 self.next_request += 1;
                 Ok(Some((id, ExchangeRole::Request)))
@@ -415,21 +514,26 @@ impl Http1Parser {
 }
 
 fn te_value(msg: &Http1Message) -> String {
-    msg.headers
-        .iter()
-        .filter(|h| h.name.0.eq_ignore_ascii_case(b"transfer-encoding"))
-        .map(|h| h.value.to_string_lossy())
+    msg.header_pairs()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"transfer-encoding"))
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-fn convert(buf: &Bytes, headers: &[httparse::Header<'_>]) -> Vec<Header> {
+/// The span of `part` (a sub-slice of `buf`) relative to `buf`'s start.
+fn span(buf: &[u8], part: &[u8]) -> Span {
+    let start = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
+    Span {
+        start: u32::try_from(start).unwrap_or(u32::MAX),
+        len: u32::try_from(part.len()).unwrap_or(0),
+    }
+}
+
+fn convert(buf: &[u8], headers: &[httparse::Header<'_>]) -> Vec<(Span, Span)> {
     headers
         .iter()
-        .map(|h| Header {
-            name: Text(buf.slice_ref(h.name.as_bytes())),
-            value: Text(buf.slice_ref(h.value)),
-        })
+        .map(|h| (span(buf, h.name.as_bytes()), span(buf, h.value)))
         .collect()
 }
 
