@@ -238,6 +238,15 @@ impl Conn {
             .insert_data(pos, ts, data, ctx.cfg.max_reorder_bytes);
         ctx.stats.overlap_bytes += out.overlap;
         ctx.stats.reorder_overflows += out.overflow_gaps;
+        if out.overlap > 0 {
+            tracing::debug!(
+                conn_id = self.id,
+                ?dir,
+                pos,
+                bytes = out.overlap,
+                "overlapping capture data; first copy kept"
+            );
+        }
         self.advance(ctx, false);
     }
 
@@ -659,6 +668,7 @@ impl Conn {
                         Parse::Message(p) => {
                             *need_min = 0;
                             let n = if p.len == 0 || p.len > len {
+                                tracing::warn!(conn_id = self.id, protocol = ?self.protocol, len = p.len, "parser broke its contract; bytes recorded raw");
                                 ctx.stats.parser_contract_violations += 1;
                                 *sync = SyncState::Desynced;
                                 len

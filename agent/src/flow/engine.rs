@@ -57,8 +57,17 @@ impl FlowEngine {
     pub fn push_into(&mut self, ev: FlowEvent, out: &mut Vec<Record>) {
         self.stats.events += 1;
         let id = ev.conn_id();
+        if let Err(e) = ev.validate() {
+            tracing::warn!(conn_id = id, error = %e, "invalid capture event recorded raw");
+            self.stats.invalid_events += 1;
+            let error = e.to_string();
+            self.orphan(ev, error, out);
+            return;
+        }
         if id == 0 {
-            self.untracked(ev, out);
+            self.stats.untracked_events += 1;
+            let error = "event for an untracked connection (conn_id 0)".to_string();
+            self.orphan(ev, error, out);
             return;
         }
         let ts = ev.ts_ns();
@@ -156,16 +165,25 @@ impl FlowEngine {
         out
     }
 
-    fn untracked(&mut self, ev: FlowEvent, out: &mut Vec<Record>) {
-        self.stats.untracked_events += 1;
+    /// An event that cannot join a connection: recorded as is, with why.
+    fn orphan(&mut self, ev: FlowEvent, error: String, out: &mut Vec<Record>) {
+        let ev_conn = ev.conn_id();
+        let orphan = Body::Unparsed {
+            reason: UnparsedReason::Orphan,
+        };
         let (direction, pos, ts, raw, gaps, body, len) = match ev {
             FlowEvent::Data(c) => {
                 self.stats.data_bytes += c.data.len() as u64;
                 let len = c.data.len() as u64;
-                let body = Body::Unparsed {
-                    reason: UnparsedReason::Orphan,
-                };
-                (c.direction, c.pos, c.ts_ns, c.data, Vec::new(), body, len)
+                (
+                    Some(c.direction),
+                    c.pos,
+                    c.ts_ns,
+                    c.data,
+                    Vec::new(),
+                    orphan,
+                    len,
+                )
             }
             FlowEvent::Gap(g) => {
                 self.stats.gap_records += 1;
@@ -180,7 +198,7 @@ impl FlowEngine {
                     reason: g.reason,
                 });
                 (
-                    g.direction,
+                    Some(g.direction),
                     g.pos,
                     g.ts_ns,
                     Bytes::new(),
@@ -189,13 +207,13 @@ impl FlowEngine {
                     g.len,
                 )
             }
-            // Open and close of an untracked socket carry no bytes.
-            FlowEvent::Open(_) | FlowEvent::Close(_) => return,
+            FlowEvent::Close(c) => (None, 0, c.ts_ns, Bytes::new(), Vec::new(), orphan, 0),
+            FlowEvent::Open(o) => (None, 0, o.ts_ns, Bytes::new(), Vec::new(), orphan, 0),
         };
         self.stats.records += 1;
         out.push(Record {
-            conn_id: 0,
-            direction: Some(direction),
+            conn_id: ev_conn,
+            direction,
             protocol: Protocol::Undetected,
             first_ts_ns: ts,
             last_ts_ns: ts,
@@ -204,7 +222,7 @@ impl FlowEngine {
             raw: Raw(raw),
             gaps,
             exchange: None,
-            error: Some("event for an untracked connection (conn_id 0)".to_string()),
+            error: Some(error),
             body,
         });
     }
@@ -223,6 +241,11 @@ fn update_open(conn: &mut Conn, open: &ConnOpen) {
 fn evict(table: &mut ConnTable, ctx: &mut Ctx<'_>, n: usize) {
     for id in table.oldest(n) {
         if let Some(mut conn) = table.remove(id) {
+            tracing::debug!(
+                conn_id = id,
+                buffered = conn.buffered(),
+                "evicting connection to stay within caps"
+            );
             ctx.stats.connections_evicted += 1;
             ctx.stats.evicted_buffered_bytes += conn.buffered() as u64;
             conn.finish(ctx, ConnEnd::Evicted);

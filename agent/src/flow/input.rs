@@ -12,6 +12,37 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use serde::Serialize;
 
+/// Highest stream position accepted: keeps all position arithmetic far from
+/// overflow (2^62 bytes is ~4.6 EB per direction).
+pub const MAX_STREAM_POS: u64 = 1 << 62;
+
+/// Why an event cannot be used as given.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InputError {
+    /// A data or gap event ends past [`MAX_STREAM_POS`].
+    #[error("conn {conn_id}: position {pos} + length {len} is past the stream limit 2^62")]
+    Position {
+        /// Connection.
+        conn_id: u64,
+        /// Position of the event.
+        pos: u64,
+        /// Length of the event.
+        len: u64,
+    },
+    /// A close event whose final counts are past [`MAX_STREAM_POS`].
+    #[error(
+        "conn {conn_id}: close totals tx {tx_total} / rx {rx_total} are past the stream limit 2^62"
+    )]
+    Totals {
+        /// Connection.
+        conn_id: u64,
+        /// Egress total.
+        tx_total: u64,
+        /// Ingress total.
+        rx_total: u64,
+    },
+}
+
 /// Direction of bytes from the point of view of the local (traced) process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -185,6 +216,31 @@ impl FlowEvent {
             FlowEvent::Data(e) => e.conn_id,
             FlowEvent::Gap(e) => e.conn_id,
             FlowEvent::Close(e) => e.conn_id,
+        }
+    }
+
+    /// Check positions and totals are in range.
+    pub fn validate(&self) -> Result<(), InputError> {
+        let end = |pos: u64, len: u64| pos.checked_add(len).is_some_and(|e| e <= MAX_STREAM_POS);
+        match self {
+            FlowEvent::Data(d) if !end(d.pos, d.data.len() as u64) => Err(InputError::Position {
+                conn_id: d.conn_id,
+                pos: d.pos,
+                len: d.data.len() as u64,
+            }),
+            FlowEvent::Gap(g) if !end(g.pos, g.len) => Err(InputError::Position {
+                conn_id: g.conn_id,
+                pos: g.pos,
+                len: g.len,
+            }),
+            FlowEvent::Close(c) if c.tx_total > MAX_STREAM_POS || c.rx_total > MAX_STREAM_POS => {
+                Err(InputError::Totals {
+                    conn_id: c.conn_id,
+                    tx_total: c.tx_total,
+                    rx_total: c.rx_total,
+                })
+            }
+            _ => Ok(()),
         }
     }
 

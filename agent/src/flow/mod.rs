@@ -1,6 +1,8 @@
 //! Flow reassembly: capture events in, ordered per-direction streams with
 //! explicit gaps, protocol detection, and records out.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod conn;
 pub mod detect;

@@ -40,6 +40,9 @@ pub struct FlowStats {
     /// Gap bytes announced over bytes already received or already announced
     /// missing (contract violation; the earlier information is kept).
     pub overlap_gap_bytes: u64,
+    /// Events with positions or totals out of range (became raw records
+    /// with the reason).
+    pub invalid_events: u64,
     /// Events with conn_id 0 (untracked by capture; became raw records).
     pub untracked_events: u64,
     /// Messages recorded as malformed by a parser.

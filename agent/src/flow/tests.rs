@@ -747,3 +747,28 @@ fn late_udp_open_does_not_strand_buffered_bytes() {
     assert_eq!(raw, 10);
     assert_eq!(e.buffered_bytes(), 0);
 }
+
+#[test]
+fn out_of_range_positions_are_recorded_with_the_reason() {
+    let mut e = FlowEngine::new(FlowConfig::default());
+    let recs = run(
+        &mut e,
+        vec![
+            data(1, Direction::Egress, u64::MAX - 2, 1, b"abcd"),
+            gap(1, Direction::Ingress, crate::flow::input::MAX_STREAM_POS, 1),
+            close(1, u64::MAX, 0),
+        ],
+    );
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs[0].raw.0, &b"abcd"[..]);
+    assert!(
+        recs[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("past the stream limit")
+    );
+    assert!(recs.iter().all(|r| r.conn_id == 1 && r.error.is_some()));
+    assert_eq!(e.stats().invalid_events, 3);
+    assert_eq!(e.connections(), 0);
+}

@@ -2,6 +2,8 @@
 //! reassembled, gap-free bytes and reports how many bytes a message took; the
 //! flow engine cuts those bytes out as the record's raw bytes.
 
+#![warn(missing_docs)]
+
 pub mod dns;
 pub mod fix;
 pub mod http1;
