@@ -284,6 +284,9 @@ pub struct Http1Parser {
     methods: VecDeque<Text>,
     tunnel: bool,
     pending: [Option<Pending>; 2],
+    /// Bytes of an incomplete head already searched for its blank line, so
+    /// a head arriving in small pieces is scanned once, not once per piece.
+    head_scanned: [usize; 2],
 }
 
 impl Http1Parser {
@@ -298,6 +301,7 @@ impl Http1Parser {
             methods: VecDeque::new(),
             tunnel: false,
             pending: [None, None],
+            head_scanned: [0, 0],
         }
     }
 
@@ -552,6 +556,19 @@ fn parse_decimal(v: &[u8]) -> Option<u64> {
     Some(n)
 }
 
+/// A blank line (`\n\n` or `\n\r\n`) may end in `buf` after the first
+/// `from` bytes, which were already searched.
+fn blank_line_from(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(2);
+    memchr::memchr_iter(b'\n', &buf[start.min(buf.len())..]).any(|i| {
+        let rest = &buf[start + i + 1..];
+        rest.first() == Some(&b'\n')
+            || rest.starts_with(b"\r\n")
+            || rest.is_empty()
+            || rest == b"\r"
+    })
+}
+
 /// `b` starts like one of `pats`: fully, or `b` is a prefix of it.
 fn starts_like(b: &[u8], pats: &[&[u8]]) -> bool {
     pats.iter().any(|p| {
@@ -577,17 +594,37 @@ impl Parser for Http1Parser {
             });
         }
         let i = dir.index();
+        let scanned = self.head_scanned[i];
+        if self.pending[i].is_none()
+            && scanned > 0
+            && scanned < self.max_head
+            && !blank_line_from(buf, scanned)
+        {
+            self.head_scanned[i] = buf.len();
+            return Parse::Need {
+                min_len: buf.len() + 1,
+                total: None,
+            };
+        }
         let mut p = match self.pending[i].take() {
-            Some(p) => p,
+            Some(p) => {
+                self.head_scanned[i] = 0;
+                p
+            }
             None => match self.parse_head(dir, buf) {
-                Ok(Some(p)) => p,
+                Ok(Some(p)) => {
+                    self.head_scanned[i] = 0;
+                    p
+                }
                 Ok(None) => {
+                    self.head_scanned[i] = buf.len();
                     return Parse::Need {
                         min_len: buf.len() + 1,
                         total: None,
                     };
                 }
                 Err(e) => {
+                    self.head_scanned[i] = 0;
                     let len = memchr::memmem::find(buf, b"\r\n\r\n").map_or(buf.len(), |i| i + 4);
                     return Parse::Invalid {
                         len: len.max(1),
@@ -656,6 +693,7 @@ impl Parser for Http1Parser {
 
     fn interrupted(&mut self, dir: Direction, buf: &Bytes) -> Partial {
         let i = dir.index();
+        self.head_scanned[i] = 0;
         let pending = match self.pending[i].take() {
             Some(p) => Some(p),
             None => self.parse_head(dir, buf).ok().flatten(),
@@ -712,6 +750,7 @@ impl Parser for Http1Parser {
 
     fn gap(&mut self, dir: Direction) {
         self.pending[dir.index()] = None;
+        self.head_scanned[dir.index()] = 0;
         // Pairing across a gap is unknowable: restart both counters in step.
         self.methods.clear();
         let n = self.next_request.max(self.next_response);

@@ -250,3 +250,28 @@ proptest! {
         if let Some(off) = p.resync(dir, &buf) { prop_assert!(off <= buf.len()); }
     }
 }
+
+/// A head arriving a byte at a time is searched once, and still parses.
+#[test]
+fn head_in_tiny_pieces_parses_once_complete() {
+    let full = Bytes::from_static(b"GET /a HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n");
+    let mut p = parser();
+    for n in 1..full.len() {
+        match p.parse(Direction::Egress, &full.slice(..n)) {
+            Parse::Need { min_len, .. } => assert_eq!(min_len, n + 1),
+            other => panic!("at {n}: {other:?}"),
+        }
+    }
+    let (len, m, _, _) = msg(p.parse(Direction::Egress, &full));
+    assert_eq!((len, m.method()), (full.len(), Some(&b"GET"[..])));
+    // Bare LF line endings are found too.
+    let lf = Bytes::from_static(b"GET /b HTTP/1.1\nHost: y\n\n");
+    for n in 1..lf.len() {
+        assert!(matches!(
+            p.parse(Direction::Egress, &lf.slice(..n)),
+            Parse::Need { .. }
+        ));
+    }
+    let (len, _, _, _) = msg(p.parse(Direction::Egress, &lf));
+    assert_eq!(len, lf.len());
+}
