@@ -260,11 +260,20 @@ impl FixParser {
         }
     }
 
-    fn fields(&self, msg: &Bytes, body_start: usize, trailer: usize, out: &mut FixMessage) {
+    /// Parse the fields in `msg[..end]` (`end` at the SOH ending the last
+    /// field); `complete` says whether required fields must all be there.
+    fn fields(
+        &self,
+        msg: &Bytes,
+        body_start: usize,
+        end: usize,
+        complete: bool,
+        out: &mut FixMessage,
+    ) {
         let mut errors: Vec<FixError> = Vec::new();
         let mut at = 0;
         let mut index = 0usize;
-        for field in msg[..trailer + TRAILER_LEN - 1].split(|b| *b == SOH) {
+        for field in msg[..end].split(|b| *b == SOH) {
             let offset = at;
             at += field.len() + 1;
             let Some(eq) = memchr::memchr(b'=', field) else {
@@ -312,7 +321,7 @@ impl FixParser {
         if out.fields.len() > self.max_fields {
             out.fields.pop();
         }
-        for tag in [35, 49, 56, 34, 52] {
+        for tag in [35, 49, 56, 34, 52].into_iter().filter(|_| complete) {
             let present = match tag {
                 35 => out.msg_type.is_some(),
                 49 => out.sender_comp_id.is_some(),
@@ -377,7 +386,7 @@ impl FixParser {
                 .to_string(),
             );
         }
-        self.fields(&msg, body_start, trailer, &mut m);
+        self.fields(&msg, body_start, trailer + TRAILER_LEN - 1, true, &mut m);
         m
     }
 
@@ -454,6 +463,11 @@ impl Parser for FixParser {
         let mut m = Self::empty(begin);
         m.body_length = declared;
         m.errors.push("message incomplete".to_string());
+        // Fields wholly before the cut are still evidence.
+        if let Some(last) = memchr::memrchr(SOH, buf) {
+            let body_start = Self::prefix(buf).ok().flatten().map_or(0, |p| p.1);
+            self.fields(buf, body_start, last, false, &mut m);
+        }
         Partial {
             body: Body::Fix(Box::new(m)),
             exchange: None,

@@ -148,6 +148,14 @@ fn partial_messages_wait_with_total_and_garbage_is_invalid() {
     }
     let part = p.interrupted(Direction::Egress, &all.slice(..40));
     assert_eq!(part.total, Some(NEW_ORDER.len() as u64));
+    let Body::Fix(m) = part.body else { panic!() };
+    // "8=FIX.4.4|9=134|35=D|49=CLIENT1|56=BROK": fields before the cut.
+    assert_eq!(
+        (m.msg_type_name, m.sender_comp_id.unwrap()),
+        (Some("NewOrderSingle"), Text::from_static("CLIENT1"))
+    );
+    assert_eq!(m.fields.len(), 4);
+    assert_eq!(m.errors, vec!["message incomplete".to_string()]);
     match p.parse(Direction::Egress, &soh(&format!("junk|{LOGON}"))) {
         Parse::Invalid { len, error } => assert_eq!(
             (len, error.as_str()),
