@@ -97,6 +97,7 @@ enum Scan {
     Need(usize),
 }
 
+#[derive(Debug)]
 struct Top {
     type_byte: u8,
     header_end: usize,
@@ -111,6 +112,21 @@ pub struct RedisParser {
     max_depth: usize,
     max_elements: usize,
     next: [u64; 2],
+    /// Progress through a top-level aggregate still arriving, so its
+    /// elements are scanned once however small the pieces it arrives in.
+    resume: [Option<Resume>; 2],
+}
+
+/// Where scanning of a top-level array, set, push or map stopped.
+#[derive(Debug)]
+struct Resume {
+    top: Top,
+    /// Offset of the next element.
+    pos: usize,
+    /// Elements already scanned.
+    done: i64,
+    /// Element count so far (for the cap).
+    elems: usize,
 }
 
 fn type_name(b: u8) -> &'static str {
@@ -177,6 +193,7 @@ impl RedisParser {
             max_depth: cfg.max_resp_depth.max(1),
             max_elements: cfg.max_resp_elements.max(1),
             next: [0, 0],
+            resume: [None, None],
         }
     }
 
@@ -291,6 +308,88 @@ impl RedisParser {
         }
     }
 
+    /// The header line of a top-level aggregate: the offset after it, or
+    /// `None` when the whole value should be scanned at once (null, partial
+    /// header line).
+    fn header(
+        &self,
+        buf: &[u8],
+        elems: &mut usize,
+        top: &mut Top,
+    ) -> Result<Option<usize>, RespError> {
+        let Some(cr) = find_crlf(buf, 1) else {
+            return Ok(None);
+        };
+        let n = parse_int(&buf[1..cr]).ok_or(RespError::Number { offset: 1 })?;
+        if n < 0 {
+            return Ok(None);
+        }
+        let items = if buf[0] == b'%' {
+            n.saturating_mul(2)
+        } else {
+            n
+        };
+        if items > self.max_elements as i64 {
+            return Err(RespError::TooManyElements {
+                max: self.max_elements,
+            });
+        }
+        *elems = 1;
+        top.type_byte = buf[0];
+        top.header_end = cr;
+        top.count = Some(n);
+        Ok(Some(cr + 2))
+    }
+
+    /// Scan the elements of a top-level aggregate from element `done` at
+    /// `pos`; on running out of bytes, remember where for the next call.
+    fn elements(
+        &mut self,
+        dir: Direction,
+        buf: &[u8],
+        mut pos: usize,
+        mut done: i64,
+        mut elems: usize,
+        top: &mut Top,
+    ) -> Result<Scan, RespError> {
+        let n = top.count.unwrap_or(0);
+        let items = if top.type_byte == b'%' {
+            n.saturating_mul(2)
+        } else {
+            n
+        };
+        while done < items {
+            let start = pos;
+            match self.value(buf, pos, 2, &mut elems, &mut None)? {
+                Scan::Done(end) => pos = end,
+                Scan::Need(min) => {
+                    let top = std::mem::replace(
+                        top,
+                        Top {
+                            type_byte: 0,
+                            header_end: 0,
+                            count: None,
+                            args: Vec::new(),
+                            collect_args: false,
+                        },
+                    );
+                    self.resume[dir.index()] = Some(Resume {
+                        top,
+                        pos,
+                        done,
+                        elems,
+                    });
+                    return Ok(Scan::Need(min));
+                }
+            }
+            if top.collect_args && top.args.len() < MAX_ARGS_LISTED + 1 {
+                top.args.push((start, pos));
+            }
+            done += 1;
+        }
+        Ok(Scan::Done(pos))
+    }
+
     fn inline(&self, buf: &Bytes) -> Result<Scan, RespError> {
         match memchr::memchr(b'\n', buf) {
             Some(i) => Ok(Scan::Done(i + 1)),
@@ -386,8 +485,25 @@ impl Parser for RedisParser {
             args: Vec::new(),
             collect_args: client,
         };
+        let resumable = matches!(first, b'*' | b'~' | b'>' | b'%');
         let scan = if inline {
             self.inline(buf)
+        } else if resumable {
+            match self.resume[dir.index()].take() {
+                Some(r) => {
+                    top = r.top;
+                    self.elements(dir, buf, r.pos, r.done, r.elems, &mut top)
+                }
+                None => {
+                    let mut elems = 0;
+                    // Scan the header alone, then the elements resumably.
+                    match self.header(buf, &mut elems, &mut top) {
+                        Ok(Some(after)) => self.elements(dir, buf, after, 0, elems, &mut top),
+                        Ok(None) => self.value(buf, 0, 1, &mut elems, &mut Some(&mut top)),
+                        Err(e) => Err(e),
+                    }
+                }
+            }
         } else {
             let mut elems = 0;
             self.value(buf, 0, 1, &mut elems, &mut Some(&mut top))
@@ -433,6 +549,7 @@ impl Parser for RedisParser {
     }
 
     fn interrupted(&mut self, dir: Direction, buf: &Bytes) -> Partial {
+        self.resume[dir.index()] = None;
         let client = dir == self.client_dir;
         let first = buf.first().copied().unwrap_or(b'*');
         let msg = RedisMessage {
@@ -489,7 +606,8 @@ impl Parser for RedisParser {
             .find(|&i| i < buf.len() && i >= 2 && buf[i - 2] == b'\r' && ok(buf[i]))
     }
 
-    fn gap(&mut self, _dir: Direction) {
+    fn gap(&mut self, dir: Direction) {
+        self.resume[dir.index()] = None;
         // Ordinals can no longer be matched: restart both in step.
         let n = self.next[0].max(self.next[1]);
         self.next = [n, n];
@@ -656,6 +774,46 @@ mod tests {
         ));
         assert_eq!(p.resync(Direction::Ingress, b"lo\r\n:5\r\n"), Some(4));
         assert_eq!(p.resync(Direction::Egress, b"xx\r\n*1\r\n"), Some(4));
+    }
+
+    /// A large reply arriving in small pieces is scanned resumably and gives
+    /// the same message as when it arrives whole.
+    #[test]
+    fn large_array_in_small_pieces() {
+        let mut reply = b"*1000\r\n".to_vec();
+        for i in 0..1000 {
+            reply.extend_from_slice(
+                format!("${}\r\nitem{i}\r\n", 4 + i.to_string().len()).as_bytes(),
+            );
+        }
+        let all = Bytes::from(reply);
+        let whole = msg(parser().parse(Direction::Ingress, &all));
+        let mut p = parser();
+        let mut n = 7;
+        while n < all.len() {
+            match p.parse(Direction::Ingress, &all.slice(..n)) {
+                Parse::Need { min_len, .. } => assert!(min_len > n),
+                other => panic!("at {n}: {other:?}"),
+            }
+            assert!(p.resume[1].is_some() || n < 8);
+            n += 7;
+        }
+        assert_eq!(msg(p.parse(Direction::Ingress, &all)), whole);
+        assert_eq!(whole.1.elements, Some(1000));
+        // Commands keep their arguments when resumed.
+        let cmd = Bytes::from_static(b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\n");
+        let mut p = parser();
+        for n in 1..cmd.len() {
+            assert!(matches!(
+                p.parse(Direction::Egress, &cmd.slice(..n)),
+                Parse::Need { .. }
+            ));
+        }
+        let (_, m, _) = msg(p.parse(Direction::Egress, &cmd));
+        assert_eq!(
+            (m.command.unwrap(), m.args.len()),
+            (Text::from_static("SET"), 2)
+        );
     }
 
     proptest! {
