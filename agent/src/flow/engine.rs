@@ -15,6 +15,26 @@ use crate::proto::record::{Body, ConnEnd, GapInfo, GapMarker, Raw, Record, Unpar
 /// Drive it with [`FlowEngine::push`] for every capture event and call
 /// [`FlowEngine::flush_idle`] periodically (e.g. every second) with the
 /// current kernel CLOCK_BOOTTIME; [`FlowEngine::shutdown`] flushes the rest.
+///
+/// ```
+/// use bytes::Bytes;
+/// use wiretrail_agent::flow::input::{DataChunk, Direction, FlowEvent};
+/// use wiretrail_agent::flow::{FlowConfig, FlowEngine};
+/// use wiretrail_agent::proto::record::Body;
+///
+/// let mut engine = FlowEngine::new(FlowConfig::default());
+/// let records = engine.push(FlowEvent::Data(DataChunk {
+///     conn_id: 7,
+///     direction: Direction::Egress,
+///     pos: 0,
+///     ts_ns: 1_000,
+///     data: Bytes::from_static(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+/// }));
+/// assert!(matches!(records[0].body, Body::Http1(_)));
+/// // Later, from a timer: finish idle and lingering connections.
+/// let flushed = engine.flush_idle(1_000 + 301 * 1_000_000_000);
+/// assert!(matches!(flushed[0].body, Body::Connection(_)));
+/// ```
 pub struct FlowEngine {
     cfg: FlowConfig,
     table: ConnTable,

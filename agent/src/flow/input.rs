@@ -6,6 +6,18 @@
 //! from different CPUs) but never duplicated. Bytes that capture knows it could
 //! not deliver are announced with a [`GapEvent`]. For UDP every chunk is one
 //! datagram.
+//!
+//! Mapping from the kernel's `wiretrail_common::event` records:
+//!
+//! | kernel event | flow event |
+//! | --- | --- |
+//! | `KIND_CONNECT` / `KIND_ACCEPT` | [`FlowEvent::Open`], role `Client` / `Server` |
+//! | first event with `FLAG_MIDSTREAM` | [`FlowEvent::Open`] with role `Unknown` (or just data: the engine adopts unannounced connections) |
+//! | `KIND_DATA` | [`FlowEvent::Data`] (`DIR_EGRESS` → `Egress`, `DIR_INGRESS` → `Ingress`) |
+//! | `KIND_TRUNCATED` | [`FlowEvent::Gap`], reason `Truncated`, or `Unreadable` with `FLAG_UNREADABLE` |
+//! | ring buffer loss (`STAT_LOST_*`) with known positions | [`FlowEvent::Gap`], reason `Lost` |
+//! | `KIND_CLOSE` | [`FlowEvent::Close`] with the final `tx_total` / `rx_total` |
+//! | `FLAG_UNTRACKED` (`conn_id` 0) | any event with `conn_id` 0: recorded raw, not reassembled |
 
 use std::net::SocketAddr;
 
