@@ -9,6 +9,10 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    let transport = if first & 1 == 0 { Transport::Udp } else { Transport::Tcp };
+    let transport = if first & 1 == 0 {
+        Transport::Udp
+    } else {
+        Transport::Tcp
+    };
     wiretrail_fuzz::drive_parser(Protocol::Dns, transport, rest);
 });

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use wiretrail_agent::flow::input::{
-    ConnClose, ConnOpen, DataChunk, Direction, FlowEvent, GapEvent, GapReason, ProcessIdentity, Role, Transport,
+    ConnClose, ConnOpen, DataChunk, Direction, FlowEvent, GapEvent, GapReason, ProcessIdentity,
+    Role, Transport,
 };
 use wiretrail_agent::flow::{FlowConfig, FlowEngine};
 use wiretrail_agent::proto::{Parse, ProtoConfig, Protocol, make_parser};
@@ -41,7 +42,11 @@ pub fn drive_parser(protocol: Protocol, transport: Transport, data: &[u8]) {
     let mut rest = data;
     while let Some((&c, tail)) = rest.split_first() {
         rest = tail;
-        let dir = if c & 1 == 0 { Direction::Egress } else { Direction::Ingress };
+        let dir = if c & 1 == 0 {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
         let i = dir.index();
         match (c >> 1) & 3 {
             0 | 1 => {
@@ -90,7 +95,10 @@ pub fn drive_parser(protocol: Protocol, transport: Transport, data: &[u8]) {
             let b = Bytes::copy_from_slice(&buf[i]);
             match p.parse(dir, &b) {
                 Parse::Message(m) => {
-                    assert!(m.len >= 1 && m.len <= b.len(), "message length out of bounds");
+                    assert!(
+                        m.len >= 1 && m.len <= b.len(),
+                        "message length out of bounds"
+                    );
                     buf[i].drain(..m.len);
                 }
                 Parse::Invalid { len, .. } => {
@@ -147,7 +155,11 @@ pub fn drive_engine(data: &[u8]) {
         rest = tail;
         ts += 100;
         let conn = u64::from(h[1] % 5);
-        let dir = if h[0] & 1 == 0 { Direction::Egress } else { Direction::Ingress };
+        let dir = if h[0] & 1 == 0 {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
         let pos = u64::from(u16::from_be_bytes([h[2], h[3]]));
         let len = usize::from(h[4]);
         let ev = match (h[0] >> 1) % 8 {
@@ -159,7 +171,11 @@ pub fn drive_engine(data: &[u8]) {
                     ts_ns: ts,
                     local: Some(SocketAddr::from(([127, 0, 0, 1], 40_000))),
                     remote: Some(SocketAddr::from(([127, 0, 0, 1], remote))),
-                    transport: if h[3] & 1 == 0 { Transport::Tcp } else { Transport::Udp },
+                    transport: if h[3] & 1 == 0 {
+                        Transport::Tcp
+                    } else {
+                        Transport::Udp
+                    },
                     role: [Role::Client, Role::Server, Role::Unknown][usize::from(h[3] >> 1) % 3],
                     identity: ProcessIdentity::default(),
                 })
@@ -202,5 +218,9 @@ pub fn drive_engine(data: &[u8]) {
     assert_eq!(e.buffered_bytes(), 0, "bytes left buffered after shutdown");
     let raw: u64 = out.iter().map(|r| r.raw.0.len() as u64).sum();
     let st = e.stats();
-    assert_eq!(raw + st.overlap_bytes + st.message_cap_bytes, st.data_bytes, "data bytes unaccounted for");
+    assert_eq!(
+        raw + st.overlap_bytes + st.message_cap_bytes,
+        st.data_bytes,
+        "data bytes unaccounted for"
+    );
 }
