@@ -1,5 +1,7 @@
-//! `cargo xtask`: the project's commands. Each subcommand lives in its own file.
+//! `cargo xtask`: the project's commands. Each subcommand lives in its own
+//! module; this file only dispatches.
 mod bench_capture;
+mod bench_flows;
 mod run;
 mod setup;
 mod test;
@@ -8,7 +10,7 @@ mod util;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask")]
+#[command(name = "cargo xtask", about = "wiretrail project tasks")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -24,7 +26,7 @@ enum Cmd {
     Run(run::Args),
     /// Set up, build, and run the whole test suite (unit, kernel, end to end).
     Test(test::Args),
-    /// Benchmarks that print figures.
+    /// Run a benchmark and print its figures.
     Bench {
         #[command(subcommand)]
         which: Bench,
@@ -37,6 +39,8 @@ enum Bench {
     Capture(bench_capture::Args),
     /// wrk against nginx over HTTPS, TLS capture off vs on.
     Tls(bench_capture::Args),
+    /// Flow reassembly + protocol parsing throughput (single core).
+    Flows(bench_flows::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,5 +51,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test(a) => test::run(&a),
         Cmd::Bench { which: Bench::Capture(a) } => bench_capture::run(&a),
         Cmd::Bench { which: Bench::Tls(a) } => bench_capture::run(&bench_capture::Args { tls: true, ..a }),
+        Cmd::Bench { which: Bench::Flows(a) } => bench_flows::run(a),
     }
 }

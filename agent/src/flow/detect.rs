@@ -1,0 +1,217 @@
+//! Protocol detection from the first bytes of each direction, with
+//! well-known ports as a fallback.
+
+use crate::flow::input::{Direction, Role, Transport};
+use crate::proto::Protocol;
+
+/// HTTP/2 client connection preface (RFC 9113 §3.4).
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+const HTTP_METHODS: [&[u8]; 9] =
+    [b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
+
+/// PostgreSQL startup codes: protocol 3.0, SSLRequest, GSSENCRequest, CancelRequest.
+const PG_CODES: [u32; 4] = [196_608, 80_877_103, 80_877_104, 80_877_102];
+
+/// What detection concluded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detect {
+    /// The protocol and the direction that carries requests.
+    Found(Protocol, Direction),
+    /// Not enough bytes yet to tell.
+    NeedMore,
+}
+
+/// Facts about the connection detection uses besides bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnHints {
+    /// TCP or UDP.
+    pub transport: Transport,
+    /// Who connected.
+    pub role: Role,
+    /// Local port, if known.
+    pub local_port: Option<u16>,
+    /// Remote port, if known.
+    pub remote_port: Option<u16>,
+}
+
+enum Sig {
+    Match(Protocol, bool),
+    Maybe,
+    No,
+}
+
+/// `a` is a prefix of `b` or `b` of `a`, compared on the shorter length.
+fn prefix_compatible(data: &[u8], sig: &[u8]) -> Option<bool> {
+    let n = data.len().min(sig.len());
+    if data[..n] != sig[..n] { None } else { Some(data.len() >= sig.len()) }
+}
+
+/// Signature of one direction's first bytes. The bool says whether the bytes
+/// are the client side.
+fn signature(b: &[u8]) -> Sig {
+    if b.is_empty() {
+        return Sig::Maybe;
+    }
+    let mut maybe = false;
+    let mut check = |sig: &[u8], proto: Protocol, client: bool| -> Option<Sig> {
+        match prefix_compatible(b, sig) {
+            Some(true) => Some(Sig::Match(proto, client)),
+            Some(false) => {
+                maybe = true;
+                None
+            }
+            None => None,
+        }
+    };
+    if let Some(s) = check(&H2_PREFACE[..14], Protocol::Http2, true) {
+        return s;
+    }
+    for m in HTTP_METHODS {
+        if let Some(s) = check(m, Protocol::Http1, true) {
+            return s;
+        }
+    }
+    if let Some(s) = check(b"HTTP/1.", Protocol::Http1, false) {
+        return s;
+    }
+    if let Some(s) = check(b"8=FIX", Protocol::Fix, true) {
+        return s;
+    }
+    // RESP command: array of bulk strings.
+    if b[0] == b'*' {
+        let digits = b[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let rest = &b[1 + digits..];
+        if digits > 0 && rest.len() >= 3 {
+            if rest.starts_with(b"\r\n$") {
+                return Sig::Match(Protocol::Redis, true);
+            }
+        } else if digits < b.len() {
+            maybe = true;
+        }
+    }
+    // PostgreSQL startup-family message: length then a known code.
+    if b.len() >= 8 {
+        let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let code = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+        if (8..=10_000).contains(&len) && PG_CODES.contains(&code) {
+            return Sig::Match(Protocol::Postgres, true);
+        }
+    } else if b[0] == 0 {
+        maybe = true;
+    }
+    if maybe { Sig::Maybe } else { Sig::No }
+}
+
+fn port_protocol(port: u16, transport: Transport) -> Option<Protocol> {
+    match (port, transport) {
+        (53, _) => Some(Protocol::Dns),
+        (5432, Transport::Tcp) => Some(Protocol::Postgres),
+        (6379, Transport::Tcp) => Some(Protocol::Redis),
+        (80 | 8080, Transport::Tcp) => Some(Protocol::Http1),
+        _ => None,
+    }
+}
+
+fn default_client_dir(role: Role) -> Direction {
+    match role {
+        Role::Server => Direction::Ingress,
+        Role::Client | Role::Unknown => Direction::Egress,
+    }
+}
+
+/// Detect from the first bytes of egress and ingress. `final_` means no more
+/// bytes will come before a decision is required (cap reached, gap, close).
+pub fn detect(hints: ConnHints, egress: &[u8], ingress: &[u8], final_: bool) -> Detect {
+    if hints.transport == Transport::Udp {
+        // Datagram protocols are told by port: DNS is the only one parsed.
+        return match (hints.remote_port, hints.local_port) {
+            (Some(53), _) => Detect::Found(Protocol::Dns, Direction::Egress),
+            (_, Some(53)) => Detect::Found(Protocol::Dns, Direction::Ingress),
+            _ => Detect::Found(Protocol::Unknown, default_client_dir(hints.role)),
+        };
+    }
+    // An empty direction says nothing; both empty means wait.
+    let mut undecided = egress.is_empty() && ingress.is_empty();
+    for (dir, bytes) in [(Direction::Egress, egress), (Direction::Ingress, ingress)] {
+        if bytes.is_empty() {
+            continue;
+        }
+        match signature(bytes) {
+            Sig::Match(p, client) => {
+                let client_dir = if client { dir } else { dir.opposite() };
+                return Detect::Found(p, client_dir);
+            }
+            Sig::Maybe => undecided = true,
+            Sig::No => {}
+        }
+    }
+    if undecided && !final_ {
+        return Detect::NeedMore;
+    }
+    // Fall back to the well-known port of the server side.
+    let server_port = match hints.role {
+        Role::Client => hints.remote_port.map(|p| (p, Direction::Egress)),
+        Role::Server => hints.local_port.map(|p| (p, Direction::Ingress)),
+        Role::Unknown => None,
+    };
+    if let Some((port, client_dir)) = server_port
+        && let Some(p) = port_protocol(port, hints.transport)
+    {
+        return Detect::Found(p, client_dir);
+    }
+    if hints.role == Role::Unknown {
+        for (port, client_dir) in [(hints.remote_port, Direction::Egress), (hints.local_port, Direction::Ingress)] {
+            if let Some(p) = port.and_then(|p| port_protocol(p, hints.transport)) {
+                return Detect::Found(p, client_dir);
+            }
+        }
+    }
+    Detect::Found(Protocol::Unknown, default_client_dir(hints.role))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(role: Role, local: u16, remote: u16) -> ConnHints {
+        ConnHints { transport: Transport::Tcp, role, local_port: Some(local), remote_port: Some(remote) }
+    }
+
+    #[test]
+    fn signatures() {
+        let h = tcp(Role::Unknown, 40000, 40001);
+        let cases: [(&[u8], &[u8], Detect); 7] = [
+            (b"GET / HTTP/1.1\r\n", b"", Detect::Found(Protocol::Http1, Direction::Egress)),
+            (b"", b"HTTP/1.1 200 OK\r\n", Detect::Found(Protocol::Http1, Direction::Egress)),
+            (b"", b"POST /x HTTP/1.1\r\n", Detect::Found(Protocol::Http1, Direction::Ingress)),
+            (H2_PREFACE, b"", Detect::Found(Protocol::Http2, Direction::Egress)),
+            (b"8=FIX.4.4\x019=5\x01", b"", Detect::Found(Protocol::Fix, Direction::Egress)),
+            (b"*1\r\n$4\r\nPING\r\n", b"", Detect::Found(Protocol::Redis, Direction::Egress)),
+            (&[0, 0, 0, 8, 4, 210, 22, 47], b"", Detect::Found(Protocol::Postgres, Direction::Egress)),
+        ];
+        for (e, i, want) in cases {
+            assert_eq!(detect(h, e, i, false), want, "{:?}", String::from_utf8_lossy(e));
+        }
+    }
+
+    #[test]
+    fn waits_for_more_bytes_on_a_possible_prefix() {
+        let h = tcp(Role::Client, 40000, 9999);
+        assert_eq!(detect(h, b"GE", b"", false), Detect::NeedMore);
+        assert_eq!(detect(h, b"PRI * HT", b"", false), Detect::NeedMore);
+        assert_eq!(detect(h, b"GE", b"", true), Detect::Found(Protocol::Unknown, Direction::Egress));
+        assert_eq!(detect(h, b"\x16\x03\x01\x02\x00", b"", false), Detect::Found(Protocol::Unknown, Direction::Egress));
+    }
+
+    #[test]
+    fn ports_are_the_fallback() {
+        assert_eq!(
+            detect(tcp(Role::Server, 6379, 50000), b"", b"PING\r\n", true),
+            Detect::Found(Protocol::Redis, Direction::Ingress)
+        );
+        let udp =
+            ConnHints { transport: Transport::Udp, role: Role::Client, local_port: Some(5353), remote_port: Some(53) };
+        assert_eq!(detect(udp, b"", b"", false), Detect::Found(Protocol::Dns, Direction::Egress));
+    }
+}

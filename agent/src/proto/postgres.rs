@@ -1,0 +1,675 @@
+//! PostgreSQL frontend/backend protocol v3: startup (and SSL/GSS/cancel
+//! requests), simple and extended query, results summary, errors.
+//!
+//! Records are groups of messages: a frontend group ends with a message that
+//! waits for the server (Query, Sync, password, ...); a backend group ends with
+//! ReadyForQuery or an authentication request. Groups pair in order. A group
+//! larger than half the message cap is cut at a message boundary and the
+//! next record continues it.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::flow::input::Direction;
+use crate::proto::record::{Body, ExchangeRole, Text, UnparsedReason};
+use crate::proto::{Parse, Parsed, Parser, Partial, ProtoConfig, Protocol};
+
+/// Protocol 3.0, SSLRequest, GSSENCRequest and CancelRequest codes.
+const PROTO_V3: u32 = 196_608;
+const SSL_REQUEST: u32 = 80_877_103;
+const GSSENC_REQUEST: u32 = 80_877_104;
+const CANCEL_REQUEST: u32 = 80_877_102;
+/// Largest message accepted as plausible (the server's own limit is 1 GiB).
+const MAX_MSG: u32 = 1 << 30;
+/// Most queries, columns, tags, errors and parameters listed per record.
+const MAX_LISTED: usize = 64;
+
+/// Why PostgreSQL bytes are invalid.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PgError {
+    /// A type byte no message has.
+    #[error("unknown {side} message type 0x{byte:02x} at offset {offset}")]
+    Type {
+        /// frontend or backend.
+        side: &'static str,
+        /// The byte.
+        byte: u8,
+        /// Where.
+        offset: usize,
+    },
+    /// A length below 4 or above 1 GiB.
+    #[error("invalid message length {len} at offset {offset}")]
+    Length {
+        /// The length field.
+        len: u32,
+        /// Where.
+        offset: usize,
+    },
+    /// A startup-family message with an unknown code.
+    #[error("unknown startup code {code}")]
+    StartupCode {
+        /// The code.
+        code: u32,
+    },
+    /// A message body that does not match its type.
+    #[error("malformed {name} message at offset {offset}")]
+    Body {
+        /// Message name.
+        name: &'static str,
+        /// Where.
+        offset: usize,
+    },
+}
+
+/// Which side sent the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PgSide {
+    /// Client.
+    Frontend,
+    /// Server.
+    Backend,
+}
+
+/// Startup parameters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PgStartup {
+    /// Protocol version requested, e.g. 196608 for 3.0.
+    pub protocol: u32,
+    /// `user` parameter.
+    pub user: Option<Text>,
+    /// `database` parameter.
+    pub database: Option<Text>,
+    /// `application_name` parameter.
+    pub application_name: Option<Text>,
+    /// All parameters, in order.
+    pub params: Vec<(Text, Text)>,
+}
+
+/// An ErrorResponse or NoticeResponse.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PgNotice {
+    /// Severity (S).
+    pub severity: Option<Text>,
+    /// SQLSTATE code (C).
+    pub code: Option<Text>,
+    /// Primary message (M).
+    pub message: Option<Text>,
+    /// Detail (D).
+    pub detail: Option<Text>,
+}
+
+/// One message in a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PgMsg {
+    /// Message name, e.g. `Query`, `DataRow`.
+    pub name: &'static str,
+    /// Offset within the record's raw bytes.
+    pub offset: usize,
+    /// Length on the wire (type byte included).
+    pub len: usize,
+}
+
+/// A group of PostgreSQL messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PgMessages {
+    /// Frontend or backend.
+    pub side: PgSide,
+    /// This group continues the previous record (cut by the size cap or a gap).
+    pub continued: bool,
+    /// Messages in the group.
+    pub message_count: u64,
+    /// The first messages (capped at `max_pg_messages_listed`).
+    pub messages: Vec<PgMsg>,
+    /// StartupMessage.
+    pub startup: Option<PgStartup>,
+    /// SSLRequest, GSSENCRequest or CancelRequest, by name.
+    pub request: Option<&'static str>,
+    /// Server's one-byte answer to SSLRequest/GSSENCRequest (`S` or `N`).
+    pub encryption_response: Option<char>,
+    /// SQL text of Query and Parse messages.
+    pub queries: Vec<Text>,
+    /// Prepared statement names of Parse/Bind messages (empty = unnamed).
+    pub statements: Vec<Text>,
+    /// Parameter counts of Bind messages.
+    pub bind_params: Vec<u16>,
+    /// Authentication codes (0 = ok, 3 cleartext, 5 MD5, 10 SASL, ...).
+    pub auth: Vec<u32>,
+    /// ParameterStatus pairs.
+    pub parameters: Vec<(Text, Text)>,
+    /// BackendKeyData process id.
+    pub backend_pid: Option<u32>,
+    /// RowDescription column names.
+    pub columns: Vec<Text>,
+    /// DataRow messages.
+    pub rows: u64,
+    /// CommandComplete tags (e.g. `SELECT 3`).
+    pub command_tags: Vec<Text>,
+    /// ErrorResponses.
+    pub errors: Vec<PgNotice>,
+    /// NoticeResponses.
+    pub notices: u64,
+    /// ReadyForQuery transaction status (`I`, `T`, `E`).
+    pub ready_status: Option<char>,
+}
+
+impl PgMessages {
+    fn new(side: PgSide, continued: bool) -> Self {
+        PgMessages {
+            side,
+            continued,
+            message_count: 0,
+            messages: Vec::new(),
+            startup: None,
+            request: None,
+            encryption_response: None,
+            queries: Vec::new(),
+            statements: Vec::new(),
+            bind_params: Vec::new(),
+            auth: Vec::new(),
+            parameters: Vec::new(),
+            backend_pid: None,
+            columns: Vec::new(),
+            rows: 0,
+            command_tags: Vec::new(),
+            errors: Vec::new(),
+            notices: 0,
+            ready_status: None,
+        }
+    }
+}
+
+fn push_capped<T>(v: &mut Vec<T>, x: T) {
+    if v.len() < MAX_LISTED {
+        v.push(x);
+    }
+}
+
+fn frontend_name(t: u8) -> Option<&'static str> {
+    Some(match t {
+        b'Q' => "Query",
+        b'P' => "Parse",
+        b'B' => "Bind",
+        b'E' => "Execute",
+        b'D' => "Describe",
+        b'C' => "Close",
+        b'S' => "Sync",
+        b'H' => "Flush",
+        b'X' => "Terminate",
+        b'p' => "PasswordMessage",
+        b'F' => "FunctionCall",
+        b'd' => "CopyData",
+        b'c' => "CopyDone",
+        b'f' => "CopyFail",
+        _ => return None,
+    })
+}
+
+fn backend_name(t: u8) -> Option<&'static str> {
+    Some(match t {
+        b'R' => "Authentication",
+        b'S' => "ParameterStatus",
+        b'K' => "BackendKeyData",
+        b'Z' => "ReadyForQuery",
+        b'T' => "RowDescription",
+        b'D' => "DataRow",
+        b'C' => "CommandComplete",
+        b'E' => "ErrorResponse",
+        b'N' => "NoticeResponse",
+        b'1' => "ParseComplete",
+        b'2' => "BindComplete",
+        b'3' => "CloseComplete",
+        b'n' => "NoData",
+        b's' => "PortalSuspended",
+        b'I' => "EmptyQueryResponse",
+        b't' => "ParameterDescription",
+        b'G' => "CopyInResponse",
+        b'H' => "CopyOutResponse",
+        b'W' => "CopyBothResponse",
+        b'd' => "CopyData",
+        b'c' => "CopyDone",
+        b'A' => "NotificationResponse",
+        b'V' => "FunctionCallResponse",
+        b'v' => "NegotiateProtocolVersion",
+        _ => return None,
+    })
+}
+
+/// A cursor over one message body.
+struct Cur<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cur<'a> {
+    fn cstr(&mut self) -> Option<&'a [u8]> {
+        let rest = self.b.get(self.at..)?;
+        let n = memchr::memchr(0, rest)?;
+        self.at += n + 1;
+        Some(&rest[..n])
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        let v = self.b.get(self.at..self.at + 2)?;
+        self.at += 2;
+        Some(u16::from_be_bytes([v[0], v[1]]))
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        let v = self.b.get(self.at..self.at + 4)?;
+        self.at += 4;
+        Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
+    }
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Scan progress of the group being parsed in one direction.
+struct Scan {
+    at: usize,
+    group: PgMessages,
+}
+
+enum Step {
+    /// A message of this length was added; true if it ends the group.
+    Added(usize, bool),
+    /// Need this many bytes (from the group start).
+    Need(usize),
+}
+
+/// PostgreSQL parser for one connection.
+pub struct PgParser {
+    client_dir: Direction,
+    max_group: usize,
+    max_listed: usize,
+    /// The frontend's next message is startup-family (no type byte).
+    expect_startup: bool,
+    /// The backend's next byte is the answer to SSLRequest/GSSENCRequest.
+    expect_encryption_answer: bool,
+    /// Encryption was accepted: the rest is opaque.
+    encrypted: bool,
+    scan: [Option<Scan>; 2],
+    continued: [bool; 2],
+    next: [u64; 2],
+}
+
+impl PgParser {
+    /// A parser; the frontend (client) writes in `client_dir`.
+    pub fn new(client_dir: Direction, cfg: &ProtoConfig) -> Self {
+        PgParser {
+            client_dir,
+            max_group: (cfg.max_message_bytes / 2).max(64),
+            max_listed: cfg.max_pg_messages_listed,
+            expect_startup: true,
+            expect_encryption_answer: false,
+            encrypted: false,
+            scan: [None, None],
+            continued: [false, false],
+            next: [0, 0],
+        }
+    }
+
+    fn side(&self, dir: Direction) -> PgSide {
+        if dir == self.client_dir { PgSide::Frontend } else { PgSide::Backend }
+    }
+
+    /// Add the message at `at` to the group.
+    fn step(&mut self, side: PgSide, buf: &Bytes, at: usize, g: &mut PgMessages) -> Result<Step, PgError> {
+        let rest = &buf[at..];
+        if side == PgSide::Backend && self.expect_encryption_answer {
+            let Some(&b) = rest.first() else {
+                return Ok(Step::Need(at + 1));
+            };
+            if b != b'S' && b != b'N' {
+                return Err(PgError::Type { side: "backend", byte: b, offset: at });
+            }
+            self.expect_encryption_answer = false;
+            self.encrypted = b == b'S';
+            g.encryption_response = Some(char::from(b));
+            self.note(g, "EncryptionResponse", at, 1);
+            return Ok(Step::Added(1, true));
+        }
+        if side == PgSide::Frontend && self.expect_startup {
+            if rest.len() < 8 {
+                return Ok(Step::Need(at + 8));
+            }
+            let len = be32(rest);
+            if !(8..=10_000).contains(&len) {
+                return Err(PgError::Length { len, offset: at });
+            }
+            let len = len as usize;
+            if rest.len() < len {
+                return Ok(Step::Need(at + len));
+            }
+            let code = be32(&rest[4..]);
+            let body = &rest[8..len];
+            let name = match code {
+                SSL_REQUEST | GSSENC_REQUEST => {
+                    self.expect_encryption_answer = true;
+                    if code == SSL_REQUEST { "SSLRequest" } else { "GSSENCRequest" }
+                }
+                CANCEL_REQUEST => "CancelRequest",
+                c if c >> 16 == PROTO_V3 >> 16 => {
+                    self.expect_startup = false;
+                    g.startup = Some(startup(buf, at + 8, body, code));
+                    "StartupMessage"
+                }
+                code => return Err(PgError::StartupCode { code }),
+            };
+            if name != "StartupMessage" {
+                g.request = Some(name);
+            }
+            self.note(g, name, at, len);
+            return Ok(Step::Added(len, true));
+        }
+        if rest.len() < 5 {
+            return Ok(Step::Need(at + 5));
+        }
+        let t = rest[0];
+        let name = match side {
+            PgSide::Frontend => frontend_name(t),
+            PgSide::Backend => backend_name(t),
+        };
+        let Some(name) = name else {
+            return Err(PgError::Type {
+                side: if side == PgSide::Frontend { "frontend" } else { "backend" },
+                byte: t,
+                offset: at,
+            });
+        };
+        let len = be32(&rest[1..]);
+        if !(4..=MAX_MSG).contains(&len) {
+            return Err(PgError::Length { len, offset: at });
+        }
+        let total = len as usize + 1;
+        if rest.len() < total {
+            return Ok(Step::Need(at + total));
+        }
+        let body = Cur { b: &rest[5..total], at: 0 };
+        self.note(g, name, at, total);
+        let ends = match side {
+            PgSide::Frontend => frontend(buf, at + 5, t, body, g).ok_or(PgError::Body { name, offset: at })?,
+            PgSide::Backend => backend(buf, at + 5, t, body, g).ok_or(PgError::Body { name, offset: at })?,
+        };
+        Ok(Step::Added(total, ends))
+    }
+
+    fn note(&self, g: &mut PgMessages, name: &'static str, offset: usize, len: usize) {
+        g.message_count += 1;
+        if g.messages.len() < self.max_listed {
+            g.messages.push(PgMsg { name, offset, len });
+        }
+    }
+
+    fn exchange(&mut self, dir: Direction, continued: bool) -> (u64, ExchangeRole) {
+        let i = dir.index();
+        let role = if dir == self.client_dir { ExchangeRole::Request } else { ExchangeRole::Response };
+        if continued {
+            return (self.next[i].saturating_sub(1), role);
+        }
+        self.next[i] += 1;
+        (self.next[i] - 1, role)
+    }
+}
+
+fn startup(buf: &Bytes, base: usize, body: &[u8], code: u32) -> PgStartup {
+    let mut s = PgStartup { protocol: code, ..PgStartup::default() };
+    let mut b = Cur { b: body, at: 0 };
+    while let Some(k) = b.cstr() {
+        if k.is_empty() {
+            break;
+        }
+        let Some(v) = b.cstr() else { break };
+        let (k, v) = (Text(buf.slice_ref(k)), Text(buf.slice_ref(v)));
+        match &k.0[..] {
+            b"user" => s.user = Some(v.clone()),
+            b"database" => s.database = Some(v.clone()),
+            b"application_name" => s.application_name = Some(v.clone()),
+            _ => {}
+        }
+        push_capped(&mut s.params, (k, v));
+    }
+    let _ = base;
+    s
+}
+
+/// Summarise a frontend message; `Some(true)` if it ends the group.
+fn frontend(buf: &Bytes, _base: usize, t: u8, mut b: Cur<'_>, g: &mut PgMessages) -> Option<bool> {
+    match t {
+        b'Q' => {
+            let q = b.cstr()?;
+            push_capped(&mut g.queries, Text(buf.slice_ref(q)));
+            Some(true)
+        }
+        b'P' => {
+            let name = b.cstr()?;
+            let q = b.cstr()?;
+            push_capped(&mut g.statements, Text(buf.slice_ref(name)));
+            push_capped(&mut g.queries, Text(buf.slice_ref(q)));
+            Some(false)
+        }
+        b'B' => {
+            let _portal = b.cstr()?;
+            let stmt = b.cstr()?;
+            let nfmt = b.u16()?;
+            b.at += 2 * usize::from(nfmt);
+            let nparams = b.u16()?;
+            push_capped(&mut g.statements, Text(buf.slice_ref(stmt)));
+            push_capped(&mut g.bind_params, nparams);
+            Some(false)
+        }
+        b'E' | b'D' | b'C' => Some(false),
+        b'S' | b'H' | b'X' | b'p' | b'F' | b'c' | b'f' | b'd' => Some(true),
+        _ => None,
+    }
+}
+
+fn notice(buf: &Bytes, mut b: Cur<'_>) -> Option<PgNotice> {
+    let mut n = PgNotice::default();
+    loop {
+        let code = *b.b.get(b.at)?;
+        b.at += 1;
+        if code == 0 {
+            return Some(n);
+        }
+        let v = Text(buf.slice_ref(b.cstr()?));
+        match code {
+            b'S' => n.severity = Some(v),
+            b'C' => n.code = Some(v),
+            b'M' => n.message = Some(v),
+            b'D' => n.detail = Some(v),
+            _ => {}
+        }
+    }
+}
+
+/// Summarise a backend message; `Some(true)` if it ends the group.
+fn backend(buf: &Bytes, _base: usize, t: u8, mut b: Cur<'_>, g: &mut PgMessages) -> Option<bool> {
+    match t {
+        b'R' => {
+            let code = b.u32()?;
+            push_capped(&mut g.auth, code);
+            // Requests the client must answer end the group.
+            Some(matches!(code, 3 | 5 | 7 | 8 | 9 | 10 | 11))
+        }
+        b'S' => {
+            let k = b.cstr()?;
+            let v = b.cstr()?;
+            push_capped(&mut g.parameters, (Text(buf.slice_ref(k)), Text(buf.slice_ref(v))));
+            Some(false)
+        }
+        b'K' => {
+            g.backend_pid = Some(b.u32()?);
+            Some(false)
+        }
+        b'Z' => {
+            g.ready_status = Some(char::from(*b.b.first()?));
+            Some(true)
+        }
+        b'T' => {
+            let n = b.u16()?;
+            for _ in 0..n {
+                let name = b.cstr()?;
+                b.at += 18;
+                if b.at > b.b.len() {
+                    return None;
+                }
+                push_capped(&mut g.columns, Text(buf.slice_ref(name)));
+            }
+            Some(false)
+        }
+        b'D' => {
+            g.rows += 1;
+            Some(false)
+        }
+        b'C' => {
+            let tag = b.cstr()?;
+            push_capped(&mut g.command_tags, Text(buf.slice_ref(tag)));
+            Some(false)
+        }
+        b'E' => {
+            let n = notice(buf, b)?;
+            push_capped(&mut g.errors, n);
+            Some(false)
+        }
+        b'N' => {
+            notice(buf, b)?;
+            g.notices += 1;
+            Some(false)
+        }
+        // The server waits for copy data from the client.
+        b'G' | b'W' => Some(true),
+        _ => Some(false),
+    }
+}
+
+impl Parser for PgParser {
+    fn protocol(&self) -> Protocol {
+        Protocol::Postgres
+    }
+
+    fn parse(&mut self, dir: Direction, buf: &Bytes) -> Parse {
+        if self.encrypted {
+            return Parse::Message(Parsed {
+                len: buf.len().max(1),
+                body: Body::Unparsed { reason: UnparsedReason::UnknownProtocol },
+                exchange: None,
+                error: None,
+            });
+        }
+        let side = self.side(dir);
+        let i = dir.index();
+        let mut scan =
+            self.scan[i].take().unwrap_or_else(|| Scan { at: 0, group: PgMessages::new(side, self.continued[i]) });
+        loop {
+            // Cut an oversized group at a message boundary.
+            if scan.at >= self.max_group {
+                return self.finish(dir, scan, true);
+            }
+            match self.step(side, buf, scan.at, &mut scan.group) {
+                Ok(Step::Added(n, ends)) => {
+                    scan.at += n;
+                    if ends || self.encrypted {
+                        return self.finish(dir, scan, false);
+                    }
+                }
+                Ok(Step::Need(min_len)) => {
+                    let total = Some(min_len as u64);
+                    self.scan[i] = Some(scan);
+                    return Parse::Need { min_len: min_len.max(buf.len() + 1), total };
+                }
+                Err(e) => {
+                    if scan.at > 0 {
+                        // Record the valid messages; the bad one comes next.
+                        return self.finish(dir, scan, true);
+                    }
+                    self.continued[i] = false;
+                    return Parse::Invalid { len: buf.len().clamp(1, 5), error: e.to_string() };
+                }
+            }
+        }
+    }
+
+    fn interrupted(&mut self, dir: Direction, buf: &Bytes) -> Partial {
+        let side = self.side(dir);
+        let i = dir.index();
+        let scan =
+            self.scan[i].take().unwrap_or_else(|| Scan { at: 0, group: PgMessages::new(side, self.continued[i]) });
+        // The message being cut has a known end once its header is in.
+        let rest = &buf[scan.at.min(buf.len())..];
+        let total = if side == PgSide::Frontend && self.expect_startup {
+            (rest.len() >= 4).then(|| (scan.at + be32(rest) as usize) as u64)
+        } else if rest.len() >= 5 {
+            let len = be32(&rest[1..]);
+            (4..=MAX_MSG).contains(&len).then(|| (scan.at + len as usize + 1) as u64)
+        } else {
+            None
+        };
+        let continued = scan.group.continued;
+        let exchange = self.exchange(dir, continued);
+        self.continued[i] = true;
+        Partial { body: Body::Postgres(Box::new(scan.group)), exchange: Some(exchange), total, complete_at_end: false }
+    }
+
+    fn resync(&mut self, dir: Direction, buf: &[u8]) -> Option<usize> {
+        let backend = dir != self.client_dir;
+        let valid = |t: u8| {
+            if backend { backend_name(t).is_some() } else { frontend_name(t).is_some() }
+        };
+        // A chain of well-formed message headers up to the end of the buffer
+        // (or three messages) marks a boundary.
+        let found = (0..buf.len().min(4096)).find(|&i| {
+            let mut at = i;
+            for _ in 0..3 {
+                if at == buf.len() {
+                    return at > i;
+                }
+                let Some(h) = buf.get(at..at + 5) else {
+                    return false;
+                };
+                let len = be32(&h[1..]);
+                if !valid(h[0]) || !(4..=1 << 24).contains(&len) {
+                    return false;
+                }
+                at += len as usize + 1;
+                if at > buf.len() {
+                    return true;
+                }
+            }
+            true
+        });
+        if found.is_some() && !backend {
+            self.expect_startup = false;
+        }
+        found
+    }
+
+    fn gap(&mut self, dir: Direction) {
+        let i = dir.index();
+        self.scan[i] = None;
+        self.continued[i] = false;
+        // Group ordinals can no longer be matched: restart both in step.
+        let n = self.next[0].max(self.next[1]);
+        self.next = [n, n];
+    }
+}
+
+impl PgParser {
+    fn finish(&mut self, dir: Direction, scan: Scan, cut: bool) -> Parse {
+        let i = dir.index();
+        let continued = scan.group.continued;
+        let exchange = self.exchange(dir, continued);
+        self.continued[i] = cut;
+        Parse::Message(Parsed {
+            len: scan.at,
+            body: Body::Postgres(Box::new(scan.group)),
+            exchange: Some(exchange),
+            error: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+use super::*;
+use proptest::prelude::*;
+
+/// A typed message: type byte, Int32 length (self-inclusive), body.
+fn msg(t: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![t];
+    m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn startup_msg() -> Vec<u8> {
+    let params = b"user\0alice\0database\0ledger\0application_name\0psql\0\0";
+    let mut m = ((params.len() + 8) as u32).to_be_bytes().to_vec();
+    m.extend_from_slice(&196_608u32.to_be_bytes());
+    m.extend_from_slice(params);
+    m
+}
+
+fn backend_startup() -> Vec<u8> {
+    [
+        msg(b'R', &0u32.to_be_bytes()),
+        msg(b'S', b"server_version\x0016.2\0"),
+        msg(b'K', &[0, 0, 0x30, 0x39, 1, 2, 3, 4]),
+        msg(b'Z', b"I"),
+    ]
+    .concat()
+}
+
+fn row_description(cols: &[&str]) -> Vec<u8> {
+    let mut b = (cols.len() as u16).to_be_bytes().to_vec();
+    for c in cols {
+        b.extend_from_slice(c.as_bytes());
+        b.push(0);
+        b.extend_from_slice(&[0; 18]);
+    }
+    msg(b'T', &b)
+}
+
+fn data_row(vals: &[&str]) -> Vec<u8> {
+    let mut b = (vals.len() as u16).to_be_bytes().to_vec();
+    for v in vals {
+        b.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        b.extend_from_slice(v.as_bytes());
+    }
+    msg(b'D', &b)
+}
+
+fn parser() -> PgParser {
+    PgParser::new(Direction::Egress, &ProtoConfig::default())
+}
+
+fn group(p: Parse) -> (usize, PgMessages, Option<(u64, ExchangeRole)>) {
+    match p {
+        Parse::Message(Parsed { len, body: Body::Postgres(g), exchange, error: None }) => (len, *g, exchange),
+        other => panic!("expected a group, got {other:?}"),
+    }
+}
+
+#[test]
+fn startup_and_simple_query() {
+    let mut p = parser();
+    let s = startup_msg();
+    let (len, g, ex) = group(p.parse(Direction::Egress, &Bytes::from(s.clone())));
+    assert_eq!(len, s.len());
+    let st = g.startup.unwrap();
+    assert_eq!(
+        (st.protocol, st.user.unwrap(), st.database.unwrap()),
+        (196_608, Text::from_static("alice"), Text::from_static("ledger"))
+    );
+    assert_eq!(st.params.len(), 3);
+    assert_eq!(ex, Some((0, ExchangeRole::Request)));
+    let b = backend_startup();
+    let (len, g, ex) = group(p.parse(Direction::Ingress, &Bytes::from(b.clone())));
+    assert_eq!((len, g.auth.clone(), g.backend_pid, g.ready_status), (b.len(), vec![0], Some(12345), Some('I')));
+    assert_eq!(g.parameters[0].1, "16.2");
+    assert_eq!(g.message_count, 4);
+    assert_eq!(ex, Some((0, ExchangeRole::Response)));
+
+    let q = msg(b'Q', b"SELECT id, qty FROM orders\0");
+    let (_, g, ex) = group(p.parse(Direction::Egress, &Bytes::from(q)));
+    assert_eq!(g.queries, vec![Text::from_static("SELECT id, qty FROM orders")]);
+    assert_eq!(ex, Some((1, ExchangeRole::Request)));
+    let result = [
+        row_description(&["id", "qty"]),
+        data_row(&["1", "100"]),
+        data_row(&["2", "250"]),
+        msg(b'C', b"SELECT 2\0"),
+        msg(b'Z', b"I"),
+    ]
+    .concat();
+    let (len, g, ex) = group(p.parse(Direction::Ingress, &Bytes::from(result.clone())));
+    assert_eq!(len, result.len());
+    assert_eq!(g.columns, vec![Text::from_static("id"), Text::from_static("qty")]);
+    assert_eq!((g.rows, g.command_tags[0].clone()), (2, Text::from_static("SELECT 2")));
+    assert_eq!(
+        g.messages.iter().map(|m| m.name).collect::<Vec<_>>(),
+        ["RowDescription", "DataRow", "DataRow", "CommandComplete", "ReadyForQuery"]
+    );
+    assert_eq!(ex, Some((1, ExchangeRole::Response)));
+}
+
+#[test]
+fn extended_query_and_error() {
+    let mut p = parser();
+    group(p.parse(Direction::Egress, &Bytes::from(startup_msg())));
+    group(p.parse(Direction::Ingress, &Bytes::from(backend_startup())));
+    let ext = [
+        msg(b'P', b"s1\0SELECT * FROM t WHERE id = $1\0\x00\x00"),
+        msg(b'B', b"\0s1\0\x00\x00\x00\x01\x00\x00\x00\x017\x00\x00"),
+        msg(b'D', b"P\0"),
+        msg(b'E', b"\0\x00\x00\x00\x00"),
+        msg(b'S', b""),
+    ]
+    .concat();
+    let (len, g, _) = group(p.parse(Direction::Egress, &Bytes::from(ext.clone())));
+    assert_eq!(len, ext.len());
+    assert_eq!(g.queries, vec![Text::from_static("SELECT * FROM t WHERE id = $1")]);
+    assert_eq!(g.statements, vec![Text::from_static("s1"), Text::from_static("s1")]);
+    assert_eq!(g.bind_params, vec![1]);
+    let err =
+        [msg(b'1', b""), msg(b'E', b"SERROR\0VERROR\0C42P01\0Mrelation \"t\" does not exist\0\0"), msg(b'Z', b"I")]
+            .concat();
+    let (_, g, _) = group(p.parse(Direction::Ingress, &Bytes::from(err)));
+    assert_eq!(g.errors[0].code.clone().unwrap(), "42P01");
+    assert_eq!(g.errors[0].message.clone().unwrap(), "relation \"t\" does not exist");
+    assert_eq!(g.errors[0].severity.clone().unwrap(), "ERROR");
+}
+
+#[test]
+fn ssl_request_refused_then_startup_and_md5_auth() {
+    let mut p = parser();
+    let ssl = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    let (_, g, _) = group(p.parse(Direction::Egress, &Bytes::copy_from_slice(&ssl)));
+    assert_eq!(g.request, Some("SSLRequest"));
+    let (len, g, _) = group(p.parse(Direction::Ingress, &Bytes::from_static(b"N")));
+    assert_eq!((len, g.encryption_response), (1, Some('N')));
+    group(p.parse(Direction::Egress, &Bytes::from(startup_msg())));
+    // AuthenticationMD5Password (5) ends the backend group: the client answers.
+    let md5 = msg(b'R', &[0, 0, 0, 5, 1, 2, 3, 4]);
+    let (_, g, ex) = group(p.parse(Direction::Ingress, &Bytes::from(md5)));
+    assert_eq!((g.auth.clone(), ex.unwrap().0), (vec![5], 2 - 1));
+    let (_, _, ex) = group(p.parse(Direction::Egress, &Bytes::from(msg(b'p', b"md5abcdef\0"))));
+    assert_eq!(ex.unwrap().0, 2);
+    let (_, _, ex) = group(p.parse(Direction::Ingress, &Bytes::from(backend_startup())));
+    assert_eq!(ex.unwrap().0, 2);
+}
+
+#[test]
+fn ssl_accepted_makes_the_rest_opaque() {
+    let mut p = parser();
+    group(p.parse(Direction::Egress, &Bytes::from_static(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])));
+    group(p.parse(Direction::Ingress, &Bytes::from_static(b"S")));
+    match p.parse(Direction::Egress, &Bytes::from_static(b"\x16\x03\x01\x00\x10tls")) {
+        Parse::Message(Parsed { body: Body::Unparsed { .. }, len, .. }) => assert_eq!(len, 8),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn large_results_are_cut_into_continued_records() {
+    let cfg = ProtoConfig { max_message_bytes: 256, ..ProtoConfig::default() };
+    let mut p = PgParser::new(Direction::Egress, &cfg);
+    p.expect_startup = false;
+    let rows: Vec<u8> = (0..20).flat_map(|i| data_row(&[&format!("{i:020}")])).collect();
+    let all = Bytes::from([rows, msg(b'C', b"SELECT 20\0"), msg(b'Z', b"I")].concat());
+    let (n1, g1, ex1) = group(p.parse(Direction::Ingress, &all));
+    assert!((128..200).contains(&n1), "{n1}");
+    assert!(!g1.continued);
+    let (mut at, mut rows, mut records) = (n1, g1.rows, 1);
+    while at < all.len() {
+        let (n, g, ex) = group(p.parse(Direction::Ingress, &all.slice(at..)));
+        assert!(g.continued);
+        assert_eq!(ex, ex1);
+        at += n;
+        rows += g.rows;
+        records += 1;
+    }
+    assert_eq!((at, rows, records), (all.len(), 20, 5));
+}
+
+#[test]
+fn partial_messages_and_invalid_bytes() {
+    let mut p = parser();
+    p.expect_startup = false;
+    let q = Bytes::from(msg(b'Q', b"SELECT 1\0"));
+    match p.parse(Direction::Egress, &q.slice(..7)) {
+        Parse::Need { min_len, total } => {
+            assert_eq!((min_len, total), (q.len(), Some(q.len() as u64)))
+        }
+        other => panic!("{other:?}"),
+    }
+    let part = p.interrupted(Direction::Egress, &q.slice(..7));
+    assert_eq!(part.total, Some(q.len() as u64));
+    match p.parse(Direction::Egress, &Bytes::from_static(b"\x00\x00\x00\x00\x05")) {
+        Parse::Invalid { error, .. } => {
+            assert_eq!(error, "unknown frontend message type 0x00 at offset 0")
+        }
+        other => panic!("{other:?}"),
+    }
+    match p.parse(Direction::Ingress, &Bytes::from_static(b"Z\x00\x00\x00\x02")) {
+        Parse::Invalid { error, .. } => assert_eq!(error, "invalid message length 2 at offset 0"),
+        other => panic!("{other:?}"),
+    }
+    let tail = [b"xxxx".to_vec(), msg(b'D', b"\x00\x00"), msg(b'Z', b"I")].concat();
+    assert_eq!(p.resync(Direction::Ingress, &tail), Some(4));
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300), client in any::<bool>(), started in any::<bool>()) {
+        let mut p = parser();
+        p.expect_startup = !started;
+        let dir = if client { Direction::Egress } else { Direction::Ingress };
+        let buf = Bytes::from(data);
+        match p.parse(dir, &buf) {
+            Parse::Message(m) => prop_assert!(m.len >= 1 && m.len <= buf.len().max(1)),
+            Parse::Invalid { len, .. } => prop_assert!(len >= 1 && len <= buf.len().max(1)),
+            Parse::Need { min_len, .. } => prop_assert!(min_len > buf.len()),
+        }
+        let _ = p.interrupted(dir, &buf);
+        if let Some(o) = p.resync(dir, &buf) { prop_assert!(o <= buf.len()); }
+    }
+
+    /// Any split of a backend response yields the same group.
+    #[test]
+    fn any_split_yields_the_same_group(split in 1usize..80) {
+        let all = Bytes::from([row_description(&["a"]), data_row(&["x"]), msg(b'C', b"SELECT 1\0"), msg(b'Z', b"I")].concat());
+        let split = split.min(all.len() - 1);
+        let mut whole = parser();
+        let expected = group(whole.parse(Direction::Ingress, &all));
+        let mut p = parser();
+        let need = matches!(p.parse(Direction::Ingress, &all.slice(..split)), Parse::Need { .. });
+        prop_assert!(need);
+        prop_assert_eq!(group(p.parse(Direction::Ingress, &all)), expected);
+    }
+}

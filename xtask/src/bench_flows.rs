@@ -1,0 +1,16 @@
+//! `cargo xtask bench flows`: runs the agent's `bench_flows` example (flow
+//! reassembly + protocol parsing throughput, one core) in release mode.
+use crate::util::cargo;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Arguments for the benchmark (`--mib`, `--connections`, `--runs`, `--only`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub rest: Vec<String>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let mut args = vec!["run", "--quiet", "--release", "-p", "wiretrail-agent", "--example", "bench_flows", "--"];
+    args.extend(a.rest.iter().map(String::as_str));
+    cargo(&args)
+}
