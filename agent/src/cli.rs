@@ -72,6 +72,9 @@ pub struct RunArgs {
     /// Connections idle this long are flushed (s).
     #[arg(long, default_value_t = 300)]
     pub idle_timeout_s: u64,
+    /// Do not reassemble flows into protocol records (only chunk-level records).
+    #[arg(long)]
+    pub no_flows: bool,
     /// Do not capture TLS plaintext (no uprobes on TLS libraries).
     #[arg(long)]
     pub no_tls: bool,

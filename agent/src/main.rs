@@ -14,6 +14,7 @@ use wiretrail_agent::{
     },
     cli::{Cli, Command, LogFormat, OutputFormat},
     conn::TrackerConfig,
+    flow::{FlowConfig, feed::Feed},
     metrics::{self, Metrics},
     output::Sink,
     pipeline,
@@ -87,7 +88,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tokio::spawn(capture::execs::run(ring, tx.clone(), metrics.clone(), shutdown.clone()));
     }
     let links = pipeline::TlsLinks { registry, notices: notice_rx };
-    let pipe = tokio::spawn(pipeline::run(rx, sink, tracker, metrics.clone(), links));
+    let feed = (!args.no_flows).then(|| Feed::new(FlowConfig::default()));
+    let pipe = tokio::spawn(pipeline::run(rx, sink, tracker, metrics.clone(), links, feed));
     if let Some(addr) = args.metrics_addr {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics address {addr}"))?;

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub conns_evicted: Counter,
     /// Records written to the output.
     pub records_out: Counter,
+    /// Protocol records produced by flow reassembly and parsing.
+    pub protocol_records: Counter,
     /// Exec events not handed to TLS discovery at once (channel full); the
     /// periodic rescan still finds those processes.
     pub exec_backlog: Counter,
@@ -82,7 +84,7 @@ impl Metrics {
         self.kernel_pending_full.set(k.pending_full);
     }
 
-    fn fields(&self) -> [(&'static str, &Counter); 20] {
+    fn fields(&self) -> [(&'static str, &Counter); 21] {
         [
             ("ring_records", &self.ring_records),
             ("decode_errors", &self.decode_errors),
@@ -95,6 +97,7 @@ impl Metrics {
             ("conns_tracked", &self.conns_tracked),
             ("conns_evicted", &self.conns_evicted),
             ("records_out", &self.records_out),
+            ("protocol_records", &self.protocol_records),
             ("exec_backlog", &self.exec_backlog),
             ("tls_libraries", &self.tls_libraries),
             ("kernel_events", &self.kernel_events),
@@ -168,7 +171,7 @@ mod tests {
         m.kernel_lost_events.add(3);
         let text = m.render();
         assert!(text.contains("wiretrail_agent_kernel_lost_events 3"));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 20);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 21);
         assert_eq!(m.snapshot()["kernel_lost_events"], 3);
     }
 }

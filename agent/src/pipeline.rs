@@ -11,8 +11,10 @@ use crate::{
     },
     clock::ClockSync,
     conn::{Gap, Tracker, TrackerConfig},
+    flow::feed::{Feed, TLS_FLOW_BIT},
     metrics::Metrics,
     output::{JsonRecord, Sink, SinkError},
+    proto::record::Record,
 };
 
 /// Consumes batches until the reader closes the channel, then finalizes every
@@ -31,8 +33,10 @@ pub async fn run(
     config: TrackerConfig,
     metrics: Arc<Metrics>,
     mut tls: TlsLinks,
+    mut feed: Option<Feed>,
 ) -> Result<(), SinkError> {
     let mut tracker = Tracker::new(config);
+    let mut records: Vec<Record> = Vec::new();
     let mut clock = ClockSync::measure();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -51,6 +55,9 @@ pub async fn run(
                         metrics.data_bytes.add(payload.len() as u64);
                     }
                     let gaps = tracker.on_event(ev, now);
+                    if let Some(f) = feed.as_mut() {
+                        f.on_event(ev, &mut records);
+                    }
                     // Explicit truncations are written as the event itself (a gap record).
                     count_gaps(&metrics, &gaps);
                     let mut rec = JsonRecord::from_event(ev, &clock);
@@ -58,6 +65,7 @@ pub async fn run(
                     sink.write(&rec)?;
                     metrics.records_out.inc();
                 }
+                write_records(&mut sink, &mut records, &clock, &metrics)?;
                 if rx.is_empty() {
                     sink.flush()?;
                 }
@@ -79,6 +87,13 @@ pub async fn run(
                 clock = ClockSync::measure();
                 let gaps = tracker.tick(Instant::now());
                 write_gaps(&mut sink, &gaps, &clock, &metrics, &tls.registry)?;
+                if let Some(f) = feed.as_mut() {
+                    for g in &gaps {
+                        f.on_gap(g, &mut records);
+                    }
+                    records.extend(f.flush_idle(now_boot_ns()));
+                    write_records(&mut sink, &mut records, &clock, &metrics)?;
+                }
                 metrics.conns_tracked.set(tracker.len() as u64);
                 metrics.conns_evicted.set(tracker.evicted);
                 sink.flush()?;
@@ -87,8 +102,40 @@ pub async fn run(
     }
     let gaps = tracker.finish_all();
     write_gaps(&mut sink, &gaps, &clock, &metrics, &tls.registry)?;
+    if let Some(f) = feed.as_mut() {
+        for g in &gaps {
+            f.on_gap(g, &mut records);
+        }
+        records.extend(f.shutdown());
+        write_records(&mut sink, &mut records, &clock, &metrics)?;
+    }
     metrics.conns_tracked.set(0);
     sink.flush()
+}
+
+/// Writes protocol records: the flow engine's record with `type: "record"`, the
+/// connection id (TLS flows reported on their connection, `tls: true`) and the
+/// UTC time of its first byte.
+fn write_records(
+    sink: &mut Sink,
+    records: &mut Vec<Record>,
+    clock: &ClockSync,
+    metrics: &Metrics,
+) -> Result<(), SinkError> {
+    for r in records.drain(..) {
+        let mut v = r.to_json();
+        if let serde_json::Value::Object(o) = &mut v {
+            let tls = r.conn_id & TLS_FLOW_BIT != 0;
+            o.insert("type".into(), "record".into());
+            o.insert("conn_id".into(), (r.conn_id & !TLS_FLOW_BIT).into());
+            o.insert("tls".into(), tls.into());
+            o.insert("ts".into(), crate::clock::rfc3339(clock.to_utc_ns(r.first_ts_ns)).into());
+        }
+        sink.write_value(&v)?;
+        metrics.protocol_records.inc();
+        metrics.records_out.inc();
+    }
+    Ok(())
 }
 
 fn count_gaps(metrics: &Metrics, gaps: &[Gap]) {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod conn;
 pub mod detect;
 pub mod engine;
+pub mod feed;
 pub mod input;
 pub mod stats;
 pub mod stream;

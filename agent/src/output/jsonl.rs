@@ -70,7 +70,9 @@ impl Sink {
                 serde_json::to_writer(&mut *w, v).map_err(|e| SinkError::Write { source: e.into() })?;
                 w.write_all(b"\n").map_err(|source| SinkError::Write { source })
             }
-            Sink::Text(w) => writeln!(w, "{v}").map_err(|source| SinkError::Write { source }),
+            Sink::Text(w) => {
+                w.write_all(super::text::value_line(v).as_bytes()).map_err(|source| SinkError::Write { source })
+            }
             Sink::Discard => Ok(()),
         }
     }

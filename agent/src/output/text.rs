@@ -41,6 +41,37 @@ pub fn line(r: &JsonRecord) -> String {
     format!("{head} {body}\n")
 }
 
+/// One line for a non-event record: protocol records show their protocol and
+/// parsed fields (raw bytes left out; they are in the JSON output).
+pub fn value_line(v: &serde_json::Value) -> String {
+    if v["type"] == "record" {
+        let mut body = v["body"].clone();
+        if let serde_json::Value::Object(o) = &mut body {
+            o.remove("raw");
+        }
+        let mut summary = body.to_string();
+        if summary.len() > 240 {
+            let cut = (0..=240).rev().find(|&i| summary.is_char_boundary(i)).unwrap_or(0);
+            summary.truncate(cut);
+            summary.push('…');
+        }
+        let tls = if v["tls"] == true { " tls" } else { "" };
+        let err = v["error"].as_str().map(|e| format!(" error={e:?}")).unwrap_or_default();
+        format!(
+            "{} conn={} record {}{} {} {}{}\n",
+            v["ts"].as_str().unwrap_or(""),
+            v["conn_id"],
+            v["protocol"].as_str().unwrap_or("?"),
+            tls,
+            v["direction"].as_str().unwrap_or("-"),
+            summary,
+            err
+        )
+    } else {
+        format!("{v}\n")
+    }
+}
+
 fn dir(r: &JsonRecord) -> &'static str {
     match r.direction {
         Some(Direction::Egress) => "egress",
