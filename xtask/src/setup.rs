@@ -101,7 +101,38 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         install_bpf_linker()?;
     }
+    ensure_cargo_fuzz()?;
     Ok(())
+}
+
+/// cargo-fuzz and a nightly toolchain, for the bounded fuzz runs of `xtask test`.
+fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    let nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .env("PATH", path_with_cargo_bin())
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !nightly {
+        bail!(
+            "the fuzz targets need a rustup nightly toolchain (libFuzzer needs -Z sanitizer); \
+             install one with `rustup toolchain install nightly --profile minimal`"
+        );
+    }
+    let have = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .env("PATH", path_with_cargo_bin())
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if have {
+        println!("setup: cargo-fuzz present");
+        return Ok(());
+    }
+    println!("setup: installing cargo-fuzz");
+    run_cmd(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["install", "cargo-fuzz", "--locked"])
+        .env("PATH", path_with_cargo_bin()))
 }
 
 /// An LLVM 22 shared library to build bpf-linker against.

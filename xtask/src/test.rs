@@ -4,7 +4,8 @@
 //! 2. build every binary (the end-to-end tests run them as processes);
 //! 3. `cargo test --workspace`: unit, property, kernel and end-to-end tests (the
 //!    latter need root and fail loudly without it);
-//! 4. clippy with warnings denied.
+//! 4. every fuzz target for a bounded time (`fuzz/run-all.sh`);
+//! 5. clippy with warnings denied.
 use crate::util::cargo;
 
 #[derive(clap::Args)]
@@ -15,6 +16,9 @@ pub struct Args {
     /// Skip clippy.
     #[arg(long)]
     pub no_lint: bool,
+    /// Seconds each fuzz target runs (0 skips fuzzing).
+    #[arg(long, default_value_t = 20)]
+    pub fuzz_seconds: u64,
     /// Extra arguments for `cargo test` (e.g. a test name filter after `--`).
     #[arg(trailing_var_arg = true)]
     pub rest: Vec<String>,
@@ -28,6 +32,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut test = vec!["test", "--workspace", "--no-fail-fast"];
     test.extend(args.rest.iter().map(String::as_str));
     cargo(&test)?;
+    if args.fuzz_seconds > 0 {
+        crate::util::run(
+            std::process::Command::new("bash")
+                .arg(crate::util::root().join("fuzz/run-all.sh"))
+                .arg(args.fuzz_seconds.to_string())
+                .env("PATH", crate::util::path_with_cargo_bin()),
+        )?;
+    }
     if !args.no_lint {
         cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     }
