@@ -3,6 +3,7 @@
 pub mod capture;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod conn;
 pub mod metrics;
 pub mod output;
