@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's commands. Each subcommand lives in its own file.
 mod bench_capture;
+mod pyvenv;
 mod run;
 mod setup;
 mod test;

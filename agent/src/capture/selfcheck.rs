@@ -20,6 +20,8 @@ pub const MIN_KERNEL: (u32, u32) = (5, 8);
 pub const MEMCG_BPF_KERNEL: (u32, u32) = (5, 11);
 
 const TRACEFS: &str = "/sys/kernel/tracing";
+/// include/uapi/linux/perf_event.h
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 
 /// When a capability is needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +30,9 @@ pub enum When {
     Always,
     /// With TLS plaintext capture on (the default; `--no-tls` turns it off).
     Tls,
+    /// With TLS capture on, where the kernel's uprobe PMU demands CAP_SYS_ADMIN
+    /// (probed at start: see [`uprobe_access`]).
+    TlsUprobes,
     /// On kernels older than 5.11 (RLIMIT_MEMLOCK accounting).
     OldKernel,
 }
@@ -60,13 +65,19 @@ pub const CAPABILITIES: &[CapNeed] = &[
         name: "CAP_SYS_PTRACE",
         bit: CAP_SYS_PTRACE,
         when: When::Tls,
-        why: "for TLS discovery to read /proc/PID/maps and /proc/PID/exe and open libraries through /proc/PID/root of processes that run as other users or with capabilities the agent lacks",
+        why: "for TLS discovery to resolve /proc/PID/exe and open programs and libraries through /proc/PID/root of processes that run as other users or with capabilities the agent lacks",
     },
     CapNeed {
         name: "CAP_DAC_READ_SEARCH",
         bit: CAP_DAC_READ_SEARCH,
         when: When::Tls,
         why: "for TLS discovery to open programs and libraries in directories or files root cannot read by permission bits alone (e.g. a Go binary in a 0700 home or data directory of another user)",
+    },
+    CapNeed {
+        name: "CAP_SYS_ADMIN",
+        bit: CAP_SYS_ADMIN,
+        when: When::TlsUprobes,
+        why: "to attach the TLS uprobes: this kernel's uprobe perf PMU refuses CAP_PERFMON alone (perf_event_open returns EACCES); also mounts tracefs when the host has not",
     },
     CapNeed {
         name: "CAP_SYS_RESOURCE",
@@ -106,6 +117,18 @@ pub struct Host {
     pub tracefs: Tracefs,
     /// Soft RLIMIT_MEMLOCK in bytes (`u64::MAX` = unlimited).
     pub memlock: u64,
+    /// Whether this process may open uprobe perf events.
+    pub uprobes: UprobeAccess,
+}
+
+/// Result of probing the uprobe perf PMU with the current credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UprobeAccess {
+    Allowed,
+    /// perf_event_open on the uprobe PMU returned EACCES/EPERM.
+    Denied,
+    /// No uprobe PMU (or the probe could not run); attach errors will say more.
+    Unknown,
 }
 
 /// One problem found by the self-check.
@@ -161,7 +184,7 @@ fn grant(name: &str) -> String {
 }
 
 /// Capability problems for an effective set `eff` on kernel `kernel`.
-pub fn cap_problems(eff: u64, kernel: (u32, u32), memlock: u64, needs: Needs) -> Vec<Problem> {
+pub fn cap_problems(eff: u64, kernel: (u32, u32), memlock: u64, uprobes: UprobeAccess, needs: Needs) -> Vec<Problem> {
     let has = |c: u32| eff & (1u64 << c) != 0;
     let admin = has(CAP_SYS_ADMIN);
     let mut out = Vec::new();
@@ -169,13 +192,14 @@ pub fn cap_problems(eff: u64, kernel: (u32, u32), memlock: u64, needs: Needs) ->
         let needed = match c.when {
             When::Always => !(has(c.bit) || admin),
             When::Tls => needs.tls && !has(c.bit),
+            When::TlsUprobes => needs.tls && uprobes == UprobeAccess::Denied && !has(c.bit),
             When::OldKernel => kernel < MEMCG_BPF_KERNEL && memlock != u64::MAX && !has(c.bit),
         };
         if !needed {
             continue;
         }
         let mut fix = format!("needed {}; {}", c.why, grant(c.name));
-        if c.when == When::Tls {
+        if matches!(c.when, When::Tls | When::TlsUprobes) {
             fix.push_str("; or turn TLS plaintext capture off (--no-tls, config `no_tls: true`)");
         }
         if c.when == When::OldKernel {
@@ -202,7 +226,7 @@ pub fn problems(host: &Host, needs: Needs) -> Vec<Problem> {
         }),
     }
     match &host.caps {
-        Ok(eff) => out.extend(cap_problems(*eff, kernel.unwrap_or(MIN_KERNEL), host.memlock, needs)),
+        Ok(eff) => out.extend(cap_problems(*eff, kernel.unwrap_or(MIN_KERNEL), host.memlock, host.uprobes, needs)),
         Err(e) => out.push(Problem {
             what: "capability information".into(),
             fix: format!("cannot read /proc/self/status: {e}"),
@@ -269,6 +293,37 @@ fn memlock() -> u64 {
     if r.rlim_cur == libc::RLIM_INFINITY { u64::MAX } else { r.rlim_cur }
 }
 
+/// Opens (disabled) and closes a uprobe perf event on this program's own
+/// file, to learn whether the kernel lets these credentials attach uprobes.
+pub fn uprobe_access() -> UprobeAccess {
+    let Ok(t) = std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type") else {
+        return UprobeAccess::Unknown;
+    };
+    let Ok(pmu_type) = t.trim().parse::<u64>() else { return UprobeAccess::Unknown };
+    let path = c"/proc/self/exe";
+    // struct perf_event_attr (PERF_ATTR_SIZE_VER7, 136 bytes) as u64 words:
+    // type|size, config, sample_period, sample_type, read_format, flags
+    // (bit 0: disabled), wakeup|bp_type, config1 (uprobe path), config2 (offset).
+    let mut attr = [0u64; 17];
+    attr[0] = pmu_type | (136u64 << 32);
+    attr[5] = 1;
+    attr[7] = path.as_ptr() as u64;
+    // SAFETY: perf_event_open reads `attr` (136 bytes) and the NUL-terminated
+    // path it points to, both alive for the call; the fd is closed below.
+    let fd =
+        unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), -1i32, 0i32, -1i32, PERF_FLAG_FD_CLOEXEC) };
+    if fd >= 0 {
+        // SAFETY: closing the fd we just opened.
+        unsafe { libc::close(fd as i32) };
+        return UprobeAccess::Allowed;
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => UprobeAccess::Denied,
+        // e.g. EINVAL for offset 0: past the permission check.
+        _ => UprobeAccess::Allowed,
+    }
+}
+
 impl Host {
     /// Reads the facts from this host.
     pub fn gather() -> Host {
@@ -281,6 +336,7 @@ impl Host {
             cgroup2: cgroup2_root(),
             tracefs: tracefs_state(),
             memlock: memlock(),
+            uprobes: uprobe_access(),
         }
     }
 }
@@ -312,13 +368,14 @@ pub fn run() -> Result<(), SelfCheckError> {
     run_for(Needs { tls: false })
 }
 
-/// The capabilities TLS discovery needs (CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH);
-/// without them it would find nothing in other users' processes, silently.
+/// The capabilities TLS capture needs (CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH for
+/// discovery; CAP_SYS_ADMIN where the kernel's uprobe PMU demands it); without
+/// them TLS plaintext would be missing for whole processes.
 pub fn check_tls() -> Result<(), SelfCheckError> {
     let eff = effective_caps().unwrap_or(0);
-    let problems: Vec<Problem> = cap_problems(eff, MEMCG_BPF_KERNEL, u64::MAX, Needs { tls: true })
+    let problems: Vec<Problem> = cap_problems(eff, MEMCG_BPF_KERNEL, u64::MAX, uprobe_access(), Needs { tls: true })
         .into_iter()
-        .filter(|p| CAPABILITIES.iter().any(|c| c.when == When::Tls && c.name == p.what))
+        .filter(|p| CAPABILITIES.iter().any(|c| matches!(c.when, When::Tls | When::TlsUprobes) && c.name == p.what))
         .collect();
     if problems.is_empty() { Ok(()) } else { Err(SelfCheckError { problems }) }
 }
@@ -346,6 +403,7 @@ mod tests {
             cgroup2: Some("/sys/fs/cgroup".into()),
             tracefs: Tracefs::Mounted,
             memlock: 8 << 20,
+            uprobes: UprobeAccess::Allowed,
         }
     }
 
@@ -361,38 +419,62 @@ mod tests {
     #[test]
     fn names_each_missing_capability() {
         let k = (6, 1);
-        assert_eq!(names(&cap_problems(0, k, 0, NO_TLS)), ["CAP_BPF", "CAP_PERFMON"]);
+        assert_eq!(names(&cap_problems(0, k, 0, UprobeAccess::Allowed, NO_TLS)), ["CAP_BPF", "CAP_PERFMON"]);
         assert_eq!(
-            names(&cap_problems(0, k, 0, TLS)),
+            names(&cap_problems(0, k, 0, UprobeAccess::Allowed, TLS)),
             ["CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]
         );
-        assert!(cap_problems(bits(&[CAP_BPF, CAP_PERFMON]), k, 0, NO_TLS).is_empty());
-        assert!(cap_problems(bits(&[CAP_SYS_ADMIN]), k, 0, NO_TLS).is_empty(), "CAP_SYS_ADMIN covers BPF and PERFMON");
-        assert_eq!(names(&cap_problems(bits(&[CAP_SYS_ADMIN]), k, 0, TLS)), ["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]);
-        assert_eq!(names(&cap_problems(bits(&[CAP_BPF]), k, 0, NO_TLS)), ["CAP_PERFMON"]);
-        assert_eq!(names(&cap_problems(all_listed() & !(1 << CAP_SYS_PTRACE), k, 0, TLS)), ["CAP_SYS_PTRACE"]);
+        assert!(cap_problems(bits(&[CAP_BPF, CAP_PERFMON]), k, 0, UprobeAccess::Allowed, NO_TLS).is_empty());
+        assert!(
+            cap_problems(bits(&[CAP_SYS_ADMIN]), k, 0, UprobeAccess::Allowed, NO_TLS).is_empty(),
+            "CAP_SYS_ADMIN covers BPF and PERFMON"
+        );
+        assert_eq!(
+            names(&cap_problems(bits(&[CAP_SYS_ADMIN]), k, 0, UprobeAccess::Allowed, TLS)),
+            ["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]
+        );
+        assert_eq!(names(&cap_problems(bits(&[CAP_BPF]), k, 0, UprobeAccess::Allowed, NO_TLS)), ["CAP_PERFMON"]);
+        assert_eq!(
+            names(&cap_problems(all_listed() & !(1 << CAP_SYS_PTRACE), k, 0, UprobeAccess::Allowed, TLS)),
+            ["CAP_SYS_PTRACE"]
+        );
+    }
+
+    #[test]
+    fn sys_admin_only_for_tls_where_uprobes_are_denied() {
+        let caps = all_listed();
+        let denied = UprobeAccess::Denied;
+        assert_eq!(names(&cap_problems(caps, (6, 18), 0, denied, TLS)), ["CAP_SYS_ADMIN"]);
+        assert!(cap_problems(caps, (6, 18), 0, denied, NO_TLS).is_empty());
+        assert!(cap_problems(caps | (1 << CAP_SYS_ADMIN), (6, 18), 0, denied, TLS).is_empty());
+        assert!(cap_problems(caps, (6, 18), 0, UprobeAccess::Unknown, TLS).is_empty());
+        let p = &cap_problems(caps, (6, 18), 0, denied, TLS)[0];
+        assert!(p.fix.contains("uprobe") && p.fix.contains("--no-tls"), "{}", p.fix);
     }
 
     #[test]
     fn sys_resource_only_on_old_kernels_with_a_memlock_limit() {
         let caps = all_listed();
-        assert!(cap_problems(caps, (5, 11), 64 << 10, TLS).is_empty());
-        assert_eq!(names(&cap_problems(caps, (5, 10), 64 << 10, TLS)), ["CAP_SYS_RESOURCE"]);
-        assert!(cap_problems(caps, (5, 10), u64::MAX, TLS).is_empty(), "unlimited memlock needs nothing");
-        assert!(cap_problems(caps | (1 << CAP_SYS_RESOURCE), (5, 10), 0, TLS).is_empty());
-        let p = &cap_problems(caps, (5, 10), 0, TLS)[0];
+        assert!(cap_problems(caps, (5, 11), 64 << 10, UprobeAccess::Allowed, TLS).is_empty());
+        assert_eq!(names(&cap_problems(caps, (5, 10), 64 << 10, UprobeAccess::Allowed, TLS)), ["CAP_SYS_RESOURCE"]);
+        assert!(
+            cap_problems(caps, (5, 10), u64::MAX, UprobeAccess::Allowed, TLS).is_empty(),
+            "unlimited memlock needs nothing"
+        );
+        assert!(cap_problems(caps | (1 << CAP_SYS_RESOURCE), (5, 10), 0, UprobeAccess::Allowed, TLS).is_empty());
+        let p = &cap_problems(caps, (5, 10), 0, UprobeAccess::Allowed, TLS)[0];
         assert!(p.fix.contains("RLIMIT_MEMLOCK") && p.fix.contains("LimitMEMLOCK=infinity"), "{}", p.fix);
     }
 
     #[test]
     fn every_capability_problem_says_why_and_how() {
-        for p in cap_problems(0, (5, 10), 0, TLS) {
+        for p in cap_problems(0, (5, 10), 0, UprobeAccess::Denied, TLS) {
             let c = CAPABILITIES.iter().find(|c| c.name == p.what).unwrap();
             let short = c.name.trim_start_matches("CAP_");
             assert!(p.fix.contains(c.why), "{p:?}");
             assert!(p.fix.contains(&format!("capabilities.add: [{short}]")), "{p:?}");
             assert!(p.fix.contains(&format!("AmbientCapabilities={}", c.name)), "{p:?}");
-            if c.when == When::Tls {
+            if matches!(c.when, When::Tls | When::TlsUprobes) {
                 assert!(p.fix.contains("--no-tls"), "{p:?}");
             }
         }
@@ -439,7 +521,7 @@ mod tests {
 
     #[test]
     fn error_lists_problems_with_fixes() {
-        let e = SelfCheckError { problems: cap_problems(0, (6, 1), 0, NO_TLS) };
+        let e = SelfCheckError { problems: cap_problems(0, (6, 1), 0, UprobeAccess::Allowed, NO_TLS) };
         let s = e.to_string();
         assert!(
             s.contains("missing CAP_BPF: needed to load") && s.contains("missing CAP_PERFMON") && s.contains("grant"),
