@@ -182,6 +182,8 @@ fn named(err: &str) -> BTreeSet<String> {
 #[test]
 fn each_missing_manifest_capability_is_named_with_its_fix() {
     require_root();
+    // The last case starts capture (programs load, then TLS setup stops it).
+    let _g = serial();
     let ok = agent_without(&[], &["check"]);
     assert!(
         ok.status.success(),
