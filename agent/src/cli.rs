@@ -10,6 +10,10 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub run: RunArgs,
+    /// YAML file with defaults for the run flags (keys in snake_case, e.g.
+    /// `ring_bytes: 33554432`); flags given here override it. See config.rs.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,

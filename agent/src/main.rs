@@ -1,7 +1,6 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use clap::Parser as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wiretrail_agent::{
@@ -32,12 +31,14 @@ fn init_logs(cli: &Cli) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = wiretrail_agent::config::parse_cli()?;
     init_logs(&cli);
     match cli.command {
         Some(Command::Check) => {
-            selfcheck::run()?;
-            println!("wiretrail-agent: self-check passed (capabilities, kernel BTF, cgroup v2)");
+            selfcheck::run_for(selfcheck::Needs { tls: !cli.run.no_tls })?;
+            println!(
+                "wiretrail-agent: self-check passed (kernel version, capabilities, kernel BTF, cgroup v2, tracefs)"
+            );
             Ok(())
         }
         Some(Command::Run) | None => run(cli).await,

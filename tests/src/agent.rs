@@ -19,12 +19,28 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent with `extra` arguments and waits until it is attached.
     pub fn start(extra: &[&str]) -> Agent {
+        Agent::start_wrapped(&[], extra)
+    }
+
+    /// Like [`Agent::start`], with the agent run by `wrapper` (a program and its
+    /// arguments that executes the rest of the command line, e.g. `setpriv
+    /// --bounding-set=...`); the wrapper must exec so the pid stays the agent's.
+    pub fn start_wrapped(wrapper: &[&str], extra: &[&str]) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("records.jsonl");
         let ready = dir.path().join("ready");
         let stats = dir.path().join("stats.json");
         let log = std::fs::File::create(dir.path().join("agent.log")).expect("log file");
-        let child = Command::new(workspace_bin("wiretrail-agent"))
+        let bin = workspace_bin("wiretrail-agent");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .arg("--output-file")
             .arg(&out)
             .arg("--ready-file")
@@ -36,7 +52,7 @@ impl Agent {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn wiretrail-agent");
+            .unwrap_or_else(|e| panic!("spawn wiretrail-agent (wrapper {wrapper:?}): {e}"));
         let mut agent = Agent { child: Some(child), dir };
         let attached = wait_until(Duration::from_secs(60), || ready.exists() || agent.exited());
         assert!(attached && ready.exists(), "agent did not attach:\n{}", agent.log());

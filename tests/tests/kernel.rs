@@ -88,6 +88,18 @@ fn self_check_names_missing_capabilities() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CAP_BPF") && err.contains("CAP_PERFMON"), "message does not name the capabilities: {err}");
+    // Each missing capability on a line of its own, with why and the fix.
+    for (cap, why) in
+        [("BPF", "needed to load the eBPF programs"), ("PERFMON", "needed to attach tracepoints and uprobes")]
+    {
+        let line = err
+            .lines()
+            .find(|l| l.trim().starts_with(&format!("- missing CAP_{cap}:")))
+            .unwrap_or_else(|| panic!("no line for CAP_{cap}: {err}"));
+        assert!(line.contains(why), "{line}");
+        assert!(line.contains(&format!("capabilities.add: [{cap}]")), "{line}");
+        assert!(line.contains(&format!("AmbientCapabilities=CAP_{cap}")), "{line}");
+    }
 }
 
 fn base64_of(b: &[u8]) -> String {

@@ -2,6 +2,7 @@
 //! module; this file only dispatches.
 mod bench_capture;
 mod bench_flows;
+mod pyvenv;
 mod run;
 mod setup;
 mod test;

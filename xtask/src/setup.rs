@@ -3,7 +3,9 @@
 //! - Debian packages: the eBPF toolchain (rustc-web, rust-web-src: rustc 1.96 with
 //!   LLVM 22 and its sources for `-Z build-std=core`), the test peers (nginx, curl,
 //!   openssl, gnutls-bin, postgresql, redis-server, wrk), and tools the tests use
-//!   (iproute2, libcap2-bin, bpftool).
+//!   (iproute2, libcap2-bin, bpftool; kubectl from kubernetes-client when no
+//!   kubectl is installed; python3-venv and systemd for the deployment tests).
+//! - PyPI tools for the deployment tests in `target/pyvenv` (see pyvenv.rs).
 //! - bpf-linker 0.13 built against an LLVM 22 shared library: the rustup
 //!   toolchain's `libLLVM.so.22.1-rust-*` when present, else Debian's libllvm22
 //!   (pulled in by rustc-web). The crate's default feature wants LLVM 23.
@@ -31,11 +33,18 @@ pub const PACKAGES: &[&str] = &[
     "redis-server",
     "wrk",
     "golang-go",
+    // deployment tests: Python venv for the PyPI linters, systemd-analyze
+    "python3",
+    "python3-venv",
+    "systemd",
 ];
 
 /// Installed only when the command is missing (a node from elsewhere, e.g. with
 /// OpenSSL linked in statically, is kept).
-const IF_MISSING: &[(&str, &str)] = &[("node", "nodejs")];
+/// `kubectl` renders the Kubernetes manifests (`kubectl kustomize`); Debian's is
+/// kubernetes-client, kept out of PACKAGES because another kubectl package
+/// (e.g. a cloud SDK's) may already own /usr/bin/kubectl.
+const IF_MISSING: &[(&str, &str)] = &[("node", "nodejs"), ("kubectl", "kubernetes-client")];
 
 const BPF_LINKER_VERSION: &str = "0.13";
 
@@ -75,6 +84,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if args.check {
         println!("missing Debian packages: {}", if missing.is_empty() { "none".into() } else { missing.join(" ") });
         println!("bpf-linker {BPF_LINKER_VERSION}: {}", if linker { "present" } else { "missing" });
+        println!("PyPI tools in target/pyvenv: {}", if crate::pyvenv::present() { "present" } else { "missing" });
         return Ok(());
     }
     if !missing.is_empty() {
@@ -102,7 +112,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         install_bpf_linker()?;
     }
     ensure_cargo_fuzz()?;
-    Ok(())
+    crate::pyvenv::install()
 }
 
 /// cargo-fuzz and a nightly toolchain, for the bounded fuzz runs of `xtask test`.

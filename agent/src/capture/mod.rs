@@ -43,6 +43,7 @@ pub fn start(opts: &CaptureOptions) -> Result<(Loaded, aya::maps::RingBuf<aya::m
         return Err(CaptureError::RingSize { bytes: opts.ring_bytes });
     }
     selfcheck::run()?;
+    selfcheck::raise_memlock_on_old_kernels();
     tracefs::ensure_mounted()?;
     let btf = btf::Btf::from_sys_fs()?;
     let offsets = offsets::compute(&btf)?;

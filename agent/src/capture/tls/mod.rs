@@ -41,6 +41,8 @@ const PROGRAMS: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    #[error(transparent)]
+    SelfCheck(#[from] super::selfcheck::SelfCheckError),
     #[error("eBPF object has no program `{name}`")]
     MissingProgram { name: String },
     #[error("loading uprobe program `{name}`: {source:?}")]
@@ -105,6 +107,7 @@ pub struct TlsManager {
 impl TlsManager {
     /// Loads the uprobe programs (attaching happens per file).
     pub fn new(ebpf: &mut Ebpf) -> Result<Self, TlsError> {
+        super::selfcheck::check_tls()?;
         for &name in PROGRAMS {
             let p: &mut UProbe = ebpf
                 .program_mut(name)

