@@ -1,1 +1,3 @@
-//! wiretrail collector (see issue: collector).
+//! wiretrail collector: ingest, tamper-evident store, query, verify, export.
+
+pub mod merkle;
