@@ -1,3 +1,13 @@
 //! wiretrail collector: ingest, tamper-evident store, query, verify, export.
 
+pub mod error;
+pub mod index;
+pub mod ingest;
 pub mod merkle;
+pub mod query;
+pub mod server;
+pub mod store;
+pub mod tls;
+
+pub use error::Error;
+pub use server::{ServeConfig, run};
