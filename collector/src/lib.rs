@@ -8,6 +8,7 @@ pub mod query;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod verify;
 
 pub use error::Error;
 pub use server::{ServeConfig, run};
