@@ -1,5 +1,6 @@
 //! wiretrail collector: ingest, tamper-evident store, query, verify, export.
 
+pub mod cli;
 pub mod error;
 pub mod index;
 pub mod ingest;

@@ -202,3 +202,24 @@ pub fn scan(q: &Query, shared: &Shared, from: u64, to: u64, limit: u64, mut emit
     }
     Ok(hits)
 }
+
+/// A record as one JSON object (raw payload in base64).
+pub fn to_json(leaf_index: u64, l: &StoredLeaf) -> serde_json::Value {
+    use base64::Engine;
+    let r = l.record.clone().unwrap_or_default();
+    let ep = |e: Option<wiretrail_proto::v1::Endpoint>| e.map(|e| serde_json::json!({"address": e.address, "port": e.port}));
+    serde_json::json!({
+        "leaf_index": leaf_index,
+        "agent_id": l.agent_id, "boot_id": l.boot_id, "seq": l.seq, "index_in_batch": l.index_in_batch,
+        "peer_identity": l.peer_identity, "received_time_ns": l.received_time_ns,
+        "kind": r.kind().as_str_name(), "capture_time_ns": r.capture_time_ns,
+        "clock_source": r.clock_source().as_str_name(), "clock_error_ns": r.clock_error_ns,
+        "kernel_time_ns": r.kernel_time_ns, "conn_id": r.conn_id, "direction": r.direction().as_str_name(),
+        "local": ep(r.local.clone()), "remote": ep(r.remote.clone()), "transport": r.transport().as_str_name(),
+        "app_protocol": r.app_protocol, "pid": r.pid, "tid": r.tid, "comm": r.comm, "uid": r.uid,
+        "cgroup_id": r.cgroup_id, "netns": r.netns, "identity": r.identity, "parsed_json": r.parsed_json,
+        "payload_base64": base64::engine::general_purpose::STANDARD.encode(&r.payload),
+        "stream_pos": r.stream_pos, "host": r.host,
+        "gap": r.gap.map(|g| serde_json::json!({"pos": g.pos, "len": g.len, "reason": g.reason().as_str_name(), "detail": g.detail, "first_time_ns": g.first_time_ns, "last_time_ns": g.last_time_ns})),
+    })
+}
