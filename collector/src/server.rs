@@ -75,7 +75,11 @@ pub enum ServeError {
 /// Serves ingest and the query API on `listener` until `shutdown` resolves,
 /// then drains: every batch received is committed and acked, a final
 /// checkpoint is issued.
-pub async fn run(listener: TcpListener, config: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn run(
+    listener: TcpListener,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let dir = config.data_dir.clone();
     let store_cfg = config.store.clone();
     let (writer, shared, dedup) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
@@ -126,7 +130,10 @@ pub async fn run(listener: TcpListener, config: ServeConfig, shutdown: impl Futu
     let served = match &config.tls {
         None => {
             router
-                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    shutdown,
+                )
                 .await
         }
         Some(files) => {
@@ -145,18 +152,25 @@ pub async fn run(listener: TcpListener, config: ServeConfig, shutdown: impl Futu
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.get());
                     let tx = tx.clone();
                     tokio::spawn(async move {
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                            .await
+                        {
                             Ok(Ok(s)) => {
                                 let _ = tx.send(Ok::<_, std::io::Error>(s)).await;
                             }
-                            Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
+                            Ok(Err(e)) => {
+                                tracing::warn!(%peer, error = %e, "TLS handshake refused")
+                            }
                             Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
                         }
                     });
                 }
             });
             let r = router
-                .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::ReceiverStream::new(rx),
+                    shutdown,
+                )
                 .await;
             acceptor_task.abort();
             r

@@ -26,6 +26,9 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<Ack, Error>>,
 }
 
+/// An ack channel and what to send on it after the group's fsync.
+type Reply = (oneshot::Sender<Result<Ack, Error>>, Result<Ack, Error>);
+
 /// Counters of the commit thread.
 #[derive(Default, Debug)]
 pub struct CommitStats {
@@ -72,7 +75,10 @@ impl Dedup {
                 n if n == k.seq + 1 => v[k.seq as usize].1 = i,
                 n if n == k.seq => v.push((i, i)),
                 n => {
-                    return Err(StoreError::Inconsistent(format!("leaf {i}: batch seq {} after {n} batches", k.seq)));
+                    return Err(StoreError::Inconsistent(format!(
+                        "leaf {i}: batch seq {} after {n} batches",
+                        k.seq
+                    )));
                 }
             }
         }
@@ -90,7 +96,7 @@ pub fn spawn(
     let handle = std::thread::Builder::new()
         .name("wt-commit".into())
         .spawn(move || {
-            let mut group: Vec<(oneshot::Sender<Result<Ack, Error>>, Result<Ack, Error>)> = Vec::new();
+            let mut group: Vec<Reply> = Vec::new();
             while let Some(first) = rx.blocking_recv() {
                 let mut jobs = vec![first];
                 let mut bytes: usize = jobs[0].leaves.iter().map(Vec::len).sum();
@@ -144,7 +150,12 @@ fn handle_job(
         let (first, last) = ranges[job.seq as usize];
         stats.duplicates.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(agent = %job.agent_id, seq = job.seq, "duplicate batch acknowledged from dedup table");
-        return Ok(Ack { seq: job.seq, first_leaf_index: first, last_leaf_index: last, duplicate: true });
+        return Ok(Ack {
+            seq: job.seq,
+            first_leaf_index: first,
+            last_leaf_index: last,
+            duplicate: true,
+        });
     }
     if job.seq > next {
         stats.out_of_sequence.fetch_add(1, Ordering::Relaxed);
@@ -158,6 +169,13 @@ fn handle_job(
     ranges.push((first, last));
     *appended = true;
     stats.batches.fetch_add(1, Ordering::Relaxed);
-    stats.records.fetch_add(job.leaves.len() as u64, Ordering::Relaxed);
-    Ok(Ack { seq: job.seq, first_leaf_index: first, last_leaf_index: last, duplicate: false })
+    stats
+        .records
+        .fetch_add(job.leaves.len() as u64, Ordering::Relaxed);
+    Ok(Ack {
+        seq: job.seq,
+        first_leaf_index: first,
+        last_leaf_index: last,
+        duplicate: false,
+    })
 }

@@ -36,21 +36,29 @@ impl HashSource for [Hash] {
 }
 
 /// MTH(D[start:end]).
-pub fn subtree_hash<S: HashSource + ?Sized>(src: &S, start: u64, end: u64) -> Result<Hash, ProofError> {
+pub fn subtree_hash<S: HashSource + ?Sized>(
+    src: &S,
+    start: u64,
+    end: u64,
+) -> Result<Hash, ProofError> {
     let n = end - start;
     if n == 0 {
         return Ok(EMPTY_ROOT);
     }
-    if n.is_power_of_two() && start % n == 0 {
-        if let Some(h) = src.cached_node(n.trailing_zeros(), start / n) {
-            return Ok(h);
-        }
+    if n.is_power_of_two()
+        && start.is_multiple_of(n)
+        && let Some(h) = src.cached_node(n.trailing_zeros(), start / n)
+    {
+        return Ok(h);
     }
     if n <= 256 {
         return Ok(root_of_leaf_hashes(&src.leaf_hashes(start, end)?));
     }
     let k = split_point(n);
-    Ok(node_hash(&subtree_hash(src, start, start + k)?, &subtree_hash(src, start + k, end)?))
+    Ok(node_hash(
+        &subtree_hash(src, start, start + k)?,
+        &subtree_hash(src, start + k, end)?,
+    ))
 }
 
 /// PATH(index, D[0:size]), leaf-to-root order.
@@ -60,14 +68,22 @@ pub fn inclusion_proof<S: HashSource + ?Sized>(
     size: u64,
 ) -> Result<Vec<Hash>, ProofError> {
     if index >= size {
-        return Err(ProofError::OutOfRange(format!("leaf {index} not in tree of size {size}")));
+        return Err(ProofError::OutOfRange(format!(
+            "leaf {index} not in tree of size {size}"
+        )));
     }
     let mut out = Vec::new();
     path(src, index, 0, size, &mut out)?;
     Ok(out)
 }
 
-fn path<S: HashSource + ?Sized>(src: &S, m: u64, start: u64, end: u64, out: &mut Vec<Hash>) -> Result<(), ProofError> {
+fn path<S: HashSource + ?Sized>(
+    src: &S,
+    m: u64,
+    start: u64,
+    end: u64,
+    out: &mut Vec<Hash>,
+) -> Result<(), ProofError> {
     let n = end - start;
     if n <= 1 {
         return Ok(());
@@ -90,7 +106,9 @@ pub fn consistency_proof<S: HashSource + ?Sized>(
     new: u64,
 ) -> Result<Vec<Hash>, ProofError> {
     if old > new {
-        return Err(ProofError::OutOfRange(format!("old size {old} > new size {new}")));
+        return Err(ProofError::OutOfRange(format!(
+            "old size {old} > new size {new}"
+        )));
     }
     let mut out = Vec::new();
     if old == 0 || old == new {
@@ -127,9 +145,17 @@ fn subproof<S: HashSource + ?Sized>(
 }
 
 /// Checks that `leaf` is leaf `index` of the tree of `size` leaves with `root`.
-pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root: &Hash) -> Result<(), ProofError> {
+pub fn verify_inclusion(
+    index: u64,
+    size: u64,
+    leaf: &Hash,
+    proof: &[Hash],
+    root: &Hash,
+) -> Result<(), ProofError> {
     if index >= size {
-        return Err(ProofError::OutOfRange(format!("leaf {index} not in tree of size {size}")));
+        return Err(ProofError::OutOfRange(format!(
+            "leaf {index} not in tree of size {size}"
+        )));
     }
     let (mut fnode, mut snode) = (index, size - 1);
     let mut r = *leaf;
@@ -153,7 +179,9 @@ pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root
         return Err(ProofError::Mismatch("inclusion proof too short"));
     }
     if &r != root {
-        return Err(ProofError::Mismatch("inclusion proof leads to a different root"));
+        return Err(ProofError::Mismatch(
+            "inclusion proof leads to a different root",
+        ));
     }
     Ok(())
 }
@@ -167,17 +195,25 @@ pub fn verify_consistency(
     proof: &[Hash],
 ) -> Result<(), ProofError> {
     if old > new {
-        return Err(ProofError::OutOfRange(format!("old size {old} > new size {new}")));
+        return Err(ProofError::OutOfRange(format!(
+            "old size {old} > new size {new}"
+        )));
     }
     if old == new {
         return if proof.is_empty() && old_root == new_root {
             Ok(())
         } else {
-            Err(ProofError::Mismatch("equal sizes need an empty proof and equal roots"))
+            Err(ProofError::Mismatch(
+                "equal sizes need an empty proof and equal roots",
+            ))
         };
     }
     if old == 0 {
-        return if proof.is_empty() { Ok(()) } else { Err(ProofError::Mismatch("proof from empty tree must be empty")) };
+        return if proof.is_empty() {
+            Ok(())
+        } else {
+            Err(ProofError::Mismatch("proof from empty tree must be empty"))
+        };
     }
     let mut path: Vec<Hash> = Vec::with_capacity(proof.len() + 1);
     if old.is_power_of_two() {
@@ -214,7 +250,9 @@ pub fn verify_consistency(
         return Err(ProofError::Mismatch("consistency proof too short"));
     }
     if &fr != old_root || &sr != new_root {
-        return Err(ProofError::Mismatch("consistency proof leads to different roots"));
+        return Err(ProofError::Mismatch(
+            "consistency proof leads to different roots",
+        ));
     }
     Ok(())
 }

@@ -65,7 +65,10 @@ fn hashes(d: &[Vec<u8>]) -> Vec<Hash> {
 
 #[test]
 fn empty_root_is_sha256_of_nothing() {
-    assert_eq!(hex::encode(EMPTY_ROOT), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    assert_eq!(
+        hex::encode(EMPTY_ROOT),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
     assert_eq!(EMPTY_ROOT, ref_mth(&[]));
     assert_eq!(root_of_leaf_hashes(&[]), EMPTY_ROOT);
 }
@@ -75,9 +78,20 @@ fn known_roots_of_rfc6962_tree() {
     let d = leaves();
     let lh = hashes(&d);
     for n in 1..=8 {
-        assert_eq!(hex::encode(root_of_leaf_hashes(&lh[..n])), ROOTS[n - 1], "size {n}");
-        assert_eq!(hex::encode(ref_mth(&d[..n])), ROOTS[n - 1], "reference, size {n}");
-        assert_eq!(subtree_hash(&lh[..], 0, n as u64).unwrap(), ref_mth(&d[..n]));
+        assert_eq!(
+            hex::encode(root_of_leaf_hashes(&lh[..n])),
+            ROOTS[n - 1],
+            "size {n}"
+        );
+        assert_eq!(
+            hex::encode(ref_mth(&d[..n])),
+            ROOTS[n - 1],
+            "reference, size {n}"
+        );
+        assert_eq!(
+            subtree_hash(&lh[..], 0, n as u64).unwrap(),
+            ref_mth(&d[..n])
+        );
     }
 }
 
@@ -123,7 +137,14 @@ fn known_inclusion_proofs() {
         let got = inclusion_proof(&lh[..], idx, size).unwrap();
         let want: Vec<Hash> = want.iter().map(|s| h(s)).collect();
         assert_eq!(got, want, "inclusion {idx} in {size}");
-        verify_inclusion(idx, size, &lh[idx as usize], &got, &h(ROOTS[size as usize - 1])).unwrap();
+        verify_inclusion(
+            idx,
+            size,
+            &lh[idx as usize],
+            &got,
+            &h(ROOTS[size as usize - 1]),
+        )
+        .unwrap();
     }
 }
 
@@ -163,7 +184,14 @@ fn known_consistency_proofs() {
         let got = consistency_proof(&lh[..], m, n).unwrap();
         let want: Vec<Hash> = want.iter().map(|s| h(s)).collect();
         assert_eq!(got, want, "consistency {m} -> {n}");
-        verify_consistency(m, n, &h(ROOTS[m as usize - 1]), &h(ROOTS[n as usize - 1]), &got).unwrap();
+        verify_consistency(
+            m,
+            n,
+            &h(ROOTS[m as usize - 1]),
+            &h(ROOTS[n as usize - 1]),
+            &got,
+        )
+        .unwrap();
     }
 }
 
@@ -185,7 +213,10 @@ fn all_proofs_verify_and_corruptions_fail() {
                 assert!(verify_inclusion(i, n, &lh[i as usize], &bad, &root).is_err());
             }
             if n > 1 {
-                assert!(verify_inclusion((i + 1) % n, n, &lh[i as usize], &p, &root).is_err() || lh[i as usize] == lh[((i + 1) % n) as usize]);
+                assert!(
+                    verify_inclusion((i + 1) % n, n, &lh[i as usize], &p, &root).is_err()
+                        || lh[i as usize] == lh[((i + 1) % n) as usize]
+                );
             }
         }
         for m in 1..=n {
@@ -209,7 +240,11 @@ fn signed_note_roundtrip_and_tamper() {
     let signer = Signer::from_seed("wiretrail.test/log", &[7u8; 32]).unwrap();
     let v = signer.verifier();
     let v2 = Verifier::parse(&v.key_string()).unwrap();
-    let cp = Checkpoint { origin: "wiretrail.test/log".into(), size: 8, root: h(ROOTS[7]) };
+    let cp = Checkpoint {
+        origin: "wiretrail.test/log".into(),
+        size: 8,
+        root: h(ROOTS[7]),
+    };
     let sc = signer.sign(&cp);
     assert!(sc.note.starts_with("wiretrail.test/log\n8\nXcnaeacGWamtVZy3Ad7ZoqudgjqtL0lgz+Nw7/RgQyg=\n\n\u{2014} wiretrail.test/log "));
     assert_eq!(v2.open(&sc.note).unwrap().checkpoint, cp);

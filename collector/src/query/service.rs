@@ -10,7 +10,8 @@ use tonic::{Request, Response, Status};
 use wiretrail_proto::v1::query_server::Query as QueryApi;
 use wiretrail_proto::v1::{
     CheckpointResponse, ConsistencyProofRequest, ConsistencyProofResponse, InclusionProofRequest,
-    InclusionProofResponse, IssueCheckpointRequest, LatestCheckpointRequest, SearchRequest, SearchResult,
+    InclusionProofResponse, IssueCheckpointRequest, LatestCheckpointRequest, SearchRequest,
+    SearchResult,
 };
 
 use super::{Hit, Query, scan, search};
@@ -44,12 +45,18 @@ impl QueryService {
 }
 
 fn result(h: Hit) -> SearchResult {
-    SearchResult { leaf_index: h.leaf_index, leaf: h.leaf, decoded: Some(h.decoded) }
+    SearchResult {
+        leaf_index: h.leaf_index,
+        leaf: h.leaf,
+        decoded: Some(h.decoded),
+    }
 }
 
 type ResultStream = Pin<Box<dyn Stream<Item = Result<SearchResult, Status>> + Send>>;
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Status> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Status::internal(format!("worker failed: {e}")))?
@@ -72,7 +79,9 @@ impl QueryApi for QueryService {
                 let conn = index::open(shared.dir())?;
                 let upto = shared.size();
                 let indexed = progress.indexed.load(Ordering::Acquire);
-                search(&q, &shared, &conn, indexed, upto, |h| tx.blocking_send(Ok(result(h))).is_ok())?;
+                search(&q, &shared, &conn, indexed, upto, |h| {
+                    tx.blocking_send(Ok(result(h))).is_ok()
+                })?;
                 if !follow {
                     return Ok(());
                 }
@@ -99,16 +108,24 @@ impl QueryApi for QueryService {
                 let _ = tx.blocking_send(Err(e.into()));
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn issue_checkpoint(&self, _: Request<IssueCheckpointRequest>) -> Result<Response<CheckpointResponse>, Status> {
+    async fn issue_checkpoint(
+        &self,
+        _: Request<IssueCheckpointRequest>,
+    ) -> Result<Response<CheckpointResponse>, Status> {
         let shared = self.shared.clone();
         let cp = blocking(move || Ok(shared.issue_checkpoint()?)).await?;
         Ok(Response::new(self.checkpoint_response(cp)))
     }
 
-    async fn latest_checkpoint(&self, _: Request<LatestCheckpointRequest>) -> Result<Response<CheckpointResponse>, Status> {
+    async fn latest_checkpoint(
+        &self,
+        _: Request<LatestCheckpointRequest>,
+    ) -> Result<Response<CheckpointResponse>, Status> {
         let cp = self
             .shared
             .latest_checkpoint()
@@ -116,17 +133,25 @@ impl QueryApi for QueryService {
         Ok(Response::new(self.checkpoint_response(cp)))
     }
 
-    async fn inclusion_proof(&self, req: Request<InclusionProofRequest>) -> Result<Response<InclusionProofResponse>, Status> {
+    async fn inclusion_proof(
+        &self,
+        req: Request<InclusionProofRequest>,
+    ) -> Result<Response<InclusionProofResponse>, Status> {
         let r = req.into_inner();
         let shared = self.shared.clone();
         let hashes = blocking(move || {
             if r.leaf_index >= r.tree_size {
-                return Err(Error::InvalidArgument(format!("leaf {} not below tree size {}", r.leaf_index, r.tree_size)));
+                return Err(Error::InvalidArgument(format!(
+                    "leaf {} not below tree size {}",
+                    r.leaf_index, r.tree_size
+                )));
             }
             Ok(shared.inclusion_proof(r.leaf_index, r.tree_size)?)
         })
         .await?;
-        Ok(Response::new(InclusionProofResponse { hashes: hashes.iter().map(|h| h.to_vec()).collect() }))
+        Ok(Response::new(InclusionProofResponse {
+            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+        }))
     }
 
     async fn consistency_proof(
@@ -137,11 +162,16 @@ impl QueryApi for QueryService {
         let shared = self.shared.clone();
         let hashes = blocking(move || {
             if r.from_size > r.to_size {
-                return Err(Error::InvalidArgument(format!("from_size {} > to_size {}", r.from_size, r.to_size)));
+                return Err(Error::InvalidArgument(format!(
+                    "from_size {} > to_size {}",
+                    r.from_size, r.to_size
+                )));
             }
             Ok(shared.consistency_proof(r.from_size, r.to_size)?)
         })
         .await?;
-        Ok(Response::new(ConsistencyProofResponse { hashes: hashes.iter().map(|h| h.to_vec()).collect() }))
+        Ok(Response::new(ConsistencyProofResponse {
+            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+        }))
     }
 }

@@ -13,7 +13,8 @@ pub fn load_or_create_signer(dir: &Path, default_origin: &str) -> Result<Signer,
     let origin = match std::fs::read_to_string(&origin_path) {
         Ok(s) => s.trim().to_string(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&origin_path, format!("{default_origin}\n")).map_err(StoreError::io("writing", &origin_path))?;
+            std::fs::write(&origin_path, format!("{default_origin}\n"))
+                .map_err(StoreError::io("writing", &origin_path))?;
             default_origin.to_string()
         }
         Err(e) => return Err(StoreError::io("reading", &origin_path)(e)),
@@ -23,10 +24,17 @@ pub fn load_or_create_signer(dir: &Path, default_origin: &str) -> Result<Signer,
         Ok(s) => hex::decode(s.trim())
             .ok()
             .and_then(|v| v.try_into().ok())
-            .ok_or_else(|| StoreError::Inconsistent(format!("{} is not a 32-byte hex seed", key_path.display())))?,
+            .ok_or_else(|| {
+                StoreError::Inconsistent(format!(
+                    "{} is not a 32-byte hex seed",
+                    key_path.display()
+                ))
+            })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).map_err(|e| StoreError::io("generating key", &key_path)(std::io::Error::other(e.to_string())))?;
+            getrandom::fill(&mut seed).map_err(|e| {
+                StoreError::io("generating key", &key_path)(std::io::Error::other(e.to_string()))
+            })?;
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -64,7 +72,10 @@ struct Line {
 }
 
 /// Reads and verifies every checkpoint in `dir/checkpoints.jsonl`, in file order.
-pub fn load_checkpoints(dir: &Path, verifier: &Verifier) -> Result<Vec<SignedCheckpoint>, StoreError> {
+pub fn load_checkpoints(
+    dir: &Path,
+    verifier: &Verifier,
+) -> Result<Vec<SignedCheckpoint>, StoreError> {
     let path = dir.join("checkpoints.jsonl");
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -73,13 +84,17 @@ pub fn load_checkpoints(dir: &Path, verifier: &Verifier) -> Result<Vec<SignedChe
     };
     let mut out: Vec<SignedCheckpoint> = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let l: Line = serde_json::from_str(line)
-            .map_err(|e| StoreError::Inconsistent(format!("checkpoints.jsonl line {}: {e}", n + 1)))?;
+        let l: Line = serde_json::from_str(line).map_err(|e| {
+            StoreError::Inconsistent(format!("checkpoints.jsonl line {}: {e}", n + 1))
+        })?;
         let cp = verifier.open(&l.note)?;
-        if let Some(prev) = out.last() {
-            if cp.checkpoint.size < prev.checkpoint.size {
-                return Err(StoreError::Inconsistent(format!("checkpoints.jsonl line {}: tree size went backwards", n + 1)));
-            }
+        if let Some(prev) = out.last()
+            && cp.checkpoint.size < prev.checkpoint.size
+        {
+            return Err(StoreError::Inconsistent(format!(
+                "checkpoints.jsonl line {}: tree size went backwards",
+                n + 1
+            )));
         }
         out.push(cp);
     }
@@ -94,7 +109,10 @@ pub fn append_checkpoint(dir: &Path, cp: &SignedCheckpoint) -> Result<(), StoreE
         .create(true)
         .open(&path)
         .map_err(StoreError::io("opening", &path))?;
-    let line = serde_json::to_string(&Line { note: cp.note.clone() }).expect("string serializes");
+    let line = serde_json::to_string(&Line {
+        note: cp.note.clone(),
+    })
+    .expect("string serializes");
     f.write_all(format!("{line}\n").as_bytes())
         .and_then(|_| f.sync_data())
         .map_err(StoreError::io("appending", &path))

@@ -12,7 +12,8 @@ use super::frame::{self, HEADER_LEN};
 use super::tree::TreeCache;
 use super::{StoreError, segment_name};
 use crate::merkle::{
-    Checkpoint, Hash, ProofError, SignedCheckpoint, Signer, Verifier, consistency_proof, inclusion_proof, leaf_hash,
+    Checkpoint, Hash, ProofError, SignedCheckpoint, Signer, Verifier, consistency_proof,
+    inclusion_proof, leaf_hash,
 };
 
 /// State shared between the single writer and any number of readers.
@@ -61,7 +62,9 @@ impl Shared {
     fn check_index(&self, i: u64) -> Result<(), StoreError> {
         let size = self.size();
         if i >= size {
-            return Err(StoreError::OutOfRange(format!("leaf index {i} not in log of size {size}")));
+            return Err(StoreError::OutOfRange(format!(
+                "leaf index {i} not in log of size {size}"
+            )));
         }
         Ok(())
     }
@@ -91,12 +94,17 @@ impl Shared {
         let off = self.offset_of(i)?;
         let f = File::open(&seg).map_err(StoreError::io("opening", &seg))?;
         let mut hb = [0u8; HEADER_LEN];
-        f.read_exact_at(&mut hb, off).map_err(StoreError::io("reading", &seg))?;
-        let h = frame::header(&hb).ok_or_else(|| StoreError::Inconsistent(format!("leaf {i}: bad frame header")))?;
+        f.read_exact_at(&mut hb, off)
+            .map_err(StoreError::io("reading", &seg))?;
+        let h = frame::header(&hb)
+            .ok_or_else(|| StoreError::Inconsistent(format!("leaf {i}: bad frame header")))?;
         let mut leaf = vec![0u8; h.len];
-        f.read_exact_at(&mut leaf, off + HEADER_LEN as u64).map_err(StoreError::io("reading", &seg))?;
+        f.read_exact_at(&mut leaf, off + HEADER_LEN as u64)
+            .map_err(StoreError::io("reading", &seg))?;
         if h.index != i || leaf_hash(&leaf) != h.hash {
-            return Err(StoreError::Inconsistent(format!("leaf {i}: frame does not match its hash")));
+            return Err(StoreError::Inconsistent(format!(
+                "leaf {i}: frame does not match its hash"
+            )));
         }
         Ok(leaf)
     }
@@ -106,13 +114,23 @@ impl Shared {
         let to = to.min(self.size());
         let segs = self.segments.read().expect("segments lock").clone();
         let start_off = if from < to { self.offset_of(from)? } else { 0 };
-        Ok(LeafIter { dir: self.dir.join("log"), segs, next: from, to, reader: None, start_off })
+        Ok(LeafIter {
+            dir: self.dir.join("log"),
+            segs,
+            next: from,
+            to,
+            reader: None,
+            start_off,
+        })
     }
 
     /// Root hash of the first `size` leaves.
     pub fn root(&self, size: u64) -> Result<Hash, StoreError> {
         if size > self.size() {
-            return Err(StoreError::OutOfRange(format!("tree size {size} > log size {}", self.size())));
+            return Err(StoreError::OutOfRange(format!(
+                "tree size {size} > log size {}",
+                self.size()
+            )));
         }
         let tree = self.tree.read().expect("tree lock");
         Ok(tree.source(&self.hashes).root(size)?)
@@ -121,7 +139,10 @@ impl Shared {
     /// Inclusion proof of leaf `i` in the tree of `size` leaves.
     pub fn inclusion_proof(&self, i: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
         if size > self.size() {
-            return Err(StoreError::OutOfRange(format!("tree size {size} > log size {}", self.size())));
+            return Err(StoreError::OutOfRange(format!(
+                "tree size {size} > log size {}",
+                self.size()
+            )));
         }
         let tree = self.tree.read().expect("tree lock");
         Ok(inclusion_proof(&tree.source(&self.hashes), i, size)?)
@@ -130,7 +151,10 @@ impl Shared {
     /// Consistency proof between tree sizes `old` and `new`.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
         if new > self.size() {
-            return Err(StoreError::OutOfRange(format!("tree size {new} > log size {}", self.size())));
+            return Err(StoreError::OutOfRange(format!(
+                "tree size {new} > log size {}",
+                self.size()
+            )));
         }
         let tree = self.tree.read().expect("tree lock");
         consistency_proof(&tree.source(&self.hashes), old, new).map_err(|e| match e {
@@ -141,20 +165,28 @@ impl Shared {
 
     /// Latest checkpoint, if any was issued.
     pub fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
-        self.checkpoints.lock().expect("checkpoints lock").last().cloned()
+        self.checkpoints
+            .lock()
+            .expect("checkpoints lock")
+            .last()
+            .cloned()
     }
 
     /// Signs and stores a checkpoint of the committed log, unless the latest one already covers it.
     pub fn issue_checkpoint(&self) -> Result<SignedCheckpoint, StoreError> {
         let mut cps = self.checkpoints.lock().expect("checkpoints lock");
         let size = self.size();
-        if let Some(last) = cps.last() {
-            if last.checkpoint.size == size {
-                return Ok(last.clone());
-            }
+        if let Some(last) = cps.last()
+            && last.checkpoint.size == size
+        {
+            return Ok(last.clone());
         }
         let root = self.root(size)?;
-        let cp = self.signer.sign(&Checkpoint { origin: self.signer.verifier().name, size, root });
+        let cp = self.signer.sign(&Checkpoint {
+            origin: self.signer.verifier().name,
+            size,
+            root,
+        });
         append_checkpoint(&self.dir, &cp)?;
         tracing::info!(size, root = %hex::encode(root), "checkpoint issued");
         cps.push(cp.clone());
@@ -202,18 +234,28 @@ impl LeafIter {
             let end = self.segs.get(pos).copied().unwrap_or(u64::MAX);
             let path = self.dir.join(segment_name(first));
             let mut f = File::open(&path).map_err(StoreError::io("opening", &path))?;
-            let off = if self.reader.is_none() { self.start_off } else { 0 };
-            f.seek(SeekFrom::Start(off)).map_err(StoreError::io("seeking", &path))?;
+            let off = if self.reader.is_none() {
+                self.start_off
+            } else {
+                0
+            };
+            f.seek(SeekFrom::Start(off))
+                .map_err(StoreError::io("seeking", &path))?;
             self.reader = Some((BufReader::with_capacity(1 << 20, f), end));
         }
         let (r, _) = self.reader.as_mut().expect("opened above");
         let mut hb = [0u8; HEADER_LEN];
-        r.read_exact(&mut hb).map_err(StoreError::io("reading segment for leaf", &self.dir))?;
-        let h = frame::header(&hb).ok_or_else(|| StoreError::Inconsistent(format!("leaf {i}: bad frame header")))?;
+        r.read_exact(&mut hb)
+            .map_err(StoreError::io("reading segment for leaf", &self.dir))?;
+        let h = frame::header(&hb)
+            .ok_or_else(|| StoreError::Inconsistent(format!("leaf {i}: bad frame header")))?;
         let mut leaf = vec![0u8; h.len];
-        r.read_exact(&mut leaf).map_err(StoreError::io("reading segment for leaf", &self.dir))?;
+        r.read_exact(&mut leaf)
+            .map_err(StoreError::io("reading segment for leaf", &self.dir))?;
         if h.index != i || leaf_hash(&leaf) != h.hash {
-            return Err(StoreError::Inconsistent(format!("leaf {i}: frame does not match its hash")));
+            return Err(StoreError::Inconsistent(format!(
+                "leaf {i}: frame does not match its hash"
+            )));
         }
         self.next += 1;
         Ok((i, leaf))
