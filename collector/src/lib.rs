@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod export;
 pub mod index;
 pub mod ingest;
 pub mod merkle;

@@ -1,4 +1,4 @@
-//! The `wiretrail` command line: serve, query, verify, checkpoint.
+//! The `wiretrail` command line: serve, query, verify, checkpoint, export, verify-bundle.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -69,6 +69,25 @@ enum Cmd {
     Checkpoint {
         #[command(flatten)]
         conn: Conn,
+    },
+    /// Export the records matching a query as an evidence bundle (records,
+    /// rendering, inclusion proofs, signed checkpoint, manifest).
+    Export {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Output directory (created; must be empty), or FILE.tar for a single file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check an evidence bundle offline (no collector needed).
+    VerifyBundle {
+        /// Bundle directory or .tar file.
+        path: PathBuf,
+        /// Pinned verifier key file (recommended); defaults to the bundle's own verifier.key.
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
 }
 
@@ -284,6 +303,59 @@ pub fn main() -> anyhow::Result<()> {
                 eprintln!(
                     "OK: {} records verified against {} checkpoint(s)",
                     report.leaves, report.checkpoints_checked
+                );
+            }
+            Cmd::Export { conn, filter, out } => {
+                let t = std::time::Instant::now();
+                let mut last = t;
+                let files = crate::export::export(connect(&conn).await?, filter.filter(), |p| {
+                    if last.elapsed() >= Duration::from_secs(1)
+                        || matches!(p, crate::export::Progress::Proving(a, b) if a == b)
+                    {
+                        last = std::time::Instant::now();
+                        match p {
+                            crate::export::Progress::Searching(n) => {
+                                eprintln!("export: {n} records found")
+                            }
+                            crate::export::Progress::Proving(n, of) => eprintln!(
+                                "export: {n}/{of} inclusion proofs checked ({:.0}/s)",
+                                n as f64 / t.elapsed().as_secs_f64()
+                            ),
+                        }
+                    }
+                })
+                .await?;
+                crate::export::write(&out, &files)?;
+                let report = crate::export::verify_bundle(&files, None)
+                    .context("the freshly written bundle does not verify")?;
+                eprintln!(
+                    "exported {} records to {} (checkpoint size {})",
+                    report.records,
+                    out.display(),
+                    report.tree_size
+                );
+            }
+            Cmd::VerifyBundle { path, key } => {
+                let pinned = match &key {
+                    Some(k) => Some(
+                        std::fs::read_to_string(k)
+                            .with_context(|| format!("reading {}", k.display()))?,
+                    ),
+                    None => None,
+                };
+                let files = crate::export::read(&path)?;
+                let report = crate::export::verify_bundle(&files, pinned.as_deref())?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                eprintln!(
+                    "OK: {} records verified against the signed checkpoint of {} (size {}){}",
+                    report.records,
+                    report.origin,
+                    report.tree_size,
+                    if report.key_pinned {
+                        ""
+                    } else {
+                        "; key taken from the bundle, pin it with --key"
+                    }
                 );
             }
             Cmd::Checkpoint { conn } => {
