@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: project automation. Each command lives in its own module.
 
+mod bench_collector;
 mod certs;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,17 @@ enum Cmd {
         #[arg(long, default_values_t = ["agent".to_string(), "security".to_string()])]
         client: Vec<String>,
     },
+    /// Benchmarks (run with --release).
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Collector ingest, query and verify figures.
+    Collector(bench_collector::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,6 +43,9 @@ fn main() -> anyhow::Result<()> {
             certs::generate(&out, &names)?;
             println!("certificates written to {}", out.display());
         }
+        Cmd::Bench {
+            what: Bench::Collector(args),
+        } => bench_collector::run(args)?,
     }
     Ok(())
 }
