@@ -190,23 +190,29 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let agents: Vec<_> = (0..args.streams)
         .map(|id| tokio::spawn(agent(addr, id, shared.clone())))
         .collect();
-    let deadline = t + Duration::from_secs(args.setup_secs);
-    let mut last = 0;
-    while agents.iter().any(|a| !a.is_finished()) {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let n = shared.acked.load(Ordering::Relaxed);
-        eprintln!(
-            "  {n} records acked, {:.0}/s over the last 5 s",
-            (n - last) as f64 / 5.0
-        );
-        last = n;
-        if Instant::now() >= deadline {
-            shared.stop.store(true, Ordering::Relaxed);
-        }
-    }
+    let monitor = {
+        let shared = shared.clone();
+        let deadline = t + Duration::from_secs(args.setup_secs);
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let n = shared.acked.load(Ordering::Relaxed);
+                eprintln!(
+                    "  {n} records acked, {:.0}/s over the last 5 s",
+                    (n - last) as f64 / 5.0
+                );
+                last = n;
+                if Instant::now() >= deadline {
+                    shared.stop.store(true, Ordering::Relaxed);
+                }
+            }
+        })
+    };
     for a in agents {
         a.await??;
     }
+    monitor.abort();
     let ingest_secs = t.elapsed().as_secs_f64();
     let n = shared.acked.load(Ordering::Relaxed);
     if n == 0 {
