@@ -89,7 +89,15 @@ impl QueryApi for QueryService {
                 let mut from = upto;
                 let handle = tokio::runtime::Handle::current();
                 loop {
-                    if handle.block_on(watch.changed()).is_err() || tx.is_closed() {
+                    // Wake on a commit, or stop as soon as the client goes away
+                    // (a quiet log must not hold the thread or the shutdown).
+                    let changed = handle.block_on(async {
+                        tokio::select! {
+                            r = watch.changed() => r.is_ok(),
+                            _ = tx.closed() => false,
+                        }
+                    });
+                    if !changed || tx.is_closed() {
                         return Ok(());
                     }
                     let to = shared.size();
