@@ -11,3 +11,5 @@ pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod proto;
+pub mod ship;
+pub mod spool;

@@ -1,1 +1,16 @@
-//! wiretrail collector (see issue: collector).
+//! wiretrail collector: ingest, tamper-evident store, query, verify, export.
+
+pub mod cli;
+pub mod error;
+pub mod export;
+pub mod index;
+pub mod ingest;
+pub mod merkle;
+pub mod query;
+pub mod server;
+pub mod store;
+pub mod tls;
+pub mod verify;
+
+pub use error::Error;
+pub use server::{ServeConfig, run};

@@ -1,7 +1,9 @@
 //! `cargo xtask`: the project's commands. Each subcommand lives in its own
 //! module; this file only dispatches.
 mod bench_capture;
+mod bench_collector;
 mod bench_flows;
+mod certs;
 mod pyvenv;
 mod run;
 mod setup;
@@ -23,10 +25,19 @@ enum Cmd {
     Setup(setup::Args),
     /// Build everything in release mode (the eBPF object is built and embedded).
     Build,
-    /// Set up, build, and run the agent capturing this host, with demo traffic.
+    /// Set up, build, and run the collector and the agent capturing this host.
     Run(run::Args),
     /// Set up, build, and run the whole test suite (unit, kernel, end to end).
     Test(test::Args),
+    /// Create a local CA, collector and client certificates.
+    Certs {
+        /// Output directory.
+        #[arg(long, default_value = ".wiretrail/certs")]
+        out: std::path::PathBuf,
+        /// Client certificate names.
+        #[arg(long, default_values_t = ["agent".to_string(), "security".to_string()])]
+        client: Vec<String>,
+    },
     /// Run a benchmark and print its figures.
     Bench {
         #[command(subcommand)]
@@ -42,6 +53,8 @@ enum Bench {
     Tls(bench_capture::Args),
     /// Flow reassembly + protocol parsing throughput (single core).
     Flows(bench_flows::Args),
+    /// Collector ingest, query and verify figures.
+    Collector(bench_collector::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,8 +63,15 @@ fn main() -> anyhow::Result<()> {
         Cmd::Build => util::cargo(&["build", "--release", "--workspace"]),
         Cmd::Run(a) => run::run(&a),
         Cmd::Test(a) => test::run(&a),
+        Cmd::Certs { out, client } => {
+            let names: Vec<&str> = client.iter().map(String::as_str).collect();
+            certs::generate(&out, &names)?;
+            println!("certificates written to {}", out.display());
+            Ok(())
+        }
         Cmd::Bench { which: Bench::Capture(a) } => bench_capture::run(&a),
         Cmd::Bench { which: Bench::Tls(a) } => bench_capture::run(&bench_capture::Args { tls: true, ..a }),
         Cmd::Bench { which: Bench::Flows(a) } => bench_flows::run(a),
+        Cmd::Bench { which: Bench::Collector(a) } => bench_collector::run(a),
     }
 }

@@ -1,0 +1,267 @@
+//! The sender: streams spooled batches to the collector in spool order and
+//! removes each from the spool once its ack arrives.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use wiretrail_proto::v1::Batch;
+use wiretrail_proto::v1::ingest_client::IngestClient;
+
+use super::{ShipConfig, ShipError, ShipStats};
+use crate::spool::{BatchKey, Spool, SpoolError};
+
+/// Why a session with the collector ended early (all are retried).
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    /// Connecting failed.
+    #[error("connecting: {0}")]
+    Connect(#[source] tonic::transport::Error),
+    /// The collector ended the stream with an error.
+    #[error("collector said {}: {}", .0.code(), .0.message())]
+    Status(#[source] tonic::Status),
+    /// The collector closed the stream.
+    #[error("collector closed the stream")]
+    Closed,
+    /// No ack within the ack timeout.
+    #[error("no ack for {0:?}")]
+    AckTimeout(Duration),
+    /// An ack that does not match the oldest batch in flight.
+    #[error("unexpected ack: {0}")]
+    BadAck(String),
+    /// Reading or removing a spooled batch failed.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// Settings or TLS files are unusable.
+    #[error(transparent)]
+    Setup(#[from] ShipError),
+}
+
+/// How a session ended without error.
+enum Outcome {
+    /// Shutting down: drained, or the drain time is over.
+    Done,
+    /// Reconnect now (TLS files changed).
+    Reconnect,
+}
+
+/// Everything a session needs.
+struct Ctx {
+    /// Settings.
+    cfg: ShipConfig,
+    /// The spool.
+    spool: Arc<Spool>,
+    /// Signalled by the batcher after each append.
+    notify: Arc<Notify>,
+    /// Counters.
+    stats: Arc<ShipStats>,
+    /// Cancelled when the agent stops.
+    shutdown: CancellationToken,
+    /// Cancelled when the batcher has spooled its last batch.
+    batcher_done: CancellationToken,
+    /// Set at shutdown: when to stop waiting for acks.
+    drain_deadline: Option<Instant>,
+    /// TLS file times at the last connect.
+    tls_mtimes: Vec<Option<SystemTime>>,
+}
+
+/// Runs until shutdown (and drain). Errors are retried with capped
+/// exponential backoff, reset after each ack.
+pub async fn run(
+    cfg: ShipConfig,
+    spool: Arc<Spool>,
+    notify: Arc<Notify>,
+    stats: Arc<ShipStats>,
+    shutdown: CancellationToken,
+    batcher_done: CancellationToken,
+) -> Result<(), ShipError> {
+    let mut backoff = cfg.backoff_initial;
+    let mut ctx = Ctx {
+        cfg,
+        spool,
+        notify,
+        stats,
+        shutdown,
+        batcher_done,
+        drain_deadline: None,
+        tls_mtimes: Vec::new(),
+    };
+    loop {
+        let mut progressed = false;
+        match session(&mut ctx, &mut progressed).await {
+            Ok(Outcome::Done) => break,
+            Ok(Outcome::Reconnect) => continue,
+            Err(e) => {
+                ShipStats::add(&ctx.stats.send_errors, 1);
+                if progressed {
+                    backoff = ctx.cfg.backoff_initial;
+                }
+                match &e {
+                    SessionError::Status(s) if s.code() == tonic::Code::FailedPrecondition => {
+                        tracing::error!(error = %e, retry_in = ?backoff, "collector refused a batch sequence")
+                    }
+                    SessionError::Spool(_) | SessionError::Setup(_) => {
+                        tracing::error!(error = %e, retry_in = ?backoff, "shipping failed")
+                    }
+                    _ => tracing::warn!(error = %e, retry_in = ?backoff, "shipping interrupted"),
+                }
+            }
+        }
+        let wake = Instant::now() + backoff;
+        backoff = (backoff * 2).min(ctx.cfg.backoff_max);
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = ctx.shutdown.cancelled(), if ctx.drain_deadline.is_none() => {
+                ctx.drain_deadline = Some(Instant::now() + ctx.cfg.drain_timeout);
+            }
+            _ = sleep_until(ctx.drain_deadline) => break,
+        }
+    }
+    let left = ctx.spool.len();
+    if left > 0 {
+        tracing::warn!(
+            batches = left,
+            bytes = ctx.spool.used_bytes(),
+            "shipper stopped with unacknowledged batches; they stay spooled for the next start"
+        );
+    } else {
+        tracing::info!("shipper stopped; spool empty");
+    }
+    Ok(())
+}
+
+async fn sleep_until(d: Option<Instant>) {
+    match d {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SpoolError> + Send + 'static,
+) -> Result<T, SpoolError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("spool task panicked")
+}
+
+fn drained(ctx: &Ctx) -> bool {
+    ctx.drain_deadline.is_some() && ctx.batcher_done.is_cancelled() && ctx.spool.is_empty()
+}
+
+/// Connects with freshly read TLS files; returns the channel and the files' times.
+async fn connect(
+    cfg: &ShipConfig,
+) -> Result<(tonic::transport::Channel, Vec<Option<SystemTime>>), SessionError> {
+    let endpoint = &cfg.endpoint;
+    let bad = |source| ShipError::Endpoint {
+        endpoint: endpoint.clone(),
+        source,
+    };
+    let mut ep = tonic::transport::Endpoint::from_shared(endpoint.clone())
+        .map_err(bad)?
+        .connect_timeout(cfg.connect_timeout)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let mut mtimes = Vec::new();
+    if let Some(t) = &cfg.tls {
+        mtimes = t.mtimes();
+        ep = ep.tls_config(t.load()?).map_err(bad)?;
+    }
+    let ch = ep.connect().await.map_err(SessionError::Connect)?;
+    Ok((ch, mtimes))
+}
+
+/// One connection: send batches in spool order, remove them on ack.
+async fn session(ctx: &mut Ctx, progressed: &mut bool) -> Result<Outcome, SessionError> {
+    if drained(ctx) {
+        return Ok(Outcome::Done);
+    }
+    let (channel, mtimes) = tokio::select! {
+        c = connect(&ctx.cfg) => c?,
+        _ = ctx.shutdown.cancelled(), if ctx.drain_deadline.is_none() => {
+            ctx.drain_deadline = Some(Instant::now() + ctx.cfg.drain_timeout);
+            return Err(SessionError::Closed);
+        }
+        _ = sleep_until(ctx.drain_deadline) => return Ok(Outcome::Done),
+    };
+    ctx.tls_mtimes = mtimes;
+    let mut client = IngestClient::new(channel);
+    let (tx, rx) = mpsc::channel::<Batch>(ctx.cfg.window);
+    let mut acks = client
+        .ingest(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(SessionError::Status)?
+        .into_inner();
+    ShipStats::add(&ctx.stats.connections, 1);
+    tracing::debug!(endpoint = %ctx.cfg.endpoint, "ingest stream open");
+    let mut in_flight: VecDeque<(BatchKey, u64)> = VecDeque::new();
+    let mut cursor: Option<BatchKey> = None;
+    let mut last_progress = Instant::now();
+    let mut tls_tick = tokio::time::interval(ctx.cfg.tls_check_interval);
+    tls_tick.tick().await;
+    let mut done_seen = ctx.batcher_done.is_cancelled();
+    loop {
+        while in_flight.len() < ctx.cfg.window {
+            let Some(k) = ctx.spool.next_after(cursor.as_ref()) else {
+                break;
+            };
+            let (spool, key) = (ctx.spool.clone(), k.clone());
+            let batch = blocking(move || spool.read(&key)).await?;
+            let seq = batch.seq;
+            if in_flight.is_empty() {
+                last_progress = Instant::now();
+            }
+            if tx.send(batch).await.is_err() {
+                break;
+            }
+            in_flight.push_back((k.clone(), seq));
+            cursor = Some(k);
+        }
+        if in_flight.is_empty() && drained(ctx) {
+            return Ok(Outcome::Done);
+        }
+        let ack_deadline = (!in_flight.is_empty()).then(|| last_progress + ctx.cfg.ack_timeout);
+        tokio::select! {
+            a = acks.next() => {
+                let ack = match a {
+                    Some(Ok(a)) => a,
+                    Some(Err(s)) => return Err(SessionError::Status(s)),
+                    None => return Err(SessionError::Closed),
+                };
+                let Some((key, seq)) = in_flight.pop_front() else {
+                    return Err(SessionError::BadAck(format!("ack for seq {} with nothing in flight", ack.seq)));
+                };
+                if ack.seq != seq {
+                    return Err(SessionError::BadAck(format!("ack for seq {} but oldest batch in flight is {seq}", ack.seq)));
+                }
+                let spool = ctx.spool.clone();
+                blocking(move || spool.remove(&key)).await?;
+                ShipStats::add(&ctx.stats.batches_acked, 1);
+                if ack.duplicate {
+                    ShipStats::add(&ctx.stats.batches_duplicate, 1);
+                }
+                last_progress = Instant::now();
+                *progressed = true;
+            }
+            _ = ctx.notify.notified(), if in_flight.len() < ctx.cfg.window => {}
+            _ = sleep_until(ack_deadline) => return Err(SessionError::AckTimeout(ctx.cfg.ack_timeout)),
+            _ = ctx.shutdown.cancelled(), if ctx.drain_deadline.is_none() => {
+                ctx.drain_deadline = Some(Instant::now() + ctx.cfg.drain_timeout);
+            }
+            _ = ctx.batcher_done.cancelled(), if !done_seen => done_seen = true,
+            _ = sleep_until(ctx.drain_deadline) => return Ok(Outcome::Done),
+            _ = tls_tick.tick(), if ctx.cfg.tls.is_some() => {
+                let now = ctx.cfg.tls.as_ref().map(|t| t.mtimes()).unwrap_or_default();
+                if now != ctx.tls_mtimes {
+                    tracing::info!("TLS files changed; reconnecting with the new certificates");
+                    return Ok(Outcome::Reconnect);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Shipper + spool against an in-process collector: outages, restarts, a full spool.
+
+#[path = "../../xtask/src/certs.rs"]
+mod certs;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use wiretrail_agent::ship::{ClientTlsFiles, ShipConfig, ShipHandle};
+use wiretrail_agent::spool::SpoolConfig;
+use wiretrail_collector::ServeConfig;
+use wiretrail_collector::tls::TlsFiles;
+use wiretrail_proto::v1::query_client::QueryClient;
+use wiretrail_proto::v1::{Filter, GapReason, Record, RecordKind, SearchRequest, StoredLeaf};
+
+/// An in-process collector on a fixed address.
+struct Collector {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), wiretrail_collector::server::ServeError>>,
+}
+
+impl Collector {
+    async fn start(addr: SocketAddr, cfg: ServeConfig) -> Collector {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(wiretrail_collector::run(listener, cfg, async move {
+            let _ = rx.await;
+        }));
+        Collector { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// A free local address nobody listens on (yet).
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn record(i: u64, payload: usize) -> Record {
+    let mut p = format!("rec-{i:08} ").into_bytes();
+    p.resize(payload.max(p.len()), b'.');
+    Record {
+        kind: RecordKind::DataChunk as i32,
+        capture_time_ns: 1_000_000_000 + i as i64,
+        host: "node-t".into(),
+        payload: p,
+        ..Default::default()
+    }
+}
+
+fn ship_config(addr: SocketAddr, spool: &Path, tls: Option<&Path>) -> ShipConfig {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut c = ShipConfig::new(
+        format!("{scheme}://{addr}"),
+        "agent-t".into(),
+        "node-t".into(),
+        SpoolConfig::new(spool.to_path_buf()),
+    );
+    c.tls = tls.map(|d| ClientTlsFiles::in_dir(d, "agent", "collector"));
+    c.max_batch_records = 10;
+    c.max_batch_delay = Duration::from_millis(20);
+    c.backoff_initial = Duration::from_millis(20);
+    c.backoff_max = Duration::from_millis(200);
+    c.connect_timeout = Duration::from_secs(2);
+    c.drain_timeout = Duration::from_millis(500);
+    c
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn all_leaves(addr: SocketAddr, tls: Option<&Path>) -> Vec<StoredLeaf> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let ch = match tls {
+        None => Endpoint::from_shared(format!("http://{addr}")).unwrap(),
+        Some(d) => {
+            let r = |n: &str| std::fs::read(d.join(n)).unwrap();
+            Endpoint::from_shared(format!("https://{addr}"))
+                .unwrap()
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(r("ca.pem")))
+                        .identity(Identity::from_pem(r("security.pem"), r("security.key")))
+                        .domain_name("collector"),
+                )
+                .unwrap()
+        }
+    }
+    .connect()
+    .await
+    .unwrap();
+    let mut s = QueryClient::new(ch)
+        .search(SearchRequest {
+            filter: Some(Filter {
+                limit: 1_000_000,
+                ..Default::default()
+            }),
+            follow: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(r) = s.next().await {
+        out.push(r.unwrap().decoded.unwrap());
+    }
+    out
+}
+
+/// Data records' payload prefixes, asserting each appears once.
+fn delivered_once(leaves: &[StoredLeaf]) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    for l in leaves {
+        let r = l.record.as_ref().unwrap();
+        if r.kind == RecordKind::DataChunk as i32 {
+            let key = String::from_utf8_lossy(&r.payload[..12]).into_owned();
+            assert!(seen.insert(key.clone()), "{key} stored twice");
+        }
+    }
+    seen
+}
+
+fn expected(range: std::ops::Range<u64>) -> HashSet<String> {
+    range.map(|i| format!("rec-{i:08}")).collect()
+}
+
+async fn send(h: &ShipHandle, range: std::ops::Range<u64>, payload: usize) {
+    for i in range {
+        h.records.send(record(i, payload)).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_outage_then_all_delivered_once_over_mtls() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    certs::generate(certs_dir.path(), &["agent", "security"]).unwrap();
+    let (data, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let addr = free_addr();
+    let shutdown = CancellationToken::new();
+    let h = ShipHandle::spawn(
+        ship_config(addr, spool.path(), Some(certs_dir.path())),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    send(&h, 0..500, 100).await;
+    wait_for("records spooled while the collector is down", || {
+        let s = h.stats.get();
+        s.records_spooled == 500 && s.send_errors >= 2
+    })
+    .await;
+    assert_eq!(h.stats.get().batches_acked, 0);
+
+    let mut cfg = ServeConfig::new(data.path().to_path_buf());
+    cfg.tls = Some(TlsFiles::in_dir(certs_dir.path(), "collector"));
+    let col = Collector::start(addr, cfg).await;
+    wait_for("spool drained", || h.stats.get().batches_acked == 50).await;
+    shutdown.cancel();
+    h.task.await.unwrap().unwrap();
+    let leaves = all_leaves(addr, Some(certs_dir.path())).await;
+    assert_eq!(leaves.len(), 500);
+    assert_eq!(delivered_once(&leaves), expected(0..500));
+    assert!(leaves.iter().all(|l| l.peer_identity.contains("CN=agent")));
+    col.stop().await;
+    let s = h.stats.get();
+    assert_eq!((s.records_dropped, s.batches_duplicate), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_restarts_resend_unacked_batches_and_collector_dedups() {
+    let (data, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let addr = free_addr();
+
+    // Boot 1: collector down; 300 records spooled, then the agent stops.
+    let stop1 = CancellationToken::new();
+    let h1 = ShipHandle::spawn(ship_config(addr, spool.path(), None), stop1.clone())
+        .await
+        .unwrap();
+    send(&h1, 0..300, 64).await;
+    stop1.cancel();
+    h1.task.await.unwrap().unwrap();
+    assert_eq!(h1.stats.get().records_spooled, 300);
+    let snapshot = tempfile::tempdir().unwrap();
+    copy_tree(spool.path(), snapshot.path());
+
+    // Boot 2: collector up; boot 1's batches go first with their original ids.
+    let col = Collector::start(addr, ServeConfig::new(data.path().to_path_buf())).await;
+    let stop2 = CancellationToken::new();
+    let h2 = ShipHandle::spawn(ship_config(addr, spool.path(), None), stop2.clone())
+        .await
+        .unwrap();
+    send(&h2, 300..500, 64).await;
+    wait_for("both boots delivered", || {
+        h2.stats.get().batches_acked == 50
+    })
+    .await;
+    stop2.cancel();
+    h2.task.await.unwrap().unwrap();
+
+    // Boot 3: as if boot 2 crashed before unlinking boot 1's acked batches.
+    copy_tree(snapshot.path(), spool.path());
+    let stop3 = CancellationToken::new();
+    let h3 = ShipHandle::spawn(ship_config(addr, spool.path(), None), stop3.clone())
+        .await
+        .unwrap();
+    wait_for("re-sent batches acked", || {
+        h3.stats.get().batches_acked == 30
+    })
+    .await;
+    assert_eq!(h3.stats.get().batches_duplicate, 30);
+    stop3.cancel();
+    h3.task.await.unwrap().unwrap();
+
+    let leaves = all_leaves(addr, None).await;
+    assert_eq!(leaves.len(), 500);
+    assert_eq!(delivered_once(&leaves), expected(0..500));
+    let boots: HashSet<_> = leaves.iter().map(|l| l.boot_id.clone()).collect();
+    assert_eq!(boots, HashSet::from([h1.boot_id, h2.boot_id]));
+    col.stop().await;
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.path().is_dir() {
+            std::fs::create_dir_all(&dst).unwrap();
+            copy_tree(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_spool_turns_newest_records_into_one_gap_record() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let (data, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let addr = free_addr();
+    let mut cfg = ship_config(addr, spool.path(), None);
+    cfg.spool.max_bytes = 20_000; // about three batches of ten 512-byte records
+    let shutdown = CancellationToken::new();
+    let h = ShipHandle::spawn(cfg, shutdown.clone()).await.unwrap();
+    send(&h, 0..200, 512).await;
+    wait_for("all records handled", || {
+        let s = h.stats.get();
+        s.records_spooled + s.records_dropped == 200
+    })
+    .await;
+    let dropped = h.stats.get().records_dropped;
+    assert!(dropped >= 150, "only {dropped} dropped with a 20 kB spool");
+    assert_eq!(
+        h.stats.get().gap_records,
+        0,
+        "gap pending until there is room"
+    );
+
+    let col = Collector::start(addr, ServeConfig::new(data.path().to_path_buf())).await;
+    wait_for("gap record spooled", || h.stats.get().gap_records == 1).await;
+    send(&h, 200..230, 512).await;
+    wait_for("everything acked", || {
+        let s = h.stats.get();
+        s.records_spooled == 200 - dropped + 30 && s.batches_acked == s.batches_spooled
+    })
+    .await;
+    shutdown.cancel();
+    h.task.await.unwrap().unwrap();
+
+    let leaves = all_leaves(addr, None).await;
+    let gaps: Vec<_> = leaves
+        .iter()
+        .filter_map(|l| l.record.as_ref().unwrap().gap.clone())
+        .collect();
+    assert_eq!(gaps.len(), 1, "exactly one gap record");
+    let g = &gaps[0];
+    assert_eq!(g.reason, GapReason::SpoolFull as i32);
+    assert_eq!(g.len, dropped);
+    assert!(g.detail.contains("spool_full"), "{}", g.detail);
+    let kept = delivered_once(&leaves);
+    assert_eq!(kept.len() as u64 + g.len, 230);
+    // The oldest records were kept; the newest before the collector came back were not.
+    let first_lost = 200 - dropped;
+    assert_eq!(g.pos, first_lost);
+    assert_eq!(g.first_time_ns, record(first_lost, 0).capture_time_ns);
+    assert_eq!(g.last_time_ns, record(199, 0).capture_time_ns);
+    assert_eq!(
+        kept,
+        expected(0..first_lost)
+            .union(&expected(200..230))
+            .cloned()
+            .collect()
+    );
+    let parsed: serde_json::Value = serde_json::from_str(
+        &leaves
+            .iter()
+            .find(|l| l.record.as_ref().unwrap().gap.is_some())
+            .unwrap()
+            .record
+            .as_ref()
+            .unwrap()
+            .parsed_json,
+    )
+    .unwrap();
+    assert_eq!(parsed["reason"], "spool_full");
+    assert_eq!(parsed["records"], dropped);
+    assert!(parsed["bytes"].as_u64().unwrap() >= dropped * 512);
+    col.stop().await;
+}

@@ -1,0 +1,373 @@
+//! The `wiretrail` command line: serve, query, verify, checkpoint, export, verify-bundle.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokio_stream::StreamExt;
+use wiretrail_proto::v1::query_client::QueryClient;
+use wiretrail_proto::v1::{Filter, IssueCheckpointRequest, SearchRequest};
+
+use crate::merkle::Verifier;
+use crate::tls::TlsFiles;
+
+/// wiretrail collector and evidence tools.
+#[derive(Parser)]
+#[command(name = "wiretrail", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the collector.
+    Serve {
+        /// Data directory (created if missing).
+        #[arg(long, env = "WIRETRAIL_DATA")]
+        data_dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        listen: String,
+        /// Directory with collector.pem, collector.key and ca.pem (from `cargo xtask certs`).
+        #[arg(long, required_unless_present = "insecure_plaintext")]
+        tls_dir: Option<PathBuf>,
+        /// Serve without TLS (tests only: agents are then unauthenticated).
+        #[arg(long)]
+        insecure_plaintext: bool,
+        /// Seconds between periodic checkpoints.
+        #[arg(long, default_value_t = 10)]
+        checkpoint_secs: u64,
+    },
+    /// Search records.
+    Query {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Keep streaming new matching records.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute the tree from the segments and check it against the signed checkpoints.
+    Verify {
+        /// Data directory to verify (read only).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Verifier key file (pin it out of band); defaults to DATA_DIR/verifier.key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// State file for incremental verification (read if present, updated on success).
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Issue a signed checkpoint now and print it.
+    Checkpoint {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Export the records matching a query as an evidence bundle (records,
+    /// rendering, inclusion proofs, signed checkpoint, manifest).
+    Export {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Output directory (created; must be empty), or FILE.tar for a single file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check an evidence bundle offline (no collector needed).
+    VerifyBundle {
+        /// Bundle directory or .tar file.
+        path: PathBuf,
+        /// Pinned verifier key file (recommended); defaults to the bundle's own verifier.key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct Conn {
+    /// Collector address (host:port).
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    server: String,
+    /// Directory with ca.pem and the client's NAME.pem/NAME.key.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// Client certificate name in --tls-dir.
+    #[arg(long, default_value = "security")]
+    cert_name: String,
+    /// Server name expected in the collector's certificate.
+    #[arg(long, default_value = "collector")]
+    server_name: String,
+}
+
+#[derive(clap::Args)]
+struct FilterArgs {
+    /// From (inclusive), RFC 3339-free: UTC ns since epoch.
+    #[arg(long, default_value_t = 0)]
+    from_ns: i64,
+    /// To (exclusive), UTC ns since epoch.
+    #[arg(long, default_value_t = 0)]
+    to_ns: i64,
+    #[arg(long, default_value = "")]
+    agent: String,
+    #[arg(long, default_value = "")]
+    host: String,
+    /// Workload identity key=value (repeatable).
+    #[arg(long)]
+    identity: Vec<String>,
+    #[arg(long, default_value = "")]
+    peer: String,
+    #[arg(long, default_value_t = 0)]
+    peer_port: u32,
+    #[arg(long, default_value = "")]
+    protocol: String,
+    /// Text that must occur in the raw payload.
+    #[arg(long, default_value = "")]
+    text: String,
+    #[arg(long, default_value_t = 0)]
+    limit: u64,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> Filter {
+        Filter {
+            from_time_ns: self.from_ns,
+            to_time_ns: self.to_ns,
+            agent_id: self.agent.clone(),
+            host: self.host.clone(),
+            identity: self.identity.clone(),
+            peer_address: self.peer.clone(),
+            peer_port: self.peer_port,
+            app_protocol: self.protocol.clone(),
+            payload_text: self.text.clone(),
+            limit: self.limit,
+        }
+    }
+}
+
+async fn connect(c: &Conn) -> anyhow::Result<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let ep = match &c.tls_dir {
+        None => Endpoint::from_shared(format!("http://{}", c.server))?,
+        Some(d) => {
+            let f = TlsFiles::in_dir(d, &c.cert_name);
+            let read =
+                |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(read(&f.ca)?))
+                .identity(Identity::from_pem(read(&f.cert)?, read(&f.key)?))
+                .domain_name(c.server_name.clone());
+            Endpoint::from_shared(format!("https://{}", c.server))?.tls_config(tls)?
+        }
+    };
+    ep.connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", c.server))
+}
+
+/// Entry point of the binary.
+pub fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Serve {
+                data_dir,
+                listen,
+                tls_dir,
+                insecure_plaintext,
+                checkpoint_secs,
+            } => {
+                let mut cfg = crate::ServeConfig::new(data_dir);
+                cfg.checkpoint_interval = Duration::from_secs(checkpoint_secs.max(1));
+                cfg.tls = match (tls_dir, insecure_plaintext) {
+                    (Some(d), _) => Some(TlsFiles::in_dir(&d, "collector")),
+                    (None, true) => {
+                        tracing::warn!("serving WITHOUT TLS: agents are not authenticated");
+                        None
+                    }
+                    (None, false) => bail!("--tls-dir is required"),
+                };
+                let listener = tokio::net::TcpListener::bind(&listen)
+                    .await
+                    .with_context(|| format!("binding {listen}"))?;
+                println!("listening on {}", listener.local_addr()?);
+                let shutdown = async {
+                    let mut term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                            .expect("signal handler");
+                    tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+                    tracing::info!("shutting down");
+                };
+                crate::run(listener, cfg, shutdown).await?;
+            }
+            Cmd::Query {
+                conn,
+                filter,
+                follow,
+                json,
+            } => {
+                let mut q = QueryClient::new(connect(&conn).await?);
+                let mut s = q
+                    .search(SearchRequest {
+                        filter: Some(filter.filter()),
+                        follow,
+                    })
+                    .await?
+                    .into_inner();
+                if !json {
+                    println!(
+                        "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  payload",
+                        "leaf", "capture (UTC ns)", "agent", "host", "peer", "protocol"
+                    );
+                }
+                while let Some(r) = s.next().await {
+                    let r = r?;
+                    let l = r.decoded.unwrap_or_default();
+                    let rec = l.record.clone().unwrap_or_default();
+                    if json {
+                        println!("{}", crate::query::to_json(r.leaf_index, &l));
+                    } else {
+                        let peer = rec
+                            .remote
+                            .map(|e| format!("{}:{}", e.address, e.port))
+                            .unwrap_or_default();
+                        let text: String = String::from_utf8_lossy(&rec.payload)
+                            .chars()
+                            .take(60)
+                            .map(|c| if c.is_control() { '.' } else { c })
+                            .collect();
+                        println!(
+                            "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {}",
+                            r.leaf_index,
+                            rec.capture_time_ns,
+                            l.agent_id,
+                            rec.host,
+                            peer,
+                            rec.app_protocol,
+                            text
+                        );
+                    }
+                }
+            }
+            Cmd::Verify {
+                data_dir,
+                key,
+                state,
+            } => {
+                let key = key.unwrap_or_else(|| data_dir.join("verifier.key"));
+                let v = Verifier::parse(
+                    &std::fs::read_to_string(&key)
+                        .with_context(|| format!("reading {}", key.display()))?,
+                )?;
+                let resume = match &state {
+                    Some(p) if p.exists() => Some(
+                        serde_json::from_slice(&std::fs::read(p)?).context("parsing state file")?,
+                    ),
+                    _ => None,
+                };
+                let t = std::time::Instant::now();
+                let (report, new_state) = crate::verify::verify(&data_dir, &v, resume, |n, b| {
+                    eprintln!(
+                        "verified {n} records, {:.1} MB, {:.0} MB/s",
+                        b as f64 / 1e6,
+                        b as f64 / 1e6 / t.elapsed().as_secs_f64()
+                    );
+                })?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                if let (Some(p), Some(s)) = (&state, new_state) {
+                    std::fs::write(p, serde_json::to_vec(&s)?)?;
+                }
+                if let Some(i) = report.first_bad {
+                    bail!(
+                        "verification FAILED at record {i}: {}",
+                        report.problem.unwrap_or_default()
+                    );
+                }
+                eprintln!(
+                    "OK: {} records verified against {} checkpoint(s)",
+                    report.leaves, report.checkpoints_checked
+                );
+            }
+            Cmd::Export { conn, filter, out } => {
+                let t = std::time::Instant::now();
+                let mut last = t;
+                let files = crate::export::export(connect(&conn).await?, filter.filter(), |p| {
+                    if last.elapsed() >= Duration::from_secs(1)
+                        || matches!(p, crate::export::Progress::Proving(a, b) if a == b)
+                    {
+                        last = std::time::Instant::now();
+                        match p {
+                            crate::export::Progress::Searching(n) => {
+                                eprintln!("export: {n} records found")
+                            }
+                            crate::export::Progress::Proving(n, of) => eprintln!(
+                                "export: {n}/{of} inclusion proofs checked ({:.0}/s)",
+                                n as f64 / t.elapsed().as_secs_f64()
+                            ),
+                        }
+                    }
+                })
+                .await?;
+                crate::export::write(&out, &files)?;
+                let report = crate::export::verify_bundle(&files, None)
+                    .context("the freshly written bundle does not verify")?;
+                eprintln!(
+                    "exported {} records to {} (checkpoint size {})",
+                    report.records,
+                    out.display(),
+                    report.tree_size
+                );
+            }
+            Cmd::VerifyBundle { path, key } => {
+                let pinned = match &key {
+                    Some(k) => Some(
+                        std::fs::read_to_string(k)
+                            .with_context(|| format!("reading {}", k.display()))?,
+                    ),
+                    None => None,
+                };
+                let files = crate::export::read(&path)?;
+                let report = crate::export::verify_bundle(&files, pinned.as_deref())?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                eprintln!(
+                    "OK: {} records verified against the signed checkpoint of {} (size {}){}",
+                    report.records,
+                    report.origin,
+                    report.tree_size,
+                    if report.key_pinned {
+                        ""
+                    } else {
+                        "; key taken from the bundle, pin it with --key"
+                    }
+                );
+            }
+            Cmd::Checkpoint { conn } => {
+                let mut q = QueryClient::new(connect(&conn).await?);
+                let cp = q
+                    .issue_checkpoint(IssueCheckpointRequest {})
+                    .await?
+                    .into_inner();
+                print!("{}", cp.note);
+                eprintln!("verifier key: {}", cp.verifier_key);
+            }
+        }
+        Ok(())
+    })
+}

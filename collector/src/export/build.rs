@@ -1,0 +1,141 @@
+//! Building a bundle from the collector's query API.
+
+use base64::Engine;
+use prost::Message;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use wiretrail_proto::v1::query_client::QueryClient;
+use wiretrail_proto::v1::{
+    Filter, InclusionProofRequest, IssueCheckpointRequest, SearchRequest, StoredLeaf,
+};
+
+use super::render::{filter_json, record_text};
+use super::{ExportError, FILES, FORMAT, Files, MANIFEST, Manifest, sha256_hex};
+use crate::merkle::{Hash, Verifier, leaf_hash, verify_inclusion};
+use crate::query::to_json;
+
+/// Export progress, reported to the caller's callback.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    /// Records received from the search so far.
+    Searching(u64),
+    /// Proofs fetched and checked, out of the total.
+    Proving(u64, u64),
+}
+
+/// One record of the bundle, as `records.jsonl` line.
+pub fn record_line(leaf_index: u64, leaf: &[u8], decoded: &StoredLeaf) -> serde_json::Value {
+    let mut v = to_json(leaf_index, decoded);
+    v["leaf_base64"] = base64::engine::general_purpose::STANDARD
+        .encode(leaf)
+        .into();
+    v
+}
+
+/// Runs `filter` against the collector, has it issue a checkpoint covering
+/// the results, fetches and checks each record's inclusion proof, and returns
+/// the bundle's files.
+pub async fn export(
+    channel: Channel,
+    filter: Filter,
+    mut progress: impl FnMut(Progress),
+) -> Result<Files, ExportError> {
+    let mut q = QueryClient::new(channel).max_decoding_message_size(64 << 20);
+    let rpc = |what| move |source| ExportError::Rpc { what, source };
+    let mut s = q
+        .search(SearchRequest {
+            filter: Some(filter.clone()),
+            follow: false,
+        })
+        .await
+        .map_err(rpc("search"))?
+        .into_inner();
+    let (mut jsonl, mut text) = (Vec::new(), Vec::new());
+    let mut leaves: Vec<(u64, Hash)> = Vec::new();
+    while let Some(r) = s.next().await {
+        let r = r.map_err(rpc("search"))?;
+        let decoded = StoredLeaf::decode(r.leaf.as_slice()).map_err(|e| {
+            ExportError::Invalid(format!("leaf {} does not decode: {e}", r.leaf_index))
+        })?;
+        if leaves.last().is_some_and(|(i, _)| *i >= r.leaf_index) {
+            return Err(ExportError::Invalid("search results out of order".into()));
+        }
+        serde_json::to_writer(&mut jsonl, &record_line(r.leaf_index, &r.leaf, &decoded))
+            .expect("json to memory");
+        jsonl.push(b'\n');
+        text.extend_from_slice(record_text(r.leaf_index, &decoded).as_bytes());
+        leaves.push((r.leaf_index, leaf_hash(&r.leaf)));
+        if leaves.len().is_multiple_of(1000) {
+            progress(Progress::Searching(leaves.len() as u64));
+        }
+    }
+    progress(Progress::Searching(leaves.len() as u64));
+    let cp = q
+        .issue_checkpoint(IssueCheckpointRequest {})
+        .await
+        .map_err(rpc("issuing a checkpoint"))?
+        .into_inner();
+    let verifier = Verifier::parse(&cp.verifier_key)?;
+    let signed = verifier.open(&cp.note)?;
+    let size = signed.checkpoint.size;
+    let mut proofs = Vec::new();
+    let total = leaves.len() as u64;
+    for (n, (i, h)) in leaves.iter().enumerate() {
+        if *i >= size {
+            return Err(ExportError::Invalid(format!(
+                "leaf {i} beyond the checkpoint's size {size}"
+            )));
+        }
+        let p = q
+            .inclusion_proof(InclusionProofRequest {
+                leaf_index: *i,
+                tree_size: size,
+            })
+            .await
+            .map_err(rpc("inclusion proof"))?
+            .into_inner();
+        let hashes: Vec<Hash> = p
+            .hashes
+            .iter()
+            .map(|h| h.as_slice().try_into())
+            .collect::<Result<_, _>>()
+            .map_err(|_| ExportError::Invalid(format!("proof of leaf {i}: bad hash length")))?;
+        verify_inclusion(*i, size, h, &hashes, &signed.checkpoint.root)
+            .map_err(|e| ExportError::Invalid(format!("proof of leaf {i} does not verify: {e}")))?;
+        let line = serde_json::json!({
+            "leaf_index": i, "tree_size": size,
+            "hashes": hashes.iter().map(hex::encode).collect::<Vec<_>>(),
+        });
+        serde_json::to_writer(&mut proofs, &line).expect("json to memory");
+        proofs.push(b'\n');
+        if (n + 1) % 1000 == 0 || n + 1 == leaves.len() {
+            progress(Progress::Proving(n as u64 + 1, total));
+        }
+    }
+    let mut query = serde_json::to_vec_pretty(&filter_json(&filter)).expect("json");
+    query.push(b'\n');
+    let mut files = Files::new();
+    files.insert("records.jsonl".into(), jsonl);
+    files.insert("records.txt".into(), text);
+    files.insert("proofs.jsonl".into(), proofs);
+    files.insert("checkpoint.txt".into(), signed.note.clone().into_bytes());
+    files.insert(
+        "verifier.key".into(),
+        format!("{}\n", verifier.key_string()).into_bytes(),
+    );
+    files.insert("query.json".into(), query);
+    debug_assert!(FILES.iter().all(|f| files.contains_key(*f)));
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        records: total,
+        origin: signed.checkpoint.origin.clone(),
+        tree_size: size,
+        root_hash: hex::encode(signed.checkpoint.root),
+        files: files
+            .iter()
+            .map(|(k, v)| (k.clone(), sha256_hex(v)))
+            .collect(),
+    };
+    files.insert(MANIFEST.into(), manifest.canonical());
+    Ok(files)
+}

@@ -1,0 +1,218 @@
+//! The search index: SQLite (bundled, WAL), derived from the log and rebuildable.
+//!
+//! The indexer thread follows the committed log and indexes in transactions;
+//! `meta.indexed` is the number of leaves indexed. Queries read the index below
+//! that mark and scan the log above it, so results are complete even while the
+//! index lags. Ingest waits when the lag exceeds [`IndexConfig::max_lag`]; so
+//! the index runs at most that many records behind the durable log.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use prost::Message;
+use rusqlite::{Connection, params};
+use wiretrail_proto::v1::StoredLeaf;
+
+use crate::store::{Shared, StoreError};
+
+/// Errors of the index.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// SQLite failed.
+    #[error("index database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Reading the log failed.
+    #[error("reading the log for indexing: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Index settings.
+#[derive(Debug, Clone)]
+pub struct IndexConfig {
+    /// Most records the index may run behind the durable log before ingest waits.
+    pub max_lag: u64,
+    /// Records per index transaction.
+    pub txn_rows: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            max_lag: 1_000_000,
+            txn_rows: 20_000,
+        }
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS records(
+  leaf INTEGER PRIMARY KEY, t INTEGER NOT NULL, agent TEXT NOT NULL, host TEXT NOT NULL,
+  peer_addr TEXT NOT NULL, peer_port INTEGER NOT NULL, proto TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS records_t ON records(t);
+CREATE INDEX IF NOT EXISTS records_agent ON records(agent, t);
+CREATE INDEX IF NOT EXISTS records_host ON records(host, t);
+CREATE INDEX IF NOT EXISTS records_peer ON records(peer_addr, t);
+CREATE INDEX IF NOT EXISTS records_proto ON records(proto, t);
+CREATE TABLE IF NOT EXISTS identity(kv TEXT NOT NULL, t INTEGER NOT NULL, leaf INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS identity_kv ON identity(kv, t, leaf);
+";
+
+/// Path of the index database in a data directory.
+pub fn db_path(dir: &Path) -> PathBuf {
+    dir.join("index.sqlite")
+}
+
+/// Opens (creating) the index database.
+pub fn open(dir: &Path) -> Result<Connection, IndexError> {
+    let path = db_path(dir);
+    let err = |source| IndexError::Sqlite {
+        path: path.clone(),
+        source,
+    };
+    let c = Connection::open(&path).map_err(err)?;
+    c.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    c.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err)?;
+    c.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(err)?;
+    c.execute_batch(SCHEMA).map_err(err)?;
+    Ok(c)
+}
+
+/// Number of leaves indexed according to the database.
+pub fn indexed(c: &Connection) -> Result<u64, rusqlite::Error> {
+    c.query_row(
+        "SELECT COALESCE((SELECT v FROM meta WHERE k='indexed'), 0)",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|v| v as u64)
+}
+
+/// Indexes leaves `from..to` of the log in one transaction.
+pub fn index_range(
+    c: &mut Connection,
+    shared: &Shared,
+    from: u64,
+    to: u64,
+) -> Result<(), IndexError> {
+    let path = db_path(shared.dir());
+    let err = |source| IndexError::Sqlite {
+        path: path.clone(),
+        source,
+    };
+    let tx = c.transaction().map_err(err)?;
+    {
+        let mut rec = tx
+            .prepare_cached("INSERT OR REPLACE INTO records(leaf,t,agent,host,peer_addr,peer_port,proto) VALUES (?,?,?,?,?,?,?)")
+            .map_err(err)?;
+        let mut idn = tx
+            .prepare_cached("INSERT INTO identity(kv,t,leaf) VALUES (?,?,?)")
+            .map_err(err)?;
+        for item in shared.iter(from, to)? {
+            let (i, bytes) = item?;
+            let leaf = StoredLeaf::decode(bytes.as_slice())
+                .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))?;
+            let r = leaf.record.unwrap_or_default();
+            let remote = r.remote.unwrap_or_default();
+            rec.execute(params![
+                i as i64,
+                r.capture_time_ns,
+                leaf.agent_id,
+                r.host,
+                remote.address,
+                remote.port,
+                r.app_protocol
+            ])
+            .map_err(err)?;
+            for (k, v) in &r.identity {
+                idn.execute(params![format!("{k}={v}"), r.capture_time_ns, i as i64])
+                    .map_err(err)?;
+            }
+        }
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO meta(k,v) VALUES ('indexed', ?)",
+        [to as i64],
+    )
+    .map_err(err)?;
+    tx.commit().map_err(err)?;
+    Ok(())
+}
+
+/// Progress of the indexer, shared with ingest (back-pressure) and queries.
+#[derive(Default, Debug)]
+pub struct IndexProgress {
+    /// Leaves indexed.
+    pub indexed: AtomicU64,
+    /// Set to stop the indexer thread.
+    pub stop: AtomicBool,
+    /// Index transactions that failed (each is retried).
+    pub failures: AtomicU64,
+}
+
+/// Spawns the indexer thread following the committed log.
+pub fn spawn(
+    shared: Arc<Shared>,
+    config: IndexConfig,
+    progress: Arc<IndexProgress>,
+) -> Result<std::thread::JoinHandle<()>, IndexError> {
+    let mut c = open(shared.dir())?;
+    let path = db_path(shared.dir());
+    let mut done = indexed(&c).map_err(|source| IndexError::Sqlite {
+        path: path.clone(),
+        source,
+    })?;
+    if done > shared.size() {
+        tracing::warn!(
+            indexed = done,
+            log = shared.size(),
+            "index is ahead of the log; rebuilding it"
+        );
+        c.execute_batch("DELETE FROM records; DELETE FROM identity; DELETE FROM meta;")
+            .map_err(|source| IndexError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
+        done = 0;
+    }
+    progress.indexed.store(done, Ordering::Release);
+    let mut watch = shared.subscribe();
+    Ok(std::thread::Builder::new()
+        .name("wt-index".into())
+        .spawn(move || {
+            loop {
+                if progress.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                let size = shared.size();
+                if done >= size {
+                    // Wait for new commits (or a stop request) without a runtime.
+                    let _ = watch.borrow_and_update();
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                }
+                let to = size.min(done + config.txn_rows as u64);
+                match index_range(&mut c, &shared, done, to) {
+                    Ok(()) => {
+                        done = to;
+                        progress.indexed.store(done, Ordering::Release);
+                    }
+                    Err(e) => {
+                        progress.failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, from = done, "indexing failed; retrying in 1 s");
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                }
+            }
+        })
+        .expect("spawning indexer"))
+}

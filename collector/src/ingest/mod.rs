@@ -1,0 +1,216 @@
+//! Agent → collector ingest: validation, leaf encoding, durable acks.
+
+pub mod commit;
+mod peer;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use wiretrail_proto::v1::{Ack, Batch, StoredLeaf, ingest_server::Ingest};
+
+use crate::error::Error;
+use commit::Job;
+pub use peer::peer_identity;
+
+/// Limits applied to each batch.
+#[derive(Debug, Clone)]
+pub struct IngestLimits {
+    /// Most records in one batch.
+    pub max_records: usize,
+    /// Longest agent id / boot id.
+    pub max_id_len: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        IngestLimits {
+            max_records: 20_000,
+            max_id_len: 256,
+        }
+    }
+}
+
+/// The `wiretrail.v1.Ingest` service.
+pub struct IngestService {
+    /// Queue to the commit thread.
+    jobs: mpsc::Sender<Job>,
+    /// Batch limits.
+    limits: IngestLimits,
+    /// The log (for the index back-pressure check).
+    shared: Arc<crate::store::Shared>,
+    /// The indexer's mark.
+    progress: Arc<crate::index::IndexProgress>,
+    /// Most records the index may lag before ingest waits.
+    max_index_lag: u64,
+}
+
+impl IngestService {
+    /// A service feeding `jobs`.
+    pub fn new(
+        jobs: mpsc::Sender<Job>,
+        limits: IngestLimits,
+        shared: Arc<crate::store::Shared>,
+        progress: Arc<crate::index::IndexProgress>,
+        max_index_lag: u64,
+    ) -> Self {
+        IngestService {
+            jobs,
+            limits,
+            shared,
+            progress,
+            max_index_lag,
+        }
+    }
+}
+
+fn validate(b: &Batch, l: &IngestLimits) -> Result<(), Error> {
+    if b.agent_id.is_empty() || b.boot_id.is_empty() {
+        return Err(Error::InvalidArgument(
+            "agent_id and boot_id are required".into(),
+        ));
+    }
+    if b.agent_id.len() > l.max_id_len || b.boot_id.len() > l.max_id_len {
+        return Err(Error::InvalidArgument(format!(
+            "agent_id/boot_id longer than {} bytes",
+            l.max_id_len
+        )));
+    }
+    if b.records.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "batch {} has no records",
+            b.seq
+        )));
+    }
+    if b.records.len() > l.max_records {
+        return Err(Error::TooLarge(format!(
+            "batch {} has {} records; at most {}",
+            b.seq,
+            b.records.len(),
+            l.max_records
+        )));
+    }
+    Ok(())
+}
+
+/// Turns a batch into its leaves (`StoredLeaf` encodings).
+pub fn encode_leaves(b: Batch, peer: &str, received_time_ns: i64) -> Vec<Vec<u8>> {
+    let Batch {
+        agent_id,
+        boot_id,
+        seq,
+        records,
+    } = b;
+    records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            StoredLeaf {
+                agent_id: agent_id.clone(),
+                boot_id: boot_id.clone(),
+                seq,
+                index_in_batch: i as u32,
+                peer_identity: peer.to_string(),
+                received_time_ns,
+                record: Some(r),
+            }
+            .encode_to_vec()
+        })
+        .collect()
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<Ack, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type IngestStream = AckStream;
+
+    async fn ingest(&self, req: Request<Streaming<Batch>>) -> Result<Response<AckStream>, Status> {
+        let peer = peer_identity(&req);
+        let mut input = req.into_inner();
+        let jobs = self.jobs.clone();
+        let limits = self.limits.clone();
+        let (shared, progress, max_lag) = (
+            self.shared.clone(),
+            self.progress.clone(),
+            self.max_index_lag,
+        );
+        // Acks are returned in batch order; up to 64 batches in flight per stream.
+        let (pending_tx, mut pending_rx) =
+            mpsc::channel::<oneshot::Receiver<Result<Ack, Error>>>(64);
+        let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(64);
+        tokio::spawn(async move {
+            // Errors travel through the same ordered queue as acks, after them.
+            let fail = |e: Error| {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Err(e));
+                rx
+            };
+            while let Some(item) = input.next().await {
+                let batch = match item {
+                    Ok(b) => b,
+                    Err(s) => {
+                        tracing::debug!(status = %s, "ingest stream ended with error");
+                        return;
+                    }
+                };
+                if let Err(e) = validate(&batch, &limits) {
+                    tracing::warn!(error = %e, %peer, "rejected batch");
+                    let _ = pending_tx.send(fail(e)).await;
+                    return;
+                }
+                while shared
+                    .size()
+                    .saturating_sub(progress.indexed.load(std::sync::atomic::Ordering::Acquire))
+                    > max_lag
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                let (agent_id, boot_id, seq) =
+                    (batch.agent_id.clone(), batch.boot_id.clone(), batch.seq);
+                let leaves = encode_leaves(batch, &peer, crate::store::now_ns());
+                let (reply, rx) = oneshot::channel();
+                if jobs
+                    .send(Job {
+                        agent_id,
+                        boot_id,
+                        seq,
+                        leaves,
+                        reply,
+                    })
+                    .await
+                    .is_err()
+                {
+                    let _ = pending_tx
+                        .send(fail(Error::Unavailable(
+                            "collector is shutting down".into(),
+                        )))
+                        .await;
+                    return;
+                }
+                if pending_tx.send(rx).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(rx) = pending_rx.recv().await {
+                let res = match rx.await {
+                    Ok(Ok(ack)) => Ok(ack),
+                    Ok(Err(e)) => Err(Status::from(e)),
+                    Err(_) => Err(Status::unavailable("commit thread stopped")),
+                };
+                let stop = res.is_err();
+                if out_tx.send(res).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        )))
+    }
+}

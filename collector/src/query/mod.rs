@@ -1,0 +1,296 @@
+//! Search: filters validated once, answered from the index below its mark and
+//! from a scan of the log above it.
+
+pub mod service;
+
+use prost::Message;
+use rusqlite::Connection;
+use wiretrail_proto::v1::{Filter, StoredLeaf};
+
+use crate::error::Error;
+use crate::index::{self, IndexError};
+use crate::store::{Shared, StoreError};
+
+/// Most results one search may return.
+pub const MAX_LIMIT: u64 = 1_000_000;
+/// Results returned when the request sets no limit.
+pub const DEFAULT_LIMIT: u64 = 1_000;
+
+/// A validated filter.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// The request's filter.
+    pub f: Filter,
+    /// `identity` split into (key, value).
+    pub identity: Vec<(String, String)>,
+    /// Effective result limit.
+    pub limit: u64,
+}
+
+impl Query {
+    /// Validates `f`.
+    pub fn new(f: Filter) -> Result<Self, Error> {
+        if f.from_time_ns < 0 || f.to_time_ns < 0 {
+            return Err(Error::InvalidArgument(
+                "times must be non-negative UTC ns".into(),
+            ));
+        }
+        if f.to_time_ns != 0 && f.from_time_ns >= f.to_time_ns {
+            return Err(Error::InvalidArgument(
+                "from_time_ns must be before to_time_ns".into(),
+            ));
+        }
+        if f.peer_port > 65535 {
+            return Err(Error::InvalidArgument(format!(
+                "peer_port {} is not a port",
+                f.peer_port
+            )));
+        }
+        if f.peer_port != 0 && f.peer_address.is_empty() {
+            return Err(Error::InvalidArgument(
+                "peer_port needs peer_address".into(),
+            ));
+        }
+        if f.limit > MAX_LIMIT {
+            return Err(Error::InvalidArgument(format!(
+                "limit {} above {MAX_LIMIT}",
+                f.limit
+            )));
+        }
+        let identity = f
+            .identity
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                _ => Err(Error::InvalidArgument(format!(
+                    "identity filter {kv:?} is not key=value"
+                ))),
+            })
+            .collect::<Result<_, _>>()?;
+        let limit = if f.limit == 0 { DEFAULT_LIMIT } else { f.limit };
+        Ok(Query { f, identity, limit })
+    }
+
+    /// Whether a stored leaf matches every condition.
+    pub fn matches(&self, l: &StoredLeaf) -> bool {
+        let f = &self.f;
+        let Some(r) = &l.record else { return false };
+        let remote = r.remote.clone().unwrap_or_default();
+        (f.from_time_ns == 0 || r.capture_time_ns >= f.from_time_ns)
+            && (f.to_time_ns == 0 || r.capture_time_ns < f.to_time_ns)
+            && (f.agent_id.is_empty() || l.agent_id == f.agent_id)
+            && (f.host.is_empty() || r.host == f.host)
+            && (f.peer_address.is_empty() || remote.address == f.peer_address)
+            && (f.peer_port == 0 || remote.port == f.peer_port)
+            && (f.app_protocol.is_empty() || r.app_protocol == f.app_protocol)
+            && self
+                .identity
+                .iter()
+                .all(|(k, v)| r.identity.get(k) == Some(v))
+            && (f.payload_text.is_empty() || contains(&r.payload, f.payload_text.as_bytes()))
+    }
+
+    /// SQL selecting candidate leaves `> ?1` and `< ?2` in order (limit ?3).
+    fn sql(&self) -> (String, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value;
+        let f = &self.f;
+        let mut args: Vec<Value> = Vec::new();
+        let mut conds = vec!["r.leaf > ?1".to_string(), "r.leaf < ?2".to_string()];
+        let mut from = "records r".to_string();
+        let mut n = 4;
+        let mut arg = |v: Value, args: &mut Vec<Value>| {
+            args.push(v);
+            n += 1;
+            format!("?{}", n - 1)
+        };
+        if let Some((k, v)) = self.identity.first() {
+            from = "identity i JOIN records r ON r.leaf = i.leaf".into();
+            conds.push(format!(
+                "i.kv = {}",
+                arg(Value::Text(format!("{k}={v}")), &mut args)
+            ));
+            if f.from_time_ns != 0 {
+                conds.push(format!(
+                    "i.t >= {}",
+                    arg(Value::Integer(f.from_time_ns), &mut args)
+                ));
+            }
+            if f.to_time_ns != 0 {
+                conds.push(format!(
+                    "i.t < {}",
+                    arg(Value::Integer(f.to_time_ns), &mut args)
+                ));
+            }
+        }
+        if f.from_time_ns != 0 {
+            conds.push(format!(
+                "r.t >= {}",
+                arg(Value::Integer(f.from_time_ns), &mut args)
+            ));
+        }
+        if f.to_time_ns != 0 {
+            conds.push(format!(
+                "r.t < {}",
+                arg(Value::Integer(f.to_time_ns), &mut args)
+            ));
+        }
+        for (col, val) in [
+            ("agent", &f.agent_id),
+            ("host", &f.host),
+            ("peer_addr", &f.peer_address),
+            ("proto", &f.app_protocol),
+        ] {
+            if !val.is_empty() {
+                conds.push(format!(
+                    "r.{col} = {}",
+                    arg(Value::Text(val.clone()), &mut args)
+                ));
+            }
+        }
+        if f.peer_port != 0 {
+            conds.push(format!(
+                "r.peer_port = {}",
+                arg(Value::Integer(f.peer_port as i64), &mut args)
+            ));
+        }
+        let sql = format!(
+            "SELECT r.leaf FROM {from} WHERE {} ORDER BY r.leaf LIMIT ?3",
+            conds.join(" AND ")
+        );
+        (sql, args)
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// One search hit.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// Leaf index in the log.
+    pub leaf_index: u64,
+    /// The stored leaf bytes.
+    pub leaf: Vec<u8>,
+    /// The decoded leaf.
+    pub decoded: StoredLeaf,
+}
+
+/// Decodes leaf `i`'s bytes.
+pub fn decode(i: u64, bytes: &[u8]) -> Result<StoredLeaf, StoreError> {
+    StoredLeaf::decode(bytes)
+        .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))
+}
+
+/// Runs `q` over leaves `[0, upto)`, calling `emit` per hit in leaf order until
+/// the limit; returns the number of hits. `indexed` is the index's mark.
+pub fn search(
+    q: &Query,
+    shared: &Shared,
+    conn: &Connection,
+    indexed: u64,
+    upto: u64,
+    mut emit: impl FnMut(Hit) -> bool,
+) -> Result<u64, Error> {
+    let mut hits = 0u64;
+    let indexed = indexed.min(upto);
+    let (sql, args) = q.sql();
+    let path = index::db_path(shared.dir());
+    let err = |source| {
+        Error::Index(IndexError::Sqlite {
+            path: path.clone(),
+            source,
+        })
+    };
+    let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
+    let mut after: i64 = -1;
+    'index: loop {
+        let mut params: Vec<rusqlite::types::Value> =
+            vec![after.into(), (indexed as i64).into(), 10_000i64.into()];
+        params.extend(args.iter().cloned());
+        let leaves: Vec<i64> = stmt
+            .query_map(rusqlite::params_from_iter(params), |r| r.get(0))
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        if leaves.is_empty() {
+            break;
+        }
+        after = *leaves.last().expect("non-empty");
+        for i in leaves {
+            let i = i as u64;
+            let bytes = shared.read_leaf(i)?;
+            let decoded = decode(i, &bytes)?;
+            if q.matches(&decoded) {
+                hits += 1;
+                if !emit(Hit {
+                    leaf_index: i,
+                    leaf: bytes,
+                    decoded,
+                }) || hits >= q.limit
+                {
+                    return Ok(hits);
+                }
+            }
+        }
+        if hits >= q.limit {
+            break 'index;
+        }
+    }
+    hits += scan(q, shared, indexed, upto, q.limit - hits, emit)?;
+    Ok(hits)
+}
+
+/// Scans leaves `from..to` of the log, emitting up to `limit` hits.
+pub fn scan(
+    q: &Query,
+    shared: &Shared,
+    from: u64,
+    to: u64,
+    limit: u64,
+    mut emit: impl FnMut(Hit) -> bool,
+) -> Result<u64, Error> {
+    let mut hits = 0;
+    if limit == 0 {
+        return Ok(0);
+    }
+    for item in shared.iter(from, to)? {
+        let (i, bytes) = item?;
+        let decoded = decode(i, &bytes)?;
+        if q.matches(&decoded) {
+            hits += 1;
+            if !emit(Hit {
+                leaf_index: i,
+                leaf: bytes,
+                decoded,
+            }) || hits >= limit
+            {
+                break;
+            }
+        }
+    }
+    Ok(hits)
+}
+
+/// A record as one JSON object (raw payload in base64).
+pub fn to_json(leaf_index: u64, l: &StoredLeaf) -> serde_json::Value {
+    use base64::Engine;
+    let r = l.record.clone().unwrap_or_default();
+    let ep = |e: Option<wiretrail_proto::v1::Endpoint>| {
+        e.map(|e| serde_json::json!({"address": e.address, "port": e.port}))
+    };
+    serde_json::json!({
+        "leaf_index": leaf_index,
+        "agent_id": l.agent_id, "boot_id": l.boot_id, "seq": l.seq, "index_in_batch": l.index_in_batch,
+        "peer_identity": l.peer_identity, "received_time_ns": l.received_time_ns,
+        "kind": r.kind().as_str_name(), "capture_time_ns": r.capture_time_ns,
+        "clock_source": r.clock_source().as_str_name(), "clock_error_ns": r.clock_error_ns,
+        "kernel_time_ns": r.kernel_time_ns, "conn_id": r.conn_id, "direction": r.direction().as_str_name(),
+        "local": ep(r.local.clone()), "remote": ep(r.remote.clone()), "transport": r.transport().as_str_name(),
+        "app_protocol": r.app_protocol, "pid": r.pid, "tid": r.tid, "comm": r.comm, "uid": r.uid,
+        "cgroup_id": r.cgroup_id, "netns": r.netns, "identity": r.identity, "parsed_json": r.parsed_json,
+        "payload_base64": base64::engine::general_purpose::STANDARD.encode(&r.payload),
+        "stream_pos": r.stream_pos, "host": r.host,
+        "gap": r.gap.map(|g| serde_json::json!({"pos": g.pos, "len": g.len, "reason": g.reason().as_str_name(), "detail": g.detail, "first_time_ns": g.first_time_ns, "last_time_ns": g.last_time_ns})),
+    })
+}

@@ -1,0 +1,200 @@
+//! `run`: the collector server (ingest + query API) on a listener, until shutdown.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use wiretrail_proto::v1::ingest_server::IngestServer;
+use wiretrail_proto::v1::query_server::QueryServer;
+
+use crate::index::{self, IndexConfig, IndexError, IndexProgress};
+use crate::ingest::commit::{self, CommitStats, Dedup};
+use crate::ingest::{IngestLimits, IngestService};
+use crate::query::service::QueryService;
+use crate::store::{StoreConfig, StoreError, Writer};
+use crate::tls::{ReloadingServerConfig, TlsError, TlsFiles};
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Store settings.
+    pub store: StoreConfig,
+    /// Index settings.
+    pub index: IndexConfig,
+    /// Batch limits.
+    pub limits: IngestLimits,
+    /// mTLS files; `None` serves plaintext (tests only; `serve` requires an explicit flag).
+    pub tls: Option<TlsFiles>,
+    /// How often a checkpoint is issued when the log grew.
+    pub checkpoint_interval: Duration,
+    /// Largest gRPC message accepted (bigger batches get RESOURCE_EXHAUSTED).
+    pub max_message_bytes: usize,
+}
+
+impl ServeConfig {
+    /// Defaults for `data_dir`, no TLS.
+    pub fn new(data_dir: PathBuf) -> Self {
+        ServeConfig {
+            data_dir,
+            store: StoreConfig::default(),
+            index: IndexConfig::default(),
+            limits: IngestLimits::default(),
+            tls: None,
+            checkpoint_interval: Duration::from_secs(10),
+            max_message_bytes: 32 << 20,
+        }
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Opening the store failed.
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    /// Opening the index failed.
+    #[error("opening the index: {0}")]
+    Index(#[from] IndexError),
+    /// TLS files are unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// A start-up task panicked.
+    #[error("start-up task failed: {0}")]
+    Join(String),
+}
+
+/// Serves ingest and the query API on `listener` until `shutdown` resolves,
+/// then drains: every batch received is committed and acked, a final
+/// checkpoint is issued.
+pub async fn run(
+    listener: TcpListener,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let dir = config.data_dir.clone();
+    let store_cfg = config.store.clone();
+    let (writer, shared, dedup) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        let (writer, shared) = Writer::open(&dir, store_cfg)?;
+        let dedup = Dedup::rebuild(&shared)?;
+        Ok((writer, shared, dedup))
+    })
+    .await
+    .map_err(|e| ServeError::Join(e.to_string()))??;
+    let stats = Arc::new(CommitStats::default());
+    let (jobs, commit_thread) = commit::spawn(writer, dedup, stats.clone());
+    let progress = Arc::new(IndexProgress::default());
+    let indexer = index::spawn(shared.clone(), config.index.clone(), progress.clone())?;
+
+    let ticker = {
+        let shared = shared.clone();
+        let every = config.checkpoint_interval;
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                let s = shared.clone();
+                match tokio::task::spawn_blocking(move || s.issue_checkpoint()).await {
+                    Ok(Err(e)) => tracing::error!(error = %e, "periodic checkpoint failed"),
+                    Err(e) => tracing::error!(error = %e, "periodic checkpoint task failed"),
+                    Ok(Ok(_)) => {}
+                }
+            }
+        })
+    };
+
+    let ingest = IngestServer::new(IngestService::new(
+        jobs,
+        config.limits.clone(),
+        shared.clone(),
+        progress.clone(),
+        config.index.max_lag,
+    ))
+    .max_decoding_message_size(config.max_message_bytes);
+    let query = QueryServer::new(QueryService::new(shared.clone(), progress.clone()))
+        .max_encoding_message_size(config.max_message_bytes);
+    let router = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(ingest)
+        .add_service(query);
+    tracing::info!(addr = ?listener.local_addr().ok(), tls = config.tls.is_some(), "collector serving");
+    let served = match &config.tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    shutdown,
+                )
+                .await
+        }
+        Some(files) => {
+            let tls = Arc::new(ReloadingServerConfig::new(files.clone())?);
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            let acceptor_task = tokio::spawn(async move {
+                loop {
+                    let (tcp, peer) = match listener.accept().await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.get());
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(s)) => {
+                                let _ = tx.send(Ok::<_, std::io::Error>(s)).await;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::warn!(%peer, error = %e, "TLS handshake refused")
+                            }
+                            Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                        }
+                    });
+                }
+            });
+            let r = router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::ReceiverStream::new(rx),
+                    shutdown,
+                )
+                .await;
+            acceptor_task.abort();
+            r
+        }
+    };
+    ticker.abort();
+    // The services (and their job senders) are gone; the commit thread drains and stops.
+    let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
+    let s = shared.clone();
+    match tokio::task::spawn_blocking(move || s.issue_checkpoint()).await {
+        Ok(Ok(cp)) => tracing::info!(size = cp.checkpoint.size, "final checkpoint"),
+        Ok(Err(e)) => tracing::error!(error = %e, "final checkpoint failed"),
+        Err(e) => tracing::error!(error = %e, "final checkpoint task failed"),
+    }
+    progress.stop.store(true, Ordering::Release);
+    let _ = tokio::task::spawn_blocking(move || indexer.join()).await;
+    tracing::info!(
+        batches = stats.batches.load(Ordering::Relaxed),
+        records = stats.records.load(Ordering::Relaxed),
+        duplicates = stats.duplicates.load(Ordering::Relaxed),
+        out_of_sequence = stats.out_of_sequence.load(Ordering::Relaxed),
+        commits = stats.commits.load(Ordering::Relaxed),
+        "collector stopped"
+    );
+    served?;
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Read side of the store, shared by the writer, the API and the indexer.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use super::checkpoints::append_checkpoint;
+use super::frame::{self, HEADER_LEN};
+use super::tree::TreeCache;
+use super::{StoreError, segment_name};
+use crate::merkle::{
+    Checkpoint, Hash, ProofError, SignedCheckpoint, Signer, Verifier, consistency_proof,
+    inclusion_proof, leaf_hash,
+};
+
+/// State shared between the single writer and any number of readers.
+pub struct Shared {
+    /// The data directory.
+    pub(super) dir: PathBuf,
+    /// Leaves that are durable (fsynced) and may be read, proven and checkpointed.
+    pub(super) committed: AtomicU64,
+    /// First leaf index of each segment, ascending.
+    pub(super) segments: RwLock<Vec<u64>>,
+    /// Merkle tree nodes.
+    pub(super) tree: RwLock<TreeCache>,
+    /// Read handle on `log/hashes`.
+    pub(super) hashes: File,
+    /// Read handle on `log/offsets`.
+    pub(super) offsets: File,
+    /// Tells followers the committed size changed.
+    pub(super) appended: tokio::sync::watch::Sender<u64>,
+    /// Checkpoint signing key.
+    pub(super) signer: Signer,
+    /// Checkpoints issued so far (serializes issuing).
+    pub(super) checkpoints: Mutex<Vec<SignedCheckpoint>>,
+}
+
+impl Shared {
+    /// Durable number of leaves.
+    pub fn size(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Watch channel of the committed size (for follow mode and the indexer).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// The checkpoint verifier for this log.
+    pub fn verifier(&self) -> Verifier {
+        self.signer.verifier()
+    }
+
+    fn check_index(&self, i: u64) -> Result<(), StoreError> {
+        let size = self.size();
+        if i >= size {
+            return Err(StoreError::OutOfRange(format!(
+                "leaf index {i} not in log of size {size}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn segment_of(&self, i: u64) -> u64 {
+        let segs = self.segments.read().expect("segments lock");
+        let pos = segs.partition_point(|&f| f <= i);
+        segs[pos - 1]
+    }
+
+    fn segment_path(&self, first: u64) -> PathBuf {
+        self.dir.join("log").join(segment_name(first))
+    }
+
+    fn offset_of(&self, i: u64) -> Result<u64, StoreError> {
+        let mut b = [0u8; 8];
+        self.offsets
+            .read_exact_at(&mut b, i * 8)
+            .map_err(StoreError::io("reading", self.dir.join("log/offsets")))?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// The stored bytes of leaf `i`, checked against the frame's index and hash.
+    pub fn read_leaf(&self, i: u64) -> Result<Vec<u8>, StoreError> {
+        self.check_index(i)?;
+        let seg = self.segment_path(self.segment_of(i));
+        let off = self.offset_of(i)?;
+        let f = File::open(&seg).map_err(StoreError::io("opening", &seg))?;
+        let mut hb = [0u8; HEADER_LEN];
+        f.read_exact_at(&mut hb, off)
+            .map_err(StoreError::io("reading", &seg))?;
+        let h = frame::header(&hb)
+            .ok_or_else(|| StoreError::Inconsistent(format!("leaf {i}: bad frame header")))?;
+        let mut leaf = vec![0u8; h.len];
+        f.read_exact_at(&mut leaf, off + HEADER_LEN as u64)
+            .map_err(StoreError::io("reading", &seg))?;
+        if h.index != i || leaf_hash(&leaf) != h.hash {
+            return Err(StoreError::Inconsistent(format!(
+                "leaf {i}: frame does not match its hash"
+            )));
+        }
+        Ok(leaf)
+    }
+
+    /// Sequential iterator over leaves `from..to` (bounded by the committed size).
+    pub fn iter(&self, from: u64, to: u64) -> Result<LeafIter, StoreError> {
+        let to = to.min(self.size());
+        let segs = self.segments.read().expect("segments lock").clone();
+        let start_off = if from < to { self.offset_of(from)? } else { 0 };
+        Ok(LeafIter {
+            dir: self.dir.join("log"),
+            segs,
+            next: from,
+            to,
+            reader: None,
+            start_off,
+        })
+    }
+
+    /// Root hash of the first `size` leaves.
+    pub fn root(&self, size: u64) -> Result<Hash, StoreError> {
+        if size > self.size() {
+            return Err(StoreError::OutOfRange(format!(
+                "tree size {size} > log size {}",
+                self.size()
+            )));
+        }
+        let tree = self.tree.read().expect("tree lock");
+        Ok(tree.source(&self.hashes).root(size)?)
+    }
+
+    /// Inclusion proof of leaf `i` in the tree of `size` leaves.
+    pub fn inclusion_proof(&self, i: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        if size > self.size() {
+            return Err(StoreError::OutOfRange(format!(
+                "tree size {size} > log size {}",
+                self.size()
+            )));
+        }
+        let tree = self.tree.read().expect("tree lock");
+        Ok(inclusion_proof(&tree.source(&self.hashes), i, size)?)
+    }
+
+    /// Consistency proof between tree sizes `old` and `new`.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
+        if new > self.size() {
+            return Err(StoreError::OutOfRange(format!(
+                "tree size {new} > log size {}",
+                self.size()
+            )));
+        }
+        let tree = self.tree.read().expect("tree lock");
+        consistency_proof(&tree.source(&self.hashes), old, new).map_err(|e| match e {
+            ProofError::OutOfRange(s) => StoreError::OutOfRange(s),
+            e => e.into(),
+        })
+    }
+
+    /// Latest checkpoint, if any was issued.
+    pub fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
+        self.checkpoints
+            .lock()
+            .expect("checkpoints lock")
+            .last()
+            .cloned()
+    }
+
+    /// Signs and stores a checkpoint of the committed log, unless the latest one already covers it.
+    pub fn issue_checkpoint(&self) -> Result<SignedCheckpoint, StoreError> {
+        let mut cps = self.checkpoints.lock().expect("checkpoints lock");
+        let size = self.size();
+        if let Some(last) = cps.last()
+            && last.checkpoint.size == size
+        {
+            return Ok(last.clone());
+        }
+        let root = self.root(size)?;
+        let cp = self.signer.sign(&Checkpoint {
+            origin: self.signer.verifier().name,
+            size,
+            root,
+        });
+        append_checkpoint(&self.dir, &cp)?;
+        tracing::info!(size, root = %hex::encode(root), "checkpoint issued");
+        cps.push(cp.clone());
+        Ok(cp)
+    }
+}
+
+/// Reads leaves in order, streaming through segment files.
+pub struct LeafIter {
+    /// `log/` directory.
+    dir: PathBuf,
+    /// Segment first indexes.
+    segs: Vec<u64>,
+    /// Next leaf index to return.
+    next: u64,
+    /// End (exclusive).
+    to: u64,
+    /// Open segment reader and the first index of the following segment.
+    reader: Option<(BufReader<File>, u64)>,
+    /// Offset of leaf `next` in its segment when the iterator starts.
+    start_off: u64,
+}
+
+impl Iterator for LeafIter {
+    type Item = Result<(u64, Vec<u8>), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.to {
+            return None;
+        }
+        Some(self.read_one())
+    }
+}
+
+impl LeafIter {
+    fn read_one(&mut self) -> Result<(u64, Vec<u8>), StoreError> {
+        let i = self.next;
+        let need_open = match &self.reader {
+            None => true,
+            Some((_, seg_end)) => i >= *seg_end,
+        };
+        if need_open {
+            let pos = self.segs.partition_point(|&f| f <= i);
+            let first = self.segs[pos - 1];
+            let end = self.segs.get(pos).copied().unwrap_or(u64::MAX);
+            let path = self.dir.join(segment_name(first));
+            let mut f = File::open(&path).map_err(StoreError::io("opening", &path))?;
+            let off = if self.reader.is_none() {
+                self.start_off
+            } else {
+                0
+            };
+            f.seek(SeekFrom::Start(off))
+                .map_err(StoreError::io("seeking", &path))?;
+            self.reader = Some((BufReader::with_capacity(1 << 20, f), end));
+        }
+        let (r, _) = self.reader.as_mut().expect("opened above");
+        let mut hb = [0u8; HEADER_LEN];
+        r.read_exact(&mut hb)
+            .map_err(StoreError::io("reading segment for leaf", &self.dir))?;
+        let h = frame::header(&hb)
+            .ok_or_else(|| StoreError::Inconsistent(format!("leaf {i}: bad frame header")))?;
+        let mut leaf = vec![0u8; h.len];
+        r.read_exact(&mut leaf)
+            .map_err(StoreError::io("reading segment for leaf", &self.dir))?;
+        if h.index != i || leaf_hash(&leaf) != h.hash {
+            return Err(StoreError::Inconsistent(format!(
+                "leaf {i}: frame does not match its hash"
+            )));
+        }
+        self.next += 1;
+        Ok((i, leaf))
+    }
+}

@@ -1,0 +1,326 @@
+//! `verify`: re-reads every segment, recomputes every leaf hash and the tree,
+//! and checks them against the signed checkpoints. Reports the index of the
+//! first bad record.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::merkle::{Hash, Verifier, leaf_hash, node_hash};
+use crate::store::frame::{self, HEADER_LEN};
+use crate::store::{StoreError, list_segments, load_checkpoints};
+
+/// Compact Merkle frontier: the perfect subtrees covering the leaves so far.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Frontier {
+    /// Number of leaves.
+    pub size: u64,
+    /// (height, hash) of each perfect subtree, left to right.
+    pub nodes: Vec<(u32, String)>,
+    /// Same as `nodes`, decoded.
+    #[serde(skip)]
+    decoded: Vec<(u32, Hash)>,
+}
+
+impl Frontier {
+    fn push(&mut self, h: Hash) {
+        self.decoded.push((0, h));
+        self.size += 1;
+        while self.decoded.len() >= 2 {
+            let n = self.decoded.len();
+            if self.decoded[n - 1].0 != self.decoded[n - 2].0 {
+                break;
+            }
+            let (lvl, r) = self.decoded.pop().expect("len >= 2");
+            let (_, l) = self.decoded.pop().expect("len >= 2");
+            self.decoded.push((lvl + 1, node_hash(&l, &r)));
+        }
+    }
+
+    /// Root of the leaves so far.
+    pub fn root(&self) -> Hash {
+        let mut it = self.decoded.iter().rev();
+        let Some((_, mut r)) = it.next().copied() else {
+            return crate::merkle::EMPTY_ROOT;
+        };
+        for (_, l) in it {
+            r = node_hash(l, &r);
+        }
+        r
+    }
+
+    fn encode(&mut self) {
+        self.nodes = self
+            .decoded
+            .iter()
+            .map(|(l, h)| (*l, hex::encode(h)))
+            .collect();
+    }
+
+    fn decode(&mut self) -> Result<(), String> {
+        self.decoded = self
+            .nodes
+            .iter()
+            .map(|(l, h)| {
+                hex::decode(h)
+                    .ok()
+                    .and_then(|v| v.try_into().ok())
+                    .map(|h| (*l, h))
+                    .ok_or("bad hash in state")
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
+}
+
+/// What verification found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// Leaves read and checked.
+    pub leaves: u64,
+    /// Segment bytes read.
+    pub bytes: u64,
+    /// Signed checkpoints whose root was recomputed and matched.
+    pub checkpoints_checked: usize,
+    /// Index of the first bad record, if any.
+    pub first_bad: Option<u64>,
+    /// What is wrong with it.
+    pub problem: Option<String>,
+    /// Largest checkpoint size verified (where incremental verification resumes).
+    pub verified_size: u64,
+}
+
+/// Saved state for incremental verification (kept by the verifier, e.g. `--state FILE`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct State {
+    /// Frontier at the last verified checkpoint.
+    pub frontier: Frontier,
+}
+
+/// Errors that stop verification before any record can be judged.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Reading the store (or a checkpoint signature) failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The state file is unusable.
+    #[error("verification state: {0}")]
+    State(String),
+}
+
+/// Verifies the log in `dir`. `resume` continues from a saved state; `progress`
+/// is called with (leaves, bytes) regularly. Returns the report and, when no
+/// problem was found, the new state.
+pub fn verify(
+    dir: &Path,
+    verifier: &Verifier,
+    resume: Option<State>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<(Report, Option<State>), VerifyError> {
+    let checkpoints = load_checkpoints(dir, verifier)?;
+    let log = dir.join("log");
+    let segs = list_segments(&log)?;
+    let hashes = File::open(log.join("hashes")).ok();
+    let mut fr = match resume {
+        Some(mut s) => {
+            s.frontier.decode().map_err(VerifyError::State)?;
+            if !checkpoints.iter().any(|c| {
+                c.checkpoint.size == s.frontier.size && c.checkpoint.root == s.frontier.root()
+            }) {
+                return Err(VerifyError::State(
+                    "state does not match any signed checkpoint".into(),
+                ));
+            }
+            s.frontier
+        }
+        None => Frontier::default(),
+    };
+    let start = fr.size;
+    let mut report = Report {
+        leaves: 0,
+        bytes: 0,
+        checkpoints_checked: 0,
+        first_bad: None,
+        problem: None,
+        verified_size: start,
+    };
+    let mut state = State {
+        frontier: fr.clone(),
+    };
+    let mut cps = checkpoints
+        .iter()
+        .filter(|c| c.checkpoint.size > start)
+        .peekable();
+    let bad = |report: &mut Report, i: u64, p: String| {
+        report.first_bad = Some(i);
+        report.problem = Some(p);
+    };
+    let mut n = start;
+    let mut last_progress = 0u64;
+    'segments: for (k, (first, path)) in segs.iter().enumerate() {
+        let next_first = segs.get(k + 1).map(|s| s.0).unwrap_or(u64::MAX);
+        if next_first <= start {
+            continue;
+        }
+        if *first > n {
+            bad(
+                &mut report,
+                n,
+                format!(
+                    "records {n}..{first} missing: segment {} starts at {first}",
+                    path.display()
+                ),
+            );
+            break;
+        }
+        let f = File::open(path).map_err(|source| StoreError::Io {
+            what: "opening",
+            path: path.clone(),
+            source,
+        })?;
+        let len = f
+            .metadata()
+            .map_err(|source| StoreError::Io {
+                what: "stat",
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        let mut off = 0u64;
+        if n > *first {
+            // Resume inside this segment at the frame of leaf n (as the offsets file says;
+            // a wrong offset shows up as a frame for the wrong index).
+            let mut ob = [0u8; 8];
+            File::open(log.join("offsets"))
+                .and_then(|o| o.read_exact_at(&mut ob, n * 8))
+                .map_err(|source| StoreError::Io {
+                    what: "reading",
+                    path: log.join("offsets"),
+                    source,
+                })?;
+            off = u64::from_le_bytes(ob);
+        }
+        let mut r = BufReader::with_capacity(4 << 20, f);
+        r.seek(SeekFrom::Start(off))
+            .map_err(|source| StoreError::Io {
+                what: "seeking",
+                path: path.clone(),
+                source,
+            })?;
+        let mut leaf = Vec::new();
+        let mut hb = [0u8; 32];
+        while off < len {
+            let mut head = [0u8; HEADER_LEN];
+            let h = if off + HEADER_LEN as u64 <= len && r.read_exact(&mut head).is_ok() {
+                frame::header(&head)
+            } else {
+                None
+            };
+            let Some(h) = h.filter(|h| off + (HEADER_LEN + h.len) as u64 <= len) else {
+                bad(
+                    &mut report,
+                    n,
+                    format!("malformed or truncated frame at {}:{off}", path.display()),
+                );
+                break 'segments;
+            };
+            leaf.resize(h.len, 0);
+            r.read_exact(&mut leaf).map_err(|source| StoreError::Io {
+                what: "reading",
+                path: path.clone(),
+                source,
+            })?;
+            if h.index != n {
+                bad(
+                    &mut report,
+                    n,
+                    format!(
+                        "record out of place: frame for leaf {} found where leaf {n} belongs",
+                        h.index
+                    ),
+                );
+                break 'segments;
+            }
+            let lh = leaf_hash(&leaf);
+            if lh != h.hash {
+                bad(
+                    &mut report,
+                    n,
+                    "record bytes do not match the leaf hash stored with them".into(),
+                );
+                break 'segments;
+            }
+            if let Some(hf) = &hashes
+                && hf.read_exact_at(&mut hb, n * 32).is_ok()
+                && hb != lh
+            {
+                bad(
+                    &mut report,
+                    n,
+                    "record does not match the hashes file".into(),
+                );
+                break 'segments;
+            }
+            fr.push(lh);
+            n += 1;
+            off += (HEADER_LEN + h.len) as u64;
+            report.leaves += 1;
+            report.bytes += (HEADER_LEN + h.len) as u64;
+            if report.bytes - last_progress >= 64 << 20 {
+                last_progress = report.bytes;
+                progress(report.leaves, report.bytes);
+            }
+            if let Some(cp) = cps.peek()
+                && cp.checkpoint.size == n
+            {
+                if fr.root() != cp.checkpoint.root {
+                    let from = report.verified_size;
+                    bad(
+                        &mut report,
+                        from,
+                        format!(
+                            "root of the first {n} records differs from the signed checkpoint; a record in {from}..{n} was altered"
+                        ),
+                    );
+                    break 'segments;
+                }
+                report.checkpoints_checked += 1;
+                report.verified_size = n;
+                state.frontier = fr.clone();
+                while cps.peek().is_some_and(|c| c.checkpoint.size <= n) {
+                    cps.next();
+                }
+            }
+        }
+        if next_first != u64::MAX && next_first != n {
+            bad(
+                &mut report,
+                n,
+                format!(
+                    "segment {} ends at leaf {n} but the next starts at {next_first}",
+                    path.display()
+                ),
+            );
+            break;
+        }
+    }
+    if report.first_bad.is_none()
+        && let Some(cp) = cps.next()
+    {
+        bad(
+            &mut report,
+            n,
+            format!(
+                "log truncated: a signed checkpoint covers {} records but the log holds {n}",
+                cp.checkpoint.size
+            ),
+        );
+    }
+    progress(report.leaves, report.bytes);
+    if report.first_bad.is_some() {
+        return Ok((report, None));
+    }
+    state.frontier.encode();
+    Ok((report, Some(state)))
+}

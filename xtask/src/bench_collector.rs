@@ -1,0 +1,341 @@
+//! `cargo xtask bench collector`: collector figures measured in one run on
+//! this machine, against an in-process collector on loopback (plaintext gRPC,
+//! so TLS cost is not included), with the load generator on the same cores.
+//!
+//! 1. Ingest: records/s with 512-byte payloads, counting only records whose
+//!    durable (post-fsync) ack came back; several agent streams in parallel.
+//!    This phase also builds the data set for the next two.
+//! 2. Query: p50/p99 latency of `identity pod=X` + a 1-hour window over the
+//!    N stored records (capture times spread over 30 days, 100 pods), through
+//!    the gRPC query API, after the index has caught up.
+//! 3. Verify: full `verify` of the data directory, MB/s of segment bytes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamExt;
+use wiretrail_collector::ServeConfig;
+use wiretrail_proto::v1::ingest_client::IngestClient;
+use wiretrail_proto::v1::query_client::QueryClient;
+use wiretrail_proto::v1::{Batch, Endpoint, Filter, Record, RecordKind, SearchRequest};
+
+/// Span of capture times in the data set.
+const SPAN_NS: i64 = 30 * 24 * 3600 * 1_000_000_000;
+/// One hour in ns.
+const HOUR_NS: i64 = 3600 * 1_000_000_000;
+/// Distinct pods in the identity map.
+const PODS: u64 = 100;
+/// Payload size.
+const PAYLOAD: usize = 512;
+
+/// Options of `bench collector`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Records to store (the goal is 10 million).
+    #[arg(long, default_value_t = 10_000_000)]
+    records: u64,
+    /// Stop building the data set after this many seconds (N is then what was stored).
+    #[arg(long, default_value_t = 300)]
+    setup_secs: u64,
+    /// Records per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch: u64,
+    /// Parallel agent streams.
+    #[arg(long, default_value_t = 4)]
+    streams: u64,
+    /// Query samples.
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// Data directory (emptied first); defaults to target/bench-collector.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the data directory afterwards.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn record(i: u64, n: u64, payload: &[u8]) -> Record {
+    let mut p = payload.to_vec();
+    let tag = format!("rec {i:012} ");
+    p[..tag.len()].copy_from_slice(tag.as_bytes());
+    Record {
+        kind: RecordKind::DataChunk as i32,
+        capture_time_ns: 1_700_000_000_000_000_000
+            + (i as i128 * SPAN_NS as i128 / n as i128) as i64,
+        conn_id: i % 1000,
+        remote: Some(Endpoint {
+            address: format!("10.1.{}.{}", (i / 256) % 256, i % 256),
+            port: 5432,
+        }),
+        app_protocol: "postgres".into(),
+        identity: [("pod".to_string(), format!("pod-{}", i % PODS))].into(),
+        payload: p,
+        host: "bench-node".into(),
+        ..Default::default()
+    }
+}
+
+/// One agent stream: batches `seq` of records `first + k*streams ...` until told to stop.
+async fn agent(addr: std::net::SocketAddr, id: u64, a: Arc<Shared>) -> anyhow::Result<()> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let mut client = IngestClient::new(ch);
+    let (tx, rx) = mpsc::channel::<Batch>(16);
+    let mut acks = client
+        .ingest(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let payload: Vec<u8> = (0..PAYLOAD).map(|i| b'a' + (i % 26) as u8).collect();
+    let a2 = a.clone();
+    let producer = tokio::spawn(async move {
+        let mut seq = 0;
+        loop {
+            let first = a2.next.fetch_add(a2.batch, Ordering::Relaxed);
+            if first >= a2.target || a2.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let last = (first + a2.batch).min(a2.target);
+            let records = (first..last)
+                .map(|i| record(i, a2.target, &payload))
+                .collect();
+            let b = Batch {
+                agent_id: format!("bench-agent-{id}"),
+                boot_id: "bench".into(),
+                seq,
+                records,
+            };
+            seq += 1;
+            if tx.send(b).await.is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(ack) = acks.next().await {
+        let ack = ack.context("ingest")?;
+        a.acked.fetch_add(
+            ack.last_leaf_index - ack.first_leaf_index + 1,
+            Ordering::Relaxed,
+        );
+    }
+    producer.await?;
+    Ok(())
+}
+
+/// State shared by the agent streams.
+struct Shared {
+    /// Next record number to hand out.
+    next: AtomicU64,
+    /// Records acked durably.
+    acked: AtomicU64,
+    /// Records to generate.
+    target: u64,
+    /// Records per batch.
+    batch: u64,
+    /// Set when the setup time is over.
+    stop: AtomicBool,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Runs the benchmark and prints the table.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/bench-collector"));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let res = rt.block_on(bench(&args, &dir));
+    if !args.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    res
+}
+
+async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let mut cfg = ServeConfig::new(dir.to_path_buf());
+    cfg.checkpoint_interval = Duration::from_secs(60);
+    let server = tokio::spawn(wiretrail_collector::run(listener, cfg, async move {
+        let _ = stop_rx.await;
+    }));
+
+    // 1. Ingest (and build the data set).
+    let shared = Arc::new(Shared {
+        next: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+        target: args.records,
+        batch: args.batch,
+        stop: AtomicBool::new(false),
+    });
+    eprintln!(
+        "ingest: up to {} records of {PAYLOAD} B over {} streams, at most {} s",
+        args.records, args.streams, args.setup_secs
+    );
+    let t = Instant::now();
+    let agents: Vec<_> = (0..args.streams)
+        .map(|id| tokio::spawn(agent(addr, id, shared.clone())))
+        .collect();
+    let monitor = {
+        let shared = shared.clone();
+        let deadline = t + Duration::from_secs(args.setup_secs);
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let n = shared.acked.load(Ordering::Relaxed);
+                eprintln!(
+                    "  {n} records acked, {:.0}/s over the last 5 s",
+                    (n - last) as f64 / 5.0
+                );
+                last = n;
+                if Instant::now() >= deadline {
+                    shared.stop.store(true, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    for a in agents {
+        a.await??;
+    }
+    monitor.abort();
+    let ingest_secs = t.elapsed().as_secs_f64();
+    let n = shared.acked.load(Ordering::Relaxed);
+    if n == 0 {
+        bail!("nothing was ingested");
+    }
+    let ingest_rate = n as f64 / ingest_secs;
+
+    // Wait for the index to cover everything.
+    let t_idx = Instant::now();
+    loop {
+        let c = wiretrail_collector::index::open(dir)?;
+        if wiretrail_collector::index::indexed(&c)? >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let index_wait = t_idx.elapsed().as_secs_f64();
+
+    // 2. Query latency: identity + 1 h window.
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let mut q = QueryClient::new(ch);
+    let covered_ns = (n as i128 * SPAN_NS as i128 / args.records as i128) as i64;
+    let mut lat = Vec::with_capacity(args.queries);
+    let mut hits_total = 0u64;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..args.queries {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let from = 1_700_000_000_000_000_000 + (rng % (covered_ns - HOUR_NS).max(1) as u64) as i64;
+        let pod = (rng >> 32) % PODS;
+        let t = Instant::now();
+        let mut s = q
+            .search(SearchRequest {
+                filter: Some(Filter {
+                    identity: vec![format!("pod=pod-{pod}")],
+                    from_time_ns: from,
+                    to_time_ns: from + HOUR_NS,
+                    limit: 100_000,
+                    ..Default::default()
+                }),
+                follow: false,
+            })
+            .await?
+            .into_inner();
+        while let Some(r) = s.next().await {
+            r?;
+            hits_total += 1;
+        }
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    stop_tx.send(()).ok();
+    server.await??;
+
+    // 3. Verify.
+    let v = wiretrail_collector::store::load_verifier(dir)?;
+    let t = Instant::now();
+    let (report, _) = wiretrail_collector::verify::verify(dir, &v, None, |_, _| {})?;
+    let verify_secs = t.elapsed().as_secs_f64();
+    if let Some(i) = report.first_bad {
+        bail!("verify found a bad record at {i}: {:?}", report.problem);
+    }
+
+    println!();
+    println!(
+        "collector benchmark (release build, in-process collector, loopback plaintext gRPC, {} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    if n < args.records {
+        println!(
+            "NOTE: N = {n} records (goal {}), limited by --setup-secs {}",
+            args.records, args.setup_secs
+        );
+    }
+    println!("{:<44} {:>16}", "metric", "value");
+    println!("{:<44} {:>16}", "records stored (N)", n);
+    println!(
+        "{:<44} {:>16.0}",
+        "ingest records/s (512 B payload, durable acks)", ingest_rate
+    );
+    println!(
+        "{:<44} {:>16.1}",
+        "ingest payload MB/s",
+        ingest_rate * PAYLOAD as f64 / 1e6
+    );
+    println!(
+        "{:<44} {:>16.1}",
+        "index catch-up after ingest (s)", index_wait
+    );
+    println!(
+        "{:<44} {:>16.2}",
+        "query identity+1h p50 (ms)",
+        percentile(&lat, 0.50).as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<44} {:>16.2}",
+        "query identity+1h p99 (ms)",
+        percentile(&lat, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<44} {:>16.1}",
+        "query mean hits",
+        hits_total as f64 / args.queries as f64
+    );
+    println!(
+        "{:<44} {:>16.1}",
+        "verify MB/s (segment bytes)",
+        report.bytes as f64 / 1e6 / verify_secs
+    );
+    println!(
+        "{:<44} {:>16.0}",
+        "verify records/s",
+        report.leaves as f64 / verify_secs
+    );
+    println!(
+        "{:<44} {:>16.1}",
+        "log size (MB)",
+        report.bytes as f64 / 1e6
+    );
+    Ok(())
+}
