@@ -4,6 +4,7 @@ mod bench_capture;
 mod bench_flows;
 mod run;
 mod setup;
+mod setup_python;
 mod test;
 mod util;
 

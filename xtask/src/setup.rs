@@ -3,7 +3,10 @@
 //! - Debian packages: the eBPF toolchain (rustc-web, rust-web-src: rustc 1.96 with
 //!   LLVM 22 and its sources for `-Z build-std=core`), the test peers (nginx, curl,
 //!   openssl, gnutls-bin, postgresql, redis-server, wrk), and tools the tests use
-//!   (iproute2, libcap2-bin, bpftool).
+//!   (iproute2, libcap2-bin, bpftool, dig from dnsutils, dnsmasq-base as a DNS
+//!   server the tests start themselves, python3-venv).
+//! - A Python venv at `target/pyvenv` with the PyPI packages the protocol tests
+//!   drive (grpcio, simplefix): see `setup_python`.
 //! - bpf-linker 0.13 built against an LLVM 22 shared library: the rustup
 //!   toolchain's `libLLVM.so.22.1-rust-*` when present, else Debian's libllvm22
 //!   (pulled in by rustc-web). The crate's default feature wants LLVM 23.
@@ -31,6 +34,9 @@ pub const PACKAGES: &[&str] = &[
     "redis-server",
     "wrk",
     "golang-go",
+    "python3-venv",
+    "dnsutils",
+    "dnsmasq-base",
 ];
 
 /// Installed only when the command is missing (a node from elsewhere, e.g. with
@@ -101,6 +107,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         install_bpf_linker()?;
     }
+    crate::setup_python::ensure_venv(crate::setup_python::TEST_REQUIREMENTS)?;
     Ok(())
 }
 

@@ -488,6 +488,54 @@ fn dns_over_udp_pairs_query_and_response_by_id() {
     assert_eq!((c.transport, c.ingress.captured), (Transport::Udp, response.len() as u64 + 1));
 }
 
+/// Reproduces DNS on a private port (a test resolver on 127.0.0.1:PORT) being
+/// recorded as `unknown`: UDP detection only looked at port 53.
+#[test]
+fn dns_over_udp_on_any_port_is_detected_by_content() {
+    let query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01";
+    let mut response = b"\x12\x34\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00".to_vec();
+    response.extend_from_slice(&query[12..]);
+    response.extend_from_slice(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x0e\x10\x00\x04\x5d\xb8\xd8\x22");
+    // Client side: query out, response in.
+    let mut e = FlowEngine::new(FlowConfig::default());
+    let recs = run(
+        &mut e,
+        vec![
+            udp_open(1, 40_053),
+            data(1, Direction::Egress, 0, 100, query),
+            data(1, Direction::Ingress, 0, 350, &response),
+            close(1, query.len() as u64, response.len() as u64),
+        ],
+    );
+    assert_eq!(recs.len(), 3, "{recs:#?}");
+    assert!(recs.iter().all(|r| r.protocol == Protocol::Dns), "{recs:#?}");
+    assert_eq!(recs[0].exchange.map(|x| (x.id, x.role)), Some((0x1234, ExchangeRole::Request)));
+    assert_eq!(recs[1].exchange.map(|x| (x.id, x.role)), Some((0x1234, ExchangeRole::Response)));
+    assert_eq!(recs[1].exchange.unwrap().latency_ns, Some(250));
+    // Server side, seen first as a response on egress (query missed): the
+    // client direction is still the one carrying queries.
+    let mut e = FlowEngine::new(FlowConfig::default());
+    let recs = run(
+        &mut e,
+        vec![
+            udp_open(2, 40_054),
+            data(2, Direction::Ingress, 0, 100, &response),
+            data(2, Direction::Egress, 0, 200, query),
+            close(2, query.len() as u64, response.len() as u64),
+        ],
+    );
+    assert!(recs.iter().all(|r| r.protocol == Protocol::Dns), "{recs:#?}");
+    assert_eq!(recs[1].exchange.map(|x| x.role), Some(ExchangeRole::Request));
+    // Anything else on a non-DNS port stays unknown.
+    let other = b"\x12\x34 hello there, not DNS";
+    let mut e = FlowEngine::new(FlowConfig::default());
+    let recs = run(
+        &mut e,
+        vec![udp_open(3, 40_055), data(3, Direction::Egress, 0, 100, other), close(3, other.len() as u64, 0)],
+    );
+    assert_eq!(recs[0].protocol, Protocol::Unknown, "{recs:#?}");
+}
+
 #[test]
 fn redis_pipeline_pairs_in_order() {
     let mut e = FlowEngine::new(FlowConfig::default());
