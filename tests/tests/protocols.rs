@@ -27,6 +27,15 @@ use wiretrail_tests::{
     require_root, serial,
 };
 
+/// With `WIRETRAIL_DUMP_DIR` set, writes a test's records there as JSON lines
+/// (to read when an assertion fails).
+fn dump(recs: &Records, name: &str) {
+    if let Ok(d) = std::env::var("WIRETRAIL_DUMP_DIR") {
+        let text: String = recs.0.iter().map(|r| format!("{r}\n")).collect();
+        std::fs::write(std::path::Path::new(&d).join(format!("{name}.jsonl")), text).expect("dump records");
+    }
+}
+
 fn b64(s: &Value) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(s.as_str().expect("base64 string")).expect("base64")
 }
@@ -39,13 +48,17 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The one connection of process `pid` whose remote is `remote` (from its
-/// chunk records).
+/// The one TCP connection of process `pid` whose remote is `remote` (from
+/// its chunk records).
 fn client_conn(recs: &Records, pid: u32, remote: &str) -> u64 {
+    conn_of(recs, pid, remote, "tcp")
+}
+
+fn conn_of(recs: &Records, pid: u32, remote: &str, transport: &str) -> u64 {
     let ids: BTreeSet<u64> = recs
         .of_pid(pid)
         .into_iter()
-        .filter(|r| r["remote"] == remote && r["tls"].is_null())
+        .filter(|r| r["remote"] == remote && r["tls"].is_null() && r["transport"] == transport)
         .map(|r| r["conn_id"].as_u64().unwrap())
         .collect();
     assert_eq!(ids.len(), 1, "expected one connection from pid {pid} to {remote}, got {ids:?}");
@@ -191,6 +204,7 @@ fn http1_keep_alive_curl_to_nginx() {
     let (sent, received) = curl_trace::parse(&trace_text);
     std::thread::sleep(SETTLE);
     let (recs, _stats) = agent.stop();
+    dump(&recs, "http1_keep_alive_curl_to_nginx");
 
     let cid = client_conn(&recs, pid, &addr.to_string());
     assert_eq!(assert_tiles(&recs, cid, "egress", "http1"), sent, "egress != what curl sent");
@@ -311,6 +325,7 @@ fn grpc_over_http2_python_client_and_server() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "pong:ping-1\npong:ping-2\n");
     std::thread::sleep(SETTLE);
     let (recs, _stats) = agent.stop();
+    dump(&recs, "grpc_over_http2_python_client_and_server");
     drop(server);
 
     let remote = format!("127.0.0.1:{port}");
@@ -424,6 +439,7 @@ fn postgres_psql_to_server() {
     assert!(stderr.contains("relation \"wiretrail_missing_table\" does not exist"), "psql stderr:\n{stderr}");
     std::thread::sleep(SETTLE);
     let (recs, _stats) = agent.stop();
+    dump(&recs, "postgres_psql_to_server");
 
     let remote = format!("127.0.0.1:{}", pg.port);
     let cid = client_conn(&recs, pid, &remote);
@@ -514,6 +530,7 @@ fn redis_cli_to_redis_server() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "OK\nv\n1\n");
     std::thread::sleep(SETTLE);
     let (recs, _stats) = agent.stop();
+    dump(&recs, "redis_cli_to_redis_server");
     let remote = format!("127.0.0.1:{}", redis.port);
     drop(redis);
 
@@ -524,11 +541,23 @@ fn redis_cli_to_redis_server() {
     assert_eq!(assert_tiles(&recs, sid, "ingress", "redis"), sent);
     assert_eq!(assert_tiles(&recs, sid, "egress", "redis"), received);
 
-    let cmds = msgs(&recs, cid, "egress");
-    let replies = msgs(&recs, cid, "ingress");
+    let mut cmds = msgs(&recs, cid, "egress");
+    let mut replies = msgs(&recs, cid, "ingress");
+    assert_eq!(cmds.len(), replies.len(), "commands {cmds:#?}\nreplies {replies:#?}");
+    // redis-cli 7 first asks for command docs (for its hints), then sends ours.
+    if cmds[0]["body"]["command"] == "COMMAND" {
+        assert_eq!(cmds[0]["body"]["args"], serde_json::json!(["DOCS"]), "{}", cmds[0]);
+        assert_eq!(raw(cmds[0]), b"*2\r\n$7\r\nCOMMAND\r\n$4\r\nDOCS\r\n");
+        let docs = replies[0];
+        assert!(["array", "map"].contains(&docs["body"]["value_type"].as_str().unwrap()), "{docs}");
+        assert!(docs["body"]["elements"].as_u64().unwrap() > 100, "{}", docs["body"]);
+        assert_eq!(docs["error"], Value::Null);
+        assert_pair(cmds[0], docs);
+        cmds.remove(0);
+        replies.remove(0);
+    }
     let names: Vec<&str> = cmds.iter().map(|c| c["body"]["command"].as_str().unwrap_or("?")).collect();
     assert_eq!(names, ["SET", "GET", "INCR"], "{cmds:#?}");
-    assert_eq!(replies.len(), 3, "{replies:#?}");
     let expect: [(&[u8], &[&str], &[u8]); 3] = [
         (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n", &["k", "v"], b"+OK\r\n"),
         (b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", &["k"], b"$1\r\nv\r\n"),
@@ -587,11 +616,12 @@ fn dns_dig_to_dnsmasq() {
     assert!(text.contains(&format!("{name}.\t")) && text.contains(ip), "dig output:\n{text}");
     std::thread::sleep(SETTLE);
     let (recs, _stats) = agent.stop();
+    dump(&recs, "dns_dig_to_dnsmasq");
     let dns_pid = dns.proc.pid();
     let server = format!("127.0.0.1:{}", dns.port);
     drop(dns);
 
-    let cid = client_conn(&recs, pid, &server);
+    let cid = conn_of(&recs, pid, &server, "udp");
     for (dir, want_response) in [("egress", false), ("ingress", true)] {
         let chunks: Vec<Vec<u8>> = recs
             .0
@@ -806,6 +836,7 @@ fn fix_initiator_and_acceptor_with_simplefix() {
     let received = std::fs::read(out_base.with_extension("received")).unwrap();
     std::thread::sleep(SETTLE);
     let (recs, _stats) = agent.stop();
+    dump(&recs, "fix_initiator_and_acceptor_with_simplefix");
 
     let remote = format!("127.0.0.1:{port}");
     let cid = client_conn(&recs, pid, &remote);

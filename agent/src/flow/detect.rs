@@ -67,6 +67,16 @@ fn signature(b: &[u8]) -> Sig {
     if let Some(s) = check(&H2_PREFACE[..14], Protocol::Http2, true) {
         return s;
     }
+    // The server's connection preface: a SETTINGS frame (type 4, no flags)
+    // on stream 0 with a length that is a multiple of 6 (RFC 9113 §3.4,
+    // §6.5). A server may send it before the client's preface arrives.
+    if b.len() >= 9 {
+        let len = u32::from_be_bytes([0, b[0], b[1], b[2]]);
+        if b[3] == 4 && b[4] == 0 && b[5..9] == [0, 0, 0, 0] && len % 6 == 0 && len <= 6 * 64 {
+            return Sig::Match(Protocol::Http2, false);
+        }
+    }
+    let short_zero = b.len() < 9 && b[0] == 0;
     for m in HTTP_METHODS {
         if let Some(s) = check(m, Protocol::Http1, true) {
             return s;
@@ -100,7 +110,7 @@ fn signature(b: &[u8]) -> Sig {
     } else if b[0] == 0 {
         maybe = true;
     }
-    if maybe { Sig::Maybe } else { Sig::No }
+    if maybe || short_zero { Sig::Maybe } else { Sig::No }
 }
 
 fn port_protocol(port: u16, transport: Transport) -> Option<Protocol> {
