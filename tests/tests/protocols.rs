@@ -108,7 +108,7 @@ fn msgs<'a>(recs: &'a Records, conn: u64, dir: &str) -> Vec<&'a Value> {
 }
 
 /// The connection summary record of `conn`.
-fn summary<'a>(recs: &'a Records, conn: u64) -> &'a Value {
+fn summary(recs: &Records, conn: u64) -> &Value {
     let s: Vec<&Value> = recs
         .0
         .iter()
@@ -801,7 +801,7 @@ fn fix_checksum(msg: &[u8]) -> u64 {
     body.iter().map(|b| u64::from(*b)).sum::<u64>() % 256
 }
 
-fn fix_field<'a>(r: &'a Value, tag: u64) -> Option<&'a str> {
+fn fix_field(r: &Value, tag: u64) -> Option<&str> {
     r["body"]["fields"].as_array()?.iter().find(|f| f["tag"] == tag).and_then(|f| f["value"].as_str())
 }
 

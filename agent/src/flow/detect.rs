@@ -72,7 +72,7 @@ fn signature(b: &[u8]) -> Sig {
     // §6.5). A server may send it before the client's preface arrives.
     if b.len() >= 9 {
         let len = u32::from_be_bytes([0, b[0], b[1], b[2]]);
-        if b[3] == 4 && b[4] == 0 && b[5..9] == [0, 0, 0, 0] && len % 6 == 0 && len <= 6 * 64 {
+        if b[3] == 4 && b[4] == 0 && b[5..9] == [0, 0, 0, 0] && len.is_multiple_of(6) && len <= 6 * 64 {
             return Sig::Match(Protocol::Http2, false);
         }
     }
