@@ -1,5 +1,6 @@
 //! Helpers shared by the end-to-end tests (and `cargo xtask bench`): root checks,
-//! the agent as a process, real peers (nginx), network namespaces, and reading
+//! the agent as a process, real peers (nginx, PostgreSQL, redis, dnsmasq, Python
+//! gRPC and FIX scripts), network namespaces, and reading
 //! captured records back.
 //!
 //! Every helper cleans up after itself on drop; every wait is bounded.
@@ -7,6 +8,7 @@ pub mod agent;
 pub mod curl_trace;
 pub mod netns;
 pub mod nginx;
+pub mod peers;
 pub mod records;
 pub mod tls;
 

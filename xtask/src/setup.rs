@@ -3,9 +3,12 @@
 //! - Debian packages: the eBPF toolchain (rustc-web, rust-web-src: rustc 1.96 with
 //!   LLVM 22 and its sources for `-Z build-std=core`), the test peers (nginx, curl,
 //!   openssl, gnutls-bin, postgresql, redis-server, wrk), and tools the tests use
-//!   (iproute2, libcap2-bin, bpftool; kubectl from kubernetes-client when no
+//!   (iproute2, libcap2-bin, bpftool, dig from dnsutils, dnsmasq-base as a DNS
+//!   server the tests start themselves; kubectl from kubernetes-client when no
 //!   kubectl is installed; python3-venv and systemd for the deployment tests).
-//! - PyPI tools for the deployment tests in `target/pyvenv` (see pyvenv.rs).
+//! - One Python venv at `target/pyvenv` with the PyPI packages the tests use
+//!   (linters and schemas for the deployment tests, grpcio and simplefix for the
+//!   protocol tests): see `pyvenv.rs`.
 //! - bpf-linker 0.13 built against an LLVM 22 shared library: the rustup
 //!   toolchain's `libLLVM.so.22.1-rust-*` when present, else Debian's libllvm22
 //!   (pulled in by rustc-web). The crate's default feature wants LLVM 23.
@@ -37,6 +40,9 @@ pub const PACKAGES: &[&str] = &[
     "python3",
     "python3-venv",
     "systemd",
+    // protocol tests: dig, and a DNS server the tests start themselves
+    "dnsutils",
+    "dnsmasq-base",
 ];
 
 /// Installed only when the command is missing (a node from elsewhere, e.g. with

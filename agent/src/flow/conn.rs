@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::flow::config::FlowConfig;
-use crate::flow::detect::{ConnHints, Detect, detect};
+use crate::flow::detect::{ConnHints, Detect, detect, detect_datagram};
 use crate::flow::input::{ConnClose, ConnOpen, Direction, GapReason, ProcessIdentity, Role, Transport};
 use crate::flow::stats::FlowStats;
 use crate::flow::stream::{DirStream, GapSeg, Seg};
@@ -331,8 +331,14 @@ impl Conn {
 
     fn on_datagram(&mut self, ctx: &mut Ctx<'_>, dir: Direction, pos: u64, ts: u64, data: Bytes) {
         self.dirs[dir.index()].stream.captured += data.len() as u64;
-        if !self.ensure_parser(ctx, true) || data.is_empty() {
+        if data.is_empty() {
             return;
+        }
+        if self.parser.is_none()
+            && let Detect::Found(proto, client_dir) = detect_datagram(self.hints(), Some((dir, &data)))
+        {
+            self.protocol = proto;
+            self.parser = Some(make_parser(proto, client_dir, self.meta.transport, &ctx.cfg.proto));
         }
         let Some(parser) = self.parser.as_mut() else {
             return;

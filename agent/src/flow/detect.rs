@@ -67,6 +67,16 @@ fn signature(b: &[u8]) -> Sig {
     if let Some(s) = check(&H2_PREFACE[..14], Protocol::Http2, true) {
         return s;
     }
+    // The server's connection preface: a SETTINGS frame (type 4, no flags)
+    // on stream 0 with a length that is a multiple of 6 (RFC 9113 §3.4,
+    // §6.5). A server may send it before the client's preface arrives.
+    if b.len() >= 9 {
+        let len = u32::from_be_bytes([0, b[0], b[1], b[2]]);
+        if b[3] == 4 && b[4] == 0 && b[5..9] == [0, 0, 0, 0] && len.is_multiple_of(6) && len <= 6 * 64 {
+            return Sig::Match(Protocol::Http2, false);
+        }
+    }
+    let short_zero = b.len() < 9 && b[0] == 0;
     for m in HTTP_METHODS {
         if let Some(s) = check(m, Protocol::Http1, true) {
             return s;
@@ -100,7 +110,7 @@ fn signature(b: &[u8]) -> Sig {
     } else if b[0] == 0 {
         maybe = true;
     }
-    if maybe { Sig::Maybe } else { Sig::No }
+    if maybe || short_zero { Sig::Maybe } else { Sig::No }
 }
 
 fn port_protocol(port: u16, transport: Transport) -> Option<Protocol> {
@@ -124,12 +134,9 @@ fn default_client_dir(role: Role) -> Direction {
 /// bytes will come before a decision is required (cap reached, gap, close).
 pub fn detect(hints: ConnHints, egress: &[u8], ingress: &[u8], final_: bool) -> Detect {
     if hints.transport == Transport::Udp {
-        // Datagram protocols are told by port: DNS is the only one parsed.
-        return match (hints.remote_port, hints.local_port) {
-            (Some(53), _) => Detect::Found(Protocol::Dns, Direction::Egress),
-            (_, Some(53)) => Detect::Found(Protocol::Dns, Direction::Ingress),
-            _ => Detect::Found(Protocol::Unknown, default_client_dir(hints.role)),
-        };
+        // Datagram protocols are told by port, else by the first datagram
+        // (see `detect_datagram`): DNS is the only one parsed.
+        return detect_datagram(hints, None);
     }
     // An empty direction says nothing; both empty means wait.
     let mut undecided = egress.is_empty() && ingress.is_empty();
@@ -166,6 +173,25 @@ pub fn detect(hints: ConnHints, egress: &[u8], ingress: &[u8], final_: bool) -> 
                 return Detect::Found(p, client_dir);
             }
         }
+    }
+    Detect::Found(Protocol::Unknown, default_client_dir(hints.role))
+}
+
+/// Detection for UDP from the connection's port and, when the port says
+/// nothing, the content of its first datagram (`dir`, bytes): a datagram with
+/// the exact shape of a DNS query or response makes the flow DNS on any port
+/// (a resolver on a private port, a test server), the client direction being
+/// the one that carries queries.
+pub fn detect_datagram(hints: ConnHints, first: Option<(Direction, &[u8])>) -> Detect {
+    match (hints.remote_port, hints.local_port) {
+        (Some(53), _) => return Detect::Found(Protocol::Dns, Direction::Egress),
+        (_, Some(53)) => return Detect::Found(Protocol::Dns, Direction::Ingress),
+        _ => {}
+    }
+    if let Some((dir, data)) = first
+        && let Some(response) = crate::proto::dns::udp_message_shape(data)
+    {
+        return Detect::Found(Protocol::Dns, if response { dir.opposite() } else { dir });
     }
     Detect::Found(Protocol::Unknown, default_client_dir(hints.role))
 }

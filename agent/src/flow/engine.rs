@@ -62,6 +62,34 @@ impl FlowEngine {
         self.table.buffered()
     }
 
+    /// Whether connection `id` is tracked now.
+    pub fn tracks(&self, id: u64) -> bool {
+        self.table.contains(id)
+    }
+
+    /// Starts tracking a connection first seen mid-stream (opened before
+    /// capture began, e.g. a server's listening UDP socket or a connection
+    /// older than the agent), with the endpoints, transport and identity its
+    /// first event carries; `open_seen` stays false. Without it such a
+    /// connection would be assumed TCP with no endpoints, and a UDP socket's
+    /// datagrams reassembled as a byte stream. No-op if already tracked.
+    pub fn adopt(&mut self, open: &ConnOpen, out: &mut Vec<Record>) {
+        if open.conn_id == 0 || self.table.contains(open.conn_id) {
+            return;
+        }
+        let FlowEngine { cfg, table, stats } = self;
+        let mut ctx = Ctx { cfg, stats, out };
+        let mut conn = Conn::opened(open);
+        conn.meta.open_seen = false;
+        ctx.stats.connections_without_open += 1;
+        ctx.stats.connections_opened += 1;
+        if table.len() >= ctx.cfg.max_connections.max(1) {
+            let batch = (ctx.cfg.max_connections / 64).max(1);
+            evict(table, &mut ctx, batch);
+        }
+        table.insert(conn);
+    }
+
     /// Process one event; returns the records it completed.
     pub fn push(&mut self, ev: FlowEvent) -> Vec<Record> {
         let mut out = Vec::new();

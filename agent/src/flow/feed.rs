@@ -48,7 +48,11 @@ fn reason(r: GapReason) -> input::GapReason {
 }
 
 fn open(m: &Meta, id: u64, role: Role) -> FlowEvent {
-    FlowEvent::Open(ConnOpen {
+    FlowEvent::Open(conn_open(m, id, role))
+}
+
+fn conn_open(m: &Meta, id: u64, role: Role) -> ConnOpen {
+    ConnOpen {
         conn_id: id,
         ts_ns: m.ts_ns,
         local: Some(m.local),
@@ -59,7 +63,7 @@ fn open(m: &Meta, id: u64, role: Role) -> FlowEvent {
         },
         role,
         identity: ProcessIdentity { pid: m.pid, uid: m.uid, comm: m.comm.clone(), cgroup_id: m.cgroup_id },
-    })
+    }
 }
 
 impl Feed {
@@ -88,6 +92,15 @@ impl Feed {
         if m.tls && m.conn_id != 0 {
             let t = self.tls_totals.entry(m.conn_id).or_insert((0, 0));
             *t = (t.0.max(m.tx_total), t.1.max(m.rx_total));
+        }
+        // A socket first seen mid-stream (older than the agent): tracked with
+        // the transport, endpoints and identity its first event carries.
+        if !matches!(ev, CaptureEvent::Connect { .. } | CaptureEvent::Accept { .. } | CaptureEvent::Exec { .. })
+            && id != 0
+            && !self.engine.tracks(id)
+        {
+            let role = self.roles.get(&m.conn_id).copied().unwrap_or(Role::Unknown);
+            self.engine.adopt(&conn_open(m, id, role), out);
         }
         match ev {
             CaptureEvent::Connect { .. } => {

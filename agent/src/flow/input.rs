@@ -12,7 +12,7 @@
 //! | kernel event | flow event |
 //! | --- | --- |
 //! | `KIND_CONNECT` / `KIND_ACCEPT` | [`FlowEvent::Open`], role `Client` / `Server` |
-//! | first event with `FLAG_MIDSTREAM` | [`FlowEvent::Open`] with role `Unknown` (or just data: the engine adopts unannounced connections) |
+//! | first event of a connection not opened under capture (`FLAG_MIDSTREAM`) | `FlowEngine::adopt` with role `Unknown` and the transport, endpoints and identity of that event (`open_seen` false); bare data without it is adopted as TCP |
 //! | `KIND_DATA` | [`FlowEvent::Data`] (`DIR_EGRESS` → `Egress`, `DIR_INGRESS` → `Ingress`) |
 //! | `KIND_TRUNCATED` | [`FlowEvent::Gap`], reason `Truncated`, or `Unreadable` with `FLAG_UNREADABLE` |
 //! | ring buffer loss (`STAT_LOST_*`) with known positions | [`FlowEvent::Gap`], reason `Lost` |

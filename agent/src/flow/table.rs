@@ -38,6 +38,11 @@ impl ConnTable {
         self.buffered
     }
 
+    /// Whether `id` is tracked.
+    pub fn contains(&self, id: u64) -> bool {
+        self.entries.contains_key(&id)
+    }
+
     /// The connection with `id`.
     pub fn get_mut(&mut self, id: u64) -> Option<&mut Conn> {
         self.entries.get_mut(&id).map(|e| &mut e.conn)

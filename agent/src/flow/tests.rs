@@ -488,6 +488,113 @@ fn dns_over_udp_pairs_query_and_response_by_id() {
     assert_eq!((c.transport, c.ingress.captured), (Transport::Udp, response.len() as u64 + 1));
 }
 
+/// Reproduces DNS on a private port (a test resolver on 127.0.0.1:PORT) being
+/// recorded as `unknown`: UDP detection only looked at port 53.
+#[test]
+fn dns_over_udp_on_any_port_is_detected_by_content() {
+    let query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01";
+    let mut response = b"\x12\x34\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00".to_vec();
+    response.extend_from_slice(&query[12..]);
+    response.extend_from_slice(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x0e\x10\x00\x04\x5d\xb8\xd8\x22");
+    // Client side: query out, response in.
+    let mut e = FlowEngine::new(FlowConfig::default());
+    let recs = run(
+        &mut e,
+        vec![
+            udp_open(1, 40_053),
+            data(1, Direction::Egress, 0, 100, query),
+            data(1, Direction::Ingress, 0, 350, &response),
+            close(1, query.len() as u64, response.len() as u64),
+        ],
+    );
+    assert_eq!(recs.len(), 3, "{recs:#?}");
+    assert!(recs.iter().all(|r| r.protocol == Protocol::Dns), "{recs:#?}");
+    assert_eq!(recs[0].exchange.map(|x| (x.id, x.role)), Some((0x1234, ExchangeRole::Request)));
+    assert_eq!(recs[1].exchange.map(|x| (x.id, x.role)), Some((0x1234, ExchangeRole::Response)));
+    assert_eq!(recs[1].exchange.unwrap().latency_ns, Some(250));
+    // Server side, seen first as a response on egress (query missed): the
+    // client direction is still the one carrying queries.
+    let mut e = FlowEngine::new(FlowConfig::default());
+    let recs = run(
+        &mut e,
+        vec![
+            udp_open(2, 40_054),
+            data(2, Direction::Ingress, 0, 100, &response),
+            data(2, Direction::Egress, 0, 200, query),
+            close(2, query.len() as u64, response.len() as u64),
+        ],
+    );
+    assert!(recs.iter().all(|r| r.protocol == Protocol::Dns), "{recs:#?}");
+    assert_eq!(recs[1].exchange.map(|x| x.role), Some(ExchangeRole::Request));
+    // Anything else on a non-DNS port stays unknown.
+    let other = b"\x12\x34 hello there, not DNS";
+    let mut e = FlowEngine::new(FlowConfig::default());
+    let recs = run(
+        &mut e,
+        vec![udp_open(3, 40_055), data(3, Direction::Egress, 0, 100, other), close(3, other.len() as u64, 0)],
+    );
+    assert_eq!(recs[0].protocol, Protocol::Unknown, "{recs:#?}");
+}
+
+/// Reproduces a grpcio server's side recorded as `unknown`: the server sends
+/// its SETTINGS frame before the client's preface arrives, and detection
+/// decided on those bytes alone.
+#[test]
+fn http2_server_speaking_first_is_detected() {
+    let settings = b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64";
+    let ack = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00";
+    let mut client = crate::flow::detect::H2_PREFACE.to_vec();
+    client.extend_from_slice(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00");
+    let mut e = FlowEngine::new(FlowConfig::default());
+    let recs = run(
+        &mut e,
+        vec![
+            open(1, Role::Server, 50_000),
+            data(1, Direction::Egress, 0, 100, settings),
+            data(1, Direction::Ingress, 0, 200, &client),
+            data(1, Direction::Egress, settings.len() as u64, 300, ack),
+            close(1, (settings.len() + ack.len()) as u64, client.len() as u64),
+        ],
+    );
+    let msgs: Vec<&Record> = recs.iter().filter(|r| r.direction.is_some()).collect();
+    assert_eq!(msgs.len(), 4, "{recs:#?}");
+    assert!(recs.iter().all(|r| r.protocol == Protocol::Http2), "{recs:#?}");
+    let Body::Http2(f) = &msgs[0].body else { panic!("{:?}", msgs[0]) };
+    assert_eq!((f.type_name, f.settings.clone()), ("SETTINGS", vec![(3, 100)]));
+    let preface = msgs.iter().find(|r| r.direction == Some(Direction::Ingress)).unwrap();
+    let Body::Http2(p) = &preface.body else { panic!() };
+    assert!(p.preface, "{preface:?}");
+    assert!(msgs.iter().all(|r| r.error.is_none()), "{msgs:#?}");
+}
+
+/// Reproduces a DNS server's UDP socket (bound before the agent started, so
+/// no open event) being reassembled as a TCP stream and recorded `unknown`.
+#[test]
+fn adopted_udp_socket_keeps_datagrams() {
+    let query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01";
+    let mut e = FlowEngine::new(FlowConfig::default());
+    let FlowEvent::Open(o) = udp_open(7, 40_053) else { unreachable!() };
+    let mut adopted = ConnOpen { remote: None, role: Role::Unknown, ..o };
+    adopted.local = Some(SocketAddr::from(([127, 0, 0, 1], 40_053)));
+    let mut recs = Vec::new();
+    e.adopt(&adopted, &mut recs);
+    assert!(e.tracks(7));
+    e.adopt(&adopted, &mut recs);
+    assert_eq!(e.stats().connections_opened, 1);
+    let more =
+        run(&mut e, vec![data(7, Direction::Ingress, 0, 100, query), data(7, Direction::Ingress, 29, 200, query)]);
+    recs.extend(more);
+    recs.extend(e.shutdown());
+    assert_eq!(recs.len(), 3, "{recs:#?}");
+    for r in &recs[..2] {
+        assert_eq!(r.protocol, Protocol::Dns);
+        assert_eq!(r.raw.0, &query[..]);
+        assert_eq!(r.exchange.map(|x| x.role), Some(ExchangeRole::Request));
+    }
+    let Body::Connection(c) = &recs[2].body else { panic!() };
+    assert_eq!((c.transport, c.open_seen, c.ingress.captured), (Transport::Udp, false, 2 * query.len() as u64));
+}
+
 #[test]
 fn redis_pipeline_pairs_in_order() {
     let mut e = FlowEngine::new(FlowConfig::default());

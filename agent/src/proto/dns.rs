@@ -404,6 +404,42 @@ fn decode_into(msg: &[u8], max_records: usize, m: &mut DnsMessage) -> Result<(),
     Ok(())
 }
 
+/// Whether a UDP datagram has the exact shape of a standard DNS message, for
+/// detecting DNS on a port other than 53 by its content: opcode QUERY, the Z
+/// bit clear, exactly one question, and every section decoding to exactly the
+/// end of the datagram; a query also has no answer or authority records and at
+/// most one additional (EDNS OPT). `Some(true)` for a response, `Some(false)`
+/// for a query, `None` when it is not such a message.
+pub fn udp_message_shape(msg: &[u8]) -> Option<bool> {
+    if msg.len() < HEADER + 5 {
+        return None;
+    }
+    let flags = u16::from_be_bytes([msg[2], msg[3]]);
+    let count = |i: usize| u16::from_be_bytes([msg[4 + 2 * i], msg[5 + 2 * i]]);
+    let response = flags & 0x8000 != 0;
+    if (flags >> 11) & 0xF != 0 || flags & 0x0040 != 0 || count(0) != 1 {
+        return None;
+    }
+    if !response && (count(1) != 0 || count(2) != 0 || count(3) > 1 || flags & 0xF != 0) {
+        return None;
+    }
+    let total = usize::from(count(1)) + usize::from(count(2)) + usize::from(count(3));
+    if total > 256 {
+        return None;
+    }
+    let mut r = Reader { msg, at: HEADER };
+    r.name().ok()?;
+    r.u16("qtype").ok()?;
+    let qclass = r.u16("qclass").ok()? & 0x7FFF;
+    if !matches!(qclass, 1 | 3 | 4 | 254 | 255) {
+        return None;
+    }
+    for _ in 0..total {
+        r.record().ok()?;
+    }
+    (r.at == msg.len()).then_some(response)
+}
+
 /// DNS parser for one connection.
 pub struct DnsParser {
     transport: Transport,

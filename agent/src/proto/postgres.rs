@@ -615,6 +615,18 @@ impl Parser for PgParser {
 
     fn resync(&mut self, dir: Direction, buf: &[u8]) -> Option<usize> {
         let backend = dir != self.client_dir;
+        // A frontend stream joined at its very start (e.g. a backend forked
+        // after accept whose socket capture first sees on its first read)
+        // begins with a startup-family packet: Int32 length, then the
+        // protocol or request code, and no type byte.
+        if !backend
+            && self.expect_startup
+            && let Some(h) = buf.get(..8)
+            && (8..=10_000).contains(&be32(&h[..4]))
+            && [PROTO_V3, SSL_REQUEST, GSSENC_REQUEST, CANCEL_REQUEST].contains(&be32(&h[4..]))
+        {
+            return Some(0);
+        }
         let valid = |t: u8| {
             if backend { backend_name(t).is_some() } else { frontend_name(t).is_some() }
         };

@@ -144,3 +144,38 @@ proptest! {
         let _ = decode(&r, 256);
     }
 }
+
+#[test]
+fn udp_shape_recognises_queries_and_responses_only() {
+    assert_eq!(udp_message_shape(QUERY), Some(false));
+    assert_eq!(udp_message_shape(&response()), Some(true));
+    // A query with an EDNS OPT record (what dig sends).
+    let mut edns = QUERY.to_vec();
+    edns[11] = 1;
+    edns.extend_from_slice(b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00");
+    assert_eq!(udp_message_shape(&edns), Some(false));
+    // Trailing bytes, a truncated question, two questions, a non-QUERY opcode,
+    // a query carrying answers, and arbitrary text are not DNS-shaped.
+    let mut trailing = QUERY.to_vec();
+    trailing.push(0);
+    assert_eq!(udp_message_shape(&trailing), None);
+    assert_eq!(udp_message_shape(&QUERY[..QUERY.len() - 1]), None);
+    let mut two = QUERY.to_vec();
+    two[5] = 2;
+    assert_eq!(udp_message_shape(&two), None);
+    let mut notify = QUERY.to_vec();
+    notify[2] |= 4 << 3;
+    assert_eq!(udp_message_shape(&notify), None);
+    let mut answers = QUERY.to_vec();
+    answers[7] = 1;
+    assert_eq!(udp_message_shape(&answers), None);
+    assert_eq!(udp_message_shape(b"hello, this is not a DNS message at all"), None);
+    assert_eq!(udp_message_shape(b""), None);
+}
+
+proptest! {
+    #[test]
+    fn udp_shape_never_panics(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = udp_message_shape(&data);
+    }
+}

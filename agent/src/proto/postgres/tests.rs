@@ -235,3 +235,24 @@ proptest! {
         prop_assert_eq!(group(p.parse(Direction::Ingress, &all)), expected);
     }
 }
+
+/// Reproduces a forked backend's socket (first seen on its first read, so the
+/// flow starts desynced) losing its startup message: resync skipped into the
+/// middle of it and the rest was parsed as garbage.
+#[test]
+fn resync_at_the_start_of_a_frontend_stream_keeps_the_startup_message() {
+    let mut p = parser();
+    let query = msg(b'Q', b"SELECT 1\0");
+    let stream = [startup_msg(), query.clone()].concat();
+    assert_eq!(p.resync(Direction::Egress, &stream), Some(0));
+    let (len, g, _) = group(p.parse(Direction::Egress, &Bytes::from(stream.clone())));
+    assert_eq!(len, startup_msg().len());
+    let st = g.startup.expect("startup parsed");
+    assert_eq!((st.user.unwrap(), st.database.unwrap()), (Text::from_static("alice"), Text::from_static("ledger")));
+    let (len, g, _) = group(p.parse(Direction::Egress, &Bytes::from(stream[len..].to_vec())));
+    assert_eq!((len, g.queries), (query.len(), vec![Text::from_static("SELECT 1")]));
+    // Once past startup, only typed messages are boundaries.
+    let mut p = parser();
+    assert_eq!(p.resync(Direction::Egress, &query), Some(0));
+    assert_eq!(p.resync(Direction::Egress, &startup_msg()[..4]), None);
+}
