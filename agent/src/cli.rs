@@ -76,6 +76,28 @@ pub struct RunArgs {
     /// Connections idle this long are flushed (s).
     #[arg(long, default_value_t = 300)]
     pub idle_timeout_s: u64,
+    /// Ship records to this collector (e.g. `https://collector:7443`); records are
+    /// spooled on disk first, so none is lost while the collector is away.
+    #[arg(long)]
+    pub collector: Option<String>,
+    /// This agent's id at the collector (default: the host name).
+    #[arg(long)]
+    pub agent_id: Option<String>,
+    /// Directory with the mTLS files `<agent_id>.pem`, `<agent_id>.key`, `ca.pem`
+    /// (`cargo xtask certs` makes them). Without it the connection is plaintext,
+    /// which the collector refuses unless it runs with `--insecure-plaintext`.
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// TLS server name of the collector's certificate.
+    #[arg(long, default_value = "collector")]
+    pub collector_name: String,
+    /// On-disk spool for records not yet acknowledged by the collector.
+    #[arg(long, default_value = "/var/lib/wiretrail/spool")]
+    pub spool_dir: PathBuf,
+    /// Spool size limit in bytes; beyond it, records are replaced by an explicit
+    /// gap record (never dropped silently).
+    #[arg(long, default_value_t = 1 << 30)]
+    pub spool_bytes: u64,
     /// Do not reassemble flows into protocol records (only chunk-level records).
     #[arg(long)]
     pub no_flows: bool,

@@ -76,6 +76,13 @@ pub struct FileConfig {
     pub reorder_window_ms: Option<u64>,
     pub idle_timeout_s: Option<u64>,
     pub no_tls: Option<bool>,
+    pub no_flows: Option<bool>,
+    pub collector: Option<String>,
+    pub agent_id: Option<String>,
+    pub tls_dir: Option<PathBuf>,
+    pub collector_name: Option<String>,
+    pub spool_dir: Option<PathBuf>,
+    pub spool_bytes: Option<u64>,
     #[serde(default, deserialize_with = "positive_usize")]
     pub max_conns: Option<usize>,
 }
@@ -133,6 +140,7 @@ impl FileConfig {
         }
         take!(output, output_file, ring_bytes, conn_cap_bytes, metrics_addr, stats_file, ready_file);
         take!(reorder_window_ms, idle_timeout_s, no_tls, max_conns);
+        take!(no_flows, collector, agent_id, tls_dir, collector_name, spool_dir, spool_bytes);
     }
 }
 

@@ -14,10 +14,17 @@ use wiretrail_agent::{
     cli::{Cli, Command, LogFormat, OutputFormat},
     conn::TrackerConfig,
     flow::{FlowConfig, feed::Feed},
+    ship::{ClientTlsFiles, ShipConfig, ShipHandle},
+    spool::SpoolConfig,
     metrics::{self, Metrics},
     output::Sink,
     pipeline,
 };
+
+/// This node's host name (the default agent id).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown-host".into())
+}
 
 fn init_logs(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -90,7 +97,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let links = pipeline::TlsLinks { registry, notices: notice_rx };
     let feed = (!args.no_flows).then(|| Feed::new(FlowConfig::default()));
-    let pipe = tokio::spawn(pipeline::run(rx, sink, tracker, metrics.clone(), links, feed));
+    // The shipper outlives the pipeline: it is stopped only after the pipeline
+    // has handed over its last record.
+    let ship_shutdown = CancellationToken::new();
+    let (ship, ship_task) = match &args.collector {
+        Some(endpoint) => {
+            let host = hostname();
+            let agent_id = args.agent_id.clone().unwrap_or_else(|| host.clone());
+            let mut spool = SpoolConfig::new(args.spool_dir.clone());
+            spool.max_bytes = args.spool_bytes;
+            let mut config = ShipConfig::new(endpoint.clone(), agent_id.clone(), host.clone(), spool);
+            config.tls = args.tls_dir.as_ref().map(|d| ClientTlsFiles::in_dir(d, &agent_id, &args.collector_name));
+            let handle = ShipHandle::spawn(config, ship_shutdown.clone()).await.context("starting the shipper")?;
+            tracing::info!(%endpoint, %agent_id, boot_id = %handle.boot_id, "shipping records to the collector");
+            (Some(pipeline::Ship { tx: handle.records, host }), Some((handle.task, handle.stats)))
+        }
+        None => (None, None),
+    };
+    let pipe = tokio::spawn(pipeline::run(rx, sink, tracker, metrics.clone(), links, feed, ship));
     if let Some(addr) = args.metrics_addr {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics address {addr}"))?;
@@ -171,6 +195,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     drop(discovery);
     reader.await.context("reader task")??;
     pipe.await.context("pipeline task")??;
+    if let Some((task, stats)) = ship_task {
+        ship_shutdown.cancel();
+        task.await.context("shipper task")??;
+        tracing::info!(stats = ?stats.get(), "shipper stopped");
+    }
     if let Some(k) = final_kernel {
         metrics.set_kernel(&k);
     }

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub records_out: Counter,
     /// Protocol records produced by flow reassembly and parsing.
     pub protocol_records: Counter,
+    /// Records that could not be handed to the shipper (it had stopped).
+    pub ship_closed: Counter,
     /// Exec events not handed to TLS discovery at once (channel full); the
     /// periodic rescan still finds those processes.
     pub exec_backlog: Counter,
@@ -84,7 +86,7 @@ impl Metrics {
         self.kernel_pending_full.set(k.pending_full);
     }
 
-    fn fields(&self) -> [(&'static str, &Counter); 21] {
+    fn fields(&self) -> [(&'static str, &Counter); 22] {
         [
             ("ring_records", &self.ring_records),
             ("decode_errors", &self.decode_errors),
@@ -98,6 +100,7 @@ impl Metrics {
             ("conns_evicted", &self.conns_evicted),
             ("records_out", &self.records_out),
             ("protocol_records", &self.protocol_records),
+            ("ship_closed", &self.ship_closed),
             ("exec_backlog", &self.exec_backlog),
             ("tls_libraries", &self.tls_libraries),
             ("kernel_events", &self.kernel_events),
@@ -171,7 +174,7 @@ mod tests {
         m.kernel_lost_events.add(3);
         let text = m.render();
         assert!(text.contains("wiretrail_agent_kernel_lost_events 3"));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 21);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 22);
         assert_eq!(m.snapshot()["kernel_lost_events"], 3);
     }
 }

@@ -3,6 +3,7 @@
 use std::{sync::Arc, time::Instant};
 
 use tokio::sync::mpsc;
+use wiretrail_proto::v1 as pb;
 
 use crate::{
     capture::{
@@ -13,7 +14,7 @@ use crate::{
     conn::{Gap, Tracker, TrackerConfig},
     flow::feed::{Feed, TLS_FLOW_BIT},
     metrics::Metrics,
-    output::{JsonRecord, Sink, SinkError},
+    output::{JsonRecord, Sink, SinkError, wire},
     proto::record::Record,
 };
 
@@ -27,6 +28,14 @@ pub struct TlsLinks {
     pub notices: mpsc::Receiver<TlsNotice>,
 }
 
+/// Where records go besides the local output: the collector's shipper.
+pub struct Ship {
+    /// The shipper's bounded input (it batches, spools and sends).
+    pub tx: mpsc::Sender<pb::Record>,
+    /// Host name stamped on every record.
+    pub host: String,
+}
+
 pub async fn run(
     mut rx: mpsc::Receiver<Vec<CaptureEvent>>,
     mut sink: Sink,
@@ -34,9 +43,14 @@ pub async fn run(
     metrics: Arc<Metrics>,
     mut tls: TlsLinks,
     mut feed: Option<Feed>,
+    ship: Option<Ship>,
 ) -> Result<(), SinkError> {
     let mut tracker = Tracker::new(config);
     let mut records: Vec<Record> = Vec::new();
+    // Records for the collector, sent after each batch (send waits while the
+    // shipper writes to its spool: backpressure, never loss).
+    let mut outbox: Vec<pb::Record> = Vec::new();
+    let host = ship.as_ref().map(|s| s.host.clone()).unwrap_or_default();
     let mut clock = ClockSync::measure();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -62,10 +76,19 @@ pub async fn run(
                     count_gaps(&metrics, &gaps);
                     let mut rec = JsonRecord::from_event(ev, &clock);
                     rec.tls = tls_info(&tls.registry, ev.meta());
+                    if ship.is_some()
+                        && let Some(w) = wire::event(ev, rec.tls.as_ref(), &clock, &host)
+                    {
+                        outbox.push(w);
+                    }
                     sink.write(&rec)?;
                     metrics.records_out.inc();
                 }
+                if ship.is_some() {
+                    outbox.extend(records.iter().map(|r| wire::protocol(r, &clock, &host)));
+                }
                 write_records(&mut sink, &mut records, &clock, &metrics)?;
+                send(&ship, &mut outbox, &metrics).await;
                 if rx.is_empty() {
                     sink.flush()?;
                 }
@@ -82,18 +105,29 @@ pub async fn run(
                 sink.write_value(&v)?;
                 metrics.records_out.inc();
                 sink.flush()?;
+                if ship.is_some() {
+                    outbox.push(wire::notice(&n, crate::clock::ClockSync::measure().to_utc_ns(now_boot_ns()) as i64, &host));
+                    send(&ship, &mut outbox, &metrics).await;
+                }
             }
             _ = tick.tick() => {
                 clock = ClockSync::measure();
                 let gaps = tracker.tick(Instant::now());
                 write_gaps(&mut sink, &gaps, &clock, &metrics, &tls.registry)?;
+                if ship.is_some() {
+                    outbox.extend(gaps.iter().map(|g| wire::gap(g, tls_info(&tls.registry, &g.meta).as_ref(), &clock, &host)));
+                }
                 if let Some(f) = feed.as_mut() {
                     for g in &gaps {
                         f.on_gap(g, &mut records);
                     }
                     records.extend(f.flush_idle(now_boot_ns()));
+                    if ship.is_some() {
+                        outbox.extend(records.iter().map(|r| wire::protocol(r, &clock, &host)));
+                    }
                     write_records(&mut sink, &mut records, &clock, &metrics)?;
                 }
+                send(&ship, &mut outbox, &metrics).await;
                 metrics.conns_tracked.set(tracker.len() as u64);
                 metrics.conns_evicted.set(tracker.evicted);
                 sink.flush()?;
@@ -102,13 +136,20 @@ pub async fn run(
     }
     let gaps = tracker.finish_all();
     write_gaps(&mut sink, &gaps, &clock, &metrics, &tls.registry)?;
+    if ship.is_some() {
+        outbox.extend(gaps.iter().map(|g| wire::gap(g, tls_info(&tls.registry, &g.meta).as_ref(), &clock, &host)));
+    }
     if let Some(f) = feed.as_mut() {
         for g in &gaps {
             f.on_gap(g, &mut records);
         }
         records.extend(f.shutdown());
+        if ship.is_some() {
+            outbox.extend(records.iter().map(|r| wire::protocol(r, &clock, &host)));
+        }
         write_records(&mut sink, &mut records, &clock, &metrics)?;
     }
+    send(&ship, &mut outbox, &metrics).await;
     metrics.conns_tracked.set(0);
     sink.flush()
 }
@@ -136,6 +177,21 @@ fn write_records(
         metrics.records_out.inc();
     }
     Ok(())
+}
+
+/// Hands the outbox to the shipper. The shipper outlives the pipeline, so a
+/// closed channel is a bug: counted and logged, never silent.
+async fn send(ship: &Option<Ship>, outbox: &mut Vec<pb::Record>, metrics: &Metrics) {
+    let Some(ship) = ship else {
+        outbox.clear();
+        return;
+    };
+    for r in outbox.drain(..) {
+        if ship.tx.send(r).await.is_err() {
+            metrics.ship_closed.inc();
+            tracing::error!("shipper stopped before the pipeline; record not shipped (kept in the local output)");
+        }
+    }
 }
 
 fn count_gaps(metrics: &Metrics, gaps: &[Gap]) {

@@ -5,6 +5,7 @@
 //!
 //! Every helper cleans up after itself on drop; every wait is bounded.
 pub mod agent;
+pub mod collector;
 pub mod curl_trace;
 pub mod netns;
 pub mod nginx;

@@ -3,6 +3,7 @@
 pub mod jsonl;
 pub mod record;
 pub mod text;
+pub mod wire;
 
 pub use jsonl::{Sink, SinkError};
 pub use record::JsonRecord;
