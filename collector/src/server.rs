@@ -131,7 +131,18 @@ pub async fn run(
         None => {
             router
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    // Small responses (acks, search results) must not wait for
+                    // Nagle + delayed ACK (~40 ms per round trip).
+                    tokio_stream::StreamExt::map(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        |s| {
+                            s.inspect(|s| {
+                                if let Err(e) = s.set_nodelay(true) {
+                                    tracing::warn!(error = %e, "TCP_NODELAY not set");
+                                }
+                            })
+                        },
+                    ),
                     shutdown,
                 )
                 .await
@@ -149,6 +160,9 @@ pub async fn run(
                             continue;
                         }
                     };
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::warn!(%peer, error = %e, "TCP_NODELAY not set");
+                    }
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.get());
                     let tx = tx.clone();
                     tokio::spawn(async move {
