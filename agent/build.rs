@@ -59,7 +59,8 @@ fn main() {
     toolchain.configure(&mut cmd);
     let status = cmd.status().unwrap_or_else(|e| fail(&format!("running cargo for eBPF: {e}")));
     if !status.success() {
-        fail(&format!("building the eBPF programs failed ({status}); see the errors above"));
+        eprintln!("\nwiretrail-agent build: building the eBPF programs failed ({status}); see the errors above\n");
+        panic!("building the eBPF programs failed ({status})");
     }
     let built = target_dir.join("bpfel-unknown-none/release/wiretrail-ebpf");
     let mut obj = std::fs::read(&built).unwrap_or_else(|e| fail(&format!("reading {}: {e}", built.display())));

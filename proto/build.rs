@@ -1,9 +1,6 @@
 //! Compiles wiretrail.v1 with protox (pure Rust; no system protoc needed).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = [
-        "proto/wiretrail/v1/record.proto",
-        "proto/wiretrail/v1/collector.proto",
-    ];
+    let files = ["proto/wiretrail/v1/record.proto", "proto/wiretrail/v1/collector.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

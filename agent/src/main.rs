@@ -14,16 +14,18 @@ use wiretrail_agent::{
     cli::{Cli, Command, LogFormat, OutputFormat},
     conn::TrackerConfig,
     flow::{FlowConfig, feed::Feed},
-    ship::{ClientTlsFiles, ShipConfig, ShipHandle},
-    spool::SpoolConfig,
     metrics::{self, Metrics},
     output::Sink,
     pipeline,
+    ship::{ClientTlsFiles, ShipConfig, ShipHandle},
+    spool::SpoolConfig,
 };
 
 /// This node's host name (the default agent id).
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown-host".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into())
 }
 
 fn init_logs(cli: &Cli) {

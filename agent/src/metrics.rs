@@ -73,6 +73,9 @@ pub struct Metrics {
     pub kernel_internal_errors: Counter,
     /// Kernel: pending-syscall map full (those calls were not captured).
     pub kernel_pending_full: Counter,
+    /// Kernel: events not captured because their peer is the agent's own socket
+    /// (e.g. a collector on this host receiving what the agent ships).
+    pub kernel_self_peer: Counter,
 }
 
 impl Metrics {
@@ -84,9 +87,10 @@ impl Metrics {
         self.kernel_truncated_bytes.set(k.truncated_bytes);
         self.kernel_internal_errors.set(k.internal_errors);
         self.kernel_pending_full.set(k.pending_full);
+        self.kernel_self_peer.set(k.self_peer);
     }
 
-    fn fields(&self) -> [(&'static str, &Counter); 22] {
+    fn fields(&self) -> [(&'static str, &Counter); 23] {
         [
             ("ring_records", &self.ring_records),
             ("decode_errors", &self.decode_errors),
@@ -110,6 +114,7 @@ impl Metrics {
             ("kernel_truncated_bytes", &self.kernel_truncated_bytes),
             ("kernel_internal_errors", &self.kernel_internal_errors),
             ("kernel_pending_full", &self.kernel_pending_full),
+            ("kernel_self_peer", &self.kernel_self_peer),
         ]
     }
 
@@ -174,7 +179,7 @@ mod tests {
         m.kernel_lost_events.add(3);
         let text = m.render();
         assert!(text.contains("wiretrail_agent_kernel_lost_events 3"));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 22);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 23);
         assert_eq!(m.snapshot()["kernel_lost_events"], 3);
     }
 }

@@ -42,10 +42,7 @@ impl Collector {
 
 /// A free local address nobody listens on (yet).
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 fn record(i: u64, payload: usize) -> Record {
@@ -81,10 +78,7 @@ fn ship_config(addr: SocketAddr, spool: &Path, tls: Option<&Path>) -> ShipConfig
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let t = std::time::Instant::now();
     while !cond() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
+        assert!(t.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -110,13 +104,7 @@ async fn all_leaves(addr: SocketAddr, tls: Option<&Path>) -> Vec<StoredLeaf> {
     .await
     .unwrap();
     let mut s = QueryClient::new(ch)
-        .search(SearchRequest {
-            filter: Some(Filter {
-                limit: 1_000_000,
-                ..Default::default()
-            }),
-            follow: false,
-        })
+        .search(SearchRequest { filter: Some(Filter { limit: 1_000_000, ..Default::default() }), follow: false })
         .await
         .unwrap()
         .into_inner();
@@ -157,12 +145,7 @@ async fn collector_outage_then_all_delivered_once_over_mtls() {
     let (data, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let addr = free_addr();
     let shutdown = CancellationToken::new();
-    let h = ShipHandle::spawn(
-        ship_config(addr, spool.path(), Some(certs_dir.path())),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let h = ShipHandle::spawn(ship_config(addr, spool.path(), Some(certs_dir.path())), shutdown.clone()).await.unwrap();
     send(&h, 0..500, 100).await;
     wait_for("records spooled while the collector is down", || {
         let s = h.stats.get();
@@ -193,9 +176,7 @@ async fn agent_restarts_resend_unacked_batches_and_collector_dedups() {
 
     // Boot 1: collector down; 300 records spooled, then the agent stops.
     let stop1 = CancellationToken::new();
-    let h1 = ShipHandle::spawn(ship_config(addr, spool.path(), None), stop1.clone())
-        .await
-        .unwrap();
+    let h1 = ShipHandle::spawn(ship_config(addr, spool.path(), None), stop1.clone()).await.unwrap();
     send(&h1, 0..300, 64).await;
     stop1.cancel();
     h1.task.await.unwrap().unwrap();
@@ -206,27 +187,17 @@ async fn agent_restarts_resend_unacked_batches_and_collector_dedups() {
     // Boot 2: collector up; boot 1's batches go first with their original ids.
     let col = Collector::start(addr, ServeConfig::new(data.path().to_path_buf())).await;
     let stop2 = CancellationToken::new();
-    let h2 = ShipHandle::spawn(ship_config(addr, spool.path(), None), stop2.clone())
-        .await
-        .unwrap();
+    let h2 = ShipHandle::spawn(ship_config(addr, spool.path(), None), stop2.clone()).await.unwrap();
     send(&h2, 300..500, 64).await;
-    wait_for("both boots delivered", || {
-        h2.stats.get().batches_acked == 50
-    })
-    .await;
+    wait_for("both boots delivered", || h2.stats.get().batches_acked == 50).await;
     stop2.cancel();
     h2.task.await.unwrap().unwrap();
 
     // Boot 3: as if boot 2 crashed before unlinking boot 1's acked batches.
     copy_tree(snapshot.path(), spool.path());
     let stop3 = CancellationToken::new();
-    let h3 = ShipHandle::spawn(ship_config(addr, spool.path(), None), stop3.clone())
-        .await
-        .unwrap();
-    wait_for("re-sent batches acked", || {
-        h3.stats.get().batches_acked == 30
-    })
-    .await;
+    let h3 = ShipHandle::spawn(ship_config(addr, spool.path(), None), stop3.clone()).await.unwrap();
+    wait_for("re-sent batches acked", || h3.stats.get().batches_acked == 30).await;
     assert_eq!(h3.stats.get().batches_duplicate, 30);
     stop3.cancel();
     h3.task.await.unwrap().unwrap();
@@ -269,11 +240,7 @@ async fn full_spool_turns_newest_records_into_one_gap_record() {
     .await;
     let dropped = h.stats.get().records_dropped;
     assert!(dropped >= 150, "only {dropped} dropped with a 20 kB spool");
-    assert_eq!(
-        h.stats.get().gap_records,
-        0,
-        "gap pending until there is room"
-    );
+    assert_eq!(h.stats.get().gap_records, 0, "gap pending until there is room");
 
     let col = Collector::start(addr, ServeConfig::new(data.path().to_path_buf())).await;
     wait_for("gap record spooled", || h.stats.get().gap_records == 1).await;
@@ -287,10 +254,7 @@ async fn full_spool_turns_newest_records_into_one_gap_record() {
     h.task.await.unwrap().unwrap();
 
     let leaves = all_leaves(addr, None).await;
-    let gaps: Vec<_> = leaves
-        .iter()
-        .filter_map(|l| l.record.as_ref().unwrap().gap.clone())
-        .collect();
+    let gaps: Vec<_> = leaves.iter().filter_map(|l| l.record.as_ref().unwrap().gap.clone()).collect();
     assert_eq!(gaps.len(), 1, "exactly one gap record");
     let g = &gaps[0];
     assert_eq!(g.reason, GapReason::SpoolFull as i32);
@@ -303,22 +267,9 @@ async fn full_spool_turns_newest_records_into_one_gap_record() {
     assert_eq!(g.pos, first_lost);
     assert_eq!(g.first_time_ns, record(first_lost, 0).capture_time_ns);
     assert_eq!(g.last_time_ns, record(199, 0).capture_time_ns);
-    assert_eq!(
-        kept,
-        expected(0..first_lost)
-            .union(&expected(200..230))
-            .cloned()
-            .collect()
-    );
+    assert_eq!(kept, expected(0..first_lost).union(&expected(200..230)).cloned().collect());
     let parsed: serde_json::Value = serde_json::from_str(
-        &leaves
-            .iter()
-            .find(|l| l.record.as_ref().unwrap().gap.is_some())
-            .unwrap()
-            .record
-            .as_ref()
-            .unwrap()
-            .parsed_json,
+        &leaves.iter().find(|l| l.record.as_ref().unwrap().gap.is_some()).unwrap().record.as_ref().unwrap().parsed_json,
     )
     .unwrap();
     assert_eq!(parsed["reason"], "spool_full");

@@ -42,9 +42,7 @@ impl From<Error> for tonic::Status {
             Error::NotFound(_) => Code::NotFound,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Store(StoreError::OutOfRange(_)) => Code::OutOfRange,
-            Error::Store(StoreError::Proof(crate::merkle::ProofError::OutOfRange(_))) => {
-                Code::OutOfRange
-            }
+            Error::Store(StoreError::Proof(crate::merkle::ProofError::OutOfRange(_))) => Code::OutOfRange,
             Error::Store(StoreError::Poisoned(_)) => Code::Unavailable,
             Error::Store(StoreError::Inconsistent(_)) => Code::DataLoss,
             Error::Store(_) | Error::Index(_) => Code::Internal,

@@ -133,16 +133,13 @@ pub async fn run(
                 .serve_with_incoming_shutdown(
                     // Small responses (acks, search results) must not wait for
                     // Nagle + delayed ACK (~40 ms per round trip).
-                    tokio_stream::StreamExt::map(
-                        tokio_stream::wrappers::TcpListenerStream::new(listener),
-                        |s| {
-                            s.inspect(|s| {
-                                if let Err(e) = s.set_nodelay(true) {
-                                    tracing::warn!(error = %e, "TCP_NODELAY not set");
-                                }
-                            })
-                        },
-                    ),
+                    tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
+                        s.inspect(|s| {
+                            if let Err(e) = s.set_nodelay(true) {
+                                tracing::warn!(error = %e, "TCP_NODELAY not set");
+                            }
+                        })
+                    }),
                     shutdown,
                 )
                 .await
@@ -166,9 +163,7 @@ pub async fn run(
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.get());
                     let tx = tx.clone();
                     tokio::spawn(async move {
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                            .await
-                        {
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                             Ok(Ok(s)) => {
                                 let _ = tx.send(Ok::<_, std::io::Error>(s)).await;
                             }
@@ -180,12 +175,8 @@ pub async fn run(
                     });
                 }
             });
-            let r = router
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::ReceiverStream::new(rx),
-                    shutdown,
-                )
-                .await;
+            let r =
+                router.serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown).await;
             acceptor_task.abort();
             r
         }

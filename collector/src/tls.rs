@@ -40,47 +40,30 @@ pub struct TlsFiles {
 impl TlsFiles {
     /// Standard file names in a directory made by `cargo xtask certs` (`<name>.pem`, `<name>.key`, `ca.pem`).
     pub fn in_dir(dir: &Path, name: &str) -> Self {
-        TlsFiles {
-            cert: dir.join(format!("{name}.pem")),
-            key: dir.join(format!("{name}.key")),
-            ca: dir.join("ca.pem"),
-        }
+        TlsFiles { cert: dir.join(format!("{name}.pem")), key: dir.join(format!("{name}.key")), ca: dir.join("ca.pem") }
     }
 
     fn mtimes(&self) -> Vec<Option<SystemTime>> {
-        [&self.cert, &self.key, &self.ca]
-            .iter()
-            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-            .collect()
+        [&self.cert, &self.key, &self.ca].iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
     }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
 }
 
 /// Loads certificates, key and CA roots.
 pub fn load(
     files: &TlsFiles,
 ) -> Result<
-    (
-        Vec<rustls::pki_types::CertificateDer<'static>>,
-        rustls::pki_types::PrivateKeyDer<'static>,
-        RootCertStore,
-    ),
+    (Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>, RootCertStore),
     TlsError,
 > {
     let certs: Vec<_> = rustls_pemfile::certs(&mut read(&files.cert)?.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Pem(format!("{}: {e}", files.cert.display())))?;
     if certs.is_empty() {
-        return Err(TlsError::Pem(format!(
-            "{}: no certificate",
-            files.cert.display()
-        )));
+        return Err(TlsError::Pem(format!("{}: no certificate", files.cert.display())));
     }
     let key = rustls_pemfile::private_key(&mut read(&files.key)?.as_slice())
         .map_err(|e| TlsError::Pem(format!("{}: {e}", files.key.display())))?
@@ -88,15 +71,10 @@ pub fn load(
     let mut roots = RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut read(&files.ca)?.as_slice()) {
         let c = c.map_err(|e| TlsError::Pem(format!("{}: {e}", files.ca.display())))?;
-        roots
-            .add(c)
-            .map_err(|e| TlsError::Pem(format!("{}: {e}", files.ca.display())))?;
+        roots.add(c).map_err(|e| TlsError::Pem(format!("{}: {e}", files.ca.display())))?;
     }
     if roots.is_empty() {
-        return Err(TlsError::Pem(format!(
-            "{}: no CA certificate",
-            files.ca.display()
-        )));
+        return Err(TlsError::Pem(format!("{}: no CA certificate", files.ca.display())));
     }
     Ok((certs, key, roots))
 }
@@ -134,10 +112,7 @@ impl ReloadingServerConfig {
     pub fn new(files: TlsFiles) -> Result<Self, TlsError> {
         let m = files.mtimes();
         let cfg = server_config(&files)?;
-        Ok(ReloadingServerConfig {
-            files,
-            current: Mutex::new((cfg, m)),
-        })
+        Ok(ReloadingServerConfig { files, current: Mutex::new((cfg, m)) })
     }
 
     /// The config to use for a new connection, reloading if a file changed.

@@ -13,30 +13,16 @@ use wiretrail_proto::v1::ingest_client::IngestClient;
 
 fn spawn(dir: &std::path::Path) -> (Child, std::net::SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wiretrail"))
-        .args([
-            "serve",
-            "--insecure-plaintext",
-            "--listen",
-            "127.0.0.1:0",
-            "--checkpoint-secs",
-            "1",
-            "--data-dir",
-        ])
+        .args(["serve", "--insecure-plaintext", "--listen", "127.0.0.1:0", "--checkpoint-secs", "1", "--data-dir"])
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected: {line:?}"))
-        .parse()
-        .unwrap();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr =
+        line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).parse().unwrap();
     (child, addr)
 }
 
@@ -46,11 +32,7 @@ async fn sigkill_loses_no_acked_record() {
     let (mut child, addr) = spawn(dir.path());
     let mut c = IngestClient::new(channel(addr).await);
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let mut acks = c
-        .ingest(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut acks = c.ingest(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
     let feeder = tokio::spawn(async move {
         for seq in 0.. {
             if tx.send(batch("crash-agent", "b1", seq, 50)).await.is_err() {
@@ -81,11 +63,7 @@ async fn sigkill_loses_no_acked_record() {
     let mut c = IngestClient::new(channel(addr).await);
     let next_seq = acked.last().unwrap().seq + 1;
     let retry = vec![batch("crash-agent", "b1", next_seq - 1, 50)];
-    let mut s = c
-        .ingest(tokio_stream::iter(retry))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = c.ingest(tokio_stream::iter(retry)).await.unwrap().into_inner();
     let a = s.next().await.unwrap().unwrap();
     assert!(a.duplicate);
     assert_eq!(a.last_leaf_index, last);

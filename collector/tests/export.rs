@@ -14,18 +14,12 @@ async fn bundle(filter: Filter) -> (Files, String, tempfile::TempDir) {
     let srv = Server::start(plain_config(data.path())).await;
     let mut c = IngestClient::new(channel(srv.addr).await);
     let batches: Vec<_> = (0..6).map(|s| batch("agent-e", "boot", s, 5)).collect();
-    let mut acks = c
-        .ingest(tokio_stream::iter(batches))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut acks = c.ingest(tokio_stream::iter(batches)).await.unwrap().into_inner();
     for _ in 0..6 {
         acks.next().await.unwrap().unwrap();
     }
     let mut seen = Vec::new();
-    let files = export::export(channel(srv.addr).await, filter, |p| seen.push(p))
-        .await
-        .unwrap();
+    let files = export::export(channel(srv.addr).await, filter, |p| seen.push(p)).await.unwrap();
     assert!(!seen.is_empty(), "progress was reported");
     srv.stop().await;
     let key = std::fs::read_to_string(data.path().join("verifier.key")).unwrap();
@@ -33,10 +27,7 @@ async fn bundle(filter: Filter) -> (Files, String, tempfile::TempDir) {
 }
 
 fn pod_filter() -> Filter {
-    Filter {
-        identity: vec!["pod=pod-1".into()],
-        ..Default::default()
-    }
+    Filter { identity: vec!["pod=pod-1".into()], ..Default::default() }
 }
 
 #[tokio::test]
@@ -56,10 +47,7 @@ async fn bundle_verifies_offline_as_dir_and_tar() {
     let tar = out.path().join("bundle.tar");
     export::write(&tar, &files).unwrap();
     assert_eq!(export::read(&tar).unwrap(), files);
-    assert!(matches!(
-        export::write(&dir, &files),
-        Err(export::ExportError::Exists(_))
-    ));
+    assert!(matches!(export::write(&dir, &files), Err(export::ExportError::Exists(_))));
 
     // Another collector's key is refused.
     let (_, other_key, _other_data) = bundle(pod_filter()).await;
@@ -83,10 +71,7 @@ async fn every_one_byte_edit_is_rejected_naming_the_file() {
                         Ok(_) => panic!("{name} byte {pos} ^ {flip:#x} accepted"),
                         Err(e) => e.to_string(),
                     };
-                    assert!(
-                        e.contains(name.as_str()),
-                        "{name} byte {pos}: message does not name the file: {e}"
-                    );
+                    assert!(e.contains(name.as_str()), "{name} byte {pos}: message does not name the file: {e}");
                 }
             }
         }

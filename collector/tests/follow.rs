@@ -17,11 +17,7 @@ async fn follow_streams_new_matching_records_only() {
     let srv = Server::start(plain_config(data.path())).await;
     let mut ingest = IngestClient::new(channel(srv.addr).await);
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let mut acks = ingest
-        .ingest(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut acks = ingest.ingest(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
     // Batch 0: records 0..6; pod-1 are records 1 and 4.
     tx.send(batch("agent-f", "b", 0, 6)).await.unwrap();
     acks.next().await.unwrap().unwrap();
@@ -29,25 +25,17 @@ async fn follow_streams_new_matching_records_only() {
     let mut q = QueryClient::new(channel(srv.addr).await);
     let mut s = q
         .search(SearchRequest {
-            filter: Some(Filter {
-                identity: vec!["pod=pod-1".into()],
-                ..Default::default()
-            }),
+            filter: Some(Filter { identity: vec!["pod=pod-1".into()], ..Default::default() }),
             follow: true,
         })
         .await
         .unwrap()
         .into_inner();
     let mut next = async || {
-        tokio::time::timeout(Duration::from_secs(10), s.next())
-            .await
-            .expect("follow stream stalled")
-            .unwrap()
-            .unwrap()
+        tokio::time::timeout(Duration::from_secs(10), s.next()).await.expect("follow stream stalled").unwrap().unwrap()
     };
-    let payload = |r: wiretrail_proto::v1::SearchResult| {
-        String::from_utf8(r.decoded.unwrap().record.unwrap().payload).unwrap()
-    };
+    let payload =
+        |r: wiretrail_proto::v1::SearchResult| String::from_utf8(r.decoded.unwrap().record.unwrap().payload).unwrap();
     assert_eq!(payload(next().await), "SELECT 1 FROM accounts");
     assert_eq!(payload(next().await), "SELECT 4 FROM accounts");
 
@@ -61,9 +49,7 @@ async fn follow_streams_new_matching_records_only() {
     }
     // Nothing else matches: the stream stays quiet.
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), s.next())
-            .await
-            .is_err(),
+        tokio::time::timeout(Duration::from_millis(300), s.next()).await.is_err(),
         "a non-matching record was streamed"
     );
     drop(s);

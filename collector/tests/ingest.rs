@@ -8,14 +8,9 @@ use wiretrail_collector::merkle::Verifier;
 use wiretrail_collector::verify::verify;
 use wiretrail_proto::v1::ingest_client::IngestClient;
 use wiretrail_proto::v1::query_client::QueryClient;
-use wiretrail_proto::v1::{
-    Batch, Filter, InclusionProofRequest, IssueCheckpointRequest, SearchRequest,
-};
+use wiretrail_proto::v1::{Batch, Filter, InclusionProofRequest, IssueCheckpointRequest, SearchRequest};
 
-async fn send(
-    addr: std::net::SocketAddr,
-    batches: Vec<Batch>,
-) -> Vec<Result<wiretrail_proto::v1::Ack, tonic::Status>> {
+async fn send(addr: std::net::SocketAddr, batches: Vec<Batch>) -> Vec<Result<wiretrail_proto::v1::Ack, tonic::Status>> {
     let mut c = IngestClient::new(channel(addr).await);
     let mut out = Vec::new();
     match c.ingest(tokio_stream::iter(batches)).await {
@@ -38,11 +33,7 @@ async fn send(
 async fn ingest_ack_dedup_search_verify() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(plain_config(dir.path())).await;
-    let acks = send(
-        srv.addr,
-        (0..5).map(|s| batch("agent-1", "boot-1", s, 10)).collect(),
-    )
-    .await;
+    let acks = send(srv.addr, (0..5).map(|s| batch("agent-1", "boot-1", s, 10)).collect()).await;
     assert_eq!(acks.len(), 5);
     for (s, a) in acks.iter().enumerate() {
         let a = a.as_ref().unwrap();
@@ -54,11 +45,7 @@ async fn ingest_ack_dedup_search_verify() {
     // A retry of batches 3 and 4 (e.g. after a lost ack) is stored once.
     let acks = send(
         srv.addr,
-        vec![
-            batch("agent-1", "boot-1", 3, 10),
-            batch("agent-1", "boot-1", 4, 10),
-            batch("agent-1", "boot-1", 5, 10),
-        ],
+        vec![batch("agent-1", "boot-1", 3, 10), batch("agent-1", "boot-1", 4, 10), batch("agent-1", "boot-1", 5, 10)],
     )
     .await;
     let a: Vec<_> = acks.into_iter().map(Result::unwrap).collect();
@@ -71,25 +58,13 @@ async fn ingest_ack_dedup_search_verify() {
 
     // Gap in the sequence, empty batch, missing ids: clear statuses, nothing stored.
     let a = send(srv.addr, vec![batch("agent-1", "boot-1", 9, 1)]).await;
-    assert_eq!(
-        a[0].as_ref().unwrap_err().code(),
-        tonic::Code::FailedPrecondition
-    );
+    assert_eq!(a[0].as_ref().unwrap_err().code(), tonic::Code::FailedPrecondition);
     let a = send(srv.addr, vec![batch("agent-1", "boot-1", 6, 0)]).await;
-    assert_eq!(
-        a[0].as_ref().unwrap_err().code(),
-        tonic::Code::InvalidArgument
-    );
+    assert_eq!(a[0].as_ref().unwrap_err().code(), tonic::Code::InvalidArgument);
     let a = send(srv.addr, vec![batch("", "boot-1", 0, 1)]).await;
-    assert_eq!(
-        a[0].as_ref().unwrap_err().code(),
-        tonic::Code::InvalidArgument
-    );
+    assert_eq!(a[0].as_ref().unwrap_err().code(), tonic::Code::InvalidArgument);
     let a = send(srv.addr, vec![batch("agent-1", "boot-3", 0, 20_001)]).await;
-    assert_eq!(
-        a[0].as_ref().unwrap_err().code(),
-        tonic::Code::ResourceExhausted
-    );
+    assert_eq!(a[0].as_ref().unwrap_err().code(), tonic::Code::ResourceExhausted);
 
     // Search by identity + protocol + time, payload text.
     let mut q = QueryClient::new(channel(srv.addr).await);
@@ -97,13 +72,7 @@ async fn ingest_ack_dedup_search_verify() {
     let search = |f: Filter| {
         let mut q = q0.clone();
         async move {
-            let mut s = q
-                .search(SearchRequest {
-                    filter: Some(f),
-                    follow: false,
-                })
-                .await?
-                .into_inner();
+            let mut s = q.search(SearchRequest { filter: Some(f), follow: false }).await?.into_inner();
             let mut v = Vec::new();
             while let Some(r) = s.next().await {
                 v.push(r?);
@@ -111,21 +80,13 @@ async fn ingest_ack_dedup_search_verify() {
             Ok::<_, tonic::Status>(v)
         }
     };
-    let r = search(Filter {
-        identity: vec!["pod=pod-1".into()],
-        app_protocol: "postgres".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let r =
+        search(Filter { identity: vec!["pod=pod-1".into()], app_protocol: "postgres".into(), ..Default::default() })
+            .await
+            .unwrap();
     let want: Vec<u64> = (0..60u64).filter(|i| i % 3 == 1 && i % 2 == 0).collect();
     assert_eq!(r.iter().map(|x| x.leaf_index).collect::<Vec<_>>(), want);
-    let r = search(Filter {
-        payload_text: "SELECT 42 ".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let r = search(Filter { payload_text: "SELECT 42 ".into(), ..Default::default() }).await.unwrap();
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].leaf_index, 42);
     let r = search(Filter {
@@ -136,56 +97,20 @@ async fn ingest_ack_dedup_search_verify() {
     })
     .await
     .unwrap();
-    assert_eq!(
-        r.iter().map(|x| x.leaf_index).collect::<Vec<_>>(),
-        vec![10, 11, 12]
-    );
-    let e = search(Filter {
-        identity: vec!["novalue".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap_err();
+    assert_eq!(r.iter().map(|x| x.leaf_index).collect::<Vec<_>>(), vec![10, 11, 12]);
+    let e = search(Filter { identity: vec!["novalue".into()], ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    let e = search(Filter {
-        from_time_ns: 5,
-        to_time_ns: 5,
-        ..Default::default()
-    })
-    .await
-    .unwrap_err();
+    let e = search(Filter { from_time_ns: 5, to_time_ns: 5, ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
 
     // Checkpoint + inclusion proof verify against it.
-    let cp = q
-        .issue_checkpoint(IssueCheckpointRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let cp = q.issue_checkpoint(IssueCheckpointRequest {}).await.unwrap().into_inner();
     assert_eq!(cp.size, 63);
     let v = Verifier::parse(&cp.verifier_key).unwrap();
     let sc = v.open(&cp.note).unwrap();
-    let p = q
-        .inclusion_proof(InclusionProofRequest {
-            leaf_index: 42,
-            tree_size: 63,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let hashes: Vec<[u8; 32]> = p
-        .hashes
-        .iter()
-        .map(|h| h.as_slice().try_into().unwrap())
-        .collect();
-    let leaf = search(Filter {
-        payload_text: "SELECT 42 ".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .remove(0)
-    .leaf;
+    let p = q.inclusion_proof(InclusionProofRequest { leaf_index: 42, tree_size: 63 }).await.unwrap().into_inner();
+    let hashes: Vec<[u8; 32]> = p.hashes.iter().map(|h| h.as_slice().try_into().unwrap()).collect();
+    let leaf = search(Filter { payload_text: "SELECT 42 ".into(), ..Default::default() }).await.unwrap().remove(0).leaf;
     wiretrail_collector::merkle::verify_inclusion(
         42,
         63,
@@ -194,13 +119,7 @@ async fn ingest_ack_dedup_search_verify() {
         &sc.checkpoint.root,
     )
     .unwrap();
-    let e = q
-        .inclusion_proof(InclusionProofRequest {
-            leaf_index: 70,
-            tree_size: 80,
-        })
-        .await
-        .unwrap_err();
+    let e = q.inclusion_proof(InclusionProofRequest { leaf_index: 70, tree_size: 80 }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::OutOfRange);
     srv.stop().await;
 
@@ -210,14 +129,7 @@ async fn ingest_ack_dedup_search_verify() {
     assert!(rep.checkpoints_checked >= 1);
     // Restart: dedup survives, sequence continues.
     let srv = Server::start(plain_config(dir.path())).await;
-    let a = send(
-        srv.addr,
-        vec![
-            batch("agent-1", "boot-1", 5, 10),
-            batch("agent-1", "boot-1", 6, 2),
-        ],
-    )
-    .await;
+    let a = send(srv.addr, vec![batch("agent-1", "boot-1", 5, 10), batch("agent-1", "boot-1", 6, 2)]).await;
     assert!(a[0].as_ref().unwrap().duplicate);
     assert_eq!(a[1].as_ref().unwrap().first_leaf_index, 63);
     srv.stop().await;

@@ -20,9 +20,7 @@ async fn client(
     ident: Option<&str>,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(
-            std::fs::read(dir.join("ca.pem")).unwrap(),
-        ))
+        .ca_certificate(Certificate::from_pem(std::fs::read(dir.join("ca.pem")).unwrap()))
         .domain_name("collector");
     if let Some(n) = ident {
         tls = tls.identity(Identity::from_pem(
@@ -30,24 +28,13 @@ async fn client(
             std::fs::read(dir.join(format!("{n}.key"))).unwrap(),
         ));
     }
-    Endpoint::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
+    Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap().connect().await
 }
 
 async fn ingest_one(ch: tonic::transport::Channel, seq: u64) -> Result<(), tonic::Status> {
     let mut c = IngestClient::new(ch);
-    let mut s = c
-        .ingest(tokio_stream::iter(vec![batch("agent-x", "b", seq, 1)]))
-        .await?
-        .into_inner();
-    s.next()
-        .await
-        .ok_or_else(|| tonic::Status::unknown("no ack"))?
-        .map(|_| ())
+    let mut s = c.ingest(tokio_stream::iter(vec![batch("agent-x", "b", seq, 1)])).await?.into_inner();
+    s.next().await.ok_or_else(|| tonic::Status::unknown("no ack"))?.map(|_| ())
 }
 
 #[tokio::test]
@@ -59,14 +46,7 @@ async fn client_certificate_required_identity_stored_and_reloaded() {
     cfg.tls = Some(TlsFiles::in_dir(certs_dir.path(), "collector"));
     let srv = Server::start(cfg).await;
 
-    ingest_one(
-        client(srv.addr, certs_dir.path(), Some("agent"))
-            .await
-            .unwrap(),
-        0,
-    )
-    .await
-    .unwrap();
+    ingest_one(client(srv.addr, certs_dir.path(), Some("agent")).await.unwrap(), 0).await.unwrap();
     // No client certificate: the handshake or the first call fails.
     let refused = match client(srv.addr, certs_dir.path(), None).await {
         Err(_) => true,
@@ -74,25 +54,11 @@ async fn client_certificate_required_identity_stored_and_reloaded() {
     };
     assert!(refused, "a client without a certificate was served");
 
-    let mut q = QueryClient::new(
-        client(srv.addr, certs_dir.path(), Some("security"))
-            .await
-            .unwrap(),
-    );
-    let mut s = q
-        .search(SearchRequest {
-            filter: Some(Filter::default()),
-            follow: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut q = QueryClient::new(client(srv.addr, certs_dir.path(), Some("security")).await.unwrap());
+    let mut s = q.search(SearchRequest { filter: Some(Filter::default()), follow: false }).await.unwrap().into_inner();
     let r = s.next().await.unwrap().unwrap();
     let ident = r.decoded.unwrap().peer_identity;
-    assert!(
-        ident.contains("CN=agent") && ident.contains("spiffe://wiretrail/agent"),
-        "{ident}"
-    );
+    assert!(ident.contains("CN=agent") && ident.contains("spiffe://wiretrail/agent"), "{ident}");
 
     // New CA + certificates written in place: the server picks them up without restart.
     let new_dir = tempfile::tempdir().unwrap();
@@ -101,13 +67,6 @@ async fn client_certificate_required_identity_stored_and_reloaded() {
     for f in ["ca.pem", "collector.pem", "collector.key"] {
         std::fs::copy(new_dir.path().join(f), certs_dir.path().join(f)).unwrap();
     }
-    ingest_one(
-        client(srv.addr, new_dir.path(), Some("agent"))
-            .await
-            .unwrap(),
-        1,
-    )
-    .await
-    .unwrap();
+    ingest_one(client(srv.addr, new_dir.path(), Some("agent")).await.unwrap(), 1).await.unwrap();
     srv.stop().await;
 }

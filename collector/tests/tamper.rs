@@ -71,10 +71,7 @@ fn flipped_header_byte_is_found() {
 fn truncation_is_found() {
     let d = tempfile::tempdir().unwrap();
     let v = make_log(d.path());
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(segment(d.path()))
-        .unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(segment(d.path())).unwrap();
     f.set_len(frame_off(90) as u64 + 7).unwrap();
     let (bad, why) = first_bad(d.path(), &v);
     assert_eq!(bad, Some(90), "{why}");
@@ -126,9 +123,7 @@ fn forged_checkpoint_signature_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let v = make_log(d.path());
     let p = d.path().join("checkpoints.jsonl");
-    let s = std::fs::read_to_string(&p)
-        .unwrap()
-        .replacen("\\n40\\n", "\\n41\\n", 1);
+    let s = std::fs::read_to_string(&p).unwrap().replacen("\\n40\\n", "\\n41\\n", 1);
     std::fs::write(&p, s).unwrap();
     assert!(verify(d.path(), &v, None, |_, _| {}).is_err());
 }

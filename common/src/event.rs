@@ -168,6 +168,9 @@ pub const STAT_TRUNCATED_BYTES: u32 = 4;
 pub const STAT_INTERNAL_ERRORS: u32 = 5;
 /// Pending-syscall map insert failures.
 pub const STAT_PENDING_FULL: u32 = 6;
+/// Events skipped because the socket's peer is one of the agent's own sockets
+/// (the collector's side of the agent's shipping connection on this host).
+pub const STAT_SELF_PEER: u32 = 7;
 pub const STAT_COUNT: u32 = 8;
 
 #[cfg(feature = "user")]

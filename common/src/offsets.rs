@@ -103,3 +103,20 @@ unsafe impl aya::Pod for KernelOffsets {}
 unsafe impl aya::Pod for CaptureConfig {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ConnState {}
+
+/// A local endpoint of one of the agent's own sockets (`AGENT_ENDPOINTS` key):
+/// traffic whose peer is this endpoint is the agent's own, seen from the other
+/// side (e.g. a collector on the same host), and is not captured.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Endpoint {
+    /// IPv4 in the first 4 bytes, or IPv6.
+    pub addr: [u8; 16],
+    /// Host byte order.
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<Endpoint>() == 24);
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Endpoint {}

@@ -14,7 +14,7 @@ use wiretrail_common::{
 
 use crate::{
     kernel::read_tuple,
-    maps::{CURSOR, EVENTS, EXECS, SCRATCH, config, stat_add},
+    maps::{AGENT_ENDPOINTS, CURSOR, EVENTS, EXECS, SCRATCH, config, stat_add},
 };
 
 /// Fills the header fields common to every event of the current syscall and
@@ -60,8 +60,14 @@ pub fn begin(
         h.lport = c.lport;
         h.rport = c.rport;
         h.netns = c.netns;
+        if is_agent_peer(h) {
+            return None;
+        }
     } else {
         read_tuple(sk, family, h);
+        if is_agent_peer(h) {
+            return None;
+        }
         // Unconnected UDP has no fixed remote: never cache it.
         if h.lport != 0 && h.rport != 0 {
             c.laddr = h.laddr;
@@ -73,6 +79,20 @@ pub fn begin(
         }
     }
     Some(s)
+}
+
+/// True (and counted) when the socket's peer is one of the agent's own sockets.
+#[inline(always)]
+fn is_agent_peer(h: &wiretrail_common::EventHeader) -> bool {
+    if h.rport == 0 {
+        return false;
+    }
+    let key = wiretrail_common::Endpoint { addr: h.raddr, port: h.rport, _pad: [0; 6] };
+    if unsafe { AGENT_ENDPOINTS.get(&key) }.is_some() {
+        stat_add(wiretrail_common::STAT_SELF_PEER, 1);
+        return true;
+    }
+    false
 }
 
 /// Wake the agent only once this much is waiting; it also polls every few ms.

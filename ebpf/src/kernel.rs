@@ -90,3 +90,25 @@ pub fn read_tuple(sk: u64, family: u8, h: &mut EventHeader) {
         h.netns = if net == 0 { 0 } else { read::<u32>(net + o.net_inum as u64).unwrap_or(0) };
     }
 }
+
+/// Records the local endpoint of one of the agent's own sockets.
+#[inline(always)]
+pub fn register_agent_endpoint(sk: u64, family: u8) {
+    let o = offsets();
+    let mut key = wiretrail_common::Endpoint { addr: [0; 16], port: 0, _pad: [0; 6] };
+    unsafe {
+        key.port = read::<u16>(sk + o.skc_num as u64).unwrap_or(0);
+        if family == FAMILY_INET {
+            let a: [u8; 4] = read(sk + o.skc_rcv_saddr as u64).unwrap_or([0; 4]);
+            key.addr[0] = a[0];
+            key.addr[1] = a[1];
+            key.addr[2] = a[2];
+            key.addr[3] = a[3];
+        } else {
+            key.addr = read(sk + o.skc_v6_rcv_saddr as u64).unwrap_or([0; 16]);
+        }
+    }
+    if key.port != 0 {
+        let _ = crate::maps::AGENT_ENDPOINTS.insert(&key, &1, 0);
+    }
+}

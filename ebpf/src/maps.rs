@@ -31,6 +31,10 @@ pub static PENDING: HashMap<u64, PendingCall> = HashMap::with_max_entries(65536,
 #[map]
 pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(262144, 0);
 
+/// Local endpoints of the agent's own sockets (see `wiretrail_common::Endpoint`).
+#[map]
+pub static AGENT_ENDPOINTS: LruHashMap<wiretrail_common::Endpoint, u8> = LruHashMap::with_max_entries(4096, 0);
+
 /// Per-CPU counters, indexed by `STAT_*`.
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);

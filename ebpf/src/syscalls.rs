@@ -221,12 +221,42 @@ fn lifecycle(kind: u8, syscall: u8, fd: i32, sk: u64, family: u8, protocol: u8) 
     submit_header(s);
 }
 
+/// connect() of any process; the agent's own connects are stashed too (marked)
+/// so their local endpoints can be registered in `AGENT_ENDPOINTS`.
+#[inline(always)]
+fn enter_connect(ctx: &TracePointContext) {
+    let cfg = config();
+    if cfg.enabled == 0 {
+        return;
+    }
+    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+    if (pid_tgid >> 32) as u32 != cfg.agent_tgid {
+        enter(ctx, SYS_CONNECT);
+        return;
+    }
+    let fd = arg(ctx, 0) as i64 as i32;
+    let Some(sk) = fd_to_sock(fd as i64) else { return };
+    let Some((family, protocol)) = inet_kind(sk) else { return };
+    let call =
+        PendingCall { sock: sk, a0: 0, a1: 0, addr: 0, fd, syscall: SYS_CONNECT, family, protocol, _pad: AGENT_CALL };
+    let _ = PENDING.insert(&pid_tgid, &call, 0);
+}
+
+/// `PendingCall::_pad` marker of the agent's own connect.
+const AGENT_CALL: u8 = 1;
+
 #[inline(always)]
 fn exit_connect(ctx: &TracePointContext) {
     let Some(call) = take(SYS_CONNECT) else {
         return;
     };
     let ret = arg(ctx, 0) as i64;
+    if call._pad == AGENT_CALL {
+        if ret == 0 || ret == -EINPROGRESS {
+            crate::kernel::register_agent_endpoint(call.sock, call.family);
+        }
+        return;
+    }
     if ret == 0 || ret == -EINPROGRESS {
         lifecycle(KIND_CONNECT, SYS_CONNECT, call.fd, call.sock, call.family, call.protocol);
     }
@@ -299,7 +329,7 @@ data_pair!(sys_enter_sendmmsg, sys_exit_sendmmsg, SYS_SENDMMSG, DIR_EGRESS);
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    enter(&ctx, SYS_CONNECT);
+    enter_connect(&ctx);
     0
 }
 #[tracepoint]

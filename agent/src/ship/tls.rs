@@ -34,20 +34,12 @@ impl ClientTlsFiles {
 
     /// Modification times of the three files (None where unreadable).
     pub fn mtimes(&self) -> Vec<Option<SystemTime>> {
-        [&self.cert, &self.key, &self.ca]
-            .iter()
-            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-            .collect()
+        [&self.cert, &self.key, &self.ca].iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
     }
 
     /// Reads the files now into a tonic client TLS config.
     pub fn load(&self) -> Result<ClientTlsConfig, ShipError> {
-        let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|source| ShipError::TlsFile {
-                path: p.clone(),
-                source,
-            })
-        };
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|source| ShipError::TlsFile { path: p.clone(), source });
         Ok(ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(read(&self.ca)?))
             .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))

@@ -28,10 +28,7 @@ pub fn encode(batch: &Batch) -> Vec<u8> {
 
 /// Parses a batch file's bytes; `path` is only used in errors.
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<Batch, SpoolError> {
-    let bad = |why: String| SpoolError::Corrupt {
-        path: path.to_path_buf(),
-        why,
-    };
+    let bad = |why: String| SpoolError::Corrupt { path: path.to_path_buf(), why };
     if bytes.len() < HEADER_LEN || &bytes[..5] != MAGIC {
         return Err(bad("bad header".into()));
     }
@@ -53,11 +50,7 @@ pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
     let tmp = path.with_extension("tmp");
     let io = |what: &'static str, p: &Path| {
         let p = p.to_path_buf();
-        move |source| SpoolError::Io {
-            what,
-            path: p,
-            source,
-        }
+        move |source| SpoolError::Io { what, path: p, source }
     };
     let mut f = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
     f.write_all(bytes).map_err(io("writing", &tmp))?;
@@ -69,11 +62,9 @@ pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
 
 /// fsyncs a directory so renames and unlinks in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| SpoolError::Io {
-            what: "fsyncing directory",
-            path: dir.to_path_buf(),
-            source,
-        })
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|source| SpoolError::Io {
+        what: "fsyncing directory",
+        path: dir.to_path_buf(),
+        source,
+    })
 }

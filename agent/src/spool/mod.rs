@@ -88,11 +88,7 @@ pub struct SpoolConfig {
 impl SpoolConfig {
     /// `dir` with a 1 GiB bound and a 1 MiB gap reserve.
     pub fn new(dir: PathBuf) -> Self {
-        SpoolConfig {
-            dir,
-            max_bytes: 1 << 30,
-            gap_reserve_bytes: 1 << 20,
-        }
+        SpoolConfig { dir, max_bytes: 1 << 30, gap_reserve_bytes: 1 << 20 }
     }
 }
 
@@ -186,10 +182,7 @@ impl Spool {
                     .strip_suffix(".wtb")
                     .and_then(|s| s.parse::<u64>().ok())
                     .ok_or_else(|| SpoolError::Unexpected(path.clone()))?;
-                let key = BatchKey {
-                    boot_dir: boot_dir.clone(),
-                    seq,
-                };
+                let key = BatchKey { boot_dir: boot_dir.clone(), seq };
                 let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
                 match file::decode(&path, &bytes) {
                     Ok(b) if b.seq == seq && b.boot_id == boot_id_of(&boot_dir) => {}
@@ -201,25 +194,14 @@ impl Spool {
                         let q = path.with_extension("corrupt");
                         std::fs::rename(&path, &q).map_err(io("quarantining", &path))?;
                         tracing::error!(file = %path.display(), %why, "corrupt spool file quarantined");
-                        bad.push(Quarantined {
-                            boot_id: boot_id_of(&boot_dir).to_string(),
-                            key,
-                            path: q,
-                            why,
-                        });
+                        bad.push(Quarantined { boot_id: boot_id_of(&boot_dir).to_string(), key, path: q, why });
                         n += 1;
                         continue;
                     }
                 }
                 n += 1;
                 inner.used += bytes.len() as u64;
-                inner.entries.insert(
-                    key,
-                    Entry {
-                        path,
-                        bytes: bytes.len() as u64,
-                    },
-                );
+                inner.entries.insert(key, Entry { path, bytes: bytes.len() as u64 });
             }
             if n == 0 {
                 std::fs::remove_dir(&boot_path).map_err(io("removing", &boot_path))?;
@@ -231,13 +213,7 @@ impl Spool {
             bytes = inner.used,
             "spool opened"
         );
-        Ok((
-            Spool {
-                config,
-                inner: Mutex::new(inner),
-            },
-            bad,
-        ))
+        Ok((Spool { config, inner: Mutex::new(inner) }, bad))
     }
 
     /// Creates the directory of a new boot and returns its name.
@@ -254,31 +230,15 @@ impl Spool {
     pub fn append(&self, boot_dir: &str, batch: &Batch, gap: bool) -> Result<u64, SpoolError> {
         let bytes = file::encode(batch);
         let need = bytes.len() as u64;
-        let limit = self.config.max_bytes
-            + if gap {
-                self.config.gap_reserve_bytes
-            } else {
-                0
-            };
-        let key = BatchKey {
-            boot_dir: boot_dir.to_string(),
-            seq: batch.seq,
-        };
+        let limit = self.config.max_bytes + if gap { self.config.gap_reserve_bytes } else { 0 };
+        let key = BatchKey { boot_dir: boot_dir.to_string(), seq: batch.seq };
         {
             let inner = self.inner.lock().expect("spool lock");
             if inner.used + need > limit {
-                return Err(SpoolError::Full {
-                    used: inner.used,
-                    need,
-                    limit,
-                });
+                return Err(SpoolError::Full { used: inner.used, need, limit });
             }
         }
-        let path = self
-            .config
-            .dir
-            .join(boot_dir)
-            .join(format!("{:020}.wtb", batch.seq));
+        let path = self.config.dir.join(boot_dir).join(format!("{:020}.wtb", batch.seq));
         file::write_durable(&path, &bytes)?;
         let mut inner = self.inner.lock().expect("spool lock");
         inner.used += need;
@@ -290,21 +250,11 @@ impl Spool {
     /// the boot's seq stays gap-free).
     pub fn replace(&self, key: &BatchKey, batch: &Batch) -> Result<(), SpoolError> {
         let bytes = file::encode(batch);
-        let path = self
-            .config
-            .dir
-            .join(&key.boot_dir)
-            .join(format!("{:020}.wtb", key.seq));
+        let path = self.config.dir.join(&key.boot_dir).join(format!("{:020}.wtb", key.seq));
         file::write_durable(&path, &bytes)?;
         let mut inner = self.inner.lock().expect("spool lock");
         inner.used += bytes.len() as u64;
-        inner.entries.insert(
-            key.clone(),
-            Entry {
-                path,
-                bytes: bytes.len() as u64,
-            },
-        );
+        inner.entries.insert(key.clone(), Entry { path, bytes: bytes.len() as u64 });
         Ok(())
     }
 
@@ -315,10 +265,7 @@ impl Spool {
             None => inner.entries.keys().next().cloned(),
             Some(k) => inner
                 .entries
-                .range((
-                    std::ops::Bound::Excluded(k.clone()),
-                    std::ops::Bound::Unbounded,
-                ))
+                .range((std::ops::Bound::Excluded(k.clone()), std::ops::Bound::Unbounded))
                 .next()
                 .map(|(k, _)| k.clone()),
         }
@@ -328,12 +275,7 @@ impl Spool {
     pub fn read(&self, key: &BatchKey) -> Result<Batch, SpoolError> {
         let path = {
             let inner = self.inner.lock().expect("spool lock");
-            inner
-                .entries
-                .get(key)
-                .ok_or_else(|| SpoolError::Missing(key.clone()))?
-                .path
-                .clone()
+            inner.entries.get(key).ok_or_else(|| SpoolError::Missing(key.clone()))?.path.clone()
         };
         let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
         file::decode(&path, &bytes)
@@ -342,10 +284,7 @@ impl Spool {
     /// Removes an acknowledged batch.
     pub fn remove(&self, key: &BatchKey) -> Result<(), SpoolError> {
         let mut inner = self.inner.lock().expect("spool lock");
-        let e = inner
-            .entries
-            .remove(key)
-            .ok_or_else(|| SpoolError::Missing(key.clone()))?;
+        let e = inner.entries.remove(key).ok_or_else(|| SpoolError::Missing(key.clone()))?;
         inner.used -= e.bytes;
         drop(inner);
         std::fs::remove_file(&e.path).map_err(io("removing", &e.path))

@@ -7,19 +7,12 @@ fn batch(boot: &str, seq: u64, payload: usize) -> Batch {
         agent_id: "a".into(),
         boot_id: boot.into(),
         seq,
-        records: vec![Record {
-            payload: vec![b'x'; payload],
-            ..Default::default()
-        }],
+        records: vec![Record { payload: vec![b'x'; payload], ..Default::default() }],
     }
 }
 
 fn cfg(dir: &Path, max: u64) -> SpoolConfig {
-    SpoolConfig {
-        dir: dir.to_path_buf(),
-        max_bytes: max,
-        gap_reserve_bytes: 200,
-    }
+    SpoolConfig { dir: dir.to_path_buf(), max_bytes: max, gap_reserve_bytes: 200 }
 }
 
 #[test]
@@ -31,11 +24,7 @@ fn order_survives_reopen_across_boots() {
     for i in 0..3 {
         s.append(&b1, &batch("boot1", i, 10), false).unwrap();
     }
-    s.remove(&BatchKey {
-        boot_dir: b1.clone(),
-        seq: 0,
-    })
-    .unwrap();
+    s.remove(&BatchKey { boot_dir: b1.clone(), seq: 0 }).unwrap();
     drop(s);
     let (s, _) = Spool::open(cfg(d.path(), 1 << 20)).unwrap();
     let b2 = s.start_boot("boot2", 200).unwrap();
@@ -47,14 +36,7 @@ fn order_survives_reopen_across_boots() {
         order.push((b.boot_id.clone(), b.seq));
         k = Some(n);
     }
-    assert_eq!(
-        order,
-        vec![
-            ("boot1".into(), 1),
-            ("boot1".into(), 2),
-            ("boot2".into(), 0)
-        ]
-    );
+    assert_eq!(order, vec![("boot1".into(), 1), ("boot1".into(), 2), ("boot2".into(), 0)]);
 }
 
 #[test]

@@ -158,8 +158,7 @@ async fn connect(c: &Conn) -> anyhow::Result<tonic::transport::Channel> {
         None => Endpoint::from_shared(format!("http://{}", c.server))?,
         Some(d) => {
             let f = TlsFiles::in_dir(d, &c.cert_name);
-            let read =
-                |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
             let tls = ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(read(&f.ca)?))
                 .identity(Identity::from_pem(read(&f.cert)?, read(&f.key)?))
@@ -167,33 +166,20 @@ async fn connect(c: &Conn) -> anyhow::Result<tonic::transport::Channel> {
             Endpoint::from_shared(format!("https://{}", c.server))?.tls_config(tls)?
         }
     };
-    ep.connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", c.server))
+    ep.connect_timeout(Duration::from_secs(10)).connect().await.with_context(|| format!("connecting to {}", c.server))
 }
 
 /// Entry point of the binary.
 pub fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Serve {
-                data_dir,
-                listen,
-                tls_dir,
-                insecure_plaintext,
-                checkpoint_secs,
-            } => {
+            Cmd::Serve { data_dir, listen, tls_dir, insecure_plaintext, checkpoint_secs } => {
                 let mut cfg = crate::ServeConfig::new(data_dir);
                 cfg.checkpoint_interval = Duration::from_secs(checkpoint_secs.max(1));
                 cfg.tls = match (tls_dir, insecure_plaintext) {
@@ -204,33 +190,20 @@ pub fn main() -> anyhow::Result<()> {
                     }
                     (None, false) => bail!("--tls-dir is required"),
                 };
-                let listener = tokio::net::TcpListener::bind(&listen)
-                    .await
-                    .with_context(|| format!("binding {listen}"))?;
+                let listener =
+                    tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
                 println!("listening on {}", listener.local_addr()?);
                 let shutdown = async {
-                    let mut term =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                            .expect("signal handler");
+                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("signal handler");
                     tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
                     tracing::info!("shutting down");
                 };
                 crate::run(listener, cfg, shutdown).await?;
             }
-            Cmd::Query {
-                conn,
-                filter,
-                follow,
-                json,
-            } => {
+            Cmd::Query { conn, filter, follow, json } => {
                 let mut q = QueryClient::new(connect(&conn).await?);
-                let mut s = q
-                    .search(SearchRequest {
-                        filter: Some(filter.filter()),
-                        follow,
-                    })
-                    .await?
-                    .into_inner();
+                let mut s = q.search(SearchRequest { filter: Some(filter.filter()), follow }).await?.into_inner();
                 if !json {
                     println!(
                         "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  payload",
@@ -244,10 +217,7 @@ pub fn main() -> anyhow::Result<()> {
                     if json {
                         println!("{}", crate::query::to_json(r.leaf_index, &l));
                     } else {
-                        let peer = rec
-                            .remote
-                            .map(|e| format!("{}:{}", e.address, e.port))
-                            .unwrap_or_default();
+                        let peer = rec.remote.map(|e| format!("{}:{}", e.address, e.port)).unwrap_or_default();
                         let text: String = String::from_utf8_lossy(&rec.payload)
                             .chars()
                             .take(60)
@@ -255,31 +225,20 @@ pub fn main() -> anyhow::Result<()> {
                             .collect();
                         println!(
                             "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {}",
-                            r.leaf_index,
-                            rec.capture_time_ns,
-                            l.agent_id,
-                            rec.host,
-                            peer,
-                            rec.app_protocol,
-                            text
+                            r.leaf_index, rec.capture_time_ns, l.agent_id, rec.host, peer, rec.app_protocol, text
                         );
                     }
                 }
             }
-            Cmd::Verify {
-                data_dir,
-                key,
-                state,
-            } => {
+            Cmd::Verify { data_dir, key, state } => {
                 let key = key.unwrap_or_else(|| data_dir.join("verifier.key"));
                 let v = Verifier::parse(
-                    &std::fs::read_to_string(&key)
-                        .with_context(|| format!("reading {}", key.display()))?,
+                    &std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?,
                 )?;
                 let resume = match &state {
-                    Some(p) if p.exists() => Some(
-                        serde_json::from_slice(&std::fs::read(p)?).context("parsing state file")?,
-                    ),
+                    Some(p) if p.exists() => {
+                        Some(serde_json::from_slice(&std::fs::read(p)?).context("parsing state file")?)
+                    }
                     _ => None,
                 };
                 let t = std::time::Instant::now();
@@ -295,10 +254,7 @@ pub fn main() -> anyhow::Result<()> {
                     std::fs::write(p, serde_json::to_vec(&s)?)?;
                 }
                 if let Some(i) = report.first_bad {
-                    bail!(
-                        "verification FAILED at record {i}: {}",
-                        report.problem.unwrap_or_default()
-                    );
+                    bail!("verification FAILED at record {i}: {}", report.problem.unwrap_or_default());
                 }
                 eprintln!(
                     "OK: {} records verified against {} checkpoint(s)",
@@ -326,8 +282,8 @@ pub fn main() -> anyhow::Result<()> {
                 })
                 .await?;
                 crate::export::write(&out, &files)?;
-                let report = crate::export::verify_bundle(&files, None)
-                    .context("the freshly written bundle does not verify")?;
+                let report =
+                    crate::export::verify_bundle(&files, None).context("the freshly written bundle does not verify")?;
                 eprintln!(
                     "exported {} records to {} (checkpoint size {})",
                     report.records,
@@ -337,10 +293,7 @@ pub fn main() -> anyhow::Result<()> {
             }
             Cmd::VerifyBundle { path, key } => {
                 let pinned = match &key {
-                    Some(k) => Some(
-                        std::fs::read_to_string(k)
-                            .with_context(|| format!("reading {}", k.display()))?,
-                    ),
+                    Some(k) => Some(std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?),
                     None => None,
                 };
                 let files = crate::export::read(&path)?;
@@ -351,19 +304,12 @@ pub fn main() -> anyhow::Result<()> {
                     report.records,
                     report.origin,
                     report.tree_size,
-                    if report.key_pinned {
-                        ""
-                    } else {
-                        "; key taken from the bundle, pin it with --key"
-                    }
+                    if report.key_pinned { "" } else { "; key taken from the bundle, pin it with --key" }
                 );
             }
             Cmd::Checkpoint { conn } => {
                 let mut q = QueryClient::new(connect(&conn).await?);
-                let cp = q
-                    .issue_checkpoint(IssueCheckpointRequest {})
-                    .await?
-                    .into_inner();
+                let cp = q.issue_checkpoint(IssueCheckpointRequest {}).await?.into_inner();
                 print!("{}", cp.note);
                 eprintln!("verifier key: {}", cp.verifier_key);
             }

@@ -5,9 +5,7 @@ use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use wiretrail_proto::v1::query_client::QueryClient;
-use wiretrail_proto::v1::{
-    Filter, InclusionProofRequest, IssueCheckpointRequest, SearchRequest, StoredLeaf,
-};
+use wiretrail_proto::v1::{Filter, InclusionProofRequest, IssueCheckpointRequest, SearchRequest, StoredLeaf};
 
 use super::render::{filter_json, record_text};
 use super::{ExportError, FILES, FORMAT, Files, MANIFEST, Manifest, sha256_hex};
@@ -26,9 +24,7 @@ pub enum Progress {
 /// One record of the bundle, as `records.jsonl` line.
 pub fn record_line(leaf_index: u64, leaf: &[u8], decoded: &StoredLeaf) -> serde_json::Value {
     let mut v = to_json(leaf_index, decoded);
-    v["leaf_base64"] = base64::engine::general_purpose::STANDARD
-        .encode(leaf)
-        .into();
+    v["leaf_base64"] = base64::engine::general_purpose::STANDARD.encode(leaf).into();
     v
 }
 
@@ -43,10 +39,7 @@ pub async fn export(
     let mut q = QueryClient::new(channel).max_decoding_message_size(64 << 20);
     let rpc = |what| move |source| ExportError::Rpc { what, source };
     let mut s = q
-        .search(SearchRequest {
-            filter: Some(filter.clone()),
-            follow: false,
-        })
+        .search(SearchRequest { filter: Some(filter.clone()), follow: false })
         .await
         .map_err(rpc("search"))?
         .into_inner();
@@ -54,14 +47,12 @@ pub async fn export(
     let mut leaves: Vec<(u64, Hash)> = Vec::new();
     while let Some(r) = s.next().await {
         let r = r.map_err(rpc("search"))?;
-        let decoded = StoredLeaf::decode(r.leaf.as_slice()).map_err(|e| {
-            ExportError::Invalid(format!("leaf {} does not decode: {e}", r.leaf_index))
-        })?;
+        let decoded = StoredLeaf::decode(r.leaf.as_slice())
+            .map_err(|e| ExportError::Invalid(format!("leaf {} does not decode: {e}", r.leaf_index)))?;
         if leaves.last().is_some_and(|(i, _)| *i >= r.leaf_index) {
             return Err(ExportError::Invalid("search results out of order".into()));
         }
-        serde_json::to_writer(&mut jsonl, &record_line(r.leaf_index, &r.leaf, &decoded))
-            .expect("json to memory");
+        serde_json::to_writer(&mut jsonl, &record_line(r.leaf_index, &r.leaf, &decoded)).expect("json to memory");
         jsonl.push(b'\n');
         text.extend_from_slice(record_text(r.leaf_index, &decoded).as_bytes());
         leaves.push((r.leaf_index, leaf_hash(&r.leaf)));
@@ -70,11 +61,7 @@ pub async fn export(
         }
     }
     progress(Progress::Searching(leaves.len() as u64));
-    let cp = q
-        .issue_checkpoint(IssueCheckpointRequest {})
-        .await
-        .map_err(rpc("issuing a checkpoint"))?
-        .into_inner();
+    let cp = q.issue_checkpoint(IssueCheckpointRequest {}).await.map_err(rpc("issuing a checkpoint"))?.into_inner();
     let verifier = Verifier::parse(&cp.verifier_key)?;
     let signed = verifier.open(&cp.note)?;
     let size = signed.checkpoint.size;
@@ -82,15 +69,10 @@ pub async fn export(
     let total = leaves.len() as u64;
     for (n, (i, h)) in leaves.iter().enumerate() {
         if *i >= size {
-            return Err(ExportError::Invalid(format!(
-                "leaf {i} beyond the checkpoint's size {size}"
-            )));
+            return Err(ExportError::Invalid(format!("leaf {i} beyond the checkpoint's size {size}")));
         }
         let p = q
-            .inclusion_proof(InclusionProofRequest {
-                leaf_index: *i,
-                tree_size: size,
-            })
+            .inclusion_proof(InclusionProofRequest { leaf_index: *i, tree_size: size })
             .await
             .map_err(rpc("inclusion proof"))?
             .into_inner();
@@ -119,10 +101,7 @@ pub async fn export(
     files.insert("records.txt".into(), text);
     files.insert("proofs.jsonl".into(), proofs);
     files.insert("checkpoint.txt".into(), signed.note.clone().into_bytes());
-    files.insert(
-        "verifier.key".into(),
-        format!("{}\n", verifier.key_string()).into_bytes(),
-    );
+    files.insert("verifier.key".into(), format!("{}\n", verifier.key_string()).into_bytes());
     files.insert("query.json".into(), query);
     debug_assert!(FILES.iter().all(|f| files.contains_key(*f)));
     let manifest = Manifest {
@@ -131,10 +110,7 @@ pub async fn export(
         origin: signed.checkpoint.origin.clone(),
         tree_size: size,
         root_hash: hex::encode(signed.checkpoint.root),
-        files: files
-            .iter()
-            .map(|(k, v)| (k.clone(), sha256_hex(v)))
-            .collect(),
+        files: files.iter().map(|(k, v)| (k.clone(), sha256_hex(v))).collect(),
     };
     files.insert(MANIFEST.into(), manifest.canonical());
     Ok(files)

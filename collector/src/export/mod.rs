@@ -35,14 +35,8 @@ pub const FORMAT: &str = "wiretrail-bundle-v1";
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
 /// Files listed in the manifest.
-pub const FILES: [&str; 6] = [
-    "checkpoint.txt",
-    "proofs.jsonl",
-    "query.json",
-    "records.jsonl",
-    "records.txt",
-    "verifier.key",
-];
+pub const FILES: [&str; 6] =
+    ["checkpoint.txt", "proofs.jsonl", "query.json", "records.jsonl", "records.txt", "verifier.key"];
 
 /// Bundle files by name.
 pub type Files = BTreeMap<String, Vec<u8>>;
@@ -130,20 +124,14 @@ pub fn is_archive(out: &Path) -> bool {
 pub fn write(out: &Path, files: &Files) -> Result<(), ExportError> {
     use std::io::Write;
     let put = |path: &Path, bytes: &[u8]| -> Result<(), ExportError> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    ExportError::Exists(path.to_path_buf())
-                } else {
-                    io("creating", path)(e)
-                }
-            })?;
-        f.write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(io("writing", path))
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                ExportError::Exists(path.to_path_buf())
+            } else {
+                io("creating", path)(e)
+            }
+        })?;
+        f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io("writing", path))
     };
     if is_archive(out) {
         return put(out, &tar::write(files));
@@ -170,10 +158,7 @@ pub fn read(path: &Path) -> Result<Files, ExportError> {
     let meta = std::fs::metadata(path).map_err(io("reading", path))?;
     if meta.is_file() {
         let bytes = std::fs::read(path).map_err(io("reading", path))?;
-        return tar::read(&bytes).map_err(|why| ExportError::Archive {
-            path: path.to_path_buf(),
-            why,
-        });
+        return tar::read(&bytes).map_err(|why| ExportError::Archive { path: path.to_path_buf(), why });
     }
     let mut files = Files::new();
     for e in std::fs::read_dir(path).map_err(io("listing", path))? {
@@ -181,10 +166,7 @@ pub fn read(path: &Path) -> Result<Files, ExportError> {
         let name = e.file_name().to_string_lossy().into_owned();
         let p = e.path();
         if !p.is_file() {
-            return Err(ExportError::Archive {
-                path: p,
-                why: "unexpected non-file in the bundle".into(),
-            });
+            return Err(ExportError::Archive { path: p, why: "unexpected non-file in the bundle".into() });
         }
         files.insert(name, std::fs::read(&p).map_err(io("reading", &p))?);
     }

@@ -10,8 +10,7 @@ use wiretrail_proto::v1::{Filter, StoredLeaf};
 pub fn record_text(leaf_index: u64, l: &StoredLeaf) -> String {
     let r = l.record.clone().unwrap_or_default();
     let ep = |e: Option<wiretrail_proto::v1::Endpoint>| {
-        e.map(|e| format!("{}:{}", e.address, e.port))
-            .unwrap_or_else(|| "-".into())
+        e.map(|e| format!("{}:{}", e.address, e.port)).unwrap_or_else(|| "-".into())
     };
     let mut s = String::new();
     let _ = writeln!(

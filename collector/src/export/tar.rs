@@ -14,16 +14,7 @@ fn octal(field: &mut [u8], v: u64) {
 }
 
 fn checksum(h: &[u8; BLOCK]) -> u64 {
-    h.iter()
-        .enumerate()
-        .map(|(i, b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                *b as u64
-            }
-        })
-        .sum()
+    h.iter().enumerate().map(|(i, b)| if (148..156).contains(&i) { 32 } else { *b as u64 }).sum()
 }
 
 /// Archives `files` (name → bytes, names shorter than 100 bytes).
@@ -70,14 +61,11 @@ pub fn read(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, String> {
         if h.iter().all(|b| *b == 0) {
             let rest = &bytes[off..];
             if rest.len() != 2 * BLOCK || rest.iter().any(|b| *b != 0) {
-                return Err(format!(
-                    "archive end at byte {off} is not exactly two zero blocks"
-                ));
+                return Err(format!("archive end at byte {off} is not exactly two zero blocks"));
             }
             return Ok(files);
         }
-        let stored = parse_octal(&h[148..156])
-            .ok_or_else(|| format!("header at byte {off}: bad checksum field"))?;
+        let stored = parse_octal(&h[148..156]).ok_or_else(|| format!("header at byte {off}: bad checksum field"))?;
         if stored != checksum(h) || &h[148 + 6..156] != b"\0 " {
             return Err(format!("header at byte {off}: checksum mismatch"));
         }
@@ -88,8 +76,7 @@ pub fn read(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, String> {
         let name = std::str::from_utf8(&h[..name_end])
             .map_err(|_| format!("header at byte {off}: name is not UTF-8"))?
             .to_string();
-        let size = parse_octal(&h[124..136])
-            .ok_or_else(|| format!("header at byte {off}: bad size"))? as usize;
+        let size = parse_octal(&h[124..136]).ok_or_else(|| format!("header at byte {off}: bad size"))? as usize;
         let start = off + BLOCK;
         let end = start
             .checked_add(size)
@@ -99,10 +86,7 @@ pub fn read(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, String> {
         if padded > bytes.len() || bytes[end..padded].iter().any(|b| *b != 0) {
             return Err(format!("{name}: padding after the file is not zero"));
         }
-        if files
-            .insert(name.clone(), bytes[start..end].to_vec())
-            .is_some()
-        {
+        if files.insert(name.clone(), bytes[start..end].to_vec()).is_some() {
             return Err(format!("{name}: appears twice in the archive"));
         }
         off = padded;

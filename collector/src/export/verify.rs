@@ -61,10 +61,7 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
         p.push(format!("{MANIFEST}: not in canonical form (edited?)"));
     }
     if manifest.format != FORMAT {
-        p.push(format!(
-            "{MANIFEST}: format {:?}, expected {FORMAT:?}",
-            manifest.format
-        ));
+        p.push(format!("{MANIFEST}: format {:?}, expected {FORMAT:?}", manifest.format));
     }
     for name in files.keys().filter(|n| *n != MANIFEST) {
         if !FILES.contains(&name.as_str()) {
@@ -75,9 +72,7 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
         match (files.get(name), manifest.files.get(name)) {
             (None, _) => p.push(format!("{name}: missing")),
             (Some(_), None) => p.push(format!("{name}: not listed in {MANIFEST}")),
-            (Some(b), Some(h)) if sha256_hex(b) != *h => {
-                p.push(format!("{name}: SHA-256 does not match {MANIFEST}"))
-            }
+            (Some(b), Some(h)) if sha256_hex(b) != *h => p.push(format!("{name}: SHA-256 does not match {MANIFEST}")),
             _ => {}
         }
     }
@@ -121,15 +116,9 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
     if let Some(cp) = &cp {
         let c = &cp.checkpoint;
         if (c.size, hex::encode(c.root), &c.origin)
-            != (
-                manifest.tree_size,
-                manifest.root_hash.clone(),
-                &manifest.origin,
-            )
+            != (manifest.tree_size, manifest.root_hash.clone(), &manifest.origin)
         {
-            p.push(format!(
-                "{MANIFEST}: tree size/root/origin differ from checkpoint.txt"
-            ));
+            p.push(format!("{MANIFEST}: tree size/root/origin differ from checkpoint.txt"));
         }
     }
 
@@ -150,10 +139,7 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
 
     // Records, their proofs and their rendering.
     let records = text(files, "records.jsonl", &mut p).unwrap_or("");
-    let proofs: Vec<&str> = text(files, "proofs.jsonl", &mut p)
-        .unwrap_or("")
-        .lines()
-        .collect();
+    let proofs: Vec<&str> = text(files, "proofs.jsonl", &mut p).unwrap_or("").lines().collect();
     let mut rendered = String::new();
     let mut n = 0u64;
     let mut prev: Option<u64> = None;
@@ -176,10 +162,7 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
             p.push(at("records out of order".into()));
         }
         prev = Some(i);
-        let leaf = match v["leaf_base64"]
-            .as_str()
-            .map(|s| base64::engine::general_purpose::STANDARD.decode(s))
-        {
+        let leaf = match v["leaf_base64"].as_str().map(|s| base64::engine::general_purpose::STANDARD.decode(s)) {
             Some(Ok(b)) => b,
             _ => {
                 p.push(at("leaf_base64 missing or not base64".into()));
@@ -207,25 +190,16 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
             (None, _) => {}
             (Some(cp), Some(pl)) => {
                 if let Err(e) = check_proof(pl, i, &leaf_hash(&leaf), cp) {
-                    p.push(format!(
-                        "proofs.jsonl line {} (record {i}): {e}",
-                        line_no + 1
-                    ));
+                    p.push(format!("proofs.jsonl line {} (record {i}): {e}", line_no + 1));
                 }
             }
         }
     }
     if proofs.len() as u64 > n {
-        p.push(format!(
-            "proofs.jsonl: {} proofs for {n} records",
-            proofs.len()
-        ));
+        p.push(format!("proofs.jsonl: {} proofs for {n} records", proofs.len()));
     }
     if n != manifest.records {
-        p.push(format!(
-            "{MANIFEST}: says {} records, records.jsonl has {n}",
-            manifest.records
-        ));
+        p.push(format!("{MANIFEST}: says {} records, records.jsonl has {n}", manifest.records));
     }
     if !records.is_empty() && !records.ends_with('\n') {
         p.push("records.jsonl: last line not terminated".into());
@@ -238,10 +212,7 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
             .zip(rendered.lines())
             .position(|(a, b)| a != b)
             .unwrap_or(t.lines().count().min(rendered.lines().count()));
-        p.push(format!(
-            "records.txt: line {} differs from the records it renders",
-            line + 1
-        ));
+        p.push(format!("records.txt: line {} differs from the records it renders", line + 1));
     }
     if !p.is_empty() {
         return reject(p);
@@ -268,10 +239,7 @@ fn check_proof(line: &str, i: u64, leaf: &Hash, cp: &SignedCheckpoint) -> Result
         return Err(format!("proof is for record {}", l.leaf_index));
     }
     if l.tree_size != cp.checkpoint.size {
-        return Err(format!(
-            "proof is for tree size {}, checkpoint has {}",
-            l.tree_size, cp.checkpoint.size
-        ));
+        return Err(format!("proof is for tree size {}, checkpoint has {}", l.tree_size, cp.checkpoint.size));
     }
     let hashes: Vec<Hash> = l
         .hashes

@@ -44,10 +44,7 @@ pub struct IndexConfig {
 
 impl Default for IndexConfig {
     fn default() -> Self {
-        IndexConfig {
-            max_lag: 1_000_000,
-            txn_rows: 20_000,
-        }
+        IndexConfig { max_lag: 1_000_000, txn_rows: 20_000 }
     }
 }
 
@@ -73,50 +70,33 @@ pub fn db_path(dir: &Path) -> PathBuf {
 /// Opens (creating) the index database.
 pub fn open(dir: &Path) -> Result<Connection, IndexError> {
     let path = db_path(dir);
-    let err = |source| IndexError::Sqlite {
-        path: path.clone(),
-        source,
-    };
+    let err = |source| IndexError::Sqlite { path: path.clone(), source };
     let c = Connection::open(&path).map_err(err)?;
     c.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-    c.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(err)?;
-    c.busy_timeout(std::time::Duration::from_secs(10))
-        .map_err(err)?;
+    c.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+    c.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
     c.execute_batch(SCHEMA).map_err(err)?;
     Ok(c)
 }
 
 /// Number of leaves indexed according to the database.
 pub fn indexed(c: &Connection) -> Result<u64, rusqlite::Error> {
-    c.query_row(
-        "SELECT COALESCE((SELECT v FROM meta WHERE k='indexed'), 0)",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|v| v as u64)
+    c.query_row("SELECT COALESCE((SELECT v FROM meta WHERE k='indexed'), 0)", [], |r| r.get::<_, i64>(0))
+        .map(|v| v as u64)
 }
 
 /// Indexes leaves `from..to` of the log in one transaction.
-pub fn index_range(
-    c: &mut Connection,
-    shared: &Shared,
-    from: u64,
-    to: u64,
-) -> Result<(), IndexError> {
+pub fn index_range(c: &mut Connection, shared: &Shared, from: u64, to: u64) -> Result<(), IndexError> {
     let path = db_path(shared.dir());
-    let err = |source| IndexError::Sqlite {
-        path: path.clone(),
-        source,
-    };
+    let err = |source| IndexError::Sqlite { path: path.clone(), source };
     let tx = c.transaction().map_err(err)?;
     {
         let mut rec = tx
-            .prepare_cached("INSERT OR REPLACE INTO records(leaf,t,agent,host,peer_addr,peer_port,proto) VALUES (?,?,?,?,?,?,?)")
+            .prepare_cached(
+                "INSERT OR REPLACE INTO records(leaf,t,agent,host,peer_addr,peer_port,proto) VALUES (?,?,?,?,?,?,?)",
+            )
             .map_err(err)?;
-        let mut idn = tx
-            .prepare_cached("INSERT INTO identity(kv,t,leaf) VALUES (?,?,?)")
-            .map_err(err)?;
+        let mut idn = tx.prepare_cached("INSERT INTO identity(kv,t,leaf) VALUES (?,?,?)").map_err(err)?;
         for item in shared.iter(from, to)? {
             let (i, bytes) = item?;
             let leaf = StoredLeaf::decode(bytes.as_slice())
@@ -134,16 +114,11 @@ pub fn index_range(
             ])
             .map_err(err)?;
             for (k, v) in &r.identity {
-                idn.execute(params![format!("{k}={v}"), r.capture_time_ns, i as i64])
-                    .map_err(err)?;
+                idn.execute(params![format!("{k}={v}"), r.capture_time_ns, i as i64]).map_err(err)?;
             }
         }
     }
-    tx.execute(
-        "INSERT OR REPLACE INTO meta(k,v) VALUES ('indexed', ?)",
-        [to as i64],
-    )
-    .map_err(err)?;
+    tx.execute("INSERT OR REPLACE INTO meta(k,v) VALUES ('indexed', ?)", [to as i64]).map_err(err)?;
     tx.commit().map_err(err)?;
     Ok(())
 }
@@ -167,21 +142,11 @@ pub fn spawn(
 ) -> Result<std::thread::JoinHandle<()>, IndexError> {
     let mut c = open(shared.dir())?;
     let path = db_path(shared.dir());
-    let mut done = indexed(&c).map_err(|source| IndexError::Sqlite {
-        path: path.clone(),
-        source,
-    })?;
+    let mut done = indexed(&c).map_err(|source| IndexError::Sqlite { path: path.clone(), source })?;
     if done > shared.size() {
-        tracing::warn!(
-            indexed = done,
-            log = shared.size(),
-            "index is ahead of the log; rebuilding it"
-        );
+        tracing::warn!(indexed = done, log = shared.size(), "index is ahead of the log; rebuilding it");
         c.execute_batch("DELETE FROM records; DELETE FROM identity; DELETE FROM meta;")
-            .map_err(|source| IndexError::Sqlite {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(|source| IndexError::Sqlite { path: path.clone(), source })?;
         done = 0;
     }
     progress.indexed.store(done, Ordering::Release);

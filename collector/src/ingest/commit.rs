@@ -75,10 +75,7 @@ impl Dedup {
                 n if n == k.seq + 1 => v[k.seq as usize].1 = i,
                 n if n == k.seq => v.push((i, i)),
                 n => {
-                    return Err(StoreError::Inconsistent(format!(
-                        "leaf {i}: batch seq {} after {n} batches",
-                        k.seq
-                    )));
+                    return Err(StoreError::Inconsistent(format!("leaf {i}: batch seq {} after {n} batches", k.seq)));
                 }
             }
         }
@@ -150,12 +147,7 @@ fn handle_job(
         let (first, last) = ranges[job.seq as usize];
         stats.duplicates.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(agent = %job.agent_id, seq = job.seq, "duplicate batch acknowledged from dedup table");
-        return Ok(Ack {
-            seq: job.seq,
-            first_leaf_index: first,
-            last_leaf_index: last,
-            duplicate: true,
-        });
+        return Ok(Ack { seq: job.seq, first_leaf_index: first, last_leaf_index: last, duplicate: true });
     }
     if job.seq > next {
         stats.out_of_sequence.fetch_add(1, Ordering::Relaxed);
@@ -169,13 +161,6 @@ fn handle_job(
     ranges.push((first, last));
     *appended = true;
     stats.batches.fetch_add(1, Ordering::Relaxed);
-    stats
-        .records
-        .fetch_add(job.leaves.len() as u64, Ordering::Relaxed);
-    Ok(Ack {
-        seq: job.seq,
-        first_leaf_index: first,
-        last_leaf_index: last,
-        duplicate: false,
-    })
+    stats.records.fetch_add(job.leaves.len() as u64, Ordering::Relaxed);
+    Ok(Ack { seq: job.seq, first_leaf_index: first, last_leaf_index: last, duplicate: false })
 }

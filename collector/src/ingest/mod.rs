@@ -27,10 +27,7 @@ pub struct IngestLimits {
 
 impl Default for IngestLimits {
     fn default() -> Self {
-        IngestLimits {
-            max_records: 20_000,
-            max_id_len: 256,
-        }
+        IngestLimits { max_records: 20_000, max_id_len: 256 }
     }
 }
 
@@ -57,33 +54,19 @@ impl IngestService {
         progress: Arc<crate::index::IndexProgress>,
         max_index_lag: u64,
     ) -> Self {
-        IngestService {
-            jobs,
-            limits,
-            shared,
-            progress,
-            max_index_lag,
-        }
+        IngestService { jobs, limits, shared, progress, max_index_lag }
     }
 }
 
 fn validate(b: &Batch, l: &IngestLimits) -> Result<(), Error> {
     if b.agent_id.is_empty() || b.boot_id.is_empty() {
-        return Err(Error::InvalidArgument(
-            "agent_id and boot_id are required".into(),
-        ));
+        return Err(Error::InvalidArgument("agent_id and boot_id are required".into()));
     }
     if b.agent_id.len() > l.max_id_len || b.boot_id.len() > l.max_id_len {
-        return Err(Error::InvalidArgument(format!(
-            "agent_id/boot_id longer than {} bytes",
-            l.max_id_len
-        )));
+        return Err(Error::InvalidArgument(format!("agent_id/boot_id longer than {} bytes", l.max_id_len)));
     }
     if b.records.is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "batch {} has no records",
-            b.seq
-        )));
+        return Err(Error::InvalidArgument(format!("batch {} has no records", b.seq)));
     }
     if b.records.len() > l.max_records {
         return Err(Error::TooLarge(format!(
@@ -98,12 +81,7 @@ fn validate(b: &Batch, l: &IngestLimits) -> Result<(), Error> {
 
 /// Turns a batch into its leaves (`StoredLeaf` encodings).
 pub fn encode_leaves(b: Batch, peer: &str, received_time_ns: i64) -> Vec<Vec<u8>> {
-    let Batch {
-        agent_id,
-        boot_id,
-        seq,
-        records,
-    } = b;
+    let Batch { agent_id, boot_id, seq, records } = b;
     records
         .into_iter()
         .enumerate()
@@ -133,14 +111,9 @@ impl Ingest for IngestService {
         let mut input = req.into_inner();
         let jobs = self.jobs.clone();
         let limits = self.limits.clone();
-        let (shared, progress, max_lag) = (
-            self.shared.clone(),
-            self.progress.clone(),
-            self.max_index_lag,
-        );
+        let (shared, progress, max_lag) = (self.shared.clone(), self.progress.clone(), self.max_index_lag);
         // Acks are returned in batch order; up to 64 batches in flight per stream.
-        let (pending_tx, mut pending_rx) =
-            mpsc::channel::<oneshot::Receiver<Result<Ack, Error>>>(64);
+        let (pending_tx, mut pending_rx) = mpsc::channel::<oneshot::Receiver<Result<Ack, Error>>>(64);
         let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(64);
         tokio::spawn(async move {
             // Errors travel through the same ordered queue as acks, after them.
@@ -162,33 +135,16 @@ impl Ingest for IngestService {
                     let _ = pending_tx.send(fail(e)).await;
                     return;
                 }
-                while shared
-                    .size()
-                    .saturating_sub(progress.indexed.load(std::sync::atomic::Ordering::Acquire))
+                while shared.size().saturating_sub(progress.indexed.load(std::sync::atomic::Ordering::Acquire))
                     > max_lag
                 {
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
-                let (agent_id, boot_id, seq) =
-                    (batch.agent_id.clone(), batch.boot_id.clone(), batch.seq);
+                let (agent_id, boot_id, seq) = (batch.agent_id.clone(), batch.boot_id.clone(), batch.seq);
                 let leaves = encode_leaves(batch, &peer, crate::store::now_ns());
                 let (reply, rx) = oneshot::channel();
-                if jobs
-                    .send(Job {
-                        agent_id,
-                        boot_id,
-                        seq,
-                        leaves,
-                        reply,
-                    })
-                    .await
-                    .is_err()
-                {
-                    let _ = pending_tx
-                        .send(fail(Error::Unavailable(
-                            "collector is shutting down".into(),
-                        )))
-                        .await;
+                if jobs.send(Job { agent_id, boot_id, seq, leaves, reply }).await.is_err() {
+                    let _ = pending_tx.send(fail(Error::Unavailable("collector is shutting down".into()))).await;
                     return;
                 }
                 if pending_tx.send(rx).await.is_err() {
@@ -209,8 +165,6 @@ impl Ingest for IngestService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(out_rx),
-        )))
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_rx))))
     }
 }

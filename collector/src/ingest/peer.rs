@@ -14,11 +14,8 @@ pub fn peer_identity<T>(req: &Request<T>) -> String {
     };
     match X509Certificate::from_der(leaf.as_ref()) {
         Ok((_, cert)) => {
-            let cn: Vec<String> = cert
-                .subject()
-                .iter_common_name()
-                .filter_map(|a| a.as_str().ok().map(str::to_string))
-                .collect();
+            let cn: Vec<String> =
+                cert.subject().iter_common_name().filter_map(|a| a.as_str().ok().map(str::to_string)).collect();
             let mut sans = Vec::new();
             if let Ok(Some(ext)) = cert.subject_alternative_name() {
                 for n in &ext.value.general_names {

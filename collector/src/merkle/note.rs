@@ -45,37 +45,24 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The checkpoint body (the signed text of the note).
     pub fn body(&self) -> String {
-        format!(
-            "{}\n{}\n{}\n",
-            self.origin,
-            self.size,
-            B64.encode(self.root)
-        )
+        format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root))
     }
 
     fn parse_body(body: &str) -> Result<Self, NoteError> {
         let mut lines = body.split('\n');
-        let origin = lines
-            .next()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| NoteError::Malformed("missing origin".into()))?;
+        let origin =
+            lines.next().filter(|s| !s.is_empty()).ok_or_else(|| NoteError::Malformed("missing origin".into()))?;
         let size = lines
             .next()
             .and_then(|s| s.parse::<u64>().ok())
             .ok_or_else(|| NoteError::Malformed("bad tree size line".into()))?;
-        let root_b64 = lines
-            .next()
-            .ok_or_else(|| NoteError::Malformed("missing root hash".into()))?;
+        let root_b64 = lines.next().ok_or_else(|| NoteError::Malformed("missing root hash".into()))?;
         let root: Hash = B64
             .decode(root_b64)
             .ok()
             .and_then(|v| v.try_into().ok())
             .ok_or_else(|| NoteError::Malformed("root hash is not 32 bytes of base64".into()))?;
-        Ok(Checkpoint {
-            origin: origin.to_string(),
-            size,
-            root,
-        })
+        Ok(Checkpoint { origin: origin.to_string(), size, root })
     }
 }
 
@@ -112,20 +99,13 @@ impl Signer {
         if name.is_empty() || name.contains(['+', ' ', '\n']) {
             return Err(NoteError::BadKey(format!("invalid key name {name:?}")));
         }
-        Ok(Signer {
-            name: name.to_string(),
-            key: SigningKey::from_bytes(seed),
-        })
+        Ok(Signer { name: name.to_string(), key: SigningKey::from_bytes(seed) })
     }
 
     /// The matching verifier.
     pub fn verifier(&self) -> Verifier {
         let public = self.key.verifying_key();
-        Verifier {
-            name: self.name.clone(),
-            id: key_id(&self.name, &public),
-            public,
-        }
+        Verifier { name: self.name.clone(), id: key_id(&self.name, &public), public }
     }
 
     /// Signs `cp`, producing the note text.
@@ -136,10 +116,7 @@ impl Signer {
         blob.extend_from_slice(&key_id(&self.name, &self.key.verifying_key()));
         blob.extend_from_slice(&sig.to_bytes());
         let note = format!("{body}\n\u{2014} {} {}\n", self.name, B64.encode(blob));
-        SignedCheckpoint {
-            checkpoint: cp.clone(),
-            note,
-        }
+        SignedCheckpoint { checkpoint: cp.clone(), note }
     }
 }
 
@@ -166,37 +143,26 @@ impl Verifier {
     pub fn parse(s: &str) -> Result<Self, NoteError> {
         let s = s.trim();
         let mut parts = s.splitn(3, '+');
-        let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(NoteError::BadKey("expected name+id+key".into()));
         };
-        let key = B64
-            .decode(key_b64)
-            .map_err(|e| NoteError::BadKey(e.to_string()))?;
+        let key = B64.decode(key_b64).map_err(|e| NoteError::BadKey(e.to_string()))?;
         if key.len() != 33 || key[0] != ALG_ED25519 {
             return Err(NoteError::BadKey("not an Ed25519 key".into()));
         }
-        let bytes: [u8; 32] = key[1..]
-            .try_into()
-            .map_err(|_| NoteError::BadKey("key length".into()))?;
-        let public =
-            VerifyingKey::from_bytes(&bytes).map_err(|e| NoteError::BadKey(e.to_string()))?;
+        let bytes: [u8; 32] = key[1..].try_into().map_err(|_| NoteError::BadKey("key length".into()))?;
+        let public = VerifyingKey::from_bytes(&bytes).map_err(|e| NoteError::BadKey(e.to_string()))?;
         let id = key_id(name, &public);
         if hex::encode(id) != id_hex {
             return Err(NoteError::BadKey("key id does not match key".into()));
         }
-        Ok(Verifier {
-            name: name.to_string(),
-            id,
-            public,
-        })
+        Ok(Verifier { name: name.to_string(), id, public })
     }
 
     /// Parses `note` and checks it carries a valid signature by this key.
     pub fn open(&self, note: &str) -> Result<SignedCheckpoint, NoteError> {
-        let (body, sigs) = note
-            .split_once("\n\n")
-            .ok_or_else(|| NoteError::Malformed("no blank line before signatures".into()))?;
+        let (body, sigs) =
+            note.split_once("\n\n").ok_or_else(|| NoteError::Malformed("no blank line before signatures".into()))?;
         let body = format!("{body}\n");
         let checkpoint = Checkpoint::parse_body(&body)?;
         for line in sigs.lines() {
@@ -217,10 +183,7 @@ impl Verifier {
                 continue;
             };
             if self.public.verify_strict(body.as_bytes(), &sig).is_ok() {
-                return Ok(SignedCheckpoint {
-                    checkpoint,
-                    note: note.to_string(),
-                });
+                return Ok(SignedCheckpoint { checkpoint, note: note.to_string() });
             }
         }
         Err(NoteError::BadSignature(self.name.clone()))

@@ -36,11 +36,7 @@ impl HashSource for [Hash] {
 }
 
 /// MTH(D[start:end]).
-pub fn subtree_hash<S: HashSource + ?Sized>(
-    src: &S,
-    start: u64,
-    end: u64,
-) -> Result<Hash, ProofError> {
+pub fn subtree_hash<S: HashSource + ?Sized>(src: &S, start: u64, end: u64) -> Result<Hash, ProofError> {
     let n = end - start;
     if n == 0 {
         return Ok(EMPTY_ROOT);
@@ -55,35 +51,20 @@ pub fn subtree_hash<S: HashSource + ?Sized>(
         return Ok(root_of_leaf_hashes(&src.leaf_hashes(start, end)?));
     }
     let k = split_point(n);
-    Ok(node_hash(
-        &subtree_hash(src, start, start + k)?,
-        &subtree_hash(src, start + k, end)?,
-    ))
+    Ok(node_hash(&subtree_hash(src, start, start + k)?, &subtree_hash(src, start + k, end)?))
 }
 
 /// PATH(index, D[0:size]), leaf-to-root order.
-pub fn inclusion_proof<S: HashSource + ?Sized>(
-    src: &S,
-    index: u64,
-    size: u64,
-) -> Result<Vec<Hash>, ProofError> {
+pub fn inclusion_proof<S: HashSource + ?Sized>(src: &S, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
     if index >= size {
-        return Err(ProofError::OutOfRange(format!(
-            "leaf {index} not in tree of size {size}"
-        )));
+        return Err(ProofError::OutOfRange(format!("leaf {index} not in tree of size {size}")));
     }
     let mut out = Vec::new();
     path(src, index, 0, size, &mut out)?;
     Ok(out)
 }
 
-fn path<S: HashSource + ?Sized>(
-    src: &S,
-    m: u64,
-    start: u64,
-    end: u64,
-    out: &mut Vec<Hash>,
-) -> Result<(), ProofError> {
+fn path<S: HashSource + ?Sized>(src: &S, m: u64, start: u64, end: u64, out: &mut Vec<Hash>) -> Result<(), ProofError> {
     let n = end - start;
     if n <= 1 {
         return Ok(());
@@ -100,15 +81,9 @@ fn path<S: HashSource + ?Sized>(
 }
 
 /// PROOF(old, D[0:new]).
-pub fn consistency_proof<S: HashSource + ?Sized>(
-    src: &S,
-    old: u64,
-    new: u64,
-) -> Result<Vec<Hash>, ProofError> {
+pub fn consistency_proof<S: HashSource + ?Sized>(src: &S, old: u64, new: u64) -> Result<Vec<Hash>, ProofError> {
     if old > new {
-        return Err(ProofError::OutOfRange(format!(
-            "old size {old} > new size {new}"
-        )));
+        return Err(ProofError::OutOfRange(format!("old size {old} > new size {new}")));
     }
     let mut out = Vec::new();
     if old == 0 || old == new {
@@ -145,17 +120,9 @@ fn subproof<S: HashSource + ?Sized>(
 }
 
 /// Checks that `leaf` is leaf `index` of the tree of `size` leaves with `root`.
-pub fn verify_inclusion(
-    index: u64,
-    size: u64,
-    leaf: &Hash,
-    proof: &[Hash],
-    root: &Hash,
-) -> Result<(), ProofError> {
+pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root: &Hash) -> Result<(), ProofError> {
     if index >= size {
-        return Err(ProofError::OutOfRange(format!(
-            "leaf {index} not in tree of size {size}"
-        )));
+        return Err(ProofError::OutOfRange(format!("leaf {index} not in tree of size {size}")));
     }
     let (mut fnode, mut snode) = (index, size - 1);
     let mut r = *leaf;
@@ -179,9 +146,7 @@ pub fn verify_inclusion(
         return Err(ProofError::Mismatch("inclusion proof too short"));
     }
     if &r != root {
-        return Err(ProofError::Mismatch(
-            "inclusion proof leads to a different root",
-        ));
+        return Err(ProofError::Mismatch("inclusion proof leads to a different root"));
     }
     Ok(())
 }
@@ -195,17 +160,13 @@ pub fn verify_consistency(
     proof: &[Hash],
 ) -> Result<(), ProofError> {
     if old > new {
-        return Err(ProofError::OutOfRange(format!(
-            "old size {old} > new size {new}"
-        )));
+        return Err(ProofError::OutOfRange(format!("old size {old} > new size {new}")));
     }
     if old == new {
         return if proof.is_empty() && old_root == new_root {
             Ok(())
         } else {
-            Err(ProofError::Mismatch(
-                "equal sizes need an empty proof and equal roots",
-            ))
+            Err(ProofError::Mismatch("equal sizes need an empty proof and equal roots"))
         };
     }
     if old == 0 {
@@ -250,9 +211,7 @@ pub fn verify_consistency(
         return Err(ProofError::Mismatch("consistency proof too short"));
     }
     if &fr != old_root || &sr != new_root {
-        return Err(ProofError::Mismatch(
-            "consistency proof leads to different roots",
-        ));
+        return Err(ProofError::Mismatch("consistency proof leads to different roots"));
     }
     Ok(())
 }

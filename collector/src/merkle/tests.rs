@@ -10,19 +10,10 @@ fn h(s: &str) -> Hash {
 
 /// The 8 leaves of the RFC 6962 test tree.
 fn leaves() -> Vec<Vec<u8>> {
-    [
-        "",
-        "00",
-        "10",
-        "2021",
-        "3031",
-        "40414243",
-        "5051525354555657",
-        "606162636465666768696a6b6c6d6e6f",
-    ]
-    .iter()
-    .map(|s| hex::decode(s).unwrap())
-    .collect()
+    ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
+        .iter()
+        .map(|s| hex::decode(s).unwrap())
+        .collect()
 }
 
 /// Known roots of the first 1..=8 leaves.
@@ -65,10 +56,7 @@ fn hashes(d: &[Vec<u8>]) -> Vec<Hash> {
 
 #[test]
 fn empty_root_is_sha256_of_nothing() {
-    assert_eq!(
-        hex::encode(EMPTY_ROOT),
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    );
+    assert_eq!(hex::encode(EMPTY_ROOT), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     assert_eq!(EMPTY_ROOT, ref_mth(&[]));
     assert_eq!(root_of_leaf_hashes(&[]), EMPTY_ROOT);
 }
@@ -78,20 +66,9 @@ fn known_roots_of_rfc6962_tree() {
     let d = leaves();
     let lh = hashes(&d);
     for n in 1..=8 {
-        assert_eq!(
-            hex::encode(root_of_leaf_hashes(&lh[..n])),
-            ROOTS[n - 1],
-            "size {n}"
-        );
-        assert_eq!(
-            hex::encode(ref_mth(&d[..n])),
-            ROOTS[n - 1],
-            "reference, size {n}"
-        );
-        assert_eq!(
-            subtree_hash(&lh[..], 0, n as u64).unwrap(),
-            ref_mth(&d[..n])
-        );
+        assert_eq!(hex::encode(root_of_leaf_hashes(&lh[..n])), ROOTS[n - 1], "size {n}");
+        assert_eq!(hex::encode(ref_mth(&d[..n])), ROOTS[n - 1], "reference, size {n}");
+        assert_eq!(subtree_hash(&lh[..], 0, n as u64).unwrap(), ref_mth(&d[..n]));
     }
 }
 
@@ -118,11 +95,7 @@ fn known_inclusion_proofs() {
                 "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
             ],
         ),
-        (
-            2,
-            3,
-            &["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"],
-        ),
+        (2, 3, &["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"]),
         (
             1,
             5,
@@ -137,14 +110,7 @@ fn known_inclusion_proofs() {
         let got = inclusion_proof(&lh[..], idx, size).unwrap();
         let want: Vec<Hash> = want.iter().map(|s| h(s)).collect();
         assert_eq!(got, want, "inclusion {idx} in {size}");
-        verify_inclusion(
-            idx,
-            size,
-            &lh[idx as usize],
-            &got,
-            &h(ROOTS[size as usize - 1]),
-        )
-        .unwrap();
+        verify_inclusion(idx, size, &lh[idx as usize], &got, &h(ROOTS[size as usize - 1])).unwrap();
     }
 }
 
@@ -184,14 +150,7 @@ fn known_consistency_proofs() {
         let got = consistency_proof(&lh[..], m, n).unwrap();
         let want: Vec<Hash> = want.iter().map(|s| h(s)).collect();
         assert_eq!(got, want, "consistency {m} -> {n}");
-        verify_consistency(
-            m,
-            n,
-            &h(ROOTS[m as usize - 1]),
-            &h(ROOTS[n as usize - 1]),
-            &got,
-        )
-        .unwrap();
+        verify_consistency(m, n, &h(ROOTS[m as usize - 1]), &h(ROOTS[n as usize - 1]), &got).unwrap();
     }
 }
 
@@ -240,13 +199,11 @@ fn signed_note_roundtrip_and_tamper() {
     let signer = Signer::from_seed("wiretrail.test/log", &[7u8; 32]).unwrap();
     let v = signer.verifier();
     let v2 = Verifier::parse(&v.key_string()).unwrap();
-    let cp = Checkpoint {
-        origin: "wiretrail.test/log".into(),
-        size: 8,
-        root: h(ROOTS[7]),
-    };
+    let cp = Checkpoint { origin: "wiretrail.test/log".into(), size: 8, root: h(ROOTS[7]) };
     let sc = signer.sign(&cp);
-    assert!(sc.note.starts_with("wiretrail.test/log\n8\nXcnaeacGWamtVZy3Ad7ZoqudgjqtL0lgz+Nw7/RgQyg=\n\n\u{2014} wiretrail.test/log "));
+    assert!(sc.note.starts_with(
+        "wiretrail.test/log\n8\nXcnaeacGWamtVZy3Ad7ZoqudgjqtL0lgz+Nw7/RgQyg=\n\n\u{2014} wiretrail.test/log "
+    ));
     assert_eq!(v2.open(&sc.note).unwrap().checkpoint, cp);
     let bad = sc.note.replace("\n8\n", "\n9\n");
     assert!(matches!(v2.open(&bad), Err(NoteError::BadSignature(_))));

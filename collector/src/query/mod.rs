@@ -31,40 +31,26 @@ impl Query {
     /// Validates `f`.
     pub fn new(f: Filter) -> Result<Self, Error> {
         if f.from_time_ns < 0 || f.to_time_ns < 0 {
-            return Err(Error::InvalidArgument(
-                "times must be non-negative UTC ns".into(),
-            ));
+            return Err(Error::InvalidArgument("times must be non-negative UTC ns".into()));
         }
         if f.to_time_ns != 0 && f.from_time_ns >= f.to_time_ns {
-            return Err(Error::InvalidArgument(
-                "from_time_ns must be before to_time_ns".into(),
-            ));
+            return Err(Error::InvalidArgument("from_time_ns must be before to_time_ns".into()));
         }
         if f.peer_port > 65535 {
-            return Err(Error::InvalidArgument(format!(
-                "peer_port {} is not a port",
-                f.peer_port
-            )));
+            return Err(Error::InvalidArgument(format!("peer_port {} is not a port", f.peer_port)));
         }
         if f.peer_port != 0 && f.peer_address.is_empty() {
-            return Err(Error::InvalidArgument(
-                "peer_port needs peer_address".into(),
-            ));
+            return Err(Error::InvalidArgument("peer_port needs peer_address".into()));
         }
         if f.limit > MAX_LIMIT {
-            return Err(Error::InvalidArgument(format!(
-                "limit {} above {MAX_LIMIT}",
-                f.limit
-            )));
+            return Err(Error::InvalidArgument(format!("limit {} above {MAX_LIMIT}", f.limit)));
         }
         let identity = f
             .identity
             .iter()
             .map(|kv| match kv.split_once('=') {
                 Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-                _ => Err(Error::InvalidArgument(format!(
-                    "identity filter {kv:?} is not key=value"
-                ))),
+                _ => Err(Error::InvalidArgument(format!("identity filter {kv:?} is not key=value"))),
             })
             .collect::<Result<_, _>>()?;
         let limit = if f.limit == 0 { DEFAULT_LIMIT } else { f.limit };
@@ -83,10 +69,7 @@ impl Query {
             && (f.peer_address.is_empty() || remote.address == f.peer_address)
             && (f.peer_port == 0 || remote.port == f.peer_port)
             && (f.app_protocol.is_empty() || r.app_protocol == f.app_protocol)
-            && self
-                .identity
-                .iter()
-                .all(|(k, v)| r.identity.get(k) == Some(v))
+            && self.identity.iter().all(|(k, v)| r.identity.get(k) == Some(v))
             && (f.payload_text.is_empty() || contains(&r.payload, f.payload_text.as_bytes()))
     }
 
@@ -105,58 +88,31 @@ impl Query {
         };
         if let Some((k, v)) = self.identity.first() {
             from = "identity i JOIN records r ON r.leaf = i.leaf".into();
-            conds.push(format!(
-                "i.kv = {}",
-                arg(Value::Text(format!("{k}={v}")), &mut args)
-            ));
+            conds.push(format!("i.kv = {}", arg(Value::Text(format!("{k}={v}")), &mut args)));
             if f.from_time_ns != 0 {
-                conds.push(format!(
-                    "i.t >= {}",
-                    arg(Value::Integer(f.from_time_ns), &mut args)
-                ));
+                conds.push(format!("i.t >= {}", arg(Value::Integer(f.from_time_ns), &mut args)));
             }
             if f.to_time_ns != 0 {
-                conds.push(format!(
-                    "i.t < {}",
-                    arg(Value::Integer(f.to_time_ns), &mut args)
-                ));
+                conds.push(format!("i.t < {}", arg(Value::Integer(f.to_time_ns), &mut args)));
             }
         }
         if f.from_time_ns != 0 {
-            conds.push(format!(
-                "r.t >= {}",
-                arg(Value::Integer(f.from_time_ns), &mut args)
-            ));
+            conds.push(format!("r.t >= {}", arg(Value::Integer(f.from_time_ns), &mut args)));
         }
         if f.to_time_ns != 0 {
-            conds.push(format!(
-                "r.t < {}",
-                arg(Value::Integer(f.to_time_ns), &mut args)
-            ));
+            conds.push(format!("r.t < {}", arg(Value::Integer(f.to_time_ns), &mut args)));
         }
-        for (col, val) in [
-            ("agent", &f.agent_id),
-            ("host", &f.host),
-            ("peer_addr", &f.peer_address),
-            ("proto", &f.app_protocol),
-        ] {
+        for (col, val) in
+            [("agent", &f.agent_id), ("host", &f.host), ("peer_addr", &f.peer_address), ("proto", &f.app_protocol)]
+        {
             if !val.is_empty() {
-                conds.push(format!(
-                    "r.{col} = {}",
-                    arg(Value::Text(val.clone()), &mut args)
-                ));
+                conds.push(format!("r.{col} = {}", arg(Value::Text(val.clone()), &mut args)));
             }
         }
         if f.peer_port != 0 {
-            conds.push(format!(
-                "r.peer_port = {}",
-                arg(Value::Integer(f.peer_port as i64), &mut args)
-            ));
+            conds.push(format!("r.peer_port = {}", arg(Value::Integer(f.peer_port as i64), &mut args)));
         }
-        let sql = format!(
-            "SELECT r.leaf FROM {from} WHERE {} ORDER BY r.leaf LIMIT ?3",
-            conds.join(" AND ")
-        );
+        let sql = format!("SELECT r.leaf FROM {from} WHERE {} ORDER BY r.leaf LIMIT ?3", conds.join(" AND "));
         (sql, args)
     }
 }
@@ -178,8 +134,7 @@ pub struct Hit {
 
 /// Decodes leaf `i`'s bytes.
 pub fn decode(i: u64, bytes: &[u8]) -> Result<StoredLeaf, StoreError> {
-    StoredLeaf::decode(bytes)
-        .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))
+    StoredLeaf::decode(bytes).map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))
 }
 
 /// Runs `q` over leaves `[0, upto)`, calling `emit` per hit in leaf order until
@@ -196,17 +151,11 @@ pub fn search(
     let indexed = indexed.min(upto);
     let (sql, args) = q.sql();
     let path = index::db_path(shared.dir());
-    let err = |source| {
-        Error::Index(IndexError::Sqlite {
-            path: path.clone(),
-            source,
-        })
-    };
+    let err = |source| Error::Index(IndexError::Sqlite { path: path.clone(), source });
     let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
     let mut after: i64 = -1;
     'index: loop {
-        let mut params: Vec<rusqlite::types::Value> =
-            vec![after.into(), (indexed as i64).into(), 10_000i64.into()];
+        let mut params: Vec<rusqlite::types::Value> = vec![after.into(), (indexed as i64).into(), 10_000i64.into()];
         params.extend(args.iter().cloned());
         let leaves: Vec<i64> = stmt
             .query_map(rusqlite::params_from_iter(params), |r| r.get(0))
@@ -223,12 +172,7 @@ pub fn search(
             let decoded = decode(i, &bytes)?;
             if q.matches(&decoded) {
                 hits += 1;
-                if !emit(Hit {
-                    leaf_index: i,
-                    leaf: bytes,
-                    decoded,
-                }) || hits >= q.limit
-                {
+                if !emit(Hit { leaf_index: i, leaf: bytes, decoded }) || hits >= q.limit {
                     return Ok(hits);
                 }
             }
@@ -259,12 +203,7 @@ pub fn scan(
         let decoded = decode(i, &bytes)?;
         if q.matches(&decoded) {
             hits += 1;
-            if !emit(Hit {
-                leaf_index: i,
-                leaf: bytes,
-                decoded,
-            }) || hits >= limit
-            {
+            if !emit(Hit { leaf_index: i, leaf: bytes, decoded }) || hits >= limit {
                 break;
             }
         }
@@ -276,9 +215,8 @@ pub fn scan(
 pub fn to_json(leaf_index: u64, l: &StoredLeaf) -> serde_json::Value {
     use base64::Engine;
     let r = l.record.clone().unwrap_or_default();
-    let ep = |e: Option<wiretrail_proto::v1::Endpoint>| {
-        e.map(|e| serde_json::json!({"address": e.address, "port": e.port}))
-    };
+    let ep =
+        |e: Option<wiretrail_proto::v1::Endpoint>| e.map(|e| serde_json::json!({"address": e.address, "port": e.port}));
     serde_json::json!({
         "leaf_index": leaf_index,
         "agent_id": l.agent_id, "boot_id": l.boot_id, "seq": l.seq, "index_in_batch": l.index_in_batch,

@@ -10,8 +10,7 @@ use tonic::{Request, Response, Status};
 use wiretrail_proto::v1::query_server::Query as QueryApi;
 use wiretrail_proto::v1::{
     CheckpointResponse, ConsistencyProofRequest, ConsistencyProofResponse, InclusionProofRequest,
-    InclusionProofResponse, IssueCheckpointRequest, LatestCheckpointRequest, SearchRequest,
-    SearchResult,
+    InclusionProofResponse, IssueCheckpointRequest, LatestCheckpointRequest, SearchRequest, SearchResult,
 };
 
 use super::{Hit, Query, scan, search};
@@ -45,18 +44,12 @@ impl QueryService {
 }
 
 fn result(h: Hit) -> SearchResult {
-    SearchResult {
-        leaf_index: h.leaf_index,
-        leaf: h.leaf,
-        decoded: Some(h.decoded),
-    }
+    SearchResult { leaf_index: h.leaf_index, leaf: h.leaf, decoded: Some(h.decoded) }
 }
 
 type ResultStream = Pin<Box<dyn Stream<Item = Result<SearchResult, Status>> + Send>>;
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Status> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Status::internal(format!("worker failed: {e}")))?
@@ -79,9 +72,7 @@ impl QueryApi for QueryService {
                 let conn = index::open(shared.dir())?;
                 let upto = shared.size();
                 let indexed = progress.indexed.load(Ordering::Acquire);
-                search(&q, &shared, &conn, indexed, upto, |h| {
-                    tx.blocking_send(Ok(result(h))).is_ok()
-                })?;
+                search(&q, &shared, &conn, indexed, upto, |h| tx.blocking_send(Ok(result(h))).is_ok())?;
                 if !follow {
                     return Ok(());
                 }
@@ -116,9 +107,7 @@ impl QueryApi for QueryService {
                 let _ = tx.blocking_send(Err(e.into()));
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn issue_checkpoint(
@@ -157,9 +146,7 @@ impl QueryApi for QueryService {
             Ok(shared.inclusion_proof(r.leaf_index, r.tree_size)?)
         })
         .await?;
-        Ok(Response::new(InclusionProofResponse {
-            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
-        }))
+        Ok(Response::new(InclusionProofResponse { hashes: hashes.iter().map(|h| h.to_vec()).collect() }))
     }
 
     async fn consistency_proof(
@@ -170,16 +157,11 @@ impl QueryApi for QueryService {
         let shared = self.shared.clone();
         let hashes = blocking(move || {
             if r.from_size > r.to_size {
-                return Err(Error::InvalidArgument(format!(
-                    "from_size {} > to_size {}",
-                    r.from_size, r.to_size
-                )));
+                return Err(Error::InvalidArgument(format!("from_size {} > to_size {}", r.from_size, r.to_size)));
             }
             Ok(shared.consistency_proof(r.from_size, r.to_size)?)
         })
         .await?;
-        Ok(Response::new(ConsistencyProofResponse {
-            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
-        }))
+        Ok(Response::new(ConsistencyProofResponse { hashes: hashes.iter().map(|h| h.to_vec()).collect() }))
     }
 }

@@ -24,17 +24,11 @@ pub fn load_or_create_signer(dir: &Path, default_origin: &str) -> Result<Signer,
         Ok(s) => hex::decode(s.trim())
             .ok()
             .and_then(|v| v.try_into().ok())
-            .ok_or_else(|| {
-                StoreError::Inconsistent(format!(
-                    "{} is not a 32-byte hex seed",
-                    key_path.display()
-                ))
-            })?,
+            .ok_or_else(|| StoreError::Inconsistent(format!("{} is not a 32-byte hex seed", key_path.display())))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).map_err(|e| {
-                StoreError::io("generating key", &key_path)(std::io::Error::other(e.to_string()))
-            })?;
+            getrandom::fill(&mut seed)
+                .map_err(|e| StoreError::io("generating key", &key_path)(std::io::Error::other(e.to_string())))?;
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -72,10 +66,7 @@ struct Line {
 }
 
 /// Reads and verifies every checkpoint in `dir/checkpoints.jsonl`, in file order.
-pub fn load_checkpoints(
-    dir: &Path,
-    verifier: &Verifier,
-) -> Result<Vec<SignedCheckpoint>, StoreError> {
+pub fn load_checkpoints(dir: &Path, verifier: &Verifier) -> Result<Vec<SignedCheckpoint>, StoreError> {
     let path = dir.join("checkpoints.jsonl");
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -84,9 +75,8 @@ pub fn load_checkpoints(
     };
     let mut out: Vec<SignedCheckpoint> = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let l: Line = serde_json::from_str(line).map_err(|e| {
-            StoreError::Inconsistent(format!("checkpoints.jsonl line {}: {e}", n + 1))
-        })?;
+        let l: Line = serde_json::from_str(line)
+            .map_err(|e| StoreError::Inconsistent(format!("checkpoints.jsonl line {}: {e}", n + 1)))?;
         let cp = verifier.open(&l.note)?;
         if let Some(prev) = out.last()
             && cp.checkpoint.size < prev.checkpoint.size
@@ -104,16 +94,8 @@ pub fn load_checkpoints(
 /// Appends a checkpoint line and fsyncs.
 pub fn append_checkpoint(dir: &Path, cp: &SignedCheckpoint) -> Result<(), StoreError> {
     let path = dir.join("checkpoints.jsonl");
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&path)
-        .map_err(StoreError::io("opening", &path))?;
-    let line = serde_json::to_string(&Line {
-        note: cp.note.clone(),
-    })
-    .expect("string serializes");
-    f.write_all(format!("{line}\n").as_bytes())
-        .and_then(|_| f.sync_data())
-        .map_err(StoreError::io("appending", &path))
+    let mut f =
+        std::fs::OpenOptions::new().append(true).create(true).open(&path).map_err(StoreError::io("opening", &path))?;
+    let line = serde_json::to_string(&Line { note: cp.note.clone() }).expect("string serializes");
+    f.write_all(format!("{line}\n").as_bytes()).and_then(|_| f.sync_data()).map_err(StoreError::io("appending", &path))
 }

@@ -41,9 +41,5 @@ pub fn header(buf: &[u8; HEADER_LEN]) -> Option<Header> {
     if len > MAX_LEAF_LEN {
         return None;
     }
-    Some(Header {
-        len,
-        index: u64::from_le_bytes(buf[4..12].try_into().ok()?),
-        hash: buf[12..44].try_into().ok()?,
-    })
+    Some(Header { len, index: u64::from_le_bytes(buf[4..12].try_into().ok()?), hash: buf[12..44].try_into().ok()? })
 }

@@ -59,10 +59,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn io(
-        what: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> StoreError {
+    fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
         let path = path.into();
         move |source| StoreError::Io { what, path, source }
     }
@@ -82,9 +79,8 @@ pub fn list_segments(log_dir: &std::path::Path) -> Result<Vec<(u64, PathBuf)>, S
         let name = e.file_name();
         let Some(s) = name.to_str() else { continue };
         if let Some(n) = s.strip_prefix("seg-").and_then(|r| r.strip_suffix(".wtl")) {
-            let first = n.parse::<u64>().map_err(|_| {
-                StoreError::Inconsistent(format!("unexpected segment file name {s}"))
-            })?;
+            let first =
+                n.parse::<u64>().map_err(|_| StoreError::Inconsistent(format!("unexpected segment file name {s}")))?;
             out.push((first, e.path()));
         }
     }
@@ -94,8 +90,5 @@ pub fn list_segments(log_dir: &std::path::Path) -> Result<Vec<(u64, PathBuf)>, S
 
 /// Current UTC time in ns.
 pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }

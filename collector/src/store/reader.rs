@@ -12,8 +12,7 @@ use super::frame::{self, HEADER_LEN};
 use super::tree::TreeCache;
 use super::{StoreError, segment_name};
 use crate::merkle::{
-    Checkpoint, Hash, ProofError, SignedCheckpoint, Signer, Verifier, consistency_proof,
-    inclusion_proof, leaf_hash,
+    Checkpoint, Hash, ProofError, SignedCheckpoint, Signer, Verifier, consistency_proof, inclusion_proof, leaf_hash,
 };
 
 /// State shared between the single writer and any number of readers.
@@ -62,9 +61,7 @@ impl Shared {
     fn check_index(&self, i: u64) -> Result<(), StoreError> {
         let size = self.size();
         if i >= size {
-            return Err(StoreError::OutOfRange(format!(
-                "leaf index {i} not in log of size {size}"
-            )));
+            return Err(StoreError::OutOfRange(format!("leaf index {i} not in log of size {size}")));
         }
         Ok(())
     }
@@ -81,9 +78,7 @@ impl Shared {
 
     fn offset_of(&self, i: u64) -> Result<u64, StoreError> {
         let mut b = [0u8; 8];
-        self.offsets
-            .read_exact_at(&mut b, i * 8)
-            .map_err(StoreError::io("reading", self.dir.join("log/offsets")))?;
+        self.offsets.read_exact_at(&mut b, i * 8).map_err(StoreError::io("reading", self.dir.join("log/offsets")))?;
         Ok(u64::from_le_bytes(b))
     }
 
@@ -94,17 +89,12 @@ impl Shared {
         let off = self.offset_of(i)?;
         let f = File::open(&seg).map_err(StoreError::io("opening", &seg))?;
         let mut hb = [0u8; HEADER_LEN];
-        f.read_exact_at(&mut hb, off)
-            .map_err(StoreError::io("reading", &seg))?;
-        let h = frame::header(&hb)
-            .ok_or_else(|| StoreError::Inconsistent(format!("leaf {i}: bad frame header")))?;
+        f.read_exact_at(&mut hb, off).map_err(StoreError::io("reading", &seg))?;
+        let h = frame::header(&hb).ok_or_else(|| StoreError::Inconsistent(format!("leaf {i}: bad frame header")))?;
         let mut leaf = vec![0u8; h.len];
-        f.read_exact_at(&mut leaf, off + HEADER_LEN as u64)
-            .map_err(StoreError::io("reading", &seg))?;
+        f.read_exact_at(&mut leaf, off + HEADER_LEN as u64).map_err(StoreError::io("reading", &seg))?;
         if h.index != i || leaf_hash(&leaf) != h.hash {
-            return Err(StoreError::Inconsistent(format!(
-                "leaf {i}: frame does not match its hash"
-            )));
+            return Err(StoreError::Inconsistent(format!("leaf {i}: frame does not match its hash")));
         }
         Ok(leaf)
     }
@@ -114,23 +104,13 @@ impl Shared {
         let to = to.min(self.size());
         let segs = self.segments.read().expect("segments lock").clone();
         let start_off = if from < to { self.offset_of(from)? } else { 0 };
-        Ok(LeafIter {
-            dir: self.dir.join("log"),
-            segs,
-            next: from,
-            to,
-            reader: None,
-            start_off,
-        })
+        Ok(LeafIter { dir: self.dir.join("log"), segs, next: from, to, reader: None, start_off })
     }
 
     /// Root hash of the first `size` leaves.
     pub fn root(&self, size: u64) -> Result<Hash, StoreError> {
         if size > self.size() {
-            return Err(StoreError::OutOfRange(format!(
-                "tree size {size} > log size {}",
-                self.size()
-            )));
+            return Err(StoreError::OutOfRange(format!("tree size {size} > log size {}", self.size())));
         }
         let tree = self.tree.read().expect("tree lock");
         Ok(tree.source(&self.hashes).root(size)?)
@@ -139,10 +119,7 @@ impl Shared {
     /// Inclusion proof of leaf `i` in the tree of `size` leaves.
     pub fn inclusion_proof(&self, i: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
         if size > self.size() {
-            return Err(StoreError::OutOfRange(format!(
-                "tree size {size} > log size {}",
-                self.size()
-            )));
+            return Err(StoreError::OutOfRange(format!("tree size {size} > log size {}", self.size())));
         }
         let tree = self.tree.read().expect("tree lock");
         Ok(inclusion_proof(&tree.source(&self.hashes), i, size)?)
@@ -151,10 +128,7 @@ impl Shared {
     /// Consistency proof between tree sizes `old` and `new`.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
         if new > self.size() {
-            return Err(StoreError::OutOfRange(format!(
-                "tree size {new} > log size {}",
-                self.size()
-            )));
+            return Err(StoreError::OutOfRange(format!("tree size {new} > log size {}", self.size())));
         }
         let tree = self.tree.read().expect("tree lock");
         consistency_proof(&tree.source(&self.hashes), old, new).map_err(|e| match e {
@@ -165,11 +139,7 @@ impl Shared {
 
     /// Latest checkpoint, if any was issued.
     pub fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
-        self.checkpoints
-            .lock()
-            .expect("checkpoints lock")
-            .last()
-            .cloned()
+        self.checkpoints.lock().expect("checkpoints lock").last().cloned()
     }
 
     /// Signs and stores a checkpoint of the committed log, unless the latest one already covers it.
@@ -182,11 +152,7 @@ impl Shared {
             return Ok(last.clone());
         }
         let root = self.root(size)?;
-        let cp = self.signer.sign(&Checkpoint {
-            origin: self.signer.verifier().name,
-            size,
-            root,
-        });
+        let cp = self.signer.sign(&Checkpoint { origin: self.signer.verifier().name, size, root });
         append_checkpoint(&self.dir, &cp)?;
         tracing::info!(size, root = %hex::encode(root), "checkpoint issued");
         cps.push(cp.clone());
@@ -234,28 +200,18 @@ impl LeafIter {
             let end = self.segs.get(pos).copied().unwrap_or(u64::MAX);
             let path = self.dir.join(segment_name(first));
             let mut f = File::open(&path).map_err(StoreError::io("opening", &path))?;
-            let off = if self.reader.is_none() {
-                self.start_off
-            } else {
-                0
-            };
-            f.seek(SeekFrom::Start(off))
-                .map_err(StoreError::io("seeking", &path))?;
+            let off = if self.reader.is_none() { self.start_off } else { 0 };
+            f.seek(SeekFrom::Start(off)).map_err(StoreError::io("seeking", &path))?;
             self.reader = Some((BufReader::with_capacity(1 << 20, f), end));
         }
         let (r, _) = self.reader.as_mut().expect("opened above");
         let mut hb = [0u8; HEADER_LEN];
-        r.read_exact(&mut hb)
-            .map_err(StoreError::io("reading segment for leaf", &self.dir))?;
-        let h = frame::header(&hb)
-            .ok_or_else(|| StoreError::Inconsistent(format!("leaf {i}: bad frame header")))?;
+        r.read_exact(&mut hb).map_err(StoreError::io("reading segment for leaf", &self.dir))?;
+        let h = frame::header(&hb).ok_or_else(|| StoreError::Inconsistent(format!("leaf {i}: bad frame header")))?;
         let mut leaf = vec![0u8; h.len];
-        r.read_exact(&mut leaf)
-            .map_err(StoreError::io("reading segment for leaf", &self.dir))?;
+        r.read_exact(&mut leaf).map_err(StoreError::io("reading segment for leaf", &self.dir))?;
         if h.index != i || leaf_hash(&leaf) != h.hash {
-            return Err(StoreError::Inconsistent(format!(
-                "leaf {i}: frame does not match its hash"
-            )));
+            return Err(StoreError::Inconsistent(format!("leaf {i}: frame does not match its hash")));
         }
         self.next += 1;
         Ok((i, leaf))

@@ -51,10 +51,7 @@ impl TreeCache {
 
     /// A hash source reading leaf hashes older than the tail from `hashes`.
     pub fn source<'a>(&'a self, hashes: &'a File) -> TreeSource<'a> {
-        TreeSource {
-            cache: self,
-            hashes,
-        }
+        TreeSource { cache: self, hashes }
     }
 }
 
@@ -70,10 +67,7 @@ impl TreeSource<'_> {
     /// Root of the first `size` leaves.
     pub fn root(&self, size: u64) -> Result<Hash, ProofError> {
         if size > self.cache.size {
-            return Err(ProofError::OutOfRange(format!(
-                "tree size {size} > log size {}",
-                self.cache.size
-            )));
+            return Err(ProofError::OutOfRange(format!("tree size {size} > log size {}", self.cache.size)));
         }
         subtree_hash(self, 0, size)
     }
@@ -82,10 +76,7 @@ impl TreeSource<'_> {
 impl HashSource for TreeSource<'_> {
     fn leaf_hashes(&self, start: u64, end: u64) -> Result<Vec<Hash>, ProofError> {
         if end > self.cache.size || start > end {
-            return Err(ProofError::OutOfRange(format!(
-                "leaves {start}..{end} of {}",
-                self.cache.size
-            )));
+            return Err(ProofError::OutOfRange(format!("leaves {start}..{end} of {}", self.cache.size)));
         }
         let tail_start = self.cache.size - self.cache.tail.len() as u64;
         let mut out = Vec::with_capacity((end - start) as usize);
@@ -95,16 +86,11 @@ impl HashSource for TreeSource<'_> {
             self.hashes
                 .read_exact_at(&mut buf, start * 32)
                 .map_err(|e| ProofError::Source(format!("hashes file: {e}")))?;
-            out.extend(
-                buf.chunks_exact(32)
-                    .map(|c| <Hash>::try_from(c).expect("32-byte chunk")),
-            );
+            out.extend(buf.chunks_exact(32).map(|c| <Hash>::try_from(c).expect("32-byte chunk")));
         }
         let from = start.max(tail_start);
         if from < end {
-            out.extend_from_slice(
-                &self.cache.tail[(from - tail_start) as usize..(end - tail_start) as usize],
-            );
+            out.extend_from_slice(&self.cache.tail[(from - tail_start) as usize..(end - tail_start) as usize]);
         }
         Ok(out)
     }

@@ -23,10 +23,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig {
-            segment_bytes: 256 << 20,
-            origin: "wiretrail.local/log".into(),
-        }
+        StoreConfig { segment_bytes: 256 << 20, origin: "wiretrail.local/log".into() }
     }
 }
 
@@ -73,9 +70,7 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
 }
 
 pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::io("syncing directory", dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("syncing directory", dir))
 }
 
 impl Writer {
@@ -88,13 +83,8 @@ impl Writer {
         write_verifier(dir, &signer.verifier())?;
         let checkpoints = load_checkpoints(dir, &signer.verifier())?;
         let r = recover(&log)?;
-        let open_rw = |p: &Path| {
-            OpenOptions::new()
-                .read(true)
-                .append(true)
-                .open(p)
-                .map_err(StoreError::io("opening", p))
-        };
+        let open_rw =
+            |p: &Path| OpenOptions::new().read(true).append(true).open(p).map_err(StoreError::io("opening", p));
         let hashes_path = log.join("hashes");
         let offsets_path = log.join("offsets");
         let (seg_first, seg_len) = *r.segments.last().expect("recover creates a segment");
@@ -120,10 +110,7 @@ impl Writer {
                 )));
             }
             if shared.root(c.size)? != c.root {
-                return Err(StoreError::Inconsistent(format!(
-                    "log does not match the checkpoint of size {}",
-                    c.size
-                )));
+                return Err(StoreError::Inconsistent(format!("log does not match the checkpoint of size {}", c.size)));
             }
         }
         tracing::info!(dir = %dir.display(), size = r.size, segments = r.segments.len(), "store opened");
@@ -175,10 +162,7 @@ impl Writer {
         let mut hashes = Vec::with_capacity(leaves.len());
         for leaf in leaves {
             if leaf.len() > frame::MAX_LEAF_LEN {
-                return Err(StoreError::OutOfRange(format!(
-                    "leaf of {} bytes exceeds the maximum",
-                    leaf.len()
-                )));
+                return Err(StoreError::OutOfRange(format!("leaf of {} bytes exceeds the maximum", leaf.len())));
             }
             if self.seg_len + self.buf.len() as u64 >= self.config.segment_bytes {
                 self.flush_buf(&log)?;
@@ -191,12 +175,8 @@ impl Writer {
             hashes.push(h);
         }
         self.flush_buf(&log)?;
-        self.hashes
-            .write_all(&self.hbuf)
-            .map_err(StoreError::io("writing", log.join("hashes")))?;
-        self.offsets
-            .write_all(&self.obuf)
-            .map_err(StoreError::io("writing", log.join("offsets")))?;
+        self.hashes.write_all(&self.hbuf).map_err(StoreError::io("writing", log.join("hashes")))?;
+        self.offsets.write_all(&self.obuf).map_err(StoreError::io("writing", log.join("offsets")))?;
         let mut tree = self.shared.tree.write().expect("tree lock");
         for h in hashes {
             tree.push(h);
@@ -206,9 +186,7 @@ impl Writer {
     }
 
     fn flush_buf(&mut self, log: &Path) -> Result<(), StoreError> {
-        self.seg
-            .write_all(&self.buf)
-            .map_err(StoreError::io("writing segment in", log))?;
+        self.seg.write_all(&self.buf).map_err(StoreError::io("writing segment in", log))?;
         self.seg_len += self.buf.len() as u64;
         // Frames written so far belong to the current segment; offsets stay valid.
         self.buf.clear();
@@ -217,9 +195,7 @@ impl Writer {
 
     fn roll(&mut self, log: &Path) -> Result<(), StoreError> {
         let next_first = self.size + (self.hbuf.len() / 32) as u64;
-        self.seg
-            .sync_data()
-            .map_err(StoreError::io("syncing segment in", log))?;
+        self.seg.sync_data().map_err(StoreError::io("syncing segment in", log))?;
         let path = log.join(segment_name(next_first));
         self.seg = OpenOptions::new()
             .create_new(true)
@@ -229,11 +205,7 @@ impl Writer {
             .map_err(StoreError::io("creating", &path))?;
         sync_dir(log)?;
         self.seg_len = 0;
-        self.shared
-            .segments
-            .write()
-            .expect("segments lock")
-            .push(next_first);
+        self.shared.segments.write().expect("segments lock").push(next_first);
         tracing::info!(first = next_first, "new segment");
         Ok(())
     }
@@ -244,10 +216,7 @@ impl Writer {
             return Err(StoreError::Poisoned(p.clone()));
         }
         if let Err(e) = self.seg.sync_data() {
-            return self.poison(StoreError::io(
-                "syncing segment in",
-                self.shared.dir.join("log"),
-            )(e));
+            return self.poison(StoreError::io("syncing segment in", self.shared.dir.join("log"))(e));
         }
         self.shared.committed.store(self.size, Ordering::Release);
         self.shared.appended.send_replace(self.size);

@@ -51,11 +51,7 @@ impl Frontier {
     }
 
     fn encode(&mut self) {
-        self.nodes = self
-            .decoded
-            .iter()
-            .map(|(l, h)| (*l, hex::encode(h)))
-            .collect();
+        self.nodes = self.decoded.iter().map(|(l, h)| (*l, hex::encode(h))).collect();
     }
 
     fn decode(&mut self) -> Result<(), String> {
@@ -63,11 +59,7 @@ impl Frontier {
             .nodes
             .iter()
             .map(|(l, h)| {
-                hex::decode(h)
-                    .ok()
-                    .and_then(|v| v.try_into().ok())
-                    .map(|h| (*l, h))
-                    .ok_or("bad hash in state")
+                hex::decode(h).ok().and_then(|v| v.try_into().ok()).map(|h| (*l, h)).ok_or("bad hash in state")
             })
             .collect::<Result<_, _>>()?;
         Ok(())
@@ -125,33 +117,21 @@ pub fn verify(
     let mut fr = match resume {
         Some(mut s) => {
             s.frontier.decode().map_err(VerifyError::State)?;
-            if !checkpoints.iter().any(|c| {
-                c.checkpoint.size == s.frontier.size && c.checkpoint.root == s.frontier.root()
-            }) {
-                return Err(VerifyError::State(
-                    "state does not match any signed checkpoint".into(),
-                ));
+            if !checkpoints
+                .iter()
+                .any(|c| c.checkpoint.size == s.frontier.size && c.checkpoint.root == s.frontier.root())
+            {
+                return Err(VerifyError::State("state does not match any signed checkpoint".into()));
             }
             s.frontier
         }
         None => Frontier::default(),
     };
     let start = fr.size;
-    let mut report = Report {
-        leaves: 0,
-        bytes: 0,
-        checkpoints_checked: 0,
-        first_bad: None,
-        problem: None,
-        verified_size: start,
-    };
-    let mut state = State {
-        frontier: fr.clone(),
-    };
-    let mut cps = checkpoints
-        .iter()
-        .filter(|c| c.checkpoint.size > start)
-        .peekable();
+    let mut report =
+        Report { leaves: 0, bytes: 0, checkpoints_checked: 0, first_bad: None, problem: None, verified_size: start };
+    let mut state = State { frontier: fr.clone() };
+    let mut cps = checkpoints.iter().filter(|c| c.checkpoint.size > start).peekable();
     let bad = |report: &mut Report, i: u64, p: String| {
         report.first_bad = Some(i);
         report.problem = Some(p);
@@ -164,29 +144,11 @@ pub fn verify(
             continue;
         }
         if *first > n {
-            bad(
-                &mut report,
-                n,
-                format!(
-                    "records {n}..{first} missing: segment {} starts at {first}",
-                    path.display()
-                ),
-            );
+            bad(&mut report, n, format!("records {n}..{first} missing: segment {} starts at {first}", path.display()));
             break;
         }
-        let f = File::open(path).map_err(|source| StoreError::Io {
-            what: "opening",
-            path: path.clone(),
-            source,
-        })?;
-        let len = f
-            .metadata()
-            .map_err(|source| StoreError::Io {
-                what: "stat",
-                path: path.clone(),
-                source,
-            })?
-            .len();
+        let f = File::open(path).map_err(|source| StoreError::Io { what: "opening", path: path.clone(), source })?;
+        let len = f.metadata().map_err(|source| StoreError::Io { what: "stat", path: path.clone(), source })?.len();
         let mut off = 0u64;
         if n > *first {
             // Resume inside this segment at the frame of leaf n (as the offsets file says;
@@ -194,20 +156,15 @@ pub fn verify(
             let mut ob = [0u8; 8];
             File::open(log.join("offsets"))
                 .and_then(|o| o.read_exact_at(&mut ob, n * 8))
-                .map_err(|source| StoreError::Io {
-                    what: "reading",
-                    path: log.join("offsets"),
-                    source,
-                })?;
+                .map_err(|source| StoreError::Io { what: "reading", path: log.join("offsets"), source })?;
             off = u64::from_le_bytes(ob);
         }
         let mut r = BufReader::with_capacity(4 << 20, f);
-        r.seek(SeekFrom::Start(off))
-            .map_err(|source| StoreError::Io {
-                what: "seeking",
-                path: path.clone(),
-                source,
-            })?;
+        r.seek(SeekFrom::Start(off)).map_err(|source| StoreError::Io {
+            what: "seeking",
+            path: path.clone(),
+            source,
+        })?;
         let mut leaf = Vec::new();
         let mut hb = [0u8; 32];
         while off < len {
@@ -218,48 +175,29 @@ pub fn verify(
                 None
             };
             let Some(h) = h.filter(|h| off + (HEADER_LEN + h.len) as u64 <= len) else {
-                bad(
-                    &mut report,
-                    n,
-                    format!("malformed or truncated frame at {}:{off}", path.display()),
-                );
+                bad(&mut report, n, format!("malformed or truncated frame at {}:{off}", path.display()));
                 break 'segments;
             };
             leaf.resize(h.len, 0);
-            r.read_exact(&mut leaf).map_err(|source| StoreError::Io {
-                what: "reading",
-                path: path.clone(),
-                source,
-            })?;
+            r.read_exact(&mut leaf).map_err(|source| StoreError::Io { what: "reading", path: path.clone(), source })?;
             if h.index != n {
                 bad(
                     &mut report,
                     n,
-                    format!(
-                        "record out of place: frame for leaf {} found where leaf {n} belongs",
-                        h.index
-                    ),
+                    format!("record out of place: frame for leaf {} found where leaf {n} belongs", h.index),
                 );
                 break 'segments;
             }
             let lh = leaf_hash(&leaf);
             if lh != h.hash {
-                bad(
-                    &mut report,
-                    n,
-                    "record bytes do not match the leaf hash stored with them".into(),
-                );
+                bad(&mut report, n, "record bytes do not match the leaf hash stored with them".into());
                 break 'segments;
             }
             if let Some(hf) = &hashes
                 && hf.read_exact_at(&mut hb, n * 32).is_ok()
                 && hb != lh
             {
-                bad(
-                    &mut report,
-                    n,
-                    "record does not match the hashes file".into(),
-                );
+                bad(&mut report, n, "record does not match the hashes file".into());
                 break 'segments;
             }
             fr.push(lh);
@@ -297,10 +235,7 @@ pub fn verify(
             bad(
                 &mut report,
                 n,
-                format!(
-                    "segment {} ends at leaf {n} but the next starts at {next_first}",
-                    path.display()
-                ),
+                format!("segment {} ends at leaf {n} but the next starts at {next_first}", path.display()),
             );
             break;
         }
@@ -311,10 +246,7 @@ pub fn verify(
         bad(
             &mut report,
             n,
-            format!(
-                "log truncated: a signed checkpoint covers {} records but the log holds {n}",
-                cp.checkpoint.size
-            ),
+            format!("log truncated: a signed checkpoint covers {} records but the log holds {n}", cp.checkpoint.size),
         );
     }
     progress(report.leaves, report.bytes);

@@ -15,15 +15,8 @@ pub fn record(i: u64, t: i64) -> Record {
         kind: RecordKind::DataChunk as i32,
         capture_time_ns: t,
         conn_id: i % 7,
-        remote: Some(Endpoint {
-            address: format!("10.0.0.{}", i % 4),
-            port: 5432,
-        }),
-        app_protocol: if i.is_multiple_of(2) {
-            "postgres".into()
-        } else {
-            "http1".into()
-        },
+        remote: Some(Endpoint { address: format!("10.0.0.{}", i % 4), port: 5432 }),
+        app_protocol: if i.is_multiple_of(2) { "postgres".into() } else { "http1".into() },
         identity: HashMap::from([("pod".to_string(), format!("pod-{}", i % 3))]),
         payload: format!("SELECT {i} FROM accounts").into_bytes(),
         host: "node-a".into(),
@@ -37,9 +30,7 @@ pub fn batch(agent: &str, boot: &str, seq: u64, n: u64) -> Batch {
         agent_id: agent.into(),
         boot_id: boot.into(),
         seq,
-        records: (0..n)
-            .map(|j| record(seq * n + j, 1_000_000 + (seq * n + j) as i64))
-            .collect(),
+        records: (0..n).map(|j| record(seq * n + j, 1_000_000 + (seq * n + j) as i64)).collect(),
     }
 }
 
@@ -58,11 +49,7 @@ impl Server {
         let task = tokio::spawn(wiretrail_collector::run(listener, cfg, async move {
             let _ = rx.await;
         }));
-        Server {
-            addr,
-            stop: Some(tx),
-            task: Some(task),
-        }
+        Server { addr, stop: Some(tx), task: Some(task) }
     }
 
     pub async fn stop(mut self) {
@@ -76,9 +63,5 @@ pub fn plain_config(dir: &Path) -> ServeConfig {
 }
 
 pub async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
 }
