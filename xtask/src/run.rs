@@ -1,7 +1,11 @@
 //! `cargo xtask run`: the main job on this host. Installs what is missing, builds
-//! in release mode, starts the agent capturing every conversation on this host,
-//! and prints each record as it is captured. A local nginx on a private loopback
-//! port is curled every few seconds so records appear on a quiet machine too.
+//! in release mode, creates a local CA and certificates (`.wiretrail/certs`),
+//! starts the collector on its embedded store (`.wiretrail/data`, mTLS on
+//! 127.0.0.1:7443) and the agent capturing every conversation on this host and
+//! shipping to it, and prints each record as it is captured. A local nginx on a
+//! private loopback port is curled every few seconds so records appear on a
+//! quiet machine too. On Ctrl-C it stops both and prints what the collector
+//! stored and the result of `wiretrail verify`.
 use std::{
     net::SocketAddr,
     process::Command,
@@ -48,8 +52,28 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         crate::setup::run(&crate::setup::Args { check: false })?;
     }
     anyhow::ensure!(crate::util::is_root(), "the agent loads eBPF programs: run `cargo xtask run` as root");
-    cargo(&["build", "--release", "-p", "wiretrail-agent"])?;
+    cargo(&["build", "--release", "-p", "wiretrail-agent", "-p", "wiretrail-collector"])?;
     let agent_bin = root().join("target/release/wiretrail-agent");
+    let wiretrail = root().join("target/release/wiretrail");
+    let state = root().join(".wiretrail");
+    let certs = state.join("certs");
+    if !certs.join("ca.pem").exists() {
+        crate::certs::generate(&certs, &["agent", "security"])?;
+        eprintln!("run: local CA and certificates in {}", certs.display());
+    }
+    let listen = "127.0.0.1:7443";
+    let mut collector = Command::new(&wiretrail)
+        .args(["serve", "--listen", listen, "--data-dir"])
+        .arg(state.join("data"))
+        .arg("--tls-dir")
+        .arg(&certs)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(state.join("collector.log"))?)
+        .spawn()
+        .with_context(|| format!("starting {}", wiretrail.display()))?;
+    let up = wiretrail_tests::wait_until(Duration::from_secs(30), || std::net::TcpStream::connect(listen).is_ok());
+    anyhow::ensure!(up, "the collector did not start; see {}", state.join("collector.log").display());
+    eprintln!("run: collector on {listen}, data in {}, log in {}", state.join("data").display(), state.join("collector.log").display());
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut demo = None;
@@ -76,6 +100,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     eprintln!("run: starting {} (Ctrl-C to stop)", agent_bin.display());
     let mut child = Command::new(&agent_bin)
         .args(["--output", &args.output])
+        .args(["--collector", &format!("https://{listen}"), "--agent-id", "agent", "--tls-dir"])
+        .arg(&certs)
+        .arg("--spool-dir")
+        .arg(state.join("spool"))
         .spawn()
         .with_context(|| format!("starting {}", agent_bin.display()))?;
     let started = Instant::now();
@@ -97,6 +125,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let _ = p.join();
     }
     drop(demo);
+    // What reached the collector, then verify its log against its checkpoints.
+    let stored = Command::new(&wiretrail)
+        .args(["query", "--json", "--server", listen, "--tls-dir"])
+        .arg(&certs)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with('{')).count())
+        .unwrap_or(0);
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(collector.id() as i32, libc::SIGTERM) };
+    let _ = collector.wait();
+    let verify = Command::new(&wiretrail).arg("verify").arg("--data-dir").arg(state.join("data")).output()?;
+    eprintln!("run: the collector holds {stored} records (query limit applies); wiretrail verify:");
+    eprint!("{}{}", String::from_utf8_lossy(&verify.stdout), String::from_utf8_lossy(&verify.stderr));
     match status {
         Some(st) if st.success() || st.signal_is_interrupt() => Ok(()),
         Some(st) => anyhow::bail!("agent exited with {st}"),
