@@ -81,13 +81,16 @@ pub struct RunArgs {
     #[arg(long)]
     pub collector: Option<String>,
     /// This agent's id at the collector (default: the host name).
-    #[arg(long)]
+    #[arg(long, env = "WIRETRAIL_AGENT_ID")]
     pub agent_id: Option<String>,
-    /// Directory with the mTLS files `<agent_id>.pem`, `<agent_id>.key`, `ca.pem`
-    /// (`cargo xtask certs` makes them). Without it the connection is plaintext,
-    /// which the collector refuses unless it runs with `--insecure-plaintext`.
+    /// Directory with the mTLS files `<tls_cert_name>.pem`, `<tls_cert_name>.key`
+    /// and `ca.pem` (`cargo xtask certs` makes them). Without it the connection is
+    /// plaintext, which the collector refuses unless it runs with `--insecure-plaintext`.
     #[arg(long)]
     pub tls_dir: Option<PathBuf>,
+    /// Base name of the client certificate and key in `--tls-dir`.
+    #[arg(long, default_value = "agent")]
+    pub tls_cert_name: String,
     /// TLS server name of the collector's certificate.
     #[arg(long, default_value = "collector")]
     pub collector_name: String,

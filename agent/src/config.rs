@@ -80,6 +80,7 @@ pub struct FileConfig {
     pub collector: Option<String>,
     pub agent_id: Option<String>,
     pub tls_dir: Option<PathBuf>,
+    pub tls_cert_name: Option<String>,
     pub collector_name: Option<String>,
     pub spool_dir: Option<PathBuf>,
     pub spool_bytes: Option<u64>,
@@ -140,7 +141,7 @@ impl FileConfig {
         }
         take!(output, output_file, ring_bytes, conn_cap_bytes, metrics_addr, stats_file, ready_file);
         take!(reorder_window_ms, idle_timeout_s, no_tls, max_conns);
-        take!(no_flows, collector, agent_id, tls_dir, collector_name, spool_dir, spool_bytes);
+        take!(no_flows, collector, agent_id, tls_dir, tls_cert_name, collector_name, spool_dir, spool_bytes);
     }
 }
 

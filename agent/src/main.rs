@@ -109,7 +109,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut spool = SpoolConfig::new(args.spool_dir.clone());
             spool.max_bytes = args.spool_bytes;
             let mut config = ShipConfig::new(endpoint.clone(), agent_id.clone(), host.clone(), spool);
-            config.tls = args.tls_dir.as_ref().map(|d| ClientTlsFiles::in_dir(d, &agent_id, &args.collector_name));
+            config.tls =
+                args.tls_dir.as_ref().map(|d| ClientTlsFiles::in_dir(d, &args.tls_cert_name, &args.collector_name));
             let handle = ShipHandle::spawn(config, ship_shutdown.clone()).await.context("starting the shipper")?;
             tracing::info!(%endpoint, %agent_id, boot_id = %handle.boot_id, "shipping records to the collector");
             (Some(pipeline::Ship { tx: handle.records, host }), Some((handle.task, handle.stats)))

@@ -73,7 +73,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .with_context(|| format!("starting {}", wiretrail.display()))?;
     let up = wiretrail_tests::wait_until(Duration::from_secs(30), || std::net::TcpStream::connect(listen).is_ok());
     anyhow::ensure!(up, "the collector did not start; see {}", state.join("collector.log").display());
-    eprintln!("run: collector on {listen}, data in {}, log in {}", state.join("data").display(), state.join("collector.log").display());
+    eprintln!(
+        "run: collector on {listen}, data in {}, log in {}",
+        state.join("data").display(),
+        state.join("collector.log").display()
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut demo = None;
