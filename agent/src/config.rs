@@ -209,8 +209,10 @@ mod tests {
                     "output" => "jsonl",
                     "ring_bytes" => "4096",
                     "metrics_addr" => "127.0.0.1:1",
-                    "no_tls" => "false",
-                    "output_file" | "stats_file" | "ready_file" => "/tmp/x",
+                    "no_tls" | "no_flows" => "false",
+                    "output_file" | "stats_file" | "ready_file" | "tls_dir" | "spool_dir" => "/tmp/x",
+                    "collector" => "https://collector:7443",
+                    "agent_id" | "tls_cert_name" | "collector_name" => "x",
                     _ => "1",
                 };
                 format!("{key}: {value}\n")
