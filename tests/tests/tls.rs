@@ -68,6 +68,19 @@ fn curl_to_nginx_https_plaintext_is_byte_exact_on_the_socket_connection() {
     assert!(out.bytes.starts_with(b"GET /index.html HTTP/1.1\r\n"));
     assert!(inn.bytes.starts_with(b"HTTP/1.1 200 OK\r\n") && inn.bytes.ends_with(INDEX));
     assert!(library_of(&client).starts_with("openssl OpenSSL 3."), "{}", library_of(&client));
+    // The plaintext is parsed as HTTP on the same connection id.
+    let http: Vec<&Value> = recs
+        .0
+        .iter()
+        .filter(|r| r["type"] == "record" && r["conn_id"] == cid && r["tls"] == true && r["protocol"] == "http1")
+        .collect();
+    let request = http.iter().find(|r| r["direction"] == "egress").expect("parsed TLS request record");
+    let response = http.iter().find(|r| r["direction"] == "ingress").expect("parsed TLS response record");
+    assert_eq!(request["body"]["method"], "GET", "{request}");
+    assert_eq!(request["body"]["target"], "/index.html", "{request}");
+    assert_eq!(response["body"]["status"], 200, "{response}");
+    let b64 = |r: &Value| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, r["raw"].as_str().unwrap()).unwrap();
+    assert_eq!(b64(request), sent, "the request record's raw bytes are the plaintext curl sent");
 
     // nginx's side: the same plaintext, reversed.
     let local = client[0]["local"].as_str().unwrap().to_string();
