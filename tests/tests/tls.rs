@@ -79,7 +79,9 @@ fn curl_to_nginx_https_plaintext_is_byte_exact_on_the_socket_connection() {
     assert_eq!(request["body"]["method"], "GET", "{request}");
     assert_eq!(request["body"]["target"], "/index.html", "{request}");
     assert_eq!(response["body"]["status"], 200, "{response}");
-    let b64 = |r: &Value| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, r["raw"].as_str().unwrap()).unwrap();
+    let b64 = |r: &Value| {
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, r["raw"].as_str().unwrap()).unwrap()
+    };
     assert_eq!(b64(request), sent, "the request record's raw bytes are the plaintext curl sent");
 
     // nginx's side: the same plaintext, reversed.
