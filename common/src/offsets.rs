@@ -44,8 +44,13 @@ pub struct KernelOffsets {
     pub net_inum: u32,
     /// `sock.sk_protocol` (u16)
     pub sk_protocol: u32,
+    /// `file.f_ref.refcnt` (6.13+) or `file.f_count`: the file's reference count.
+    pub file_refcnt: u32,
+    /// The value of that count when only one reference is left: 0 for the biased
+    /// `file_ref_t` (6.13+), 1 for the plain `f_count`.
+    pub file_last_ref: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 
 /// Runtime settings for the kernel programs (read-only global).
 #[repr(C)]

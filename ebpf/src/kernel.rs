@@ -14,6 +14,39 @@ pub unsafe fn read<T: Copy>(addr: u64) -> Option<T> {
     if r == 0 { Some(unsafe { v.assume_init() }) } else { None }
 }
 
+/// True when the current task's `fd` holds the last reference to its file:
+/// closing it ends the socket (a forked child or a dup may still hold it).
+#[inline(always)]
+pub fn is_last_ref(fd: i64) -> bool {
+    let Some(file) = fd_to_file(fd) else { return false };
+    let o = offsets();
+    match unsafe { read::<i64>(file + o.file_refcnt as u64) } {
+        Some(n) => n == o.file_last_ref as i64,
+        None => true,
+    }
+}
+
+/// `struct file *` behind `fd` of the current task.
+#[inline(always)]
+pub fn fd_to_file(fd: i64) -> Option<u64> {
+    if fd < 0 {
+        return None;
+    }
+    let o = offsets();
+    unsafe {
+        let task = bpf_get_current_task();
+        let files: u64 = read(task + o.task_files as u64)?;
+        let fdt: u64 = read(files + o.files_fdt as u64)?;
+        let max: u32 = read(fdt + o.fdt_max_fds as u64)?;
+        if fd as u64 >= max as u64 {
+            return None;
+        }
+        let fds: u64 = read(fdt + o.fdt_fd as u64)?;
+        let file: u64 = read(fds + (fd as u64) * 8)?;
+        if file == 0 { None } else { Some(file) }
+    }
+}
+
 /// `struct sock *` behind `fd` of the current task, if `fd` is a socket.
 #[inline(always)]
 pub fn fd_to_sock(fd: i64) -> Option<u64> {

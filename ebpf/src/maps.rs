@@ -64,6 +64,8 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     skc_net: 0,
     net_inum: 0,
     sk_protocol: 0,
+    file_refcnt: 0,
+    file_last_ref: 0,
 };
 
 /// Filled in by the agent before load.

@@ -285,6 +285,10 @@ fn enter_close(ctx: &TracePointContext) {
     let Some(sk) = fd_to_sock(fd as i64) else {
         return;
     };
+    // A forked child or a dup still holds the socket: the connection goes on.
+    if !crate::kernel::is_last_ref(fd as i64) {
+        return;
+    }
     let Some(cs) = CONNS.get_ptr_mut(&sk) else {
         return;
     };

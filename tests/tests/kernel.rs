@@ -113,3 +113,48 @@ fn base64_of(b: &[u8]) -> String {
     // Only a whole-aligned prefix is stable inside longer payloads; the marker is sent alone.
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+/// A server that accepts, forks a child to serve the connection and closes its
+/// own copy (PostgreSQL, Apache prefork, inetd): the parent's close must not end
+/// the connection, so the accept and the child's bytes share one connection id.
+#[test]
+fn forked_server_keeps_one_connection_id() {
+    require_root();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("forksrv.py");
+    std::fs::write(
+        &script,
+        r#"import socket, os
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+port = s.getsockname()[1]
+client = os.fork()
+if client == 0:
+    c = socket.create_connection(("127.0.0.1", port)); c.sendall(b"hello-fork"); c.recv(100); os._exit(0)
+conn, _ = s.accept()
+child = os.fork()
+if child == 0:
+    data = conn.recv(100); conn.sendall(data.upper()); conn.close(); os._exit(0)
+conn.close()
+os.waitpid(child, 0); os.waitpid(client, 0)
+print(port)
+"#,
+    )
+    .unwrap();
+    let agent = Agent::start(&["--no-tls"]);
+    let out = Command::new("python3").arg(&script).output().unwrap();
+    assert!(out.status.success());
+    let port: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (recs, _) = agent.stop();
+    let server: Vec<_> = recs.0.iter().filter(|r| r["local"] == format!("127.0.0.1:{port}")).collect();
+    let accept = server.iter().find(|r| r["type"] == "accept").expect("accept record");
+    let cid = accept["conn_id"].clone();
+    let data: Vec<_> = server.iter().filter(|r| r["type"] == "data").collect();
+    assert_eq!(data.len(), 2, "{server:#?}");
+    assert!(data.iter().all(|r| r["conn_id"] == cid && r["pid"] != accept["pid"]), "{server:#?}");
+    let closes: Vec<_> = server.iter().filter(|r| r["type"] == "close").collect();
+    assert_eq!(closes.len(), 1, "only the last reference's close ends the connection: {closes:#?}");
+    assert_eq!(closes[0]["conn_id"], cid);
+    assert_eq!((closes[0]["tx_total"].as_u64(), closes[0]["rx_total"].as_u64()), (Some(10), Some(10)));
+}

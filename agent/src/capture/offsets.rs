@@ -6,6 +6,11 @@ use super::btf::{Btf, BtfError};
 /// Computes every offset the programs need; the first missing member is an error.
 pub fn compute(btf: &Btf) -> Result<KernelOffsets, BtfError> {
     let sk_common = |f: &str| btf.member_offset("sock", &format!("__sk_common.{f}"));
+    // 6.13 replaced `f_count` (count of references) by `f_ref` (biased: 0 = one).
+    let (file_refcnt, file_last_ref) = match btf.member_offset("file", "f_ref.refcnt") {
+        Ok(off) => (off, 0),
+        Err(_) => (btf.member_offset("file", "f_count")?, 1),
+    };
     Ok(KernelOffsets {
         task_files: btf.member_offset("task_struct", "files")?,
         files_fdt: btf.member_offset("files_struct", "fdt")?,
@@ -25,5 +30,7 @@ pub fn compute(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         skc_net: btf.member_offset("sock", "__sk_common.skc_net.net")?,
         net_inum: btf.member_offset("net", "ns.inum")?,
         sk_protocol: btf.member_offset("sock", "sk_protocol")?,
+        file_refcnt,
+        file_last_ref,
     })
 }
