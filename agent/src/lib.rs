@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod flow;
+pub mod identity;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;

@@ -94,8 +94,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None
     };
     let (notice_tx, notice_rx) = mpsc::channel::<TlsNotice>(256);
-    if let (Some(tx), Some(ring)) = (&discovery, loaded.execs.take()) {
-        tokio::spawn(capture::execs::run(ring, tx.clone(), metrics.clone(), shutdown.clone()));
+    let exes = std::sync::Arc::new(wiretrail_agent::identity::ExecCache::default());
+    if let Some(ring) = loaded.execs.take() {
+        tokio::spawn(capture::execs::run(ring, discovery.clone(), exes.clone(), metrics.clone(), shutdown.clone()));
     }
     let links = pipeline::TlsLinks { registry, notices: notice_rx };
     let feed = (!args.no_flows).then(|| Feed::new(FlowConfig::default()));
@@ -117,7 +118,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
-    let pipe = tokio::spawn(pipeline::run(rx, sink, tracker, metrics.clone(), links, feed, ship));
+    let stages = pipeline::Stages { tls: links, feed, ship, exes };
+    let pipe = tokio::spawn(pipeline::run(rx, sink, tracker, metrics.clone(), stages));
     if let Some(addr) = args.metrics_addr {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics address {addr}"))?;

@@ -13,6 +13,7 @@ use crate::{
     clock::ClockSync,
     conn::{Gap, Tracker, TrackerConfig},
     flow::feed::{Feed, TLS_FLOW_BIT},
+    identity::IdentityResolver,
     metrics::Metrics,
     output::{JsonRecord, Sink, SinkError, wire},
     proto::record::Record,
@@ -36,21 +37,33 @@ pub struct Ship {
     pub host: String,
 }
 
+/// The optional stages around the core (byte accounting and the local output).
+pub struct Stages {
+    /// TLS library names and reports.
+    pub tls: TlsLinks,
+    /// Flow reassembly and protocol parsing (None with `--no-flows`).
+    pub feed: Option<Feed>,
+    /// Shipping to the collector (None without `--collector`).
+    pub ship: Option<Ship>,
+    /// Executables read at exec time, for workload identity.
+    pub exes: Arc<crate::identity::ExecCache>,
+}
+
 pub async fn run(
     mut rx: mpsc::Receiver<Vec<CaptureEvent>>,
     mut sink: Sink,
     config: TrackerConfig,
     metrics: Arc<Metrics>,
-    mut tls: TlsLinks,
-    mut feed: Option<Feed>,
-    ship: Option<Ship>,
+    stages: Stages,
 ) -> Result<(), SinkError> {
+    let Stages { mut tls, mut feed, ship, exes } = stages;
     let mut tracker = Tracker::new(config);
     let mut records: Vec<Record> = Vec::new();
     // Records for the collector, sent after each batch (send waits while the
     // shipper writes to its spool: backpressure, never loss).
     let mut outbox: Vec<pb::Record> = Vec::new();
     let host = ship.as_ref().map(|s| s.host.clone()).unwrap_or_default();
+    let mut identities = IdentityResolver::new(exes);
     let mut clock = ClockSync::measure();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -76,11 +89,15 @@ pub async fn run(
                     count_gaps(&metrics, &gaps);
                     let mut rec = JsonRecord::from_event(ev, &clock);
                     rec.tls = tls_info(&tls.registry, ev.meta());
+                    let m = ev.meta();
+                    let identity = identities.resolve(m.pid, &m.comm, m.cgroup_id);
                     if ship.is_some()
-                        && let Some(w) = wire::event(ev, rec.tls.as_ref(), &clock, &host)
+                        && let Some(mut w) = wire::event(ev, rec.tls.as_ref(), &clock, &host)
                     {
+                        w.identity = wire::identity_map(&identity);
                         outbox.push(w);
                     }
+                    rec.identity = Some(identity);
                     sink.write(&rec)?;
                     metrics.records_out.inc();
                 }

@@ -13,10 +13,12 @@ use super::{
 };
 use crate::metrics::Metrics;
 
-/// Runs until `shutdown`.
+/// Runs until `shutdown`. Each new program image's executable is recorded in
+/// `exes` (workload identity) and, with TLS capture on, handed to discovery.
 pub async fn run(
     ring: RingBuf<MapData>,
-    discovery: SyncSender<Request>,
+    discovery: Option<SyncSender<Request>>,
+    exes: std::sync::Arc<crate::identity::ExecCache>,
     metrics: std::sync::Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), ReaderError> {
@@ -33,7 +35,10 @@ pub async fn run(
                 while let Some(item) = ring.next() {
                     match decode(&item) {
                         Ok(CaptureEvent::Exec { meta }) => {
-                            if discovery.try_send(Request::Exec(meta.pid)).is_err() {
+                            exes.record_exec(meta.pid, &meta.comm);
+                            if let Some(d) = &discovery
+                                && d.try_send(Request::Exec(meta.pid)).is_err()
+                            {
                                 metrics.exec_backlog.inc();
                             }
                         }

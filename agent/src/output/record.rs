@@ -64,6 +64,9 @@ pub struct JsonRecord {
     /// count plaintext bytes, separately from the socket's (ciphertext) stream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsLib>,
+    /// Workload identity of the process (cgroup path, container, executable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::identity::Identity>,
 }
 
 impl JsonRecord {
@@ -97,6 +100,7 @@ impl JsonRecord {
             midstream: m.midstream,
             untracked: m.untracked,
             tls: None,
+            identity: None,
         }
     }
 

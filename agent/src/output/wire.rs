@@ -75,6 +75,22 @@ fn meta_json(m: &Meta, tls: Option<&TlsLib>) -> serde_json::Value {
     })
 }
 
+/// Workload identity as the record's identity map.
+pub fn identity_map(id: &crate::identity::Identity) -> std::collections::HashMap<String, String> {
+    let mut m = std::collections::HashMap::new();
+    if let Some(p) = &id.cgroup_path {
+        m.insert("cgroup_path".into(), p.clone());
+    }
+    if let Some(c) = &id.container {
+        m.insert("container_id".into(), c.id.clone());
+        m.insert("container_runtime".into(), c.runtime.to_string());
+    }
+    if let Some(e) = &id.exe {
+        m.insert("exe".into(), e.clone());
+    }
+    m
+}
+
 /// A captured event (chunk, connect/accept/close, explicit truncation).
 pub fn event(ev: &CaptureEvent, tls: Option<&TlsLib>, clock: &ClockSync, host: &str) -> Option<pb::Record> {
     let m = ev.meta();

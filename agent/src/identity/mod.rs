@@ -1,0 +1,155 @@
+//! Workload identity of the process behind each record: its cgroup v2 path
+//! (resolved from the kernel's cgroup id), the container that path names, and
+//! its executable. Kubernetes enrichment and the identity registry build on this.
+pub mod container;
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+pub use container::Container;
+
+/// What the records carry about the process that spoke.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Identity {
+    /// cgroup v2 path relative to the cgroup root (e.g. `/system.slice/nginx.service`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_path: Option<String>,
+    /// The container the cgroup path names, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    /// The process's executable (as `/proc/PID/exe` shows it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+}
+
+/// Executables read at exec time (by the exec-notification reader, while the
+/// process is fresh), so short-lived processes still get theirs. Bounded.
+#[derive(Debug, Default)]
+pub struct ExecCache(std::sync::Mutex<HashMap<(u32, String), String>>);
+
+impl ExecCache {
+    /// Most entries kept; the cache is cleared when full (it is only a cache).
+    const MAX: usize = 65_536;
+
+    /// Reads `/proc/PID/exe` of a process that just executed a new image.
+    pub fn record_exec(&self, pid: u32, comm: &str) {
+        if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+            let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if m.len() >= Self::MAX {
+                m.clear();
+            }
+            m.insert((pid, comm.to_string()), exe.display().to_string());
+        }
+    }
+
+    fn get(&self, pid: u32, comm: &str) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&(pid, comm.to_string())).cloned()
+    }
+}
+
+/// Caches cgroup id → path (rescanning the hierarchy on a miss, at most once a
+/// second) and pid → executable.
+pub struct IdentityResolver {
+    /// Root of the cgroup v2 hierarchy, found from /proc/self/mounts.
+    root: Option<PathBuf>,
+    /// cgroup id (the directory's inode) → path relative to the root.
+    cgroups: HashMap<u64, String>,
+    /// When the hierarchy was last walked.
+    scanned: Option<Instant>,
+    /// (pid, comm) → executable: a new comm (execve) or a reused pid re-reads it.
+    exes: HashMap<(u32, String), Option<String>>,
+    /// Bound on `exes` (cleared when full: a cache, not a record).
+    max_pids: usize,
+    /// Executables seen at exec time.
+    execs: std::sync::Arc<ExecCache>,
+}
+
+impl IdentityResolver {
+    pub fn new(execs: std::sync::Arc<ExecCache>) -> Self {
+        IdentityResolver {
+            root: crate::capture::selfcheck::cgroup2_root(),
+            cgroups: HashMap::new(),
+            scanned: None,
+            exes: HashMap::new(),
+            max_pids: 65_536,
+            execs,
+        }
+    }
+
+    fn scan(&mut self) {
+        self.scanned = Some(Instant::now());
+        let Some(root) = self.root.clone() else { return };
+        let mut stack = vec![root.clone()];
+        // Bounded walk: cgroup trees are shallow, but never loop forever.
+        let mut budget = 200_000usize;
+        while let Some(dir) = stack.pop() {
+            let Ok(md) = std::fs::metadata(&dir) else { continue };
+            let rel = dir.strip_prefix(&root).map(|p| format!("/{}", p.display())).unwrap_or_else(|_| "/".into());
+            self.cgroups.insert(md.ino(), if rel == "/" { "/".into() } else { rel });
+            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                if budget == 0 {
+                    return;
+                }
+                budget -= 1;
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+
+    fn cgroup_path(&mut self, id: u64) -> Option<String> {
+        if let Some(p) = self.cgroups.get(&id) {
+            return Some(p.clone());
+        }
+        if self.scanned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            self.scan();
+        }
+        self.cgroups.get(&id).cloned()
+    }
+
+    /// The identity of process `pid` (command `comm`) in cgroup `cgroup_id`.
+    pub fn resolve(&mut self, pid: u32, comm: &str, cgroup_id: u64) -> Identity {
+        let cgroup_path = self.cgroup_path(cgroup_id);
+        let container = cgroup_path.as_deref().and_then(container::from_cgroup_path);
+        if self.exes.len() >= self.max_pids {
+            self.exes.clear();
+        }
+        let execs = &self.execs;
+        let exe = self
+            .exes
+            .entry((pid, comm.to_string()))
+            .or_insert_with(|| {
+                execs
+                    .get(pid, comm)
+                    .or_else(|| std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.display().to_string()))
+            })
+            .clone();
+        Identity { cgroup_path, container, exe }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_this_process() {
+        let mut r = IdentityResolver::new(Default::default());
+        let me = std::process::id();
+        // Our own cgroup id is the inode of our cgroup directory.
+        let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let rel = cg.lines().find_map(|l| l.strip_prefix("0::")).expect("cgroup v2 entry").to_string();
+        let root = crate::capture::selfcheck::cgroup2_root().expect("cgroup v2 mounted");
+        let ino = std::fs::metadata(root.join(rel.trim_start_matches('/'))).unwrap().ino();
+        let id = r.resolve(me, "test", ino);
+        assert_eq!(id.cgroup_path.as_deref(), Some(rel.as_str()));
+        assert_eq!(id.exe, Some(std::fs::read_link("/proc/self/exe").unwrap().display().to_string()));
+        assert_eq!(r.resolve(me, "test", u64::MAX).cgroup_path, None, "unknown ids stay unknown");
+    }
+}
