@@ -50,23 +50,9 @@ pub fn fd_to_file(fd: i64) -> Option<u64> {
 /// `struct sock *` behind `fd` of the current task, if `fd` is a socket.
 #[inline(always)]
 pub fn fd_to_sock(fd: i64) -> Option<u64> {
-    if fd < 0 {
-        return None;
-    }
+    let file = fd_to_file(fd)?;
     let o = offsets();
     unsafe {
-        let task = bpf_get_current_task();
-        let files: u64 = read(task + o.task_files as u64)?;
-        let fdt: u64 = read(files + o.files_fdt as u64)?;
-        let max: u32 = read(fdt + o.fdt_max_fds as u64)?;
-        if fd as u64 >= max as u64 {
-            return None;
-        }
-        let fds: u64 = read(fdt + o.fdt_fd as u64)?;
-        let file: u64 = read(fds + (fd as u64) * 8)?;
-        if file == 0 {
-            return None;
-        }
         let inode: u64 = read(file + o.file_inode as u64)?;
         let mode: u16 = read(inode + o.inode_mode as u64)?;
         if mode & S_IFMT != S_IFSOCK {
