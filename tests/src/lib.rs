@@ -10,6 +10,8 @@ pub mod curl_trace;
 pub mod netns;
 pub mod nginx;
 pub mod peers;
+pub mod protocol_records;
+pub mod protocol_scripts;
 pub mod records;
 pub mod tls;
 
