@@ -130,10 +130,19 @@ fn ensure_cargo_fuzz() -> anyhow::Result<()> {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !nightly {
-        bail!(
-            "the fuzz targets need a rustup nightly toolchain (libFuzzer needs -Z sanitizer); \
-             install one with `rustup toolchain install nightly --profile minimal`"
-        );
+        println!("setup: installing a rustup nightly toolchain (the fuzz targets need -Z sanitizer)");
+        let installed = Command::new("rustup")
+            .args(["toolchain", "install", "nightly", "--profile", "minimal"])
+            .env("PATH", path_with_cargo_bin())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !installed {
+            bail!(
+                "the fuzz targets need a rustup nightly toolchain (libFuzzer needs -Z sanitizer) and \
+                 `rustup toolchain install nightly --profile minimal` failed; install rustup and run it"
+            );
+        }
     }
     let have = Command::new("cargo")
         .args(["fuzz", "--version"])
