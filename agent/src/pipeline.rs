@@ -59,10 +59,7 @@ pub async fn run(
     let Stages { mut tls, mut feed, ship, exes } = stages;
     let mut tracker = Tracker::new(config);
     let mut records: Vec<Record> = Vec::new();
-    // Records for the collector, sent after each batch (send waits while the
-    // shipper writes to its spool: backpressure, never loss).
-    let mut outbox: Vec<pb::Record> = Vec::new();
-    let host = ship.as_ref().map(|s| s.host.clone()).unwrap_or_default();
+    let mut outbox = Outbox { ship, queue: Vec::new() };
     let mut identities = IdentityResolver::new(exes);
     let mut clock = ClockSync::measure();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -91,29 +88,27 @@ pub async fn run(
                     rec.tls = tls_info(&tls.registry, ev.meta());
                     let m = ev.meta();
                     let identity = identities.resolve(m.pid, &m.comm, m.cgroup_id);
-                    if ship.is_some()
-                        && let Some(mut w) = wire::event(ev, rec.tls.as_ref(), &clock, &host)
+                    if let Some(host) = outbox.host()
+                        && let Some(mut w) = wire::event(ev, rec.tls.as_ref(), &clock, host)
                     {
                         w.identity = wire::identity_map(&identity);
-                        outbox.push(w);
+                        outbox.queue.push(w);
                     }
                     rec.identity = Some(identity);
                     sink.write(&rec)?;
                     metrics.records_out.inc();
                 }
-                if ship.is_some() {
-                    outbox.extend(records.iter().map(|r| wire::protocol(r, &clock, &host)));
-                }
-                write_records(&mut sink, &mut records, &clock, &metrics)?;
-                send(&ship, &mut outbox, &metrics).await;
+                write_records(&mut sink, &mut records, &clock, &metrics, &mut outbox)?;
+                outbox.send(&metrics).await;
                 if rx.is_empty() {
                     sink.flush()?;
                 }
             }
             Some(n) = tls.notices.recv() => {
+                let now_utc = clock.to_utc_ns(now_boot_ns());
                 let v = serde_json::json!({
                     "type": "tls_unsupported",
-                    "ts": crate::clock::rfc3339(crate::clock::ClockSync::measure().to_utc_ns(0) + now_boot_ns() as i128),
+                    "ts": crate::clock::rfc3339(now_utc),
                     "path": n.path,
                     "pid": n.pid,
                     "library": n.library,
@@ -122,29 +117,18 @@ pub async fn run(
                 sink.write_value(&v)?;
                 metrics.records_out.inc();
                 sink.flush()?;
-                if ship.is_some() {
-                    outbox.push(wire::notice(&n, crate::clock::ClockSync::measure().to_utc_ns(now_boot_ns()) as i64, &host));
-                    send(&ship, &mut outbox, &metrics).await;
+                if let Some(host) = outbox.host() {
+                    let w = wire::notice(&n, now_utc as i64, host);
+                    outbox.queue.push(w);
+                    outbox.send(&metrics).await;
                 }
             }
             _ = tick.tick() => {
                 clock = ClockSync::measure();
                 let gaps = tracker.tick(Instant::now());
-                write_gaps(&mut sink, &gaps, &clock, &metrics, &tls.registry)?;
-                if ship.is_some() {
-                    outbox.extend(gaps.iter().map(|g| wire::gap(g, tls_info(&tls.registry, &g.meta).as_ref(), &clock, &host)));
-                }
-                if let Some(f) = feed.as_mut() {
-                    for g in &gaps {
-                        f.on_gap(g, &mut records);
-                    }
-                    records.extend(f.flush_idle(now_boot_ns()));
-                    if ship.is_some() {
-                        outbox.extend(records.iter().map(|r| wire::protocol(r, &clock, &host)));
-                    }
-                    write_records(&mut sink, &mut records, &clock, &metrics)?;
-                }
-                send(&ship, &mut outbox, &metrics).await;
+                let finished = Finish::Idle(now_boot_ns());
+                settle(&gaps, finished, &mut feed, &mut records, &mut sink, &clock, &metrics, &tls.registry, &mut outbox)?;
+                outbox.send(&metrics).await;
                 metrics.conns_tracked.set(tracker.len() as u64);
                 metrics.conns_evicted.set(tracker.evicted);
                 sink.flush()?;
@@ -152,21 +136,8 @@ pub async fn run(
         }
     }
     let gaps = tracker.finish_all();
-    write_gaps(&mut sink, &gaps, &clock, &metrics, &tls.registry)?;
-    if ship.is_some() {
-        outbox.extend(gaps.iter().map(|g| wire::gap(g, tls_info(&tls.registry, &g.meta).as_ref(), &clock, &host)));
-    }
-    if let Some(f) = feed.as_mut() {
-        for g in &gaps {
-            f.on_gap(g, &mut records);
-        }
-        records.extend(f.shutdown());
-        if ship.is_some() {
-            outbox.extend(records.iter().map(|r| wire::protocol(r, &clock, &host)));
-        }
-        write_records(&mut sink, &mut records, &clock, &metrics)?;
-    }
-    send(&ship, &mut outbox, &metrics).await;
+    settle(&gaps, Finish::All, &mut feed, &mut records, &mut sink, &clock, &metrics, &tls.registry, &mut outbox)?;
+    outbox.send(&metrics).await;
     metrics.conns_tracked.set(0);
     sink.flush()
 }
@@ -179,8 +150,13 @@ fn write_records(
     records: &mut Vec<Record>,
     clock: &ClockSync,
     metrics: &Metrics,
+    outbox: &mut Outbox,
 ) -> Result<(), SinkError> {
     for r in records.drain(..) {
+        if let Some(host) = outbox.host() {
+            let w = wire::protocol(&r, clock, host);
+            outbox.queue.push(w);
+        }
         let mut v = r.to_json();
         if let serde_json::Value::Object(o) = &mut v {
             let tls = r.conn_id & TLS_FLOW_BIT != 0;
@@ -196,19 +172,66 @@ fn write_records(
     Ok(())
 }
 
-/// Hands the outbox to the shipper. The shipper outlives the pipeline, so a
-/// closed channel is a bug: counted and logged, never silent.
-async fn send(ship: &Option<Ship>, outbox: &mut Vec<pb::Record>, metrics: &Metrics) {
-    let Some(ship) = ship else {
-        outbox.clear();
-        return;
-    };
-    for r in outbox.drain(..) {
-        if ship.tx.send(r).await.is_err() {
-            metrics.ship_closed.inc();
-            tracing::error!("shipper stopped before the pipeline; record not shipped (kept in the local output)");
+/// Records for the collector, handed to the shipper after each batch (the
+/// send waits while the shipper writes its spool: backpressure, never loss).
+struct Outbox {
+    ship: Option<Ship>,
+    queue: Vec<pb::Record>,
+}
+
+impl Outbox {
+    /// The host name to stamp, when shipping is on.
+    fn host(&self) -> Option<&str> {
+        self.ship.as_ref().map(|s| s.host.as_str())
+    }
+
+    /// The shipper outlives the pipeline, so a closed channel is a bug:
+    /// counted and logged, never silent.
+    async fn send(&mut self, metrics: &Metrics) {
+        let Some(ship) = &self.ship else { return };
+        for r in self.queue.drain(..) {
+            if ship.tx.send(r).await.is_err() {
+                metrics.ship_closed.inc();
+                tracing::error!("shipper stopped before the pipeline; record not shipped (kept in the local output)");
+            }
         }
     }
+}
+
+/// Which flows reassembly finishes when gaps are settled.
+enum Finish {
+    /// Idle and closed flows, as of this kernel time.
+    Idle(u64),
+    /// Every flow (shutdown).
+    All,
+}
+
+/// Settles what the tracker found missing and the flows that are done: gaps
+/// are written and fed to reassembly, finished flows' records written, and all
+/// of it queued for the collector.
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    gaps: &[Gap],
+    finish: Finish,
+    feed: &mut Option<Feed>,
+    records: &mut Vec<Record>,
+    sink: &mut Sink,
+    clock: &ClockSync,
+    metrics: &Metrics,
+    registry: &TlsRegistry,
+    outbox: &mut Outbox,
+) -> Result<(), SinkError> {
+    write_gaps(sink, gaps, clock, metrics, registry, outbox)?;
+    if let Some(f) = feed.as_mut() {
+        for g in gaps {
+            f.on_gap(g, records);
+        }
+        records.extend(match finish {
+            Finish::Idle(now) => f.flush_idle(now),
+            Finish::All => f.shutdown(),
+        });
+    }
+    write_records(sink, records, clock, metrics, outbox)
 }
 
 fn count_gaps(metrics: &Metrics, gaps: &[Gap]) {
@@ -240,12 +263,17 @@ fn write_gaps(
     clock: &ClockSync,
     metrics: &Metrics,
     registry: &TlsRegistry,
+    outbox: &mut Outbox,
 ) -> Result<(), SinkError> {
     count_gaps(metrics, gaps);
     for g in gaps {
         tracing::warn!(conn_id = g.meta.conn_id, direction = ?g.direction, pos = g.pos, len = g.len, reason = ?g.reason, "bytes missing from stream");
         let mut rec = JsonRecord::from_gap(g, clock);
         rec.tls = tls_info(registry, &g.meta);
+        if let Some(host) = outbox.host() {
+            let w = wire::gap(g, rec.tls.as_ref(), clock, host);
+            outbox.queue.push(w);
+        }
         sink.write(&rec)?;
         metrics.records_out.inc();
     }

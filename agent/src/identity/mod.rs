@@ -7,6 +7,7 @@ use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -60,9 +61,10 @@ pub struct IdentityResolver {
     cgroups: HashMap<u64, String>,
     /// When the hierarchy was last walked.
     scanned: Option<Instant>,
-    /// (pid, comm) → executable: a new comm (execve) or a reused pid re-reads it.
-    exes: HashMap<(u32, String), Option<String>>,
-    /// Bound on `exes` (cleared when full: a cache, not a record).
+    /// pid → (comm, cgroup id, identity): resolved once and shared by every
+    /// record of the process; a new comm (execve, pid reuse) or cgroup re-resolves.
+    by_pid: HashMap<u32, (String, u64, Arc<Identity>)>,
+    /// Bound on `by_pid` (cleared when full: a cache, not a record).
     max_pids: usize,
     /// Executables seen at exec time.
     execs: std::sync::Arc<ExecCache>,
@@ -74,7 +76,7 @@ impl IdentityResolver {
             root: crate::capture::selfcheck::cgroup2_root(),
             cgroups: HashMap::new(),
             scanned: None,
-            exes: HashMap::new(),
+            by_pid: HashMap::new(),
             max_pids: 65_536,
             execs,
         }
@@ -114,23 +116,26 @@ impl IdentityResolver {
     }
 
     /// The identity of process `pid` (command `comm`) in cgroup `cgroup_id`.
-    pub fn resolve(&mut self, pid: u32, comm: &str, cgroup_id: u64) -> Identity {
+    /// No allocation when the process was seen before with the same comm and cgroup.
+    pub fn resolve(&mut self, pid: u32, comm: &str, cgroup_id: u64) -> Arc<Identity> {
+        if let Some((c, g, id)) = self.by_pid.get(&pid)
+            && c == comm
+            && *g == cgroup_id
+        {
+            return id.clone();
+        }
         let cgroup_path = self.cgroup_path(cgroup_id);
         let container = cgroup_path.as_deref().and_then(container::from_cgroup_path);
-        if self.exes.len() >= self.max_pids {
-            self.exes.clear();
-        }
-        let execs = &self.execs;
         let exe = self
-            .exes
-            .entry((pid, comm.to_string()))
-            .or_insert_with(|| {
-                execs
-                    .get(pid, comm)
-                    .or_else(|| std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.display().to_string()))
-            })
-            .clone();
-        Identity { cgroup_path, container, exe }
+            .execs
+            .get(pid, comm)
+            .or_else(|| std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.display().to_string()));
+        let id = Arc::new(Identity { cgroup_path, container, exe });
+        if self.by_pid.len() >= self.max_pids {
+            self.by_pid.clear();
+        }
+        self.by_pid.insert(pid, (comm.to_string(), cgroup_id, id.clone()));
+        id
     }
 }
 

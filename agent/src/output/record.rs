@@ -66,7 +66,7 @@ pub struct JsonRecord {
     pub tls: Option<TlsLib>,
     /// Workload identity of the process (cgroup path, container, executable).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub identity: Option<crate::identity::Identity>,
+    pub identity: Option<std::sync::Arc<crate::identity::Identity>>,
 }
 
 impl JsonRecord {
