@@ -70,7 +70,8 @@ pub enum CaptureEvent {
         meta: Meta,
         direction: Direction,
         pos: u64,
-        payload: Vec<u8>,
+        /// Shared, not copied, by the local output, reassembly and shipping.
+        payload: bytes::Bytes,
     },
     Connect {
         meta: Meta,
@@ -209,7 +210,7 @@ pub fn decode(buf: &[u8]) -> Result<CaptureEvent, DecodeError> {
             CaptureEvent::Data {
                 direction: direction(h.direction)?,
                 pos: h.pos,
-                payload: payload[..len].to_vec(),
+                payload: bytes::Bytes::copy_from_slice(&payload[..len]),
                 meta,
             }
         }
@@ -275,7 +276,7 @@ mod tests {
     fn decodes_data_with_padding() {
         let ev = decode(&bytes(&header(KIND_DATA), b"abc\0\0\0\0\0")).unwrap();
         let CaptureEvent::Data { meta, direction, pos, payload } = ev else { panic!() };
-        assert_eq!((direction, pos, payload.as_slice()), (Direction::Egress, 100, &b"abc"[..]));
+        assert_eq!((direction, pos, &payload[..]), (Direction::Egress, 100, &b"abc"[..]));
         assert_eq!(meta.comm, "curl");
         assert_eq!(meta.local.to_string(), "127.0.0.1:5555");
         assert_eq!(meta.remote.to_string(), "127.0.0.2:80");

@@ -249,7 +249,12 @@ mod tests {
     }
 
     fn data(conn: u64, pos: u64, len: usize, tx_total: u64) -> CaptureEvent {
-        CaptureEvent::Data { meta: meta(conn, tx_total, 0), direction: Direction::Egress, pos, payload: vec![7; len] }
+        CaptureEvent::Data {
+            meta: meta(conn, tx_total, 0),
+            direction: Direction::Egress,
+            pos,
+            payload: vec![7; len].into(),
+        }
     }
 
     #[test]

@@ -8,8 +8,6 @@
 //! yields raw records: metadata never replaces the original.
 use std::collections::HashMap;
 
-use bytes::Bytes;
-
 use super::{
     FlowConfig, FlowEngine,
     input::{self, ConnClose, ConnOpen, DataChunk, FlowEvent, GapEvent, ProcessIdentity, Role},
@@ -117,7 +115,7 @@ impl Feed {
                     direction: dir(*direction),
                     pos: *pos,
                     ts_ns: m.ts_ns,
-                    data: Bytes::copy_from_slice(payload),
+                    data: payload.clone(),
                 };
                 self.engine.push_into(FlowEvent::Data(chunk), out);
             }

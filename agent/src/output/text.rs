@@ -110,8 +110,12 @@ mod tests {
             tx_total: 0,
             rx_total: 0,
         };
-        let ev =
-            CaptureEvent::Data { meta, direction: Direction::Egress, pos: 0, payload: b"GET / HTTP/1.1\r\n".to_vec() };
+        let ev = CaptureEvent::Data {
+            meta,
+            direction: Direction::Egress,
+            pos: 0,
+            payload: bytes::Bytes::from_static(b"GET / HTTP/1.1\r\n"),
+        };
         let l = line(&JsonRecord::from_event(&ev, &ClockSync::measure()));
         assert!(
             l.contains(

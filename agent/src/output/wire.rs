@@ -99,7 +99,7 @@ pub fn event(ev: &CaptureEvent, tls: Option<&TlsLib>, clock: &ClockSync, host: &
             let mut r = base(pb::RecordKind::DataChunk, m, clock, host);
             r.set_direction(dir(*direction));
             r.stream_pos = *pos;
-            r.payload = payload.clone();
+            r.payload = payload.to_vec();
             r
         }
         CaptureEvent::Connect { .. } | CaptureEvent::Accept { .. } => {
