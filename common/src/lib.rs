@@ -7,6 +7,8 @@
 
 pub mod event;
 pub mod offsets;
+/// Segmentation policy as the kernel hooks read it (maps, decision events).
+pub mod segment;
 
 pub use event::*;
 pub use offsets::*;
