@@ -86,6 +86,7 @@ pub struct FileConfig {
     pub spool_bytes: Option<u64>,
     #[serde(default, deserialize_with = "positive_usize")]
     pub max_conns: Option<usize>,
+    pub policy: Option<PathBuf>,
 }
 
 fn output_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OutputFormat>, D::Error> {
@@ -140,7 +141,7 @@ impl FileConfig {
             )*};
         }
         take!(output, output_file, ring_bytes, conn_cap_bytes, metrics_addr, stats_file, ready_file);
-        take!(reorder_window_ms, idle_timeout_s, no_tls, max_conns);
+        take!(reorder_window_ms, idle_timeout_s, no_tls, max_conns, policy);
         take!(no_flows, collector, agent_id, tls_dir, tls_cert_name, collector_name, spool_dir, spool_bytes);
     }
 }

@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod proto;
+pub mod segment;
 pub mod ship;
 pub mod spool;

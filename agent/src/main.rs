@@ -15,8 +15,9 @@ use wiretrail_agent::{
     conn::TrackerConfig,
     flow::{FlowConfig, feed::Feed},
     metrics::{self, Metrics},
-    output::Sink,
+    output::{AgentNote, Sink, note::now_utc_ns},
     pipeline,
+    segment::{self, Enforcer, enforcer::Outcome},
     ship::{ClientTlsFiles, ShipConfig, ShipHandle},
     spool::SpoolConfig,
 };
@@ -118,7 +119,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
-    let stages = pipeline::Stages { tls: links, feed, ship, exes };
+    // Records made outside the capture path: policy decisions and notices.
+    let (note_tx, note_rx) = mpsc::channel::<AgentNote>(1024);
+    let mut policy = match &args.policy {
+        Some(path) => {
+            let (enforcer, ring) = Enforcer::start(&mut loaded.ebpf, path)?;
+            let gens = enforcer.generations.clone();
+            let task = tokio::spawn(segment::decisions::run(
+                ring,
+                gens,
+                exes.clone(),
+                note_tx.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+            let mut p = PolicyRun { enforcer, task, lost: 0 };
+            p.announce(&policy_loaded(&p.enforcer), &note_tx, &metrics).await;
+            Some(p)
+        }
+        None => None,
+    };
+    let stages = pipeline::Stages { tls: links, feed, ship, exes, notes: note_rx };
     let pipe = tokio::spawn(pipeline::run(rx, sink, tracker, metrics.clone(), stages));
     if let Some(addr) = args.metrics_addr {
         let listener =
@@ -158,6 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(pid = std::process::id(), "capturing; SIGINT or SIGTERM to stop");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut every = tokio::time::interval(Duration::from_secs(1));
     let mut rescan = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -172,6 +194,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         tracing::warn!("TLS report channel full; the report is in this log only");
                     }
                     metrics.tls_libraries.set(t.attached() as u64);
+                }
+            }
+            _ = hup.recv() => {
+                if let Some(p) = policy.as_mut() {
+                    let outcome = p.enforcer.reload();
+                    p.announce(&outcome, &note_tx, &metrics).await;
+                } else {
+                    tracing::info!("SIGHUP: no policy configured; nothing to reload");
                 }
             }
             _ = rescan.tick() => {
@@ -189,6 +219,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     Err(e) => tracing::warn!(error = %e, "reading kernel counters"),
                 }
+                if let Some(p) = policy.as_mut() {
+                    if let Some(outcome) = p.enforcer.tick() {
+                        p.announce(&outcome, &note_tx, &metrics).await;
+                    }
+                    p.kernel_counters(&note_tx, &metrics).await;
+                }
             }
         }
     }
@@ -199,6 +235,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     drop(notice_tx);
     drop(discovery);
     reader.await.context("reader task")??;
+    if let Some(mut p) = policy.take() {
+        p.kernel_counters(&note_tx, &metrics).await;
+        p.task.await.context("policy decisions task")??;
+    }
+    drop(note_tx);
     pipe.await.context("pipeline task")??;
     if let Some((task, stats)) = ship_task {
         ship_shutdown.cancel();
@@ -216,4 +257,78 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .with_context(|| format!("writing stats file {}", p.display()))?;
     }
     Ok(())
+}
+
+/// The segmentation side of the agent while a policy is configured.
+struct PolicyRun {
+    enforcer: Enforcer,
+    /// The decisions reader.
+    task: tokio::task::JoinHandle<Result<(), capture::reader::ReaderError>>,
+    /// Decision events lost in the kernel, already reported.
+    lost: u64,
+}
+
+/// The outcome of the first load, as a notice.
+fn policy_loaded(e: &Enforcer) -> Outcome {
+    Outcome::Loaded {
+        sha256: e.sha256().unwrap_or_default().to_string(),
+        generation: e.generation(),
+        zones: e.zones(),
+        rules: e.rules(),
+    }
+}
+
+impl PolicyRun {
+    /// Records a load or rejection as a notice (evidence of which policy was
+    /// in force from when).
+    async fn announce(&mut self, outcome: &Outcome, tx: &mpsc::Sender<AgentNote>, metrics: &Metrics) {
+        let now = now_utc_ns();
+        let json = match outcome {
+            Outcome::Unchanged => return,
+            Outcome::Loaded { sha256, generation, zones, rules } => {
+                metrics.policy_generation.set(*generation as u64);
+                serde_json::json!({"type": "policy_loaded", "ts": wiretrail_agent::clock::rfc3339(now),
+                    "path": self.enforcer.path().display().to_string(), "policy_sha256": sha256,
+                    "policy_generation": generation, "zones": zones, "rules": rules})
+            }
+            Outcome::Rejected { error } => {
+                metrics.policy_rejected.inc();
+                serde_json::json!({"type": "policy_rejected", "ts": wiretrail_agent::clock::rfc3339(now),
+                    "path": self.enforcer.path().display().to_string(), "error": error,
+                    "policy_sha256_in_force": self.enforcer.sha256()})
+            }
+        };
+        let _ = tx.send(AgentNote::notice(json, now)).await;
+    }
+
+    /// Publishes the kernel's decision counters; decision events the kernel
+    /// could not queue become a gap record (the decisions themselves applied).
+    async fn kernel_counters(&mut self, tx: &mpsc::Sender<AgentNote>, metrics: &Metrics) {
+        use wiretrail_common::segment::*;
+        let k = self.enforcer.kernel_stats();
+        metrics.policy_allowed.set(k[PSTAT_ALLOW as usize]);
+        metrics.policy_denied.set(k[PSTAT_DENY as usize]);
+        metrics.policy_audited.set(k[PSTAT_AUDIT as usize]);
+        metrics.policy_errors.set(k[PSTAT_ERRORS as usize]);
+        let lost = k[PSTAT_LOST as usize];
+        metrics.policy_lost.set(lost);
+        if lost > self.lost {
+            let n = lost - self.lost;
+            self.lost = lost;
+            tracing::warn!(lost = n, "policy decision events lost (ring full); the decisions were applied");
+            let now = now_utc_ns();
+            let json = serde_json::json!({"type": "gap", "ts": wiretrail_agent::clock::rfc3339(now),
+                "gap_reason": "lost", "what": "policy_decisions", "len": n});
+            let mut note = AgentNote::notice(json, now);
+            note.wire.set_kind(wiretrail_proto::v1::RecordKind::Gap);
+            let mut g = wiretrail_proto::v1::Gap {
+                len: n,
+                detail: format!("{n} policy decision events lost (decision ring full); the decisions were applied"),
+                ..Default::default()
+            };
+            g.set_reason(wiretrail_proto::v1::GapReason::RingFull);
+            note.wire.gap = Some(g);
+            let _ = tx.send(note).await;
+        }
+    }
 }

@@ -76,6 +76,21 @@ pub struct Metrics {
     /// Kernel: events not captured because their peer is the agent's own socket
     /// (e.g. a collector on this host receiving what the agent ships).
     pub kernel_self_peer: Counter,
+    /// Policy decision records written (allows of connects and inbound TCP,
+    /// every deny and audit).
+    pub policy_decisions: Counter,
+    /// Kernel decisions by verdict (every one, recorded or not).
+    pub policy_allowed: Counter,
+    pub policy_denied: Counter,
+    pub policy_audited: Counter,
+    /// Decision events the kernel could not queue (reported as gap records).
+    pub policy_lost: Counter,
+    /// Hook-internal errors (the flow was let through).
+    pub policy_errors: Counter,
+    /// Generation of the policy in force (0: none).
+    pub policy_generation: Counter,
+    /// Policy files rejected (invalid) while a previous policy stayed in force.
+    pub policy_rejected: Counter,
 }
 
 impl Metrics {
@@ -90,7 +105,7 @@ impl Metrics {
         self.kernel_self_peer.set(k.self_peer);
     }
 
-    fn fields(&self) -> [(&'static str, &Counter); 23] {
+    fn fields(&self) -> [(&'static str, &Counter); 31] {
         [
             ("ring_records", &self.ring_records),
             ("decode_errors", &self.decode_errors),
@@ -115,6 +130,14 @@ impl Metrics {
             ("kernel_internal_errors", &self.kernel_internal_errors),
             ("kernel_pending_full", &self.kernel_pending_full),
             ("kernel_self_peer", &self.kernel_self_peer),
+            ("policy_decisions", &self.policy_decisions),
+            ("policy_allowed", &self.policy_allowed),
+            ("policy_denied", &self.policy_denied),
+            ("policy_audited", &self.policy_audited),
+            ("policy_lost", &self.policy_lost),
+            ("policy_errors", &self.policy_errors),
+            ("policy_generation", &self.policy_generation),
+            ("policy_rejected", &self.policy_rejected),
         ]
     }
 
@@ -122,7 +145,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::new();
         for (name, c) in self.fields() {
-            let kind = if name == "conns_tracked" { "gauge" } else { "counter" };
+            let kind = if matches!(name, "conns_tracked" | "policy_generation") { "gauge" } else { "counter" };
             let _ = writeln!(s, "# TYPE wiretrail_agent_{name} {kind}\nwiretrail_agent_{name} {}", c.get());
         }
         s

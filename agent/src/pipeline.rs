@@ -15,7 +15,7 @@ use crate::{
     flow::feed::{Feed, TLS_FLOW_BIT},
     identity::IdentityResolver,
     metrics::Metrics,
-    output::{JsonRecord, Sink, SinkError, wire},
+    output::{AgentNote, JsonRecord, Sink, SinkError, wire},
     proto::record::Record,
 };
 
@@ -47,6 +47,8 @@ pub struct Stages {
     pub ship: Option<Ship>,
     /// Executables read at exec time, for workload identity.
     pub exes: Arc<crate::identity::ExecCache>,
+    /// Records made outside the capture path (policy decisions and notices).
+    pub notes: mpsc::Receiver<AgentNote>,
 }
 
 pub async fn run(
@@ -56,7 +58,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     stages: Stages,
 ) -> Result<(), SinkError> {
-    let Stages { mut tls, mut feed, ship, exes } = stages;
+    let Stages { mut tls, mut feed, ship, exes, mut notes } = stages;
     let mut tracker = Tracker::new(config);
     let mut records: Vec<Record> = Vec::new();
     let mut outbox = Outbox { ship, queue: Vec::new() };
@@ -123,6 +125,14 @@ pub async fn run(
                     outbox.send(&metrics).await;
                 }
             }
+            Some(n) = notes.recv() => {
+                write_note(&mut sink, n, &metrics, &mut outbox)?;
+                while let Ok(n) = notes.try_recv() {
+                    write_note(&mut sink, n, &metrics, &mut outbox)?;
+                }
+                outbox.send(&metrics).await;
+                sink.flush()?;
+            }
             _ = tick.tick() => {
                 clock = ClockSync::measure();
                 let gaps = tracker.tick(Instant::now());
@@ -134,6 +144,11 @@ pub async fn run(
                 sink.flush()?;
             }
         }
+    }
+    // Every note until their senders are gone (main drops its own; the
+    // decisions reader drains its ring and stops on shutdown).
+    while let Some(n) = notes.recv().await {
+        write_note(&mut sink, n, &metrics, &mut outbox)?;
     }
     let gaps = tracker.finish_all();
     settle(&gaps, Finish::All, &mut feed, &mut records, &mut sink, &clock, &metrics, &tls.registry, &mut outbox)?;
@@ -168,6 +183,17 @@ fn write_records(
         sink.write_value(&v)?;
         metrics.protocol_records.inc();
         metrics.records_out.inc();
+    }
+    Ok(())
+}
+
+/// Writes a record made outside the capture path and queues it for the collector.
+fn write_note(sink: &mut Sink, mut n: AgentNote, metrics: &Metrics, outbox: &mut Outbox) -> Result<(), SinkError> {
+    sink.write_value(&n.json)?;
+    metrics.records_out.inc();
+    if let Some(host) = outbox.host() {
+        n.wire.host = host.to_string();
+        outbox.queue.push(n.wire);
     }
     Ok(())
 }

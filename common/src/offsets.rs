@@ -49,8 +49,19 @@ pub struct KernelOffsets {
     /// The value of that count when only one reference is left: 0 for the biased
     /// `file_ref_t` (6.13+), 1 for the plain `f_count`.
     pub file_last_ref: u32,
+    /// `task_struct.mm` (segmentation: the executable of the connecting task)
+    pub task_mm: u32,
+    /// `mm_struct.exe_file`
+    pub mm_exe_file: u32,
+    /// `inode.i_ino`
+    pub inode_ino: u32,
+    /// `inode.i_sb`
+    pub inode_sb: u32,
+    /// `super_block.s_dev`
+    pub sb_dev: u32,
+    pub _pad0: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 104);
 
 /// Runtime settings for the kernel programs (read-only global).
 #[repr(C)]

@@ -19,6 +19,15 @@
 //!    (any port, proto), (port, any proto), (any, any); then [`CidrRuleKey`]
 //!    in the same four combinations. First hit wins.
 
+/// Entries each map holds per slot (the kernel maps hold twice as many).
+pub const ZONES_PER_SLOT: u32 = 4096;
+pub const CGROUPS_PER_SLOT: u32 = 65536;
+pub const UIDS_PER_SLOT: u32 = 4096;
+pub const EXES_PER_SLOT: u32 = 4096;
+pub const ADDRS_PER_SLOT: u32 = 65536;
+pub const RULES_PER_SLOT: u32 = 262144;
+pub const CIDR_RULES_PER_SLOT: u32 = 65536;
+
 /// No zone.
 pub const ZONE_NONE: u32 = 0;
 /// No rule matched: the zone's default deny applies.

@@ -66,6 +66,12 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     sk_protocol: 0,
     file_refcnt: 0,
     file_last_ref: 0,
+    task_mm: 0,
+    mm_exe_file: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    sb_dev: 0,
+    _pad0: 0,
 };
 
 /// Filled in by the agent before load.

@@ -14,6 +14,7 @@ pub mod protocol_records;
 pub mod protocol_scripts;
 pub mod records;
 pub mod tls;
+pub mod workload;
 
 use std::{
     net::TcpListener,

@@ -32,5 +32,11 @@ pub fn compute(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         sk_protocol: btf.member_offset("sock", "sk_protocol")?,
         file_refcnt,
         file_last_ref,
+        task_mm: btf.member_offset("task_struct", "mm")?,
+        mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
+        inode_ino: btf.member_offset("inode", "i_ino")?,
+        inode_sb: btf.member_offset("inode", "i_sb")?,
+        sb_dev: btf.member_offset("super_block", "s_dev")?,
+        _pad0: 0,
     })
 }

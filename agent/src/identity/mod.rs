@@ -52,6 +52,31 @@ impl ExecCache {
     }
 }
 
+/// Every cgroup under `root` as (cgroup id = directory inode, path relative to
+/// the root, `/` for the root itself). Bounded: cgroup trees are shallow, but
+/// a walk never runs forever.
+pub fn walk_cgroups(root: &std::path::Path) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    let mut budget = 200_000usize;
+    while let Some(dir) = stack.pop() {
+        let Ok(md) = std::fs::metadata(&dir) else { continue };
+        let rel = dir.strip_prefix(root).map(|p| format!("/{}", p.display())).unwrap_or_else(|_| "/".into());
+        out.push((md.ino(), rel));
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            if budget == 0 {
+                return out;
+            }
+            budget -= 1;
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
 /// Caches cgroup id → path (rescanning the hierarchy on a miss, at most once a
 /// second) and pid → executable.
 pub struct IdentityResolver {
@@ -85,24 +110,7 @@ impl IdentityResolver {
     fn scan(&mut self) {
         self.scanned = Some(Instant::now());
         let Some(root) = self.root.clone() else { return };
-        let mut stack = vec![root.clone()];
-        // Bounded walk: cgroup trees are shallow, but never loop forever.
-        let mut budget = 200_000usize;
-        while let Some(dir) = stack.pop() {
-            let Ok(md) = std::fs::metadata(&dir) else { continue };
-            let rel = dir.strip_prefix(&root).map(|p| format!("/{}", p.display())).unwrap_or_else(|_| "/".into());
-            self.cgroups.insert(md.ino(), if rel == "/" { "/".into() } else { rel });
-            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-            for e in rd.flatten() {
-                if budget == 0 {
-                    return;
-                }
-                budget -= 1;
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(e.path());
-                }
-            }
-        }
+        self.cgroups.extend(walk_cgroups(&root));
     }
 
     fn cgroup_path(&mut self, id: u64) -> Option<String> {

@@ -229,6 +229,10 @@ pub fn to_json(leaf_index: u64, l: &StoredLeaf) -> serde_json::Value {
         "cgroup_id": r.cgroup_id, "netns": r.netns, "identity": r.identity, "parsed_json": r.parsed_json,
         "payload_base64": base64::engine::general_purpose::STANDARD.encode(&r.payload),
         "stream_pos": r.stream_pos, "host": r.host,
+        "peer_workload_identity": r.peer_identity,
+        "decision": r.decision.map(|d| serde_json::json!({"verdict": d.verdict, "rule": d.rule, "rule_line": d.rule_line,
+            "policy_sha256": d.policy_sha256, "local_zone": d.local_zone, "peer_zone": d.peer_zone, "hook": d.hook,
+            "mode": d.mode, "direction": d.direction})),
         "gap": r.gap.map(|g| serde_json::json!({"pos": g.pos, "len": g.len, "reason": g.reason().as_str_name(), "detail": g.detail, "first_time_ns": g.first_time_ns, "last_time_ns": g.last_time_ns})),
     })
 }

@@ -1,0 +1,258 @@
+//! Segmentation enforced in the kernel, as root: two workloads in cgroups and
+//! network namespaces of their own, a policy between them, and the decisions
+//! as records (locally and in the collector).
+use std::{path::Path, time::Duration};
+
+use serde_json::Value;
+use sha2::Digest as _;
+use wiretrail_tests::{
+    agent::Agent,
+    collector::Collector,
+    netns::{ADDR_B, NetnsPair},
+    require_root, serial, wait_until,
+    workload::{Cgroup, ECHO_SERVER, Running, Session, connect_once},
+};
+
+#[path = "../../xtask/src/certs.rs"]
+#[allow(dead_code)]
+mod certs;
+
+const EPERM: i32 = 1;
+const ALLOWED: u16 = 8080;
+const OTHER: u16 = 9090;
+
+/// Client and server workloads: cgroups `<slice>/client` and `<slice>/server`,
+/// in namespaces `a` (198.18.0.1) and `b` (198.18.0.2). The client cgroup has a
+/// resident process (like a pod's pause container) so the agent knows its
+/// namespace's address before any client connects.
+struct Setup {
+    _server: Running,
+    _resident: Running,
+    client: Cgroup,
+    server: Cgroup,
+    net: NetnsPair,
+    slice: String,
+}
+
+impl Setup {
+    fn new(tag: &str) -> Setup {
+        let slice = format!("wiretrail-seg-{tag}-{}.slice", std::process::id());
+        let net = NetnsPair::new(tag);
+        let client = Cgroup::new(&slice, "client");
+        let server = Cgroup::new(&slice, "server");
+        let srv =
+            Running::start(&server, Some(&net.b), "python3", &["-c", ECHO_SERVER, &ALLOWED.to_string(), &OTHER.to_string()]);
+        let resident = Running::start(&client, Some(&net.a), "sleep", &["600"]);
+        Setup { _server: srv, _resident: resident, client, server, net, slice }
+    }
+
+    fn connect(&self, port: u16) -> Result<(), i32> {
+        connect_once(&self.client, Some(&self.net.a), ADDR_B, port)
+    }
+
+    /// A policy with zones `client` and `server` in `mode`, allowing client →
+    /// server on `ports`.
+    fn policy(&self, mode: &str, ports: &[u16]) -> String {
+        let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+        format!(
+            "version: 1\nzones:\n  - name: client\n    mode: {mode}\n    members:\n      - cgroup: \"/{slice}/client\"\n  - name: server\n    mode: {mode}\n    members:\n      - cgroup: \"/{slice}/server\"\nrules:\n  - name: client-to-server\n    from: client\n    to: server\n    ports: [{ports}]\n    protocol: tcp\n",
+            slice = self.slice,
+            ports = ports.join(", ")
+        )
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write policy");
+}
+
+fn decisions(agent: &Agent) -> Vec<Value> {
+    agent.records_now().0.into_iter().filter(|r| r["type"] == "policy_decision").collect()
+}
+
+/// Waits for a decision on `port` with `verdict` and returns it.
+fn wait_decision(agent: &Agent, hook_prefix: &str, port: u16, verdict: &str) -> Value {
+    let found = |a: &Agent| {
+        decisions(a).into_iter().find(|d| {
+            d["verdict"] == verdict
+                && d["hook"].as_str().is_some_and(|h| h.starts_with(hook_prefix))
+                && (d["remote"].as_str().is_some_and(|r| r.ends_with(&format!(":{port}")))
+                    || d["local"].as_str().is_some_and(|l| l.ends_with(&format!(":{port}"))))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || found(agent).is_some()),
+        "no {verdict} decision ({hook_prefix}) for port {port}; decisions: {:#?}\nlog:\n{}",
+        decisions(agent),
+        agent.log()
+    );
+    found(agent).unwrap()
+}
+
+fn wait_notice(agent: &Agent, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let find = |a: &Agent| a.records_now().0.into_iter().find(|r| r["type"] == kind && pred(r));
+    assert!(wait_until(Duration::from_secs(15), || find(agent).is_some()), "no {kind} notice:\n{}", agent.log());
+    find(agent).unwrap()
+}
+
+#[test]
+fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
+    require_root();
+    let _g = serial();
+    let s = Setup::new("se");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    certs::generate(&certs, &["agent", "security"]).expect("certificates");
+    let port = wiretrail_tests::free_port();
+    let collector = Collector::start(&dir.path().join("data"), &certs, port);
+    let policy_path = dir.path().join("policy.yaml");
+    let text = s.policy("enforce", &[ALLOWED]);
+    write(&policy_path, &text);
+    let agent = Agent::start(&[
+        "--no-tls",
+        "--policy",
+        policy_path.to_str().unwrap(),
+        "--collector",
+        &format!("https://127.0.0.1:{port}"),
+        "--tls-dir",
+        certs.to_str().unwrap(),
+        "--spool-dir",
+        dir.path().join("spool").to_str().unwrap(),
+        "--agent-id",
+        "seg-test",
+    ]);
+    assert_eq!(s.connect(ALLOWED), Ok(()), "allowed connection failed:\n{}", agent.log());
+    assert_eq!(s.connect(OTHER), Err(EPERM), "disallowed connection was not refused with EPERM");
+
+    let hash = sha256_hex(&text);
+    let allow = wait_decision(&agent, "connect", ALLOWED, "allow");
+    assert_eq!(allow["rule"], "client-to-server");
+    assert_eq!(allow["rule_line"], 13, "{allow}");
+    let deny = wait_decision(&agent, "connect", OTHER, "deny");
+    for (d, rule) in [(&allow, "client-to-server"), (&deny, "default-deny")] {
+        assert_eq!(d["rule"], rule, "{d}");
+        assert_eq!(d["policy_sha256"], hash.as_str(), "{d}");
+        assert_eq!(d["local_zone"], "client");
+        assert_eq!(d["peer_zone"], "server");
+        assert_eq!(d["identity"]["cgroup_path"], s.client.path.as_str(), "{d}");
+        assert_eq!(d["peer_identity"]["zone"], "server");
+        assert_eq!(d["peer_identity"]["cgroup_path"], s.server.path.as_str(), "{d}");
+        assert!(d["identity"]["exe"].as_str().is_some_and(|e| e.contains("python3")), "{d}");
+        assert_eq!(d["remote"].as_str().unwrap().split(':').next(), Some(ADDR_B));
+    }
+    assert_eq!(deny["mode"], "enforce");
+    // The server's side: the allowed SYN was decided at its ingress hook.
+    let inbound = wait_decision(&agent, "ingress", ALLOWED, "allow");
+    assert_eq!(inbound["identity"]["cgroup_path"], s.server.path.as_str(), "{inbound}");
+    assert_eq!(inbound["peer_zone"], "client");
+
+    // Both decisions are queryable in the collector, with both identities and the hash.
+    let client_id = format!("cgroup_path={}", s.client.path);
+    let stored = |verdict: &str| {
+        collector.query(&["--identity", &client_id]).into_iter().find(|r| {
+            r["kind"] == "RECORD_KIND_POLICY_DECISION" && r["decision"]["verdict"] == verdict
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || stored("allow").is_some() && stored("deny").is_some()),
+        "decisions not in the collector:\nagent:\n{}\ncollector:\n{}",
+        agent.log(),
+        collector.log()
+    );
+    for v in ["allow", "deny"] {
+        let r = stored(v).unwrap();
+        assert_eq!(r["decision"]["policy_sha256"], hash.as_str(), "{r}");
+        assert_eq!(r["identity"]["cgroup_path"], s.client.path.as_str());
+        assert_eq!(r["peer_workload_identity"]["cgroup_path"], s.server.path.as_str(), "{r}");
+        assert_eq!(r["peer_workload_identity"]["zone"], "server");
+        assert_eq!(r["remote"]["port"], if v == "allow" { ALLOWED } else { OTHER });
+    }
+    let (_, stats) = agent.stop();
+    assert!(stats["policy_denied"].as_u64() >= Some(1), "{stats}");
+    assert_eq!(stats["policy_lost"], 0);
+}
+
+#[test]
+fn audit_mode_lets_the_flow_through_and_records_the_violation() {
+    require_root();
+    let _g = serial();
+    let s = Setup::new("sa");
+    let dir = tempfile::tempdir().unwrap();
+    let policy_path = dir.path().join("policy.yaml");
+    let text = s.policy("audit", &[ALLOWED]);
+    write(&policy_path, &text);
+    let agent = Agent::start(&["--no-tls", "--policy", policy_path.to_str().unwrap()]);
+    assert_eq!(s.connect(OTHER), Ok(()), "audit mode must not block:\n{}", agent.log());
+    let out = wait_decision(&agent, "connect", OTHER, "audit");
+    assert_eq!(out["mode"], "audit");
+    assert_eq!(out["rule"], "default-deny");
+    assert_eq!(out["policy_sha256"], sha256_hex(&text).as_str());
+    assert_eq!(out["identity"]["cgroup_path"], s.client.path.as_str());
+    assert_eq!(out["peer_identity"]["cgroup_path"], s.server.path.as_str());
+    // The server zone is in audit too: its inbound side is recorded as a violation.
+    let inbound = wait_decision(&agent, "ingress", OTHER, "audit");
+    assert_eq!(inbound["local_zone"], "server");
+    assert_eq!(inbound["peer_zone"], "client");
+    drop(agent);
+}
+
+#[test]
+fn reload_keeps_open_connections_and_denies_new_ones_at_once() {
+    require_root();
+    let _g = serial();
+    let s = Setup::new("sr");
+    let dir = tempfile::tempdir().unwrap();
+    let policy_path = dir.path().join("policy.yaml");
+    write(&policy_path, &s.policy("enforce", &[ALLOWED, OTHER]));
+    let agent = Agent::start(&["--no-tls", "--policy", policy_path.to_str().unwrap()]);
+    assert_eq!(s.connect(OTHER), Ok(()), "both ports allowed at first:\n{}", agent.log());
+    let mut open = Session::open(&s.client, Some(&s.net.a), ADDR_B, OTHER);
+    assert_eq!(open.roundtrip("before"), "ok before");
+
+    // Narrow the policy: OTHER is no longer allowed.
+    let narrowed = s.policy("enforce", &[ALLOWED]);
+    write(&policy_path, &narrowed);
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+    let hash = sha256_hex(&narrowed);
+    wait_notice(&agent, "policy_loaded", |r| r["policy_sha256"] == hash.as_str());
+    assert_eq!(s.connect(OTHER), Err(EPERM), "newly disallowed destination not denied right after reload");
+    assert_eq!(open.roundtrip("after"), "ok after", "the established connection broke on reload");
+    assert_eq!(s.connect(ALLOWED), Ok(()));
+    let deny = wait_decision(&agent, "connect", OTHER, "deny");
+    assert_eq!(deny["policy_sha256"], hash.as_str());
+    assert_eq!(deny["policy_generation"], 2);
+
+    // An invalid policy is rejected, naming the line; the narrowed one stays in force.
+    let bad = narrowed.replace("to: server", "to: nowhere");
+    write(&policy_path, &bad);
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+    let rejected = wait_notice(&agent, "policy_rejected", |_| true);
+    let err = rejected["error"].as_str().unwrap();
+    assert!(err.contains("line 15"), "the rejection must name the line: {err}");
+    assert!(err.contains("nowhere"), "{err}");
+    assert_eq!(rejected["policy_sha256_in_force"], hash.as_str());
+    assert_eq!(s.connect(OTHER), Err(EPERM), "the previous policy must stay in force");
+    assert_eq!(s.connect(ALLOWED), Ok(()));
+    assert_eq!(open.roundtrip("still"), "ok still");
+    drop(agent);
+}
+
+#[test]
+fn an_invalid_policy_at_start_is_refused_naming_the_line() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    write(&path, "version: 1\nzones:\n  - name: a\n    members:\n      - cgroup: /x\nrules:\n  - from: a\n    to: {cidr: 10.0.0.1/8}\n");
+    let out = std::process::Command::new(wiretrail_tests::workspace_bin("wiretrail-agent"))
+        .args(["--no-tls", "--output", "none", "--policy"])
+        .arg(&path)
+        .output()
+        .expect("run agent");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml") && err.contains("line 8"), "{err}");
+}
