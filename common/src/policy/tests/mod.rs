@@ -1,0 +1,5 @@
+//! Policy tests: parsing and validation (with positions), membership and
+//! decisions, and a property test of compile() against decide().
+mod decide;
+mod parse;
+mod prop;
