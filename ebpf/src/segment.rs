@@ -9,11 +9,11 @@
 //! (`PSTAT_LOST`) and reported by the agent; the decision itself still applies.
 use aya_ebpf::{
     EbpfContext,
+    helpers::bpf_get_current_comm,
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
         bpf_ktime_get_boot_ns, bpf_skb_cgroup_id,
     },
-    helpers::bpf_get_current_comm,
     macros::{cgroup_skb, cgroup_sock_addr, map},
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{SkBuffContext, SockAddrContext},
@@ -28,7 +28,8 @@ pub static POLICY_STATE: Array<PolicyState> = Array::with_max_entries(1, 0);
 #[map]
 pub static ZONES: HashMap<ZoneKey, ZoneInfo> = HashMap::with_max_entries(2 * ZONES_PER_SLOT, NO_PREALLOC);
 #[map]
-pub static CGROUP_ZONES: HashMap<CgroupZoneKey, ZoneValue> = HashMap::with_max_entries(2 * CGROUPS_PER_SLOT, NO_PREALLOC);
+pub static CGROUP_ZONES: HashMap<CgroupZoneKey, ZoneValue> =
+    HashMap::with_max_entries(2 * CGROUPS_PER_SLOT, NO_PREALLOC);
 #[map]
 pub static UID_ZONES: HashMap<UidZoneKey, ZoneValue> = HashMap::with_max_entries(2 * UIDS_PER_SLOT, NO_PREALLOC);
 #[map]
@@ -38,7 +39,8 @@ pub static ADDR_ZONES: LpmTrie<AddrZoneKey, ZoneValue> = LpmTrie::with_max_entri
 #[map]
 pub static RULES: HashMap<RuleKey, RuleValue> = HashMap::with_max_entries(2 * RULES_PER_SLOT, NO_PREALLOC);
 #[map]
-pub static CIDR_RULES: LpmTrie<CidrRuleKey, RuleValue> = LpmTrie::with_max_entries(2 * CIDR_RULES_PER_SLOT, NO_PREALLOC);
+pub static CIDR_RULES: LpmTrie<CidrRuleKey, RuleValue> =
+    LpmTrie::with_max_entries(2 * CIDR_RULES_PER_SLOT, NO_PREALLOC);
 /// Decision events to the agent.
 #[map]
 pub static DECISIONS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
@@ -199,9 +201,33 @@ fn v4_first(v4: [u8; 4]) -> [u8; 16] {
     a
 }
 
-/// Outbound: connect() (TCP and UDP) and sendmsg() with an address (UDP).
+/// The destination of a v4 hook (`user_ip4`; the verifier allows only the
+/// family's own fields in each attach type).
 #[inline(always)]
-fn outbound(ctx: &SockAddrContext, hook: u8) -> i32 {
+fn dest4(ctx: &SockAddrContext) -> ([u8; 16], [u8; 16], u8) {
+    let b = unsafe { (*ctx.sock_addr).user_ip4 }.to_ne_bytes();
+    (mapped(b), v4_first(b), AF_INET as u8)
+}
+
+/// The destination of a v6 hook (`user_ip6`, possibly IPv4-mapped).
+#[inline(always)]
+fn dest6(ctx: &SockAddrContext) -> ([u8; 16], [u8; 16], u8) {
+    let sa = unsafe { &*ctx.sock_addr };
+    let mut a = [0u8; 16];
+    for i in 0..4 {
+        let b = sa.user_ip6[i].to_ne_bytes();
+        a[i * 4] = b[0];
+        a[i * 4 + 1] = b[1];
+        a[i * 4 + 2] = b[2];
+        a[i * 4 + 3] = b[3];
+    }
+    (a, a, AF_INET6 as u8)
+}
+
+/// Outbound: connect() (TCP and UDP) and sendmsg() with an address (UDP).
+/// `peer` is the destination IPv4-mapped; `shown`/`family` as recorded.
+#[inline(always)]
+fn outbound(ctx: &SockAddrContext, hook: u8, dest: fn(&SockAddrContext) -> ([u8; 16], [u8; 16], u8)) -> i32 {
     let Some(st) = state() else { return 1 };
     let sa = unsafe { &*ctx.sock_addr };
     let proto = sa.protocol as u8;
@@ -214,23 +240,7 @@ fn outbound(ctx: &SockAddrContext, hook: u8) -> i32 {
         return 1;
     }
     let port = u16::from_be(sa.user_port as u16);
-    let (peer, family_addr, family) = if sa.user_family == AF_INET {
-        let b = sa.user_ip4.to_ne_bytes();
-        (mapped(b), v4_first(b), AF_INET as u8)
-    } else if sa.user_family == AF_INET6 {
-        let w = sa.user_ip6;
-        let mut a = [0u8; 16];
-        for i in 0..4 {
-            let b = w[i].to_ne_bytes();
-            a[i * 4] = b[0];
-            a[i * 4 + 1] = b[1];
-            a[i * 4 + 2] = b[2];
-            a[i * 4 + 3] = b[3];
-        }
-        (a, a, AF_INET6 as u8)
-    } else {
-        return 1;
-    };
+    let (peer, shown, family) = dest(ctx);
     let peer_zone = zone_of_addr(st.slot, &peer);
     let rule = find_rule(st.slot, local_zone, peer_zone, DIR_OUT, &peer, port, proto);
     let (verdict, mode) = decide(st.slot, local_zone, rule);
@@ -239,7 +249,7 @@ fn outbound(ctx: &SockAddrContext, hook: u8) -> i32 {
     // flow), not for each allowed datagram (those are captured as data anyway).
     if verdict != VERDICT_ALLOW || hook == HOOK_CONNECT4 || hook == HOOK_CONNECT6 {
         let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
-        let comm = unsafe { bpf_get_current_comm() }.unwrap_or([0; 16]);
+        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
         emit(&PolicyEvent {
             ts_ns: unsafe { bpf_ktime_get_boot_ns() },
             cgroup_id: unsafe { bpf_get_current_cgroup_id() },
@@ -258,7 +268,7 @@ fn outbound(ctx: &SockAddrContext, hook: u8) -> i32 {
             local_port: 0,
             remote_port: port,
             local_addr: [0; 16],
-            remote_addr: family_addr,
+            remote_addr: shown,
             comm,
         });
     }
@@ -267,22 +277,22 @@ fn outbound(ctx: &SockAddrContext, hook: u8) -> i32 {
 
 #[cgroup_sock_addr(connect4)]
 pub fn wt_connect4(ctx: SockAddrContext) -> i32 {
-    outbound(&ctx, HOOK_CONNECT4)
+    outbound(&ctx, HOOK_CONNECT4, dest4)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn wt_connect6(ctx: SockAddrContext) -> i32 {
-    outbound(&ctx, HOOK_CONNECT6)
+    outbound(&ctx, HOOK_CONNECT6, dest6)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn wt_sendmsg4(ctx: SockAddrContext) -> i32 {
-    outbound(&ctx, HOOK_SENDMSG4)
+    outbound(&ctx, HOOK_SENDMSG4, dest4)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn wt_sendmsg6(ctx: SockAddrContext) -> i32 {
-    outbound(&ctx, HOOK_SENDMSG6)
+    outbound(&ctx, HOOK_SENDMSG6, dest6)
 }
 
 /// What the ingress hook needs from a packet.

@@ -134,7 +134,9 @@ pub fn connect_once(cg: &Cgroup, netns: Option<&str>, host: &str, port: u16) -> 
         return Ok(());
     }
     let errno = text.lines().find_map(|l| l.strip_prefix("err ")).and_then(|e| e.trim().parse().ok());
-    Err(errno.unwrap_or_else(|| panic!("client neither echoed nor failed cleanly: {text} {}", String::from_utf8_lossy(&out.stderr))))
+    Err(errno.unwrap_or_else(|| {
+        panic!("client neither echoed nor failed cleanly: {text} {}", String::from_utf8_lossy(&out.stderr))
+    }))
 }
 
 /// A long-lived echo client: one connection, one round trip per `roundtrip`.

@@ -40,8 +40,12 @@ impl Setup {
         let net = NetnsPair::new(tag);
         let client = Cgroup::new(&slice, "client");
         let server = Cgroup::new(&slice, "server");
-        let srv =
-            Running::start(&server, Some(&net.b), "python3", &["-c", ECHO_SERVER, &ALLOWED.to_string(), &OTHER.to_string()]);
+        let srv = Running::start(
+            &server,
+            Some(&net.b),
+            "python3",
+            &["-c", ECHO_SERVER, &ALLOWED.to_string(), &OTHER.to_string()],
+        );
         let resident = Running::start(&client, Some(&net.a), "sleep", &["600"]);
         Setup { _server: srv, _resident: resident, client, server, net, slice }
     }
@@ -131,7 +135,7 @@ fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
     let hash = sha256_hex(&text);
     let allow = wait_decision(&agent, "connect", ALLOWED, "allow");
     assert_eq!(allow["rule"], "client-to-server");
-    assert_eq!(allow["rule_line"], 13, "{allow}");
+    assert_eq!(allow["rule_line"], 12, "{allow}");
     let deny = wait_decision(&agent, "connect", OTHER, "deny");
     for (d, rule) in [(&allow, "client-to-server"), (&deny, "default-deny")] {
         assert_eq!(d["rule"], rule, "{d}");
@@ -153,9 +157,10 @@ fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
     // Both decisions are queryable in the collector, with both identities and the hash.
     let client_id = format!("cgroup_path={}", s.client.path);
     let stored = |verdict: &str| {
-        collector.query(&["--identity", &client_id]).into_iter().find(|r| {
-            r["kind"] == "RECORD_KIND_POLICY_DECISION" && r["decision"]["verdict"] == verdict
-        })
+        collector
+            .query(&["--identity", &client_id])
+            .into_iter()
+            .find(|r| r["kind"] == "RECORD_KIND_POLICY_DECISION" && r["decision"]["verdict"] == verdict)
     };
     assert!(
         wait_until(Duration::from_secs(15), || stored("allow").is_some() && stored("deny").is_some()),
@@ -232,7 +237,7 @@ fn reload_keeps_open_connections_and_denies_new_ones_at_once() {
     unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
     let rejected = wait_notice(&agent, "policy_rejected", |_| true);
     let err = rejected["error"].as_str().unwrap();
-    assert!(err.contains("line 15"), "the rejection must name the line: {err}");
+    assert!(err.contains("line 14"), "the rejection must name the line: {err}");
     assert!(err.contains("nowhere"), "{err}");
     assert_eq!(rejected["policy_sha256_in_force"], hash.as_str());
     assert_eq!(s.connect(OTHER), Err(EPERM), "the previous policy must stay in force");
@@ -246,7 +251,10 @@ fn an_invalid_policy_at_start_is_refused_naming_the_line() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
-    write(&path, "version: 1\nzones:\n  - name: a\n    members:\n      - cgroup: /x\nrules:\n  - from: a\n    to: {cidr: 10.0.0.1/8}\n");
+    write(
+        &path,
+        "version: 1\nzones:\n  - name: a\n    members:\n      - cgroup: /x\nrules:\n  - from: a\n    to: {cidr: 10.0.0.1/8}\n",
+    );
     let out = std::process::Command::new(wiretrail_tests::workspace_bin("wiretrail-agent"))
         .args(["--no-tls", "--output", "none", "--policy"])
         .arg(&path)

@@ -25,8 +25,5 @@ impl AgentNote {
 
 /// Current UTC time in ns (CLOCK_REALTIME), for agent-generated records.
 pub fn now_utc_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
 }

@@ -1,6 +1,7 @@
 //! Attaches the segmentation programs to the root of the cgroup v2 hierarchy,
-//! so they apply to every process and socket on the host (multi-attach: other
-//! programs, e.g. systemd's, keep running).
+//! so they apply to every process and socket on the host. They attach as BPF
+//! links, which the kernel always attaches in multi mode: other programs on the
+//! same hooks (systemd's, a CNI's) keep running, and all must allow.
 use std::os::fd::OwnedFd;
 
 use aya::{
@@ -19,9 +20,8 @@ pub const INGRESS_PROGRAM: &str = "wt_ingress";
 /// `ebpf` (dropping it detaches them). Policy reloads never detach.
 pub fn attach(ebpf: &mut Ebpf) -> Result<std::path::PathBuf, SegmentError> {
     let root = crate::capture::selfcheck::cgroup2_root().ok_or(SegmentError::NoCgroup2)?;
-    let cgroup: OwnedFd = std::fs::File::open(&root)
-        .map_err(|source| SegmentError::OpenCgroup { path: root.clone(), source })?
-        .into();
+    let cgroup: OwnedFd =
+        std::fs::File::open(&root).map_err(|source| SegmentError::OpenCgroup { path: root.clone(), source })?.into();
     for &name in SOCK_ADDR_PROGRAMS {
         let prog: &mut CgroupSockAddr = ebpf
             .program_mut(name)
@@ -29,7 +29,8 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<std::path::PathBuf, SegmentError> {
             .try_into()
             .map_err(|source| SegmentError::Program { name, source })?;
         prog.load().map_err(|source| SegmentError::Program { name, source })?;
-        prog.attach(&cgroup, CgroupAttachMode::AllowMultiple).map_err(|source| SegmentError::Program { name, source })?;
+        // With links, "Single" passes no flags; the kernel attaches the link multi.
+        prog.attach(&cgroup, CgroupAttachMode::Single).map_err(|source| SegmentError::Program { name, source })?;
     }
     let name = INGRESS_PROGRAM;
     let prog: &mut CgroupSkb = ebpf
@@ -38,7 +39,7 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<std::path::PathBuf, SegmentError> {
         .try_into()
         .map_err(|source| SegmentError::Program { name, source })?;
     prog.load().map_err(|source| SegmentError::Program { name, source })?;
-    prog.attach(&cgroup, CgroupSkbAttachType::Ingress, CgroupAttachMode::AllowMultiple)
+    prog.attach(&cgroup, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
         .map_err(|source| SegmentError::Program { name, source })?;
     tracing::info!(cgroup = %root.display(), "segmentation hooks attached (connect4/6, sendmsg4/6, ingress)");
     Ok(root)

@@ -87,8 +87,7 @@ impl Decision {
         let remote = SocketAddr::new(addr(ev.family, &ev.remote_addr), ev.remote_port);
         let local = ingress.then(|| SocketAddr::new(addr(ev.family, &ev.local_addr), ev.local_port));
         let policy = gens.policy(ev.generation);
-        let zone_name =
-            |id: u32| policy.as_ref().and_then(|p| p.zone(id)).map(|z| z.name.clone()).unwrap_or_default();
+        let zone_name = |id: u32| policy.as_ref().and_then(|p| p.zone(id)).map(|z| z.name.clone()).unwrap_or_default();
         let (rule, rule_line) = match (ev.rule_id, &policy) {
             (RULE_DEFAULT_DENY, _) => ("default-deny".to_string(), 0),
             (id, Some(p)) => p.rule(id).map(|r| (r.name.clone(), r.line)).unwrap_or((format!("rule-{id}"), 0)),

@@ -84,7 +84,11 @@ struct Stamp {
 
 fn stamp(path: &Path) -> Option<Stamp> {
     let md = std::fs::metadata(path).ok()?;
-    Some(Stamp { mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128, size: md.size(), ino: md.ino() })
+    Some(Stamp {
+        mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+        size: md.size(),
+        ino: md.ino(),
+    })
 }
 
 pub struct Enforcer {
@@ -128,8 +132,8 @@ impl Enforcer {
 
     fn read(&mut self) -> Result<Policy, SegmentError> {
         self.stamp = stamp(&self.path);
-        let text =
-            std::fs::read_to_string(&self.path).map_err(|source| SegmentError::Read { path: self.path.clone(), source })?;
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|source| SegmentError::Read { path: self.path.clone(), source })?;
         Policy::parse(&text).map_err(|source| SegmentError::Invalid { path: self.path.clone(), source })
     }
 
@@ -215,7 +219,11 @@ impl Enforcer {
         if membership != live.membership {
             match self.maps.write_membership(live.state.slot, &live.membership, &membership) {
                 Ok(()) => {
-                    tracing::debug!(cgroups = membership.cgroups.len(), addresses = membership.addrs.len(), "membership updated");
+                    tracing::debug!(
+                        cgroups = membership.cgroups.len(),
+                        addresses = membership.addrs.len(),
+                        "membership updated"
+                    );
                     live.membership = membership;
                 }
                 Err(e) => tracing::error!(error = %e, "updating policy membership"),

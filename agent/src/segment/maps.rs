@@ -6,7 +6,10 @@ use std::collections::HashMap as StdMap;
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray, lpm_trie::{Key, LpmTrie}},
+    maps::{
+        Array, HashMap, MapData, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
 };
 use wiretrail_common::segment::*;
 
