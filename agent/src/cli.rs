@@ -110,6 +110,10 @@ pub struct RunArgs {
     /// Most connections tracked at once; the least recently active are flushed beyond it.
     #[arg(long, default_value_t = 100_000)]
     pub max_conns: usize,
+    /// Do not capture socket traffic (no syscall tracepoints): enforce and
+    /// record the segmentation policy only.
+    #[arg(long)]
+    pub no_capture: bool,
     /// Segmentation policy file (YAML, see docs/policy.md): enforced in the
     /// kernel through cgroup hooks; re-read on SIGHUP and when it changes.
     #[arg(long)]

@@ -87,6 +87,7 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "positive_usize")]
     pub max_conns: Option<usize>,
     pub policy: Option<PathBuf>,
+    pub no_capture: Option<bool>,
 }
 
 fn output_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OutputFormat>, D::Error> {
@@ -141,7 +142,7 @@ impl FileConfig {
             )*};
         }
         take!(output, output_file, ring_bytes, conn_cap_bytes, metrics_addr, stats_file, ready_file);
-        take!(reorder_window_ms, idle_timeout_s, no_tls, max_conns, policy);
+        take!(reorder_window_ms, idle_timeout_s, no_tls, max_conns, policy, no_capture);
         take!(no_flows, collector, agent_id, tls_dir, tls_cert_name, collector_name, spool_dir, spool_bytes);
     }
 }
@@ -210,7 +211,7 @@ mod tests {
                     "output" => "jsonl",
                     "ring_bytes" => "4096",
                     "metrics_addr" => "127.0.0.1:1",
-                    "no_tls" | "no_flows" => "false",
+                    "no_tls" | "no_flows" | "no_capture" => "false",
                     "output_file" | "stats_file" | "ready_file" | "tls_dir" | "spool_dir" => "/tmp/x",
                     "collector" => "https://collector:7443",
                     "agent_id" | "tls_cert_name" | "collector_name" => "x",

@@ -65,7 +65,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (OutputFormat::Text, None) => Sink::stdout().into_text(),
     };
     let (loaded, ring) =
-        capture::start(&CaptureOptions { ring_bytes: args.ring_bytes, conn_cap_bytes: args.conn_cap_bytes })?;
+        capture::start(&CaptureOptions {
+            ring_bytes: args.ring_bytes,
+            conn_cap_bytes: args.conn_cap_bytes,
+            syscalls: !args.no_capture,
+        })?;
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
 
@@ -78,7 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         max_conns: args.max_conns,
     };
     let mut loaded = loaded;
-    let mut tls = if args.no_tls { None } else { Some(TlsManager::new(&mut loaded.ebpf)?) };
+    let mut tls = if args.no_tls || args.no_capture { None } else { Some(TlsManager::new(&mut loaded.ebpf)?) };
     let registry = tls.as_ref().map(|t| t.registry.clone()).unwrap_or_default();
     // Discovery runs on its own thread; main only attaches what it finds.
     let (found_tx, mut found_rx) = mpsc::channel(1024);

@@ -206,3 +206,23 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+/// Sends one UDP datagram from `cg`/`netns` with sendto(): Ok(()) if sent,
+/// Err(errno) if refused (`1` is EPERM).
+pub fn udp_send_once(cg: &Cgroup, netns: Option<&str>, host: &str, port: u16) -> Result<(), i32> {
+    const SCRIPT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.sendto(b"ping", (sys.argv[1], int(sys.argv[2])))
+    print("sent", flush=True)
+except OSError as e:
+    print("err", e.errno, flush=True)
+"#;
+    let out = cg.command(netns, "python3", &["-c", SCRIPT, host, &port.to_string()]).output().expect("run python3");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if text.trim() == "sent" {
+        return Ok(());
+    }
+    Err(text.trim().strip_prefix("err ").and_then(|e| e.parse().ok()).unwrap_or_else(|| panic!("udp sender: {text}")))
+}

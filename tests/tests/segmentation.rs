@@ -10,7 +10,7 @@ use wiretrail_tests::{
     collector::Collector,
     netns::{ADDR_B, NetnsPair},
     require_root, serial, wait_until,
-    workload::{Cgroup, ECHO_SERVER, Running, Session, connect_once},
+    workload::{Cgroup, ECHO_SERVER, Running, Session, connect_once, udp_send_once},
 };
 
 #[path = "../../xtask/src/certs.rs"]
@@ -131,6 +131,8 @@ fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
     ]);
     assert_eq!(s.connect(ALLOWED), Ok(()), "allowed connection failed:\n{}", agent.log());
     assert_eq!(s.connect(OTHER), Err(EPERM), "disallowed connection was not refused with EPERM");
+    // UDP: sendto() an address no rule allows is refused by the sendmsg hook.
+    assert_eq!(udp_send_once(&s.client, Some(&s.net.a), ADDR_B, 5353), Err(EPERM), "UDP sendto not refused");
 
     let hash = sha256_hex(&text);
     let allow = wait_decision(&agent, "connect", ALLOWED, "allow");
@@ -149,6 +151,9 @@ fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
         assert_eq!(d["remote"].as_str().unwrap().split(':').next(), Some(ADDR_B));
     }
     assert_eq!(deny["mode"], "enforce");
+    let udp = wait_decision(&agent, "sendmsg", 5353, "deny");
+    assert_eq!(udp["transport"], "udp", "{udp}");
+    assert_eq!(udp["hook"], "sendmsg4");
     // The server's side: the allowed SYN was decided at its ingress hook.
     let inbound = wait_decision(&agent, "ingress", ALLOWED, "allow");
     assert_eq!(inbound["identity"]["cgroup_path"], s.server.path.as_str(), "{inbound}");

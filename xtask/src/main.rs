@@ -3,6 +3,7 @@
 mod bench_capture;
 mod bench_collector;
 mod bench_flows;
+mod bench_policy;
 mod certs;
 mod pyvenv;
 mod run;
@@ -43,6 +44,9 @@ enum Cmd {
         #[command(subcommand)]
         which: Bench,
     },
+    /// (Used by `bench policy`.) The connect loop, run inside the bench cgroup.
+    #[command(hide = true)]
+    ConnectLoop(bench_policy::LoopArgs),
 }
 
 #[derive(Subcommand)]
@@ -55,6 +59,8 @@ enum Bench {
     Flows(bench_flows::Args),
     /// Collector ingest, query and verify figures.
     Collector(bench_collector::Args),
+    /// connect() rate without hooks vs with the segmentation hooks and a 10,000-rule policy.
+    Policy(bench_policy::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -73,5 +79,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { which: Bench::Tls(a) } => bench_capture::run(&bench_capture::Args { tls: true, ..a }),
         Cmd::Bench { which: Bench::Flows(a) } => bench_flows::run(a),
         Cmd::Bench { which: Bench::Collector(a) } => bench_collector::run(a),
+        Cmd::Bench { which: Bench::Policy(a) } => bench_policy::run(&a),
+        Cmd::ConnectLoop(a) => bench_policy::connect_loop(&a),
     }
 }

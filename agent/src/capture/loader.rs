@@ -90,6 +90,7 @@ pub fn load_and_attach(
     offsets: &KernelOffsets,
     config: &CaptureConfig,
     ring_bytes: u32,
+    syscalls: bool,
 ) -> Result<(Loaded, RingBuf<MapData>), LoadError> {
     let mut ebpf = EbpfLoader::new()
         .override_global("OFFSETS", offsets, true)
@@ -98,7 +99,8 @@ pub fn load_and_attach(
         .map_max_entries("SCRATCH", nr_cpus()?)
         .load(EBPF_OBJECT)
         .map_err(|source| LoadError::Load { source })?;
-    let all = TRACEPOINTS.iter().map(|&n| ("syscalls", n)).chain(OTHER_TRACEPOINTS.iter().copied());
+    let syscall_tps: &[&str] = if syscalls { TRACEPOINTS } else { &[] };
+    let all = syscall_tps.iter().map(|&n| ("syscalls", n)).chain(OTHER_TRACEPOINTS.iter().copied());
     for (category, name) in all {
         let prog: &mut TracePoint = ebpf
             .program_mut(name)
@@ -115,7 +117,7 @@ pub fn load_and_attach(
     let execs = RingBuf::try_from(execs).map_err(|source| LoadError::Map { name: "EXECS".into(), source })?;
     let stats = take_map(&mut ebpf, "STATS")?;
     let stats = PerCpuArray::try_from(stats).map_err(|source| LoadError::Map { name: "STATS".into(), source })?;
-    tracing::info!(programs = TRACEPOINTS.len() + OTHER_TRACEPOINTS.len(), ring_bytes, "eBPF programs attached");
+    tracing::info!(programs = syscall_tps.len() + OTHER_TRACEPOINTS.len(), ring_bytes, syscalls, "eBPF programs attached");
     Ok((Loaded { ebpf, stats, execs: Some(execs) }, ring))
 }
 

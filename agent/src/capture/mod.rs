@@ -35,6 +35,8 @@ pub struct CaptureOptions {
     pub ring_bytes: u32,
     /// Per-connection, per-direction cap in bytes (0 = unlimited).
     pub conn_cap_bytes: u64,
+    /// Attach the syscall tracepoints (off: enforcement only, no socket capture).
+    pub syscalls: bool,
 }
 
 /// Checks the host, loads and attaches the programs.
@@ -49,5 +51,5 @@ pub fn start(opts: &CaptureOptions) -> Result<(Loaded, aya::maps::RingBuf<aya::m
     let offsets = offsets::compute(&btf)?;
     tracing::debug!(?offsets, "kernel offsets from BTF");
     let config = CaptureConfig { agent_tgid: std::process::id(), enabled: 1, conn_cap_bytes: opts.conn_cap_bytes };
-    Ok(loader::load_and_attach(&offsets, &config, opts.ring_bytes)?)
+    Ok(loader::load_and_attach(&offsets, &config, opts.ring_bytes, opts.syscalls)?)
 }

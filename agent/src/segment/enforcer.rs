@@ -69,6 +69,8 @@ pub enum Outcome {
 /// The policy in force.
 struct Live {
     policy: Arc<Policy>,
+    /// The policy's declared zone addresses (LPM prefix length, address, zone).
+    declared: Vec<(u32, [u8; 16], u32)>,
     state: PolicyState,
     /// Membership entries written in `state.slot`.
     membership: Membership,
@@ -145,8 +147,9 @@ impl Enforcer {
         let current = self.maps.state()?;
         let slot = if current.generation == 0 { current.slot } else { 1 - current.slot };
         let generation = current.generation.wrapping_add(1).max(1);
-        let membership = self.discovery.membership(&policy);
         let compiled = policy.compile();
+        let declared: Vec<_> = compiled.addresses.iter().map(|(bits, k, v)| (*bits, k.addr, v.zone)).collect();
+        let membership = self.discovery.membership(&policy, &declared);
         let written = self
             .maps
             .write_static(slot, &compiled)
@@ -179,7 +182,7 @@ impl Enforcer {
             addresses = membership.addrs.len(),
             "segmentation policy in force"
         );
-        self.live = Some(Live { policy, state: next, membership });
+        self.live = Some(Live { policy, declared, state: next, membership });
         Ok(outcome)
     }
 
@@ -215,7 +218,7 @@ impl Enforcer {
             return Some(self.reload());
         }
         let live = self.live.as_mut()?;
-        let membership = self.discovery.membership(&live.policy);
+        let membership = self.discovery.membership(&live.policy, &live.declared);
         if membership != live.membership {
             match self.maps.write_membership(live.state.slot, &live.membership, &membership) {
                 Ok(()) => {

@@ -44,11 +44,12 @@ impl Discovery {
         }
     }
 
-    /// The membership `policy` gives the host as it is now.
-    pub fn membership(&mut self, policy: &Policy) -> Membership {
+    /// The membership `policy` gives the host as it is now; `declared` are the
+    /// policy's own zone addresses (LPM prefix length, address, zone).
+    pub fn membership(&mut self, policy: &Policy, declared: &[(u32, [u8; 16], u32)]) -> Membership {
         let mut m = Membership::default();
-        for (bits, key, value) in policy.compile().addresses {
-            m.addrs.insert((bits, key.addr), value.zone);
+        for &(bits, addr, zone) in declared {
+            m.addrs.insert((bits, addr), zone);
         }
         self.cgroup_paths.clear();
         self.addr_owner.clear();
