@@ -249,7 +249,8 @@ impl Pass<'_> {
         )?;
         let mut host = c.prepare_cached("INSERT OR IGNORE INTO inventory_hosts(key,host) VALUES (?,?)")?;
         let mut count = c.prepare_cached("SELECT count(*) FROM inventory_peers WHERE key = ?")?;
-        let mut bump = c.prepare_cached("UPDATE inventory_peers SET records = records + ? WHERE key = ? AND peer = ?")?;
+        let mut bump =
+            c.prepare_cached("UPDATE inventory_peers SET records = records + ? WHERE key = ? AND peer = ?")?;
         let mut add = c.prepare_cached("INSERT INTO inventory_peers(key,peer,records) VALUES (?,?,?)")?;
         for key in std::mem::take(&mut self.order) {
             let a = self.accs.remove(&key).expect("every ordered key has an accumulator");

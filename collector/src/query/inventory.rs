@@ -48,7 +48,12 @@ pub fn alerts_kind(req: &AlertsRequest) -> Result<Option<Kind>, Error> {
 
 /// Streams alerts after `req.since_id` into `tx`, then (with follow) new ones
 /// as the indexer stores them, until the client goes away.
-pub async fn stream_alerts(dir: PathBuf, req: AlertsRequest, kind: Option<Kind>, tx: mpsc::Sender<Result<Alert, Status>>) {
+pub async fn stream_alerts(
+    dir: PathBuf,
+    req: AlertsRequest,
+    kind: Option<Kind>,
+    tx: mpsc::Sender<Result<Alert, Status>>,
+) {
     let mut since = req.since_id;
     let mut conn: Option<Connection> = None;
     loop {

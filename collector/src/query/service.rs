@@ -9,9 +9,9 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use wiretrail_proto::v1::query_server::Query as QueryApi;
 use wiretrail_proto::v1::{
-    Alert, AlertsRequest, CheckpointResponse, ConsistencyProofRequest, ConsistencyProofResponse,
-    InclusionProofRequest, InclusionProofResponse, InventoryRequest, InventoryResponse, IssueCheckpointRequest,
-    LatestCheckpointRequest, SearchRequest, SearchResult,
+    Alert, AlertsRequest, CheckpointResponse, ConsistencyProofRequest, ConsistencyProofResponse, InclusionProofRequest,
+    InclusionProofResponse, InventoryRequest, InventoryResponse, IssueCheckpointRequest, LatestCheckpointRequest,
+    SearchRequest, SearchResult,
 };
 
 use super::{Hit, Query, scan, search};

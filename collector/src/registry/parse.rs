@@ -224,8 +224,9 @@ identities:
         assert!(r.resolve(&RecordAttributes { identity: &pg, host: "db-1", uid: "0".into() }).is_none());
         assert!(r.resolve(&RecordAttributes { identity: &pg, host: "db-12", uid: "999".into() }).is_none());
         // An absent attribute never matches, not even "*".
-        let star = parse(Path::new("r"), "version: 1\nidentities:\n- match: {k8s_pod: '*'}\n  custodian: a\n  purpose: b\n")
-            .unwrap();
+        let star =
+            parse(Path::new("r"), "version: 1\nidentities:\n- match: {k8s_pod: '*'}\n  custodian: a\n  purpose: b\n")
+                .unwrap();
         assert!(star.resolve(&RecordAttributes { identity: &pg, host: "h", uid: "0".into() }).is_none());
     }
 
@@ -238,7 +239,8 @@ identities:
         assert_eq!(line, 6, "{msg}");
         assert!(msg.contains("custodian"), "{msg}");
         // Unknown attribute on line 4.
-        let (line, msg) = err("version: 1\nidentities:\n  - custodian: x\n    match: {k8s_namspace: p}\n    purpose: y\n");
+        let (line, msg) =
+            err("version: 1\nidentities:\n  - custodian: x\n    match: {k8s_namspace: p}\n    purpose: y\n");
         assert_eq!(line, 4, "{msg}");
         assert!(msg.contains("k8s_namspace"), "{msg}");
         // Empty purpose on line 5.
