@@ -78,6 +78,8 @@ struct Acc {
     hosts: Vec<String>,
     /// Peers in first-seen order with their record counts in this pass.
     peers: Vec<(String, u64)>,
+    /// Position of each peer in `peers`.
+    peer_pos: HashMap<String, usize>,
 }
 
 /// Whether `m` already holds exactly the attributes of `a`.
@@ -162,13 +164,16 @@ impl Pass<'_> {
             Direction::Ingress => acc.rx += len,
             Direction::Unspecified => {}
         }
-        if !acc.hosts.iter().any(|h| *h == r.host) {
+        if !acc.hosts.contains(&r.host) {
             acc.hosts.push(r.host.clone());
         }
         if let Some(p) = peer_of(r) {
-            match acc.peers.iter_mut().find(|(q, _)| *q == p) {
-                Some((_, n)) => *n += 1,
-                None => acc.peers.push((p, 1)),
+            match acc.peer_pos.get(&p) {
+                Some(&i) => acc.peers[i].1 += 1,
+                None => {
+                    acc.peer_pos.insert(p.clone(), acc.peers.len());
+                    acc.peers.push((p, 1));
+                }
             }
         }
         let attrs = RecordAttributes { identity: &r.identity, host: &r.host, uid: r.uid.to_string() };

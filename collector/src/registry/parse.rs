@@ -231,6 +231,16 @@ identities:
     }
 
     #[test]
+    fn documented_example_parses() {
+        let doc = include_str!("../../../docs/registry.md");
+        let start = doc.find("```yaml\n").expect("docs/registry.md has a yaml example") + 8;
+        let end = start + doc[start..].find("```").unwrap();
+        let r = parse(Path::new("docs/registry.md"), &doc[start..end]).unwrap();
+        assert_eq!(r.entries.len(), 4);
+        assert_eq!(r.entries[3].matches[0].0, "k8s_label.app.kubernetes.io/part-of");
+    }
+
+    #[test]
     fn errors_carry_the_line() {
         // Missing custodian in the second entry (line 6 starts it).
         let (line, msg) = err(

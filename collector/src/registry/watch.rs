@@ -135,3 +135,48 @@ impl RegistryHandle {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = "version: 1\nidentities:\n  - match: {exe: /a}\n    custodian: a@x\n    purpose: A\n";
+    const V2: &str = "version: 1\nidentities:\n  - match: {exe: /b}\n    custodian: b@x\n    purpose: B\n";
+
+    #[test]
+    fn reload_replaces_a_valid_registry_and_keeps_the_old_one_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.yaml");
+        std::fs::write(&path, V1).unwrap();
+        let h = RegistryHandle::open(Some(path.clone())).unwrap();
+        let (g1, r1) = h.snapshot();
+        assert_eq!(r1.entries[0].custodian, "a@x");
+        assert!(!h.changed());
+
+        std::fs::write(&path, "version: 1\nidentities:\n  - match: {exe: /b}\n    custodian: \"\"\n    purpose: B\n")
+            .unwrap();
+        let e = h.reload().unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}: line 4: ", path.display())), "{e}");
+        let (g, r) = h.snapshot();
+        assert_eq!((g, r.entries[0].custodian.as_str()), (g1, "a@x"));
+        assert!(!h.changed(), "a rejected file is not re-read until it changes again");
+
+        std::fs::write(&path, V2).unwrap();
+        assert!(h.reload().unwrap());
+        let (g2, r2) = h.snapshot();
+        assert!(g2 > g1);
+        assert_eq!(r2.entries[0].custodian, "b@x");
+        // Unchanged contents: no new generation.
+        assert!(!h.reload().unwrap());
+        assert_eq!(h.snapshot().0, g2);
+    }
+
+    #[test]
+    fn no_file_is_an_empty_registry_and_a_missing_file_an_error() {
+        let h = RegistryHandle::open(None).unwrap();
+        assert!(h.get().entries.is_empty());
+        assert!(!h.reload().unwrap());
+        let e = RegistryHandle::open(Some("/nonexistent/registry.yaml".into())).unwrap_err();
+        assert!(matches!(e, RegistryError::Read { .. }), "{e}");
+    }
+}
