@@ -1,12 +1,15 @@
 //! wiretrail collector: ingest, tamper-evident store, query, verify, export.
 
+pub mod alerts;
 pub mod cli;
 pub mod error;
 pub mod export;
 pub mod index;
 pub mod ingest;
+pub mod inventory;
 pub mod merkle;
 pub mod query;
+pub mod registry;
 pub mod server;
 pub mod store;
 pub mod tls;

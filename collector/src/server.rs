@@ -15,6 +15,7 @@ use crate::index::{self, IndexConfig, IndexError, IndexProgress};
 use crate::ingest::commit::{self, CommitStats, Dedup};
 use crate::ingest::{IngestLimits, IngestService};
 use crate::query::service::QueryService;
+use crate::registry::{RegistryError, RegistryHandle};
 use crate::store::{StoreConfig, StoreError, Writer};
 use crate::tls::{ReloadingServerConfig, TlsError, TlsFiles};
 
@@ -35,6 +36,10 @@ pub struct ServeConfig {
     pub checkpoint_interval: Duration,
     /// Largest gRPC message accepted (bigger batches get RESOURCE_EXHAUSTED).
     pub max_message_bytes: usize,
+    /// Identity registry file; `None` = an empty registry (every identity is shadow).
+    pub registry: Option<PathBuf>,
+    /// How often the registry file's mtime is checked for changes (it is also re-read on SIGHUP).
+    pub registry_check_interval: Duration,
 }
 
 impl ServeConfig {
@@ -48,6 +53,8 @@ impl ServeConfig {
             tls: None,
             checkpoint_interval: Duration::from_secs(10),
             max_message_bytes: 32 << 20,
+            registry: None,
+            registry_check_interval: Duration::from_secs(2),
         }
     }
 }
@@ -61,6 +68,9 @@ pub enum ServeError {
     /// Opening the index failed.
     #[error("opening the index: {0}")]
     Index(#[from] IndexError),
+    /// The identity registry is unusable.
+    #[error("identity registry: {0}")]
+    Registry(#[from] RegistryError),
     /// TLS files are unusable.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
@@ -80,6 +90,7 @@ pub async fn run(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let registry = Arc::new(RegistryHandle::open(config.registry.clone())?);
     let dir = config.data_dir.clone();
     let store_cfg = config.store.clone();
     let (writer, shared, dedup) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
@@ -92,7 +103,8 @@ pub async fn run(
     let stats = Arc::new(CommitStats::default());
     let (jobs, commit_thread) = commit::spawn(writer, dedup, stats.clone());
     let progress = Arc::new(IndexProgress::default());
-    let indexer = index::spawn(shared.clone(), config.index.clone(), progress.clone())?;
+    let indexer = index::spawn(shared.clone(), config.index.clone(), progress.clone(), registry.clone())?;
+    let registry_watcher = registry.spawn_watcher(config.registry_check_interval);
 
     let ticker = {
         let shared = shared.clone();
@@ -120,7 +132,7 @@ pub async fn run(
         config.index.max_lag,
     ))
     .max_decoding_message_size(config.max_message_bytes);
-    let query = QueryServer::new(QueryService::new(shared.clone(), progress.clone()))
+    let query = QueryServer::new(QueryService::new(shared.clone(), progress.clone(), registry.clone()))
         .max_encoding_message_size(config.max_message_bytes);
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -182,6 +194,9 @@ pub async fn run(
         }
     };
     ticker.abort();
+    if let Some(w) = registry_watcher {
+        w.abort();
+    }
     // The services (and their job senders) are gone; the commit thread drains and stops.
     let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
     let s = shared.clone();

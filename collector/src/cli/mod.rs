@@ -1,4 +1,8 @@
-//! The `wiretrail` command line: serve, query, verify, checkpoint, export, verify-bundle.
+//! The `wiretrail` command line: serve, query, verify, checkpoint, export, verify-bundle,
+//! inventory, alerts.
+
+mod alerts;
+mod inventory;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +43,9 @@ enum Cmd {
         /// Seconds between periodic checkpoints.
         #[arg(long, default_value_t = 10)]
         checkpoint_secs: u64,
+        /// Identity registry (YAML, see docs/registry.md); re-read on SIGHUP and when it changes.
+        #[arg(long, env = "WIRETRAIL_REGISTRY")]
+        registry: Option<PathBuf>,
     },
     /// Search records.
     Query {
@@ -89,6 +96,10 @@ enum Cmd {
         #[arg(long)]
         key: Option<PathBuf>,
     },
+    /// List the workload identities seen, with custodian and purpose from the registry.
+    Inventory(inventory::InventoryArgs),
+    /// List (or follow) alerts: shadow identities, policy denials and violations.
+    Alerts(alerts::AlertsArgs),
 }
 
 #[derive(clap::Args)]
@@ -179,8 +190,9 @@ pub fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Serve { data_dir, listen, tls_dir, insecure_plaintext, checkpoint_secs } => {
+            Cmd::Serve { data_dir, listen, tls_dir, insecure_plaintext, checkpoint_secs, registry } => {
                 let mut cfg = crate::ServeConfig::new(data_dir);
+                cfg.registry = registry;
                 cfg.checkpoint_interval = Duration::from_secs(checkpoint_secs.max(1));
                 cfg.tls = match (tls_dir, insecure_plaintext) {
                     (Some(d), _) => Some(TlsFiles::in_dir(&d, "collector")),
@@ -313,6 +325,8 @@ pub fn main() -> anyhow::Result<()> {
                 print!("{}", cp.note);
                 eprintln!("verifier key: {}", cp.verifier_key);
             }
+            Cmd::Inventory(args) => inventory::run(args).await?,
+            Cmd::Alerts(args) => alerts::run(args).await?,
         }
         Ok(())
     })

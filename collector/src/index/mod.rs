@@ -5,6 +5,9 @@
 //! that mark and scan the log above it, so results are complete even while the
 //! index lags. Ingest waits when the lag exceeds [`IndexConfig::max_lag`]; so
 //! the index runs at most that many records behind the durable log.
+//!
+//! The same transactions maintain the identity inventory ([`crate::inventory`])
+//! and the alerts ([`crate::alerts`]), so they too are rebuilt from the log.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +17,8 @@ use prost::Message;
 use rusqlite::{Connection, params};
 use wiretrail_proto::v1::StoredLeaf;
 
+use crate::inventory::Tracker;
+use crate::registry::RegistryHandle;
 use crate::store::{Shared, StoreError};
 
 /// Errors of the index.
@@ -76,6 +81,8 @@ pub fn open(dir: &Path) -> Result<Connection, IndexError> {
     c.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
     c.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
     c.execute_batch(SCHEMA).map_err(err)?;
+    c.execute_batch(crate::inventory::SCHEMA).map_err(err)?;
+    c.execute_batch(crate::alerts::SCHEMA).map_err(err)?;
     Ok(c)
 }
 
@@ -85,24 +92,44 @@ pub fn indexed(c: &Connection) -> Result<u64, rusqlite::Error> {
         .map(|v| v as u64)
 }
 
-/// Indexes leaves `from..to` of the log in one transaction.
-pub fn index_range(c: &mut Connection, shared: &Shared, from: u64, to: u64) -> Result<(), IndexError> {
+/// Whether the database was built with the inventory (older indexes were not).
+fn has_inventory(c: &Connection) -> Result<bool, rusqlite::Error> {
+    c.query_row("SELECT EXISTS(SELECT 1 FROM meta WHERE k='inventory')", [], |r| r.get(0))
+}
+
+/// Empties the index (it is then rebuilt from the log).
+pub fn clear(c: &Connection) -> Result<(), rusqlite::Error> {
+    c.execute_batch("DELETE FROM records; DELETE FROM identity; DELETE FROM meta; DELETE FROM alerts;")?;
+    c.execute_batch(crate::inventory::CLEAR)
+}
+
+/// Indexes leaves `from..to` of the log in one transaction, updating the
+/// inventory and raising alerts through `tracker`.
+pub fn index_range(
+    c: &mut Connection,
+    shared: &Shared,
+    tracker: &mut Tracker,
+    from: u64,
+    to: u64,
+) -> Result<(), IndexError> {
     let path = db_path(shared.dir());
     let err = |source| IndexError::Sqlite { path: path.clone(), source };
     let tx = c.transaction().map_err(err)?;
-    {
+    let (swept, alerts) = {
         let mut rec = tx
             .prepare_cached(
                 "INSERT OR REPLACE INTO records(leaf,t,agent,host,peer_addr,peer_port,proto) VALUES (?,?,?,?,?,?,?)",
             )
             .map_err(err)?;
         let mut idn = tx.prepare_cached("INSERT INTO identity(kv,t,leaf) VALUES (?,?,?)").map_err(err)?;
+        let mut pass = tracker.pass(&tx);
         for item in shared.iter(from, to)? {
             let (i, bytes) = item?;
             let leaf = StoredLeaf::decode(bytes.as_slice())
                 .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))?;
             let r = leaf.record.unwrap_or_default();
-            let remote = r.remote.unwrap_or_default();
+            pass.observe(i, &r).map_err(err)?;
+            let remote = r.remote.clone().unwrap_or_default();
             rec.execute(params![
                 i as i64,
                 r.capture_time_ns,
@@ -117,9 +144,15 @@ pub fn index_range(c: &mut Connection, shared: &Shared, from: u64, to: u64) -> R
                 idn.execute(params![format!("{k}={v}"), r.capture_time_ns, i as i64]).map_err(err)?;
             }
         }
-    }
+        pass.finish().map_err(err)?
+    };
     tx.execute("INSERT OR REPLACE INTO meta(k,v) VALUES ('indexed', ?)", [to as i64]).map_err(err)?;
+    tx.execute("INSERT OR REPLACE INTO meta(k,v) VALUES ('inventory', 1)", []).map_err(err)?;
     tx.commit().map_err(err)?;
+    tracker.committed(swept);
+    for a in &alerts {
+        crate::alerts::log(a);
+    }
     Ok(())
 }
 
@@ -134,21 +167,29 @@ pub struct IndexProgress {
     pub failures: AtomicU64,
 }
 
-/// Spawns the indexer thread following the committed log.
+/// Spawns the indexer thread following the committed log; shadow identities
+/// are judged against `registry`.
 pub fn spawn(
     shared: Arc<Shared>,
     config: IndexConfig,
     progress: Arc<IndexProgress>,
+    registry: Arc<RegistryHandle>,
 ) -> Result<std::thread::JoinHandle<()>, IndexError> {
     let mut c = open(shared.dir())?;
     let path = db_path(shared.dir());
     let mut done = indexed(&c).map_err(|source| IndexError::Sqlite { path: path.clone(), source })?;
-    if done > shared.size() {
-        tracing::warn!(indexed = done, log = shared.size(), "index is ahead of the log; rebuilding it");
-        c.execute_batch("DELETE FROM records; DELETE FROM identity; DELETE FROM meta;")
-            .map_err(|source| IndexError::Sqlite { path: path.clone(), source })?;
+    let inventoried = has_inventory(&c).map_err(|source| IndexError::Sqlite { path: path.clone(), source })?;
+    if done > shared.size() || (done > 0 && !inventoried) {
+        tracing::warn!(
+            indexed = done,
+            log = shared.size(),
+            inventoried,
+            "index is ahead of the log or predates the inventory; rebuilding it"
+        );
+        clear(&c).map_err(|source| IndexError::Sqlite { path: path.clone(), source })?;
         done = 0;
     }
+    let mut tracker = Tracker::new(registry);
     progress.indexed.store(done, Ordering::Release);
     let mut watch = shared.subscribe();
     Ok(std::thread::Builder::new()
@@ -166,7 +207,7 @@ pub fn spawn(
                     continue;
                 }
                 let to = size.min(done + config.txn_rows as u64);
-                match index_range(&mut c, &shared, done, to) {
+                match index_range(&mut c, &shared, &mut tracker, done, to) {
                     Ok(()) => {
                         done = to;
                         progress.indexed.store(done, Ordering::Release);

@@ -9,14 +9,16 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use wiretrail_proto::v1::query_server::Query as QueryApi;
 use wiretrail_proto::v1::{
-    CheckpointResponse, ConsistencyProofRequest, ConsistencyProofResponse, InclusionProofRequest,
-    InclusionProofResponse, IssueCheckpointRequest, LatestCheckpointRequest, SearchRequest, SearchResult,
+    Alert, AlertsRequest, CheckpointResponse, ConsistencyProofRequest, ConsistencyProofResponse, InclusionProofRequest,
+    InclusionProofResponse, InventoryRequest, InventoryResponse, IssueCheckpointRequest, LatestCheckpointRequest,
+    SearchRequest, SearchResult,
 };
 
 use super::{Hit, Query, scan, search};
 use crate::error::Error;
 use crate::index::{self, IndexProgress};
 use crate::merkle::SignedCheckpoint;
+use crate::registry::RegistryHandle;
 use crate::store::Shared;
 
 /// Serves search, checkpoints and proofs.
@@ -25,12 +27,14 @@ pub struct QueryService {
     shared: Arc<Shared>,
     /// The indexer's mark.
     progress: Arc<IndexProgress>,
+    /// The identity registry in force (custodians of inventory entries).
+    registry: Arc<RegistryHandle>,
 }
 
 impl QueryService {
     /// A service over `shared`.
-    pub fn new(shared: Arc<Shared>, progress: Arc<IndexProgress>) -> Self {
-        QueryService { shared, progress }
+    pub fn new(shared: Arc<Shared>, progress: Arc<IndexProgress>, registry: Arc<RegistryHandle>) -> Self {
+        QueryService { shared, progress, registry }
     }
 
     fn checkpoint_response(&self, cp: SignedCheckpoint) -> CheckpointResponse {
@@ -48,6 +52,7 @@ fn result(h: Hit) -> SearchResult {
 }
 
 type ResultStream = Pin<Box<dyn Stream<Item = Result<SearchResult, Status>> + Send>>;
+type AlertStream = Pin<Box<dyn Stream<Item = Result<Alert, Status>> + Send>>;
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
@@ -59,6 +64,23 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send
 #[tonic::async_trait]
 impl QueryApi for QueryService {
     type SearchStream = ResultStream;
+    type AlertsStream = AlertStream;
+
+    async fn inventory(&self, req: Request<InventoryRequest>) -> Result<Response<InventoryResponse>, Status> {
+        let req = req.into_inner();
+        let dir = self.shared.dir().to_path_buf();
+        let registry = self.registry.clone();
+        let resp = blocking(move || super::inventory::inventory(dir, &registry, req)).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn alerts(&self, req: Request<AlertsRequest>) -> Result<Response<AlertStream>, Status> {
+        let req = req.into_inner();
+        let kind = super::inventory::alerts_kind(&req).map_err(Status::from)?;
+        let (tx, rx) = mpsc::channel::<Result<Alert, Status>>(256);
+        tokio::spawn(super::inventory::stream_alerts(self.shared.dir().to_path_buf(), req, kind, tx));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
 
     async fn search(&self, req: Request<SearchRequest>) -> Result<Response<ResultStream>, Status> {
         let req = req.into_inner();

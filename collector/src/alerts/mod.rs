@@ -1,0 +1,121 @@
+//! Alerts raised while indexing: shadow identities, policy denials and
+//! violations. Stored in the index database (derived from the log like the
+//! rest of the index), each with the leaf index of the record that raised it.
+
+mod policy;
+
+use rusqlite::{Connection, params};
+use wiretrail_proto::v1::Alert;
+
+pub use policy::from_decision;
+
+/// Alert kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An identity that no registry entry matches talked.
+    ShadowIdentity,
+    /// A policy decision denied a flow.
+    PolicyDenied,
+    /// A flow no rule allowed went through a zone in audit mode.
+    PolicyViolation,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 3] = [Kind::ShadowIdentity, Kind::PolicyDenied, Kind::PolicyViolation];
+
+    /// The stored and API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ShadowIdentity => "shadow_identity",
+            Kind::PolicyDenied => "policy_denied",
+            Kind::PolicyViolation => "policy_violation",
+        }
+    }
+
+    /// The kind named `s`.
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Severity of alerts of this kind.
+    pub fn severity(self) -> &'static str {
+        match self {
+            Kind::ShadowIdentity | Kind::PolicyViolation => "medium",
+            Kind::PolicyDenied => "high",
+        }
+    }
+}
+
+/// An alert about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    /// capture_time_ns of the raising record.
+    pub time_ns: i64,
+    /// What happened.
+    pub kind: Kind,
+    /// Identity key of the workload concerned.
+    pub identity_key: String,
+    /// Details (a JSON object).
+    pub detail: serde_json::Value,
+    /// Leaf index of the raising record.
+    pub leaf_index: u64,
+}
+
+/// Tables of the alerts (created with the index).
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS alerts(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, t INTEGER NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL,
+  identity TEXT NOT NULL, detail TEXT NOT NULL, leaf INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS alerts_kind ON alerts(kind, id);
+";
+
+/// Stores `a` (inside the caller's transaction).
+pub fn insert(c: &Connection, a: &NewAlert) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT INTO alerts(t,kind,severity,identity,detail,leaf) VALUES (?,?,?,?,?,?)")?.execute(
+        params![
+            a.time_ns,
+            a.kind.as_str(),
+            a.kind.severity(),
+            a.identity_key,
+            a.detail.to_string(),
+            a.leaf_index as i64
+        ],
+    )?;
+    Ok(())
+}
+
+/// Logs a newly stored alert.
+pub fn log(a: &NewAlert) {
+    tracing::warn!(
+        kind = a.kind.as_str(),
+        severity = a.kind.severity(),
+        identity = %a.identity_key,
+        leaf = a.leaf_index,
+        detail = %a.detail,
+        "alert"
+    );
+}
+
+/// Up to `limit` alerts with id above `since_id`, of `kind` (all when `None`), oldest first.
+pub fn list(c: &Connection, since_id: u64, kind: Option<Kind>, limit: u64) -> rusqlite::Result<Vec<Alert>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id,t,kind,severity,identity,detail,leaf FROM alerts
+         WHERE id > ?1 AND (?2 = '' OR kind = ?2) ORDER BY id LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(
+        params![since_id.min(i64::MAX as u64) as i64, kind.map(Kind::as_str).unwrap_or(""), limit as i64],
+        |r| {
+            Ok(Alert {
+                id: r.get::<_, i64>(0)? as u64,
+                time_ns: r.get(1)?,
+                kind: r.get(2)?,
+                severity: r.get(3)?,
+                identity_key: r.get(4)?,
+                detail_json: r.get(5)?,
+                leaf_index: r.get::<_, i64>(6)? as u64,
+            })
+        },
+    )?;
+    rows.collect()
+}

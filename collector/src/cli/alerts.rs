@@ -1,0 +1,64 @@
+//! `wiretrail alerts`: shadow identities, policy denials and violations.
+
+use tokio_stream::StreamExt;
+use wiretrail_proto::v1::AlertsRequest;
+use wiretrail_proto::v1::query_client::QueryClient;
+
+use super::{Conn, connect};
+
+/// Arguments of `wiretrail alerts`.
+#[derive(clap::Args)]
+pub(super) struct AlertsArgs {
+    /// Collector connection.
+    #[command(flatten)]
+    conn: Conn,
+    /// Only this kind: shadow_identity, policy_denied or policy_violation.
+    #[arg(long, default_value = "")]
+    kind: String,
+    /// Only alerts with a larger id (resume a previous listing).
+    #[arg(long, default_value_t = 0)]
+    since: u64,
+    /// Keep streaming alerts as they are raised.
+    #[arg(long)]
+    follow: bool,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `wiretrail alerts`.
+pub(super) async fn run(a: AlertsArgs) -> anyhow::Result<()> {
+    let mut q = QueryClient::new(connect(&a.conn).await?);
+    let req = AlertsRequest { since_id: a.since, kind: a.kind, follow: a.follow };
+    let mut s = q.alerts(req).await?.into_inner();
+    if !a.json {
+        println!(
+            "{:>6}  {:>20}  {:<16}  {:<8}  {:<40}  {:>10}  detail",
+            "id", "time (UTC ns)", "kind", "severity", "identity", "leaf"
+        );
+    }
+    while let Some(alert) = s.next().await {
+        let alert = alert?;
+        let detail: serde_json::Value =
+            serde_json::from_str(&alert.detail_json).unwrap_or(serde_json::Value::String(alert.detail_json.clone()));
+        if a.json {
+            let line = serde_json::json!({
+                "id": alert.id, "time_ns": alert.time_ns, "kind": alert.kind, "severity": alert.severity,
+                "identity_key": alert.identity_key, "leaf_index": alert.leaf_index, "detail": detail,
+            });
+            println!("{line}");
+        } else {
+            println!(
+                "{:>6}  {:>20}  {:<16}  {:<8}  {:<40}  {:>10}  {}",
+                alert.id,
+                alert.time_ns,
+                alert.kind,
+                alert.severity,
+                alert.identity_key,
+                alert.leaf_index,
+                alert.detail_json
+            );
+        }
+    }
+    Ok(())
+}

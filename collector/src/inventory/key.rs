@@ -1,0 +1,76 @@
+//! The identity key: one canonical, stable name per workload.
+
+use std::collections::HashMap;
+
+/// The canonical name of the workload described by an identity map.
+///
+/// - `k8s:<k8s_namespace>/<k8s_service_account>` when either Kubernetes key is
+///   present and non-empty: every pod of a deployment running under one
+///   service account is one identity, whichever node or pod name.
+/// - otherwise `host:<host>:<cgroup_path>:<exe>`, where `host` is the
+///   identity map's `host` key if set, else `fallback_host` (the record's host).
+///
+/// Missing parts are empty (`host:node-a::`). The key is a name, not a format
+/// to parse back: a `:` inside a cgroup path or exe is kept as is.
+pub fn identity_key(identity: &HashMap<String, String>, fallback_host: &str) -> String {
+    let get = |k: &str| identity.get(k).map(String::as_str).unwrap_or("");
+    let (ns, sa) = (get("k8s_namespace"), get("k8s_service_account"));
+    if !ns.is_empty() || !sa.is_empty() {
+        return format!("k8s:{ns}/{sa}");
+    }
+    let host = match get("host") {
+        "" => fallback_host,
+        h => h,
+    };
+    format!("host:{host}:{}:{}", get("cgroup_path"), get("exe"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(kv: &[(&str, &str)]) -> HashMap<String, String> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn kubernetes_identity_is_namespace_and_service_account() {
+        let id = map(&[
+            ("k8s_namespace", "payments"),
+            ("k8s_service_account", "api"),
+            ("k8s_pod", "api-7d9f-abcde"),
+            ("k8s_node", "node-3"),
+            ("cgroup_path", "/kubepods/burstable/pod1/abc"),
+            ("exe", "/app/api"),
+        ]);
+        assert_eq!(identity_key(&id, "node-3"), "k8s:payments/api");
+        // Another pod of the same deployment on another node: the same identity.
+        let other = map(&[
+            ("k8s_namespace", "payments"),
+            ("k8s_service_account", "api"),
+            ("k8s_pod", "api-7d9f-zzzzz"),
+            ("cgroup_path", "/kubepods/besteffort/pod2/def"),
+        ]);
+        assert_eq!(identity_key(&other, "node-9"), "k8s:payments/api");
+        assert_eq!(identity_key(&map(&[("k8s_namespace", "batch")]), "h"), "k8s:batch/");
+    }
+
+    #[test]
+    fn host_identity_is_host_cgroup_and_exe() {
+        let id = map(&[("cgroup_path", "/system.slice/postgres.service"), ("exe", "/usr/bin/postgres")]);
+        assert_eq!(identity_key(&id, "db-1"), "host:db-1:/system.slice/postgres.service:/usr/bin/postgres");
+        assert_eq!(identity_key(&HashMap::new(), "db-1"), "host:db-1::");
+        assert_eq!(identity_key(&map(&[("exe", "/bin/sh")]), ""), "host:::/bin/sh");
+        // An explicit host key (peer identities) wins over the record's host.
+        assert_eq!(identity_key(&map(&[("host", "web-2"), ("exe", "/bin/x")]), "db-1"), "host:web-2::/bin/x");
+        // Empty Kubernetes values do not make a Kubernetes identity.
+        assert_eq!(identity_key(&map(&[("k8s_namespace", ""), ("exe", "/bin/x")]), "h"), "host:h::/bin/x");
+    }
+
+    #[test]
+    fn key_is_independent_of_map_order_and_other_keys() {
+        let a = map(&[("exe", "/a"), ("cgroup_path", "/c"), ("exe_sha256", "00"), ("container_id", "x")]);
+        let b = map(&[("cgroup_path", "/c"), ("exe", "/a")]);
+        assert_eq!(identity_key(&a, "h"), identity_key(&b, "h"));
+    }
+}

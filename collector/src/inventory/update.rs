@@ -1,0 +1,296 @@
+//! Updating the inventory and raising alerts as the indexer consumes records.
+//!
+//! A [`Pass`] covers one index transaction: it accumulates per-identity
+//! deltas in memory (one row write per identity per transaction) and stores
+//! alerts as it meets the records that raise them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use wiretrail_proto::v1::{Direction, Record};
+
+use super::{decode_attrs, identity_key};
+use crate::alerts::{self, Kind, NewAlert};
+use crate::registry::{RecordAttributes, Registry, RegistryHandle};
+
+/// Most peers kept per identity; records with further peers are counted in `peers_overflow`.
+pub const PEER_CAP: u64 = 256;
+
+/// Inventory state that lives across index transactions.
+pub struct Tracker {
+    /// The registry in force.
+    registry: Arc<RegistryHandle>,
+    /// Registry generation whose sweep for not-yet-alerted shadow identities is committed.
+    swept: Option<u64>,
+}
+
+impl Tracker {
+    /// A tracker using `registry`.
+    pub fn new(registry: Arc<RegistryHandle>) -> Self {
+        Tracker { registry, swept: None }
+    }
+
+    /// Starts a pass over records inside the transaction `c`.
+    pub fn pass<'c>(&self, c: &'c Connection) -> Pass<'c> {
+        let (generation, registry) = self.registry.snapshot();
+        Pass {
+            c,
+            generation,
+            sweep_pending: self.swept != Some(generation),
+            registry,
+            accs: HashMap::new(),
+            order: Vec::new(),
+            alerts: Vec::new(),
+        }
+    }
+
+    /// Records that a pass's transaction was committed; `swept` is what
+    /// [`Pass::finish`] returned.
+    pub fn committed(&mut self, swept: Option<u64>) {
+        if swept.is_some() {
+            self.swept = swept;
+        }
+    }
+}
+
+/// One identity's changes within a pass.
+#[derive(Default)]
+struct Acc {
+    /// A row for it exists in the database.
+    existed: bool,
+    /// A shadow_identity alert was raised for it (stored or in this pass).
+    alerted: bool,
+    /// Smallest and largest capture time in this pass.
+    first_seen: i64,
+    last_seen: i64,
+    /// First and last leaf in this pass.
+    first_leaf: u64,
+    last_leaf: u64,
+    /// Records, payload bytes, egress and ingress payload bytes in this pass.
+    records: u64,
+    bytes: u64,
+    tx: u64,
+    rx: u64,
+    /// Attributes of its latest record.
+    attrs: BTreeMap<String, String>,
+    /// Hosts seen in this pass.
+    hosts: Vec<String>,
+    /// Peers in first-seen order with their record counts in this pass.
+    peers: Vec<(String, u64)>,
+    /// Position of each peer in `peers`.
+    peer_pos: HashMap<String, usize>,
+}
+
+/// Whether `m` already holds exactly the attributes of `a`.
+fn same_attrs(m: &BTreeMap<String, String>, a: &RecordAttributes) -> bool {
+    m.len() == a.identity.len() + 2
+        && m.get("host").map(String::as_str) == Some(a.host)
+        && m.get("uid") == Some(&a.uid)
+        && a.identity.iter().all(|(k, v)| m.get(k) == Some(v))
+}
+
+/// The peer a record talks to: the peer's identity key when known, else the remote endpoint.
+fn peer_of(r: &Record) -> Option<String> {
+    if !r.peer_identity.is_empty() {
+        return Some(identity_key(&r.peer_identity, &r.host));
+    }
+    match &r.remote {
+        Some(e) if !e.address.is_empty() => Some(format!("{}:{}", e.address, e.port)),
+        _ => None,
+    }
+}
+
+/// The inventory and alert updates of one index transaction.
+pub struct Pass<'c> {
+    /// The index transaction.
+    c: &'c Connection,
+    /// Generation of `registry`.
+    generation: u64,
+    /// Whether stored identities must be re-checked against a new registry before the next record.
+    sweep_pending: bool,
+    /// The registry in force for this pass.
+    registry: Arc<Registry>,
+    /// Changes per identity key.
+    accs: HashMap<String, Acc>,
+    /// Identity keys in first-seen order (deterministic writes).
+    order: Vec<String>,
+    /// Alerts stored in this pass.
+    alerts: Vec<NewAlert>,
+}
+
+impl Pass<'_> {
+    /// Accounts record `r` stored at leaf `leaf`.
+    pub fn observe(&mut self, leaf: u64, r: &Record) -> rusqlite::Result<()> {
+        if self.sweep_pending {
+            self.sweep(leaf, r.capture_time_ns)?;
+            self.sweep_pending = false;
+        }
+        if let Some(a) = alerts::from_decision(leaf, r) {
+            alerts::insert(self.c, &a)?;
+            self.alerts.push(a);
+        }
+        // Records that describe no workload (heartbeats, agent notices) are not inventoried.
+        if r.identity.is_empty() {
+            return Ok(());
+        }
+        let key = identity_key(&r.identity, &r.host);
+        if !self.accs.contains_key(&key) {
+            let alerted: Option<bool> = self
+                .c
+                .prepare_cached("SELECT alerted FROM inventory WHERE key = ?")?
+                .query_row([&key], |row| row.get::<_, i64>(0).map(|v| v != 0))
+                .optional()?;
+            let acc = Acc {
+                existed: alerted.is_some(),
+                alerted: alerted.unwrap_or(false),
+                first_seen: r.capture_time_ns,
+                last_seen: r.capture_time_ns,
+                first_leaf: leaf,
+                ..Default::default()
+            };
+            self.accs.insert(key.clone(), acc);
+            self.order.push(key.clone());
+        }
+        let acc = self.accs.get_mut(&key).expect("inserted above");
+        let len = r.payload.len() as u64;
+        acc.first_seen = acc.first_seen.min(r.capture_time_ns);
+        acc.last_seen = acc.last_seen.max(r.capture_time_ns);
+        acc.last_leaf = leaf;
+        acc.records += 1;
+        acc.bytes += len;
+        match r.direction() {
+            Direction::Egress => acc.tx += len,
+            Direction::Ingress => acc.rx += len,
+            Direction::Unspecified => {}
+        }
+        if !acc.hosts.contains(&r.host) {
+            acc.hosts.push(r.host.clone());
+        }
+        if let Some(p) = peer_of(r) {
+            match acc.peer_pos.get(&p) {
+                Some(&i) => acc.peers[i].1 += 1,
+                None => {
+                    acc.peer_pos.insert(p.clone(), acc.peers.len());
+                    acc.peers.push((p, 1));
+                }
+            }
+        }
+        let attrs = RecordAttributes { identity: &r.identity, host: &r.host, uid: r.uid.to_string() };
+        if !same_attrs(&acc.attrs, &attrs) {
+            acc.attrs = attrs.to_map();
+        }
+        if !acc.alerted && self.registry.resolve(&attrs).is_none() {
+            acc.alerted = true;
+            let first = !acc.existed && acc.records == 1;
+            let a = NewAlert {
+                time_ns: r.capture_time_ns,
+                kind: Kind::ShadowIdentity,
+                identity_key: key,
+                detail: serde_json::json!({
+                    "reason": if first { "first_seen" } else { "unregistered" },
+                    "attributes": acc.attrs,
+                    "registry_sha256": self.registry.sha256,
+                    "peer": peer_of(r),
+                }),
+                leaf_index: leaf,
+            };
+            alerts::insert(self.c, &a)?;
+            self.alerts.push(a);
+        }
+        Ok(())
+    }
+
+    /// Raises shadow_identity alerts for stored identities that the registry
+    /// of this pass leaves shadow and that were never alerted; `leaf` and
+    /// `time_ns` are those of the next record, the one that raises them.
+    fn sweep(&mut self, leaf: u64, time_ns: i64) -> rusqlite::Result<()> {
+        let candidates: Vec<(String, String, i64)> = self
+            .c
+            .prepare_cached("SELECT key, attrs, last_leaf FROM inventory WHERE alerted = 0 ORDER BY key")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        for (key, attrs, last_leaf) in candidates {
+            let attrs = decode_attrs(&attrs)?;
+            if self.registry.resolve(&attrs).is_some() {
+                continue;
+            }
+            self.c.prepare_cached("UPDATE inventory SET alerted = 1 WHERE key = ?")?.execute([&key])?;
+            let a = NewAlert {
+                time_ns,
+                kind: Kind::ShadowIdentity,
+                identity_key: key,
+                detail: serde_json::json!({
+                    "reason": "registry_changed",
+                    "attributes": attrs,
+                    "registry_sha256": self.registry.sha256,
+                    "last_leaf_index": last_leaf,
+                }),
+                leaf_index: leaf,
+            };
+            alerts::insert(self.c, &a)?;
+            self.alerts.push(a);
+        }
+        Ok(())
+    }
+
+    /// Writes the accumulated changes; returns the registry generation whose
+    /// sweep this pass did (for [`Tracker::committed`]; `None` when it met no
+    /// record, so the sweep waits for the next one) and the alerts stored, to
+    /// log after commit.
+    pub fn finish(mut self) -> rusqlite::Result<(Option<u64>, Vec<NewAlert>)> {
+        let swept = (!self.sweep_pending).then_some(self.generation);
+        let c = self.c;
+        let mut row = c.prepare_cached(
+            "INSERT INTO inventory(key,first_seen,last_seen,first_leaf,last_leaf,records,bytes,tx_bytes,rx_bytes,
+                                   peers_overflow,alerted,attrs)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)
+             ON CONFLICT(key) DO UPDATE SET first_seen = min(first_seen, excluded.first_seen),
+               last_seen = max(last_seen, excluded.last_seen), last_leaf = excluded.last_leaf,
+               records = records + excluded.records, bytes = bytes + excluded.bytes,
+               tx_bytes = tx_bytes + excluded.tx_bytes, rx_bytes = rx_bytes + excluded.rx_bytes,
+               peers_overflow = peers_overflow + excluded.peers_overflow,
+               alerted = max(alerted, excluded.alerted), attrs = excluded.attrs",
+        )?;
+        let mut host = c.prepare_cached("INSERT OR IGNORE INTO inventory_hosts(key,host) VALUES (?,?)")?;
+        let mut count = c.prepare_cached("SELECT count(*) FROM inventory_peers WHERE key = ?")?;
+        let mut bump =
+            c.prepare_cached("UPDATE inventory_peers SET records = records + ? WHERE key = ? AND peer = ?")?;
+        let mut add = c.prepare_cached("INSERT INTO inventory_peers(key,peer,records) VALUES (?,?,?)")?;
+        for key in std::mem::take(&mut self.order) {
+            let a = self.accs.remove(&key).expect("every ordered key has an accumulator");
+            let mut kept: u64 = count.query_row([&key], |r| r.get::<_, i64>(0))? as u64;
+            let mut overflow = 0u64;
+            for (peer, n) in &a.peers {
+                if bump.execute(params![*n as i64, key, peer])? == 1 {
+                    continue;
+                }
+                if kept < PEER_CAP {
+                    add.execute(params![key, peer, *n as i64])?;
+                    kept += 1;
+                } else {
+                    overflow += n;
+                }
+            }
+            for h in &a.hosts {
+                host.execute(params![key, h])?;
+            }
+            let attrs = serde_json::to_string(&a.attrs).expect("string map serializes");
+            row.execute(params![
+                key,
+                a.first_seen,
+                a.last_seen,
+                a.first_leaf as i64,
+                a.last_leaf as i64,
+                a.records as i64,
+                a.bytes as i64,
+                a.tx as i64,
+                a.rx as i64,
+                overflow as i64,
+                a.alerted as i64,
+                attrs
+            ])?;
+        }
+        Ok((swept, self.alerts))
+    }
+}
