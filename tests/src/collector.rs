@@ -87,6 +87,25 @@ impl Collector {
             .collect()
     }
 
+    /// `wiretrail SUBCOMMAND --json --server .. --tls-dir .. ARGS`: the JSON lines
+    /// it prints (none if it failed).
+    pub fn cli_json(&self, subcommand: &str, args: &[&str]) -> Vec<Value> {
+        let out = Command::new(workspace_bin("wiretrail"))
+            .args([subcommand, "--json", "--server", &format!("127.0.0.1:{}", self.port), "--tls-dir"])
+            .arg(&self.certs)
+            .args(args)
+            .output()
+            .expect("run wiretrail");
+        if !out.status.success() {
+            return Vec::new();
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// `wiretrail verify` of the data directory (collector stopped or running).
     pub fn verify(&self) -> (bool, String) {
         let out = Command::new(workspace_bin("wiretrail"))

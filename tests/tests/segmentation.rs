@@ -66,6 +66,10 @@ impl Setup {
     }
 }
 
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string()
+}
+
 fn sha256_hex(text: &str) -> String {
     sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -181,6 +185,24 @@ fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
         assert_eq!(r["peer_workload_identity"]["zone"], "server");
         assert_eq!(r["remote"]["port"], if v == "allow" { ALLOWED } else { OTHER });
     }
+    // The denial raised an alert naming both workloads and the policy version.
+    let alert = || {
+        collector.cli_json("alerts", &["--kind", "policy_denied"]).into_iter().find(|a| {
+            a["detail"]["policy_sha256"] == hash.as_str() && a["detail"]["identity"]["cgroup_path"] == s.client.path.as_str()
+        })
+    };
+    assert!(wait_until(Duration::from_secs(15), || alert().is_some()), "no policy_denied alert:\n{}", collector.log());
+    let a = alert().unwrap();
+    assert_eq!(a["severity"], "high", "{a}");
+    assert_eq!(a["detail"]["peer_identity"]["cgroup_path"], s.server.path.as_str(), "{a}");
+    assert_eq!(a["detail"]["rule"], "default-deny");
+    // No registry: the client workload is a shadow identity in the inventory.
+    let client_key = format!("host:{}:{}:", hostname(), s.client.path);
+    let inv = collector.cli_json("inventory", &["--shadow"]);
+    assert!(
+        inv.iter().any(|e| e["identity_key"].as_str().is_some_and(|k| k.starts_with(&client_key)) && e["shadow"] == true),
+        "client not in the shadow inventory ({client_key}): {inv:#?}"
+    );
     let (_, stats) = agent.stop();
     assert!(stats["policy_denied"].as_u64() >= Some(1), "{stats}");
     assert_eq!(stats["policy_lost"], 0);
