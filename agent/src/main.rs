@@ -64,12 +64,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (OutputFormat::Text, Some(p)) => Sink::file(&p.to_string_lossy())?.into_text(),
         (OutputFormat::Text, None) => Sink::stdout().into_text(),
     };
-    let (loaded, ring) =
-        capture::start(&CaptureOptions {
-            ring_bytes: args.ring_bytes,
-            conn_cap_bytes: args.conn_cap_bytes,
-            syscalls: !args.no_capture,
-        })?;
+    let (loaded, ring) = capture::start(&CaptureOptions {
+        ring_bytes: args.ring_bytes,
+        conn_cap_bytes: args.conn_cap_bytes,
+        syscalls: !args.no_capture,
+    })?;
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
 

@@ -78,8 +78,15 @@ pub const PSTAT_COUNT: u32 = 5;
 pub struct PolicyState {
     pub slot: u32,
     pub generation: u32,
+    /// `STATE_*` flags of the live policy.
+    pub flags: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<PolicyState>() == 8);
+const _: () = assert!(core::mem::size_of::<PolicyState>() == 16);
+
+/// [`PolicyState::flags`]: some zone has `exe` members (the connect hooks read
+/// the task's executable only then).
+pub const STATE_HAS_EXE: u32 = 1;
 
 /// Zone of the processes in a cgroup (cgroup-level selectors: Kubernetes
 /// namespace/labels/service account, cgroup path).

@@ -101,10 +101,12 @@ fn zone_of_cgroup(slot: u32, cgroup_id: u64, uid: u32) -> u32 {
     }
 }
 
-/// Zone of the current task: exe, then uid, then cgroup.
+/// Zone of the current task: exe (when the policy has exe members), then uid, then cgroup.
 #[inline(always)]
-fn zone_of_task(slot: u32, uid: u32) -> u32 {
-    if let Some((dev, ino)) = current_exe()
+fn zone_of_task(st: &PolicyState, uid: u32) -> u32 {
+    let slot = st.slot;
+    if st.flags & STATE_HAS_EXE != 0
+        && let Some((dev, ino)) = current_exe()
         && let Some(z) = unsafe { EXE_ZONES.get(&ExeZoneKey { slot, _pad: 0, dev, ino }) }
     {
         return z.zone;
@@ -174,12 +176,25 @@ fn count(verdict: u8) {
     });
 }
 
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+/// Allowed decisions wake the agent only once this much is queued (it also
+/// drains every 100 ms): one wakeup per connect would cost more than the hook.
+const WAKEUP_BYTES: u64 = 64 * 1024;
+
 #[inline(always)]
 fn emit(ev: &PolicyEvent) {
+    // Denials and violations wake the agent at once (alerts); allows are batched.
+    let flags = if ev.verdict != VERDICT_ALLOW || DECISIONS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
     match DECISIONS.reserve::<PolicyEvent>(0) {
         Some(mut e) => {
             e.write(*ev);
-            e.submit(0);
+            e.submit(flags);
         }
         None => pstat(PSTAT_LOST),
     }
@@ -235,7 +250,7 @@ fn outbound(ctx: &SockAddrContext, hook: u8, dest: fn(&SockAddrContext) -> ([u8;
         return 1;
     }
     let uid = unsafe { bpf_get_current_uid_gid() } as u32;
-    let local_zone = zone_of_task(st.slot, uid);
+    let local_zone = zone_of_task(&st, uid);
     if local_zone == ZONE_NONE {
         return 1;
     }

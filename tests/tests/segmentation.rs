@@ -188,7 +188,8 @@ fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
     // The denial raised an alert naming both workloads and the policy version.
     let alert = || {
         collector.cli_json("alerts", &["--kind", "policy_denied"]).into_iter().find(|a| {
-            a["detail"]["policy_sha256"] == hash.as_str() && a["detail"]["identity"]["cgroup_path"] == s.client.path.as_str()
+            a["detail"]["policy_sha256"] == hash.as_str()
+                && a["detail"]["identity"]["cgroup_path"] == s.client.path.as_str()
         })
     };
     assert!(wait_until(Duration::from_secs(15), || alert().is_some()), "no policy_denied alert:\n{}", collector.log());
@@ -200,7 +201,8 @@ fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
     let client_key = format!("host:{}:{}:", hostname(), s.client.path);
     let inv = collector.cli_json("inventory", &["--shadow"]);
     assert!(
-        inv.iter().any(|e| e["identity_key"].as_str().is_some_and(|k| k.starts_with(&client_key)) && e["shadow"] == true),
+        inv.iter()
+            .any(|e| e["identity_key"].as_str().is_some_and(|k| k.starts_with(&client_key)) && e["shadow"] == true),
         "client not in the shadow inventory ({client_key}): {inv:#?}"
     );
     let (_, stats) = agent.stop();
@@ -290,4 +292,42 @@ fn an_invalid_policy_at_start_is_refused_naming_the_line() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yaml") && err.contains("line 8"), "{err}");
+}
+
+#[test]
+fn exe_members_are_matched_by_file_in_the_kernel() {
+    require_root();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // A copy of curl is a different file (device, inode): only it is in the zone.
+    let zoned = dir.path().join("curl-zoned");
+    std::fs::copy("/usr/bin/curl", &zoned).expect("copy curl");
+    let policy_path = dir.path().join("policy.yaml");
+    let text = format!(
+        "version: 1\nzones:\n  - name: tool\n    mode: enforce\n    members:\n      - exe: {}\nrules: []\n",
+        zoned.display()
+    );
+    write(&policy_path, &text);
+    let port = wiretrail_tests::free_port();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            use std::io::Write as _;
+            let mut s = s;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let agent = Agent::start(&["--no-tls", "--policy", policy_path.to_str().unwrap()]);
+    let url = format!("http://127.0.0.1:{port}/");
+    let run = |bin: &Path| std::process::Command::new(bin).args(["-sS", "-o", "/dev/null", &url]).output().unwrap();
+    let denied = run(&zoned);
+    assert!(!denied.status.success(), "the zoned copy of curl must be denied");
+    // curl reports EPERM as "Couldn't connect" (exit 7); the decision below says why.
+    assert_eq!(denied.status.code(), Some(7), "{denied:?}");
+    assert!(run(Path::new("/usr/bin/curl")).status.success(), "the original curl is in no zone");
+    let d = wait_decision(&agent, "connect", port, "deny");
+    assert_eq!(d["local_zone"], "tool");
+    assert_eq!(d["identity"]["exe"], zoned.to_str().unwrap(), "{d}");
+    assert_eq!(d["peer_zone"], "");
+    drop(agent);
 }

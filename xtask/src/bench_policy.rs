@@ -106,7 +106,11 @@ pub fn connect_loop(a: &LoopArgs) -> anyhow::Result<()> {
 fn measure(cg: &Cgroup, port: u16, secs: u64) -> anyhow::Result<(f64, u64)> {
     let me = std::env::current_exe()?;
     let out = cg
-        .command(None, me.to_str().unwrap(), &["connect-loop", "--port", &port.to_string(), "--secs", &secs.to_string()])
+        .command(
+            None,
+            me.to_str().unwrap(),
+            &["connect-loop", "--port", &port.to_string(), "--secs", &secs.to_string()],
+        )
         .stderr(Stdio::inherit())
         .output()?;
     anyhow::ensure!(out.status.success(), "connect loop failed");

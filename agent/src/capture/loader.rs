@@ -117,7 +117,12 @@ pub fn load_and_attach(
     let execs = RingBuf::try_from(execs).map_err(|source| LoadError::Map { name: "EXECS".into(), source })?;
     let stats = take_map(&mut ebpf, "STATS")?;
     let stats = PerCpuArray::try_from(stats).map_err(|source| LoadError::Map { name: "STATS".into(), source })?;
-    tracing::info!(programs = syscall_tps.len() + OTHER_TRACEPOINTS.len(), ring_bytes, syscalls, "eBPF programs attached");
+    tracing::info!(
+        programs = syscall_tps.len() + OTHER_TRACEPOINTS.len(),
+        ring_bytes,
+        syscalls,
+        "eBPF programs attached"
+    );
     Ok((Loaded { ebpf, stats, execs: Some(execs) }, ring))
 }
 

@@ -216,11 +216,17 @@ pub async fn run(
     let mut ids = IdentityResolver::new(exes);
     let mut clock = ClockSync::measure();
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    // Allowed decisions do not wake us (the kernel batches them): drain often.
+    let mut poll = tokio::time::interval(std::time::Duration::from_millis(100));
     loop {
         let mut notes = Vec::new();
         let done = tokio::select! {
             _ = shutdown.cancelled() => true,
             _ = every.tick() => { clock = ClockSync::measure(); false }
+            _ = poll.tick() => {
+                drain(fd.get_mut(), &gens, &mut ids, &clock, &metrics, &mut notes);
+                false
+            }
             guard = fd.readable_mut() => {
                 let mut guard = guard.map_err(|source| ReaderError::Poll { source })?;
                 drain(guard.get_inner_mut(), &gens, &mut ids, &clock, &metrics, &mut notes);

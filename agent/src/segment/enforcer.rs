@@ -161,7 +161,8 @@ impl Enforcer {
         }
         self.generations.insert(generation, policy.clone());
         self.publish_owners();
-        let next = PolicyState { slot, generation };
+        let flags = if policy.exe_members().is_empty() { 0 } else { wiretrail_common::segment::STATE_HAS_EXE };
+        let next = PolicyState { slot, generation, flags, _pad: 0 };
         self.maps.flip(next)?;
         if current.generation != 0 {
             self.pending_clear = Some((current.slot, Instant::now()));
