@@ -94,7 +94,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None
     };
     let (notice_tx, notice_rx) = mpsc::channel::<TlsNotice>(256);
-    let exes = std::sync::Arc::new(wiretrail_agent::identity::ExecCache::default());
+    let hasher = wiretrail_agent::identity::ExeHasher::start(args.exe_hash_max_bytes, metrics.clone());
+    let exes = Arc::new(wiretrail_agent::identity::ExecCache::with_hasher(Some(hasher.clone())));
     if let Some(ring) = loaded.execs.take() {
         tokio::spawn(capture::execs::run(ring, discovery.clone(), exes.clone(), metrics.clone(), shutdown.clone()));
     }
@@ -118,7 +119,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
-    let stages = pipeline::Stages { tls: links, feed, ship, exes };
+    let identity = wiretrail_agent::identity::Sources {
+        execs: exes,
+        hasher: Some(hasher),
+        pods: wiretrail_agent::identity::k8s::start(args, metrics.clone(), shutdown.clone()),
+    };
+    let stages = pipeline::Stages { tls: links, feed, ship, identity };
     let pipe = tokio::spawn(pipeline::run(rx, sink, tracker, metrics.clone(), stages));
     if let Some(addr) = args.metrics_addr {
         let listener =

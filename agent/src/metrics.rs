@@ -76,6 +76,22 @@ pub struct Metrics {
     /// Kernel: events not captured because their peer is the agent's own socket
     /// (e.g. a collector on this host receiving what the agent ships).
     pub kernel_self_peer: Counter,
+    /// Executables hashed (SHA-256, each file version once).
+    pub exe_hashes: Counter,
+    /// Executables that could not be hashed (unreadable, changed while read).
+    pub exe_hash_errors: Counter,
+    /// Executables not hashed: over `--exe-hash-max-bytes`.
+    pub exe_hash_skipped: Counter,
+    /// Hash requests put off because the hashing queue was full (retried later).
+    pub exe_hash_backlog: Counter,
+    /// Kubernetes API errors (client configuration, list, watch); never fatal.
+    pub kube_api_errors: Counter,
+    /// Pod watch events applied (added, modified, deleted).
+    pub kube_pod_events: Counter,
+    /// Pods on this node known now.
+    pub kube_pods: Counter,
+    /// Local endpoint pairs dropped from the peer-identity index (bound reached).
+    pub peer_index_evicted: Counter,
 }
 
 impl Metrics {
@@ -90,7 +106,7 @@ impl Metrics {
         self.kernel_self_peer.set(k.self_peer);
     }
 
-    fn fields(&self) -> [(&'static str, &Counter); 23] {
+    fn fields(&self) -> [(&'static str, &Counter); 31] {
         [
             ("ring_records", &self.ring_records),
             ("decode_errors", &self.decode_errors),
@@ -115,6 +131,14 @@ impl Metrics {
             ("kernel_internal_errors", &self.kernel_internal_errors),
             ("kernel_pending_full", &self.kernel_pending_full),
             ("kernel_self_peer", &self.kernel_self_peer),
+            ("exe_hashes", &self.exe_hashes),
+            ("exe_hash_errors", &self.exe_hash_errors),
+            ("exe_hash_skipped", &self.exe_hash_skipped),
+            ("exe_hash_backlog", &self.exe_hash_backlog),
+            ("kube_api_errors", &self.kube_api_errors),
+            ("kube_pod_events", &self.kube_pod_events),
+            ("kube_pods", &self.kube_pods),
+            ("peer_index_evicted", &self.peer_index_evicted),
         ]
     }
 
@@ -122,7 +146,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::new();
         for (name, c) in self.fields() {
-            let kind = if name == "conns_tracked" { "gauge" } else { "counter" };
+            let kind = if matches!(name, "conns_tracked" | "kube_pods") { "gauge" } else { "counter" };
             let _ = writeln!(s, "# TYPE wiretrail_agent_{name} {kind}\nwiretrail_agent_{name} {}", c.get());
         }
         s
@@ -179,7 +203,7 @@ mod tests {
         m.kernel_lost_events.add(3);
         let text = m.render();
         assert!(text.contains("wiretrail_agent_kernel_lost_events 3"));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 23);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 31);
         assert_eq!(m.snapshot()["kernel_lost_events"], 3);
     }
 }
