@@ -5,10 +5,15 @@
 //! since. Hashes are cached by the file's (st_dev, st_ino, size, mtime): each
 //! binary is read once, however many processes run it.
 //!
-//! Cost bound: the event pipeline only `stat`s (and, on a cache miss, opens)
-//! `/proc/PID/exe`; the reading and hashing happen on one dedicated thread
-//! (`exe-hash`) fed by a bounded queue. A miss that finds the queue full is
-//! retried on a later record of the process. Files larger than
+//! Cost bound: on a cache miss, files up to `INLINE_MAX_BYTES` (1 MiB: curl,
+//! most CLI tools) are hashed right away by the caller, once per file version
+//! (about a millisecond with the optimized sha2; so even a process that lives
+//! a few ms gets its hash on its first record). Larger ones are opened by the
+//! caller and read and hashed on one dedicated thread (`exe-hash`) fed by a
+//! bounded queue, so a 100 MB binary never stalls the event pipeline; a miss
+//! that finds the queue full is retried on a later record. Two callers (the
+//! exec reader and the pipeline) racing on a new small file may both hash it;
+//! that is the only repeat. Files larger than
 //! `max_bytes` (`--exe-hash-max-bytes`, default 1 GiB; 0 turns hashing off) are
 //! not hashed. Until a hash is ready, records of the process omit `exe_sha256`;
 //! the resolver notices completed hashes (a generation counter) and later
@@ -78,6 +83,8 @@ pub struct ExeHasher {
     generation: AtomicU64,
     tx: Option<SyncSender<Job>>,
     max_bytes: u64,
+    /// Files up to this size are hashed by the caller.
+    inline_max: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -88,15 +95,23 @@ impl ExeHasher {
     const QUEUE: usize = 256;
     /// Default `--exe-hash-max-bytes`.
     pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+    /// Files hashed by the caller rather than the thread.
+    pub const INLINE_MAX_BYTES: u64 = 1 << 20;
 
     /// Starts the hashing thread; `max_bytes == 0` turns hashing off.
     pub fn start(max_bytes: u64, metrics: Arc<Metrics>) -> Arc<ExeHasher> {
+        Self::start_with(max_bytes, Self::INLINE_MAX_BYTES, metrics)
+    }
+
+    /// [`ExeHasher::start`] with another inline limit (tests).
+    pub fn start_with(max_bytes: u64, inline_max: u64, metrics: Arc<Metrics>) -> Arc<ExeHasher> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(Self::QUEUE);
         let h = Arc::new(ExeHasher {
             cache: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             tx: (max_bytes > 0).then_some(tx),
             max_bytes,
+            inline_max,
             metrics,
         });
         if max_bytes > 0 {
@@ -155,6 +170,12 @@ impl ExeHasher {
             // The process executed something else meanwhile.
             return Lookup::Never;
         }
+        if key.size <= self.inline_max {
+            return match self.hash(file, key) {
+                State::Done(h) => Lookup::Ready(h),
+                _ => Lookup::Never,
+            };
+        }
         {
             let mut m = self.lock();
             if m.len() >= Self::MAX {
@@ -191,17 +212,23 @@ impl ExeHasher {
     }
 
     fn work(&self, job: Job) {
-        match hash_file(job.file, &job.key) {
+        self.hash(job.file, job.key);
+    }
+
+    fn hash(&self, file: File, key: FileKey) -> State {
+        let state = match hash_file(file, &key) {
             Ok(hex) => {
                 self.metrics.exe_hashes.inc();
-                self.settle(job.key, State::Done(hex.into()));
+                State::Done(hex.into())
             }
             Err(e) => {
                 self.metrics.exe_hash_errors.inc();
-                tracing::debug!(error = %e, ino = job.key.ino, "hashing an executable");
-                self.settle(job.key, State::Failed);
+                tracing::debug!(error = %e, ino = key.ino, "hashing an executable");
+                State::Failed
             }
-        }
+        };
+        self.settle(key, state.clone());
+        state
     }
 }
 
@@ -266,9 +293,19 @@ mod tests {
     }
 
     #[test]
+    fn small_files_are_hashed_at_once() {
+        let metrics = Arc::new(Metrics::default());
+        let h = ExeHasher::start_with(ExeHasher::DEFAULT_MAX_BYTES, u64::MAX, metrics.clone());
+        let Lookup::Ready(x) = h.lookup(std::process::id()) else { panic!("not hashed inline") };
+        assert_eq!(x.len(), 64);
+        assert_eq!(h.lookup(std::process::id()), Lookup::Ready(x));
+        assert_eq!(metrics.exe_hashes.get(), 1);
+    }
+
+    #[test]
     fn hashes_our_own_executable_once_off_thread() {
         let metrics = Arc::new(Metrics::default());
-        let h = ExeHasher::start(ExeHasher::DEFAULT_MAX_BYTES, metrics.clone());
+        let h = ExeHasher::start_with(ExeHasher::DEFAULT_MAX_BYTES, 0, metrics.clone());
         let me = std::process::id();
         let g0 = h.generation();
         assert!(matches!(h.lookup(me), Lookup::Pending(_) | Lookup::Ready(_)));

@@ -262,7 +262,7 @@ mod tests {
     #[test]
     fn resolves_this_process() {
         let metrics = Arc::new(crate::metrics::Metrics::default());
-        let hasher = ExeHasher::start(ExeHasher::DEFAULT_MAX_BYTES, metrics);
+        let hasher = ExeHasher::start_with(ExeHasher::DEFAULT_MAX_BYTES, 0, metrics); // all off-thread
         let mut r = IdentityResolver::new(Sources { hasher: Some(hasher.clone()), ..Default::default() });
         let me = std::process::id();
         // Our own cgroup id is the inode of our cgroup directory.
