@@ -169,7 +169,7 @@ mod tests {
             "MODIFIED",
             pod("web-1", "shop", "uid-1", "node-a", "10.244.0.5", &[C1], json!({"app": "web", "v": "2"})),
         );
-        until("the label change", || index.by_container(C1).is_some_and(|p| p.labels.get("v").is_some())).await;
+        until("the label change", || index.by_container(C1).is_some_and(|p| p.labels.contains_key("v"))).await;
         // Another node's pod never reaches this node's index.
         const C3: &str = "aaaabbbbccccddddeeeeffff00001111aaaabbbbccccddddeeeeffff00001111";
         api.event("ADDED", pod("far-1", "shop", "uid-3", "node-b", "10.244.7.7", &[C3], json!({})));
