@@ -99,6 +99,11 @@ fn records_carry_the_container_id_of_a_containerd_cgroup() {
         .unwrap();
     let pid = child.id();
     assert!(child.wait_with_output().unwrap().status.success());
+    // nginx (over 1 MiB) is hashed off the event path after its first records;
+    // a later request's records carry the hash.
+    std::thread::sleep(Duration::from_millis(1000));
+    let later = Command::new("curl").args(["-s", "-o", "/dev/null", &format!("http://{addr}/index.html")]).status();
+    assert!(later.unwrap().success());
     std::thread::sleep(Duration::from_millis(300));
     let (recs, _) = agent.stop();
     let mine: Vec<_> = recs.of_pid(pid).into_iter().filter(|r| r["type"] == "data").collect();
@@ -120,7 +125,6 @@ fn records_carry_the_container_id_of_a_containerd_cgroup() {
     let server = recs.0.iter().find(|r| r["type"] == "data" && r["comm"] == "nginx").expect("nginx records");
     assert!(server["identity"]["container"].is_null(), "{server}");
     assert!(server["identity"]["exe"].as_str().is_some_and(|e| e.ends_with("/nginx")));
-    // nginx (over 1 MiB) is hashed off the event path: its later records carry it.
     let nginx_sha = sha256sum(&which("nginx"));
     let nginx: Vec<_> = recs.0.iter().filter(|r| r["comm"] == "nginx").collect();
     assert_eq!(nginx.last().unwrap()["identity"]["exe_sha256"], nginx_sha.as_str());
