@@ -118,6 +118,20 @@ pub struct RunArgs {
     /// kernel through cgroup hooks; re-read on SIGHUP and when it changes.
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// Name records' pods: watch this node's pods in the Kubernetes API. On by
+    /// itself when running in a cluster (`KUBERNETES_SERVICE_HOST` set).
+    #[arg(long)]
+    pub kube: bool,
+    /// Reach the Kubernetes API with this kubeconfig (default: the pod's service
+    /// account in a cluster, else `KUBECONFIG` or `~/.kube/config`).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's Kubernetes name, whose pods are watched (default: the host name).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Executables larger than this are not hashed (`exe_sha256`); 0 turns hashing off.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub exe_hash_max_bytes: u64,
 }
 
 #[cfg(test)]

@@ -88,6 +88,10 @@ pub struct FileConfig {
     pub max_conns: Option<usize>,
     pub policy: Option<PathBuf>,
     pub no_capture: Option<bool>,
+    pub kube: Option<bool>,
+    pub kubeconfig: Option<PathBuf>,
+    pub node_name: Option<String>,
+    pub exe_hash_max_bytes: Option<u64>,
 }
 
 fn output_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OutputFormat>, D::Error> {
@@ -144,6 +148,7 @@ impl FileConfig {
         take!(output, output_file, ring_bytes, conn_cap_bytes, metrics_addr, stats_file, ready_file);
         take!(reorder_window_ms, idle_timeout_s, no_tls, max_conns, policy, no_capture);
         take!(no_flows, collector, agent_id, tls_dir, tls_cert_name, collector_name, spool_dir, spool_bytes);
+        take!(kube, kubeconfig, node_name, exe_hash_max_bytes);
     }
 }
 
@@ -211,10 +216,10 @@ mod tests {
                     "output" => "jsonl",
                     "ring_bytes" => "4096",
                     "metrics_addr" => "127.0.0.1:1",
-                    "no_tls" | "no_flows" | "no_capture" => "false",
-                    "output_file" | "stats_file" | "ready_file" | "tls_dir" | "spool_dir" => "/tmp/x",
+                    "no_tls" | "no_flows" | "no_capture" | "kube" => "false",
+                    "output_file" | "stats_file" | "ready_file" | "tls_dir" | "spool_dir" | "kubeconfig" => "/tmp/x",
                     "collector" => "https://collector:7443",
-                    "agent_id" | "tls_cert_name" | "collector_name" => "x",
+                    "agent_id" | "tls_cert_name" | "collector_name" | "node_name" => "x",
                     _ => "1",
                 };
                 format!("{key}: {value}\n")

@@ -98,7 +98,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None
     };
     let (notice_tx, notice_rx) = mpsc::channel::<TlsNotice>(256);
-    let exes = std::sync::Arc::new(wiretrail_agent::identity::ExecCache::default());
+    let hasher = wiretrail_agent::identity::ExeHasher::start(args.exe_hash_max_bytes, metrics.clone());
+    let exes = Arc::new(wiretrail_agent::identity::ExecCache::with_hasher(Some(hasher.clone())));
     if let Some(ring) = loaded.execs.take() {
         tokio::spawn(capture::execs::run(ring, discovery.clone(), exes.clone(), metrics.clone(), shutdown.clone()));
     }
@@ -122,16 +123,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
+    let identity = wiretrail_agent::identity::Sources {
+        execs: exes,
+        hasher: Some(hasher),
+        pods: wiretrail_agent::identity::k8s::start(args, metrics.clone(), shutdown.clone()),
+    };
     // Records made outside the capture path: policy decisions and notices.
     let (note_tx, note_rx) = mpsc::channel::<AgentNote>(1024);
     let mut policy = match &args.policy {
         Some(path) => {
-            let (enforcer, ring) = Enforcer::start(&mut loaded.ebpf, path)?;
+            let (enforcer, ring) = Enforcer::start(&mut loaded.ebpf, path, identity.pods.clone())?;
             let gens = enforcer.generations.clone();
             let task = tokio::spawn(segment::decisions::run(
                 ring,
                 gens,
-                exes.clone(),
+                identity.clone(),
                 note_tx.clone(),
                 metrics.clone(),
                 shutdown.clone(),
@@ -142,7 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let stages = pipeline::Stages { tls: links, feed, ship, exes, notes: note_rx };
+    let stages = pipeline::Stages { tls: links, feed, ship, identity, notes: note_rx };
     let pipe = tokio::spawn(pipeline::run(rx, sink, tracker, metrics.clone(), stages));
     if let Some(addr) = args.metrics_addr {
         let listener =

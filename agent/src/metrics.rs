@@ -91,6 +91,22 @@ pub struct Metrics {
     pub policy_generation: Counter,
     /// Policy files rejected (invalid) while a previous policy stayed in force.
     pub policy_rejected: Counter,
+    /// Executables hashed (SHA-256, each file version once).
+    pub exe_hashes: Counter,
+    /// Executables that could not be hashed (unreadable, changed while read).
+    pub exe_hash_errors: Counter,
+    /// Executables not hashed: over `--exe-hash-max-bytes`.
+    pub exe_hash_skipped: Counter,
+    /// Hash requests put off because the hashing queue was full (retried later).
+    pub exe_hash_backlog: Counter,
+    /// Kubernetes API errors (client configuration, list, watch); never fatal.
+    pub kube_api_errors: Counter,
+    /// Pod watch events applied (added, modified, deleted).
+    pub kube_pod_events: Counter,
+    /// Pods on this node known now.
+    pub kube_pods: Counter,
+    /// Local endpoint pairs dropped from the peer-identity index (bound reached).
+    pub peer_index_evicted: Counter,
 }
 
 impl Metrics {
@@ -105,7 +121,7 @@ impl Metrics {
         self.kernel_self_peer.set(k.self_peer);
     }
 
-    fn fields(&self) -> [(&'static str, &Counter); 31] {
+    fn fields(&self) -> [(&'static str, &Counter); 39] {
         [
             ("ring_records", &self.ring_records),
             ("decode_errors", &self.decode_errors),
@@ -138,6 +154,14 @@ impl Metrics {
             ("policy_errors", &self.policy_errors),
             ("policy_generation", &self.policy_generation),
             ("policy_rejected", &self.policy_rejected),
+            ("exe_hashes", &self.exe_hashes),
+            ("exe_hash_errors", &self.exe_hash_errors),
+            ("exe_hash_skipped", &self.exe_hash_skipped),
+            ("exe_hash_backlog", &self.exe_hash_backlog),
+            ("kube_api_errors", &self.kube_api_errors),
+            ("kube_pod_events", &self.kube_pod_events),
+            ("kube_pods", &self.kube_pods),
+            ("peer_index_evicted", &self.peer_index_evicted),
         ]
     }
 
@@ -145,7 +169,8 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::new();
         for (name, c) in self.fields() {
-            let kind = if matches!(name, "conns_tracked" | "policy_generation") { "gauge" } else { "counter" };
+            let kind =
+                if matches!(name, "conns_tracked" | "kube_pods" | "policy_generation") { "gauge" } else { "counter" };
             let _ = writeln!(s, "# TYPE wiretrail_agent_{name} {kind}\nwiretrail_agent_{name} {}", c.get());
         }
         s
@@ -202,7 +227,7 @@ mod tests {
         m.kernel_lost_events.add(3);
         let text = m.render();
         assert!(text.contains("wiretrail_agent_kernel_lost_events 3"));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 23);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 31);
         assert_eq!(m.snapshot()["kernel_lost_events"], 3);
     }
 }

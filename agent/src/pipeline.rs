@@ -45,8 +45,8 @@ pub struct Stages {
     pub feed: Option<Feed>,
     /// Shipping to the collector (None without `--collector`).
     pub ship: Option<Ship>,
-    /// Executables read at exec time, for workload identity.
-    pub exes: Arc<crate::identity::ExecCache>,
+    /// Where workload identities come from (exec-time executables, exe hashes, pods).
+    pub identity: crate::identity::Sources,
     /// Records made outside the capture path (policy decisions and notices).
     pub notes: mpsc::Receiver<AgentNote>,
 }
@@ -58,11 +58,12 @@ pub async fn run(
     metrics: Arc<Metrics>,
     stages: Stages,
 ) -> Result<(), SinkError> {
-    let Stages { mut tls, mut feed, ship, exes, mut notes } = stages;
+    let Stages { mut tls, mut feed, ship, identity, mut notes } = stages;
     let mut tracker = Tracker::new(config);
     let mut records: Vec<Record> = Vec::new();
     let mut outbox = Outbox { ship, queue: Vec::new() };
-    let mut identities = IdentityResolver::new(exes);
+    let mut identities = IdentityResolver::new(identity);
+    let mut peers = crate::identity::PeerIndex::new(crate::identity::PeerIndex::DEFAULT_MAX, metrics.clone());
     let mut clock = ClockSync::measure();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -90,13 +91,16 @@ pub async fn run(
                     rec.tls = tls_info(&tls.registry, ev.meta());
                     let m = ev.meta();
                     let identity = identities.resolve(m.pid, &m.comm, m.cgroup_id);
+                    let peer = peers.on_event(ev, &identity);
                     if let Some(host) = outbox.host()
                         && let Some(mut w) = wire::event(ev, rec.tls.as_ref(), &clock, host)
                     {
                         w.identity = wire::identity_map(&identity);
+                        w.peer_identity = peer.as_deref().map(wire::identity_map).unwrap_or_default();
                         outbox.queue.push(w);
                     }
                     rec.identity = Some(identity);
+                    rec.peer_identity = peer;
                     sink.write(&rec)?;
                     metrics.records_out.inc();
                 }

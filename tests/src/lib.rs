@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod collector;
 pub mod curl_trace;
+pub mod kube_api;
 pub mod netns;
 pub mod nginx;
 pub mod peers;

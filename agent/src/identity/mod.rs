@@ -1,7 +1,12 @@
 //! Workload identity of the process behind each record: its cgroup v2 path
 //! (resolved from the kernel's cgroup id), the container that path names, and
-//! its executable. Kubernetes enrichment and the identity registry build on this.
+//! its executable (path and SHA-256), and the Kubernetes pod the container
+//! belongs to (from a watch of this node's pods).
 pub mod container;
+pub mod exehash;
+pub mod k8s;
+pub mod peers;
+pub mod pods;
 
 use std::{
     collections::HashMap,
@@ -12,6 +17,9 @@ use std::{
 };
 
 pub use container::Container;
+pub use exehash::ExeHasher;
+pub use peers::PeerIndex;
+pub use pods::{PodIndex, PodInfo};
 
 /// What the records carry about the process that spoke.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -25,30 +33,67 @@ pub struct Identity {
     /// The process's executable (as `/proc/PID/exe` shows it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exe: Option<String>,
+    /// SHA-256 (hex) of the executable's bytes, read through `/proc/PID/exe`
+    /// (see [`exehash`]: absent on a process's records until it is computed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_sha256: Option<Arc<str>>,
+    /// The Kubernetes pod of the container, when the pod watch knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Arc<PodInfo>>,
+}
+
+/// Where identities come from besides cgroupfs and /proc: exec-time
+/// executables, the executable hasher, and the pod index (with `--kube`).
+#[derive(Clone, Default)]
+pub struct Sources {
+    pub execs: Arc<ExecCache>,
+    pub hasher: Option<Arc<ExeHasher>>,
+    pub pods: Option<Arc<PodIndex>>,
 }
 
 /// Executables read at exec time (by the exec-notification reader, while the
-/// process is fresh), so short-lived processes still get theirs. Bounded.
-#[derive(Debug, Default)]
-pub struct ExecCache(std::sync::Mutex<HashMap<(u32, String), String>>);
+/// process is fresh), so short-lived processes still get theirs; the file is
+/// handed to the hasher then too. Bounded.
+#[derive(Default)]
+pub struct ExecCache {
+    map: std::sync::Mutex<HashMap<(u32, String), ExecInfo>>,
+    hasher: Option<Arc<ExeHasher>>,
+}
+
+#[derive(Clone)]
+struct ExecInfo {
+    exe: String,
+    /// The executed file, for its hash after the process is gone.
+    key: Option<exehash::FileKey>,
+}
 
 impl ExecCache {
     /// Most entries kept; the cache is cleared when full (it is only a cache).
     const MAX: usize = 65_536;
 
+    /// A cache that also queues each executed file for hashing.
+    pub fn with_hasher(hasher: Option<Arc<ExeHasher>>) -> Self {
+        ExecCache { map: Default::default(), hasher }
+    }
+
     /// Reads `/proc/PID/exe` of a process that just executed a new image.
     pub fn record_exec(&self, pid: u32, comm: &str) {
         if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
-            let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let key = self.hasher.as_ref().and_then(|h| {
+                let key = ExeHasher::key_of(pid)?;
+                h.request(pid, key);
+                Some(key)
+            });
+            let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
             if m.len() >= Self::MAX {
                 m.clear();
             }
-            m.insert((pid, comm.to_string()), exe.display().to_string());
+            m.insert((pid, comm.to_string()), ExecInfo { exe: exe.display().to_string(), key });
         }
     }
 
-    fn get(&self, pid: u32, comm: &str) -> Option<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&(pid, comm.to_string())).cloned()
+    fn get(&self, pid: u32, comm: &str) -> Option<ExecInfo> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&(pid, comm.to_string())).cloned()
     }
 }
 
@@ -77,8 +122,23 @@ pub fn walk_cgroups(root: &std::path::Path) -> Vec<(u64, String)> {
     out
 }
 
+/// A process's resolved identity and what may still change it.
+struct Cached {
+    comm: String,
+    cgroup_id: u64,
+    id: Arc<Identity>,
+    /// The executable (file) whose hash is still being computed.
+    hash_pending: Option<exehash::FileKey>,
+    /// [`ExeHasher::generation`] when the hash was last looked up.
+    hash_generation: u64,
+    /// [`PodIndex::generation`] when the pod was last looked up.
+    pod_generation: u64,
+}
+
 /// Caches cgroup id → path (rescanning the hierarchy on a miss, at most once a
-/// second) and pid → executable.
+/// second) and pid → identity. A cached identity is rebuilt (cheaply, only
+/// then) when its executable hash completes or, for a container, when the pod
+/// index changes: a process seen before its pod was known gets the pod later.
 pub struct IdentityResolver {
     /// Root of the cgroup v2 hierarchy, found from /proc/self/mounts.
     root: Option<PathBuf>,
@@ -86,24 +146,28 @@ pub struct IdentityResolver {
     cgroups: HashMap<u64, String>,
     /// When the hierarchy was last walked.
     scanned: Option<Instant>,
-    /// pid → (comm, cgroup id, identity): resolved once and shared by every
-    /// record of the process; a new comm (execve, pid reuse) or cgroup re-resolves.
-    by_pid: HashMap<u32, (String, u64, Arc<Identity>)>,
+    /// pid → identity: resolved once and shared by every record of the
+    /// process; a new comm (execve, pid reuse) or cgroup re-resolves.
+    by_pid: HashMap<u32, Cached>,
     /// Bound on `by_pid` (cleared when full: a cache, not a record).
     max_pids: usize,
     /// Executables seen at exec time.
-    execs: std::sync::Arc<ExecCache>,
+    execs: Arc<ExecCache>,
+    hasher: Option<Arc<ExeHasher>>,
+    pods: Option<Arc<PodIndex>>,
 }
 
 impl IdentityResolver {
-    pub fn new(execs: std::sync::Arc<ExecCache>) -> Self {
+    pub fn new(sources: Sources) -> Self {
         IdentityResolver {
             root: crate::capture::selfcheck::cgroup2_root(),
             cgroups: HashMap::new(),
             scanned: None,
             by_pid: HashMap::new(),
             max_pids: 65_536,
-            execs,
+            execs: sources.execs,
+            hasher: sources.hasher,
+            pods: sources.pods,
         }
     }
 
@@ -124,27 +188,79 @@ impl IdentityResolver {
     }
 
     /// The identity of process `pid` (command `comm`) in cgroup `cgroup_id`.
-    /// No allocation when the process was seen before with the same comm and cgroup.
+    /// No allocation when the process was seen before with the same comm and
+    /// cgroup and nothing it depends on changed.
     pub fn resolve(&mut self, pid: u32, comm: &str, cgroup_id: u64) -> Arc<Identity> {
-        if let Some((c, g, id)) = self.by_pid.get(&pid)
-            && c == comm
-            && *g == cgroup_id
+        let hash_gen = self.hasher.as_ref().map_or(0, |h| h.generation());
+        let pod_gen = self.pods.as_ref().map_or(0, |p| p.generation());
+        if let Some(c) = self.by_pid.get_mut(&pid)
+            && c.comm == comm
+            && c.cgroup_id == cgroup_id
         {
-            return id.clone();
+            let stale_hash = c.hash_pending.is_some() && c.hash_generation != hash_gen;
+            let stale_pod = c.id.container.is_some() && c.pod_generation != pod_gen;
+            if !stale_hash && !stale_pod {
+                return c.id.clone();
+            }
+            let mut id = (*c.id).clone();
+            if stale_hash {
+                c.hash_generation = hash_gen;
+                (id.exe_sha256, c.hash_pending) = hash_of(self.hasher.as_deref(), pid, c.hash_pending);
+            }
+            if stale_pod {
+                c.pod_generation = pod_gen;
+                id.pod = pod_of(self.pods.as_deref(), id.container.as_ref());
+            }
+            if id != *c.id {
+                c.id = Arc::new(id);
+            }
+            return c.id.clone();
         }
         let cgroup_path = self.cgroup_path(cgroup_id);
         let container = cgroup_path.as_deref().and_then(container::from_cgroup_path);
-        let exe = self
-            .execs
-            .get(pid, comm)
-            .or_else(|| std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.display().to_string()));
-        let id = Arc::new(Identity { cgroup_path, container, exe });
+        let exec = self.execs.get(pid, comm);
+        let exe = match &exec {
+            Some(e) => Some(e.exe.clone()),
+            None => std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.display().to_string()),
+        };
+        let (exe_sha256, hash_pending) = hash_of(self.hasher.as_deref(), pid, exec.and_then(|e| e.key));
+        let pod = pod_of(self.pods.as_deref(), container.as_ref());
+        let id = Arc::new(Identity { cgroup_path, container, exe, exe_sha256, pod });
         if self.by_pid.len() >= self.max_pids {
             self.by_pid.clear();
         }
-        self.by_pid.insert(pid, (comm.to_string(), cgroup_id, id.clone()));
+        let cached = Cached {
+            comm: comm.to_string(),
+            cgroup_id,
+            id: id.clone(),
+            hash_pending,
+            hash_generation: hash_gen,
+            pod_generation: pod_gen,
+        };
+        self.by_pid.insert(pid, cached);
         id
     }
+}
+
+/// The executable hash if ready, else the file whose hash is still to come.
+/// `key` is the file when known (from exec time, or an earlier lookup): the
+/// process may be gone by now.
+fn hash_of(
+    hasher: Option<&ExeHasher>,
+    pid: u32,
+    key: Option<exehash::FileKey>,
+) -> (Option<Arc<str>>, Option<exehash::FileKey>) {
+    let Some(hasher) = hasher else { return (None, None) };
+    let Some(key) = key.or_else(|| ExeHasher::key_of(pid)) else { return (None, None) };
+    match hasher.request(pid, key) {
+        exehash::Lookup::Ready(h) => (Some(h), None),
+        exehash::Lookup::Pending(k) => (None, Some(k)),
+        exehash::Lookup::Never => (None, None),
+    }
+}
+
+fn pod_of(pods: Option<&PodIndex>, container: Option<&Container>) -> Option<Arc<PodInfo>> {
+    pods?.by_container(&container?.id)
 }
 
 #[cfg(test)]
@@ -153,7 +269,9 @@ mod tests {
 
     #[test]
     fn resolves_this_process() {
-        let mut r = IdentityResolver::new(Default::default());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let hasher = ExeHasher::start_with(ExeHasher::DEFAULT_MAX_BYTES, 0, metrics); // all off-thread
+        let mut r = IdentityResolver::new(Sources { hasher: Some(hasher.clone()), ..Default::default() });
         let me = std::process::id();
         // Our own cgroup id is the inode of our cgroup directory.
         let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();
@@ -164,5 +282,51 @@ mod tests {
         assert_eq!(id.cgroup_path.as_deref(), Some(rel.as_str()));
         assert_eq!(id.exe, Some(std::fs::read_link("/proc/self/exe").unwrap().display().to_string()));
         assert_eq!(r.resolve(me, "test", u64::MAX).cgroup_path, None, "unknown ids stay unknown");
+        // The hash arrives on a later record of the same process.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let sha = loop {
+            if let Some(h) = r.resolve(me, "test", ino).exe_sha256.clone() {
+                break h;
+            }
+            assert!(Instant::now() < deadline, "exe hash never reached the identity");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let f = std::fs::File::open("/proc/self/exe").unwrap();
+        let key = exehash::FileKey::of(&f.metadata().unwrap());
+        assert_eq!(&*sha, exehash::hash_file(f, &key).unwrap().as_str());
+        let a = r.resolve(me, "test", ino);
+        assert!(Arc::ptr_eq(&a, &r.resolve(me, "test", ino)), "settled identities are shared, not rebuilt");
+    }
+
+    #[test]
+    fn pod_arrives_after_the_process_was_seen() {
+        const CID: &str = "5e1f0c2d3b4a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+        let pods = Arc::new(PodIndex::default());
+        let mut r = IdentityResolver::new(Sources { pods: Some(pods.clone()), ..Default::default() });
+        // A cgroup id the scan would never find, named like a containerd scope.
+        r.cgroups.insert(77, format!("/kubepods.slice/cri-containerd-{CID}.scope"));
+        r.cgroups.insert(78, "/system.slice/cron.service".into());
+        let me = std::process::id();
+        let before = r.resolve(me, "app", 77);
+        assert_eq!(before.container.as_ref().unwrap().id, CID);
+        assert!(before.pod.is_none());
+        assert!(Arc::ptr_eq(&before, &r.resolve(me, "app", 77)), "nothing changed: cached");
+        let pod = serde_json::json!({
+            "metadata": {"name": "api-0", "namespace": "prod", "uid": "u-1", "labels": {"app": "api"}},
+            "spec": {"nodeName": "n1", "serviceAccountName": "api", "containers": []},
+            "status": {"containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": true,
+                "restartCount": 0, "containerID": format!("containerd://{CID}")}]}
+        });
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).unwrap();
+        pods.apply(&pod);
+        let after = r.resolve(me, "app", 77);
+        let p = after.pod.as_ref().expect("the pod reaches the cached process");
+        assert_eq!((p.name.as_str(), p.namespace.as_str(), p.service_account.as_str()), ("api-0", "prod", "api"));
+        assert_eq!(after.exe, before.exe);
+        // A host process is not affected by pod changes.
+        let host = r.resolve(me + 1, "cron", 78);
+        pods.delete(&pod);
+        assert!(Arc::ptr_eq(&host, &r.resolve(me + 1, "cron", 78)));
+        assert!(r.resolve(me, "app", 77).pod.is_none(), "deleted pods leave");
     }
 }

@@ -67,6 +67,10 @@ pub struct JsonRecord {
     /// Workload identity of the process (cgroup path, container, executable).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<std::sync::Arc<crate::identity::Identity>>,
+    /// Identity of the process at the other end, when it is on this host too
+    /// (see `identity::peers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_identity: Option<std::sync::Arc<crate::identity::Identity>>,
 }
 
 impl JsonRecord {
@@ -101,6 +105,7 @@ impl JsonRecord {
             untracked: m.untracked,
             tls: None,
             identity: None,
+            peer_identity: None,
         }
     }
 

@@ -88,6 +88,19 @@ pub fn identity_map(id: &crate::identity::Identity) -> std::collections::HashMap
     if let Some(e) = &id.exe {
         m.insert("exe".into(), e.clone());
     }
+    if let Some(h) = &id.exe_sha256 {
+        m.insert("exe_sha256".into(), h.to_string());
+    }
+    if let Some(p) = &id.pod {
+        m.insert("k8s_pod".into(), p.name.clone());
+        m.insert("k8s_namespace".into(), p.namespace.clone());
+        m.insert("k8s_pod_uid".into(), p.uid.clone());
+        m.insert("k8s_service_account".into(), p.service_account.clone());
+        m.insert("k8s_node".into(), p.node.clone());
+        for (k, v) in &p.labels {
+            m.insert(format!("k8s_label.{k}"), v.clone());
+        }
+    }
     m
 }
 
@@ -193,4 +206,47 @@ pub fn notice(n: &TlsNotice, now_utc_ns: i64, host: &str) -> pb::Record {
     r.set_kind(pb::RecordKind::AgentNotice);
     r.set_clock_source(pb::ClockSource::Realtime);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::identity::{Container, Identity, PodInfo};
+
+    #[test]
+    fn identity_map_keys() {
+        let pod = PodInfo {
+            name: "web-0".into(),
+            namespace: "shop".into(),
+            uid: "u-1".into(),
+            service_account: "web".into(),
+            node: "n1".into(),
+            labels: [("app".to_string(), "web".to_string()), ("app.kubernetes.io/part-of".into(), "shop".into())]
+                .into(),
+            ips: vec![],
+        };
+        let id = Identity {
+            cgroup_path: Some("/kubepods.slice/x".into()),
+            container: Some(Container { runtime: "containerd", id: "ab".repeat(32) }),
+            exe: Some("/usr/sbin/nginx".into()),
+            exe_sha256: Some("cd".repeat(32).into()),
+            pod: Some(Arc::new(pod)),
+        };
+        let m = super::identity_map(&id);
+        assert_eq!(m["exe_sha256"], "cd".repeat(32));
+        assert_eq!(m["k8s_pod"], "web-0");
+        assert_eq!(m["k8s_namespace"], "shop");
+        assert_eq!(m["k8s_pod_uid"], "u-1");
+        assert_eq!(m["k8s_service_account"], "web");
+        assert_eq!(m["k8s_node"], "n1");
+        assert_eq!(m["k8s_label.app"], "web");
+        assert_eq!(m["k8s_label.app.kubernetes.io/part-of"], "shop");
+        assert_eq!(m["container_id"], "ab".repeat(32));
+        assert_eq!(m.len(), 12);
+        let json = serde_json::to_value(&id).unwrap();
+        assert_eq!(json["pod"]["labels"]["app"], "web");
+        assert_eq!(json["pod"]["service_account"], "web");
+        assert_eq!(json["exe_sha256"], "cd".repeat(32));
+    }
 }

@@ -17,7 +17,7 @@ use super::enforcer::Generations;
 use crate::{
     capture::reader::ReaderError,
     clock::{ClockSync, KERNEL_CLOCK, rfc3339},
-    identity::{ExecCache, Identity, IdentityResolver},
+    identity::{Identity, IdentityResolver, Sources},
     metrics::Metrics,
     output::{AgentNote, wire},
 };
@@ -205,7 +205,7 @@ impl Decision {
 pub async fn run(
     ring: RingBuf<MapData>,
     gens: Arc<Generations>,
-    exes: Arc<ExecCache>,
+    sources: Sources,
     tx: mpsc::Sender<AgentNote>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -213,7 +213,7 @@ pub async fn run(
     // SAFETY: the ring buffer owns its map fd, open until the AsyncFd is dropped.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| ReaderError::Register { source: e.into_parts().1 })?;
-    let mut ids = IdentityResolver::new(exes);
+    let mut ids = IdentityResolver::new(sources);
     let mut clock = ClockSync::measure();
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     // Allowed decisions do not wake us (the kernel batches them): drain often.

@@ -110,14 +110,18 @@ pub struct Enforcer {
 impl Enforcer {
     /// Attaches the hooks and puts the policy at `path` in force. An invalid
     /// policy is an error (the agent does not start half-enforcing).
-    pub fn start(ebpf: &mut Ebpf, path: &Path) -> Result<(Enforcer, RingBuf<MapData>), SegmentError> {
+    pub fn start(
+        ebpf: &mut Ebpf,
+        path: &Path,
+        pods: Option<Arc<crate::identity::PodIndex>>,
+    ) -> Result<(Enforcer, RingBuf<MapData>), SegmentError> {
         let maps = PolicyMaps::take(ebpf)?;
         let ring = ebpf.take_map("DECISIONS").ok_or(SegmentError::Missing { what: "map", name: "DECISIONS" })?;
         let ring = RingBuf::try_from(ring).map_err(|source| SegmentError::Map { name: "DECISIONS", source })?;
         let mut e = Enforcer {
             maps,
             path: path.to_path_buf(),
-            discovery: Discovery::new(PathBuf::new()),
+            discovery: Discovery::new(PathBuf::new(), None),
             live: None,
             generations: Arc::default(),
             stamp: None,
@@ -126,7 +130,7 @@ impl Enforcer {
         // Load first, then attach: the hooks never run without a policy.
         let policy = e.read()?;
         let root = crate::capture::selfcheck::cgroup2_root().ok_or(SegmentError::NoCgroup2)?;
-        e.discovery = Discovery::new(root);
+        e.discovery = Discovery::new(root, pods);
         e.install(policy)?;
         attach::attach(ebpf)?;
         Ok((e, ring))

@@ -30,10 +30,12 @@ pub struct Discovery {
     pub cgroup_paths: HashMap<u64, String>,
     /// Address → cgroup id of a member owning it (peer identity on decisions).
     pub addr_owner: HashMap<IpAddr, u64>,
+    /// This node's pods (with `--kube`): Kubernetes selectors and pod IPs.
+    pods: Option<std::sync::Arc<crate::identity::PodIndex>>,
 }
 
 impl Discovery {
-    pub fn new(root: PathBuf) -> Discovery {
+    pub fn new(root: PathBuf, pods: Option<std::sync::Arc<crate::identity::PodIndex>>) -> Discovery {
         let host_netns = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).unwrap_or(0);
         Discovery {
             root,
@@ -41,6 +43,7 @@ impl Discovery {
             missing_exes: HashSet::new(),
             cgroup_paths: HashMap::new(),
             addr_owner: HashMap::new(),
+            pods,
         }
     }
 
@@ -55,10 +58,24 @@ impl Discovery {
         self.addr_owner.clear();
         let mut netns_addrs: HashMap<u64, Vec<IpAddr>> = HashMap::new();
         for (id, path) in crate::identity::walk_cgroups(&self.root) {
-            let attrs = WorkloadAttrs { cgroup_path: Some(&path), ..Default::default() };
+            let pod = crate::identity::container::from_cgroup_path(&path)
+                .and_then(|c| self.pods.as_ref().and_then(|p| p.by_container(&c.id)));
+            let attrs = WorkloadAttrs {
+                cgroup_path: Some(&path),
+                k8s_namespace: pod.as_deref().map(|p| p.namespace.as_str()),
+                k8s_service_account: pod.as_deref().map(|p| p.service_account.as_str()),
+                k8s_labels: pod.as_deref().map(|p| &p.labels),
+                ..Default::default()
+            };
             if let Some(zone) = policy.cgroup_zone(&attrs) {
                 m.cgroups.insert(id, zone);
-                for addr in self.member_addrs(&path, &mut netns_addrs) {
+                // Pod IPs (the index leaves host-network pods out) and the
+                // addresses of the member's own network namespace.
+                let pod_ips = pod.as_deref().map(|p| p.ips.clone()).unwrap_or_default();
+                let pod_ips =
+                    pod_ips.into_iter().filter(|ip| self.pods.as_ref().is_some_and(|p| p.by_ip(*ip).is_some()));
+                let own: Vec<IpAddr> = pod_ips.chain(self.member_addrs(&path, &mut netns_addrs)).collect();
+                for addr in own {
                     m.addrs.insert(host_prefix(addr), zone);
                     self.addr_owner.insert(addr, id);
                 }
