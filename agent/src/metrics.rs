@@ -227,7 +227,7 @@ mod tests {
         m.kernel_lost_events.add(3);
         let text = m.render();
         assert!(text.contains("wiretrail_agent_kernel_lost_events 3"));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 31);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 39);
         assert_eq!(m.snapshot()["kernel_lost_events"], 3);
     }
 }
