@@ -138,6 +138,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ring,
                 gens,
                 identity.clone(),
+                segment::decisions::Wanted { json: args.output != OutputFormat::None, wire: args.collector.is_some() },
                 note_tx.clone(),
                 metrics.clone(),
                 shutdown.clone(),

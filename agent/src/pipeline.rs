@@ -193,7 +193,9 @@ fn write_records(
 
 /// Writes a record made outside the capture path and queues it for the collector.
 fn write_note(sink: &mut Sink, mut n: AgentNote, metrics: &Metrics, outbox: &mut Outbox) -> Result<(), SinkError> {
-    sink.write_value(&n.json)?;
+    if !n.json.is_null() {
+        sink.write_value(&n.json)?;
+    }
     metrics.records_out.inc();
     if let Some(host) = outbox.host() {
         n.wire.host = host.to_string();

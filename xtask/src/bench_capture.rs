@@ -81,7 +81,7 @@ fn wrk(addr: SocketAddr, a: &Args) -> anyhow::Result<Wrk> {
 }
 
 /// (user+system CPU seconds, peak RSS KiB) of a live process.
-fn proc_usage(pid: u32) -> anyhow::Result<(f64, u64)> {
+pub fn proc_usage(pid: u32) -> anyhow::Result<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = &stat[stat.rfind(')').context("stat")? + 2..];
     let f: Vec<&str> = after.split_whitespace().collect();

@@ -66,9 +66,14 @@ fn policy(slice: &str, port: u16, rules: usize) -> String {
 pub fn connect_loop(a: &LoopArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = format!("127.0.0.1:{}", a.port).parse()?;
     let listener = TcpListener::bind(addr).context("bind")?;
+    // Connects wait for the acceptor to keep up: an overflowing accept queue
+    // drops SYNs, and each retransmit costs a second (the loop would measure that).
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let acc = accepted.clone();
     std::thread::spawn(move || {
         for s in listener.incoming() {
             drop(s);
+            acc.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     });
     let deadline = Instant::now() + Duration::from_secs(a.secs);
@@ -78,6 +83,9 @@ pub fn connect_loop(a: &LoopArgs) -> anyhow::Result<()> {
     while Instant::now() < deadline {
         // 256 connects between clock reads.
         for _ in 0..256 {
+            while n.saturating_sub(accepted.load(std::sync::atomic::Ordering::Relaxed)) > 32 {
+                std::thread::yield_now();
+            }
             match TcpStream::connect(addr) {
                 Ok(s) => {
                     let linger = libc::linger { l_onoff: 1, l_linger: 0 };
@@ -135,7 +143,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     eprintln!("bench: warm-up");
     measure(&cg, port, 2)?;
     eprintln!("bench: no hooks, {} s", a.duration);
-    let (off, off_failed) = measure(&cg, port, a.duration)?;
+    let (off1, off_failed) = measure(&cg, port, a.duration)?;
 
     let ready = dir.path().join("ready");
     let stats = dir.path().join("stats.json");
@@ -154,21 +162,33 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         bail!("agent did not attach");
     }
     eprintln!("bench: hooks with a {}-rule policy, {} s", a.rules, a.duration);
+    let (cpu0, _) = crate::bench_capture::proc_usage(agent.id())?;
+    let t0 = Instant::now();
     let (on, on_failed) = measure(&cg, port, a.duration)?;
+    let (cpu1, rss_kib) = crate::bench_capture::proc_usage(agent.id())?;
+    let agent_cpu = (cpu1 - cpu0) / t0.elapsed().as_secs_f64();
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     let st = agent.wait()?;
     anyhow::ensure!(st.success(), "agent exited with {st}");
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats)?)?;
+    // Without hooks again: the mean of the runs before and after is the
+    // baseline (this machine's speed drifts).
+    eprintln!("bench: no hooks again, {} s", a.duration);
+    let (off2, off_failed2) = measure(&cg, port, a.duration)?;
+    let off = (off1 + off2) / 2.0;
+    let off_failed = off_failed + off_failed2;
     anyhow::ensure!(on_failed == 0 && off_failed == 0, "connects failed: {off_failed} without hooks, {on_failed} with");
     anyhow::ensure!(s["policy_denied"].as_u64() == Some(0), "the bench flow was denied: {s}");
 
     println!("| metric | value |");
     println!("|---|---|");
     println!("| rules in the policy | {} |", a.rules);
-    println!("| connect()/s, no hooks | {off:.0} |");
+    println!("| connect()/s, no hooks (before / after) | {off1:.0} / {off2:.0} |");
     println!("| connect()/s, hooks + {}-rule policy | {on:.0} |", a.rules);
     println!("| ratio (goal >= 0.95) | {:.3} |", on / off);
+    println!("| agent CPU while hooked (share of one core) | {:.0} % |", agent_cpu * 100.0);
+    println!("| agent peak RSS | {} MiB |", rss_kib / 1024);
     println!("| decisions allowed (kernel) | {} |", s["policy_allowed"]);
     println!("| decision records written | {} |", s["policy_decisions"]);
     println!("| decision events lost | {} |", s["policy_lost"]);

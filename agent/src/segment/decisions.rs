@@ -66,6 +66,14 @@ fn comm(c: &[u8; 16]) -> String {
     String::from_utf8_lossy(&c[..end]).into_owned()
 }
 
+/// Which forms of a record are used: the JSON line (local output not `none`)
+/// and the collector record (shipping on).
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted {
+    pub json: bool,
+    pub wire: bool,
+}
+
 /// Everything a decision record says, resolved.
 pub struct Decision {
     pub ev: PolicyEvent,
@@ -131,10 +139,18 @@ impl Decision {
 
     /// The record, as JSON and for the collector.
     pub fn note(&self, clock: &ClockSync) -> AgentNote {
+        self.note_for(clock, Wanted { json: true, wire: true })
+    }
+
+    /// The record in the forms `want`ed (the other is left empty).
+    pub fn note_for(&self, clock: &ClockSync, want: Wanted) -> AgentNote {
         let ev = &self.ev;
         let utc = clock.to_utc_ns(ev.ts_ns);
         let direction = if self.ingress { "ingress" } else { "egress" };
-        let json = json!({
+        let json = if !want.json {
+            serde_json::Value::Null
+        } else {
+            json!({
             "type": "policy_decision",
             "ts": rfc3339(utc),
             "ts_kernel_ns": ev.ts_ns,
@@ -161,7 +177,11 @@ impl Decision {
             "peer_zone": self.peer_zone,
             "identity": &*self.identity,
             "peer_identity": self.peer_identity,
-        });
+            })
+        };
+        if !want.wire {
+            return AgentNote { json, wire: pb::Record::default() };
+        }
         let mut r = pb::Record {
             capture_time_ns: utc as i64,
             clock_error_ns: clock.error_ns,
@@ -186,8 +206,12 @@ impl Decision {
                 mode: self.mode().into(),
                 direction: direction.into(),
             }),
-            parsed_json: json.to_string(),
             ..Default::default()
+        };
+        r.parsed_json = if want.json {
+            json.to_string()
+        } else {
+            self.note_for(clock, Wanted { json: true, wire: false }).json.to_string()
         };
         r.set_kind(pb::RecordKind::PolicyDecision);
         r.set_clock_source(pb::ClockSource::BoottimeOffset);
@@ -206,6 +230,7 @@ pub async fn run(
     ring: RingBuf<MapData>,
     gens: Arc<Generations>,
     sources: Sources,
+    want: Wanted,
     tx: mpsc::Sender<AgentNote>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -224,18 +249,18 @@ pub async fn run(
             _ = shutdown.cancelled() => true,
             _ = every.tick() => { clock = ClockSync::measure(); false }
             _ = poll.tick() => {
-                drain(fd.get_mut(), &gens, &mut ids, &clock, &metrics, &mut notes);
+                drain(fd.get_mut(), &gens, &mut ids, &clock, &metrics, want, &mut notes);
                 false
             }
             guard = fd.readable_mut() => {
                 let mut guard = guard.map_err(|source| ReaderError::Poll { source })?;
-                drain(guard.get_inner_mut(), &gens, &mut ids, &clock, &metrics, &mut notes);
+                drain(guard.get_inner_mut(), &gens, &mut ids, &clock, &metrics, want, &mut notes);
                 guard.clear_ready();
                 false
             }
         };
         if done {
-            drain(fd.get_mut(), &gens, &mut ids, &clock, &metrics, &mut notes);
+            drain(fd.get_mut(), &gens, &mut ids, &clock, &metrics, want, &mut notes);
         }
         for n in notes {
             if tx.send(n).await.is_err() {
@@ -255,13 +280,18 @@ fn drain(
     ids: &mut IdentityResolver,
     clock: &ClockSync,
     metrics: &Metrics,
+    want: Wanted,
     out: &mut Vec<AgentNote>,
 ) {
     while let Some(item) = ring.next() {
         match decode(&item) {
             Some(ev) => {
                 metrics.policy_decisions.inc();
-                out.push(Decision::resolve(ev, gens, ids).note(clock));
+                // Neither output nor collector: counted only (`--output none`
+                // without shipping keeps nothing anyway).
+                if want.json || want.wire {
+                    out.push(Decision::resolve(ev, gens, ids).note_for(clock, want));
+                }
             }
             None => metrics.decode_errors.inc(),
         }
