@@ -6,6 +6,7 @@ pub mod export;
 pub mod index;
 pub mod ingest;
 pub mod merkle;
+pub mod policy_check;
 pub mod query;
 pub mod server;
 pub mod store;

@@ -45,7 +45,8 @@ impl<'a> Events<'a> {
         // SAFETY: yaml_parser_initialize fully initializes the (boxed, so
         // never moved) parser; the input outlives the parser (`'a`).
         unsafe {
-            let mut p: Box<core::mem::MaybeUninit<unsafe_yaml::yaml_parser_t>> = Box::new(core::mem::MaybeUninit::uninit());
+            let mut p: Box<core::mem::MaybeUninit<unsafe_yaml::yaml_parser_t>> =
+                Box::new(core::mem::MaybeUninit::uninit());
             if unsafe_yaml::yaml_parser_initialize(p.as_mut_ptr()).fail {
                 return None;
             }
