@@ -107,7 +107,7 @@ async fn replays_connection_opens_from_the_collector() {
     let p = dir.path().join("policy.yaml");
     std::fs::write(
         &p,
-        "version: 1\nzones:\n  - name: web\n    mode: enforce\n    members:\n      - {namespace: shop, labels: {app: web}}\n  - name: db\n    members: [{exe: /usr/lib/postgresql/16/bin/postgres}]\nrules:\n  - {name: web-db, from: web, to: db, ports: [5432], protocol: tcp}\n",
+        "version: 1\nzones:\n  - name: web\n    mode: enforce\n    members:\n      - {namespace: shop, labels: {app: web}}\n  - name: db\n    members: [{cgroup: /system.slice/postgresql.service}]\nrules:\n  - {name: web-db, from: web, to: db, ports: [5432], protocol: tcp}\n",
     )
     .unwrap();
     let addr = srv.addr.to_string();

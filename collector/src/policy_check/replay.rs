@@ -61,6 +61,22 @@ fn end_key(host: &str, ip: IpAddr, port: u16) -> EndKey {
     (if ip.is_loopback() { host.to_string() } else { String::new() }, ip, port)
 }
 
+/// The zone of the local workload as the deciding hook finds it: the
+/// connecting process's (exe, uid, cgroup), or the receiving socket's (cgroup, uid).
+fn local_zone(policy: &Policy, direction: FlowDirection, w: &Workload) -> Option<u32> {
+    match direction {
+        FlowDirection::Egress => policy.zone_of(&w.attrs()),
+        FlowDirection::Ingress => policy.ingress_zone(&w.attrs()),
+    }
+}
+
+fn direction(r: Role) -> FlowDirection {
+    match r {
+        Role::Connect => FlowDirection::Egress,
+        Role::Accept => FlowDirection::Ingress,
+    }
+}
+
 /// Decides every opened connection side.
 pub fn replay(policy: &Policy, opened: &[Opened]) -> Report {
     // The zone of each recorded local endpoint (first zoned workload seen there).
@@ -69,7 +85,7 @@ pub fn replay(policy: &Policy, opened: &[Opened]) -> Report {
         if let Some(l) = o.local
             && !l.ip().is_unspecified()
             && l.port() != 0
-            && let Some(z) = policy.zone_of(&o.workload.attrs())
+            && let Some(z) = local_zone(policy, direction(o.role), &o.workload)
         {
             ends.entry(end_key(&o.host, l.ip(), l.port())).or_insert(z);
         }
@@ -90,7 +106,7 @@ pub fn replay(policy: &Policy, opened: &[Opened]) -> Report {
     }
     let mut report = Report::default();
     for (flow, count) in counts {
-        let local_zone = policy.zone_of(&flow.workload.attrs());
+        let local_zone = local_zone(policy, flow.direction, &flow.workload);
         let q = FlowQuery {
             direction: flow.direction,
             local_zone,

@@ -177,13 +177,19 @@ fn collector_records() {
     let mut unix = record("connect", "connect", &db, 0, ("1.1.1.1", 1), ("2.2.2.2", 2));
     unix.set_transport(pb::TransportProtocol::Unix);
     assert!(from_record(&unix).is_none());
-    let policy = Policy::parse(
-        "version: 1\nzones:\n  - name: shop\n    mode: enforce\n    members:\n      - {namespace: shop, labels: {app: web}}\n  - name: db\n    mode: enforce\n    members: [{exe: /usr/lib/postgresql/16/bin/postgres}]\nrules:\n  - {from: shop, to: db, ports: [5432]}\n",
-    )
-    .unwrap();
-    let r = replay(&policy, &[c, a]);
+    let text = "version: 1\nzones:\n  - name: shop\n    mode: enforce\n    members:\n      - {namespace: shop, labels: {app: web}}\n  - name: db\n    mode: enforce\n    members: [ZZZ]\nrules:\n  - {from: shop, to: db, ports: [5432]}\n";
+    // db by cgroup: both sides see the rule.
+    let policy = Policy::parse(&text.replace("ZZZ", "{cgroup: /system.slice/postgresql.service}")).unwrap();
+    let mut a_cg = a.clone();
+    a_cg.workload.cgroup_path = Some("/system.slice/postgresql.service".into());
+    let r = replay(&policy, &[c.clone(), a_cg]);
     assert_eq!((r.checked, r.allowed, r.denied), (2, 2, 0), "{r:#?}");
     assert!(r.flows.iter().all(|o| o.decision.rule_id == 1));
+    // db by exe: the receiving socket has no exe, so postgres's accept is not
+    // segmented, and its address is no zone's: shop's connect is denied.
+    let policy = Policy::parse(&text.replace("ZZZ", "{exe: /usr/lib/postgresql/16/bin/postgres}")).unwrap();
+    let r = replay(&policy, &[c, a]);
+    assert_eq!((r.checked, r.denied, r.not_segmented), (2, 1, 1), "{r:#?}");
 }
 
 #[test]

@@ -205,6 +205,13 @@ impl Policy {
         by_exe.or_else(by_uid).or_else(|| self.cgroup_zone(a))
     }
 
+    /// The zone of a receiving socket, as the kernel's ingress hook finds it
+    /// (no process there, so no `exe`): the cgroup's zone, then a `uid` member.
+    pub fn ingress_zone(&self, a: &WorkloadAttrs) -> Option<u32> {
+        self.cgroup_zone(a)
+            .or_else(|| a.uid.and_then(|u| self.uid_members().into_iter().find(|(x, _)| *x == u).map(|(_, z)| z)))
+    }
+
     /// Every `exe` member: (path, zone id), file order, without repeats.
     pub fn exe_members(&self) -> Vec<(String, u32)> {
         let mut v: Vec<(String, u32)> = Vec::new();

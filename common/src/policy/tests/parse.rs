@@ -313,6 +313,10 @@ zones:
     assert_eq!(p.zone_of(&WorkloadAttrs { exe: Some("/usr/bin/wget"), ..curl }), Some(4));
     assert_eq!(p.zone_of(&WorkloadAttrs { exe: Some("/usr/bin/wget"), uid: Some(0), ..curl }), Some(1));
     assert_eq!(p.zone_of(&WorkloadAttrs::default()), None);
+    // Ingress (a receiving socket): cgroup first, then uid; never exe.
+    assert_eq!(p.ingress_zone(&curl), Some(1));
+    assert_eq!(p.ingress_zone(&WorkloadAttrs { cgroup_path: None, k8s_namespace: None, ..curl }), Some(4));
+    assert_eq!(p.ingress_zone(&WorkloadAttrs { exe: Some("/usr/bin/curl"), ..Default::default() }), None);
     assert_eq!(p.exe_members(), vec![("/usr/bin/curl".to_string(), 3)]);
     assert_eq!(p.uid_members(), vec![(1000, 4)]);
 }
@@ -330,4 +334,15 @@ fn address_zone_is_longest_prefix() {
     assert_eq!(z("2001:db8::1"), Some(1));
     let v: Vec<_> = p.zones.iter().map(|z| z.addresses.len()).collect();
     assert_eq!(v, vec![2, 2]);
+}
+
+#[test]
+fn the_documented_example_parses() {
+    let doc = include_str!("../../../../docs/policy.md");
+    let start = doc.find("```yaml\n").expect("an example in docs/policy.md") + "```yaml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let p = Policy::parse(&doc[start..end]).unwrap();
+    assert_eq!(p.zones.len(), 2);
+    assert_eq!(p.rules.len(), 3);
+    assert_eq!(p.rules[1].name, "rule-2");
 }
