@@ -107,11 +107,27 @@ async fn replays_connection_opens_from_the_collector() {
     let p = dir.path().join("policy.yaml");
     std::fs::write(
         &p,
-        "version: 1\nzones:\n  - name: web\n    mode: enforce\n    members:\n      - {namespace: shop, labels: {app: web}}\n  - name: db\n    members: [{cgroup: /system.slice/postgresql.service}]\nrules:\n  - {name: web-db, from: web, to: db, ports: [5432], protocol: tcp}\n",
+        r#"version: 1
+zones:
+  - name: web
+    mode: enforce
+    members:
+      - {namespace: shop, labels: {app: web}}
+  - name: db
+    members: [{cgroup: /system.slice/postgresql.service}]
+rules:
+  - {name: web-db, from: web, to: db, ports: [5432], protocol: tcp}
+"#,
     )
     .unwrap();
     let addr = srv.addr.to_string();
-    let args = ["--policy".to_string(), p.display().to_string(), "--collector".into(), addr, "--json".into()];
+    let args = [
+        "--policy".to_string(),
+        p.display().to_string(),
+        "--collector".into(),
+        format!("http://{addr}"),
+        "--json".into(),
+    ];
     let (code, stdout, stderr) =
         tokio::task::spawn_blocking(move || check(&args.iter().map(String::as_str).collect::<Vec<_>>())).await.unwrap();
     srv.stop().await;

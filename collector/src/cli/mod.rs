@@ -120,7 +120,7 @@ enum PolicyCmd {
 
 #[derive(clap::Args)]
 struct Conn {
-    /// Collector address (host:port).
+    /// Collector address (host:port; an http:// or https:// prefix is ignored).
     #[arg(long, visible_alias = "collector", default_value = "127.0.0.1:7443")]
     server: String,
     /// Directory with ca.pem and the client's NAME.pem/NAME.key.
@@ -181,8 +181,10 @@ impl FilterArgs {
 
 async fn connect(c: &Conn) -> anyhow::Result<tonic::transport::Channel> {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    // host:port; a URL's scheme is ignored (--tls-dir decides).
+    let server = c.server.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
     let ep = match &c.tls_dir {
-        None => Endpoint::from_shared(format!("http://{}", c.server))?,
+        None => Endpoint::from_shared(format!("http://{server}"))?,
         Some(d) => {
             let f = TlsFiles::in_dir(d, &c.cert_name);
             let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
@@ -190,7 +192,7 @@ async fn connect(c: &Conn) -> anyhow::Result<tonic::transport::Channel> {
                 .ca_certificate(Certificate::from_pem(read(&f.ca)?))
                 .identity(Identity::from_pem(read(&f.cert)?, read(&f.key)?))
                 .domain_name(c.server_name.clone());
-            Endpoint::from_shared(format!("https://{}", c.server))?.tls_config(tls)?
+            Endpoint::from_shared(format!("https://{server}"))?.tls_config(tls)?
         }
     };
     ep.connect_timeout(Duration::from_secs(10)).connect().await.with_context(|| format!("connecting to {}", c.server))

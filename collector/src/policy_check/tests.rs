@@ -177,7 +177,18 @@ fn collector_records() {
     let mut unix = record("connect", "connect", &db, 0, ("1.1.1.1", 1), ("2.2.2.2", 2));
     unix.set_transport(pb::TransportProtocol::Unix);
     assert!(from_record(&unix).is_none());
-    let text = "version: 1\nzones:\n  - name: shop\n    mode: enforce\n    members:\n      - {namespace: shop, labels: {app: web}}\n  - name: db\n    mode: enforce\n    members: [ZZZ]\nrules:\n  - {from: shop, to: db, ports: [5432]}\n";
+    let text = r#"version: 1
+zones:
+  - name: shop
+    mode: enforce
+    members:
+      - {namespace: shop, labels: {app: web}}
+  - name: db
+    mode: enforce
+    members: [ZZZ]
+rules:
+  - {from: shop, to: db, ports: [5432]}
+"#;
     // db by cgroup: both sides see the rule.
     let policy = Policy::parse(&text.replace("ZZZ", "{cgroup: /system.slice/postgresql.service}")).unwrap();
     let mut a_cg = a.clone();

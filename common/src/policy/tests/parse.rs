@@ -155,7 +155,16 @@ fn semantic_errors_name_their_node() {
     );
     assert!(matches!(e, PolicyError::Glob { .. }));
     // exe or uid claimed by two zones.
-    let text = "version: 1\nzones:\n  - name: a\n    members:\n      - exe: /bin/sh\n  - name: b\n    members:\n      - uid: 7\n      - exe: /bin/sh\n";
+    let text = r#"version: 1
+zones:
+  - name: a
+    members:
+      - exe: /bin/sh
+  - name: b
+    members:
+      - uid: 7
+      - exe: /bin/sh
+"#;
     let e = err_at(text, 9, 9, "exe /bin/sh is already a member of zone \"a\" (line 5)");
     assert!(matches!(e, PolicyError::ClaimedTwice { .. }));
     let text =
@@ -323,7 +332,15 @@ zones:
 
 #[test]
 fn address_zone_is_longest_prefix() {
-    let text = "version: 1\nzones:\n  - name: wide\n    members: [{uid: 1}]\n    addresses: [10.0.0.0/8, \"::/0\"]\n  - name: narrow\n    members: [{uid: 2}]\n    addresses: [10.1.0.0/16, \"fd00::/16\"]\n";
+    let text = r#"version: 1
+zones:
+  - name: wide
+    members: [{uid: 1}]
+    addresses: [10.0.0.0/8, "::/0"]
+  - name: narrow
+    members: [{uid: 2}]
+    addresses: [10.1.0.0/16, "fd00::/16"]
+"#;
     let p = Policy::parse(text).unwrap();
     let z = |s: &str| p.address_zone(s.parse().unwrap());
     assert_eq!(z("10.1.2.3"), Some(2));
