@@ -8,6 +8,7 @@ pub mod index;
 pub mod ingest;
 pub mod inventory;
 pub mod merkle;
+pub mod policy_check;
 pub mod query;
 pub mod registry;
 pub mod server;

@@ -13,7 +13,7 @@
 //!
 //! Lookup order (the agent's reference evaluator mirrors it exactly):
 //! 1. Local zone. Connect/sendmsg: exe (dev, inode) → uid → cgroup id.
-//!    Ingress: cgroup id of the receiving socket → the socket's uid.
+//!    Ingress (no task): the receiving socket's uid → its cgroup id.
 //! 2. Peer zone: [`AddrZoneKey`] longest prefix on the peer address.
 //! 3. Rule: when the peer zone is known, [`RuleKey`] with (port, proto),
 //!    (any port, proto), (port, any proto), (any, any); then [`CidrRuleKey`]

@@ -1,5 +1,5 @@
 //! The `wiretrail` command line: serve, query, verify, checkpoint, export, verify-bundle,
-//! inventory, alerts.
+//! inventory, alerts, policy check.
 
 mod alerts;
 mod inventory;
@@ -88,6 +88,11 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Segmentation policies.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
     /// Check an evidence bundle offline (no collector needed).
     VerifyBundle {
         /// Bundle directory or .tar file.
@@ -102,10 +107,32 @@ enum Cmd {
     Alerts(alerts::AlertsArgs),
 }
 
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Replay recorded connections against a policy and list the flows it
+    /// would deny or only audit. Exit code: 0 nothing denied, 1 some flow
+    /// denied, 2 error (e.g. an invalid policy).
+    Check {
+        /// The policy file (YAML, see docs/policy.md).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Agent JSONL output (`--output jsonl`) to replay instead of asking the collector.
+        #[arg(long, conflicts_with_all = ["server", "tls_dir", "identity", "peer", "agent", "host"])]
+        flows: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(clap::Args)]
 struct Conn {
-    /// Collector address (host:port).
-    #[arg(long, default_value = "127.0.0.1:7443")]
+    /// Collector address (host:port; an http:// or https:// prefix is ignored).
+    #[arg(long, visible_alias = "collector", default_value = "127.0.0.1:7443")]
     server: String,
     /// Directory with ca.pem and the client's NAME.pem/NAME.key.
     #[arg(long)]
@@ -165,8 +192,10 @@ impl FilterArgs {
 
 async fn connect(c: &Conn) -> anyhow::Result<tonic::transport::Channel> {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    // host:port; a URL's scheme is ignored (--tls-dir decides).
+    let server = c.server.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
     let ep = match &c.tls_dir {
-        None => Endpoint::from_shared(format!("http://{}", c.server))?,
+        None => Endpoint::from_shared(format!("http://{server}"))?,
         Some(d) => {
             let f = TlsFiles::in_dir(d, &c.cert_name);
             let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
@@ -174,10 +203,34 @@ async fn connect(c: &Conn) -> anyhow::Result<tonic::transport::Channel> {
                 .ca_certificate(Certificate::from_pem(read(&f.ca)?))
                 .identity(Identity::from_pem(read(&f.cert)?, read(&f.key)?))
                 .domain_name(c.server_name.clone());
-            Endpoint::from_shared(format!("https://{}", c.server))?.tls_config(tls)?
+            Endpoint::from_shared(format!("https://{server}"))?.tls_config(tls)?
         }
     };
     ep.connect_timeout(Duration::from_secs(10)).connect().await.with_context(|| format!("connecting to {}", c.server))
+}
+
+/// `policy check`: true when no flow would be denied.
+async fn policy_check(
+    policy: &std::path::Path,
+    flows: Option<&std::path::Path>,
+    conn: &Conn,
+    filter: &FilterArgs,
+    json: bool,
+) -> anyhow::Result<bool> {
+    use crate::policy_check as pc;
+    let policy = pc::load_policy(policy)?;
+    let opened = match flows {
+        Some(f) => pc::read_jsonl(f)?,
+        None => pc::search(connect(conn).await?, filter.filter()).await?,
+    };
+    let report = pc::replay(&policy, &opened);
+    let mut out = std::io::stdout().lock();
+    if json {
+        pc::json(&mut out, &policy, &report)?
+    } else {
+        pc::table(&mut out, &policy, &report)?
+    }
+    Ok(report.denied == 0)
 }
 
 /// Entry point of the binary.
@@ -318,6 +371,19 @@ pub fn main() -> anyhow::Result<()> {
                     report.tree_size,
                     if report.key_pinned { "" } else { "; key taken from the bundle, pin it with --key" }
                 );
+            }
+            Cmd::Policy { cmd: PolicyCmd::Check { policy, flows, conn, filter, json } } => {
+                let code = match policy_check(&policy, flows.as_deref(), &conn, &filter, json).await {
+                    Ok(true) => 0,
+                    Ok(false) => 1,
+                    Err(e) => {
+                        eprintln!("wiretrail policy check: {e:#}");
+                        2
+                    }
+                };
+                use std::io::Write;
+                std::io::stdout().flush()?;
+                std::process::exit(code);
             }
             Cmd::Checkpoint { conn } => {
                 let mut q = QueryClient::new(connect(&conn).await?);

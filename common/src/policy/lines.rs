@@ -171,7 +171,16 @@ mod tests {
 
     #[test]
     fn paths() {
-        let text = "version: 1\nzones:\n  - name: a\n    members:\n      - uid: 5\n      - {exe: /bin/x}\nrules:\n  - from: {cidr: [10.0.0.0/8, \"fd00::/8\"]}\n    to: a\n";
+        let text = r#"version: 1
+zones:
+  - name: a
+    members:
+      - uid: 5
+      - {exe: /bin/x}
+rules:
+  - from: {cidr: [10.0.0.0/8, "fd00::/8"]}
+    to: a
+"#;
         let m = LineMap::new(text);
         assert_eq!(m.pos("version"), Pos { line: 1, column: 10 });
         assert_eq!(m.pos("zones[0]"), Pos { line: 3, column: 5 });

@@ -205,6 +205,15 @@ impl Policy {
         by_exe.or_else(by_uid).or_else(|| self.cgroup_zone(a))
     }
 
+    /// The zone of a receiving socket, as the kernel's ingress hook finds it
+    /// (no process there, so no `exe`): a `uid` member (the socket's owner),
+    /// then the cgroup's zone — the same order as `zone_of` without `exe`.
+    pub fn ingress_zone(&self, a: &WorkloadAttrs) -> Option<u32> {
+        a.uid
+            .and_then(|u| self.uid_members().into_iter().find(|(x, _)| *x == u).map(|(_, z)| z))
+            .or_else(|| self.cgroup_zone(a))
+    }
+
     /// Every `exe` member: (path, zone id), file order, without repeats.
     pub fn exe_members(&self) -> Vec<(String, u32)> {
         let mut v: Vec<(String, u32)> = Vec::new();

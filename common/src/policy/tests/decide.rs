@@ -96,7 +96,16 @@ fn decisions() {
 
 #[test]
 fn first_rule_in_file_order_owns_a_key() {
-    let text = "version: 1\nzones:\n  - name: a\n    members: [{uid: 1}]\nrules:\n  - {name: one, from: a, to: {cidr: 10.0.0.0/8}, ports: [80]}\n  - {name: two, from: a, to: {cidr: [10.0.0.0/8, 10.1.0.0/16]}, ports: [\"79-81\"]}\n  - {name: three, from: a, to: a, ports: [1]}\n  - {name: four, from: a, to: a, ports: [\"1-2\"]}\n";
+    let text = r#"version: 1
+zones:
+  - name: a
+    members: [{uid: 1}]
+rules:
+  - {name: one, from: a, to: {cidr: 10.0.0.0/8}, ports: [80]}
+  - {name: two, from: a, to: {cidr: [10.0.0.0/8, 10.1.0.0/16]}, ports: ["79-81"]}
+  - {name: three, from: a, to: a, ports: [1]}
+  - {name: four, from: a, to: a, ports: ["1-2"]}
+"#;
     let p = Policy::parse(text).unwrap();
     let f = |addr: &str, port| p.decide(&q(FlowDirection::Egress, Some(1), None, addr, port, 6)).rule_id;
     assert_eq!(f("10.9.0.1", 80), 1);

@@ -155,7 +155,16 @@ fn semantic_errors_name_their_node() {
     );
     assert!(matches!(e, PolicyError::Glob { .. }));
     // exe or uid claimed by two zones.
-    let text = "version: 1\nzones:\n  - name: a\n    members:\n      - exe: /bin/sh\n  - name: b\n    members:\n      - uid: 7\n      - exe: /bin/sh\n";
+    let text = r#"version: 1
+zones:
+  - name: a
+    members:
+      - exe: /bin/sh
+  - name: b
+    members:
+      - uid: 7
+      - exe: /bin/sh
+"#;
     let e = err_at(text, 9, 9, "exe /bin/sh is already a member of zone \"a\" (line 5)");
     assert!(matches!(e, PolicyError::ClaimedTwice { .. }));
     let text =
@@ -313,13 +322,25 @@ zones:
     assert_eq!(p.zone_of(&WorkloadAttrs { exe: Some("/usr/bin/wget"), ..curl }), Some(4));
     assert_eq!(p.zone_of(&WorkloadAttrs { exe: Some("/usr/bin/wget"), uid: Some(0), ..curl }), Some(1));
     assert_eq!(p.zone_of(&WorkloadAttrs::default()), None);
+    // Ingress (a receiving socket): cgroup first, then uid; never exe.
+    assert_eq!(p.ingress_zone(&curl), Some(1));
+    assert_eq!(p.ingress_zone(&WorkloadAttrs { cgroup_path: None, k8s_namespace: None, ..curl }), Some(4));
+    assert_eq!(p.ingress_zone(&WorkloadAttrs { exe: Some("/usr/bin/curl"), ..Default::default() }), None);
     assert_eq!(p.exe_members(), vec![("/usr/bin/curl".to_string(), 3)]);
     assert_eq!(p.uid_members(), vec![(1000, 4)]);
 }
 
 #[test]
 fn address_zone_is_longest_prefix() {
-    let text = "version: 1\nzones:\n  - name: wide\n    members: [{uid: 1}]\n    addresses: [10.0.0.0/8, \"::/0\"]\n  - name: narrow\n    members: [{uid: 2}]\n    addresses: [10.1.0.0/16, \"fd00::/16\"]\n";
+    let text = r#"version: 1
+zones:
+  - name: wide
+    members: [{uid: 1}]
+    addresses: [10.0.0.0/8, "::/0"]
+  - name: narrow
+    members: [{uid: 2}]
+    addresses: [10.1.0.0/16, "fd00::/16"]
+"#;
     let p = Policy::parse(text).unwrap();
     let z = |s: &str| p.address_zone(s.parse().unwrap());
     assert_eq!(z("10.1.2.3"), Some(2));
@@ -330,4 +351,15 @@ fn address_zone_is_longest_prefix() {
     assert_eq!(z("2001:db8::1"), Some(1));
     let v: Vec<_> = p.zones.iter().map(|z| z.addresses.len()).collect();
     assert_eq!(v, vec![2, 2]);
+}
+
+#[test]
+fn the_documented_example_parses() {
+    let doc = include_str!("../../../../docs/policy.md");
+    let start = doc.find("```yaml\n").expect("an example in docs/policy.md") + "```yaml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let p = Policy::parse(&doc[start..end]).unwrap();
+    assert_eq!(p.zones.len(), 2);
+    assert_eq!(p.rules.len(), 3);
+    assert_eq!(p.rules[1].name, "rule-2");
 }

@@ -172,7 +172,10 @@ proptest! {
     #[test]
     fn compiled_maps_decide_like_decide(
         s in spec(),
-        flows in proptest::collection::vec((any::<bool>(), 0u32..6, 0..ADDRS.len(), 0..FLOW_PORTS.len(), any::<bool>()), 1..40),
+        flows in proptest::collection::vec(
+            (any::<bool>(), 0u32..6, 0..ADDRS.len(), 0..FLOW_PORTS.len(), any::<bool>()),
+            1..40,
+        ),
     ) {
         let text = yaml(&s);
         let p = match Policy::parse(&text) {
@@ -184,8 +187,13 @@ proptest! {
         let c = p.compile();
         for (egress, local, addr, port, udp) in flows {
             let dir = if egress { FlowDirection::Egress } else { FlowDirection::Ingress };
-            // Zone ids past the last zone stand for "no zone".
-            let local = (1..=p.zones.len() as u32).contains(&local).then_some(local);
+            // The local zone by uid (zone i's member is uid 100 + i; uids past the last zone are in none),
+            // through the compiled uid map, as the kernel finds it.
+            let uid = 99 + local;
+            let uids: HashMap<segment::UidZoneKey, u32> = c.uids.iter().map(|(k, v)| (*k, v.zone)).collect();
+            let local = uids.get(&segment::UidZoneKey { slot: 0, uid }).copied();
+            prop_assert_eq!(local, p.zone_of(&WorkloadAttrs { uid: Some(uid), ..Default::default() }));
+            prop_assert_eq!(local, (1..=p.zones.len() as u32).contains(&(uid - 99)).then_some(uid - 99));
             let peer: IpAddr = ADDRS[addr].parse().unwrap();
             let (port, proto) = (FLOW_PORTS[port], if udp { 17 } else { 6 });
             let (peer_zone, want) = kernel(&c, dir, local, peer, port, proto);
