@@ -71,20 +71,7 @@ impl Collector {
 
     /// `wiretrail query --json` with extra filter arguments.
     pub fn query(&self, filter: &[&str]) -> Vec<Value> {
-        let out = Command::new(workspace_bin("wiretrail"))
-            .args(["query", "--json", "--server", &format!("127.0.0.1:{}", self.port), "--tls-dir"])
-            .arg(&self.certs)
-            .args(filter)
-            .output()
-            .expect("wiretrail query");
-        if !out.status.success() {
-            return Vec::new();
-        }
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.starts_with('{'))
-            .map(|l| serde_json::from_str(l).expect("query JSON line"))
-            .collect()
+        self.cli_json("query", filter)
     }
 
     /// `wiretrail SUBCOMMAND --json --server .. --tls-dir .. ARGS`: the JSON lines

@@ -17,20 +17,10 @@ use wiretrail_tests::{
     kube_api::{FakeKubeApi, pod},
     nginx::Nginx,
     require_root, serial, wait_until,
+    workload::cgroup2_root,
 };
 
 const ID: &str = "5e1f0c2d3b4a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
-
-fn cgroup2_root() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-        })
-        .expect("a cgroup v2 mount")
-}
 
 /// A cgroup of our own, removed on drop (after its processes have exited).
 struct TestCgroup(PathBuf, PathBuf);

@@ -64,6 +64,35 @@ pub struct Meta {
     pub rx_total: u64,
 }
 
+#[cfg(test)]
+impl Meta {
+    /// A TCP event of connection `conn_id` between `local` and `remote` (tests).
+    pub fn for_test(conn_id: u64, local: &str, remote: &str) -> Meta {
+        Meta {
+            ts_ns: 1,
+            conn_id,
+            pid: 1,
+            tid: 1,
+            uid: 0,
+            fd: 3,
+            cgroup_id: 1,
+            netns: 1,
+            comm: "t".into(),
+            transport: Transport::Tcp,
+            syscall: "write",
+            local: local.parse().expect("local address"),
+            remote: remote.parse().expect("remote address"),
+            peer_from_arg: false,
+            midstream: false,
+            untracked: false,
+            tls: false,
+            tls_lib: 0,
+            tx_total: 0,
+            rx_total: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaptureEvent {
     Data {

@@ -218,34 +218,10 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::*;
-    use crate::capture::event::Transport;
 
     fn meta(conn_id: u64, tx_total: u64, rx_total: u64) -> Meta {
-        Meta {
-            ts_ns: 1,
-            conn_id,
-            pid: 1,
-            tid: 1,
-            uid: 0,
-            fd: 3,
-            cgroup_id: 1,
-            netns: 1,
-            comm: "t".into(),
-            transport: Transport::Tcp,
-            syscall: "write",
-            local: "127.0.0.1:1".parse::<SocketAddr>().unwrap(),
-            remote: "127.0.0.1:2".parse::<SocketAddr>().unwrap(),
-            peer_from_arg: false,
-            midstream: false,
-            untracked: false,
-            tls: false,
-            tls_lib: 0,
-            tx_total,
-            rx_total,
-        }
+        Meta { tx_total, rx_total, ..Meta::for_test(conn_id, "127.0.0.1:1", "127.0.0.1:2") }
     }
 
     fn data(conn: u64, pos: u64, len: usize, tx_total: u64) -> CaptureEvent {

@@ -122,28 +122,7 @@ mod tests {
     use super::*;
 
     fn meta(conn_id: u64, local: &str, remote: &str, netns: u32) -> Meta {
-        Meta {
-            ts_ns: 1,
-            conn_id,
-            pid: 1,
-            tid: 1,
-            uid: 0,
-            fd: 3,
-            cgroup_id: 1,
-            netns,
-            comm: "x".into(),
-            transport: Transport::Tcp,
-            syscall: "write",
-            local: local.parse().unwrap(),
-            remote: remote.parse().unwrap(),
-            peer_from_arg: false,
-            midstream: false,
-            untracked: false,
-            tls: false,
-            tls_lib: 0,
-            tx_total: 0,
-            rx_total: 0,
-        }
+        Meta { netns, comm: "x".into(), ..Meta::for_test(conn_id, local, remote) }
     }
 
     fn id(exe: &str) -> Arc<Identity> {

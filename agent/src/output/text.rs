@@ -83,32 +83,17 @@ fn dir(r: &JsonRecord) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::event::{CaptureEvent, Meta, Transport};
+    use crate::capture::event::{CaptureEvent, Meta};
     use crate::clock::ClockSync;
 
     #[test]
     fn renders_data_with_escaped_preview() {
         let meta = Meta {
-            ts_ns: 1,
-            conn_id: 4,
             pid: 10,
             tid: 10,
-            uid: 0,
-            fd: 3,
-            cgroup_id: 1,
-            netns: 1,
             comm: "curl".into(),
-            transport: Transport::Tcp,
             syscall: "sendto",
-            local: "127.0.0.1:5000".parse().unwrap(),
-            remote: "127.0.0.1:80".parse().unwrap(),
-            peer_from_arg: false,
-            midstream: false,
-            untracked: false,
-            tls: false,
-            tls_lib: 0,
-            tx_total: 0,
-            rx_total: 0,
+            ..Meta::for_test(4, "127.0.0.1:5000", "127.0.0.1:80")
         };
         let ev = CaptureEvent::Data {
             meta,
