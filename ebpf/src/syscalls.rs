@@ -262,9 +262,13 @@ fn exit_connect(ctx: &TracePointContext) {
     }
 }
 
+/// accept needs nothing from its enter: a process already blocked in accept()
+/// when the agent attached (no stash) still gets its accepted connection.
 #[inline(always)]
 fn exit_accept(ctx: &TracePointContext, syscall: u8) {
-    let Some(_call) = take(syscall) else { return };
+    if take(syscall).is_none() && capturing().is_none() {
+        return;
+    }
     let ret = arg(ctx, 0) as i64;
     if ret < 0 {
         return;

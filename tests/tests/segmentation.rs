@@ -205,6 +205,34 @@ fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
             .any(|e| e["identity_key"].as_str().is_some_and(|k| k.starts_with(&client_key)) && e["shadow"] == true),
         "client not in the shadow inventory ({client_key}): {inv:#?}"
     );
+    // Continuous segmentation testing: replay the recorded connections against
+    // a policy that no longer allows ALLOWED. The policy in force passes; the
+    // narrowed one lists the client's allowed connection as would-be denied.
+    let check = |policy: &str| {
+        let path = dir.path().join("check.yaml");
+        write(&path, policy);
+        let out = std::process::Command::new(wiretrail_tests::workspace_bin("wiretrail"))
+            .args(["policy", "check", "--json", "--server", &format!("127.0.0.1:{port}"), "--tls-dir"])
+            .arg(&certs)
+            .arg("--policy")
+            .arg(&path)
+            .output()
+            .expect("wiretrail policy check");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let (code, out) = check(&text);
+    assert_eq!(code, Some(0), "the policy in force must pass its own recorded flows: {out}");
+    let (code, out) = check(&s.policy("enforce", &[OTHER]));
+    assert_eq!(code, Some(1), "{out}");
+    let lines: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(
+        lines.iter().any(|l| l["verdict"] == "deny"
+            && l["direction"] == "egress"
+            && l["local_zone"] == "client"
+            && l["peer"] == ADDR_B
+            && l["port"] == ALLOWED),
+        "the recorded client -> server:{ALLOWED} flow is not listed: {out}"
+    );
     let (_, stats) = agent.stop();
     assert!(stats["policy_denied"].as_u64() >= Some(1), "{stats}");
     assert_eq!(stats["policy_lost"], 0);

@@ -67,6 +67,23 @@ pub fn value_line(v: &serde_json::Value) -> String {
             summary,
             err
         )
+    } else if v["type"] == "policy_decision" {
+        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+        let who = v["identity"]["cgroup_path"].as_str().or(v["identity"]["exe"].as_str()).unwrap_or("?");
+        format!(
+            "{} policy {} {} {}[{}] {} zone={} -> {} zone={} rule={} policy={}\n",
+            s("ts"),
+            s("verdict").to_uppercase(),
+            s("hook"),
+            s("comm"),
+            v["pid"],
+            who,
+            s("local_zone"),
+            if s("direction") == "ingress" { format!("{} (from {})", s("local"), s("remote")) } else { s("remote") },
+            s("peer_zone"),
+            s("rule"),
+            v["policy_sha256"].as_str().map(|h| &h[..h.len().min(12)]).unwrap_or(""),
+        )
     } else {
         format!("{v}\n")
     }
@@ -85,6 +102,17 @@ mod tests {
     use super::*;
     use crate::capture::event::{CaptureEvent, Meta};
     use crate::clock::ClockSync;
+
+    #[test]
+    fn renders_a_policy_decision() {
+        let v = serde_json::json!({"type": "policy_decision", "ts": "T", "verdict": "deny", "hook": "connect4",
+            "comm": "curl", "pid": 7, "identity": {"cgroup_path": "/a"}, "local_zone": "a", "remote": "10.0.0.1:80",
+            "peer_zone": "b", "rule": "default-deny", "direction": "egress", "policy_sha256": "0123456789abcdef"});
+        assert_eq!(
+            value_line(&v),
+            "T policy DENY connect4 curl[7] /a zone=a -> 10.0.0.1:80 zone=b rule=default-deny policy=0123456789ab\n"
+        );
+    }
 
     #[test]
     fn renders_data_with_escaped_preview() {

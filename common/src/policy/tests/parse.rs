@@ -322,8 +322,9 @@ zones:
     assert_eq!(p.zone_of(&WorkloadAttrs { exe: Some("/usr/bin/wget"), ..curl }), Some(4));
     assert_eq!(p.zone_of(&WorkloadAttrs { exe: Some("/usr/bin/wget"), uid: Some(0), ..curl }), Some(1));
     assert_eq!(p.zone_of(&WorkloadAttrs::default()), None);
-    // Ingress (a receiving socket): cgroup first, then uid; never exe.
-    assert_eq!(p.ingress_zone(&curl), Some(1));
+    // Ingress (a receiving socket): uid first, then cgroup (zone_of without exe); never exe.
+    assert_eq!(p.ingress_zone(&curl), Some(4));
+    assert_eq!(p.ingress_zone(&WorkloadAttrs { uid: Some(0), ..curl }), Some(1));
     assert_eq!(p.ingress_zone(&WorkloadAttrs { cgroup_path: None, k8s_namespace: None, ..curl }), Some(4));
     assert_eq!(p.ingress_zone(&WorkloadAttrs { exe: Some("/usr/bin/curl"), ..Default::default() }), None);
     assert_eq!(p.exe_members(), vec![("/usr/bin/curl".to_string(), 3)]);
