@@ -130,12 +130,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     // Records made outside the capture path: policy decisions and notices.
     let (note_tx, note_rx) = mpsc::channel::<AgentNote>(1024);
+    // Signalled when the kernel reports a new cgroup (policy membership).
+    let new_cgroups = Arc::new(tokio::sync::Notify::new());
     let mut policy = match &args.policy {
         Some(path) => {
-            let (enforcer, ring) = Enforcer::start(&mut loaded.ebpf, path, identity.pods.clone())?;
+            let (enforcer, rings) = Enforcer::start(&mut loaded.ebpf, path, identity.pods.clone())?;
             let gens = enforcer.generations.clone();
+            tokio::spawn(segment::cgroups::watch(rings.cgroups, new_cgroups.clone(), shutdown.clone()));
             let task = tokio::spawn(segment::decisions::run(
-                ring,
+                rings.decisions,
                 gens,
                 identity.clone(),
                 segment::decisions::Wanted { json: args.output != OutputFormat::None, wire: args.collector.is_some() },
@@ -204,6 +207,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         tracing::warn!("TLS report channel full; the report is in this log only");
                     }
                     metrics.tls_libraries.set(t.attached() as u64);
+                }
+            }
+            _ = new_cgroups.notified() => {
+                if let Some(p) = policy.as_mut() {
+                    p.enforcer.refresh();
                 }
             }
             _ = hup.recv() => {

@@ -14,9 +14,9 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
         bpf_ktime_get_boot_ns, bpf_skb_cgroup_id,
     },
-    macros::{cgroup_skb, cgroup_sock_addr, map},
+    macros::{cgroup_skb, cgroup_sock_addr, map, tracepoint},
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{SkBuffContext, SockAddrContext},
+    programs::{SkBuffContext, SockAddrContext, TracePointContext},
 };
 use wiretrail_common::segment::*;
 
@@ -44,6 +44,10 @@ pub static CIDR_RULES: LpmTrie<CidrRuleKey, RuleValue> =
 /// Decision events to the agent.
 #[map]
 pub static DECISIONS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+/// Ids of cgroups just created: the agent puts them in their zone at once
+/// (instead of at its next periodic refresh).
+#[map]
+pub static CGROUP_MKDIR: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 /// Per-CPU counters, indexed by `PSTAT_*`.
 #[map]
 pub static POLICY_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PSTAT_COUNT, 0);
@@ -409,4 +413,17 @@ pub fn wt_ingress(ctx: SkBuffContext) -> i32 {
         });
     }
     if verdict == VERDICT_DENY { 0 } else { 1 }
+}
+
+/// `cgroup:cgroup_mkdir`: a new cgroup (a container, a pod, a service) exists.
+/// Only while a policy is loaded; a full ring only delays the agent's refresh.
+#[tracepoint]
+pub fn wt_cgroup_mkdir(ctx: TracePointContext) -> u32 {
+    if state().is_none() {
+        return 0;
+    }
+    // The event's `id` field (see the tracepoint's format file).
+    let id: u64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
+    let _ = CGROUP_MKDIR.output::<u64>(&id, BPF_RB_FORCE_WAKEUP);
+    0
 }

@@ -359,3 +359,25 @@ fn exe_members_are_matched_by_file_in_the_kernel() {
     assert_eq!(d["peer_zone"], "");
     drop(agent);
 }
+
+#[test]
+fn a_cgroup_created_under_a_live_policy_joins_its_zone() {
+    require_root();
+    let _g = serial();
+    let s = Setup::new("sl");
+    let dir = tempfile::tempdir().unwrap();
+    let policy_path = dir.path().join("policy.yaml");
+    // `client*`: any cgroup named client... under the slice is in the client zone.
+    write(&policy_path, &s.policy("enforce", &[ALLOWED]).replace("/client\"", "/client*\""));
+    let agent = Agent::start(&["--no-tls", "--policy", policy_path.to_str().unwrap()]);
+    let late = Cgroup::new(&s.slice, "client-late");
+    // The kernel reports the new cgroup; the agent puts it in its zone.
+    let joined =
+        |a: &Agent| a.log().lines().any(|l| l.contains("cgroup joined its policy zone") && l.contains(&late.path));
+    assert!(wait_until(Duration::from_secs(10), || joined(&agent)), "the new cgroup never joined:\n{}", agent.log());
+    assert_eq!(connect_once(&late, Some(&s.net.a), ADDR_B, OTHER), Err(EPERM), "a late cgroup escaped the policy");
+    assert_eq!(connect_once(&late, Some(&s.net.a), ADDR_B, ALLOWED), Ok(()));
+    let d = wait_decision(&agent, "connect", OTHER, "deny");
+    assert_eq!(d["identity"]["cgroup_path"], late.path.as_str(), "{d}");
+    drop(agent);
+}

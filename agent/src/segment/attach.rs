@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 
 use aya::{
     Ebpf,
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, TracePoint},
 };
 
 use super::SegmentError;
@@ -41,6 +41,15 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<std::path::PathBuf, SegmentError> {
     prog.load().map_err(|source| SegmentError::Program { name, source })?;
     prog.attach(&cgroup, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
         .map_err(|source| SegmentError::Program { name, source })?;
-    tracing::info!(cgroup = %root.display(), "segmentation hooks attached (connect4/6, sendmsg4/6, ingress)");
+    // New cgroups are put in their zone as soon as they exist.
+    let name = "wt_cgroup_mkdir";
+    let prog: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or(SegmentError::Missing { what: "program", name })?
+        .try_into()
+        .map_err(|source| SegmentError::Program { name, source })?;
+    prog.load().map_err(|source| SegmentError::Program { name, source })?;
+    prog.attach("cgroup", "cgroup_mkdir").map_err(|source| SegmentError::Program { name, source })?;
+    tracing::info!(cgroup = %root.display(), "segmentation hooks attached (connect4/6, sendmsg4/6, ingress, cgroup_mkdir)");
     Ok(root)
 }

@@ -93,6 +93,12 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
+/// The kernel's rings for the agent: decision events, and ids of new cgroups.
+pub struct Rings {
+    pub decisions: RingBuf<MapData>,
+    pub cgroups: RingBuf<MapData>,
+}
+
 pub struct Enforcer {
     maps: PolicyMaps,
     /// The policy file.
@@ -114,10 +120,13 @@ impl Enforcer {
         ebpf: &mut Ebpf,
         path: &Path,
         pods: Option<Arc<crate::identity::PodIndex>>,
-    ) -> Result<(Enforcer, RingBuf<MapData>), SegmentError> {
+    ) -> Result<(Enforcer, Rings), SegmentError> {
         let maps = PolicyMaps::take(ebpf)?;
-        let ring = ebpf.take_map("DECISIONS").ok_or(SegmentError::Missing { what: "map", name: "DECISIONS" })?;
-        let ring = RingBuf::try_from(ring).map_err(|source| SegmentError::Map { name: "DECISIONS", source })?;
+        let ring = |ebpf: &mut Ebpf, name: &'static str| {
+            let m = ebpf.take_map(name).ok_or(SegmentError::Missing { what: "map", name })?;
+            RingBuf::try_from(m).map_err(|source| SegmentError::Map { name, source })
+        };
+        let rings = Rings { decisions: ring(ebpf, "DECISIONS")?, cgroups: ring(ebpf, "CGROUP_MKDIR")? };
         let mut e = Enforcer {
             maps,
             path: path.to_path_buf(),
@@ -133,7 +142,7 @@ impl Enforcer {
         e.discovery = Discovery::new(root, pods);
         e.install(policy)?;
         attach::attach(ebpf)?;
-        Ok((e, ring))
+        Ok((e, rings))
     }
 
     fn read(&mut self) -> Result<Policy, SegmentError> {
@@ -222,23 +231,31 @@ impl Enforcer {
         if stamp(&self.path) != self.stamp {
             return Some(self.reload());
         }
-        let live = self.live.as_mut()?;
-        let membership = self.discovery.membership(&live.policy, &live.declared);
-        if membership != live.membership {
-            match self.maps.write_membership(live.state.slot, &live.membership, &membership) {
-                Ok(()) => {
-                    tracing::debug!(
-                        cgroups = membership.cgroups.len(),
-                        addresses = membership.addrs.len(),
-                        "membership updated"
-                    );
-                    live.membership = membership;
-                }
-                Err(e) => tracing::error!(error = %e, "updating policy membership"),
-            }
-            self.publish_owners();
-        }
+        self.refresh();
         None
+    }
+
+    /// Brings the membership of the live policy up to date (every second, and
+    /// at once when a cgroup is created).
+    pub fn refresh(&mut self) {
+        let Some(live) = self.live.as_mut() else { return };
+        let membership = self.discovery.membership(&live.policy, &live.declared);
+        if membership == live.membership {
+            return;
+        }
+        match self.maps.write_membership(live.state.slot, &live.membership, &membership) {
+            Ok(()) => {
+                for (id, zone) in membership.cgroups.iter().filter(|(id, z)| live.membership.cgroups.get(id) != Some(z))
+                {
+                    let path = self.discovery.cgroup_paths.get(id).map(String::as_str).unwrap_or("?");
+                    let zone = live.policy.zone(*zone).map(|z| z.name.as_str()).unwrap_or("?");
+                    tracing::info!(cgroup = path, cgroup_id = id, zone, "cgroup joined its policy zone");
+                }
+                live.membership = membership;
+            }
+            Err(e) => tracing::error!(error = %e, "updating policy membership"),
+        }
+        self.publish_owners();
     }
 
     fn publish_owners(&self) {

@@ -7,13 +7,15 @@
 //! - `members`: which cgroups, executables and addresses belong to which zone now.
 //! - `enforcer`: loads, reloads (SIGHUP, file change) and refreshes membership.
 //! - `decisions`: turns the kernel's decision events into records.
+//! - `cgroups`: wakes the enforcer when a cgroup is created.
 pub mod attach;
+pub mod cgroups;
 pub mod decisions;
 pub mod enforcer;
 pub mod maps;
 pub mod members;
 
-pub use enforcer::{Enforcer, Generations};
+pub use enforcer::{Enforcer, Generations, Rings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
