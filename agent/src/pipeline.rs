@@ -13,7 +13,7 @@ use crate::{
     clock::ClockSync,
     conn::{Gap, Tracker, TrackerConfig},
     flow::feed::{Feed, TLS_FLOW_BIT},
-    identity::IdentityResolver,
+    identity::{ConnIdentities, IdentityResolver},
     metrics::Metrics,
     output::{AgentNote, JsonRecord, Sink, SinkError, wire},
     proto::record::Record,
@@ -63,6 +63,7 @@ pub async fn run(
     let mut records: Vec<Record> = Vec::new();
     let mut outbox = Outbox { ship, queue: Vec::new() };
     let mut identities = IdentityResolver::new(identity);
+    let mut conn_ids = ConnIdentities::default();
     let mut peers = crate::identity::PeerIndex::new(crate::identity::PeerIndex::DEFAULT_MAX, metrics.clone());
     let mut clock = ClockSync::measure();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -91,6 +92,7 @@ pub async fn run(
                     rec.tls = tls_info(&tls.registry, ev.meta());
                     let m = ev.meta();
                     let identity = identities.resolve(m.pid, &m.comm, m.cgroup_id);
+                    conn_ids.note(m.conn_id, &identity);
                     let peer = peers.on_event(ev, &identity);
                     if let Some(host) = outbox.host()
                         && let Some(mut w) = wire::event(ev, rec.tls.as_ref(), &clock, host)
@@ -104,7 +106,7 @@ pub async fn run(
                     sink.write(&rec)?;
                     metrics.records_out.inc();
                 }
-                write_records(&mut sink, &mut records, &clock, &metrics, &mut outbox)?;
+                write_records(&mut sink, &mut records, &clock, &metrics, &mut outbox, &conn_ids)?;
                 outbox.send(&metrics).await;
                 if rx.is_empty() {
                     sink.flush()?;
@@ -141,7 +143,7 @@ pub async fn run(
                 clock = ClockSync::measure();
                 let gaps = tracker.tick(Instant::now());
                 let finished = Finish::Idle(now_boot_ns());
-                settle(&gaps, finished, &mut feed, &mut records, &mut sink, &clock, &metrics, &tls.registry, &mut outbox)?;
+                settle(&gaps, finished, &mut feed, &mut records, &mut sink, &clock, &metrics, &tls.registry, &mut outbox, &conn_ids)?;
                 outbox.send(&metrics).await;
                 metrics.conns_tracked.set(tracker.len() as u64);
                 metrics.conns_evicted.set(tracker.evicted);
@@ -155,7 +157,18 @@ pub async fn run(
         write_note(&mut sink, n, &metrics, &mut outbox)?;
     }
     let gaps = tracker.finish_all();
-    settle(&gaps, Finish::All, &mut feed, &mut records, &mut sink, &clock, &metrics, &tls.registry, &mut outbox)?;
+    settle(
+        &gaps,
+        Finish::All,
+        &mut feed,
+        &mut records,
+        &mut sink,
+        &clock,
+        &metrics,
+        &tls.registry,
+        &mut outbox,
+        &conn_ids,
+    )?;
     outbox.send(&metrics).await;
     metrics.conns_tracked.set(0);
     sink.flush()
@@ -170,14 +183,20 @@ fn write_records(
     clock: &ClockSync,
     metrics: &Metrics,
     outbox: &mut Outbox,
+    ids: &ConnIdentities,
 ) -> Result<(), SinkError> {
     for r in records.drain(..) {
+        let identity = ids.get(r.conn_id & !TLS_FLOW_BIT);
         if let Some(host) = outbox.host() {
-            let w = wire::protocol(&r, clock, host);
+            let mut w = wire::protocol(&r, clock, host);
+            w.identity = identity.map(|i| wire::identity_map(i)).unwrap_or_default();
             outbox.queue.push(w);
         }
         let mut v = r.to_json();
         if let serde_json::Value::Object(o) = &mut v {
+            if let Some(i) = identity {
+                o.insert("identity".into(), serde_json::to_value(&**i).unwrap_or_default());
+            }
             let tls = r.conn_id & TLS_FLOW_BIT != 0;
             o.insert("type".into(), "record".into());
             o.insert("conn_id".into(), (r.conn_id & !TLS_FLOW_BIT).into());
@@ -252,8 +271,9 @@ fn settle(
     metrics: &Metrics,
     registry: &TlsRegistry,
     outbox: &mut Outbox,
+    ids: &ConnIdentities,
 ) -> Result<(), SinkError> {
-    write_gaps(sink, gaps, clock, metrics, registry, outbox)?;
+    write_gaps(sink, gaps, clock, metrics, registry, outbox, ids)?;
     if let Some(f) = feed.as_mut() {
         for g in gaps {
             f.on_gap(g, records);
@@ -263,7 +283,7 @@ fn settle(
             Finish::All => f.shutdown(),
         });
     }
-    write_records(sink, records, clock, metrics, outbox)
+    write_records(sink, records, clock, metrics, outbox, ids)
 }
 
 fn count_gaps(metrics: &Metrics, gaps: &[Gap]) {
@@ -296,14 +316,17 @@ fn write_gaps(
     metrics: &Metrics,
     registry: &TlsRegistry,
     outbox: &mut Outbox,
+    ids: &ConnIdentities,
 ) -> Result<(), SinkError> {
     count_gaps(metrics, gaps);
     for g in gaps {
         tracing::warn!(conn_id = g.meta.conn_id, direction = ?g.direction, pos = g.pos, len = g.len, reason = ?g.reason, "bytes missing from stream");
         let mut rec = JsonRecord::from_gap(g, clock);
         rec.tls = tls_info(registry, &g.meta);
+        rec.identity = ids.get(g.meta.conn_id).cloned();
         if let Some(host) = outbox.host() {
-            let w = wire::gap(g, rec.tls.as_ref(), clock, host);
+            let mut w = wire::gap(g, rec.tls.as_ref(), clock, host);
+            w.identity = rec.identity.as_deref().map(wire::identity_map).unwrap_or_default();
             outbox.queue.push(w);
         }
         sink.write(&rec)?;

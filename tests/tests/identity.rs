@@ -111,6 +111,14 @@ fn records_carry_the_container_id_of_a_containerd_cgroup() {
         assert_eq!(id["cgroup_path"], rel.as_str());
         assert!(id["exe"].as_str().is_some_and(|e| e.ends_with("/curl")), "{id}");
     }
+    // Protocol records (made from the bytes after the fact) carry the identity too.
+    let conns: Vec<&Value> = mine.iter().map(|r| &r["conn_id"]).collect();
+    let parsed: Vec<_> = recs.0.iter().filter(|r| r["type"] == "record" && conns.contains(&&r["conn_id"])).collect();
+    assert!(!parsed.is_empty(), "no protocol records of curl's connection");
+    for r in &parsed {
+        assert_eq!(r["identity"]["container"]["id"], ID, "{r}");
+        assert_eq!(r["identity"]["cgroup_path"], rel.as_str(), "{r}");
+    }
     // nginx, outside any container cgroup, carries no container.
     let server = recs.0.iter().find(|r| r["type"] == "data" && r["comm"] == "nginx").expect("nginx records");
     assert!(server["identity"]["container"].is_null(), "{server}");

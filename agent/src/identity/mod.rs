@@ -2,6 +2,7 @@
 //! (resolved from the kernel's cgroup id), the container that path names, and
 //! its executable (path and SHA-256), and the Kubernetes pod the container
 //! belongs to (from a watch of this node's pods).
+pub mod conns;
 pub mod container;
 pub mod exehash;
 pub mod k8s;
@@ -16,6 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use conns::ConnIdentities;
 pub use container::Container;
 pub use exehash::ExeHasher;
 pub use peers::PeerIndex;
