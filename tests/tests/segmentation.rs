@@ -163,6 +163,14 @@ fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
     assert_eq!(inbound["identity"]["cgroup_path"], s.server.path.as_str(), "{inbound}");
     assert_eq!(inbound["peer_zone"], "client");
 
+    // The captured conversation names each side's peer across the two namespaces.
+    let recs = agent.records_now().0;
+    let client_data = |r: &&Value| r["type"] == "data" && r["identity"]["cgroup_path"] == s.client.path.as_str();
+    assert!(
+        recs.iter().filter(client_data).any(|r| r["peer_identity"]["cgroup_path"] == s.server.path.as_str()),
+        "the client's records do not name the server as their peer"
+    );
+
     // Both decisions are queryable in the collector, with both identities and the hash.
     let client_id = format!("cgroup_path={}", s.client.path);
     let stored = |verdict: &str| {

@@ -1,9 +1,12 @@
 //! Peer identity for conversations between two processes on this host: the
 //! agent sees both sockets, one's local endpoint being the other's remote one
 //! (same transport, same network namespace). Each side's records then carry
-//! the other side's identity as `peer_identity`.
+//! the other side's identity as `peer_identity`. Loopback conversations are
+//! matched within one network namespace (every namespace has its own
+//! 127.0.0.1); others across namespaces too: two pods, containers or test
+//! namespaces on this node talk over veth pairs and see the same addresses.
 //!
-//! The index maps (transport, netns, local, remote) to the identity of the
+//! The index maps (transport, netns for loopback, local, remote) to the identity of the
 //! socket's process; it is fed by every connect/accept/data event, entries go
 //! on close (of the same connection) and, beyond `max` entries, the least
 //! recently refreshed half is dropped (counted in `peer_index_evicted`).
@@ -46,12 +49,9 @@ fn key(m: &Meta) -> Option<Key> {
     if m.peer_from_arg || m.local.port() == 0 || m.remote.port() == 0 || m.remote.ip().is_unspecified() {
         return None;
     }
-    Some(Key {
-        udp: m.transport == Transport::Udp,
-        netns: m.netns,
-        local: canonical(m.local),
-        remote: canonical(m.remote),
-    })
+    let (local, remote) = (canonical(m.local), canonical(m.remote));
+    let loopback = local.ip().is_loopback() || remote.ip().is_loopback();
+    Some(Key { udp: m.transport == Transport::Udp, netns: if loopback { m.netns } else { 0 }, local, remote })
 }
 
 /// Endpoint pair → identity of the local process, bounded.
@@ -147,7 +147,16 @@ mod tests {
     }
 
     #[test]
-    fn other_namespaces_and_udp_datagrams_do_not_match() {
+    fn namespaces_apart_match_over_their_own_addresses() {
+        let mut p = PeerIndex::new(16, Default::default());
+        let (a, b) = (id("/a"), id("/b"));
+        p.on_event(&CaptureEvent::Connect { meta: meta(1, "198.18.0.1:40000", "198.18.0.2:80", 7) }, &a);
+        let accept = CaptureEvent::Accept { meta: meta(2, "198.18.0.2:80", "198.18.0.1:40000", 8) };
+        assert_eq!(p.on_event(&accept, &b), Some(a));
+    }
+
+    #[test]
+    fn other_namespaces_loopback_and_udp_datagrams_do_not_match() {
         let mut p = PeerIndex::new(16, Default::default());
         let (a, b) = (id("/a"), id("/b"));
         p.on_event(&CaptureEvent::Connect { meta: meta(1, "127.0.0.1:40000", "127.0.0.1:80", 7) }, &a);
