@@ -248,6 +248,10 @@ fn dest6(ctx: &SockAddrContext) -> ([u8; 16], [u8; 16], u8) {
 #[inline(always)]
 fn outbound(ctx: &SockAddrContext, hook: u8, dest: fn(&SockAddrContext) -> ([u8; 16], [u8; 16], u8)) -> i32 {
     let Some(st) = state() else { return 1 };
+    // The agent never locks itself out (shipping to the collector, the API server).
+    if (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32 == crate::maps::config().agent_tgid {
+        return 1;
+    }
     let sa = unsafe { &*ctx.sock_addr };
     let proto = sa.protocol as u8;
     if proto != TCP && proto != UDP {

@@ -118,7 +118,14 @@ fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
     let port = wiretrail_tests::free_port();
     let collector = Collector::start(&dir.path().join("data"), &certs, port);
     let policy_path = dir.path().join("policy.yaml");
-    let text = s.policy("enforce", &[ALLOWED]);
+    // The agent's own binary is in a zone no rule lets out: the agent must
+    // still ship its records (it never decides its own connections).
+    let agent_bin = wiretrail_tests::workspace_bin("wiretrail-agent");
+    let agent_zone = format!(
+        "  - name: agent\n    mode: enforce\n    members:\n      - exe: {}\nrules:\n",
+        std::fs::canonicalize(&agent_bin).unwrap().display()
+    );
+    let text = s.policy("enforce", &[ALLOWED]).replacen("rules:\n", &agent_zone, 1);
     write(&policy_path, &text);
     let agent = Agent::start(&[
         "--no-tls",
@@ -141,7 +148,7 @@ fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
     let hash = sha256_hex(&text);
     let allow = wait_decision(&agent, "connect", ALLOWED, "allow");
     assert_eq!(allow["rule"], "client-to-server");
-    assert_eq!(allow["rule_line"], 12, "{allow}");
+    assert_eq!(allow["rule_line"], 16, "{allow}");
     let deny = wait_decision(&agent, "connect", OTHER, "deny");
     for (d, rule) in [(&allow, "client-to-server"), (&deny, "default-deny")] {
         assert_eq!(d["rule"], rule, "{d}");
@@ -241,6 +248,7 @@ fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
             && l["port"] == ALLOWED),
         "the recorded client -> server:{ALLOWED} flow is not listed: {out}"
     );
+    assert!(decisions(&agent).iter().all(|d| d["local_zone"] != "agent"), "the agent decided its own connections");
     let (_, stats) = agent.stop();
     assert!(stats["policy_denied"].as_u64() >= Some(1), "{stats}");
     assert_eq!(stats["policy_lost"], 0);
