@@ -17,36 +17,23 @@ use wiretrail_tests::{
     kube_api::{FakeKubeApi, pod},
     nginx::Nginx,
     require_root, serial, wait_until,
-    workload::cgroup2_root,
+    workload::Cgroup,
 };
 
 const ID: &str = "5e1f0c2d3b4a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
-/// A cgroup of our own, removed on drop (after its processes have exited).
-struct TestCgroup(PathBuf, PathBuf);
+/// `wiretrail-test-<pid>-<tag>.slice/cri-containerd-<id>.scope`: a cgroup named
+/// like a containerd container's.
+fn containerd_cgroup(tag: &str, id: &str) -> Cgroup {
+    Cgroup::new(&format!("wiretrail-test-{}-{tag}.slice", std::process::id()), &format!("cri-containerd-{id}.scope"))
+}
 
-impl TestCgroup {
-    /// `wiretrail-test-<pid>-<tag>.slice/cri-containerd-<id>.scope`.
-    fn containerd(tag: &str, id: &str) -> TestCgroup {
-        let slice = cgroup2_root().join(format!("wiretrail-test-{}-{tag}.slice", std::process::id()));
-        let scope = slice.join(format!("cri-containerd-{id}.scope"));
-        std::fs::create_dir_all(&scope).expect("create test cgroup");
-        TestCgroup(slice, scope)
-    }
-
-    /// Runs curl for `url` inside the scope; returns curl's pid.
-    fn curl(&self, url: &str) -> u32 {
-        // The shell moves itself into the cgroup, then becomes curl.
-        let procs = self.1.join("cgroup.procs");
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("echo $$ > {} && exec curl -s -o /dev/null {url}", procs.display()))
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        assert!(child.wait_with_output().unwrap().status.success());
-        pid
-    }
+/// Runs curl for `url` inside `cg`; returns curl's pid.
+fn curl_in(cg: &Cgroup, url: &str) -> u32 {
+    let child = cg.command(None, "curl", &["-s", "-o", "/dev/null", url]).spawn().unwrap();
+    let pid = child.id();
+    assert!(child.wait_with_output().unwrap().status.success());
+    pid
 }
 
 /// SHA-256 of a file, by coreutils (independent of the agent's code).
@@ -62,33 +49,15 @@ fn which(program: &str) -> PathBuf {
     std::fs::canonicalize(&p).unwrap_or_else(|e| panic!("{program} ({}): {e}", p.display()))
 }
 
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.1);
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 #[test]
 fn records_carry_the_container_id_of_a_containerd_cgroup() {
     require_root();
     let _g = serial();
-    let slice = cgroup2_root().join(format!("wiretrail-test-{}.slice", std::process::id()));
-    let scope = slice.join(format!("cri-containerd-{ID}.scope"));
-    std::fs::create_dir_all(&scope).expect("create test cgroup");
-    let _cg = TestCgroup(slice.clone(), scope.clone());
+    let cg = containerd_cgroup("containerd", ID);
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let _nginx = Nginx::start(&[addr], None);
     let agent = Agent::start(&["--no-tls"]);
-    // The shell moves itself into the cgroup, then becomes curl.
-    let procs = scope.join("cgroup.procs");
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("echo $$ > {} && exec curl -s -o /dev/null http://{addr}/index.html", procs.display()))
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    assert!(child.wait_with_output().unwrap().status.success());
+    let pid = curl_in(&cg, &format!("http://{addr}/index.html"));
     // nginx (over 1 MiB) is hashed off the event path after its first records;
     // a later request's records carry the hash.
     std::thread::sleep(Duration::from_millis(1000));
@@ -98,7 +67,7 @@ fn records_carry_the_container_id_of_a_containerd_cgroup() {
     let (recs, _) = agent.stop();
     let mine: Vec<_> = recs.of_pid(pid).into_iter().filter(|r| r["type"] == "data").collect();
     assert!(!mine.is_empty(), "no records of curl");
-    let rel = format!("/{}", scope.strip_prefix(cgroup2_root()).unwrap().display());
+    let rel = cg.path.clone();
     let curl_sha = sha256sum(&which("curl"));
     // curl (under 1 MiB) is hashed at first sight: every record has it.
     assert_eq!(mine[0]["identity"]["exe_sha256"], curl_sha.as_str(), "{}", mine[0]);
@@ -138,7 +107,7 @@ fn records_carry_the_pod_of_their_container() {
     require_root();
     let _g = serial();
     const POD_ID: &str = "9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b";
-    let cg = TestCgroup::containerd("kube", POD_ID);
+    let cg = containerd_cgroup("kube", POD_ID);
     let api = FakeKubeApi::start();
     let labels = json!({"app.kubernetes.io/name": "checkout", "tier": "backend"});
     api.set_pods(vec![
@@ -163,7 +132,7 @@ fn records_carry_the_pod_of_their_container() {
     // The watch starts once the list is applied.
     let watching = wait_until(Duration::from_secs(30), || api.requests().iter().any(|r| r.contains("watch=true")));
     assert!(watching, "no watch request: {:?}\n{}", api.requests(), agent.log());
-    let pid = cg.curl(&format!("http://{addr}/index.html"));
+    let pid = curl_in(&cg, &format!("http://{addr}/index.html"));
     std::thread::sleep(Duration::from_millis(300));
     let (recs, stats) = agent.stop();
     let mine: Vec<_> = recs.of_pid(pid).into_iter().filter(|r| r["type"] == "data").collect();

@@ -3,12 +3,19 @@
 
 use super::*;
 
-#[test]
-fn dns_over_udp_pairs_query_and_response_by_id() {
-    let query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01";
+/// A DNS query for example.com (id 0x1234) and its one-answer response.
+fn dns_exchange() -> (&'static [u8], Vec<u8>) {
+    let query: &'static [u8] =
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01";
     let mut response = b"\x12\x34\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00".to_vec();
     response.extend_from_slice(&query[12..]);
     response.extend_from_slice(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x0e\x10\x00\x04\x5d\xb8\xd8\x22");
+    (query, response)
+}
+
+#[test]
+fn dns_over_udp_pairs_query_and_response_by_id() {
+    let (query, response) = dns_exchange();
     let mut e = FlowEngine::new(FlowConfig::default());
     let recs = run(
         &mut e,
@@ -37,10 +44,7 @@ fn dns_over_udp_pairs_query_and_response_by_id() {
 /// recorded as `unknown`: UDP detection only looked at port 53.
 #[test]
 fn dns_over_udp_on_any_port_is_detected_by_content() {
-    let query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01";
-    let mut response = b"\x12\x34\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00".to_vec();
-    response.extend_from_slice(&query[12..]);
-    response.extend_from_slice(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x0e\x10\x00\x04\x5d\xb8\xd8\x22");
+    let (query, response) = dns_exchange();
     // Client side: query out, response in.
     let mut e = FlowEngine::new(FlowConfig::default());
     let recs = run(
@@ -116,7 +120,7 @@ fn http2_server_speaking_first_is_detected() {
 /// no open event) being reassembled as a TCP stream and recorded `unknown`.
 #[test]
 fn adopted_udp_socket_keeps_datagrams() {
-    let query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01";
+    let (query, _) = dns_exchange();
     let mut e = FlowEngine::new(FlowConfig::default());
     let FlowEvent::Open(o) = udp_open(7, 40_053) else { unreachable!() };
     let mut adopted = ConnOpen { remote: None, role: Role::Unknown, ..o };
@@ -133,7 +137,7 @@ fn adopted_udp_socket_keeps_datagrams() {
     assert_eq!(recs.len(), 3, "{recs:#?}");
     for r in &recs[..2] {
         assert_eq!(r.protocol, Protocol::Dns);
-        assert_eq!(r.raw.0, &query[..]);
+        assert_eq!(r.raw.0, query);
         assert_eq!(r.exchange.map(|x| x.role), Some(ExchangeRole::Request));
     }
     let Body::Connection(c) = &recs[2].body else { panic!() };
