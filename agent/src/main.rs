@@ -7,7 +7,7 @@ use wiretrail_agent::{
     capture::{
         self, CaptureOptions, selfcheck,
         tls::{
-            TlsManager, TlsNotice,
+            TlsManager,
             worker::{self, Request},
         },
     },
@@ -17,7 +17,7 @@ use wiretrail_agent::{
     metrics::{self, Metrics},
     output::{AgentNote, Sink, note::now_utc_ns},
     pipeline,
-    segment::{self, Enforcer, enforcer::Outcome},
+    segment::{self, Segmentation},
     ship::{ClientTlsFiles, ShipConfig, ShipHandle},
     spool::SpoolConfig,
 };
@@ -97,13 +97,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         drop(found_tx);
         None
     };
-    let (notice_tx, notice_rx) = mpsc::channel::<TlsNotice>(256);
+    // Records made outside the capture path: TLS and policy notices, policy decisions.
+    let (note_tx, note_rx) = mpsc::channel::<AgentNote>(1024);
     let hasher = wiretrail_agent::identity::ExeHasher::start(args.exe_hash_max_bytes, metrics.clone());
     let exes = Arc::new(wiretrail_agent::identity::ExecCache::with_hasher(Some(hasher.clone())));
     if let Some(ring) = loaded.execs.take() {
         tokio::spawn(capture::execs::run(ring, discovery.clone(), exes.clone(), metrics.clone(), shutdown.clone()));
     }
-    let links = pipeline::TlsLinks { registry, notices: notice_rx };
     let feed = (!args.no_flows).then(|| Feed::new(FlowConfig::default()));
     // The shipper outlives the pipeline: it is stopped only after the pipeline
     // has handed over its last record.
@@ -128,31 +128,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         hasher: Some(hasher),
         pods: wiretrail_agent::identity::k8s::start(args, metrics.clone(), shutdown.clone()),
     };
-    // Records made outside the capture path: policy decisions and notices.
-    let (note_tx, note_rx) = mpsc::channel::<AgentNote>(1024);
     // Signalled when the kernel reports a new cgroup (policy membership).
     let new_cgroups = Arc::new(tokio::sync::Notify::new());
     let mut policy = match &args.policy {
         Some(path) => {
-            let (enforcer, rings) = Enforcer::start(&mut loaded.ebpf, path, identity.pods.clone())?;
-            let gens = enforcer.generations.clone();
-            tokio::spawn(segment::cgroups::watch(rings.cgroups, new_cgroups.clone(), shutdown.clone()));
-            let task = tokio::spawn(segment::decisions::run(
-                rings.decisions,
-                gens,
+            let want =
+                segment::decisions::Wanted { json: args.output != OutputFormat::None, wire: args.collector.is_some() };
+            let s = Segmentation::start(
+                &mut loaded.ebpf,
+                path,
                 identity.clone(),
-                segment::decisions::Wanted { json: args.output != OutputFormat::None, wire: args.collector.is_some() },
+                want,
                 note_tx.clone(),
+                new_cgroups.clone(),
                 metrics.clone(),
                 shutdown.clone(),
-            ));
-            let mut p = PolicyRun { enforcer, task, lost: 0 };
-            p.announce(&policy_loaded(&p.enforcer), &note_tx, &metrics).await;
-            Some(p)
+            )
+            .await?;
+            Some(s)
         }
         None => None,
     };
-    let stages = pipeline::Stages { tls: links, feed, ship, identity, notes: note_rx };
+    let stages = pipeline::Stages { tls: registry, feed, ship, identity, notes: note_rx };
     let pipe = tokio::spawn(pipeline::run(rx, sink, tracker, metrics.clone(), stages));
     if let Some(addr) = args.metrics_addr {
         let listener =
@@ -172,7 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Ok(Some(found)) => {
                     if let Some(n) = t.apply(&mut loaded.ebpf, found) {
-                        let _ = notice_tx.try_send(n);
+                        let _ = note_tx.try_send(AgentNote::tls_unsupported(&n, now_utc_ns()));
                     }
                 }
                 Ok(None) => break,
@@ -202,7 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Some(found) = found_rx.recv() => {
                 if let Some(t) = tls.as_mut() {
                     if let Some(n) = t.apply(&mut loaded.ebpf, found)
-                        && notice_tx.try_send(n).is_err()
+                        && note_tx.try_send(AgentNote::tls_unsupported(&n, now_utc_ns())).is_err()
                     {
                         tracing::warn!("TLS report channel full; the report is in this log only");
                     }
@@ -216,8 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             _ = hup.recv() => {
                 if let Some(p) = policy.as_mut() {
-                    let outcome = p.enforcer.reload();
-                    p.announce(&outcome, &note_tx, &metrics).await;
+                    p.reload().await;
                 } else {
                     tracing::info!("SIGHUP: no policy configured; nothing to reload");
                 }
@@ -238,10 +234,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Err(e) => tracing::warn!(error = %e, "reading kernel counters"),
                 }
                 if let Some(p) = policy.as_mut() {
-                    if let Some(outcome) = p.enforcer.tick() {
-                        p.announce(&outcome, &note_tx, &metrics).await;
-                    }
-                    p.kernel_counters(&note_tx, &metrics).await;
+                    p.tick().await;
                 }
             }
         }
@@ -250,12 +243,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Detach first so no new events arrive, then drain what is in the ring.
     let final_kernel = loaded.kernel_stats().ok();
     shutdown.cancel();
-    drop(notice_tx);
     drop(discovery);
     reader.await.context("reader task")??;
-    if let Some(mut p) = policy.take() {
-        p.kernel_counters(&note_tx, &metrics).await;
-        p.task.await.context("policy decisions task")??;
+    if let Some(p) = policy.take() {
+        p.finish().await.context("policy decisions task")?;
     }
     drop(note_tx);
     pipe.await.context("pipeline task")??;
@@ -275,78 +266,4 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .with_context(|| format!("writing stats file {}", p.display()))?;
     }
     Ok(())
-}
-
-/// The segmentation side of the agent while a policy is configured.
-struct PolicyRun {
-    enforcer: Enforcer,
-    /// The decisions reader.
-    task: tokio::task::JoinHandle<Result<(), capture::reader::ReaderError>>,
-    /// Decision events lost in the kernel, already reported.
-    lost: u64,
-}
-
-/// The outcome of the first load, as a notice.
-fn policy_loaded(e: &Enforcer) -> Outcome {
-    Outcome::Loaded {
-        sha256: e.sha256().unwrap_or_default().to_string(),
-        generation: e.generation(),
-        zones: e.zones(),
-        rules: e.rules(),
-    }
-}
-
-impl PolicyRun {
-    /// Records a load or rejection as a notice (evidence of which policy was
-    /// in force from when).
-    async fn announce(&mut self, outcome: &Outcome, tx: &mpsc::Sender<AgentNote>, metrics: &Metrics) {
-        let now = now_utc_ns();
-        let json = match outcome {
-            Outcome::Unchanged => return,
-            Outcome::Loaded { sha256, generation, zones, rules } => {
-                metrics.policy_generation.set(*generation as u64);
-                serde_json::json!({"type": "policy_loaded", "ts": wiretrail_agent::clock::rfc3339(now),
-                    "path": self.enforcer.path().display().to_string(), "policy_sha256": sha256,
-                    "policy_generation": generation, "zones": zones, "rules": rules})
-            }
-            Outcome::Rejected { error } => {
-                metrics.policy_rejected.inc();
-                serde_json::json!({"type": "policy_rejected", "ts": wiretrail_agent::clock::rfc3339(now),
-                    "path": self.enforcer.path().display().to_string(), "error": error,
-                    "policy_sha256_in_force": self.enforcer.sha256()})
-            }
-        };
-        let _ = tx.send(AgentNote::notice(json, now)).await;
-    }
-
-    /// Publishes the kernel's decision counters; decision events the kernel
-    /// could not queue become a gap record (the decisions themselves applied).
-    async fn kernel_counters(&mut self, tx: &mpsc::Sender<AgentNote>, metrics: &Metrics) {
-        use wiretrail_common::segment::*;
-        let k = self.enforcer.kernel_stats();
-        metrics.policy_allowed.set(k[PSTAT_ALLOW as usize]);
-        metrics.policy_denied.set(k[PSTAT_DENY as usize]);
-        metrics.policy_audited.set(k[PSTAT_AUDIT as usize]);
-        metrics.policy_errors.set(k[PSTAT_ERRORS as usize]);
-        let lost = k[PSTAT_LOST as usize];
-        metrics.policy_lost.set(lost);
-        if lost > self.lost {
-            let n = lost - self.lost;
-            self.lost = lost;
-            tracing::warn!(lost = n, "policy decision events lost (ring full); the decisions were applied");
-            let now = now_utc_ns();
-            let json = serde_json::json!({"type": "gap", "ts": wiretrail_agent::clock::rfc3339(now),
-                "gap_reason": "lost", "what": "policy_decisions", "len": n});
-            let mut note = AgentNote::notice(json, now);
-            note.wire.set_kind(wiretrail_proto::v1::RecordKind::Gap);
-            let mut g = wiretrail_proto::v1::Gap {
-                len: n,
-                detail: format!("{n} policy decision events lost (decision ring full); the decisions were applied"),
-                ..Default::default()
-            };
-            g.set_reason(wiretrail_proto::v1::GapReason::RingFull);
-            note.wire.gap = Some(g);
-            let _ = tx.send(note).await;
-        }
-    }
 }

@@ -249,7 +249,8 @@ fn dest6(ctx: &SockAddrContext) -> ([u8; 16], [u8; 16], u8) {
 fn outbound(ctx: &SockAddrContext, hook: u8, dest: fn(&SockAddrContext) -> ([u8; 16], [u8; 16], u8)) -> i32 {
     let Some(st) = state() else { return 1 };
     // The agent never locks itself out (shipping to the collector, the API server).
-    if (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32 == crate::maps::config().agent_tgid {
+    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+    if (pid_tgid >> 32) as u32 == crate::maps::config().agent_tgid {
         return 1;
     }
     let sa = unsafe { &*ctx.sock_addr };
@@ -271,7 +272,6 @@ fn outbound(ctx: &SockAddrContext, hook: u8, dest: fn(&SockAddrContext) -> ([u8;
     // Every non-allow is recorded; allows are recorded for connect() (one per
     // flow), not for each allowed datagram (those are captured as data anyway).
     if verdict != VERDICT_ALLOW || hook == HOOK_CONNECT4 || hook == HOOK_CONNECT6 {
-        let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
         let comm = bpf_get_current_comm().unwrap_or([0; 16]);
         emit(&PolicyEvent {
             ts_ns: unsafe { bpf_ktime_get_boot_ns() },

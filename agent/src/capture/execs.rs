@@ -3,7 +3,6 @@
 use std::sync::mpsc::SyncSender;
 
 use aya::maps::{MapData, RingBuf};
-use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -22,10 +21,7 @@ pub async fn run(
     metrics: std::sync::Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), ReaderError> {
-    // SAFETY: the ring buffer owns its map fd, open and unchanged until the
-    // AsyncFd (which owns the ring buffer) is dropped.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| ReaderError::Register { source: e.into_parts().1 })?;
+    let mut fd = super::reader::readable(ring)?;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

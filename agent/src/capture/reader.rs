@@ -30,6 +30,14 @@ pub enum ReaderError {
     },
 }
 
+/// A kernel ring buffer registered with the runtime for read readiness.
+pub fn readable(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>, ReaderError> {
+    // SAFETY: the ring buffer owns its map fd; it stays open and unchanged until
+    // the AsyncFd (which owns the ring buffer) is dropped.
+    unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| ReaderError::Register { source: e.into_parts().1 })
+}
+
 /// Reads until `shutdown` is cancelled, then drains what is left and returns.
 pub async fn run(
     ring: RingBuf<MapData>,
@@ -37,10 +45,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), ReaderError> {
-    // SAFETY: the ring buffer owns its map fd; it stays open and unchanged until
-    // the AsyncFd (which owns the ring buffer) is dropped.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| ReaderError::Register { source: e.into_parts().1 })?;
+    let mut fd = readable(ring)?;
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

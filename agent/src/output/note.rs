@@ -23,6 +23,23 @@ impl AgentNote {
     }
 }
 
+impl AgentNote {
+    /// A TLS library that carries TLS but cannot be hooked (named, never silent).
+    pub fn tls_unsupported(n: &crate::capture::tls::TlsNotice, utc_ns: i128) -> AgentNote {
+        let json = serde_json::json!({
+            "type": "tls_unsupported",
+            "ts": crate::clock::rfc3339(utc_ns),
+            "path": n.path,
+            "pid": n.pid,
+            "library": n.library,
+            "reason": n.reason,
+        });
+        let mut note = AgentNote::notice(json, utc_ns);
+        note.wire.pid = n.pid;
+        note
+    }
+}
+
 /// Current UTC time in ns (CLOCK_REALTIME), for agent-generated records.
 pub fn now_utc_ns() -> i128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)

@@ -8,7 +8,7 @@ use wiretrail_proto::v1 as pb;
 use crate::{
     capture::{
         event::{CaptureEvent, Direction, GapReason, Meta, Transport},
-        tls::{TlsLib, TlsNotice},
+        tls::TlsLib,
     },
     clock::ClockSync,
     conn::Gap,
@@ -190,21 +190,6 @@ pub fn protocol(rec: &FlowRecord, clock: &ClockSync, host: &str) -> pb::Record {
         o.insert("tls".into(), (rec.conn_id & TLS_FLOW_BIT != 0).into());
     }
     r.parsed_json = v.to_string();
-    r
-}
-
-/// A report about capture itself (a TLS library that cannot be hooked).
-pub fn notice(n: &TlsNotice, now_utc_ns: i64, host: &str) -> pb::Record {
-    let mut r = pb::Record {
-        capture_time_ns: now_utc_ns,
-        pid: n.pid,
-        host: host.to_string(),
-        parsed_json: json!({"type": "tls_unsupported", "path": n.path, "library": n.library, "reason": n.reason})
-            .to_string(),
-        ..Default::default()
-    };
-    r.set_kind(pb::RecordKind::AgentNotice);
-    r.set_clock_source(pb::ClockSource::Realtime);
     r
 }
 

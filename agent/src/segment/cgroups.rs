@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
-use tokio::{io::unix::AsyncFd, sync::Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::reader::ReaderError;
@@ -15,9 +15,7 @@ pub async fn watch(
     notify: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> Result<(), ReaderError> {
-    // SAFETY: the ring buffer owns its map fd, open until the AsyncFd is dropped.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| ReaderError::Register { source: e.into_parts().1 })?;
+    let mut fd = crate::capture::reader::readable(ring)?;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

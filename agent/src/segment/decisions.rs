@@ -8,7 +8,7 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use serde_json::json;
-use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wiretrail_common::segment::*;
 use wiretrail_proto::v1 as pb;
@@ -137,28 +137,33 @@ impl Decision {
         if self.ev.proto == wiretrail_common::PROTO_UDP { "udp" } else { "tcp" }
     }
 
-    /// The record, as JSON and for the collector.
-    pub fn note(&self, clock: &ClockSync) -> AgentNote {
-        self.note_for(clock, Wanted { json: true, wire: true })
+    /// The record in the forms `want`ed (the other is left empty). The
+    /// collector record carries the JSON form as its `parsed_json`.
+    pub fn note_for(&self, clock: &ClockSync, want: Wanted) -> AgentNote {
+        let json = self.json(clock);
+        if !want.wire {
+            return AgentNote { json, wire: pb::Record::default() };
+        }
+        let wire = self.wire(clock, json.to_string());
+        AgentNote { json: if want.json { json } else { serde_json::Value::Null }, wire }
     }
 
-    /// The record in the forms `want`ed (the other is left empty).
-    pub fn note_for(&self, clock: &ClockSync, want: Wanted) -> AgentNote {
+    fn direction(&self) -> &'static str {
+        if self.ingress { "ingress" } else { "egress" }
+    }
+
+    /// The JSON line.
+    fn json(&self, clock: &ClockSync) -> serde_json::Value {
         let ev = &self.ev;
-        let utc = clock.to_utc_ns(ev.ts_ns);
-        let direction = if self.ingress { "ingress" } else { "egress" };
-        let json = if !want.json {
-            serde_json::Value::Null
-        } else {
-            json!({
+        json!({
             "type": "policy_decision",
-            "ts": rfc3339(utc),
+            "ts": rfc3339(clock.to_utc_ns(ev.ts_ns)),
             "ts_kernel_ns": ev.ts_ns,
             "clock": KERNEL_CLOCK,
             "clock_error_ns": clock.error_ns,
             "verdict": verdict_name(ev.verdict),
             "hook": hook_name(ev.hook),
-            "direction": direction,
+            "direction": self.direction(),
             "transport": self.transport(),
             "local": self.local.map(|a| a.to_string()),
             "remote": self.remote.to_string(),
@@ -177,13 +182,14 @@ impl Decision {
             "peer_zone": self.peer_zone,
             "identity": &*self.identity,
             "peer_identity": self.peer_identity,
-            })
-        };
-        if !want.wire {
-            return AgentNote { json, wire: pb::Record::default() };
-        }
+        })
+    }
+
+    /// The collector record.
+    fn wire(&self, clock: &ClockSync, parsed_json: String) -> pb::Record {
+        let ev = &self.ev;
         let mut r = pb::Record {
-            capture_time_ns: utc as i64,
+            capture_time_ns: clock.to_utc_ns(ev.ts_ns) as i64,
             clock_error_ns: clock.error_ns,
             kernel_time_ns: ev.ts_ns,
             local: self.local.map(|a| pb::Endpoint { address: a.ip().to_string(), port: a.port() as u32 }),
@@ -204,14 +210,10 @@ impl Decision {
                 peer_zone: self.peer_zone.clone(),
                 hook: hook_name(ev.hook).into(),
                 mode: self.mode().into(),
-                direction: direction.into(),
+                direction: self.direction().into(),
             }),
+            parsed_json,
             ..Default::default()
-        };
-        r.parsed_json = if want.json {
-            json.to_string()
-        } else {
-            self.note_for(clock, Wanted { json: true, wire: false }).json.to_string()
         };
         r.set_kind(pb::RecordKind::PolicyDecision);
         r.set_clock_source(pb::ClockSource::BoottimeOffset);
@@ -221,7 +223,7 @@ impl Decision {
         } else {
             pb::TransportProtocol::Tcp
         });
-        AgentNote { json, wire: r }
+        r
     }
 }
 
@@ -235,9 +237,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), ReaderError> {
-    // SAFETY: the ring buffer owns its map fd, open until the AsyncFd is dropped.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| ReaderError::Register { source: e.into_parts().1 })?;
+    let mut fd = crate::capture::reader::readable(ring)?;
     let mut ids = IdentityResolver::new(sources);
     let mut clock = ClockSync::measure();
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));

@@ -114,13 +114,14 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
-    /// Attaches the hooks and puts the policy at `path` in force. An invalid
-    /// policy is an error (the agent does not start half-enforcing).
+    /// Attaches the hooks and puts the policy at `path` in force (the outcome
+    /// says which). An invalid policy is an error (the agent does not start
+    /// half-enforcing).
     pub fn start(
         ebpf: &mut Ebpf,
         path: &Path,
         pods: Option<Arc<crate::identity::PodIndex>>,
-    ) -> Result<(Enforcer, Rings), SegmentError> {
+    ) -> Result<(Enforcer, Rings, Outcome), SegmentError> {
         let maps = PolicyMaps::take(ebpf)?;
         let ring = |ebpf: &mut Ebpf, name: &'static str| {
             let m = ebpf.take_map(name).ok_or(SegmentError::Missing { what: "map", name })?;
@@ -140,9 +141,9 @@ impl Enforcer {
         let policy = e.read()?;
         let root = crate::capture::selfcheck::cgroup2_root().ok_or(SegmentError::NoCgroup2)?;
         e.discovery = Discovery::new(root, pods);
-        e.install(policy)?;
+        let loaded = e.install(policy)?;
         attach::attach(ebpf)?;
-        Ok((e, rings))
+        Ok((e, rings, loaded))
     }
 
     fn read(&mut self) -> Result<Policy, SegmentError> {
@@ -290,18 +291,6 @@ impl Enforcer {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    pub fn generation(&self) -> u32 {
-        self.live.as_ref().map(|l| l.state.generation).unwrap_or(0)
-    }
-
-    pub fn zones(&self) -> usize {
-        self.live.as_ref().map(|l| l.policy.zones.len()).unwrap_or(0)
-    }
-
-    pub fn rules(&self) -> usize {
-        self.live.as_ref().map(|l| l.policy.rules.len()).unwrap_or(0)
     }
 
     /// SHA-256 of the policy in force.

@@ -8,14 +8,17 @@
 //! - `enforcer`: loads, reloads (SIGHUP, file change) and refreshes membership.
 //! - `decisions`: turns the kernel's decision events into records.
 //! - `cgroups`: wakes the enforcer when a cgroup is created.
+//! - `run`: all of it while the agent runs, with its notices.
 pub mod attach;
 pub mod cgroups;
 pub mod decisions;
 pub mod enforcer;
 pub mod maps;
 pub mod members;
+pub mod run;
 
 pub use enforcer::{Enforcer, Generations, Rings};
+pub use run::Segmentation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
