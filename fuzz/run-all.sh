@@ -6,7 +6,7 @@
 set -euo pipefail
 secs="${1:?usage: fuzz/run-all.sh SECONDS}"
 cd "$(dirname "$0")"
-targets=(reassembly http1 http2 hpack postgres redis dns fix)
+targets=(reassembly http1 http2 hpack postgres redis dns fix mysql amqp nats mqtt)
 cargo +nightly fuzz build "${targets[@]/#/}" >/dev/null 2>&1 || cargo +nightly fuzz build
 failed=()
 for t in "${targets[@]}"; do

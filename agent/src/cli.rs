@@ -101,9 +101,11 @@ pub struct RunArgs {
     /// gap record (never dropped silently).
     #[arg(long, default_value_t = 1 << 30)]
     pub spool_bytes: u64,
-    /// Do not reassemble flows into protocol records (only chunk-level records).
+    /// Record each end of a conversation captured on this host on its own
+    /// (by default both ends are paired into one record per exchange, with
+    /// both observations and the bytes once).
     #[arg(long)]
-    pub no_flows: bool,
+    pub no_twins: bool,
     /// Do not capture TLS plaintext (no uprobes on TLS libraries).
     #[arg(long)]
     pub no_tls: bool,

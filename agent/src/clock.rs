@@ -54,6 +54,79 @@ impl ClockSync {
     }
 }
 
+/// Current UTC time in ns (CLOCK_REALTIME), for records the agent makes itself.
+pub fn now_utc_ns() -> i128 {
+    now(libc::CLOCK_REALTIME)
+}
+
+/// Current CLOCK_BOOTTIME in ns: the kernel events' clock, and the clock of
+/// every timeout in the connection table.
+pub fn now_boot_ns() -> u64 {
+    now(libc::CLOCK_BOOTTIME) as u64
+}
+
+/// Parses what [`rfc3339`] writes (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`, or an
+/// explicit `±HH:MM` offset) into UTC ns since the epoch.
+pub fn parse_rfc3339(s: &str) -> Option<i128> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if !t.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        t.parse().ok()
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos: i64 = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let digits = &s[start..i];
+        if digits.is_empty() {
+            return None;
+        }
+        let mut frac = digits.chars().take(9).collect::<String>();
+        while frac.len() < 9 {
+            frac.push('0');
+        }
+        nanos = frac.parse().ok()?;
+    }
+    let offset_s: i64 = match &s[i..] {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let hh: i64 = o[1..3].parse().ok()?;
+            let mm: i64 = o[4..6].parse().ok()?;
+            let v = hh * 3600 + mm * 60;
+            if o.starts_with('-') { -v } else { v }
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_s;
+    Some(secs as i128 * 1_000_000_000 + nanos as i128)
+}
+
 /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-21T19:53:00.123456789Z`.
 pub fn rfc3339(utc_ns: i128) -> String {
     let secs = utc_ns.div_euclid(1_000_000_000) as i64;
@@ -84,6 +157,25 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
         assert_eq!(rfc3339(1_795_290_780_123_456_789), "2026-11-21T19:53:00.123456789Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn parses_what_it_formats() {
+        for t in [0i128, 951_782_400_000_000_001, 1_795_290_780_123_456_789, -1, 1_700_000_000_500_000_000] {
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t), "{}", rfc3339(t));
+        }
+        assert_eq!(parse_rfc3339("2026-11-21T19:53:00Z"), Some(1_795_290_780_000_000_000));
+        assert_eq!(parse_rfc3339("2026-11-21T20:53:00.5+01:00"), Some(1_795_290_780_500_000_000));
+        for bad in [
+            "",
+            "2026-11-21",
+            "2026-13-01T00:00:00Z",
+            "2026-11-21T19:53:00",
+            "2026-11-21T19:53:00.Z",
+            "x026-11-21T19:53:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

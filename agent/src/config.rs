@@ -43,6 +43,21 @@ pub struct ParseError {
 impl ParseError {
     fn new(e: serde_yaml::Error, text: &str) -> ParseError {
         let message = e.to_string();
+        // serde_yaml places a duplicate key at the mapping's start: name the repeat's line.
+        if let Some(k) = message.strip_prefix("duplicate field `").and_then(|r| r.split_once('`')).map(|(k, _)| k) {
+            let at: Vec<usize> = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| l.trim_start().strip_prefix(k).is_some_and(|r| r.trim_start().starts_with(':')))
+                .map(|(i, _)| i + 1)
+                .collect();
+            if let [first, second, ..] = at[..] {
+                return ParseError {
+                    message: format!("duplicate key `{k}` at line {second} (first given at line {first})"),
+                    line: Some(second),
+                };
+            }
+        }
         // Value checks below start their message with `key:`; that key's line
         // is the better answer (serde_yaml places them at the mapping's start).
         let key = message.split_once(':').map(|(k, _)| k.trim()).unwrap_or_default();
@@ -76,7 +91,7 @@ pub struct FileConfig {
     pub reorder_window_ms: Option<u64>,
     pub idle_timeout_s: Option<u64>,
     pub no_tls: Option<bool>,
-    pub no_flows: Option<bool>,
+    pub no_twins: Option<bool>,
     pub collector: Option<String>,
     pub agent_id: Option<String>,
     pub tls_dir: Option<PathBuf>,
@@ -147,7 +162,7 @@ impl FileConfig {
         }
         take!(output, output_file, ring_bytes, conn_cap_bytes, metrics_addr, stats_file, ready_file);
         take!(reorder_window_ms, idle_timeout_s, no_tls, max_conns, policy, no_capture);
-        take!(no_flows, collector, agent_id, tls_dir, tls_cert_name, collector_name, spool_dir, spool_bytes);
+        take!(no_twins, collector, agent_id, tls_dir, tls_cert_name, collector_name, spool_dir, spool_bytes);
         take!(kube, kubeconfig, node_name, exe_hash_max_bytes);
     }
 }
@@ -216,7 +231,7 @@ mod tests {
                     "output" => "jsonl",
                     "ring_bytes" => "4096",
                     "metrics_addr" => "127.0.0.1:1",
-                    "no_tls" | "no_flows" | "no_capture" | "kube" => "false",
+                    "no_tls" | "no_twins" | "no_capture" | "kube" => "false",
                     "output_file" | "stats_file" | "ready_file" | "tls_dir" | "spool_dir" | "kubeconfig" => "/tmp/x",
                     "collector" => "https://collector:7443",
                     "agent_id" | "tls_cert_name" | "collector_name" | "node_name" => "x",
@@ -253,6 +268,15 @@ mod tests {
         assert_eq!(e.line, Some(2), "{e}");
         let e = FileConfig::parse("# limits\nmax_conns: 0\n").unwrap_err().to_string();
         assert!(e.contains("max_conns: must be at least 1") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_key_is_reported_at_its_second_line() {
+        let e = FileConfig::parse("# agent\nagent_id: a\nspool_bytes: 100\n\ncollector: \"http://x\"\nagent_id: b\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(6), "{e}");
+        let e = e.to_string();
+        assert!(e.starts_with("duplicate key `agent_id` at line 6"), "{e}");
     }
 
     #[test]

@@ -12,22 +12,18 @@ use wiretrail_agent::{
         },
     },
     cli::{Cli, Command, LogFormat, OutputFormat},
-    conn::TrackerConfig,
-    flow::{FlowConfig, feed::Feed},
+    conn::{ConnConfig, ConnTable},
     metrics::{self, Metrics},
-    output::{AgentNote, Sink, note::now_utc_ns},
+    output::Sink,
     pipeline,
+    record::Record,
     segment::{self, Segmentation},
     ship::{ClientTlsFiles, ShipConfig, ShipHandle},
     spool::SpoolConfig,
 };
 
-/// This node's host name (the default agent id).
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown-host".into())
-}
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn init_logs(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -75,10 +71,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Bounded: a slow output backs up into the ring buffer, where loss is counted.
     let (tx, rx) = mpsc::channel(32);
     let reader = tokio::spawn(capture::reader::run(ring, tx, metrics.clone(), shutdown.clone()));
-    let tracker = TrackerConfig {
-        reorder_window: Duration::from_millis(args.reorder_window_ms),
-        idle_timeout: Duration::from_secs(args.idle_timeout_s),
+    let conn_config = ConnConfig {
+        reorder_window_ns: args.reorder_window_ms * 1_000_000,
+        idle_timeout_ns: args.idle_timeout_s * 1_000_000_000,
         max_conns: args.max_conns,
+        twins: !args.no_twins,
+        ..ConnConfig::default()
     };
     let mut loaded = loaded;
     let mut tls = if args.no_tls || args.no_capture { None } else { Some(TlsManager::new(&mut loaded.ebpf)?) };
@@ -98,19 +96,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None
     };
     // Records made outside the capture path: TLS and policy notices, policy decisions.
-    let (note_tx, note_rx) = mpsc::channel::<AgentNote>(1024);
+    let (note_tx, note_rx) = mpsc::channel::<Record>(1024);
     let hasher = wiretrail_agent::identity::ExeHasher::start(args.exe_hash_max_bytes, metrics.clone());
     let exes = Arc::new(wiretrail_agent::identity::ExecCache::with_hasher(Some(hasher.clone())));
     if let Some(ring) = loaded.execs.take() {
         tokio::spawn(capture::execs::run(ring, discovery.clone(), exes.clone(), metrics.clone(), shutdown.clone()));
     }
-    let feed = (!args.no_flows).then(|| Feed::new(FlowConfig::default()));
     // The shipper outlives the pipeline: it is stopped only after the pipeline
     // has handed over its last record.
     let ship_shutdown = CancellationToken::new();
     let (ship, ship_task) = match &args.collector {
         Some(endpoint) => {
-            let host = hostname();
+            let host = wiretrail_agent::host::hostname();
             let agent_id = args.agent_id.clone().unwrap_or_else(|| host.clone());
             let mut spool = SpoolConfig::new(args.spool_dir.clone());
             spool.max_bytes = args.spool_bytes;
@@ -133,7 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut policy = match &args.policy {
         Some(path) => {
             let want =
-                segment::decisions::Wanted { json: args.output != OutputFormat::None, wire: args.collector.is_some() };
+                segment::decisions::Wanted { records: args.output != OutputFormat::None || args.collector.is_some() };
             let s = Segmentation::start(
                 &mut loaded.ebpf,
                 path,
@@ -149,8 +146,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let stages = pipeline::Stages { tls: registry, feed, ship, identity, notes: note_rx };
-    let pipe = tokio::spawn(pipeline::run(rx, sink, tracker, metrics.clone(), stages));
+    let table =
+        ConnTable::new(conn_config, wiretrail_agent::identity::IdentityResolver::new(identity.clone()), registry);
+    let pipe = tokio::spawn(pipeline::run(rx, note_rx, table, sink, ship, metrics.clone()));
     if let Some(addr) = args.metrics_addr {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics address {addr}"))?;
@@ -169,7 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Ok(Some(found)) => {
                     if let Some(n) = t.apply(&mut loaded.ebpf, found) {
-                        let _ = note_tx.try_send(AgentNote::tls_unsupported(&n, now_utc_ns()));
+                        let _ = note_tx.try_send(n.record());
                     }
                 }
                 Ok(None) => break,
@@ -199,7 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Some(found) = found_rx.recv() => {
                 if let Some(t) = tls.as_mut() {
                     if let Some(n) = t.apply(&mut loaded.ebpf, found)
-                        && note_tx.try_send(AgentNote::tls_unsupported(&n, now_utc_ns())).is_err()
+                        && note_tx.try_send(n.record()).is_err()
                     {
                         tracing::warn!("TLS report channel full; the report is in this log only");
                     }
@@ -229,7 +227,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         if k.lost_events > metrics.kernel_lost_events.get() {
                             tracing::warn!(lost_events = k.lost_events, lost_bytes = k.lost_bytes, "kernel ring buffer overflowed; the affected bytes are reported as gaps");
                         }
-                        metrics.set_kernel(&k);
+                        k.publish(&metrics);
                     }
                     Err(e) => tracing::warn!(error = %e, "reading kernel counters"),
                 }
@@ -256,7 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!(stats = ?stats.get(), "shipper stopped");
     }
     if let Some(k) = final_kernel {
-        metrics.set_kernel(&k);
+        k.publish(&metrics);
     }
     drop(loaded);
     let summary = metrics.snapshot();

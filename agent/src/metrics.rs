@@ -1,12 +1,14 @@
-//! Agent counters, exported as Prometheus text on `--metrics-addr` and logged.
+//! Agent counters, exported as Prometheus text on `--metrics-addr` (with
+//! HELP and TYPE lines), in the `--stats-file` JSON and the final log line.
 use std::{
     fmt::Write as _,
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use crate::capture::KernelStats;
+use crate::record::Record;
+use crate::types::GapReason;
 
-/// A monotonically increasing counter.
+/// A monotonically increasing counter (or a gauge, when `set`).
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
@@ -25,160 +27,191 @@ impl Counter {
     }
 }
 
-/// Everything the agent counts. Each field is exported under its own name.
-#[derive(Debug, Default)]
-pub struct Metrics {
+/// Declares the metrics struct, its field table and the help text of each
+/// counter (from one list, so the three never disagree).
+macro_rules! metrics {
+    ($( $(#[doc = $doc:literal])+ $name:ident: $kind:literal, )+) => {
+        /// Everything the agent counts. Each field is exported under its own name.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $( $(#[doc = $doc])+ pub $name: Counter, )+
+        }
+
+        impl Metrics {
+            /// (name, counter or gauge, help, value) of every metric.
+            pub fn fields(&self) -> Vec<(&'static str, &'static str, String, &Counter)> {
+                vec![ $( (stringify!($name), $kind, [$($doc),+].iter().map(|d| d.trim()).collect::<Vec<_>>().join(" "), &self.$name), )+ ]
+            }
+        }
+    };
+}
+
+metrics! {
     /// Records read from the ring buffer.
-    pub ring_records: Counter,
-    /// Records that could not be decoded (a bug or a version mismatch).
-    pub decode_errors: Counter,
+    ring_records: "counter",
+    /// Ring buffer records that could not be decoded (a bug or a version mismatch).
+    decode_errors: "counter",
     /// Payload bytes captured.
-    pub data_bytes: Counter,
+    data_bytes: "counter",
     /// Data events captured.
-    pub data_events: Counter,
-    /// Gap records emitted (any reason).
-    pub gaps: Counter,
-    /// Bytes in gaps because events were lost (ring buffer full).
-    pub gap_lost_bytes: Counter,
-    /// Bytes in gaps because of a capture cap.
-    pub gap_truncated_bytes: Counter,
-    /// Bytes in gaps because user memory could not be read.
-    pub gap_unreadable_bytes: Counter,
-    /// Connections currently tracked by the agent.
-    pub conns_tracked: Counter,
-    /// Connections evicted from the agent's table (cap or idle), with gaps flushed.
-    pub conns_evicted: Counter,
-    /// Records written to the output.
-    pub records_out: Counter,
-    /// Protocol records produced by flow reassembly and parsing.
-    pub protocol_records: Counter,
+    data_events: "counter",
+    /// Records made (every kind).
+    records_out: "counter",
+    /// Exchange records made (a request with its response, or a one-way message).
+    exchange_records: "counter",
+    /// Segment records made (unparsed bytes, coalesced).
+    segment_records: "counter",
+    /// Connection records made (at the end, and once for long-lived connections).
+    connection_records: "counter",
+    /// Gap records made (missing bytes no other record holds).
+    gap_records: "counter",
+    /// Records carrying a capture fault (e.g. the two ends saw different bytes).
+    fault_records: "counter",
+    /// Records holding both ends of a conversation captured on this host.
+    two_witness_records: "counter",
+    /// Bytes missing because events were lost (ring full, or never arrived in the reorder window).
+    gap_lost_bytes: "counter",
+    /// Bytes missing because of a capture cap.
+    gap_truncated_bytes: "counter",
+    /// Bytes missing because user memory could not be read.
+    gap_unreadable_bytes: "counter",
+    /// Bytes missing for other reasons (reorder overflow, missing at close or flush, message cap).
+    gap_other_bytes: "counter",
+    /// Raw bytes the records hold (each conversation byte once, both ends of a pair included).
+    record_payload_bytes: "counter",
+    /// Encoded bytes of the records handed to the shipper (before compression on the wire).
+    wire_record_bytes: "counter",
+    /// Connections tracked now.
+    conns_tracked: "gauge",
+    /// Bytes held by the connection table now (reordering, partial messages, exchanges in progress).
+    conns_buffered_bytes: "gauge",
+    /// Connections finished by the connection or memory bound (their records made, nothing dropped).
+    conns_evicted: "counter",
+    /// Conversations whose two ends were both captured and paired.
+    twins: "counter",
+    /// Parts where the two ends saw different bytes.
+    witness_mismatches: "counter",
     /// Records that could not be handed to the shipper (it had stopped).
-    pub ship_closed: Counter,
-    /// Exec events not handed to TLS discovery at once (channel full); the
-    /// periodic rescan still finds those processes.
-    pub exec_backlog: Counter,
+    ship_closed: "counter",
+    /// Exec events not handed to TLS discovery at once (channel full); the periodic rescan still finds those processes.
+    exec_backlog: "counter",
     /// TLS library files with probes attached now.
-    pub tls_libraries: Counter,
+    tls_libraries: "gauge",
     /// Kernel: events written to the ring buffer.
-    pub kernel_events: Counter,
+    kernel_events: "counter",
     /// Kernel: events lost because the ring buffer was full.
-    pub kernel_lost_events: Counter,
+    kernel_lost_events: "counter",
     /// Kernel: payload bytes in lost events.
-    pub kernel_lost_bytes: Counter,
+    kernel_lost_bytes: "counter",
     /// Kernel: connection-tracking map full.
-    pub kernel_track_full: Counter,
+    kernel_track_full: "counter",
     /// Kernel: bytes reported truncated.
-    pub kernel_truncated_bytes: Counter,
+    kernel_truncated_bytes: "counter",
     /// Kernel: failed kernel/user memory reads.
-    pub kernel_internal_errors: Counter,
+    kernel_internal_errors: "counter",
     /// Kernel: pending-syscall map full (those calls were not captured).
-    pub kernel_pending_full: Counter,
-    /// Kernel: events not captured because their peer is the agent's own socket
-    /// (e.g. a collector on this host receiving what the agent ships).
-    pub kernel_self_peer: Counter,
-    /// Policy decision records written (allows of connects and inbound TCP,
-    /// every deny and audit).
-    pub policy_decisions: Counter,
-    /// Kernel decisions by verdict (every one, recorded or not).
-    pub policy_allowed: Counter,
-    pub policy_denied: Counter,
-    pub policy_audited: Counter,
-    /// Decision events the kernel could not queue (reported as gap records).
-    pub policy_lost: Counter,
+    kernel_pending_full: "counter",
+    /// Kernel: events not captured because their peer is the agent's own socket.
+    kernel_self_peer: "counter",
+    /// Policy decision records written (allows of connects and inbound TCP, every deny and audit).
+    policy_decisions: "counter",
+    /// Kernel decisions that allowed a flow.
+    policy_allowed: "counter",
+    /// Kernel decisions that denied a flow.
+    policy_denied: "counter",
+    /// Kernel decisions that let a flow through in audit mode.
+    policy_audited: "counter",
+    /// Decision events the kernel could not queue (reported as records).
+    policy_lost: "counter",
     /// Hook-internal errors (the flow was let through).
-    pub policy_errors: Counter,
+    policy_errors: "counter",
     /// Generation of the policy in force (0: none).
-    pub policy_generation: Counter,
+    policy_generation: "gauge",
     /// Policy files rejected (invalid) while a previous policy stayed in force.
-    pub policy_rejected: Counter,
+    policy_rejected: "counter",
     /// Executables hashed (SHA-256, each file version once).
-    pub exe_hashes: Counter,
+    exe_hashes: "counter",
     /// Executables that could not be hashed (unreadable, changed while read).
-    pub exe_hash_errors: Counter,
+    exe_hash_errors: "counter",
     /// Executables not hashed: over `--exe-hash-max-bytes`.
-    pub exe_hash_skipped: Counter,
+    exe_hash_skipped: "counter",
     /// Hash requests put off because the hashing queue was full (retried later).
-    pub exe_hash_backlog: Counter,
+    exe_hash_backlog: "counter",
     /// Kubernetes API errors (client configuration, list, watch); never fatal.
-    pub kube_api_errors: Counter,
+    kube_api_errors: "counter",
     /// Pod watch events applied (added, modified, deleted).
-    pub kube_pod_events: Counter,
+    kube_pod_events: "counter",
     /// Pods on this node known now.
-    pub kube_pods: Counter,
-    /// Local endpoint pairs dropped from the peer-identity index (bound reached).
-    pub peer_index_evicted: Counter,
+    kube_pods: "gauge",
 }
 
 impl Metrics {
-    pub fn set_kernel(&self, k: &KernelStats) {
-        self.kernel_events.set(k.events);
-        self.kernel_lost_events.set(k.lost_events);
-        self.kernel_lost_bytes.set(k.lost_bytes);
-        self.kernel_track_full.set(k.track_full);
-        self.kernel_truncated_bytes.set(k.truncated_bytes);
-        self.kernel_internal_errors.set(k.internal_errors);
-        self.kernel_pending_full.set(k.pending_full);
-        self.kernel_self_peer.set(k.self_peer);
+    /// Counts one record made (by kind, faults, and the bytes it says are missing).
+    pub fn count_record(&self, r: &Record) {
+        self.records_out.inc();
+        let gap = |reason: GapReason, len: u64| match reason {
+            GapReason::Lost => self.gap_lost_bytes.add(len),
+            GapReason::Truncated => self.gap_truncated_bytes.add(len),
+            GapReason::Unreadable => self.gap_unreadable_bytes.add(len),
+            _ => self.gap_other_bytes.add(len),
+        };
+        match r {
+            Record::Exchange(e) => {
+                self.exchange_records.inc();
+                if !e.faults.is_empty() {
+                    self.fault_records.inc();
+                }
+            }
+            Record::Segment(s) => {
+                self.segment_records.inc();
+                if !s.faults.is_empty() {
+                    self.fault_records.inc();
+                }
+            }
+            Record::Connection(_) | Record::ConnectionOpen(_) => self.connection_records.inc(),
+            Record::Gap(g) => {
+                self.gap_records.inc();
+                gap(g.reason, g.len);
+            }
+            Record::Lost(_) => self.gap_records.inc(),
+            Record::PolicyDecision(_) | Record::Notice(_) => {}
+        }
+        for p in r.parts() {
+            self.record_payload_bytes.add(p.raw.0.len() as u64);
+            for g in &p.seen.gaps {
+                gap(g.reason, g.len);
+            }
+        }
+        if r.who().is_some_and(|w| w.witness.is_some()) && !r.parts().is_empty() {
+            self.two_witness_records.inc();
+        }
     }
 
-    fn fields(&self) -> [(&'static str, &Counter); 39] {
-        [
-            ("ring_records", &self.ring_records),
-            ("decode_errors", &self.decode_errors),
-            ("data_bytes", &self.data_bytes),
-            ("data_events", &self.data_events),
-            ("gaps", &self.gaps),
-            ("gap_lost_bytes", &self.gap_lost_bytes),
-            ("gap_truncated_bytes", &self.gap_truncated_bytes),
-            ("gap_unreadable_bytes", &self.gap_unreadable_bytes),
-            ("conns_tracked", &self.conns_tracked),
-            ("conns_evicted", &self.conns_evicted),
-            ("records_out", &self.records_out),
-            ("protocol_records", &self.protocol_records),
-            ("ship_closed", &self.ship_closed),
-            ("exec_backlog", &self.exec_backlog),
-            ("tls_libraries", &self.tls_libraries),
-            ("kernel_events", &self.kernel_events),
-            ("kernel_lost_events", &self.kernel_lost_events),
-            ("kernel_lost_bytes", &self.kernel_lost_bytes),
-            ("kernel_track_full", &self.kernel_track_full),
-            ("kernel_truncated_bytes", &self.kernel_truncated_bytes),
-            ("kernel_internal_errors", &self.kernel_internal_errors),
-            ("kernel_pending_full", &self.kernel_pending_full),
-            ("kernel_self_peer", &self.kernel_self_peer),
-            ("policy_decisions", &self.policy_decisions),
-            ("policy_allowed", &self.policy_allowed),
-            ("policy_denied", &self.policy_denied),
-            ("policy_audited", &self.policy_audited),
-            ("policy_lost", &self.policy_lost),
-            ("policy_errors", &self.policy_errors),
-            ("policy_generation", &self.policy_generation),
-            ("policy_rejected", &self.policy_rejected),
-            ("exe_hashes", &self.exe_hashes),
-            ("exe_hash_errors", &self.exe_hash_errors),
-            ("exe_hash_skipped", &self.exe_hash_skipped),
-            ("exe_hash_backlog", &self.exe_hash_backlog),
-            ("kube_api_errors", &self.kube_api_errors),
-            ("kube_pod_events", &self.kube_pod_events),
-            ("kube_pods", &self.kube_pods),
-            ("peer_index_evicted", &self.peer_index_evicted),
-        ]
+    /// Mirrors the connection table's state and counters.
+    pub fn set_conns(&self, t: &crate::conn::ConnTable) {
+        self.conns_tracked.set(t.len() as u64);
+        self.conns_buffered_bytes.set(t.buffered() as u64);
+        self.conns_evicted.set(t.stats.conns_evicted);
+        self.twins.set(t.stats.twins);
+        self.witness_mismatches.set(t.stats.witness_mismatches);
     }
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        for (name, c) in self.fields() {
-            let kind =
-                if matches!(name, "conns_tracked" | "kube_pods" | "policy_generation") { "gauge" } else { "counter" };
-            let _ = writeln!(s, "# TYPE wiretrail_agent_{name} {kind}\nwiretrail_agent_{name} {}", c.get());
+        for (name, kind, help, c) in self.fields() {
+            let _ = writeln!(
+                s,
+                "# HELP wiretrail_agent_{name} {help}\n# TYPE wiretrail_agent_{name} {kind}\nwiretrail_agent_{name} {}",
+                c.get()
+            );
         }
         s
     }
 
     /// One JSON object with every counter (for logs and the final summary).
     pub fn snapshot(&self) -> serde_json::Value {
-        serde_json::Value::Object(self.fields().iter().map(|(n, c)| (n.to_string(), c.get().into())).collect())
+        serde_json::Value::Object(self.fields().iter().map(|(n, _, _, c)| (n.to_string(), c.get().into())).collect())
     }
 }
 
@@ -227,7 +260,13 @@ mod tests {
         m.kernel_lost_events.add(3);
         let text = m.render();
         assert!(text.contains("wiretrail_agent_kernel_lost_events 3"));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 39);
+        assert!(text.contains(
+            "# HELP wiretrail_agent_kernel_lost_events Kernel: events lost because the ring buffer was full."
+        ));
+        assert!(text.contains("# TYPE wiretrail_agent_conns_tracked gauge"));
+        let n = m.fields().len();
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), n);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), n);
         assert_eq!(m.snapshot()["kernel_lost_events"], 3);
     }
 }

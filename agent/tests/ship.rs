@@ -277,3 +277,129 @@ async fn full_spool_turns_newest_records_into_one_gap_record() {
     assert!(parsed["bytes"].as_u64().unwrap() >= dropped * 512);
     col.stop().await;
 }
+
+fn batch_file(spool: &Path, boot_id: &str, seq: u64) -> std::path::PathBuf {
+    let boot_dir = std::fs::read_dir(spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().ends_with(boot_id))
+        .unwrap();
+    boot_dir.join(format!("{seq:020}.wtb"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_holes_become_gap_records_and_stray_files_are_left_alone() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let (data, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let addr = free_addr();
+    // Boot 1, collector down: batches 0..10 of ten records each stay spooled.
+    let stop1 = CancellationToken::new();
+    let h1 = ShipHandle::spawn(ship_config(addr, spool.path(), None), stop1.clone()).await.unwrap();
+    send(&h1, 0..100, 64).await;
+    wait_for("boot 1 spooled", || h1.stats.get().batches_spooled == 10).await;
+    stop1.cancel();
+    h1.task.await.unwrap().unwrap();
+    // Batches 3 and 4 deleted; batch 6 quarantined on an earlier start (its
+    // replacement never written); stray files next to the batches.
+    std::fs::remove_file(batch_file(spool.path(), &h1.boot_id, 3)).unwrap();
+    std::fs::remove_file(batch_file(spool.path(), &h1.boot_id, 4)).unwrap();
+    let six = batch_file(spool.path(), &h1.boot_id, 6);
+    std::fs::rename(&six, six.with_extension("corrupt")).unwrap();
+    let stray_top = spool.path().join("README.txt");
+    std::fs::write(&stray_top, "notes").unwrap();
+    let stray_in = six.with_file_name("copy-of-batch.bak");
+    std::fs::write(&stray_in, "x").unwrap();
+
+    // Boot 2 starts despite the stray files and ships everything else.
+    let col = Collector::start(addr, ServeConfig::new(data.path().to_path_buf())).await;
+    let stop2 = CancellationToken::new();
+    let h2 = ShipHandle::spawn(ship_config(addr, spool.path(), None), stop2.clone()).await.unwrap();
+    send(&h2, 100..150, 64).await;
+    // 7 spooled batches of boot 1 + 2 gap batches + 5 of boot 2.
+    wait_for("all delivered", || h2.stats.get().batches_acked == 14).await;
+    assert_eq!(h2.stats.get().batches_lost, 3);
+    stop2.cancel();
+    h2.task.await.unwrap().unwrap();
+    let leaves = all_leaves(addr, None).await;
+    let lost: std::collections::HashSet<u64> = (30..50).chain(60..70).collect();
+    let want: HashSet<String> = (0..150).filter(|i| !lost.contains(i)).map(|i| format!("rec-{i:08}")).collect();
+    assert_eq!(delivered_once(&leaves), want);
+    let mut gaps: Vec<_> = leaves
+        .iter()
+        .filter(|l| l.record.as_ref().unwrap().gap.as_ref().is_some_and(|g| g.reason == GapReason::SpoolLost as i32))
+        .map(|l| (l.boot_id.clone(), l.seq, l.record.clone().unwrap().gap.unwrap()))
+        .collect();
+    gaps.sort_by_key(|g| g.1);
+    assert_eq!(gaps.len(), 2, "{gaps:?}");
+    assert_eq!((gaps[0].0.as_str(), gaps[0].1, gaps[0].2.pos, gaps[0].2.len), (h1.boot_id.as_str(), 3, 3, 2));
+    assert!(gaps[0].2.detail.contains("deleted"), "{}", gaps[0].2.detail);
+    assert_eq!((gaps[1].1, gaps[1].2.pos, gaps[1].2.len), (6, 6, 1));
+    assert!(gaps[1].2.detail.contains("quarantined"), "{}", gaps[1].2.detail);
+    assert!(stray_top.exists() && stray_in.exists(), "stray files must be left alone");
+    col.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_refused_as_too_large_becomes_a_gap_record() {
+    let (data, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let addr = free_addr();
+    let col = Collector::start(addr, ServeConfig::new(data.path().to_path_buf())).await;
+    let mut cfg = ship_config(addr, spool.path(), None);
+    cfg.max_record_bytes = 30 << 20; // let it reach the collector, which refuses it
+    let shutdown = CancellationToken::new();
+    let h = ShipHandle::spawn(cfg, shutdown.clone()).await.unwrap();
+    send(&h, 0..5, 64).await;
+    h.records.send(record(5, 17 << 20)).await.unwrap();
+    send(&h, 6..20, 64).await;
+    wait_for("all acked", || {
+        let s = h.stats.get();
+        s.batches_spooled > 0 && s.batches_acked == s.batches_spooled && s.records_in == 20
+    })
+    .await;
+    assert_eq!(h.stats.get().records_too_large, 1);
+    shutdown.cancel();
+    h.task.await.unwrap().unwrap();
+    let leaves = all_leaves(addr, None).await;
+    let want: HashSet<String> = (0..20).filter(|i| *i != 5).map(|i| format!("rec-{i:08}")).collect();
+    assert_eq!(delivered_once(&leaves), want);
+    let g: Vec<_> = leaves.iter().filter_map(|l| l.record.as_ref().unwrap().gap.clone()).collect();
+    assert_eq!(g.len(), 1);
+    assert_eq!((g[0].reason, g[0].len), (GapReason::TooLarge as i32, 17 << 20));
+    assert_eq!(g[0].first_time_ns, record(5, 0).capture_time_ns);
+    col.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_failures_name_their_cause() {
+    use wiretrail_agent::ship::explain_connect_error;
+    let (good, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    certs::generate(good.path(), &["agent"]).unwrap();
+    certs::generate(other.path(), &["agent"]).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut cfg = ServeConfig::new(data.path().to_path_buf());
+    cfg.tls = Some(TlsFiles::in_dir(good.path(), "collector"));
+    let col = Collector::start(addr, cfg).await;
+    let attempt = |files: ClientTlsFiles| async move {
+        let ep = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(files.load().unwrap())
+            .unwrap();
+        let e = ep.connect().await.expect_err("connected");
+        explain_connect_error(&e, Some(&files))
+    };
+    // Our CA does not know the collector's certificate.
+    let mut wrong_ca = ClientTlsFiles::in_dir(good.path(), "agent", "collector");
+    wrong_ca.ca = other.path().join("ca.pem");
+    let why = attempt(wrong_ca).await;
+    assert!(why.contains("unknown CA") && why.contains("ca.pem"), "{why}");
+    // The collector's certificate is not for this name.
+    let why = attempt(ClientTlsFiles::in_dir(good.path(), "agent", "not-the-collector")).await;
+    assert!(why.contains("name mismatch") && why.contains("not-the-collector"), "{why}");
+    // A missing file is named.
+    let mut missing = ClientTlsFiles::in_dir(good.path(), "agent", "collector");
+    missing.ca = good.path().join("nope.pem");
+    let e = missing.load().unwrap_err().to_string();
+    assert!(e.contains("CA certificate") && e.contains("nope.pem"), "{e}");
+    col.stop().await;
+}

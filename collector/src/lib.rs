@@ -1,7 +1,10 @@
 //! wiretrail collector: ingest, tamper-evident store, query, verify, export.
+#![recursion_limit = "256"]
 
 pub mod alerts;
+pub mod checkpointer;
 pub mod cli;
+pub mod entry;
 pub mod error;
 pub mod export;
 pub mod index;
@@ -11,8 +14,11 @@ pub mod merkle;
 pub mod policy_check;
 pub mod query;
 pub mod registry;
+pub mod roles;
 pub mod server;
+pub mod sides;
 pub mod store;
+pub mod text;
 pub mod tls;
 pub mod verify;
 

@@ -11,11 +11,15 @@ use tonic::transport::Server;
 use wiretrail_proto::v1::ingest_server::IngestServer;
 use wiretrail_proto::v1::query_server::QueryServer;
 
+use crate::checkpointer::Checkpointer;
 use crate::index::{self, IndexConfig, IndexError, IndexProgress};
-use crate::ingest::commit::{self, CommitStats, Dedup};
+use crate::ingest::commit::{self, CommitStats};
+use crate::ingest::dedup::Dedup;
 use crate::ingest::{IngestLimits, IngestService};
+use crate::query::limits::QueryLimits;
 use crate::query::service::QueryService;
 use crate::registry::{RegistryError, RegistryHandle};
+use crate::roles::{Roles, RolesError};
 use crate::store::{StoreConfig, StoreError, Writer};
 use crate::tls::{ReloadingServerConfig, TlsError, TlsFiles};
 
@@ -40,6 +44,10 @@ pub struct ServeConfig {
     pub registry: Option<PathBuf>,
     /// How often the registry file's mtime is checked for changes (it is also re-read on SIGHUP).
     pub registry_check_interval: Duration,
+    /// Roles file (agent id bindings); `None` = every agent id is owned by the first identity using it.
+    pub roles: Option<PathBuf>,
+    /// Follow-stream and query concurrency limits.
+    pub query: QueryLimits,
 }
 
 impl ServeConfig {
@@ -55,6 +63,8 @@ impl ServeConfig {
             max_message_bytes: 32 << 20,
             registry: None,
             registry_check_interval: Duration::from_secs(2),
+            roles: None,
+            query: QueryLimits::default(),
         }
     }
 }
@@ -71,6 +81,9 @@ pub enum ServeError {
     /// The identity registry is unusable.
     #[error("identity registry: {0}")]
     Registry(#[from] RegistryError),
+    /// The roles file is unusable.
+    #[error("{0}")]
+    Roles(#[from] RolesError),
     /// TLS files are unusable.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
@@ -91,38 +104,26 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let registry = Arc::new(RegistryHandle::open(config.registry.clone())?);
+    let roles = Arc::new(match &config.roles {
+        Some(p) => Roles::load(p)?,
+        None => Roles::default(),
+    });
     let dir = config.data_dir.clone();
     let store_cfg = config.store.clone();
     let (writer, shared, dedup) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-        let (writer, shared) = Writer::open(&dir, store_cfg)?;
+        let (mut writer, shared) = Writer::open(&dir, store_cfg)?;
+        record_cuts(&mut writer)?;
         let dedup = Dedup::rebuild(&shared)?;
         Ok((writer, shared, dedup))
     })
     .await
     .map_err(|e| ServeError::Join(e.to_string()))??;
     let stats = Arc::new(CommitStats::default());
-    let (jobs, commit_thread) = commit::spawn(writer, dedup, stats.clone());
+    let (jobs, commit_thread) = commit::spawn(writer, dedup, roles, stats.clone());
     let progress = Arc::new(IndexProgress::default());
     let indexer = index::spawn(shared.clone(), config.index.clone(), progress.clone(), registry.clone())?;
     let registry_watcher = registry.spawn_watcher(config.registry_check_interval);
-
-    let ticker = {
-        let shared = shared.clone();
-        let every = config.checkpoint_interval;
-        tokio::spawn(async move {
-            let mut t = tokio::time::interval(every);
-            t.tick().await;
-            loop {
-                t.tick().await;
-                let s = shared.clone();
-                match tokio::task::spawn_blocking(move || s.issue_checkpoint()).await {
-                    Ok(Err(e)) => tracing::error!(error = %e, "periodic checkpoint failed"),
-                    Err(e) => tracing::error!(error = %e, "periodic checkpoint task failed"),
-                    Ok(Ok(_)) => {}
-                }
-            }
-        })
-    };
+    let (checkpointer, checkpoint_thread) = Checkpointer::spawn(shared.clone(), config.checkpoint_interval);
 
     let ingest = IngestServer::new(IngestService::new(
         jobs,
@@ -131,9 +132,18 @@ pub async fn run(
         progress.clone(),
         config.index.max_lag,
     ))
-    .max_decoding_message_size(config.max_message_bytes);
-    let query = QueryServer::new(QueryService::new(shared.clone(), progress.clone(), registry.clone()))
-        .max_encoding_message_size(config.max_message_bytes);
+    .max_decoding_message_size(config.max_message_bytes)
+    // Agents send batches zstd-compressed (records repeat identities and headers).
+    .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+    .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let query = QueryServer::new(QueryService::new(
+        shared.clone(),
+        progress.clone(),
+        registry.clone(),
+        checkpointer,
+        config.query.clone(),
+    ))
+    .max_encoding_message_size(config.max_message_bytes);
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(ingest)
@@ -193,12 +203,13 @@ pub async fn run(
             r
         }
     };
-    ticker.abort();
     if let Some(w) = registry_watcher {
         w.abort();
     }
     // The services (and their job senders) are gone; the commit thread drains and stops.
     let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
+    // The services (and their checkpointer handles) are gone: the thread stops.
+    let _ = tokio::task::spawn_blocking(move || checkpoint_thread.join()).await;
     let s = shared.clone();
     match tokio::task::spawn_blocking(move || s.issue_checkpoint()).await {
         Ok(Ok(cp)) => tracing::info!(size = cp.checkpoint.size, "final checkpoint"),
@@ -211,10 +222,29 @@ pub async fn run(
         batches = stats.batches.load(Ordering::Relaxed),
         records = stats.records.load(Ordering::Relaxed),
         duplicates = stats.duplicates.load(Ordering::Relaxed),
+        conflicts = stats.conflicts.load(Ordering::Relaxed),
+        refused = stats.refused.load(Ordering::Relaxed),
+        storage_refused = stats.storage_refused.load(Ordering::Relaxed),
         out_of_sequence = stats.out_of_sequence.load(Ordering::Relaxed),
         commits = stats.commits.load(Ordering::Relaxed),
         "collector stopped"
     );
     served?;
+    Ok(())
+}
+
+/// Appends a `recovery` entry for each torn write recovery cut at open.
+fn record_cuts(writer: &mut Writer) -> Result<(), StoreError> {
+    let cuts = writer.recovered_cuts().to_vec();
+    if cuts.is_empty() {
+        return Ok(());
+    }
+    for c in cuts {
+        let subject = c.batch.as_ref().map(|b| b.0.clone()).unwrap_or_default();
+        let detail = serde_json::to_value(&c).expect("cut serializes");
+        let e = crate::entry::new(crate::entry::RECOVERY, crate::store::now_ns(), "log", detail, Vec::new());
+        writer.append(&[crate::entry::leaf(e, &subject)])?;
+    }
+    writer.commit()?;
     Ok(())
 }

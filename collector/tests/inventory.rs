@@ -125,7 +125,13 @@ impl Agent {
     }
 
     async fn send(&mut self, records: Vec<Record>) -> Ack {
-        let b = Batch { agent_id: "agent-inv".into(), boot_id: "boot-1".into(), seq: self.seq, records };
+        let b = Batch {
+            agent_id: "agent-inv".into(),
+            boot_id: "boot-1".into(),
+            seq: self.seq,
+            records,
+            ..Default::default()
+        };
         self.seq += 1;
         let mut acks = self.client.ingest(tokio_stream::iter(vec![b])).await.unwrap().into_inner();
         acks.next().await.unwrap().unwrap()

@@ -98,7 +98,9 @@ async fn replays_connection_opens_from_the_collector() {
     let mut ingest = wiretrail_proto::v1::ingest_client::IngestClient::new(common::channel(srv.addr).await);
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let mut acks = ingest.ingest(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
-    tx.send(Batch { agent_id: "agent-p".into(), boot_id: "b".into(), seq: 0, records }).await.unwrap();
+    tx.send(Batch { agent_id: "agent-p".into(), boot_id: "b".into(), seq: 0, records, ..Default::default() })
+        .await
+        .unwrap();
     acks.next().await.unwrap().unwrap();
     drop(tx);
     drop(acks);

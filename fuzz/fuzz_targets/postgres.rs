@@ -2,7 +2,7 @@
 //! Arbitrary bytes, in both directions, with gaps, through the postgres parser.
 
 use libfuzzer_sys::fuzz_target;
-use wiretrail_agent::flow::input::Transport;
+use wiretrail_agent::types::Transport;
 use wiretrail_agent::proto::Protocol;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,6 +1,6 @@
 #![no_main]
-//! Arbitrary capture events (opens, out-of-order data, gaps, closes, idle
-//! flushes) through the flow engine with small caps.
+//! Arbitrary capture events (opens, out-of-order data, gaps, closes, ticks)
+//! on two loopback pairs through the connection table with small bounds.
 
 use libfuzzer_sys::fuzz_target;
 

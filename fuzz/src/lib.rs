@@ -1,16 +1,17 @@
 //! Shared drivers for the fuzz targets: they push arbitrary bytes through a
-//! parser or the flow engine the way the engine itself does, and check the
-//! contracts (progress, bounds) on every step.
+//! parser or the connection table the way the agent itself does, and check
+//! the contracts (progress, bounds) on every step.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use wiretrail_agent::flow::input::{
-    ConnClose, ConnOpen, DataChunk, Direction, FlowEvent, GapEvent, GapReason, ProcessIdentity,
-    Role, Transport,
-};
-use wiretrail_agent::flow::{FlowConfig, FlowEngine};
+use wiretrail_agent::capture::event::CaptureEvent;
+use wiretrail_agent::capture::synthetic::Synth;
+use wiretrail_agent::capture::tls::TlsRegistry;
+use wiretrail_agent::conn::{ConnConfig, ConnTable};
+use wiretrail_agent::identity::{IdentityResolver, Sources};
 use wiretrail_agent::proto::{Parse, ProtoConfig, Protocol, make_parser};
+use wiretrail_agent::types::{Direction, GapReason, Transport};
 
 /// Small caps so that fuzzing reaches them.
 pub fn small_proto_config() -> ProtoConfig {
@@ -25,6 +26,11 @@ pub fn small_proto_config() -> ProtoConfig {
         max_pg_messages_listed: 8,
         max_dns_records: 16,
         max_fix_fields: 32,
+        max_prepared_statements: 4,
+        max_prepared_sql_bytes: 256,
+        max_values_listed: 8,
+        max_value_bytes: 32,
+        max_payload_preview_bytes: 64,
     }
 }
 
@@ -128,99 +134,103 @@ fn check(r: Parse, len: usize) {
     }
 }
 
-/// Drive the flow engine with arbitrary events and check that nothing is
-/// lost or left buffered.
+/// Drive the connection table with arbitrary events on four sockets (two
+/// loopback pairs, so both ends of a conversation are exercised) and check
+/// that the bounds hold and nothing is lost or left buffered.
 ///
-/// Input layout: events of `[op, conn, pos_hi, pos_lo, len]` followed by
-/// `len` data bytes for data events.
+/// Input layout: a flags byte (bit 0: pair both ends), then events of
+/// `[op, conn, pos_hi, pos_lo, len]` followed by `len` data bytes for data events.
 pub fn drive_engine(data: &[u8]) {
+    let Some((&flags, mut rest)) = data.split_first() else { return };
     let mut proto = small_proto_config();
     proto.max_message_bytes = 512;
-    let cfg = FlowConfig {
-        max_connections: 4,
+    let twins = flags & 1 == 1;
+    let cfg = ConnConfig {
+        max_conns: 3,
         max_buffered_bytes: 4096,
         max_reorder_bytes: 1024,
+        reorder_window_ns: 10_000,
         idle_timeout_ns: 1_000_000,
-        close_linger_ns: 10_000,
-        detect_max_bytes: 16,
+        open_record_delay_ns: 50_000,
+        segment_max_bytes: 256,
+        segment_max_age_ns: 5_000,
+        exchange_max_age_ns: 100_000,
+        exchange_max_bytes: 2048,
         max_pending_exchanges: 8,
+        detect_max_bytes: 16,
+        twins,
         proto,
     };
-    let mut e = FlowEngine::new(cfg);
+    let mut t = ConnTable::new(cfg, IdentityResolver::new(Sources::default()), Arc::new(TlsRegistry::default()));
+    let ports = [80u16, 443, 5432, 6379, 53, 8080, 9876, 1, 3306, 5672, 4222, 1883];
+    let port = ports[usize::from(flags >> 1) % ports.len()];
+    let (a, b) = ("127.0.0.1:40000".to_string(), format!("127.0.0.1:{port}"));
+    let (c, d) = ("127.0.0.1:40001".to_string(), format!("127.0.0.1:{port}"));
+    let mut socks = [
+        Synth::tcp(1, &a, &b),
+        Synth::tcp(2, &b, &a),
+        if flags & 0x20 == 0 { Synth::tcp(3, &c, &d) } else { Synth::udp(3, &c, &d) },
+        Synth::tcp(4, &d, &c),
+    ];
     let mut out = Vec::new();
-    let mut ts = 0u64;
-    let mut rest = data;
+    let mut data_bytes = 0u64;
+    let mut ts = 1_000u64;
     while rest.len() >= 5 {
         let (h, tail) = rest.split_at(5);
         rest = tail;
         ts += 100;
-        let conn = u64::from(h[1] % 5);
-        let dir = if h[0] & 1 == 0 {
-            Direction::Egress
-        } else {
-            Direction::Ingress
-        };
+        let i = usize::from(h[1] % 4);
+        let s = &mut socks[i];
+        s.ts = ts;
+        let dir = if h[0] & 1 == 0 { Direction::Egress } else { Direction::Ingress };
         let pos = u64::from(u16::from_be_bytes([h[2], h[3]]));
         let len = usize::from(h[4]);
         let ev = match (h[0] >> 1) % 8 {
-            0 => {
-                let ports = [80u16, 443, 5432, 6379, 53, 8080, 9876, 1];
-                let remote = ports[usize::from(h[2] % 8)];
-                FlowEvent::Open(ConnOpen {
-                    conn_id: conn,
-                    ts_ns: ts,
-                    local: Some(SocketAddr::from(([127, 0, 0, 1], 40_000))),
-                    remote: Some(SocketAddr::from(([127, 0, 0, 1], remote))),
-                    transport: if h[3] & 1 == 0 {
-                        Transport::Tcp
-                    } else {
-                        Transport::Udp
-                    },
-                    role: [Role::Client, Role::Server, Role::Unknown][usize::from(h[3] >> 1) % 3],
-                    identity: ProcessIdentity::default(),
-                })
+            0 => if i % 2 == 0 { s.connect() } else { s.accept() },
+            1 => {
+                let mut ev = s.truncated(dir, len as u64, GapReason::Lost);
+                if let CaptureEvent::Truncated { pos: p, .. } = &mut ev {
+                    *p = pos;
+                }
+                ev
             }
-            1 => FlowEvent::Gap(GapEvent {
-                conn_id: conn,
-                direction: dir,
-                pos,
-                len: len as u64,
-                ts_ns: ts,
-                reason: GapReason::Lost,
-            }),
-            2 => FlowEvent::Close(ConnClose {
-                conn_id: conn,
-                ts_ns: ts,
-                tx_total: pos,
-                rx_total: u64::from(h[4]) * 8,
-            }),
+            2 => {
+                let mut ev = s.close();
+                if let CaptureEvent::Close { meta } = &mut ev {
+                    meta.tx_total = pos;
+                    meta.rx_total = u64::from(h[4]) * 8;
+                }
+                ev
+            }
             3 => {
-                out.extend(e.flush_idle(ts + u64::from(h[4]) * 10_000));
+                t.tick(ts + u64::from(h[4]) * 1_000, &mut out);
                 continue;
             }
             _ => {
                 let n = len.min(rest.len());
-                let d = Bytes::copy_from_slice(&rest[..n]);
+                data_bytes += n as u64;
+                let ev = s.data_at(dir, pos, &rest[..n]);
                 rest = &rest[n..];
-                FlowEvent::Data(DataChunk {
-                    conn_id: conn,
-                    direction: dir,
-                    pos,
-                    ts_ns: ts,
-                    data: d,
-                })
+                ev
             }
         };
-        e.push_into(ev, &mut out);
-        assert!(e.connections() <= 4, "connection cap exceeded");
+        t.on_event(ev, &mut out);
+        assert!(t.len() <= 3, "connection bound exceeded");
     }
-    out.extend(e.shutdown());
-    assert_eq!(e.buffered_bytes(), 0, "bytes left buffered after shutdown");
-    let raw: u64 = out.iter().map(|r| r.raw.0.len() as u64).sum();
-    let st = e.stats();
-    assert_eq!(
-        raw + st.overlap_bytes + st.message_cap_bytes,
-        st.data_bytes,
-        "data bytes unaccounted for"
-    );
+    t.finish_all(&mut out);
+    assert!(t.is_empty(), "connections left after finish_all");
+    assert_eq!(t.buffered(), 0, "bytes left buffered after finish_all");
+    if !twins {
+        // Alone, every data byte is in a record, or counted as overlap or over the cap.
+        let raw: u64 = out.iter().flat_map(|r| r.parts()).map(|p| p.raw.0.len() as u64).sum();
+        let st = &t.stats;
+        assert_eq!(raw + st.overlap_bytes + st.message_cap_bytes, data_bytes, "data bytes unaccounted for: {st:?}");
+    }
+    for r in &out {
+        // Every record renders in every form.
+        let _ = serde_json::to_vec(r).expect("JSON");
+        let _ = wiretrail_agent::record::text::line(r);
+        let _ = wiretrail_agent::record::wire::to_wire(r, "fuzz");
+    }
 }
+

@@ -7,7 +7,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{records::Records, wait_until, workspace_bin};
+use crate::{wait_until, workspace_bin};
 
 /// A running `wiretrail-agent`; stopped with SIGTERM on drop.
 pub struct Agent {
@@ -76,14 +76,14 @@ impl Agent {
         self.dir.path().join("records.jsonl")
     }
 
-    /// Records written so far (the agent flushes at least every second).
-    pub fn records_now(&self) -> Records {
-        Records::load(&self.output_path())
+    /// The JSON lines written so far (the agent flushes at least every second).
+    pub fn records_now(&self) -> String {
+        std::fs::read_to_string(self.output_path()).unwrap_or_default()
     }
 
     /// Stops the agent (SIGTERM), waits for a clean exit, and returns every
-    /// record and the final counters.
-    pub fn stop(mut self) -> (Records, Value) {
+    /// record (its JSON lines) and the final counters.
+    pub fn stop(mut self) -> (String, Value) {
         let mut child = self.child.take().expect("running");
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -97,7 +97,7 @@ impl Agent {
         let stats: Value =
             serde_json::from_slice(&std::fs::read(self.dir.path().join("stats.json")).expect("stats file"))
                 .expect("stats json");
-        (Records::load(&self.output_path()), stats)
+        (std::fs::read_to_string(self.output_path()).unwrap_or_default(), stats)
     }
 }
 

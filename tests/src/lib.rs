@@ -1,19 +1,21 @@
 //! Helpers shared by the end-to-end tests (and `cargo xtask bench`): root checks,
 //! the agent as a process, real peers (nginx, PostgreSQL, redis, dnsmasq, Python
-//! gRPC and FIX scripts), network namespaces, and reading
-//! captured records back.
+//! gRPC and FIX scripts), network namespaces. Reading records back, typed with
+//! the agent's own record type, is in `tests/tests/support` (this library
+//! must build without the agent: xtask depends on it before the eBPF
+//! toolchain is installed).
 //!
 //! Every helper cleans up after itself on drop; every wait is bounded.
 pub mod agent;
+pub mod broker_scripts;
 pub mod collector;
 pub mod curl_trace;
 pub mod kube_api;
 pub mod netns;
 pub mod nginx;
 pub mod peers;
-pub mod protocol_records;
 pub mod protocol_scripts;
-pub mod records;
+pub mod servers;
 pub mod tls;
 pub mod workload;
 

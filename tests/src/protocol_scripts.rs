@@ -137,3 +137,88 @@ open(out + ".sent", "wb").write(s.sent)
 open(out + ".received", "wb").write(s.received)
 print(" ".join(got), flush=True)
 "#;
+
+/// A FIX acceptor that checks MsgSeqNum like a FIX engine: on a gap it sends
+/// a ResendRequest (BeginSeqNo = expected, EndSeqNo = 0) and ignores the
+/// message; a SequenceReset-GapFill moves the expected number; possible
+/// duplicates at the expected number are processed. Writes what it did.
+pub const FIX_GAP_ACCEPTOR: &str = r#"
+port, out = int(sys.argv[1]), sys.argv[2]
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", port))
+srv.listen(1)
+srv.settimeout(60)
+print("ready", flush=True)
+conn, _ = srv.accept()
+conn.settimeout(20)
+s = Session(conn, "EXCH", "CLIENT")
+expected, seen = 1, []
+for _ in range(100):
+    m = s.recv()
+    if m is None:
+        break
+    t, seq = m.get(35).decode(), int(m.get(34))
+    if t == "4" and m.get(123) == b"Y":
+        expected = int(m.get(36))
+        seen.append("fill:%d" % expected)
+        continue
+    if seq > expected:
+        seen.append("gap:%d" % expected)
+        s.send("2", [(7, expected), (16, 0)])
+        continue
+    expected = seq + 1
+    seen.append(t + ("(dup)" if m.get(43) == b"Y" else ""))
+    if t == "A":
+        s.send("A", [(98, 0), (108, 30)])
+    elif t == "D":
+        s.send("8", [(37, "EX-%d" % seq), (11, m.get(11).decode()), (17, "EXEC-%d" % seq), (150, "0"), (39, "0"),
+                     (55, "WTRL"), (54, "1"), (38, "100"), (151, "100"), (14, 0), (6, 0)])
+    elif t == "5":
+        s.send("5", [(58, "logout acknowledged")])
+        break
+conn.close()
+open(out, "w").write(" ".join(seen))
+"#;
+
+/// A FIX initiator that skips MsgSeqNum 3 (a heartbeat it "lost"), answers
+/// the acceptor's ResendRequest with a SequenceReset-GapFill over 3 and the
+/// order at 4 again with PossDupFlag and OrigSendingTime, then logs out.
+pub const FIX_GAP_INITIATOR: &str = r#"
+port, out = int(sys.argv[1]), sys.argv[2]
+sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+s = Session(sock, "CLIENT", "EXCH")
+got = []
+def expect(t):
+    m = s.recv()
+    got.append(m.get(35).decode())
+    assert got[-1] == t, got
+    return m
+s.send("A", [(98, 0), (108, 30), (50, "DESK1")])
+expect("A")
+s.send("D", [(11, "ORD-1"), (55, "WTRL"), (54, 1), (38, 100), (40, 2), (44, "12.34")])
+expect("8")
+s.seq += 1  # MsgSeqNum 3 is never sent
+order2 = [(11, "ORD-2"), (55, "WTRL"), (54, 1), (38, 100), (40, 2), (44, "12.35")]
+s.send("D", order2)
+rr = expect("2")
+assert (rr.get(7), rr.get(16)) == (b"3", b"0"), rr
+def resend(seq, msg_type, fields):
+    m = simplefix.FixMessage()
+    for tag, value in [(8, "FIX.4.4"), (35, msg_type), (49, "CLIENT"), (56, "EXCH"), (34, seq), (43, "Y")]:
+        m.append_pair(tag, value, header=True)
+    m.append_utc_timestamp(52, header=True)
+    m.append_pair(122, "20260101-00:00:00.000", header=True)
+    for tag, value in fields:
+        m.append_pair(tag, value)
+    s.send_raw(m.encode())
+resend(3, "4", [(123, "Y"), (36, 4)])
+resend(4, "D", order2)
+expect("8")
+s.send("5", [(58, "done")])
+expect("5")
+sock.close()
+open(out + ".sent", "wb").write(s.sent)
+open(out + ".received", "wb").write(s.received)
+print(" ".join(got), flush=True)
+"#;

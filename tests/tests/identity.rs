@@ -3,6 +3,8 @@
 //! the exe's SHA-256; with `--kube`, the pod a (fake) API server says the
 //! container belongs to; and conversations between two local processes carry
 //! each other's identity as `peer_identity`.
+mod support;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -10,7 +12,9 @@ use std::{
     time::Duration,
 };
 
-use serde_json::{Value, json};
+use serde_json::json;
+use support::*;
+use wiretrail_agent::identity::Identity;
 use wiretrail_tests::{
     agent::Agent,
     free_port,
@@ -64,42 +68,60 @@ fn records_carry_the_container_id_of_a_containerd_cgroup() {
     let later = Command::new("curl").args(["-s", "-o", "/dev/null", &format!("http://{addr}/index.html")]).status();
     assert!(later.unwrap().success());
     std::thread::sleep(Duration::from_millis(300));
-    let (recs, _) = agent.stop();
-    let mine: Vec<_> = recs.of_pid(pid).into_iter().filter(|r| r["type"] == "data").collect();
-    assert!(!mine.is_empty(), "no records of curl");
+    let (text, _) = agent.stop();
+    let recs = Records::parse(&text);
     let rel = cg.path.clone();
     let curl_sha = sha256sum(&which("curl"));
-    // curl (under 1 MiB) is hashed at first sight: every record has it.
-    assert_eq!(mine[0]["identity"]["exe_sha256"], curl_sha.as_str(), "{}", mine[0]);
-    for r in &mine {
-        let id = &r["identity"];
-        assert_eq!(r["uid"], 0, "{r}");
-        assert_eq!(id["exe_sha256"], curl_sha.as_str(), "{id}");
-        assert_eq!(id["container"]["id"], ID, "{r}");
-        assert_eq!(id["container"]["runtime"], "containerd");
-        assert_eq!(id["cgroup_path"], rel.as_str());
-        assert!(id["exe"].as_str().is_some_and(|e| e.ends_with("/curl")), "{id}");
-    }
-    // Protocol records (made from the bytes after the fact) carry the identity too.
-    let conns: Vec<&Value> = mine.iter().map(|r| &r["conn_id"]).collect();
-    let parsed: Vec<_> = recs.0.iter().filter(|r| r["type"] == "record" && conns.contains(&&r["conn_id"])).collect();
-    assert!(!parsed.is_empty(), "no protocol records of curl's connection");
-    for r in &parsed {
-        assert_eq!(r["identity"]["container"]["id"], ID, "{r}");
-        assert_eq!(r["identity"]["cgroup_path"], rel.as_str(), "{r}");
-    }
-    // nginx, outside any container cgroup, carries no container.
-    let server = recs.0.iter().find(|r| r["type"] == "data" && r["comm"] == "nginx").expect("nginx records");
-    assert!(server["identity"]["container"].is_null(), "{server}");
-    assert!(server["identity"]["exe"].as_str().is_some_and(|e| e.ends_with("/nginx")));
     let nginx_sha = sha256sum(&which("nginx"));
-    let nginx: Vec<_> = recs.0.iter().filter(|r| r["comm"] == "nginx").collect();
-    assert_eq!(nginx.last().unwrap()["identity"]["exe_sha256"], nginx_sha.as_str());
-    assert!(
-        nginx
+    // Every record of curl's connection, whichever end it was made for, names
+    // curl's workload: its own identity, or the other end's (`peer_identity`).
+    let ids = |pid: u32| -> Vec<(Identity, Option<Identity>)> {
+        recs.0
             .iter()
-            .all(|r| r["identity"]["exe_sha256"].is_null() || r["identity"]["exe_sha256"] == nginx_sha.as_str())
-    );
+            .filter_map(Record::who)
+            .filter_map(|w| {
+                if w.side.pid == pid {
+                    Some(((**w.identity.as_ref()?).clone(), w.peer_identity.as_deref().cloned()))
+                } else if w.witness.is_some_and(|x| x.pid == pid) {
+                    Some(((**w.peer_identity.as_ref()?).clone(), w.identity.as_deref().cloned()))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    };
+    let mine = ids(pid);
+    assert!(!mine.is_empty(), "no records of curl");
+    for (id, peer) in &mine {
+        assert_eq!(id.exe_sha256.as_deref(), Some(curl_sha.as_str()), "{id:?}");
+        let c = id.container.as_ref().expect("the container");
+        assert_eq!((c.id.as_str(), c.runtime.as_ref()), (ID, "containerd"));
+        assert_eq!(id.cgroup_path.as_deref(), Some(rel.as_str()));
+        assert!(id.exe.as_ref().is_some_and(|e| e.ends_with("/curl")), "{id:?}");
+        // nginx, outside any container cgroup, carries no container.
+        let peer = peer.as_ref().expect("nginx's identity");
+        assert!(peer.container.is_none() && peer.exe.as_ref().is_some_and(|e| e.ends_with("/nginx")), "{peer:?}");
+    }
+    let uids: Vec<u32> = recs.sides().iter().filter(|s| s.pid == pid).map(|s| s.uid).collect();
+    assert!(!uids.is_empty() && uids.iter().all(|u| *u == 0));
+    // nginx (over 1 MiB) is hashed off the event path: the later request's records carry its hash.
+    let all_nginx: Vec<Option<std::sync::Arc<str>>> = recs
+        .0
+        .iter()
+        .filter_map(Record::who)
+        .flat_map(|w| {
+            let mut v = Vec::new();
+            if w.side.comm.as_str() == "nginx" {
+                v.push(w.identity.as_ref().and_then(|i| i.exe_sha256.clone()));
+            }
+            if w.witness.is_some_and(|x| x.comm.as_str() == "nginx") {
+                v.push(w.peer_identity.as_ref().and_then(|i| i.exe_sha256.clone()));
+            }
+            v
+        })
+        .collect();
+    assert_eq!(all_nginx.last().cloned().flatten().as_deref(), Some(nginx_sha.as_str()));
+    assert!(all_nginx.iter().all(|h| h.as_deref().is_none_or(|h| h == nginx_sha)));
 }
 
 #[test]
@@ -134,22 +156,28 @@ fn records_carry_the_pod_of_their_container() {
     assert!(watching, "no watch request: {:?}\n{}", api.requests(), agent.log());
     let pid = curl_in(&cg, &format!("http://{addr}/index.html"));
     std::thread::sleep(Duration::from_millis(300));
-    let (recs, stats) = agent.stop();
-    let mine: Vec<_> = recs.of_pid(pid).into_iter().filter(|r| r["type"] == "data").collect();
+    let (text, stats) = agent.stop();
+    let recs = Records::parse(&text);
+    let mine: Vec<&Who> = recs.0.iter().filter_map(Record::who).filter(|w| w.side.pid == pid).collect();
     assert!(!mine.is_empty(), "no records of curl");
-    for r in &mine {
-        let p = &r["identity"]["pod"];
-        assert_eq!(p["name"], "checkout-6f7d9-abcde", "{r}");
-        assert_eq!(p["namespace"], "shop");
-        assert_eq!(p["uid"], "2b1c7e0a-5d4f-4e3b-8a9c-0d1e2f3a4b5c");
-        assert_eq!(p["service_account"], "sa-checkout-6f7d9-abcde");
-        assert_eq!(p["node"], "test-node");
-        assert_eq!(p["labels"], json!({"app.kubernetes.io/name": "checkout", "tier": "backend"}));
-        assert_eq!(r["identity"]["container"]["id"], POD_ID);
+    for w in &mine {
+        let id = w.identity.as_ref().unwrap();
+        let p = id.pod.as_ref().expect("the pod");
+        assert_eq!(p.name, "checkout-6f7d9-abcde", "{id:?}");
+        assert_eq!(p.namespace, "shop");
+        assert_eq!(p.uid, "2b1c7e0a-5d4f-4e3b-8a9c-0d1e2f3a4b5c");
+        assert_eq!(p.service_account, "sa-checkout-6f7d9-abcde");
+        assert_eq!(p.node, "test-node");
+        assert_eq!(
+            serde_json::to_value(&p.labels).unwrap(),
+            json!({"app.kubernetes.io/name": "checkout", "tier": "backend"})
+        );
+        assert_eq!(id.container.as_ref().unwrap().id, POD_ID);
+        // nginx runs in no pod.
+        if let Some(peer) = &w.peer_identity {
+            assert!(peer.pod.is_none(), "{peer:?}");
+        }
     }
-    // nginx runs in no pod.
-    let server = recs.0.iter().find(|r| r["type"] == "data" && r["comm"] == "nginx").expect("nginx records");
-    assert!(server["identity"]["pod"].is_null(), "{server}");
     for r in api.requests() {
         assert!(r.contains("fieldSelector=spec.nodeName%3Dtest-node"), "{r}");
     }
@@ -157,35 +185,33 @@ fn records_carry_the_pod_of_their_container() {
     assert_eq!(stats["kube_api_errors"], 0, "{stats}");
 }
 
+/// With pairing off (`--no-twins`), each end makes its own records, and
+/// each names the other end's workload.
 #[test]
 fn local_conversations_carry_the_peer_identity() {
     require_root();
     let _g = serial();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let _nginx = Nginx::start(&[addr], None);
-    let agent = Agent::start(&["--no-tls"]);
+    let agent = Agent::start(&["--no-tls", "--no-twins"]);
     let curl =
         Command::new("curl").args(["-s", "-o", "/dev/null", &format!("http://{addr}/index.html")]).spawn().unwrap();
     let pid = curl.id();
     assert!(curl.wait_with_output().unwrap().status.success());
     std::thread::sleep(Duration::from_millis(300));
-    let (recs, _) = agent.stop();
-    let exe_of = |r: &Value, key: &str| r[key]["exe"].as_str().map(String::from).unwrap_or_default();
-    let client: Vec<&Value> = recs.of_pid(pid).into_iter().filter(|r| r["remote"] == addr.to_string()).collect();
-    assert!(!client.is_empty(), "no records of curl");
-    let client_end = client[0]["local"].as_str().unwrap().to_string();
-    // The response curl reads comes after nginx's accept: it names nginx.
-    let reads: Vec<_> = client.iter().filter(|r| r["type"] == "data" && r["direction"] == "ingress").collect();
-    assert!(!reads.is_empty(), "curl read nothing");
-    for r in &reads {
-        assert!(exe_of(r, "peer_identity").ends_with("/nginx"), "{r}");
-    }
-    // Every nginx record of this connection names curl.
-    let server: Vec<&Value> =
-        recs.0.iter().filter(|r| r["comm"] == "nginx" && r["remote"] == client_end.as_str()).collect();
-    assert!(server.iter().any(|r| r["type"] == "data"), "no nginx records of the connection");
-    for r in server.iter().filter(|r| r["type"] != "close") {
-        assert!(exe_of(r, "peer_identity").ends_with("/curl"), "{r}");
-        assert!(exe_of(r, "identity").ends_with("/nginx"), "{r}");
+    let (text, _) = agent.stop();
+    let recs = Records::parse(&text);
+    let exe = |i: &Option<std::sync::Arc<Identity>>| i.as_ref().and_then(|i| i.exe.clone()).unwrap_or_default();
+    let cid = recs.client_conn(pid, &addr.to_string());
+    let client_end = recs.side(cid).local.unwrap().to_string();
+    let sid = recs.conn_between(&addr.to_string(), &client_end);
+    for (conn, me, them) in [(cid, "/curl", "/nginx"), (sid, "/nginx", "/curl")] {
+        let whos: Vec<&Who> = recs.0.iter().filter_map(Record::who).filter(|w| w.side.conn_id == conn).collect();
+        assert!(whos.len() >= 2, "an exchange and a connection record for {conn}: {whos:#?}");
+        for w in whos {
+            assert!(w.witness.is_none(), "pairing is off");
+            assert!(exe(&w.identity).ends_with(me), "{w:?}");
+            assert!(exe(&w.peer_identity).ends_with(them), "{w:?}");
+        }
     }
 }

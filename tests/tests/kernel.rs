@@ -1,4 +1,6 @@
 //! Kernel-level properties of capture, as root: what is and is not captured.
+mod support;
+
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
@@ -6,7 +8,8 @@ use std::{
     time::Duration,
 };
 
-use wiretrail_tests::{agent::Agent, records::stream, require_root, serial, workspace_bin};
+use support::*;
+use wiretrail_tests::{agent::Agent, require_root, serial, workspace_bin};
 
 /// A loopback TCP exchange inside this test process: `payload` from client to server.
 fn tcp_send(payload: &[u8]) -> (String, String) {
@@ -34,14 +37,22 @@ fn per_connection_cap_truncates_explicitly() {
     let payload: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
     let (caddr, saddr) = tcp_send(&payload);
     std::thread::sleep(Duration::from_millis(300));
-    let (recs, stats) = agent.stop();
-    let client: Vec<_> = recs.0.iter().filter(|r| r["local"] == caddr && r["remote"] == saddr).collect();
-    let cid = client[0]["conn_id"].as_u64().unwrap();
-    let s = stream(&client, cid, "egress");
-    assert_eq!(s.bytes, &payload[..1000], "exactly the capped prefix is captured");
-    assert_eq!(s.gaps, vec![(1000, 4000)], "the rest is an explicit gap");
-    let gap = client.iter().find(|r| r["type"] == "gap").unwrap();
-    assert_eq!(gap["gap_reason"], "truncated");
+    let (text, stats) = agent.stop();
+    let recs = Records::parse(&text);
+    let cid = recs.conn_between(&caddr, &saddr);
+    for (conn, dir) in [(cid, Direction::Egress), (recs.conn_between(&saddr, &caddr), Direction::Ingress)] {
+        let s = stream(&recs, conn, dir, false);
+        assert!(s.tiled);
+        assert_eq!(s.bytes, &payload[..1000], "exactly the capped prefix is captured");
+        assert_eq!(s.gaps, vec![(1000, 4000)], "the rest is an explicit gap");
+    }
+    let reasons: Vec<GapReason> = recs
+        .0
+        .iter()
+        .flat_map(|r| r.parts().iter().flat_map(|p| p.seen.gaps.iter().map(|g| g.reason)).collect::<Vec<_>>())
+        .chain(recs.gaps().iter().map(|g| g.reason))
+        .collect();
+    assert!(reasons.contains(&GapReason::Truncated), "{reasons:?}");
     assert!(stats["gap_truncated_bytes"].as_u64().unwrap() >= 4000);
 }
 
@@ -61,20 +72,13 @@ fn files_pipes_and_the_agent_itself_are_not_captured() {
     assert_eq!(out.stdout, marker);
     let agent_pid = agent.pid();
     std::thread::sleep(Duration::from_millis(300));
-    let (recs, _) = agent.stop();
-    let needle = base64_of(marker);
+    let (text, _) = agent.stop();
+    let recs = Records::parse(&text);
     assert!(
-        !recs.0.iter().any(|r| r["payload_b64"].as_str().is_some_and(|p| p.contains(&needle))),
+        !recs.0.iter().flat_map(|r| r.parts()).any(|p| find(&p.raw.0, marker).is_some()),
         "file/pipe bytes were captured"
     );
-    assert!(recs.of_pid(agent_pid).is_empty(), "the agent captured its own traffic");
-    let chunk_level = ["data", "connect", "accept", "close", "gap"];
-    assert!(
-        recs.0
-            .iter()
-            .filter(|r| chunk_level.iter().any(|k| r["type"] == *k))
-            .all(|r| r["transport"] == "tcp" || r["transport"] == "udp")
-    );
+    assert!(!recs.sides().iter().any(|s| s.pid == agent_pid), "the agent captured its own traffic");
 }
 
 #[test]
@@ -106,12 +110,6 @@ fn self_check_names_missing_capabilities() {
         assert!(line.contains(&format!("capabilities.add: [{cap}]")), "{line}");
         assert!(line.contains(&format!("AmbientCapabilities=CAP_{cap}")), "{line}");
     }
-}
-
-fn base64_of(b: &[u8]) -> String {
-    use base64::Engine as _;
-    // Only a whole-aligned prefix is stable inside longer payloads; the marker is sent alone.
-    base64::engine::general_purpose::STANDARD.encode(b)
 }
 
 /// A server that accepts, forks a child to serve the connection and closes its
@@ -146,15 +144,26 @@ print(port)
     assert!(out.status.success());
     let port: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let (recs, _) = agent.stop();
-    let server: Vec<_> = recs.0.iter().filter(|r| r["local"] == format!("127.0.0.1:{port}")).collect();
-    let accept = server.iter().find(|r| r["type"] == "accept").expect("accept record");
-    let cid = accept["conn_id"].clone();
-    let data: Vec<_> = server.iter().filter(|r| r["type"] == "data").collect();
-    assert_eq!(data.len(), 2, "{server:#?}");
-    assert!(data.iter().all(|r| r["conn_id"] == cid && r["pid"] != accept["pid"]), "{server:#?}");
-    let closes: Vec<_> = server.iter().filter(|r| r["type"] == "close").collect();
-    assert_eq!(closes.len(), 1, "only the last reference's close ends the connection: {closes:#?}");
-    assert_eq!(closes[0]["conn_id"], cid);
-    assert_eq!((closes[0]["tx_total"].as_u64(), closes[0]["rx_total"].as_u64()), (Some(10), Some(10)));
+    let (text, _) = agent.stop();
+    let recs = Records::parse(&text);
+    let local = format!("127.0.0.1:{port}");
+    let servers: std::collections::BTreeSet<u64> = recs
+        .sides()
+        .iter()
+        .filter(|s| s.local.map(|a| a.to_string()).as_deref() == Some(local.as_str()))
+        .map(|s| s.conn_id)
+        .collect();
+    assert_eq!(servers.len(), 1, "the accept and the child's bytes are one connection: {servers:?}");
+    let sid = *servers.first().unwrap();
+    let c = recs.connection(sid);
+    // The server's end: accepted (by the parent), then read and written by the child.
+    let (open_seen, totals) = if c.who.side.conn_id == sid {
+        (c.open_seen, (c.egress.kernel_total, c.ingress.kernel_total))
+    } else {
+        (true, (c.witness_egress.and_then(|t| t.kernel_total), c.witness_ingress.and_then(|t| t.kernel_total)))
+    };
+    assert!(open_seen);
+    assert_eq!(totals, (Some(10), Some(10)), "only the last reference's close ends the connection: {c:#?}");
+    assert_eq!(assert_whole(&recs, sid, Direction::Ingress, false), b"hello-fork");
+    assert_eq!(assert_whole(&recs, sid, Direction::Egress, false), b"HELLO-FORK");
 }

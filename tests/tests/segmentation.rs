@@ -1,10 +1,14 @@
 //! Segmentation enforced in the kernel, as root: two workloads in cgroups and
 //! network namespaces of their own, a policy between them, and the decisions
 //! as records (locally and in the collector).
+mod support;
+
 use std::{path::Path, time::Duration};
 
 use serde_json::Value;
 use sha2::Digest as _;
+use support::*;
+use wiretrail_agent::record::{Decision, Notice};
 use wiretrail_tests::{
     agent::Agent,
     collector::Collector,
@@ -78,18 +82,25 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write policy");
 }
 
-fn decisions(agent: &Agent) -> Vec<Value> {
-    agent.records_now().0.into_iter().filter(|r| r["type"] == "policy_decision").collect()
+fn decisions(agent: &Agent) -> Vec<Decision> {
+    Records::parse(&agent.records_now())
+        .0
+        .into_iter()
+        .filter_map(|r| if let Record::PolicyDecision(d) = r { Some(*d) } else { None })
+        .collect()
+}
+
+fn cgroup(i: &Option<std::sync::Arc<wiretrail_agent::identity::Identity>>) -> String {
+    i.as_ref().and_then(|i| i.cgroup_path.clone()).unwrap_or_default()
 }
 
 /// Waits for a decision on `port` with `verdict` and returns it.
-fn wait_decision(agent: &Agent, hook_prefix: &str, port: u16, verdict: &str) -> Value {
+fn wait_decision(agent: &Agent, hook_prefix: &str, port: u16, verdict: &str) -> Decision {
     let found = |a: &Agent| {
         decisions(a).into_iter().find(|d| {
-            d["verdict"] == verdict
-                && d["hook"].as_str().is_some_and(|h| h.starts_with(hook_prefix))
-                && (d["remote"].as_str().is_some_and(|r| r.ends_with(&format!(":{port}")))
-                    || d["local"].as_str().is_some_and(|l| l.ends_with(&format!(":{port}"))))
+            d.verdict == verdict
+                && d.hook.starts_with(hook_prefix)
+                && (d.remote.port() == port || d.local.is_some_and(|l| l.port() == port))
         })
     };
     assert!(
@@ -101,8 +112,13 @@ fn wait_decision(agent: &Agent, hook_prefix: &str, port: u16, verdict: &str) -> 
     found(agent).unwrap()
 }
 
-fn wait_notice(agent: &Agent, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let find = |a: &Agent| a.records_now().0.into_iter().find(|r| r["type"] == kind && pred(r));
+fn wait_notice(agent: &Agent, kind: &str, pred: impl Fn(&Notice) -> bool) -> Notice {
+    let find = |a: &Agent| {
+        Records::parse(&a.records_now()).0.into_iter().find_map(|r| match r {
+            Record::Notice(n) if n.notice == kind && pred(&n) => Some(*n),
+            _ => None,
+        })
+    };
     assert!(wait_until(Duration::from_secs(15), || find(agent).is_some()), "no {kind} notice:\n{}", agent.log());
     find(agent).unwrap()
 }
@@ -147,35 +163,36 @@ fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
 
     let hash = sha256_hex(&text);
     let allow = wait_decision(&agent, "connect", ALLOWED, "allow");
-    assert_eq!(allow["rule"], "client-to-server");
-    assert_eq!(allow["rule_line"], 16, "{allow}");
+    assert_eq!(allow.rule, "client-to-server");
+    assert_eq!(allow.rule_line, 16, "{allow:?}");
     let deny = wait_decision(&agent, "connect", OTHER, "deny");
     for (d, rule) in [(&allow, "client-to-server"), (&deny, "default-deny")] {
-        assert_eq!(d["rule"], rule, "{d}");
-        assert_eq!(d["policy_sha256"], hash.as_str(), "{d}");
-        assert_eq!(d["local_zone"], "client");
-        assert_eq!(d["peer_zone"], "server");
-        assert_eq!(d["identity"]["cgroup_path"], s.client.path.as_str(), "{d}");
-        assert_eq!(d["peer_identity"]["zone"], "server");
-        assert_eq!(d["peer_identity"]["cgroup_path"], s.server.path.as_str(), "{d}");
-        assert!(d["identity"]["exe"].as_str().is_some_and(|e| e.contains("python3")), "{d}");
-        assert_eq!(d["remote"].as_str().unwrap().split(':').next(), Some(ADDR_B));
+        assert_eq!(d.rule, rule, "{d:?}");
+        assert_eq!(d.policy_sha256, hash, "{d:?}");
+        assert_eq!((d.local_zone.as_str(), d.peer_zone.as_str()), ("client", "server"));
+        assert_eq!(cgroup(&d.identity), s.client.path, "{d:?}");
+        assert_eq!(d.peer_identity.get("zone").map(String::as_str), Some("server"));
+        assert_eq!(d.peer_identity.get("cgroup_path"), Some(&s.server.path), "{d:?}");
+        assert!(d.identity.as_ref().and_then(|i| i.exe.as_ref()).is_some_and(|e| e.contains("python3")), "{d:?}");
+        assert_eq!(d.remote.ip().to_string(), ADDR_B);
     }
-    assert_eq!(deny["mode"], "enforce");
+    assert_eq!(deny.mode, "enforce");
     let udp = wait_decision(&agent, "sendmsg", 5353, "deny");
-    assert_eq!(udp["transport"], "udp", "{udp}");
-    assert_eq!(udp["hook"], "sendmsg4");
+    assert_eq!(udp.transport, Transport::Udp, "{udp:?}");
+    assert_eq!(udp.hook, "sendmsg4");
     // The server's side: the allowed SYN was decided at its ingress hook.
     let inbound = wait_decision(&agent, "ingress", ALLOWED, "allow");
-    assert_eq!(inbound["identity"]["cgroup_path"], s.server.path.as_str(), "{inbound}");
-    assert_eq!(inbound["peer_zone"], "client");
+    assert_eq!(cgroup(&inbound.identity), s.server.path, "{inbound:?}");
+    assert_eq!(inbound.peer_zone, "client");
 
-    // The captured conversation names each side's peer across the two namespaces.
-    let recs = agent.records_now().0;
-    let client_data = |r: &&Value| r["type"] == "data" && r["identity"]["cgroup_path"] == s.client.path.as_str();
+    // The captured conversation holds both ends, across the two namespaces.
+    let recs = Records::parse(&agent.records_now());
     assert!(
-        recs.iter().filter(client_data).any(|r| r["peer_identity"]["cgroup_path"] == s.server.path.as_str()),
-        "the client's records do not name the server as their peer"
+        recs.0.iter().filter(|r| !r.parts().is_empty()).filter_map(Record::who).any(|w| {
+            let ids = [cgroup(&w.identity), cgroup(&w.peer_identity)];
+            ids.contains(&s.client.path) && ids.contains(&s.server.path)
+        }),
+        "no record names both the client and the server"
     );
 
     // Both decisions are queryable in the collector, with both identities and the hash.
@@ -248,7 +265,7 @@ fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
             && l["port"] == ALLOWED),
         "the recorded client -> server:{ALLOWED} flow is not listed: {out}"
     );
-    assert!(decisions(&agent).iter().all(|d| d["local_zone"] != "agent"), "the agent decided its own connections");
+    assert!(decisions(&agent).iter().all(|d| d.local_zone != "agent"), "the agent decided its own connections");
     let (_, stats) = agent.stop();
     assert!(stats["policy_denied"].as_u64() >= Some(1), "{stats}");
     assert_eq!(stats["policy_lost"], 0);
@@ -266,15 +283,15 @@ fn audit_mode_lets_the_flow_through_and_records_the_violation() {
     let agent = Agent::start(&["--no-tls", "--policy", policy_path.to_str().unwrap()]);
     assert_eq!(s.connect(OTHER), Ok(()), "audit mode must not block:\n{}", agent.log());
     let out = wait_decision(&agent, "connect", OTHER, "audit");
-    assert_eq!(out["mode"], "audit");
-    assert_eq!(out["rule"], "default-deny");
-    assert_eq!(out["policy_sha256"], sha256_hex(&text).as_str());
-    assert_eq!(out["identity"]["cgroup_path"], s.client.path.as_str());
-    assert_eq!(out["peer_identity"]["cgroup_path"], s.server.path.as_str());
+    assert_eq!(out.mode, "audit");
+    assert_eq!(out.rule, "default-deny");
+    assert_eq!(out.policy_sha256, sha256_hex(&text));
+    assert_eq!(cgroup(&out.identity), s.client.path);
+    assert_eq!(out.peer_identity.get("cgroup_path"), Some(&s.server.path));
     // The server zone is in audit too: its inbound side is recorded as a violation.
     let inbound = wait_decision(&agent, "ingress", OTHER, "audit");
-    assert_eq!(inbound["local_zone"], "server");
-    assert_eq!(inbound["peer_zone"], "client");
+    assert_eq!(inbound.local_zone, "server");
+    assert_eq!(inbound.peer_zone, "client");
     drop(agent);
 }
 
@@ -296,23 +313,23 @@ fn reload_keeps_open_connections_and_denies_new_ones_at_once() {
     write(&policy_path, &narrowed);
     unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
     let hash = sha256_hex(&narrowed);
-    wait_notice(&agent, "policy_loaded", |r| r["policy_sha256"] == hash.as_str());
+    wait_notice(&agent, "policy_loaded", |n| n.details["policy_sha256"] == hash.as_str());
     assert_eq!(s.connect(OTHER), Err(EPERM), "newly disallowed destination not denied right after reload");
     assert_eq!(open.roundtrip("after"), "ok after", "the established connection broke on reload");
     assert_eq!(s.connect(ALLOWED), Ok(()));
     let deny = wait_decision(&agent, "connect", OTHER, "deny");
-    assert_eq!(deny["policy_sha256"], hash.as_str());
-    assert_eq!(deny["policy_generation"], 2);
+    assert_eq!(deny.policy_sha256, hash);
+    assert_eq!(deny.policy_generation, 2);
 
     // An invalid policy is rejected, naming the line; the narrowed one stays in force.
     let bad = narrowed.replace("to: server", "to: nowhere");
     write(&policy_path, &bad);
     unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
     let rejected = wait_notice(&agent, "policy_rejected", |_| true);
-    let err = rejected["error"].as_str().unwrap();
+    let err = rejected.details["error"].as_str().unwrap();
     assert!(err.contains("line 14"), "the rejection must name the line: {err}");
     assert!(err.contains("nowhere"), "{err}");
-    assert_eq!(rejected["policy_sha256_in_force"], hash.as_str());
+    assert_eq!(rejected.details["policy_sha256_in_force"], hash.as_str());
     assert_eq!(s.connect(OTHER), Err(EPERM), "the previous policy must stay in force");
     assert_eq!(s.connect(ALLOWED), Ok(()));
     assert_eq!(open.roundtrip("still"), "ok still");
@@ -370,9 +387,9 @@ fn exe_members_are_matched_by_file_in_the_kernel() {
     assert_eq!(denied.status.code(), Some(7), "{denied:?}");
     assert!(run(Path::new("/usr/bin/curl")).status.success(), "the original curl is in no zone");
     let d = wait_decision(&agent, "connect", port, "deny");
-    assert_eq!(d["local_zone"], "tool");
-    assert_eq!(d["identity"]["exe"], zoned.to_str().unwrap(), "{d}");
-    assert_eq!(d["peer_zone"], "");
+    assert_eq!(d.local_zone, "tool");
+    assert_eq!(d.identity.as_ref().and_then(|i| i.exe.as_deref()), zoned.to_str(), "{d:?}");
+    assert_eq!(d.peer_zone, "");
     drop(agent);
 }
 
@@ -394,6 +411,6 @@ fn a_cgroup_created_under_a_live_policy_joins_its_zone() {
     assert_eq!(connect_once(&late, Some(&s.net.a), ADDR_B, OTHER), Err(EPERM), "a late cgroup escaped the policy");
     assert_eq!(connect_once(&late, Some(&s.net.a), ADDR_B, ALLOWED), Ok(()));
     let d = wait_decision(&agent, "connect", OTHER, "deny");
-    assert_eq!(d["identity"]["cgroup_path"], late.path.as_str(), "{d}");
+    assert_eq!(cgroup(&d.identity), late.path, "{d:?}");
     drop(agent);
 }

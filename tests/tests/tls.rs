@@ -1,5 +1,7 @@
 //! TLS plaintext capture end to end, as root, with real clients and servers
 //! started after the agent (so discovery of new processes is exercised).
+mod support;
+
 use std::{
     io::Write,
     net::SocketAddr,
@@ -7,32 +9,40 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
+use support::*;
 use wiretrail_tests::{
     agent::Agent,
     curl_trace, free_port,
     nginx::{INDEX, Nginx},
-    records::{Records, stream, tls_stream},
     require_root, serial, tls, wait_until,
 };
 
-/// (conn_id, records) of the one connection of `pid` to `remote` that carries TLS.
-fn tls_conn<'a>(recs: &'a Records, pid: u32, remote: &str) -> (u64, Vec<&'a Value>) {
-    let mine: Vec<&Value> = recs.of_pid(pid).into_iter().filter(|r| r["remote"] == remote).collect();
-    let ids: std::collections::BTreeSet<u64> =
-        mine.iter().filter(|r| r["tls"].is_object()).map(|r| r["conn_id"].as_u64().unwrap()).collect();
-    assert_eq!(
-        ids.len(),
-        1,
-        "expected TLS records on one connection of pid {pid} to {remote}; got {ids:?} in {mine:#?}"
-    );
-    let id = *ids.iter().next().unwrap();
-    (id, mine.into_iter().filter(|r| r["conn_id"] == id).collect())
+/// The one connection of `pid` to `remote` whose records carry TLS plaintext.
+fn tls_conn(recs: &Records, pid: u32, remote: &str) -> u64 {
+    let ids: std::collections::BTreeSet<u64> = recs
+        .sides()
+        .iter()
+        .filter(|s| s.pid == pid && s.remote.map(|r| r.to_string()).as_deref() == Some(remote))
+        .map(|s| s.conn_id)
+        .filter(|id| recs.parts_of(*id).iter().any(|v| v.tls))
+        .collect();
+    assert_eq!(ids.len(), 1, "expected TLS plaintext on one connection of pid {pid} to {remote}; got {ids:?}");
+    *ids.first().unwrap()
 }
 
-fn library_of(recs: &[&Value]) -> String {
-    let r = recs.iter().find(|r| r["tls"].is_object()).unwrap();
-    format!("{} {}", r["tls"]["library"].as_str().unwrap(), r["tls"]["version"].as_str().unwrap())
+/// "library version" of the TLS records of `conn` (its own end's library).
+fn library_of(recs: &Records, conn: u64) -> String {
+    let lib = recs
+        .0
+        .iter()
+        .filter_map(Record::who)
+        .find_map(|w| match (&w.tls, &w.witness_tls) {
+            (Some(l), _) if w.side.conn_id == conn => Some(l.clone()),
+            (_, Some(l)) if w.witness.is_some_and(|x| x.conn_id == conn) => Some(l.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no TLS record names conn {conn}'s library"));
+    format!("{} {}", lib.library, lib.version)
 }
 
 #[test]
@@ -54,44 +64,39 @@ fn curl_to_nginx_https_plaintext_is_byte_exact_on_the_socket_connection() {
     assert!(child.wait_with_output().unwrap().status.success());
     let (sent, received) = curl_trace::parse(&std::fs::read_to_string(&trace).unwrap());
     std::thread::sleep(Duration::from_millis(300));
-    let (recs, stats) = agent.stop();
+    let (text, stats) = agent.stop();
+    let recs = Records::parse(&text);
+    recs.dump("curl_to_nginx_https");
 
-    let (cid, client) = tls_conn(&recs, pid, &addr.to_string());
-    // The socket-level records of the same connection carry the ciphertext.
-    assert!(client.iter().any(|r| r["type"] == "connect" && r["tls"].is_null()));
-    assert!(!stream(&client, cid, "egress").bytes.is_empty());
-    let out = tls_stream(&client, cid, "egress");
-    let inn = tls_stream(&client, cid, "ingress");
-    assert!(out.contiguous && inn.contiguous);
-    assert_eq!(out.bytes, sent, "TLS plaintext differs from what curl sent");
-    assert_eq!(inn.bytes, received, "TLS plaintext differs from what curl received");
-    assert!(out.bytes.starts_with(b"GET /index.html HTTP/1.1\r\n"));
-    assert!(inn.bytes.starts_with(b"HTTP/1.1 200 OK\r\n") && inn.bytes.ends_with(INDEX));
-    assert!(library_of(&client).starts_with("openssl OpenSSL 3."), "{}", library_of(&client));
-    // The plaintext is parsed as HTTP on the same connection id.
-    let http: Vec<&Value> = recs
-        .0
-        .iter()
-        .filter(|r| r["type"] == "record" && r["conn_id"] == cid && r["tls"] == true && r["protocol"] == "http1")
-        .collect();
-    let request = http.iter().find(|r| r["direction"] == "egress").expect("parsed TLS request record");
-    let response = http.iter().find(|r| r["direction"] == "ingress").expect("parsed TLS response record");
-    assert_eq!(request["body"]["method"], "GET", "{request}");
-    assert_eq!(request["body"]["target"], "/index.html", "{request}");
-    assert_eq!(response["body"]["status"], 200, "{response}");
-    let b64 = |r: &Value| {
-        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, r["raw"].as_str().unwrap()).unwrap()
-    };
-    assert_eq!(b64(request), sent, "the request record's raw bytes are the plaintext curl sent");
+    let cid = tls_conn(&recs, pid, &addr.to_string());
+    // The socket's bytes of the same connection: the ciphertext.
+    assert!(!stream(&recs, cid, Direction::Egress, false).bytes.is_empty());
+    assert_eq!(assert_whole(&recs, cid, Direction::Egress, true), sent, "TLS plaintext differs from what curl sent");
+    assert_eq!(
+        assert_whole(&recs, cid, Direction::Ingress, true),
+        received,
+        "TLS plaintext differs from what curl received"
+    );
+    assert!(sent.starts_with(b"GET /index.html HTTP/1.1\r\n"));
+    assert!(received.starts_with(b"HTTP/1.1 200 OK\r\n") && received.ends_with(INDEX));
+    assert!(library_of(&recs, cid).starts_with("openssl OpenSSL 3."), "{}", library_of(&recs, cid));
+    // The plaintext is parsed as HTTP, one exchange, on the same connection id.
+    let http: Vec<&Exchange> =
+        recs.exchanges_of(cid).into_iter().filter(|e| e.who.tls.is_some() && e.protocol.name() == "http1").collect();
+    assert_eq!(http.len(), 1, "{http:#?}");
+    let e = http[0];
+    assert_eq!((fields(e, 0)["method"].as_str(), fields(e, 0)["target"].as_str()), (Some("GET"), Some("/index.html")));
+    assert_eq!(fields(e, 1)["status"], 200);
+    assert_eq!(role_bytes(e, cid, PartRole::Request), sent, "the request's raw bytes are the plaintext curl sent");
+    assert!(e.parts.iter().all(|p| p.tls));
 
-    // nginx's side: the same plaintext, reversed.
-    let local = client[0]["local"].as_str().unwrap().to_string();
-    let server: Vec<&Value> =
-        recs.0.iter().filter(|r| r["local"] == addr.to_string() && r["remote"] == local).collect();
-    let sid = server[0]["conn_id"].as_u64().unwrap();
-    assert!(server.iter().all(|r| r["pid"] != nginx.pid()), "records come from the worker, not the master");
-    assert_eq!(tls_stream(&server, sid, "ingress").bytes, sent);
-    assert_eq!(tls_stream(&server, sid, "egress").bytes, received);
+    // nginx's end: the same plaintext, reversed, from the worker.
+    let local = recs.side(cid).local.unwrap().to_string();
+    let sid = recs.conn_between(&addr.to_string(), &local);
+    assert_ne!(recs.side(sid).pid, nginx.pid(), "records come from the worker, not the master");
+    assert_eq!(assert_whole(&recs, sid, Direction::Ingress, true), sent);
+    assert_eq!(assert_whole(&recs, sid, Direction::Egress, true), received);
+    assert!(library_of(&recs, sid).starts_with("openssl OpenSSL 3."));
     assert_eq!(stats["kernel_lost_events"], 0);
 }
 
@@ -137,7 +142,9 @@ fn gnutls_cli_to_openssl_s_server() {
     let _ = server.kill();
     let server_out = server.wait_with_output().unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let (recs, _) = agent.stop();
+    let (text, _) = agent.stop();
+    let recs = Records::parse(&text);
+    recs.dump("gnutls_cli_to_openssl_s_server");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("PONG from openssl s_server"),
         "gnutls-cli got: {:?}",
@@ -145,18 +152,17 @@ fn gnutls_cli_to_openssl_s_server() {
     );
     assert!(String::from_utf8_lossy(&server_out.stdout).contains("PING from gnutls-cli"));
 
-    let (cid, client) = tls_conn(&recs, pid, &format!("127.0.0.1:{port}"));
-    assert_eq!(tls_stream(&client, cid, "egress").bytes, request);
-    assert_eq!(tls_stream(&client, cid, "ingress").bytes, reply);
-    assert!(library_of(&client).starts_with("gnutls"), "{}", library_of(&client));
-    // openssl s_server (libssl) saw the same plaintext on its side.
-    let local = client[0]["local"].as_str().unwrap().to_string();
-    let server_recs: Vec<&Value> = recs.0.iter().filter(|r| r["remote"] == local && r["comm"] == "openssl").collect();
-    let sid =
-        server_recs.iter().find(|r| r["tls"].is_object()).expect("s_server TLS records")["conn_id"].as_u64().unwrap();
-    assert_eq!(tls_stream(&server_recs, sid, "ingress").bytes, request);
-    assert_eq!(tls_stream(&server_recs, sid, "egress").bytes, reply);
-    assert!(library_of(&server_recs).starts_with("openssl OpenSSL 3."));
+    let cid = tls_conn(&recs, pid, &format!("127.0.0.1:{port}"));
+    assert_eq!(assert_whole(&recs, cid, Direction::Egress, true), request);
+    assert_eq!(assert_whole(&recs, cid, Direction::Ingress, true), reply);
+    assert!(library_of(&recs, cid).starts_with("gnutls"), "{}", library_of(&recs, cid));
+    // openssl s_server (libssl) saw the same plaintext on its end.
+    let local = recs.side(cid).local.unwrap().to_string();
+    let sid = recs.conn_between(&format!("127.0.0.1:{port}"), &local);
+    assert_eq!(recs.side(sid).comm.as_str(), "openssl");
+    assert_eq!(assert_whole(&recs, sid, Direction::Ingress, true), request);
+    assert_eq!(assert_whole(&recs, sid, Direction::Egress, true), reply);
+    assert!(library_of(&recs, sid).starts_with("openssl OpenSSL 3."), "{}", library_of(&recs, sid));
 }
 
 #[test]
@@ -180,24 +186,30 @@ fn go_client_to_nginx_and_stripped_go_is_reported() {
     let pid = run(&client);
     let _ = run(&stripped);
     std::thread::sleep(Duration::from_millis(500));
-    let (recs, _) = agent.stop();
+    let (text, _) = agent.stop();
+    let recs = Records::parse(&text);
 
-    let (cid, conn) = tls_conn(&recs, pid, &addr.to_string());
-    let out = tls_stream(&conn, cid, "egress").bytes;
-    let inn = tls_stream(&conn, cid, "ingress").bytes;
+    let cid = tls_conn(&recs, pid, &addr.to_string());
+    let out = assert_whole(&recs, cid, Direction::Egress, true);
+    let inn = assert_whole(&recs, cid, Direction::Ingress, true);
     assert!(out.starts_with(b"GET /index.html HTTP/1.1\r\nHost: "), "{:?}", String::from_utf8_lossy(&out));
     assert!(inn.starts_with(b"HTTP/1.1 200 OK\r\n") && inn.ends_with(INDEX), "{:?}", String::from_utf8_lossy(&inn));
-    assert!(library_of(&conn).starts_with("go-crypto-tls go1."), "{}", library_of(&conn));
+    assert!(library_of(&recs, cid).starts_with("go-crypto-tls go1."), "{}", library_of(&recs, cid));
 
     let report = recs
         .0
         .iter()
-        .find(|r| {
-            r["type"] == "tls_unsupported"
-                && r["path"].as_str().is_some_and(|p| p.ends_with("go-https-client-stripped"))
+        .find_map(|r| match r {
+            Record::Notice(n)
+                if n.notice == "tls_unsupported"
+                    && n.details["path"].as_str().is_some_and(|p| p.ends_with("go-https-client-stripped")) =>
+            {
+                Some(n)
+            }
+            _ => None,
         })
         .unwrap_or_else(|| panic!("no report naming the stripped Go binary"));
-    assert!(report["reason"].as_str().unwrap().contains("stripped"), "{report}");
+    assert!(report.details["reason"].as_str().unwrap().contains("stripped"), "{report:?}");
 }
 
 #[test]
@@ -217,24 +229,39 @@ fn node_client_to_nginx() {
     assert!(out.status.success());
     assert_eq!(out.stdout, INDEX);
     std::thread::sleep(Duration::from_millis(300));
-    let (recs, _) = agent.stop();
+    let (text, _) = agent.stop();
+    let recs = Records::parse(&text);
     // Node drives OpenSSL through memory BIOs: the ciphertext reaches the socket
-    // outside SSL_write/SSL_read, so these records are explicitly untracked
-    // (no connection id); the plaintext is still captured whole.
-    let tls_recs: Vec<&Value> = recs.of_pid(pid).into_iter().filter(|r| r["tls"].is_object()).collect();
-    let text = |dir: &str| -> Vec<u8> {
+    // outside SSL_write/SSL_read, so the plaintext may not be tied to a
+    // connection: such records say so (`orphan`, connection id 0) and the
+    // plaintext is still captured whole.
+    let tls_recs: Vec<&Record> = recs
+        .0
+        .iter()
+        .filter(|r| r.who().is_some_and(|w| w.side.pid == pid && w.tls.is_some()) && !r.parts().is_empty())
+        .collect();
+    assert!(!tls_recs.is_empty(), "no TLS plaintext of node");
+    let text = |dir: Direction| -> Vec<u8> {
         tls_recs
             .iter()
-            .filter(|r| r["direction"] == dir && r["type"] == "data")
-            .flat_map(|r| wiretrail_tests::records::payload(r))
+            .flat_map(|r| r.parts())
+            .filter(|p| p.direction == dir && p.tls)
+            .flat_map(|p| p.raw.0.to_vec())
             .collect()
     };
     assert!(
-        text("egress").starts_with(b"GET /index.html HTTP/1.1\r\n"),
+        text(Direction::Egress).starts_with(b"GET /index.html HTTP/1.1\r\n"),
         "{:?}",
-        String::from_utf8_lossy(&text("egress"))
+        String::from_utf8_lossy(&text(Direction::Egress))
     );
-    assert!(text("ingress").ends_with(INDEX));
-    assert!(tls_recs.iter().all(|r| r["conn_id"].as_u64().unwrap() > 0 || r["untracked"] == true));
-    assert!(library_of(&tls_recs).starts_with("openssl OpenSSL 3."), "{}", library_of(&tls_recs));
+    assert!(text(Direction::Ingress).ends_with(INDEX));
+    for r in &tls_recs {
+        if let Record::Segment(s) = r
+            && s.reason == wiretrail_agent::proto::fields::UnparsedReason::Orphan
+        {
+            assert_eq!(s.who.side.conn_id, 0);
+        }
+    }
+    let lib = tls_recs[0].who().unwrap().tls.as_ref().unwrap();
+    assert!(lib.version.starts_with("OpenSSL 3."), "{lib:?}");
 }

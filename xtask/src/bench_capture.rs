@@ -1,10 +1,19 @@
-//! `cargo xtask bench capture`: wrk against nginx on loopback for a fixed time,
-//! first with the agent off, then with the agent capturing everything (JSON lines
-//! written to /dev/null, so formatting cost is included). Prints requests/s for
-//! both, the ratio, the agent's CPU and peak RSS, events/s and lost events.
+//! `cargo xtask bench capture`: wrk against nginx on loopback, agent off vs on.
+//!
+//! Phases, all in one run so the figures are ratios of one machine state:
+//! 1. no agent (baseline before);
+//! 2. the agent capturing with `--output none` (capture, connection table,
+//!    records made but not written): requests/s, agent CPU per kernel event,
+//!    peak RSS, losses — optionally profiled with `perf` (`--profile`);
+//! 3. no agent (baseline after: the VM's speed drifts, so both baselines and
+//!    their spread are printed and the ratio uses their mean);
+//! 4. the agent shipping to a collector on this host (plaintext gRPC, zstd):
+//!    records shipped per second, records per request, encoded record bytes
+//!    and bytes on the wire (TCP bytes acked, from `ss`) per captured payload byte.
 use std::{
     net::SocketAddr,
-    process::{Command, Stdio},
+    path::Path,
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -27,10 +36,16 @@ pub struct Args {
     /// nginx worker processes.
     #[arg(long, default_value_t = 1)]
     pub workers: u32,
-    /// Agent output while measuring: `none` (capture, decode and byte
-    /// accounting, no formatting) or `jsonl` (JSON lines to /dev/null).
+    /// Agent output while measuring phase 2: `none` (records made, not
+    /// written) or `jsonl` (JSON lines to /dev/null).
     #[arg(long, default_value = "none")]
     pub output: String,
+    /// Record a CPU profile of the agent in phase 2 (`perf record`) and print its top functions.
+    #[arg(long)]
+    pub profile: bool,
+    /// Skip phase 4 (shipping to a collector).
+    #[arg(long)]
+    pub no_ship: bool,
     /// HTTPS (set by `bench tls`): TLS plaintext capture on vs off.
     #[arg(skip)]
     pub tls: bool,
@@ -39,6 +54,7 @@ pub struct Args {
 /// wrk's figures.
 struct Wrk {
     rps: f64,
+    requests: u64,
     /// Mean latency, microseconds.
     latency_us: f64,
 }
@@ -58,10 +74,10 @@ fn parse_latency_us(v: &str) -> Option<f64> {
 }
 
 /// Runs wrk once.
-fn wrk(addr: SocketAddr, a: &Args) -> anyhow::Result<Wrk> {
+fn wrk(addr: SocketAddr, a: &Args, secs: u64) -> anyhow::Result<Wrk> {
     let scheme = if a.tls { "https" } else { "http" };
     let out = Command::new("wrk")
-        .args(["-t", &a.threads.to_string(), "-c", &a.connections.to_string(), "-d", &format!("{}s", a.duration)])
+        .args(["-t", &a.threads.to_string(), "-c", &a.connections.to_string(), "-d", &format!("{secs}s")])
         .arg(format!("{scheme}://{addr}/index.html"))
         .output()
         .context("running wrk (apt-get install wrk; `cargo xtask setup` does it)")?;
@@ -71,13 +87,18 @@ fn wrk(addr: SocketAddr, a: &Args) -> anyhow::Result<Wrk> {
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))?;
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse::<u64>().ok())
+        .with_context(|| format!("no request count in wrk output:\n{text}"))?;
     let latency_us = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("Latency"))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(parse_latency_us)
         .with_context(|| format!("no Latency in wrk output:\n{text}"))?;
-    Ok(Wrk { rps, latency_us })
+    Ok(Wrk { rps, requests, latency_us })
 }
 
 /// (user+system CPU seconds, peak RSS KiB) of a live process.
@@ -93,54 +114,183 @@ pub fn proc_usage(pid: u32) -> anyhow::Result<(f64, u64)> {
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
+        .context("no VmHWM in /proc/PID/status")?;
     Ok((ticks / hz, hwm))
+}
+
+/// The agent's counters now, from its metrics endpoint (a missing counter is an error).
+fn counters(metrics: SocketAddr) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(metrics).context("connecting to the agent's metrics")?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.strip_prefix("wiretrail_agent_")?.to_string(), v.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+fn counter(c: &std::collections::HashMap<String, u64>, name: &str) -> anyhow::Result<u64> {
+    c.get(name).copied().with_context(|| format!("the agent's metrics have no {name}"))
+}
+
+/// A running agent and how to read it.
+struct Running {
+    child: Child,
+    metrics: SocketAddr,
+}
+
+impl Running {
+    fn start(bin: &Path, dir: &Path, a: &Args, extra: &[&str]) -> anyhow::Result<Running> {
+        let ready = dir.join("ready");
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let child = Command::new(bin)
+            .args(["--output", &a.output, "--output-file", "/dev/null"])
+            .args(if a.tls { &[][..] } else { &["--no-tls"][..] })
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(["--metrics-addr", &metrics.to_string(), "--log-level", "warn"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the agent")?;
+        let mut r = Running { child, metrics };
+        if !wait_until(Duration::from_secs(60), || ready.exists()) {
+            let _ = r.child.kill();
+            bail!("agent did not attach");
+        }
+        // The metrics endpoint answers once the main loop runs.
+        if !wait_until(Duration::from_secs(10), || counters(metrics).is_ok()) {
+            let _ = r.child.kill();
+            bail!("agent metrics did not answer");
+        }
+        Ok(r)
+    }
+
+    fn stop(mut self) -> anyhow::Result<()> {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let st = self.child.wait()?;
+        anyhow::ensure!(st.success(), "agent exited with {st}");
+        Ok(())
+    }
+}
+
+/// Bytes acknowledged by the peer on TCP connections to `port` (from `ss`).
+fn tcp_bytes_acked_to(port: u16) -> anyhow::Result<u64> {
+    let out = Command::new("ss")
+        .args(["-tinH", "state", "established", &format!("( dport = :{port} )")])
+        .output()
+        .context("ss (iproute2)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("bytes_acked:"))
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum())
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(crate::util::is_root(), "the benchmark loads eBPF programs: run as root");
-    cargo(&["build", "--release", "-p", "wiretrail-agent"])?;
+    cargo(&["build", "--release", "-p", "wiretrail-agent", "-p", "wiretrail-collector"])?;
     let agent_bin = root().join("target/release/wiretrail-agent");
+    let collector_bin = root().join("target/release/wiretrail");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
     let _nginx = if a.tls { Nginx::start_tls(&[addr]) } else { Nginx::start_with(&[addr], None, a.workers) };
+    let dir = tempfile::tempdir()?;
 
     eprintln!("bench: warm-up");
-    wrk(addr, &Args { duration: 2, output: a.output.clone(), ..*a })?;
-    eprintln!("bench: agent off, {} s", a.duration);
-    let off = wrk(addr, a)?;
+    wrk(addr, a, 2)?;
+    eprintln!("bench: 1/4 agent off, {} s", a.duration);
+    let off1 = wrk(addr, a, a.duration)?;
 
-    let dir = tempfile::tempdir()?;
-    let ready = dir.path().join("ready");
-    let stats = dir.path().join("stats.json");
-    let mut agent = Command::new(&agent_bin)
-        .args(["--output", &a.output, "--output-file", "/dev/null"])
-        .args(if a.tls { &[][..] } else { &["--no-tls"][..] })
-        .arg("--ready-file")
-        .arg(&ready)
-        .arg("--stats-file")
-        .arg(&stats)
-        .args(["--log-level", "warn"])
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting the agent")?;
-    if !wait_until(Duration::from_secs(60), || ready.exists()) {
-        let _ = agent.kill();
-        bail!("agent did not attach");
-    }
-    let (cpu0, _) = proc_usage(agent.id())?;
-    eprintln!("bench: agent on, {} s", a.duration);
+    eprintln!("bench: 2/4 agent on (output {}), {} s", a.output, a.duration);
+    let agent = Running::start(&agent_bin, dir.path(), a, &[])?;
+    let pid = agent.child.id();
+    let (cpu0, _) = proc_usage(pid)?;
+    let c0 = counters(agent.metrics)?;
+    let perf_data = dir.path().join("perf.data");
+    let profiler = a
+        .profile
+        .then(|| {
+            Command::new("perf")
+                .args(["record", "-F", "499", "-g", "-o"])
+                .arg(&perf_data)
+                .args(["-p", &pid.to_string(), "--", "sleep", &a.duration.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("perf record (apt-get install linux-perf)")
+        })
+        .transpose()?;
     let t0 = Instant::now();
-    let on = wrk(addr, a)?;
+    let on = wrk(addr, a, a.duration)?;
     let wall = t0.elapsed().as_secs_f64();
-    let (cpu1, hwm_kib) = proc_usage(agent.id())?;
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    let st = agent.wait()?;
-    anyhow::ensure!(st.success(), "agent exited with {st}");
-    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats)?)?;
-    let events = s["kernel_events"].as_u64().unwrap_or(0);
-    let lost = s["kernel_lost_events"].as_u64().unwrap_or(0);
-    let gaps = s["gaps"].as_u64().unwrap_or(0);
+    // The agent publishes kernel counters every second: wait for the last one.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (cpu1, hwm_kib) = proc_usage(pid)?;
+    let c1 = counters(agent.metrics)?;
+    if let Some(mut p) = profiler {
+        p.wait()?;
+    }
+    agent.stop()?;
+    let events = counter(&c1, "kernel_events")? - counter(&c0, "kernel_events")?;
+    let lost = counter(&c1, "kernel_lost_events")?;
+    let gap_records = counter(&c1, "gap_records")?;
+    let records = counter(&c1, "records_out")? - counter(&c0, "records_out")?;
+    let cpu = cpu1 - cpu0;
+
+    eprintln!("bench: 3/4 agent off, {} s", a.duration);
+    let off2 = wrk(addr, a, a.duration)?;
+    let base = (off1.rps + off2.rps) / 2.0;
+
+    let ship = if a.no_ship {
+        None
+    } else {
+        eprintln!("bench: 4/4 agent shipping to a collector on this host, {} s", a.duration);
+        let port = free_port();
+        let data = dir.path().join("data");
+        let mut collector = Command::new(&collector_bin)
+            .args(["serve", "--insecure-plaintext", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the collector")?;
+        anyhow::ensure!(
+            wait_until(Duration::from_secs(30), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            "collector did not listen"
+        );
+        let spool = dir.path().join("spool");
+        let agent = Running::start(
+            &agent_bin,
+            dir.path(),
+            a,
+            &["--collector", &format!("http://127.0.0.1:{port}"), "--spool-dir", spool.to_str().unwrap()],
+        )?;
+        let c0 = counters(agent.metrics)?;
+        let wire0 = tcp_bytes_acked_to(port)?;
+        let t0 = Instant::now();
+        let w = wrk(addr, a, a.duration)?;
+        let wall = t0.elapsed().as_secs_f64();
+        // Let the shipper send what the run made.
+        std::thread::sleep(Duration::from_secs(3));
+        let c1 = counters(agent.metrics)?;
+        let wire = tcp_bytes_acked_to(port)? - wire0;
+        agent.stop()?;
+        let _ = collector.kill();
+        let _ = collector.wait();
+        let records = counter(&c1, "records_out")? - counter(&c0, "records_out")?;
+        let payload = counter(&c1, "data_bytes")? - counter(&c0, "data_bytes")?;
+        let held = counter(&c1, "record_payload_bytes")? - counter(&c0, "record_payload_bytes")?;
+        let encoded = counter(&c1, "wire_record_bytes")? - counter(&c0, "wire_record_bytes")?;
+        Some((w, wall, records, payload, held, encoded, wire))
+    };
 
     println!("| metric | value |");
     println!("|---|---|");
@@ -149,20 +299,54 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         "| wrk -t{} -c{} -d{}s ({scheme}), nginx workers {}, agent output {} | |",
         a.threads, a.connections, a.duration, a.workers, a.output
     );
-    println!("| requests/s, agent off | {:.0} |", off.rps);
-    println!("| requests/s, agent on | {:.0} |", on.rps);
-    println!("| ratio on/off | {:.3} |", on.rps / off.rps);
     println!(
-        "| mean latency off / on | {:.0} µs / {:.0} µs (added {:.0} µs per request) |",
-        off.latency_us,
-        on.latency_us,
-        on.latency_us - off.latency_us
+        "| requests/s, agent off (before / after; spread) | {:.0} / {:.0} ({:.1} %) |",
+        off1.rps,
+        off2.rps,
+        100.0 * (off1.rps - off2.rps).abs() / base
     );
-    println!("| agent CPU during run | {:.1}% of one core |", 100.0 * (cpu1 - cpu0) / wall);
+    println!("| requests/s, agent on | {:.0} |", on.rps);
+    println!("| ratio on / mean(off) | {:.3} |", on.rps / base);
+    println!(
+        "| mean latency off / on | {:.0} µs / {:.0} µs |",
+        (off1.latency_us + off2.latency_us) / 2.0,
+        on.latency_us
+    );
+    println!("| agent CPU during run | {:.1} % of one core |", 100.0 * cpu / wall);
+    println!("| kernel events during run | {events} ({:.0}/s) |", events as f64 / wall);
+    println!("| agent CPU per kernel event | {:.2} µs |", cpu * 1e6 / events.max(1) as f64);
+    println!("| records made per request | {:.3} |", records as f64 / on.requests.max(1) as f64);
     println!("| agent peak RSS | {:.1} MiB |", hwm_kib as f64 / 1024.0);
-    println!("| kernel events (whole agent run) | {events} |");
-    println!("| events/s during run | {:.0} |", events as f64 / wall);
-    println!("| lost events | {lost} |");
-    println!("| gap records | {gaps} |");
+    println!("| lost events (whole run) | {lost} |");
+    println!("| gap records (whole run) | {gap_records} |");
+    if let Some((w, wall, records, payload, held, encoded, wire)) = ship {
+        println!("| shipping: requests/s | {:.0} |", w.rps);
+        println!("| shipping: records shipped per second | {:.0} |", records as f64 / wall);
+        println!("| shipping: records per request | {:.3} |", records as f64 / w.requests.max(1) as f64);
+        println!("| shipping: payload bytes captured (both ends) / held in records (once) | {payload} / {held} |");
+        println!(
+            "| shipping: encoded record bytes per payload byte captured / held | {:.3} / {:.3} |",
+            encoded as f64 / payload.max(1) as f64,
+            encoded as f64 / held.max(1) as f64
+        );
+        println!(
+            "| shipping: bytes on the wire (TCP, zstd) per payload byte captured / held | {:.3} / {:.3} ({wire} B) |",
+            wire as f64 / payload.max(1) as f64,
+            wire as f64 / held.max(1) as f64
+        );
+    }
+    if a.profile {
+        let out = Command::new("perf")
+            .args(["report", "--stdio", "--no-children", "--sort", "symbol", "--percent-limit", "1.5", "-i"])
+            .arg(&perf_data)
+            .output()
+            .context("perf report")?;
+        println!("\nagent CPU profile (perf, phase 2, self time):");
+        for l in String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains('%') && !l.starts_with('#')) {
+            if !l.trim_start().starts_with('-') && !l.trim_start().starts_with('|') {
+                println!("{}", l.trim());
+            }
+        }
+    }
     Ok(())
 }

@@ -92,7 +92,13 @@ async fn agent(addr: std::net::SocketAddr, id: u64, a: Arc<Shared>) -> anyhow::R
             }
             let last = (first + a2.batch).min(a2.target);
             let records = (first..last).map(|i| record(i, a2.target, &payload)).collect();
-            let b = Batch { agent_id: format!("bench-agent-{id}"), boot_id: "bench".into(), seq, records };
+            let b = Batch {
+                agent_id: format!("bench-agent-{id}"),
+                boot_id: "bench".into(),
+                seq,
+                records,
+                covers_through_seq: 0,
+            };
             seq += 1;
             if tx.send(b).await.is_err() {
                 break;

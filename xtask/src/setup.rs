@@ -2,7 +2,9 @@
 //!
 //! - Debian packages: the eBPF toolchain (rustc-web, rust-web-src: rustc 1.96 with
 //!   LLVM 22 and its sources for `-Z build-std=core`), the test peers (nginx, curl,
-//!   openssl, gnutls-bin, postgresql, redis-server, wrk), and tools the tests use
+//!   openssl, gnutls-bin, postgresql, redis-server, wrk; mariadb-server and
+//!   mariadb-client, rabbitmq-server, nats-server, mosquitto for the broker and
+//!   database protocol tests), and tools the tests use
 //!   (iproute2, libcap2-bin, bpftool, dig from dnsutils, dnsmasq-base as a DNS
 //!   server the tests start themselves; kubectl from kubernetes-client when no
 //!   kubectl is installed; python3-venv and systemd for the deployment tests).
@@ -40,9 +42,19 @@ pub const PACKAGES: &[&str] = &[
     "python3",
     "python3-venv",
     "systemd",
+    // benchmarks: agent CPU profiles (`bench capture --profile`)
+    "linux-perf",
     // protocol tests: dig, and a DNS server the tests start themselves
     "dnsutils",
     "dnsmasq-base",
+    // broker and database peers of the protocol tests (started by the tests themselves)
+    "mariadb-server",
+    "mariadb-client",
+    // server-side prepared statements over the binary protocol (libmariadb through Perl DBI)
+    "libdbd-mariadb-perl",
+    "rabbitmq-server",
+    "nats-server",
+    "mosquitto",
 ];
 
 /// Installed only when the command is missing (a node from elsewhere, e.g. with
@@ -51,6 +63,22 @@ pub const PACKAGES: &[&str] = &[
 /// kubernetes-client, kept out of PACKAGES because another kubectl package
 /// (e.g. a cloud SDK's) may already own /usr/bin/kubectl.
 const IF_MISSING: &[(&str, &str)] = &[("node", "nodejs"), ("kubectl", "kubernetes-client")];
+
+/// Services the Debian packages start on install; the tests start their own
+/// instances on loopback ports they pick, so these are stopped and disabled.
+/// rabbitmq-server also starts epmd (the Erlang port mapper) through systemd's
+/// epmd.socket; the tests run their broker with its own epmd port.
+const SERVICES: &[&str] = &[
+    "nginx",
+    "redis-server",
+    "postgresql",
+    "mariadb",
+    "rabbitmq-server",
+    "nats-server",
+    "mosquitto",
+    "epmd.socket",
+    "epmd",
+];
 
 const BPF_LINKER_VERSION: &str = "0.13";
 
@@ -106,8 +134,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
         // The Debian packages start their services; the tests start their own instances.
-        for svc in ["nginx", "redis-server", "postgresql"] {
+        for svc in SERVICES {
             let _ = Command::new("systemctl").args(["stop", svc]).status();
+            let _ = Command::new("systemctl").args(["disable", svc]).status();
         }
     } else {
         println!("setup: Debian packages present");

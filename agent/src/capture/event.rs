@@ -3,35 +3,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use wiretrail_common::*;
 
-/// Direction of bytes from the capturing process's point of view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// Written by the process.
-    Egress,
-    /// Read by the process.
-    Ingress,
-}
-
-/// Transport protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    Tcp,
-    Udp,
-}
-
-/// Why bytes are missing from a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GapReason {
-    /// Ring buffer full: the kernel could not hand the bytes over.
-    Lost,
-    /// Over a configured capture cap.
-    Truncated,
-    /// The process's buffer could not be read from the kernel.
-    Unreadable,
-}
+use crate::types::{Call, Comm, Direction, GapReason, Transport};
 
 /// Fields common to every event, decoded from the header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,9 +17,10 @@ pub struct Meta {
     pub fd: i32,
     pub cgroup_id: u64,
     pub netns: u32,
-    pub comm: String,
+    pub comm: Comm,
     pub transport: Transport,
-    pub syscall: &'static str,
+    /// The syscall or TLS function that produced the event.
+    pub call: Call,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// The remote address is this datagram's (unconnected UDP), not the socket's.
@@ -62,35 +35,6 @@ pub struct Meta {
     pub tls_lib: u16,
     pub tx_total: u64,
     pub rx_total: u64,
-}
-
-#[cfg(test)]
-impl Meta {
-    /// A TCP event of connection `conn_id` between `local` and `remote` (tests).
-    pub fn for_test(conn_id: u64, local: &str, remote: &str) -> Meta {
-        Meta {
-            ts_ns: 1,
-            conn_id,
-            pid: 1,
-            tid: 1,
-            uid: 0,
-            fd: 3,
-            cgroup_id: 1,
-            netns: 1,
-            comm: "t".into(),
-            transport: Transport::Tcp,
-            syscall: "write",
-            local: local.parse().expect("local address"),
-            remote: remote.parse().expect("remote address"),
-            peer_from_arg: false,
-            midstream: false,
-            untracked: false,
-            tls: false,
-            tls_lib: 0,
-            tx_total: 0,
-            rx_total: 0,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,32 +94,6 @@ pub enum DecodeError {
     Direction { direction: u8 },
 }
 
-fn syscall_name(s: u8) -> &'static str {
-    match s {
-        SYS_READ => "read",
-        SYS_WRITE => "write",
-        SYS_READV => "readv",
-        SYS_WRITEV => "writev",
-        SYS_RECVFROM => "recvfrom",
-        SYS_SENDTO => "sendto",
-        SYS_RECVMSG => "recvmsg",
-        SYS_SENDMSG => "sendmsg",
-        SYS_RECVMMSG => "recvmmsg",
-        SYS_SENDMMSG => "sendmmsg",
-        SYS_CONNECT => "connect",
-        SYS_ACCEPT => "accept",
-        SYS_ACCEPT4 => "accept4",
-        SYS_CLOSE => "close",
-        SYS_SSL_WRITE => "SSL_write",
-        SYS_SSL_READ => "SSL_read",
-        SYS_GNUTLS_SEND => "gnutls_record_send",
-        SYS_GNUTLS_RECV => "gnutls_record_recv",
-        SYS_GO_TLS_WRITE => "crypto/tls.(*Conn).Write",
-        SYS_GO_TLS_READ => "crypto/tls.(*Conn).Read",
-        _ => "unknown",
-    }
-}
-
 fn addr(family: u8, raw: &[u8; 16], port: u16) -> SocketAddr {
     let ip = if family == FAMILY_INET {
         IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
@@ -205,7 +123,6 @@ pub fn decode(buf: &[u8]) -> Result<CaptureEvent, DecodeError> {
     }
     // SAFETY: length checked above; EventHeader is plain old data of this size.
     let h: EventHeader = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
-    let comm_end = h.comm.iter().position(|&b| b == 0).unwrap_or(h.comm.len());
     let meta = Meta {
         ts_ns: h.ts_ns,
         conn_id: h.conn_id,
@@ -215,9 +132,9 @@ pub fn decode(buf: &[u8]) -> Result<CaptureEvent, DecodeError> {
         fd: h.fd,
         cgroup_id: h.cgroup_id,
         netns: h.netns,
-        comm: String::from_utf8_lossy(&h.comm[..comm_end]).into_owned(),
+        comm: Comm::from_kernel(&h.comm),
         transport: if h.protocol == PROTO_UDP { Transport::Udp } else { Transport::Tcp },
-        syscall: syscall_name(h.syscall),
+        call: Call(h.syscall),
         local: addr(h.family, &h.laddr, h.lport),
         remote: addr(h.family, &h.raddr, h.rport),
         peer_from_arg: h.flags & FLAG_PEER_FROM_ARG != 0,
@@ -306,10 +223,10 @@ mod tests {
         let ev = decode(&bytes(&header(KIND_DATA), b"abc\0\0\0\0\0")).unwrap();
         let CaptureEvent::Data { meta, direction, pos, payload } = ev else { panic!() };
         assert_eq!((direction, pos, &payload[..]), (Direction::Egress, 100, &b"abc"[..]));
-        assert_eq!(meta.comm, "curl");
+        assert_eq!(meta.comm.as_str(), "curl");
         assert_eq!(meta.local.to_string(), "127.0.0.1:5555");
         assert_eq!(meta.remote.to_string(), "127.0.0.2:80");
-        assert_eq!(meta.syscall, "sendto");
+        assert_eq!(meta.call.name(), "sendto");
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub async fn run(
                 while let Some(item) = ring.next() {
                     match decode(&item) {
                         Ok(CaptureEvent::Exec { meta }) => {
-                            exes.record_exec(meta.pid, &meta.comm);
+                            exes.record_exec(meta.pid, meta.comm);
                             if let Some(d) = &discovery
                                 && d.try_send(Request::Exec(meta.pid)).is_err()
                             {

@@ -148,6 +148,20 @@ pub struct KernelStats {
     pub self_peer: u64,
 }
 
+impl KernelStats {
+    /// Publishes the counters as the agent's `kernel_*` metrics.
+    pub fn publish(&self, m: &crate::metrics::Metrics) {
+        m.kernel_events.set(self.events);
+        m.kernel_lost_events.set(self.lost_events);
+        m.kernel_lost_bytes.set(self.lost_bytes);
+        m.kernel_track_full.set(self.track_full);
+        m.kernel_truncated_bytes.set(self.truncated_bytes);
+        m.kernel_internal_errors.set(self.internal_errors);
+        m.kernel_pending_full.set(self.pending_full);
+        m.kernel_self_peer.set(self.self_peer);
+    }
+}
+
 impl Loaded {
     /// Reads and sums the per-CPU counters.
     pub fn kernel_stats(&self) -> Result<KernelStats, LoadError> {

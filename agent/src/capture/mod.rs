@@ -7,6 +7,7 @@ pub mod loader;
 pub mod offsets;
 pub mod reader;
 pub mod selfcheck;
+pub mod synthetic;
 pub mod tls;
 pub mod tracefs;
 

@@ -262,24 +262,7 @@ pub fn problems(host: &Host, needs: Needs) -> Vec<Problem> {
     out
 }
 
-/// The cgroup v2 mount point: `/sys/fs/cgroup` on unified hosts, or the
-/// `cgroup2` mount of a hybrid host (e.g. `/sys/fs/cgroup/unified`).
-/// The cgroup v2 hierarchy: `/sys/fs/cgroup` on most nodes, `/sys/fs/cgroup/unified`
-/// on hybrid hosts. In a container, the host's hierarchy bind-mounted under
-/// `/host` (see the DaemonSet) is preferred over the container's own, which a
-/// cgroup namespace limits to the pod's subtree.
-pub fn cgroup2_root() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    let all: Vec<PathBuf> = mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_src, dst, fstype) = (f.next()?, f.next()?, f.next()?);
-            (fstype == "cgroup2").then(|| PathBuf::from(dst))
-        })
-        .collect();
-    all.iter().find(|p| p.starts_with("/host")).or(all.first()).cloned()
-}
+use crate::host::cgroup2_root;
 
 fn tracefs_state() -> Tracefs {
     let root = std::path::Path::new(TRACEFS);

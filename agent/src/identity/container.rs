@@ -2,10 +2,10 @@
 //! Docker (systemd and cgroupfs drivers) and Kubernetes' kubepods hierarchy.
 
 /// A container the cgroup path names.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Container {
     /// `containerd`, `cri-o`, `docker`, or `unknown` (a bare 64-hex id).
-    pub runtime: &'static str,
+    pub runtime: std::borrow::Cow<'static, str>,
     /// The 64-hex container id.
     pub id: String,
 }
@@ -22,12 +22,12 @@ pub fn from_cgroup_path(path: &str) -> Option<Container> {
             if let Some(id) = base.strip_prefix(prefix)
                 && is_id(id)
             {
-                return Some(Container { runtime, id: id.to_string() });
+                return Some(Container { runtime: runtime.into(), id: id.to_string() });
             }
         }
         if is_id(base) {
             let runtime = if path.contains("/docker/") { "docker" } else { "unknown" };
-            return Some(Container { runtime, id: base.to_string() });
+            return Some(Container { runtime: runtime.into(), id: base.to_string() });
         }
     }
     None
@@ -44,7 +44,7 @@ mod tests {
         let p = format!(
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12_34.slice/cri-containerd-{ID}.scope"
         );
-        assert_eq!(from_cgroup_path(&p), Some(Container { runtime: "containerd", id: ID.into() }));
+        assert_eq!(from_cgroup_path(&p), Some(Container { runtime: "containerd".into(), id: ID.into() }));
     }
 
     #[test]

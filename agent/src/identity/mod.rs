@@ -2,11 +2,9 @@
 //! (resolved from the kernel's cgroup id), the container that path names, and
 //! its executable (path and SHA-256), and the Kubernetes pod the container
 //! belongs to (from a watch of this node's pods).
-pub mod conns;
 pub mod container;
 pub mod exehash;
 pub mod k8s;
-pub mod peers;
 pub mod pods;
 
 use std::{
@@ -17,14 +15,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use conns::ConnIdentities;
 pub use container::Container;
 pub use exehash::ExeHasher;
-pub use peers::PeerIndex;
 pub use pods::{PodIndex, PodInfo};
 
+use crate::types::Comm;
+
 /// What the records carry about the process that spoke.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// cgroup v2 path relative to the cgroup root (e.g. `/system.slice/nginx.service`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,7 +56,7 @@ pub struct Sources {
 /// handed to the hasher then too. Bounded.
 #[derive(Default)]
 pub struct ExecCache {
-    map: std::sync::Mutex<HashMap<(u32, String), ExecInfo>>,
+    map: std::sync::Mutex<HashMap<(u32, Comm), ExecInfo>>,
     hasher: Option<Arc<ExeHasher>>,
 }
 
@@ -79,7 +77,7 @@ impl ExecCache {
     }
 
     /// Reads `/proc/PID/exe` of a process that just executed a new image.
-    pub fn record_exec(&self, pid: u32, comm: &str) {
+    pub fn record_exec(&self, pid: u32, comm: Comm) {
         if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
             let key = self.hasher.as_ref().and_then(|h| {
                 let key = ExeHasher::key_of(pid)?;
@@ -90,12 +88,12 @@ impl ExecCache {
             if m.len() >= Self::MAX {
                 m.clear();
             }
-            m.insert((pid, comm.to_string()), ExecInfo { exe: exe.display().to_string(), key });
+            m.insert((pid, comm), ExecInfo { exe: exe.display().to_string(), key });
         }
     }
 
-    fn get(&self, pid: u32, comm: &str) -> Option<ExecInfo> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&(pid, comm.to_string())).cloned()
+    fn get(&self, pid: u32, comm: Comm) -> Option<ExecInfo> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&(pid, comm)).cloned()
     }
 }
 
@@ -126,7 +124,7 @@ pub fn walk_cgroups(root: &std::path::Path) -> Vec<(u64, String)> {
 
 /// A process's resolved identity and what may still change it.
 struct Cached {
-    comm: String,
+    comm: Comm,
     cgroup_id: u64,
     id: Arc<Identity>,
     /// The executable (file) whose hash is still being computed.
@@ -162,7 +160,7 @@ pub struct IdentityResolver {
 impl IdentityResolver {
     pub fn new(sources: Sources) -> Self {
         IdentityResolver {
-            root: crate::capture::selfcheck::cgroup2_root(),
+            root: crate::host::cgroup2_root(),
             cgroups: HashMap::new(),
             scanned: None,
             by_pid: HashMap::new(),
@@ -192,7 +190,7 @@ impl IdentityResolver {
     /// The identity of process `pid` (command `comm`) in cgroup `cgroup_id`.
     /// No allocation when the process was seen before with the same comm and
     /// cgroup and nothing it depends on changed.
-    pub fn resolve(&mut self, pid: u32, comm: &str, cgroup_id: u64) -> Arc<Identity> {
+    pub fn resolve(&mut self, pid: u32, comm: Comm, cgroup_id: u64) -> Arc<Identity> {
         let hash_gen = self.hasher.as_ref().map_or(0, |h| h.generation());
         let pod_gen = self.pods.as_ref().map_or(0, |p| p.generation());
         if let Some(c) = self.by_pid.get_mut(&pid)
@@ -232,7 +230,7 @@ impl IdentityResolver {
             self.by_pid.clear();
         }
         let cached = Cached {
-            comm: comm.to_string(),
+            comm,
             cgroup_id,
             id: id.clone(),
             hash_pending,
@@ -278,16 +276,16 @@ mod tests {
         // Our own cgroup id is the inode of our cgroup directory.
         let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();
         let rel = cg.lines().find_map(|l| l.strip_prefix("0::")).expect("cgroup v2 entry").to_string();
-        let root = crate::capture::selfcheck::cgroup2_root().expect("cgroup v2 mounted");
+        let root = crate::host::cgroup2_root().expect("cgroup v2 mounted");
         let ino = std::fs::metadata(root.join(rel.trim_start_matches('/'))).unwrap().ino();
-        let id = r.resolve(me, "test", ino);
+        let id = r.resolve(me, Comm::new("test"), ino);
         assert_eq!(id.cgroup_path.as_deref(), Some(rel.as_str()));
         assert_eq!(id.exe, Some(std::fs::read_link("/proc/self/exe").unwrap().display().to_string()));
-        assert_eq!(r.resolve(me, "test", u64::MAX).cgroup_path, None, "unknown ids stay unknown");
+        assert_eq!(r.resolve(me, Comm::new("test"), u64::MAX).cgroup_path, None, "unknown ids stay unknown");
         // The hash arrives on a later record of the same process.
         let deadline = Instant::now() + Duration::from_secs(60);
         let sha = loop {
-            if let Some(h) = r.resolve(me, "test", ino).exe_sha256.clone() {
+            if let Some(h) = r.resolve(me, Comm::new("test"), ino).exe_sha256.clone() {
                 break h;
             }
             assert!(Instant::now() < deadline, "exe hash never reached the identity");
@@ -296,8 +294,8 @@ mod tests {
         let f = std::fs::File::open("/proc/self/exe").unwrap();
         let key = exehash::FileKey::of(&f.metadata().unwrap());
         assert_eq!(&*sha, exehash::hash_file(f, &key).unwrap().as_str());
-        let a = r.resolve(me, "test", ino);
-        assert!(Arc::ptr_eq(&a, &r.resolve(me, "test", ino)), "settled identities are shared, not rebuilt");
+        let a = r.resolve(me, Comm::new("test"), ino);
+        assert!(Arc::ptr_eq(&a, &r.resolve(me, Comm::new("test"), ino)), "settled identities are shared, not rebuilt");
     }
 
     #[test]
@@ -309,10 +307,10 @@ mod tests {
         r.cgroups.insert(77, format!("/kubepods.slice/cri-containerd-{CID}.scope"));
         r.cgroups.insert(78, "/system.slice/cron.service".into());
         let me = std::process::id();
-        let before = r.resolve(me, "app", 77);
+        let before = r.resolve(me, Comm::new("app"), 77);
         assert_eq!(before.container.as_ref().unwrap().id, CID);
         assert!(before.pod.is_none());
-        assert!(Arc::ptr_eq(&before, &r.resolve(me, "app", 77)), "nothing changed: cached");
+        assert!(Arc::ptr_eq(&before, &r.resolve(me, Comm::new("app"), 77)), "nothing changed: cached");
         let pod = serde_json::json!({
             "metadata": {"name": "api-0", "namespace": "prod", "uid": "u-1", "labels": {"app": "api"}},
             "spec": {"nodeName": "n1", "serviceAccountName": "api", "containers": []},
@@ -321,14 +319,14 @@ mod tests {
         });
         let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).unwrap();
         pods.apply(&pod);
-        let after = r.resolve(me, "app", 77);
+        let after = r.resolve(me, Comm::new("app"), 77);
         let p = after.pod.as_ref().expect("the pod reaches the cached process");
         assert_eq!((p.name.as_str(), p.namespace.as_str(), p.service_account.as_str()), ("api-0", "prod", "api"));
         assert_eq!(after.exe, before.exe);
         // A host process is not affected by pod changes.
-        let host = r.resolve(me + 1, "cron", 78);
+        let host = r.resolve(me + 1, Comm::new("cron"), 78);
         pods.delete(&pod);
-        assert!(Arc::ptr_eq(&host, &r.resolve(me + 1, "cron", 78)));
-        assert!(r.resolve(me, "app", 77).pod.is_none(), "deleted pods leave");
+        assert!(Arc::ptr_eq(&host, &r.resolve(me + 1, Comm::new("cron"), 78)));
+        assert!(r.resolve(me, Comm::new("app"), 77).pod.is_none(), "deleted pods leave");
     }
 }

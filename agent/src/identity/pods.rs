@@ -12,7 +12,7 @@ use std::{
 use k8s_openapi::api::core::v1::Pod;
 
 /// What records carry about the pod a process runs in.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PodInfo {
     pub name: String,
     pub namespace: String,

@@ -1,11 +1,6 @@
-//! Where captured records go. For now: JSON lines (or counted and discarded, for
-//! benchmarks). The collector shipper plugs in here later.
-pub mod jsonl;
-pub mod note;
-pub mod record;
-pub mod text;
-pub mod wire;
+//! The local output: records as JSON lines or as text lines (or counted and
+//! discarded, for benchmarks). Both render the one record type
+//! (`crate::record`); the collector's form is `crate::record::wire`.
+pub mod sink;
 
-pub use jsonl::{Sink, SinkError};
-pub use note::AgentNote;
-pub use record::JsonRecord;
+pub use sink::{Sink, SinkError};

@@ -6,9 +6,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::flow::input::{Direction, Transport};
-use crate::proto::record::{Body, ExchangeRole};
+use crate::proto::fields::{Body, ExchangeRole};
 use crate::proto::{Parse, Parsed, Parser, Partial, ProtoConfig, Protocol};
+use crate::types::{Direction, Transport};
 
 const HEADER: usize = 12;
 /// RFC 1035 §3.1: names are at most 255 bytes on the wire.

@@ -1,13 +1,21 @@
 //! FIX 4.x tag=value (and FIXT.1.1 session layer): framing by BodyLength,
-//! CheckSum verification, header fields, session vs application messages.
-//! Malformed messages are recorded with what is wrong.
+//! CheckSum verification, header fields, session vs application messages,
+//! and session tracking per direction (MsgSeqNum gaps, resends, ResendRequest,
+//! SequenceReset: see [`session`]). Malformed messages are recorded with what
+//! is wrong.
+//!
+//! Pairing: none. FIX is a pair of one-way message streams; every message is
+//! a record of its own (`exchange: None`). The session flags relate them.
 
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::flow::input::Direction;
-use crate::proto::record::{Body, Text};
+use crate::proto::fields::{Body, Text};
 use crate::proto::{Parse, Parsed, Parser, Partial, ProtoConfig, Protocol};
+use crate::types::Direction;
+
+pub mod session;
+pub use session::{FixSession, SeqGap, SeqRange, SeqReset};
 
 const SOH: u8 = 0x01;
 /// "10=ddd<SOH>".
@@ -116,6 +124,8 @@ pub struct FixMessage {
     pub errors: Vec<String>,
     /// All fields in order, header and trailer included (capped).
     pub fields: Vec<FixField>,
+    /// Session tracking: sequence gaps, resends, ResendRequest, SequenceReset.
+    pub session: FixSession,
 }
 
 /// Name of standard MsgType values.
@@ -158,7 +168,7 @@ fn is_session(t: &[u8]) -> bool {
     matches!(t, b"0" | b"1" | b"2" | b"3" | b"4" | b"5" | b"A" | b"n")
 }
 
-fn parse_uint(b: &[u8]) -> Option<u64> {
+pub(crate) fn parse_uint(b: &[u8]) -> Option<u64> {
     if b.is_empty() || b.len() > 18 || !b.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -186,12 +196,17 @@ enum Frame {
 pub struct FixParser {
     max_fields: usize,
     max_message: usize,
+    session: session::SessionTracker,
 }
 
 impl FixParser {
     /// A parser with the configured caps.
     pub fn new(cfg: &ProtoConfig) -> Self {
-        FixParser { max_fields: cfg.max_fix_fields.max(4), max_message: cfg.max_message_bytes.max(64) }
+        FixParser {
+            max_fields: cfg.max_fix_fields.max(4),
+            max_message: cfg.max_message_bytes.max(64),
+            session: session::SessionTracker::default(),
+        }
     }
 
     /// BeginString and BodyLength: (begin string end, body start, declared length).
@@ -328,6 +343,7 @@ impl FixParser {
             valid: true,
             errors: Vec::new(),
             fields: Vec::new(),
+            session: FixSession::default(),
         };
         if !matches!(
             &m.begin_string.0[..],
@@ -364,6 +380,7 @@ impl FixParser {
             valid: false,
             errors: Vec::new(),
             fields: Vec::new(),
+            session: FixSession::default(),
         }
     }
 }
@@ -373,7 +390,7 @@ impl Parser for FixParser {
         Protocol::Fix
     }
 
-    fn parse(&mut self, _dir: Direction, buf: &Bytes) -> Parse {
+    fn parse(&mut self, dir: Direction, buf: &Bytes) -> Parse {
         let (begin_end, body_start, declared) = match Self::prefix(buf) {
             Ok(Some(p)) => p,
             Ok(None) => {
@@ -387,14 +404,15 @@ impl Parser for FixParser {
         match self.frame(buf, body_start, declared) {
             Frame::Need(min_len, total) => Parse::Need { min_len: min_len.max(buf.len() + 1), total },
             Frame::End(end, mismatch) => {
-                let m = self.message(buf, begin_end, body_start, declared, end, mismatch);
+                let mut m = self.message(buf, begin_end, body_start, declared, end, mismatch);
+                m.session = self.session.observe(dir.index(), &m, m.valid);
                 let error = (!m.errors.is_empty()).then(|| m.errors.join("; "));
                 Parse::Message(Parsed { len: end, body: Body::Fix(Box::new(m)), exchange: None, error })
             }
         }
     }
 
-    fn interrupted(&mut self, _dir: Direction, buf: &Bytes) -> Partial {
+    fn interrupted(&mut self, dir: Direction, buf: &Bytes) -> Partial {
         let (begin, total, declared) = match Self::prefix(buf) {
             Ok(Some((be, bs, declared))) => {
                 (Text(buf.slice(2..be)), Some((bs + declared + TRAILER_LEN) as u64), Some(declared))
@@ -409,6 +427,7 @@ impl Parser for FixParser {
             let body_start = Self::prefix(buf).ok().flatten().map_or(0, |p| p.1);
             self.fields(buf, body_start, last, false, &mut m);
         }
+        m.session = self.session.observe(dir.index(), &m, false);
         Partial { body: Body::Fix(Box::new(m)), exchange: None, total, complete_at_end: false }
     }
 
@@ -420,7 +439,13 @@ impl Parser for FixParser {
         (1..5).rev().find(|&n| buf.len() >= n && buf.ends_with(&b"8=FIX"[..n])).map(|n| buf.len() - n)
     }
 
-    fn gap(&mut self, _dir: Direction) {}
+    fn gap(&mut self, dir: Direction) {
+        self.session.gap(dir.index());
+    }
+
+    fn sender_attributes(&self, dir: Direction) -> Vec<(String, String)> {
+        self.session.sender_attributes(dir.index())
+    }
 }
 
 #[cfg(test)]

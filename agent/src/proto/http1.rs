@@ -6,9 +6,9 @@ use std::mem::MaybeUninit;
 
 use bytes::Bytes;
 
-use crate::flow::input::Direction;
-use crate::proto::record::{Body, ExchangeRole, Text, UnparsedReason};
+use crate::proto::fields::{Body, ExchangeRole, Text, UnparsedReason};
 use crate::proto::{Parse, Parsed, Parser, Partial, ProtoConfig, Protocol};
+use crate::types::Direction;
 
 /// Hard ceiling on headers parsed per message (the config may set less).
 const HEADER_SLOTS: usize = 256;
@@ -96,6 +96,8 @@ pub struct Http1Parser {
     /// Bytes of an incomplete head already searched for its blank line, so
     /// a head arriving in small pieces is scanned once, not once per piece.
     head_scanned: [usize; 2],
+    /// The last response was interim (1xx): the final response follows.
+    interim: bool,
 }
 
 impl Http1Parser {
@@ -111,6 +113,7 @@ impl Http1Parser {
             tunnel: false,
             pending: [None, None],
             head_scanned: [0, 0],
+            interim: false,
         }
     }
 
@@ -209,9 +212,12 @@ impl Http1Parser {
                 let status = msg.status.unwrap_or(0);
                 msg.interim = (100..200).contains(&status) && status != 101;
                 if msg.interim {
+                    // Part of the response to the oldest request: the final one follows.
                     msg.framing = BodyFraming::None;
-                    return Ok(None);
+                    self.interim = true;
+                    return Ok(Some((self.next_response, ExchangeRole::Response)));
                 }
+                self.interim = false;
                 let method = self.methods.pop_front();
                 let head = method.as_ref().is_some_and(|m| m == &"HEAD");
                 let connect = method.as_ref().is_some_and(|m| m == &"CONNECT");
@@ -478,6 +484,10 @@ impl Parser for Http1Parser {
             return Some(0);
         }
         memchr::memchr_iter(b'\n', buf).map(|i| i + 1).find(|&i| i < buf.len() && starts_like(&buf[i..], pats))
+    }
+
+    fn more_to_come(&self, dir: Direction, _id: u64) -> bool {
+        dir != self.client_dir && self.interim
     }
 
     fn gap(&mut self, dir: Direction) {

@@ -1,26 +1,32 @@
 //! Protocol parsers. Each parses messages from the front of one direction's
-//! reassembled, gap-free bytes and reports how many bytes a message took; the
-//! flow engine cuts those bytes out as the record's raw bytes.
+//! reassembled, gap-free bytes and reports how many bytes a message took and
+//! how it pairs with others; the connection (`crate::conn`) cuts those bytes
+//! out as the record's raw bytes and pairs messages into exchanges.
 
 #![warn(missing_docs)]
 
+pub mod amqp;
 pub mod dns;
+pub mod fields;
 pub mod fix;
 pub mod http1;
 pub mod http2;
+pub mod mqtt;
+pub mod mysql;
+pub mod nats;
 pub mod postgres;
-pub mod record;
 pub mod redis;
 pub mod unknown;
+mod wire;
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::flow::input::{Direction, Transport};
-use record::{Body, ExchangeRole};
+use crate::types::{Direction, Transport};
+use fields::{Body, ExchangeRole};
 
 /// Application protocol of a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// Not detected yet (only on records produced before detection).
@@ -37,6 +43,14 @@ pub enum Protocol {
     Dns,
     /// FIX 4.x tag=value.
     Fix,
+    /// MySQL / MariaDB client/server protocol.
+    Mysql,
+    /// AMQP 0-9-1 (RabbitMQ).
+    Amqp,
+    /// NATS client protocol.
+    Nats,
+    /// MQTT 3.1, 3.1.1 and 5.
+    Mqtt,
     /// Nothing recognised: raw records only.
     Unknown,
 }
@@ -66,6 +80,20 @@ pub struct ProtoConfig {
     pub max_dns_records: usize,
     /// Most FIX fields kept per message.
     pub max_fix_fields: usize,
+    /// Most prepared statements (PostgreSQL, MySQL) remembered per connection
+    /// to resolve executions to their SQL; the oldest is forgotten first.
+    pub max_prepared_statements: usize,
+    /// Most bytes of SQL text remembered for prepared statements per connection.
+    pub max_prepared_sql_bytes: usize,
+    /// Most bound parameter values (SQL) or properties/headers (brokers) listed
+    /// per message.
+    pub max_values_listed: usize,
+    /// Longest value (a bound parameter, a header, a payload preview) shown in
+    /// the parsed fields; longer ones are cut and marked (all bytes stay in `raw`).
+    pub max_value_bytes: usize,
+    /// Longest preview of a message payload or body (brokers) in the parsed
+    /// fields; all bytes stay in `raw`.
+    pub max_payload_preview_bytes: usize,
 }
 
 impl Default for ProtoConfig {
@@ -81,6 +109,11 @@ impl Default for ProtoConfig {
             max_pg_messages_listed: 64,
             max_dns_records: 256,
             max_fix_fields: 1024,
+            max_prepared_statements: 256,
+            max_prepared_sql_bytes: 256 << 10,
+            max_values_listed: 64,
+            max_value_bytes: 256,
+            max_payload_preview_bytes: 4096,
         }
     }
 }
@@ -162,6 +195,51 @@ pub trait Parser: Send {
 
     /// Bytes of `dir` were lost: forget state that depended on them.
     fn gap(&mut self, dir: Direction);
+
+    /// Right after [`Parser::parse`] returned a message of `dir` with pairing
+    /// key `id`: whether more messages of the same exchange and role follow
+    /// (HTTP/2 frames of a stream before END_STREAM, a PostgreSQL response
+    /// group cut at the cap). The exchange is one record once neither role
+    /// has more to come. Default: each message is the whole request or response.
+    fn more_to_come(&self, _dir: Direction, _id: u64) -> bool {
+        false
+    }
+
+    /// Messages without a pairing key are one record each (one-way protocols
+    /// such as FIX) unless this returns true: then consecutive ones of a
+    /// direction are gathered into one record, bounded by size and time
+    /// (HTTP/2 connection-level frames: SETTINGS, WINDOW_UPDATE, PING).
+    fn gathers_unpaired(&self) -> bool {
+        false
+    }
+
+    /// Attributes of the application identity that sends in `dir`, as learned
+    /// so far from the messages (e.g. `("fix.sender_comp_id", "BUYSIDE")`).
+    /// Only protocols that reveal application identities return any.
+    fn sender_attributes(&self, dir: Direction) -> Vec<(String, String)> {
+        let _ = dir;
+        Vec::new()
+    }
+}
+
+impl Protocol {
+    /// The snake_case name (as in JSON and on the wire).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Undetected => "undetected",
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
+            Protocol::Postgres => "postgres",
+            Protocol::Redis => "redis",
+            Protocol::Dns => "dns",
+            Protocol::Fix => "fix",
+            Protocol::Mysql => "mysql",
+            Protocol::Amqp => "amqp",
+            Protocol::Nats => "nats",
+            Protocol::Mqtt => "mqtt",
+            Protocol::Unknown => "unknown",
+        }
+    }
 }
 
 /// A parser for `protocol`; `client_dir` is the direction carrying requests.
@@ -179,6 +257,10 @@ pub fn make_parser(
         Protocol::Dns => Box::new(dns::DnsParser::new(transport, cfg)),
         Protocol::Postgres => Box::new(postgres::PgParser::new(client_dir, cfg)),
         Protocol::Http2 => Box::new(http2::Http2Parser::new(client_dir, cfg)),
+        Protocol::Mysql => Box::new(mysql::MysqlParser::new(client_dir, cfg)),
+        Protocol::Amqp => Box::new(amqp::AmqpParser::new(client_dir, cfg)),
+        Protocol::Nats => Box::new(nats::NatsParser::new(client_dir, cfg)),
+        Protocol::Mqtt => Box::new(mqtt::MqttParser::new(client_dir, cfg)),
         Protocol::Undetected | Protocol::Unknown => Box::new(unknown::UnknownParser::new(cfg)),
     }
 }

@@ -1,6 +1,14 @@
 //! PostgreSQL frontend/backend protocol v3: startup (and SSL/GSS/cancel
 //! requests), simple and extended query, results summary, errors.
 //!
+//! Extended query in depth ([`statements`]): Bind records carry their
+//! parameter values (text format as text; binary format decoded by type OID
+//! for the common types, [`values`], else hex), Execute records name the
+//! statement and SQL their portal runs, also for a named prepared statement
+//! parsed long before; each CommandComplete is summarised (command, rows
+//! affected or returned, DataRows). PasswordMessage contents are never parsed
+//! into fields.
+//!
 //! Records are groups of messages: a frontend group ends with a message that
 //! waits for the server (Query, Sync, password, ...); a backend group ends with
 //! ReadyForQuery or an authentication request. Groups pair in order. A group
@@ -9,9 +17,9 @@
 
 use bytes::Bytes;
 
-use crate::flow::input::Direction;
-use crate::proto::record::{Body, ExchangeRole, Text, UnparsedReason};
+use crate::proto::fields::{Body, ExchangeRole, Text, UnparsedReason};
 use crate::proto::{Parse, Parsed, Parser, Partial, ProtoConfig, Protocol};
+use crate::types::Direction;
 
 /// Protocol 3.0, SSLRequest, GSSENCRequest and CancelRequest codes.
 const PROTO_V3: u32 = 196_608;
@@ -61,7 +69,8 @@ pub enum PgError {
 }
 
 use messages::*;
-pub use messages::{PgMessages, PgMsg, PgNotice, PgSide, PgStartup};
+pub use messages::{PgMessages, PgMsg, PgNotice, PgResult, PgSide, PgStartup};
+pub use statements::{PgBind, PgExecute, PgParam};
 
 /// Scan progress of the group being parsed in one direction.
 struct Scan {
@@ -90,6 +99,8 @@ pub struct PgParser {
     scan: [Option<Scan>; 2],
     continued: [bool; 2],
     next: [u64; 2],
+    st: statements::Statements,
+    attrs: crate::proto::wire::SenderAttrs,
 }
 
 impl PgParser {
@@ -105,6 +116,13 @@ impl PgParser {
             scan: [None, None],
             continued: [false, false],
             next: [0, 0],
+            st: statements::Statements::new(
+                cfg.max_prepared_statements,
+                cfg.max_prepared_sql_bytes,
+                cfg.max_values_listed,
+                cfg.max_value_bytes,
+            ),
+            attrs: Default::default(),
         }
     }
 
@@ -150,7 +168,18 @@ impl PgParser {
                 CANCEL_REQUEST => "CancelRequest",
                 c if c >> 16 == PROTO_V3 >> 16 => {
                     self.expect_startup = false;
-                    g.startup = Some(startup(buf, at + 8, body, code));
+                    let st = startup(buf, at + 8, body, code);
+                    let i = self.client_dir.index();
+                    for (key, v) in [
+                        ("pg.user", &st.user),
+                        ("pg.database", &st.database),
+                        ("pg.application_name", &st.application_name),
+                    ] {
+                        if let Some(v) = v {
+                            self.attrs.set(i, key, &v.0);
+                        }
+                    }
+                    g.startup = Some(st);
                     "StartupMessage"
                 }
                 code => return Err(PgError::StartupCode { code }),
@@ -186,9 +215,15 @@ impl PgParser {
         }
         let body = Cur { b: &rest[5..total], at: 0 };
         self.note(g, name, at, total);
+        if side == PgSide::Backend && t == b'S' {
+            let mut c = Cur { b: &rest[5..total], at: 0 };
+            if let (Some(b"server_version"), Some(v)) = (c.cstr(), c.cstr()) {
+                self.attrs.set(self.client_dir.opposite().index(), "pg.server_version", v);
+            }
+        }
         let ends = match side {
-            PgSide::Frontend => frontend(buf, at + 5, t, body, g).ok_or(PgError::Body { name, offset: at })?,
-            PgSide::Backend => backend(buf, at + 5, t, body, g).ok_or(PgError::Body { name, offset: at })?,
+            PgSide::Frontend => frontend(&mut self.st, buf, t, body, g).ok_or(PgError::Body { name, offset: at })?,
+            PgSide::Backend => backend(&mut self.st, buf, t, body, g).ok_or(PgError::Body { name, offset: at })?,
         };
         Ok(Step::Added(total, ends))
     }
@@ -233,7 +268,7 @@ fn startup(buf: &Bytes, base: usize, body: &[u8], code: u32) -> PgStartup {
 }
 
 /// Summarise a frontend message; `Some(true)` if it ends the group.
-fn frontend(buf: &Bytes, _base: usize, t: u8, mut b: Cur<'_>, g: &mut PgMessages) -> Option<bool> {
+fn frontend(st: &mut statements::Statements, buf: &Bytes, t: u8, mut b: Cur<'_>, g: &mut PgMessages) -> Option<bool> {
     match t {
         b'Q' => {
             let q = b.cstr()?;
@@ -243,21 +278,35 @@ fn frontend(buf: &Bytes, _base: usize, t: u8, mut b: Cur<'_>, g: &mut PgMessages
         b'P' => {
             let name = b.cstr()?;
             let q = b.cstr()?;
+            let n = b.u16()?;
+            let oids: Vec<u32> = (0..n).map(|_| b.u32()).collect::<Option<_>>()?;
+            st.parse(name, q, oids);
             push_capped(&mut g.statements, Text(buf.slice_ref(name)));
             push_capped(&mut g.queries, Text(buf.slice_ref(q)));
             Some(false)
         }
         b'B' => {
-            let _portal = b.cstr()?;
-            let stmt = b.cstr()?;
-            let nfmt = b.u16()?;
-            b.at += 2 * usize::from(nfmt);
-            let nparams = b.u16()?;
-            push_capped(&mut g.statements, Text(buf.slice_ref(stmt)));
-            push_capped(&mut g.bind_params, nparams);
+            let bind = st.bind(buf, b.b)?;
+            push_capped(&mut g.statements, bind.statement.clone());
+            push_capped(&mut g.bind_params, bind.param_count);
+            push_capped(&mut g.binds, bind);
             Some(false)
         }
-        b'E' | b'D' | b'C' => Some(false),
+        b'E' => {
+            push_capped(&mut g.executes, st.execute(buf, b.b)?);
+            Some(false)
+        }
+        b'D' | b'C' => {
+            let kind = *b.b.first()?;
+            b.at = 1;
+            let name = b.cstr()?;
+            if t == b'D' {
+                st.describe(kind, name);
+            } else {
+                st.close(kind, name);
+            }
+            Some(false)
+        }
         b'S' | b'H' | b'X' | b'p' | b'F' | b'c' | b'f' | b'd' => Some(true),
         _ => None,
     }
@@ -283,7 +332,7 @@ fn notice(buf: &Bytes, mut b: Cur<'_>) -> Option<PgNotice> {
 }
 
 /// Summarise a backend message; `Some(true)` if it ends the group.
-fn backend(buf: &Bytes, _base: usize, t: u8, mut b: Cur<'_>, g: &mut PgMessages) -> Option<bool> {
+fn backend(st: &mut statements::Statements, buf: &Bytes, t: u8, mut b: Cur<'_>, g: &mut PgMessages) -> Option<bool> {
     match t {
         b'R' => {
             let code = b.u32()?;
@@ -322,8 +371,16 @@ fn backend(buf: &Bytes, _base: usize, t: u8, mut b: Cur<'_>, g: &mut PgMessages)
             Some(false)
         }
         b'C' => {
-            let tag = b.cstr()?;
-            push_capped(&mut g.command_tags, Text(buf.slice_ref(tag)));
+            let tag = Text(buf.slice_ref(b.cstr()?));
+            push_capped(&mut g.results, PgResult::of(tag.clone(), g.rows - g.rows_at_tag));
+            g.rows_at_tag = g.rows;
+            push_capped(&mut g.command_tags, tag);
+            Some(false)
+        }
+        b't' => {
+            let n = b.u16()?;
+            let oids: Vec<u32> = (0..n).map(|_| b.u32()).collect::<Option<_>>()?;
+            st.parameter_description(oids);
             Some(false)
         }
         b'E' => {
@@ -455,8 +512,18 @@ impl Parser for PgParser {
         found
     }
 
+    fn more_to_come(&self, dir: Direction, _id: u64) -> bool {
+        // A group cut at the cap (or at a buffer end) continues in the next message.
+        self.continued[dir.index()]
+    }
+
+    fn sender_attributes(&self, dir: Direction) -> Vec<(String, String)> {
+        self.attrs.get(dir.index())
+    }
+
     fn gap(&mut self, dir: Direction) {
         let i = dir.index();
+        self.st.gap();
         self.scan[i] = None;
         self.continued[i] = false;
         // Group ordinals can no longer be matched: restart both in step.
@@ -481,6 +548,8 @@ impl PgParser {
 }
 
 mod messages;
+mod statements;
+pub mod values;
 
 #[cfg(test)]
 mod tests;

@@ -4,9 +4,9 @@
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::flow::input::Direction;
-use crate::proto::record::{Body, ExchangeRole, Text};
+use crate::proto::fields::{Body, ExchangeRole, Text};
 use crate::proto::{Parse, Parsed, Parser, Partial, ProtoConfig, Protocol};
+use crate::types::Direction;
 
 /// Largest bulk string accepted (Redis' default `proto-max-bulk-len`).
 const MAX_BULK: i64 = 512 << 20;

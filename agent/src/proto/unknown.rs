@@ -2,9 +2,9 @@
 
 use bytes::Bytes;
 
-use crate::flow::input::Direction;
-use crate::proto::record::{Body, UnparsedReason};
+use crate::proto::fields::{Body, UnparsedReason};
 use crate::proto::{Parse, Parsed, Parser, Partial, ProtoConfig, Protocol};
+use crate::types::Direction;
 
 /// Records bytes as they come, in pieces of at most the message cap.
 #[derive(Debug)]

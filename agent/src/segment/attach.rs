@@ -19,7 +19,7 @@ pub const INGRESS_PROGRAM: &str = "wt_ingress";
 /// Loads and attaches every segmentation program. The links live as long as
 /// `ebpf` (dropping it detaches them). Policy reloads never detach.
 pub fn attach(ebpf: &mut Ebpf) -> Result<std::path::PathBuf, SegmentError> {
-    let root = crate::capture::selfcheck::cgroup2_root().ok_or(SegmentError::NoCgroup2)?;
+    let root = crate::host::cgroup2_root().ok_or(SegmentError::NoCgroup2)?;
     let cgroup: OwnedFd =
         std::fs::File::open(&root).map_err(|source| SegmentError::OpenCgroup { path: root.clone(), source })?.into();
     for &name in SOCK_ADDR_PROGRAMS {

@@ -7,19 +7,18 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wiretrail_common::segment::*;
-use wiretrail_proto::v1 as pb;
 
 use super::enforcer::Generations;
 use crate::{
     capture::reader::ReaderError,
-    clock::{ClockSync, KERNEL_CLOCK, rfc3339},
+    clock::ClockSync,
     identity::{Identity, IdentityResolver, Sources},
     metrics::Metrics,
-    output::{AgentNote, wire},
+    record::{self, Record, Stamp},
+    types::{Comm, Direction, Transport},
 };
 
 /// Decodes one ring item; `None` if it is too short (counted by the caller).
@@ -61,17 +60,11 @@ fn addr(family: u8, a: &[u8; 16]) -> IpAddr {
     }
 }
 
-fn comm(c: &[u8; 16]) -> String {
-    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
-    String::from_utf8_lossy(&c[..end]).into_owned()
-}
-
-/// Which forms of a record are used: the JSON line (local output not `none`)
-/// and the collector record (shipping on).
+/// Whether decision records are kept anywhere (local output or collector);
+/// when not, decisions are only counted.
 #[derive(Debug, Clone, Copy)]
 pub struct Wanted {
-    pub json: bool,
-    pub wire: bool,
+    pub records: bool,
 }
 
 /// Everything a decision record says, resolved.
@@ -86,7 +79,7 @@ pub struct Decision {
     pub local_zone: String,
     pub peer_zone: String,
     pub identity: Arc<Identity>,
-    pub peer_identity: std::collections::HashMap<String, String>,
+    pub peer_identity: std::collections::BTreeMap<String, String>,
 }
 
 impl Decision {
@@ -101,7 +94,7 @@ impl Decision {
             (id, Some(p)) => p.rule(id).map(|r| (r.name.clone(), r.line)).unwrap_or((format!("rule-{id}"), 0)),
             (id, None) => (format!("rule-{id} of generation {}", ev.generation), 0),
         };
-        let mut peer_identity = std::collections::HashMap::new();
+        let mut peer_identity = std::collections::BTreeMap::new();
         let peer_zone = zone_name(ev.peer_zone);
         if !peer_zone.is_empty() {
             peer_identity.insert("zone".to_string(), peer_zone.clone());
@@ -109,7 +102,7 @@ impl Decision {
         if let Some(p) = gens.owner(remote.ip()) {
             peer_identity.insert("cgroup_path".to_string(), p);
         }
-        let identity = ids.resolve(ev.pid, &comm(&ev.comm), ev.cgroup_id);
+        let identity = ids.resolve(ev.pid, Comm::from_kernel(&ev.comm), ev.cgroup_id);
         Decision {
             ingress,
             local,
@@ -133,97 +126,34 @@ impl Decision {
         }
     }
 
-    fn transport(&self) -> &'static str {
-        if self.ev.proto == wiretrail_common::PROTO_UDP { "udp" } else { "tcp" }
-    }
-
-    /// The record in the forms `want`ed (the other is left empty). The
-    /// collector record carries the JSON form as its `parsed_json`.
-    pub fn note_for(&self, clock: &ClockSync, want: Wanted) -> AgentNote {
-        let json = self.json(clock);
-        if !want.wire {
-            return AgentNote { json, wire: pb::Record::default() };
-        }
-        let wire = self.wire(clock, json.to_string());
-        AgentNote { json: if want.json { json } else { serde_json::Value::Null }, wire }
-    }
-
-    fn direction(&self) -> &'static str {
-        if self.ingress { "ingress" } else { "egress" }
-    }
-
-    /// The JSON line.
-    fn json(&self, clock: &ClockSync) -> serde_json::Value {
+    /// The decision as a record.
+    pub fn record(self, clock: &ClockSync) -> Record {
+        let mode = self.mode().to_string();
         let ev = &self.ev;
-        json!({
-            "type": "policy_decision",
-            "ts": rfc3339(clock.to_utc_ns(ev.ts_ns)),
-            "ts_kernel_ns": ev.ts_ns,
-            "clock": KERNEL_CLOCK,
-            "clock_error_ns": clock.error_ns,
-            "verdict": verdict_name(ev.verdict),
-            "hook": hook_name(ev.hook),
-            "direction": self.direction(),
-            "transport": self.transport(),
-            "local": self.local.map(|a| a.to_string()),
-            "remote": self.remote.to_string(),
-            "pid": ev.pid,
-            "tid": ev.tid,
-            "uid": ev.uid,
-            "comm": comm(&ev.comm),
-            "cgroup_id": ev.cgroup_id,
-            "rule": self.rule,
-            "rule_id": ev.rule_id,
-            "rule_line": self.rule_line,
-            "mode": self.mode(),
-            "policy_sha256": self.policy_sha256,
-            "policy_generation": ev.generation,
-            "local_zone": self.local_zone,
-            "peer_zone": self.peer_zone,
-            "identity": &*self.identity,
-            "peer_identity": self.peer_identity,
-        })
-    }
-
-    /// The collector record.
-    fn wire(&self, clock: &ClockSync, parsed_json: String) -> pb::Record {
-        let ev = &self.ev;
-        let mut r = pb::Record {
-            capture_time_ns: clock.to_utc_ns(ev.ts_ns) as i64,
-            clock_error_ns: clock.error_ns,
-            kernel_time_ns: ev.ts_ns,
-            local: self.local.map(|a| pb::Endpoint { address: a.ip().to_string(), port: a.port() as u32 }),
-            remote: Some(pb::Endpoint { address: self.remote.ip().to_string(), port: self.remote.port() as u32 }),
+        Record::PolicyDecision(Box::new(record::Decision {
+            stamp: Stamp::kernel(ev.ts_ns, clock),
+            verdict: verdict_name(ev.verdict).into(),
+            hook: hook_name(ev.hook).into(),
+            direction: if self.ingress { Direction::Ingress } else { Direction::Egress },
+            transport: if ev.proto == wiretrail_common::PROTO_UDP { Transport::Udp } else { Transport::Tcp },
+            local: self.local,
+            remote: self.remote,
             pid: ev.pid,
             tid: ev.tid,
-            comm: comm(&ev.comm),
             uid: ev.uid,
+            comm: Comm::from_kernel(&ev.comm),
             cgroup_id: ev.cgroup_id,
-            identity: wire::identity_map(&self.identity),
-            peer_identity: self.peer_identity.clone(),
-            decision: Some(pb::PolicyDecision {
-                verdict: verdict_name(ev.verdict).into(),
-                rule: self.rule.clone(),
-                rule_line: self.rule_line,
-                policy_sha256: self.policy_sha256.clone(),
-                local_zone: self.local_zone.clone(),
-                peer_zone: self.peer_zone.clone(),
-                hook: hook_name(ev.hook).into(),
-                mode: self.mode().into(),
-                direction: self.direction().into(),
-            }),
-            parsed_json,
-            ..Default::default()
-        };
-        r.set_kind(pb::RecordKind::PolicyDecision);
-        r.set_clock_source(pb::ClockSource::BoottimeOffset);
-        r.set_direction(if self.ingress { pb::Direction::Ingress } else { pb::Direction::Egress });
-        r.set_transport(if ev.proto == wiretrail_common::PROTO_UDP {
-            pb::TransportProtocol::Udp
-        } else {
-            pb::TransportProtocol::Tcp
-        });
-        r
+            rule: self.rule,
+            rule_id: ev.rule_id,
+            rule_line: self.rule_line,
+            mode,
+            policy_sha256: self.policy_sha256,
+            policy_generation: ev.generation,
+            local_zone: self.local_zone,
+            peer_zone: self.peer_zone,
+            identity: Some(self.identity),
+            peer_identity: self.peer_identity,
+        }))
     }
 }
 
@@ -233,7 +163,7 @@ pub async fn run(
     gens: Arc<Generations>,
     sources: Sources,
     want: Wanted,
-    tx: mpsc::Sender<AgentNote>,
+    tx: mpsc::Sender<Record>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), ReaderError> {
@@ -281,7 +211,7 @@ fn drain(
     clock: &ClockSync,
     metrics: &Metrics,
     want: Wanted,
-    out: &mut Vec<AgentNote>,
+    out: &mut Vec<Record>,
 ) {
     while let Some(item) = ring.next() {
         match decode(&item) {
@@ -289,8 +219,8 @@ fn drain(
                 metrics.policy_decisions.inc();
                 // Neither output nor collector: counted only (`--output none`
                 // without shipping keeps nothing anyway).
-                if want.json || want.wire {
-                    out.push(Decision::resolve(ev, gens, ids).note_for(clock, want));
+                if want.records {
+                    out.push(Decision::resolve(ev, gens, ids).record(clock));
                 }
             }
             None => metrics.decode_errors.inc(),

@@ -139,7 +139,7 @@ impl Enforcer {
         };
         // Load first, then attach: the hooks never run without a policy.
         let policy = e.read()?;
-        let root = crate::capture::selfcheck::cgroup2_root().ok_or(SegmentError::NoCgroup2)?;
+        let root = crate::host::cgroup2_root().ok_or(SegmentError::NoCgroup2)?;
         e.discovery = Discovery::new(root, pods);
         let loaded = e.install(policy)?;
         attach::attach(ebpf)?;

@@ -7,15 +7,13 @@ use aya::Ebpf;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use wiretrail_common::segment::*;
-use wiretrail_proto::v1 as pb;
 
 use super::{Enforcer, SegmentError, cgroups, decisions, enforcer::Outcome};
 use crate::{
     capture::reader::ReaderError,
-    clock::rfc3339,
     identity::Sources,
     metrics::Metrics,
-    output::{AgentNote, note::now_utc_ns},
+    record::{LostRecord, Record, Stamp},
 };
 
 /// What the agent's main loop drives.
@@ -24,7 +22,7 @@ pub struct Segmentation {
     /// The decisions reader.
     decisions: tokio::task::JoinHandle<Result<(), ReaderError>>,
     /// Notices and gap records go to the pipeline here.
-    notes: mpsc::Sender<AgentNote>,
+    notes: mpsc::Sender<Record>,
     metrics: Arc<Metrics>,
     /// Decision events lost in the kernel, already reported.
     lost: u64,
@@ -40,7 +38,7 @@ impl Segmentation {
         path: &Path,
         sources: Sources,
         want: decisions::Wanted,
-        notes: mpsc::Sender<AgentNote>,
+        notes: mpsc::Sender<Record>,
         new_cgroups: Arc<Notify>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
@@ -85,22 +83,27 @@ impl Segmentation {
     /// Records a load or a rejection as a notice (evidence of which policy was
     /// in force from when).
     async fn announce(&mut self, outcome: &Outcome) {
-        let now = now_utc_ns();
         let path = self.enforcer.path().display().to_string();
-        let json = match outcome {
+        let note = match outcome {
             Outcome::Unchanged => return,
             Outcome::Loaded { sha256, generation, zones, rules } => {
                 self.metrics.policy_generation.set(*generation as u64);
-                serde_json::json!({"type": "policy_loaded", "ts": rfc3339(now), "path": path,
-                    "policy_sha256": sha256, "policy_generation": generation, "zones": zones, "rules": rules})
+                Record::notice(
+                    "policy_loaded",
+                    serde_json::json!({"path": path, "policy_sha256": sha256, "policy_generation": generation,
+                        "zones": zones, "rules": rules}),
+                )
             }
             Outcome::Rejected { error } => {
                 self.metrics.policy_rejected.inc();
-                serde_json::json!({"type": "policy_rejected", "ts": rfc3339(now), "path": path, "error": error,
-                    "policy_sha256_in_force": self.enforcer.sha256()})
+                Record::notice(
+                    "policy_rejected",
+                    serde_json::json!({"path": path, "error": error,
+                        "policy_sha256_in_force": self.enforcer.sha256()}),
+                )
             }
         };
-        let _ = self.notes.send(AgentNote::notice(json, now)).await;
+        let _ = self.notes.send(note).await;
     }
 
     /// Publishes the kernel's decision counters; decision events the kernel
@@ -120,18 +123,12 @@ impl Segmentation {
         let n = lost - self.lost;
         self.lost = lost;
         tracing::warn!(lost = n, "policy decision events lost (ring full); the decisions were applied");
-        let now = now_utc_ns();
-        let json = serde_json::json!({"type": "gap", "ts": rfc3339(now), "gap_reason": "lost",
-            "what": "policy_decisions", "len": n});
-        let mut note = AgentNote::notice(json, now);
-        note.wire.set_kind(pb::RecordKind::Gap);
-        let mut g = pb::Gap {
-            len: n,
+        let note = Record::Lost(Box::new(LostRecord {
+            stamp: Stamp::now(),
+            what: "policy_decisions".into(),
+            count: n,
             detail: format!("{n} policy decision events lost (decision ring full); the decisions were applied"),
-            ..Default::default()
-        };
-        g.set_reason(pb::GapReason::RingFull);
-        note.wire.gap = Some(g);
+        }));
         let _ = self.notes.send(note).await;
     }
 }

@@ -36,6 +36,8 @@ pub struct Batcher {
     max_bytes: usize,
     /// Batch time limit.
     max_delay: Duration,
+    /// Largest record shipped as is.
+    max_record: usize,
     /// The spool's bound for ordinary batches (to decide when a gap can end).
     spool_max: u64,
     /// Seq of the next batch of this boot.
@@ -76,6 +78,7 @@ impl Batcher {
             max_records: cfg.max_batch_records,
             max_bytes: cfg.max_batch_bytes,
             max_delay: cfg.max_batch_delay,
+            max_record: cfg.max_record_bytes,
             spool_max: cfg.spool.max_bytes,
             next_seq: 0,
             record_no: 0,
@@ -123,7 +126,14 @@ impl Batcher {
 
     async fn push(&mut self, r: Record) -> Result<(), ShipError> {
         ShipStats::add(&self.stats.records_in, 1);
-        let len = r.encoded_len();
+        let mut r = r;
+        let mut len = r.encoded_len();
+        if len > self.max_record {
+            tracing::warn!(bytes = len, max = self.max_record, "record too large to ship; replaced by a gap record");
+            r = super::gap::too_large(&r, &format!("{len} bytes, above max_record_bytes {}", self.max_record));
+            len = r.encoded_len();
+            ShipStats::add(&self.stats.records_too_large, 1);
+        }
         if !self.current.is_empty()
             && (self.current.len() >= self.max_records || self.current_bytes + len > self.max_bytes)
         {
@@ -141,7 +151,13 @@ impl Batcher {
     }
 
     fn batch(&self, records: Vec<Record>) -> Batch {
-        Batch { agent_id: self.agent_id.clone(), boot_id: self.boot_id.clone(), seq: self.next_seq, records }
+        Batch {
+            agent_id: self.agent_id.clone(),
+            boot_id: self.boot_id.clone(),
+            seq: self.next_seq,
+            records,
+            covers_through_seq: 0,
+        }
     }
 
     /// Appends on a blocking thread; hands the batch back with the result.

@@ -1,5 +1,6 @@
 //! Gap records the shipper creates for records it could not keep.
 
+use prost::Message;
 use wiretrail_proto::v1::{Batch, ClockSource, Gap, GapReason, Record, RecordKind};
 
 use crate::spool::Quarantined;
@@ -120,5 +121,70 @@ pub fn corrupt_batch(agent_id: &str, host: &str, q: &Quarantined) -> Batch {
             }),
             ..Default::default()
         }],
+        covers_through_seq: 0,
+    }
+}
+
+/// The batch standing for seqs `from..=to` of a boot that are missing from
+/// the spool (the collector expects `from` but the spool's next is `to + 1`).
+pub fn lost_batches(agent_id: &str, boot_id: &str, host: &str, from: u64, to: u64, why: &str) -> Batch {
+    let n = to - from + 1;
+    Batch {
+        agent_id: agent_id.to_string(),
+        boot_id: boot_id.to_string(),
+        seq: from,
+        records: vec![Record {
+            kind: RecordKind::Gap as i32,
+            capture_time_ns: now_ns(),
+            clock_source: ClockSource::Realtime as i32,
+            host: host.to_string(),
+            parsed_json: serde_json::json!({
+                "reason": "spool_lost", "boot_id": boot_id, "first_seq": from, "last_seq": to, "cause": why,
+            })
+            .to_string(),
+            gap: Some(Gap {
+                pos: from,
+                len: n,
+                reason: GapReason::SpoolLost as i32,
+                detail: format!(
+                    "batches {from}..={to} of boot {boot_id} ({n}) are missing from the agent's spool ({why}); \
+                     their records (count unknown) are lost"
+                ),
+                first_time_ns: 0,
+                last_time_ns: 0,
+            }),
+            ..Default::default()
+        }],
+        covers_through_seq: if to > from { to } else { 0 },
+    }
+}
+
+/// A record the collector refused as too large, as a gap record: its
+/// metadata is kept, its payload and parsed fields are not.
+pub fn too_large(r: &Record, why: &str) -> Record {
+    let bytes = r.encoded_len() as u64;
+    Record {
+        kind: RecordKind::Gap as i32,
+        payload: Vec::new(),
+        parsed_json: serde_json::json!({
+            "reason": "too_large", "kind": r.kind().as_str_name(), "encoded_bytes": bytes,
+            "payload_bytes": r.payload.len(), "cause": why,
+        })
+        .to_string(),
+        gap: Some(Gap {
+            pos: r.stream_pos,
+            len: r.payload.len() as u64,
+            reason: GapReason::TooLarge as i32,
+            detail: format!(
+                "a {} record of {bytes} bytes ({} payload bytes) was too large for the collector ({why}); \
+                 its payload is not kept",
+                r.kind().as_str_name(),
+                r.payload.len()
+            ),
+            first_time_ns: r.capture_time_ns,
+            last_time_ns: r.capture_time_ns,
+        }),
+        decision: None,
+        ..r.clone()
     }
 }

@@ -45,8 +45,19 @@
 //!   range), spooled and sent as soon as there is room again (or at shutdown,
 //!   using the spool's gap reserve). Counted in [`ShipStats::records_dropped`]
 //!   / [`ShipStats::gap_records`] and logged at warn.
+//! - A record above `max_record_bytes`, or one the collector refuses as too
+//!   large (RESOURCE_EXHAUSTED), is replaced in its batch by a
+//!   `GAP_REASON_TOO_LARGE` gap record keeping its metadata; the batch keeps
+//!   its seq and shipping continues ([`ShipStats::records_too_large`]).
+//! - Spool holes: when the collector names the seq it expects (FAILED_PRECONDITION
+//!   "out of sequence") and the spool has no such batch (deleted, or
+//!   quarantined), one gap batch (`GAP_REASON_SPOOL_LOST`, the seq range and
+//!   the reason) is spooled in its place, standing for all the missing seqs
+//!   (`covers_through_seq`), and shipping continues ([`ShipStats::batches_lost`]).
 //! - Connection failures are retried with capped exponential backoff; the TLS
 //!   files are re-read on every connection and a change triggers a reconnect.
+//!   TLS failures are named: unknown CA, name mismatch, client certificate
+//!   refused, missing files.
 //! - On shutdown the batcher drains the channel into the spool, then the
 //!   sender waits up to `drain_timeout` for outstanding acks; whatever is not
 //!   acknowledged stays in the spool for the next start.
@@ -68,7 +79,7 @@ use wiretrail_proto::v1::Record;
 
 use crate::spool::{Spool, SpoolConfig, SpoolError};
 pub use stats::{ShipStats, StatsSnapshot};
-pub use tls::ClientTlsFiles;
+pub use tls::{ClientTlsFiles, explain as explain_connect_error};
 
 /// Shipper errors.
 #[derive(Debug, thiserror::Error)]
@@ -76,9 +87,11 @@ pub enum ShipError {
     /// The spool failed.
     #[error(transparent)]
     Spool(#[from] SpoolError),
-    /// A TLS file could not be read.
-    #[error("reading TLS file {path}: {source}")]
+    /// A TLS file could not be read (missing, unreadable).
+    #[error("reading the {what} {path}: {source}")]
     TlsFile {
+        /// Which of the files it is.
+        what: &'static str,
         /// The file.
         path: PathBuf,
         /// The OS error.
@@ -122,6 +135,10 @@ pub struct ShipConfig {
     pub max_batch_records: usize,
     /// Most serialized record bytes per batch (a larger single record travels alone).
     pub max_batch_bytes: usize,
+    /// Largest record shipped as is; a larger one is replaced by a
+    /// `GAP_REASON_TOO_LARGE` gap record (its metadata kept). The collector
+    /// refuses records above 16 MiB minus 4 KiB.
+    pub max_record_bytes: usize,
     /// Longest a record waits in memory before its batch is spooled.
     pub max_batch_delay: Duration,
     /// Capacity of the record channel.
@@ -153,6 +170,7 @@ impl ShipConfig {
             spool,
             max_batch_records: 1_000,
             max_batch_bytes: 1 << 20,
+            max_record_bytes: (16 << 20) - (8 << 10),
             max_batch_delay: Duration::from_millis(200),
             channel_capacity: 4_096,
             window: 32,

@@ -13,14 +13,25 @@ use wiretrail_proto::v1::Batch;
 use wiretrail_proto::v1::ingest_client::IngestClient;
 
 use super::{ShipConfig, ShipError, ShipStats};
+
+/// Status metadata naming the seq the collector expects (see the collector's `EXPECTED_SEQ`).
+const EXPECTED_SEQ: &str = "x-wiretrail-expected-seq";
+/// A record below this size is never what made a batch too large.
+const MIN_SHRINK_BYTES: usize = 1 << 20;
 use crate::spool::{BatchKey, Spool, SpoolError};
 
 /// Why a session with the collector ended early (all are retried).
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
-    /// Connecting failed.
-    #[error("connecting: {0}")]
-    Connect(#[source] tonic::transport::Error),
+    /// Connecting failed; the message names the cause (unknown CA, name mismatch...).
+    #[error("connecting: {why}")]
+    Connect {
+        /// The cause in words.
+        why: String,
+        /// tonic's error.
+        #[source]
+        source: tonic::transport::Error,
+    },
     /// The collector ended the stream with an error.
     #[error("collector said {}: {}", .0.code(), .0.message())]
     Status(#[source] tonic::Status),
@@ -157,7 +168,10 @@ async fn connect(cfg: &ShipConfig) -> Result<(tonic::transport::Channel, Vec<Opt
         mtimes = t.mtimes();
         ep = ep.tls_config(t.load()?).map_err(bad)?;
     }
-    let ch = ep.connect().await.map_err(SessionError::Connect)?;
+    let ch = ep
+        .connect()
+        .await
+        .map_err(|source| SessionError::Connect { why: super::tls::explain(&source, cfg.tls.as_ref()), source })?;
     Ok((ch, mtimes))
 }
 
@@ -175,7 +189,9 @@ async fn session(ctx: &mut Ctx, progressed: &mut bool) -> Result<Outcome, Sessio
         _ = sleep_until(ctx.drain_deadline) => return Ok(Outcome::Done),
     };
     ctx.tls_mtimes = mtimes;
-    let mut client = IngestClient::new(channel);
+    // Records of one batch repeat identities, addresses and headers: zstd
+    // takes the wire to a fraction of the encoded size.
+    let mut client = IngestClient::new(channel).send_compressed(tonic::codec::CompressionEncoding::Zstd);
     let (tx, rx) = mpsc::channel::<Batch>(ctx.cfg.window);
     let mut acks = client
         .ingest(tokio_stream::wrappers::ReceiverStream::new(rx))
@@ -215,7 +231,12 @@ async fn session(ctx: &mut Ctx, progressed: &mut bool) -> Result<Outcome, Sessio
             a = acks.next() => {
                 let ack = match a {
                     Some(Ok(a)) => a,
-                    Some(Err(s)) => return Err(SessionError::Status(s)),
+                    Some(Err(s)) => {
+                        if let Some((key, seq)) = in_flight.front() {
+                            refused(ctx, key, *seq, &s).await?;
+                        }
+                        return Err(SessionError::Status(s));
+                    }
                     None => return Err(SessionError::Closed),
                 };
                 let Some((key, seq)) = in_flight.pop_front() else {
@@ -229,6 +250,11 @@ async fn session(ctx: &mut Ctx, progressed: &mut bool) -> Result<Outcome, Sessio
                 ShipStats::add(&ctx.stats.batches_acked, 1);
                 if ack.duplicate {
                     ShipStats::add(&ctx.stats.batches_duplicate, 1);
+                }
+                if ack.conflict {
+                    ShipStats::add(&ctx.stats.batches_conflict, 1);
+                    tracing::error!(seq, first_leaf = ack.first_leaf_index,
+                        "the collector already holds other content under this batch's seq; it kept this one as a conflict");
                 }
                 last_progress = Instant::now();
                 *progressed = true;
@@ -249,4 +275,62 @@ async fn session(ctx: &mut Ctx, progressed: &mut bool) -> Result<Outcome, Sessio
             }
         }
     }
+}
+
+/// The collector refused batch `key` (seq `seq`, the oldest in flight): when
+/// it names batches missing from the spool, spool a gap batch standing for
+/// them; when the batch is too large, replace its largest record by a gap
+/// record. Either way the next session resends from the start of the spool.
+async fn refused(ctx: &Ctx, key: &BatchKey, seq: u64, s: &tonic::Status) -> Result<(), SessionError> {
+    let expected = s.metadata().get(EXPECTED_SEQ).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    match (s.code(), expected) {
+        (tonic::Code::FailedPrecondition, Some(from)) if from < seq => {
+            let (spool, k) = (ctx.spool.clone(), key.clone());
+            let host = ctx.cfg.host.clone();
+            let n = blocking(move || {
+                let b = spool.read(&k)?;
+                let quarantined = (from..seq).filter(|q| spool.quarantined(&k.boot_dir, *q)).count();
+                let why = match quarantined {
+                    0 => "deleted".to_string(),
+                    q if q as u64 == seq - from => "quarantined as corrupt".to_string(),
+                    q => format!("{q} quarantined as corrupt, the others deleted"),
+                };
+                let gap = super::gap::lost_batches(&b.agent_id, &b.boot_id, &host, from, seq - 1, &why);
+                spool.replace(&BatchKey { boot_dir: k.boot_dir.clone(), seq: from }, &gap)?;
+                Ok(seq - from)
+            })
+            .await?;
+            ShipStats::add(&ctx.stats.batches_lost, n);
+            tracing::error!(boot = %key.boot_dir, first_seq = from, last_seq = seq - 1,
+                "batches missing from the spool; a gap batch records them and shipping continues");
+        }
+        (tonic::Code::ResourceExhausted, _) => {
+            let (spool, k, why) = (ctx.spool.clone(), key.clone(), s.message().to_string());
+            let shrunk = blocking(move || {
+                let mut b = spool.read(&k)?;
+                let Some((i, len)) =
+                    b.records.iter().map(prost::Message::encoded_len).enumerate().max_by_key(|(_, n)| *n)
+                else {
+                    return Ok(None);
+                };
+                if len < MIN_SHRINK_BYTES {
+                    return Ok(None);
+                }
+                b.records[i] = super::gap::too_large(&b.records[i], &why);
+                spool.replace(&k, &b)?;
+                Ok(Some(len))
+            })
+            .await?;
+            match shrunk {
+                Some(bytes) => {
+                    ShipStats::add(&ctx.stats.records_too_large, 1);
+                    tracing::warn!(seq, bytes, reason = %s.message(),
+                        "the collector refused a record as too large; it is replaced by a gap record")
+                }
+                None => tracing::error!(seq, reason = %s.message(), "the collector refused a batch as too large"),
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }

@@ -25,6 +25,12 @@ pub struct ShipStats {
     pub gap_records_unwritten: AtomicU64,
     /// Spooled batch files found corrupt at start (each replaced by a gap batch).
     pub corrupt_batches: AtomicU64,
+    /// Acks that said other content was already stored under the batch's seq (kept as a conflict).
+    pub batches_conflict: AtomicU64,
+    /// Batches found missing from the spool (deleted or quarantined), recorded by gap batches.
+    pub batches_lost: AtomicU64,
+    /// Records the collector refused as too large, replaced by gap records.
+    pub records_too_large: AtomicU64,
     /// Failed connects, streams ended by an error, ack timeouts.
     pub send_errors: AtomicU64,
     /// Streams opened to the collector.
@@ -54,6 +60,12 @@ pub struct StatsSnapshot {
     pub gap_records_unwritten: u64,
     /// See [`ShipStats::corrupt_batches`].
     pub corrupt_batches: u64,
+    /// See [`ShipStats::batches_conflict`].
+    pub batches_conflict: u64,
+    /// See [`ShipStats::batches_lost`].
+    pub batches_lost: u64,
+    /// See [`ShipStats::records_too_large`].
+    pub records_too_large: u64,
     /// See [`ShipStats::send_errors`].
     pub send_errors: u64,
     /// See [`ShipStats::connections`].
@@ -80,6 +92,9 @@ impl ShipStats {
             gap_records: l(&self.gap_records),
             gap_records_unwritten: l(&self.gap_records_unwritten),
             corrupt_batches: l(&self.corrupt_batches),
+            batches_conflict: l(&self.batches_conflict),
+            batches_lost: l(&self.batches_lost),
+            records_too_large: l(&self.records_too_large),
             send_errors: l(&self.send_errors),
             connections: l(&self.connections),
         }

@@ -20,6 +20,14 @@
 //! above `max_bytes` ([`SpoolError::Full`]); the caller turns refused records
 //! into one gap record. Gap batches may use an extra `gap_reserve_bytes` so
 //! that the record of the loss always fits.
+//!
+//! Recovery rules at open: temporary files of interrupted writes are deleted
+//! (never reported as spooled); a damaged batch file is renamed `*.corrupt`
+//! and reported ([`Quarantined`]) so the shipper records the loss; anything
+//! else that is not ours (a stray file, a directory of another shape) is left
+//! alone with a warning. A batch missing from a boot's sequence (deleted, or
+//! quarantined earlier) is found when the collector names the seq it expects;
+//! the shipper then spools a gap batch standing for the missing seqs.
 
 pub mod file;
 
@@ -64,9 +72,6 @@ pub enum SpoolError {
     /// The batch is not in the spool.
     #[error("spool: no batch {0:?}")]
     Missing(BatchKey),
-    /// An unexpected name in the spool directory.
-    #[error("spool: unexpected entry {0}")]
-    Unexpected(PathBuf),
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError {
@@ -142,6 +147,11 @@ pub struct Spool {
     inner: Mutex<Inner>,
 }
 
+/// Whether `name` has the shape of a boot directory (`<20 digits>-<boot id>`).
+fn is_boot_dir(name: &str) -> bool {
+    name.split_once('-').is_some_and(|(t, id)| t.len() == 20 && t.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty())
+}
+
 /// The boot id encoded in a boot directory name.
 pub fn boot_id_of(boot_dir: &str) -> &str {
     boot_dir.split_once('-').map(|(_, b)| b).unwrap_or(boot_dir)
@@ -159,12 +169,13 @@ impl Spool {
         for boot in std::fs::read_dir(&config.dir).map_err(io("listing", &config.dir))? {
             let boot = boot.map_err(io("listing", &config.dir))?;
             let boot_path = boot.path();
-            let Some(boot_dir) = boot.file_name().to_str().map(str::to_string) else {
-                return Err(SpoolError::Unexpected(boot_path));
+            let boot_dir = match boot.file_name().to_str() {
+                Some(name) if boot_path.is_dir() && is_boot_dir(name) => name.to_string(),
+                _ => {
+                    tracing::warn!(path = %boot_path.display(), "not a spool entry; left alone");
+                    continue;
+                }
             };
-            if !boot_path.is_dir() || !boot_dir.contains('-') {
-                return Err(SpoolError::Unexpected(boot_path));
-            }
             let mut n = 0;
             for f in std::fs::read_dir(&boot_path).map_err(io("listing", &boot_path))? {
                 let f = f.map_err(io("listing", &boot_path))?;
@@ -178,10 +189,11 @@ impl Spool {
                     n += 1;
                     continue;
                 }
-                let seq = name
-                    .strip_suffix(".wtb")
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| SpoolError::Unexpected(path.clone()))?;
+                let Some(seq) = name.strip_suffix(".wtb").and_then(|s| s.parse::<u64>().ok()) else {
+                    tracing::warn!(path = %path.display(), "not a spooled batch; left alone");
+                    n += 1;
+                    continue;
+                };
                 let key = BatchKey { boot_dir: boot_dir.clone(), seq };
                 let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
                 match file::decode(&path, &bytes) {
@@ -246,16 +258,24 @@ impl Spool {
         Ok(need)
     }
 
-    /// Writes a batch in place of a quarantined one (bypassing the bound, so
-    /// the boot's seq stays gap-free).
+    /// Writes `batch` as batch `key` (bypassing the bound, so the boot's seq
+    /// stays gap-free): in place of a quarantined or missing batch, or over a
+    /// spooled one the collector refused as too large.
     pub fn replace(&self, key: &BatchKey, batch: &Batch) -> Result<(), SpoolError> {
         let bytes = file::encode(batch);
         let path = self.config.dir.join(&key.boot_dir).join(format!("{:020}.wtb", key.seq));
         file::write_durable(&path, &bytes)?;
         let mut inner = self.inner.lock().expect("spool lock");
         inner.used += bytes.len() as u64;
-        inner.entries.insert(key.clone(), Entry { path, bytes: bytes.len() as u64 });
+        if let Some(old) = inner.entries.insert(key.clone(), Entry { path, bytes: bytes.len() as u64 }) {
+            inner.used -= old.bytes;
+        }
         Ok(())
+    }
+
+    /// Whether batch file `seq` of `boot_dir` was quarantined as corrupt.
+    pub fn quarantined(&self, boot_dir: &str, seq: u64) -> bool {
+        self.config.dir.join(boot_dir).join(format!("{seq:020}.corrupt")).exists()
     }
 
     /// The first spooled batch after `after` (from the start with `None`).

@@ -8,6 +8,7 @@ fn batch(boot: &str, seq: u64, payload: usize) -> Batch {
         boot_id: boot.into(),
         seq,
         records: vec![Record { payload: vec![b'x'; payload], ..Default::default() }],
+        covers_through_seq: 0,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Alerts raised while indexing: shadow identities, policy denials and
-//! violations. Stored in the index database (derived from the log like the
+//! violations, and the collector's own entries that need a person (agent id
+//! refusals, batch conflicts, storage outages, recovery cuts, repairs). Stored in the index database (derived from the log like the
 //! rest of the index), each with the leaf index of the record that raised it.
 
 mod policy;
@@ -18,11 +19,30 @@ pub enum Kind {
     PolicyDenied,
     /// A flow no rule allowed went through a zone in audit mode.
     PolicyViolation,
+    /// A certificate shipped for an agent id it does not own.
+    AgentIdRefused,
+    /// A batch reused a stored (agent, boot, seq) with different content.
+    BatchConflict,
+    /// The store could not write for a while (disk full, I/O errors).
+    StorageUnavailable,
+    /// Start-up cut a torn write at the end of the log.
+    Recovery,
+    /// The log was repaired by an operator.
+    Repair,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 3] = [Kind::ShadowIdentity, Kind::PolicyDenied, Kind::PolicyViolation];
+    pub const ALL: [Kind; 8] = [
+        Kind::ShadowIdentity,
+        Kind::PolicyDenied,
+        Kind::PolicyViolation,
+        Kind::AgentIdRefused,
+        Kind::BatchConflict,
+        Kind::StorageUnavailable,
+        Kind::Recovery,
+        Kind::Repair,
+    ];
 
     /// The stored and API name.
     pub fn as_str(self) -> &'static str {
@@ -30,6 +50,11 @@ impl Kind {
             Kind::ShadowIdentity => "shadow_identity",
             Kind::PolicyDenied => "policy_denied",
             Kind::PolicyViolation => "policy_violation",
+            Kind::AgentIdRefused => crate::entry::AGENT_ID_REFUSED,
+            Kind::BatchConflict => crate::entry::BATCH_CONFLICT,
+            Kind::StorageUnavailable => crate::entry::STORAGE_UNAVAILABLE,
+            Kind::Recovery => crate::entry::RECOVERY,
+            Kind::Repair => crate::entry::REPAIR,
         }
     }
 
@@ -41,10 +66,24 @@ impl Kind {
     /// Severity of alerts of this kind.
     pub fn severity(self) -> &'static str {
         match self {
-            Kind::ShadowIdentity | Kind::PolicyViolation => "medium",
-            Kind::PolicyDenied => "high",
+            Kind::ShadowIdentity | Kind::PolicyViolation | Kind::Recovery => "medium",
+            Kind::PolicyDenied
+            | Kind::AgentIdRefused
+            | Kind::BatchConflict
+            | Kind::StorageUnavailable
+            | Kind::Repair => "high",
         }
     }
+}
+
+/// The alert a collector entry raises, if any.
+pub fn from_entry(leaf_index: u64, e: &wiretrail_proto::v1::CollectorEntry) -> Option<NewAlert> {
+    let kind = Kind::ALL.into_iter().find(|k| k.as_str() == e.kind && !matches!(k, Kind::ShadowIdentity))?;
+    let mut detail: serde_json::Value = serde_json::from_str(&e.detail_json).unwrap_or_default();
+    if let Some(m) = detail.as_object_mut() {
+        m.insert("subject".into(), e.subject.clone().into());
+    }
+    Some(NewAlert { time_ns: e.time_ns, kind, identity_key: e.subject.clone(), detail, leaf_index })
 }
 
 /// An alert about to be stored.
@@ -90,7 +129,7 @@ pub fn log(a: &NewAlert) {
     tracing::warn!(
         kind = a.kind.as_str(),
         severity = a.kind.severity(),
-        identity = %a.identity_key,
+        identity = %crate::text::escape(&a.identity_key),
         leaf = a.leaf_index,
         detail = %a.detail,
         "alert"

@@ -12,7 +12,8 @@ pub(super) struct AlertsArgs {
     /// Collector connection.
     #[command(flatten)]
     conn: Conn,
-    /// Only this kind: shadow_identity, policy_denied or policy_violation.
+    /// Only this kind: shadow_identity, policy_denied, policy_violation, agent_id_refused,
+    /// batch_conflict, storage_unavailable, recovery or repair.
     #[arg(long, default_value = "")]
     kind: String,
     /// Only alerts with a larger id (resume a previous listing).
@@ -54,9 +55,9 @@ pub(super) async fn run(a: AlertsArgs) -> anyhow::Result<()> {
                 alert.time_ns,
                 alert.kind,
                 alert.severity,
-                alert.identity_key,
+                crate::text::escape(&alert.identity_key),
                 alert.leaf_index,
-                alert.detail_json
+                crate::text::escape(&alert.detail_json)
             );
         }
     }

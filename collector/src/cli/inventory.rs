@@ -47,8 +47,8 @@ pub(super) async fn run(a: InventoryArgs) -> anyhow::Result<()> {
         let peers = if e.peers_overflow > 0 { format!("{}+", e.peers.len()) } else { e.peers.len().to_string() };
         println!(
             "{:<44}  {:<32}  {:>9}  {:>12}  {:>20}  {:>20}  {:>5}  {:>5}",
-            e.identity_key,
-            custodian,
+            crate::text::escape(&e.identity_key),
+            crate::text::escape(&custodian),
             e.records,
             e.bytes,
             e.first_seen_ns,

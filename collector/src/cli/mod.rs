@@ -46,6 +46,21 @@ enum Cmd {
         /// Identity registry (YAML, see docs/registry.md); re-read on SIGHUP and when it changes.
         #[arg(long, env = "WIRETRAIL_REGISTRY")]
         registry: Option<PathBuf>,
+        /// Roles file (YAML, see docs/roles.md): which certificate identities may ship for which agent ids.
+        #[arg(long, env = "WIRETRAIL_ROLES")]
+        roles: Option<PathBuf>,
+    },
+    /// Repair a log that the collector refuses to open (run with the collector
+    /// stopped): restore damaged frame headers whose data is intact, or cut
+    /// the log at the first unreadable frame keeping a copy in DATA_DIR/repairs/;
+    /// never cuts leaves covered by a signed checkpoint. See docs/repair.md.
+    Repair {
+        /// Data directory.
+        #[arg(long, env = "WIRETRAIL_DATA")]
+        data_dir: PathBuf,
+        /// Only print what would be done.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Search records.
     Query {
@@ -171,6 +186,10 @@ struct FilterArgs {
     text: String,
     #[arg(long, default_value_t = 0)]
     limit: u64,
+    /// The collector's own log entries of this kind instead of records
+    /// (agent_id_refused, batch_conflict, storage_unavailable, recovery, repair; * = all).
+    #[arg(long, default_value = "")]
+    entry_kind: String,
 }
 
 impl FilterArgs {
@@ -186,6 +205,7 @@ impl FilterArgs {
             app_protocol: self.protocol.clone(),
             payload_text: self.text.clone(),
             limit: self.limit,
+            entry_kind: self.entry_kind.clone(),
         }
     }
 }
@@ -243,9 +263,10 @@ pub fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Serve { data_dir, listen, tls_dir, insecure_plaintext, checkpoint_secs, registry } => {
+            Cmd::Serve { data_dir, listen, tls_dir, insecure_plaintext, checkpoint_secs, registry, roles } => {
                 let mut cfg = crate::ServeConfig::new(data_dir);
                 cfg.registry = registry;
+                cfg.roles = roles;
                 cfg.checkpoint_interval = Duration::from_secs(checkpoint_secs.max(1));
                 cfg.tls = match (tls_dir, insecure_plaintext) {
                     (Some(d), _) => Some(TlsFiles::in_dir(&d, "collector")),
@@ -288,9 +309,29 @@ pub fn main() -> anyhow::Result<()> {
                             .take(60)
                             .map(|c| if c.is_control() { '.' } else { c })
                             .collect();
+                        use crate::text::escape;
+                        if let Some(e) = &l.entry {
+                            println!(
+                                "{:>10}  {:<30}  {:<12}  {:<10}  entry {} {}: {}",
+                                r.leaf_index,
+                                e.time_ns,
+                                escape(&l.agent_id),
+                                "",
+                                e.kind,
+                                escape(&e.subject),
+                                escape(&e.detail_json)
+                            );
+                            continue;
+                        }
                         println!(
                             "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {}",
-                            r.leaf_index, rec.capture_time_ns, l.agent_id, rec.host, peer, rec.app_protocol, text
+                            r.leaf_index,
+                            rec.capture_time_ns,
+                            escape(&l.agent_id),
+                            escape(&rec.host),
+                            escape(&peer),
+                            escape(&rec.app_protocol),
+                            text
                         );
                     }
                 }
@@ -390,6 +431,21 @@ pub fn main() -> anyhow::Result<()> {
                 let cp = q.issue_checkpoint(IssueCheckpointRequest {}).await?.into_inner();
                 print!("{}", cp.note);
                 eprintln!("verifier key: {}", cp.verifier_key);
+            }
+            Cmd::Repair { data_dir, dry_run } => {
+                let plan =
+                    tokio::task::spawn_blocking(move || crate::store::repair::repair(&data_dir, dry_run)).await??;
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+                match (plan.actions.is_empty(), dry_run) {
+                    (true, _) => eprintln!("repair: the log is readable to its end; nothing to do"),
+                    (false, true) => {
+                        eprintln!("repair (dry run): {} action(s) planned; nothing changed", plan.actions.len())
+                    }
+                    (false, false) => eprintln!(
+                        "repair: {} action(s) done and appended to the log; copies under repairs/",
+                        plan.actions.len()
+                    ),
+                }
             }
             Cmd::Inventory(args) => inventory::run(args).await?,
             Cmd::Alerts(args) => alerts::run(args).await?,

@@ -13,6 +13,14 @@ pub fn record_text(leaf_index: u64, l: &StoredLeaf) -> String {
         e.map(|e| format!("{}:{}", e.address, e.port)).unwrap_or_else(|| "-".into())
     };
     let mut s = String::new();
+    if let Some(e) = &l.entry {
+        let _ = writeln!(s, "=== record {leaf_index}  COLLECTOR_ENTRY {}  at {} ns UTC", e.kind, e.time_ns);
+        let _ = writeln!(s, "subject {:?}  agent {:?}", e.subject, l.agent_id);
+        let _ = writeln!(s, "detail {}", e.detail_json);
+        let _ = writeln!(s, "content {} bytes", e.content.len());
+        s.push('\n');
+        return s;
+    }
     let _ = writeln!(
         s,
         "=== record {leaf_index}  {}  capture {} ns UTC ({}, error {} ns)",
@@ -78,6 +86,7 @@ pub fn filter_json(f: &Filter) -> serde_json::Value {
         "agent_id": f.agent_id, "host": f.host, "identity": f.identity,
         "peer_address": f.peer_address, "peer_port": f.peer_port,
         "app_protocol": f.app_protocol, "payload_text": f.payload_text, "limit": f.limit,
+        "entry_kind": f.entry_kind,
     })
 }
 
@@ -96,6 +105,8 @@ pub fn filter_from_json(v: &serde_json::Value) -> Result<Filter, String> {
         app_protocol: String,
         payload_text: String,
         limit: u64,
+        #[serde(default)]
+        entry_kind: String,
     }
     let f: F = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
     Ok(Filter {
@@ -109,5 +120,6 @@ pub fn filter_from_json(v: &serde_json::Value) -> Result<Filter, String> {
         app_protocol: f.app_protocol,
         payload_text: f.payload_text,
         limit: f.limit,
+        entry_kind: f.entry_kind,
     })
 }

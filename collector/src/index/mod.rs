@@ -65,7 +65,13 @@ CREATE INDEX IF NOT EXISTS records_peer ON records(peer_addr, t);
 CREATE INDEX IF NOT EXISTS records_proto ON records(proto, t);
 CREATE TABLE IF NOT EXISTS identity(kv TEXT NOT NULL, t INTEGER NOT NULL, leaf INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS identity_kv ON identity(kv, t, leaf);
+CREATE TABLE IF NOT EXISTS endpoints(addr TEXT NOT NULL, port INTEGER NOT NULL, t INTEGER NOT NULL, leaf INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS endpoints_addr ON endpoints(addr, t, leaf);
 ";
+
+/// Version of the index layout; an index built with another is rebuilt from the log.
+/// 2: both ends of two-witness records are indexed (identities and endpoints).
+const SCHEMA_VERSION: i64 = 2;
 
 /// Path of the index database in a data directory.
 pub fn db_path(dir: &Path) -> PathBuf {
@@ -86,20 +92,58 @@ pub fn open(dir: &Path) -> Result<Connection, IndexError> {
     Ok(c)
 }
 
+/// Opens the index for the indexer; an unreadable database (it is derived
+/// from the log) is moved aside as `index.sqlite.unreadable-<UTC ns>` and
+/// rebuilt instead of stopping the collector.
+pub fn open_or_rebuild(dir: &Path) -> Result<Connection, IndexError> {
+    let check = |c: &Connection| -> Result<(), rusqlite::Error> {
+        c.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))
+            .and_then(|s| if s == "ok" { Ok(()) } else { Err(rusqlite::Error::InvalidQuery) })?;
+        indexed(c).map(|_| ())
+    };
+    let first = open(dir).and_then(|c| {
+        check(&c).map_err(|source| IndexError::Sqlite { path: db_path(dir), source })?;
+        Ok(c)
+    });
+    match first {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            let path = db_path(dir);
+            let aside = dir.join(format!("index.sqlite.unreadable-{}", crate::store::now_ns()));
+            tracing::warn!(error = %e, moved_to = %aside.display(), "index database unreadable; rebuilding it from the log");
+            if let Err(e) = std::fs::rename(&path, &aside) {
+                tracing::warn!(error = %e, "could not move the unreadable index aside; removing it");
+                let _ = std::fs::remove_file(&path);
+            }
+            for ext in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(dir.join(format!("index.sqlite{ext}")));
+            }
+            open(dir)
+        }
+    }
+}
+
 /// Number of leaves indexed according to the database.
 pub fn indexed(c: &Connection) -> Result<u64, rusqlite::Error> {
     c.query_row("SELECT COALESCE((SELECT v FROM meta WHERE k='indexed'), 0)", [], |r| r.get::<_, i64>(0))
         .map(|v| v as u64)
 }
 
-/// Whether the database was built with the inventory (older indexes were not).
+/// Whether the database was built with the inventory and this layout
+/// (older indexes were not).
 fn has_inventory(c: &Connection) -> Result<bool, rusqlite::Error> {
-    c.query_row("SELECT EXISTS(SELECT 1 FROM meta WHERE k='inventory')", [], |r| r.get(0))
+    c.query_row(
+        "SELECT EXISTS(SELECT 1 FROM meta WHERE k='inventory') AND EXISTS(SELECT 1 FROM meta WHERE k='schema' AND v=?1)",
+        [SCHEMA_VERSION],
+        |r| r.get(0),
+    )
 }
 
 /// Empties the index (it is then rebuilt from the log).
 pub fn clear(c: &Connection) -> Result<(), rusqlite::Error> {
-    c.execute_batch("DELETE FROM records; DELETE FROM identity; DELETE FROM meta; DELETE FROM alerts;")?;
+    c.execute_batch(
+        "DELETE FROM records; DELETE FROM identity; DELETE FROM endpoints; DELETE FROM meta; DELETE FROM alerts;",
+    )?;
     c.execute_batch(crate::inventory::CLEAR)
 }
 
@@ -122,11 +166,19 @@ pub fn index_range(
             )
             .map_err(err)?;
         let mut idn = tx.prepare_cached("INSERT INTO identity(kv,t,leaf) VALUES (?,?,?)").map_err(err)?;
+        let mut ends = tx.prepare_cached("INSERT INTO endpoints(addr,port,t,leaf) VALUES (?,?,?,?)").map_err(err)?;
         let mut pass = tracker.pass(&tx);
         for item in shared.iter(from, to)? {
             let (i, bytes) = item?;
             let leaf = StoredLeaf::decode(bytes.as_slice())
                 .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))?;
+            if let Some(e) = &leaf.entry {
+                // The collector's own entries: searchable by kind, some raise alerts.
+                let proto = format!("entry:{}", e.kind);
+                rec.execute(params![i as i64, e.time_ns, leaf.agent_id, "", "", 0, proto]).map_err(err)?;
+                pass.observe_entry(i, e).map_err(err)?;
+                continue;
+            }
             let r = leaf.record.unwrap_or_default();
             pass.observe(i, &r).map_err(err)?;
             let remote = r.remote.clone().unwrap_or_default();
@@ -140,14 +192,23 @@ pub fn index_range(
                 r.app_protocol
             ])
             .map_err(err)?;
-            for (k, v) in &r.identity {
-                idn.execute(params![format!("{k}={v}"), r.capture_time_ns, i as i64]).map_err(err)?;
+            // Both ends of a two-witness record: a search by either finds it.
+            for side in crate::sides::sides(&r) {
+                for (k, v) in side.identity {
+                    idn.execute(params![format!("{k}={v}"), r.capture_time_ns, i as i64]).map_err(err)?;
+                }
+                if let Some(e) = side.remote
+                    && !e.address.is_empty()
+                {
+                    ends.execute(params![e.address, e.port, r.capture_time_ns, i as i64]).map_err(err)?;
+                }
             }
         }
         pass.finish().map_err(err)?
     };
     tx.execute("INSERT OR REPLACE INTO meta(k,v) VALUES ('indexed', ?)", [to as i64]).map_err(err)?;
     tx.execute("INSERT OR REPLACE INTO meta(k,v) VALUES ('inventory', 1)", []).map_err(err)?;
+    tx.execute("INSERT OR REPLACE INTO meta(k,v) VALUES ('schema', ?)", [SCHEMA_VERSION]).map_err(err)?;
     tx.commit().map_err(err)?;
     tracker.committed(swept);
     for a in &alerts {
@@ -175,7 +236,7 @@ pub fn spawn(
     progress: Arc<IndexProgress>,
     registry: Arc<RegistryHandle>,
 ) -> Result<std::thread::JoinHandle<()>, IndexError> {
-    let mut c = open(shared.dir())?;
+    let mut c = open_or_rebuild(shared.dir())?;
     let path = db_path(shared.dir());
     let mut done = indexed(&c).map_err(|source| IndexError::Sqlite { path: path.clone(), source })?;
     let inventoried = has_inventory(&c).map_err(|source| IndexError::Sqlite { path: path.clone(), source })?;

@@ -1,16 +1,37 @@
-//! The commit thread: owns the store writer, deduplicates batches and acks
-//! them after one fsync per group of batches (group commit).
+//! The commit thread: owns the store writer, decides each batch against
+//! what is stored ([`Dedup`]) and acks batches after one fsync per group of
+//! batches (group commit).
+//!
+//! Per batch, in order:
+//! 1. agent id ownership: the roles file's binding, else the first identity
+//!    that shipped for the id (its batch's leaves carry that identity, so the
+//!    claim is in the log); another
+//!    identity is refused (PERMISSION_DENIED) and the refusal is recorded once
+//!    per (agent id, identity) as an `agent_id_refused` entry (an alert);
+//! 2. sequence: the next seq is stored; a stored seq with the same content
+//!    hash is a duplicate (acked with its leaves); with other content it is a
+//!    conflict: the batch is kept whole in a `batch_conflict` entry (an alert)
+//!    and acked with `conflict`; a seq ahead is FAILED_PRECONDITION with the
+//!    expected seq in the status metadata.
+//!
+//! Store failures (disk full, I/O errors) refuse the batch with UNAVAILABLE;
+//! the writer rolls the failed write back, so the next batch tries again and
+//! the collector recovers by itself when space returns. The episode is
+//! recorded as a `storage_unavailable` entry (an alert) once writes succeed.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
-use wiretrail_proto::v1::Ack;
+use wiretrail_proto::v1::{Ack, Batch, StoredLeaf};
 
+use super::dedup::{Dedup, Seq, Stored};
+use crate::entry;
 use crate::error::Error;
-use crate::store::{Shared, StoreError, Writer};
+use crate::roles::{AgentIdRule, Roles};
+use crate::store::{StoreError, Writer, now_ns};
+use crate::text::escape;
 
 /// One batch waiting to be made durable.
 pub struct Job {
@@ -20,6 +41,12 @@ pub struct Job {
     pub boot_id: String,
     /// Batch sequence number.
     pub seq: u64,
+    /// Last seq the batch stands for (`seq`, or its `covers_through_seq`).
+    pub through: u64,
+    /// Certificate identity of the sender.
+    pub peer: String,
+    /// Content hash of the batch.
+    pub hash: [u8; 32],
     /// Encoded `StoredLeaf`s, one per record.
     pub leaves: Vec<Vec<u8>>,
     /// Where the ack (or error) goes once the batch is durable.
@@ -40,60 +67,48 @@ pub struct CommitStats {
     pub duplicates: AtomicU64,
     /// Batches refused for a sequence gap.
     pub out_of_sequence: AtomicU64,
+    /// Batches stored as conflicts.
+    pub conflicts: AtomicU64,
+    /// Batches refused for an agent id owned by another identity.
+    pub refused: AtomicU64,
+    /// Batches refused because the store could not write.
+    pub storage_refused: AtomicU64,
     /// fsyncs (group commits).
     pub commits: AtomicU64,
 }
 
-/// Leaf ranges of stored batches per (agent id, boot id), indexed by seq.
-#[derive(Default)]
-pub struct Dedup {
-    /// `ranges[(agent, boot)][seq] = (first leaf, last leaf)`.
-    ranges: HashMap<(String, String), Vec<(u64, u64)>>,
+/// A period in which the store could not write.
+#[derive(Debug, Clone)]
+struct Down {
+    /// When it started (UTC ns).
+    since_ns: i64,
+    /// The first error.
+    error: String,
+    /// Batches refused since.
+    refused: u64,
 }
 
-/// Just the batch key of a `StoredLeaf` (other fields are skipped when decoding).
-#[derive(Clone, PartialEq, prost::Message)]
-struct LeafKey {
-    #[prost(string, tag = "1")]
-    agent_id: String,
-    #[prost(string, tag = "2")]
-    boot_id: String,
-    #[prost(uint64, tag = "3")]
-    seq: u64,
-}
-
-impl Dedup {
-    /// Rebuilds the table by scanning the log.
-    pub fn rebuild(shared: &Shared) -> Result<Self, StoreError> {
-        let mut d = Dedup::default();
-        for item in shared.iter(0, shared.size())? {
-            let (i, leaf) = item?;
-            let k = LeafKey::decode(leaf.as_slice())
-                .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))?;
-            let v = d.ranges.entry((k.agent_id, k.boot_id)).or_default();
-            match v.len() as u64 {
-                n if n == k.seq + 1 => v[k.seq as usize].1 = i,
-                n if n == k.seq => v.push((i, i)),
-                n => {
-                    return Err(StoreError::Inconsistent(format!("leaf {i}: batch seq {} after {n} batches", k.seq)));
-                }
-            }
-        }
-        Ok(d)
-    }
+/// The commit thread's state.
+struct Committer {
+    writer: Writer,
+    dedup: Dedup,
+    roles: Arc<Roles>,
+    stats: Arc<CommitStats>,
+    down: Option<Down>,
 }
 
 /// Spawns the commit thread; jobs are sent on the returned channel.
 pub fn spawn(
-    mut writer: Writer,
-    mut dedup: Dedup,
+    writer: Writer,
+    dedup: Dedup,
+    roles: Arc<Roles>,
     stats: Arc<CommitStats>,
 ) -> (mpsc::Sender<Job>, std::thread::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Job>(1024);
+    let mut c = Committer { writer, dedup, roles, stats, down: None };
     let handle = std::thread::Builder::new()
         .name("wt-commit".into())
         .spawn(move || {
-            let mut group: Vec<Reply> = Vec::new();
             while let Some(first) = rx.blocking_recv() {
                 let mut jobs = vec![first];
                 let mut bytes: usize = jobs[0].leaves.iter().map(Vec::len).sum();
@@ -106,26 +121,7 @@ pub fn spawn(
                         Err(_) => break,
                     }
                 }
-                let mut appended = false;
-                for job in jobs {
-                    let res = handle_job(&mut writer, &mut dedup, &stats, &job, &mut appended);
-                    group.push((job.reply, res));
-                }
-                if appended {
-                    if let Err(e) = writer.commit() {
-                        for (_, r) in group.iter_mut() {
-                            if r.is_ok() {
-                                *r = Err(Error::Unavailable(format!("fsync failed: {e}")));
-                            }
-                        }
-                    } else {
-                        stats.commits.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                for (reply, res) in group.drain(..) {
-                    // The client may have gone; its retry will be deduplicated.
-                    let _ = reply.send(res);
-                }
+                c.group(jobs);
             }
             tracing::info!("commit thread stopped");
         })
@@ -133,34 +129,203 @@ pub fn spawn(
     (tx, handle)
 }
 
-fn handle_job(
-    writer: &mut Writer,
-    dedup: &mut Dedup,
-    stats: &CommitStats,
-    job: &Job,
-    appended: &mut bool,
-) -> Result<Ack, Error> {
-    let key = (job.agent_id.clone(), job.boot_id.clone());
-    let ranges = dedup.ranges.entry(key).or_default();
-    let next = ranges.len() as u64;
-    if job.seq < next {
-        let (first, last) = ranges[job.seq as usize];
-        stats.duplicates.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(agent = %job.agent_id, seq = job.seq, "duplicate batch acknowledged from dedup table");
-        return Ok(Ack { seq: job.seq, first_leaf_index: first, last_leaf_index: last, duplicate: true });
+impl Committer {
+    /// Handles a group of jobs with one fsync, then answers them.
+    fn group(&mut self, jobs: Vec<Job>) {
+        let before = self.writer.appended();
+        let was_down = self.down.clone();
+        let mut group: Vec<Reply> = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let res = self.handle(&job);
+            group.push((job.reply, res));
+        }
+        if self.down.is_some() && self.writer.appended() != before {
+            // A batch could be written again: the outage is over; record it.
+            self.record_recovery();
+        }
+        if self.writer.appended() != before {
+            match self.writer.commit() {
+                Ok(_) => {
+                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    self.dedup.commit_group();
+                }
+                Err(e) => {
+                    self.dedup.rollback_group();
+                    self.down = was_down;
+                    let msg = self.store_failed(&e);
+                    for (_, r) in group.iter_mut() {
+                        if r.is_ok() {
+                            *r = Err(Error::Unavailable(msg.clone()));
+                        }
+                    }
+                }
+            }
+        } else {
+            self.dedup.commit_group();
+        }
+        for (reply, res) in group {
+            // The client may have gone; its retry will be deduplicated.
+            let _ = reply.send(res);
+        }
     }
-    if job.seq > next {
-        stats.out_of_sequence.fetch_add(1, Ordering::Relaxed);
-        return Err(Error::OutOfSequence(format!(
-            "agent {} boot {}: got batch {} but expected {next}",
-            job.agent_id, job.boot_id, job.seq
-        )));
+
+    /// Notes a store failure; returns the message for the refused clients.
+    fn store_failed(&mut self, e: &StoreError) -> String {
+        self.stats.storage_refused.fetch_add(1, Ordering::Relaxed);
+        match &mut self.down {
+            Some(d) => d.refused += 1,
+            None => {
+                tracing::error!(error = %e, disk_full = e.is_disk_full(),
+                    "ALERT storage_unavailable: the store cannot write; refusing batches until it can");
+                self.down = Some(Down { since_ns: now_ns(), error: e.to_string(), refused: 1 });
+            }
+        }
+        format!("collector storage unavailable ({e}); nothing of the batch was stored, retry later")
     }
-    let first = writer.append(&job.leaves)?;
-    let last = first + job.leaves.len() as u64 - 1;
-    ranges.push((first, last));
-    *appended = true;
-    stats.batches.fetch_add(1, Ordering::Relaxed);
-    stats.records.fetch_add(job.leaves.len() as u64, Ordering::Relaxed);
-    Ok(Ack { seq: job.seq, first_leaf_index: first, last_leaf_index: last, duplicate: false })
+
+    /// Appends one entry leaf (its own batch of one).
+    fn append_entry(&mut self, e: wiretrail_proto::v1::CollectorEntry, agent_id: &str) -> Result<u64, StoreError> {
+        self.writer.append(&[entry::leaf(e, agent_id)])
+    }
+
+    /// The store was down and a batch was written again: record the episode.
+    fn record_recovery(&mut self) {
+        let d = self.down.clone().expect("called when down");
+        let now = now_ns();
+        let detail = serde_json::json!({"error": d.error, "since_ns": d.since_ns, "refused_batches": d.refused});
+        let e = entry::new(entry::STORAGE_UNAVAILABLE, now, "store", detail, Vec::new());
+        match self.append_entry(e, "") {
+            Ok(_) => {
+                tracing::warn!(refused = d.refused, since_ns = d.since_ns, "store writable again");
+                self.down = None;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the outage entry does not fit yet; it is written with a later batch");
+            }
+        }
+    }
+
+    fn handle(&mut self, job: &Job) -> Result<Ack, Error> {
+        match self.handle_inner(job) {
+            Err(Error::Store(e)) if !matches!(e, StoreError::LeafTooLarge(_)) => {
+                Err(Error::Unavailable(self.store_failed(&e)))
+            }
+            r => r,
+        }
+    }
+
+    fn handle_inner(&mut self, job: &Job) -> Result<Ack, Error> {
+        let new_owner = self.check_owner(job)?;
+        let key = (job.agent_id.clone(), job.boot_id.clone());
+        match self.dedup.check(&key, job.seq, &job.hash) {
+            Seq::Duplicate(s) => {
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(agent = %escape(&job.agent_id), seq = job.seq, "duplicate batch acknowledged");
+                return Ok(Ack {
+                    seq: job.seq,
+                    first_leaf_index: s.first,
+                    last_leaf_index: s.last,
+                    duplicate: true,
+                    conflict: false,
+                });
+            }
+            Seq::Conflict(s) => {
+                let s = s.clone();
+                return self.conflict(job, &s);
+            }
+            Seq::Ahead(expected) => {
+                self.stats.out_of_sequence.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::OutOfSequence {
+                    message: format!(
+                        "agent {} boot {}: got batch {} but expected {expected}",
+                        escape(&job.agent_id),
+                        escape(&job.boot_id),
+                        job.seq
+                    ),
+                    expected,
+                });
+            }
+            Seq::New => {}
+        }
+        let first = self.writer.append(&job.leaves)?;
+        if new_owner {
+            self.dedup.set_owner(&job.agent_id, &job.peer);
+            tracing::info!(agent = %escape(&job.agent_id), identity = %escape(&job.peer), "agent id claimed");
+        }
+        let last = first + job.leaves.len() as u64 - 1;
+        let s = Stored { from: job.seq, to: job.through, first, last, hash: job.hash.to_vec() };
+        self.dedup.push(key, s);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.records.fetch_add(job.leaves.len() as u64, Ordering::Relaxed);
+        Ok(Ack { seq: job.seq, first_leaf_index: first, last_leaf_index: last, duplicate: false, conflict: false })
+    }
+
+    /// Checks the sender may ship for the agent id; `Ok(true)` when it is the
+    /// first identity to do so (it becomes the owner once its batch is stored).
+    fn check_owner(&mut self, job: &Job) -> Result<bool, Error> {
+        let owner = match self.roles.agent_id_rule(&job.peer, &job.agent_id) {
+            AgentIdRule::Allowed => return Ok(false),
+            AgentIdRule::Refused => "(roles file)".to_string(),
+            AgentIdRule::Unbound => match self.dedup.owner(&job.agent_id) {
+                None => return Ok(true),
+                Some(o) if o == job.peer => return Ok(false),
+                Some(o) => o.to_string(),
+            },
+        };
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        if !self.dedup.refusal_recorded(&job.agent_id, &job.peer) {
+            let detail = serde_json::json!({
+                "identity": job.peer, "owner": owner, "boot_id": job.boot_id, "seq": job.seq,
+                "batch_sha256": hex::encode(job.hash), "records": job.leaves.len(),
+            });
+            let e = entry::new(entry::AGENT_ID_REFUSED, now_ns(), &job.agent_id, detail, Vec::new());
+            self.append_entry(e, &job.agent_id)?;
+            tracing::warn!(agent = %escape(&job.agent_id), identity = %escape(&job.peer), owner = %escape(&owner),
+                "ALERT agent_id_refused: a certificate shipped for an agent id it does not own");
+        }
+        Err(Error::PermissionDenied(format!(
+            "agent id {:?} belongs to {}; certificate {} may not ship for it",
+            escape(&job.agent_id),
+            escape(&owner),
+            escape(&job.peer)
+        )))
+    }
+
+    /// Keeps a batch that reuses a stored (agent, boot, seq) with other content.
+    fn conflict(&mut self, job: &Job, stored: &Stored) -> Result<Ack, Error> {
+        self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+        let key = (job.agent_id.clone(), job.boot_id.clone(), job.seq, job.hash.to_vec());
+        let leaf = match self.dedup.conflict(&key) {
+            Some(leaf) => leaf,
+            None => {
+                let records = job
+                    .leaves
+                    .iter()
+                    .map(|l| StoredLeaf::decode(l.as_slice()).map(|l| l.record.unwrap_or_default()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| Error::InvalidArgument(format!("re-decoding the batch: {e}")))?;
+                let batch = Batch {
+                    agent_id: job.agent_id.clone(),
+                    boot_id: job.boot_id.clone(),
+                    seq: job.seq,
+                    records,
+                    covers_through_seq: if job.through > job.seq { job.through } else { 0 },
+                };
+                let detail = serde_json::json!({
+                    "boot_id": job.boot_id, "seq": job.seq, "identity": job.peer,
+                    "stored_sha256": hex::encode(&stored.hash), "received_sha256": hex::encode(job.hash),
+                    "stored_first_leaf": stored.first, "stored_last_leaf": stored.last,
+                    "records": job.leaves.len(),
+                });
+                let e = entry::new(entry::BATCH_CONFLICT, now_ns(), &job.agent_id, detail, batch.encode_to_vec());
+                let leaf = self.append_entry(e, &job.agent_id)?;
+                self.dedup.add_conflict(key, leaf);
+                tracing::warn!(agent = %escape(&job.agent_id), boot = %escape(&job.boot_id), seq = job.seq, leaf,
+                    identity = %escape(&job.peer),
+                    "ALERT batch_conflict: a batch reused a stored seq with different content; kept as a conflict entry");
+                leaf
+            }
+        };
+        Ok(Ack { seq: job.seq, first_leaf_index: leaf, last_leaf_index: leaf, duplicate: false, conflict: true })
+    }
 }

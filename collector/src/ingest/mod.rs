@@ -1,6 +1,7 @@
 //! Agent → collector ingest: validation, leaf encoding, durable acks.
 
 pub mod commit;
+pub mod dedup;
 mod peer;
 
 use std::pin::Pin;
@@ -58,12 +59,26 @@ impl IngestService {
     }
 }
 
+/// Bytes of a leaf besides its record (ids, peer identity, batch fields); a
+/// record may be at most `MAX_LEAF_LEN` minus this.
+pub const LEAF_OVERHEAD: usize = 4096;
+
+/// Largest encoded record accepted (larger ones are refused for their stream).
+pub const MAX_RECORD_BYTES: usize = crate::store::frame::MAX_LEAF_LEN - LEAF_OVERHEAD;
+
 fn validate(b: &Batch, l: &IngestLimits) -> Result<(), Error> {
     if b.agent_id.is_empty() || b.boot_id.is_empty() {
         return Err(Error::InvalidArgument("agent_id and boot_id are required".into()));
     }
     if b.agent_id.len() > l.max_id_len || b.boot_id.len() > l.max_id_len {
         return Err(Error::InvalidArgument(format!("agent_id/boot_id longer than {} bytes", l.max_id_len)));
+    }
+    if b.agent_id.chars().chain(b.boot_id.chars()).any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "agent_id {:?} / boot_id {:?} contain control characters",
+            crate::text::escape(&b.agent_id),
+            crate::text::escape(&b.boot_id)
+        )));
     }
     if b.records.is_empty() {
         return Err(Error::InvalidArgument(format!("batch {} has no records", b.seq)));
@@ -76,12 +91,61 @@ fn validate(b: &Batch, l: &IngestLimits) -> Result<(), Error> {
             l.max_records
         )));
     }
+    if b.covers_through_seq != 0 && b.covers_through_seq <= b.seq {
+        return Err(Error::InvalidArgument(format!(
+            "batch {}: covers_through_seq {} must be above its seq",
+            b.seq, b.covers_through_seq
+        )));
+    }
+    if let Some((i, n)) = b.records.iter().map(Message::encoded_len).enumerate().find(|(_, n)| *n > MAX_RECORD_BYTES) {
+        return Err(Error::TooLarge(format!(
+            "batch {} record {i} is {n} bytes; a record may be at most {MAX_RECORD_BYTES} bytes",
+            b.seq
+        )));
+    }
     Ok(())
 }
 
-/// Turns a batch into its leaves (`StoredLeaf` encodings).
-pub fn encode_leaves(b: Batch, peer: &str, received_time_ns: i64) -> Vec<Vec<u8>> {
-    let Batch { agent_id, boot_id, seq, records } = b;
+/// SHA-256 of a batch's content: its records (each encoded with its map
+/// fields emptied, then those maps' entries sorted, all length-prefixed) and
+/// `covers_through_seq`. Map order is not stable in protobuf encodings, hence
+/// the canonical form; a retry of the same batch always has the same hash.
+pub fn content_hash(b: &mut Batch) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"wiretrail-batch-v1\0");
+    h.update(b.covers_through_seq.to_le_bytes());
+    h.update((b.records.len() as u64).to_le_bytes());
+    let mut buf = Vec::new();
+    let put = |h: &mut sha2::Sha256, bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    for r in &mut b.records {
+        let identity = std::mem::take(&mut r.identity);
+        let peer = std::mem::take(&mut r.peer_identity);
+        buf.clear();
+        r.encode(&mut buf).expect("encoding to a Vec");
+        put(&mut h, &buf);
+        for map in [&identity, &peer] {
+            let mut kv: Vec<_> = map.iter().collect();
+            kv.sort();
+            h.update((kv.len() as u64).to_le_bytes());
+            for (k, v) in kv {
+                put(&mut h, k.as_bytes());
+                put(&mut h, v.as_bytes());
+            }
+        }
+        r.identity = identity;
+        r.peer_identity = peer;
+    }
+    h.finalize().into()
+}
+
+/// Turns a batch into its leaves (`StoredLeaf` encodings); `hash` is its [`content_hash`].
+pub fn encode_leaves(b: Batch, peer: &str, received_time_ns: i64, hash: &[u8; 32]) -> Vec<Vec<u8>> {
+    let Batch { agent_id, boot_id, seq, records, covers_through_seq } = b;
+    let n = records.len() as u32;
     records
         .into_iter()
         .enumerate()
@@ -94,10 +158,25 @@ pub fn encode_leaves(b: Batch, peer: &str, received_time_ns: i64) -> Vec<Vec<u8>
                 peer_identity: peer.to_string(),
                 received_time_ns,
                 record: Some(r),
+                entry: None,
+                batch_records: n,
+                batch_sha256: hash.to_vec(),
+                covers_through_seq,
             }
             .encode_to_vec()
         })
         .collect()
+}
+
+/// The status an agent gets for a stream that failed to decode: too large
+/// messages are RESOURCE_EXHAUSTED (split the batch), others INVALID_ARGUMENT.
+fn decode_failure(s: &Status) -> Error {
+    let msg = s.message().to_string();
+    if s.code() == tonic::Code::OutOfRange || s.code() == tonic::Code::ResourceExhausted || msg.contains("too large") {
+        Error::TooLarge(format!("batch message refused: {msg}"))
+    } else {
+        Error::InvalidArgument(format!("batch does not decode: {msg}"))
+    }
 }
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<Ack, Status>> + Send>>;
@@ -123,15 +202,17 @@ impl Ingest for IngestService {
                 rx
             };
             while let Some(item) = input.next().await {
-                let batch = match item {
+                let mut batch = match item {
                     Ok(b) => b,
                     Err(s) => {
-                        tracing::debug!(status = %s, "ingest stream ended with error");
+                        let e = decode_failure(&s);
+                        tracing::warn!(error = %e, peer = %crate::text::escape(&peer), "ingest stream failed");
+                        let _ = pending_tx.send(fail(e)).await;
                         return;
                     }
                 };
                 if let Err(e) = validate(&batch, &limits) {
-                    tracing::warn!(error = %e, %peer, "rejected batch");
+                    tracing::warn!(error = %e, peer = %crate::text::escape(&peer), "rejected batch");
                     let _ = pending_tx.send(fail(e)).await;
                     return;
                 }
@@ -140,10 +221,13 @@ impl Ingest for IngestService {
                 {
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
+                let hash = content_hash(&mut batch);
                 let (agent_id, boot_id, seq) = (batch.agent_id.clone(), batch.boot_id.clone(), batch.seq);
-                let leaves = encode_leaves(batch, &peer, crate::store::now_ns());
+                let through = batch.covers_through_seq.max(seq);
+                let leaves = encode_leaves(batch, &peer, crate::store::now_ns(), &hash);
                 let (reply, rx) = oneshot::channel();
-                if jobs.send(Job { agent_id, boot_id, seq, leaves, reply }).await.is_err() {
+                let job = Job { agent_id, boot_id, seq, through, peer: peer.clone(), hash, leaves, reply };
+                if jobs.send(job).await.is_err() {
                     let _ = pending_tx.send(fail(Error::Unavailable("collector is shutting down".into()))).await;
                     return;
                 }

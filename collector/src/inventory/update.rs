@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use wiretrail_proto::v1::{Direction, Record};
+use wiretrail_proto::v1::Record;
 
 use super::{decode_attrs, identity_key};
 use crate::alerts::{self, Kind, NewAlert};
@@ -90,12 +90,12 @@ fn same_attrs(m: &BTreeMap<String, String>, a: &RecordAttributes) -> bool {
         && a.identity.iter().all(|(k, v)| m.get(k) == Some(v))
 }
 
-/// The peer a record talks to: the peer's identity key when known, else the remote endpoint.
-fn peer_of(r: &Record) -> Option<String> {
-    if !r.peer_identity.is_empty() {
-        return Some(identity_key(&r.peer_identity, &r.host));
+/// The peer an end talks to: the peer's identity key when known, else the remote endpoint.
+fn peer_of(side: &crate::sides::SideView<'_>, host: &str) -> Option<String> {
+    if !side.peer_identity.is_empty() {
+        return Some(identity_key(side.peer_identity, host));
     }
-    match &r.remote {
+    match side.remote {
         Some(e) if !e.address.is_empty() => Some(format!("{}:{}", e.address, e.port)),
         _ => None,
     }
@@ -120,7 +120,8 @@ pub struct Pass<'c> {
 }
 
 impl Pass<'_> {
-    /// Accounts record `r` stored at leaf `leaf`.
+    /// Accounts record `r` stored at leaf `leaf`: for each end it speaks for
+    /// (both ends of a two-witness record).
     pub fn observe(&mut self, leaf: u64, r: &Record) -> rusqlite::Result<()> {
         if self.sweep_pending {
             self.sweep(leaf, r.capture_time_ns)?;
@@ -130,11 +131,18 @@ impl Pass<'_> {
             alerts::insert(self.c, &a)?;
             self.alerts.push(a);
         }
+        for side in crate::sides::sides(r) {
+            self.observe_side(leaf, r, &side)?;
+        }
+        Ok(())
+    }
+
+    fn observe_side(&mut self, leaf: u64, r: &Record, side: &crate::sides::SideView<'_>) -> rusqlite::Result<()> {
         // Records that describe no workload (heartbeats, agent notices) are not inventoried.
-        if r.identity.is_empty() {
+        if side.identity.is_empty() {
             return Ok(());
         }
-        let key = identity_key(&r.identity, &r.host);
+        let key = identity_key(side.identity, &r.host);
         if !self.accs.contains_key(&key) {
             let alerted: Option<bool> = self
                 .c
@@ -153,30 +161,27 @@ impl Pass<'_> {
             self.order.push(key.clone());
         }
         let acc = self.accs.get_mut(&key).expect("inserted above");
-        let len = r.payload.len() as u64;
         acc.first_seen = acc.first_seen.min(r.capture_time_ns);
         acc.last_seen = acc.last_seen.max(r.capture_time_ns);
         acc.last_leaf = leaf;
         acc.records += 1;
-        acc.bytes += len;
-        match r.direction() {
-            Direction::Egress => acc.tx += len,
-            Direction::Ingress => acc.rx += len,
-            Direction::Unspecified => {}
-        }
+        acc.bytes += side.tx + side.rx;
+        acc.tx += side.tx;
+        acc.rx += side.rx;
         if !acc.hosts.contains(&r.host) {
             acc.hosts.push(r.host.clone());
         }
-        if let Some(p) = peer_of(r) {
-            match acc.peer_pos.get(&p) {
+        let peer = peer_of(side, &r.host);
+        if let Some(p) = &peer {
+            match acc.peer_pos.get(p) {
                 Some(&i) => acc.peers[i].1 += 1,
                 None => {
                     acc.peer_pos.insert(p.clone(), acc.peers.len());
-                    acc.peers.push((p, 1));
+                    acc.peers.push((p.clone(), 1));
                 }
             }
         }
-        let attrs = RecordAttributes { identity: &r.identity, host: &r.host, uid: r.uid.to_string() };
+        let attrs = RecordAttributes { identity: side.identity, host: &r.host, uid: side.uid.to_string() };
         if !same_attrs(&acc.attrs, &attrs) {
             acc.attrs = attrs.to_map();
         }
@@ -191,10 +196,19 @@ impl Pass<'_> {
                     "reason": if first { "first_seen" } else { "unregistered" },
                     "attributes": acc.attrs,
                     "registry_sha256": self.registry.sha256,
-                    "peer": peer_of(r),
+                    "peer": peer,
                 }),
                 leaf_index: leaf,
             };
+            alerts::insert(self.c, &a)?;
+            self.alerts.push(a);
+        }
+        Ok(())
+    }
+
+    /// Accounts a collector entry stored at `leaf` (alerts only; entries describe no workload).
+    pub fn observe_entry(&mut self, leaf: u64, e: &wiretrail_proto::v1::CollectorEntry) -> rusqlite::Result<()> {
+        if let Some(a) = alerts::from_entry(leaf, e) {
             alerts::insert(self.c, &a)?;
             self.alerts.push(a);
         }

@@ -32,18 +32,29 @@ pub enum CheckError {
     Jsonl { path: PathBuf, line: usize, msg: String },
     #[error("collector: {0}")]
     Collector(String),
+    /// The policy is valid but the agent cannot install it (kernel map capacities).
+    #[error("{path}: the agent cannot install this policy:{}", .shortfalls.iter().map(|s| format!("\n  - {s}")).collect::<String>())]
+    NotInstallable { path: PathBuf, shortfalls: Vec<wiretrail_common::policy::Shortfall> },
 }
 
-/// Reads and validates a policy file.
+/// Reads and validates a policy file, including the agent's installability
+/// limits (the capacities of its kernel maps).
 pub fn load_policy(path: &Path) -> Result<Policy, CheckError> {
     let text = std::fs::read_to_string(path).map_err(|source| CheckError::Read { path: path.into(), source })?;
-    Policy::parse(&text).map_err(|source| CheckError::Policy { path: path.into(), source })
+    let policy = Policy::parse(&text).map_err(|source| CheckError::Policy { path: path.into(), source })?;
+    let shortfalls = policy.shortfalls();
+    if !shortfalls.is_empty() {
+        return Err(CheckError::NotInstallable { path: path.into(), shortfalls });
+    }
+    Ok(policy)
 }
 
 /// The connection opens of an agent JSONL file (other records are skipped).
 pub fn read_jsonl(path: &Path) -> Result<Vec<Opened>, CheckError> {
     let f = std::fs::File::open(path).map_err(|source| CheckError::Read { path: path.into(), source })?;
     let mut out = Vec::new();
+    // A long-lived connection has an open record and an end record: once.
+    let mut seen = std::collections::HashSet::new();
     for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
         let line = line.map_err(|source| CheckError::Read { path: path.into(), source })?;
         if line.trim().is_empty() {
@@ -54,7 +65,11 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Opened>, CheckError> {
             line: i + 1,
             msg: e.to_string(),
         })?;
-        out.extend(from_jsonl(&v));
+        for (conn_id, o) in from_jsonl(&v) {
+            if conn_id == 0 || seen.insert((conn_id, o.role)) {
+                out.push(o);
+            }
+        }
     }
     Ok(out)
 }
@@ -70,10 +85,19 @@ pub async fn search(
     let err = |e: tonic::Status| CheckError::Collector(e.message().to_string());
     let mut s = q.search(SearchRequest { filter: Some(filter), follow: false }).await.map_err(err)?.into_inner();
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     while let Some(r) = s.next().await {
         let r = r.map_err(err)?;
-        if let Some(rec) = r.decoded.and_then(|l| l.record) {
-            out.extend(from_record(&rec));
+        let Some(l) = r.decoded else { continue };
+        let Some(rec) = &l.record else { continue };
+        for (key, o) in from_record(rec) {
+            // Connection ids are per agent boot.
+            let first = key.is_none_or(|(host, conn_id)| {
+                seen.insert((l.agent_id.clone(), l.boot_id.clone(), host, conn_id, o.role))
+            });
+            if first {
+                out.push(o);
+            }
         }
     }
     Ok(out)

@@ -90,34 +90,79 @@ fn proto(s: &str) -> Option<u8> {
     }
 }
 
-/// A line of the agent's `--output jsonl`: `Ok(None)` for records that are not
-/// connection opens (data, close, gap, notices) or that lack an address.
-pub fn from_jsonl(v: &serde_json::Value) -> Option<Opened> {
-    let role = role(v.get("type")?.as_str()?)?;
+/// A workload from an agent JSON identity object (`identity`, `peer_identity`).
+fn workload_of_json(id: &serde_json::Value, uid: Option<u32>) -> Workload {
     let str_of = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
-    let id = v.get("identity").cloned().unwrap_or_default();
     let pod = id.get("pod").cloned().unwrap_or_default();
     let k8s_labels = pod
         .get("labels")
         .and_then(|l| l.as_object())
         .map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
         .unwrap_or_default();
-    let workload = Workload {
-        cgroup_path: str_of(&id, "cgroup_path"),
-        exe: str_of(&id, "exe"),
+    Workload {
+        cgroup_path: str_of(id, "cgroup_path"),
+        exe: str_of(id, "exe"),
         k8s_namespace: str_of(&pod, "namespace"),
         k8s_service_account: str_of(&pod, "service_account"),
         k8s_labels,
-        uid: v.get("uid").and_then(|u| u.as_u64()).and_then(|u| u32::try_from(u).ok()),
+        uid,
+    }
+}
+
+fn uid_of(v: &serde_json::Value) -> Option<u32> {
+    v.get("uid").and_then(|u| u.as_u64()).and_then(|u| u32::try_from(u).ok())
+}
+
+/// A line of the agent's `--output jsonl`: the connection's ends that were
+/// opened (a `connection` or `connection_open` record: its side, and the
+/// other end when both were captured; older agents' `connect`/`accept`
+/// lines), none for other records or without an address. With the
+/// connection id, to count a connection with both records once.
+pub fn from_jsonl(v: &serde_json::Value) -> Vec<(u64, Opened)> {
+    let Some(kind) = v.get("type").and_then(|t| t.as_str()) else { return Vec::new() };
+    let conn_id = v.get("conn_id").and_then(|c| c.as_u64()).unwrap_or(0);
+    let proto = proto(v.get("transport").and_then(|t| t.as_str()).unwrap_or("tcp"));
+    let addr = |v: &serde_json::Value, k: &str| v.get(k).and_then(|l| l.as_str()).and_then(|l| l.parse().ok());
+    let side = |s: &serde_json::Value, id: &serde_json::Value, role: Role| -> Option<Opened> {
+        Some(Opened {
+            role,
+            workload: workload_of_json(id, uid_of(s)),
+            local: addr(s, "local"),
+            remote: addr(s, "remote")?,
+            proto: proto?,
+            host: String::new(),
+        })
     };
-    Some(Opened {
-        role,
-        workload,
-        local: v.get("local").and_then(|l| l.as_str()).and_then(|l| l.parse().ok()),
-        remote: v.get("remote")?.as_str()?.parse().ok()?,
-        proto: proto(v.get("transport").and_then(|t| t.as_str()).unwrap_or("tcp"))?,
-        host: String::new(),
-    })
+    let role_of = |s: &serde_json::Value| match s.get("role").and_then(|r| r.as_str()) {
+        Some("client") => Some(Role::Connect),
+        Some("server") => Some(Role::Accept),
+        _ => None,
+    };
+    let empty = serde_json::Value::Null;
+    match kind {
+        "connection" | "connection_open" => {
+            let mut out = Vec::new();
+            if v.get("open_seen") != Some(&serde_json::Value::Bool(false))
+                && let Some(r) = role_of(v)
+                && let Some(o) = side(v, v.get("identity").unwrap_or(&empty), r)
+            {
+                out.push((conn_id, o));
+            }
+            if let Some(w) = v.get("witness")
+                && let Some(r) = role_of(w)
+                && let Some(o) = side(w, v.get("peer_identity").unwrap_or(&empty), r)
+            {
+                out.push((w.get("conn_id").and_then(|c| c.as_u64()).unwrap_or(0), o));
+            }
+            out
+        }
+        // Agents before records per message wrote one line per connect/accept.
+        "connect" | "accept" | "accept4" => {
+            let r = role(kind).expect("matched");
+            side(v, v.get("identity").unwrap_or(&empty), r).map(|o| (conn_id, o)).into_iter().collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 fn endpoint(e: &Option<pb::Endpoint>) -> Option<SocketAddr> {
@@ -126,37 +171,86 @@ fn endpoint(e: &Option<pb::Endpoint>) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, u16::try_from(e.port).ok()?))
 }
 
-/// A collector record: `None` unless it is a connection open with a usable
-/// remote address. The side comes from `parsed_json` (`role`, else `syscall`).
-pub fn from_record(r: &pb::Record) -> Option<Opened> {
-    if r.kind() != pb::RecordKind::ConnectionOpen {
-        return None;
-    }
-    let extra: serde_json::Value = serde_json::from_str(&r.parsed_json).unwrap_or_default();
-    let side = extra.get("role").or_else(|| extra.get("syscall")).and_then(|s| s.as_str())?;
-    let role = role(side)?;
-    let proto = match r.transport() {
-        pb::TransportProtocol::Tcp => 6,
-        pb::TransportProtocol::Udp => 17,
-        _ => return None,
-    };
-    let get = |k: &str| r.identity.get(k).cloned();
+fn workload_of_map(m: &std::collections::HashMap<String, String>, uid: u32) -> Workload {
+    let get = |k: &str| m.get(k).cloned();
     let k8s_labels =
-        r.identity.iter().filter_map(|(k, v)| Some((k.strip_prefix("k8s_label.")?.to_string(), v.clone()))).collect();
-    let workload = Workload {
+        m.iter().filter_map(|(k, v)| Some((k.strip_prefix("k8s_label.")?.to_string(), v.clone()))).collect();
+    Workload {
         cgroup_path: get("cgroup_path"),
         exe: get("exe"),
         k8s_namespace: get("k8s_namespace"),
         k8s_service_account: get("k8s_service_account"),
         k8s_labels,
-        uid: Some(r.uid),
+        uid: Some(uid),
+    }
+}
+
+fn conn_role(r: pb::ConnRole) -> Option<Role> {
+    match r {
+        pb::ConnRole::Client => Some(Role::Connect),
+        pb::ConnRole::Server => Some(Role::Accept),
+        pb::ConnRole::Unspecified => None,
+    }
+}
+
+/// A collector record: the connection's ends that were opened (see
+/// [`from_jsonl`]), keyed by (host, connection id) for records that a
+/// connection can have two of (its open record and its end record); older
+/// agents' one-per-open records have no key.
+pub fn from_record(r: &pb::Record) -> Vec<(Option<(String, u64)>, Opened)> {
+    let proto = match r.transport() {
+        pb::TransportProtocol::Tcp => 6,
+        pb::TransportProtocol::Udp => 17,
+        _ => return Vec::new(),
     };
-    Some(Opened {
-        role,
-        workload,
-        local: endpoint(&r.local),
-        remote: endpoint(&r.remote)?,
-        proto,
-        host: r.host.clone(),
-    })
+    let mut out = Vec::new();
+    match r.kind() {
+        pb::RecordKind::Connection | pb::RecordKind::ConnectionOpen if r.connection.is_some() => {
+            let open_seen = r.connection.as_ref().is_some_and(|c| c.open_seen);
+            if open_seen && let (Some(role), Some(remote)) = (conn_role(r.role()), endpoint(&r.remote)) {
+                let o = Opened {
+                    role,
+                    workload: workload_of_map(&r.identity, r.uid),
+                    local: endpoint(&r.local),
+                    remote,
+                    proto,
+                    host: r.host.clone(),
+                };
+                out.push((Some((r.host.clone(), r.conn_id)), o));
+            }
+            if let Some(w) = &r.witness
+                && let (Some(role), Some(remote)) = (conn_role(w.role()), endpoint(&w.remote))
+            {
+                let o = Opened {
+                    role,
+                    workload: workload_of_map(&r.peer_identity, w.uid),
+                    local: endpoint(&w.local),
+                    remote,
+                    proto,
+                    host: r.host.clone(),
+                };
+                out.push((Some((r.host.clone(), w.conn_id)), o));
+            }
+        }
+        // Records of agents before records per message: one per connect/accept.
+        pb::RecordKind::ConnectionOpen => {
+            let extra: serde_json::Value = serde_json::from_str(&r.parsed_json).unwrap_or_default();
+            let side = extra.get("role").or_else(|| extra.get("syscall")).and_then(|s| s.as_str());
+            if let Some(role) = side.and_then(role)
+                && let Some(remote) = endpoint(&r.remote)
+            {
+                let o = Opened {
+                    role,
+                    workload: workload_of_map(&r.identity, r.uid),
+                    local: endpoint(&r.local),
+                    remote,
+                    proto,
+                    host: r.host.clone(),
+                };
+                out.push((None, o));
+            }
+        }
+        _ => {}
+    }
+    out
 }

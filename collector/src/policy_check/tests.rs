@@ -38,6 +38,60 @@ fn reads_connection_opens_from_jsonl() {
     assert_eq!(pod.workload.k8s_labels.get("app").map(String::as_str), Some("web"));
 }
 
+/// Records of the agent since records per message: a connection is one
+/// record at its end (and one while open when long-lived), both ends in one
+/// record when both were captured on the host.
+#[test]
+fn reads_connection_records_with_both_ends_once() {
+    let opened = read_jsonl(&testdata("connections.jsonl")).unwrap();
+    // conn 1 (client) paired with conn 2 (server): one record, two ends; conn 5
+    // has an open record and an end record: once; conn 7 was seen mid-stream: no open.
+    assert_eq!(opened.len(), 3, "{opened:#?}");
+    let (c, s, l) = (&opened[0], &opened[1], &opened[2]);
+    assert_eq!((c.role, c.workload.exe.as_deref(), c.workload.uid), (Role::Connect, Some("/usr/bin/curl"), Some(1000)));
+    assert_eq!(c.remote, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!((s.role, s.workload.exe.as_deref(), s.workload.uid), (Role::Accept, Some("/usr/sbin/nginx"), Some(33)));
+    assert_eq!((s.local, s.remote), (Some("127.0.0.1:8080".parse().unwrap()), "127.0.0.1:40000".parse().unwrap()));
+    assert_eq!((l.role, l.remote, l.proto), (Role::Connect, "10.1.0.7:5432".parse().unwrap(), 6));
+}
+
+#[test]
+fn collector_connection_records_give_both_ends() {
+    let mut r = pb::Record {
+        uid: 1000,
+        conn_id: 1,
+        local: Some(pb::Endpoint { address: "127.0.0.1".into(), port: 40000 }),
+        remote: Some(pb::Endpoint { address: "127.0.0.1".into(), port: 8080 }),
+        identity: [("exe".to_string(), "/usr/bin/curl".to_string())].into(),
+        peer_identity: [("exe".to_string(), "/usr/sbin/nginx".to_string())].into(),
+        connection: Some(pb::Connection { open_seen: true, end: "closed".into(), ..Default::default() }),
+        host: "node-a".into(),
+        ..Default::default()
+    };
+    r.set_kind(pb::RecordKind::Connection);
+    r.set_transport(pb::TransportProtocol::Tcp);
+    r.set_role(pb::ConnRole::Client);
+    let mut w = pb::Side {
+        conn_id: 2,
+        uid: 33,
+        local: Some(pb::Endpoint { address: "127.0.0.1".into(), port: 8080 }),
+        remote: Some(pb::Endpoint { address: "127.0.0.1".into(), port: 40000 }),
+        ..Default::default()
+    };
+    w.set_role(pb::ConnRole::Server);
+    r.witness = Some(w);
+    let ends = from_record(&r);
+    assert_eq!(ends.len(), 2);
+    assert_eq!(ends[0].0, Some(("node-a".to_string(), 1)));
+    assert_eq!((ends[0].1.role, ends[0].1.workload.exe.as_deref()), (Role::Connect, Some("/usr/bin/curl")));
+    assert_eq!(ends[1].0, Some(("node-a".to_string(), 2)));
+    assert_eq!((ends[1].1.role, ends[1].1.workload.exe.as_deref()), (Role::Accept, Some("/usr/sbin/nginx")));
+    assert_eq!(ends[1].1.workload.uid, Some(33));
+    // Seen mid-stream: not an open.
+    r.connection = Some(pb::Connection { open_seen: false, ..Default::default() });
+    assert_eq!(from_record(&r).len(), 1, "the witness end still opened it");
+}
+
 #[test]
 fn replay_decides_and_deduplicates() {
     let (policy, opened) = fixture();
@@ -157,7 +211,10 @@ fn collector_records() {
         ("k8s_label.tier", "front"),
         ("container_id", "abc"),
     ];
-    let c = from_record(&record("connect", "connect", &pod, 0, ("10.244.0.9", 40000), ("10.244.1.3", 5432))).unwrap();
+    let c = from_record(&record("connect", "connect", &pod, 0, ("10.244.0.9", 40000), ("10.244.1.3", 5432)))
+        .pop()
+        .unwrap()
+        .1;
     assert_eq!(c.role, Role::Connect);
     assert_eq!(c.workload.k8s_namespace.as_deref(), Some("shop"));
     assert_eq!(c.workload.k8s_service_account.as_deref(), Some("web"));
@@ -168,15 +225,15 @@ fn collector_records() {
     // Without "role", the syscall tells the side.
     let mut a = record("", "accept4", &db, 114, ("10.244.1.3", 5432), ("10.244.0.9", 40000));
     a.parsed_json = serde_json::json!({"syscall": "accept4"}).to_string();
-    let a = from_record(&a).unwrap();
+    let a = from_record(&a).pop().unwrap().1;
     assert_eq!(a.role, Role::Accept);
     // Not connection opens.
     let mut data = record("connect", "connect", &db, 0, ("1.1.1.1", 1), ("2.2.2.2", 2));
     data.set_kind(pb::RecordKind::DataChunk);
-    assert!(from_record(&data).is_none());
+    assert!(from_record(&data).is_empty());
     let mut unix = record("connect", "connect", &db, 0, ("1.1.1.1", 1), ("2.2.2.2", 2));
     unix.set_transport(pb::TransportProtocol::Unix);
-    assert!(from_record(&unix).is_none());
+    assert!(from_record(&unix).is_empty());
     let text = r#"version: 1
 zones:
   - name: shop
@@ -218,5 +275,14 @@ fn policy_errors_name_the_file_and_line() {
     std::fs::write(dir.join("bad.jsonl"), "{\"type\": \"connect\"}\nnot json\n").unwrap();
     let e = read_jsonl(&dir.join("bad.jsonl")).unwrap_err().to_string();
     assert!(e.contains("bad.jsonl:2: not a JSON record"), "{e}");
+    // Valid, but beyond the agent's map capacities: refused with what would fail.
+    let mut big = String::from("version: 1\nzones:\n");
+    for i in 0..5000 {
+        big.push_str(&format!("  - name: z{i}\n    members: [{{uid: {i}}}]\n"));
+    }
+    std::fs::write(&f, big).unwrap();
+    let e = load_policy(&f).unwrap_err().to_string();
+    assert!(e.contains("the agent cannot install this policy"), "{e}");
+    assert!(e.contains("ZONES needs 5000 entries") && e.contains("UID_ZONES needs 5000 entries"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -7,14 +7,44 @@ use std::path::Path;
 use super::StoreError;
 use crate::merkle::{SignedCheckpoint, Signer, Verifier};
 
-/// Loads (or creates on first use) the origin and signing key of the data directory.
+/// Whether the data directory already holds evidence signed or hashed under
+/// some key: a checkpoint, a verifier key or a non-empty segment.
+fn has_evidence(dir: &Path) -> Result<bool, StoreError> {
+    let nonempty = |p: &Path| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false);
+    if nonempty(&dir.join("checkpoints.jsonl")) || dir.join("verifier.key").exists() {
+        return Ok(true);
+    }
+    let log = dir.join("log");
+    if !log.exists() {
+        return Ok(false);
+    }
+    Ok(super::list_segments(&log)?.iter().any(|(_, p)| nonempty(p)))
+}
+
+/// Creates `path` with `bytes` (mode `mode`), failing if it exists; fsyncs it.
+fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(StoreError::io("creating", path))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(StoreError::io("writing", path))
+}
+
+/// Loads the origin and signing key of the data directory; creates them only
+/// for a directory without evidence. A missing key next to existing
+/// checkpoints, a verifier key or log data is an error: a new key would sign
+/// checkpoints nobody can relate to the old ones. No key file is ever replaced.
 pub fn load_or_create_signer(dir: &Path, default_origin: &str) -> Result<Signer, StoreError> {
     let origin_path = dir.join("origin");
     let origin = match std::fs::read_to_string(&origin_path) {
         Ok(s) => s.trim().to_string(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&origin_path, format!("{default_origin}\n"))
-                .map_err(StoreError::io("writing", &origin_path))?;
+            if has_evidence(dir)? {
+                return Err(StoreError::KeyMissing(origin_path));
+            }
+            create_new(&origin_path, format!("{default_origin}\n").as_bytes(), 0o644)?;
             default_origin.to_string()
         }
         Err(e) => return Err(StoreError::io("reading", &origin_path)(e)),
@@ -26,18 +56,14 @@ pub fn load_or_create_signer(dir: &Path, default_origin: &str) -> Result<Signer,
             .and_then(|v| v.try_into().ok())
             .ok_or_else(|| StoreError::Inconsistent(format!("{} is not a 32-byte hex seed", key_path.display())))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if has_evidence(dir)? {
+                return Err(StoreError::KeyMissing(key_path));
+            }
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed)
                 .map_err(|e| StoreError::io("generating key", &key_path)(std::io::Error::other(e.to_string())))?;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&key_path)
-                .map_err(StoreError::io("creating", &key_path))?;
-            f.write_all(format!("{}\n", hex::encode(seed)).as_bytes())
-                .and_then(|_| f.sync_all())
-                .map_err(StoreError::io("writing", &key_path))?;
+            create_new(&key_path, format!("{}\n", hex::encode(seed)).as_bytes(), 0o600)?;
+            tracing::info!(path = %key_path.display(), "new signing key created");
             seed
         }
         Err(e) => return Err(StoreError::io("reading", &key_path)(e)),
@@ -52,10 +78,18 @@ pub fn load_verifier(dir: &Path) -> Result<Verifier, StoreError> {
     Ok(Verifier::parse(&s)?)
 }
 
-/// Writes `verifier.key` next to the signing key.
+/// Writes `verifier.key` next to the signing key when it is missing; an
+/// existing one must be the signing key's (it is never replaced).
 pub fn write_verifier(dir: &Path, v: &Verifier) -> Result<(), StoreError> {
     let path = dir.join("verifier.key");
-    std::fs::write(&path, format!("{}\n", v.key_string())).map_err(StoreError::io("writing", &path))
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim() == v.key_string() => Ok(()),
+        Ok(_) => Err(StoreError::KeyMismatch(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            create_new(&path, format!("{}\n", v.key_string()).as_bytes(), 0o644)
+        }
+        Err(e) => Err(StoreError::io("reading", &path)(e)),
+    }
 }
 
 /// One line of `checkpoints.jsonl`.

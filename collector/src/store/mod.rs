@@ -7,21 +7,45 @@
 //! - `checkpoints.jsonl`: signed checkpoints, one JSON object per line.
 //! - `signing.key`, `origin`: the checkpoint signing key and log name.
 //! - `index.sqlite`: the search index (derived, see `crate::index`).
+//! - `repairs/<UTC ns>/`: copies of what `wiretrail repair` cut or rewrote.
 //!
-//! Only the segment is fsynced before an ack; the derived files are checked and
-//! rebuilt from the segments when the store is opened.
+//! fsync rule: only the segment is fsynced before an ack (one `fdatasync` per
+//! group of batches); the derived files are checked and rebuilt from the
+//! segments when the store is opened. A batch's frames are appended together
+//! and never span two segments, so a batch is durable whole or not at all.
+//!
+//! Write failures (disk full, I/O errors): the writer truncates the segment
+//! and the derived files back to where they were before the failed batch (or
+//! to the last durable size when an fsync fails) and stays usable; the next
+//! append simply tries again. Only a failed rollback stops it.
+//!
+//! Recovery rules ([`recover`]): the derived files are re-derived from the
+//! segments; a torn write at the very end of the last segment (a frame
+//! running past the end of the file, or a zero-filled tail, with no readable
+//! frame after it) is cut, and so is an incomplete trailing batch (fewer
+//! frames than its `batch_records`) — neither was ever acknowledged. Nothing
+//! covered by a signed checkpoint is ever cut. Any other inconsistency stops
+//! the opening with [`StoreError::NeedsRepair`] (leaf index and byte offset);
+//! `wiretrail repair` ([`repair`]) then restores or cuts, keeping a copy.
+//!
+//! Keys ([`checkpoints`]): the signing key and verifier key are created only
+//! in a directory without evidence, and never replaced.
 
+mod batchkey;
 mod checkpoints;
 pub mod frame;
 mod reader;
 mod recover;
+pub mod repair;
 pub mod tree;
 mod writer;
 
 use std::path::PathBuf;
 
+pub use batchkey::LeafBatch;
 pub use checkpoints::{load_checkpoints, load_verifier};
 pub use reader::{LeafIter, Shared};
+pub use recover::Cut;
 pub use writer::{StoreConfig, Writer};
 
 /// Errors of the store.
@@ -53,9 +77,44 @@ pub enum StoreError {
     /// A checkpoint note could not be made or read.
     #[error(transparent)]
     Note(#[from] crate::merkle::NoteError),
-    /// An earlier write or fsync failed; the writer refuses further appends until restart.
+    /// A write failed and could not be rolled back; the writer refuses further appends until restart.
     #[error("store writer failed earlier and is stopped: {0}")]
     Poisoned(String),
+    /// The log holds something recovery may not decide alone.
+    #[error(
+        "log needs repair at leaf {leaf} ({path} byte offset {offset}): {problem}; nothing was changed. \
+         Run `wiretrail repair --dry-run --data-dir DIR` to see what a repair would do"
+    )]
+    NeedsRepair {
+        /// First leaf concerned.
+        leaf: u64,
+        /// Segment file.
+        path: PathBuf,
+        /// Byte offset in it.
+        offset: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A key file is missing while the directory already holds evidence.
+    #[error(
+        "{0} is missing but this data directory already holds checkpoints or log data; \
+         restore the file from backup (a new key would not verify the existing checkpoints)"
+    )]
+    KeyMissing(PathBuf),
+    /// `verifier.key` is not the verifier of `signing.key`.
+    #[error("{0} does not match signing.key; refusing to start (keys are never overwritten)")]
+    KeyMismatch(PathBuf),
+    /// A leaf is larger than a frame may hold.
+    #[error("leaf of {0} bytes exceeds the maximum of {max}", max = frame::MAX_LEAF_LEN)]
+    LeafTooLarge(usize),
+}
+
+impl StoreError {
+    /// Whether the error is the disk being full (or over quota).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+    }
 }
 
 impl StoreError {

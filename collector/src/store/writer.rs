@@ -27,6 +27,17 @@ impl Default for StoreConfig {
     }
 }
 
+/// Where the log ends: current segment, its length, number of leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pos {
+    /// First leaf index of the segment being appended to.
+    seg_first: u64,
+    /// Bytes in that segment.
+    seg_len: u64,
+    /// Leaves in the log.
+    size: u64,
+}
+
 /// The only appender of a data directory (holds an exclusive lock on it).
 pub struct Writer {
     /// Shared read state; updated on commit.
@@ -35,16 +46,20 @@ pub struct Writer {
     config: StoreConfig,
     /// Current segment, opened for append.
     seg: File,
-    /// Bytes in the current segment.
-    seg_len: u64,
+    /// End of the appended (not necessarily durable) log.
+    pos: Pos,
+    /// End of the durable log (as of the last successful commit).
+    durable: Pos,
     /// `log/hashes`, append.
     hashes: File,
     /// `log/offsets`, append.
     offsets: File,
-    /// Leaves appended (committed or not).
-    size: u64,
-    /// Set after a failed write or fsync; the writer then refuses to continue.
+    /// Leaf hashes appended since the last commit (folded into the tree on commit).
+    pending: Vec<crate::merkle::Hash>,
+    /// Set when a failed write could not be rolled back; the writer then refuses to continue.
     poisoned: Option<String>,
+    /// What recovery cut when the store was opened.
+    cuts: Vec<super::Cut>,
     /// Keeps the directory lock for the writer's life.
     _lock: File,
     /// Scratch buffers for one append.
@@ -53,7 +68,7 @@ pub struct Writer {
     obuf: Vec<u8>,
 }
 
-fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+pub(super) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     let path = dir.join("LOCK");
     let f = OpenOptions::new()
         .create(true)
@@ -82,7 +97,8 @@ impl Writer {
         let signer = load_or_create_signer(dir, &config.origin)?;
         write_verifier(dir, &signer.verifier())?;
         let checkpoints = load_checkpoints(dir, &signer.verifier())?;
-        let r = recover(&log)?;
+        let checkpointed = checkpoints.iter().map(|c| c.checkpoint.size).max().unwrap_or(0);
+        let r = recover(&log, checkpointed)?;
         let open_rw =
             |p: &Path| OpenOptions::new().read(true).append(true).open(p).map_err(StoreError::io("opening", p));
         let hashes_path = log.join("hashes");
@@ -114,15 +130,18 @@ impl Writer {
             }
         }
         tracing::info!(dir = %dir.display(), size = r.size, segments = r.segments.len(), "store opened");
+        let pos = Pos { seg_first, seg_len, size: r.size };
         let writer = Writer {
             hashes: open_rw(&hashes_path)?,
             offsets: open_rw(&offsets_path)?,
             shared: shared.clone(),
             config,
             seg,
-            seg_len,
-            size: r.size,
+            pos,
+            durable: pos,
+            pending: Vec::new(),
             poisoned: None,
+            cuts: r.cuts,
             _lock: lock,
             buf: Vec::new(),
             hbuf: Vec::new(),
@@ -136,65 +155,63 @@ impl Writer {
         &self.shared
     }
 
-    fn poison<T>(&mut self, e: StoreError) -> Result<T, StoreError> {
-        tracing::error!(error = %e, "store write failed; refusing further appends until restart");
-        self.poisoned = Some(e.to_string());
-        Err(e)
+    /// What recovery cut when the store was opened (torn, never acknowledged writes).
+    pub fn recovered_cuts(&self) -> &[super::Cut] {
+        &self.cuts
     }
 
-    /// Appends leaves (not yet durable); returns the index of the first.
+    /// Leaves appended (durable or not).
+    pub fn appended(&self) -> u64 {
+        self.pos.size
+    }
+
+    /// Appends the leaves of one batch (not yet durable); returns the index of
+    /// the first. On failure nothing of the batch stays in the log.
     pub fn append(&mut self, leaves: &[Vec<u8>]) -> Result<u64, StoreError> {
         if let Some(p) = &self.poisoned {
             return Err(StoreError::Poisoned(p.clone()));
         }
-        let first = self.size;
+        if let Some(l) = leaves.iter().find(|l| l.len() > frame::MAX_LEAF_LEN) {
+            return Err(StoreError::LeafTooLarge(l.len()));
+        }
+        let before = self.pos;
+        let first = before.size;
         if let Err(e) = self.append_inner(leaves) {
-            return self.poison(e);
+            tracing::warn!(error = %e, first, leaves = leaves.len(), "append failed; rolling the batch back");
+            self.rollback(before)?;
+            return Err(e);
         }
         Ok(first)
     }
 
     fn append_inner(&mut self, leaves: &[Vec<u8>]) -> Result<(), StoreError> {
         let log = self.shared.dir.join("log");
+        if self.pos.seg_len >= self.config.segment_bytes && self.pos.seg_len > 0 {
+            // A batch never spans two segments: roll before it.
+            self.roll(&log)?;
+        }
         self.buf.clear();
         self.hbuf.clear();
         self.obuf.clear();
         let mut hashes = Vec::with_capacity(leaves.len());
-        for leaf in leaves {
-            if leaf.len() > frame::MAX_LEAF_LEN {
-                return Err(StoreError::OutOfRange(format!("leaf of {} bytes exceeds the maximum", leaf.len())));
-            }
-            if self.seg_len + self.buf.len() as u64 >= self.config.segment_bytes {
-                self.flush_buf(&log)?;
-                self.roll(&log)?;
-            }
-            let off = self.seg_len + self.buf.len() as u64;
-            let h = frame::encode(&mut self.buf, self.size + hashes.len() as u64, leaf);
+        for (k, leaf) in leaves.iter().enumerate() {
+            let off = self.pos.seg_len + self.buf.len() as u64;
+            let h = frame::encode(&mut self.buf, self.pos.size + k as u64, leaf);
             self.obuf.extend_from_slice(&off.to_le_bytes());
             self.hbuf.extend_from_slice(&h);
             hashes.push(h);
         }
-        self.flush_buf(&log)?;
+        self.seg.write_all(&self.buf).map_err(StoreError::io("writing segment in", &log))?;
         self.hashes.write_all(&self.hbuf).map_err(StoreError::io("writing", log.join("hashes")))?;
         self.offsets.write_all(&self.obuf).map_err(StoreError::io("writing", log.join("offsets")))?;
-        let mut tree = self.shared.tree.write().expect("tree lock");
-        for h in hashes {
-            tree.push(h);
-        }
-        self.size = tree.size();
-        Ok(())
-    }
-
-    fn flush_buf(&mut self, log: &Path) -> Result<(), StoreError> {
-        self.seg.write_all(&self.buf).map_err(StoreError::io("writing segment in", log))?;
-        self.seg_len += self.buf.len() as u64;
-        // Frames written so far belong to the current segment; offsets stay valid.
-        self.buf.clear();
+        self.pos.seg_len += self.buf.len() as u64;
+        self.pos.size += leaves.len() as u64;
+        self.pending.extend(hashes);
         Ok(())
     }
 
     fn roll(&mut self, log: &Path) -> Result<(), StoreError> {
-        let next_first = self.size + (self.hbuf.len() / 32) as u64;
+        let next_first = self.pos.size;
         self.seg.sync_data().map_err(StoreError::io("syncing segment in", log))?;
         let path = log.join(segment_name(next_first));
         self.seg = OpenOptions::new()
@@ -203,23 +220,75 @@ impl Writer {
             .read(true)
             .open(&path)
             .map_err(StoreError::io("creating", &path))?;
-        sync_dir(log)?;
-        self.seg_len = 0;
         self.shared.segments.write().expect("segments lock").push(next_first);
+        self.pos.seg_first = next_first;
+        self.pos.seg_len = 0;
+        sync_dir(log)?;
         tracing::info!(first = next_first, "new segment");
         Ok(())
     }
 
-    /// Makes every appended leaf durable (one fdatasync) and visible to readers.
+    /// Truncates the segment(s) and derived files back to `to` (a position
+    /// at or after the durable end). A rollback that fails stops the writer.
+    fn rollback(&mut self, to: Pos) -> Result<(), StoreError> {
+        let res = self.rollback_inner(to);
+        if let Err(e) = &res {
+            tracing::error!(error = %e, "rolling back a failed write failed; refusing further appends until restart");
+            self.poisoned = Some(e.to_string());
+        }
+        res
+    }
+
+    fn rollback_inner(&mut self, to: Pos) -> Result<(), StoreError> {
+        let log = self.shared.dir.join("log");
+        if self.pos.seg_first != to.seg_first {
+            // Segments created after `to` hold nothing durable: remove them.
+            let mut segs = self.shared.segments.write().expect("segments lock");
+            while segs.last().is_some_and(|&f| f > to.seg_first) {
+                let f = segs.pop().expect("checked");
+                let p = log.join(segment_name(f));
+                std::fs::remove_file(&p).map_err(StoreError::io("removing", &p))?;
+            }
+            drop(segs);
+            let p = log.join(segment_name(to.seg_first));
+            self.seg = OpenOptions::new().read(true).append(true).open(&p).map_err(StoreError::io("opening", &p))?;
+            sync_dir(&log)?;
+        }
+        self.seg.set_len(to.seg_len).map_err(StoreError::io("truncating segment in", &log))?;
+        self.hashes.set_len(to.size * 32).map_err(StoreError::io("truncating", log.join("hashes")))?;
+        self.offsets.set_len(to.size * 8).map_err(StoreError::io("truncating", log.join("offsets")))?;
+        self.seg.sync_data().map_err(StoreError::io("syncing segment in", &log))?;
+        let keep = (to.size - self.durable.size) as usize;
+        self.pending.truncate(keep);
+        self.pos = to;
+        Ok(())
+    }
+
+    /// Makes every appended leaf durable (one fdatasync) and visible to
+    /// readers. On failure everything appended since the last commit is
+    /// rolled back (none of it was acknowledged).
     pub fn commit(&mut self) -> Result<u64, StoreError> {
         if let Some(p) = &self.poisoned {
             return Err(StoreError::Poisoned(p.clone()));
         }
-        if let Err(e) = self.seg.sync_data() {
-            return self.poison(StoreError::io("syncing segment in", self.shared.dir.join("log"))(e));
+        if self.pos == self.durable {
+            return Ok(self.pos.size);
         }
-        self.shared.committed.store(self.size, Ordering::Release);
-        self.shared.appended.send_replace(self.size);
-        Ok(self.size)
+        if let Err(e) = self.seg.sync_data() {
+            let e = StoreError::io("syncing segment in", self.shared.dir.join("log"))(e);
+            tracing::warn!(error = %e, "fsync failed; rolling back the uncommitted batches");
+            self.rollback(self.durable)?;
+            return Err(e);
+        }
+        {
+            let mut tree = self.shared.tree.write().expect("tree lock");
+            for h in self.pending.drain(..) {
+                tree.push(h);
+            }
+        }
+        self.durable = self.pos;
+        self.shared.committed.store(self.pos.size, Ordering::Release);
+        self.shared.appended.send_replace(self.pos.size);
+        Ok(self.pos.size)
     }
 }

@@ -31,6 +31,7 @@ pub fn batch(agent: &str, boot: &str, seq: u64, n: u64) -> Batch {
         boot_id: boot.into(),
         seq,
         records: (0..n).map(|j| record(seq * n + j, 1_000_000 + (seq * n + j) as i64)).collect(),
+        ..Default::default()
     }
 }
 
@@ -64,4 +65,107 @@ pub fn plain_config(dir: &Path) -> ServeConfig {
 
 pub async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+/// Sends `batches` on one ingest stream; returns the acks and the first error.
+pub async fn send(addr: SocketAddr, batches: Vec<Batch>) -> Vec<Result<wiretrail_proto::v1::Ack, tonic::Status>> {
+    use tokio_stream::StreamExt;
+    let mut c = wiretrail_proto::v1::ingest_client::IngestClient::new(channel(addr).await)
+        .max_encoding_message_size(usize::MAX);
+    let mut out = Vec::new();
+    match c.ingest(tokio_stream::iter(batches)).await {
+        Ok(resp) => {
+            let mut s = resp.into_inner();
+            while let Some(a) = s.next().await {
+                let stop = a.is_err();
+                out.push(a);
+                if stop {
+                    break;
+                }
+            }
+        }
+        Err(e) => out.push(Err(e)),
+    }
+    out
+}
+
+/// Every leaf matching `f` (up to a million).
+pub async fn search(addr: SocketAddr, f: wiretrail_proto::v1::Filter) -> Vec<wiretrail_proto::v1::SearchResult> {
+    use tokio_stream::StreamExt;
+    let mut q = wiretrail_proto::v1::query_client::QueryClient::new(channel(addr).await);
+    let f = wiretrail_proto::v1::Filter { limit: 1_000_000, ..f };
+    let mut s =
+        q.search(wiretrail_proto::v1::SearchRequest { filter: Some(f), follow: false }).await.unwrap().into_inner();
+    let mut v = Vec::new();
+    while let Some(r) = s.next().await {
+        v.push(r.unwrap());
+    }
+    v
+}
+
+/// All alerts stored so far (after the index caught up with the log).
+pub async fn alerts(addr: SocketAddr) -> Vec<wiretrail_proto::v1::Alert> {
+    use tokio_stream::StreamExt;
+    let mut q = wiretrail_proto::v1::query_client::QueryClient::new(channel(addr).await);
+    let req = wiretrail_proto::v1::AlertsRequest { since_id: 0, kind: String::new(), follow: false };
+    let mut s = q.alerts(req).await.unwrap().into_inner();
+    let mut v = Vec::new();
+    while let Some(a) = s.next().await {
+        v.push(a.unwrap());
+    }
+    v
+}
+
+/// Waits (polling, at most 20 s) until `f` returns `Some`.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A tmpfs of `mb` MiB mounted on a fresh directory (root only); unmounted on drop.
+pub struct Tmpfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(mb: u64) -> Tmpfs {
+        assert!(unsafe { libc::geteuid() } == 0, "this test mounts a tmpfs: run it as root");
+        let dir = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting a tmpfs on {}", dir.path().display());
+        Tmpfs { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the file system with a ballast file (until ENOSPC) and returns its path.
+    pub fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let p = self.path().join("ballast");
+        let mut f = std::fs::File::create(&p).unwrap();
+        let chunk = vec![0xa5u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        let small = [0u8; 512];
+        while f.write_all(&small).is_ok() {}
+        let _ = f.sync_all();
+        p
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
 }

@@ -2,7 +2,7 @@
 //! positions), then every semantic check here names its node's position
 //! through the [`LineMap`].
 use std::borrow::ToOwned;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::format;
 use std::string::{String, ToString};
 use std::vec::Vec;
@@ -24,7 +24,8 @@ pub(crate) fn parse(text: &str) -> Result<Policy, PolicyError> {
     let b = Builder { lines: &lines };
     b.version(&raw.version)?;
     let zones = b.zones(&raw.zones)?;
-    let rules = raw.rules.iter().enumerate().map(|(i, r)| b.rule(i, r, &zones)).collect::<Result<Vec<_>, _>>()?;
+    let by_name: HashMap<&str, u32> = zones.iter().map(|z| (z.name.as_str(), z.id)).collect();
+    let rules = raw.rules.iter().enumerate().map(|(i, r)| b.rule(i, r, &by_name)).collect::<Result<Vec<_>, _>>()?;
     let mut names: BTreeMap<&str, u32> = BTreeMap::new();
     for (i, r) in rules.iter().enumerate() {
         if let Some(first_line) = names.insert(&r.name, r.line) {
@@ -64,14 +65,16 @@ impl Builder<'_> {
         let mut exes: BTreeMap<String, (String, u32)> = BTreeMap::new();
         let mut uids: BTreeMap<u32, (String, u32)> = BTreeMap::new();
         let mut addrs: BTreeMap<([u8; 16], u32), String> = BTreeMap::new();
+        // zone name → line of its entry (duplicate names in O(1), not a scan).
+        let mut names: HashMap<String, u32> = HashMap::with_capacity(raw.len());
         for (i, z) in raw.iter().enumerate() {
             let p = format!("zones[{i}]");
             if !valid_name(&z.name) {
                 return Err(PolicyError::ZoneName { at: self.at(&format!("{p}.name")), name: z.name.clone() });
             }
-            if let Some(first) = zones.iter().find(|o| o.name == z.name) {
+            if let Some(first_line) = names.get(&z.name) {
                 let at = self.at(&format!("{p}.name"));
-                return Err(PolicyError::DuplicateZone { at, name: z.name.clone(), first_line: first.line });
+                return Err(PolicyError::DuplicateZone { at, name: z.name.clone(), first_line: *first_line });
             }
             if z.members.is_empty() {
                 return Err(PolicyError::NoMembers { at: self.at(&format!("{p}.members")), zone: z.name.clone() });
@@ -108,6 +111,7 @@ impl Builder<'_> {
                 }
                 addresses.push(c);
             }
+            names.insert(z.name.clone(), self.at(&p).line);
             zones.push(Zone {
                 id: i as u32 + 1,
                 name: z.name.clone(),
@@ -175,7 +179,7 @@ impl Builder<'_> {
         })
     }
 
-    fn rule(&self, i: usize, r: &RawRule, zones: &[Zone]) -> Result<Rule, PolicyError> {
+    fn rule(&self, i: usize, r: &RawRule, zones: &HashMap<&str, u32>) -> Result<Rule, PolicyError> {
         let p = format!("rules[{i}]");
         let line = self.at(&p).line;
         let name = match &r.name {
@@ -205,14 +209,14 @@ impl Builder<'_> {
         Ok(Rule { id: i as u32 + 1, name, line, from, to, ports, protocol: r.protocol })
     }
 
-    fn zone_ref(&self, p: &str, name: &str, zones: &[Zone]) -> Result<Peer, PolicyError> {
-        match zones.iter().find(|z| z.name == name) {
-            Some(z) => Ok(Peer::Zone(z.id)),
+    fn zone_ref(&self, p: &str, name: &str, zones: &HashMap<&str, u32>) -> Result<Peer, PolicyError> {
+        match zones.get(name) {
+            Some(id) => Ok(Peer::Zone(*id)),
             None => Err(PolicyError::UnknownZone { at: self.at(p), name: name.into() }),
         }
     }
 
-    fn peer(&self, p: &str, v: &Value, zones: &[Zone]) -> Result<Peer, PolicyError> {
+    fn peer(&self, p: &str, v: &Value, zones: &HashMap<&str, u32>) -> Result<Peer, PolicyError> {
         let shape = || PolicyError::Peer {
             at: self.at(p),
             msg: "a rule side is a zone name, {zone: NAME}, or {cidr: CIDR} / {cidr: [CIDR, ...]}".into(),

@@ -31,6 +31,46 @@ fn ports(r: &[(u16, u16)]) -> Vec<u16> {
     if r.is_empty() { std::vec![PORT_ANY] } else { r.iter().flat_map(|(a, b)| *a..=*b).collect() }
 }
 
+/// One map key a rule expands to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum RuleMapKey {
+    /// A zone → zone key of the RULES map.
+    Zone(RuleKey),
+    /// A zone ↔ address range key of the CIDR_RULES map, with its LPM prefix length.
+    Cidr(u32, CidrRuleKey),
+}
+
+/// Every map key of rule `r`, in order (duplicates included).
+pub(crate) fn rule_keys(r: &super::Rule) -> impl Iterator<Item = RuleMapKey> + '_ {
+    let proto = r.protocol.number();
+    ports(&r.ports).into_iter().flat_map(move |port| {
+        let keys: Vec<RuleMapKey> = match (&r.from, &r.to) {
+            (Peer::Zone(src), Peer::Zone(dst)) => {
+                std::vec![RuleMapKey::Zone(RuleKey { slot: 0, src_zone: *src, dst_zone: *dst, port, proto, _pad: 0 })]
+            }
+            (Peer::Zone(zone), Peer::Cidrs(cidrs)) | (Peer::Cidrs(cidrs), Peer::Zone(zone)) => {
+                let dir = if matches!(r.from, Peer::Zone(_)) { DIR_OUT } else { DIR_IN };
+                cidrs
+                    .iter()
+                    .map(|cidr| {
+                        let k = CidrRuleKey {
+                            slot: [0; 4],
+                            zone: zone.to_be_bytes(),
+                            dir,
+                            proto,
+                            port: port.to_be_bytes(),
+                            addr: cidr.key_addr(),
+                        };
+                        RuleMapKey::Cidr(CIDR_KEY_FIXED_BITS + cidr.mapped_prefix(), k)
+                    })
+                    .collect()
+            }
+            (Peer::Cidrs(_), Peer::Cidrs(_)) => Vec::new(), // rejected by parse
+        };
+        keys
+    })
+}
+
 impl Policy {
     /// The map entries of this policy. When two rules produce the same key
     /// the first one in file order keeps it.
@@ -43,37 +83,22 @@ impl Policy {
                 .collect(),
             ..Default::default()
         };
-        let mut rule_keys = HashSet::new();
-        let mut cidr_keys = HashSet::new();
+        let mut rule_seen = HashSet::new();
+        let mut cidr_seen = HashSet::new();
         for r in &self.rules {
-            let proto = r.protocol.number();
             let value = RuleValue { rule_id: r.id };
-            for port in ports(&r.ports) {
-                match (&r.from, &r.to) {
-                    (Peer::Zone(src), Peer::Zone(dst)) => {
-                        let k = RuleKey { slot: 0, src_zone: *src, dst_zone: *dst, port, proto, _pad: 0 };
-                        if rule_keys.insert(k) {
+            for k in rule_keys(r) {
+                match k {
+                    RuleMapKey::Zone(k) => {
+                        if rule_seen.insert(k) {
                             c.rules.push((k, value));
                         }
                     }
-                    (Peer::Zone(zone), Peer::Cidrs(cidrs)) | (Peer::Cidrs(cidrs), Peer::Zone(zone)) => {
-                        let dir = if matches!(r.from, Peer::Zone(_)) { DIR_OUT } else { DIR_IN };
-                        for cidr in cidrs {
-                            let k = CidrRuleKey {
-                                slot: [0; 4],
-                                zone: zone.to_be_bytes(),
-                                dir,
-                                proto,
-                                port: port.to_be_bytes(),
-                                addr: cidr.key_addr(),
-                            };
-                            let len = CIDR_KEY_FIXED_BITS + cidr.mapped_prefix();
-                            if cidr_keys.insert((len, k)) {
-                                c.cidr_rules.push((len, k, value));
-                            }
+                    RuleMapKey::Cidr(len, k) => {
+                        if cidr_seen.insert((len, k)) {
+                            c.cidr_rules.push((len, k, value));
                         }
                     }
-                    (Peer::Cidrs(_), Peer::Cidrs(_)) => {} // rejected by parse
                 }
             }
         }

@@ -136,10 +136,21 @@ impl LineMap {
                     Some(k) => Some(format!("{path}.{k}")),
                 },
             };
-            if let Some(p) = &path {
-                map.nodes.entry(p.clone()).or_insert(pos);
-            }
-            let child = path.unwrap_or_else(|| String::from("?key"));
+            let container = matches!(ev, Ev::SeqStart | Ev::MapStart);
+            // Scalars (most nodes) move their path into the map; only
+            // containers keep a copy for their children.
+            let child = match path {
+                Some(p) if container => {
+                    map.nodes.entry(p.clone()).or_insert(pos);
+                    p
+                }
+                Some(p) => {
+                    map.nodes.entry(p).or_insert(pos);
+                    continue;
+                }
+                None if container => String::from("?key"),
+                None => continue,
+            };
             match ev {
                 Ev::SeqStart => stack.push(Frame::Seq { path: child, next: 0 }),
                 Ev::MapStart => stack.push(Frame::Map { path: child, key: None }),

@@ -8,6 +8,7 @@ mod compile;
 mod decide;
 mod error;
 mod glob;
+mod limits;
 mod lines;
 mod schema;
 #[cfg(test)]
@@ -23,6 +24,7 @@ pub use compile::{Compiled, MAX_RULE_KEYS};
 pub use decide::{Decision, FlowDirection, FlowQuery, Verdict};
 pub use error::{PolicyError, Pos};
 pub use glob::Glob;
+pub use limits::Shortfall;
 
 use crate::segment;
 
@@ -216,10 +218,11 @@ impl Policy {
 
     /// Every `exe` member: (path, zone id), file order, without repeats.
     pub fn exe_members(&self) -> Vec<(String, u32)> {
+        let mut seen = std::collections::HashSet::new();
         let mut v: Vec<(String, u32)> = Vec::new();
         for z in &self.zones {
             for e in z.members.iter().filter_map(|m| m.exe.as_ref()) {
-                if !v.iter().any(|(x, _)| x == e) {
+                if seen.insert(e.as_str()) {
                     v.push((e.clone(), z.id));
                 }
             }
@@ -229,10 +232,11 @@ impl Policy {
 
     /// Every `uid` member: (uid, zone id), file order, without repeats.
     pub fn uid_members(&self) -> Vec<(u32, u32)> {
+        let mut seen = std::collections::HashSet::new();
         let mut v: Vec<(u32, u32)> = Vec::new();
         for z in &self.zones {
             for u in z.members.iter().filter_map(|m| m.uid) {
-                if !v.iter().any(|(x, _)| *x == u) {
+                if seen.insert(u) {
                     v.push((u, z.id));
                 }
             }

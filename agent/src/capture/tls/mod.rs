@@ -54,7 +54,7 @@ pub enum TlsError {
 }
 
 /// A library file probes are attached to; its index+1 is the attach cookie.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TlsLib {
     /// Path as the first process we saw it in names it.
     pub path: String,
@@ -88,6 +88,16 @@ pub struct TlsNotice {
     pub pid: u32,
     pub library: String,
     pub reason: String,
+}
+
+impl TlsNotice {
+    /// The `tls_unsupported` notice record (named, never silent).
+    pub fn record(&self) -> crate::record::Record {
+        crate::record::Record::notice(
+            "tls_unsupported",
+            serde_json::json!({"path": self.path, "pid": self.pid, "library": self.library, "reason": self.reason}),
+        )
+    }
 }
 
 type Links = Vec<(&'static str, UProbeLinkId)>;

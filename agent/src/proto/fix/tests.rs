@@ -165,3 +165,99 @@ proptest! {
         prop_assert_eq!(got, FixParser::new(&ProtoConfig::default()).parse(Direction::Egress, &all));
     }
 }
+
+/// A FIX 4.4 message from CLIENT to EXCH (or back) with correct BodyLength and CheckSum.
+fn fix(sender: &str, target: &str, seq: u64, msg_type: &str, extra: &[(u32, &str)]) -> Bytes {
+    let mut body = format!("35={msg_type}\x0149={sender}\x0156={target}\x0134={seq}\x0152=20261121-12:00:00.000\x01");
+    for (t, v) in extra {
+        body.push_str(&format!("{t}={v}\x01"));
+    }
+    let mut m = format!("8=FIX.4.4\x019={}\x01{body}", body.len()).into_bytes();
+    let sum = m.iter().fold(0u8, |s, b| s.wrapping_add(*b));
+    m.extend_from_slice(format!("10={sum:03}\x01").as_bytes());
+    Bytes::from(m)
+}
+
+fn session_of(p: &mut FixParser, dir: Direction, m: Bytes) -> FixSession {
+    match p.parse(dir, &m) {
+        Parse::Message(Parsed { body: Body::Fix(f), len, .. }) => {
+            assert_eq!(len, m.len());
+            f.session
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn session_gap_resend_request_gap_fill_and_poss_dup_resend() {
+    let mut p = FixParser::new(&ProtoConfig::default());
+    let (out, inn) = (Direction::Egress, Direction::Ingress);
+    let s = session_of(&mut p, out, fix("CLIENT", "EXCH", 1, "A", &[(98, "0"), (108, "30"), (50, "DESK1")]));
+    assert!(s.baseline && s.gap.is_none() && s.expected_seq_num.is_none());
+    let s = session_of(&mut p, inn, fix("EXCH", "CLIENT", 1, "A", &[(98, "0"), (108, "30")]));
+    assert!(s.baseline);
+    let s = session_of(&mut p, out, fix("CLIENT", "EXCH", 2, "D", &[(11, "ORD-1")]));
+    assert_eq!((s.expected_seq_num, s.gap, s.baseline), (Some(2), None, false));
+    // Seq 3 never sent: 4 arrives.
+    let s = session_of(&mut p, out, fix("CLIENT", "EXCH", 4, "D", &[(11, "ORD-2")]));
+    assert_eq!(s.gap, Some(SeqGap { expected: 3, received: 4, missing: 1 }));
+    // The acceptor asks for 3 onwards.
+    let s = session_of(&mut p, inn, fix("EXCH", "CLIENT", 2, "2", &[(7, "3"), (16, "0")]));
+    assert_eq!(s.resend_request, Some(SeqRange { begin: 3, end: 0 }));
+    assert_eq!(s.gap, None);
+    // Gap fill over 3, then 4 again as a possible duplicate.
+    let s = session_of(&mut p, out, fix("CLIENT", "EXCH", 3, "4", &[(43, "Y"), (123, "Y"), (36, "4")]));
+    assert_eq!(s.sequence_reset, Some(SeqReset { new_seq_no: 4, gap_fill: true }));
+    assert!(s.resent && s.answers_resend_request && !s.seq_too_low);
+    let s = session_of(&mut p, out, fix("CLIENT", "EXCH", 4, "D", &[(43, "Y"), (122, "x"), (11, "ORD-2")]));
+    assert!(s.resent && s.answers_resend_request && s.gap.is_none());
+    // The session goes on at 5.
+    let s = session_of(&mut p, out, fix("CLIENT", "EXCH", 5, "5", &[]));
+    assert_eq!((s.expected_seq_num, s.gap, s.resent, s.answers_resend_request), (Some(5), None, false, false));
+    // A low number without PossDupFlag is a session error.
+    let s = session_of(&mut p, out, fix("CLIENT", "EXCH", 2, "0", &[]));
+    assert!(s.seq_too_low && !s.resent);
+    let attrs = p.sender_attributes(out);
+    assert_eq!(
+        attrs,
+        [
+            ("fix.sender_comp_id", "CLIENT"),
+            ("fix.sender_sub_id", "DESK1"),
+            ("fix.target_comp_id", "EXCH"),
+            ("fix.begin_string", "FIX.4.4")
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+    );
+    assert_eq!(p.sender_attributes(inn)[0], ("fix.sender_comp_id".to_string(), "EXCH".to_string()));
+}
+
+#[test]
+fn session_reset_modes_garbled_messages_and_capture_gaps() {
+    let mut p = FixParser::new(&ProtoConfig::default());
+    let d = Direction::Egress;
+    session_of(&mut p, d, fix("C", "E", 7, "0", &[]));
+    // SequenceReset-Reset: its own number is not checked, 20 is next.
+    let s = session_of(&mut p, d, fix("C", "E", 1, "4", &[(36, "20")]));
+    assert_eq!(s.sequence_reset, Some(SeqReset { new_seq_no: 20, gap_fill: false }));
+    assert!(!s.seq_too_low && s.gap.is_none());
+    let s = session_of(&mut p, d, fix("C", "E", 20, "0", &[]));
+    assert_eq!((s.expected_seq_num, s.gap), (Some(20), None));
+    // A garbled message does not count: 21 is still expected.
+    let mut bad = fix("C", "E", 21, "D", &[(11, "X")]).to_vec();
+    let n = bad.len();
+    bad[n - 2] = if bad[n - 2] == b'0' { b'1' } else { b'0' };
+    let s = session_of(&mut p, d, Bytes::from(bad));
+    assert!(s.ignored);
+    let s = session_of(&mut p, d, fix("C", "E", 21, "D", &[(11, "X")]));
+    assert_eq!((s.expected_seq_num, s.gap, s.ignored), (Some(21), None, false));
+    // Logon with ResetSeqNumFlag starts again at 1, the other side too.
+    let s = session_of(&mut p, d, fix("C", "E", 1, "A", &[(141, "Y")]));
+    assert!(s.reset_seq_num && !s.seq_too_low);
+    let s = session_of(&mut p, Direction::Ingress, fix("E", "C", 1, "A", &[(141, "Y")]));
+    assert!(s.reset_seq_num);
+    assert_eq!(session_of(&mut p, d, fix("C", "E", 2, "0", &[])).gap, None);
+    // After lost bytes the next message is a new baseline.
+    p.gap(d);
+    let s = session_of(&mut p, d, fix("C", "E", 9, "0", &[]));
+    assert!(s.baseline && s.gap.is_none());
+}

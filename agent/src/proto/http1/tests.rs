@@ -89,8 +89,11 @@ fn interim_and_no_content_responses() {
     ));
     let (_, m, ex, _) = msg(p.parse(Direction::Ingress, &Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n")));
     assert!(m.interim);
-    assert_eq!(ex, None);
+    // Part of the response to request 0; the final response follows.
+    assert_eq!(ex, Some((0, ExchangeRole::Response)));
+    assert!(p.more_to_come(Direction::Ingress, 0));
     let (_, m, ex, _) = msg(p.parse(Direction::Ingress, &Bytes::from_static(b"HTTP/1.1 204 No Content\r\n\r\n")));
+    assert!(!p.more_to_come(Direction::Ingress, 0));
     assert_eq!((m.framing, ex), (BodyFraming::None, Some((0, ExchangeRole::Response))));
 }
 

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::proto::record::Text;
+use crate::proto::fields::Text;
 
 /// One gRPC message whose 5-byte prefix was seen in a DATA frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

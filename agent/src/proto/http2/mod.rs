@@ -12,13 +12,15 @@ use std::collections::BTreeMap;
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
-use crate::flow::detect::H2_PREFACE;
-use crate::flow::input::Direction;
-use crate::proto::record::{Body, ExchangeRole, Text};
+use crate::proto::fields::{Body, ExchangeRole, Text};
 use crate::proto::{Parse, Parsed, Parser, Partial, ProtoConfig, Protocol};
+use crate::types::Direction;
 use frame::{FrameError, FrameHeader, HEADER_LEN};
 use grpc::{Framer, GrpcInfo};
 use hpack::{Decoder, Field};
+
+/// HTTP/2 client connection preface (RFC 9113 §3.4).
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Largest frame length believed when looking for a frame boundary.
 const RESYNC_MAX_FRAME: usize = 1 << 20;
@@ -263,6 +265,10 @@ impl Http2Parser {
                 let data = unpad(h.flags, payload)?;
                 f.data_len = Some(data.len() as u32);
                 f.end_stream = h.flags & FLAG_END_STREAM != 0;
+                if !f.end_stream && h.stream != 0 {
+                    // Known from here on, so `more_to_come` can tell.
+                    self.stream(h.stream, f);
+                }
                 if let Some(st) = self.streams.get_mut(&h.stream)
                     && st.grpc
                     && !st.framing_lost[i]
@@ -405,8 +411,21 @@ impl Parser for Http2Parser {
         }
         let mut f = Self::frame_shell(&h);
         let result = self.frame(dir, h, &buf[HEADER_LEN..total], &mut f);
+        // Every frame of a stream belongs to its exchange (request frames from
+        // the client, response frames from the server); connection-level
+        // frames and flow control are gathered apart.
+        let role = if dir == self.client_dir { ExchangeRole::Request } else { ExchangeRole::Response };
         let (exchange, error) = match result {
-            Ok(ex) => (ex, None),
+            Ok(_)
+                if h.stream != 0
+                    && matches!(
+                        h.kind,
+                        frame::DATA | frame::HEADERS | frame::CONTINUATION | frame::RST_STREAM | frame::PUSH_PROMISE
+                    ) =>
+            {
+                (Some((u64::from(h.stream), role)), None)
+            }
+            Ok(_) => (None, None),
             Err(e) => (None, Some(e.to_string())),
         };
         Parse::Message(Parsed { len: total, body: Body::Http2(Box::new(f)), exchange, error })
@@ -460,6 +479,14 @@ impl Parser for Http2Parser {
             }
             true
         })
+    }
+
+    fn more_to_come(&self, dir: Direction, id: u64) -> bool {
+        u32::try_from(id).ok().and_then(|id| self.streams.get(&id)).is_some_and(|st| !st.ended[dir.index()])
+    }
+
+    fn gathers_unpaired(&self) -> bool {
+        true
     }
 
     fn gap(&mut self, dir: Direction) {

@@ -89,7 +89,9 @@ fn grpc_unary_call() {
         &frame(frame::HEADERS, frame::FLAG_END_HEADERS | frame::FLAG_END_STREAM, 1, &trailers),
     );
     assert!(f.trailers);
-    assert_eq!(ex, None);
+    // Every frame of the stream belongs to its exchange; the stream is over.
+    assert_eq!(ex, Some((1, ExchangeRole::Response)));
+    assert!(!p.more_to_come(Direction::Ingress, 1) && !p.more_to_come(Direction::Egress, 1));
     let g = f.grpc.unwrap();
     assert_eq!((g.status, g.message.unwrap()), (Some(0), Text::from_static("OK")));
     assert!(p.streams.is_empty());
@@ -107,7 +109,8 @@ fn hpack_state_spans_frames_and_continuation() {
     let b2 = hex("8286 84be 5886 a8eb 1064 9cbf");
     let mut p = parser();
     let (_, f, ex, _) = one(&mut p, Direction::Egress, &frame(frame::HEADERS, frame::FLAG_END_STREAM, 1, &b1[..5]));
-    assert!(f.headers_continued && f.headers.is_empty() && ex.is_none());
+    assert!(f.headers_continued && f.headers.is_empty());
+    assert_eq!(ex, Some((1, ExchangeRole::Request)));
     let (_, f, ex, err) =
         one(&mut p, Direction::Egress, &frame(frame::CONTINUATION, frame::FLAG_END_HEADERS, 1, &b1[5..]));
     assert_eq!(err, None);

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::statements::{PgBind, PgExecute};
 use super::*;
 
 /// Which side sent the group.
@@ -43,6 +44,29 @@ pub struct PgNotice {
     pub detail: Option<Text>,
 }
 
+/// One CommandComplete, summarised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PgResult {
+    /// The command tag as sent, e.g. `INSERT 0 1`.
+    pub tag: Text,
+    /// The command, e.g. `INSERT`.
+    pub command: Text,
+    /// Rows affected or returned, from the tag.
+    pub rows: Option<u64>,
+    /// DataRow messages of this command in the record.
+    pub data_rows: u64,
+}
+
+impl PgResult {
+    pub(super) fn of(tag: Text, data_rows: u64) -> Self {
+        let s = &tag.0[..];
+        let cmd_end = s.iter().position(|c| *c == b' ').unwrap_or(s.len());
+        let last = s.rsplit(|c| *c == b' ').next().unwrap_or_default();
+        let rows = if cmd_end < s.len() { std::str::from_utf8(last).ok().and_then(|n| n.parse().ok()) } else { None };
+        PgResult { command: Text(tag.0.slice(..cmd_end)), tag, rows, data_rows }
+    }
+}
+
 /// One message in a group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PgMsg {
@@ -77,6 +101,10 @@ pub struct PgMessages {
     pub statements: Vec<Text>,
     /// Parameter counts of Bind messages.
     pub bind_params: Vec<u16>,
+    /// Bind messages with their parameter values (decoded by type).
+    pub binds: Vec<PgBind>,
+    /// Execute messages, resolved to the statement and SQL they run.
+    pub executes: Vec<PgExecute>,
     /// Authentication codes (0 = ok, 3 cleartext, 5 MD5, 10 SASL, ...).
     pub auth: Vec<u32>,
     /// ParameterStatus pairs.
@@ -89,6 +117,11 @@ pub struct PgMessages {
     pub rows: u64,
     /// CommandComplete tags (e.g. `SELECT 3`).
     pub command_tags: Vec<Text>,
+    /// Each CommandComplete: command, rows affected or returned, DataRows.
+    pub results: Vec<PgResult>,
+    /// DataRows counted when the last CommandComplete was seen.
+    #[serde(skip)]
+    pub(super) rows_at_tag: u64,
     /// ErrorResponses.
     pub errors: Vec<PgNotice>,
     /// NoticeResponses.
@@ -110,12 +143,16 @@ impl PgMessages {
             queries: Vec::new(),
             statements: Vec::new(),
             bind_params: Vec::new(),
+            binds: Vec::new(),
+            executes: Vec::new(),
             auth: Vec::new(),
             parameters: Vec::new(),
             backend_pid: None,
             columns: Vec::new(),
             rows: 0,
             command_tags: Vec::new(),
+            results: Vec::new(),
+            rows_at_tag: 0,
             errors: Vec::new(),
             notices: 0,
             ready_status: None,

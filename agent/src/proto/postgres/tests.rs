@@ -74,6 +74,15 @@ fn startup_and_simple_query() {
     let (len, g, ex) = group(p.parse(Direction::Ingress, &Bytes::from(b.clone())));
     assert_eq!((len, g.auth.clone(), g.backend_pid, g.ready_status), (b.len(), vec![0], Some(12345), Some('I')));
     assert_eq!(g.parameters[0].1, "16.2");
+    assert_eq!(
+        p.sender_attributes(Direction::Egress),
+        [("pg.user", "alice"), ("pg.database", "ledger"), ("pg.application_name", "psql")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+    );
+    assert_eq!(
+        p.sender_attributes(Direction::Ingress),
+        [("pg.server_version", "16.2")].map(|(k, v)| (k.to_string(), v.to_string()))
+    );
     assert_eq!(g.message_count, 4);
     assert_eq!(ex, Some((0, ExchangeRole::Response)));
 
@@ -255,4 +264,147 @@ fn resync_at_the_start_of_a_frontend_stream_keeps_the_startup_message() {
     let mut p = parser();
     assert_eq!(p.resync(Direction::Egress, &query), Some(0));
     assert_eq!(p.resync(Direction::Egress, &startup_msg()[..4]), None);
+}
+
+fn parse_msg(name: &str, sql: &str, oids: &[u32]) -> Vec<u8> {
+    let mut b = [name.as_bytes(), b"\0", sql.as_bytes(), b"\0"].concat();
+    b.extend_from_slice(&(oids.len() as u16).to_be_bytes());
+    for o in oids {
+        b.extend_from_slice(&o.to_be_bytes());
+    }
+    msg(b'P', &b)
+}
+
+/// Bind with per-parameter formats (0 text, 1 binary); `None` is NULL.
+fn bind_msg(portal: &str, stmt: &str, params: &[(u16, Option<&[u8]>)]) -> Vec<u8> {
+    let mut b = [portal.as_bytes(), b"\0", stmt.as_bytes(), b"\0"].concat();
+    b.extend_from_slice(&(params.len() as u16).to_be_bytes());
+    for (f, _) in params {
+        b.extend_from_slice(&f.to_be_bytes());
+    }
+    b.extend_from_slice(&(params.len() as u16).to_be_bytes());
+    for (_, v) in params {
+        match v {
+            Some(v) => {
+                b.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                b.extend_from_slice(v);
+            }
+            None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    b.extend_from_slice(&0u16.to_be_bytes());
+    msg(b'B', &b)
+}
+
+fn execute_msg(portal: &str) -> Vec<u8> {
+    msg(b'E', &[portal.as_bytes(), b"\0\0\0\0\0"].concat())
+}
+
+fn values(b: &PgBind) -> Vec<(Option<&'static str>, &'static str, Option<String>, bool)> {
+    b.params.iter().map(|p| (p.r#type, p.format, p.value.as_ref().map(Text::to_string_lossy), p.null)).collect()
+}
+
+#[test]
+fn bind_values_text_and_binary_and_named_statement_resolved_at_execute() {
+    let mut p = parser();
+    p.expect_startup = false;
+    let sql = "INSERT INTO orders (clordid, qty, px, at, id) VALUES ($1, $2, $3, $4, $5)";
+    // Prepare once (named), with types for all but the first parameter.
+    let prep = [parse_msg("_pg3_0", sql, &[0, 20, 1700, 1184, 2950]), msg(b'S', b"")].concat();
+    group(p.parse(Direction::Egress, &Bytes::from(prep)));
+    group(p.parse(Direction::Ingress, &Bytes::from([msg(b'1', b""), msg(b'Z', b"I")].concat())));
+    let px: &[u8] = &[0, 2, 0, 0, 0, 0, 0, 2, 0, 187, 9, 196];
+    let at = (9821i64 * 86_400_000_000).to_be_bytes();
+    let uuid = [0x12u8; 16];
+    let exec = [
+        bind_msg(
+            "",
+            "_pg3_0",
+            &[(0, Some(b"ORD-7")), (1, Some(&100i64.to_be_bytes())), (1, Some(px)), (1, Some(&at)), (1, Some(&uuid))],
+        ),
+        msg(b'D', b"P\0"),
+        execute_msg(""),
+        msg(b'S', b""),
+    ]
+    .concat();
+    let (_, g, ex) = group(p.parse(Direction::Egress, &Bytes::from(exec)));
+    assert_eq!(g.queries, Vec::<Text>::new(), "the SQL is not re-sent");
+    let b = &g.binds[0];
+    assert_eq!(
+        (b.statement.clone(), b.query.clone().unwrap().to_string_lossy()),
+        (Text::from_static("_pg3_0"), sql.to_string())
+    );
+    assert_eq!(
+        values(b),
+        [
+            (None, "text", Some("ORD-7".to_string()), false),
+            (Some("int8"), "binary", Some("100".into()), false),
+            (Some("numeric"), "binary", Some("187.25".into()), false),
+            (Some("timestamptz"), "binary", Some("2026-11-21 00:00:00+00".into()), false),
+            (Some("uuid"), "binary", Some("12121212-1212-1212-1212-121212121212".into()), false),
+        ]
+    );
+    let e = &g.executes[0];
+    assert_eq!(
+        (e.statement.clone().unwrap(), e.query.clone().unwrap().to_string_lossy()),
+        (Text::from_static("_pg3_0"), sql.to_string())
+    );
+    // Results summary: command, rows affected, DataRows.
+    let resp = [msg(b'2', b""), msg(b'n', b""), msg(b'C', b"INSERT 0 1\0"), msg(b'Z', b"I")].concat();
+    let (_, g, ex2) = group(p.parse(Direction::Ingress, &Bytes::from(resp)));
+    assert_eq!(ex.unwrap().0, ex2.unwrap().0);
+    let r = &g.results[0];
+    assert_eq!((r.command.clone(), r.rows, r.data_rows), (Text::from_static("INSERT"), Some(1), 0));
+    // Closing the statement forgets it: a later Execute names no SQL.
+    let close = [msg(b'C', b"S_pg3_0\0"), bind_msg("", "_pg3_0", &[]), execute_msg(""), msg(b'S', b"")].concat();
+    let (_, g, _) = group(p.parse(Direction::Egress, &Bytes::from(close)));
+    assert_eq!((g.binds[0].query.clone(), g.executes[0].query.clone()), (None, None));
+}
+
+#[test]
+fn parameter_description_types_unspecified_parameters_and_nulls() {
+    let mut p = parser();
+    p.expect_startup = false;
+    let f = [parse_msg("s1", "SELECT $1::int4 + $2", &[0, 0]), msg(b'D', b"Ss1\0"), msg(b'S', b"")].concat();
+    group(p.parse(Direction::Egress, &Bytes::from(f)));
+    let mut t = 2u16.to_be_bytes().to_vec();
+    t.extend_from_slice(&23u32.to_be_bytes());
+    t.extend_from_slice(&16u32.to_be_bytes());
+    group(p.parse(
+        Direction::Ingress,
+        &Bytes::from([msg(b'1', b""), msg(b't', &t), msg(b'n', b""), msg(b'Z', b"I")].concat()),
+    ));
+    let f = [bind_msg("p1", "s1", &[(1, Some(&7i32.to_be_bytes())), (1, None)]), execute_msg("p1"), msg(b'S', b"")]
+        .concat();
+    let (_, g, _) = group(p.parse(Direction::Egress, &Bytes::from(f)));
+    assert_eq!(
+        values(&g.binds[0]),
+        [(Some("int4"), "binary", Some("7".into()), false), (Some("bool"), "binary", None, true)]
+    );
+    assert_eq!(g.executes[0].portal, "p1");
+    let rows = [row_description(&["n"]), data_row(&["1"]), data_row(&["2"]), msg(b'C', b"SELECT 2\0")].concat();
+    let (_, g, _) = group(p.parse(Direction::Ingress, &Bytes::from([rows.clone(), rows, msg(b'Z', b"I")].concat())));
+    assert_eq!(g.results.iter().map(|r| (r.rows, r.data_rows)).collect::<Vec<_>>(), [(Some(2), 2), (Some(2), 2)]);
+    // A binary value of a type not decoded is shown in hex.
+    let f = [parse_msg("", "SELECT $1", &[600]), bind_msg("", "", &[(1, Some(&[1, 2, 3]))]), msg(b'S', b"")].concat();
+    let (_, g, _) = group(p.parse(Direction::Egress, &Bytes::from(f)));
+    assert_eq!((g.binds[0].params[0].hex.as_deref(), g.binds[0].params[0].value.clone()), (Some("010203"), None));
+}
+
+#[test]
+fn prepared_statement_memory_is_bounded() {
+    let cfg = ProtoConfig { max_prepared_statements: 2, max_value_bytes: 4, ..ProtoConfig::default() };
+    let mut p = PgParser::new(Direction::Egress, &cfg);
+    p.expect_startup = false;
+    for i in 0..3 {
+        group(p.parse(
+            Direction::Egress,
+            &Bytes::from([parse_msg(&format!("s{i}"), "SELECT 1", &[]), msg(b'S', b"")].concat()),
+        ));
+    }
+    let f = [bind_msg("", "s0", &[]), bind_msg("", "s2", &[(0, Some(b"long value"))]), msg(b'S', b"")].concat();
+    let (_, g, _) = group(p.parse(Direction::Egress, &Bytes::from(f)));
+    assert_eq!((g.binds[0].query.clone(), g.binds[1].query.clone().unwrap()), (None, Text::from_static("SELECT 1")));
+    let v = &g.binds[1].params[0];
+    assert_eq!((v.value.clone().unwrap(), v.truncated), (Text::from_static("long"), true));
 }

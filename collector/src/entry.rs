@@ -1,0 +1,40 @@
+//! Leaves the collector appends to its own log: a `StoredLeaf` whose `entry`
+//! (a `CollectorEntry`) is set instead of `record`. The kinds are documented
+//! on `CollectorEntry` in `proto/wiretrail/v1/record.proto`; later features
+//! (access records, review marks, retention deletions, key rotations) add
+//! kinds here.
+
+use prost::Message;
+use wiretrail_proto::v1::{CollectorEntry, StoredLeaf};
+
+/// A certificate identity refused for an agent id owned by another.
+pub const AGENT_ID_REFUSED: &str = "agent_id_refused";
+/// A batch that reused a stored (agent, boot, seq) with different content.
+pub const BATCH_CONFLICT: &str = "batch_conflict";
+/// The store refused writes (disk full, I/O errors) for a while.
+pub const STORAGE_UNAVAILABLE: &str = "storage_unavailable";
+/// Start-up cut a torn, never acknowledged write.
+pub const RECOVERY: &str = "recovery";
+/// `wiretrail repair` restored or cut frames.
+pub const REPAIR: &str = "repair";
+
+/// Every kind the collector writes.
+pub const KINDS: [&str; 5] = [AGENT_ID_REFUSED, BATCH_CONFLICT, STORAGE_UNAVAILABLE, RECOVERY, REPAIR];
+
+/// An entry made now.
+pub fn new(kind: &str, time_ns: i64, subject: &str, detail: serde_json::Value, content: Vec<u8>) -> CollectorEntry {
+    CollectorEntry {
+        kind: kind.to_string(),
+        time_ns,
+        subject: subject.to_string(),
+        detail_json: detail.to_string(),
+        content,
+    }
+}
+
+/// The leaf bytes of an entry. `agent_id` is set for entries about an agent
+/// (so an agent filter finds them); batch fields stay empty.
+pub fn leaf(e: CollectorEntry, agent_id: &str) -> Vec<u8> {
+    StoredLeaf { agent_id: agent_id.to_string(), received_time_ns: e.time_ns, entry: Some(e), ..Default::default() }
+        .encode_to_vec()
+}

@@ -1,0 +1,196 @@
+//! What the commit thread knows about stored batches: the leaf range and
+//! content hash of every (agent id, boot id, seq), the owner of every agent
+//! id, and the conflicts and refusals already recorded. Rebuilt from the log
+//! at start; changed only by the commit thread, with an undo list so a group
+//! whose fsync fails leaves no trace.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::entry;
+use crate::store::{LeafBatch, Shared, StoreError};
+
+/// One stored batch.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Its seq, and the last seq it stands for (a gap batch covering lost seqs).
+    pub from: u64,
+    /// Last seq it stands for.
+    pub to: u64,
+    /// First and last leaf.
+    pub first: u64,
+    /// Last leaf.
+    pub last: u64,
+    /// Content hash (empty for batches stored before hashes were kept).
+    pub hash: Vec<u8>,
+}
+
+/// Key of a batch sequence.
+pub type BootKey = (String, String);
+
+/// A recorded conflict: (agent id, boot id, seq, received content hash).
+pub type ConflictKey = (String, String, u64, Vec<u8>);
+
+enum Undo {
+    Push(BootKey),
+    Owner(String),
+    Refused((String, String)),
+    Conflict(ConflictKey),
+}
+
+/// The commit thread's table.
+#[derive(Default)]
+pub struct Dedup {
+    /// Stored batches per (agent, boot), in seq order.
+    ranges: HashMap<BootKey, Vec<Stored>>,
+    /// Owner identity of each agent id.
+    owners: HashMap<String, String>,
+    /// (agent id, identity) pairs whose refusal is already in the log.
+    refused: HashSet<(String, String)>,
+    /// Conflicts already in the log, with the entry's leaf.
+    conflicts: HashMap<ConflictKey, u64>,
+    /// Changes of the current group.
+    undo: Vec<Undo>,
+}
+
+/// Where a batch stands against what is stored.
+pub enum Seq<'a> {
+    /// The next one expected.
+    New,
+    /// Already stored with the same content.
+    Duplicate(&'a Stored),
+    /// Already stored with other content.
+    Conflict(&'a Stored),
+    /// Ahead of the sequence: the collector expects this seq.
+    Ahead(u64),
+}
+
+fn detail(e: &wiretrail_proto::v1::CollectorEntry) -> serde_json::Value {
+    serde_json::from_str(&e.detail_json).unwrap_or_default()
+}
+
+impl Dedup {
+    /// Rebuilds the table by scanning the log.
+    pub fn rebuild(shared: &Shared) -> Result<Self, StoreError> {
+        let mut d = Dedup::default();
+        for item in shared.iter(0, shared.size())? {
+            let (i, leaf) = item?;
+            let k = LeafBatch::decode_leaf(&leaf)
+                .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))?;
+            if let Some(e) = &k.entry {
+                let det = detail(e);
+                let s = |f: &str| det[f].as_str().unwrap_or_default().to_string();
+                match e.kind.as_str() {
+                    entry::AGENT_ID_REFUSED => {
+                        d.refused.insert((e.subject.clone(), s("identity")));
+                    }
+                    entry::BATCH_CONFLICT => {
+                        let key = (e.subject.clone(), s("boot_id"), det["seq"].as_u64().unwrap_or(0));
+                        let h = hex::decode(s("received_sha256")).unwrap_or_default();
+                        d.conflicts.insert((key.0, key.1, key.2, h), i);
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            d.owners.entry(k.agent_id.clone()).or_insert_with(|| k.peer_identity.clone());
+            let v = d.ranges.entry((k.agent_id, k.boot_id)).or_default();
+            match v.last_mut() {
+                Some(s) if s.from == k.seq && k.index_in_batch > 0 => s.last = i,
+                last => {
+                    let next = last.map(|s| s.to + 1).unwrap_or(0);
+                    if k.seq != next {
+                        return Err(StoreError::Inconsistent(format!(
+                            "leaf {i}: batch seq {} where {next} was due",
+                            k.seq
+                        )));
+                    }
+                    let to = k.covers_through_seq.max(k.seq);
+                    v.push(Stored { from: k.seq, to, first: i, last: i, hash: k.batch_sha256 });
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    /// Where (agent, boot, seq) with content `hash` stands.
+    pub fn check(&self, key: &BootKey, seq: u64, hash: &[u8]) -> Seq<'_> {
+        let Some(v) = self.ranges.get(key) else {
+            return if seq == 0 { Seq::New } else { Seq::Ahead(0) };
+        };
+        let next = v.last().map(|s| s.to + 1).unwrap_or(0);
+        if seq == next {
+            return Seq::New;
+        }
+        if seq > next {
+            return Seq::Ahead(next);
+        }
+        let s = &v[v.partition_point(|s| s.to < seq)];
+        if s.from == seq && (s.hash.is_empty() || s.hash == hash) { Seq::Duplicate(s) } else { Seq::Conflict(s) }
+    }
+
+    /// Records a stored batch (seqs `from..=to`, leaves `first..=last`).
+    pub fn push(&mut self, key: BootKey, s: Stored) {
+        self.ranges.entry(key.clone()).or_default().push(s);
+        self.undo.push(Undo::Push(key));
+    }
+
+    /// The owner of `agent_id`, if any.
+    pub fn owner(&self, agent_id: &str) -> Option<&str> {
+        self.owners.get(agent_id).map(String::as_str)
+    }
+
+    /// Makes `identity` the owner of `agent_id`.
+    pub fn set_owner(&mut self, agent_id: &str, identity: &str) {
+        self.owners.insert(agent_id.to_string(), identity.to_string());
+        self.undo.push(Undo::Owner(agent_id.to_string()));
+    }
+
+    /// Whether the refusal of (agent id, identity) is already in the log; marks it as such.
+    pub fn refusal_recorded(&mut self, agent_id: &str, identity: &str) -> bool {
+        let k = (agent_id.to_string(), identity.to_string());
+        if self.refused.contains(&k) {
+            return true;
+        }
+        self.refused.insert(k.clone());
+        self.undo.push(Undo::Refused(k));
+        false
+    }
+
+    /// The leaf of the conflict entry already recorded for `k`.
+    pub fn conflict(&self, k: &ConflictKey) -> Option<u64> {
+        self.conflicts.get(k).copied()
+    }
+
+    /// Records the conflict entry of `k` at `leaf`.
+    pub fn add_conflict(&mut self, k: ConflictKey, leaf: u64) {
+        self.conflicts.insert(k.clone(), leaf);
+        self.undo.push(Undo::Conflict(k));
+    }
+
+    /// The group was committed: its changes stay.
+    pub fn commit_group(&mut self) {
+        self.undo.clear();
+    }
+
+    /// The group's fsync failed: forget its changes.
+    pub fn rollback_group(&mut self) {
+        while let Some(u) = self.undo.pop() {
+            match u {
+                Undo::Push(k) => {
+                    if let Some(v) = self.ranges.get_mut(&k) {
+                        v.pop();
+                    }
+                }
+                Undo::Owner(a) => {
+                    self.owners.remove(&a);
+                }
+                Undo::Refused(k) => {
+                    self.refused.remove(&k);
+                }
+                Undo::Conflict(k) => {
+                    self.conflicts.remove(&k);
+                }
+            }
+        }
+    }
+}
