@@ -70,7 +70,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     // Bounded: a slow output backs up into the ring buffer, where loss is counted.
     let (tx, rx) = mpsc::channel(32);
-    let reader = tokio::spawn(capture::reader::run(ring, tx, metrics.clone(), shutdown.clone()));
+    let drained = capture::reader::Drained::default();
+    let reader = tokio::spawn(capture::reader::run(ring, tx, metrics.clone(), drained.clone(), shutdown.clone()));
     let conn_config = ConnConfig {
         reorder_window_ns: args.reorder_window_ms * 1_000_000,
         idle_timeout_ns: args.idle_timeout_s * 1_000_000_000,
@@ -148,7 +149,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let table =
         ConnTable::new(conn_config, wiretrail_agent::identity::IdentityResolver::new(identity.clone()), registry);
-    let pipe = tokio::spawn(pipeline::run(rx, note_rx, table, sink, ship, metrics.clone()));
+    let pipe = tokio::spawn(pipeline::run(rx, note_rx, table, sink, ship, metrics.clone(), drained));
     if let Some(addr) = args.metrics_addr {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics address {addr}"))?;

@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 use wiretrail_proto::v1 as pb;
 
 use crate::{
-    capture::event::CaptureEvent,
-    clock::{ClockSync, now_boot_ns},
+    capture::{event::CaptureEvent, reader::Drained},
+    clock::ClockSync,
     conn::ConnTable,
     metrics::Metrics,
     output::{Sink, SinkError},
@@ -73,6 +73,7 @@ pub async fn run(
     sink: Sink,
     ship: Option<Ship>,
     metrics: Arc<Metrics>,
+    drained: Drained,
 ) -> Result<(), SinkError> {
     let mut out = Out { sink, ship, queue: Vec::new(), metrics: metrics.clone() };
     let mut records: Vec<Record> = Vec::new();
@@ -106,7 +107,11 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 table.set_clock(ClockSync::measure());
-                table.tick(now_boot_ns(), &mut records);
+                // Time moves on only as far as the ring has been read and
+                // its events consumed: a lagging agent must not time out a
+                // range (or a conversation's other end) still in the ring.
+                let read_to = drained.up_to();
+                table.tick(if rx.is_empty() { read_to } else { 0 }, &mut records);
                 out.write(&mut records)?;
                 out.send().await;
                 metrics.set_conns(&table);

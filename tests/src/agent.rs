@@ -76,9 +76,12 @@ impl Agent {
         self.dir.path().join("records.jsonl")
     }
 
-    /// The JSON lines written so far (the agent flushes at least every second).
+    /// The complete JSON lines written so far (the agent flushes at least
+    /// every second; a line it is still writing is left for the next read).
     pub fn records_now(&self) -> String {
-        std::fs::read_to_string(self.output_path()).unwrap_or_default()
+        let mut text = std::fs::read_to_string(self.output_path()).unwrap_or_default();
+        text.truncate(text.rfind('\n').map_or(0, |i| i + 1));
+        text
     }
 
     /// Stops the agent (SIGTERM), waits for a clean exit, and returns every

@@ -188,6 +188,7 @@ fn go_client_to_nginx_and_stripped_go_is_reported() {
     std::thread::sleep(Duration::from_millis(500));
     let (text, _) = agent.stop();
     let recs = Records::parse(&text);
+    recs.dump("go_client_to_nginx_and_stripped_go_is_reported");
 
     let cid = tls_conn(&recs, pid, &addr.to_string());
     let out = assert_whole(&recs, cid, Direction::Egress, true);

@@ -2,6 +2,7 @@
 //! them on in bounded batches. Backpressure on the channel fills the ring buffer,
 //! where every loss is counted by the kernel: nothing is dropped silently here.
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
@@ -30,6 +31,25 @@ pub enum ReaderError {
     },
 }
 
+/// How far the ring has been read: every event the kernel stamped before this
+/// CLOCK_BOOTTIME instant has been handed on (sent on the channel). The
+/// connection table's timeouts must not run ahead of it: when the agent lags
+/// behind the ring, a missing range or the other end of a conversation may be
+/// waiting in the ring, not lost.
+#[derive(Clone, Debug, Default)]
+pub struct Drained(Arc<AtomicU64>);
+
+impl Drained {
+    /// The instant (0 before the first complete drain).
+    pub fn up_to(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn advance(&self, t: u64) {
+        self.0.fetch_max(t, Ordering::AcqRel);
+    }
+}
+
 /// A kernel ring buffer registered with the runtime for read readiness.
 pub fn readable(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>, ReaderError> {
     // SAFETY: the ring buffer owns its map fd; it stays open and unchanged until
@@ -43,6 +63,7 @@ pub async fn run(
     ring: RingBuf<MapData>,
     tx: mpsc::Sender<Vec<CaptureEvent>>,
     metrics: Arc<Metrics>,
+    drained: Drained,
     shutdown: CancellationToken,
 ) -> Result<(), ReaderError> {
     let mut fd = readable(ring)?;
@@ -51,17 +72,17 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
-                drain(fd.get_mut(), &tx, &metrics).await;
+                drain(fd.get_mut(), &tx, &metrics, &drained).await;
                 return Ok(());
             }
             _ = poll.tick() => {
-                if !drain(fd.get_mut(), &tx, &metrics).await {
+                if !drain(fd.get_mut(), &tx, &metrics, &drained).await {
                     return Ok(());
                 }
             }
             guard = fd.readable_mut() => {
                 let mut guard = guard.map_err(|source| ReaderError::Poll { source })?;
-                let open = drain(guard.get_inner_mut(), &tx, &metrics).await;
+                let open = drain(guard.get_inner_mut(), &tx, &metrics, &drained).await;
                 guard.clear_ready();
                 if !open {
                     return Ok(());
@@ -71,8 +92,16 @@ pub async fn run(
     }
 }
 
-/// Decodes everything currently in the ring. Returns false if the consumer is gone.
-async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<CaptureEvent>>, metrics: &Metrics) -> bool {
+/// Decodes everything currently in the ring; once it is empty and the last
+/// batch sent, `drained` advances to the instant the pass started. Returns
+/// false if the consumer is gone.
+async fn drain(
+    ring: &mut RingBuf<MapData>,
+    tx: &mpsc::Sender<Vec<CaptureEvent>>,
+    metrics: &Metrics,
+    drained: &Drained,
+) -> bool {
+    let started = crate::clock::now_boot_ns();
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(item) = ring.next() {
         metrics.ring_records.inc();
@@ -91,5 +120,9 @@ async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<CaptureEvent>>
             }
         }
     }
-    batch.is_empty() || tx.send(batch).await.is_ok()
+    if !batch.is_empty() && tx.send(batch).await.is_err() {
+        return false;
+    }
+    drained.advance(started);
+    true
 }

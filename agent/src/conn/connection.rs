@@ -53,7 +53,8 @@ pub struct Connection {
     /// Which TLS library (see `capture::tls::TlsRegistry`).
     pub tls_lib: u16,
     pub twin: Twin,
-    /// Records waiting for the other end's observation (primary of a pair).
+    /// Records waiting for the other end's observation (primary of a pair),
+    /// or for the other end to appear (see [`Connection::awaits_peer`]).
     pub held: VecDeque<Draft>,
     /// Its `connection_open` record was made.
     pub open_reported: bool,
@@ -172,6 +173,22 @@ impl Connection {
     /// Both position spaces.
     pub fn all_streams(&mut self) -> impl Iterator<Item = &mut Streams> {
         std::iter::once(&mut self.socket).chain(self.tls.as_deref_mut())
+    }
+
+    /// A loopback TCP connection whose other end has not been seen yet (the
+    /// server may accept it later than the client starts talking): its
+    /// records are held, for at most `window` after the open, so the two ends
+    /// can still become one record.
+    pub fn awaits_peer(&self, now: u64, window: u64) -> bool {
+        self.peer.is_none()
+            && self.twin == Twin::None
+            && self.open_seen
+            && self.done.is_none()
+            && self.records_made == 0
+            && self.tls.is_none()
+            && self.is_tcp()
+            && self.key.is_some_and(|k| k.loopback())
+            && now < self.open_ns.saturating_add(window)
     }
 
     /// Bytes held in memory.

@@ -26,6 +26,11 @@ impl PeerKey {
     pub fn mirror(&self) -> PeerKey {
         PeerKey { local: self.remote, remote: self.local, ..*self }
     }
+
+    /// A loopback conversation: its other end is on this host.
+    pub fn loopback(&self) -> bool {
+        self.local.ip().is_loopback() && self.remote.ip().is_loopback()
+    }
 }
 
 /// IPv4-mapped IPv6 addresses (dual-stack sockets) as IPv4, so both sides agree.

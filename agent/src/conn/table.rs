@@ -295,8 +295,12 @@ impl ConnTable {
         let Some(c) = self.conns.get_mut(&id) else { return };
         let drafts = c.take_drafts();
         match c.twin {
+            Twin::None if self.cfg.twins && c.awaits_peer(self.now, self.cfg.reorder_window_ns) => {
+                c.held.extend(drafts);
+            }
             Twin::None => {
-                for d in drafts {
+                let held: Vec<_> = c.held.drain(..).chain(drafts).collect();
+                for d in held {
                     let r = self.finalize(id, None, d);
                     out.push(r);
                 }
@@ -337,7 +341,8 @@ impl ConnTable {
         match c.twin {
             Twin::None => {
                 let drafts = c.take_drafts();
-                for d in drafts {
+                let held: Vec<_> = c.held.drain(..).chain(drafts).collect();
+                for d in held {
                     let r = self.finalize(id, None, d);
                     out.push(r);
                 }

@@ -68,7 +68,7 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 #[test]
 fn an_http2_stream_is_one_record_and_connection_frames_are_gathered() {
     let mut t = table();
-    let mut c = Synth::tcp(1, "127.0.0.1:40000", "127.0.0.1:50051");
+    let mut c = Synth::tcp(1, "127.0.0.1:40000", "10.0.0.2:50051");
     let mut client = crate::proto::http2::H2_PREFACE.to_vec();
     client.extend(frame(4, 0, 0, &[])); // SETTINGS
     let req = frame(1, 0x05, 1, &[0x82, 0x86, 0x84]); // HEADERS GET / http, END_STREAM|END_HEADERS
@@ -97,7 +97,7 @@ fn an_http2_stream_is_one_record_and_connection_frames_are_gathered() {
 #[test]
 fn a_redis_pipeline_pairs_in_order() {
     let mut t = table();
-    let mut c = Synth::tcp(1, "127.0.0.1:40000", "127.0.0.1:6379");
+    let mut c = Synth::tcp(1, "127.0.0.1:40000", "10.0.0.2:6379");
     let cmds = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
     let rs = run(&mut t, vec![c.connect(), c.send(cmds), c.recv(b"+OK\r\n$1\r"), c.recv(b"\nv\r\n")]);
     let ex = exchanges(&rs);
@@ -114,7 +114,7 @@ fn fix_messages_are_one_record_each_and_a_gap_stays_inside_the_message() {
     let stream = [logon, logon, hb].concat().into_bytes();
     let l = logon.len();
     let mut t = table();
-    let mut c = Synth::tcp(1, "127.0.0.1:40000", "127.0.0.1:9876");
+    let mut c = Synth::tcp(1, "127.0.0.1:40000", "10.0.0.2:9876");
     let mut evs = vec![c.connect(), c.send(&stream[..l + 20])];
     evs.push(c.truncated(Direction::Egress, 20, GapReason::Lost));
     evs.push(c.send(&stream[l + 40..]));
@@ -148,7 +148,7 @@ fn a_postgres_startup_and_query_pair_with_their_responses() {
     let query = b"Q\x00\x00\x00\x0eSELECT 1;\x00";
     let result = b"C\x00\x00\x00\x0dSELECT 1\x00Z\x00\x00\x00\x05I";
     let mut t = table();
-    let mut c = Synth::tcp(1, "127.0.0.1:40000", "127.0.0.1:15432");
+    let mut c = Synth::tcp(1, "127.0.0.1:40000", "10.0.0.2:15432");
     let rs = run(
         &mut t,
         vec![

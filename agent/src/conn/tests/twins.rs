@@ -200,3 +200,45 @@ fn pairing_can_be_turned_off() {
     assert_eq!(kinds(&rs), ["exchange", "exchange"]);
     assert!(exchanges(&rs).iter().all(|e| e.who.witness.is_none() && e.who.peer_identity.is_some()));
 }
+
+const LOGON: &[u8] =
+    b"8=FIX.4.4\x019=69\x0135=A\x0149=CLIENT1\x0156=BROKER1\x0134=1\x0152=20261121-12:00:00.000\x0198=0\x01108=30\x0110=205\x01";
+
+/// The server accepts late (a busy accept loop): the client has already sent
+/// a one-way message, which waits for the other end instead of being recorded alone.
+#[test]
+fn a_late_accept_still_makes_one_record_for_both_ends() {
+    let (mut c, mut s) = pair();
+    let mut t = table();
+    let rs = run(&mut t, vec![c.connect(), c.send(LOGON)]);
+    assert_eq!(kinds(&rs), Vec::<&str>::new(), "held for the other end: {rs:#?}");
+    // 10 ms later the server accepts and reads it.
+    s.ts = c.ts + 10_000_000;
+    let rs = run(&mut t, vec![s.accept(), s.recv(LOGON)]);
+    assert_eq!(kinds(&rs), ["exchange"], "{rs:#?}");
+    let e = exchanges(&rs)[0];
+    assert_eq!(e.who.side.conn_id, 1, "the client, which spoke first, is the primary");
+    assert_eq!(e.who.witness.map(|w| w.conn_id), Some(2));
+    assert!(e.faults.is_empty(), "{:?}", e.faults);
+    assert_eq!(t.stats.twins, 1);
+}
+
+/// No other end within the reorder window (a loopback server the agent does
+/// not capture): the held records are made alone, nothing waits longer.
+#[test]
+fn without_the_other_end_held_records_are_made_after_the_window() {
+    let (mut c, _) = pair();
+    let mut t = table();
+    let rs = run(&mut t, vec![c.connect(), c.send(LOGON)]);
+    assert!(rs.is_empty(), "{rs:#?}");
+    let window = ConnConfig::default().reorder_window_ns;
+    let mut out = Vec::new();
+    t.tick(c.ts + window / 2, &mut out);
+    assert!(out.is_empty(), "still within the window: {out:#?}");
+    t.tick(c.ts + window, &mut out);
+    assert_eq!(kinds(&out), ["exchange"], "{out:#?}");
+    assert!(exchanges(&out)[0].who.witness.is_none());
+    // Later messages are recorded at once.
+    let rs = run(&mut t, vec![c.send(LOGON)]);
+    assert_eq!(kinds(&rs), ["exchange"], "{rs:#?}");
+}
