@@ -82,6 +82,27 @@ fn tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
+/// The number of leaves in the log of the restarted collector (a checkpoint
+/// issued now covers every durable leaf); panics with its log when it did
+/// not come back.
+async fn recovered_size(child: &mut Collector, addr: std::net::SocketAddr, log: &Path) -> u64 {
+    let mut q = QueryClient::new(channel(addr).await);
+    match q.issue_checkpoint(IssueCheckpointRequest {}).await {
+        Ok(r) => r.into_inner().size,
+        Err(e) => {
+            let t = std::time::Instant::now();
+            let status = loop {
+                match child.0.try_wait().unwrap() {
+                    Some(s) => break s.to_string(),
+                    None if t.elapsed() > std::time::Duration::from_secs(10) => break "still running".into(),
+                    None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                }
+            };
+            panic!("the collector did not come back after the crash ({e}; {status}); its log:\n{}", tail(log))
+        }
+    }
+}
+
 /// Every leaf of every acked batch is found by a search, with its batch's seq.
 async fn assert_all_found(addr: std::net::SocketAddr, acked: &[Ack], log: &Path) {
     let want = acked.last().unwrap().last_leaf_index + 1;
@@ -192,22 +213,7 @@ async fn acked_batches_survive_a_crash_that_forgets_unsynced_writes() {
     let (mut child, addr) = spawn(&dir, &second_log, "1");
     let last = acked.last().unwrap();
     let want = last.last_leaf_index + 1;
-    // What the log holds after recovery (a checkpoint covers every durable leaf).
-    let mut q = QueryClient::new(channel(addr).await);
-    let size = match q.issue_checkpoint(IssueCheckpointRequest {}).await {
-        Ok(r) => r.into_inner().size,
-        Err(e) => {
-            let t = std::time::Instant::now();
-            let status = loop {
-                match child.0.try_wait().unwrap() {
-                    Some(s) => break s.to_string(),
-                    None if t.elapsed() > std::time::Duration::from_secs(10) => break "still running".into(),
-                    None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-                }
-            };
-            panic!("the collector did not come back after the crash ({e}; {status}); its log:\n{}", tail(&second_log))
-        }
-    };
+    let size = recovered_size(&mut child, addr, &second_log).await;
     let lost: Vec<u64> = acked.iter().filter(|a| a.last_leaf_index >= size).map(|a| a.seq).collect();
     assert!(
         lost.is_empty(),
@@ -241,9 +247,10 @@ async fn acked_batches_survive_a_crash_that_forgets_unsynced_writes() {
     sync_dir(fs.path());
 }
 
-/// The first acks of a fresh data directory: nothing but the store's own
-/// syncs may make `log/` and the first segment durable (no checkpoint file
-/// and no index sync happen before the kill).
+/// The first acks of a fresh data directory, before any segment roll or
+/// checkpoint: only the store's sync of `log/` after creating the first
+/// segment makes that segment's name durable, and only the commit's
+/// fdatasync its frames.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_acks_in_a_new_data_directory_survive_a_crash() {
     let mut fs = wiretrail_lazyfs::shared();
@@ -259,9 +266,8 @@ async fn first_acks_in_a_new_data_directory_survive_a_crash() {
     assert!(forgotten.unsynced_files > 0, "the crash forgot nothing: {forgotten:?}");
 
     let second_log = logs.path().join("second.log");
-    let (child, addr) = spawn(&dir, &second_log, "3600");
-    let mut q = QueryClient::new(channel(addr).await);
-    let size = q.issue_checkpoint(IssueCheckpointRequest {}).await.unwrap().into_inner().size;
+    let (mut child, addr) = spawn(&dir, &second_log, "3600");
+    let size = recovered_size(&mut child, addr, &second_log).await;
     let want = acked.last().unwrap().last_leaf_index + 1;
     assert_eq!(
         size,
