@@ -47,7 +47,17 @@ impl Drop for Collector {
 
 /// Starts `wiretrail serve` on `dir`, checkpointing every `checkpoint_secs`.
 fn spawn(dir: &Path, log: &Path, checkpoint_secs: &str) -> (Collector, std::net::SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wiretrail"))
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wiretrail"));
+    // SAFETY: prctl is async-signal-safe; the child dies with the test thread
+    // that spawned it, even when the test binary is killed.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    };
+    let mut child = cmd
         .args(["serve", "--insecure-plaintext", "--listen", "127.0.0.1:0", "--checkpoint-secs", checkpoint_secs])
         .args(["--segment-bytes", SEGMENT_BYTES, "--data-dir"])
         .arg(dir)

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use model::{Forgotten, Model, SyncCounts};
 pub use shared::shared;
 
-/// File system type name (`fuse.<this>` in /proc/self/mountinfo).
+/// The mount's source name (in /proc/self/mountinfo).
 pub const FS_NAME: &str = "wiretrail-lazyfs";
 
 /// Errors of mounting, crashing and unmounting.

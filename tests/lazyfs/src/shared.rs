@@ -118,15 +118,17 @@ pub(crate) fn detach(at: &Path) {
     unsafe { libc::umount2(cpath(at).as_ptr(), libc::MNT_DETACH) };
 }
 
-/// Mount points of lazy file systems (from /proc/self/mountinfo).
+/// Mount points of lazy file systems (from /proc/self/mountinfo: FUSE
+/// mounts whose source is [`FS_NAME`]).
 fn lazy_mounts() -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let fstype = format!("fuse.{FS_NAME}");
     info.lines()
         .filter_map(|l| {
             let (pre, post) = l.split_once(" - ")?;
             let at = pre.split(' ').nth(4)?;
-            (post.split(' ').next()? == fstype).then(|| PathBuf::from(unescape(at)))
+            let mut f = post.split(' ');
+            let (fstype, source) = (f.next()?, f.next()?);
+            (fstype.split('.').next() == Some("fuse") && source == FS_NAME).then(|| PathBuf::from(unescape(at)))
         })
         .collect()
 }
