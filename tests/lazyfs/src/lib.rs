@@ -68,11 +68,7 @@ pub struct LazyFs {
 
 fn session(model: &Arc<Mutex<Model>>, at: &Path) -> Result<fuser::BackgroundSession, LazyFsError> {
     let mut cfg = fuser::Config::default();
-    cfg.mount_options = vec![
-        fuser::MountOption::FSName(FS_NAME.into()),
-        fuser::MountOption::Subtype(FS_NAME.into()),
-        fuser::MountOption::NoAtime,
-    ];
+    cfg.mount_options = vec![fuser::MountOption::FSName(FS_NAME.into()), fuser::MountOption::NoAtime];
     let fs = fuse::LazyFuse { model: model.clone() };
     fuser::spawn_mount(fs, at, &cfg).map_err(|source| LazyFsError::Mount { path: at.to_path_buf(), source })
 }
