@@ -32,7 +32,7 @@ fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
         .open(path)
         .map_err(StoreError::io("creating", path))?;
     f.write_all(bytes).and_then(|_| f.sync_all()).map_err(StoreError::io("writing", path))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    sync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
 }
 
 /// Loads the origin and signing key of the data directory; creates them only
