@@ -43,6 +43,9 @@ enum Cmd {
         /// Seconds between periodic checkpoints.
         #[arg(long, default_value_t = 10)]
         checkpoint_secs: u64,
+        /// Start a new segment file once the current one holds this many bytes.
+        #[arg(long, default_value_t = crate::store::StoreConfig::default().segment_bytes)]
+        segment_bytes: u64,
         /// Identity registry (YAML, see docs/registry.md); re-read on SIGHUP and when it changes.
         #[arg(long, env = "WIRETRAIL_REGISTRY")]
         registry: Option<PathBuf>,
@@ -263,8 +266,18 @@ pub fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Serve { data_dir, listen, tls_dir, insecure_plaintext, checkpoint_secs, registry, roles } => {
+            Cmd::Serve {
+                data_dir,
+                listen,
+                tls_dir,
+                insecure_plaintext,
+                checkpoint_secs,
+                segment_bytes,
+                registry,
+                roles,
+            } => {
                 let mut cfg = crate::ServeConfig::new(data_dir);
+                cfg.store.segment_bytes = segment_bytes;
                 cfg.registry = registry;
                 cfg.roles = roles;
                 cfg.checkpoint_interval = Duration::from_secs(checkpoint_secs.max(1));

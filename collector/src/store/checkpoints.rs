@@ -5,6 +5,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::StoreError;
+use super::writer::sync_dir;
 use crate::merkle::{SignedCheckpoint, Signer, Verifier};
 
 /// Whether the data directory already holds evidence signed or hashed under
@@ -21,7 +22,8 @@ fn has_evidence(dir: &Path) -> Result<bool, StoreError> {
     Ok(super::list_segments(&log)?.iter().any(|(_, p)| nonempty(p)))
 }
 
-/// Creates `path` with `bytes` (mode `mode`), failing if it exists; fsyncs it.
+/// Creates `path` with `bytes` (mode `mode`), failing if it exists; fsyncs
+/// it and its directory (a new file's name is durable only then).
 fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -29,7 +31,8 @@ fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
         .mode(mode)
         .open(path)
         .map_err(StoreError::io("creating", path))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(StoreError::io("writing", path))
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(StoreError::io("writing", path))?;
+    sync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
 }
 
 /// Loads the origin and signing key of the data directory; creates them only
@@ -125,11 +128,19 @@ pub fn load_checkpoints(dir: &Path, verifier: &Verifier) -> Result<Vec<SignedChe
     Ok(out)
 }
 
-/// Appends a checkpoint line and fsyncs.
+/// Appends a checkpoint line and fsyncs (and, when the file is new, its
+/// directory: a checkpoint handed out must survive a crash).
 pub fn append_checkpoint(dir: &Path, cp: &SignedCheckpoint) -> Result<(), StoreError> {
     let path = dir.join("checkpoints.jsonl");
+    let new = !path.exists();
     let mut f =
         std::fs::OpenOptions::new().append(true).create(true).open(&path).map_err(StoreError::io("opening", &path))?;
     let line = serde_json::to_string(&Line { note: cp.note.clone() }).expect("string serializes");
-    f.write_all(format!("{line}\n").as_bytes()).and_then(|_| f.sync_data()).map_err(StoreError::io("appending", &path))
+    f.write_all(format!("{line}\n").as_bytes())
+        .and_then(|_| f.sync_data())
+        .map_err(StoreError::io("appending", &path))?;
+    if new {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }

@@ -92,7 +92,13 @@ impl Writer {
     /// Opens (creating if needed) the data directory, recovering from any crash.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<(Writer, Arc<Shared>), StoreError> {
         let log = dir.join("log");
+        let new_dir = !dir.exists();
         std::fs::create_dir_all(&log).map_err(StoreError::io("creating", &log))?;
+        // A new directory's name is durable only once its parent is synced.
+        if new_dir {
+            sync_dir(dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
+        }
+        sync_dir(dir)?;
         let lock = lock_dir(dir)?;
         let signer = load_or_create_signer(dir, &config.origin)?;
         write_verifier(dir, &signer.verifier())?;
