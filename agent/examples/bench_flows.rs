@@ -22,6 +22,10 @@ use wiretrail_agent::proto::Protocol;
 use wiretrail_agent::record::Record;
 use wiretrail_agent::types::Direction;
 
+/// The agent's own allocator, so the figures are the agent's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "bench_flows_traffic/brokers.rs"]
 mod brokers;
 

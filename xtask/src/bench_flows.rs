@@ -1,5 +1,6 @@
-//! `cargo xtask bench flows`: runs the agent's `bench_flows` example (flow
-//! reassembly + protocol parsing throughput, one core) in release mode.
+//! `cargo xtask bench flows`: runs the agent's `bench_flows` example (the
+//! connection table's throughput on one core: reassembly, parsing, exchange
+//! assembly and record making) in release mode.
 use crate::util::cargo;
 
 #[derive(clap::Args)]
