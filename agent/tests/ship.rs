@@ -403,3 +403,131 @@ async fn tls_failures_name_their_cause() {
     assert!(e.contains("CA certificate") && e.contains("nope.pem"), "{e}");
     col.stop().await;
 }
+
+/// A TCP relay to `to` whose open connections the test can cut (as a network
+/// failure would): the agent then connects again.
+struct Relay {
+    addr: SocketAddr,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    async fn start(to: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let conns = open.clone();
+        tokio::spawn(async move {
+            while let Ok((mut a, _)) = listener.accept().await {
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut b) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    }
+                });
+                conns.lock().unwrap().push(relay.abort_handle());
+            }
+        });
+        Relay { addr, open }
+    }
+
+    /// Closes every connection open through the relay.
+    fn cut(&self) {
+        for c in self.open.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+/// Writes `bytes` to `path` by rename, as certificate tooling does.
+fn replace(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Ships records `next..next + 10` (one batch) and waits for its ack.
+async fn ship_ten(h: &ShipHandle, next: &mut u64, what: &str) {
+    let acked = h.stats.get().batches_acked;
+    send(h, *next..*next + 10, 64).await;
+    *next += 10;
+    wait_for(what, || h.stats.get().batches_acked == acked + 1).await;
+}
+
+/// The peer identity the collector stored for record `i`.
+fn stored_identity(leaves: &[StoredLeaf], i: u64) -> String {
+    let key = format!("rec-{i:08}");
+    leaves
+        .iter()
+        .find(|l| l.record.as_ref().is_some_and(|r| r.payload.starts_with(key.as_bytes())))
+        .unwrap_or_else(|| panic!("{key} not stored"))
+        .peer_identity
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_reloads_its_certificate_and_keeps_the_old_one_when_the_new_one_is_unusable() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let ca = tempfile::tempdir().unwrap();
+    certs::generate(ca.path(), &["agent", "agent-b", "security"]).unwrap();
+    // The agent's own directory: CA, certificate and key as deployed.
+    let mine = tempfile::tempdir().unwrap();
+    for f in ["ca.pem", "agent.pem", "agent.key"] {
+        std::fs::copy(ca.path().join(f), mine.path().join(f)).unwrap();
+    }
+    let (data, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let addr = free_addr();
+    let mut serve = ServeConfig::new(data.path().to_path_buf());
+    serve.tls = Some(TlsFiles::in_dir(ca.path(), "collector"));
+    // Both certificates may ship for this agent id (the rotation below).
+    let roles = ca.path().join("roles.yaml");
+    std::fs::write(&roles, "version: 1\nidentities:\n  - identity: \"CN=agent*\"\n    agent_ids: [agent-t]\n").unwrap();
+    serve.roles = Some(roles);
+    let col = Collector::start(addr, serve).await;
+    let relay = Relay::start(addr).await;
+    let mut cfg = ship_config(relay.addr, spool.path(), Some(mine.path()));
+    cfg.tls_check_interval = Duration::from_millis(20);
+    let shutdown = CancellationToken::new();
+    let h = ShipHandle::spawn(cfg, shutdown.clone()).await.unwrap();
+    let mut next = 0;
+    ship_ten(&h, &mut next, "shipping with the first certificate").await;
+
+    // Unusable new files: a certificate that is none, a key of another certificate.
+    let garbage = b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n".to_vec();
+    let other_key = std::fs::read(ca.path().join("agent-b.key")).unwrap();
+    for (file, bytes) in [("agent.pem", garbage), ("agent.key", other_key)] {
+        let path = mine.path().join(file);
+        let saved = std::fs::read(&path).unwrap();
+        let rejected = h.stats.get().tls_rejected;
+        replace(&path, &bytes);
+        wait_for("the agent to find the new file unusable", || h.stats.get().tls_rejected == rejected + 1).await;
+        ship_ten(&h, &mut next, "shipping on the connection open before the change").await;
+        // A new connection (the old one cut) uses the certificate in force.
+        let connections = h.stats.get().connections;
+        relay.cut();
+        ship_ten(&h, &mut next, "shipping over a new connection with the old certificate").await;
+        assert!(h.stats.get().connections > connections, "no new connection was made");
+        replace(&path, &saved);
+    }
+
+    // A usable new certificate (another identity) is taken up on its own.
+    let reloads = h.stats.get().tls_reloads;
+    replace(&mine.path().join("agent.key"), &std::fs::read(ca.path().join("agent-b.key")).unwrap());
+    replace(&mine.path().join("agent.pem"), &std::fs::read(ca.path().join("agent-b.pem")).unwrap());
+    wait_for("the new certificate in force", || h.stats.get().tls_reloads > reloads).await;
+    let switched = next;
+    ship_ten(&h, &mut next, "shipping with the new certificate").await;
+    shutdown.cancel();
+    h.task.await.unwrap().unwrap();
+
+    let leaves = all_leaves(addr, Some(ca.path())).await;
+    assert_eq!(delivered_once(&leaves), expected(0..next));
+    for i in 0..switched {
+        let id = stored_identity(&leaves, i);
+        assert!(id.contains("spiffe://wiretrail/agent") && !id.contains("agent-b"), "record {i}: {id}");
+    }
+    for i in switched..next {
+        let id = stored_identity(&leaves, i);
+        assert!(id.contains("spiffe://wiretrail/agent-b"), "record {i}: {id}");
+    }
+    col.stop().await;
+}
