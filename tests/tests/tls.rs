@@ -45,6 +45,25 @@ fn library_of(recs: &Records, conn: u64) -> String {
     format!("{} {}", lib.library, lib.version)
 }
 
+/// The TLS plaintext of `conn` is linked to its socket, not grouped with it
+/// by address: the connection id the socket's own addresses name (exactly one
+/// with bytes) is `conn`, and its records carry the socket's bytes too, the
+/// ciphertext, which opens with a TLS handshake record each way.
+fn assert_linked_to_socket(recs: &Records, conn: u64) {
+    let side = recs.side(conn);
+    let (local, remote) = (side.local.expect("local address"), side.remote.expect("remote address"));
+    assert_eq!(
+        recs.conn_between(&local.to_string(), &remote.to_string()),
+        conn,
+        "the plaintext's connection is not the socket's"
+    );
+    for dir in [Direction::Egress, Direction::Ingress] {
+        let cipher = assert_whole(recs, conn, dir, false);
+        assert_eq!(&cipher[..2], &[0x16, 0x03], "{dir:?} socket bytes of conn {conn} are not a TLS handshake");
+        assert_ne!(cipher, assert_whole(recs, conn, dir, true), "socket bytes equal the plaintext");
+    }
+}
+
 #[test]
 fn curl_to_nginx_https_plaintext_is_byte_exact_on_the_socket_connection() {
     require_root();
@@ -69,8 +88,7 @@ fn curl_to_nginx_https_plaintext_is_byte_exact_on_the_socket_connection() {
     recs.dump("curl_to_nginx_https");
 
     let cid = tls_conn(&recs, pid, &addr.to_string());
-    // The socket's bytes of the same connection: the ciphertext.
-    assert!(!stream(&recs, cid, Direction::Egress, false).bytes.is_empty());
+    assert_linked_to_socket(&recs, cid);
     assert_eq!(assert_whole(&recs, cid, Direction::Egress, true), sent, "TLS plaintext differs from what curl sent");
     assert_eq!(
         assert_whole(&recs, cid, Direction::Ingress, true),
@@ -156,6 +174,7 @@ fn gnutls_cli_to_openssl_s_server() {
     assert_eq!(assert_whole(&recs, cid, Direction::Egress, true), request);
     assert_eq!(assert_whole(&recs, cid, Direction::Ingress, true), reply);
     assert!(library_of(&recs, cid).starts_with("gnutls"), "{}", library_of(&recs, cid));
+    assert_linked_to_socket(&recs, cid);
     // openssl s_server (libssl) saw the same plaintext on its end.
     let local = recs.side(cid).local.unwrap().to_string();
     let sid = recs.conn_between(&format!("127.0.0.1:{port}"), &local);
@@ -163,6 +182,7 @@ fn gnutls_cli_to_openssl_s_server() {
     assert_eq!(assert_whole(&recs, sid, Direction::Ingress, true), request);
     assert_eq!(assert_whole(&recs, sid, Direction::Egress, true), reply);
     assert!(library_of(&recs, sid).starts_with("openssl OpenSSL 3."), "{}", library_of(&recs, sid));
+    assert_linked_to_socket(&recs, sid);
 }
 
 #[test]
@@ -190,6 +210,7 @@ fn go_client_to_nginx_and_stripped_go_is_reported() {
     let recs = Records::parse(&text);
 
     let cid = tls_conn(&recs, pid, &addr.to_string());
+    assert_linked_to_socket(&recs, cid);
     let out = assert_whole(&recs, cid, Direction::Egress, true);
     let inn = assert_whole(&recs, cid, Direction::Ingress, true);
     assert!(out.starts_with(b"GET /index.html HTTP/1.1\r\nHost: "), "{:?}", String::from_utf8_lossy(&out));
