@@ -253,8 +253,8 @@ fn node_client_to_nginx() {
     let (text, _) = agent.stop();
     let recs = Records::parse(&text);
     // Node drives OpenSSL through memory BIOs: the ciphertext reaches the socket
-    // outside SSL_write/SSL_read, so the plaintext may not be tied to a
-    // connection: such records say so (`orphan`, connection id 0) and the
+    // outside SSL_write/SSL_read, so the plaintext is not tied to a
+    // connection: its records say so (`orphan`, connection id 0) and the
     // plaintext is still captured whole.
     let tls_recs: Vec<&Record> = recs
         .0
@@ -276,12 +276,15 @@ fn node_client_to_nginx() {
         String::from_utf8_lossy(&text(Direction::Egress))
     );
     assert!(text(Direction::Ingress).ends_with(INDEX));
+    // Every plaintext record says so: an orphan segment on connection 0 (the
+    // socket's ciphertext is recorded on its own connection).
     for r in &tls_recs {
-        if let Record::Segment(s) = r
-            && s.reason == wiretrail_agent::proto::fields::UnparsedReason::Orphan
-        {
-            assert_eq!(s.who.side.conn_id, 0);
-        }
+        let Record::Segment(s) = r else { panic!("node's plaintext outside an orphan segment: {r:?}") };
+        assert_eq!(
+            (s.reason, s.who.side.conn_id),
+            (wiretrail_agent::proto::fields::UnparsedReason::Orphan, 0),
+            "{s:?}"
+        );
     }
     let lib = tls_recs[0].who().unwrap().tls.as_ref().unwrap();
     assert!(lib.version.starts_with("OpenSSL 3."), "{lib:?}");
