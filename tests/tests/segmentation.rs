@@ -270,8 +270,8 @@ fn exe_members_are_matched_by_file_in_the_kernel() {
         zoned.display()
     );
     write(&policy_path, &text);
-    let port = wiretrail_tests::free_port();
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for s in listener.incoming().flatten() {
             use std::io::Write as _;

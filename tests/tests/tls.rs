@@ -30,6 +30,32 @@ fn tls_conn(recs: &Records, pid: u32, remote: &str) -> u64 {
     *ids.first().unwrap()
 }
 
+/// A child's output, read by a thread as it comes, to wait for.
+struct Output(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Output {
+    fn watch(mut from: impl std::io::Read + Send + 'static) -> Output {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let t = text.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                t.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Output(text)
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits (at most 15 s) until the output contains `needle`.
+    fn wait_for(&self, needle: &str) -> bool {
+        wait_until(Duration::from_secs(15), || self.text().contains(needle))
+    }
+}
+
 /// "library version" of the TLS records of `conn` (its own end's library).
 fn library_of(recs: &Records, conn: u64) -> String {
     let lib = recs
@@ -149,27 +175,23 @@ fn gnutls_cli_to_openssl_s_server() {
         .expect("gnutls-cli (apt-get install gnutls-bin)");
     let pid = cli.id();
     let mut cli_in = cli.stdin.take().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let cli_out = Output::watch(cli.stdout.take().unwrap());
+    let server_out = Output::watch(server.stdout.take().unwrap());
+    // gnutls-cli reads stdin once its handshake is done and it says so.
+    assert!(cli_out.wait_for("- Simple Client Mode"), "gnutls-cli did not connect: {:?}", cli_out.text());
     cli_in.write_all(request).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(server_out.wait_for("PING from gnutls-cli"), "s_server got: {:?}", server_out.text());
     server.stdin.as_mut().unwrap().write_all(reply).unwrap();
     server.stdin.as_mut().unwrap().flush().unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    assert!(cli_out.wait_for("PONG from openssl s_server"), "gnutls-cli got: {:?}", cli_out.text());
     drop(cli_in);
-    let out = cli.wait_with_output().unwrap();
+    assert!(cli.wait().unwrap().success(), "gnutls-cli: {:?}", cli_out.text());
     let _ = server.kill();
-    let server_out = server.wait_with_output().unwrap();
+    let _ = server.wait();
     std::thread::sleep(Duration::from_millis(300));
     let (text, _) = agent.stop();
     let recs = Records::parse(&text);
     recs.dump("gnutls_cli_to_openssl_s_server");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("PONG from openssl s_server"),
-        "gnutls-cli got: {:?}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(String::from_utf8_lossy(&server_out.stdout).contains("PING from gnutls-cli"));
-
     let cid = tls_conn(&recs, pid, &format!("127.0.0.1:{port}"));
     assert_eq!(assert_whole(&recs, cid, Direction::Egress, true), request);
     assert_eq!(assert_whole(&recs, cid, Direction::Ingress, true), reply);
