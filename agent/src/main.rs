@@ -153,6 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(addr) = args.metrics_addr {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics address {addr}"))?;
+        let addr = listener.local_addr().unwrap_or(addr);
         tracing::info!(%addr, "serving metrics at /metrics");
         tokio::spawn(metrics::serve(listener, metrics.clone(), shutdown.clone()));
     }

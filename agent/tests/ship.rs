@@ -25,8 +25,9 @@ struct Collector {
 }
 
 impl Collector {
-    async fn start(addr: SocketAddr, cfg: ServeConfig) -> Collector {
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    /// Starts listening on the reserved address.
+    async fn start(addr: Reserved, cfg: ServeConfig) -> Collector {
+        let listener = addr.0.listen(64).unwrap();
         let (stop, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(wiretrail_collector::run(listener, cfg, async move {
             let _ = rx.await;
@@ -40,9 +41,15 @@ impl Collector {
     }
 }
 
-/// A free local address nobody listens on (yet).
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+/// A local address held for the collector: bound but not listening, so
+/// connections to it are refused (nobody listens yet) and no other socket can
+/// take the port before the collector listens on it.
+struct Reserved(tokio::net::TcpSocket);
+
+fn free_addr() -> (SocketAddr, Reserved) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (s.local_addr().unwrap(), Reserved(s))
 }
 
 fn record(i: u64, payload: usize) -> Record {
@@ -143,7 +150,7 @@ async fn collector_outage_then_all_delivered_once_over_mtls() {
     let certs_dir = tempfile::tempdir().unwrap();
     certs::generate(certs_dir.path(), &["agent", "security"]).unwrap();
     let (data, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let addr = free_addr();
+    let (addr, reserved) = free_addr();
     let shutdown = CancellationToken::new();
     let h = ShipHandle::spawn(ship_config(addr, spool.path(), Some(certs_dir.path())), shutdown.clone()).await.unwrap();
     send(&h, 0..500, 100).await;
@@ -156,7 +163,7 @@ async fn collector_outage_then_all_delivered_once_over_mtls() {
 
     let mut cfg = ServeConfig::new(data.path().to_path_buf());
     cfg.tls = Some(TlsFiles::in_dir(certs_dir.path(), "collector"));
-    let col = Collector::start(addr, cfg).await;
+    let col = Collector::start(reserved, cfg).await;
     wait_for("spool drained", || h.stats.get().batches_acked == 50).await;
     shutdown.cancel();
     h.task.await.unwrap().unwrap();
@@ -172,7 +179,7 @@ async fn collector_outage_then_all_delivered_once_over_mtls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_restarts_resend_unacked_batches_and_collector_dedups() {
     let (data, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let addr = free_addr();
+    let (addr, reserved) = free_addr();
 
     // Boot 1: collector down; 300 records spooled, then the agent stops.
     let stop1 = CancellationToken::new();
@@ -185,7 +192,7 @@ async fn agent_restarts_resend_unacked_batches_and_collector_dedups() {
     copy_tree(spool.path(), snapshot.path());
 
     // Boot 2: collector up; boot 1's batches go first with their original ids.
-    let col = Collector::start(addr, ServeConfig::new(data.path().to_path_buf())).await;
+    let col = Collector::start(reserved, ServeConfig::new(data.path().to_path_buf())).await;
     let stop2 = CancellationToken::new();
     let h2 = ShipHandle::spawn(ship_config(addr, spool.path(), None), stop2.clone()).await.unwrap();
     send(&h2, 300..500, 64).await;
@@ -227,7 +234,7 @@ fn copy_tree(from: &Path, to: &Path) {
 async fn full_spool_turns_newest_records_into_one_gap_record() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let (data, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let addr = free_addr();
+    let (addr, reserved) = free_addr();
     let mut cfg = ship_config(addr, spool.path(), None);
     cfg.spool.max_bytes = 20_000; // about three batches of ten 512-byte records
     let shutdown = CancellationToken::new();
@@ -242,7 +249,7 @@ async fn full_spool_turns_newest_records_into_one_gap_record() {
     assert!(dropped >= 150, "only {dropped} dropped with a 20 kB spool");
     assert_eq!(h.stats.get().gap_records, 0, "gap pending until there is room");
 
-    let col = Collector::start(addr, ServeConfig::new(data.path().to_path_buf())).await;
+    let col = Collector::start(reserved, ServeConfig::new(data.path().to_path_buf())).await;
     wait_for("gap record spooled", || h.stats.get().gap_records == 1).await;
     send(&h, 200..230, 512).await;
     wait_for("everything acked", || {
@@ -291,7 +298,7 @@ fn batch_file(spool: &Path, boot_id: &str, seq: u64) -> std::path::PathBuf {
 async fn spool_holes_become_gap_records_and_stray_files_are_left_alone() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let (data, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let addr = free_addr();
+    let (addr, reserved) = free_addr();
     // Boot 1, collector down: batches 0..10 of ten records each stay spooled.
     let stop1 = CancellationToken::new();
     let h1 = ShipHandle::spawn(ship_config(addr, spool.path(), None), stop1.clone()).await.unwrap();
@@ -311,7 +318,7 @@ async fn spool_holes_become_gap_records_and_stray_files_are_left_alone() {
     std::fs::write(&stray_in, "x").unwrap();
 
     // Boot 2 starts despite the stray files and ships everything else.
-    let col = Collector::start(addr, ServeConfig::new(data.path().to_path_buf())).await;
+    let col = Collector::start(reserved, ServeConfig::new(data.path().to_path_buf())).await;
     let stop2 = CancellationToken::new();
     let h2 = ShipHandle::spawn(ship_config(addr, spool.path(), None), stop2.clone()).await.unwrap();
     send(&h2, 100..150, 64).await;
@@ -342,8 +349,8 @@ async fn spool_holes_become_gap_records_and_stray_files_are_left_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_refused_as_too_large_becomes_a_gap_record() {
     let (data, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let addr = free_addr();
-    let col = Collector::start(addr, ServeConfig::new(data.path().to_path_buf())).await;
+    let (addr, reserved) = free_addr();
+    let col = Collector::start(reserved, ServeConfig::new(data.path().to_path_buf())).await;
     let mut cfg = ship_config(addr, spool.path(), None);
     cfg.max_record_bytes = 30 << 20; // let it reach the collector, which refuses it
     let shutdown = CancellationToken::new();
@@ -376,10 +383,10 @@ async fn tls_failures_name_their_cause() {
     certs::generate(good.path(), &["agent"]).unwrap();
     certs::generate(other.path(), &["agent"]).unwrap();
     let data = tempfile::tempdir().unwrap();
-    let addr = free_addr();
+    let (addr, reserved) = free_addr();
     let mut cfg = ServeConfig::new(data.path().to_path_buf());
     cfg.tls = Some(TlsFiles::in_dir(good.path(), "collector"));
-    let col = Collector::start(addr, cfg).await;
+    let col = Collector::start(reserved, cfg).await;
     let attempt = |files: ClientTlsFiles| async move {
         let ep = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
             .unwrap()
@@ -401,5 +408,133 @@ async fn tls_failures_name_their_cause() {
     missing.ca = good.path().join("nope.pem");
     let e = missing.load().unwrap_err().to_string();
     assert!(e.contains("CA certificate") && e.contains("nope.pem"), "{e}");
+    col.stop().await;
+}
+
+/// A TCP relay to `to` whose open connections the test can cut (as a network
+/// failure would): the agent then connects again.
+struct Relay {
+    addr: SocketAddr,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    async fn start(to: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let conns = open.clone();
+        tokio::spawn(async move {
+            while let Ok((mut a, _)) = listener.accept().await {
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut b) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    }
+                });
+                conns.lock().unwrap().push(relay.abort_handle());
+            }
+        });
+        Relay { addr, open }
+    }
+
+    /// Closes every connection open through the relay.
+    fn cut(&self) {
+        for c in self.open.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+/// Writes `bytes` to `path` by rename, as certificate tooling does.
+fn replace(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Ships records `next..next + 10` (one batch) and waits for its ack.
+async fn ship_ten(h: &ShipHandle, next: &mut u64, what: &str) {
+    let acked = h.stats.get().batches_acked;
+    send(h, *next..*next + 10, 64).await;
+    *next += 10;
+    wait_for(what, || h.stats.get().batches_acked == acked + 1).await;
+}
+
+/// The peer identity the collector stored for record `i`.
+fn stored_identity(leaves: &[StoredLeaf], i: u64) -> String {
+    let key = format!("rec-{i:08}");
+    leaves
+        .iter()
+        .find(|l| l.record.as_ref().is_some_and(|r| r.payload.starts_with(key.as_bytes())))
+        .unwrap_or_else(|| panic!("{key} not stored"))
+        .peer_identity
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_reloads_its_certificate_and_keeps_the_old_one_when_the_new_one_is_unusable() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let ca = tempfile::tempdir().unwrap();
+    certs::generate(ca.path(), &["agent", "agent-b", "security"]).unwrap();
+    // The agent's own directory: CA, certificate and key as deployed.
+    let mine = tempfile::tempdir().unwrap();
+    for f in ["ca.pem", "agent.pem", "agent.key"] {
+        std::fs::copy(ca.path().join(f), mine.path().join(f)).unwrap();
+    }
+    let (data, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (addr, reserved) = free_addr();
+    let mut serve = ServeConfig::new(data.path().to_path_buf());
+    serve.tls = Some(TlsFiles::in_dir(ca.path(), "collector"));
+    // Both certificates may ship for this agent id (the rotation below).
+    let roles = ca.path().join("roles.yaml");
+    std::fs::write(&roles, "version: 1\nidentities:\n  - identity: \"CN=agent*\"\n    agent_ids: [agent-t]\n").unwrap();
+    serve.roles = Some(roles);
+    let col = Collector::start(reserved, serve).await;
+    let relay = Relay::start(addr).await;
+    let mut cfg = ship_config(relay.addr, spool.path(), Some(mine.path()));
+    cfg.tls_check_interval = Duration::from_millis(20);
+    let shutdown = CancellationToken::new();
+    let h = ShipHandle::spawn(cfg, shutdown.clone()).await.unwrap();
+    let mut next = 0;
+    ship_ten(&h, &mut next, "shipping with the first certificate").await;
+
+    // Unusable new files: a certificate that is none, a key of another certificate.
+    let garbage = b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n".to_vec();
+    let other_key = std::fs::read(ca.path().join("agent-b.key")).unwrap();
+    for (file, bytes) in [("agent.pem", garbage), ("agent.key", other_key)] {
+        let path = mine.path().join(file);
+        let saved = std::fs::read(&path).unwrap();
+        let rejected = h.stats.get().tls_rejected;
+        replace(&path, &bytes);
+        wait_for("the agent to find the new file unusable", || h.stats.get().tls_rejected == rejected + 1).await;
+        ship_ten(&h, &mut next, "shipping on the connection open before the change").await;
+        // A new connection (the old one cut) uses the certificate in force.
+        let connections = h.stats.get().connections;
+        relay.cut();
+        ship_ten(&h, &mut next, "shipping over a new connection with the old certificate").await;
+        assert!(h.stats.get().connections > connections, "no new connection was made");
+        replace(&path, &saved);
+    }
+
+    // A usable new certificate (another identity) is taken up on its own.
+    let reloads = h.stats.get().tls_reloads;
+    replace(&mine.path().join("agent.key"), &std::fs::read(ca.path().join("agent-b.key")).unwrap());
+    replace(&mine.path().join("agent.pem"), &std::fs::read(ca.path().join("agent-b.pem")).unwrap());
+    wait_for("the new certificate in force", || h.stats.get().tls_reloads > reloads).await;
+    let switched = next;
+    ship_ten(&h, &mut next, "shipping with the new certificate").await;
+    shutdown.cancel();
+    h.task.await.unwrap().unwrap();
+
+    let leaves = all_leaves(addr, Some(ca.path())).await;
+    assert_eq!(delivered_once(&leaves), expected(0..next));
+    for i in 0..switched {
+        let id = stored_identity(&leaves, i);
+        assert!(id.contains("spiffe://wiretrail/agent") && !id.contains("agent-b"), "record {i}: {id}");
+    }
+    for i in switched..next {
+        let id = stored_identity(&leaves, i);
+        assert!(id.contains("spiffe://wiretrail/agent-b"), "record {i}: {id}");
+    }
     col.stop().await;
 }

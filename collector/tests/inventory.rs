@@ -188,6 +188,7 @@ fn config(data: &Path, registry: &Path, txn_rows: usize) -> wiretrail_collector:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_alerts_registry_reload_and_rebuild() {
+    let logs = common::logs::capture_logs();
     let data = tempfile::tempdir().unwrap();
     let reg = data.path().join("registry.yaml");
     write(&reg, REGISTRY_V1);
@@ -282,9 +283,11 @@ async fn inventory_alerts_registry_reload_and_rebuild() {
     assert!(!scan.shadow);
     assert_eq!(alerts(&mut q, "shadow_identity").await.len(), 1);
 
-    // An invalid registry is rejected; the one in force stays.
+    // An invalid registry is rejected (the collector read it and said so,
+    // naming the file and the line); the one in force stays.
     write(&reg, "version: 1\nidentities:\n  - match: {exe: /x}\n    purpose: no custodian\n");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let rejected = format!("{}: line 3", reg.display());
+    logs.wait_for_line(&["identity registry rejected", &rejected]).await;
     let inv = inventory(&mut q, false).await;
     assert_eq!(entry(&inv, API).custodian, "payments-team@bank.example");
     assert!(entry(&inv, BATCHJOB).shadow);

@@ -45,9 +45,44 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A TCP port free on loopback right now.
+/// A TCP port for a server a test starts as another process (which cannot be
+/// handed a bound socket). Binding port 0 and closing would hand out an
+/// ephemeral port, which any connect() on the host may take as its source
+/// port before the server binds it. This port is instead outside the
+/// kernel's ephemeral range (`ip_local_port_range`: connect() never picks
+/// it), handed out once per process, and bindable on 127.0.0.1 and ::1 when
+/// returned.
+/// In-process servers bind port 0 themselves and pass the bound listener.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
+    static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+    let (lo, hi) = ephemeral_range();
+    // Below the ephemeral range; a per-process start spreads concurrent test
+    // binaries over the range.
+    let (first, last) = if lo > 10_000 { (10_000u16, lo - 1) } else { (hi.saturating_add(1), u16::MAX) };
+    let span = u32::from(last - first) + 1;
+    let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut candidate = next.unwrap_or(first + (std::process::id() % span) as u16);
+    for _ in 0..span {
+        let port = candidate;
+        candidate = if candidate >= last { first } else { candidate + 1 };
+        let v6_free = || match TcpListener::bind(("::1", port)) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::AddrNotAvailable, // no IPv6 loopback
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && v6_free() {
+            *next = Some(candidate);
+            return port;
+        }
+    }
+    panic!("no free TCP port in {first}..={last} on 127.0.0.1");
+}
+
+/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`).
+fn ephemeral_range() -> (u16, u16) {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").expect("ip_local_port_range");
+    let v: Vec<u16> = text.split_whitespace().map(|p| p.parse().expect("a port")).collect();
+    assert_eq!(v.len(), 2, "ip_local_port_range: {text}");
+    (v[0], v[1])
 }
 
 /// Directory holding the workspace's built binaries (`target/<profile>`), found

@@ -1,8 +1,9 @@
 //! Two network namespaces joined by a veth pair: test hosts of our own.
 use std::{os::unix::fs::MetadataExt, process::Command};
 
-/// Namespaces `<name>-a` (198.18.0.1) and `<name>-b` (198.18.0.2), deleted on drop.
-/// 198.18.0.0/15 is reserved for benchmarking (RFC 2544) and exists only inside them.
+/// Namespaces `<name>-a` (198.18.0.1, 2001:2::1) and `<name>-b` (198.18.0.2,
+/// 2001:2::2), deleted on drop. 198.18.0.0/15 and 2001:2::/48 are reserved for
+/// benchmarking (RFC 2544, RFC 5180) and exist only inside them.
 pub struct NetnsPair {
     pub a: String,
     pub b: String,
@@ -10,6 +11,8 @@ pub struct NetnsPair {
 
 pub const ADDR_A: &str = "198.18.0.1";
 pub const ADDR_B: &str = "198.18.0.2";
+pub const ADDR6_A: &str = "2001:2::1";
+pub const ADDR6_B: &str = "2001:2::2";
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip (apt-get install iproute2)");
@@ -29,6 +32,9 @@ impl NetnsPair {
         ip(&["link", "set", &vb, "netns", &b]);
         ip(&["-n", &a, "addr", "add", &format!("{ADDR_A}/30"), "dev", &va]);
         ip(&["-n", &b, "addr", "add", &format!("{ADDR_B}/30"), "dev", &vb]);
+        // `nodad`: usable at once (no duplicate address detection to wait for).
+        ip(&["-n", &a, "addr", "add", &format!("{ADDR6_A}/64"), "dev", &va, "nodad"]);
+        ip(&["-n", &b, "addr", "add", &format!("{ADDR6_B}/64"), "dev", &vb, "nodad"]);
         for (ns, dev) in [(&a, &va), (&b, &vb)] {
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);

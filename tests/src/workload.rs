@@ -73,7 +73,8 @@ impl Drop for Cgroup {
     }
 }
 
-/// A TCP echo server on several ports (all addresses), in Python.
+/// A TCP echo server on several ports (all IPv4 and IPv6 addresses), in Python. It prints
+/// `listening` once every port is bound and listening.
 pub const ECHO_SERVER: &str = r#"
 import socket, sys, threading
 def echo(c):
@@ -83,30 +84,41 @@ def echo(c):
             if not d:
                 return
             c.sendall(d)
-def serve(port):
-    s = socket.socket()
+def listen(family, addr, port):
+    s = socket.socket(family)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((addr, port))
     s.listen(64)
+    return s
+def serve(s):
     while True:
         c, _ = s.accept()
         threading.Thread(target=echo, args=(c,), daemon=True).start()
 ports = [int(p) for p in sys.argv[1:]]
-for p in ports[1:]:
-    threading.Thread(target=serve, args=(p,), daemon=True).start()
+listeners = [listen(socket.AF_INET, "0.0.0.0", p) for p in ports]
+listeners += [listen(socket.AF_INET6, "::", p) for p in ports]
+# Every port is bound and listening before the server says so.
 print("listening", flush=True)
-serve(ports[0])
+for s in listeners[1:]:
+    threading.Thread(target=serve, args=(s,), daemon=True).start()
+serve(listeners[0])
 "#;
 
-/// A TCP client: connects to argv[1]:argv[2], then for each line on stdin
-/// sends it and prints `ok <echo>`; prints `err <errno>` and exits 1 if the
-/// connection fails. Without stdin lines (`once`), sends one ping.
+/// A TCP client: connects to argv[1]:argv[2] (IPv4 or IPv6), then for each
+/// line on stdin sends it and prints `ok <echo>`; prints `err <errno>` and
+/// exits 1 if the connection fails (`err 110`, ETIMEDOUT, when nothing answers
+/// within 3 s). Without stdin lines (`once`), sends one ping.
 pub const ECHO_CLIENT: &str = r#"
-import socket, sys
-s = socket.socket()
-s.settimeout(5)
+import errno, socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.settimeout(3)
 try:
     s.connect((sys.argv[1], int(sys.argv[2])))
+except socket.timeout:
+    print("err", errno.ETIMEDOUT, flush=True)
+    sys.exit(1)
 except OSError as e:
     print("err", e.errno, flush=True)
     sys.exit(1)
@@ -207,12 +219,12 @@ impl Drop for Running {
     }
 }
 
-/// Sends one UDP datagram from `cg`/`netns` with sendto(): Ok(()) if sent,
+/// Sends one UDP datagram from `cg`/`netns` with sendto() (IPv4 or IPv6): Ok(()) if sent,
 /// Err(errno) if refused (`1` is EPERM).
 pub fn udp_send_once(cg: &Cgroup, netns: Option<&str>, host: &str, port: u16) -> Result<(), i32> {
     const SCRIPT: &str = r#"
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
 try:
     s.sendto(b"ping", (sys.argv[1], int(sys.argv[2])))
     print("sent", flush=True)

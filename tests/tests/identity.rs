@@ -62,17 +62,29 @@ fn records_carry_the_container_id_of_a_containerd_cgroup() {
     let _nginx = Nginx::start(&[addr], None);
     let agent = Agent::start(&["--no-tls"]);
     let pid = curl_in(&cg, &format!("http://{addr}/index.html"));
+    let curl_sha = sha256sum(&which("curl"));
+    let nginx_sha = sha256sum(&which("nginx"));
     // nginx (over 1 MiB) is hashed off the event path after its first records;
-    // a later request's records carry the hash.
-    std::thread::sleep(Duration::from_millis(1000));
-    let later = Command::new("curl").args(["-s", "-o", "/dev/null", &format!("http://{addr}/index.html")]).status();
-    assert!(later.unwrap().success());
+    // later requests are made until one's records carry the hash.
+    let nginx_hashed = |text: &str| {
+        Records::parse(text).0.iter().filter_map(Record::who).any(|w| {
+            let hash = |i: &Option<std::sync::Arc<Identity>>| {
+                i.as_ref().and_then(|i| i.exe_sha256.as_deref()) == Some(nginx_sha.as_str())
+            };
+            (w.side.comm.as_str() == "nginx" && hash(&w.identity))
+                || (w.witness.is_some_and(|x| x.comm.as_str() == "nginx") && hash(&w.peer_identity))
+        })
+    };
+    let hashed = wait_until(Duration::from_secs(20), || {
+        let later = Command::new("curl").args(["-s", "-o", "/dev/null", &format!("http://{addr}/index.html")]).status();
+        assert!(later.unwrap().success());
+        nginx_hashed(&agent.records_now())
+    });
+    assert!(hashed, "no record carries nginx's hash:\n{}", agent.log());
     std::thread::sleep(Duration::from_millis(300));
     let (text, _) = agent.stop();
     let recs = Records::parse(&text);
     let rel = cg.path.clone();
-    let curl_sha = sha256sum(&which("curl"));
-    let nginx_sha = sha256sum(&which("nginx"));
     // Every record of curl's connection, whichever end it was made for, names
     // curl's workload: its own identity, or the other end's (`peer_identity`).
     let ids = |pid: u32| -> Vec<(Identity, Option<Identity>)> {

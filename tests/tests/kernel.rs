@@ -60,7 +60,7 @@ fn per_connection_cap_truncates_explicitly() {
 fn files_pipes_and_the_agent_itself_are_not_captured() {
     require_root();
     let _g = serial();
-    let agent = Agent::start(&["--metrics-addr", "127.0.0.1:0"]);
+    let agent = Agent::start(&["--metrics-addr", "127.0.0.1:0", "--log-format", "json"]);
     let marker = b"wiretrail-not-a-socket-marker-7f3a";
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), marker).unwrap();
@@ -70,6 +70,14 @@ fn files_pipes_and_the_agent_itself_are_not_captured() {
     child.stdin.take().unwrap().write_all(marker).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.stdout, marker);
+    // The agent talks: this process fetches its metrics over TCP.
+    let metrics = metrics_addr(&agent);
+    let mut c = TcpStream::connect(metrics).unwrap();
+    let local = c.local_addr().unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reply = Vec::new();
+    c.read_to_end(&mut reply).unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&reply));
     let agent_pid = agent.pid();
     std::thread::sleep(Duration::from_millis(300));
     let (text, _) = agent.stop();
@@ -78,6 +86,10 @@ fn files_pipes_and_the_agent_itself_are_not_captured() {
         !recs.0.iter().flat_map(|r| r.parts()).any(|p| find(&p.raw.0, marker).is_some()),
         "file/pipe bytes were captured"
     );
+    // Positive control: this process's end of the conversation with the agent
+    // was captured, so the agent's end was there to be seen.
+    let ours = recs.conn_between(&local.to_string(), &metrics.to_string());
+    assert_eq!(recs.side(ours).pid, std::process::id());
     assert!(!recs.sides().iter().any(|s| s.pid == agent_pid), "the agent captured its own traffic");
 }
 
@@ -166,4 +178,15 @@ print(port)
     assert_eq!(totals, (Some(10), Some(10)), "only the last reference's close ends the connection: {c:#?}");
     assert_eq!(assert_whole(&recs, sid, Direction::Ingress, false), b"hello-fork");
     assert_eq!(assert_whole(&recs, sid, Direction::Egress, false), b"HELLO-FORK");
+}
+
+/// The address the agent serves metrics on (it logs the bound address; the
+/// agent was started with JSON logs).
+fn metrics_addr(agent: &Agent) -> std::net::SocketAddr {
+    let log = agent.log();
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "serving metrics at /metrics")
+        .find_map(|l| l["fields"]["addr"].as_str().and_then(|a| a.parse().ok()))
+        .unwrap_or_else(|| panic!("no metrics address in the agent's log:\n{log}"))
 }

@@ -6,121 +6,21 @@ mod support;
 use std::{path::Path, time::Duration};
 
 use serde_json::Value;
-use sha2::Digest as _;
-use support::*;
-use wiretrail_agent::record::{Decision, Notice};
+use support::{segmentation::*, *};
 use wiretrail_tests::{
     agent::Agent,
     collector::Collector,
-    netns::{ADDR_B, NetnsPair},
+    netns::ADDR_B,
     require_root, serial, wait_until,
-    workload::{Cgroup, ECHO_SERVER, Running, Session, connect_once, udp_send_once},
+    workload::{Cgroup, Session, connect_once, udp_send_once},
 };
 
 #[path = "../../xtask/src/certs.rs"]
 #[allow(dead_code)]
 mod certs;
 
-const EPERM: i32 = 1;
-const ALLOWED: u16 = 8080;
-const OTHER: u16 = 9090;
-
-/// Client and server workloads: cgroups `<slice>/client` and `<slice>/server`,
-/// in namespaces `a` (198.18.0.1) and `b` (198.18.0.2). The client cgroup has a
-/// resident process (like a pod's pause container) so the agent knows its
-/// namespace's address before any client connects.
-struct Setup {
-    _server: Running,
-    _resident: Running,
-    client: Cgroup,
-    server: Cgroup,
-    net: NetnsPair,
-    slice: String,
-}
-
-impl Setup {
-    fn new(tag: &str) -> Setup {
-        let slice = format!("wiretrail-seg-{tag}-{}.slice", std::process::id());
-        let net = NetnsPair::new(tag);
-        let client = Cgroup::new(&slice, "client");
-        let server = Cgroup::new(&slice, "server");
-        let srv = Running::start(
-            &server,
-            Some(&net.b),
-            "python3",
-            &["-c", ECHO_SERVER, &ALLOWED.to_string(), &OTHER.to_string()],
-        );
-        let resident = Running::start(&client, Some(&net.a), "sleep", &["600"]);
-        Setup { _server: srv, _resident: resident, client, server, net, slice }
-    }
-
-    fn connect(&self, port: u16) -> Result<(), i32> {
-        connect_once(&self.client, Some(&self.net.a), ADDR_B, port)
-    }
-
-    /// A policy with zones `client` and `server` in `mode`, allowing client →
-    /// server on `ports`.
-    fn policy(&self, mode: &str, ports: &[u16]) -> String {
-        let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
-        format!(
-            "version: 1\nzones:\n  - name: client\n    mode: {mode}\n    members:\n      - cgroup: \"/{slice}/client\"\n  - name: server\n    mode: {mode}\n    members:\n      - cgroup: \"/{slice}/server\"\nrules:\n  - name: client-to-server\n    from: client\n    to: server\n    ports: [{ports}]\n    protocol: tcp\n",
-            slice = self.slice,
-            ports = ports.join(", ")
-        )
-    }
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string()
-}
-
-fn sha256_hex(text: &str) -> String {
-    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).expect("write policy");
-}
-
-fn decisions(agent: &Agent) -> Vec<Decision> {
-    Records::parse(&agent.records_now())
-        .0
-        .into_iter()
-        .filter_map(|r| if let Record::PolicyDecision(d) = r { Some(*d) } else { None })
-        .collect()
-}
-
-fn cgroup(i: &Option<std::sync::Arc<wiretrail_agent::identity::Identity>>) -> String {
-    i.as_ref().and_then(|i| i.cgroup_path.clone()).unwrap_or_default()
-}
-
-/// Waits for a decision on `port` with `verdict` and returns it.
-fn wait_decision(agent: &Agent, hook_prefix: &str, port: u16, verdict: &str) -> Decision {
-    let found = |a: &Agent| {
-        decisions(a).into_iter().find(|d| {
-            d.verdict == verdict
-                && d.hook.starts_with(hook_prefix)
-                && (d.remote.port() == port || d.local.is_some_and(|l| l.port() == port))
-        })
-    };
-    assert!(
-        wait_until(Duration::from_secs(10), || found(agent).is_some()),
-        "no {verdict} decision ({hook_prefix}) for port {port}; decisions: {:#?}\nlog:\n{}",
-        decisions(agent),
-        agent.log()
-    );
-    found(agent).unwrap()
-}
-
-fn wait_notice(agent: &Agent, kind: &str, pred: impl Fn(&Notice) -> bool) -> Notice {
-    let find = |a: &Agent| {
-        Records::parse(&a.records_now()).0.into_iter().find_map(|r| match r {
-            Record::Notice(n) if n.notice == kind && pred(&n) => Some(*n),
-            _ => None,
-        })
-    };
-    assert!(wait_until(Duration::from_secs(15), || find(agent).is_some()), "no {kind} notice:\n{}", agent.log());
-    find(agent).unwrap()
 }
 
 #[test]
@@ -158,8 +58,9 @@ fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
     ]);
     assert_eq!(s.connect(ALLOWED), Ok(()), "allowed connection failed:\n{}", agent.log());
     assert_eq!(s.connect(OTHER), Err(EPERM), "disallowed connection was not refused with EPERM");
-    // UDP: sendto() an address no rule allows is refused by the sendmsg hook.
-    assert_eq!(udp_send_once(&s.client, Some(&s.net.a), ADDR_B, 5353), Err(EPERM), "UDP sendto not refused");
+    // UDP: sendto() a port no rule allows is refused by the sendmsg hook.
+    assert_eq!(udp_send_once(&s.client, Some(&s.net.a), ADDR_B, UDP_ALLOWED), Ok(()), "allowed UDP sendto refused");
+    assert_eq!(udp_send_once(&s.client, Some(&s.net.a), ADDR_B, OTHER), Err(EPERM), "UDP sendto not refused");
 
     let hash = sha256_hex(&text);
     let allow = wait_decision(&agent, "connect", ALLOWED, "allow");
@@ -177,7 +78,7 @@ fn enforce_denies_with_eperm_and_both_decisions_reach_the_collector() {
         assert_eq!(d.remote.ip().to_string(), ADDR_B);
     }
     assert_eq!(deny.mode, "enforce");
-    let udp = wait_decision(&agent, "sendmsg", 5353, "deny");
+    let udp = wait_decision(&agent, "sendmsg", OTHER, "deny");
     assert_eq!(udp.transport, Transport::Udp, "{udp:?}");
     assert_eq!(udp.hook, "sendmsg4");
     // The server's side: the allowed SYN was decided at its ingress hook.
@@ -369,8 +270,8 @@ fn exe_members_are_matched_by_file_in_the_kernel() {
         zoned.display()
     );
     write(&policy_path, &text);
-    let port = wiretrail_tests::free_port();
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for s in listener.incoming().flatten() {
             use std::io::Write as _;

@@ -30,6 +30,32 @@ fn tls_conn(recs: &Records, pid: u32, remote: &str) -> u64 {
     *ids.first().unwrap()
 }
 
+/// A child's output, read by a thread as it comes, to wait for.
+struct Output(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Output {
+    fn watch(mut from: impl std::io::Read + Send + 'static) -> Output {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let t = text.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                t.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Output(text)
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits (at most 15 s) until the output contains `needle`.
+    fn wait_for(&self, needle: &str) -> bool {
+        wait_until(Duration::from_secs(15), || self.text().contains(needle))
+    }
+}
+
 /// "library version" of the TLS records of `conn` (its own end's library).
 fn library_of(recs: &Records, conn: u64) -> String {
     let lib = recs
@@ -43,6 +69,25 @@ fn library_of(recs: &Records, conn: u64) -> String {
         })
         .unwrap_or_else(|| panic!("no TLS record names conn {conn}'s library"));
     format!("{} {}", lib.library, lib.version)
+}
+
+/// The TLS plaintext of `conn` is linked to its socket, not grouped with it
+/// by address: the connection id the socket's own addresses name (exactly one
+/// with bytes) is `conn`, and its records carry the socket's bytes too, the
+/// ciphertext, which opens with a TLS handshake record each way.
+fn assert_linked_to_socket(recs: &Records, conn: u64) {
+    let side = recs.side(conn);
+    let (local, remote) = (side.local.expect("local address"), side.remote.expect("remote address"));
+    assert_eq!(
+        recs.conn_between(&local.to_string(), &remote.to_string()),
+        conn,
+        "the plaintext's connection is not the socket's"
+    );
+    for dir in [Direction::Egress, Direction::Ingress] {
+        let cipher = assert_whole(recs, conn, dir, false);
+        assert_eq!(&cipher[..2], &[0x16, 0x03], "{dir:?} socket bytes of conn {conn} are not a TLS handshake");
+        assert_ne!(cipher, assert_whole(recs, conn, dir, true), "socket bytes equal the plaintext");
+    }
 }
 
 #[test]
@@ -69,8 +114,7 @@ fn curl_to_nginx_https_plaintext_is_byte_exact_on_the_socket_connection() {
     recs.dump("curl_to_nginx_https");
 
     let cid = tls_conn(&recs, pid, &addr.to_string());
-    // The socket's bytes of the same connection: the ciphertext.
-    assert!(!stream(&recs, cid, Direction::Egress, false).bytes.is_empty());
+    assert_linked_to_socket(&recs, cid);
     assert_eq!(assert_whole(&recs, cid, Direction::Egress, true), sent, "TLS plaintext differs from what curl sent");
     assert_eq!(
         assert_whole(&recs, cid, Direction::Ingress, true),
@@ -131,31 +175,28 @@ fn gnutls_cli_to_openssl_s_server() {
         .expect("gnutls-cli (apt-get install gnutls-bin)");
     let pid = cli.id();
     let mut cli_in = cli.stdin.take().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let cli_out = Output::watch(cli.stdout.take().unwrap());
+    let server_out = Output::watch(server.stdout.take().unwrap());
+    // gnutls-cli reads stdin once its handshake is done and it says so.
+    assert!(cli_out.wait_for("- Simple Client Mode"), "gnutls-cli did not connect: {:?}", cli_out.text());
     cli_in.write_all(request).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(server_out.wait_for("PING from gnutls-cli"), "s_server got: {:?}", server_out.text());
     server.stdin.as_mut().unwrap().write_all(reply).unwrap();
     server.stdin.as_mut().unwrap().flush().unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    assert!(cli_out.wait_for("PONG from openssl s_server"), "gnutls-cli got: {:?}", cli_out.text());
     drop(cli_in);
-    let out = cli.wait_with_output().unwrap();
+    assert!(cli.wait().unwrap().success(), "gnutls-cli: {:?}", cli_out.text());
     let _ = server.kill();
-    let server_out = server.wait_with_output().unwrap();
+    let _ = server.wait();
     std::thread::sleep(Duration::from_millis(300));
     let (text, _) = agent.stop();
     let recs = Records::parse(&text);
     recs.dump("gnutls_cli_to_openssl_s_server");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("PONG from openssl s_server"),
-        "gnutls-cli got: {:?}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(String::from_utf8_lossy(&server_out.stdout).contains("PING from gnutls-cli"));
-
     let cid = tls_conn(&recs, pid, &format!("127.0.0.1:{port}"));
     assert_eq!(assert_whole(&recs, cid, Direction::Egress, true), request);
     assert_eq!(assert_whole(&recs, cid, Direction::Ingress, true), reply);
     assert!(library_of(&recs, cid).starts_with("gnutls"), "{}", library_of(&recs, cid));
+    assert_linked_to_socket(&recs, cid);
     // openssl s_server (libssl) saw the same plaintext on its end.
     let local = recs.side(cid).local.unwrap().to_string();
     let sid = recs.conn_between(&format!("127.0.0.1:{port}"), &local);
@@ -163,6 +204,7 @@ fn gnutls_cli_to_openssl_s_server() {
     assert_eq!(assert_whole(&recs, sid, Direction::Ingress, true), request);
     assert_eq!(assert_whole(&recs, sid, Direction::Egress, true), reply);
     assert!(library_of(&recs, sid).starts_with("openssl OpenSSL 3."), "{}", library_of(&recs, sid));
+    assert_linked_to_socket(&recs, sid);
 }
 
 #[test]
@@ -191,6 +233,7 @@ fn go_client_to_nginx_and_stripped_go_is_reported() {
     recs.dump("go_client_to_nginx_and_stripped_go_is_reported");
 
     let cid = tls_conn(&recs, pid, &addr.to_string());
+    assert_linked_to_socket(&recs, cid);
     let out = assert_whole(&recs, cid, Direction::Egress, true);
     let inn = assert_whole(&recs, cid, Direction::Ingress, true);
     assert!(out.starts_with(b"GET /index.html HTTP/1.1\r\nHost: "), "{:?}", String::from_utf8_lossy(&out));
@@ -233,8 +276,8 @@ fn node_client_to_nginx() {
     let (text, _) = agent.stop();
     let recs = Records::parse(&text);
     // Node drives OpenSSL through memory BIOs: the ciphertext reaches the socket
-    // outside SSL_write/SSL_read, so the plaintext may not be tied to a
-    // connection: such records say so (`orphan`, connection id 0) and the
+    // outside SSL_write/SSL_read, so the plaintext is not tied to a
+    // connection: its records say so (`orphan`, connection id 0) and the
     // plaintext is still captured whole.
     let tls_recs: Vec<&Record> = recs
         .0
@@ -256,12 +299,15 @@ fn node_client_to_nginx() {
         String::from_utf8_lossy(&text(Direction::Egress))
     );
     assert!(text(Direction::Ingress).ends_with(INDEX));
+    // Every plaintext record says so: an orphan segment on connection 0 (the
+    // socket's ciphertext is recorded on its own connection).
     for r in &tls_recs {
-        if let Record::Segment(s) = r
-            && s.reason == wiretrail_agent::proto::fields::UnparsedReason::Orphan
-        {
-            assert_eq!(s.who.side.conn_id, 0);
-        }
+        let Record::Segment(s) = r else { panic!("node's plaintext outside an orphan segment: {r:?}") };
+        assert_eq!(
+            (s.reason, s.who.side.conn_id),
+            (wiretrail_agent::proto::fields::UnparsedReason::Orphan, 0),
+            "{s:?}"
+        );
     }
     let lib = tls_recs[0].who().unwrap().tls.as_ref().unwrap();
     assert!(lib.version.starts_with("OpenSSL 3."), "{lib:?}");

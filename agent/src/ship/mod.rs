@@ -98,6 +98,14 @@ pub enum ShipError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS files hold no usable certificate, key or CA.
+    #[error("unusable TLS files ({path}): {why}")]
+    TlsInvalid {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The collector endpoint or TLS settings are unusable.
     #[error("collector endpoint {endpoint}: {source}")]
     Endpoint {

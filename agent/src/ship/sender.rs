@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use wiretrail_proto::v1::Batch;
 use wiretrail_proto::v1::ingest_client::IngestClient;
 
+use super::tls::{Refresh, ReloadingClientTls};
 use super::{ShipConfig, ShipError, ShipStats};
 
 /// Status metadata naming the seq the collector expects (see the collector's `EXPECTED_SEQ`).
@@ -56,7 +57,7 @@ enum SessionError {
 enum Outcome {
     /// Shutting down: drained, or the drain time is over.
     Done,
-    /// Reconnect now (TLS files changed).
+    /// Reconnect now (new TLS files are in force).
     Reconnect,
 }
 
@@ -76,8 +77,8 @@ struct Ctx {
     batcher_done: CancellationToken,
     /// Set at shutdown: when to stop waiting for acks.
     drain_deadline: Option<Instant>,
-    /// TLS file times at the last connect.
-    tls_mtimes: Vec<Option<SystemTime>>,
+    /// The client TLS configuration in force (with TLS).
+    tls: Option<ReloadingClientTls>,
 }
 
 /// Runs until shutdown (and drain). Errors are retried with capped
@@ -91,8 +92,8 @@ pub async fn run(
     batcher_done: CancellationToken,
 ) -> Result<(), ShipError> {
     let mut backoff = cfg.backoff_initial;
-    let mut ctx =
-        Ctx { cfg, spool, notify, stats, shutdown, batcher_done, drain_deadline: None, tls_mtimes: Vec::new() };
+    let tls = cfg.tls.clone().map(ReloadingClientTls::new);
+    let mut ctx = Ctx { cfg, spool, notify, stats, shutdown, batcher_done, drain_deadline: None, tls };
     loop {
         let mut progressed = false;
         match session(&mut ctx, &mut progressed).await {
@@ -154,8 +155,27 @@ fn drained(ctx: &Ctx) -> bool {
     ctx.drain_deadline.is_some() && ctx.batcher_done.is_cancelled() && ctx.spool.is_empty()
 }
 
-/// Connects with freshly read TLS files; returns the channel and the files' times.
-async fn connect(cfg: &ShipConfig) -> Result<(tonic::transport::Channel, Vec<Option<SystemTime>>), SessionError> {
+/// Re-reads the TLS files if they changed and counts what happened; returns
+/// whether new files were put in force.
+fn refresh_tls(ctx: &mut Ctx) -> Result<bool, ShipError> {
+    let Some(tls) = ctx.tls.as_mut() else { return Ok(false) };
+    Ok(match tls.refresh()? {
+        Refresh::Reloaded => {
+            ShipStats::add(&ctx.stats.tls_reloads, 1);
+            true
+        }
+        Refresh::Rejected => {
+            ShipStats::add(&ctx.stats.tls_rejected, 1);
+            false
+        }
+        Refresh::Loaded | Refresh::Unchanged => false,
+    })
+}
+
+/// Connects with the TLS configuration in force (re-read first if its files changed).
+async fn connect(ctx: &mut Ctx) -> Result<tonic::transport::Channel, SessionError> {
+    refresh_tls(ctx)?;
+    let cfg = &ctx.cfg;
     let endpoint = &cfg.endpoint;
     let bad = |source| ShipError::Endpoint { endpoint: endpoint.clone(), source };
     let mut ep = tonic::transport::Endpoint::from_shared(endpoint.clone())
@@ -163,16 +183,13 @@ async fn connect(cfg: &ShipConfig) -> Result<(tonic::transport::Channel, Vec<Opt
         .connect_timeout(cfg.connect_timeout)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
-    let mut mtimes = Vec::new();
-    if let Some(t) = &cfg.tls {
-        mtimes = t.mtimes();
-        ep = ep.tls_config(t.load()?).map_err(bad)?;
+    if let Some(t) = ctx.tls.as_ref().and_then(ReloadingClientTls::config) {
+        ep = ep.tls_config(t).map_err(bad)?;
     }
-    let ch = ep
-        .connect()
-        .await
-        .map_err(|source| SessionError::Connect { why: super::tls::explain(&source, cfg.tls.as_ref()), source })?;
-    Ok((ch, mtimes))
+    ep.connect().await.map_err(|source| SessionError::Connect {
+        why: super::tls::explain(&source, ctx.tls.as_ref().map(ReloadingClientTls::files)),
+        source,
+    })
 }
 
 /// One connection: send batches in spool order, remove them on ack.
@@ -180,15 +197,16 @@ async fn session(ctx: &mut Ctx, progressed: &mut bool) -> Result<Outcome, Sessio
     if drained(ctx) {
         return Ok(Outcome::Done);
     }
-    let (channel, mtimes) = tokio::select! {
-        c = connect(&ctx.cfg) => c?,
-        _ = ctx.shutdown.cancelled(), if ctx.drain_deadline.is_none() => {
-            ctx.drain_deadline = Some(Instant::now() + ctx.cfg.drain_timeout);
+    let shutdown = ctx.shutdown.clone();
+    let (drain_deadline, drain_timeout) = (ctx.drain_deadline, ctx.cfg.drain_timeout);
+    let channel = tokio::select! {
+        c = connect(ctx) => c?,
+        _ = shutdown.cancelled(), if drain_deadline.is_none() => {
+            ctx.drain_deadline = Some(Instant::now() + drain_timeout);
             return Err(SessionError::Closed);
         }
-        _ = sleep_until(ctx.drain_deadline) => return Ok(Outcome::Done),
+        _ = sleep_until(drain_deadline) => return Ok(Outcome::Done),
     };
-    ctx.tls_mtimes = mtimes;
     // Records of one batch repeat identities, addresses and headers: zstd
     // takes the wire to a fraction of the encoded size.
     let mut client = IngestClient::new(channel).send_compressed(tonic::codec::CompressionEncoding::Zstd);
@@ -266,10 +284,10 @@ async fn session(ctx: &mut Ctx, progressed: &mut bool) -> Result<Outcome, Sessio
             }
             _ = ctx.batcher_done.cancelled(), if !done_seen => done_seen = true,
             _ = sleep_until(ctx.drain_deadline) => return Ok(Outcome::Done),
-            _ = tls_tick.tick(), if ctx.cfg.tls.is_some() => {
-                let now = ctx.cfg.tls.as_ref().map(|t| t.mtimes()).unwrap_or_default();
-                if now != ctx.tls_mtimes {
-                    tracing::info!("TLS files changed; reconnecting with the new certificates");
+            _ = tls_tick.tick(), if ctx.tls.is_some() => {
+                // Unusable new files keep this connection (and the certificates in force).
+                if refresh_tls(ctx)? {
+                    tracing::info!("reconnecting with the new TLS certificates");
                     return Ok(Outcome::Reconnect);
                 }
             }

@@ -35,6 +35,10 @@ pub struct ShipStats {
     pub send_errors: AtomicU64,
     /// Streams opened to the collector.
     pub connections: AtomicU64,
+    /// Changed TLS files put in force (the certificate reloaded).
+    pub tls_reloads: AtomicU64,
+    /// Changed TLS files found unusable (the previous certificates stay in force).
+    pub tls_rejected: AtomicU64,
 }
 
 /// A point-in-time copy of [`ShipStats`].
@@ -70,6 +74,10 @@ pub struct StatsSnapshot {
     pub send_errors: u64,
     /// See [`ShipStats::connections`].
     pub connections: u64,
+    /// See [`ShipStats::tls_reloads`].
+    pub tls_reloads: u64,
+    /// See [`ShipStats::tls_rejected`].
+    pub tls_rejected: u64,
 }
 
 impl ShipStats {
@@ -97,6 +105,8 @@ impl ShipStats {
             records_too_large: l(&self.records_too_large),
             send_errors: l(&self.send_errors),
             connections: l(&self.connections),
+            tls_reloads: l(&self.tls_reloads),
+            tls_rejected: l(&self.tls_rejected),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the collector's integration tests.
 #![allow(dead_code)]
 
+pub mod logs;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;

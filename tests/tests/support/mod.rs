@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod brokers;
+pub mod segmentation;
 
 use std::collections::BTreeSet;
 
