@@ -78,6 +78,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { which: Bench::Capture(a) } => bench_capture::run(&a),
         Cmd::Bench { which: Bench::Tls(a) } => bench_capture::run(&bench_capture::Args { tls: true, ..a }),
         Cmd::Bench { which: Bench::Flows(a) } => bench_flows::run(a),
+        // The collector runs inside xtask: measure an optimized build of it,
+        // whatever profile `cargo xtask` itself was built with.
+        Cmd::Bench { which: Bench::Collector(_) } if cfg!(debug_assertions) => {
+            let mut args =
+                vec!["run".to_string(), "--quiet".into(), "--release".into(), "-p".into(), "xtask".into(), "--".into()];
+            args.extend(std::env::args().skip(1));
+            util::cargo(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        }
         Cmd::Bench { which: Bench::Collector(a) } => bench_collector::run(a),
         Cmd::Bench { which: Bench::Policy(a) } => bench_policy::run(&a),
         Cmd::ConnectLoop(a) => bench_policy::connect_loop(&a),
