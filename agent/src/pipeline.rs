@@ -9,7 +9,7 @@ use wiretrail_proto::v1 as pb;
 
 use crate::{
     capture::event::CaptureEvent,
-    clock::{ClockSync, now_boot_ns},
+    clock::{Clock, now_boot_ns},
     conn::ConnTable,
     metrics::Metrics,
     output::{Sink, SinkError},
@@ -76,7 +76,8 @@ pub async fn run(
 ) -> Result<(), SinkError> {
     let mut out = Out { sink, ship, queue: Vec::new(), metrics: metrics.clone() };
     let mut records: Vec<Record> = Vec::new();
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut clock = Clock::system();
+    let mut tick = tokio::time::interval(std::time::Duration::from_nanos(crate::clock::REMEASURE_NS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -105,7 +106,9 @@ pub async fn run(
                 out.sink.flush()?;
             }
             _ = tick.tick() => {
-                table.set_clock(ClockSync::measure());
+                if clock.refresh() {
+                    table.set_clock(*clock.sync());
+                }
                 table.tick(now_boot_ns(), &mut records);
                 out.write(&mut records)?;
                 out.send().await;
