@@ -1,5 +1,9 @@
 //! `cargo xtask bench flows`: runs the agent's `bench_flows` example (flow
-//! reassembly + protocol parsing throughput, one core) in release mode.
+//! reassembly + protocol parsing throughput, one core) in release mode. It
+//! reports the median of `--runs` timed runs (default 5) with the spread
+//! (slowest/fastest), never the best; messages are cut at 16 KiB chunks and,
+//! unless `--split false`, every message is split at one more point so
+//! parsers see messages spanning events.
 use crate::util::cargo;
 
 #[derive(clap::Args)]
