@@ -2,13 +2,29 @@
 //!
 //! Method: sample CLOCK_BOOTTIME, CLOCK_REALTIME, CLOCK_BOOTTIME back to back a few
 //! times, keep the tightest bracket, and take `realtime - midpoint(boottime)` as the
-//! offset; half the bracket is the error bound of the offset. The offset is
-//! re-measured every second, so NTP/PTP adjustments of the real-time clock are
-//! followed and the conversion does not drift over days. Every record carries the
-//! offset's error estimate and the clock source.
+//! offset; half the bracket is the error bound of the offset at the moment it was
+//! measured. The offset is re-measured every second ([`Clock::refresh`]), so
+//! NTP/PTP adjustments of the real-time clock are followed: a step (as NTP makes
+//! when far off) is in every conversion after the next re-measure, and a slew moves
+//! the real-time clock by at most [`MAX_SLEW_PPM`] between measurements, which the
+//! error of a conversion ([`ClockSync::error_at`]) includes. Every record carries
+//! that error estimate and the clock source.
+//!
+//! The clocks are read through a [`TimeSource`], so tests drive them (steps,
+//! slow reads, the passing of time) without waiting for real time.
 
 /// The kernel clock every event is stamped with.
 pub const KERNEL_CLOCK: &str = "CLOCK_BOOTTIME";
+
+/// How often the offset is re-measured (boottime ns).
+pub const REMEASURE_NS: u64 = 1_000_000_000;
+
+/// A timer tick may fire this much before a whole period has passed since the
+/// last measurement; it still re-measures (else the period would double).
+const REMEASURE_SLACK_NS: u64 = 50_000_000;
+
+/// The fastest rate at which Linux slews CLOCK_REALTIME (adjtimex: 500 ppm).
+pub const MAX_SLEW_PPM: u64 = 500;
 
 fn now(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -17,25 +33,52 @@ fn now(clock: libc::clockid_t) -> i128 {
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }
 
+/// Where the two clocks are read: the system, or a test's script.
+pub trait TimeSource {
+    /// CLOCK_BOOTTIME, ns.
+    fn boottime_ns(&self) -> i128;
+    /// CLOCK_REALTIME, ns since the Unix epoch.
+    fn realtime_ns(&self) -> i128;
+}
+
+/// The host's clocks (`clock_gettime`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClocks;
+
+impl TimeSource for SystemClocks {
+    fn boottime_ns(&self) -> i128 {
+        now(libc::CLOCK_BOOTTIME)
+    }
+    fn realtime_ns(&self) -> i128 {
+        now(libc::CLOCK_REALTIME)
+    }
+}
+
 /// A measured relation between CLOCK_BOOTTIME and UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClockSync {
     /// UTC ns minus boottime ns.
     pub offset_ns: i128,
-    /// Half the tightest sampling bracket: the offset is right within this many ns.
+    /// Half the tightest sampling bracket: the offset is right within this many
+    /// ns when it is measured.
     pub error_ns: u64,
     /// Boottime ns at measurement.
     pub measured_at_boot_ns: u64,
 }
 
 impl ClockSync {
-    /// Measures the offset now (best of 5 brackets).
+    /// Measures the offset of the host's clocks now.
     pub fn measure() -> Self {
+        Self::measure_with(&SystemClocks)
+    }
+
+    /// Measures the offset of `src`'s clocks (best of 5 brackets).
+    pub fn measure_with(src: &(impl TimeSource + ?Sized)) -> Self {
         let mut best: Option<(i128, i128, i128)> = None;
         for _ in 0..5 {
-            let b1 = now(libc::CLOCK_BOOTTIME);
-            let r = now(libc::CLOCK_REALTIME);
-            let b2 = now(libc::CLOCK_BOOTTIME);
+            let b1 = src.boottime_ns();
+            let r = src.realtime_ns();
+            let b2 = src.boottime_ns();
             if best.is_none_or(|(x1, _, x2)| b2 - b1 < x2 - x1) {
                 best = Some((b1, r, b2));
             }
@@ -43,7 +86,8 @@ impl ClockSync {
         let (b1, r, b2) = best.expect("five samples");
         ClockSync {
             offset_ns: r - (b1 + b2) / 2,
-            error_ns: ((b2 - b1) / 2).max(1) as u64,
+            // Rounded up: the midpoint's truncation must stay inside the bound.
+            error_ns: ((b2 - b1 + 1) / 2).max(1) as u64,
             measured_at_boot_ns: b1 as u64,
         }
     }
@@ -51,6 +95,57 @@ impl ClockSync {
     /// UTC nanoseconds since the Unix epoch for a boottime timestamp.
     pub fn to_utc_ns(&self, boot_ns: u64) -> i128 {
         boot_ns as i128 + self.offset_ns
+    }
+
+    /// The error bound of [`Self::to_utc_ns`] for `boot_ns`: the measurement's
+    /// own error plus how far a slewing real-time clock can have moved between
+    /// the measurement and `boot_ns` (either way: events may be older than it).
+    pub fn error_at(&self, boot_ns: u64) -> u64 {
+        let age = boot_ns.abs_diff(self.measured_at_boot_ns);
+        self.error_ns + (age as u128 * MAX_SLEW_PPM as u128 / 1_000_000) as u64
+    }
+}
+
+/// The agent's current conversion, re-measured every [`REMEASURE_NS`].
+#[derive(Debug)]
+pub struct Clock<S: TimeSource = SystemClocks> {
+    source: S,
+    sync: ClockSync,
+}
+
+impl Clock<SystemClocks> {
+    /// The host's clocks, measured now.
+    pub fn system() -> Self {
+        Clock::new(SystemClocks)
+    }
+}
+
+impl<S: TimeSource> Clock<S> {
+    /// Measures `source` now.
+    pub fn new(source: S) -> Self {
+        let sync = ClockSync::measure_with(&source);
+        Clock { source, sync }
+    }
+
+    /// The conversion in force.
+    pub fn sync(&self) -> &ClockSync {
+        &self.sync
+    }
+
+    /// The clocks this conversion reads.
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// Re-measures when a period has passed since the last measurement
+    /// (called from a once-a-second timer). Returns whether it did.
+    pub fn refresh(&mut self) -> bool {
+        let boot = self.source.boottime_ns().max(0) as u64;
+        if boot.saturating_sub(self.sync.measured_at_boot_ns) + REMEASURE_SLACK_NS < REMEASURE_NS {
+            return false;
+        }
+        self.sync = ClockSync::measure_with(&self.source);
+        true
     }
 }
 
@@ -179,12 +274,17 @@ mod tests {
     }
 
     #[test]
-    fn converts_boottime_to_now() {
+    fn converts_boottime_to_now_within_the_error_bound() {
         let sync = ClockSync::measure();
-        let boot = now(libc::CLOCK_BOOTTIME) as u64;
-        let utc = sync.to_utc_ns(boot);
+        let b1 = now(libc::CLOCK_BOOTTIME) as u64;
         let real = now(libc::CLOCK_REALTIME);
-        assert!((real - utc).abs() < 50_000_000, "conversion off by {} ns", real - utc);
-        assert!(sync.error_ns < 10_000_000);
+        let b2 = now(libc::CLOCK_BOOTTIME) as u64;
+        // The real-time read happened between b1 and b2.
+        let (lo, hi) = (sync.to_utc_ns(b1) - sync.error_at(b1) as i128, sync.to_utc_ns(b2) + sync.error_at(b2) as i128);
+        assert!(lo <= real && real <= hi, "real time {real} outside [{lo}, {hi}] ({sync:?})");
+        assert!(sync.error_ns < 10_000_000, "{sync:?}");
     }
 }
+
+#[cfg(test)]
+mod scripted_tests;

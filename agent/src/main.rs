@@ -242,6 +242,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!("stopping: detaching programs");
     // Detach first so no new events arrive, then drain what is in the ring.
     let final_kernel = loaded.kernel_stats().ok();
+    // Published before the pipeline finishes: it states the lost bytes no
+    // stream's gaps hold, against this count.
+    if let Some(k) = final_kernel {
+        k.publish(&metrics);
+    }
     shutdown.cancel();
     drop(discovery);
     reader.await.context("reader task")??;

@@ -9,11 +9,12 @@ use wiretrail_proto::v1 as pb;
 
 use crate::{
     capture::{event::CaptureEvent, reader::Drained},
-    clock::ClockSync,
+    clock::Clock,
     conn::ConnTable,
     metrics::Metrics,
     output::{Sink, SinkError},
-    record::{Record, wire},
+    record::{LostRecord, Record, Stamp, wire},
+    types::GapReason,
 };
 
 /// Where records go besides the local output: the collector's shipper.
@@ -32,12 +33,41 @@ struct Out {
     /// waits while the shipper writes its spool: backpressure, never loss).
     queue: Vec<pb::Record>,
     metrics: Arc<Metrics>,
+    /// Missing bytes the records written so far state for events the kernel
+    /// could not hand over (either end's observation).
+    ring_gap_bytes: u64,
+}
+
+/// Whether a gap is bytes whose events never reached the agent (what the
+/// kernel's `lost_bytes` counts), rather than a cap or unreadable memory.
+fn is_ring_loss(r: GapReason) -> bool {
+    matches!(r, GapReason::Lost | GapReason::ReorderOverflow | GapReason::MissingAtClose | GapReason::MissingAtFlush)
+}
+
+/// The ring-loss bytes `r` states missing, from this end and from the other
+/// end's observation when both ends were captured.
+fn ring_gap_bytes(r: &Record) -> u64 {
+    let marks = |o: &crate::record::Observation| -> u64 {
+        o.gaps.iter().filter(|g| is_ring_loss(g.reason)).map(|g| g.len).sum()
+    };
+    let mut n = 0;
+    if let Record::Gap(g) = r {
+        if is_ring_loss(g.reason) {
+            n += g.len;
+        }
+        n += g.witness_seen.as_ref().map_or(0, marks);
+    }
+    for p in r.parts() {
+        n += marks(&p.seen) + p.witness.as_ref().map_or(0, marks);
+    }
+    n
 }
 
 impl Out {
     fn write(&mut self, records: &mut Vec<Record>) -> Result<(), SinkError> {
         for r in records.drain(..) {
             self.metrics.count_record(&r);
+            self.ring_gap_bytes += ring_gap_bytes(&r);
             if self.sink.writes() {
                 self.sink.write(&r)?;
             }
@@ -75,9 +105,10 @@ pub async fn run(
     metrics: Arc<Metrics>,
     drained: Drained,
 ) -> Result<(), SinkError> {
-    let mut out = Out { sink, ship, queue: Vec::new(), metrics: metrics.clone() };
+    let mut out = Out { sink, ship, queue: Vec::new(), metrics: metrics.clone(), ring_gap_bytes: 0 };
     let mut records: Vec<Record> = Vec::new();
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut clock = Clock::system();
+    let mut tick = tokio::time::interval(std::time::Duration::from_nanos(crate::clock::REMEASURE_NS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -106,7 +137,9 @@ pub async fn run(
                 out.sink.flush()?;
             }
             _ = tick.tick() => {
-                table.set_clock(ClockSync::measure());
+                if clock.refresh() {
+                    table.set_clock(*clock.sync());
+                }
                 // Time moves on only as far as the ring has been read and
                 // its events consumed: a lagging agent must not time out a
                 // range (or a conversation's other end) still in the ring.
@@ -126,6 +159,24 @@ pub async fn run(
     }
     table.finish_all(&mut records);
     out.write(&mut records)?;
+    // Every stream is finished: lost bytes no stream could place (a
+    // connection whose every event was lost, or whose lost tail had no close
+    // before now) are stated here, never left to the counters alone.
+    let kernel_lost = metrics.kernel_lost_bytes.get();
+    if kernel_lost > out.ring_gap_bytes {
+        let n = kernel_lost - out.ring_gap_bytes;
+        tracing::warn!(bytes = n, "bytes lost in the kernel ring buffer that no stream's gaps hold");
+        records.push(Record::Lost(Box::new(LostRecord {
+            stamp: Stamp::now(),
+            what: "stream_bytes".into(),
+            count: n,
+            detail: format!(
+                "{n} of the {kernel_lost} bytes the kernel lost (ring buffer full) are in no stream's gaps: \
+                 connections whose every event was lost, or whose lost tail was not followed by a close"
+            ),
+        })));
+        out.write(&mut records)?;
+    }
     out.send().await;
     metrics.set_conns(&table);
     out.sink.flush()

@@ -306,7 +306,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         100.0 * (off1.rps - off2.rps).abs() / base
     );
     println!("| requests/s, agent on | {:.0} |", on.rps);
-    println!("| ratio on / mean(off) | {:.3} |", on.rps / base);
+    println!("| ratio on / mean(off) | {:.4} |", on.rps / base);
     println!(
         "| mean latency off / on | {:.0} µs / {:.0} µs |",
         (off1.latency_us + off2.latency_us) / 2.0,

@@ -4,6 +4,10 @@
 //!
 //! 1. Ingest: records/s with 512-byte payloads, counting only records whose
 //!    durable (post-fsync) ack came back; several agent streams in parallel.
+//!    The acked count is sampled every second, and three rates are printed:
+//!    the start (the first `--start-secs`, while the log runs ahead of the
+//!    index), the steady state (the second half of the ingest phase, with the
+//!    slowest and fastest 5 s window in it), and the whole-phase mean.
 //!    This phase also builds the data set for the next two.
 //! 2. Query: p50/p99 latency of `identity pod=X` + a 1-hour window over the
 //!    N stored records (capture times spread over 30 days, 100 pods), through
@@ -47,6 +51,9 @@ pub struct Args {
     /// Parallel agent streams.
     #[arg(long, default_value_t = 4)]
     streams: u64,
+    /// Length of the start window reported apart from the steady state (s).
+    #[arg(long, default_value_t = 10)]
+    start_secs: u64,
     /// Query samples.
     #[arg(long, default_value_t = 200)]
     queries: usize,
@@ -170,16 +177,24 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     );
     let t = Instant::now();
     let agents: Vec<_> = (0..args.streams).map(|id| tokio::spawn(agent(addr, id, shared.clone()))).collect();
+    // (seconds since the start, records acked), once a second.
+    let samples = Arc::new(std::sync::Mutex::new(vec![(0.0f64, 0u64)]));
     let monitor = {
         let shared = shared.clone();
+        let samples = samples.clone();
         let deadline = t + Duration::from_secs(args.setup_secs);
         tokio::spawn(async move {
-            let mut last = 0;
+            let mut every =
+                tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
             loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                every.tick().await;
                 let n = shared.acked.load(Ordering::Relaxed);
-                eprintln!("  {n} records acked, {:.0}/s over the last 5 s", (n - last) as f64 / 5.0);
-                last = n;
+                let mut s = samples.lock().expect("samples");
+                s.push((t.elapsed().as_secs_f64(), n));
+                if s.len() % 5 == 1 {
+                    let (_, before) = s[s.len() - 6];
+                    eprintln!("  {n} records acked, {:.0}/s over the last 5 s", (n - before) as f64 / 5.0);
+                }
                 if Instant::now() >= deadline {
                     shared.stop.store(true, Ordering::Relaxed);
                 }
@@ -195,7 +210,9 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     if n == 0 {
         bail!("nothing was ingested");
     }
-    let ingest_rate = n as f64 / ingest_secs;
+    let mut samples = samples.lock().expect("samples").clone();
+    samples.push((ingest_secs, n));
+    let rates = IngestRates::of(&samples, args.start_secs as f64);
 
     // Wait for the index to cover everything.
     let t_idx = Instant::now();
@@ -255,17 +272,43 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     }
 
     println!();
+    // The collector runs inside xtask, so its build is xtask's: `cargo xtask`
+    // builds it in debug. Say which, never assume.
+    let build = if cfg!(debug_assertions) { "DEBUG build" } else { "release build" };
     println!(
-        "collector benchmark (release build, in-process collector, loopback plaintext gRPC, {} cores)",
+        "collector benchmark ({build}, in-process collector, loopback plaintext gRPC, {} cores)",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
+    if cfg!(debug_assertions) {
+        println!(
+            "NOTE: debug build (`cargo xtask`); for release figures run `cargo run --release -p xtask -- bench collector`"
+        );
+    }
     if n < args.records {
         println!("NOTE: N = {n} records (goal {}), limited by --setup-secs {}", args.records, args.setup_secs);
     }
     println!("{:<44} {:>16}", "metric", "value");
     println!("{:<44} {:>16}", "records stored (N)", n);
-    println!("{:<44} {:>16.0}", "ingest records/s (512 B payload, durable acks)", ingest_rate);
-    println!("{:<44} {:>16.1}", "ingest payload MB/s", ingest_rate * PAYLOAD as f64 / 1e6);
+    println!("ingest records/s, 512 B payload, durable acks:");
+    let start_label = format!("  start (first {:.0} s)", rates.start_secs);
+    println!("{start_label:<44} {:>16.0}", rates.start);
+    let steady_label = format!("  steady state (last {:.0} s, second half)", rates.steady_secs);
+    println!("{steady_label:<44} {:>16.0}", rates.steady);
+    println!(
+        "{:<44} {:>16}",
+        "  steady state, slowest / fastest 5 s window",
+        match rates.steady_windows {
+            Some((lo, hi)) => format!("{lo:.0} / {hi:.0}"),
+            None => "n/a (< 5 s)".to_string(),
+        }
+    );
+    println!("{:<44} {:>16.0}", "  whole-phase mean (start included)", rates.whole);
+    println!("{:<44} {:>16.1}", "ingest payload MB/s, steady state", rates.steady * PAYLOAD as f64 / 1e6);
+    if ingest_secs < 4.0 * args.start_secs as f64 {
+        println!(
+            "NOTE: the ingest phase ran {ingest_secs:.0} s, less than 4 x --start-secs: the start and the steady state overlap or are short"
+        );
+    }
     println!("{:<44} {:>16.1}", "index catch-up after ingest (s)", index_wait);
     println!("{:<44} {:>16.2}", "query identity+1h p50 (ms)", percentile(&lat, 0.50).as_secs_f64() * 1e3);
     println!("{:<44} {:>16.2}", "query identity+1h p99 (ms)", percentile(&lat, 0.99).as_secs_f64() * 1e3);
@@ -274,4 +317,65 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     println!("{:<44} {:>16.0}", "verify records/s", report.leaves as f64 / verify_secs);
     println!("{:<44} {:>16.1}", "log size (MB)", report.bytes as f64 / 1e6);
     Ok(())
+}
+
+/// Ingest rates from (seconds, records acked) samples taken every second,
+/// the last one at the end of the phase.
+struct IngestRates {
+    /// Length of the start window actually used (s).
+    start_secs: f64,
+    /// Records/s over the start window.
+    start: f64,
+    /// Length of the steady-state window (s).
+    steady_secs: f64,
+    /// Records/s over the second half of the phase.
+    steady: f64,
+    /// Slowest and fastest 5 s window within the steady state.
+    steady_windows: Option<(f64, f64)>,
+    /// Records/s over the whole phase.
+    whole: f64,
+}
+
+impl IngestRates {
+    fn of(samples: &[(f64, u64)], start_secs: f64) -> IngestRates {
+        let &(end, n) = samples.last().expect("a final sample");
+        let rate = |a: (f64, u64), b: (f64, u64)| (b.1 - a.1) as f64 / (b.0 - a.0).max(1e-9);
+        // The first sample at or after the start window (or the end).
+        let s = *samples.iter().find(|x| x.0 >= start_secs).unwrap_or(&(end, n));
+        let half = *samples.iter().find(|x| x.0 >= end / 2.0).unwrap_or(&(end, n));
+        let half = if half.0 >= end { samples[0] } else { half };
+        let steady: Vec<(f64, u64)> = samples.iter().copied().filter(|x| x.0 >= half.0).collect();
+        let windows: Vec<f64> =
+            steady.iter().filter_map(|&a| steady.iter().find(|b| b.0 >= a.0 + 5.0).map(|&b| rate(a, b))).collect();
+        IngestRates {
+            start_secs: s.0,
+            start: rate(samples[0], s),
+            steady_secs: end - half.0,
+            steady: rate(half, (end, n)),
+            steady_windows: (!windows.is_empty()).then(|| {
+                (windows.iter().copied().fold(f64::MAX, f64::min), windows.iter().copied().fold(0.0, f64::max))
+            }),
+            whole: n as f64 / end,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IngestRates;
+
+    #[test]
+    fn start_and_steady_state_are_apart() {
+        // 200k/s for 10 s, then 20k/s for 30 s.
+        let mut s = vec![(0.0, 0u64)];
+        for t in 1..=40u64 {
+            let n = if t <= 10 { t * 200_000 } else { 2_000_000 + (t - 10) * 20_000 };
+            s.push((t as f64, n));
+        }
+        let r = IngestRates::of(&s, 10.0);
+        assert_eq!((r.start_secs, r.start), (10.0, 200_000.0));
+        assert_eq!((r.steady_secs, r.steady), (20.0, 20_000.0));
+        assert_eq!(r.steady_windows, Some((20_000.0, 20_000.0)));
+        assert_eq!(r.whole, 2_600_000.0 / 40.0);
+    }
 }

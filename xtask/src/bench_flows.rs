@@ -1,6 +1,10 @@
 //! `cargo xtask bench flows`: runs the agent's `bench_flows` example (the
 //! connection table's throughput on one core: reassembly, parsing, exchange
-//! assembly and record making) in release mode.
+//! assembly and record making) in release mode. It reports the median of
+//! `--runs` timed runs (default 5) with the spread (slowest/fastest), never
+//! the best; messages are cut at 16 KiB chunks and, unless `--split false`,
+//! every message is split at one more point so parsers see messages spanning
+//! events.
 use crate::util::cargo;
 
 #[derive(clap::Args)]

@@ -50,9 +50,10 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    /// A kernel time converted with `clock`.
+    /// A kernel time converted with `clock`, with the conversion's error bound
+    /// at that time.
     pub fn kernel(ns: u64, clock: &ClockSync) -> Stamp {
-        Stamp { utc_ns: clock.to_utc_ns(ns), kernel_ns: Some(ns), clock_error_ns: clock.error_ns }
+        Stamp { utc_ns: clock.to_utc_ns(ns), kernel_ns: Some(ns), clock_error_ns: clock.error_at(ns) }
     }
 
     /// The agent's real-time clock now.

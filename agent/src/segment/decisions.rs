@@ -14,7 +14,7 @@ use wiretrail_common::segment::*;
 use super::enforcer::Generations;
 use crate::{
     capture::reader::ReaderError,
-    clock::ClockSync,
+    clock::{Clock, ClockSync},
     identity::{Identity, IdentityResolver, Sources},
     metrics::Metrics,
     record::{self, Record, Stamp},
@@ -169,28 +169,28 @@ pub async fn run(
 ) -> Result<(), ReaderError> {
     let mut fd = crate::capture::reader::readable(ring)?;
     let mut ids = IdentityResolver::new(sources);
-    let mut clock = ClockSync::measure();
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut clock = Clock::system();
+    let mut every = tokio::time::interval(std::time::Duration::from_nanos(crate::clock::REMEASURE_NS));
     // Allowed decisions do not wake us (the kernel batches them): drain often.
     let mut poll = tokio::time::interval(std::time::Duration::from_millis(100));
     loop {
         let mut notes = Vec::new();
         let done = tokio::select! {
             _ = shutdown.cancelled() => true,
-            _ = every.tick() => { clock = ClockSync::measure(); false }
+            _ = every.tick() => { clock.refresh(); false }
             _ = poll.tick() => {
-                drain(fd.get_mut(), &gens, &mut ids, &clock, &metrics, want, &mut notes);
+                drain(fd.get_mut(), &gens, &mut ids, clock.sync(), &metrics, want, &mut notes);
                 false
             }
             guard = fd.readable_mut() => {
                 let mut guard = guard.map_err(|source| ReaderError::Poll { source })?;
-                drain(guard.get_inner_mut(), &gens, &mut ids, &clock, &metrics, want, &mut notes);
+                drain(guard.get_inner_mut(), &gens, &mut ids, clock.sync(), &metrics, want, &mut notes);
                 guard.clear_ready();
                 false
             }
         };
         if done {
-            drain(fd.get_mut(), &gens, &mut ids, &clock, &metrics, want, &mut notes);
+            drain(fd.get_mut(), &gens, &mut ids, clock.sync(), &metrics, want, &mut notes);
         }
         for n in notes {
             if tx.send(n).await.is_err() {
