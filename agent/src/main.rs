@@ -240,7 +240,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     tracing::info!("stopping: detaching programs");
-    // Detach first so no new events arrive, then drain what is in the ring.
+    // Detach first so no new events arrive (and no more are lost), then read
+    // the final counters and drain what is in the ring.
+    loaded.stop_capture();
     let final_kernel = loaded.kernel_stats().ok();
     // Published before the pipeline finishes: it states the lost bytes no
     // stream's gaps hold, against this count.

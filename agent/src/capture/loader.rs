@@ -163,6 +163,24 @@ impl KernelStats {
 }
 
 impl Loaded {
+    /// Detaches every capture program (syscall tracepoints, TLS uprobes) so no
+    /// event is made after this: what is in the ring then is all there is,
+    /// and the kernel's counters are final. Cgroup (segmentation) programs
+    /// stay attached until the agent exits. Errors are logged: the agent is
+    /// stopping either way.
+    pub fn stop_capture(&mut self) {
+        for (name, prog) in self.ebpf.programs_mut() {
+            let res = match prog {
+                aya::programs::Program::TracePoint(p) => p.unload(),
+                aya::programs::Program::UProbe(p) => p.unload(),
+                _ => continue,
+            };
+            if let Err(e) = res {
+                tracing::warn!(program = name, error = %e, "detaching a capture program");
+            }
+        }
+    }
+
     /// Reads and sums the per-CPU counters.
     pub fn kernel_stats(&self) -> Result<KernelStats, LoadError> {
         let mut sums = [0u64; STAT_COUNT as usize];
