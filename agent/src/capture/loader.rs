@@ -175,8 +175,10 @@ impl Loaded {
                 aya::programs::Program::UProbe(p) => p.unload(),
                 _ => continue,
             };
-            if let Err(e) = res {
-                tracing::warn!(program = name, error = %e, "detaching a capture program");
+            match res {
+                // Never loaded (e.g. segmentation's hooks when no policy is in force).
+                Ok(()) | Err(aya::programs::ProgramError::NotLoaded) => {}
+                Err(e) => tracing::warn!(program = name, error = %e, "detaching a capture program"),
             }
         }
     }
