@@ -19,14 +19,23 @@ use wiretrail_tests::{
     require_root, serial,
 };
 
-#[test]
-fn fix_initiator_and_acceptor_with_simplefix() {
-    require_root();
-    let _g = serial();
+/// One simplefix session under the agent: what the initiator sent and
+/// received (as it traced them) and every record.
+struct FixRun {
+    port: u16,
+    pid: u32,
+    sent: Vec<u8>,
+    received: Vec<u8>,
+    recs: Records,
+}
+
+/// Runs `acceptor` and `initiator` (scripts after `FIX_COMMON`) under the
+/// agent; asserts what each printed (`initiator_says`) and saw (`acceptor_saw`).
+fn run_session(acceptor: &str, initiator: &str, initiator_says: &str, acceptor_saw: &str) -> FixRun {
     let python = venv_python();
     let dir = tempfile::tempdir().unwrap();
-    let acceptor_py = write_script(dir.path(), "acceptor.py", &format!("{FIX_COMMON}{FIX_ACCEPTOR}"));
-    let initiator_py = write_script(dir.path(), "initiator.py", &format!("{FIX_COMMON}{FIX_INITIATOR}"));
+    let acceptor_py = write_script(dir.path(), "acceptor.py", &format!("{FIX_COMMON}{acceptor}"));
+    let initiator_py = write_script(dir.path(), "initiator.py", &format!("{FIX_COMMON}{initiator}"));
     let port = free_port();
     let agent = Agent::start(&[]);
     let mut cmd = Command::new(&python);
@@ -34,7 +43,6 @@ fn fix_initiator_and_acceptor_with_simplefix() {
     let mut acceptor = Proc::spawn(cmd, &dir.path().join("acceptor.log"));
     let listening = wiretrail_tests::wait_until(Duration::from_secs(30), || acceptor.log().contains("ready"));
     assert!(listening, "acceptor did not start:\n{}", acceptor.log());
-
     let out_base = dir.path().join("initiator");
     let child = Command::new(&python)
         .arg(&initiator_py)
@@ -47,15 +55,23 @@ fn fix_initiator_and_acceptor_with_simplefix() {
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "initiator: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "A 8 5\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), initiator_says);
     acceptor.wait_success(Duration::from_secs(20));
     let seen = std::fs::read_to_string(dir.path().join("acceptor.out")).unwrap();
-    assert_eq!(seen, "A D 0 garbled 5", "what the acceptor saw");
+    assert_eq!(seen, acceptor_saw, "what the acceptor saw");
     let sent = std::fs::read(out_base.with_extension("sent")).unwrap();
     let received = std::fs::read(out_base.with_extension("received")).unwrap();
     std::thread::sleep(SETTLE);
     let (text, _stats) = agent.stop();
-    let recs = Records::parse(&text);
+    FixRun { port, pid, sent, received, recs: Records::parse(&text) }
+}
+
+#[test]
+fn fix_initiator_and_acceptor_with_simplefix() {
+    require_root();
+    let _g = serial();
+    let FixRun { port, pid, sent, received, recs } =
+        run_session(FIX_ACCEPTOR, FIX_INITIATOR, "A 8 5\n", "A D 0 garbled 5");
     recs.dump("fix_initiator_and_acceptor_with_simplefix");
 
     let remote = format!("127.0.0.1:{port}");
@@ -130,37 +146,8 @@ fn fix_initiator_and_acceptor_with_simplefix() {
 fn fix_sequence_gap_resend_request_and_gap_fill() {
     require_root();
     let _g = serial();
-    let python = venv_python();
-    let dir = tempfile::tempdir().unwrap();
-    let acceptor_py = write_script(dir.path(), "acceptor.py", &format!("{FIX_COMMON}{FIX_GAP_ACCEPTOR}"));
-    let initiator_py = write_script(dir.path(), "initiator.py", &format!("{FIX_COMMON}{FIX_GAP_INITIATOR}"));
-    let port = free_port();
-    let agent = Agent::start(&[]);
-    let mut cmd = Command::new(&python);
-    cmd.arg(&acceptor_py).arg(port.to_string()).arg(dir.path().join("acceptor.out"));
-    let mut acceptor = Proc::spawn(cmd, &dir.path().join("acceptor.log"));
-    let listening = wiretrail_tests::wait_until(Duration::from_secs(30), || acceptor.log().contains("ready"));
-    assert!(listening, "acceptor did not start:\n{}", acceptor.log());
-    let out_base = dir.path().join("initiator");
-    let child = Command::new(&python)
-        .arg(&initiator_py)
-        .arg(port.to_string())
-        .arg(&out_base)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn FIX initiator");
-    let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "initiator: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "A 8 2 8 5\n");
-    acceptor.wait_success(Duration::from_secs(20));
-    let seen = std::fs::read_to_string(dir.path().join("acceptor.out")).unwrap();
-    assert_eq!(seen, "A D gap:3 fill:4 D(dup) 5", "what the acceptor saw");
-    let sent = std::fs::read(out_base.with_extension("sent")).unwrap();
-    let received = std::fs::read(out_base.with_extension("received")).unwrap();
-    std::thread::sleep(SETTLE);
-    let recs = Records::parse(&agent.stop().0);
+    let FixRun { port, pid, sent, received, recs } =
+        run_session(FIX_GAP_ACCEPTOR, FIX_GAP_INITIATOR, "A 8 2 8 5\n", "A D gap:3 fill:4 D(dup) 5");
     recs.dump("fix_sequence_gap_resend_request_and_gap_fill");
 
     let remote = format!("127.0.0.1:{port}");
