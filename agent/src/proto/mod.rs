@@ -16,6 +16,8 @@ pub mod mysql;
 pub mod nats;
 pub mod postgres;
 pub mod redis;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod unknown;
 mod wire;
 

@@ -1,5 +1,6 @@
 use super::*;
 use crate::proto::fields::Text;
+use crate::proto::testing::{self, Link};
 use proptest::prelude::*;
 
 const C: Direction = Direction::Egress;
@@ -52,17 +53,21 @@ fn publish(channel: u16, body: &[u8]) -> Vec<u8> {
     [method(channel, 60, 40, &args), header(channel, body.len() as u64), frame_bytes(3, channel, body)].concat()
 }
 
-fn parsed(p: Parse) -> (usize, AmqpFrame, Option<(u64, ExchangeRole)>) {
-    match p {
-        Parse::Message(Parsed { len, body: Body::Amqp(f), exchange, error: None }) => (len, *f, exchange),
+fn body(b: Body) -> AmqpFrame {
+    match b {
+        Body::Amqp(x) => *x,
         other => panic!("expected an AMQP record, got {other:?}"),
     }
 }
 
-fn one(p: &mut AmqpParser, dir: Direction, bytes: &[u8]) -> (AmqpFrame, Option<(u64, ExchangeRole)>) {
-    let (len, f, ex) = parsed(p.parse(dir, &Bytes::copy_from_slice(bytes)));
-    assert_eq!(len, bytes.len(), "{f:?}");
-    (f, ex)
+fn parsed(p: Parse) -> (usize, AmqpFrame, Link) {
+    let (len, b, ex) = testing::parsed(p);
+    (len, body(b), ex)
+}
+
+fn one(p: &mut AmqpParser, dir: Direction, bytes: &[u8]) -> (AmqpFrame, Link) {
+    let (b, ex) = testing::one(p, dir, bytes);
+    (body(b), ex)
 }
 
 fn parser() -> AmqpParser {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::proto::testing::{self, Link};
 use proptest::prelude::*;
 
 const C: Direction = Direction::Egress;
@@ -43,17 +44,16 @@ fn connect(level: u8) -> Vec<u8> {
     packet(0x10, &b)
 }
 
-fn parsed(p: Parse) -> (usize, MqttPacket, Option<(u64, ExchangeRole)>) {
-    match p {
-        Parse::Message(Parsed { len, body: Body::Mqtt(m), exchange, error: None }) => (len, *m, exchange),
+fn body(b: Body) -> MqttPacket {
+    match b {
+        Body::Mqtt(x) => *x,
         other => panic!("expected an MQTT record, got {other:?}"),
     }
 }
 
-fn one(p: &mut MqttParser, dir: Direction, bytes: &[u8]) -> (MqttPacket, Option<(u64, ExchangeRole)>) {
-    let (len, m, ex) = parsed(p.parse(dir, &Bytes::copy_from_slice(bytes)));
-    assert_eq!(len, bytes.len(), "{m:?}");
-    (m, ex)
+fn one(p: &mut MqttParser, dir: Direction, bytes: &[u8]) -> (MqttPacket, Link) {
+    let (b, ex) = testing::one(p, dir, bytes);
+    (body(b), ex)
 }
 
 fn parser() -> MqttParser {

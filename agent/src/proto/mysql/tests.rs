@@ -1,5 +1,6 @@
 use super::*;
 use crate::proto::fields::Text;
+use crate::proto::testing::{self, Link};
 use proptest::prelude::*;
 
 const C: Direction = Direction::Egress;
@@ -85,17 +86,21 @@ fn coldef(seq: u8, name: &str, t: u8) -> Vec<u8> {
     pkt(seq, &p)
 }
 
-fn parsed(p: Parse) -> (usize, MysqlMessage, Option<(u64, ExchangeRole)>) {
-    match p {
-        Parse::Message(Parsed { len, body: Body::Mysql(m), exchange, error: None }) => (len, *m, exchange),
+fn body(b: Body) -> MysqlMessage {
+    match b {
+        Body::Mysql(x) => *x,
         other => panic!("expected a MySQL record, got {other:?}"),
     }
 }
 
-fn one(p: &mut MysqlParser, dir: Direction, bytes: &[u8]) -> (MysqlMessage, Option<(u64, ExchangeRole)>) {
-    let (len, m, ex) = parsed(p.parse(dir, &Bytes::copy_from_slice(bytes)));
-    assert_eq!(len, bytes.len(), "{m:?}");
-    (m, ex)
+fn parsed(p: Parse) -> (usize, MysqlMessage, Link) {
+    let (len, b, ex) = testing::parsed(p);
+    (len, body(b), ex)
+}
+
+fn one(p: &mut MysqlParser, dir: Direction, bytes: &[u8]) -> (MysqlMessage, Link) {
+    let (b, ex) = testing::one(p, dir, bytes);
+    (body(b), ex)
 }
 
 fn connected() -> MysqlParser {

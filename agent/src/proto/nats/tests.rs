@@ -1,20 +1,20 @@
 use super::*;
+use crate::proto::testing::{self, Link};
 use proptest::prelude::*;
 
 const C: Direction = Direction::Egress;
 const S: Direction = Direction::Ingress;
 
-fn parsed(p: Parse) -> (usize, NatsMessage, Option<(u64, ExchangeRole)>) {
-    match p {
-        Parse::Message(Parsed { len, body: Body::Nats(m), exchange, error: None }) => (len, *m, exchange),
+fn body(b: Body) -> NatsMessage {
+    match b {
+        Body::Nats(x) => *x,
         other => panic!("expected a NATS record, got {other:?}"),
     }
 }
 
-fn one(p: &mut NatsParser, dir: Direction, bytes: &[u8]) -> (NatsMessage, Option<(u64, ExchangeRole)>) {
-    let (len, m, ex) = parsed(p.parse(dir, &Bytes::copy_from_slice(bytes)));
-    assert_eq!(len, bytes.len(), "{m:?}");
-    (m, ex)
+fn one(p: &mut NatsParser, dir: Direction, bytes: &[u8]) -> (NatsMessage, Link) {
+    let (b, ex) = testing::one(p, dir, bytes);
+    (body(b), ex)
 }
 
 fn parser() -> NatsParser {
