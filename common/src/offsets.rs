@@ -100,8 +100,11 @@ pub struct ConnState {
     pub tls_tx_pos: u64,
     /// Next TLS plaintext ingress position.
     pub tls_rx_pos: u64,
+    /// Inode number of the socket this entry tracks (0 until an fd path
+    /// learns it): a new socket at a dead one's address has another.
+    pub ino: u64,
 }
-const _: () = assert!(core::mem::size_of::<ConnState>() == 88);
+const _: () = assert!(core::mem::size_of::<ConnState>() == 96);
 
 /// Key of an in-flight TLS call: (pid_tgid, 0) for C libraries (one call per
 /// thread), (tgid, goroutine pointer) for Go (goroutines move between threads).

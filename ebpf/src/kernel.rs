@@ -47,9 +47,22 @@ pub fn fd_to_file(fd: i64) -> Option<u64> {
     }
 }
 
-/// `struct sock *` behind `fd` of the current task, if `fd` is a socket.
+/// A socket behind an fd: its `struct sock *` and its inode number.
+///
+/// The address alone does not name a socket for long: a socket freed without
+/// a close(2) the agent sees (its process exited) leaves its tracking entry
+/// behind, and the kernel soon hands the same memory to a new socket. The
+/// inode number is unique per socket, so `conn::get_or_create` uses it to
+/// tell the new socket from the dead one.
+#[derive(Clone, Copy)]
+pub struct Sock {
+    pub sk: u64,
+    pub ino: u64,
+}
+
+/// The socket behind `fd` of the current task, if `fd` is a socket.
 #[inline(always)]
-pub fn fd_to_sock(fd: i64) -> Option<u64> {
+pub fn fd_to_sock(fd: i64) -> Option<Sock> {
     let file = fd_to_file(fd)?;
     let o = offsets();
     unsafe {
@@ -58,9 +71,10 @@ pub fn fd_to_sock(fd: i64) -> Option<u64> {
         if mode & S_IFMT != S_IFSOCK {
             return None;
         }
+        let ino: u64 = read(inode + o.inode_ino as u64)?;
         let socket: u64 = read(file + o.file_private_data as u64)?;
         let sk: u64 = read(socket + o.socket_sk as u64)?;
-        if sk == 0 { None } else { Some(sk) }
+        if sk == 0 { None } else { Some(Sock { sk, ino }) }
     }
 }
 

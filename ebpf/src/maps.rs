@@ -95,6 +95,8 @@ pub fn config() -> CaptureConfig {
 pub struct PendingCall {
     /// `struct sock *` of the fd at enter.
     pub sock: u64,
+    /// Inode number of that socket.
+    pub ino: u64,
     /// Buffer, iovec array, msghdr or mmsghdr array (by syscall).
     pub a0: u64,
     /// Count, iovec count or vlen (by syscall).

@@ -14,7 +14,7 @@ use wiretrail_common::*;
 use crate::{
     conn::{get_or_create, reserve},
     emit::{begin, stream, submit_header},
-    kernel::{fd_to_sock, inet_kind},
+    kernel::{Sock, fd_to_sock, inet_kind},
     maps::{CONNS, PENDING, PendingCall, config, stat_add},
 };
 
@@ -46,7 +46,7 @@ fn capturing() -> Option<u64> {
 fn enter(ctx: &TracePointContext, syscall: u8) {
     let Some(pid_tgid) = capturing() else { return };
     let fd = arg(ctx, 0) as i64 as i32;
-    let Some(sk) = fd_to_sock(fd as i64) else {
+    let Some(Sock { sk, ino }) = fd_to_sock(fd as i64) else {
         return;
     };
     let Some((family, protocol)) = inet_kind(sk) else {
@@ -54,7 +54,8 @@ fn enter(ctx: &TracePointContext, syscall: u8) {
     };
     crate::tls::note_socket(pid_tgid, sk, fd);
     let addr = if syscall == SYS_SENDTO || syscall == SYS_RECVFROM { arg(ctx, 4) } else { 0 };
-    let call = PendingCall { sock: sk, a0: arg(ctx, 1), a1: arg(ctx, 2), addr, fd, syscall, family, protocol, _pad: 0 };
+    let call =
+        PendingCall { sock: sk, ino, a0: arg(ctx, 1), a1: arg(ctx, 2), addr, fd, syscall, family, protocol, _pad: 0 };
     if PENDING.insert(&pid_tgid, &call, 0).is_err() {
         stat_add(STAT_PENDING_FULL, 1);
     }
@@ -129,7 +130,7 @@ fn exit_data(ctx: &TracePointContext, syscall: u8, dir: u8) {
     }
     let mut local: ConnState = unsafe { core::mem::zeroed() };
     let mut flags = 0u8;
-    let cs: *mut ConnState = match get_or_create(call.sock) {
+    let cs: *mut ConnState = match get_or_create(call.sock, call.ino) {
         Some((p, created)) => {
             if created {
                 flags |= FLAG_MIDSTREAM;
@@ -208,8 +209,8 @@ fn set_totals(h: &mut EventHeader, cs: *mut ConnState) {
 
 /// Emits a lifecycle event for `sk` (connect or accept).
 #[inline(always)]
-fn lifecycle(kind: u8, syscall: u8, fd: i32, sk: u64, family: u8, protocol: u8) {
-    let Some((cs, _)) = get_or_create(sk) else {
+fn lifecycle(kind: u8, syscall: u8, fd: i32, Sock { sk, ino }: Sock, family: u8, protocol: u8) {
+    let Some((cs, _)) = get_or_create(sk, ino) else {
         return;
     };
     let Some(s) = begin(kind, syscall, fd, sk, family, protocol, cs) else {
@@ -235,10 +236,20 @@ fn enter_connect(ctx: &TracePointContext) {
         return;
     }
     let fd = arg(ctx, 0) as i64 as i32;
-    let Some(sk) = fd_to_sock(fd as i64) else { return };
+    let Some(Sock { sk, ino }) = fd_to_sock(fd as i64) else { return };
     let Some((family, protocol)) = inet_kind(sk) else { return };
-    let call =
-        PendingCall { sock: sk, a0: 0, a1: 0, addr: 0, fd, syscall: SYS_CONNECT, family, protocol, _pad: AGENT_CALL };
+    let call = PendingCall {
+        sock: sk,
+        ino,
+        a0: 0,
+        a1: 0,
+        addr: 0,
+        fd,
+        syscall: SYS_CONNECT,
+        family,
+        protocol,
+        _pad: AGENT_CALL,
+    };
     let _ = PENDING.insert(&pid_tgid, &call, 0);
 }
 
@@ -258,7 +269,8 @@ fn exit_connect(ctx: &TracePointContext) {
         return;
     }
     if ret == 0 || ret == -EINPROGRESS {
-        lifecycle(KIND_CONNECT, SYS_CONNECT, call.fd, call.sock, call.family, call.protocol);
+        let sock = Sock { sk: call.sock, ino: call.ino };
+        lifecycle(KIND_CONNECT, SYS_CONNECT, call.fd, sock, call.family, call.protocol);
     }
 }
 
@@ -273,11 +285,11 @@ fn exit_accept(ctx: &TracePointContext, syscall: u8) {
     if ret < 0 {
         return;
     }
-    let Some(sk) = fd_to_sock(ret) else { return };
-    let Some((family, protocol)) = inet_kind(sk) else {
+    let Some(sock) = fd_to_sock(ret) else { return };
+    let Some((family, protocol)) = inet_kind(sock.sk) else {
         return;
     };
-    lifecycle(KIND_ACCEPT, syscall, ret as i32, sk, family, protocol);
+    lifecycle(KIND_ACCEPT, syscall, ret as i32, sock, family, protocol);
 }
 
 #[inline(always)]
@@ -286,7 +298,7 @@ fn enter_close(ctx: &TracePointContext) {
         return;
     }
     let fd = arg(ctx, 0) as i64 as i32;
-    let Some(sk) = fd_to_sock(fd as i64) else {
+    let Some(Sock { sk, ino }) = fd_to_sock(fd as i64) else {
         return;
     };
     // A forked child or a dup still holds the socket: the connection goes on.
@@ -296,6 +308,13 @@ fn enter_close(ctx: &TracePointContext) {
     let Some(cs) = CONNS.get_ptr_mut(&sk) else {
         return;
     };
+    // An entry of a dead socket at this address is not this socket's: it
+    // goes, and nothing is said for a connection never seen.
+    let known = unsafe { (*cs).ino };
+    if known != 0 && known != ino {
+        let _ = CONNS.remove(&sk);
+        return;
+    }
     let Some((family, protocol)) = inet_kind(sk) else {
         return;
     };

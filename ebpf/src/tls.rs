@@ -115,7 +115,7 @@ fn finish(key: TlsKey, pid_tgid: u64, n: i64, syscall: u8, dir: u8) {
     let mut local: ConnState = unsafe { core::mem::zeroed() };
     let mut flags = FLAG_TLS;
     let (family, protocol) = if sock != 0 { inet_kind(sock).unwrap_or((0, 0)) } else { (0, 0) };
-    let cs: *mut ConnState = match (sock != 0 && family != 0).then(|| get_or_create(sock)).flatten() {
+    let cs: *mut ConnState = match (sock != 0 && family != 0).then(|| get_or_create(sock, 0)).flatten() {
         Some((p, created)) => {
             if created {
                 flags |= FLAG_MIDSTREAM;

@@ -265,3 +265,71 @@ fn traffic_between_network_namespaces_pairs_both_ends_and_keeps_their_addresses(
     let e = recs.exchanges_of(cid)[0];
     assert_whole_exchange(e, true);
 }
+
+/// Clients that exit without closing their sockets (the kernel frees them; no
+/// close(2) reaches the agent), one after another against nginx: the kernel
+/// hands a freed socket's memory to the next socket, so a tracking entry keyed
+/// by that address alone lends a dead connection's id, positions and addresses
+/// to a new one. Every client and every nginx end must still be its own
+/// connection holding exactly its own bytes.
+#[test]
+fn sockets_freed_by_exit_do_not_lend_their_connection_to_the_next() {
+    require_root();
+    let _g = serial();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _nginx = Nginx::start(&[addr], None);
+    let agent = Agent::start(&[]);
+    // Each forked child sends one request, reads the whole reply and leaves
+    // with os._exit (no close); the parent prints "pid local_port" per child.
+    let script = r#"
+import os, socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+for i in range(n):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /index.html?client=%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % i)
+        while s.recv(65536):
+            pass
+        os.write(w, b"%d" % s.getsockname()[1])
+        os._exit(0)
+    os.close(w)
+    local = os.read(r, 16).decode()
+    os.waitpid(pid, 0)
+    print(pid, local, flush=True)
+"#;
+    const CLIENTS: usize = 24;
+    let out = Command::new("python3").args(["-c", script, &port.to_string(), &CLIENTS.to_string()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(500));
+    let (text, stats) = agent.stop();
+    let recs = Records::parse(&text);
+    recs.dump("sockets_freed_by_exit_do_not_lend_their_connection_to_the_next");
+
+    let clients: Vec<(u32, String)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (pid, local) = l.split_once(' ').unwrap();
+            (pid.parse().unwrap(), format!("127.0.0.1:{local}"))
+        })
+        .collect();
+    assert_eq!(clients.len(), CLIENTS);
+    let mut ids = std::collections::BTreeSet::new();
+    for (i, (pid, local)) in clients.iter().enumerate() {
+        let request = format!("GET /index.html?client={i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let cid = recs.client_conn(*pid, &addr.to_string());
+        assert_eq!(recs.side(cid).local.map(|a| a.to_string()).as_deref(), Some(local.as_str()), "client {i}");
+        assert_eq!(assert_whole(&recs, cid, Direction::Egress, false), request.as_bytes(), "client {i}'s egress");
+        let reply = assert_whole(&recs, cid, Direction::Ingress, false);
+        assert!(reply.starts_with(b"HTTP/1.1 200 OK\r\n") && reply.ends_with(INDEX), "client {i}'s ingress");
+        let sid = recs.conn_between(&addr.to_string(), local);
+        assert_eq!(recs.side(sid).comm.as_str(), "nginx", "client {i}'s server end");
+        assert_eq!(assert_whole(&recs, sid, Direction::Ingress, false), request.as_bytes(), "nginx's ingress of {i}");
+        assert_eq!(assert_whole(&recs, sid, Direction::Egress, false), reply, "nginx's egress of {i}");
+        assert!(ids.insert(cid) && ids.insert(sid), "client {i} shares a connection id: {cid} / {sid}");
+    }
+    assert_eq!(stats["kernel_lost_events"], 0);
+}
