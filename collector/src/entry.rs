@@ -18,8 +18,12 @@ pub const RECOVERY: &str = "recovery";
 /// `wiretrail repair` restored or cut frames.
 pub const REPAIR: &str = "repair";
 
+/// Background verification found the log inconsistent with its checkpoints.
+pub const VERIFICATION_FAILED: &str = "verification_failed";
+
 /// Every kind the collector writes.
-pub const KINDS: [&str; 5] = [AGENT_ID_REFUSED, BATCH_CONFLICT, STORAGE_UNAVAILABLE, RECOVERY, REPAIR];
+pub const KINDS: [&str; 6] =
+    [AGENT_ID_REFUSED, BATCH_CONFLICT, STORAGE_UNAVAILABLE, RECOVERY, REPAIR, VERIFICATION_FAILED];
 
 /// An entry made now.
 pub fn new(kind: &str, time_ns: i64, subject: &str, detail: serde_json::Value, content: Vec<u8>) -> CollectorEntry {

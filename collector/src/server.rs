@@ -22,6 +22,7 @@ use crate::registry::{RegistryError, RegistryHandle};
 use crate::roles::{Roles, RolesError};
 use crate::store::{StoreConfig, StoreError, Writer};
 use crate::tls::{ReloadingServerConfig, TlsError, TlsFiles};
+use crate::verify::background::{self as verification, VerifyConfig};
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -48,6 +49,8 @@ pub struct ServeConfig {
     pub roles: Option<PathBuf>,
     /// Follow-stream and query concurrency limits.
     pub query: QueryLimits,
+    /// Background verification schedule.
+    pub verify: VerifyConfig,
 }
 
 impl ServeConfig {
@@ -65,6 +68,7 @@ impl ServeConfig {
             registry_check_interval: Duration::from_secs(2),
             roles: None,
             query: QueryLimits::default(),
+            verify: VerifyConfig::default(),
         }
     }
 }
@@ -120,6 +124,17 @@ pub async fn run(
     .map_err(|e| ServeError::Join(e.to_string()))??;
     let stats = Arc::new(CommitStats::default());
     let (jobs, commit_thread) = commit::spawn(writer, dedup, roles, stats.clone());
+    let verify_status = Arc::new(verification::Status::default());
+    let entries = jobs.clone();
+    let verifying = verification::spawn(
+        shared.clone(),
+        config.verify,
+        verify_status.clone(),
+        Box::new(move |detail| {
+            let e = crate::entry::new(crate::entry::VERIFICATION_FAILED, crate::store::now_ns(), "log", detail, vec![]);
+            commit::append_entry_blocking(&entries, e, "").map(|_| ()).map_err(|e| e.to_string())
+        }),
+    );
     let progress = Arc::new(IndexProgress::default());
     let indexer = index::spawn(shared.clone(), config.index.clone(), progress.clone(), registry.clone())?;
     let registry_watcher = registry.spawn_watcher(config.registry_check_interval);
@@ -206,8 +221,13 @@ pub async fn run(
     if let Some(w) = registry_watcher {
         w.abort();
     }
-    // The services (and their job senders) are gone; the commit thread drains and stops.
-    let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
+    // The services (and their job senders) are gone, and with the
+    // verification thread its sender: the commit thread drains and stops.
+    let _ = tokio::task::spawn_blocking(move || {
+        verifying.stop();
+        commit_thread.join()
+    })
+    .await;
     // The services (and their checkpointer handles) are gone: the thread stops.
     let _ = tokio::task::spawn_blocking(move || checkpoint_thread.join()).await;
     let s = shared.clone();

@@ -127,3 +127,24 @@ fn forged_checkpoint_signature_is_refused() {
     std::fs::write(&p, s).unwrap();
     assert!(verify(d.path(), &v, None, |_, _| {}).is_err());
 }
+
+/// A live collector's background verification stops at the latest
+/// checkpoint it issued: bytes being appended after it (here a torn frame)
+/// are not judged, while everything up to it still is.
+#[test]
+fn a_bounded_run_judges_only_up_to_its_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let v = make_log(d.path());
+    let f = std::fs::OpenOptions::new().write(true).open(segment(d.path())).unwrap();
+    f.set_len(frame_off(90) as u64 + 7).unwrap();
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let bounded = |d: &Path| {
+        let (r, state) = wiretrail_collector::verify::verify_upto(d, &v, None, Some(40), &never, |_, _| {}).unwrap();
+        (r.first_bad, r.leaves, r.checkpoints_checked, state.map(|s| s.frontier.size))
+    };
+    assert_eq!(bounded(d.path()), (None, 40, 1, Some(40)));
+    let mut b = std::fs::read(segment(d.path())).unwrap();
+    b[frame_off(33) + HEADER_LEN + 1] ^= 0x04;
+    std::fs::write(segment(d.path()), b).unwrap();
+    assert_eq!(bounded(d.path()).0, Some(33));
+}

@@ -1,6 +1,7 @@
 //! Alerts raised while indexing: shadow identities, policy denials and
 //! violations, and the collector's own entries that need a person (agent id
-//! refusals, batch conflicts, storage outages, recovery cuts, repairs). Stored in the index database (derived from the log like the
+//! refusals, batch conflicts, storage outages, recovery cuts, repairs, failed
+//! background verification). Stored in the index database (derived from the log like the
 //! rest of the index), each with the leaf index of the record that raised it.
 
 mod policy;
@@ -29,11 +30,13 @@ pub enum Kind {
     Recovery,
     /// The log was repaired by an operator.
     Repair,
+    /// Background verification found the log inconsistent with its checkpoints.
+    VerificationFailed,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::ShadowIdentity,
         Kind::PolicyDenied,
         Kind::PolicyViolation,
@@ -42,6 +45,7 @@ impl Kind {
         Kind::StorageUnavailable,
         Kind::Recovery,
         Kind::Repair,
+        Kind::VerificationFailed,
     ];
 
     /// The stored and API name.
@@ -55,6 +59,7 @@ impl Kind {
             Kind::StorageUnavailable => crate::entry::STORAGE_UNAVAILABLE,
             Kind::Recovery => crate::entry::RECOVERY,
             Kind::Repair => crate::entry::REPAIR,
+            Kind::VerificationFailed => crate::entry::VERIFICATION_FAILED,
         }
     }
 
@@ -71,7 +76,8 @@ impl Kind {
             | Kind::AgentIdRefused
             | Kind::BatchConflict
             | Kind::StorageUnavailable
-            | Kind::Repair => "high",
+            | Kind::Repair
+            | Kind::VerificationFailed => "high",
         }
     }
 }

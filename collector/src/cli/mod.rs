@@ -52,6 +52,12 @@ enum Cmd {
         /// Roles file (YAML, see docs/roles.md): which certificate identities may ship for which agent ids.
         #[arg(long, env = "WIRETRAIL_ROLES")]
         roles: Option<PathBuf>,
+        /// Seconds between incremental background verifications of the log (new leaves since the last).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+        verify_interval_secs: u64,
+        /// Seconds between full background verifications (one also runs at start).
+        #[arg(long, default_value_t = 86400, value_parser = clap::value_parser!(u64).range(1..))]
+        verify_full_interval_secs: u64,
     },
     /// Repair a log that the collector refuses to open (run with the collector
     /// stopped): restore damaged frame headers whose data is intact, or cut
@@ -190,7 +196,7 @@ struct FilterArgs {
     #[arg(long, default_value_t = 0)]
     limit: u64,
     /// The collector's own log entries of this kind instead of records
-    /// (agent_id_refused, batch_conflict, storage_unavailable, recovery, repair; * = all).
+    /// (agent_id_refused, batch_conflict, storage_unavailable, recovery, repair, verification_failed; * = all).
     #[arg(long, default_value = "")]
     entry_kind: String,
 }
@@ -275,8 +281,14 @@ pub fn main() -> anyhow::Result<()> {
                 segment_bytes,
                 registry,
                 roles,
+                verify_interval_secs,
+                verify_full_interval_secs,
             } => {
                 let mut cfg = crate::ServeConfig::new(data_dir);
+                cfg.verify = crate::verify::background::VerifyConfig {
+                    interval: Duration::from_secs(verify_interval_secs),
+                    full_interval: Duration::from_secs(verify_full_interval_secs),
+                };
                 cfg.store.segment_bytes = segment_bytes;
                 cfg.registry = registry;
                 cfg.roles = roles;

@@ -6,6 +6,9 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub mod background;
 
 use crate::merkle::{Hash, Verifier, leaf_hash, node_hash};
 use crate::store::frame::{self, HEADER_LEN};
@@ -99,6 +102,9 @@ pub enum VerifyError {
     /// The state file is unusable.
     #[error("verification state: {0}")]
     State(String),
+    /// Stopped by its caller before the end.
+    #[error("verification cancelled")]
+    Cancelled,
 }
 
 /// Verifies the log in `dir`. `resume` continues from a saved state; `progress`
@@ -108,9 +114,26 @@ pub fn verify(
     dir: &Path,
     verifier: &Verifier,
     resume: Option<State>,
+    progress: impl FnMut(u64, u64),
+) -> Result<(Report, Option<State>), VerifyError> {
+    verify_upto(dir, verifier, resume, None, &AtomicBool::new(false), progress)
+}
+
+/// [`verify`] of the first `upto` leaves only (all with `None`): a live
+/// collector's log is verified up to a checkpoint it has issued, since the
+/// leaves after it may still be being written. Setting `cancel` stops it
+/// (checked at each segment and every 64 MB) with [`VerifyError::Cancelled`].
+pub fn verify_upto(
+    dir: &Path,
+    verifier: &Verifier,
+    resume: Option<State>,
+    upto: Option<u64>,
+    cancel: &AtomicBool,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<(Report, Option<State>), VerifyError> {
-    let checkpoints = load_checkpoints(dir, verifier)?;
+    let upto = upto.unwrap_or(u64::MAX);
+    let mut checkpoints = load_checkpoints(dir, verifier)?;
+    checkpoints.retain(|c| c.checkpoint.size <= upto);
     let log = dir.join("log");
     let segs = list_segments(&log)?;
     let hashes = File::open(log.join("hashes")).ok();
@@ -143,6 +166,9 @@ pub fn verify(
         if next_first <= start {
             continue;
         }
+        if cancel.load(Ordering::Relaxed) {
+            return Err(VerifyError::Cancelled);
+        }
         if *first > n {
             bad(&mut report, n, format!("records {n}..{first} missing: segment {} starts at {first}", path.display()));
             break;
@@ -168,6 +194,9 @@ pub fn verify(
         let mut leaf = Vec::new();
         let mut hb = [0u8; 32];
         while off < len {
+            if n >= upto {
+                break 'segments;
+            }
             let mut head = [0u8; HEADER_LEN];
             let h = if off + HEADER_LEN as u64 <= len && r.read_exact(&mut head).is_ok() {
                 frame::header(&head)
@@ -208,6 +237,9 @@ pub fn verify(
             if report.bytes - last_progress >= 64 << 20 {
                 last_progress = report.bytes;
                 progress(report.leaves, report.bytes);
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(VerifyError::Cancelled);
+                }
             }
             if let Some(cp) = cps.peek()
                 && cp.checkpoint.size == n
