@@ -381,3 +381,103 @@ async fn invalid_registry_refuses_to_start() {
     assert!(msg.contains(&format!("{}: line 6: ", reg.display())), "{msg}");
     assert!(msg.contains("owner"), "{msg}");
 }
+
+/// Registry for the anomaly test: the API's business hours in New York, the
+/// scanner retired on 30 November 2026.
+const REGISTRY_SCHEDULE: &str = "\
+version: 1
+new_peer_learning_hours: 24
+identities:
+  - match: {k8s_namespace: payments, k8s_service_account: api}
+    custodian: payments-team@bank.example
+    purpose: \"Payment initiation API\"
+    hours: {days: mon-fri, from: \"07:00\", to: \"19:00\", tz: America/New_York}
+  - match: {exe: /bin/scan}
+    custodian: secops@bank.example
+    purpose: Vulnerability scanner
+    retired: 2026-11-30
+";
+
+fn utc(s: &str) -> i64 {
+    s.parse::<jiff::Timestamp>().unwrap().as_nanosecond() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_anomalies_new_peer_outside_hours_and_retired() {
+    let d = tempfile::tempdir().unwrap();
+    let reg = d.path().join("registry.yaml");
+    write(&reg, REGISTRY_SCHEDULE);
+    let server = Server::start(config(&d.path().join("data"), &reg, 1000)).await;
+    let mut agent = Agent::new(server.addr).await;
+    let mut q = QueryClient::new(channel(server.addr).await);
+    let api = |t: &str, remote: (&str, u32)| chunk(utc(t), "node-a", api_identity(), Direction::Egress, remote, "x");
+    let scan =
+        |t: &str| chunk(utc(t), "node-z", map(&[("exe", "/bin/scan")]), Direction::Egress, ("10.0.0.9", 80), "x");
+    let mut sent = 0u64;
+    let mut pass = async |agent: &mut Agent, q: &mut QueryClient<_>, records: Vec<Record>| {
+        sent += records.len() as u64;
+        agent.send(records).await;
+        inventory_at(q, sent).await;
+    };
+
+    // Wednesday 10:00 in New York; the scanner the day before its retirement.
+    pass(&mut agent, &mut q, vec![api("2026-12-02T15:00:00Z", ("10.1.0.7", 5432)), scan("2026-11-29T12:00:00Z")]).await;
+    // Within the API's first 24 hours: a known peer and a new one (both baseline).
+    pass(
+        &mut agent,
+        &mut q,
+        vec![api("2026-12-02T16:00:00Z", ("10.1.0.7", 5432)), api("2026-12-02T17:00:00Z", ("10.9.9.9", 443))],
+    )
+    .await;
+    assert!(alerts(&mut q, "new_peer").await.is_empty());
+    assert!(alerts(&mut q, "outside_hours").await.is_empty());
+    assert!(alerts(&mut q, "retired_identity_active").await.is_empty());
+
+    // Thursday 16:00 New York, 30 h after it was first seen: a peer it never
+    // talked to (twice: one alert). Saturday twice, Sunday once: one alert per
+    // local day. The retired scanner talks twice on 1 December: one alert.
+    pass(
+        &mut agent,
+        &mut q,
+        vec![
+            api("2026-12-03T21:00:00Z", ("10.6.6.6", 22)),
+            api("2026-12-03T21:05:00Z", ("10.6.6.6", 22)),
+            api("2026-12-05T15:00:00Z", ("10.1.0.7", 5432)),
+            api("2026-12-05T16:00:00Z", ("10.1.0.7", 5432)),
+            api("2026-12-06T15:00:00Z", ("10.1.0.7", 5432)),
+            scan("2026-12-01T12:00:00Z"),
+            scan("2026-12-01T13:00:00Z"),
+        ],
+    )
+    .await;
+    // The peer is stored now: talking to it again is no news.
+    pass(&mut agent, &mut q, vec![api("2026-12-04T15:00:00Z", ("10.6.6.6", 22))]).await;
+
+    let np = alerts(&mut q, "new_peer").await;
+    assert_eq!(np.len(), 1, "{np:?}");
+    assert_eq!((np[0].identity_key.as_str(), np[0].severity.as_str()), (API, "medium"));
+    assert_eq!(detail(&np[0])["peer"], "10.6.6.6:22");
+    assert_eq!(np[0].time_ns, utc("2026-12-03T21:00:00Z"));
+
+    let oh = alerts(&mut q, "outside_hours").await;
+    let days: Vec<(String, String)> = oh
+        .iter()
+        .map(|a| (detail(a)["period"].as_str().unwrap().into(), detail(a)["local_time"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(
+        days,
+        [
+            ("2026-12-05".to_string(), "2026-12-05T10:00:00".to_string()),
+            ("2026-12-06".to_string(), "2026-12-06T10:00:00".to_string())
+        ],
+        "{oh:?}"
+    );
+    assert!(detail(&oh[0])["hours"].as_str().unwrap().contains("America/New_York"));
+
+    let rt = alerts(&mut q, "retired_identity_active").await;
+    assert_eq!(rt.len(), 1, "{rt:?}");
+    assert_eq!((rt[0].identity_key.as_str(), rt[0].severity.as_str()), (SCANNER, "high"));
+    assert_eq!(detail(&rt[0])["retired_since_ns"], utc("2026-11-30T00:00:00Z"));
+    assert_eq!(rt[0].time_ns, utc("2026-12-01T12:00:00Z"));
+    server.stop().await;
+}

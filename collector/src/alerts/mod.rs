@@ -1,5 +1,6 @@
-//! Alerts raised while indexing: shadow identities, policy denials and
-//! violations, and the collector's own entries that need a person (agent id
+//! Alerts raised while indexing: shadow identities, identity anomalies (a
+//! new peer, talk outside declared hours, a retired identity talking),
+//! policy denials and violations, and the collector's own entries that need a person (agent id
 //! refusals, batch conflicts, storage outages, recovery cuts, repairs, failed
 //! background verification). Stored in the index database (derived from the log like the
 //! rest of the index), each with the leaf index of the record that raised it.
@@ -12,7 +13,7 @@ use wiretrail_proto::v1::Alert;
 pub use policy::from_decision;
 
 /// Alert kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// An identity that no registry entry matches talked.
     ShadowIdentity,
@@ -32,11 +33,17 @@ pub enum Kind {
     Repair,
     /// Background verification found the log inconsistent with its checkpoints.
     VerificationFailed,
+    /// An identity past its learning period talked to a peer it never talked to.
+    NewPeer,
+    /// An identity talked outside the hours its registry entry declares.
+    OutsideHours,
+    /// An identity its registry entry declares retired talked.
+    RetiredActive,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 12] = [
         Kind::ShadowIdentity,
         Kind::PolicyDenied,
         Kind::PolicyViolation,
@@ -46,6 +53,9 @@ impl Kind {
         Kind::Recovery,
         Kind::Repair,
         Kind::VerificationFailed,
+        Kind::NewPeer,
+        Kind::OutsideHours,
+        Kind::RetiredActive,
     ];
 
     /// The stored and API name.
@@ -60,7 +70,16 @@ impl Kind {
             Kind::Recovery => crate::entry::RECOVERY,
             Kind::Repair => crate::entry::REPAIR,
             Kind::VerificationFailed => crate::entry::VERIFICATION_FAILED,
+            Kind::NewPeer => "new_peer",
+            Kind::OutsideHours => "outside_hours",
+            Kind::RetiredActive => "retired_identity_active",
         }
+    }
+
+    /// Whether collector entries of this kind's name raise it (the others
+    /// are raised from records by the inventory).
+    fn raised_by_entries(self) -> bool {
+        !matches!(self, Kind::ShadowIdentity | Kind::NewPeer | Kind::OutsideHours | Kind::RetiredActive)
     }
 
     /// The kind named `s`.
@@ -71,20 +90,23 @@ impl Kind {
     /// Severity of alerts of this kind.
     pub fn severity(self) -> &'static str {
         match self {
-            Kind::ShadowIdentity | Kind::PolicyViolation | Kind::Recovery => "medium",
+            Kind::ShadowIdentity | Kind::PolicyViolation | Kind::Recovery | Kind::NewPeer | Kind::OutsideHours => {
+                "medium"
+            }
             Kind::PolicyDenied
             | Kind::AgentIdRefused
             | Kind::BatchConflict
             | Kind::StorageUnavailable
             | Kind::Repair
-            | Kind::VerificationFailed => "high",
+            | Kind::VerificationFailed
+            | Kind::RetiredActive => "high",
         }
     }
 }
 
 /// The alert a collector entry raises, if any.
 pub fn from_entry(leaf_index: u64, e: &wiretrail_proto::v1::CollectorEntry) -> Option<NewAlert> {
-    let kind = Kind::ALL.into_iter().find(|k| k.as_str() == e.kind && !matches!(k, Kind::ShadowIdentity))?;
+    let kind = Kind::ALL.into_iter().find(|k| k.as_str() == e.kind && k.raised_by_entries())?;
     let mut detail: serde_json::Value = serde_json::from_str(&e.detail_json).unwrap_or_default();
     if let Some(m) = detail.as_object_mut() {
         m.insert("subject".into(), e.subject.clone().into());

@@ -13,7 +13,8 @@ pub(super) struct AlertsArgs {
     #[command(flatten)]
     conn: Conn,
     /// Only this kind: shadow_identity, policy_denied, policy_violation, agent_id_refused,
-    /// batch_conflict, storage_unavailable, recovery or repair.
+    /// batch_conflict, storage_unavailable, recovery, repair, verification_failed, new_peer,
+    /// outside_hours or retired_identity_active.
     #[arg(long, default_value = "")]
     kind: String,
     /// Only alerts with a larger id (resume a previous listing).

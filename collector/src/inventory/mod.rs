@@ -29,10 +29,13 @@ CREATE TABLE IF NOT EXISTS inventory(
 CREATE TABLE IF NOT EXISTS inventory_hosts(key TEXT NOT NULL, host TEXT NOT NULL, PRIMARY KEY(key, host));
 CREATE TABLE IF NOT EXISTS inventory_peers(
   key TEXT NOT NULL, peer TEXT NOT NULL, records INTEGER NOT NULL, PRIMARY KEY(key, peer));
+CREATE TABLE IF NOT EXISTS inventory_anomalies(
+  key TEXT NOT NULL, kind TEXT NOT NULL, period TEXT NOT NULL, PRIMARY KEY(key, kind, period));
 ";
 
 /// Statements emptying the inventory (index rebuild).
-pub const CLEAR: &str = "DELETE FROM inventory; DELETE FROM inventory_hosts; DELETE FROM inventory_peers;";
+pub const CLEAR: &str = "DELETE FROM inventory; DELETE FROM inventory_hosts; DELETE FROM inventory_peers;
+DELETE FROM inventory_anomalies;";
 
 /// Decodes the stored attributes JSON.
 pub(crate) fn decode_attrs(json: &str) -> rusqlite::Result<BTreeMap<String, String>> {

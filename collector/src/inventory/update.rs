@@ -4,7 +4,7 @@
 //! deltas in memory (one row write per identity per transaction) and stores
 //! alerts as it meets the records that raise them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -72,8 +72,14 @@ struct Acc {
     bytes: u64,
     tx: u64,
     rx: u64,
+    /// First capture time stored before this pass (`None` for an identity new in it).
+    stored_first_seen: Option<i64>,
     /// Attributes of its latest record.
     attrs: BTreeMap<String, String>,
+    /// Index of the registry entry `attrs` resolve to (`None`: shadow).
+    entry: Option<usize>,
+    /// Anomaly (kind, period) pairs already raised or found stored in this pass.
+    anomalies: HashSet<(Kind, String)>,
     /// Hosts seen in this pass.
     hosts: Vec<String>,
     /// Peers in first-seen order with their record counts in this pass.
@@ -144,14 +150,15 @@ impl Pass<'_> {
         }
         let key = identity_key(side.identity, &r.host);
         if !self.accs.contains_key(&key) {
-            let alerted: Option<bool> = self
+            let stored: Option<(bool, i64)> = self
                 .c
-                .prepare_cached("SELECT alerted FROM inventory WHERE key = ?")?
-                .query_row([&key], |row| row.get::<_, i64>(0).map(|v| v != 0))
+                .prepare_cached("SELECT alerted, first_seen FROM inventory WHERE key = ?")?
+                .query_row([&key], |row| Ok((row.get::<_, i64>(0)? != 0, row.get(1)?)))
                 .optional()?;
             let acc = Acc {
-                existed: alerted.is_some(),
-                alerted: alerted.unwrap_or(false),
+                existed: stored.is_some(),
+                alerted: stored.is_some_and(|s| s.0),
+                stored_first_seen: stored.map(|s| s.1),
                 first_seen: r.capture_time_ns,
                 last_seen: r.capture_time_ns,
                 first_leaf: leaf,
@@ -172,20 +179,37 @@ impl Pass<'_> {
             acc.hosts.push(r.host.clone());
         }
         let peer = peer_of(side, &r.host);
+        let mut new_peer = None;
         if let Some(p) = &peer {
             match acc.peer_pos.get(p) {
                 Some(&i) => acc.peers[i].1 += 1,
                 None => {
                     acc.peer_pos.insert(p.clone(), acc.peers.len());
                     acc.peers.push((p.clone(), 1));
+                    new_peer = acc
+                        .stored_first_seen
+                        .filter(|&first| r.capture_time_ns.saturating_sub(first) >= self.registry.new_peer_learning_ns)
+                        .map(|first| (p.clone(), first));
                 }
             }
         }
         let attrs = RecordAttributes { identity: side.identity, host: &r.host, uid: side.uid.to_string() };
         if !same_attrs(&acc.attrs, &attrs) {
             acc.attrs = attrs.to_map();
+            acc.entry = self.registry.entries.iter().position(|e| e.matches(&attrs));
         }
-        if !acc.alerted && self.registry.resolve(&attrs).is_none() {
+        if let Some((p, first)) = new_peer
+            && self.never_talked(&key, &p)?
+        {
+            let detail = serde_json::json!({
+                "peer": p, "identity_first_seen_ns": first,
+                "learning_hours": self.registry.new_peer_learning_ns / 3_600_000_000_000,
+            });
+            self.anomaly(&key, Kind::NewPeer, p.clone(), r.capture_time_ns, leaf, detail)?;
+        }
+        self.check_schedule(&key, leaf, r.capture_time_ns, peer.as_deref())?;
+        let acc = self.accs.get_mut(&key).expect("inserted above");
+        if !acc.alerted && acc.entry.is_none() {
             acc.alerted = true;
             let first = !acc.existed && acc.records == 1;
             let a = NewAlert {
@@ -203,6 +227,75 @@ impl Pass<'_> {
             alerts::insert(self.c, &a)?;
             self.alerts.push(a);
         }
+        Ok(())
+    }
+
+    /// Whether `key` has no stored record with `peer` (and room to store one:
+    /// past [`PEER_CAP`] peers, new ones cannot be told apart).
+    fn never_talked(&self, key: &str, peer: &str) -> rusqlite::Result<bool> {
+        let (known, count): (i64, i64) = self
+            .c
+            .prepare_cached("SELECT count(*) FILTER (WHERE peer = ?2), count(*) FROM inventory_peers WHERE key = ?1")?
+            .query_row(params![key, peer], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(known == 0 && (count as u64) < PEER_CAP)
+    }
+
+    /// Raises `retired_identity_active` (once per UTC day) and
+    /// `outside_hours` (once per local day) for a record of `key` at `t`.
+    fn check_schedule(&mut self, key: &str, leaf: u64, t: i64, peer: Option<&str>) -> rusqlite::Result<()> {
+        let Some(i) = self.accs[key].entry else { return Ok(()) };
+        let registry = self.registry.clone();
+        let e = &registry.entries[i];
+        if let Some(since) = e.retired
+            && t >= since
+        {
+            let day = jiff::Timestamp::from_nanosecond(t as i128)
+                .map(|ts| ts.to_zoned(jiff::tz::TimeZone::UTC).date().to_string())
+                .unwrap_or_default();
+            let detail = serde_json::json!({
+                "retired_since_ns": since, "custodian": e.custodian, "purpose": e.purpose, "peer": peer,
+                "registry_sha256": registry.sha256,
+            });
+            self.anomaly(key, Kind::RetiredActive, day, t, leaf, detail)?;
+        }
+        if let Some(h) = &e.hours
+            && !h.contains(t)
+        {
+            let local = h.local(t);
+            let detail = serde_json::json!({
+                "hours": h.text(), "local_time": local.to_string(), "custodian": e.custodian, "peer": peer,
+                "registry_sha256": registry.sha256,
+            });
+            self.anomaly(key, Kind::OutsideHours, local.date().to_string(), t, leaf, detail)?;
+        }
+        Ok(())
+    }
+
+    /// Stores alert `kind` for `key` unless one was raised for the same `period`.
+    fn anomaly(
+        &mut self,
+        key: &str,
+        kind: Kind,
+        period: String,
+        time_ns: i64,
+        leaf: u64,
+        mut detail: serde_json::Value,
+    ) -> rusqlite::Result<()> {
+        let acc = self.accs.get_mut(key).expect("observed identity");
+        if !acc.anomalies.insert((kind, period.clone())) {
+            return Ok(());
+        }
+        let fresh = self
+            .c
+            .prepare_cached("INSERT OR IGNORE INTO inventory_anomalies(key, kind, period) VALUES (?, ?, ?)")?
+            .execute(params![key, kind.as_str(), period])?;
+        if fresh == 0 {
+            return Ok(());
+        }
+        detail["period"] = period.into();
+        let a = NewAlert { time_ns, kind, identity_key: key.to_string(), detail, leaf_index: leaf };
+        alerts::insert(self.c, &a)?;
+        self.alerts.push(a);
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 
 mod glob;
 mod parse;
+pub mod schedule;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -70,15 +71,36 @@ pub struct Entry {
     pub custodian: String,
     /// Why the workload exists.
     pub purpose: String,
+    /// When it may talk (`None` = any time).
+    pub hours: Option<schedule::Hours>,
+    /// UTC ns from which it must not talk at all.
+    pub retired: Option<i64>,
 }
 
 /// A parsed registry.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registry {
     /// Entries in file order; the first that matches wins.
     pub entries: Vec<Entry>,
     /// SHA-256 (hex) of the file's bytes ("" for the empty registry used without a file).
     pub sha256: String,
+    /// How long after an identity is first seen its new peers raise
+    /// `new_peer` alerts (its first peers are its baseline), in ns.
+    pub new_peer_learning_ns: i64,
+}
+
+/// Default of the registry's `new_peer_learning_hours`.
+pub const NEW_PEER_LEARNING_HOURS: u64 = 24;
+
+impl Default for Registry {
+    /// The empty registry (no file): every identity is shadow.
+    fn default() -> Self {
+        Registry {
+            entries: Vec::new(),
+            sha256: String::new(),
+            new_peer_learning_ns: NEW_PEER_LEARNING_HOURS as i64 * 3_600_000_000_000,
+        }
+    }
 }
 
 /// The attributes of a workload that registry matches are evaluated against.

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde::de::Error as _;
 use sha2::{Digest, Sha256};
 
-use super::{Entry, Registry, RegistryError, is_match_key};
+use super::schedule::{Hours, retired_at};
+use super::{Entry, NEW_PEER_LEARNING_HOURS, Registry, RegistryError, is_match_key};
 
 /// The file as written.
 #[derive(Deserialize)]
@@ -21,6 +22,9 @@ struct RawFile {
     /// Entries in priority order.
     #[serde(default)]
     identities: Vec<RawEntry>,
+    /// Hours after an identity's first record during which new peers are its baseline.
+    #[serde(default)]
+    new_peer_learning_hours: Option<u64>,
 }
 
 /// A checked schema version.
@@ -59,6 +63,47 @@ struct RawEntry {
     custodian: Required,
     /// Why the workload exists.
     purpose: Required,
+    /// When it may talk.
+    #[serde(default)]
+    hours: Option<RawHours>,
+    /// From when it must not talk.
+    #[serde(default)]
+    retired: Option<Retired>,
+}
+
+/// `hours: {days, from, to, tz}`, checked where it is written.
+struct RawHours(Hours);
+
+impl<'de> Deserialize<'de> for RawHours {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct H {
+            days: String,
+            from: String,
+            to: String,
+            #[serde(default = "utc")]
+            tz: String,
+        }
+        fn utc() -> String {
+            "UTC".into()
+        }
+        let h = H::deserialize(d)?;
+        Hours::parse(&h.days, &h.from, &h.to, &h.tz).map(RawHours).map_err(D::Error::custom)
+    }
+}
+
+/// `retired: DATE | RFC 3339 time`.
+struct Retired(i64);
+
+impl<'de> Deserialize<'de> for Retired {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::String(s) => s,
+            other => return Err(D::Error::custom(format!("retired must be a date or time, not {other:?}"))),
+        };
+        retired_at(&s).map(Retired).map_err(D::Error::custom)
+    }
 }
 
 /// A non-empty string.
@@ -148,9 +193,17 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Registry, RegistryError> 
         entries: raw
             .identities
             .into_iter()
-            .map(|e| Entry { matches: e.matches.0, custodian: e.custodian.0, purpose: e.purpose.0 })
+            .map(|e| Entry {
+                matches: e.matches.0,
+                custodian: e.custodian.0,
+                purpose: e.purpose.0,
+                hours: e.hours.map(|h| h.0),
+                retired: e.retired.map(|r| r.0),
+            })
             .collect(),
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
+        new_peer_learning_ns: (raw.new_peer_learning_hours.unwrap_or(NEW_PEER_LEARNING_HOURS) as i64)
+            .saturating_mul(3_600_000_000_000),
     })
 }
 
