@@ -28,6 +28,16 @@ pub enum Command {
     Run,
     /// Check capabilities, kernel BTF, tracefs and cgroup v2, then exit.
     Check,
+    /// Attach the capture hooks with programs that return at once (the floor
+    /// a benchmark compares the agent with) until SIGTERM or Ctrl-C.
+    Floor {
+        /// Which hook set.
+        #[arg(long, value_enum, default_value = "syscalls")]
+        hooks: crate::capture::floor::FloorHooks,
+        /// File created once the programs are attached.
+        #[arg(long)]
+        ready_file: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

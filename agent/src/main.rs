@@ -47,6 +47,16 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Some(Command::Floor { hooks, ref ready_file }) => {
+            let (_attached, n) = capture::floor::attach(hooks)?;
+            if let Some(f) = ready_file {
+                std::fs::write(f, b"").with_context(|| format!("writing {}", f.display()))?;
+            }
+            println!("wiretrail-agent: {n} no-op {hooks:?} hooks attached; SIGTERM or Ctrl-C detaches them");
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+            Ok(())
+        }
         Some(Command::Run) | None => run(cli).await,
     }
 }

@@ -190,3 +190,47 @@ fn metrics_addr(agent: &Agent) -> std::net::SocketAddr {
         .find_map(|l| l["fields"]["addr"].as_str().and_then(|a| a.parse().ok()))
         .unwrap_or_else(|| panic!("no metrics address in the agent's log:\n{log}"))
 }
+
+/// `bpftool prog show name NAME` as JSON (an empty list when there is none).
+fn progs_named(name: &str) -> Vec<serde_json::Value> {
+    let out = Command::new("bpftool").args(["-j", "prog", "show", "name", name]).output().expect("bpftool");
+    let text = String::from_utf8_lossy(&out.stdout);
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(serde_json::Value::Array(v)) => v,
+        Ok(v) if v.is_object() => vec![v],
+        _ => vec![],
+    }
+}
+
+/// The benchmark's floor: `wiretrail-agent floor` attaches a program that
+/// returns at once to the agent's tracepoints; it runs on socket I/O while
+/// attached and is gone after SIGTERM.
+#[test]
+fn floor_mode_attaches_no_op_programs_to_the_agent_hooks_and_detaches_them() {
+    require_root();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let stats = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap();
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").unwrap();
+    let child = Command::new(workspace_bin("wiretrail-agent"))
+        .args(["floor", "--hooks", "syscalls", "--ready-file"])
+        .arg(&ready)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wiretrail_tests::wait_until(Duration::from_secs(30), || ready.exists()), "floor did not attach");
+    tcp_send(&[7u8; 10_000]);
+    let progs = progs_named("floor_tracepoint");
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats.trim()).unwrap();
+    assert_eq!(progs.len(), 1, "{progs:?}");
+    assert!(progs[0]["run_cnt"].as_u64().unwrap_or(0) > 0, "the floor program never ran: {progs:?}");
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    let n: usize = said.split_whitespace().nth(1).and_then(|w| w.parse().ok()).unwrap_or(0);
+    assert_eq!(n, wiretrail_agent::capture::loader::TRACEPOINTS.len() + 1, "{said}");
+    assert!(progs_named("floor_tracepoint").is_empty(), "still loaded after SIGTERM");
+}

@@ -2,12 +2,17 @@
 //!
 //! Phases, all in one run so the figures are ratios of one machine state:
 //! 1. no agent (baseline before);
-//! 2. the agent capturing with `--output none` (capture, connection table,
+//! 2. the floor: the agent's own tracepoints with programs that return at
+//!    once (`wiretrail-agent floor --hooks syscalls`);
+//! 3. the floor of the socket layer as a data path: no-op fentry/fexit on the
+//!    TCP/UDP send and receive functions (`--hooks sockets`; printed as not
+//!    measured, with the kernel's answer, where they cannot load);
+//! 4. the agent capturing with `--output none` (capture, connection table,
 //!    records made but not written): requests/s, agent CPU per kernel event,
 //!    peak RSS, losses — optionally profiled with `perf` (`--profile`);
-//! 3. no agent (baseline after: the VM's speed drifts, so both baselines and
+//! 5. no agent (baseline after: the VM's speed drifts, so both baselines and
 //!    their spread are printed and the ratio uses their mean);
-//! 4. the agent shipping to a collector on this host (plaintext gRPC, zstd):
+//! 6. the agent shipping to a collector on this host (plaintext gRPC, zstd):
 //!    records shipped per second, records per request, encoded record bytes
 //!    and bytes on the wire (TCP bytes acked, from `ss`) per captured payload byte.
 use std::{
@@ -181,6 +186,56 @@ impl Running {
     }
 }
 
+/// `wiretrail-agent floor`: a hook set with programs that return at once.
+struct Floor {
+    child: Child,
+}
+
+impl Floor {
+    /// Starts it; `Err` carries the agent's own message when the hooks
+    /// cannot be loaded on this kernel.
+    fn start(bin: &Path, dir: &Path, hooks: &str) -> anyhow::Result<Floor> {
+        let ready = dir.join(format!("floor-{hooks}.ready"));
+        let log = dir.join(format!("floor-{hooks}.log"));
+        let child = Command::new(bin)
+            .args(["floor", "--hooks", hooks, "--log-level", "warn", "--ready-file"])
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting the agent's floor mode")?;
+        let mut f = Floor { child };
+        let up = wait_until(Duration::from_secs(30), || ready.exists() || f.child.try_wait().ok().flatten().is_some());
+        if !up || !ready.exists() {
+            let _ = f.child.kill();
+            let _ = f.child.wait();
+            let err = std::fs::read_to_string(&log).unwrap_or_default();
+            let first = err.lines().find(|l| l.starts_with("Error")).unwrap_or("did not attach").to_string();
+            bail!("{first}");
+        }
+        Ok(f)
+    }
+
+    fn stop(mut self) -> anyhow::Result<()> {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let st = self.child.wait()?;
+        anyhow::ensure!(st.success(), "floor agent exited with {st}");
+        Ok(())
+    }
+}
+
+/// wrk with a floor hook set attached: its figures, or why it could not load.
+fn floor_run(bin: &Path, dir: &Path, hooks: &str, addr: SocketAddr, a: &Args) -> anyhow::Result<Result<Wrk, String>> {
+    let f = match Floor::start(bin, dir, hooks) {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let w = wrk(addr, a, a.duration)?;
+    f.stop()?;
+    Ok(Ok(w))
+}
+
 /// Bytes acknowledged by the peer on TCP connections to `port` (from `ss`).
 fn tcp_bytes_acked_to(port: u16) -> anyhow::Result<u64> {
     let out = Command::new("ss")
@@ -206,10 +261,14 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 
     eprintln!("bench: warm-up");
     wrk(addr, a, 2)?;
-    eprintln!("bench: 1/4 agent off, {} s", a.duration);
+    eprintln!("bench: 1/6 agent off, {} s", a.duration);
     let off1 = wrk(addr, a, a.duration)?;
+    eprintln!("bench: 2/6 floor: the agent's tracepoints with no-op programs, {} s", a.duration);
+    let floor_tp = floor_run(&agent_bin, dir.path(), "syscalls", addr, a)?;
+    eprintln!("bench: 3/6 floor: fentry/fexit on the socket layer with no-op programs, {} s", a.duration);
+    let floor_sock = floor_run(&agent_bin, dir.path(), "sockets", addr, a)?;
 
-    eprintln!("bench: 2/4 agent on (output {}), {} s", a.output, a.duration);
+    eprintln!("bench: 4/6 agent on (output {}), {} s", a.output, a.duration);
     let agent = Running::start(&agent_bin, dir.path(), a, &[])?;
     let pid = agent.child.id();
     let (cpu0, _) = proc_usage(pid)?;
@@ -245,14 +304,14 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let records = counter(&c1, "records_out")? - counter(&c0, "records_out")?;
     let cpu = cpu1 - cpu0;
 
-    eprintln!("bench: 3/4 agent off, {} s", a.duration);
+    eprintln!("bench: 5/6 agent off, {} s", a.duration);
     let off2 = wrk(addr, a, a.duration)?;
     let base = (off1.rps + off2.rps) / 2.0;
 
     let ship = if a.no_ship {
         None
     } else {
-        eprintln!("bench: 4/4 agent shipping to a collector on this host, {} s", a.duration);
+        eprintln!("bench: 6/6 agent shipping to a collector on this host, {} s", a.duration);
         let port = free_port();
         let data = dir.path().join("data");
         let mut collector = Command::new(&collector_bin)
@@ -305,8 +364,25 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         off2.rps,
         100.0 * (off1.rps - off2.rps).abs() / base
     );
+    let floors = [("the agent's tracepoints", &floor_tp), ("fentry/fexit tcp/udp send/recvmsg", &floor_sock)];
+    for (name, f) in floors {
+        match f {
+            Ok(w) => println!(
+                "| requests/s, floor: {name}, no-op programs (ratio to mean(off)) | {:.0} ({:.4}) |",
+                w.rps,
+                w.rps / base
+            ),
+            Err(e) => println!("| requests/s, floor: {name}, no-op programs | not measured: {e} |"),
+        }
+    }
     println!("| requests/s, agent on | {:.0} |", on.rps);
     println!("| ratio on / mean(off) | {:.4} |", on.rps / base);
+    if let Ok(w) = &floor_tp {
+        println!("| ratio on / floor (the agent's tracepoints) | {:.4} |", on.rps / w.rps);
+    }
+    if let Ok(w) = &floor_sock {
+        println!("| ratio on / floor (socket layer) | {:.4} |", on.rps / w.rps);
+    }
     println!(
         "| mean latency off / on | {:.0} µs / {:.0} µs |",
         (off1.latency_us + off2.latency_us) / 2.0,

@@ -7,7 +7,7 @@ use aya::{
 use wiretrail_common::{CaptureConfig, KernelOffsets};
 
 /// The eBPF object built by `build.rs`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wiretrail-ebpf.o"));
+pub(super) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wiretrail-ebpf.o"));
 
 /// Other tracepoint programs: (category, name).
 pub const OTHER_TRACEPOINTS: &[(&str, &str)] = &[("sched", "sched_process_exec")];
@@ -55,6 +55,11 @@ pub enum LoadError {
         path: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("reading the kernel's BTF: {source}")]
+    Btf {
+        #[source]
+        source: aya::BtfError,
     },
     #[error("eBPF object has no program `{name}`")]
     MissingProgram { name: String },

@@ -3,6 +3,7 @@
 pub mod btf;
 pub mod event;
 pub mod execs;
+pub mod floor;
 pub mod loader;
 pub mod offsets;
 pub mod reader;
