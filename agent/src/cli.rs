@@ -37,6 +37,9 @@ pub enum Command {
         /// File created once the programs are attached.
         #[arg(long)]
         ready_file: Option<std::path::PathBuf>,
+        /// TLS library file to probe (with `--hooks tls`; repeatable).
+        #[arg(long)]
+        library: Vec<std::path::PathBuf>,
     },
 }
 

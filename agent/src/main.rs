@@ -47,8 +47,8 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Some(Command::Floor { hooks, ref ready_file }) => {
-            let (_attached, n) = capture::floor::attach(hooks)?;
+        Some(Command::Floor { hooks, ref ready_file, ref library }) => {
+            let (_attached, n) = capture::floor::attach(hooks, library)?;
             if let Some(f) = ready_file {
                 std::fs::write(f, b"").with_context(|| format!("writing {}", f.display()))?;
             }

@@ -1,16 +1,28 @@
 //! Programs that return at once, for measuring the floor: the cost of the
 //! hooks themselves, with nothing done in them. `wiretrail-agent floor`
 //! attaches them where the capture programs go (every syscall tracepoint of
-//! the agent's hook set), or on the socket layer (fentry/fexit of the TCP and
+//! the agent's hook set, or its TLS uprobes on a library), or on the socket layer (fentry/fexit of the TCP and
 //! UDP send and receive functions) as a candidate data path; `cargo xtask
 //! bench capture` compares the agent with them in the same run.
 use aya_ebpf::{
-    macros::{fentry, fexit, tracepoint},
-    programs::{FEntryContext, FExitContext, TracePointContext},
+    macros::{fentry, fexit, tracepoint, uprobe, uretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 
 #[tracepoint]
 pub fn floor_tracepoint(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+/// Where the agent puts a TLS entry probe (and Go's RET probes).
+#[uprobe]
+pub fn floor_uprobe(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+/// Where the agent puts a TLS return probe.
+#[uretprobe]
+pub fn floor_uretprobe(_ctx: RetProbeContext) -> u32 {
     0
 }
 

@@ -234,3 +234,34 @@ fn floor_mode_attaches_no_op_programs_to_the_agent_hooks_and_detaches_them() {
     assert_eq!(n, wiretrail_agent::capture::loader::TRACEPOINTS.len() + 1, "{said}");
     assert!(progs_named("floor_tracepoint").is_empty(), "still loaded after SIGTERM");
 }
+
+/// The TLS floor probes a library where the agent would (OpenSSL 3: entry
+/// and return of SSL_read/SSL_write and their _ex forms) and refuses to run
+/// without one.
+#[test]
+fn floor_mode_probes_a_tls_library_where_the_agent_would() {
+    require_root();
+    let _g = serial();
+    let agent = workspace_bin("wiretrail-agent");
+    let out = Command::new(&agent).args(["floor", "--hooks", "tls"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs at least one --library"), "{out:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let lib = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
+    let child = Command::new(&agent)
+        .args(["floor", "--hooks", "tls", "--library", lib, "--ready-file"])
+        .arg(&ready)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wiretrail_tests::wait_until(Duration::from_secs(30), || ready.exists()), "floor did not attach");
+    assert_eq!(progs_named("floor_uprobe").len(), 1);
+    assert_eq!(progs_named("floor_uretprobe").len(), 1);
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("wiretrail-agent: 8 no-op Tls hooks"), "{out:?}");
+    assert!(progs_named("floor_uprobe").is_empty());
+}

@@ -4,9 +4,11 @@
 //! 1. no agent (baseline before);
 //! 2. the floor: the agent's own tracepoints with programs that return at
 //!    once (`wiretrail-agent floor --hooks syscalls`);
-//! 3. the floor of the socket layer as a data path: no-op fentry/fexit on the
-//!    TCP/UDP send and receive functions (`--hooks sockets`; printed as not
-//!    measured, with the kernel's answer, where they cannot load);
+//! 3. plain: the floor of the socket layer as a data path, no-op
+//!    fentry/fexit on the TCP/UDP send and receive functions (`--hooks
+//!    sockets`; printed as not measured, with the kernel's answer, where they
+//!    cannot load); HTTPS (`bench tls`): the agent's TLS uprobes on nginx's
+//!    libssl with no-op programs (`--hooks tls`);
 //! 4. the agent capturing with `--output none` (capture, connection table,
 //!    records made but not written): requests/s, agent CPU per kernel event,
 //!    peak RSS, losses — optionally profiled with `perf` (`--profile`);
@@ -194,12 +196,13 @@ struct Floor {
 impl Floor {
     /// Starts it; `Err` carries the agent's own message when the hooks
     /// cannot be loaded on this kernel.
-    fn start(bin: &Path, dir: &Path, hooks: &str) -> anyhow::Result<Floor> {
+    fn start(bin: &Path, dir: &Path, hooks: &str, extra: &[&str]) -> anyhow::Result<Floor> {
         let ready = dir.join(format!("floor-{hooks}.ready"));
         let log = dir.join(format!("floor-{hooks}.log"));
         let child = Command::new(bin)
             .args(["floor", "--hooks", hooks, "--log-level", "warn", "--ready-file"])
             .arg(&ready)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
@@ -226,14 +229,33 @@ impl Floor {
 }
 
 /// wrk with a floor hook set attached: its figures, or why it could not load.
-fn floor_run(bin: &Path, dir: &Path, hooks: &str, addr: SocketAddr, a: &Args) -> anyhow::Result<Result<Wrk, String>> {
-    let f = match Floor::start(bin, dir, hooks) {
+fn floor_run(
+    bin: &Path,
+    dir: &Path,
+    hooks: &str,
+    extra: &[&str],
+    addr: SocketAddr,
+    a: &Args,
+) -> anyhow::Result<Result<Wrk, String>> {
+    let f = match Floor::start(bin, dir, hooks, extra) {
         Ok(f) => f,
         Err(e) => return Ok(Err(e.to_string())),
     };
     let w = wrk(addr, a, a.duration)?;
     f.stop()?;
     Ok(Ok(w))
+}
+
+/// The libssl file nginx links (from `ldd`), where the agent probes it.
+fn nginx_libssl() -> anyhow::Result<String> {
+    let out = Command::new("ldd").arg("/usr/sbin/nginx").output().context("ldd /usr/sbin/nginx")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.trim_start().starts_with("libssl.so"))
+        .and_then(|l| l.split("=>").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .map(str::to_string)
+        .context("nginx links no libssl (ldd)")
 }
 
 /// Bytes acknowledged by the peer on TCP connections to `port` (from `ss`).
@@ -264,9 +286,15 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     eprintln!("bench: 1/6 agent off, {} s", a.duration);
     let off1 = wrk(addr, a, a.duration)?;
     eprintln!("bench: 2/6 floor: the agent's tracepoints with no-op programs, {} s", a.duration);
-    let floor_tp = floor_run(&agent_bin, dir.path(), "syscalls", addr, a)?;
-    eprintln!("bench: 3/6 floor: fentry/fexit on the socket layer with no-op programs, {} s", a.duration);
-    let floor_sock = floor_run(&agent_bin, dir.path(), "sockets", addr, a)?;
+    let floor_tp = floor_run(&agent_bin, dir.path(), "syscalls", &[], addr, a)?;
+    let floor_sock = if a.tls {
+        eprintln!("bench: 3/6 floor: the agent's TLS uprobes on nginx's libssl with no-op programs, {} s", a.duration);
+        let lib = nginx_libssl()?;
+        floor_run(&agent_bin, dir.path(), "tls", &["--library", &lib], addr, a)?
+    } else {
+        eprintln!("bench: 3/6 floor: fentry/fexit on the socket layer with no-op programs, {} s", a.duration);
+        floor_run(&agent_bin, dir.path(), "sockets", &[], addr, a)?
+    };
 
     eprintln!("bench: 4/6 agent on (output {}), {} s", a.output, a.duration);
     let agent = Running::start(&agent_bin, dir.path(), a, &[])?;
@@ -364,7 +392,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         off2.rps,
         100.0 * (off1.rps - off2.rps).abs() / base
     );
-    let floors = [("the agent's tracepoints", &floor_tp), ("fentry/fexit tcp/udp send/recvmsg", &floor_sock)];
+    let second = if a.tls { "the agent's TLS uprobes (libssl)" } else { "fentry/fexit tcp/udp send/recvmsg" };
+    let floors = [("the agent's tracepoints", &floor_tp), (second, &floor_sock)];
     for (name, f) in floors {
         match f {
             Ok(w) => println!(
@@ -381,7 +410,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         println!("| ratio on / floor (the agent's tracepoints) | {:.4} |", on.rps / w.rps);
     }
     if let Ok(w) = &floor_sock {
-        println!("| ratio on / floor (socket layer) | {:.4} |", on.rps / w.rps);
+        println!("| ratio on / floor ({second}) | {:.4} |", on.rps / w.rps);
     }
     println!(
         "| mean latency off / on | {:.0} µs / {:.0} µs |",

@@ -5,16 +5,35 @@
 //!
 //! - [`FloorHooks::Syscalls`]: one no-op program on every tracepoint the
 //!   agent attaches (the syscall data path and exec notifications).
+//! - [`FloorHooks::Tls`]: a no-op uprobe or uretprobe at every point where
+//!   the agent probes the TLS library files given (`--library`), found the
+//!   way the agent finds them (`tls::elf`).
 //! - [`FloorHooks::Sockets`]: no-op fentry/fexit on `tcp_sendmsg`,
 //!   `tcp_recvmsg`, `udp_sendmsg`, `udp_recvmsg`, `udpv6_sendmsg` and
 //!   `udpv6_recvmsg`: the socket layer as a candidate data path (it fires only
 //!   for sockets, not for every read and write of every file).
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{FEntry, FExit, TracePoint},
+    programs::{FEntry, FExit, TracePoint, UProbe},
 };
 
 use super::loader::{EBPF_OBJECT, LoadError, OTHER_TRACEPOINTS, TRACEPOINTS};
+
+/// Why the floor could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum FloorError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("--hooks tls needs at least one --library FILE (e.g. the libssl.so.3 a server maps)")]
+    NoLibrary,
+    #[error("{path}: no TLS library the agent can probe ({found})")]
+    NotTls { path: std::path::PathBuf, found: String },
+    #[error("inspecting a TLS library")]
+    Elf {
+        #[source]
+        source: super::tls::elf::ElfError,
+    },
+}
 
 /// Which hook set to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,6 +42,17 @@ pub enum FloorHooks {
     Syscalls,
     /// fentry/fexit on the TCP and UDP send and receive functions.
     Sockets,
+    /// The agent's TLS uprobes on the given library files.
+    Tls,
+}
+
+/// The no-op program standing for capture program `name` at a TLS probe point.
+fn floor_program(name: &'static str) -> &'static str {
+    match name {
+        "ssl_write_ret" | "ssl_read_ret" | "gnutls_send_ret" | "gnutls_recv_ret" => "floor_uretprobe",
+        // Entry probes, and Go's RET probes (plain uprobes at the RET instructions).
+        _ => "floor_uprobe",
+    }
 }
 
 /// The socket-layer functions (fentry and fexit programs are named
@@ -40,9 +70,10 @@ where
         .map_err(|source| LoadError::Program { name: name.into(), source })
 }
 
-/// Loads and attaches the no-op programs of `hooks`; they stay attached
-/// while the returned object lives. Returns it and the number of attachments.
-pub fn attach(hooks: FloorHooks) -> Result<(Ebpf, usize), LoadError> {
+/// Loads and attaches the no-op programs of `hooks` (`libraries`: the TLS
+/// library files, for [`FloorHooks::Tls`]); they stay attached while the
+/// returned object lives. Returns it and the number of attachments.
+pub fn attach(hooks: FloorHooks, libraries: &[std::path::PathBuf]) -> Result<(Ebpf, usize), FloorError> {
     let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(|source| LoadError::Load { source })?;
     let err = |name: &str| {
         let name = name.to_string();
@@ -71,6 +102,25 @@ pub fn attach(hooks: FloorHooks) -> Result<(Ebpf, usize), LoadError> {
                 p.load(f, &btf).map_err(err(&exit))?;
                 p.attach().map_err(err(&exit))?;
                 n += 2;
+            }
+        }
+        FloorHooks::Tls => {
+            if libraries.is_empty() {
+                return Err(FloorError::NoLibrary);
+            }
+            for name in ["floor_uprobe", "floor_uretprobe"] {
+                let p: &mut UProbe = program(&mut ebpf, name)?;
+                p.load().map_err(err(name))?;
+            }
+            for lib in libraries {
+                let kind = match super::tls::elf::inspect(lib) {
+                    Ok(super::tls::elf::Inspection::Tls { kind, .. }) => kind,
+                    Ok(other) => return Err(FloorError::NotTls { path: lib.clone(), found: format!("{other:?}") }),
+                    Err(source) => return Err(FloorError::Elf { source }),
+                };
+                let links = super::tls::attach_as(&mut ebpf, lib, &kind, 0, floor_program)
+                    .map_err(|(_, source)| LoadError::Program { name: lib.display().to_string(), source })?;
+                n += links.len();
             }
         }
     }

@@ -100,7 +100,7 @@ impl TlsNotice {
     }
 }
 
-type Links = Vec<(&'static str, UProbeLinkId)>;
+pub(crate) type Links = Vec<(&'static str, UProbeLinkId)>;
 
 struct Attached {
     links: Links,
@@ -186,9 +186,23 @@ fn attach(
     kind: &TlsKind,
     cookie: u16,
 ) -> Result<Links, (Links, ProgramError)> {
+    attach_as(ebpf, path, kind, cookie, |p| p)
+}
+
+/// The agent's probes for `kind` in `path`, each attached as the program
+/// `program(name)` (the floor attaches no-op programs at the same points).
+/// The programs must be loaded.
+pub(crate) fn attach_as(
+    ebpf: &mut Ebpf,
+    path: &std::path::Path,
+    kind: &TlsKind,
+    cookie: u16,
+    program: fn(&'static str) -> &'static str,
+) -> Result<Links, (Links, ProgramError)> {
     let mut links = Vec::new();
     let mut one = |prog: &'static str, loc: UProbeAttachLocation<'_>, links: &mut Links| -> Result<(), ProgramError> {
-        let p: &mut UProbe = ebpf.program_mut(prog).expect("loaded in new()").try_into()?;
+        let prog = program(prog);
+        let p: &mut UProbe = ebpf.program_mut(prog).ok_or(ProgramError::NotLoaded)?.try_into()?;
         let id = p.attach(
             UProbeAttachPoint { location: loc, cookie: Some(cookie as u64) },
             path,
