@@ -53,6 +53,11 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let args = &cli.run;
+    // Redaction rules and key first: a bad rule stops the agent before it captures anything.
+    let redactor = Arc::new(
+        wiretrail_agent::redact::Redactor::new(&args.redaction, &args.redact_key_file)
+            .context("loading the redaction rules")?,
+    );
     let sink = match (args.output, &args.output_file) {
         (OutputFormat::None, _) => Sink::Discard,
         (OutputFormat::Jsonl, Some(p)) => Sink::file(&p.to_string_lossy())?,
@@ -98,6 +103,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     // Records made outside the capture path: TLS and policy notices, policy decisions.
     let (note_tx, note_rx) = mpsc::channel::<Record>(1024);
+    // The rule set in force (and any built-in rule turned off) is on the record.
+    note_tx.try_send(redactor.notice()).context("queueing the redaction notice")?;
     let hasher = wiretrail_agent::identity::ExeHasher::start(args.exe_hash_max_bytes, metrics.clone());
     let exes = Arc::new(wiretrail_agent::identity::ExecCache::with_hasher(Some(hasher.clone())));
     if let Some(ring) = loaded.execs.take() {
@@ -149,7 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let table =
         ConnTable::new(conn_config, wiretrail_agent::identity::IdentityResolver::new(identity.clone()), registry);
-    let pipe = tokio::spawn(pipeline::run(rx, note_rx, table, sink, ship, metrics.clone(), drained));
+    let pipe = tokio::spawn(pipeline::run(rx, note_rx, table, sink, ship, metrics.clone(), drained, redactor));
     if let Some(addr) = args.metrics_addr {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics address {addr}"))?;

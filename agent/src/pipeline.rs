@@ -14,6 +14,7 @@ use crate::{
     metrics::Metrics,
     output::{Sink, SinkError},
     record::{LostRecord, Record, Stamp, wire},
+    redact::Redactor,
     types::GapReason,
 };
 
@@ -33,6 +34,8 @@ struct Out {
     /// waits while the shipper writes its spool: backpressure, never loss).
     queue: Vec<pb::Record>,
     metrics: Arc<Metrics>,
+    /// Masks secrets in every record before it is written or shipped.
+    redactor: Arc<Redactor>,
     /// Missing bytes the records written so far state for events the kernel
     /// could not hand over (either end's observation).
     ring_gap_bytes: u64,
@@ -65,7 +68,10 @@ fn ring_gap_bytes(r: &Record) -> u64 {
 
 impl Out {
     fn write(&mut self, records: &mut Vec<Record>) -> Result<(), SinkError> {
-        for r in records.drain(..) {
+        for mut r in records.drain(..) {
+            // Before anything sees the record: the output, the spool, the
+            // collector's hash all get the masked bytes only.
+            self.redactor.apply(&mut r);
             self.metrics.count_record(&r);
             self.ring_gap_bytes += ring_gap_bytes(&r);
             if self.sink.writes() {
@@ -104,8 +110,9 @@ pub async fn run(
     ship: Option<Ship>,
     metrics: Arc<Metrics>,
     drained: Drained,
+    redactor: Arc<Redactor>,
 ) -> Result<(), SinkError> {
-    let mut out = Out { sink, ship, queue: Vec::new(), metrics: metrics.clone(), ring_gap_bytes: 0 };
+    let mut out = Out { sink, ship, queue: Vec::new(), metrics: metrics.clone(), redactor, ring_gap_bytes: 0 };
     let mut records: Vec<Record> = Vec::new();
     let mut clock = Clock::system();
     let mut tick = tokio::time::interval(std::time::Duration::from_nanos(crate::clock::REMEASURE_NS));
