@@ -287,3 +287,56 @@ proptest! {
         prop_assert!(out[6..6 + d.len()].iter().all(u8::is_ascii_digit));
     }
 }
+
+/// An HTTP/1 exchange record as read back from JSON, with a gap of 10 bytes
+/// before its request's raw bytes and a parsed message naming the secret.
+fn exchange_with(raw: &[u8], fields: serde_json::Value) -> Record {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+    let v = serde_json::json!({
+        "type": "exchange", "ts": "2026-01-01T00:00:00Z", "clock": "CLOCK_REALTIME",
+        "conn_id": 1, "transport": "tcp", "role": "client", "pid": 1, "tid": 1, "comm": "curl", "uid": 0,
+        "cgroup_id": 1, "netns": 1, "protocol": "http1",
+        "parts": [{"direction": "egress", "role": "request", "pos": 100, "len": raw.len() + 10, "raw": b64,
+                   "seen": {"first_ns": 1, "last_ns": 2, "calls": [],
+                            "gaps": [{"offset": 0, "len": 10, "reason": "lost"}]}}],
+        "messages": [{"part": 0, "offset": 10, "len": raw.len(), "fields": fields,
+                      "error": "bad header near Bearer tok-3a1b2c3d4e"}],
+    });
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn records_are_masked_in_bytes_fields_and_errors_and_state_the_ranges() {
+    let raw = b"GET / HTTP/1.1\r\nAuthorization: Bearer tok-3a1b2c3d4e\r\n\r\n";
+    let fields = serde_json::json!({"type": "http1", "method": "GET",
+        "headers": [{"name": "Authorization", "value": "Bearer tok-3a1b2c3d4e"}]});
+    let mut rec = exchange_with(raw, fields);
+    all().apply(&mut rec);
+    let Record::Exchange(e) = &rec else { panic!() };
+    let masked = e.parts[0].raw.0.to_vec();
+    assert_eq!(masked, b"GET / HTTP/1.1\r\nAuthorization: Bearer **************\r\n\r\n".to_vec());
+    // One range (the header rule's and the bearer rule's coincide), at its stream position: pos + gap + offset.
+    let at = raw.windows(4).position(|w| w == b"tok-").unwrap() as u64;
+    assert_eq!(e.redactions.len(), 1, "{:?}", e.redactions);
+    let r = &e.redactions[0];
+    assert_eq!((r.part, r.pos, r.len, r.rules_version), (0, 100 + 10 + at, 14, RULES_VERSION));
+    let json = serde_json::to_string(&rec).unwrap();
+    assert!(!json.contains("tok-3a1b2c3d4e"), "{json}");
+    assert!(json.contains(r#""value":"Bearer **************""#), "{json}");
+    assert!(json.contains("bad header near Bearer **************"), "{json}");
+    let w = crate::record::wire::to_wire(&rec, "h");
+    assert_eq!(w.redactions.len(), 1);
+    assert_eq!((w.redactions[0].stream_pos, w.redactions[0].len), (100 + 10 + at, 14));
+    assert!(!w.parsed_json.contains("tok-3a1b2c3d4e"));
+}
+
+#[test]
+fn records_without_secrets_are_unchanged() {
+    let raw = b"GET /index.html HTTP/1.1\r\nHost: example\r\nAccept: */*\r\n\r\n";
+    let fields = serde_json::json!({"type": "http1", "method": "GET"});
+    let before = exchange_with(raw, fields);
+    let mut rec = before.clone();
+    all().apply(&mut rec);
+    assert_eq!(rec, before);
+}
