@@ -116,7 +116,7 @@ fn postgres_password_and_sasl_contents() {
     startup.extend_from_slice(&196_608u32.to_be_bytes());
     startup.extend_from_slice(params);
     let mut pw = startup.clone();
-    pw.extend_from_slice(b"p\0\0\0\x0dhunter2pw\0");
+    pw.extend_from_slice(b"p\0\0\0\x0ehunter2pw\0");
     let out = masked(r, Protocol::Postgres, &pw);
     assert_eq!(&out[..startup.len() + 5], &pw[..startup.len() + 5]);
     assert_eq!(&out[startup.len() + 5..], b"*********\0");
