@@ -411,7 +411,9 @@ fn secrets_from_real_peers_are_masked_everywhere_and_the_rest_is_exact() {
     let collector_log = collector.log();
     let l = leaks(&secrets, collector_log.as_bytes(), &[]);
     assert!(l.is_empty(), "collector log: {l:?}");
-    // The stored leaves carry the stated ranges (proto Record field 50).
+    // The stored leaves carry the stated ranges (proto Record field 50): a
+    // `Redaction` message's rule (field 4) and rules version (field 5) as
+    // protobuf encodes them.
     let data_has_ranges = {
         let mut found = false;
         let mut stack = vec![dir.path().join("data")];
@@ -419,7 +421,9 @@ fn secrets_from_real_peers_are_masked_everywhere_and_the_rest_is_exact() {
             for e in std::fs::read_dir(&d).unwrap().flatten() {
                 if e.path().is_dir() {
                     stack.push(e.path());
-                } else if find(&std::fs::read(e.path()).unwrap_or_default(), b"postgres_password").is_some() {
+                } else if find(&std::fs::read(e.path()).unwrap_or_default(), b"\x22\x11postgres_password\x28\x01")
+                    .is_some()
+                {
                     found = true;
                 }
             }
