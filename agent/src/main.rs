@@ -156,7 +156,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let table =
         ConnTable::new(conn_config, wiretrail_agent::identity::IdentityResolver::new(identity.clone()), registry);
-    let pipe = tokio::spawn(pipeline::run(rx, note_rx, table, sink, ship, metrics.clone(), drained, redactor));
+    let pipe = tokio::spawn(pipeline::run(
+        rx,
+        note_rx,
+        table,
+        pipeline::Outputs { sink, ship, redactor },
+        metrics.clone(),
+        drained,
+    ));
     if let Some(addr) = args.metrics_addr {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics address {addr}"))?;

@@ -26,6 +26,16 @@ pub struct Ship {
     pub host: String,
 }
 
+/// Where records go, and what is masked in them first.
+pub struct Outputs {
+    /// The local output.
+    pub sink: Sink,
+    /// The collector's shipper, when shipping.
+    pub ship: Option<Ship>,
+    /// Masks secrets in every record before either sees it.
+    pub redactor: Arc<Redactor>,
+}
+
 /// Writes records to the local output and queues them for the collector.
 struct Out {
     sink: Sink,
@@ -106,12 +116,11 @@ pub async fn run(
     mut rx: mpsc::Receiver<Vec<CaptureEvent>>,
     mut notes: mpsc::Receiver<Record>,
     mut table: ConnTable,
-    sink: Sink,
-    ship: Option<Ship>,
+    outputs: Outputs,
     metrics: Arc<Metrics>,
     drained: Drained,
-    redactor: Arc<Redactor>,
 ) -> Result<(), SinkError> {
+    let Outputs { sink, ship, redactor } = outputs;
     let mut out = Out { sink, ship, queue: Vec::new(), metrics: metrics.clone(), redactor, ring_gap_bytes: 0 };
     let mut records: Vec<Record> = Vec::new();
     let mut clock = Clock::system();

@@ -64,7 +64,7 @@ fn luhn(d: &str) -> bool {
             if v > 9 { v - 9 } else { v }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The forms a secret can take in stored text: itself, and the base64 of it

@@ -51,7 +51,7 @@ pub fn token_digits(key: &[u8], digits: &[u8]) -> Vec<u8> {
 fn card_grouping(text: &[u8]) -> bool {
     let Some(sep) = text.iter().copied().find(|c| !c.is_ascii_digit()) else { return true };
     let groups: Vec<usize> = text.split(|&c| c == sep).map(<[u8]>::len).collect();
-    if groups.iter().any(|&g| g == 0) || text.split(|&c| c == sep).any(|g| !g.iter().all(u8::is_ascii_digit)) {
+    if groups.contains(&0) || text.split(|&c| c == sep).any(|g| !g.iter().all(u8::is_ascii_digit)) {
         return false;
     }
     let (last, init) = groups.split_last().expect("at least one group");
