@@ -160,7 +160,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         rx,
         note_rx,
         table,
-        pipeline::Outputs { sink, ship, redactor },
+        pipeline::Outputs { sink, ship, redactor: redactor.clone() },
         metrics.clone(),
         drained,
     ));
@@ -226,6 +226,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             _ = hup.recv() => {
+                // A replaced key file: the new tokenization key from the next record on.
+                match redactor.reload_key() {
+                    Ok(Some(n)) => {
+                        if note_tx.try_send(n).is_err() {
+                            tracing::warn!("notice channel full; the key rotation is in this log only");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: redaction key not reloaded; the key in force stays");
+                        let n = Record::notice("redaction_key_rejected", serde_json::json!({"error": e.to_string()}));
+                        let _ = note_tx.try_send(n);
+                    }
+                }
                 if let Some(p) = policy.as_mut() {
                     p.reload().await;
                 } else {

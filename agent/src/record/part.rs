@@ -229,4 +229,7 @@ pub struct Redaction {
     /// In the other end's bytes (`witness_raw`), not the part's own.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub witness: bool,
+    /// Keyed tokens (card numbers): the id of the key that made the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }

@@ -238,6 +238,7 @@ fn redactions(r: &mut pb::Record, rs: &[super::Redaction]) {
             rule: x.rule.clone(),
             rules_version: x.rules_version,
             witness: x.witness,
+            key_id: x.key_id.clone().unwrap_or_default(),
         })
         .collect();
 }

@@ -11,6 +11,25 @@ use super::RedactError;
 /// Key length in bytes.
 pub const KEY_LEN: usize = 32;
 
+/// A tokenization key and its public id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key {
+    pub bytes: Vec<u8>,
+    /// 16 hex digits of HMAC-SHA256(key, "wiretrail redaction key id"):
+    /// names the key on records without revealing it.
+    pub id: String,
+}
+
+impl Key {
+    pub fn new(bytes: Vec<u8>) -> Key {
+        use hmac::{Hmac, Mac as _};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&bytes).expect("HMAC takes any key length");
+        mac.update(b"wiretrail redaction key id");
+        let id = hex::encode(&mac.finalize().into_bytes()[..8]);
+        Key { bytes, id }
+    }
+}
+
 /// Reads the key at `path`, creating it (and its directory) when absent.
 /// A key readable by group or others, or of the wrong length, is an error.
 pub fn load_or_create(path: &Path) -> Result<Vec<u8>, RedactError> {

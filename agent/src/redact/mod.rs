@@ -19,6 +19,11 @@
 //! - `fix_password`: FIX tags 554 and 925.
 //! - `card_number`: Luhn-valid card numbers → keyed tokens (`card`).
 //!
+//! Card tokens are keyed by the agent's key (`key`); each card redaction
+//! names the key's id. The key is rotated without downtime by replacing the
+//! key file and sending SIGHUP ([`Redactor::reload_key`]): the change is a
+//! `redaction_key_rotated` notice record naming the old and new key ids.
+//!
 //! Custom rules (regex, header name, JSON field name) come from the
 //! configuration file (`config`). Turning a built-in rule off is explicit
 //! (`disable:`) and stated in a `redaction_rules` notice record at start.
@@ -33,7 +38,10 @@
 //! literal or static. A FIX message's CheckSum (10) is not recomputed. Secrets
 //! in compressed or encrypted payloads (gzip bodies, TLS not hooked) are not
 //! seen. A PostgreSQL request part with a gap is walked only up to the gap.
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::PathBuf,
+    sync::{Arc, RwLock},
+};
 
 use crate::{
     proto::Protocol,
@@ -54,6 +62,7 @@ mod tests;
 
 pub use config::{CustomRule, RedactConfig, Rules};
 use fields::Subst;
+use key::Key;
 use mask::Mask;
 
 /// Version of the built-in rule set; stated on every redaction.
@@ -95,7 +104,9 @@ pub enum RedactError {
 /// Compiled rules and the tokenization key.
 pub struct Redactor {
     rules: Rules,
-    key: Vec<u8>,
+    key: RwLock<Arc<Key>>,
+    /// Where the key is re-read from on rotation (None: a fixed key, tests).
+    key_file: Option<PathBuf>,
     postgres: Arc<str>,
     redis: Arc<str>,
     fix: Arc<str>,
@@ -114,14 +125,41 @@ impl Redactor {
     pub fn new(config: &RedactConfig, key_file: &std::path::Path) -> Result<Redactor, RedactError> {
         let rules = config.compile()?;
         let key = key::load_or_create(key_file)?;
-        Ok(Redactor::with_key(rules, key))
+        let mut r = Redactor::with_key(rules, key);
+        r.key_file = Some(key_file.to_path_buf());
+        Ok(r)
+    }
+
+    /// The key in force.
+    pub fn key(&self) -> Arc<Key> {
+        self.key.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Re-reads the key file (SIGHUP). A new key takes effect for the next
+    /// record, and the returned notice states the rotation; an unchanged key
+    /// returns None; an unreadable or bad key file is an error and the key in
+    /// force stays.
+    pub fn reload_key(&self) -> Result<Option<Record>, RedactError> {
+        let Some(path) = &self.key_file else { return Ok(None) };
+        let new = Arc::new(Key::new(key::load_or_create(path)?));
+        let mut k = self.key.write().unwrap_or_else(|e| e.into_inner());
+        if k.id == new.id {
+            return Ok(None);
+        }
+        let previous = std::mem::replace(&mut *k, new.clone());
+        tracing::info!(previous = %previous.id, key_id = %new.id, "redaction tokenization key rotated");
+        Ok(Some(Record::notice(
+            "redaction_key_rotated",
+            serde_json::json!({"previous_key_id": previous.id, "key_id": new.id, "key_file": path}),
+        )))
     }
 
     /// Compiled `rules` with a given key (tests).
     pub fn with_key(rules: Rules, key: Vec<u8>) -> Redactor {
         Redactor {
             rules,
-            key,
+            key: RwLock::new(Arc::new(Key::new(key))),
+            key_file: None,
             postgres: Arc::from(POSTGRES_PASSWORD),
             redis: Arc::from(REDIS_AUTH),
             fix: Arc::from(FIX_PASSWORD),
@@ -142,12 +180,17 @@ impl Redactor {
                 "enabled": self.rules.enabled,
                 "disabled": self.rules.disabled,
                 "custom": self.rules.custom,
+                "key_id": self.key().id,
             }),
         )
     }
 
-    /// The masks for `buf`, a part of a `protocol` record.
+    /// The masks for `buf`, a part of a `protocol` record (with the key in force).
     pub fn find(&self, protocol: Protocol, buf: &[u8]) -> Vec<Mask> {
+        self.find_with(&self.key(), protocol, buf)
+    }
+
+    fn find_with(&self, key: &Key, protocol: Protocol, buf: &[u8]) -> Vec<Mask> {
         let mut out = Vec::new();
         headers::find(buf, &self.rules.headers, &mut out);
         if protocol == Protocol::Http2 && self.rules.on(HTTP_HEADERS) {
@@ -166,13 +209,13 @@ impl Redactor {
             p.find(buf, &mut out);
         }
         if self.rules.on(CARD_NUMBER) {
-            card::find(buf, &self.key, &self.card, &mut out);
+            card::find(buf, &key.bytes, &self.card, &mut out);
         }
         mask::normalize(out)
     }
 
-    fn mask(&self, protocol: Protocol, buf: &bytes::Bytes, subs: &mut Vec<Subst>) -> Option<Masked> {
-        let masks = self.find(protocol, buf);
+    fn mask(&self, key: &Key, protocol: Protocol, buf: &bytes::Bytes, subs: &mut Vec<Subst>) -> Option<Masked> {
+        let masks = self.find_with(key, protocol, buf);
         if masks.is_empty() {
             return None;
         }
@@ -189,15 +232,23 @@ impl Redactor {
 
     /// Masks one part's bytes (and the other end's, if kept); states each
     /// range in `out`.
-    fn part(&self, protocol: Protocol, i: usize, p: &mut Part, subs: &mut Vec<Subst>, out: &mut Vec<Redaction>) {
-        if let Some(m) = self.mask(protocol, &p.raw.0, subs) {
-            out.extend(m.masks.iter().map(|k| redaction(i, p, k, false)));
+    fn part(
+        &self,
+        key: &Key,
+        protocol: Protocol,
+        i: usize,
+        p: &mut Part,
+        subs: &mut Vec<Subst>,
+        out: &mut Vec<Redaction>,
+    ) {
+        if let Some(m) = self.mask(key, protocol, &p.raw.0, subs) {
+            out.extend(m.masks.iter().map(|k| redaction(key, i, p, k, false)));
             p.raw.0 = m.bytes;
         }
         if let Some(w) = p.witness_raw.as_mut()
-            && let Some(m) = self.mask(protocol, &w.0, subs)
+            && let Some(m) = self.mask(key, protocol, &w.0, subs)
         {
-            out.extend(m.masks.iter().map(|k| redaction(i, p, k, true)));
+            out.extend(m.masks.iter().map(|k| redaction(key, i, p, k, true)));
             p.witness_raw.as_mut().expect("checked").0 = m.bytes;
         }
     }
@@ -205,12 +256,16 @@ impl Redactor {
     /// Masks `rec` in place: its bytes, its parsed fields, its parsers'
     /// complaints; lists the masked ranges on it.
     pub fn apply(&self, rec: &mut Record) {
+        if rec.parts().is_empty() {
+            return;
+        }
+        let key = self.key();
         let mut subs = Vec::new();
         match rec {
             Record::Exchange(e) => {
                 let mut out = Vec::new();
                 for (i, p) in e.parts.iter_mut().enumerate() {
-                    self.part(e.protocol, i, p, &mut subs, &mut out);
+                    self.part(&key, e.protocol, i, p, &mut subs, &mut out);
                 }
                 let header_rules = if e.protocol == Protocol::Http2 { &self.rules.headers[..] } else { &[] };
                 if !subs.is_empty() || !header_rules.is_empty() {
@@ -229,7 +284,7 @@ impl Redactor {
             }
             Record::Segment(s) => {
                 let mut out = Vec::new();
-                self.part(s.protocol, 0, &mut s.part, &mut subs, &mut out);
+                self.part(&key, s.protocol, 0, &mut s.part, &mut subs, &mut out);
                 if let Some(err) = &mut s.error
                     && let Some(m) = fields::mask_str(err, &subs)
                 {
@@ -256,7 +311,7 @@ fn stream_offset(p: &Part, r: usize, witness: bool) -> u64 {
     off
 }
 
-fn redaction(i: usize, p: &Part, m: &Mask, witness: bool) -> Redaction {
+fn redaction(key: &Key, i: usize, p: &Part, m: &Mask, witness: bool) -> Redaction {
     Redaction {
         part: i,
         pos: p.pos + stream_offset(p, m.start, witness),
@@ -264,5 +319,6 @@ fn redaction(i: usize, p: &Part, m: &Mask, witness: bool) -> Redaction {
         rule: m.rule.to_string(),
         rules_version: RULES_VERSION,
         witness,
+        key_id: (&*m.rule == CARD_NUMBER).then(|| key.id.clone()),
     }
 }

@@ -340,3 +340,32 @@ fn records_without_secrets_are_unchanged() {
     all().apply(&mut rec);
     assert_eq!(rec, before);
 }
+
+#[test]
+fn key_rotation_changes_tokens_and_is_stated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("redact.key");
+    let r = Redactor::new(&RedactConfig::default(), &path).unwrap();
+    let old = r.key();
+    let before = masked(&r, Protocol::Http1, b"4111111111111111");
+    assert!(r.reload_key().unwrap().is_none(), "an unchanged key is no rotation");
+    // Replace the file as an operator would: a new key, mode 0600.
+    std::fs::remove_file(&path).unwrap();
+    key::load_or_create(&path).unwrap();
+    let n = serde_json::to_value(r.reload_key().unwrap().expect("a rotation notice")).unwrap();
+    assert_eq!(n["notice"], "redaction_key_rotated");
+    assert_eq!(n["previous_key_id"], old.id.as_str());
+    assert_eq!(n["key_id"], r.key().id.as_str());
+    assert_ne!(r.key().id, old.id);
+    let after = masked(&r, Protocol::Http1, b"4111111111111111");
+    assert_ne!(before, after, "tokens under the new key differ");
+    let mut rec = exchange_with(b"POST / HTTP/1.1\r\n\r\n4111111111111111", serde_json::json!({"type": "http1"}));
+    r.apply(&mut rec);
+    let Record::Exchange(e) = &rec else { panic!() };
+    assert_eq!(e.redactions[0].key_id.as_deref(), Some(r.key().id.as_str()), "card ranges name the key");
+    // A bad key file is refused and the key in force stays.
+    std::fs::write(&path, b"short").unwrap();
+    let e = r.reload_key().unwrap_err().to_string();
+    assert!(e.contains("holds 5 bytes, not 32"), "{e}");
+    assert_eq!(masked(&r, Protocol::Http1, b"4111111111111111"), after);
+}
