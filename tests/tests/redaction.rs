@@ -281,6 +281,16 @@ fn secrets_from_real_peers_are_masked_everywhere_and_the_rest_is_exact() {
     acceptor.wait_success(Duration::from_secs(20));
     let fix_sent = std::fs::read(dir.path().join("initiator.sent")).unwrap();
 
+    // Rotate the tokenization key without stopping the agent: a new key
+    // file, then SIGHUP; the rotation is a notice record.
+    std::fs::remove_file(agent.key_path()).unwrap();
+    std::fs::write(agent.key_path(), [0x5a; 32]).unwrap();
+    std::fs::set_permissions(agent.key_path(), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+    let rotated = wait_until(Duration::from_secs(20), || agent.records_now().contains("redaction_key_rotated"));
+    assert!(rotated, "no key rotation notice:\n{}", agent.log());
+
     // Every conversation closed: let the agent write them, then stop it.
     let agent_log_before = agent.log();
     let (text, _stats) = agent.stop();
@@ -295,6 +305,17 @@ fn secrets_from_real_peers_are_masked_everywhere_and_the_rest_is_exact() {
     let notice = notice.expect("a redaction_rules notice");
     assert_eq!(notice.details["rules_version"], 1);
     assert_eq!(notice.details["disabled"], serde_json::json!([]));
+    let start_key = notice.details["key_id"].as_str().expect("the start notice names the key").to_string();
+    let rotation = recs
+        .0
+        .iter()
+        .find_map(|r| match r {
+            Record::Notice(n) if n.notice == "redaction_key_rotated" => Some(n),
+            _ => None,
+        })
+        .expect("a redaction_key_rotated notice");
+    assert_eq!(rotation.details["previous_key_id"], start_key.as_str());
+    assert_ne!(rotation.details["key_id"], start_key.as_str());
 
     // HTTP: byte-exact apart from the stated ranges; parsed; card tokens equal.
     let cid = recs.client_conn(curl_pid, &http.to_string());
@@ -307,6 +328,12 @@ fn secrets_from_real_peers_are_masked_everywhere_and_the_rest_is_exact() {
         .map(|(p, l, _)| got[*p as usize..(p + l) as usize].iter().filter(|c| c.is_ascii_digit()).copied().collect())
         .collect();
     assert_eq!(tokens.len(), 2, "both card numbers tokenized");
+    let key_ids: Vec<Option<String>> = recs
+        .exchanges_of(cid)
+        .iter()
+        .flat_map(|e| e.redactions.iter().filter(|x| x.rule == "card_number").map(|x| x.key_id.clone()))
+        .collect();
+    assert_eq!(key_ids, [Some(start_key.clone()), Some(start_key.clone())], "card tokens name the key");
     assert_eq!(tokens[0], tokens[1], "equal numbers give equal tokens");
     assert!(find(&got, CARD_GROUPED.as_bytes()).is_none());
     assert_eq!(assert_whole(&recs, cid, Direction::Ingress, false), curl_received, "the response is untouched");
