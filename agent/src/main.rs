@@ -53,11 +53,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let args = &cli.run;
-    // Redaction rules and key first: a bad rule stops the agent before it captures anything.
-    let redactor = Arc::new(
-        wiretrail_agent::redact::Redactor::new(&args.redaction, &args.redact_key_file)
-            .context("loading the redaction rules")?,
-    );
+    // Redaction rules first: a bad rule stops the agent before it attaches anything.
+    let rules = args.redaction.compile().context("loading the redaction rules")?;
     let sink = match (args.output, &args.output_file) {
         (OutputFormat::None, _) => Sink::Discard,
         (OutputFormat::Jsonl, Some(p)) => Sink::file(&p.to_string_lossy())?,
@@ -70,6 +67,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         conn_cap_bytes: args.conn_cap_bytes,
         syscalls: !args.no_capture,
     })?;
+    // The key once capture could attach (a host that cannot capture gets no key file).
+    let redactor = Arc::new(
+        wiretrail_agent::redact::Redactor::from_rules(rules, &args.redact_key_file)
+            .context("loading the redaction key")?,
+    );
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
 

@@ -123,7 +123,11 @@ struct Masked {
 impl Redactor {
     /// Compiles `config` and loads (or creates) the key at `key_file`.
     pub fn new(config: &RedactConfig, key_file: &std::path::Path) -> Result<Redactor, RedactError> {
-        let rules = config.compile()?;
+        Redactor::from_rules(config.compile()?, key_file)
+    }
+
+    /// Compiled `rules` with the key at `key_file` (created when absent).
+    pub fn from_rules(rules: Rules, key_file: &std::path::Path) -> Result<Redactor, RedactError> {
         let key = key::load_or_create(key_file)?;
         let mut r = Redactor::with_key(rules, key);
         r.key_file = Some(key_file.to_path_buf());
