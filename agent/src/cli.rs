@@ -147,6 +147,13 @@ pub struct RunArgs {
     /// Executables larger than this are not hashed (`exe_sha256`); 0 turns hashing off.
     #[arg(long, default_value_t = 1 << 30)]
     pub exe_hash_max_bytes: u64,
+    /// Redaction tokenization key (32 random bytes, mode 0600), created on
+    /// first start: card numbers become HMAC tokens under it.
+    #[arg(long, default_value = "/var/lib/wiretrail/redact.key")]
+    pub redact_key_file: PathBuf,
+    /// Redaction rules: the config file's `redaction:` section (no flag).
+    #[arg(skip)]
+    pub redaction: crate::redact::RedactConfig,
 }
 
 #[cfg(test)]

@@ -107,6 +107,9 @@ pub struct FileConfig {
     pub kubeconfig: Option<PathBuf>,
     pub node_name: Option<String>,
     pub exe_hash_max_bytes: Option<u64>,
+    pub redact_key_file: Option<PathBuf>,
+    /// Redaction rules (see `crate::redact::config`).
+    pub redaction: Option<crate::redact::RedactConfig>,
 }
 
 fn output_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OutputFormat>, D::Error> {
@@ -163,7 +166,10 @@ impl FileConfig {
         take!(output, output_file, ring_bytes, conn_cap_bytes, metrics_addr, stats_file, ready_file);
         take!(reorder_window_ms, idle_timeout_s, no_tls, max_conns, policy, no_capture);
         take!(no_twins, collector, agent_id, tls_dir, tls_cert_name, collector_name, spool_dir, spool_bytes);
-        take!(kube, kubeconfig, node_name, exe_hash_max_bytes);
+        take!(kube, kubeconfig, node_name, exe_hash_max_bytes, redact_key_file);
+        if let Some(r) = &self.redaction {
+            args.redaction = r.clone();
+        }
     }
 }
 
@@ -232,7 +238,8 @@ mod tests {
                     "ring_bytes" => "4096",
                     "metrics_addr" => "127.0.0.1:1",
                     "no_tls" | "no_twins" | "no_capture" | "kube" => "false",
-                    "output_file" | "stats_file" | "ready_file" | "tls_dir" | "spool_dir" | "kubeconfig" => "/tmp/x",
+                    "output_file" | "stats_file" | "ready_file" | "tls_dir" | "spool_dir" | "kubeconfig"
+                    | "redact_key_file" => "/tmp/x",
                     "collector" => "https://collector:7443",
                     "agent_id" | "tls_cert_name" | "collector_name" | "node_name" => "x",
                     _ => "1",

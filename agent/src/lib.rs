@@ -21,6 +21,7 @@ pub mod output;
 pub mod pipeline;
 pub mod proto;
 pub mod record;
+pub mod redact;
 pub mod segment;
 pub mod ship;
 pub mod spool;

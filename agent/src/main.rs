@@ -63,6 +63,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let args = &cli.run;
+    // Redaction rules first: a bad rule stops the agent before it attaches anything.
+    let rules = args.redaction.compile().context("loading the redaction rules")?;
     let sink = match (args.output, &args.output_file) {
         (OutputFormat::None, _) => Sink::Discard,
         (OutputFormat::Jsonl, Some(p)) => Sink::file(&p.to_string_lossy())?,
@@ -75,6 +77,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         conn_cap_bytes: args.conn_cap_bytes,
         syscalls: !args.no_capture,
     })?;
+    // The key once capture could attach (a host that cannot capture gets no key file).
+    let redactor = Arc::new(
+        wiretrail_agent::redact::Redactor::from_rules(rules, &args.redact_key_file)
+            .context("loading the redaction key")?,
+    );
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
 
@@ -108,6 +115,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     // Records made outside the capture path: TLS and policy notices, policy decisions.
     let (note_tx, note_rx) = mpsc::channel::<Record>(1024);
+    // The rule set in force (and any built-in rule turned off) is on the record.
+    note_tx.try_send(redactor.notice()).context("queueing the redaction notice")?;
     let hasher = wiretrail_agent::identity::ExeHasher::start(args.exe_hash_max_bytes, metrics.clone());
     let exes = Arc::new(wiretrail_agent::identity::ExecCache::with_hasher(Some(hasher.clone())));
     if let Some(ring) = loaded.execs.take() {
@@ -159,7 +168,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let table =
         ConnTable::new(conn_config, wiretrail_agent::identity::IdentityResolver::new(identity.clone()), registry);
-    let pipe = tokio::spawn(pipeline::run(rx, note_rx, table, sink, ship, metrics.clone(), drained));
+    let pipe = tokio::spawn(pipeline::run(
+        rx,
+        note_rx,
+        table,
+        pipeline::Outputs { sink, ship, redactor: redactor.clone() },
+        metrics.clone(),
+        drained,
+    ));
     if let Some(addr) = args.metrics_addr {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics address {addr}"))?;
@@ -222,6 +238,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             _ = hup.recv() => {
+                // A replaced key file: the new tokenization key from the next record on.
+                match redactor.reload_key() {
+                    Ok(Some(n)) => {
+                        if note_tx.try_send(n).is_err() {
+                            tracing::warn!("notice channel full; the key rotation is in this log only");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: redaction key not reloaded; the key in force stays");
+                        let n = Record::notice("redaction_key_rejected", serde_json::json!({"error": e.to_string()}));
+                        let _ = note_tx.try_send(n);
+                    }
+                }
                 if let Some(p) = policy.as_mut() {
                     p.reload().await;
                 } else {

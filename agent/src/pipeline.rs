@@ -14,6 +14,7 @@ use crate::{
     metrics::Metrics,
     output::{Sink, SinkError},
     record::{LostRecord, Record, Stamp, wire},
+    redact::Redactor,
     types::GapReason,
 };
 
@@ -25,6 +26,16 @@ pub struct Ship {
     pub host: String,
 }
 
+/// Where records go, and what is masked in them first.
+pub struct Outputs {
+    /// The local output.
+    pub sink: Sink,
+    /// The collector's shipper, when shipping.
+    pub ship: Option<Ship>,
+    /// Masks secrets in every record before either sees it.
+    pub redactor: Arc<Redactor>,
+}
+
 /// Writes records to the local output and queues them for the collector.
 struct Out {
     sink: Sink,
@@ -33,6 +44,8 @@ struct Out {
     /// waits while the shipper writes its spool: backpressure, never loss).
     queue: Vec<pb::Record>,
     metrics: Arc<Metrics>,
+    /// Masks secrets in every record before it is written or shipped.
+    redactor: Arc<Redactor>,
     /// Missing bytes the records written so far state for events the kernel
     /// could not hand over (either end's observation).
     ring_gap_bytes: u64,
@@ -65,7 +78,10 @@ fn ring_gap_bytes(r: &Record) -> u64 {
 
 impl Out {
     fn write(&mut self, records: &mut Vec<Record>) -> Result<(), SinkError> {
-        for r in records.drain(..) {
+        for mut r in records.drain(..) {
+            // Before anything sees the record: the output, the spool, the
+            // collector's hash all get the masked bytes only.
+            self.redactor.apply(&mut r);
             self.metrics.count_record(&r);
             self.ring_gap_bytes += ring_gap_bytes(&r);
             if self.sink.writes() {
@@ -100,12 +116,12 @@ pub async fn run(
     mut rx: mpsc::Receiver<Vec<CaptureEvent>>,
     mut notes: mpsc::Receiver<Record>,
     mut table: ConnTable,
-    sink: Sink,
-    ship: Option<Ship>,
+    outputs: Outputs,
     metrics: Arc<Metrics>,
     drained: Drained,
 ) -> Result<(), SinkError> {
-    let mut out = Out { sink, ship, queue: Vec::new(), metrics: metrics.clone(), ring_gap_bytes: 0 };
+    let Outputs { sink, ship, redactor } = outputs;
+    let mut out = Out { sink, ship, queue: Vec::new(), metrics: metrics.clone(), redactor, ring_gap_bytes: 0 };
     let mut records: Vec<Record> = Vec::new();
     let mut clock = Clock::system();
     let mut tick = tokio::time::interval(std::time::Duration::from_nanos(crate::clock::REMEASURE_NS));

@@ -48,6 +48,9 @@ impl Agent {
             .arg("--stats-file")
             .arg(&stats)
             .args(["--reorder-window-ms", "500"])
+            // The redaction key in the test's own directory, not /var/lib.
+            .arg("--redact-key-file")
+            .arg(dir.path().join("redact.key"))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -70,6 +73,11 @@ impl Agent {
     /// The agent's stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// The redaction tokenization key file the agent was started with.
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.path().join("redact.key")
     }
 
     pub fn output_path(&self) -> PathBuf {

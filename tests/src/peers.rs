@@ -111,18 +111,31 @@ pub struct Postgres {
 }
 
 impl Postgres {
+    /// Trust authentication for every connection.
     pub fn start() -> Postgres {
+        Postgres::start_auth(None)
+    }
+
+    /// With `Some(password)`: TCP logins as `postgres` need that password,
+    /// sent in clear in a PasswordMessage (`password` method); local socket
+    /// logins are trusted.
+    pub fn start_auth(password: Option<&str>) -> Postgres {
         let dir = tempfile::Builder::new().prefix("wiretrail-pg").tempdir().expect("tempdir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         run_ok(Command::new("chown").arg("postgres:postgres").arg(dir.path()));
         let data = dir.path().join("data");
-        run_ok(
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(pg_bin("initdb"))
-                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-                .arg(&data),
-        );
+        let mut initdb = Command::new("runuser");
+        initdb.args(["-u", "postgres", "--"]).arg(pg_bin("initdb"));
+        match password {
+            None => initdb.args(["-A", "trust"]),
+            Some(pw) => {
+                let file = dir.path().join("pwfile");
+                std::fs::write(&file, format!("{pw}\n")).unwrap();
+                run_ok(Command::new("chown").arg("postgres:postgres").arg(&file));
+                initdb.args(["--auth-local=trust", "--auth-host=password", "--pwfile"]).arg(file)
+            }
+        };
+        run_ok(initdb.args(["-U", "postgres", "--no-sync", "-D"]).arg(&data));
         let port = crate::free_port();
         let opts = format!(
             "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c logging_collector=off",
@@ -171,12 +184,18 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// With extra `redis-server` arguments (e.g. `--requirepass`).
+    pub fn start_with(extra: &[&str]) -> Redis {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = crate::free_port();
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(dir.path());
+            .arg(dir.path())
+            .args(extra);
         let proc = Proc::spawn(cmd, &dir.path().join("redis.log"));
         wait_tcp(port, "redis-server", || proc.log());
         Redis { proc, _dir: dir, port }

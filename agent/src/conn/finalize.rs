@@ -139,6 +139,7 @@ impl ConnTable {
                     latency_ns: e.latency_ns,
                     incomplete: e.incomplete,
                     faults: e.faults,
+                    redactions: Vec::new(),
                 }))
             }
             Draft::Segment(mut s) => {
@@ -165,6 +166,7 @@ impl ConnTable {
                     error: s.error,
                     part: s.part,
                     faults: s.faults,
+                    redactions: Vec::new(),
                 }))
             }
             Draft::Gap { dir, pos, len, reason, tls, .. } => {
@@ -267,6 +269,7 @@ impl ConnTable {
                     error,
                     part,
                     faults: vec![],
+                    redactions: Vec::new(),
                 }))
             }
             CaptureEvent::Truncated { direction, pos, len, reason, .. } => {

@@ -27,7 +27,7 @@ pub mod part;
 pub mod text;
 pub mod wire;
 
-pub use part::{CallMark, Fault, Fields, GapMark, Message, Observation, Part, PartRole, Raw};
+pub use part::{CallMark, Fault, Fields, GapMark, Message, Observation, Part, PartRole, Raw, Redaction};
 
 use crate::{
     capture::tls::TlsLib,
@@ -193,6 +193,9 @@ pub struct Exchange {
     /// Capture faults (e.g. the two ends saw different bytes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<Fault>,
+    /// Bytes masked by redaction rules (`crate::redact`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redactions: Vec<Redaction>,
 }
 
 /// Unparsed bytes of one direction, coalesced.
@@ -214,6 +217,9 @@ pub struct Segment {
     pub part: Part,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<Fault>,
+    /// Bytes masked by redaction rules (`crate::redact`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redactions: Vec<Redaction>,
 }
 
 /// Why a connection record was made.

@@ -211,3 +211,25 @@ pub struct Fault {
     /// In words.
     pub detail: String,
 }
+
+/// Bytes of a part masked by a redaction rule (`crate::redact`) before the
+/// record was written: the bytes at these positions are the mask, not what
+/// crossed the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redaction {
+    /// Index of the part.
+    pub part: usize,
+    /// Stream position of the first masked byte, and how many.
+    pub pos: u64,
+    pub len: u64,
+    /// The rule (`http_headers`, `card_number`, `custom.<name>`, ...).
+    pub rule: String,
+    /// Version of the built-in rule set in force.
+    pub rules_version: u32,
+    /// In the other end's bytes (`witness_raw`), not the part's own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub witness: bool,
+    /// Keyed tokens (card numbers): the id of the key that made the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+}

@@ -228,6 +228,21 @@ fn connection(c: &ConnRecord) -> pb::Connection {
     w
 }
 
+fn redactions(r: &mut pb::Record, rs: &[super::Redaction]) {
+    r.redactions = rs
+        .iter()
+        .map(|x| pb::Redaction {
+            part: x.part as u32,
+            stream_pos: x.pos,
+            len: x.len,
+            rule: x.rule.clone(),
+            rules_version: x.rules_version,
+            witness: x.witness,
+            key_id: x.key_id.clone().unwrap_or_default(),
+        })
+        .collect();
+}
+
 /// The collector's form of `rec`, stamped with `host`.
 pub fn to_wire(rec: &Record, host: &str) -> pb::Record {
     match rec {
@@ -237,6 +252,7 @@ pub fn to_wire(rec: &Record, host: &str) -> pb::Record {
             r.app_protocol = e.protocol.name().to_string();
             parts(&mut r, &e.parts);
             faults(&mut r, &e.faults);
+            redactions(&mut r, &e.redactions);
             r.parsed_json = json!({
                 "exchange_id": e.exchange_id,
                 "messages": e.messages,
@@ -254,6 +270,7 @@ pub fn to_wire(rec: &Record, host: &str) -> pb::Record {
             r.app_protocol = s.protocol.name().to_string();
             parts(&mut r, std::slice::from_ref(&s.part));
             faults(&mut r, &s.faults);
+            redactions(&mut r, &s.redactions);
             r.parsed_json =
                 json!({"reason": s.reason, "error": s.error, "tls": s.who.tls, "witness_tls": s.who.witness_tls})
                     .to_string();

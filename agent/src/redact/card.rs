@@ -1,0 +1,106 @@
+//! Payment card numbers: 13 to 19 digits, Luhn-valid, first digit 2 to 6
+//! (the card networks' ranges: Mastercard 2/5, Amex/Diners/JCB 3, Visa 4,
+//! Discover/UnionPay/Maestro 6), not touching another digit or letter,
+//! written plain or in the printed groupings with one space or one `-`
+//! (the same throughout): groups of four with a last group of 1 to 4,
+//! 4-6-5 (Amex) and 4-6-4 (Diners). Each is replaced by a
+//! keyed token of the same shape: HMAC-SHA256 under the agent's key over the
+//! digits alone gives new digits in the same places (separators kept), with
+//! the last digit chosen so the token fails the Luhn check (a token is never
+//! taken for a card number, and masking twice changes nothing). Equal numbers
+//! give equal tokens, however they were separated, so they still correlate.
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+
+use super::mask::{Fill, Mask};
+
+const MIN_DIGITS: usize = 13;
+const MAX_DIGITS: usize = 19;
+
+/// Whether `digits` (ASCII digits) pass the Luhn check.
+pub fn luhn_valid(digits: &[u8]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            let d = u32::from(d - b'0');
+            if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// The token digits for card `digits` under `key`: same count, Luhn-invalid.
+pub fn token_digits(key: &[u8], digits: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(b"wiretrail card v1\0");
+    mac.update(digits);
+    let tag = mac.finalize().into_bytes();
+    let mut out: Vec<u8> = (0..digits.len()).map(|i| b'0' + tag[i % tag.len()] % 10).collect();
+    let last = out.len() - 1;
+    while luhn_valid(&out) {
+        out[last] = b'0' + (out[last] - b'0' + 1) % 10;
+    }
+    out
+}
+
+/// Whether `text` (digits and separators) is grouped as cards are printed.
+fn card_grouping(text: &[u8]) -> bool {
+    let Some(sep) = text.iter().copied().find(|c| !c.is_ascii_digit()) else { return true };
+    let groups: Vec<usize> = text.split(|&c| c == sep).map(<[u8]>::len).collect();
+    if groups.contains(&0) || text.split(|&c| c == sep).any(|g| !g.iter().all(u8::is_ascii_digit)) {
+        return false;
+    }
+    let (last, init) = groups.split_last().expect("at least one group");
+    matches!(&groups[..], [4, 6, 5] | [4, 6, 4]) || (init.iter().all(|&g| g == 4) && (1..=4).contains(last))
+}
+
+/// Candidate card numbers in `buf` and their tokens.
+pub fn find(buf: &[u8], key: &[u8], rule: &Arc<str>, out: &mut Vec<Mask>) {
+    let alnum = |i: usize| buf.get(i).is_some_and(|c| c.is_ascii_alphanumeric());
+    let mut i = 0;
+    while i < buf.len() {
+        if !buf[i].is_ascii_digit() || (i > 0 && alnum(i - 1)) {
+            i += 1;
+            continue;
+        }
+        // A run of digits with single separators between them.
+        let start = i;
+        let mut digits = Vec::with_capacity(MAX_DIGITS);
+        let mut end = i;
+        let mut j = i;
+        while j < buf.len() && digits.len() <= MAX_DIGITS {
+            if buf[j].is_ascii_digit() {
+                digits.push(buf[j]);
+                j += 1;
+                end = j;
+            } else if (buf[j] == b' ' || buf[j] == b'-') && buf.get(j + 1).is_some_and(u8::is_ascii_digit) {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        let ok = (MIN_DIGITS..=MAX_DIGITS).contains(&digits.len())
+            && card_grouping(&buf[start..end])
+            && !alnum(end)
+            && (b'2'..=b'6').contains(&digits[0])
+            && luhn_valid(&digits);
+        if ok {
+            let token = token_digits(key, &digits);
+            let mut fill = buf[start..end].to_vec();
+            let mut t = token.iter();
+            for b in fill.iter_mut().filter(|b| b.is_ascii_digit()) {
+                *b = *t.next().expect("as many token digits as digits");
+            }
+            out.push(Mask { start, end, rule: rule.clone(), fill: Fill::Bytes(fill) });
+        }
+        // Continue after this run's digits (a run never restarts mid-number).
+        i = end.max(start + 1);
+        while i < buf.len() && buf[i].is_ascii_digit() {
+            i += 1;
+        }
+    }
+}
