@@ -161,6 +161,8 @@ impl Running {
             .args(if a.tls { &[][..] } else { &["--no-tls"][..] })
             .arg("--ready-file")
             .arg(&ready)
+            .arg("--redact-key-file")
+            .arg(dir.join("redact.key"))
             .args(["--metrics-addr", &metrics.to_string(), "--log-level", "warn"])
             .args(extra)
             .stdout(Stdio::null())

@@ -159,6 +159,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .arg(&ready)
         .arg("--stats-file")
         .arg(&stats)
+        .arg("--redact-key-file")
+        .arg(dir.path().join("redact.key"))
         .stdout(Stdio::null())
         .spawn()
         .context("starting the agent")?;
