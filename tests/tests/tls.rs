@@ -226,7 +226,7 @@ fn go_client_to_nginx_and_stripped_go_is_reported() {
         pid
     };
     let pid = run(&client);
-    let _ = run(&stripped);
+    let stripped_pid = run(&stripped);
     std::thread::sleep(Duration::from_millis(500));
     let (text, _) = agent.stop();
     let recs = Records::parse(&text);
@@ -254,6 +254,21 @@ fn go_client_to_nginx_and_stripped_go_is_reported() {
         })
         .unwrap_or_else(|| panic!("no report naming the stripped Go binary"));
     assert!(report.details["reason"].as_str().unwrap().contains("stripped"), "{report:?}");
+
+    // No silent blind spot: the stripped client's connection says its TLS
+    // plaintext was not captured, with the ciphertext bytes; the hooked
+    // client's does not.
+    let unseen = |conn: u64| {
+        let c = recs.connection(conn);
+        if c.who.side.conn_id == conn { c.tls_unseen.clone() } else { c.witness_tls_unseen.clone() }
+    };
+    assert_eq!(unseen(cid), None);
+    let sid = recs.client_conn(stripped_pid, &addr.to_string());
+    let u = unseen(sid)
+        .unwrap_or_else(|| panic!("no TLS blind spot stated for the stripped client: {:#?}", recs.connection(sid)));
+    let sent = recs.side(sid);
+    assert!(u.egress_bytes > 0 && u.ingress_bytes > 0, "{u:?} ({sent:?})");
+    assert!(u.reason.contains("no plaintext"), "{u:?}");
 }
 
 #[test]
@@ -311,4 +326,9 @@ fn node_client_to_nginx() {
     }
     let lib = tls_recs[0].who().unwrap().tls.as_ref().unwrap();
     assert!(lib.version.starts_with("OpenSSL 3."), "{lib:?}");
+    // The socket's own connection states that its TLS plaintext is not on it.
+    let cid = recs.client_conn(pid, &addr.to_string());
+    let c = recs.connection(cid);
+    let u = if c.who.side.conn_id == cid { &c.tls_unseen } else { &c.witness_tls_unseen };
+    assert!(u.as_ref().is_some_and(|u| u.egress_bytes > 0 && u.ingress_bytes > 0), "{c:#?}");
 }

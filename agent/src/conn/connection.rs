@@ -245,6 +245,23 @@ impl Connection {
         Some(DirTotals { captured, gap, kernel_total })
     }
 
+    /// The TLS blind spot of this connection: its socket began with a TLS
+    /// hello and no plaintext of the session reached it.
+    pub fn tls_unseen(&self) -> Option<crate::record::TlsUnseen> {
+        if !self.socket.tls_ciphertext || self.tls.is_some() {
+            return None;
+        }
+        let bytes = |d| self.socket.accounting(d).0;
+        Some(crate::record::TlsUnseen {
+            reason: "the socket carries TLS and no plaintext of it was captured: its library is not hooked \
+                     (unsupported, stripped or hooked after the connection began) or it uses memory BIOs \
+                     (its plaintext is then recorded without a connection)"
+                .into(),
+            egress_bytes: bytes(Direction::Egress),
+            ingress_bytes: bytes(Direction::Ingress),
+        })
+    }
+
     /// UDP sockets are never paired and have no byte stream to close.
     pub fn is_tcp(&self) -> bool {
         self.side.transport == Transport::Tcp

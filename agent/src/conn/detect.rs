@@ -204,6 +204,13 @@ fn default_client_dir(role: Role) -> Direction {
     }
 }
 
+/// Whether `b` starts like a TLS connection: a handshake record (type 22,
+/// version 3.x) holding a ClientHello or a ServerHello. Such a connection's
+/// socket bytes are ciphertext; its plaintext is in the TLS library.
+pub fn looks_like_tls(b: &[u8]) -> bool {
+    b.len() >= 6 && b[0] == 0x16 && b[1] == 0x03 && b[2] <= 0x04 && matches!(b[5], 0x01 | 0x02)
+}
+
 /// Detect from the first bytes of egress and ingress. `final_` means no more
 /// bytes will come before a decision is required (cap reached, gap, close).
 pub fn detect(hints: ConnHints, egress: &[u8], ingress: &[u8], final_: bool) -> Detect {
@@ -276,6 +283,17 @@ mod tests {
 
     fn tcp(role: Role, local: u16, remote: u16) -> ConnHints {
         ConnHints { transport: Transport::Tcp, role, local_port: Some(local), remote_port: Some(remote) }
+    }
+
+    #[test]
+    fn tls_hellos_are_recognised() {
+        let hello = [0x16, 0x03, 0x01, 0x00, 0xea, 0x01, 0x00];
+        assert!(looks_like_tls(&hello));
+        assert!(looks_like_tls(&[0x16, 0x03, 0x03, 0x00, 0x59, 0x02]));
+        assert!(!looks_like_tls(&hello[..5]));
+        assert!(!looks_like_tls(b"GET / HTTP/1.1\r\n"));
+        assert!(!looks_like_tls(&[0x16, 0x03, 0x03, 0x00, 0x59, 0x0b]), "a certificate is not a first message");
+        assert!(!looks_like_tls(&[0x17, 0x03, 0x03, 0x00, 0x59, 0x01]), "application data is not a first message");
     }
 
     #[test]

@@ -222,6 +222,8 @@ impl ConnTable {
             witness_egress: w.and_then(|w| w.totals(false, Direction::Egress)),
             witness_ingress: w.and_then(|w| w.totals(false, Direction::Ingress)),
             witness_close_ns: w.and_then(|w| w.close_ns),
+            tls_unseen: c.tls_unseen(),
+            witness_tls_unseen: w.and_then(|w| w.tls_unseen()),
         };
         if end == ConnEnd::Open { Record::ConnectionOpen(Box::new(r)) } else { Record::Connection(Box::new(r)) }
     }
@@ -315,6 +317,8 @@ impl ConnTable {
                     witness_egress: None,
                     witness_ingress: None,
                     witness_close_ns: None,
+                    tls_unseen: None,
+                    witness_tls_unseen: None,
                 };
                 if closed { Record::Connection(Box::new(r)) } else { Record::ConnectionOpen(Box::new(r)) }
             }

@@ -86,6 +86,8 @@ pub struct Streams {
     pub final_totals: [Option<u64>; 2],
     /// Bytes taken from the streams so far (parsed, or handed to the buffers).
     pub consumed: u64,
+    /// The first bytes were a TLS hello (the socket carries ciphertext).
+    pub tls_ciphertext: bool,
 }
 
 impl Streams {
@@ -104,6 +106,7 @@ impl Streams {
             seen_totals: [0, 0],
             final_totals: [None, None],
             consumed: 0,
+            tls_ciphertext: false,
         }
     }
 
@@ -318,10 +321,11 @@ impl Streams {
             }
             Mode::Parse(p) => {
                 if p.parser.is_none() {
-                    let Some((proto, client_dir)) = detect_front(&mut self.dirs, ctx, hints, final_) else {
+                    let Some((proto, client_dir, tls)) = detect_front(&mut self.dirs, ctx, hints, final_) else {
                         return;
                     };
                     self.protocol = proto;
+                    self.tls_ciphertext = tls && !self.tls;
                     let parser = make_parser(proto, client_dir, hints.transport, &ctx.cfg.proto);
                     p.asm.gathers_unpaired = parser.gathers_unpaired();
                     p.parser = Some(parser);
@@ -447,13 +451,14 @@ fn unparsed(dir: Direction, pos: u64, t: Taken, reason: UnparsedReason) -> Piece
     }
 }
 
-/// Protocol detection from the first in-order bytes of each direction.
+/// Protocol detection from the first in-order bytes of each direction; the
+/// bool says they were a TLS hello.
 fn detect_front(
     dirs: &mut [DirState; 2],
     ctx: &Ctx<'_>,
     hints: ConnHints,
     final_: bool,
-) -> Option<(Protocol, Direction)> {
+) -> Option<(Protocol, Direction, bool)> {
     let mut fronts: [Bytes; 2] = [Bytes::new(), Bytes::new()];
     let mut forced = final_;
     for (i, st) in dirs.iter_mut().enumerate() {
@@ -469,6 +474,8 @@ fn detect_front(
     }
     match detect(hints, &fronts[0], &fronts[1], forced) {
         Detect::NeedMore => None,
-        Detect::Found(proto, client_dir) => Some((proto, client_dir)),
+        Detect::Found(proto, client_dir) => {
+            Some((proto, client_dir, fronts.iter().any(|b| super::detect::looks_like_tls(b))))
+        }
     }
 }

@@ -300,6 +300,25 @@ pub struct ConnRecord {
     pub witness_ingress: Option<DirTotals>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub witness_close_ns: Option<u64>,
+    /// The socket carried TLS but no plaintext of it was captured: the
+    /// ciphertext bytes per direction whose content is not in the records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_unseen: Option<TlsUnseen>,
+    /// The same for the other end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness_tls_unseen: Option<TlsUnseen>,
+}
+
+/// A TLS connection whose plaintext was not captured (a library not hooked,
+/// hooked after the connection began, or driven through memory BIOs so its
+/// plaintext is recorded without a connection).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsUnseen {
+    /// Why, as far as the agent can tell.
+    pub reason: String,
+    /// Ciphertext bytes captured on the socket per direction.
+    pub egress_bytes: u64,
+    pub ingress_bytes: u64,
 }
 
 /// Missing stream bytes that no exchange or segment holds.

@@ -207,6 +207,10 @@ fn totals(t: &DirTotals) -> pb::DirTotals {
     }
 }
 
+fn tls_unseen(t: &crate::record::TlsUnseen) -> pb::TlsUnseen {
+    pb::TlsUnseen { reason: t.reason.clone(), egress_bytes: t.egress_bytes, ingress_bytes: t.ingress_bytes }
+}
+
 fn connection(c: &ConnRecord) -> pb::Connection {
     let mut w = pb::Connection {
         open_kernel_ns: c.open_ns,
@@ -222,6 +226,8 @@ fn connection(c: &ConnRecord) -> pb::Connection {
         witness_egress: c.witness_egress.as_ref().map(totals),
         witness_ingress: c.witness_ingress.as_ref().map(totals),
         witness_close_kernel_ns: c.witness_close_ns.unwrap_or(0),
+        tls_unseen: c.tls_unseen.as_ref().map(tls_unseen),
+        witness_tls_unseen: c.witness_tls_unseen.as_ref().map(tls_unseen),
         ..Default::default()
     };
     w.set_role(role(c.who.side.role));
