@@ -134,6 +134,14 @@ pub struct RunArgs {
     /// Executables larger than this are not hashed (`exe_sha256`); 0 turns hashing off.
     #[arg(long, default_value_t = 1 << 30)]
     pub exe_hash_max_bytes: u64,
+    /// With `--collector`: send a heartbeat (counters, spool and clock state)
+    /// this often, in ms (100..=10000).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=10_000))]
+    pub heartbeat_ms: u64,
+    /// Test hook: add this many ms to the clock error bound heartbeats report
+    /// (exercises the collector's clock alert; never use in production).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub test_clock_error_ms: u64,
 }
 
 #[cfg(test)]

@@ -18,8 +18,14 @@ pub const RECOVERY: &str = "recovery";
 /// `wiretrail repair` restored or cut frames.
 pub const REPAIR: &str = "repair";
 
+/// No heartbeat from an agent for longer than the silence threshold.
+pub const AGENT_SILENT: &str = "agent_silent";
+/// A silent agent's heartbeats came back (the entry states the hole).
+pub const AGENT_RETURNED: &str = "agent_returned";
+
 /// Every kind the collector writes.
-pub const KINDS: [&str; 5] = [AGENT_ID_REFUSED, BATCH_CONFLICT, STORAGE_UNAVAILABLE, RECOVERY, REPAIR];
+pub const KINDS: [&str; 7] =
+    [AGENT_ID_REFUSED, BATCH_CONFLICT, STORAGE_UNAVAILABLE, RECOVERY, REPAIR, AGENT_SILENT, AGENT_RETURNED];
 
 /// An entry made now.
 pub fn new(kind: &str, time_ns: i64, subject: &str, detail: serde_json::Value, content: Vec<u8>) -> CollectorEntry {

@@ -1,9 +1,22 @@
 //! Alerts raised while indexing: shadow identities, policy denials and
-//! violations, and the collector's own entries that need a person (agent id
-//! refusals, batch conflicts, storage outages, recovery cuts, repairs). Stored in the index database (derived from the log like the
-//! rest of the index), each with the leaf index of the record that raised it.
+//! violations, capture gaps, agents' clocks, and the collector's own entries
+//! that need a person (agent id refusals, batch conflicts, storage outages,
+//! recovery cuts, repairs, agents gone silent and back). Stored in the index
+//! database (derived from the log like the rest of the index), each with the
+//! leaf index of the record that raised it.
+//!
+//! Silence is the one alert not raised by a record an agent sent: the
+//! [`monitor`] watches heartbeat arrivals on a timer and appends
+//! `agent_silent` / `agent_returned` entries to the log, which then raise
+//! their alerts like every other entry. [`delivery`] pushes stored alerts to
+//! webhooks and syslog.
 
+pub mod clock;
+pub mod delivery;
+pub mod gap;
+pub mod monitor;
 mod policy;
+pub mod silence;
 
 use rusqlite::{Connection, params};
 use wiretrail_proto::v1::Alert;
@@ -29,11 +42,19 @@ pub enum Kind {
     Recovery,
     /// The log was repaired by an operator.
     Repair,
+    /// No heartbeat from an agent for longer than the silence threshold.
+    AgentSilent,
+    /// A silent agent is back (the alert states the hole).
+    AgentReturned,
+    /// A gap record: bytes or records known missing.
+    Gap,
+    /// An agent's clock error is above 50 ms or its kernel clock is not synchronized.
+    Clock,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 12] = [
         Kind::ShadowIdentity,
         Kind::PolicyDenied,
         Kind::PolicyViolation,
@@ -42,6 +63,10 @@ impl Kind {
         Kind::StorageUnavailable,
         Kind::Recovery,
         Kind::Repair,
+        Kind::AgentSilent,
+        Kind::AgentReturned,
+        Kind::Gap,
+        Kind::Clock,
     ];
 
     /// The stored and API name.
@@ -55,6 +80,10 @@ impl Kind {
             Kind::StorageUnavailable => crate::entry::STORAGE_UNAVAILABLE,
             Kind::Recovery => crate::entry::RECOVERY,
             Kind::Repair => crate::entry::REPAIR,
+            Kind::AgentSilent => crate::entry::AGENT_SILENT,
+            Kind::AgentReturned => crate::entry::AGENT_RETURNED,
+            Kind::Gap => "gap",
+            Kind::Clock => "clock",
         }
     }
 
@@ -66,8 +95,10 @@ impl Kind {
     /// Severity of alerts of this kind.
     pub fn severity(self) -> &'static str {
         match self {
-            Kind::ShadowIdentity | Kind::PolicyViolation | Kind::Recovery => "medium",
-            Kind::PolicyDenied
+            Kind::ShadowIdentity | Kind::PolicyViolation | Kind::Recovery | Kind::AgentReturned | Kind::Gap => "medium",
+            Kind::AgentSilent
+            | Kind::Clock
+            | Kind::PolicyDenied
             | Kind::AgentIdRefused
             | Kind::BatchConflict
             | Kind::StorageUnavailable
@@ -78,7 +109,9 @@ impl Kind {
 
 /// The alert a collector entry raises, if any.
 pub fn from_entry(leaf_index: u64, e: &wiretrail_proto::v1::CollectorEntry) -> Option<NewAlert> {
-    let kind = Kind::ALL.into_iter().find(|k| k.as_str() == e.kind && !matches!(k, Kind::ShadowIdentity))?;
+    let kind = Kind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == e.kind && !matches!(k, Kind::ShadowIdentity | Kind::Gap | Kind::Clock))?;
     let mut detail: serde_json::Value = serde_json::from_str(&e.detail_json).unwrap_or_default();
     if let Some(m) = detail.as_object_mut() {
         m.insert("subject".into(), e.subject.clone().into());
@@ -107,6 +140,7 @@ CREATE TABLE IF NOT EXISTS alerts(
   id INTEGER PRIMARY KEY AUTOINCREMENT, t INTEGER NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL,
   identity TEXT NOT NULL, detail TEXT NOT NULL, leaf INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS alerts_kind ON alerts(kind, id);
+CREATE TABLE IF NOT EXISTS clock_state(agent TEXT PRIMARY KEY, reasons TEXT NOT NULL);
 ";
 
 /// Stores `a` (inside the caller's transaction).

@@ -1,8 +1,11 @@
 //! The `wiretrail` command line: serve, query, verify, checkpoint, export, verify-bundle,
 //! inventory, alerts, policy check.
 
+mod alerting;
 mod alerts;
 mod inventory;
+
+use alerting::AlertingArgs;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,6 +55,9 @@ enum Cmd {
         /// Roles file (YAML, see docs/roles.md): which certificate identities may ship for which agent ids.
         #[arg(long, env = "WIRETRAIL_ROLES")]
         roles: Option<PathBuf>,
+        /// Alert settings: silence threshold and delivery to webhooks and syslog.
+        #[command(flatten)]
+        alerting: AlertingArgs,
     },
     /// Repair a log that the collector refuses to open (run with the collector
     /// stopped): restore damaged frame headers whose data is intact, or cut
@@ -275,8 +281,10 @@ pub fn main() -> anyhow::Result<()> {
                 segment_bytes,
                 registry,
                 roles,
+                alerting,
             } => {
                 let mut cfg = crate::ServeConfig::new(data_dir);
+                alerting.apply(&mut cfg)?;
                 cfg.store.segment_bytes = segment_bytes;
                 cfg.registry = registry;
                 cfg.roles = roles;

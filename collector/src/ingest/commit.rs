@@ -53,8 +53,37 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<Ack, Error>>,
 }
 
+/// An entry the collector appends itself (e.g. an agent's silence), made durable with the next group.
+pub struct EntryJob {
+    /// The entry.
+    pub entry: wiretrail_proto::v1::CollectorEntry,
+    /// The agent it is about ("" for none).
+    pub agent_id: String,
+    /// Its leaf index once durable (or the error).
+    pub reply: oneshot::Sender<Result<u64, Error>>,
+}
+
+/// What the commit thread is asked to make durable.
+pub enum Work {
+    /// An agent's batch.
+    Batch(Job),
+    /// A collector entry.
+    Entry(EntryJob),
+}
+
+impl Work {
+    fn bytes(&self) -> usize {
+        match self {
+            Work::Batch(j) => j.leaves.iter().map(Vec::len).sum(),
+            Work::Entry(e) => e.entry.detail_json.len() + e.entry.content.len(),
+        }
+    }
+}
+
 /// An ack channel and what to send on it after the group's fsync.
 type Reply = (oneshot::Sender<Result<Ack, Error>>, Result<Ack, Error>);
+/// An entry's reply channel and its leaf index (or error).
+type EntryReply = (oneshot::Sender<Result<u64, Error>>, Result<u64, Error>);
 
 /// Counters of the commit thread.
 #[derive(Default, Debug)]
@@ -103,19 +132,19 @@ pub fn spawn(
     dedup: Dedup,
     roles: Arc<Roles>,
     stats: Arc<CommitStats>,
-) -> (mpsc::Sender<Job>, std::thread::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Job>(1024);
+) -> (mpsc::Sender<Work>, std::thread::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Work>(1024);
     let mut c = Committer { writer, dedup, roles, stats, down: None };
     let handle = std::thread::Builder::new()
         .name("wt-commit".into())
         .spawn(move || {
             while let Some(first) = rx.blocking_recv() {
                 let mut jobs = vec![first];
-                let mut bytes: usize = jobs[0].leaves.iter().map(Vec::len).sum();
+                let mut bytes: usize = jobs[0].bytes();
                 while bytes < (32 << 20) {
                     match rx.try_recv() {
                         Ok(j) => {
-                            bytes += j.leaves.iter().map(Vec::len).sum::<usize>();
+                            bytes += j.bytes();
                             jobs.push(j);
                         }
                         Err(_) => break,
@@ -131,13 +160,22 @@ pub fn spawn(
 
 impl Committer {
     /// Handles a group of jobs with one fsync, then answers them.
-    fn group(&mut self, jobs: Vec<Job>) {
+    fn group(&mut self, jobs: Vec<Work>) {
         let before = self.writer.appended();
         let was_down = self.down.clone();
         let mut group: Vec<Reply> = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let res = self.handle(&job);
-            group.push((job.reply, res));
+        let mut entries: Vec<EntryReply> = Vec::new();
+        for work in jobs {
+            match work {
+                Work::Batch(job) => {
+                    let res = self.handle(&job);
+                    group.push((job.reply, res));
+                }
+                Work::Entry(e) => {
+                    let res = self.append_entry(e.entry, &e.agent_id).map_err(Error::Store);
+                    entries.push((e.reply, res));
+                }
+            }
         }
         if self.down.is_some() && self.writer.appended() != before {
             // A batch could be written again: the outage is over; record it.
@@ -158,6 +196,11 @@ impl Committer {
                             *r = Err(Error::Unavailable(msg.clone()));
                         }
                     }
+                    for (_, r) in entries.iter_mut() {
+                        if r.is_ok() {
+                            *r = Err(Error::Unavailable(msg.clone()));
+                        }
+                    }
                 }
             }
         } else {
@@ -165,6 +208,9 @@ impl Committer {
         }
         for (reply, res) in group {
             // The client may have gone; its retry will be deduplicated.
+            let _ = reply.send(res);
+        }
+        for (reply, res) in entries {
             let _ = reply.send(res);
         }
     }

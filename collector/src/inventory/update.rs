@@ -206,6 +206,20 @@ impl Pass<'_> {
         Ok(())
     }
 
+    /// Raises the alerts about an agent's capture a record states: a gap
+    /// record, a heartbeat whose clock breaks the rules.
+    pub fn observe_agent(&mut self, leaf: u64, agent_id: &str, r: &Record) -> rusqlite::Result<()> {
+        let a = match alerts::gap::from_gap(leaf, agent_id, r) {
+            Some(a) => Some(a),
+            None => alerts::clock::from_heartbeat(self.c, leaf, agent_id, r)?,
+        };
+        if let Some(a) = a {
+            alerts::insert(self.c, &a)?;
+            self.alerts.push(a);
+        }
+        Ok(())
+    }
+
     /// Accounts a collector entry stored at `leaf` (alerts only; entries describe no workload).
     pub fn observe_entry(&mut self, leaf: u64, e: &wiretrail_proto::v1::CollectorEntry) -> rusqlite::Result<()> {
         if let Some(a) = alerts::from_entry(leaf, e) {
