@@ -281,6 +281,20 @@ fn gap_clock_silence_and_return_alerts_reach_webhook_and_syslog() {
     assert!(back["hole_ns"].as_i64().unwrap() >= 2_000_000_000, "{back}");
     assert!(back["last_heartbeat"]["kernel_events"].is_u64() && back["first_heartbeat"]["number"].is_u64());
 
+    // The completeness report states the hole, the restart and the gap.
+    let rep = c.cli_json("completeness", &["--agent", "alerts-agent"]);
+    let [rep] = rep.as_slice() else { panic!("one report expected: {rep:?}") };
+    assert_eq!(rep["boots"].as_array().unwrap().len(), 2, "{rep}");
+    let seen = rep["heartbeats_seen"].as_u64().unwrap();
+    assert!(seen >= 5 && seen < rep["heartbeats_expected"].as_u64().unwrap(), "{rep}");
+    assert!(rep["gaps"]["cap"]["records"].as_u64().unwrap() >= 1, "{rep}");
+    assert!(rep["stated"]["data_bytes"].as_u64().unwrap() > 0, "{rep}");
+    let hole = rep["silences"].as_array().unwrap().iter().find(|s| s["restarted"] == true).expect("the restart hole");
+    assert!(hole["from_ns"].as_i64().unwrap() <= killed_ns && killed_ns < hole["to_ns"].as_i64().unwrap(), "{rep}");
+    let entries: Vec<&str> =
+        rep["liveness_entries"].as_array().unwrap().iter().map(|e| e[0].as_str().unwrap()).collect();
+    assert_eq!(entries, ["agent_silent", "agent_returned"], "{rep}");
+
     // Every alert was delivered to both doors.
     let kinds = ["gap", "clock", "agent_silent", "agent_returned"];
     let delivered = |v: &[String]| kinds.iter().all(|k| v.iter().any(|x| x == k));

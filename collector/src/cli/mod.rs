@@ -3,6 +3,7 @@
 
 mod alerting;
 mod alerts;
+mod completeness;
 mod inventory;
 
 use alerting::AlertingArgs;
@@ -129,6 +130,9 @@ enum Cmd {
     Inventory(inventory::InventoryArgs),
     /// List (or follow) alerts: shadow identities, policy denials and violations.
     Alerts(alerts::AlertsArgs),
+    /// Completeness per agent over a window: heartbeats seen vs expected, bytes the
+    /// agent saw vs recorded, gaps by reason, silences.
+    Completeness(completeness::CompletenessArgs),
 }
 
 #[derive(Subcommand)]
@@ -470,6 +474,7 @@ pub fn main() -> anyhow::Result<()> {
             }
             Cmd::Inventory(args) => inventory::run(args).await?,
             Cmd::Alerts(args) => alerts::run(args).await?,
+            Cmd::Completeness(args) => completeness::run(args).await?,
         }
         Ok(())
     })
