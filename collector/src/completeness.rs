@@ -108,7 +108,7 @@ impl Builder {
         match r.kind() {
             RecordKind::Heartbeat => {
                 if let Some(h) = &r.heartbeat {
-                    self.beats.push((r.capture_time_ns, boot_id.to_string(), h.clone()));
+                    self.beats.push((r.capture_time_ns, boot_id.to_string(), *h));
                 }
             }
             kind => {
@@ -142,8 +142,8 @@ impl Builder {
                 boot_order.push(boot.clone());
                 Boot::default()
             });
-            b.first.get_or_insert_with(|| h.clone());
-            b.last = Some(h.clone());
+            b.first.get_or_insert(*h);
+            b.last = Some(*h);
         }
         for b in boots.values() {
             let (Some(first), Some(last)) = (&b.first, &b.last) else { continue };

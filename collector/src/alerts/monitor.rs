@@ -63,7 +63,7 @@ impl Monitor {
     pub fn observe(self: &Arc<Self>, agent_id: &str, boot_id: &str, records: &[Record]) {
         let now = self.clock.now_ns();
         for r in records.iter().filter(|r| r.kind() == RecordKind::Heartbeat) {
-            let Some(hb) = r.heartbeat.clone() else { continue };
+            let Some(hb) = r.heartbeat else { continue };
             let beat =
                 Beat { boot_id: boot_id.to_string(), time_ns: r.capture_time_ns, received_ns: now, heartbeat: hb };
             let ev = self.state.lock().expect("silence state").observe(agent_id, beat);

@@ -175,11 +175,11 @@ impl Store {
     }
 }
 
+/// The running destinations: counters by name, and their tasks.
+pub type Running = (Vec<(String, Arc<DeliveryStats>)>, Vec<tokio::task::JoinHandle<()>>);
+
 /// Spawns one delivery task per destination; returns their counters by name.
-pub fn spawn(
-    data_dir: &Path,
-    config: &DeliveryConfig,
-) -> Result<(Vec<(String, Arc<DeliveryStats>)>, Vec<tokio::task::JoinHandle<()>>), DeliveryError> {
+pub fn spawn(data_dir: &Path, config: &DeliveryConfig) -> Result<Running, DeliveryError> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     for (i, w) in config.webhooks.iter().enumerate() {
         sinks.push(Box::new(webhook::Webhook::new(i, w.clone())?));
