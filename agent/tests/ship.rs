@@ -557,8 +557,11 @@ async fn heartbeats_are_spooled_while_a_full_spool_drops_records() {
     let before = h.stats.get();
     assert!(before.records_dropped >= 150, "{before:?}");
     // The collector is still away and ordinary records do not fit: heartbeats still do (gap reserve).
+    // Each heartbeat is made larger than any room a 20 kB spool of ~5 kB
+    // batches can have left (a long host name), so only the reserve can take it.
     for n in 0..3u64 {
         let mut r = Record {
+            host: "h".repeat(6_000),
             heartbeat: Some(wiretrail_proto::v1::Heartbeat { number: n, ..Default::default() }),
             ..Default::default()
         };
