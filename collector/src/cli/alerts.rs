@@ -1,4 +1,5 @@
-//! `wiretrail alerts`: shadow identities, policy denials and violations.
+//! `wiretrail alerts`: shadow identities, policy denials and violations, gaps,
+//! clocks, silent and returning agents, the collector's own incidents.
 
 use tokio_stream::StreamExt;
 use wiretrail_proto::v1::AlertsRequest;
@@ -13,7 +14,8 @@ pub(super) struct AlertsArgs {
     #[command(flatten)]
     conn: Conn,
     /// Only this kind: shadow_identity, policy_denied, policy_violation, agent_id_refused,
-    /// batch_conflict, storage_unavailable, recovery or repair.
+    /// batch_conflict, storage_unavailable, recovery, repair, agent_silent, agent_returned,
+    /// gap or clock.
     #[arg(long, default_value = "")]
     kind: String,
     /// Only alerts with a larger id (resume a previous listing).

@@ -128,7 +128,8 @@ enum Cmd {
     },
     /// List the workload identities seen, with custodian and purpose from the registry.
     Inventory(inventory::InventoryArgs),
-    /// List (or follow) alerts: shadow identities, policy denials and violations.
+    /// List (or follow) alerts: shadow identities, policy denials and violations, gaps,
+    /// clocks, silent and returning agents.
     Alerts(alerts::AlertsArgs),
     /// Completeness per agent over a window: heartbeats seen vs expected, bytes the
     /// agent saw vs recorded, gaps by reason, silences.
