@@ -24,7 +24,10 @@ const SECRET: &[u8] = b"webhook-test-secret";
 /// Webhook bodies received (each checked against its HMAC header first).
 type Received = Arc<Mutex<Vec<Value>>>;
 
-fn read_http(s: &mut TcpStream) -> Option<(Vec<(String, String)>, Vec<u8>)> {
+/// An HTTP request's headers (names lower-cased) and body.
+type Request = (Vec<(String, String)>, Vec<u8>);
+
+fn read_http(s: &mut TcpStream) -> Option<Request> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {
