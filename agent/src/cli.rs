@@ -154,6 +154,14 @@ pub struct RunArgs {
     /// Redaction rules: the config file's `redaction:` section (no flag).
     #[arg(skip)]
     pub redaction: crate::redact::RedactConfig,
+    /// With `--collector`: send a heartbeat (counters, spool and clock state)
+    /// this often, in ms (100..=10000).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=10_000))]
+    pub heartbeat_ms: u64,
+    /// Test hook: add this many ms to the clock error bound heartbeats report
+    /// (exercises the collector's clock alert; never use in production).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub test_clock_error_ms: u64,
 }
 
 #[cfg(test)]

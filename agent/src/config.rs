@@ -110,6 +110,8 @@ pub struct FileConfig {
     pub redact_key_file: Option<PathBuf>,
     /// Redaction rules (see `crate::redact::config`).
     pub redaction: Option<crate::redact::RedactConfig>,
+    pub heartbeat_ms: Option<u64>,
+    pub test_clock_error_ms: Option<u64>,
 }
 
 fn output_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OutputFormat>, D::Error> {
@@ -166,7 +168,7 @@ impl FileConfig {
         take!(output, output_file, ring_bytes, conn_cap_bytes, metrics_addr, stats_file, ready_file);
         take!(reorder_window_ms, idle_timeout_s, no_tls, max_conns, policy, no_capture);
         take!(no_twins, collector, agent_id, tls_dir, tls_cert_name, collector_name, spool_dir, spool_bytes);
-        take!(kube, kubeconfig, node_name, exe_hash_max_bytes, redact_key_file);
+        take!(kube, kubeconfig, node_name, exe_hash_max_bytes, redact_key_file, heartbeat_ms, test_clock_error_ms);
         if let Some(r) = &self.redaction {
             args.redaction = r.clone();
         }

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod heartbeat;
 pub mod host;
 pub mod identity;
 pub mod metrics;

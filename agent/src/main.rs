@@ -136,6 +136,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 args.tls_dir.as_ref().map(|d| ClientTlsFiles::in_dir(d, &args.tls_cert_name, &args.collector_name));
             let handle = ShipHandle::spawn(config, ship_shutdown.clone()).await.context("starting the shipper")?;
             tracing::info!(%endpoint, %agent_id, boot_id = %handle.boot_id, "shipping records to the collector");
+            let sources = wiretrail_agent::heartbeat::Sources {
+                metrics: metrics.clone(),
+                ship: handle.stats.clone(),
+                spool: handle.spool.clone(),
+                host: host.clone(),
+                boot_start_ns: wiretrail_agent::clock::now_utc_ns() as i64,
+                extra_error_ns: args.test_clock_error_ms.saturating_mul(1_000_000),
+            };
+            if args.test_clock_error_ms > 0 {
+                tracing::warn!(ms = args.test_clock_error_ms, "test hook: heartbeats overstate the clock error");
+            }
+            wiretrail_agent::heartbeat::spawn(sources, args.heartbeat_ms, handle.records.clone(), shutdown.clone())
+                .context("starting heartbeats")?;
             (Some(pipeline::Ship { tx: handle.records, host }), Some((handle.task, handle.stats)))
         }
         None => (None, None),

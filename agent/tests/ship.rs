@@ -538,3 +538,49 @@ async fn the_agent_reloads_its_certificate_and_keeps_the_old_one_when_the_new_on
     }
     col.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_spooled_while_a_full_spool_drops_records() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let (data, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (addr, reserved) = free_addr();
+    let mut cfg = ship_config(addr, spool.path(), None);
+    cfg.spool.max_bytes = 20_000;
+    let shutdown = CancellationToken::new();
+    let h = ShipHandle::spawn(cfg, shutdown.clone()).await.unwrap();
+    send(&h, 0..200, 512).await;
+    wait_for("all records handled", || {
+        let s = h.stats.get();
+        s.records_spooled + s.records_dropped == 200
+    })
+    .await;
+    let before = h.stats.get();
+    assert!(before.records_dropped >= 150, "{before:?}");
+    // The collector is still away and ordinary records do not fit: heartbeats still do (gap reserve).
+    // Each heartbeat is made larger than any room a 20 kB spool of ~5 kB
+    // batches can have left (a long host name), so only the reserve can take it.
+    for n in 0..3u64 {
+        let mut r = Record {
+            host: "h".repeat(6_000),
+            heartbeat: Some(wiretrail_proto::v1::Heartbeat { number: n, ..Default::default() }),
+            ..Default::default()
+        };
+        r.set_kind(wiretrail_proto::v1::RecordKind::Heartbeat);
+        h.records.send(r).await.unwrap();
+    }
+    wait_for("heartbeats spooled", || h.stats.get().records_spooled == before.records_spooled + 3).await;
+    assert_eq!(h.stats.get().records_dropped, before.records_dropped, "no heartbeat was dropped");
+    let col = Collector::start(reserved, ServeConfig::new(data.path().to_path_buf())).await;
+    wait_for("everything acked", || {
+        let s = h.stats.get();
+        s.gap_records == 1 && s.batches_acked == s.batches_spooled
+    })
+    .await;
+    shutdown.cancel();
+    h.task.await.unwrap().unwrap();
+    let leaves = all_leaves(addr, None).await;
+    let beats: Vec<u64> =
+        leaves.iter().filter_map(|l| l.record.as_ref().unwrap().heartbeat.as_ref().map(|b| b.number)).collect();
+    assert_eq!(beats, [0, 1, 2]);
+    col.stop().await;
+}

@@ -20,10 +20,22 @@ pub const REPAIR: &str = "repair";
 
 /// Background verification found the log inconsistent with its checkpoints.
 pub const VERIFICATION_FAILED: &str = "verification_failed";
+/// No heartbeat from an agent for longer than the silence threshold.
+pub const AGENT_SILENT: &str = "agent_silent";
+/// A silent agent's heartbeats came back (the entry states the hole).
+pub const AGENT_RETURNED: &str = "agent_returned";
 
 /// Every kind the collector writes.
-pub const KINDS: [&str; 6] =
-    [AGENT_ID_REFUSED, BATCH_CONFLICT, STORAGE_UNAVAILABLE, RECOVERY, REPAIR, VERIFICATION_FAILED];
+pub const KINDS: [&str; 8] = [
+    AGENT_ID_REFUSED,
+    BATCH_CONFLICT,
+    STORAGE_UNAVAILABLE,
+    RECOVERY,
+    REPAIR,
+    VERIFICATION_FAILED,
+    AGENT_SILENT,
+    AGENT_RETURNED,
+];
 
 /// An entry made now.
 pub fn new(kind: &str, time_ns: i64, subject: &str, detail: serde_json::Value, content: Vec<u8>) -> CollectorEntry {

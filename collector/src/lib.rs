@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod checkpointer;
 pub mod cli;
+pub mod completeness;
 pub mod entry;
 pub mod error;
 pub mod export;

@@ -11,6 +11,8 @@ use tonic::transport::Server;
 use wiretrail_proto::v1::ingest_server::IngestServer;
 use wiretrail_proto::v1::query_server::QueryServer;
 
+use crate::alerts::delivery::{DeliveryConfig, DeliveryError};
+use crate::alerts::monitor::{Monitor, SilenceConfig};
 use crate::checkpointer::Checkpointer;
 use crate::index::{self, IndexConfig, IndexError, IndexProgress};
 use crate::ingest::commit::{self, CommitStats};
@@ -51,6 +53,10 @@ pub struct ServeConfig {
     pub query: QueryLimits,
     /// Background verification schedule.
     pub verify: VerifyConfig,
+    /// When an agent counts as silent.
+    pub silence: SilenceConfig,
+    /// Alert destinations (webhooks, syslog).
+    pub delivery: DeliveryConfig,
 }
 
 impl ServeConfig {
@@ -69,6 +75,8 @@ impl ServeConfig {
             roles: None,
             query: QueryLimits::default(),
             verify: VerifyConfig::default(),
+            silence: SilenceConfig::default(),
+            delivery: DeliveryConfig::default(),
         }
     }
 }
@@ -94,6 +102,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// An alert destination is unusable.
+    #[error("{0}")]
+    Delivery(#[from] DeliveryError),
     /// A start-up task panicked.
     #[error("start-up task failed: {0}")]
     Join(String),
@@ -135,18 +146,18 @@ pub async fn run(
             commit::append_entry_blocking(&entries, e, "").map(|_| ()).map_err(|e| e.to_string())
         }),
     );
+    let monitor = Monitor::new(&config.silence, Arc::new(crate::alerts::silence::SystemClock), jobs.clone());
+    let monitor_timer = monitor.spawn_timer();
+    let (delivery_stats, delivery_tasks) = crate::alerts::delivery::spawn(&config.data_dir, &config.delivery)?;
     let progress = Arc::new(IndexProgress::default());
     let indexer = index::spawn(shared.clone(), config.index.clone(), progress.clone(), registry.clone())?;
     let registry_watcher = registry.spawn_watcher(config.registry_check_interval);
     let (checkpointer, checkpoint_thread) = Checkpointer::spawn(shared.clone(), config.checkpoint_interval);
 
-    let ingest = IngestServer::new(IngestService::new(
-        jobs,
-        config.limits.clone(),
-        shared.clone(),
-        progress.clone(),
-        config.index.max_lag,
-    ))
+    let ingest = IngestServer::new(
+        IngestService::new(jobs, config.limits.clone(), shared.clone(), progress.clone(), config.index.max_lag)
+            .with_monitor(monitor.clone()),
+    )
     .max_decoding_message_size(config.max_message_bytes)
     // Agents send batches zstd-compressed (records repeat identities and headers).
     .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
@@ -220,6 +231,16 @@ pub async fn run(
     };
     if let Some(w) = registry_watcher {
         w.abort();
+    }
+    monitor.close();
+    monitor_timer.abort();
+    for t in &delivery_tasks {
+        t.abort();
+    }
+    for (name, s) in &delivery_stats {
+        tracing::info!(destination = %name, delivered = s.delivered.load(Ordering::Relaxed),
+            failures = s.failures.load(Ordering::Relaxed), skipped = s.skipped.load(Ordering::Relaxed),
+            pending = s.pending.load(Ordering::Relaxed), "alert delivery stopped");
     }
     // The services (and their job senders) are gone, and with the
     // verification thread its sender: the commit thread drains and stops.

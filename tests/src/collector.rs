@@ -23,6 +23,11 @@ pub struct Collector {
 
 impl Collector {
     pub fn start(data_dir: &Path, certs: &Path, port: u16) -> Collector {
+        Collector::start_with(data_dir, certs, port, &[])
+    }
+
+    /// [`Collector::start`] with extra `serve` arguments.
+    pub fn start_with(data_dir: &Path, certs: &Path, port: u16, extra: &[&str]) -> Collector {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -33,6 +38,7 @@ impl Collector {
             .arg(data_dir)
             .arg("--tls-dir")
             .arg(certs)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -8,7 +8,7 @@ use prost::Message;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use wiretrail_proto::v1::{Batch, GapReason, Record};
+use wiretrail_proto::v1::{Batch, GapReason, Record, RecordKind};
 
 use super::gap::PendingGap;
 use super::{ShipConfig, ShipError, ShipStats};
@@ -126,6 +126,9 @@ impl Batcher {
 
     async fn push(&mut self, r: Record) -> Result<(), ShipError> {
         ShipStats::add(&self.stats.records_in, 1);
+        if r.kind() == RecordKind::Heartbeat {
+            return self.heartbeat(r).await;
+        }
         let mut r = r;
         let mut len = r.encoded_len();
         if len > self.max_record {
@@ -146,6 +149,26 @@ impl Batcher {
         self.current.push(r);
         if self.current.len() >= self.max_records || self.current_bytes >= self.max_bytes {
             self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Spools a heartbeat alone, after the records before it; it may use the
+    /// gap reserve so it is kept while ordinary records are not.
+    async fn heartbeat(&mut self, r: Record) -> Result<(), ShipError> {
+        self.flush().await?;
+        let first_no = self.record_no;
+        self.record_no += 1;
+        let batch = self.batch(vec![r]);
+        let need = (batch.encoded_len() + HEADER_LEN) as u64;
+        match self.append(batch, true).await {
+            (_, Ok(_)) => {
+                self.next_seq += 1;
+                ShipStats::add(&self.stats.batches_spooled, 1);
+                ShipStats::add(&self.stats.records_spooled, 1);
+                self.notify.notify_one();
+            }
+            (b, Err(e)) => self.lose(b.records, first_no, need, Some(e)),
         }
         Ok(())
     }

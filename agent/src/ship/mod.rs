@@ -45,6 +45,11 @@
 //!   range), spooled and sent as soon as there is room again (or at shutdown,
 //!   using the spool's gap reserve). Counted in [`ShipStats::records_dropped`]
 //!   / [`ShipStats::gap_records`] and logged at warn.
+//! - Heartbeat records (`RECORD_KIND_HEARTBEAT`) travel alone in their own
+//!   batch, which may use the spool's gap reserve: a heartbeat is still
+//!   spooled (and shipped in order once the collector takes batches again)
+//!   while ordinary records are being replaced by a spool-full gap. Only when
+//!   the reserve is full too does a heartbeat join the pending gap.
 //! - A record above `max_record_bytes`, or one the collector refuses as too
 //!   large (RESOURCE_EXHAUSTED), is replaced in its batch by a
 //!   `GAP_REASON_TOO_LARGE` gap record keeping its metadata; the batch keeps
@@ -221,6 +226,8 @@ pub struct ShipHandle {
     pub stats: Arc<ShipStats>,
     /// The boot id of this run (batches are numbered per agent id and boot id).
     pub boot_id: String,
+    /// The spool (its fill level goes into heartbeats).
+    pub spool: Arc<Spool>,
     /// Ends after `shutdown` is cancelled and the spool is drained (or `drain_timeout` passed).
     pub task: JoinHandle<Result<(), ShipError>>,
 }
@@ -259,12 +266,12 @@ impl ShipHandle {
         let batcher_done = CancellationToken::new();
         let b = batcher::Batcher::new(&config, spool.clone(), boot_dir, boot_id.clone(), notify.clone(), stats.clone());
         let batcher = tokio::spawn(b.run(rx, shutdown.clone(), batcher_done.clone()));
-        let sender = tokio::spawn(sender::run(config, spool, notify, stats.clone(), shutdown, batcher_done));
+        let sender = tokio::spawn(sender::run(config, spool.clone(), notify, stats.clone(), shutdown, batcher_done));
         let task = tokio::spawn(async move {
             let b = batcher.await.map_err(ShipError::Join)?;
             let s = sender.await.map_err(ShipError::Join)?;
             b.and(s)
         });
-        Ok(ShipHandle { records: tx, stats, boot_id, task })
+        Ok(ShipHandle { records: tx, stats, boot_id, spool, task })
     }
 }

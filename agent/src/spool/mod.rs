@@ -126,6 +126,8 @@ struct Entry {
     path: PathBuf,
     /// Its size (counted against the bound).
     bytes: u64,
+    /// UTC ns when it was spooled (the file's mtime for batches of earlier runs).
+    added_ns: i64,
 }
 
 /// In-memory view of the spool directory.
@@ -145,6 +147,20 @@ pub struct Spool {
     config: SpoolConfig,
     /// Index of the files, shared by the batcher (appends) and the sender (reads, removes).
     inner: Mutex<Inner>,
+}
+
+/// UTC ns now.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// A file's modification time (UTC ns; now when unreadable).
+fn mtime_ns(path: &Path) -> i64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(now_ns, |d| d.as_nanos() as i64)
 }
 
 /// Whether `name` has the shape of a boot directory (`<20 digits>-<boot id>`).
@@ -213,7 +229,8 @@ impl Spool {
                 }
                 n += 1;
                 inner.used += bytes.len() as u64;
-                inner.entries.insert(key, Entry { path, bytes: bytes.len() as u64 });
+                let added_ns = mtime_ns(&path);
+                inner.entries.insert(key, Entry { path, bytes: bytes.len() as u64, added_ns });
             }
             if n == 0 {
                 std::fs::remove_dir(&boot_path).map_err(io("removing", &boot_path))?;
@@ -254,7 +271,7 @@ impl Spool {
         file::write_durable(&path, &bytes)?;
         let mut inner = self.inner.lock().expect("spool lock");
         inner.used += need;
-        inner.entries.insert(key, Entry { path, bytes: need });
+        inner.entries.insert(key, Entry { path, bytes: need, added_ns: now_ns() });
         Ok(need)
     }
 
@@ -267,7 +284,9 @@ impl Spool {
         file::write_durable(&path, &bytes)?;
         let mut inner = self.inner.lock().expect("spool lock");
         inner.used += bytes.len() as u64;
-        if let Some(old) = inner.entries.insert(key.clone(), Entry { path, bytes: bytes.len() as u64 }) {
+        if let Some(old) =
+            inner.entries.insert(key.clone(), Entry { path, bytes: bytes.len() as u64, added_ns: now_ns() })
+        {
             inner.used -= old.bytes;
         }
         Ok(())
@@ -318,6 +337,11 @@ impl Spool {
     /// Number of spooled batches.
     pub fn len(&self) -> usize {
         self.inner.lock().expect("spool lock").entries.len()
+    }
+
+    /// UTC ns when the first batch still waiting for its ack was spooled (`None`: none waits).
+    pub fn oldest_ns(&self) -> Option<i64> {
+        self.inner.lock().expect("spool lock").entries.values().next().map(|e| e.added_ns)
     }
 
     /// Whether the spool holds no batch.

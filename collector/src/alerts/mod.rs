@@ -1,11 +1,24 @@
 //! Alerts raised while indexing: shadow identities, identity anomalies (a
 //! new peer, talk outside declared hours, a retired identity talking),
-//! policy denials and violations, and the collector's own entries that need a person (agent id
-//! refusals, batch conflicts, storage outages, recovery cuts, repairs, failed
-//! background verification). Stored in the index database (derived from the log like the
-//! rest of the index), each with the leaf index of the record that raised it.
+//! policy denials and violations, capture gaps, agents' clocks, and the
+//! collector's own entries that need a person (agent id refusals, batch
+//! conflicts, storage outages, recovery cuts, repairs, failed background
+//! verification, agents gone silent and back). Stored in the index database
+//! (derived from the log like the rest of the index), each with the leaf
+//! index of the record that raised it.
+//!
+//! Silence is the one alert not raised by a record an agent sent: the
+//! [`monitor`] watches heartbeat arrivals on a timer and appends
+//! `agent_silent` / `agent_returned` entries to the log, which then raise
+//! their alerts like every other entry. [`delivery`] pushes stored alerts to
+//! webhooks and syslog.
 
+pub mod clock;
+pub mod delivery;
+pub mod gap;
+pub mod monitor;
 mod policy;
+pub mod silence;
 
 use rusqlite::{Connection, params};
 use wiretrail_proto::v1::Alert;
@@ -39,11 +52,19 @@ pub enum Kind {
     OutsideHours,
     /// An identity its registry entry declares retired talked.
     RetiredActive,
+    /// No heartbeat from an agent for longer than the silence threshold.
+    AgentSilent,
+    /// A silent agent is back (the alert states the hole).
+    AgentReturned,
+    /// A gap record: bytes or records known missing.
+    Gap,
+    /// An agent's clock error is above 50 ms or its kernel clock is not synchronized.
+    Clock,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 16] = [
         Kind::ShadowIdentity,
         Kind::PolicyDenied,
         Kind::PolicyViolation,
@@ -56,6 +77,10 @@ impl Kind {
         Kind::NewPeer,
         Kind::OutsideHours,
         Kind::RetiredActive,
+        Kind::AgentSilent,
+        Kind::AgentReturned,
+        Kind::Gap,
+        Kind::Clock,
     ];
 
     /// The stored and API name.
@@ -73,13 +98,20 @@ impl Kind {
             Kind::NewPeer => "new_peer",
             Kind::OutsideHours => "outside_hours",
             Kind::RetiredActive => "retired_identity_active",
+            Kind::AgentSilent => crate::entry::AGENT_SILENT,
+            Kind::AgentReturned => crate::entry::AGENT_RETURNED,
+            Kind::Gap => "gap",
+            Kind::Clock => "clock",
         }
     }
 
     /// Whether collector entries of this kind's name raise it (the others
     /// are raised from records by the inventory).
     fn raised_by_entries(self) -> bool {
-        !matches!(self, Kind::ShadowIdentity | Kind::NewPeer | Kind::OutsideHours | Kind::RetiredActive)
+        !matches!(
+            self,
+            Kind::ShadowIdentity | Kind::NewPeer | Kind::OutsideHours | Kind::RetiredActive | Kind::Gap | Kind::Clock
+        )
     }
 
     /// The kind named `s`.
@@ -90,10 +122,16 @@ impl Kind {
     /// Severity of alerts of this kind.
     pub fn severity(self) -> &'static str {
         match self {
-            Kind::ShadowIdentity | Kind::PolicyViolation | Kind::Recovery | Kind::NewPeer | Kind::OutsideHours => {
-                "medium"
-            }
-            Kind::PolicyDenied
+            Kind::ShadowIdentity
+            | Kind::PolicyViolation
+            | Kind::Recovery
+            | Kind::NewPeer
+            | Kind::OutsideHours
+            | Kind::AgentReturned
+            | Kind::Gap => "medium",
+            Kind::AgentSilent
+            | Kind::Clock
+            | Kind::PolicyDenied
             | Kind::AgentIdRefused
             | Kind::BatchConflict
             | Kind::StorageUnavailable
@@ -135,6 +173,7 @@ CREATE TABLE IF NOT EXISTS alerts(
   id INTEGER PRIMARY KEY AUTOINCREMENT, t INTEGER NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL,
   identity TEXT NOT NULL, detail TEXT NOT NULL, leaf INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS alerts_kind ON alerts(kind, id);
+CREATE TABLE IF NOT EXISTS clock_state(agent TEXT PRIMARY KEY, reasons TEXT NOT NULL);
 ";
 
 /// Stores `a` (inside the caller's transaction).

@@ -1,4 +1,5 @@
-//! `wiretrail alerts`: shadow identities, policy denials and violations.
+//! `wiretrail alerts`: shadow identities, policy denials and violations, gaps,
+//! clocks, silent and returning agents, the collector's own incidents.
 
 use tokio_stream::StreamExt;
 use wiretrail_proto::v1::AlertsRequest;
@@ -14,7 +15,7 @@ pub(super) struct AlertsArgs {
     conn: Conn,
     /// Only this kind: shadow_identity, policy_denied, policy_violation, agent_id_refused,
     /// batch_conflict, storage_unavailable, recovery, repair, verification_failed, new_peer,
-    /// outside_hours or retired_identity_active.
+    /// outside_hours, retired_identity_active, agent_silent, agent_returned, gap or clock.
     #[arg(long, default_value = "")]
     kind: String,
     /// Only alerts with a larger id (resume a previous listing).

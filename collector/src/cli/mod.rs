@@ -1,8 +1,12 @@
 //! The `wiretrail` command line: serve, query, verify, checkpoint, export, verify-bundle,
 //! inventory, alerts, policy check.
 
+mod alerting;
 mod alerts;
+mod completeness;
 mod inventory;
+
+use alerting::AlertingArgs;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,6 +62,9 @@ enum Cmd {
         /// Seconds between full background verifications (one also runs at start).
         #[arg(long, default_value_t = 86400, value_parser = clap::value_parser!(u64).range(1..))]
         verify_full_interval_secs: u64,
+        /// Alert settings: silence threshold and delivery to webhooks and syslog.
+        #[command(flatten)]
+        alerting: AlertingArgs,
     },
     /// Repair a log that the collector refuses to open (run with the collector
     /// stopped): restore damaged frame headers whose data is intact, or cut
@@ -127,8 +134,12 @@ enum Cmd {
     },
     /// List the workload identities seen, with custodian and purpose from the registry.
     Inventory(inventory::InventoryArgs),
-    /// List (or follow) alerts: shadow identities, policy denials and violations.
+    /// List (or follow) alerts: shadow identities, policy denials and violations, gaps,
+    /// clocks, silent and returning agents.
     Alerts(alerts::AlertsArgs),
+    /// Completeness per agent over a window: heartbeats seen vs expected, bytes the
+    /// agent saw vs recorded, gaps by reason, silences.
+    Completeness(completeness::CompletenessArgs),
 }
 
 #[derive(Subcommand)]
@@ -283,12 +294,14 @@ pub fn main() -> anyhow::Result<()> {
                 roles,
                 verify_interval_secs,
                 verify_full_interval_secs,
+                alerting,
             } => {
                 let mut cfg = crate::ServeConfig::new(data_dir);
                 cfg.verify = crate::verify::background::VerifyConfig {
                     interval: Duration::from_secs(verify_interval_secs),
                     full_interval: Duration::from_secs(verify_full_interval_secs),
                 };
+                alerting.apply(&mut cfg)?;
                 cfg.store.segment_bytes = segment_bytes;
                 cfg.registry = registry;
                 cfg.roles = roles;
@@ -474,6 +487,7 @@ pub fn main() -> anyhow::Result<()> {
             }
             Cmd::Inventory(args) => inventory::run(args).await?,
             Cmd::Alerts(args) => alerts::run(args).await?,
+            Cmd::Completeness(args) => completeness::run(args).await?,
         }
         Ok(())
     })

@@ -142,7 +142,8 @@ fn has_inventory(c: &Connection) -> Result<bool, rusqlite::Error> {
 /// Empties the index (it is then rebuilt from the log).
 pub fn clear(c: &Connection) -> Result<(), rusqlite::Error> {
     c.execute_batch(
-        "DELETE FROM records; DELETE FROM identity; DELETE FROM endpoints; DELETE FROM meta; DELETE FROM alerts;",
+        "DELETE FROM records; DELETE FROM identity; DELETE FROM endpoints; DELETE FROM meta; DELETE FROM alerts; \
+         DELETE FROM clock_state;",
     )?;
     c.execute_batch(crate::inventory::CLEAR)
 }
@@ -181,6 +182,7 @@ pub fn index_range(
             }
             let r = leaf.record.unwrap_or_default();
             pass.observe(i, &r).map_err(err)?;
+            pass.observe_agent(i, &leaf.agent_id, &r).map_err(err)?;
             let remote = r.remote.clone().unwrap_or_default();
             rec.execute(params![
                 i as i64,

@@ -53,22 +53,21 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<Ack, Error>>,
 }
 
-/// An entry the collector appends to its own log on behalf of another part
-/// of the collector (e.g. background verification's findings).
+/// An entry the collector appends itself (e.g. an agent's silence), made durable with the next group.
 pub struct EntryJob {
     /// The entry.
     pub entry: wiretrail_proto::v1::CollectorEntry,
-    /// Agent id the entry is about ("" for none).
+    /// The agent it is about ("" for none).
     pub agent_id: String,
-    /// Its leaf index once durable, or why it is not.
+    /// Its leaf index once durable (or the error).
     pub reply: oneshot::Sender<Result<u64, Error>>,
 }
 
-/// What the commit thread is asked to do.
+/// What the commit thread is asked to make durable.
 pub enum Work {
-    /// Store a batch and ack it.
+    /// An agent's batch.
     Batch(Job),
-    /// Append one collector entry.
+    /// A collector entry.
     Entry(EntryJob),
 }
 
@@ -76,7 +75,7 @@ impl Work {
     fn bytes(&self) -> usize {
         match self {
             Work::Batch(j) => j.leaves.iter().map(Vec::len).sum(),
-            Work::Entry(_) => 0,
+            Work::Entry(e) => e.entry.detail_json.len() + e.entry.content.len(),
         }
     }
 }

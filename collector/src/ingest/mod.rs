@@ -44,6 +44,8 @@ pub struct IngestService {
     progress: Arc<crate::index::IndexProgress>,
     /// Most records the index may lag before ingest waits.
     max_index_lag: u64,
+    /// Told of the heartbeats of each acknowledged batch.
+    monitor: Option<Arc<crate::alerts::monitor::Monitor>>,
 }
 
 impl IngestService {
@@ -55,9 +57,18 @@ impl IngestService {
         progress: Arc<crate::index::IndexProgress>,
         max_index_lag: u64,
     ) -> Self {
-        IngestService { jobs, limits, shared, progress, max_index_lag }
+        IngestService { jobs, limits, shared, progress, max_index_lag, monitor: None }
+    }
+
+    /// Reports the heartbeats of acknowledged batches to `monitor`.
+    pub fn with_monitor(mut self, monitor: Arc<crate::alerts::monitor::Monitor>) -> Self {
+        self.monitor = Some(monitor);
+        self
     }
 }
+
+/// Heartbeats of a batch in flight: (agent id, boot id, heartbeat records).
+type Beats = Option<(String, String, Vec<wiretrail_proto::v1::Record>)>;
 
 /// Bytes of a leaf besides its record (ids, peer identity, batch fields); a
 /// record may be at most `MAX_LEAF_LEN` minus this.
@@ -192,14 +203,16 @@ impl Ingest for IngestService {
         let limits = self.limits.clone();
         let (shared, progress, max_lag) = (self.shared.clone(), self.progress.clone(), self.max_index_lag);
         // Acks are returned in batch order; up to 64 batches in flight per stream.
-        let (pending_tx, mut pending_rx) = mpsc::channel::<oneshot::Receiver<Result<Ack, Error>>>(64);
+        let (pending_tx, mut pending_rx) = mpsc::channel::<(oneshot::Receiver<Result<Ack, Error>>, Beats)>(64);
+        let monitor = self.monitor.clone();
+        let watching = monitor.is_some();
         let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(64);
         tokio::spawn(async move {
             // Errors travel through the same ordered queue as acks, after them.
             let fail = |e: Error| {
                 let (tx, rx) = oneshot::channel();
                 let _ = tx.send(Err(e));
-                rx
+                (rx, None)
             };
             while let Some(item) = input.next().await {
                 let mut batch = match item {
@@ -224,6 +237,11 @@ impl Ingest for IngestService {
                 let hash = content_hash(&mut batch);
                 let (agent_id, boot_id, seq) = (batch.agent_id.clone(), batch.boot_id.clone(), batch.seq);
                 let through = batch.covers_through_seq.max(seq);
+                let beats: Beats = watching.then(|| {
+                    let hb = wiretrail_proto::v1::RecordKind::Heartbeat;
+                    let v: Vec<_> = batch.records.iter().filter(|r| r.kind() == hb).cloned().collect();
+                    (agent_id.clone(), boot_id.clone(), v)
+                });
                 let leaves = encode_leaves(batch, &peer, crate::store::now_ns(), &hash);
                 let (reply, rx) = oneshot::channel();
                 let job = Job { agent_id, boot_id, seq, through, peer: peer.clone(), hash, leaves, reply };
@@ -231,15 +249,23 @@ impl Ingest for IngestService {
                     let _ = pending_tx.send(fail(Error::Unavailable("collector is shutting down".into()))).await;
                     return;
                 }
-                if pending_tx.send(rx).await.is_err() {
+                if pending_tx.send((rx, beats)).await.is_err() {
                     return;
                 }
             }
         });
         tokio::spawn(async move {
-            while let Some(rx) = pending_rx.recv().await {
+            while let Some((rx, beats)) = pending_rx.recv().await {
                 let res = match rx.await {
-                    Ok(Ok(ack)) => Ok(ack),
+                    Ok(Ok(ack)) => {
+                        if let (Some(m), Some((agent, boot, records))) = (&monitor, beats)
+                            && !ack.conflict
+                            && !records.is_empty()
+                        {
+                            m.observe(&agent, &boot, &records);
+                        }
+                        Ok(ack)
+                    }
                     Ok(Err(e)) => Err(Status::from(e)),
                     Err(_) => Err(Status::unavailable("commit thread stopped")),
                 };

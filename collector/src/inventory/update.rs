@@ -271,6 +271,20 @@ impl Pass<'_> {
         Ok(())
     }
 
+    /// Raises the alerts about an agent's capture a record states: a gap
+    /// record, a heartbeat whose clock breaks the rules.
+    pub fn observe_agent(&mut self, leaf: u64, agent_id: &str, r: &Record) -> rusqlite::Result<()> {
+        let a = match alerts::gap::from_gap(leaf, agent_id, r) {
+            Some(a) => Some(a),
+            None => alerts::clock::from_heartbeat(self.c, leaf, agent_id, r)?,
+        };
+        if let Some(a) = a {
+            alerts::insert(self.c, &a)?;
+            self.alerts.push(a);
+        }
+        Ok(())
+    }
+
     /// Stores alert `kind` for `key` unless one was raised for the same `period`.
     fn anomaly(
         &mut self,

@@ -288,6 +288,7 @@ pub fn to_json(leaf_index: u64, l: &StoredLeaf) -> serde_json::Value {
         "faults": r.faults.iter().map(|f| serde_json::json!({"kind": f.kind, "part": f.part, "offset": f.offset,
             "len": f.len, "detail": f.detail})).collect::<Vec<_>>(),
     });
+    v["heartbeat"] = r.heartbeat.as_ref().map(crate::alerts::silence::heartbeat_json).unwrap_or_default();
     v["batch_records"] = l.batch_records.into();
     v["batch_sha256"] = hex::encode(&l.batch_sha256).into();
     v["entry"] = match &l.entry {

@@ -1,0 +1,135 @@
+//! Drives [`super::silence`]: ingest reports the heartbeats of acknowledged
+//! batches, a timer checks for silent agents, and each event becomes an
+//! `agent_silent` / `agent_returned` entry appended to the log (through the
+//! commit thread), which the indexer turns into an alert.
+//!
+//! The state lives in memory: after a collector restart an agent is known
+//! again from its first heartbeat received (a silence across the collector's
+//! own downtime shows in the completeness report, not as an alert).
+//! Heartbeats are only taken from batches the collector stored and
+//! acknowledged, so a certificate refused for an agent id cannot keep that
+//! agent looking alive.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use wiretrail_proto::v1::{Record, RecordKind};
+
+use super::silence::{Beat, Clock, Event, Silence};
+use crate::entry;
+use crate::ingest::commit::{EntryJob, Work};
+
+/// Silence settings.
+#[derive(Debug, Clone)]
+pub struct SilenceConfig {
+    /// An agent with no heartbeat for this long is silent (`serve --silence-after`).
+    pub after: Duration,
+}
+
+impl Default for SilenceConfig {
+    fn default() -> Self {
+        SilenceConfig { after: Duration::from_secs(60) }
+    }
+}
+
+/// The running monitor.
+pub struct Monitor {
+    state: Mutex<Silence>,
+    clock: Arc<dyn Clock>,
+    /// `None` once closed (so the commit thread can stop).
+    jobs: Mutex<Option<mpsc::Sender<Work>>>,
+    tick: Duration,
+}
+
+impl Monitor {
+    /// A monitor appending its entries through `jobs`.
+    pub fn new(config: &SilenceConfig, clock: Arc<dyn Clock>, jobs: mpsc::Sender<Work>) -> Arc<Monitor> {
+        // Check often enough that an alert comes at most a quarter threshold late.
+        let tick = (config.after / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        Arc::new(Monitor { state: Mutex::new(Silence::new(config.after)), clock, jobs: Mutex::new(Some(jobs)), tick })
+    }
+
+    /// Stops appending entries (drops the commit thread's sender); the timer ends.
+    pub fn close(&self) {
+        self.jobs.lock().expect("monitor jobs").take();
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Work>> {
+        self.jobs.lock().expect("monitor jobs").clone()
+    }
+
+    /// Notes the heartbeats among `records` of a batch from `agent_id`/`boot_id` that was just acknowledged.
+    pub fn observe(self: &Arc<Self>, agent_id: &str, boot_id: &str, records: &[Record]) {
+        let now = self.clock.now_ns();
+        for r in records.iter().filter(|r| r.kind() == RecordKind::Heartbeat) {
+            let Some(hb) = r.heartbeat else { continue };
+            let beat =
+                Beat { boot_id: boot_id.to_string(), time_ns: r.capture_time_ns, received_ns: now, heartbeat: hb };
+            let ev = self.state.lock().expect("silence state").observe(agent_id, beat);
+            if let Some(ev) = ev {
+                self.emit(ev);
+            }
+        }
+    }
+
+    /// Checks for silent agents now.
+    pub fn check(self: &Arc<Self>) {
+        let events = self.state.lock().expect("silence state").check(self.clock.now_ns());
+        for ev in events {
+            self.emit(ev);
+        }
+    }
+
+    /// Runs [`Monitor::check`] on a timer until the commit thread is gone.
+    pub fn spawn_timer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let m = self.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(m.tick);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while m.sender().is_some_and(|s| !s.is_closed()) {
+                t.tick().await;
+                m.check();
+            }
+        })
+    }
+
+    /// Appends the event's entry; retried (logged) while the store refuses writes.
+    fn emit(self: &Arc<Self>, ev: Event) {
+        let (kind, agent_id, detail) = match ev {
+            Event::Silent { agent_id, detail } => (entry::AGENT_SILENT, agent_id, detail),
+            Event::Returned { agent_id, detail } => (entry::AGENT_RETURNED, agent_id, detail),
+        };
+        tracing::warn!(kind, agent = %crate::text::escape(&agent_id), %detail, "agent liveness changed");
+        let m = self.clone();
+        tokio::spawn(async move {
+            let e = entry::new(kind, m.clock.now_ns(), &agent_id, detail, Vec::new());
+            for attempt in 0u32.. {
+                let (reply, rx) = oneshot::channel();
+                let job = EntryJob { entry: e.clone(), agent_id: agent_id.clone(), reply };
+                let Some(jobs) = m.sender() else {
+                    tracing::error!(kind, agent = %crate::text::escape(&agent_id),
+                        "collector stopping: liveness entry not recorded");
+                    return;
+                };
+                if jobs.send(Work::Entry(job)).await.is_err() {
+                    tracing::error!(kind, agent = %crate::text::escape(&agent_id),
+                        "collector stopping: liveness entry not recorded");
+                    return;
+                }
+                drop(jobs);
+                match rx.await {
+                    Ok(Ok(leaf)) => {
+                        tracing::info!(kind, leaf, "liveness entry recorded");
+                        return;
+                    }
+                    Ok(Err(err)) => {
+                        tracing::error!(kind, attempt, error = %err, "liveness entry not recorded yet; retrying");
+                    }
+                    Err(_) => return,
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
