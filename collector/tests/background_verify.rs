@@ -41,6 +41,16 @@ async fn a_byte_flipped_on_disk_is_found_by_the_running_collector() {
     let cp = q.issue_checkpoint(IssueCheckpointRequest {}).await.unwrap().into_inner();
     let size = cp.size;
     assert_eq!(size, 100);
+    // The flip must not land under the indexer (it would stop there, and
+    // with it every alert after): let it index the 100 records first.
+    eventually("the index to cover the records", || {
+        let mut q = q.clone();
+        async move {
+            let inv = q.inventory(wiretrail_proto::v1::InventoryRequest { shadow_only: false }).await.ok()?;
+            (inv.into_inner().indexed >= size).then_some(())
+        }
+    })
+    .await;
     assert!(failures(&alerts(server.addr).await).is_empty(), "a clean log raised a verification alert");
 
     // Flip one payload byte of leaf 57 in place, as a failing disk would.
