@@ -1,7 +1,7 @@
 //! Leaves the collector appends to its own log: a `StoredLeaf` whose `entry`
 //! (a `CollectorEntry`) is set instead of `record`. The kinds are documented
 //! on `CollectorEntry` in `proto/wiretrail/v1/record.proto`; later features
-//! (access records, review marks, retention deletions, key rotations) add
+//! (review marks, retention deletions, key rotations) add
 //! kinds here.
 
 use prost::Message;
@@ -18,8 +18,11 @@ pub const RECOVERY: &str = "recovery";
 /// `wiretrail repair` restored or cut frames.
 pub const REPAIR: &str = "repair";
 
+/// A client read the evidence (see [`crate::access`]).
+pub const ACCESS: &str = "access";
+
 /// Every kind the collector writes.
-pub const KINDS: [&str; 5] = [AGENT_ID_REFUSED, BATCH_CONFLICT, STORAGE_UNAVAILABLE, RECOVERY, REPAIR];
+pub const KINDS: [&str; 6] = [AGENT_ID_REFUSED, BATCH_CONFLICT, STORAGE_UNAVAILABLE, RECOVERY, REPAIR, ACCESS];
 
 /// An entry made now.
 pub fn new(kind: &str, time_ns: i64, subject: &str, detail: serde_json::Value, content: Vec<u8>) -> CollectorEntry {

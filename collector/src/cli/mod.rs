@@ -1,8 +1,10 @@
 //! The `wiretrail` command line: serve, query, verify, checkpoint, export, verify-bundle,
 //! inventory, alerts, policy check.
 
+mod access_log;
 mod alerts;
 mod inventory;
+mod view;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use tokio_stream::StreamExt;
 use wiretrail_proto::v1::query_client::QueryClient;
 use wiretrail_proto::v1::{Filter, IssueCheckpointRequest, SearchRequest};
 
+use crate::access::meta::Meta;
 use crate::merkle::Verifier;
 use crate::tls::TlsFiles;
 
@@ -123,6 +126,11 @@ enum Cmd {
     Inventory(inventory::InventoryArgs),
     /// List (or follow) alerts: shadow identities, policy denials and violations.
     Alerts(alerts::AlertsArgs),
+    /// List (or follow) the access log: who searched, viewed, exported, asked
+    /// for proofs or checkpoints, when, and whose records came back (auditor role).
+    AccessLog(access_log::AccessLogArgs),
+    /// Show the records at a leaf range (reviewer role).
+    View(view::ViewArgs),
 }
 
 #[derive(Subcommand)]
@@ -161,6 +169,17 @@ struct Conn {
     /// Server name expected in the collector's certificate.
     #[arg(long, default_value = "collector")]
     server_name: String,
+    /// Case id recorded with this access in the collector's access log.
+    #[arg(long)]
+    case: Option<String>,
+}
+
+/// A query client sending the case id (and, for exports, the purpose) with every call.
+type Client = QueryClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Meta>>;
+
+async fn client(c: &Conn) -> anyhow::Result<Client> {
+    let meta = Meta::case(c.case.as_deref()).map_err(anyhow::Error::msg)?;
+    Ok(QueryClient::with_interceptor(connect(c).await?, meta).max_decoding_message_size(64 << 20))
 }
 
 #[derive(clap::Args)]
@@ -190,7 +209,8 @@ struct FilterArgs {
     #[arg(long, default_value_t = 0)]
     limit: u64,
     /// The collector's own log entries of this kind instead of records
-    /// (agent_id_refused, batch_conflict, storage_unavailable, recovery, repair; * = all).
+    /// (agent_id_refused, batch_conflict, storage_unavailable, recovery, repair; * = all but access;
+    /// access = the access log, auditor role).
     #[arg(long, default_value = "")]
     entry_kind: String,
 }
@@ -301,12 +321,12 @@ pub fn main() -> anyhow::Result<()> {
                 crate::run(listener, cfg, shutdown).await?;
             }
             Cmd::Query { conn, filter, follow, json } => {
-                let mut q = QueryClient::new(connect(&conn).await?);
+                let mut q = client(&conn).await?;
                 let mut s = q.search(SearchRequest { filter: Some(filter.filter()), follow }).await?.into_inner();
                 if !json {
                     println!(
-                        "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  payload",
-                        "leaf", "capture (UTC ns)", "agent", "host", "peer", "protocol"
+                        "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {:<24}  payload",
+                        "leaf", "capture (UTC ns)", "agent", "host", "peer", "protocol", "shipped by (certificate)"
                     );
                 }
                 while let Some(r) = s.next().await {
@@ -337,13 +357,14 @@ pub fn main() -> anyhow::Result<()> {
                             continue;
                         }
                         println!(
-                            "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {}",
+                            "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {:<24}  {}",
                             r.leaf_index,
                             rec.capture_time_ns,
                             escape(&l.agent_id),
                             escape(&rec.host),
                             escape(&peer),
                             escape(&rec.app_protocol),
+                            escape(&r.shipped_by),
                             text
                         );
                     }
@@ -383,7 +404,8 @@ pub fn main() -> anyhow::Result<()> {
             Cmd::Export { conn, filter, out } => {
                 let t = std::time::Instant::now();
                 let mut last = t;
-                let files = crate::export::export(connect(&conn).await?, filter.filter(), |p| {
+                let meta = Meta::case(conn.case.as_deref()).map_err(anyhow::Error::msg)?.export();
+                let files = crate::export::export_as(connect(&conn).await?, meta, filter.filter(), |p| {
                     if last.elapsed() >= Duration::from_secs(1)
                         || matches!(p, crate::export::Progress::Proving(a, b) if a == b)
                     {
@@ -440,7 +462,7 @@ pub fn main() -> anyhow::Result<()> {
                 std::process::exit(code);
             }
             Cmd::Checkpoint { conn } => {
-                let mut q = QueryClient::new(connect(&conn).await?);
+                let mut q = client(&conn).await?;
                 let cp = q.issue_checkpoint(IssueCheckpointRequest {}).await?.into_inner();
                 print!("{}", cp.note);
                 eprintln!("verifier key: {}", cp.verifier_key);
@@ -462,6 +484,8 @@ pub fn main() -> anyhow::Result<()> {
             }
             Cmd::Inventory(args) => inventory::run(args).await?,
             Cmd::Alerts(args) => alerts::run(args).await?,
+            Cmd::AccessLog(args) => access_log::run(args).await?,
+            Cmd::View(args) => view::run(args).await?,
         }
         Ok(())
     })

@@ -14,6 +14,11 @@
 //!    and acked with `conflict`; a seq ahead is FAILED_PRECONDITION with the
 //!    expected seq in the status metadata.
 //!
+//! Collector entries sent by the query API (access entries) go through the
+//! same queue ([`Work::Entry`]): appended in arrival order with the batches
+//! around them, answered with their leaf index after the group's fsync, so an
+//! access is durable before anything is returned and never starves ingest.
+//!
 //! Store failures (disk full, I/O errors) refuse the batch with UNAVAILABLE;
 //! the writer rolls the failed write back, so the next batch tries again and
 //! the collector recovers by itself when space returns. The episode is
@@ -53,8 +58,53 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<Ack, Error>>,
 }
 
-/// An ack channel and what to send on it after the group's fsync.
-type Reply = (oneshot::Sender<Result<Ack, Error>>, Result<Ack, Error>);
+/// What the commit thread is asked to make durable.
+pub enum Work {
+    /// A batch from an agent.
+    Batch(Job),
+    /// One collector entry leaf (e.g. an access entry); answered with its
+    /// leaf index once durable.
+    Entry {
+        /// The encoded leaf ([`entry::leaf`]).
+        leaf: Vec<u8>,
+        /// Where the leaf index (or error) goes.
+        reply: oneshot::Sender<Result<u64, Error>>,
+    },
+}
+
+impl Work {
+    fn bytes(&self) -> usize {
+        match self {
+            Work::Batch(j) => j.leaves.iter().map(Vec::len).sum(),
+            Work::Entry { leaf, .. } => leaf.len(),
+        }
+    }
+}
+
+/// A reply channel and what to send on it after the group's fsync.
+enum Reply {
+    Ack(oneshot::Sender<Result<Ack, Error>>, Result<Ack, Error>),
+    Entry(oneshot::Sender<Result<u64, Error>>, Result<u64, Error>),
+}
+
+impl Reply {
+    /// Turns a success into `e` (the group's fsync failed).
+    fn fail(&mut self, msg: &str) {
+        match self {
+            Reply::Ack(_, r @ Ok(_)) => *r = Err(Error::Unavailable(msg.to_string())),
+            Reply::Entry(_, r @ Ok(_)) => *r = Err(Error::Unavailable(msg.to_string())),
+            _ => {}
+        }
+    }
+
+    fn send(self) {
+        // The client may have gone; a batch's retry will be deduplicated.
+        match self {
+            Reply::Ack(tx, r) => drop(tx.send(r)),
+            Reply::Entry(tx, r) => drop(tx.send(r)),
+        }
+    }
+}
 
 /// Counters of the commit thread.
 #[derive(Default, Debug)]
@@ -103,19 +153,19 @@ pub fn spawn(
     dedup: Dedup,
     roles: Arc<Roles>,
     stats: Arc<CommitStats>,
-) -> (mpsc::Sender<Job>, std::thread::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Job>(1024);
+) -> (mpsc::Sender<Work>, std::thread::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Work>(1024);
     let mut c = Committer { writer, dedup, roles, stats, down: None };
     let handle = std::thread::Builder::new()
         .name("wt-commit".into())
         .spawn(move || {
             while let Some(first) = rx.blocking_recv() {
                 let mut jobs = vec![first];
-                let mut bytes: usize = jobs[0].leaves.iter().map(Vec::len).sum();
+                let mut bytes: usize = jobs[0].bytes();
                 while bytes < (32 << 20) {
                     match rx.try_recv() {
                         Ok(j) => {
-                            bytes += j.leaves.iter().map(Vec::len).sum::<usize>();
+                            bytes += j.bytes();
                             jobs.push(j);
                         }
                         Err(_) => break,
@@ -131,13 +181,25 @@ pub fn spawn(
 
 impl Committer {
     /// Handles a group of jobs with one fsync, then answers them.
-    fn group(&mut self, jobs: Vec<Job>) {
+    fn group(&mut self, jobs: Vec<Work>) {
         let before = self.writer.appended();
         let was_down = self.down.clone();
         let mut group: Vec<Reply> = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let res = self.handle(&job);
-            group.push((job.reply, res));
+        for work in jobs {
+            match work {
+                Work::Batch(job) => {
+                    let res = self.handle(&job);
+                    group.push(Reply::Ack(job.reply, res));
+                }
+                Work::Entry { leaf, reply } => {
+                    let res = match self.writer.append(&[leaf]) {
+                        Ok(i) => Ok(i),
+                        Err(e @ StoreError::LeafTooLarge(_)) => Err(Error::Store(e)),
+                        Err(e) => Err(Error::Unavailable(self.store_failed(&e))),
+                    };
+                    group.push(Reply::Entry(reply, res));
+                }
+            }
         }
         if self.down.is_some() && self.writer.appended() != before {
             // A batch could be written again: the outage is over; record it.
@@ -153,19 +215,16 @@ impl Committer {
                     self.dedup.rollback_group();
                     self.down = was_down;
                     let msg = self.store_failed(&e);
-                    for (_, r) in group.iter_mut() {
-                        if r.is_ok() {
-                            *r = Err(Error::Unavailable(msg.clone()));
-                        }
+                    for r in group.iter_mut() {
+                        r.fail(&msg);
                     }
                 }
             }
         } else {
             self.dedup.commit_group();
         }
-        for (reply, res) in group {
-            // The client may have gone; its retry will be deduplicated.
-            let _ = reply.send(res);
+        for r in group {
+            r.send();
         }
     }
 

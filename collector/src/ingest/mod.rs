@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use wiretrail_proto::v1::{Ack, Batch, StoredLeaf, ingest_server::Ingest};
 
 use crate::error::Error;
-use commit::Job;
+use commit::{Job, Work};
 pub use peer::peer_identity;
 
 /// Limits applied to each batch.
@@ -35,7 +35,7 @@ impl Default for IngestLimits {
 /// The `wiretrail.v1.Ingest` service.
 pub struct IngestService {
     /// Queue to the commit thread.
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Work>,
     /// Batch limits.
     limits: IngestLimits,
     /// The log (for the index back-pressure check).
@@ -44,18 +44,21 @@ pub struct IngestService {
     progress: Arc<crate::index::IndexProgress>,
     /// Most records the index may lag before ingest waits.
     max_index_lag: u64,
+    /// The role check (agents only).
+    authz: crate::authz::Authz,
 }
 
 impl IngestService {
     /// A service feeding `jobs`.
     pub fn new(
-        jobs: mpsc::Sender<Job>,
+        jobs: mpsc::Sender<Work>,
         limits: IngestLimits,
         shared: Arc<crate::store::Shared>,
         progress: Arc<crate::index::IndexProgress>,
         max_index_lag: u64,
+        authz: crate::authz::Authz,
     ) -> Self {
-        IngestService { jobs, limits, shared, progress, max_index_lag }
+        IngestService { jobs, limits, shared, progress, max_index_lag, authz }
     }
 }
 
@@ -186,7 +189,7 @@ impl Ingest for IngestService {
     type IngestStream = AckStream;
 
     async fn ingest(&self, req: Request<Streaming<Batch>>) -> Result<Response<AckStream>, Status> {
-        let peer = peer_identity(&req);
+        let peer = self.authz.check(&req, crate::authz::Rpc::Ingest)?.identity;
         let mut input = req.into_inner();
         let jobs = self.jobs.clone();
         let limits = self.limits.clone();
@@ -227,7 +230,7 @@ impl Ingest for IngestService {
                 let leaves = encode_leaves(batch, &peer, crate::store::now_ns(), &hash);
                 let (reply, rx) = oneshot::channel();
                 let job = Job { agent_id, boot_id, seq, through, peer: peer.clone(), hash, leaves, reply };
-                if jobs.send(job).await.is_err() {
+                if jobs.send(Work::Batch(job)).await.is_err() {
                     let _ = pending_tx.send(fail(Error::Unavailable("collector is shutting down".into()))).await;
                     return;
                 }
