@@ -185,10 +185,14 @@ impl Committer {
         let before = self.writer.appended();
         let was_down = self.down.clone();
         let mut group: Vec<Reply> = Vec::with_capacity(jobs.len());
+        // Whether a batch was written (small entries may fit where batches do not).
+        let mut batch_written = false;
         for work in jobs {
             match work {
                 Work::Batch(job) => {
+                    let at = self.writer.appended();
                     let res = self.handle(&job);
+                    batch_written |= self.writer.appended() != at;
                     group.push(Reply::Ack(job.reply, res));
                 }
                 Work::Entry { leaf, reply } => {
@@ -201,7 +205,7 @@ impl Committer {
                 }
             }
         }
-        if self.down.is_some() && self.writer.appended() != before {
+        if self.down.is_some() && batch_written {
             // A batch could be written again: the outage is over; record it.
             self.record_recovery();
         }
