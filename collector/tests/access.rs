@@ -145,7 +145,9 @@ async fn roles_are_enforced_and_every_read_is_an_access_entry() {
     let unknown = drain(query_as(addr, dir, "mystery", None).await.search(SearchRequest::default()).await).await;
     assert!(unknown.unwrap_err().message().contains("no known role (unknown: superuser)"));
     for who in ["reviewer", "security", "auditor", "admin", "mystery", "carol"] {
-        denied(&format!("{who} Ingest"), ingest(addr, dir, who, b(2, vec![record(9, 9)])).await, "agent");
+        // An agent id nobody owns: only the role can refuse it.
+        let own = Batch { agent_id: format!("node-{who}"), ..b(0, vec![record(9, 9)]) };
+        denied(&format!("{who} Ingest"), ingest(addr, dir, who, own).await, "agent");
     }
     // The auditor reads proofs and the access log, not records; the admin neither.
     let mut auditor = query_as(addr, dir, "auditor", None).await;
