@@ -249,13 +249,17 @@ async fn roles_are_enforced_and_every_read_is_an_access_entry() {
     }
     drain(carol.view(ViewRequest { first_leaf: 0, last_leaf: 1 }).await).await.unwrap();
     let next = tokio::time::timeout(Duration::from_secs(20), follow.next()).await.expect("follow saw nothing");
-    let next = next.unwrap().unwrap();
+    let next = next.expect("the follow stream ended instead of waiting for new accesses").unwrap();
     assert_eq!((next.action.as_str(), next.returned), ("view", 2));
 
     drop(follow);
     let access_filter = Filter { entry_kind: "access".into(), ..Default::default() };
     let r = drain(rev.search(SearchRequest { filter: Some(access_filter), follow: false }).await).await;
     denied("reviewer Search of access entries", r, "auditor");
+    let star = Filter { entry_kind: "*".into(), ..Default::default() };
+    let star = drain(rev.search(SearchRequest { filter: Some(star), follow: false }).await).await.unwrap();
+    let kinds: Vec<_> = star.iter().map(|r| r.decoded.as_ref().unwrap().entry.as_ref().unwrap().kind.clone()).collect();
+    assert!(kinds.iter().all(|k| k != "access"), "a reviewer's entry_kind * returned access entries: {kinds:?}");
 
     // Every access entry is a leaf of the verified log.
     let cp = aud.issue_checkpoint(IssueCheckpointRequest {}).await.unwrap().into_inner();
