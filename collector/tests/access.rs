@@ -253,6 +253,23 @@ async fn roles_are_enforced_and_every_read_is_an_access_entry() {
     assert_eq!((next.action.as_str(), next.returned), ("view", 2));
 
     drop(follow);
+
+    // A followed search: each delivery is logged (before it is sent).
+    let node1 = Filter { agent_id: "node-1".into(), ..Default::default() };
+    let mut sf = rev.search(SearchRequest { filter: Some(node1), follow: true }).await.unwrap().into_inner();
+    for _ in 0..7 {
+        sf.next().await.expect("the search's first results").unwrap();
+    }
+    ingest(addr, dir, "agent", b(2, vec![workload_record(20, "pay")])).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), sf.next()).await.expect("the followed search saw nothing");
+    let got = got.expect("the followed search ended").unwrap();
+    let who =
+        AccessLogRequest { identity: "*role/reviewer/reviewer*".into(), action: "search".into(), ..Default::default() };
+    let logged = access_log(&mut aud, who).await;
+    let d: serde_json::Value = serde_json::from_str(&logged.last().unwrap().detail_json).unwrap();
+    assert_eq!((d["follow"].as_bool(), d["returned"].as_u64()), (Some(true), Some(1)), "{d}");
+    assert_eq!(d["first_leaf"].as_u64(), Some(got.leaf_index), "{d}");
+    drop(sf);
     let access_filter = Filter { entry_kind: "access".into(), ..Default::default() };
     let r = drain(rev.search(SearchRequest { filter: Some(access_filter), follow: false }).await).await;
     denied("reviewer Search of access entries", r, "auditor");
@@ -264,7 +281,7 @@ async fn roles_are_enforced_and_every_read_is_an_access_entry() {
     // Every access entry is a leaf of the verified log.
     let cp = aud.issue_checkpoint(IssueCheckpointRequest {}).await.unwrap().into_inner();
     let leaves = drain(rev.search(SearchRequest { filter: Some(Filter::default()), follow: false }).await).await;
-    assert_eq!(leaves.unwrap().len(), 7, "reviewers' searches return records, never access entries");
+    assert_eq!(leaves.unwrap().len(), 8, "reviewers' searches return records, never access entries");
     let mut sec = query_as(addr, dir, "security", None).await;
     let entries = Filter { entry_kind: "access".into(), limit: 1_000_000, ..Default::default() };
     let entries = drain(sec.search(SearchRequest { filter: Some(entries), follow: false }).await).await.unwrap();
