@@ -4,7 +4,7 @@
 use tokio_stream::StreamExt;
 use wiretrail_proto::v1::AccessLogRequest;
 
-use super::{Conn, client};
+use super::{Case, Conn, client};
 use crate::text::escape;
 
 /// Arguments of `wiretrail access-log`.
@@ -13,6 +13,8 @@ pub(super) struct AccessLogArgs {
     /// Collector connection.
     #[command(flatten)]
     conn: Conn,
+    #[command(flatten)]
+    case: Case,
     /// Reader's certificate identity (glob, e.g. "*role/reviewer/alice*").
     #[arg(long, default_value = "")]
     who: String,
@@ -46,7 +48,7 @@ pub(super) struct AccessLogArgs {
 
 /// Runs `wiretrail access-log`.
 pub(super) async fn run(a: AccessLogArgs) -> anyhow::Result<()> {
-    let mut q = client(&a.conn).await?;
+    let mut q = client(&a.conn, &a.case).await?;
     let req = AccessLogRequest {
         identity: a.who,
         from_time_ns: a.from_ns,

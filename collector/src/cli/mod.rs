@@ -73,6 +73,8 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
         #[command(flatten)]
+        case: Case,
+        #[command(flatten)]
         filter: FilterArgs,
         /// Keep streaming new matching records.
         #[arg(long)]
@@ -97,12 +99,16 @@ enum Cmd {
     Checkpoint {
         #[command(flatten)]
         conn: Conn,
+        #[command(flatten)]
+        case: Case,
     },
     /// Export the records matching a query as an evidence bundle (records,
     /// rendering, inclusion proofs, signed checkpoint, manifest).
     Export {
         #[command(flatten)]
         conn: Conn,
+        #[command(flatten)]
+        case: Case,
         #[command(flatten)]
         filter: FilterArgs,
         /// Output directory (created; must be empty), or FILE.tar for a single file.
@@ -169,17 +175,27 @@ struct Conn {
     /// Server name expected in the collector's certificate.
     #[arg(long, default_value = "collector")]
     server_name: String,
+}
+
+/// The case a logged read is made under.
+#[derive(clap::Args)]
+struct Case {
     /// Case id recorded with this access in the collector's access log.
     #[arg(long)]
     case: Option<String>,
 }
 
+impl Case {
+    fn meta(&self) -> anyhow::Result<Meta> {
+        Meta::case(self.case.as_deref()).map_err(anyhow::Error::msg)
+    }
+}
+
 /// A query client sending the case id (and, for exports, the purpose) with every call.
 type Client = QueryClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Meta>>;
 
-async fn client(c: &Conn) -> anyhow::Result<Client> {
-    let meta = Meta::case(c.case.as_deref()).map_err(anyhow::Error::msg)?;
-    Ok(QueryClient::with_interceptor(connect(c).await?, meta).max_decoding_message_size(64 << 20))
+async fn client(c: &Conn, case: &Case) -> anyhow::Result<Client> {
+    Ok(QueryClient::with_interceptor(connect(c).await?, case.meta()?).max_decoding_message_size(64 << 20))
 }
 
 #[derive(clap::Args)]
@@ -320,8 +336,8 @@ pub fn main() -> anyhow::Result<()> {
                 };
                 crate::run(listener, cfg, shutdown).await?;
             }
-            Cmd::Query { conn, filter, follow, json } => {
-                let mut q = client(&conn).await?;
+            Cmd::Query { conn, case, filter, follow, json } => {
+                let mut q = client(&conn, &case).await?;
                 let mut s = q.search(SearchRequest { filter: Some(filter.filter()), follow }).await?.into_inner();
                 if !json {
                     println!(
@@ -401,10 +417,10 @@ pub fn main() -> anyhow::Result<()> {
                     report.leaves, report.checkpoints_checked
                 );
             }
-            Cmd::Export { conn, filter, out } => {
+            Cmd::Export { conn, case, filter, out } => {
                 let t = std::time::Instant::now();
                 let mut last = t;
-                let meta = Meta::case(conn.case.as_deref()).map_err(anyhow::Error::msg)?.export();
+                let meta = case.meta()?.export();
                 let files = crate::export::export_as(connect(&conn).await?, meta, filter.filter(), |p| {
                     if last.elapsed() >= Duration::from_secs(1)
                         || matches!(p, crate::export::Progress::Proving(a, b) if a == b)
@@ -461,8 +477,8 @@ pub fn main() -> anyhow::Result<()> {
                 std::io::stdout().flush()?;
                 std::process::exit(code);
             }
-            Cmd::Checkpoint { conn } => {
-                let mut q = client(&conn).await?;
+            Cmd::Checkpoint { conn, case } => {
+                let mut q = client(&conn, &case).await?;
                 let cp = q.issue_checkpoint(IssueCheckpointRequest {}).await?.into_inner();
                 print!("{}", cp.note);
                 eprintln!("verifier key: {}", cp.verifier_key);

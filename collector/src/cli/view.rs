@@ -3,7 +3,7 @@
 use tokio_stream::StreamExt;
 use wiretrail_proto::v1::ViewRequest;
 
-use super::{Conn, client};
+use super::{Case, Conn, client};
 
 /// Arguments of `wiretrail view`.
 #[derive(clap::Args)]
@@ -11,6 +11,8 @@ pub(super) struct ViewArgs {
     /// Collector connection.
     #[command(flatten)]
     conn: Conn,
+    #[command(flatten)]
+    case: Case,
     /// First leaf index.
     #[arg(long)]
     leaf: u64,
@@ -24,7 +26,7 @@ pub(super) struct ViewArgs {
 
 /// Runs `wiretrail view`.
 pub(super) async fn run(a: ViewArgs) -> anyhow::Result<()> {
-    let mut q = client(&a.conn).await?;
+    let mut q = client(&a.conn, &a.case).await?;
     let req = ViewRequest { first_leaf: a.leaf, last_leaf: a.to.unwrap_or(a.leaf) };
     let mut s = q.view(req).await?.into_inner();
     while let Some(r) = s.next().await {
