@@ -530,11 +530,11 @@ async fn the_agent_reloads_its_certificate_and_keeps_the_old_one_when_the_new_on
     assert_eq!(delivered_once(&leaves), expected(0..next));
     for i in 0..switched {
         let id = stored_identity(&leaves, i);
-        assert!(id.contains("spiffe://wiretrail/agent") && !id.contains("agent-b"), "record {i}: {id}");
+        assert!(id.contains("spiffe://wiretrail/role/agent/agent") && !id.contains("agent-b"), "record {i}: {id}");
     }
     for i in switched..next {
         let id = stored_identity(&leaves, i);
-        assert!(id.contains("spiffe://wiretrail/agent-b"), "record {i}: {id}");
+        assert!(id.contains("spiffe://wiretrail/role/agent/agent-b"), "record {i}: {id}");
     }
     col.stop().await;
 }

@@ -1,7 +1,7 @@
 //! Leaves the collector appends to its own log: a `StoredLeaf` whose `entry`
 //! (a `CollectorEntry`) is set instead of `record`. The kinds are documented
 //! on `CollectorEntry` in `proto/wiretrail/v1/record.proto`; later features
-//! (access records, review marks, retention deletions, key rotations) add
+//! (review marks, retention deletions, key rotations) add
 //! kinds here.
 
 use prost::Message;
@@ -24,9 +24,11 @@ pub const VERIFICATION_FAILED: &str = "verification_failed";
 pub const AGENT_SILENT: &str = "agent_silent";
 /// A silent agent's heartbeats came back (the entry states the hole).
 pub const AGENT_RETURNED: &str = "agent_returned";
+/// A client read the evidence (see [`crate::access`]).
+pub const ACCESS: &str = "access";
 
 /// Every kind the collector writes.
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 9] = [
     AGENT_ID_REFUSED,
     BATCH_CONFLICT,
     STORAGE_UNAVAILABLE,
@@ -35,6 +37,7 @@ pub const KINDS: [&str; 8] = [
     VERIFICATION_FAILED,
     AGENT_SILENT,
     AGENT_RETURNED,
+    ACCESS,
 ];
 
 /// An entry made now.

@@ -1,7 +1,9 @@
 //! wiretrail collector: ingest, tamper-evident store, query, verify, export.
 #![recursion_limit = "256"]
 
+pub mod access;
 pub mod alerts;
+pub mod authz;
 pub mod checkpointer;
 pub mod cli;
 pub mod completeness;

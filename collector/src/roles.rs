@@ -1,13 +1,13 @@
 //! The roles file (`wiretrail serve --roles FILE`, schema in `docs/roles.md`):
-//! what each client certificate identity may do. Today it binds certificate
-//! identities to the agent ids they may ship for; issue 15 extends the same
-//! entries with roles (agent, reviewer, auditor, admin).
+//! what each client certificate identity may do: the agent ids it may ship
+//! for, and its roles (agent, reviewer, auditor, admin; see [`crate::authz`]).
 //!
 //! ```yaml
 //! version: 1
 //! identities:
 //!   - identity: "CN=node-pool-*; SAN=*"   # glob over the identity string
 //!     agent_ids: ["node-a", "node-b"]      # globs too
+//!     roles: [agent]                       # replaces the certificate's own roles
 //! ```
 //!
 //! An agent id that some entry names (through an `agent_ids` pattern) may be
@@ -50,6 +50,9 @@ pub struct Binding {
     /// Globs of the agent ids it may ship for.
     #[serde(default)]
     pub agent_ids: Vec<String>,
+    /// Roles of the identities it matches (empty: the certificate's own).
+    #[serde(default)]
+    pub roles: Vec<crate::authz::Role>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -82,6 +85,7 @@ impl Roles {
     /// Parses the YAML text of `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Roles, RolesError> {
         let invalid = |message: String| RolesError::Invalid { path: path.to_path_buf(), message };
+        // serde_yaml's messages name the line and column (an unknown role too).
         let f: File = serde_yaml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if f.version != 1 {
             return Err(invalid(format!("version {} is not supported (expected 1)", f.version)));
@@ -102,6 +106,16 @@ impl Roles {
         let text =
             std::fs::read_to_string(path).map_err(|source| RolesError::Read { path: path.to_path_buf(), source })?;
         Roles::parse(path, &text)
+    }
+
+    /// The roles the file gives `identity` (every matching entry's), or
+    /// `None` when no matching entry names roles.
+    pub fn roles_of(&self, identity: &str) -> Option<Vec<crate::authz::Role>> {
+        let mut out: Vec<crate::authz::Role> = Vec::new();
+        for b in self.bindings.iter().filter(|b| !b.roles.is_empty() && glob_match(&b.identity, identity)) {
+            out.extend(b.roles.iter().copied().filter(|r| !out.contains(r)).collect::<Vec<_>>());
+        }
+        (!out.is_empty()).then_some(out)
     }
 
     /// Whether `identity` may ship for `agent_id`.
@@ -141,5 +155,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn roles_map_identities_and_bad_roles_name_their_line() {
+        use crate::authz::Role;
+        let r = Roles::parse(
+            Path::new("roles.yaml"),
+            "version: 1\nidentities:\n  - identity: \"CN=alice; *\"\n    roles: [reviewer, auditor]\n  - identity: \"CN=a*\"\n    roles: [admin]\n  - identity: \"CN=node*\"\n    agent_ids: [n1]\n",
+        )
+        .unwrap();
+        assert_eq!(r.roles_of("CN=alice; SAN="), Some(vec![Role::Reviewer, Role::Auditor, Role::Admin]));
+        assert_eq!(r.roles_of("CN=node1; SAN="), None);
+        let e = Roles::parse(
+            Path::new("roles.yaml"),
+            "version: 1\nidentities:\n  - identity: x\n    roles: [reviewer]\n  - identity: y\n    roles: [superuser]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("roles.yaml") && e.contains("superuser") && e.contains("line 6"), "{e}");
     }
 }

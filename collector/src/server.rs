@@ -47,7 +47,8 @@ pub struct ServeConfig {
     pub registry: Option<PathBuf>,
     /// How often the registry file's mtime is checked for changes (it is also re-read on SIGHUP).
     pub registry_check_interval: Duration,
-    /// Roles file (agent id bindings); `None` = every agent id is owned by the first identity using it.
+    /// Roles file (agent id bindings, roles); `None` = every agent id is owned by the first identity
+    /// using it and roles come from the certificates alone.
     pub roles: Option<PathBuf>,
     /// Follow-stream and query concurrency limits.
     pub query: QueryLimits,
@@ -134,6 +135,7 @@ pub async fn run(
     .await
     .map_err(|e| ServeError::Join(e.to_string()))??;
     let stats = Arc::new(CommitStats::default());
+    let authz = crate::authz::Authz::new(roles.clone(), config.tls.is_none());
     let (jobs, commit_thread) = commit::spawn(writer, dedup, roles, stats.clone());
     let verify_status = Arc::new(verification::Status::default());
     let entries = jobs.clone();
@@ -149,14 +151,22 @@ pub async fn run(
     let monitor = Monitor::new(&config.silence, Arc::new(crate::alerts::silence::SystemClock), jobs.clone());
     let monitor_timer = monitor.spawn_timer();
     let (delivery_stats, delivery_tasks) = crate::alerts::delivery::spawn(&config.data_dir, &config.delivery)?;
+    let logger = crate::access::Logger::new(&jobs);
     let progress = Arc::new(IndexProgress::default());
     let indexer = index::spawn(shared.clone(), config.index.clone(), progress.clone(), registry.clone())?;
     let registry_watcher = registry.spawn_watcher(config.registry_check_interval);
     let (checkpointer, checkpoint_thread) = Checkpointer::spawn(shared.clone(), config.checkpoint_interval);
 
     let ingest = IngestServer::new(
-        IngestService::new(jobs, config.limits.clone(), shared.clone(), progress.clone(), config.index.max_lag)
-            .with_monitor(monitor.clone()),
+        IngestService::new(
+            jobs,
+            config.limits.clone(),
+            shared.clone(),
+            progress.clone(),
+            config.index.max_lag,
+            authz.clone(),
+        )
+        .with_monitor(monitor.clone()),
     )
     .max_decoding_message_size(config.max_message_bytes)
     // Agents send batches zstd-compressed (records repeat identities and headers).
@@ -168,6 +178,8 @@ pub async fn run(
         registry.clone(),
         checkpointer,
         config.query.clone(),
+        authz,
+        logger,
     ))
     .max_encoding_message_size(config.max_message_bytes);
     let router = Server::builder()

@@ -1,7 +1,8 @@
 //! Disk full mid-batch (a small tmpfs): the batch is refused whole, nothing
 //! of it stays in the log, the collector keeps running and accepts the retry
 //! once space returns (no restart), records the outage as a
-//! `storage_unavailable` entry with an alert, and `verify` passes.
+//! `storage_unavailable` entry with an alert, and `verify` passes. A search
+//! meanwhile is refused: its access entry cannot be stored.
 
 mod common;
 
@@ -42,6 +43,27 @@ async fn disk_full_refuses_whole_batches_and_clears_without_restart() {
             }
         }
     }
+    // Reads now: each is logged first (small entries may still fit in the
+    // files' last pages); once its access entry cannot be stored, a read is
+    // refused and returns nothing.
+    let mut q = wiretrail_proto::v1::query_client::QueryClient::new(channel(srv.addr).await);
+    let req =
+        wiretrail_proto::v1::SearchRequest { filter: Some(Filter { limit: 1, ..Default::default() }), follow: false };
+    let mut refused_read = None;
+    for _ in 0..500 {
+        let mut s = q.search(req.clone()).await.unwrap().into_inner();
+        match tokio_stream::StreamExt::next(&mut s).await {
+            Some(Err(e)) => {
+                refused_read = Some(e);
+                break;
+            }
+            Some(Ok(r)) => assert_eq!(r.leaf_index, 0),
+            None => panic!("a search returned nothing and no error"),
+        }
+    }
+    let e = refused_read.expect("500 reads were logged on a full disk");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{}", e.message());
+    assert!(e.message().contains("storage unavailable"), "{}", e.message());
     // Space returns: the same batch is accepted, whole, without a restart.
     std::fs::remove_file(&ballast).unwrap();
     let a = send(srv.addr, vec![big_batch(seq)]).await.remove(0).expect("accepted once space returned");

@@ -35,7 +35,7 @@ async fn bundle_verifies_offline_as_dir_and_tar() {
     let (files, key, _data) = bundle(pod_filter()).await;
     let r = verify_bundle(&files, Some(&key)).unwrap();
     assert_eq!(r.records, 10, "30 records, every third has pod-1");
-    assert_eq!(r.tree_size, 30);
+    assert_eq!(r.tree_size, 31, "30 records and the access entry of the export's search");
     let jsonl = String::from_utf8(files["records.jsonl"].clone()).unwrap();
     assert!(jsonl.contains("payload_base64"));
     assert!(String::from_utf8_lossy(&files["records.txt"]).contains("SELECT 1 FROM accounts"));

@@ -104,16 +104,17 @@ async fn ingest_ack_dedup_search_verify() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
 
     // Checkpoint + inclusion proof verify against it.
+    // 63 records, and one access entry for each of the 3 searches answered.
     let cp = q.issue_checkpoint(IssueCheckpointRequest {}).await.unwrap().into_inner();
-    assert_eq!(cp.size, 63);
+    assert_eq!(cp.size, 66);
     let v = Verifier::parse(&cp.verifier_key).unwrap();
     let sc = v.open(&cp.note).unwrap();
-    let p = q.inclusion_proof(InclusionProofRequest { leaf_index: 42, tree_size: 63 }).await.unwrap().into_inner();
+    let p = q.inclusion_proof(InclusionProofRequest { leaf_index: 42, tree_size: 66 }).await.unwrap().into_inner();
     let hashes: Vec<[u8; 32]> = p.hashes.iter().map(|h| h.as_slice().try_into().unwrap()).collect();
     let leaf = search(Filter { payload_text: "SELECT 42 ".into(), ..Default::default() }).await.unwrap().remove(0).leaf;
     wiretrail_collector::merkle::verify_inclusion(
         42,
-        63,
+        66,
         &wiretrail_collector::merkle::leaf_hash(&leaf),
         &hashes,
         &sc.checkpoint.root,
@@ -125,13 +126,14 @@ async fn ingest_ack_dedup_search_verify() {
 
     let (rep, state) = verify(dir.path(), &v, None, |_, _| {}).unwrap();
     assert_eq!(rep.first_bad, None, "{:?}", rep.problem);
-    assert_eq!(rep.leaves, 63);
+    // And the access entries of the checkpoint, the proof and the last search.
+    assert_eq!(rep.leaves, 69);
     assert!(rep.checkpoints_checked >= 1);
     // Restart: dedup survives, sequence continues.
     let srv = Server::start(plain_config(dir.path())).await;
     let a = send(srv.addr, vec![batch("agent-1", "boot-1", 5, 10), batch("agent-1", "boot-1", 6, 2)]).await;
     assert!(a[0].as_ref().unwrap().duplicate);
-    assert_eq!(a[1].as_ref().unwrap().first_leaf_index, 63);
+    assert_eq!(a[1].as_ref().unwrap().first_leaf_index, 69);
     srv.stop().await;
     // Incremental verification continues from the saved state.
     let (rep, _) = verify(dir.path(), &v, state, |_, _| {}).unwrap();

@@ -70,7 +70,7 @@ async fn client_certificate_required_identity_stored_and_reloaded() {
     let mut s = q.search(SearchRequest { filter: Some(Filter::default()), follow: false }).await.unwrap().into_inner();
     let r = s.next().await.unwrap().unwrap();
     let ident = r.decoded.unwrap().peer_identity;
-    assert!(ident.contains("CN=agent") && ident.contains("spiffe://wiretrail/agent"), "{ident}");
+    assert!(ident.contains("CN=agent") && ident.contains("spiffe://wiretrail/role/agent/agent"), "{ident}");
 
     // New CA + certificates written in place: the server picks them up without restart.
     let new_dir = tempfile::tempdir().unwrap();

@@ -49,7 +49,7 @@ async fn conflicting_duplicate_is_kept_and_alerted() {
     let orig = search(srv.addr, Filter { payload_text: "SELECT 7 FROM".into(), ..Default::default() }).await;
     assert_eq!(orig.len(), 1);
     let a = send(srv.addr, vec![batch("agent-c", "b", 3, 5)]).await.remove(0).unwrap();
-    assert_eq!(a.first_leaf_index, 16);
+    assert_eq!(a.first_leaf_index, 18, "after the conflict entry and the access entries of the two searches");
     eventually("conflict alert", || async {
         alerts(srv.addr).await.into_iter().find(|a| a.kind == "batch_conflict" && a.leaf_index == 15)
     })

@@ -95,6 +95,24 @@ fn records_reach_the_collector_within_two_seconds_with_the_agent_identity() {
         r["peer_workload_identity"]["exe"].as_str().map(|e| format!("exe={e}")).unwrap().as_str(),
     ]);
     assert_eq!(by_nginx.len(), 1, "not found by the server's identity: {by_nginx:#?}");
+    // Provenance: the certificate that shipped it, with its role.
+    assert!(r["shipped_by"].as_str().is_some_and(|s| s.contains("spiffe://wiretrail/role/agent/agent")), "{r}");
+    // The reads are in the access log, under their case, with whose records came back.
+    let cased = collector.query(&["--text", marker, "--case", "E2E-7"]);
+    assert_eq!(cased.len(), 1);
+    let log = collector.cli_json("access-log", &["--case-id", "E2E-7"]);
+    assert_eq!(log.len(), 1, "{log:#?}");
+    let a = &log[0];
+    assert_eq!(
+        (a["action"].as_str(), a["role"].as_str(), a["returned"].as_u64()),
+        (Some("search"), Some("reviewer"), Some(1))
+    );
+    assert!(a["identity"].as_str().is_some_and(|i| i.contains("CN=security")), "{a}");
+    assert_eq!(a["detail"]["filter"]["payload_text"], marker, "{a}");
+    let nginx_key = a["workloads"].as_array().unwrap().iter().find(|w| w.as_str().unwrap().ends_with("nginx")).cloned();
+    let nginx_key = nginx_key.unwrap_or_else(|| panic!("the server's workload is among whose records came back: {a}"));
+    let whose = collector.cli_json("access-log", &["--workload", nginx_key.as_str().unwrap(), "--action", "search"]);
+    assert!(whose.iter().any(|e| e["case_id"] == "E2E-7"), "{whose:#?}");
     drop(collector);
     drop(agent);
 }

@@ -2,8 +2,12 @@
 //! and client certificates (agents, the security team's CLI) for demos and tests.
 //!
 //! Files: `ca.pem`/`ca.key`, `collector.pem`/`.key` (SAN collector, localhost,
-//! 127.0.0.1), and `<client>.pem`/`.key` per client (CN = name, SAN URI
-//! `spiffe://wiretrail/<name>`).
+//! 127.0.0.1), and `<client>.pem`/`.key` per client: CN = name and one URI SAN
+//! `spiffe://wiretrail/role/<role>/<name>` per role (the collector's roles,
+//! see docs/roles.md). A client is `name` or `name:role+role` (`name:` = no
+//! role); without roles, `security` (the security team's CLI) is reviewer and
+//! auditor, `reviewer`, `auditor` and `admin` are that role, any other name
+//! (a node) is agent.
 
 use std::path::Path;
 
@@ -32,6 +36,19 @@ fn dn(cn: &str) -> DistinguishedName {
     d
 }
 
+/// A client's name and roles (`name` or `name:role+role`).
+pub fn client_roles(client: &str) -> (&str, Vec<&str>) {
+    if let Some((name, roles)) = client.split_once(':') {
+        return (name, roles.split('+').filter(|r| !r.is_empty()).collect());
+    }
+    let roles = match client {
+        "security" => vec!["reviewer", "auditor"],
+        "reviewer" | "auditor" | "admin" => vec![client],
+        _ => vec!["agent"],
+    };
+    (client, roles)
+}
+
 /// Creates the CA, the collector certificate and one client certificate per name in `clients`.
 pub fn generate(out: &Path, clients: &[&str]) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -51,11 +68,18 @@ pub fn generate(out: &Path, clients: &[&str]) -> anyhow::Result<()> {
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     write(out, "collector", &p.signed_by(&key, &issuer)?.pem(), &key)?;
 
-    for name in clients {
+    for client in clients {
+        let (name, roles) = client_roles(client);
         let key = KeyPair::generate()?;
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         p.distinguished_name = dn(name);
-        p.subject_alt_names = vec![SanType::URI(format!("spiffe://wiretrail/{name}").try_into()?)];
+        p.subject_alt_names = roles
+            .iter()
+            .map(|r| Ok(SanType::URI(format!("spiffe://wiretrail/role/{r}/{name}").try_into()?)))
+            .collect::<anyhow::Result<_>>()?;
+        if roles.is_empty() {
+            p.subject_alt_names = vec![SanType::URI(format!("spiffe://wiretrail/{name}").try_into()?)];
+        }
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         write(out, name, &p.signed_by(&key, &issuer)?.pem(), &key)?;
     }

@@ -35,7 +35,8 @@ enum Cmd {
         /// Output directory.
         #[arg(long, default_value = ".wiretrail/certs")]
         out: std::path::PathBuf,
-        /// Client certificate names.
+        /// Client certificates: NAME or NAME:ROLE+ROLE (roles agent, reviewer, auditor,
+        /// admin); `security` is reviewer+auditor, other names without roles are agents.
         #[arg(long, default_values_t = ["agent".to_string(), "security".to_string()])]
         client: Vec<String>,
     },

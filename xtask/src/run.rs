@@ -61,10 +61,22 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         crate::certs::generate(&certs, &["agent", "security"])?;
         eprintln!("run: local CA and certificates in {}", certs.display());
     }
+    // Roles by name too, so certificates made before they carried roles keep
+    // working (and the agent id stays with its certificate's name).
+    let roles = state.join("roles.yaml");
+    if !roles.exists() {
+        std::fs::write(
+            &roles,
+            "version: 1\nidentities:\n  - identity: \"CN=agent; *\"\n    agent_ids: [agent]\n    roles: [agent]\n  \
+             - identity: \"CN=security; *\"\n    roles: [reviewer, auditor]\n",
+        )?;
+    }
     let listen = "127.0.0.1:7443";
     let mut collector = Command::new(&wiretrail)
         .args(["serve", "--listen", listen, "--data-dir"])
         .arg(state.join("data"))
+        .arg("--roles")
+        .arg(&roles)
         .arg("--tls-dir")
         .arg(&certs)
         .stdout(std::process::Stdio::null())

@@ -18,7 +18,7 @@ use wiretrail_proto::v1::{Record, RecordKind};
 
 use super::silence::{Beat, Clock, Event, Silence};
 use crate::entry;
-use crate::ingest::commit::{EntryJob, Work};
+use crate::ingest::commit::Work;
 
 /// Silence settings.
 #[derive(Debug, Clone)]
@@ -106,13 +106,13 @@ impl Monitor {
             let e = entry::new(kind, m.clock.now_ns(), &agent_id, detail, Vec::new());
             for attempt in 0u32.. {
                 let (reply, rx) = oneshot::channel();
-                let job = EntryJob { entry: e.clone(), agent_id: agent_id.clone(), reply };
+                let job = Work::Entry { leaf: entry::leaf(e.clone(), &agent_id), reply };
                 let Some(jobs) = m.sender() else {
                     tracing::error!(kind, agent = %crate::text::escape(&agent_id),
                         "collector stopping: liveness entry not recorded");
                     return;
                 };
-                if jobs.send(Work::Entry(job)).await.is_err() {
+                if jobs.send(job).await.is_err() {
                     tracing::error!(kind, agent = %crate::text::escape(&agent_id),
                         "collector stopping: liveness entry not recorded");
                     return;

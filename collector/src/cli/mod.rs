@@ -1,10 +1,12 @@
 //! The `wiretrail` command line: serve, query, verify, checkpoint, export, verify-bundle,
 //! inventory, alerts, policy check.
 
+mod access_log;
 mod alerting;
 mod alerts;
 mod completeness;
 mod inventory;
+mod view;
 
 use alerting::AlertingArgs;
 
@@ -17,6 +19,7 @@ use tokio_stream::StreamExt;
 use wiretrail_proto::v1::query_client::QueryClient;
 use wiretrail_proto::v1::{Filter, IssueCheckpointRequest, SearchRequest};
 
+use crate::access::meta::Meta;
 use crate::merkle::Verifier;
 use crate::tls::TlsFiles;
 
@@ -83,6 +86,8 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
         #[command(flatten)]
+        case: Case,
+        #[command(flatten)]
         filter: FilterArgs,
         /// Keep streaming new matching records.
         #[arg(long)]
@@ -107,12 +112,16 @@ enum Cmd {
     Checkpoint {
         #[command(flatten)]
         conn: Conn,
+        #[command(flatten)]
+        case: Case,
     },
     /// Export the records matching a query as an evidence bundle (records,
     /// rendering, inclusion proofs, signed checkpoint, manifest).
     Export {
         #[command(flatten)]
         conn: Conn,
+        #[command(flatten)]
+        case: Case,
         #[command(flatten)]
         filter: FilterArgs,
         /// Output directory (created; must be empty), or FILE.tar for a single file.
@@ -140,6 +149,11 @@ enum Cmd {
     /// Completeness per agent over a window: heartbeats seen vs expected, bytes the
     /// agent saw vs recorded, gaps by reason, silences.
     Completeness(completeness::CompletenessArgs),
+    /// List (or follow) the access log: who searched, viewed, exported, asked
+    /// for proofs or checkpoints, when, and whose records came back (auditor role).
+    AccessLog(access_log::AccessLogArgs),
+    /// Show the records at a leaf range (reviewer role).
+    View(view::ViewArgs),
 }
 
 #[derive(Subcommand)]
@@ -180,6 +194,27 @@ struct Conn {
     server_name: String,
 }
 
+/// The case a logged read is made under.
+#[derive(clap::Args)]
+struct Case {
+    /// Case id recorded with this access in the collector's access log.
+    #[arg(long)]
+    case: Option<String>,
+}
+
+impl Case {
+    fn meta(&self) -> anyhow::Result<Meta> {
+        Meta::case(self.case.as_deref()).map_err(anyhow::Error::msg)
+    }
+}
+
+/// A query client sending the case id (and, for exports, the purpose) with every call.
+type Client = QueryClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Meta>>;
+
+async fn client(c: &Conn, case: &Case) -> anyhow::Result<Client> {
+    Ok(QueryClient::with_interceptor(connect(c).await?, case.meta()?).max_decoding_message_size(64 << 20))
+}
+
 #[derive(clap::Args)]
 struct FilterArgs {
     /// From (inclusive), RFC 3339-free: UTC ns since epoch.
@@ -207,7 +242,8 @@ struct FilterArgs {
     #[arg(long, default_value_t = 0)]
     limit: u64,
     /// The collector's own log entries of this kind instead of records
-    /// (agent_id_refused, batch_conflict, storage_unavailable, recovery, repair, verification_failed; * = all).
+    /// (agent_id_refused, batch_conflict, storage_unavailable, recovery, repair, verification_failed,
+    /// agent_silent, agent_returned; * = all but access; access = the access log, auditor role).
     #[arg(long, default_value = "")]
     entry_kind: String,
 }
@@ -325,13 +361,13 @@ pub fn main() -> anyhow::Result<()> {
                 };
                 crate::run(listener, cfg, shutdown).await?;
             }
-            Cmd::Query { conn, filter, follow, json } => {
-                let mut q = QueryClient::new(connect(&conn).await?);
+            Cmd::Query { conn, case, filter, follow, json } => {
+                let mut q = client(&conn, &case).await?;
                 let mut s = q.search(SearchRequest { filter: Some(filter.filter()), follow }).await?.into_inner();
                 if !json {
                     println!(
-                        "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  payload",
-                        "leaf", "capture (UTC ns)", "agent", "host", "peer", "protocol"
+                        "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {:<24}  payload",
+                        "leaf", "capture (UTC ns)", "agent", "host", "peer", "protocol", "shipped by (certificate)"
                     );
                 }
                 while let Some(r) = s.next().await {
@@ -362,13 +398,14 @@ pub fn main() -> anyhow::Result<()> {
                             continue;
                         }
                         println!(
-                            "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {}",
+                            "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {:<24}  {}",
                             r.leaf_index,
                             rec.capture_time_ns,
                             escape(&l.agent_id),
                             escape(&rec.host),
                             escape(&peer),
                             escape(&rec.app_protocol),
+                            escape(&r.shipped_by),
                             text
                         );
                     }
@@ -405,10 +442,11 @@ pub fn main() -> anyhow::Result<()> {
                     report.leaves, report.checkpoints_checked
                 );
             }
-            Cmd::Export { conn, filter, out } => {
+            Cmd::Export { conn, case, filter, out } => {
                 let t = std::time::Instant::now();
                 let mut last = t;
-                let files = crate::export::export(connect(&conn).await?, filter.filter(), |p| {
+                let meta = case.meta()?.export();
+                let files = crate::export::export_as(connect(&conn).await?, meta, filter.filter(), |p| {
                     if last.elapsed() >= Duration::from_secs(1)
                         || matches!(p, crate::export::Progress::Proving(a, b) if a == b)
                     {
@@ -464,8 +502,8 @@ pub fn main() -> anyhow::Result<()> {
                 std::io::stdout().flush()?;
                 std::process::exit(code);
             }
-            Cmd::Checkpoint { conn } => {
-                let mut q = QueryClient::new(connect(&conn).await?);
+            Cmd::Checkpoint { conn, case } => {
+                let mut q = client(&conn, &case).await?;
                 let cp = q.issue_checkpoint(IssueCheckpointRequest {}).await?.into_inner();
                 print!("{}", cp.note);
                 eprintln!("verifier key: {}", cp.verifier_key);
@@ -488,6 +526,8 @@ pub fn main() -> anyhow::Result<()> {
             Cmd::Inventory(args) => inventory::run(args).await?,
             Cmd::Alerts(args) => alerts::run(args).await?,
             Cmd::Completeness(args) => completeness::run(args).await?,
+            Cmd::AccessLog(args) => access_log::run(args).await?,
+            Cmd::View(args) => view::run(args).await?,
         }
         Ok(())
     })

@@ -9,6 +9,7 @@ use wiretrail_proto::v1::{Filter, InclusionProofRequest, IssueCheckpointRequest,
 
 use super::render::{filter_json, record_text};
 use super::{ExportError, FILES, FORMAT, Files, MANIFEST, Manifest, sha256_hex};
+use crate::access::meta::Meta;
 use crate::merkle::{Hash, Verifier, leaf_hash, verify_inclusion};
 use crate::query::to_json;
 
@@ -31,12 +32,19 @@ pub fn record_line(leaf_index: u64, leaf: &[u8], decoded: &StoredLeaf) -> serde_
 /// Runs `filter` against the collector, has it issue a checkpoint covering
 /// the results, fetches and checks each record's inclusion proof, and returns
 /// the bundle's files.
-pub async fn export(
+pub async fn export(channel: Channel, filter: Filter, progress: impl FnMut(Progress)) -> Result<Files, ExportError> {
+    export_as(channel, Meta::default().export(), filter, progress).await
+}
+
+/// [`export`] sending `meta` (case id, purpose) with every call, so the
+/// collector's access log records the export under its case.
+pub async fn export_as(
     channel: Channel,
+    meta: Meta,
     filter: Filter,
     mut progress: impl FnMut(Progress),
 ) -> Result<Files, ExportError> {
-    let mut q = QueryClient::new(channel).max_decoding_message_size(64 << 20);
+    let mut q = QueryClient::with_interceptor(channel, meta).max_decoding_message_size(64 << 20);
     let rpc = |what| move |source| ExportError::Rpc { what, source };
     let mut s = q
         .search(SearchRequest { filter: Some(filter.clone()), follow: false })

@@ -27,7 +27,7 @@ mod verify;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use build::{Progress, export};
+pub use build::{Progress, export, export_as};
 pub use verify::{BundleReport, verify_bundle};
 
 /// Bundle format name in the manifest.

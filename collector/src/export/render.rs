@@ -31,7 +31,7 @@ pub fn record_text(leaf_index: u64, l: &StoredLeaf) -> String {
     );
     let _ = writeln!(
         s,
-        "agent {} boot {} batch {} #{}  received {} ns  peer {:?}",
+        "agent {} boot {} batch {} #{}  received {} ns  shipped by certificate {:?}",
         l.agent_id, l.boot_id, l.seq, l.index_in_batch, l.received_time_ns, l.peer_identity
     );
     let _ = writeln!(

@@ -14,6 +14,12 @@
 //!    and acked with `conflict`; a seq ahead is FAILED_PRECONDITION with the
 //!    expected seq in the status metadata.
 //!
+//! Collector entries made elsewhere in the collector (access entries from
+//! the query API, agent liveness, background verification findings) go
+//! through the same queue ([`Work::Entry`]): appended in arrival order with the batches
+//! around them, answered with their leaf index after the group's fsync, so an
+//! access is durable before anything is returned and never starves ingest.
+//!
 //! Store failures (disk full, I/O errors) refuse the batch with UNAVAILABLE;
 //! the writer rolls the failed write back, so the next batch tries again and
 //! the collector recovers by itself when space returns. The episode is
@@ -53,29 +59,25 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<Ack, Error>>,
 }
 
-/// An entry the collector appends itself (e.g. an agent's silence), made durable with the next group.
-pub struct EntryJob {
-    /// The entry.
-    pub entry: wiretrail_proto::v1::CollectorEntry,
-    /// The agent it is about ("" for none).
-    pub agent_id: String,
-    /// Its leaf index once durable (or the error).
-    pub reply: oneshot::Sender<Result<u64, Error>>,
-}
-
 /// What the commit thread is asked to make durable.
 pub enum Work {
-    /// An agent's batch.
+    /// A batch from an agent.
     Batch(Job),
-    /// A collector entry.
-    Entry(EntryJob),
+    /// One collector entry leaf (e.g. an access entry); answered with its
+    /// leaf index once durable.
+    Entry {
+        /// The encoded leaf ([`entry::leaf`]).
+        leaf: Vec<u8>,
+        /// Where the leaf index (or error) goes.
+        reply: oneshot::Sender<Result<u64, Error>>,
+    },
 }
 
 impl Work {
     fn bytes(&self) -> usize {
         match self {
             Work::Batch(j) => j.leaves.iter().map(Vec::len).sum(),
-            Work::Entry(e) => e.entry.detail_json.len() + e.entry.content.len(),
+            Work::Entry { leaf, .. } => leaf.len(),
         }
     }
 }
@@ -84,19 +86,39 @@ impl Work {
 /// (from a thread outside the async runtime). Returns its leaf index.
 pub fn append_entry_blocking(
     work: &mpsc::Sender<Work>,
-    entry: wiretrail_proto::v1::CollectorEntry,
+    e: wiretrail_proto::v1::CollectorEntry,
     agent_id: &str,
 ) -> Result<u64, Error> {
     let (reply, rx) = oneshot::channel();
-    work.blocking_send(Work::Entry(EntryJob { entry, agent_id: agent_id.to_string(), reply }))
+    work.blocking_send(Work::Entry { leaf: entry::leaf(e, agent_id), reply })
         .map_err(|_| Error::Unavailable("the collector is stopping".into()))?;
     rx.blocking_recv().map_err(|_| Error::Unavailable("the collector is stopping".into()))?
 }
 
-/// An ack channel and what to send on it after the group's fsync.
-type Reply = (oneshot::Sender<Result<Ack, Error>>, Result<Ack, Error>);
-/// An entry's reply channel and what to send on it after the group's fsync.
-type EntryReply = (oneshot::Sender<Result<u64, Error>>, Result<u64, Error>);
+/// A reply channel and what to send on it after the group's fsync.
+enum Reply {
+    Ack(oneshot::Sender<Result<Ack, Error>>, Result<Ack, Error>),
+    Entry(oneshot::Sender<Result<u64, Error>>, Result<u64, Error>),
+}
+
+impl Reply {
+    /// Turns a success into `e` (the group's fsync failed).
+    fn fail(&mut self, msg: &str) {
+        match self {
+            Reply::Ack(_, r @ Ok(_)) => *r = Err(Error::Unavailable(msg.to_string())),
+            Reply::Entry(_, r @ Ok(_)) => *r = Err(Error::Unavailable(msg.to_string())),
+            _ => {}
+        }
+    }
+
+    fn send(self) {
+        // The client may have gone; a batch's retry will be deduplicated.
+        match self {
+            Reply::Ack(tx, r) => drop(tx.send(r)),
+            Reply::Entry(tx, r) => drop(tx.send(r)),
+        }
+    }
+}
 
 /// Counters of the commit thread.
 #[derive(Default, Debug)]
@@ -152,8 +174,8 @@ pub fn spawn(
         .name("wt-commit".into())
         .spawn(move || {
             while let Some(first) = rx.blocking_recv() {
-                let mut bytes = first.bytes();
                 let mut jobs = vec![first];
+                let mut bytes: usize = jobs[0].bytes();
                 while bytes < (32 << 20) {
                     match rx.try_recv() {
                         Ok(j) => {
@@ -177,20 +199,27 @@ impl Committer {
         let before = self.writer.appended();
         let was_down = self.down.clone();
         let mut group: Vec<Reply> = Vec::with_capacity(jobs.len());
-        let mut entries: Vec<EntryReply> = Vec::new();
+        // Whether a batch was written (small entries may fit where batches do not).
+        let mut batch_written = false;
         for work in jobs {
             match work {
                 Work::Batch(job) => {
+                    let at = self.writer.appended();
                     let res = self.handle(&job);
-                    group.push((job.reply, res));
+                    batch_written |= self.writer.appended() != at;
+                    group.push(Reply::Ack(job.reply, res));
                 }
-                Work::Entry(e) => {
-                    let res = self.append_entry(e.entry, &e.agent_id).map_err(Error::Store);
-                    entries.push((e.reply, res));
+                Work::Entry { leaf, reply } => {
+                    let res = match self.writer.append(&[leaf]) {
+                        Ok(i) => Ok(i),
+                        Err(e @ StoreError::LeafTooLarge(_)) => Err(Error::Store(e)),
+                        Err(e) => Err(Error::Unavailable(self.store_failed(&e))),
+                    };
+                    group.push(Reply::Entry(reply, res));
                 }
             }
         }
-        if self.down.is_some() && self.writer.appended() != before {
+        if self.down.is_some() && batch_written {
             // A batch could be written again: the outage is over; record it.
             self.record_recovery();
         }
@@ -204,27 +233,16 @@ impl Committer {
                     self.dedup.rollback_group();
                     self.down = was_down;
                     let msg = self.store_failed(&e);
-                    for (_, r) in group.iter_mut() {
-                        if r.is_ok() {
-                            *r = Err(Error::Unavailable(msg.clone()));
-                        }
-                    }
-                    for (_, r) in entries.iter_mut() {
-                        if r.is_ok() {
-                            *r = Err(Error::Unavailable(msg.clone()));
-                        }
+                    for r in group.iter_mut() {
+                        r.fail(&msg);
                     }
                 }
             }
         } else {
             self.dedup.commit_group();
         }
-        for (reply, res) in group {
-            // The client may have gone; its retry will be deduplicated.
-            let _ = reply.send(res);
-        }
-        for (reply, res) in entries {
-            let _ = reply.send(res);
+        for r in group {
+            r.send();
         }
     }
 

@@ -46,6 +46,8 @@ pub struct IngestService {
     max_index_lag: u64,
     /// Told of the heartbeats of each acknowledged batch.
     monitor: Option<Arc<crate::alerts::monitor::Monitor>>,
+    /// The role check (agents only).
+    authz: crate::authz::Authz,
 }
 
 impl IngestService {
@@ -56,8 +58,9 @@ impl IngestService {
         shared: Arc<crate::store::Shared>,
         progress: Arc<crate::index::IndexProgress>,
         max_index_lag: u64,
+        authz: crate::authz::Authz,
     ) -> Self {
-        IngestService { jobs, limits, shared, progress, max_index_lag, monitor: None }
+        IngestService { jobs, limits, shared, progress, max_index_lag, monitor: None, authz }
     }
 
     /// Reports the heartbeats of acknowledged batches to `monitor`.
@@ -197,7 +200,7 @@ impl Ingest for IngestService {
     type IngestStream = AckStream;
 
     async fn ingest(&self, req: Request<Streaming<Batch>>) -> Result<Response<AckStream>, Status> {
-        let peer = peer_identity(&req);
+        let peer = self.authz.check(&req, crate::authz::Rpc::Ingest)?.identity;
         let mut input = req.into_inner();
         let jobs = self.jobs.clone();
         let limits = self.limits.clone();

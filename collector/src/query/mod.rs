@@ -84,7 +84,8 @@ impl Query {
         let f = &self.f;
         if !f.entry_kind.is_empty() {
             let Some(e) = &l.entry else { return false };
-            return (f.entry_kind == "*" || e.kind == f.entry_kind)
+            // "*" leaves out access entries: only auditors read those (entry_kind "access").
+            return (if f.entry_kind == "*" { e.kind != crate::entry::ACCESS } else { e.kind == f.entry_kind })
                 && (f.from_time_ns == 0 || e.time_ns >= f.from_time_ns)
                 && (f.to_time_ns == 0 || e.time_ns < f.to_time_ns)
                 && (f.agent_id.is_empty() || l.agent_id == f.agent_id);
@@ -149,7 +150,7 @@ impl Query {
         }
         match f.entry_kind.as_str() {
             "" => {}
-            "*" => conds.push("r.proto LIKE 'entry:%'".into()),
+            "*" => conds.push(format!("r.proto LIKE 'entry:%' AND r.proto != 'entry:{}'", crate::entry::ACCESS)),
             k => conds.push(format!("r.proto = {}", arg(Value::Text(format!("entry:{k}")), &mut args))),
         }
         let sql = format!("SELECT DISTINCT r.leaf FROM {from} WHERE {} ORDER BY r.leaf LIMIT ?3", conds.join(" AND "));
@@ -260,7 +261,7 @@ pub fn to_json(leaf_index: u64, l: &StoredLeaf) -> serde_json::Value {
     let mut v = serde_json::json!({
         "leaf_index": leaf_index,
         "agent_id": l.agent_id, "boot_id": l.boot_id, "seq": l.seq, "index_in_batch": l.index_in_batch,
-        "peer_identity": l.peer_identity, "received_time_ns": l.received_time_ns,
+        "peer_identity": l.peer_identity, "shipped_by": l.peer_identity, "received_time_ns": l.received_time_ns,
         "kind": r.kind().as_str_name(), "capture_time_ns": r.capture_time_ns,
         "clock_source": r.clock_source().as_str_name(), "clock_error_ns": r.clock_error_ns,
         "kernel_time_ns": r.kernel_time_ns, "conn_id": r.conn_id, "direction": r.direction().as_str_name(),

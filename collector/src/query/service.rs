@@ -9,13 +9,15 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use wiretrail_proto::v1::query_server::Query as QueryApi;
 use wiretrail_proto::v1::{
-    Alert, AlertsRequest, CheckpointResponse, ConsistencyProofRequest, ConsistencyProofResponse, InclusionProofRequest,
-    InclusionProofResponse, InventoryRequest, InventoryResponse, IssueCheckpointRequest, LatestCheckpointRequest,
-    SearchRequest, SearchResult,
+    AccessLogRequest, AccessRecord, Alert, AlertsRequest, CheckpointResponse, ConsistencyProofRequest,
+    ConsistencyProofResponse, InclusionProofRequest, InclusionProofResponse, InventoryRequest, InventoryResponse,
+    IssueCheckpointRequest, LatestCheckpointRequest, SearchRequest, SearchResult, ViewRequest,
 };
 
 use super::limits::{Limiter, QueryLimits};
 use super::{Hit, Query, scan, search};
+use crate::access::{Access, Logger, Returned};
+use crate::authz::{Authz, Rpc};
 use crate::checkpointer::Checkpointer;
 use crate::error::Error;
 use crate::index::{self, IndexProgress};
@@ -35,7 +37,14 @@ pub struct QueryService {
     checkpointer: Checkpointer,
     /// Bounds on follow streams and concurrent blocking work.
     limiter: Arc<Limiter>,
+    /// The role check every method makes first.
+    authz: Authz,
+    /// Where reads are logged (access entries).
+    logger: Logger,
 }
+
+/// Most leaves one `View` returns.
+pub const MAX_VIEW: u64 = 10_000;
 
 impl QueryService {
     /// A service over `shared`.
@@ -45,8 +54,18 @@ impl QueryService {
         registry: Arc<RegistryHandle>,
         checkpointer: Checkpointer,
         limits: QueryLimits,
+        authz: Authz,
+        logger: Logger,
     ) -> Self {
-        QueryService { shared, progress, registry, checkpointer, limiter: Arc::new(Limiter::new(limits)) }
+        let limiter = Arc::new(Limiter::new(limits));
+        QueryService { shared, progress, registry, checkpointer, limiter, authz, logger }
+    }
+
+    /// Logs an access answered by one item (a proof, a checkpoint).
+    async fn log_one(&self, access: &Access, detail: serde_json::Value) -> Result<(), Status> {
+        let one = Returned { count: 1, ..Default::default() };
+        self.logger.append(access, detail, &one).await?;
+        Ok(())
     }
 
     fn checkpoint_response(&self, cp: SignedCheckpoint) -> CheckpointResponse {
@@ -60,7 +79,21 @@ impl QueryService {
 }
 
 fn result(h: Hit) -> SearchResult {
-    SearchResult { leaf_index: h.leaf_index, leaf: h.leaf, decoded: Some(h.decoded) }
+    let shipped_by = if h.decoded.entry.is_some() { "collector".into() } else { h.decoded.peer_identity.clone() };
+    SearchResult { leaf_index: h.leaf_index, leaf: h.leaf, decoded: Some(h.decoded), shipped_by }
+}
+
+/// The hits of `hits` as results, with what they return.
+fn results(hits: Vec<Hit>) -> (Vec<Result<SearchResult, Status>>, Returned) {
+    let mut returned = Returned::default();
+    let out = hits
+        .into_iter()
+        .map(|h| {
+            returned.add(&h.decoded);
+            Ok(result(h))
+        })
+        .collect();
+    (out, returned)
 }
 
 /// Who a request counts against: its certificate identity, or its IP address
@@ -75,9 +108,10 @@ fn client_key<T>(req: &Request<T>) -> String {
 
 type ResultStream = Pin<Box<dyn Stream<Item = Result<SearchResult, Status>> + Send>>;
 type AlertStream = Pin<Box<dyn Stream<Item = Result<Alert, Status>> + Send>>;
+type AccessStream = Pin<Box<dyn Stream<Item = Result<AccessRecord, Status>> + Send>>;
 
 /// Runs `f` on a blocking thread once the limiter has a slot for it.
-async fn blocking<T: Send + 'static>(
+pub async fn blocking<T: Send + 'static>(
     limiter: &Limiter,
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Status> {
@@ -92,8 +126,11 @@ async fn blocking<T: Send + 'static>(
 impl QueryApi for QueryService {
     type SearchStream = ResultStream;
     type AlertsStream = AlertStream;
+    type ViewStream = ResultStream;
+    type AccessLogStream = AccessStream;
 
     async fn inventory(&self, req: Request<InventoryRequest>) -> Result<Response<InventoryResponse>, Status> {
+        self.authz.check(&req, Rpc::Inventory)?;
         let req = req.into_inner();
         let dir = self.shared.dir().to_path_buf();
         let registry = self.registry.clone();
@@ -102,6 +139,7 @@ impl QueryApi for QueryService {
     }
 
     async fn alerts(&self, req: Request<AlertsRequest>) -> Result<Response<AlertStream>, Status> {
+        self.authz.check(&req, Rpc::Alerts)?;
         let client = client_key(&req);
         let req = req.into_inner();
         let kind = super::inventory::alerts_kind(&req).map_err(Status::from)?;
@@ -116,33 +154,78 @@ impl QueryApi for QueryService {
     }
 
     async fn search(&self, req: Request<SearchRequest>) -> Result<Response<ResultStream>, Status> {
+        let access_entries = req.get_ref().filter.as_ref().is_some_and(|f| f.entry_kind == crate::entry::ACCESS);
+        let grant = self.authz.check(&req, if access_entries { Rpc::SearchAccessEntries } else { Rpc::Search })?;
+        let access = Access::of(&req, grant, "search")?;
         let client = client_key(&req);
         let req = req.into_inner();
-        let q = Query::new(req.filter.unwrap_or_default()).map_err(Status::from)?;
+        if access_entries && req.follow {
+            // Each delivery would be an access entry matching the search itself.
+            return Err(
+                Error::InvalidArgument("follow the access log with AccessLog (wiretrail access-log)".into()).into()
+            );
+        }
+        let filter = req.filter.unwrap_or_default();
+        let q = Query::new(filter.clone()).map_err(Status::from)?;
         let follow = if req.follow { Some(self.limiter.follow(&client).map_err(Status::from)?) } else { None };
         let (tx, rx) = mpsc::channel::<Result<SearchResult, Status>>(256);
         let shared = self.shared.clone();
         let progress = self.progress.clone();
         let limiter = self.limiter.clone();
+        let logger = self.logger.clone();
+        let filter_json = crate::export::render::filter_json(&filter);
         tokio::spawn(async move {
-            // The search below the current size, on a blocking thread.
+            // The hits below the current size (leaf indices), on a blocking thread.
             let upto = shared.size();
-            let first = {
-                let (shared, q, tx) = (shared.clone(), q.clone(), tx.clone());
+            let found = {
+                let (shared, q) = (shared.clone(), q.clone());
                 blocking(&limiter, move || {
                     let conn = index::open(shared.dir())?;
                     let indexed = progress.indexed.load(Ordering::Acquire);
-                    search(&q, &shared, &conn, indexed, upto, |h| tx.blocking_send(Ok(result(h))).is_ok())?;
+                    let (mut leaves, mut returned) = (Vec::new(), Returned::default());
+                    search(&q, &shared, &conn, indexed, upto, |h| {
+                        returned.add(&h.decoded);
+                        leaves.push(h.leaf_index);
+                        true
+                    })?;
+                    Ok((leaves, returned))
+                })
+                .await
+            };
+            let (leaves, returned) = match found {
+                Ok(f) => f,
+                Err(s) => {
+                    let _ = tx.send(Err(s)).await;
+                    return;
+                }
+            };
+            // Logged (durably) before anything is sent.
+            let detail = serde_json::json!({"filter": filter_json, "follow": follow.is_some(), "tree_size": upto});
+            if let Err(e) = logger.append(&access, detail, &returned).await {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+            let sent = {
+                let (shared, tx) = (shared.clone(), tx.clone());
+                blocking(&limiter, move || {
+                    for i in leaves {
+                        let leaf = shared.read_leaf(i)?;
+                        let decoded = super::decode(i, &leaf)?;
+                        if tx.blocking_send(Ok(result(Hit { leaf_index: i, leaf, decoded }))).is_err() {
+                            break;
+                        }
+                    }
                     Ok(())
                 })
                 .await
             };
-            if let Err(s) = first {
+            if let Err(s) = sent {
                 let _ = tx.send(Err(s)).await;
                 return;
             }
             let Some(_follow_slot) = follow else { return };
-            // Follow: wait without a thread; scan each new range on a blocking thread.
+            // Follow: wait without a thread; scan each new range on a blocking
+            // thread; each delivery is logged before it is sent.
             let mut watch = shared.subscribe();
             let mut from = upto;
             loop {
@@ -151,38 +234,123 @@ impl QueryApi for QueryService {
                     _ = tx.closed() => return,
                 }
                 let to = shared.size();
-                let (s2, q2, tx2) = (shared.clone(), q.clone(), tx.clone());
+                let (s2, q2) = (shared.clone(), q.clone());
                 let r = blocking(&limiter, move || {
-                    scan(&q2, &s2, from, to, u64::MAX, |h| tx2.blocking_send(Ok(result(h))).is_ok())?;
-                    Ok(())
+                    let mut hits = Vec::new();
+                    scan(&q2, &s2, from, to, u64::MAX, |h| {
+                        hits.push(h);
+                        true
+                    })?;
+                    Ok(hits)
                 })
                 .await;
-                if let Err(s) = r {
-                    let _ = tx.send(Err(s)).await;
+                let hits = match r {
+                    Ok(h) => h,
+                    Err(s) => {
+                        let _ = tx.send(Err(s)).await;
+                        return;
+                    }
+                };
+                from = to;
+                if hits.is_empty() {
+                    continue;
+                }
+                let (out, returned) = results(hits);
+                let detail = serde_json::json!({"filter": filter_json, "follow": true,
+                    "first_leaf": out.first().and_then(|r| r.as_ref().ok()).map(|r| r.leaf_index),
+                    "last_leaf": out.last().and_then(|r| r.as_ref().ok()).map(|r| r.leaf_index)});
+                if let Err(e) = logger.append(&access, detail, &returned).await {
+                    let _ = tx.send(Err(e.into())).await;
                     return;
                 }
-                from = to;
+                for r in out {
+                    if tx.send(r).await.is_err() {
+                        return;
+                    }
+                }
             }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn view(&self, req: Request<ViewRequest>) -> Result<Response<ResultStream>, Status> {
+        let grant = self.authz.check(&req, Rpc::View)?;
+        let access = Access::of(&req, grant, "view")?;
+        let r = req.into_inner();
+        let (first, last) = (r.first_leaf, r.last_leaf);
+        if first > last || last - first >= MAX_VIEW {
+            return Err(Error::InvalidArgument(format!(
+                "leaves {first}..={last}: first must not exceed last, at most {MAX_VIEW} leaves"
+            ))
+            .into());
+        }
+        let shared = self.shared.clone();
+        let hits = blocking(&self.limiter, move || {
+            let size = shared.size();
+            if last >= size {
+                return Err(Error::OutOfRange(format!("leaf {last} beyond the log's size {size}")));
+            }
+            let mut hits = Vec::new();
+            for i in first..=last {
+                let leaf = shared.read_leaf(i)?;
+                let decoded = super::decode(i, &leaf)?;
+                // Access entries are the auditors' (AccessLog).
+                if decoded.entry.as_ref().is_some_and(|e| e.kind == crate::entry::ACCESS) {
+                    continue;
+                }
+                hits.push(Hit { leaf_index: i, leaf, decoded });
+            }
+            Ok(hits)
+        })
+        .await?;
+        let (out, returned) = results(hits);
+        let detail = serde_json::json!({"first_leaf": first, "last_leaf": last});
+        self.logger.append(&access, detail, &returned).await?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(out))))
+    }
+
+    async fn access_log(&self, req: Request<AccessLogRequest>) -> Result<Response<AccessStream>, Status> {
+        let grant = self.authz.check(&req, Rpc::AccessLog)?;
+        let access = Access::of(&req, grant, "access_log")?;
+        let client = client_key(&req);
+        let sel = crate::access::list::Selector::new(req.into_inner())?;
+        let follow = if sel.follow() { Some(self.limiter.follow(&client).map_err(Status::from)?) } else { None };
+        let (tx, rx) = mpsc::channel::<Result<AccessRecord, Status>>(256);
+        let ctx = crate::access::list::Ctx {
+            shared: self.shared.clone(),
+            progress: self.progress.clone(),
+            limiter: self.limiter.clone(),
+            logger: self.logger.clone(),
+        };
+        tokio::spawn(async move {
+            let _slot = follow;
+            crate::access::list::stream(ctx, access, sel, tx).await
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn issue_checkpoint(
         &self,
-        _: Request<IssueCheckpointRequest>,
+        req: Request<IssueCheckpointRequest>,
     ) -> Result<Response<CheckpointResponse>, Status> {
+        let grant = self.authz.check(&req, Rpc::IssueCheckpoint)?;
+        let access = Access::of(&req, grant, "issue_checkpoint")?;
         let cp = self.checkpointer.issue().await.map_err(Status::from)?;
+        self.log_one(&access, serde_json::json!({"tree_size": cp.checkpoint.size})).await?;
         Ok(Response::new(self.checkpoint_response(cp)))
     }
 
     async fn latest_checkpoint(
         &self,
-        _: Request<LatestCheckpointRequest>,
+        req: Request<LatestCheckpointRequest>,
     ) -> Result<Response<CheckpointResponse>, Status> {
+        let grant = self.authz.check(&req, Rpc::LatestCheckpoint)?;
+        let access = Access::of(&req, grant, "latest_checkpoint")?;
         let cp = self
             .shared
             .latest_checkpoint()
             .ok_or_else(|| Status::from(Error::NotFound("no checkpoint issued yet".into())))?;
+        self.log_one(&access, serde_json::json!({"tree_size": cp.checkpoint.size})).await?;
         Ok(Response::new(self.checkpoint_response(cp)))
     }
 
@@ -190,6 +358,8 @@ impl QueryApi for QueryService {
         &self,
         req: Request<InclusionProofRequest>,
     ) -> Result<Response<InclusionProofResponse>, Status> {
+        let grant = self.authz.check(&req, Rpc::InclusionProof)?;
+        let access = Access::of(&req, grant, "inclusion_proof")?;
         let r = req.into_inner();
         let shared = self.shared.clone();
         let hashes = blocking(&self.limiter, move || {
@@ -202,6 +372,7 @@ impl QueryApi for QueryService {
             Ok(shared.inclusion_proof(r.leaf_index, r.tree_size)?)
         })
         .await?;
+        self.log_one(&access, serde_json::json!({"leaf_index": r.leaf_index, "tree_size": r.tree_size})).await?;
         Ok(Response::new(InclusionProofResponse { hashes: hashes.iter().map(|h| h.to_vec()).collect() }))
     }
 
@@ -209,6 +380,8 @@ impl QueryApi for QueryService {
         &self,
         req: Request<ConsistencyProofRequest>,
     ) -> Result<Response<ConsistencyProofResponse>, Status> {
+        let grant = self.authz.check(&req, Rpc::ConsistencyProof)?;
+        let access = Access::of(&req, grant, "consistency_proof")?;
         let r = req.into_inner();
         let shared = self.shared.clone();
         let hashes = blocking(&self.limiter, move || {
@@ -218,6 +391,7 @@ impl QueryApi for QueryService {
             Ok(shared.consistency_proof(r.from_size, r.to_size)?)
         })
         .await?;
+        self.log_one(&access, serde_json::json!({"from_size": r.from_size, "to_size": r.to_size})).await?;
         Ok(Response::new(ConsistencyProofResponse { hashes: hashes.iter().map(|h| h.to_vec()).collect() }))
     }
 }
