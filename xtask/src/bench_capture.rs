@@ -181,13 +181,18 @@ impl Running {
         Ok(r)
     }
 
-    fn stop(mut self) -> anyhow::Result<()> {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let st = self.child.wait()?;
-        anyhow::ensure!(st.success(), "agent exited with {st}");
-        Ok(())
+    fn stop(self) -> anyhow::Result<()> {
+        terminate(self.child, "agent")
     }
+}
+
+/// SIGTERM to `child`, then its exit status must be success.
+fn terminate(mut child: Child, what: &str) -> anyhow::Result<()> {
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait()?;
+    anyhow::ensure!(st.success(), "{what} exited with {st}");
+    Ok(())
 }
 
 /// `wiretrail-agent floor`: a hook set with programs that return at once.
@@ -221,12 +226,8 @@ impl Floor {
         Ok(f)
     }
 
-    fn stop(mut self) -> anyhow::Result<()> {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let st = self.child.wait()?;
-        anyhow::ensure!(st.success(), "floor agent exited with {st}");
-        Ok(())
+    fn stop(self) -> anyhow::Result<()> {
+        terminate(self.child, "floor agent")
     }
 }
 
