@@ -55,6 +55,8 @@ pub const PACKAGES: &[&str] = &[
     "rabbitmq-server",
     "nats-server",
     "mosquitto",
+    // IANA time zones (the collector's registry `hours:` resolve through /usr/share/zoneinfo)
+    "tzdata",
 ];
 
 /// Installed only when the command is missing (a node from elsewhere, e.g. with
