@@ -182,7 +182,9 @@ impl Builder {
 
 /// The report as text.
 pub fn render(r: &Report) -> String {
-    let mut s = format!("agent {}  window {} .. {} (UTC ns)\n", crate::text::escape(&r.agent_id), r.from_ns, r.to_ns);
+    use crate::when::fmt_ns;
+    let from = if r.from_ns == 0 { "the first record".to_string() } else { fmt_ns(r.from_ns) };
+    let mut s = format!("agent {}  window {from} .. {}\n", crate::text::escape(&r.agent_id), fmt_ns(r.to_ns));
     s += &format!(
         "heartbeats   seen {} / expected {} (interval {} ms), boots {}\n",
         r.heartbeats_seen,
@@ -210,14 +212,14 @@ pub fn render(r: &Report) -> String {
     for x in &r.silences {
         s += &format!(
             "silence      {} .. {} ({} ms){}\n",
-            x.from_ns,
-            x.to_ns,
+            fmt_ns(x.from_ns),
+            fmt_ns(x.to_ns),
             (x.to_ns - x.from_ns) / 1_000_000,
             if x.restarted { ", agent restarted" } else { "" }
         );
     }
     for (kind, t) in &r.liveness_entries {
-        s += &format!("collector    {kind} at {t}\n");
+        s += &format!("collector    {kind} at {}\n", fmt_ns(*t));
     }
     s
 }

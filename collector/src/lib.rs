@@ -24,6 +24,7 @@ pub mod store;
 pub mod text;
 pub mod tls;
 pub mod verify;
+pub mod when;
 
 pub use error::Error;
 pub use server::{ServeConfig, run};

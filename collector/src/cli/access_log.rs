@@ -18,12 +18,8 @@ pub(super) struct AccessLogArgs {
     /// Reader's certificate identity (glob, e.g. "*role/reviewer/alice*").
     #[arg(long, default_value = "")]
     who: String,
-    /// From (inclusive), UTC ns since epoch.
-    #[arg(long, default_value_t = 0)]
-    from_ns: i64,
-    /// To (exclusive), UTC ns since epoch.
-    #[arg(long, default_value_t = 0)]
-    to_ns: i64,
+    #[command(flatten)]
+    window: super::window::WindowArgs,
     /// Only accesses that returned records of this workload (identity key glob,
     /// as `wiretrail inventory` prints: k8s:<ns>/<sa> or host:<host>:<cgroup>:<exe>).
     #[arg(long, default_value = "")]
@@ -49,10 +45,11 @@ pub(super) struct AccessLogArgs {
 /// Runs `wiretrail access-log`.
 pub(super) async fn run(a: AccessLogArgs) -> anyhow::Result<()> {
     let mut q = client(&a.conn, &a.case).await?;
+    let w = a.window.window()?;
     let req = AccessLogRequest {
         identity: a.who,
-        from_time_ns: a.from_ns,
-        to_time_ns: a.to_ns,
+        from_time_ns: w.from_ns,
+        to_time_ns: w.to_ns,
         workload: a.workload,
         action: a.action,
         case_id: a.case_id,
@@ -62,8 +59,8 @@ pub(super) async fn run(a: AccessLogArgs) -> anyhow::Result<()> {
     let mut s = q.access_log(req).await?.into_inner();
     if !a.json {
         println!(
-            "{:>10}  {:>20}  {:<40}  {:<9}  {:<17}  {:<10}  {:>8}  workloads",
-            "leaf", "time (UTC ns)", "who", "role", "action", "case", "returned"
+            "{:>10}  {:<30}  {:<40}  {:<9}  {:<17}  {:<10}  {:>8}  workloads",
+            "leaf", "time (UTC)", "who", "role", "action", "case", "returned"
         );
     }
     while let Some(r) = s.next().await {
@@ -79,9 +76,9 @@ pub(super) async fn run(a: AccessLogArgs) -> anyhow::Result<()> {
         } else {
             let action = if r.purpose.is_empty() { r.action.clone() } else { format!("{} ({})", r.action, r.purpose) };
             println!(
-                "{:>10}  {:>20}  {:<40}  {:<9}  {:<17}  {:<10}  {:>8}  {}",
+                "{:>10}  {:<30}  {:<40}  {:<9}  {:<17}  {:<10}  {:>8}  {}",
                 r.leaf_index,
-                r.time_ns,
+                crate::when::fmt_ns(r.time_ns),
                 escape(&r.identity),
                 escape(&r.role),
                 action,

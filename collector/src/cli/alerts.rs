@@ -20,7 +20,10 @@ pub(super) struct AlertsArgs {
     kind: String,
     /// Only alerts with a larger id (resume a previous listing).
     #[arg(long, default_value_t = 0)]
-    since: u64,
+    after_id: u64,
+    /// Only alerts raised in the last DURATION (90s, 15m, 1h, 2d, 1w).
+    #[arg(long, value_parser = crate::when::parse_duration)]
+    since: Option<std::time::Duration>,
     /// Keep streaming alerts as they are raised.
     #[arg(long)]
     follow: bool,
@@ -32,16 +35,20 @@ pub(super) struct AlertsArgs {
 /// Runs `wiretrail alerts`.
 pub(super) async fn run(a: AlertsArgs) -> anyhow::Result<()> {
     let mut q = QueryClient::new(connect(&a.conn).await?);
-    let req = AlertsRequest { since_id: a.since, kind: a.kind, follow: a.follow };
+    let req = AlertsRequest { since_id: a.after_id, kind: a.kind, follow: a.follow };
+    let not_before = a.since.map_or(0, |d| crate::store::now_ns().saturating_sub(d.as_nanos() as i64));
     let mut s = q.alerts(req).await?.into_inner();
     if !a.json {
         println!(
-            "{:>6}  {:>20}  {:<16}  {:<8}  {:<40}  {:>10}  detail",
-            "id", "time (UTC ns)", "kind", "severity", "identity", "leaf"
+            "{:>6}  {:<30}  {:<16}  {:<8}  {:<40}  {:>10}  detail",
+            "id", "time (UTC)", "kind", "severity", "workload", "leaf"
         );
     }
     while let Some(alert) = s.next().await {
         let alert = alert?;
+        if alert.time_ns < not_before {
+            continue;
+        }
         let detail: serde_json::Value =
             serde_json::from_str(&alert.detail_json).unwrap_or(serde_json::Value::String(alert.detail_json.clone()));
         if a.json {
@@ -52,12 +59,12 @@ pub(super) async fn run(a: AlertsArgs) -> anyhow::Result<()> {
             println!("{line}");
         } else {
             println!(
-                "{:>6}  {:>20}  {:<16}  {:<8}  {:<40}  {:>10}  {}",
+                "{:>6}  {:<30}  {:<16}  {:<8}  {:<40}  {:>10}  {}",
                 alert.id,
-                alert.time_ns,
+                crate::when::fmt_ns(alert.time_ns),
                 alert.kind,
                 alert.severity,
-                crate::text::escape(&alert.identity_key),
+                crate::text::escape(&crate::inventory::identity_label(&alert.identity_key)),
                 alert.leaf_index,
                 crate::text::escape(&alert.detail_json)
             );

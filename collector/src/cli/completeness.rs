@@ -21,12 +21,9 @@ pub(super) struct CompletenessArgs {
     /// Only this agent (default: every agent with records in the window).
     #[arg(long, default_value = "")]
     agent: String,
-    /// Window start (inclusive), UTC ns since epoch; 0 = from the first record.
-    #[arg(long, default_value_t = 0)]
-    from_ns: i64,
-    /// Window end (exclusive), UTC ns since epoch; 0 = now.
-    #[arg(long, default_value_t = 0)]
-    to_ns: i64,
+    /// The window (default: from the agent's first record until now).
+    #[command(flatten)]
+    window: super::window::WindowArgs,
     /// One JSON object per agent instead of text.
     #[arg(long)]
     json: bool,
@@ -34,11 +31,12 @@ pub(super) struct CompletenessArgs {
 
 /// Runs `wiretrail completeness`.
 pub(super) async fn run(a: CompletenessArgs) -> anyhow::Result<()> {
-    let to_ns = if a.to_ns == 0 { crate::store::now_ns() } else { a.to_ns };
+    let w = a.window.window()?;
+    let (from_ns, to_ns) = (w.from_ns, if w.to_ns == 0 { crate::store::now_ns() } else { w.to_ns });
     let mut q = QueryClient::new(connect(&a.conn).await?).max_decoding_message_size(64 << 20);
     let mut builders: BTreeMap<String, Builder> = BTreeMap::new();
     let filter = Filter {
-        from_time_ns: a.from_ns,
+        from_time_ns: from_ns,
         to_time_ns: to_ns,
         agent_id: a.agent.clone(),
         limit: crate::query::MAX_LIMIT,
@@ -52,11 +50,11 @@ pub(super) async fn run(a: CompletenessArgs) -> anyhow::Result<()> {
         let Some(r) = &leaf.record else { continue };
         builders
             .entry(leaf.agent_id.clone())
-            .or_insert_with(|| Builder::new(&leaf.agent_id, a.from_ns, to_ns))
+            .or_insert_with(|| Builder::new(&leaf.agent_id, from_ns, to_ns))
             .record(&leaf.boot_id, r);
     }
     if n >= crate::query::MAX_LIMIT {
-        anyhow::bail!("more than {} records in the window; narrow it (--from-ns/--to-ns)", crate::query::MAX_LIMIT);
+        anyhow::bail!("more than {} records in the window; narrow it (--since, --from/--to)", crate::query::MAX_LIMIT);
     }
     for kind in [crate::entry::AGENT_SILENT, crate::entry::AGENT_RETURNED] {
         let f = Filter { entry_kind: kind.into(), ..filter.clone() };
@@ -66,13 +64,13 @@ pub(super) async fn run(a: CompletenessArgs) -> anyhow::Result<()> {
             if let Some(e) = &leaf.entry {
                 builders
                     .entry(e.subject.clone())
-                    .or_insert_with(|| Builder::new(&e.subject, a.from_ns, to_ns))
+                    .or_insert_with(|| Builder::new(&e.subject, from_ns, to_ns))
                     .entry(&e.kind, e.time_ns);
             }
         }
     }
     if builders.is_empty() && !a.agent.is_empty() {
-        builders.insert(a.agent.clone(), Builder::new(&a.agent, a.from_ns, to_ns));
+        builders.insert(a.agent.clone(), Builder::new(&a.agent, from_ns, to_ns));
     }
     for (_, b) in builders {
         let r = b.finish();

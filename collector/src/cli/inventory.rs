@@ -39,22 +39,23 @@ pub(super) async fn run(a: InventoryArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<44}  {:<32}  {:>9}  {:>12}  {:>20}  {:>20}  {:>5}  {:>5}",
-        "identity", "custodian", "records", "bytes", "first seen (UTC ns)", "last seen (UTC ns)", "hosts", "peers"
+        "{:<36}  {:<32}  {:>9}  {:>12}  {:<30}  {:<30}  {:>5}  {:>5}  identity key (for filters)",
+        "workload", "custodian", "records", "bytes", "first seen (UTC)", "last seen (UTC)", "hosts", "peers"
     );
     for e in &resp.entries {
         let custodian = if e.shadow { "SHADOW (no registry entry)".to_string() } else { e.custodian.clone() };
         let peers = if e.peers_overflow > 0 { format!("{}+", e.peers.len()) } else { e.peers.len().to_string() };
         println!(
-            "{:<44}  {:<32}  {:>9}  {:>12}  {:>20}  {:>20}  {:>5}  {:>5}",
-            crate::text::escape(&e.identity_key),
+            "{:<36}  {:<32}  {:>9}  {:>12}  {:<30}  {:<30}  {:>5}  {:>5}  {}",
+            crate::text::escape(&crate::inventory::identity_label(&e.identity_key)),
             crate::text::escape(&custodian),
             e.records,
             e.bytes,
-            e.first_seen_ns,
-            e.last_seen_ns,
+            crate::when::fmt_ns(e.first_seen_ns),
+            crate::when::fmt_ns(e.last_seen_ns),
             e.hosts.len(),
-            peers
+            peers,
+            crate::text::escape(&e.identity_key)
         );
     }
     let shadow = resp.entries.iter().filter(|e| e.shadow).count();

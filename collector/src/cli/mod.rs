@@ -7,6 +7,7 @@ mod alerts;
 mod completeness;
 mod inventory;
 mod view;
+mod window;
 
 use alerting::AlertingArgs;
 
@@ -217,12 +218,8 @@ async fn client(c: &Conn, case: &Case) -> anyhow::Result<Client> {
 
 #[derive(clap::Args)]
 struct FilterArgs {
-    /// From (inclusive), RFC 3339-free: UTC ns since epoch.
-    #[arg(long, default_value_t = 0)]
-    from_ns: i64,
-    /// To (exclusive), UTC ns since epoch.
-    #[arg(long, default_value_t = 0)]
-    to_ns: i64,
+    #[command(flatten)]
+    window: window::WindowArgs,
     #[arg(long, default_value = "")]
     agent: String,
     #[arg(long, default_value = "")]
@@ -249,10 +246,11 @@ struct FilterArgs {
 }
 
 impl FilterArgs {
-    fn filter(&self) -> Filter {
-        Filter {
-            from_time_ns: self.from_ns,
-            to_time_ns: self.to_ns,
+    fn filter(&self) -> anyhow::Result<Filter> {
+        let w = self.window.window()?;
+        Ok(Filter {
+            from_time_ns: w.from_ns,
+            to_time_ns: w.to_ns,
             agent_id: self.agent.clone(),
             host: self.host.clone(),
             identity: self.identity.clone(),
@@ -262,7 +260,7 @@ impl FilterArgs {
             payload_text: self.text.clone(),
             limit: self.limit,
             entry_kind: self.entry_kind.clone(),
-        }
+        })
     }
 }
 
@@ -297,7 +295,7 @@ async fn policy_check(
     let policy = pc::load_policy(policy)?;
     let opened = match flows {
         Some(f) => pc::read_jsonl(f)?,
-        None => pc::search(connect(conn).await?, filter.filter()).await?,
+        None => pc::search(connect(conn).await?, filter.filter()?).await?,
     };
     let report = pc::replay(&policy, &opened);
     let mut out = std::io::stdout().lock();
@@ -363,11 +361,11 @@ pub fn main() -> anyhow::Result<()> {
             }
             Cmd::Query { conn, case, filter, follow, json } => {
                 let mut q = client(&conn, &case).await?;
-                let mut s = q.search(SearchRequest { filter: Some(filter.filter()), follow }).await?.into_inner();
+                let mut s = q.search(SearchRequest { filter: Some(filter.filter()?), follow }).await?.into_inner();
                 if !json {
                     println!(
                         "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {:<24}  payload",
-                        "leaf", "capture (UTC ns)", "agent", "host", "peer", "protocol", "shipped by (certificate)"
+                        "leaf", "capture (UTC)", "agent", "host", "peer", "protocol", "shipped by (certificate)"
                     );
                 }
                 while let Some(r) = s.next().await {
@@ -388,7 +386,7 @@ pub fn main() -> anyhow::Result<()> {
                             println!(
                                 "{:>10}  {:<30}  {:<12}  {:<10}  entry {} {}: {}",
                                 r.leaf_index,
-                                e.time_ns,
+                                crate::when::fmt_ns(e.time_ns),
                                 escape(&l.agent_id),
                                 "",
                                 e.kind,
@@ -400,7 +398,7 @@ pub fn main() -> anyhow::Result<()> {
                         println!(
                             "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {:<24}  {}",
                             r.leaf_index,
-                            rec.capture_time_ns,
+                            crate::when::fmt_ns(rec.capture_time_ns),
                             escape(&l.agent_id),
                             escape(&rec.host),
                             escape(&peer),
@@ -446,7 +444,7 @@ pub fn main() -> anyhow::Result<()> {
                 let t = std::time::Instant::now();
                 let mut last = t;
                 let meta = case.meta()?.export();
-                let files = crate::export::export_as(connect(&conn).await?, meta, filter.filter(), |p| {
+                let files = crate::export::export_as(connect(&conn).await?, meta, filter.filter()?, |p| {
                     if last.elapsed() >= Duration::from_secs(1)
                         || matches!(p, crate::export::Progress::Proving(a, b) if a == b)
                     {

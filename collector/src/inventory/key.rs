@@ -25,9 +25,51 @@ pub fn identity_key(identity: &HashMap<String, String>, fallback_host: &str) -> 
     format!("host:{host}:{}:{}", get("cgroup_path"), get("exe"))
 }
 
+/// A short name for people to read in tables: `curl on vm`,
+/// `postgres on db-1 (/system.slice/postgres.service)`; Kubernetes keys are
+/// already short (`k8s:payments/api`). Only for display: filters and JSON
+/// keep the key. A key that does not split cleanly is shown as it is.
+pub fn identity_label(key: &str) -> String {
+    let Some(rest) = key.strip_prefix("host:") else { return key.to_string() };
+    let Some((host, cg_exe)) = rest.split_once(':') else { return key.to_string() };
+    // The exe is an absolute path (or empty): split at the last ":/" or a trailing ':'.
+    let (cgroup, exe) = match cg_exe.strip_suffix(':') {
+        Some(cg) if !cg.contains(":/") => (cg, ""),
+        _ => match cg_exe.rfind(":/") {
+            Some(i) => (&cg_exe[..i], &cg_exe[i + 1..]),
+            None => return key.to_string(),
+        },
+    };
+    let name = match exe.rsplit('/').next() {
+        Some(n) if !n.is_empty() => n,
+        _ => "(unknown program)",
+    };
+    let host = if host.is_empty() { "(unknown host)" } else { host };
+    match cgroup {
+        "" | "/" => format!("{name} on {host}"),
+        cg => format!("{name} on {host} ({cg})"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_read_as_program_on_host() {
+        assert_eq!(identity_label("host:vm:/:/usr/bin/curl"), "curl on vm");
+        assert_eq!(
+            identity_label("host:db-1:/system.slice/postgres.service:/usr/bin/postgres"),
+            "postgres on db-1 (/system.slice/postgres.service)"
+        );
+        assert_eq!(identity_label("host:db-1::"), "(unknown program) on db-1");
+        assert_eq!(identity_label("host:h:/a:b:/bin/x"), "x on h (/a:b)");
+        assert_eq!(identity_label("host:::/bin/sh"), "sh on (unknown host)");
+        assert_eq!(identity_label("k8s:payments/api"), "k8s:payments/api");
+        assert_eq!(identity_label("host:h:odd"), "host:h:odd");
+        let key = identity_key(&map(&[("cgroup_path", "/wt/test-1"), ("exe", "/usr/sbin/nginx")]), "vm");
+        assert_eq!(identity_label(&key), "nginx on vm (/wt/test-1)");
+    }
 
     fn map(kv: &[(&str, &str)]) -> HashMap<String, String> {
         kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
