@@ -280,7 +280,9 @@ mod tests {
         let text = render(&r);
         assert!(
             text.contains("seen 6 / expected 10")
-                && text.contains("silence      1200000000 .. 1700000000 (500 ms), agent restarted"),
+                && text.contains(
+                    "silence      1970-01-01T00:00:01.2Z .. 1970-01-01T00:00:01.7Z (500 ms), agent restarted"
+                ),
             "{text}"
         );
     }

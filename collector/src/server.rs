@@ -126,11 +126,12 @@ pub async fn run(
     });
     let dir = config.data_dir.clone();
     let store_cfg = config.store.clone();
-    let (writer, shared, dedup) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+    let (writer, shared, dedup, seeds) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
         let (mut writer, shared) = Writer::open(&dir, store_cfg)?;
         record_cuts(&mut writer)?;
         let dedup = Dedup::rebuild(&shared)?;
-        Ok((writer, shared, dedup))
+        let seeds = crate::alerts::monitor::seeds(&shared, &dedup)?;
+        Ok((writer, shared, dedup, seeds))
     })
     .await
     .map_err(|e| ServeError::Join(e.to_string()))??;
@@ -149,6 +150,7 @@ pub async fn run(
         }),
     );
     let monitor = Monitor::new(&config.silence, Arc::new(crate::alerts::silence::SystemClock), jobs.clone());
+    monitor.seed(seeds);
     let monitor_timer = monitor.spawn_timer();
     let (delivery_stats, delivery_tasks) = crate::alerts::delivery::spawn(&config.data_dir, &config.delivery)?;
     let logger = crate::access::Logger::new(&jobs);

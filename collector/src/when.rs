@@ -17,7 +17,9 @@ pub enum WhenError {
     #[error("{0:?} is not a duration: write a number and a unit, e.g. 90s, 15m, 1h, 2d, 1w")]
     Duration(String),
     /// Neither RFC 3339 nor a date.
-    #[error("{0:?} is not a time: write RFC 3339 (2026-12-06T09:00:00Z, 2026-12-06T10:00:00+01:00) or a date (2026-12-06)")]
+    #[error(
+        "{0:?} is not a time: write RFC 3339 (2026-12-06T09:00:00Z, 2026-12-06T10:00:00+01:00) or a date (2026-12-06)"
+    )]
     Time(String),
     /// Outside what nanoseconds since 1970 in an i64 can hold (years 1970..2262).
     #[error("{0:?} is outside the years 1970..2262")]
@@ -158,9 +160,15 @@ mod tests {
     fn windows() {
         let w = |since, from, to| WindowInput { since, from_ns: from, to_ns: to }.resolve(T0);
         assert_eq!(w(None, None, None), Ok(Window { from_ns: 0, to_ns: 0 }));
-        assert_eq!(w(Some(Duration::from_secs(3600)), None, None), Ok(Window { from_ns: T0 - 3_600_000_000_000, to_ns: 0 }));
+        assert_eq!(
+            w(Some(Duration::from_secs(3600)), None, None),
+            Ok(Window { from_ns: T0 - 3_600_000_000_000, to_ns: 0 })
+        );
         assert_eq!(w(None, Some(5), Some(9)), Ok(Window { from_ns: 5, to_ns: 9 }));
         assert!(matches!(w(None, Some(9), Some(9)), Err(WhenError::Empty { .. })));
-        assert!(matches!(w(Some(Duration::from_secs(1)), None, Some(T0 - 2_000_000_000)), Err(WhenError::Empty { .. })));
+        assert!(matches!(
+            w(Some(Duration::from_secs(1)), None, Some(T0 - 2_000_000_000)),
+            Err(WhenError::Empty { .. })
+        ));
     }
 }

@@ -3,9 +3,11 @@
 //! `agent_silent` / `agent_returned` entry appended to the log (through the
 //! commit thread), which the indexer turns into an alert.
 //!
-//! The state lives in memory: after a collector restart an agent is known
-//! again from its first heartbeat received (a silence across the collector's
-//! own downtime shows in the completeness report, not as an alert).
+//! The state lives in memory and is seeded at start from the log ([`seeds`]):
+//! each agent's newest stored heartbeat, the arrival of its newest batch and
+//! whether its silence alert is still open. So an agent that stopped while the
+//! collector was down is reported once the threshold has passed since its
+//! last batch arrived, and an alert open before a restart is not raised twice.
 //! Heartbeats are only taken from batches the collector stored and
 //! acknowledged, so a certificate refused for an agent id cannot keep that
 //! agent looking alive.
@@ -13,12 +15,71 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prost::Message;
 use tokio::sync::{mpsc, oneshot};
-use wiretrail_proto::v1::{Record, RecordKind};
+use wiretrail_proto::v1::{Record, RecordKind, StoredLeaf};
 
 use super::silence::{Beat, Clock, Event, Silence};
 use crate::entry;
 use crate::ingest::commit::Work;
+use crate::ingest::dedup::Dedup;
+use crate::store::{Shared, StoreError};
+
+/// How many of an agent's newest batches are searched for its last heartbeat at start.
+const SEED_BATCHES: usize = 256;
+
+/// What the log says of one agent at start (see [`Silence::seed`]).
+#[derive(Debug, Clone)]
+pub struct Seed {
+    /// The agent id.
+    pub agent_id: String,
+    /// Its newest stored heartbeat.
+    pub last: Beat,
+    /// When its newest stored batch arrived.
+    pub last_arrival_ns: i64,
+    /// The time of its `agent_silent` entry when that is its latest liveness entry.
+    pub silent_at: Option<i64>,
+}
+
+/// The seeds of every agent with a heartbeat among its newest
+/// [`SEED_BATCHES`] stored batches (an agent without one is known again from
+/// its next heartbeat, as before any heartbeat was stored).
+pub fn seeds(shared: &Shared, dedup: &Dedup) -> Result<Vec<Seed>, StoreError> {
+    let mut out = Vec::new();
+    for agent in dedup.agents() {
+        let batches = dedup.batches_newest_first(agent);
+        let mut last_arrival_ns = None;
+        let mut best: Option<Beat> = None;
+        for &(first, last) in batches.iter().take(SEED_BATCHES) {
+            for item in shared.iter(first, last + 1)? {
+                let (i, bytes) = item?;
+                let leaf = StoredLeaf::decode(bytes.as_slice())
+                    .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))?;
+                last_arrival_ns = Some(last_arrival_ns.unwrap_or(0).max(leaf.received_time_ns));
+                let Some(r) = leaf.record.as_ref().filter(|r| r.kind() == RecordKind::Heartbeat) else { continue };
+                let Some(hb) = r.heartbeat else { continue };
+                if best.as_ref().is_none_or(|b| r.capture_time_ns > b.time_ns) {
+                    best = Some(Beat {
+                        boot_id: leaf.boot_id.clone(),
+                        time_ns: r.capture_time_ns,
+                        received_ns: leaf.received_time_ns,
+                        heartbeat: hb,
+                    });
+                }
+            }
+            if best.is_some() {
+                break;
+            }
+        }
+        let (Some(last), Some(last_arrival_ns)) = (best, last_arrival_ns) else { continue };
+        let silent_at = match dedup.liveness().get(agent) {
+            Some((kind, t)) if kind == entry::AGENT_SILENT => Some(*t),
+            _ => None,
+        };
+        out.push(Seed { agent_id: agent.to_string(), last, last_arrival_ns, silent_at });
+    }
+    Ok(out)
+}
 
 /// Silence settings.
 #[derive(Debug, Clone)]
@@ -48,6 +109,16 @@ impl Monitor {
         // Check often enough that an alert comes at most a quarter threshold late.
         let tick = (config.after / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         Arc::new(Monitor { state: Mutex::new(Silence::new(config.after)), clock, jobs: Mutex::new(Some(jobs)), tick })
+    }
+
+    /// Makes the agents of the log known (before ingest starts).
+    pub fn seed(&self, seeds: Vec<Seed>) {
+        let mut st = self.state.lock().expect("silence state");
+        for s in seeds {
+            tracing::debug!(agent = %crate::text::escape(&s.agent_id), last_heartbeat_ns = s.last.time_ns,
+                silent = s.silent_at.is_some(), "agent known from the log");
+            st.seed(&s.agent_id, s.last, s.last_arrival_ns, s.silent_at);
+        }
     }
 
     /// Stops appending entries (drops the commit thread's sender); the timer ends.

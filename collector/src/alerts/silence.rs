@@ -3,7 +3,9 @@
 //!
 //! Rules (times in UTC ns; "now" and arrivals on the collector's clock, a
 //! heartbeat's own time on the agent's):
-//! - An agent is known from its first heartbeat received.
+//! - An agent is known from its first heartbeat received, or, after a
+//!   collector restart, from its newest heartbeat in the log ([`Silence::seed`]):
+//!   an agent that stopped while the collector was down is still reported.
 //! - It is silent when no heartbeat has *arrived* for longer than the
 //!   threshold ([`Silence::check`]; one `agent_silent` event per silence).
 //! - While silent, heartbeats captured before the silence alert (an old
@@ -121,6 +123,8 @@ struct Agent {
     last_arrival_ns: i64,
     /// When the silence alert was raised (collector clock), while silent.
     silent_at: Option<i64>,
+    /// Known from the log at collector start, not yet heard from since.
+    from_log: bool,
 }
 
 /// Per-agent silence state.
@@ -140,10 +144,12 @@ impl Silence {
     pub fn observe(&mut self, agent_id: &str, beat: Beat) -> Option<Event> {
         let Some(a) = self.agents.get_mut(agent_id) else {
             let last_arrival_ns = beat.received_ns;
-            self.agents.insert(agent_id.to_string(), Agent { last: beat, last_arrival_ns, silent_at: None });
+            let a = Agent { last: beat, last_arrival_ns, silent_at: None, from_log: false };
+            self.agents.insert(agent_id.to_string(), a);
             return None;
         };
         a.last_arrival_ns = a.last_arrival_ns.max(beat.received_ns);
+        a.from_log = false;
         match a.silent_at {
             Some(at) if beat.time_ns > at => {
                 let restarted = beat.boot_id != a.last.boot_id;
@@ -197,10 +203,19 @@ impl Silence {
                 "last_arrival_ns": a.last_arrival_ns,
                 "silent_for_ns": silent_for,
                 "threshold_ns": self.after_ns,
+                "known_from_log_at_start": a.from_log,
             });
             out.push(Event::Silent { agent_id: id, detail });
         }
         out
+    }
+
+    /// Makes `agent_id` known from the log at collector start: its newest
+    /// stored heartbeat, the arrival of its newest stored batch, and whether a
+    /// silence alert raised before the restart is still open (`silent_at`).
+    /// A heartbeat already received since start wins.
+    pub fn seed(&mut self, agent_id: &str, last: Beat, last_arrival_ns: i64, silent_at: Option<i64>) {
+        self.agents.entry(agent_id.to_string()).or_insert(Agent { last, last_arrival_ns, silent_at, from_log: true });
     }
 
     /// Whether `agent_id` is silent now.
@@ -272,6 +287,31 @@ mod tests {
         assert_eq!(detail["hole_ns"], 3 * S);
         // Silent again later: a new alert.
         assert!(s.check(14 * S + 1).iter().any(|e| matches!(e, Event::Silent { agent_id, .. } if agent_id == "a")));
+    }
+
+    #[test]
+    fn an_agent_known_from_the_log_is_reported_when_it_never_comes_back() {
+        let mut s = Silence::new(Duration::from_secs(60));
+        // Last heartbeat 100, its batch arrived at 101; the collector restarts at 500.
+        s.seed("gone", beat("b1", 7, 100, 101, 70), 101 * S, None);
+        let ev = s.check(500 * S);
+        let [Event::Silent { agent_id, detail }] = ev.as_slice() else { panic!("{ev:?}") };
+        assert_eq!(agent_id, "gone");
+        assert_eq!(detail["silent_for_ns"], 399 * S);
+        assert_eq!(detail["known_from_log_at_start"], true);
+        assert_eq!(detail["last_heartbeat"]["number"], 7);
+        // A silence already alerted before the restart is not alerted again; its return states the hole.
+        s.seed("quiet", beat("b2", 3, 50, 50, 30), 50 * S, Some(120 * S));
+        assert!(s.check(600 * S).is_empty());
+        let Some(Event::Returned { detail, .. }) = s.observe("quiet", beat("b2", 90, 610, 610, 900)) else {
+            panic!("no return")
+        };
+        assert_eq!((detail["hole_from_ns"].as_i64(), detail["hole_to_ns"].as_i64()), (Some(50 * S), Some(610 * S)));
+        assert_eq!(detail["across_hole"]["kernel_events"], 870);
+        // A heartbeat received since start is newer than the log's: the seed does not replace it.
+        s.observe("live", beat("b3", 9, 640, 640, 0));
+        s.seed("live", beat("b3", 1, 10, 10, 0), 10 * S, None);
+        assert!(s.check(665 * S).is_empty());
     }
 
     #[test]

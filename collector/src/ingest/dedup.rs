@@ -48,6 +48,9 @@ pub struct Dedup {
     refused: HashSet<(String, String)>,
     /// Conflicts already in the log, with the entry's leaf.
     conflicts: HashMap<ConflictKey, u64>,
+    /// Latest liveness entry (`agent_silent`/`agent_returned`) per agent id
+    /// and its time, found by the scan at start (for the silence monitor).
+    liveness: HashMap<String, (String, i64)>,
     /// Changes of the current group.
     undo: Vec<Undo>,
 }
@@ -69,6 +72,28 @@ fn detail(e: &wiretrail_proto::v1::CollectorEntry) -> serde_json::Value {
 }
 
 impl Dedup {
+    /// The latest liveness entry of each agent in the log at start: its kind and time.
+    pub fn liveness(&self) -> &HashMap<String, (String, i64)> {
+        &self.liveness
+    }
+
+    /// Agent ids with stored batches.
+    pub fn agents(&self) -> impl Iterator<Item = &str> {
+        self.owners.keys().map(String::as_str)
+    }
+
+    /// The leaf ranges (first, last) of `agent_id`'s stored batches, newest first, across boots.
+    pub fn batches_newest_first(&self, agent_id: &str) -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = self
+            .ranges
+            .iter()
+            .filter(|((a, _), _)| a == agent_id)
+            .flat_map(|(_, batches)| batches.iter().map(|b| (b.first, b.last)))
+            .collect();
+        v.sort_unstable_by_key(|b| std::cmp::Reverse(b.1));
+        v
+    }
+
     /// Rebuilds the table by scanning the log.
     pub fn rebuild(shared: &Shared) -> Result<Self, StoreError> {
         let mut d = Dedup::default();
@@ -87,6 +112,9 @@ impl Dedup {
                         let key = (e.subject.clone(), s("boot_id"), det["seq"].as_u64().unwrap_or(0));
                         let h = hex::decode(s("received_sha256")).unwrap_or_default();
                         d.conflicts.insert((key.0, key.1, key.2, h), i);
+                    }
+                    entry::AGENT_SILENT | entry::AGENT_RETURNED => {
+                        d.liveness.insert(e.subject.clone(), (e.kind.clone(), e.time_ns));
                     }
                     _ => {}
                 }
