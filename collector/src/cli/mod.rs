@@ -350,11 +350,13 @@ pub fn main() -> anyhow::Result<()> {
                 };
                 let listener =
                     tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+                // Handlers first: a SIGTERM right after "listening" must drain, not kill.
+                use tokio::signal::unix::{SignalKind, signal};
+                let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+                let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
                 println!("listening on {}", listener.local_addr()?);
-                let shutdown = async {
-                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("signal handler");
-                    tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+                let shutdown = async move {
+                    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
                     tracing::info!("shutting down");
                 };
                 crate::run(listener, cfg, shutdown).await?;
