@@ -75,11 +75,15 @@ pub enum Rpc {
     Alerts,
     /// `Query.AccessLog`.
     AccessLog,
+    /// `Review.ReviewMark`.
+    ReviewMark,
+    /// `Review.ReviewList`.
+    ReviewList,
 }
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 11] = [
+    pub const ALL: [Rpc; 13] = [
         Rpc::Ingest,
         Rpc::Search,
         Rpc::SearchAccessEntries,
@@ -91,6 +95,8 @@ impl Rpc {
         Rpc::Inventory,
         Rpc::Alerts,
         Rpc::AccessLog,
+        Rpc::ReviewMark,
+        Rpc::ReviewList,
     ];
 }
 
@@ -106,6 +112,10 @@ pub fn allowed(rpc: Rpc) -> &'static [Role] {
             &[Auditor, Reviewer]
         }
         Rpc::Inventory | Rpc::Alerts => &[Reviewer, Auditor, Admin],
+        // Supervisory review is the reviewer's act (an admin runs the
+        // collector, it does not supervise); auditors check it was done.
+        Rpc::ReviewMark => &[Reviewer],
+        Rpc::ReviewList => &[Reviewer, Auditor],
     }
 }
 

@@ -157,6 +157,13 @@ pub async fn run(
     let registry_watcher = registry.spawn_watcher(config.registry_check_interval);
     let (checkpointer, checkpoint_thread) = Checkpointer::spawn(shared.clone(), config.checkpoint_interval);
 
+    let review = wiretrail_proto::v1::review_server::ReviewServer::new(crate::review::service::ReviewService::new(
+        shared.clone(),
+        progress.clone(),
+        config.query.clone(),
+        authz.clone(),
+        &jobs,
+    ));
     let ingest = IngestServer::new(
         IngestService::new(
             jobs,
@@ -185,7 +192,8 @@ pub async fn run(
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(ingest)
-        .add_service(query);
+        .add_service(query)
+        .add_service(review);
     tracing::info!(addr = ?listener.local_addr().ok(), tls = config.tls.is_some(), "collector serving");
     let served = match &config.tls {
         None => {

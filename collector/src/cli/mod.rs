@@ -6,6 +6,7 @@ mod alerting;
 mod alerts;
 mod completeness;
 mod inventory;
+mod review;
 mod view;
 
 use alerting::AlertingArgs;
@@ -154,6 +155,8 @@ enum Cmd {
     AccessLog(access_log::AccessLogArgs),
     /// Show the records at a leaf range (reviewer role).
     View(view::ViewArgs),
+    /// Supervisory review marks: mark records or a conversation as reviewed, list marks.
+    Review(review::ReviewArgs),
 }
 
 #[derive(Subcommand)]
@@ -528,6 +531,7 @@ pub fn main() -> anyhow::Result<()> {
             Cmd::Completeness(args) => completeness::run(args).await?,
             Cmd::AccessLog(args) => access_log::run(args).await?,
             Cmd::View(args) => view::run(args).await?,
+            Cmd::Review(args) => review::run(args).await?,
         }
         Ok(())
     })
