@@ -173,3 +173,74 @@ pub fn covering(
         .map(|items| marks.iter().filter(|m| super::items(m).iter().any(|i| items.contains(i))).cloned().collect())
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use prost::Message;
+    use wiretrail_proto::v1::{Record, ReviewConversation, StoredLeaf};
+
+    use super::*;
+    use crate::authz::Grant;
+    use crate::store::{StoreConfig, Writer};
+
+    fn rec(conn_id: u64) -> Vec<u8> {
+        let record = Record { conn_id, ..Default::default() };
+        StoredLeaf { agent_id: "a".into(), boot_id: "b".into(), record: Some(record), ..Default::default() }
+            .encode_to_vec()
+    }
+
+    fn mark(leaves: &[u64], conv: Option<ReviewConversation>, action: &str, t: i64) -> Vec<u8> {
+        let g = Grant { identity: "CN=r".into(), role: "reviewer".into() };
+        let d = crate::review::detail(&g, action, "c", "", leaves, conv.as_ref());
+        crate::entry::leaf(crate::entry::new(crate::entry::REVIEW_MARK, t, "CN=r", d, vec![]), "")
+    }
+
+    /// The same answers from the log's tail (nothing indexed) and from the index.
+    #[test]
+    fn marks_are_found_by_scan_and_by_index_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, shared) = Writer::open(dir.path(), StoreConfig::default()).unwrap();
+        let conv = ReviewConversation { agent_id: "a".into(), boot_id: "b".into(), conn_id: 5 };
+        // 0: conn 5, 1: conn 6, 2: mark leaf 1, 3: mark conversation 5, 4: conn 5.
+        w.append(&[rec(5), rec(6), mark(&[1], None, "closed", 100), mark(&[], Some(conv.clone()), "escalated", 200)])
+            .unwrap();
+        w.append(&[rec(5)]).unwrap();
+        w.commit().unwrap();
+        let size = shared.size();
+        let mut conn = crate::index::open(dir.path()).unwrap();
+        let ask = |c: &Connection, indexed: u64, req: ReviewListRequest| -> Vec<u64> {
+            let sel = Selector::new(req).unwrap();
+            list(&shared, c, indexed, size, &sel).unwrap().iter().map(|m| m.leaf_index).collect()
+        };
+        let cases = [
+            (ReviewListRequest::default(), vec![2, 3]),
+            (ReviewListRequest { leaf: Some(4), ..Default::default() }, vec![3]),
+            (ReviewListRequest { leaf: Some(1), ..Default::default() }, vec![2]),
+            (ReviewListRequest { leaf: Some(0), action: "closed".into(), ..Default::default() }, vec![]),
+            (ReviewListRequest { conversation: Some(conv), ..Default::default() }, vec![3]),
+            (ReviewListRequest { from_time_ns: 150, ..Default::default() }, vec![3]),
+            (ReviewListRequest { to_time_ns: 150, ..Default::default() }, vec![2]),
+            (ReviewListRequest { reviewer: "CN=x*".into(), ..Default::default() }, vec![]),
+        ];
+        for (req, want) in cases.clone() {
+            assert_eq!(ask(&conn, 0, req.clone()), want, "scan: {req:?}");
+        }
+        let registry = Arc::new(crate::registry::RegistryHandle::open(None).unwrap());
+        let mut tracker = crate::inventory::Tracker::new(registry);
+        crate::index::index_range(&mut conn, &shared, &mut tracker, 0, size).unwrap();
+        let rows: i64 = conn.query_row("SELECT COUNT(*) FROM review_marks", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 2, "one row per marked item");
+        for (req, want) in cases {
+            assert_eq!(ask(&conn, size, req.clone()), want, "index: {req:?}");
+        }
+        let l4 = crate::query::decode(4, &shared.read_leaf(4).unwrap()).unwrap();
+        let l0 = crate::query::decode(0, &shared.read_leaf(0).unwrap()).unwrap();
+        let per = covering(&shared, &conn, size, size, &[(4, &l4), (0, &l0)]).unwrap();
+        assert_eq!(
+            per.iter().map(|v| v.iter().map(|m| m.leaf_index).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            [vec![3], vec![3]]
+        );
+    }
+}
