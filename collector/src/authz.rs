@@ -79,11 +79,13 @@ pub enum Rpc {
     ReviewMark,
     /// `Review.ReviewList`.
     ReviewList,
+    /// `Review.ReviewSealExport`.
+    ReviewSealExport,
 }
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 13] = [
+    pub const ALL: [Rpc; 14] = [
         Rpc::Ingest,
         Rpc::Search,
         Rpc::SearchAccessEntries,
@@ -97,6 +99,7 @@ impl Rpc {
         Rpc::AccessLog,
         Rpc::ReviewMark,
         Rpc::ReviewList,
+        Rpc::ReviewSealExport,
     ];
 }
 
@@ -116,6 +119,8 @@ pub fn allowed(rpc: Rpc) -> &'static [Role] {
         // collector, it does not supervise); auditors check it was done.
         Rpc::ReviewMark => &[Reviewer],
         Rpc::ReviewList => &[Reviewer, Auditor],
+        // Whoever may export (records: reviewers; the access log: auditors).
+        Rpc::ReviewSealExport => &[Reviewer, Auditor],
     }
 }
 

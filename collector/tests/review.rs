@@ -180,6 +180,28 @@ async fn review_marks_round_trip_through_the_cli() {
     .await;
     check("indexed").await;
 
+    // --- An export over mTLS is sealed: signed manifest, the export's own
+    // access record (the search by the same certificate) inside.
+    let out = tempfile::tempdir().unwrap();
+    let bundle = out.path().join("b");
+    ok(addr, dir, "rita", &["export", "--out", bundle.to_str().unwrap(), "--identity", "pod=pod-1", "--case", "C-8"])
+        .await;
+    let vb = std::process::Command::new(env!("CARGO_BIN_EXE_wiretrail"))
+        .args(["verify-bundle", bundle.to_str().unwrap(), "--key", data.path().join("verifier.key").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&vb.stderr);
+    assert!(vb.status.success() && stderr.contains("manifest signed"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&vb.stdout).unwrap();
+    assert_eq!(report["manifest_signed"], true, "{report}");
+    let access: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("access.json")).unwrap()).unwrap();
+    assert_eq!(access["leaf_index"], report["access_leaf"], "{report}");
+    assert_eq!(
+        (access["detail"]["identity"].as_str(), access["detail"]["case_id"].as_str()),
+        (Some(reviewer.as_str()), Some("C-8"))
+    );
+
     // --- The marks are in the log the checkpoints cover: verify passes.
     srv.stop().await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wiretrail"))

@@ -21,7 +21,7 @@ use crate::registry::glob_match;
 use crate::store::Shared;
 
 /// Actions an access entry may name.
-pub const ACTIONS: [&str; 8] = [
+pub const ACTIONS: [&str; 9] = [
     "search",
     "view",
     "inclusion_proof",
@@ -30,6 +30,7 @@ pub const ACTIONS: [&str; 8] = [
     "latest_checkpoint",
     "access_log",
     "review_list",
+    "export_seal",
 ];
 
 /// The access record of entry `e` stored at `leaf_index`.

@@ -141,6 +141,9 @@ enum Cmd {
         /// Pinned verifier key file (recommended); defaults to the bundle's own verifier.key.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// Accept a bundle of the older format whose manifest is not signed.
+        #[arg(long)]
+        allow_unsigned: bool,
     },
     /// List the workload identities seen, with custodian and purpose from the registry.
     Inventory(inventory::InventoryArgs),
@@ -476,7 +479,7 @@ pub fn main() -> anyhow::Result<()> {
                     report.tree_size
                 );
             }
-            Cmd::VerifyBundle { path, key } => {
+            Cmd::VerifyBundle { path, key, allow_unsigned } => {
                 let pinned = match &key {
                     Some(k) => Some(std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?),
                     None => None,
@@ -484,11 +487,16 @@ pub fn main() -> anyhow::Result<()> {
                 let files = crate::export::read(&path)?;
                 let report = crate::export::verify_bundle(&files, pinned.as_deref())?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
+                if !report.manifest_signed && !allow_unsigned {
+                    bail!("bundle REJECTED: its manifest is not signed (older format); --allow-unsigned accepts it");
+                }
                 eprintln!(
-                    "OK: {} records verified against the signed checkpoint of {} (size {}){}",
+                    "OK: {} records verified against the signed checkpoint of {} (size {}); manifest {}{}{}",
                     report.records,
                     report.origin,
                     report.tree_size,
+                    if report.manifest_signed { "signed" } else { "NOT signed" },
+                    report.access_leaf.map(|l| format!("; the export's access record is leaf {l}")).unwrap_or_default(),
                     if report.key_pinned { "" } else { "; key taken from the bundle, pin it with --key" }
                 );
             }

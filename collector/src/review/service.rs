@@ -10,7 +10,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use wiretrail_proto::v1::review_server::Review as ReviewApi;
-use wiretrail_proto::v1::{ReviewListRequest, ReviewMarkRecord, ReviewMarkRequest, ReviewMarkResponse};
+use wiretrail_proto::v1::{
+    ReviewListRequest, ReviewMarkRecord, ReviewMarkRequest, ReviewMarkResponse, ReviewSealExportRequest,
+    ReviewSealExportResponse,
+};
 
 use super::list::Selector;
 use super::{MAX_COMMENT, MAX_LEAVES};
@@ -148,6 +151,33 @@ impl ReviewApi for ReviewService {
         let returned = Returned { count: marks.len() as u64, ..Default::default() };
         self.logger.append(&access, sel.detail(), &returned).await?;
         Ok(Response::new(Box::pin(tokio_stream::iter(marks.into_iter().map(Ok)))))
+    }
+
+    async fn review_seal_export(
+        &self,
+        req: Request<ReviewSealExportRequest>,
+    ) -> Result<Response<ReviewSealExportResponse>, Status> {
+        let grant = self.authz.check(&req, Rpc::ReviewSealExport)?;
+        let access = Access::of(&req, grant.clone(), "export_seal")?;
+        let r = req.into_inner();
+        let (shared, progress) = (self.shared.clone(), self.progress.clone());
+        let identity = grant.identity.clone();
+        let sealed = blocking(&self.limiter, move || {
+            let conn = index::open(shared.dir())?;
+            let indexed = progress.indexed.load(Ordering::Acquire);
+            crate::export::seal::seal(&shared, &conn, indexed, &identity, &r.manifest, &r.query_json)
+        })
+        .await?;
+        let m: crate::export::Manifest = serde_json::from_slice(&sealed.manifest).expect("sealed manifest parses");
+        let detail = serde_json::json!({"manifest_sha256": crate::export::sha256_hex(&sealed.manifest),
+            "tree_size": m.tree_size, "records": m.records,
+            "export_access_leaf": m.access.as_ref().map(|a| a.leaf_index)});
+        self.logger.append(&access, detail, &Returned { count: 1, ..Default::default() }).await?;
+        Ok(Response::new(ReviewSealExportResponse {
+            manifest: sealed.manifest,
+            manifest_sig: sealed.sig,
+            access_json: sealed.access,
+        }))
     }
 }
 
