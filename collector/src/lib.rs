@@ -14,6 +14,7 @@ pub mod index;
 pub mod ingest;
 pub mod inventory;
 pub mod merkle;
+pub mod metrics;
 pub mod policy_check;
 pub mod query;
 pub mod registry;

@@ -69,6 +69,9 @@ enum Cmd {
         /// Alert settings: silence threshold and delivery to webhooks and syslog.
         #[command(flatten)]
         alerting: AlertingArgs,
+        /// Serve Prometheus metrics at http://HOST:PORT/metrics (verification, alert delivery, ingest).
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Repair a log that the collector refuses to open (run with the collector
     /// stopped): restore damaged frame headers whose data is intact, or cut
@@ -337,6 +340,7 @@ pub fn main() -> anyhow::Result<()> {
                 verify_interval_secs,
                 verify_full_interval_secs,
                 alerting,
+                metrics_addr,
             } => {
                 let mut cfg = crate::ServeConfig::new(data_dir);
                 cfg.verify = crate::verify::background::VerifyConfig {
@@ -344,6 +348,7 @@ pub fn main() -> anyhow::Result<()> {
                     full_interval: Duration::from_secs(verify_full_interval_secs),
                 };
                 alerting.apply(&mut cfg)?;
+                cfg.metrics_addr = metrics_addr;
                 cfg.store.segment_bytes = segment_bytes;
                 cfg.registry = registry;
                 cfg.roles = roles;
