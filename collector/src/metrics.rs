@@ -261,3 +261,37 @@ async fn answer(
         _ => reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_verification_shows_its_first_bad_leaf_and_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_w, shared) = crate::store::Writer::open(dir.path(), crate::store::StoreConfig::default()).unwrap();
+        let verify = Arc::new(Status::default());
+        verify.runs_failed.fetch_add(2, Ordering::Relaxed);
+        verify.first_bad_plus_one.store(42, Ordering::Relaxed);
+        verify.running.store(true, Ordering::Relaxed);
+        verify.last_incremental_ns.store(1_500_000_000, Ordering::Relaxed);
+        let sources = Sources {
+            verify,
+            delivery: vec![("syslog-0".into(), Arc::new(DeliveryStats::default()))],
+            commit: Arc::new(CommitStats::default()),
+            index: Arc::new(IndexProgress::default()),
+            shared,
+        };
+        let t = render(&sources);
+        for line in [
+            "wiretrail_verify_runs_total{result=\"failed\"} 2",
+            "wiretrail_verify_first_bad_leaf 41",
+            "wiretrail_verify_running 1",
+            "wiretrail_verify_last_run_timestamp_seconds{run=\"incremental\"} 1.5",
+            "wiretrail_alert_skipped_total{sink=\"syslog-0\"} 0",
+            "# EOF",
+        ] {
+            assert!(t.lines().any(|l| l == line), "no line {line:?} in:\n{t}");
+        }
+    }
+}
