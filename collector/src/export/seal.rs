@@ -190,7 +190,7 @@ pub fn accept(files: &mut Files, draft: &Manifest, sealed: Sealed, verifier: &Ve
     if plain != *draft {
         return Err("the collector changed the manifest beyond its access section".into());
     }
-    if m.access.is_some() != !sealed.access.is_empty() {
+    if m.access.is_some() == sealed.access.is_empty() {
         return Err("access section and access.json disagree".into());
     }
     let body = verifier.open_text(&sealed.sig).map_err(|e| format!("manifest.sig: {e}"))?;

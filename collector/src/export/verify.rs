@@ -95,7 +95,8 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
         }
     }
     for name in manifest.files.keys() {
-        if !FILES.contains(&name.as_str()) && !(manifest.access.is_some() && name == ACCESS) {
+        let listed_access = manifest.access.is_some() && name == ACCESS;
+        if !(FILES.contains(&name.as_str()) || listed_access) {
             p.push(format!("{MANIFEST}: lists unknown file {name}"));
         }
     }
