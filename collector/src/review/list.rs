@@ -81,14 +81,57 @@ fn wanted(shared: &Shared, req: &ReviewListRequest) -> Result<Option<BTreeSet<St
     Ok((req.leaf.is_some() || req.conversation.is_some()).then_some(set))
 }
 
+/// Conditions the index answers before any leaf is read (`keep` still
+/// decides): action, time bounds, reviewer glob.
+#[derive(Debug, Default, Clone)]
+pub struct Narrow {
+    /// Only this action ("" = any).
+    pub action: String,
+    /// Inclusive lower bound of the mark's time (0 = open).
+    pub from_time_ns: i64,
+    /// Exclusive upper bound (0 = open).
+    pub to_time_ns: i64,
+    /// Reviewer glob (`*`, `?`); "" = any.
+    pub reviewer: String,
+}
+
+impl Narrow {
+    /// SQL conditions on `review_marks` and their values.
+    fn sql(&self) -> (Vec<&'static str>, Vec<Value>) {
+        let (mut conds, mut args) = (Vec::new(), Vec::new());
+        if !self.action.is_empty() {
+            conds.push("action = ?");
+            args.push(Value::Text(self.action.clone()));
+        }
+        if self.from_time_ns != 0 {
+            conds.push("t >= ?");
+            args.push(Value::Integer(self.from_time_ns));
+        }
+        if self.to_time_ns != 0 {
+            conds.push("t < ?");
+            args.push(Value::Integer(self.to_time_ns));
+        }
+        // SQLite's GLOB has the same `*` and `?`, but `[` opens a class: such
+        // patterns are left to `keep`.
+        if !self.reviewer.is_empty() && !self.reviewer.contains('[') {
+            conds.push("reviewer GLOB ?");
+            args.push(Value::Text(self.reviewer.clone()));
+        }
+        (conds, args)
+    }
+}
+
 /// Marks among leaves `[0, upto)` covering any of `items` (all marks when
-/// `None`) that `keep` accepts, oldest first, at most `limit`.
+/// `None`) that `keep` accepts, oldest first, at most `limit`; `narrow`
+/// lets the index skip marks `keep` would refuse.
+#[allow(clippy::too_many_arguments)]
 pub fn find(
     shared: &Shared,
     conn: &Connection,
     indexed: u64,
     upto: u64,
     items: &Option<BTreeSet<String>>,
+    narrow: &Narrow,
     limit: u64,
     mut keep: impl FnMut(&ReviewMarkRecord) -> bool,
 ) -> Result<Vec<ReviewMarkRecord>, Error> {
@@ -101,13 +144,18 @@ pub fn find(
         None => vec![Vec::new()],
         Some(items) => items.iter().cloned().collect::<Vec<_>>().chunks(500).map(<[String]>::to_vec).collect(),
     };
+    let (conds, narrow_args) = narrow.sql();
     for group in groups {
-        let mut sql = "SELECT DISTINCT leaf FROM review_marks WHERE leaf < ?1".to_string();
+        let mut sql = "SELECT DISTINCT leaf FROM review_marks WHERE leaf < ?".to_string();
+        for c in &conds {
+            sql.push_str(" AND ");
+            sql.push_str(c);
+        }
         if items.is_some() {
-            let marks: Vec<String> = (0..group.len()).map(|k| format!("?{}", k + 2)).collect();
-            sql.push_str(&format!(" AND item IN ({})", marks.join(",")));
+            sql.push_str(&format!(" AND item IN ({})", vec!["?"; group.len()].join(",")));
         }
         let mut args: Vec<Value> = vec![(indexed as i64).into()];
+        args.extend(narrow_args.iter().cloned());
         args.extend(group.into_iter().map(Value::Text));
         let mut st = conn.prepare_cached(&sql).map_err(err)?;
         for l in st.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, i64>(0)).map_err(err)? {
@@ -149,7 +197,14 @@ pub fn list(
     sel: &Selector,
 ) -> Result<Vec<ReviewMarkRecord>, Error> {
     let items = wanted(shared, &sel.req)?;
-    find(shared, conn, indexed, upto, &items, sel.limit, |m| sel.matches(m, &items))
+    let q = &sel.req;
+    let narrow = Narrow {
+        action: q.action.clone(),
+        from_time_ns: q.from_time_ns,
+        to_time_ns: q.to_time_ns,
+        reviewer: q.reviewer.clone(),
+    };
+    find(shared, conn, indexed, upto, &items, &narrow, sel.limit, |m| sel.matches(m, &items))
 }
 
 /// The marks covering each of `hits` (records by leaf and conversation), in
@@ -167,7 +222,7 @@ pub fn covering(
     if all.is_empty() {
         return Ok(vec![Vec::new(); hits.len()]);
     }
-    let marks = find(shared, conn, indexed, upto, &Some(all), u64::MAX, |_| true)?;
+    let marks = find(shared, conn, indexed, upto, &Some(all), &Narrow::default(), u64::MAX, |_| true)?;
     Ok(per_hit
         .iter()
         .map(|items| marks.iter().filter(|m| super::items(m).iter().any(|i| items.contains(i))).cloned().collect())
@@ -223,6 +278,7 @@ mod tests {
             (ReviewListRequest { from_time_ns: 150, ..Default::default() }, vec![3]),
             (ReviewListRequest { to_time_ns: 150, ..Default::default() }, vec![2]),
             (ReviewListRequest { reviewer: "CN=x*".into(), ..Default::default() }, vec![]),
+            (ReviewListRequest { reviewer: "CN=?".into(), action: "escalated".into(), ..Default::default() }, vec![3]),
         ];
         for (req, want) in cases.clone() {
             assert_eq!(ask(&conn, 0, req.clone()), want, "scan: {req:?}");
@@ -235,6 +291,15 @@ mod tests {
         for (req, want) in cases {
             assert_eq!(ask(&conn, size, req.clone()), want, "index: {req:?}");
         }
+        // The index narrows by action, time and reviewer before any leaf is read.
+        let mut read = 0;
+        let narrow = Narrow { action: "closed".into(), from_time_ns: 50, to_time_ns: 150, reviewer: "CN=*".into() };
+        let found = find(&shared, &conn, size, size, &None, &narrow, 10, |_| {
+            read += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!((found.len(), read), (1, 1));
         let l4 = crate::query::decode(4, &shared.read_leaf(4).unwrap()).unwrap();
         let l0 = crate::query::decode(0, &shared.read_leaf(0).unwrap()).unwrap();
         let per = covering(&shared, &conn, size, size, &[(4, &l4), (0, &l0)]).unwrap();
