@@ -86,16 +86,22 @@ async fn metrics_are_scraped_over_loopback() {
         r.unwrap();
     }
 
-    let text = eventually("delivery and verification in the metrics", || async {
+    // Scrape until delivery and the first verification run show (bounded: 20 s).
+    let started = std::time::Instant::now();
+    let text = loop {
         let (status, body) = get(metrics, "/metrics").await;
         assert!(status.contains("200"), "{status}");
-        let delivered = sample(&body, "wiretrail_alert_delivered_total{sink=\"webhook-0\"}")?;
-        let refused_once = sample(&body, "wiretrail_alert_delivery_failures_total{sink=\"webhook-0\"}")?;
-        let dead_failures = sample(&body, "wiretrail_alert_delivery_failures_total{sink=\"webhook-1\"}")?;
-        let full = sample(&body, "wiretrail_verify_last_run_timestamp_seconds{run=\"full\"}")?;
-        (delivered >= 1.0 && refused_once == 1.0 && dead_failures >= 1.0 && full > 0.0).then_some(body)
-    })
-    .await;
+        let s = |series: &str| sample(&body, series);
+        let ready = s("wiretrail_alert_delivered_total{sink=\"webhook-0\"}").is_some_and(|v| v >= 1.0)
+            && s("wiretrail_alert_delivery_failures_total{sink=\"webhook-0\"}") == Some(1.0)
+            && s("wiretrail_alert_delivery_failures_total{sink=\"webhook-1\"}").is_some_and(|v| v >= 1.0)
+            && s("wiretrail_verify_last_run_timestamp_seconds{run=\"full\"}").is_some_and(|v| v > 0.0);
+        if ready {
+            break body;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "metrics never showed delivery and verification:\n{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(sample(&text, "wiretrail_alert_delivered_total{sink=\"webhook-1\"}"), Some(0.0), "{text}");
     assert!(sample(&text, "wiretrail_alert_pending{sink=\"webhook-1\"}").unwrap() >= 1.0, "{text}");
     assert_eq!(sample(&text, "wiretrail_verify_runs_total{result=\"ok\"}"), Some(1.0), "{text}");
