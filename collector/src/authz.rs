@@ -75,11 +75,17 @@ pub enum Rpc {
     Alerts,
     /// `Query.AccessLog`.
     AccessLog,
+    /// `Review.ReviewMark`.
+    ReviewMark,
+    /// `Review.ReviewList`.
+    ReviewList,
+    /// `Review.ReviewSealExport`.
+    ReviewSealExport,
 }
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 11] = [
+    pub const ALL: [Rpc; 14] = [
         Rpc::Ingest,
         Rpc::Search,
         Rpc::SearchAccessEntries,
@@ -91,6 +97,9 @@ impl Rpc {
         Rpc::Inventory,
         Rpc::Alerts,
         Rpc::AccessLog,
+        Rpc::ReviewMark,
+        Rpc::ReviewList,
+        Rpc::ReviewSealExport,
     ];
 }
 
@@ -106,6 +115,12 @@ pub fn allowed(rpc: Rpc) -> &'static [Role] {
             &[Auditor, Reviewer]
         }
         Rpc::Inventory | Rpc::Alerts => &[Reviewer, Auditor, Admin],
+        // Supervisory review is the reviewer's act (an admin runs the
+        // collector, it does not supervise); auditors check it was done.
+        Rpc::ReviewMark => &[Reviewer],
+        Rpc::ReviewList => &[Reviewer, Auditor],
+        // Whoever may export (records: reviewers; the access log: auditors).
+        Rpc::ReviewSealExport => &[Reviewer, Auditor],
     }
 }
 

@@ -26,9 +26,11 @@ pub const AGENT_SILENT: &str = "agent_silent";
 pub const AGENT_RETURNED: &str = "agent_returned";
 /// A client read the evidence (see [`crate::access`]).
 pub const ACCESS: &str = "access";
+/// A reviewer marked records or a conversation as reviewed (see [`crate::review`]).
+pub const REVIEW_MARK: &str = "review_mark";
 
 /// Every kind the collector writes.
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 10] = [
     AGENT_ID_REFUSED,
     BATCH_CONFLICT,
     STORAGE_UNAVAILABLE,
@@ -38,6 +40,7 @@ pub const KINDS: [&str; 9] = [
     AGENT_SILENT,
     AGENT_RETURNED,
     ACCESS,
+    REVIEW_MARK,
 ];
 
 /// An entry made now.

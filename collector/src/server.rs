@@ -58,6 +58,8 @@ pub struct ServeConfig {
     pub silence: SilenceConfig,
     /// Alert destinations (webhooks, syslog).
     pub delivery: DeliveryConfig,
+    /// Where to serve Prometheus metrics (`GET /metrics`); `None` = not served.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl ServeConfig {
@@ -78,6 +80,7 @@ impl ServeConfig {
             verify: VerifyConfig::default(),
             silence: SilenceConfig::default(),
             delivery: DeliveryConfig::default(),
+            metrics_addr: None,
         }
     }
 }
@@ -106,6 +109,9 @@ pub enum ServeError {
     /// An alert destination is unusable.
     #[error("{0}")]
     Delivery(#[from] DeliveryError),
+    /// The metrics endpoint could not start.
+    #[error("{0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// A start-up task panicked.
     #[error("start-up task failed: {0}")]
     Join(String),
@@ -157,8 +163,28 @@ pub async fn run(
     let progress = Arc::new(IndexProgress::default());
     let indexer = index::spawn(shared.clone(), config.index.clone(), progress.clone(), registry.clone())?;
     let registry_watcher = registry.spawn_watcher(config.registry_check_interval);
+    let metrics = match config.metrics_addr {
+        None => None,
+        Some(addr) => {
+            let sources = crate::metrics::Sources {
+                verify: verify_status.clone(),
+                delivery: delivery_stats.clone(),
+                commit: stats.clone(),
+                index: progress.clone(),
+                shared: shared.clone(),
+            };
+            Some(crate::metrics::spawn(addr, sources).await?.1)
+        }
+    };
     let (checkpointer, checkpoint_thread) = Checkpointer::spawn(shared.clone(), config.checkpoint_interval);
 
+    let review = wiretrail_proto::v1::review_server::ReviewServer::new(crate::review::service::ReviewService::new(
+        shared.clone(),
+        progress.clone(),
+        config.query.clone(),
+        authz.clone(),
+        &jobs,
+    ));
     let ingest = IngestServer::new(
         IngestService::new(
             jobs,
@@ -187,7 +213,8 @@ pub async fn run(
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(ingest)
-        .add_service(query);
+        .add_service(query)
+        .add_service(review);
     tracing::info!(addr = ?listener.local_addr().ok(), tls = config.tls.is_some(), "collector serving");
     let served = match &config.tls {
         None => {
@@ -248,6 +275,9 @@ pub async fn run(
     }
     monitor.close();
     monitor_timer.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     for t in &delivery_tasks {
         t.abort();
     }

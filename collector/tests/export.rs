@@ -109,3 +109,52 @@ async fn tar_bundle_rejects_byte_flips_anywhere() {
         assert!(!ok, "archive byte {pos} flipped and accepted");
     }
 }
+
+#[tokio::test]
+async fn the_manifest_is_signed_and_carries_the_exports_access_record() {
+    let (files, key, _data) = bundle(pod_filter()).await;
+    let r = verify_bundle(&files, Some(&key)).unwrap();
+    assert!(r.manifest_signed, "{r:?}");
+    assert_eq!(r.access_leaf, Some(30), "the search's access entry follows the 30 records");
+    let sig = String::from_utf8(files["manifest.sig"].clone()).unwrap();
+    assert!(sig.starts_with("wiretrail-bundle-manifest/v1\n") && sig.contains("\n\n\u{2014} "), "{sig}");
+    let access: serde_json::Value = serde_json::from_slice(&files["access.json"]).unwrap();
+    assert_eq!((access["leaf_index"].as_u64(), access["tree_size"].as_u64()), (Some(30), Some(31)));
+    let d = &access["detail"];
+    assert_eq!(
+        (d["action"].as_str(), d["purpose"].as_str(), d["returned"].as_u64()),
+        (Some("search"), Some("export"), Some(10))
+    );
+
+    // A manifest rewritten consistently (hashes, canonical form) but without
+    // the access record: only the signature tells.
+    let mut m: export::Manifest = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    m.access = None;
+    m.files.remove("access.json");
+    let mut stripped = files.clone();
+    stripped.remove("access.json");
+    stripped.insert("manifest.json".into(), m.canonical());
+    for pinned in [None, Some(key.as_str())] {
+        let e = verify_bundle(&stripped, pinned).unwrap_err().to_string();
+        assert!(e.contains("manifest.sig: signs another manifest"), "{e}");
+    }
+    // Without the signature.
+    let mut unsigned = files.clone();
+    unsigned.remove("manifest.sig");
+    let e = verify_bundle(&unsigned, Some(&key)).unwrap_err().to_string();
+    assert!(e.contains("manifest.sig: missing"), "{e}");
+    // A signature by another collector's key.
+    let (other, _, _other_data) = bundle(pod_filter()).await;
+    let mut foreign = files.clone();
+    foreign.insert("manifest.sig".into(), other["manifest.sig"].clone());
+    let e = verify_bundle(&foreign, Some(&key)).unwrap_err().to_string();
+    assert!(e.contains("manifest.sig: signature invalid"), "{e}");
+    // An access record from elsewhere (manifest hashes updated) fails the signature and the leaf hash.
+    let mut swapped = files.clone();
+    swapped.insert("access.json".into(), other["access.json"].clone());
+    let mut m: export::Manifest = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    m.files.insert("access.json".into(), export::sha256_hex(&other["access.json"]));
+    swapped.insert("manifest.json".into(), m.canonical());
+    let e = verify_bundle(&swapped, Some(&key)).unwrap_err().to_string();
+    assert!(e.contains("manifest.sig: signs another manifest"), "{e}");
+}

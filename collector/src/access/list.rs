@@ -21,8 +21,17 @@ use crate::registry::glob_match;
 use crate::store::Shared;
 
 /// Actions an access entry may name.
-pub const ACTIONS: [&str; 7] =
-    ["search", "view", "inclusion_proof", "consistency_proof", "issue_checkpoint", "latest_checkpoint", "access_log"];
+pub const ACTIONS: [&str; 9] = [
+    "search",
+    "view",
+    "inclusion_proof",
+    "consistency_proof",
+    "issue_checkpoint",
+    "latest_checkpoint",
+    "access_log",
+    "review_list",
+    "export_seal",
+];
 
 /// The access record of entry `e` stored at `leaf_index`.
 pub fn record(leaf_index: u64, e: &CollectorEntry) -> AccessRecord {

@@ -25,7 +25,7 @@ pub(super) struct AccessLogArgs {
     #[arg(long, default_value = "")]
     workload: String,
     /// Only this action: search, view, inclusion_proof, consistency_proof,
-    /// issue_checkpoint, latest_checkpoint, access_log.
+    /// issue_checkpoint, latest_checkpoint, access_log, review_list, export_seal.
     #[arg(long, default_value = "")]
     action: String,
     /// Only accesses made under this case id.

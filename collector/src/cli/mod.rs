@@ -6,6 +6,7 @@ mod alerting;
 mod alerts;
 mod completeness;
 mod inventory;
+mod review;
 mod view;
 mod window;
 
@@ -69,6 +70,9 @@ enum Cmd {
         /// Alert settings: silence threshold and delivery to webhooks and syslog.
         #[command(flatten)]
         alerting: AlertingArgs,
+        /// Serve Prometheus metrics at http://HOST:PORT/metrics (verification, alert delivery, ingest).
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Repair a log that the collector refuses to open (run with the collector
     /// stopped): restore damaged frame headers whose data is intact, or cut
@@ -141,6 +145,9 @@ enum Cmd {
         /// Pinned verifier key file (recommended); defaults to the bundle's own verifier.key.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// Accept a bundle of the older format whose manifest is not signed.
+        #[arg(long)]
+        allow_unsigned: bool,
     },
     /// List the workload identities seen, with custodian and purpose from the registry.
     Inventory(inventory::InventoryArgs),
@@ -155,6 +162,8 @@ enum Cmd {
     AccessLog(access_log::AccessLogArgs),
     /// Show the records at a leaf range (reviewer role).
     View(view::ViewArgs),
+    /// Supervisory review marks: mark records or a conversation as reviewed, list marks.
+    Review(review::ReviewArgs),
 }
 
 #[derive(Subcommand)]
@@ -329,6 +338,7 @@ pub fn main() -> anyhow::Result<()> {
                 verify_interval_secs,
                 verify_full_interval_secs,
                 alerting,
+                metrics_addr,
             } => {
                 let mut cfg = crate::ServeConfig::new(data_dir);
                 cfg.verify = crate::verify::background::VerifyConfig {
@@ -336,6 +346,7 @@ pub fn main() -> anyhow::Result<()> {
                     full_interval: Duration::from_secs(verify_full_interval_secs),
                 };
                 alerting.apply(&mut cfg)?;
+                cfg.metrics_addr = metrics_addr;
                 cfg.store.segment_bytes = segment_bytes;
                 cfg.registry = registry;
                 cfg.roles = roles;
@@ -473,7 +484,7 @@ pub fn main() -> anyhow::Result<()> {
                     report.tree_size
                 );
             }
-            Cmd::VerifyBundle { path, key } => {
+            Cmd::VerifyBundle { path, key, allow_unsigned } => {
                 let pinned = match &key {
                     Some(k) => Some(std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?),
                     None => None,
@@ -481,11 +492,16 @@ pub fn main() -> anyhow::Result<()> {
                 let files = crate::export::read(&path)?;
                 let report = crate::export::verify_bundle(&files, pinned.as_deref())?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
+                if !report.manifest_signed && !allow_unsigned {
+                    bail!("bundle REJECTED: its manifest is not signed (older format); --allow-unsigned accepts it");
+                }
                 eprintln!(
-                    "OK: {} records verified against the signed checkpoint of {} (size {}){}",
+                    "OK: {} records verified against the signed checkpoint of {} (size {}); manifest {}{}{}",
                     report.records,
                     report.origin,
                     report.tree_size,
+                    if report.manifest_signed { "signed" } else { "NOT signed" },
+                    report.access_leaf.map(|l| format!("; the export's access record is leaf {l}")).unwrap_or_default(),
                     if report.key_pinned { "" } else { "; key taken from the bundle, pin it with --key" }
                 );
             }
@@ -528,6 +544,7 @@ pub fn main() -> anyhow::Result<()> {
             Cmd::Completeness(args) => completeness::run(args).await?,
             Cmd::AccessLog(args) => access_log::run(args).await?,
             Cmd::View(args) => view::run(args).await?,
+            Cmd::Review(args) => review::run(args).await?,
         }
         Ok(())
     })

@@ -34,8 +34,13 @@ pub(super) async fn run(a: ViewArgs) -> anyhow::Result<()> {
         let l = r.decoded.unwrap_or_default();
         if a.text {
             print!("{}", crate::export::render::record_text(r.leaf_index, &l));
+            for m in &r.review_marks {
+                println!("reviewed: {}", super::review::mark_line(m));
+            }
         } else {
-            println!("{}", crate::query::to_json(r.leaf_index, &l));
+            let mut v = crate::query::to_json(r.leaf_index, &l);
+            v["review_marks"] = r.review_marks.iter().map(super::review::mark_json).collect::<Vec<_>>().into();
+            println!("{v}");
         }
     }
     Ok(())

@@ -5,9 +5,13 @@ use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use wiretrail_proto::v1::query_client::QueryClient;
-use wiretrail_proto::v1::{Filter, InclusionProofRequest, IssueCheckpointRequest, SearchRequest, StoredLeaf};
+use wiretrail_proto::v1::review_client::ReviewClient;
+use wiretrail_proto::v1::{
+    Filter, InclusionProofRequest, IssueCheckpointRequest, ReviewSealExportRequest, SearchRequest, StoredLeaf,
+};
 
 use super::render::{filter_json, record_text};
+use super::seal::Sealed;
 use super::{ExportError, FILES, FORMAT, Files, MANIFEST, Manifest, sha256_hex};
 use crate::access::meta::Meta;
 use crate::merkle::{Hash, Verifier, leaf_hash, verify_inclusion};
@@ -44,7 +48,7 @@ pub async fn export_as(
     filter: Filter,
     mut progress: impl FnMut(Progress),
 ) -> Result<Files, ExportError> {
-    let mut q = QueryClient::with_interceptor(channel, meta).max_decoding_message_size(64 << 20);
+    let mut q = QueryClient::with_interceptor(channel.clone(), meta.clone()).max_decoding_message_size(64 << 20);
     let rpc = |what| move |source| ExportError::Rpc { what, source };
     let mut s = q
         .search(SearchRequest { filter: Some(filter.clone()), follow: false })
@@ -119,7 +123,14 @@ pub async fn export_as(
         tree_size: size,
         root_hash: hex::encode(signed.checkpoint.root),
         files: files.iter().map(|(k, v)| (k.clone(), sha256_hex(v))).collect(),
+        access: None,
     };
-    files.insert(MANIFEST.into(), manifest.canonical());
+    // The collector adds the export's access record and signs the manifest.
+    let mut r = ReviewClient::with_interceptor(channel, meta);
+    let req = ReviewSealExportRequest { manifest: manifest.canonical(), query_json: files["query.json"].clone() };
+    let sealed = r.review_seal_export(req).await.map_err(rpc("sealing the manifest"))?.into_inner();
+    let sealed = Sealed { manifest: sealed.manifest, sig: sealed.manifest_sig, access: sealed.access_json };
+    super::seal::accept(&mut files, &manifest, sealed, &verifier).map_err(ExportError::Invalid)?;
+    debug_assert!(files.contains_key(MANIFEST));
     Ok(files)
 }

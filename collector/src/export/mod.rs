@@ -11,16 +11,23 @@
 //! - `checkpoint.txt`: the collector's signed checkpoint (C2SP signed note);
 //! - `verifier.key`: the collector's verifier key (pin it with `--key`);
 //! - `query.json`: the filter that selected the records;
-//! - `manifest.json`: SHA-256 of every other file, record count, tree size and root.
+//! - `manifest.json`: SHA-256 of every other file, record count, tree size and
+//!   root, and the export's own access entry (leaf index, leaf SHA-256);
+//! - `manifest.sig`: the collector's signature over the manifest (checkpoint
+//!   key, signed-note format; see [`seal`]);
+//! - `access.json`: the access entry of the export's search (leaf bytes,
+//!   index, inclusion proof), when the collector found it.
 //!
 //! What proves what: the checkpoint signature and the inclusion proofs prove
-//! that every record is, byte for byte, in the collector's log. The manifest
-//! is not signed; it and the regenerated `records.txt`/`query.json` checks
-//! catch any edit of a single file. With `--key`, the verifier key is pinned
-//! out of band instead of taken from the bundle.
+//! that every record is, byte for byte, in the collector's log; the manifest
+//! signature (same key) proves the collector sealed this manifest, whose
+//! hashes cover every file. With `--key`, the verifier key is pinned out of
+//! band instead of taken from the bundle. Bundles of the older unsigned
+//! format (`wiretrail-bundle-v1`) still verify, reported as unsigned.
 
 mod build;
 pub mod render;
+pub mod seal;
 pub mod tar;
 mod verify;
 
@@ -30,10 +37,16 @@ use std::path::{Path, PathBuf};
 pub use build::{Progress, export, export_as};
 pub use verify::{BundleReport, verify_bundle};
 
-/// Bundle format name in the manifest.
-pub const FORMAT: &str = "wiretrail-bundle-v1";
+/// Bundle format name in the manifest (signed manifests).
+pub const FORMAT: &str = "wiretrail-bundle-v2";
+/// The older format: unsigned manifest, no access record.
+pub const FORMAT_V1: &str = "wiretrail-bundle-v1";
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
+/// The manifest's signature (a signed note by the checkpoint key).
+pub const SIG: &str = "manifest.sig";
+/// The export's own access record.
+pub const ACCESS: &str = "access.json";
 /// Files listed in the manifest.
 pub const FILES: [&str; 6] =
     ["checkpoint.txt", "proofs.jsonl", "query.json", "records.jsonl", "records.txt", "verifier.key"];
@@ -57,6 +70,9 @@ pub struct Manifest {
     pub root_hash: String,
     /// SHA-256 (hex) of each other file.
     pub files: BTreeMap<String, String>,
+    /// The access entry of the export's search (absent when none was found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<seal::AccessRef>,
 }
 
 impl Manifest {

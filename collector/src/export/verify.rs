@@ -7,7 +7,7 @@ use wiretrail_proto::v1::StoredLeaf;
 
 use super::build::record_line;
 use super::render::{filter_from_json, record_text};
-use super::{FILES, FORMAT, Files, MANIFEST, Manifest, sha256_hex};
+use super::{ACCESS, FILES, FORMAT, FORMAT_V1, Files, MANIFEST, Manifest, SIG, sha256_hex};
 use crate::merkle::{Hash, SignedCheckpoint, Verifier, leaf_hash, verify_inclusion};
 use crate::query::Query;
 
@@ -22,6 +22,10 @@ pub struct BundleReport {
     pub tree_size: u64,
     /// Whether the verifier key was pinned by the caller (else taken from the bundle).
     pub key_pinned: bool,
+    /// Whether the manifest carries the collector's signature (older bundles do not).
+    pub manifest_signed: bool,
+    /// Leaf index of the export's own access entry carried in the bundle.
+    pub access_leaf: Option<u64>,
 }
 
 /// The bundle was rejected; every problem found names its file (and record).
@@ -60,12 +64,26 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
     if manifest.canonical() != *mbytes {
         p.push(format!("{MANIFEST}: not in canonical form (edited?)"));
     }
-    if manifest.format != FORMAT {
+    let signed = manifest.format == FORMAT;
+    if !signed && manifest.format != FORMAT_V1 {
         p.push(format!("{MANIFEST}: format {:?}, expected {FORMAT:?}", manifest.format));
     }
+    if !signed && manifest.access.is_some() {
+        p.push(format!("{MANIFEST}: an access section in a {FORMAT_V1} manifest"));
+    }
+    // Files beyond the six: the signature (v2) and the access record (when listed).
+    let extra = |n: &str| (signed && n == SIG) || (manifest.access.is_some() && n == ACCESS);
     for name in files.keys().filter(|n| *n != MANIFEST) {
-        if !FILES.contains(&name.as_str()) {
+        if !FILES.contains(&name.as_str()) && !extra(name) {
             p.push(format!("{name}: not part of a bundle"));
+        }
+    }
+    if manifest.access.is_some() {
+        match (files.get(ACCESS), manifest.files.get(ACCESS)) {
+            (None, _) => p.push(format!("{ACCESS}: missing")),
+            (Some(_), None) => p.push(format!("{ACCESS}: not listed in {MANIFEST}")),
+            (Some(b), Some(h)) if sha256_hex(b) != *h => p.push(format!("{ACCESS}: SHA-256 does not match {MANIFEST}")),
+            _ => {}
         }
     }
     for name in FILES {
@@ -77,7 +95,8 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
         }
     }
     for name in manifest.files.keys() {
-        if !FILES.contains(&name.as_str()) {
+        let listed_access = manifest.access.is_some() && name == ACCESS;
+        if !(FILES.contains(&name.as_str()) || listed_access) {
             p.push(format!("{MANIFEST}: lists unknown file {name}"));
         }
     }
@@ -120,6 +139,11 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
         {
             p.push(format!("{MANIFEST}: tree size/root/origin differ from checkpoint.txt"));
         }
+    }
+
+    // The manifest's signature and the export's access record.
+    if signed {
+        super::seal::check(files, &manifest, mbytes, verifier.as_ref(), cp.as_ref(), &mut p);
     }
 
     // The query.
@@ -223,6 +247,8 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
         origin: cp.checkpoint.origin,
         tree_size: cp.checkpoint.size,
         key_pinned: pinned_key.is_some(),
+        manifest_signed: signed,
+        access_leaf: manifest.access.map(|a| a.leaf_index),
     })
 }
 

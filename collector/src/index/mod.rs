@@ -89,6 +89,7 @@ pub fn open(dir: &Path) -> Result<Connection, IndexError> {
     c.execute_batch(SCHEMA).map_err(err)?;
     c.execute_batch(crate::inventory::SCHEMA).map_err(err)?;
     c.execute_batch(crate::alerts::SCHEMA).map_err(err)?;
+    c.execute_batch(crate::review::SCHEMA).map_err(err)?;
     Ok(c)
 }
 
@@ -145,6 +146,7 @@ pub fn clear(c: &Connection) -> Result<(), rusqlite::Error> {
         "DELETE FROM records; DELETE FROM identity; DELETE FROM endpoints; DELETE FROM meta; DELETE FROM alerts; \
          DELETE FROM clock_state;",
     )?;
+    c.execute_batch(crate::review::CLEAR)?;
     c.execute_batch(crate::inventory::CLEAR)
 }
 
@@ -178,6 +180,7 @@ pub fn index_range(
                 let proto = format!("entry:{}", e.kind);
                 rec.execute(params![i as i64, e.time_ns, leaf.agent_id, "", "", 0, proto]).map_err(err)?;
                 pass.observe_entry(i, e).map_err(err)?;
+                crate::review::index_entry(&tx, i, e).map_err(err)?;
                 continue;
             }
             let r = leaf.record.unwrap_or_default();

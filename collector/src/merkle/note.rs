@@ -110,13 +110,17 @@ impl Signer {
 
     /// Signs `cp`, producing the note text.
     pub fn sign(&self, cp: &Checkpoint) -> SignedCheckpoint {
-        let body = cp.body();
+        SignedCheckpoint { checkpoint: cp.clone(), note: self.sign_text(&cp.body()) }
+    }
+
+    /// Signs any note `body` (lines ending in a newline; no blank line), e.g. a
+    /// bundle manifest statement: the signed-note text.
+    pub fn sign_text(&self, body: &str) -> String {
         let sig = self.key.sign(body.as_bytes());
         let mut blob = Vec::with_capacity(68);
         blob.extend_from_slice(&key_id(&self.name, &self.key.verifying_key()));
         blob.extend_from_slice(&sig.to_bytes());
-        let note = format!("{body}\n\u{2014} {} {}\n", self.name, B64.encode(blob));
-        SignedCheckpoint { checkpoint: cp.clone(), note }
+        format!("{body}\n\u{2014} {} {}\n", self.name, B64.encode(blob))
     }
 }
 
@@ -161,10 +165,18 @@ impl Verifier {
 
     /// Parses `note` and checks it carries a valid signature by this key.
     pub fn open(&self, note: &str) -> Result<SignedCheckpoint, NoteError> {
+        let (body, _) =
+            note.split_once("\n\n").ok_or_else(|| NoteError::Malformed("no blank line before signatures".into()))?;
+        let checkpoint = Checkpoint::parse_body(&format!("{body}\n"))?;
+        self.open_text(note)?;
+        Ok(SignedCheckpoint { checkpoint, note: note.to_string() })
+    }
+
+    /// Checks that `note` carries a valid signature by this key; its body.
+    pub fn open_text(&self, note: &str) -> Result<String, NoteError> {
         let (body, sigs) =
             note.split_once("\n\n").ok_or_else(|| NoteError::Malformed("no blank line before signatures".into()))?;
         let body = format!("{body}\n");
-        let checkpoint = Checkpoint::parse_body(&body)?;
         for line in sigs.lines() {
             let Some(rest) = line.strip_prefix("\u{2014} ") else {
                 return Err(NoteError::Malformed(format!("bad signature line {line:?}")));
@@ -183,7 +195,7 @@ impl Verifier {
                 continue;
             };
             if self.public.verify_strict(body.as_bytes(), &sig).is_ok() {
-                return Ok(SignedCheckpoint { checkpoint, note: note.to_string() });
+                return Ok(body);
             }
         }
         Err(NoteError::BadSignature(self.name.clone()))

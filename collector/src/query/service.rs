@@ -80,7 +80,7 @@ impl QueryService {
 
 fn result(h: Hit) -> SearchResult {
     let shipped_by = if h.decoded.entry.is_some() { "collector".into() } else { h.decoded.peer_identity.clone() };
-    SearchResult { leaf_index: h.leaf_index, leaf: h.leaf, decoded: Some(h.decoded), shipped_by }
+    SearchResult { leaf_index: h.leaf_index, leaf: h.leaf, decoded: Some(h.decoded), shipped_by, ..Default::default() }
 }
 
 /// The hits of `hits` as results, with what they return.
@@ -284,8 +284,8 @@ impl QueryApi for QueryService {
             ))
             .into());
         }
-        let shared = self.shared.clone();
-        let hits = blocking(&self.limiter, move || {
+        let (shared, progress) = (self.shared.clone(), self.progress.clone());
+        let (hits, marks) = blocking(&self.limiter, move || {
             let size = shared.size();
             if last >= size {
                 return Err(Error::OutOfRange(format!("leaf {last} beyond the log's size {size}")));
@@ -300,10 +300,20 @@ impl QueryApi for QueryService {
                 }
                 hits.push(Hit { leaf_index: i, leaf, decoded });
             }
-            Ok(hits)
+            // The review marks on each record (by leaf or conversation).
+            let conn = index::open(shared.dir())?;
+            let indexed = progress.indexed.load(Ordering::Acquire);
+            let refs: Vec<_> = hits.iter().map(|h| (h.leaf_index, &h.decoded)).collect();
+            let marks = crate::review::list::covering(&shared, &conn, indexed, size, &refs)?;
+            Ok((hits, marks))
         })
         .await?;
-        let (out, returned) = results(hits);
+        let (mut out, returned) = results(hits);
+        for (r, m) in out.iter_mut().zip(marks) {
+            if let Ok(r) = r {
+                r.review_marks = m;
+            }
+        }
         let detail = serde_json::json!({"first_leaf": first, "last_leaf": last});
         self.logger.append(&access, detail, &returned).await?;
         Ok(Response::new(Box::pin(tokio_stream::iter(out))))

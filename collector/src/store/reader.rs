@@ -58,6 +58,11 @@ impl Shared {
         self.signer.verifier()
     }
 
+    /// Signs `body` with the checkpoint key as a signed note (bundle manifests).
+    pub fn sign_note(&self, body: &str) -> String {
+        self.signer.sign_text(body)
+    }
+
     fn check_index(&self, i: u64) -> Result<(), StoreError> {
         let size = self.size();
         if i >= size {

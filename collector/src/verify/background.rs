@@ -111,6 +111,12 @@ pub struct Status {
     pub last_ok_ns: AtomicU64,
     /// Leaf index + 1 of the first bad leaf found (0 = none).
     pub first_bad_plus_one: AtomicU64,
+    /// A run is in progress.
+    pub running: AtomicBool,
+    /// UTC ns when the last full run ended, whatever it found (0 = none yet).
+    pub last_full_ns: AtomicU64,
+    /// UTC ns when the last incremental run ended (0 = none yet).
+    pub last_incremental_ns: AtomicU64,
 }
 
 /// Where a finding goes: appends a `verification_failed` entry to the log.
@@ -156,7 +162,15 @@ pub fn spawn(shared: Arc<Shared>, config: VerifyConfig, status: Arc<Status>, mut
                 let resume = good.clone().filter(|s| run == Run::Incremental && s.frontier.size > 0);
                 let upto = shared.latest_checkpoint().map(|c| c.checkpoint.size).unwrap_or(0);
                 let t = Instant::now();
-                let Some(outcome) = once_or_retry(&shared, resume, upto, &cancelled, &sleep) else { break };
+                status.running.store(true, Ordering::Relaxed);
+                let outcome = once_or_retry(&shared, resume, upto, &cancelled, &sleep);
+                status.running.store(false, Ordering::Relaxed);
+                let Some(outcome) = outcome else { break };
+                let ended = match run {
+                    Run::Full => &status.last_full_ns,
+                    Run::Incremental => &status.last_incremental_ns,
+                };
+                ended.store(now_ns().max(0) as u64, Ordering::Relaxed);
                 match judge(outcome) {
                     Ok((report, state)) => {
                         status.runs_ok.fetch_add(1, Ordering::Relaxed);
