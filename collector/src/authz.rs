@@ -79,8 +79,8 @@ pub enum Rpc {
     ReviewMark,
     /// `Review.ReviewList`.
     ReviewList,
-    /// `Review.ReviewSealExport`.
-    ReviewSealExport,
+    /// `Review.SealExport`.
+    SealExport,
 }
 
 impl Rpc {
@@ -99,7 +99,7 @@ impl Rpc {
         Rpc::AccessLog,
         Rpc::ReviewMark,
         Rpc::ReviewList,
-        Rpc::ReviewSealExport,
+        Rpc::SealExport,
     ];
 }
 
@@ -120,7 +120,7 @@ pub fn allowed(rpc: Rpc) -> &'static [Role] {
         Rpc::ReviewMark => &[Reviewer],
         Rpc::ReviewList => &[Reviewer, Auditor],
         // Whoever may export (records: reviewers; the access log: auditors).
-        Rpc::ReviewSealExport => &[Reviewer, Auditor],
+        Rpc::SealExport => &[Reviewer, Auditor],
     }
 }
 

@@ -139,7 +139,7 @@ async fn review_marks_round_trip_through_the_cli() {
         assert_eq!(listed(addr, dir, &["--reviewer", "*role/reviewer/rita*"]).await.len(), 2, "{phase}: reviewer");
         assert!(listed(addr, dir, &["--reviewer", "*role/reviewer/bob*"]).await.is_empty(), "{phase}: other reviewer");
         assert_eq!(listed(addr, dir, &["--since", "1h"]).await.len(), 2, "{phase}: since");
-        assert!(listed(addr, dir, &["--to", &before.to_string()]).await.is_empty(), "{phase}: before the marks");
+        assert!(listed(addr, dir, &["--to-ns", &before.to_string()]).await.is_empty(), "{phase}: before the marks");
     };
     check("tail").await;
     let full = json_lines(&ok(addr, dir, "rita", &["review", "list", "--json", "--action", "escalated"]).await);

@@ -55,15 +55,9 @@ enum ReviewCmd {
         /// Only this action.
         #[arg(long, default_value = "")]
         action: String,
-        /// Marks made within this long before now (e.g. 90s, 30m, 24h, 7d).
-        #[arg(long, conflicts_with = "from")]
-        since: Option<String>,
-        /// Marks made at or after this time (RFC 3339, e.g. 2026-12-01T00:00:00Z, or UTC ns).
-        #[arg(long)]
-        from: Option<String>,
-        /// Marks made before this time (RFC 3339 or UTC ns).
-        #[arg(long)]
-        to: Option<String>,
+        /// When the marks were made.
+        #[command(flatten)]
+        window: super::window::WindowArgs,
         /// Most marks listed (0 = 1,000).
         #[arg(long, default_value_t = 0)]
         limit: u64,
@@ -81,29 +75,6 @@ fn parse_conversation(s: &str) -> anyhow::Result<ReviewConversation> {
     };
     let conn_id = conn.parse().with_context(|| format!("--conn {s:?}: connection id {conn:?} is not a number"))?;
     Ok(ReviewConversation { agent_id: agent.into(), boot_id: boot.into(), conn_id })
-}
-
-/// RFC 3339 or UTC ns since the epoch.
-fn parse_time(flag: &str, s: &str) -> anyhow::Result<i64> {
-    if let Ok(ns) = s.parse::<i64>() {
-        return Ok(ns);
-    }
-    let t: jiff::Timestamp = s.parse().with_context(|| format!("{flag} {s:?}: not RFC 3339 nor UTC ns"))?;
-    i64::try_from(t.as_nanosecond()).with_context(|| format!("{flag} {s:?} out of range"))
-}
-
-/// `90s`, `30m`, `24h`, `7d` in ns.
-fn parse_since(s: &str) -> anyhow::Result<i64> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = n.parse().with_context(|| format!("--since {s:?}: expected a number and s, m, h or d"))?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => bail!("--since {s:?}: unit must be s, m, h or d"),
-    };
-    n.checked_mul(secs * 1_000_000_000).with_context(|| format!("--since {s:?} too large"))
 }
 
 /// A mark as one JSON object.
@@ -124,9 +95,9 @@ pub(super) fn mark_line(m: &ReviewMarkRecord) -> String {
         None => format!("leaves {}", m.leaves.iter().map(u64::to_string).collect::<Vec<_>>().join(",")),
     };
     format!(
-        "{:>10}  {:>20}  {:<40}  {:<10}  {:<10}  {}  {}",
+        "{:>10}  {:<30}  {:<40}  {:<10}  {:<10}  {}  {}",
         m.leaf_index,
-        m.time_ns,
+        crate::when::fmt_ns(m.time_ns),
         escape(&m.reviewer),
         m.action,
         escape(&m.case_id),
@@ -149,21 +120,17 @@ pub(super) async fn run(a: ReviewArgs) -> anyhow::Result<()> {
             );
             eprintln!("review mark stored at leaf {} (reviewer {})", r.leaf_index, escape(&r.reviewer));
         }
-        ReviewCmd::List { conn, case, reviewer, leaf, conversation, action, since, from, to, limit, json } => {
-            let from_time_ns = match (since, from) {
-                (Some(s), _) => (crate::store::now_ns() - parse_since(&s)?).max(0),
-                (None, Some(f)) => parse_time("--from", &f)?,
-                (None, None) => 0,
-            };
-            let to_time_ns = to.map(|t| parse_time("--to", &t)).transpose()?.unwrap_or(0);
+        ReviewCmd::List { conn, case, reviewer, leaf, conversation, action, window, limit, json } => {
+            let w = window.window()?;
+            let (from_time_ns, to_time_ns) = (w.from_ns, w.to_ns);
             let conversation = conversation.as_deref().map(parse_conversation).transpose()?;
             let req = ReviewListRequest { reviewer, leaf, conversation, action, from_time_ns, to_time_ns, limit };
             let mut c = ReviewClient::with_interceptor(connect(&conn).await?, case.meta()?);
             let mut s = c.review_list(req).await?.into_inner();
             if !json {
                 println!(
-                    "{:>10}  {:>20}  {:<40}  {:<10}  {:<10}  items  comment",
-                    "leaf", "time (UTC ns)", "reviewer", "action", "case"
+                    "{:>10}  {:<30}  {:<40}  {:<10}  {:<10}  items  comment",
+                    "leaf", "time (UTC)", "reviewer", "action", "case"
                 );
             }
             while let Some(m) = s.next().await {
@@ -184,15 +151,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn conversations_times_and_durations_parse_or_say_why_not() {
+    fn conversations_parse_or_say_why_not() {
         let c = parse_conversation("node/a/b/9").unwrap();
         assert_eq!((c.agent_id.as_str(), c.boot_id.as_str(), c.conn_id), ("node/a", "b", 9));
         assert!(parse_conversation("a/9").unwrap_err().to_string().contains("AGENT/BOOT/CONN"));
         assert!(parse_conversation("a/b/x").unwrap_err().to_string().contains("not a number"));
-        assert_eq!(parse_time("--from", "1970-01-01T00:00:01Z").unwrap(), 1_000_000_000);
-        assert_eq!(parse_time("--from", "5").unwrap(), 5);
-        assert!(parse_time("--to", "yesterday").is_err());
-        assert_eq!(parse_since("2h").unwrap(), 7_200_000_000_000);
-        assert!(parse_since("2w").unwrap_err().to_string().contains("unit"));
     }
 }

@@ -7,7 +7,7 @@ use tonic::transport::Channel;
 use wiretrail_proto::v1::query_client::QueryClient;
 use wiretrail_proto::v1::review_client::ReviewClient;
 use wiretrail_proto::v1::{
-    Filter, InclusionProofRequest, IssueCheckpointRequest, ReviewSealExportRequest, SearchRequest, StoredLeaf,
+    Filter, InclusionProofRequest, IssueCheckpointRequest, SealExportRequest, SearchRequest, StoredLeaf,
 };
 
 use super::render::{filter_json, record_text};
@@ -127,8 +127,8 @@ pub async fn export_as(
     };
     // The collector adds the export's access record and signs the manifest.
     let mut r = ReviewClient::with_interceptor(channel, meta);
-    let req = ReviewSealExportRequest { manifest: manifest.canonical(), query_json: files["query.json"].clone() };
-    let sealed = r.review_seal_export(req).await.map_err(rpc("sealing the manifest"))?.into_inner();
+    let req = SealExportRequest { manifest: manifest.canonical(), query_json: files["query.json"].clone() };
+    let sealed = r.seal_export(req).await.map_err(rpc("sealing the manifest"))?.into_inner();
     let sealed = Sealed { manifest: sealed.manifest, sig: sealed.manifest_sig, access: sealed.access_json };
     super::seal::accept(&mut files, &manifest, sealed, &verifier).map_err(ExportError::Invalid)?;
     debug_assert!(files.contains_key(MANIFEST));

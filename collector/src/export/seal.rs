@@ -1,6 +1,6 @@
 //! Signed manifests and the export's own access record.
 //!
-//! The collector seals a bundle (`Review.ReviewSealExport`): it checks the
+//! The collector seals a bundle (`Review.SealExport`): it checks the
 //! client's draft manifest against its log, adds the access entry of the
 //! export's search (`access.json`: leaf index, leaf bytes, inclusion proof at
 //! the bundle's tree size) and signs the final manifest with its checkpoint

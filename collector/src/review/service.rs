@@ -11,8 +11,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use wiretrail_proto::v1::review_server::Review as ReviewApi;
 use wiretrail_proto::v1::{
-    ReviewListRequest, ReviewMarkRecord, ReviewMarkRequest, ReviewMarkResponse, ReviewSealExportRequest,
-    ReviewSealExportResponse,
+    ReviewListRequest, ReviewMarkRecord, ReviewMarkRequest, ReviewMarkResponse, SealExportRequest, SealExportResponse,
 };
 
 use super::list::Selector;
@@ -153,11 +152,8 @@ impl ReviewApi for ReviewService {
         Ok(Response::new(Box::pin(tokio_stream::iter(marks.into_iter().map(Ok)))))
     }
 
-    async fn review_seal_export(
-        &self,
-        req: Request<ReviewSealExportRequest>,
-    ) -> Result<Response<ReviewSealExportResponse>, Status> {
-        let grant = self.authz.check(&req, Rpc::ReviewSealExport)?;
+    async fn seal_export(&self, req: Request<SealExportRequest>) -> Result<Response<SealExportResponse>, Status> {
+        let grant = self.authz.check(&req, Rpc::SealExport)?;
         let access = Access::of(&req, grant.clone(), "export_seal")?;
         let r = req.into_inner();
         let (shared, progress) = (self.shared.clone(), self.progress.clone());
@@ -173,7 +169,7 @@ impl ReviewApi for ReviewService {
             "tree_size": m.tree_size, "records": m.records,
             "export_access_leaf": m.access.as_ref().map(|a| a.leaf_index)});
         self.logger.append(&access, detail, &Returned { count: 1, ..Default::default() }).await?;
-        Ok(Response::new(ReviewSealExportResponse {
+        Ok(Response::new(SealExportResponse {
             manifest: sealed.manifest,
             manifest_sig: sealed.sig,
             access_json: sealed.access,
