@@ -75,11 +75,15 @@ pub enum Rpc {
     Alerts,
     /// `Query.AccessLog`.
     AccessLog,
+    /// `Keys.RotateSigningKey`.
+    RotateSigningKey,
+    /// `Keys.KeyHistory`.
+    KeyHistory,
 }
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 11] = [
+    pub const ALL: [Rpc; 13] = [
         Rpc::Ingest,
         Rpc::Search,
         Rpc::SearchAccessEntries,
@@ -91,6 +95,8 @@ impl Rpc {
         Rpc::Inventory,
         Rpc::Alerts,
         Rpc::AccessLog,
+        Rpc::RotateSigningKey,
+        Rpc::KeyHistory,
     ];
 }
 
@@ -102,10 +108,15 @@ pub fn allowed(rpc: Rpc) -> &'static [Role] {
         Rpc::Ingest => &[Agent],
         Rpc::Search | Rpc::View => &[Reviewer],
         Rpc::SearchAccessEntries | Rpc::AccessLog => &[Auditor],
-        Rpc::IssueCheckpoint | Rpc::LatestCheckpoint | Rpc::InclusionProof | Rpc::ConsistencyProof => {
+        Rpc::IssueCheckpoint
+        | Rpc::LatestCheckpoint
+        | Rpc::InclusionProof
+        | Rpc::ConsistencyProof
+        | Rpc::KeyHistory => {
             &[Auditor, Reviewer]
         }
         Rpc::Inventory | Rpc::Alerts => &[Reviewer, Auditor, Admin],
+        Rpc::RotateSigningKey => &[Admin],
     }
 }
 

@@ -27,8 +27,11 @@ pub const AGENT_RETURNED: &str = "agent_returned";
 /// A client read the evidence (see [`crate::access`]).
 pub const ACCESS: &str = "access";
 
+/// The checkpoint signing key was rotated (see [`crate::keys`]).
+pub const KEY_ROTATION: &str = "key_rotation";
+
 /// Every kind the collector writes.
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 10] = [
     AGENT_ID_REFUSED,
     BATCH_CONFLICT,
     STORAGE_UNAVAILABLE,
@@ -38,6 +41,7 @@ pub const KINDS: [&str; 9] = [
     AGENT_SILENT,
     AGENT_RETURNED,
     ACCESS,
+    KEY_ROTATION,
 ];
 
 /// An entry made now.

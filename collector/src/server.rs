@@ -172,6 +172,11 @@ pub async fn run(
     // Agents send batches zstd-compressed (records repeat identities and headers).
     .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
     .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let keys = wiretrail_proto::v1::keys_server::KeysServer::new(crate::keys::service::KeysService::new(
+        shared.clone(),
+        authz.clone(),
+        logger.clone(),
+    ));
     let query = QueryServer::new(QueryService::new(
         shared.clone(),
         progress.clone(),
@@ -185,7 +190,8 @@ pub async fn run(
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(ingest)
-        .add_service(query);
+        .add_service(query)
+        .add_service(keys);
     tracing::info!(addr = ?listener.local_addr().ok(), tls = config.tls.is_some(), "collector serving");
     let served = match &config.tls {
         None => {

@@ -6,6 +6,7 @@ mod alerting;
 mod alerts;
 mod completeness;
 mod inventory;
+mod keys;
 mod view;
 
 use alerting::AlertingArgs;
@@ -154,6 +155,10 @@ enum Cmd {
     AccessLog(access_log::AccessLogArgs),
     /// Show the records at a leaf range (reviewer role).
     View(view::ViewArgs),
+    /// Rotate the checkpoint signing key now (admin role; recorded as a key_rotation entry).
+    RotateSigningKey(keys::RotateArgs),
+    /// Print the first signing key and each rotation, after checking the chain.
+    KeyHistory(keys::HistoryArgs),
 }
 
 #[derive(Subcommand)]
@@ -528,6 +533,8 @@ pub fn main() -> anyhow::Result<()> {
             Cmd::Completeness(args) => completeness::run(args).await?,
             Cmd::AccessLog(args) => access_log::run(args).await?,
             Cmd::View(args) => view::run(args).await?,
+            Cmd::RotateSigningKey(args) => keys::rotate(args).await?,
+            Cmd::KeyHistory(args) => keys::history(args).await?,
         }
         Ok(())
     })

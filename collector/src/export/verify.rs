@@ -7,8 +7,8 @@ use wiretrail_proto::v1::StoredLeaf;
 
 use super::build::record_line;
 use super::render::{filter_from_json, record_text};
-use super::{FILES, FORMAT, Files, MANIFEST, Manifest, sha256_hex};
-use crate::merkle::{Hash, SignedCheckpoint, Verifier, leaf_hash, verify_inclusion};
+use super::{FILES, FORMAT, Files, KEYS_FILE, MANIFEST, Manifest, sha256_hex};
+use crate::merkle::{Hash, KeyRing, SignedCheckpoint, Verifier, leaf_hash, verify_inclusion};
 use crate::query::Query;
 
 /// What an accepted bundle holds.
@@ -63,7 +63,7 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
     if manifest.format != FORMAT {
         p.push(format!("{MANIFEST}: format {:?}, expected {FORMAT:?}", manifest.format));
     }
-    for name in files.keys().filter(|n| *n != MANIFEST) {
+    for name in files.keys().filter(|n| *n != MANIFEST && *n != KEYS_FILE) {
         if !FILES.contains(&name.as_str()) {
             p.push(format!("{name}: not part of a bundle"));
         }
@@ -76,7 +76,13 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
             _ => {}
         }
     }
-    for name in manifest.files.keys() {
+    match (files.get(KEYS_FILE), manifest.files.get(KEYS_FILE)) {
+        (None, Some(_)) => p.push(format!("{KEYS_FILE}: listed in {MANIFEST} but missing")),
+        (Some(_), None) => p.push(format!("{KEYS_FILE}: not listed in {MANIFEST}")),
+        (Some(b), Some(h)) if sha256_hex(b) != *h => p.push(format!("{KEYS_FILE}: SHA-256 does not match {MANIFEST}")),
+        _ => {}
+    }
+    for name in manifest.files.keys().filter(|n| *n != KEYS_FILE) {
         if !FILES.contains(&name.as_str()) {
             p.push(format!("{MANIFEST}: lists unknown file {name}"));
         }
@@ -84,16 +90,35 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
 
     // The trust anchor: key and signed checkpoint.
     let bundle_key = text(files, "verifier.key", &mut p).map(str::trim);
-    let key = match (pinned_key.map(str::trim), bundle_key) {
-        (Some(k), Some(b)) if k != b => {
-            p.push("verifier.key: differs from the pinned key".into());
-            Some(k)
+    let links = match text(files, KEYS_FILE, &mut p).map(crate::keys::links_from_jsonl) {
+        None => Vec::new(),
+        Some(Ok(l)) => l,
+        Some(Err(e)) => {
+            p.push(e.to_string());
+            Vec::new()
         }
-        (Some(k), _) => Some(k),
-        (None, b) => b,
     };
-    let verifier = key.and_then(|k| match Verifier::parse(k) {
-        Ok(v) => Some(v),
+    // A pinned key may be the first key or any key the chain rotated in;
+    // the chain is then followed from it.
+    let (key, links) = match (pinned_key.map(str::trim), bundle_key) {
+        (Some(k), Some(b)) if k != b => match links.iter().position(|l| l.rotation.new_key == k) {
+            Some(i) => (Some(k), &links[i + 1..]),
+            None => {
+                p.push("verifier.key: differs from the pinned key, and no rotation in keys.jsonl leads to it".into());
+                (Some(k), &links[..])
+            }
+        },
+        (Some(k), _) => (Some(k), &links[..]),
+        (None, b) => (b, &links[..]),
+    };
+    let verifier: Option<KeyRing> = key.and_then(|k| match Verifier::parse(k) {
+        Ok(v) => match crate::keys::follow_chain(&v, links) {
+            Ok(ring) => Some(ring),
+            Err(e) => {
+                p.push(format!("{KEYS_FILE}: {e}"));
+                None
+            }
+        },
         Err(e) => {
             p.push(format!("verifier.key: {e}"));
             None

@@ -211,8 +211,8 @@ fn once_or_retry(
     cancel: &AtomicBool,
     sleep: &Receiver<()>,
 ) -> Option<Result<(Report, Option<State>), VerifyError>> {
-    let verifier = shared.verifier();
-    let run = |resume| verify_upto(shared.dir(), &verifier, resume, Some(upto), cancel, |_, _| {});
+    let keys = shared.keyring();
+    let run = |resume| verify_upto(shared.dir(), &keys, resume, Some(upto), cancel, |_, _| {});
     match run(resume.clone()) {
         Err(VerifyError::Cancelled) => None,
         Err(_) => match sleep.recv_timeout(Duration::from_secs(1)) {
