@@ -112,9 +112,7 @@ pub fn allowed(rpc: Rpc) -> &'static [Role] {
         | Rpc::LatestCheckpoint
         | Rpc::InclusionProof
         | Rpc::ConsistencyProof
-        | Rpc::KeyHistory => {
-            &[Auditor, Reviewer]
-        }
+        | Rpc::KeyHistory => &[Auditor, Reviewer],
         Rpc::Inventory | Rpc::Alerts => &[Reviewer, Auditor, Admin],
         Rpc::RotateSigningKey => &[Admin],
     }

@@ -30,8 +30,11 @@ pub const ACCESS: &str = "access";
 /// The checkpoint signing key was rotated (see [`crate::keys`]).
 pub const KEY_ROTATION: &str = "key_rotation";
 
+/// The server's TLS certificate was reloaded, or a reload was refused.
+pub const TLS_RELOAD: &str = "tls_reload";
+
 /// Every kind the collector writes.
-pub const KINDS: [&str; 10] = [
+pub const KINDS: [&str; 11] = [
     AGENT_ID_REFUSED,
     BATCH_CONFLICT,
     STORAGE_UNAVAILABLE,
@@ -42,6 +45,7 @@ pub const KINDS: [&str; 10] = [
     AGENT_RETURNED,
     ACCESS,
     KEY_ROTATION,
+    TLS_RELOAD,
 ];
 
 /// An entry made now.

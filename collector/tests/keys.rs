@@ -3,7 +3,10 @@
 //! by a checkpoint of the old key; checkpoints before and after verify from
 //! the first key, proofs span the rotation, bundles from before and after
 //! verify offline, and a checkpoint signed by a key no rotation introduced
-//! (or by the retired key, for a later size) is refused.
+//! (or by the retired key, for a later size) is refused. The server's TLS
+//! certificate is replaced on the same running collector: new connections
+//! get the new certificate and the reload is a `tls_reload` entry; an
+//! unusable one is refused (entry), the previous one stays in force.
 
 mod common;
 
@@ -155,6 +158,8 @@ async fn signing_key_rotation_keeps_the_chain_of_trust() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("keys.jsonl: key rotation 0") && e.contains("not "), "{e}");
+    let certs_b = tempfile::tempdir().unwrap();
+    tls_reload_is_recorded(srv.addr, certs_dir.path(), certs_b.path()).await;
     srv.stop().await;
 
     // Offline: `verify` from the first key follows the history.
@@ -195,13 +200,88 @@ async fn signing_key_rotation_keeps_the_chain_of_trust() {
 
     // A restarted collector signs with the rotated-in key.
     let srv = Server::start(cfg).await;
-    let agent = mtls(srv.addr, certs_dir.path(), "agent").await;
+    let agent = mtls(srv.addr, certs_b.path(), "agent").await;
     ship(agent, batch("node-a", "b", 2, 4)).await;
-    let sec = mtls(srv.addr, certs_dir.path(), "security").await;
+    let sec = mtls(srv.addr, certs_b.path(), "security").await;
     let cp3 = QueryClient::new(sec).issue_checkpoint(IssueCheckpointRequest {}).await.unwrap().into_inner();
     assert_eq!(cp3.verifier_key, r.new_key);
     new.open(&cp3.note).unwrap();
     srv.stop().await;
     let (rep, _) = verify().unwrap();
     assert_eq!(rep.first_bad, None, "{rep:?}");
+}
+
+/// The certificate the collector at `addr` presents to a new connection
+/// (trusting and authenticating with the files of `dir`), as SHA-256 hex.
+async fn served_cert(addr: std::net::SocketAddr, dir: &std::path::Path) -> Result<String, String> {
+    use tokio_rustls::rustls::{ClientConfig, pki_types::ServerName};
+    let files = TlsFiles::in_dir(dir, "security");
+    let (certs, key, roots) = wiretrail_collector::tls::load(&files).map_err(|e| e.to_string())?;
+    let cfg = ClientConfig::builder_with_provider(wiretrail_collector::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("collector").unwrap();
+    let s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let peer = s.get_ref().1.peer_certificates().ok_or("no server certificate")?[0].clone();
+    Ok(wiretrail_collector::tls::reload::CertInfo::of(&peer).sha256)
+}
+
+fn pem_sha256(path: &std::path::Path) -> String {
+    let pem = std::fs::read(path).unwrap();
+    let der = rustls_pemfile::certs(&mut pem.as_slice()).next().unwrap().unwrap();
+    wiretrail_collector::tls::reload::CertInfo::of(&der).sha256
+}
+
+/// `tls_reload` entries (details), read with the certificates of `dir`.
+async fn tls_entries(addr: std::net::SocketAddr, dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut q = QueryClient::new(mtls(addr, dir, "security").await);
+    let f = Filter { entry_kind: "tls_reload".into(), ..Default::default() };
+    let mut s = q.search(SearchRequest { filter: Some(f), follow: false }).await.unwrap().into_inner();
+    let mut v = Vec::new();
+    while let Some(x) = s.next().await {
+        v.push(serde_json::from_str(&x.unwrap().decoded.unwrap().entry.unwrap().detail_json).unwrap());
+    }
+    v
+}
+
+/// Replaces the served files in `served` with a new CA's (from `next`):
+/// new connections see the new certificate and the reload is in the log; an
+/// unusable certificate file is refused, recorded, and the new one stays.
+async fn tls_reload_is_recorded(addr: std::net::SocketAddr, served: &std::path::Path, next: &std::path::Path) {
+    certs::generate(next, &["agent", "security"]).unwrap();
+    let new_fp = pem_sha256(&next.join("collector.pem"));
+    assert_ne!(served_cert(addr, served).await.unwrap(), new_fp);
+    for f in ["ca.pem", "collector.key", "collector.pem"] {
+        let tmp = served.join(format!("{f}.tmp"));
+        std::fs::copy(next.join(f), &tmp).unwrap();
+        std::fs::rename(&tmp, served.join(f)).unwrap();
+    }
+    let got = eventually("the new certificate on a new connection", || async {
+        served_cert(addr, next).await.ok().filter(|fp| *fp == new_fp)
+    })
+    .await;
+    assert_eq!(got, new_fp);
+    let ok = eventually("a tls_reload entry for the new certificate", || async {
+        tls_entries(addr, next).await.into_iter().find(|d| d["ok"] == true && d["certificate"]["sha256"] == new_fp)
+    })
+    .await;
+    assert!(ok["certificate"]["subject"].as_str().unwrap().contains("collector"), "{ok}");
+    assert!(ok["certificate"]["not_after"].as_str().unwrap().len() >= 20, "{ok}");
+    // An unusable certificate: refused, recorded, the previous one served.
+    std::fs::write(served.join("collector.pem"), b"-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+    let refused = eventually("a refused tls_reload entry", || async {
+        tls_entries(addr, next).await.into_iter().find(|d| d["ok"] == false)
+    })
+    .await;
+    assert_eq!(refused["kept"]["sha256"], new_fp.as_str(), "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("collector.pem"), "{refused}");
+    assert_eq!(served_cert(addr, next).await.unwrap(), new_fp, "the previous certificate stays in force");
+    std::fs::copy(next.join("collector.pem"), served.join("collector.pem")).unwrap();
 }

@@ -6,7 +6,9 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use wiretrail_proto::v1::keys_client::KeysClient;
 use wiretrail_proto::v1::query_client::QueryClient;
-use wiretrail_proto::v1::{Filter, InclusionProofRequest, KeyHistoryRequest, IssueCheckpointRequest, SearchRequest, StoredLeaf};
+use wiretrail_proto::v1::{
+    Filter, InclusionProofRequest, IssueCheckpointRequest, KeyHistoryRequest, SearchRequest, StoredLeaf,
+};
 
 use super::render::{filter_json, record_text};
 use super::{ExportError, FILES, FORMAT, Files, KEYS_FILE, MANIFEST, Manifest, sha256_hex};
@@ -73,11 +75,7 @@ pub async fn export_as(
     progress(Progress::Searching(leaves.len() as u64));
     let cp = q.issue_checkpoint(IssueCheckpointRequest {}).await.map_err(rpc("issuing a checkpoint"))?.into_inner();
     // The key chain from the log's first key to the one that signed `cp`.
-    let history = keys
-        .key_history(KeyHistoryRequest {})
-        .await
-        .map_err(rpc("key history"))?
-        .into_inner();
+    let history = keys.key_history(KeyHistoryRequest {}).await.map_err(rpc("key history"))?.into_inner();
     let first = Verifier::parse(&history.first_key)?;
     let links = history
         .links

@@ -57,8 +57,7 @@ impl KeysApi for KeysService {
         })?;
         let shared = self.shared.clone();
         let (old_key, by) = (old.key_string(), grant.identity.clone());
-        let (r, cp) =
-            blocking(move || Ok(shared.activate_signing_key(new, entry_index, &old_key, &by, now)?)).await?;
+        let (r, cp) = blocking(move || Ok(shared.activate_signing_key(new, entry_index, &old_key, &by, now)?)).await?;
         tracing::warn!(
             identity = %crate::text::escape(&grant.identity),
             old = %r.old_key, new = %r.new_key, entry_index, "checkpoint signing key rotated"
@@ -79,6 +78,9 @@ impl KeysApi for KeysService {
         let (first, links) = blocking(move || Ok((shared.keyring().first().key_string(), shared.key_links()?))).await?;
         let one = Returned { count: links.len() as u64, ..Default::default() };
         self.logger.append(&access, serde_json::json!({"rotations": links.len()}), &one).await?;
-        Ok(Response::new(KeyHistoryResponse { first_key: first, links: links.iter().map(super::link_to_proto).collect() }))
+        Ok(Response::new(KeyHistoryResponse {
+            first_key: first,
+            links: links.iter().map(super::link_to_proto).collect(),
+        }))
     }
 }

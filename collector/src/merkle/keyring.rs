@@ -42,7 +42,9 @@ impl KeyRing {
                 "rotation entry {entry_index} is not covered by the old key's last checkpoint (size {old_last_size})"
             )));
         }
-        if last.after.is_some_and(|a| old_last_size <= a || entry_index < a) || last.entry_index.is_some_and(|e| entry_index <= e) {
+        if last.after.is_some_and(|a| old_last_size <= a || entry_index < a)
+            || last.entry_index.is_some_and(|e| entry_index <= e)
+        {
             return Err(NoteError::BadKey("rotations out of order".into()));
         }
         if self.epochs.iter().any(|e| e.verifier.key_string() == key.key_string()) {

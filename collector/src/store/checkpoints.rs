@@ -115,7 +115,9 @@ pub fn load_checkpoints(dir: &Path, keys: &KeyRing) -> Result<Vec<SignedCheckpoi
     for (n, line) in text.lines().enumerate() {
         let l: Line = serde_json::from_str(line)
             .map_err(|e| StoreError::Inconsistent(format!("checkpoints.jsonl line {}: {e}", n + 1)))?;
-        let cp = keys.open(&l.note).map_err(|e| StoreError::Inconsistent(format!("checkpoints.jsonl line {}: {e}", n + 1)))?;
+        let cp = keys
+            .open(&l.note)
+            .map_err(|e| StoreError::Inconsistent(format!("checkpoints.jsonl line {}: {e}", n + 1)))?;
         if let Some(prev) = out.last()
             && cp.checkpoint.size < prev.checkpoint.size
         {

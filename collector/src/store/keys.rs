@@ -118,7 +118,8 @@ pub fn create_signer(dir: &Path, name: &str) -> Result<Signer, StoreError> {
         sync_dir(dir)?;
     }
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| StoreError::io("generating key", &kd)(std::io::Error::other(e.to_string())))?;
+    getrandom::fill(&mut seed)
+        .map_err(|e| StoreError::io("generating key", &kd)(std::io::Error::other(e.to_string())))?;
     let signer = Signer::from_seed(name, &seed)?;
     create_new(&seed_path(dir, &signer.verifier().id_hex()), format!("{}\n", hex::encode(seed)).as_bytes(), 0o600)?;
     Ok(signer)
@@ -137,7 +138,9 @@ pub fn append_rotation(dir: &Path, r: &Rotation) -> Result<(), StoreError> {
         .open(&path)
         .map_err(StoreError::io("opening", &path))?;
     let line = serde_json::to_string(r).expect("rotation serializes");
-    f.write_all(format!("{line}\n").as_bytes()).and_then(|_| f.sync_data()).map_err(StoreError::io("appending", &path))?;
+    f.write_all(format!("{line}\n").as_bytes())
+        .and_then(|_| f.sync_data())
+        .map_err(StoreError::io("appending", &path))?;
     if new {
         sync_dir(&kd)?;
     }

@@ -37,8 +37,8 @@
 
 mod batchkey;
 mod checkpoints;
-pub mod keys;
 pub mod frame;
+pub mod keys;
 mod reader;
 mod recover;
 pub mod repair;
