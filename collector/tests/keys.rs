@@ -13,12 +13,15 @@ mod common;
 #[path = "../../xtask/src/certs.rs"]
 mod certs;
 
+use std::time::Duration;
+
 use common::*;
 use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use wiretrail_collector::export::{self, Files, MANIFEST, Manifest, sha256_hex, verify_bundle};
 use wiretrail_collector::merkle::{Checkpoint, Hash, Signer, Verifier, verify_consistency, verify_inclusion};
 use wiretrail_collector::tls::TlsFiles;
+use wiretrail_collector::verify::background::VerifyConfig;
 use wiretrail_proto::v1::ingest_client::IngestClient;
 use wiretrail_proto::v1::keys_client::KeysClient;
 use wiretrail_proto::v1::query_client::QueryClient;
@@ -69,9 +72,11 @@ fn append_checkpoint_line(dir: &std::path::Path, note: &str) {
 async fn signing_key_rotation_keeps_the_chain_of_trust() {
     let certs_dir = tempfile::tempdir().unwrap();
     certs::generate(certs_dir.path(), &["agent", "security", "admin"]).unwrap();
+    let logs = common::logs::capture_logs();
     let data = tempfile::tempdir().unwrap();
     let mut cfg = plain_config(data.path());
     cfg.tls = Some(TlsFiles::in_dir(certs_dir.path(), "collector"));
+    cfg.verify = VerifyConfig { interval: Duration::from_secs(1), full_interval: Duration::from_secs(2) };
     let srv = Server::start(cfg.clone()).await;
     let (agent, sec, admin) = (
         mtls(srv.addr, certs_dir.path(), "agent").await,
@@ -139,6 +144,16 @@ async fn signing_key_rotation_keeps_the_chain_of_trust() {
         .into_inner();
     let root1: Hash = cp1.root_hash.as_slice().try_into().unwrap();
     verify_consistency(cp1.size, cp2.size, &root1, &cp2s.checkpoint.root, &hashes(&c.hashes)).unwrap();
+    // Background verification accepts checkpoints of both keys.
+    eventually("a background verification past the rotation", || async {
+        logs.text()
+            .lines()
+            .filter(|l| l.contains("background verification OK"))
+            .filter_map(|l| l.split("verified_size=").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+            .find(|s| *s >= cp2.size)
+    })
+    .await;
+    assert_eq!(logs.count(&["verification_failed"]), 0, "{}", logs.text());
     let h = KeysClient::new(sec.clone()).key_history(KeyHistoryRequest {}).await.unwrap().into_inner();
     assert_eq!((h.first_key.as_str(), h.links.len()), (first.key_string().as_str(), 1));
 
