@@ -185,6 +185,9 @@ async fn signing_key_rotation_keeps_the_chain_of_trust() {
     assert!(rep.checkpoints_checked >= 3 && rep.verified_size >= cp2.size, "{rep:?}");
     let pristine = std::fs::read(dir.join("checkpoints.jsonl")).unwrap();
     let root_now = cp2s.checkpoint.root;
+    // Forged checkpoints at the latest size (so only their signature can be wrong).
+    let ring = wiretrail_collector::store::load_keyring(dir, &first).unwrap();
+    let last = wiretrail_collector::store::load_checkpoints(dir, &ring).unwrap().last().unwrap().checkpoint.size;
     let forge = |seed: &[u8; 32], size: u64| {
         Signer::from_seed(&first.name, seed)
             .unwrap()
@@ -192,16 +195,24 @@ async fn signing_key_rotation_keeps_the_chain_of_trust() {
             .note
     };
     // A checkpoint by a key outside the history is refused ...
-    append_checkpoint_line(dir, &forge(&[7; 32], cp2.size));
+    append_checkpoint_line(dir, &forge(&[7; 32], last));
     let e = verify().unwrap_err().to_string();
     assert!(e.contains("no key of the log's key history"), "{e}");
     std::fs::write(dir.join("checkpoints.jsonl"), &pristine).unwrap();
     // ... and so is one by the retired key for a size after its range.
     let old_seed: [u8; 32] =
         hex::decode(std::fs::read_to_string(dir.join("signing.key")).unwrap().trim()).unwrap().try_into().unwrap();
-    append_checkpoint_line(dir, &forge(&old_seed, cp2.size));
+    append_checkpoint_line(dir, &forge(&old_seed, last));
     let e = verify().unwrap_err().to_string();
     assert!(e.contains(&format!("may sign only sizes 0..={}", r.old_key_last_size)), "{e}");
+    std::fs::write(dir.join("checkpoints.jsonl"), &pristine).unwrap();
+    // The key in force signing a second root for a signed size: a fork.
+    let seed_file = dir.join(format!("keys/signing-{}.key", new.id_hex()));
+    let new_seed: [u8; 32] =
+        hex::decode(std::fs::read_to_string(seed_file).unwrap().trim()).unwrap().try_into().unwrap();
+    append_checkpoint_line(dir, &forge(&new_seed, last));
+    let (rep, _) = verify().unwrap();
+    assert!(rep.problem.as_deref().unwrap_or("").contains("states a different root"), "{rep:?}");
     std::fs::write(dir.join("checkpoints.jsonl"), &pristine).unwrap();
     // A history line pointing at a leaf that is not the rotation entry is found.
     let hist_path = dir.join("keys/history.jsonl");

@@ -292,6 +292,15 @@ pub fn verify_upto(
                 report.checkpoints_checked += 1;
                 report.verified_size = n;
                 state.frontier = fr.clone();
+                // Every checkpoint of this size must state the same root (two
+                // roots for one size would be a forked log).
+                if let Some(c) =
+                    cps.clone().take_while(|c| c.checkpoint.size <= n).find(|c| c.checkpoint.root != fr.root())
+                {
+                    let size = c.checkpoint.size;
+                    bad(&mut report, n, format!("another signed checkpoint of size {size} states a different root"));
+                    break 'segments;
+                }
                 while cps.peek().is_some_and(|c| c.checkpoint.size <= n) {
                     cps.next();
                 }
