@@ -229,9 +229,18 @@ async fn signing_key_rotation_keeps_the_chain_of_trust() {
     let agent = mtls(srv.addr, certs_b.path(), "agent").await;
     ship(agent, batch("node-a", "b", 2, 4)).await;
     let sec = mtls(srv.addr, certs_b.path(), "security").await;
-    let cp3 = QueryClient::new(sec).issue_checkpoint(IssueCheckpointRequest {}).await.unwrap().into_inner();
+    let cp3 = QueryClient::new(sec.clone()).issue_checkpoint(IssueCheckpointRequest {}).await.unwrap().into_inner();
     assert_eq!(cp3.verifier_key, r.new_key);
     new.open(&cp3.note).unwrap();
+    // A second rotation: the chain has two links, followed from the first key.
+    let admin = mtls(srv.addr, certs_b.path(), "admin").await;
+    let r2 = KeysClient::new(admin).rotate_signing_key(RotateSigningKeyRequest {}).await.unwrap().into_inner();
+    assert_eq!(r2.old_key, r.new_key);
+    new.open(&r2.old_key_checkpoint).expect("the second key signed the checkpoint covering the second rotation");
+    let third = export::export(sec, all, |_| {}).await.unwrap();
+    assert_eq!(String::from_utf8(third["keys.jsonl"].clone()).unwrap().lines().count(), 2);
+    let rep = verify_bundle(&third, Some(&first.key_string())).unwrap();
+    assert!(rep.tree_size > r2.old_key_last_size, "{rep:?}");
     srv.stop().await;
     let (rep, _) = verify().unwrap();
     assert_eq!(rep.first_bad, None, "{rep:?}");
@@ -281,7 +290,7 @@ async fn tls_entries(addr: std::net::SocketAddr, dir: &std::path::Path) -> Vec<s
 /// new connections see the new certificate and the reload is in the log; an
 /// unusable certificate file is refused, recorded, and the new one stays.
 async fn tls_reload_is_recorded(addr: std::net::SocketAddr, served: &std::path::Path, next: &std::path::Path) {
-    certs::generate(next, &["agent", "security"]).unwrap();
+    certs::generate(next, &["agent", "security", "admin"]).unwrap();
     let new_fp = pem_sha256(&next.join("collector.pem"));
     assert_ne!(served_cert(addr, served).await.unwrap(), new_fp);
     for f in ["ca.pem", "collector.key", "collector.pem"] {
