@@ -31,7 +31,7 @@
 //!
 //! Keys ([`checkpoints`]): the signing key and verifier key are created only
 //! in a directory without evidence, and never replaced. A rotation
-//! ([`Shared::rotate_key`]) adds a key under `keys/` ([`keys`]); the first
+//! ([`Shared::activate_signing_key`]) adds a key under `keys/` ([`keys`]); the first
 //! key stays the trust anchor and each later key is valid only from the
 //! tree size its `key_rotation` entry set.
 
