@@ -81,11 +81,15 @@ pub enum Rpc {
     ReviewList,
     /// `Review.SealExport`.
     SealExport,
+    /// `Keys.RotateSigningKey`.
+    RotateSigningKey,
+    /// `Keys.KeyHistory`.
+    KeyHistory,
 }
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 14] = [
+    pub const ALL: [Rpc; 16] = [
         Rpc::Ingest,
         Rpc::Search,
         Rpc::SearchAccessEntries,
@@ -100,6 +104,8 @@ impl Rpc {
         Rpc::ReviewMark,
         Rpc::ReviewList,
         Rpc::SealExport,
+        Rpc::RotateSigningKey,
+        Rpc::KeyHistory,
     ];
 }
 
@@ -111,9 +117,11 @@ pub fn allowed(rpc: Rpc) -> &'static [Role] {
         Rpc::Ingest => &[Agent],
         Rpc::Search | Rpc::View => &[Reviewer],
         Rpc::SearchAccessEntries | Rpc::AccessLog => &[Auditor],
-        Rpc::IssueCheckpoint | Rpc::LatestCheckpoint | Rpc::InclusionProof | Rpc::ConsistencyProof => {
-            &[Auditor, Reviewer]
-        }
+        Rpc::IssueCheckpoint
+        | Rpc::LatestCheckpoint
+        | Rpc::InclusionProof
+        | Rpc::ConsistencyProof
+        | Rpc::KeyHistory => &[Auditor, Reviewer],
         Rpc::Inventory | Rpc::Alerts => &[Reviewer, Auditor, Admin],
         // Supervisory review is the reviewer's act (an admin runs the
         // collector, it does not supervise); auditors check it was done.
@@ -121,6 +129,7 @@ pub fn allowed(rpc: Rpc) -> &'static [Role] {
         Rpc::ReviewList => &[Reviewer, Auditor],
         // Whoever may export (records: reviewers; the access log: auditors).
         Rpc::SealExport => &[Reviewer, Auditor],
+        Rpc::RotateSigningKey => &[Admin],
     }
 }
 

@@ -29,8 +29,14 @@ pub const ACCESS: &str = "access";
 /// A reviewer marked records or a conversation as reviewed (see [`crate::review`]).
 pub const REVIEW_MARK: &str = "review_mark";
 
+/// The checkpoint signing key was rotated (see [`crate::keys`]).
+pub const KEY_ROTATION: &str = "key_rotation";
+
+/// The server's TLS certificate was reloaded, or a reload was refused.
+pub const TLS_RELOAD: &str = "tls_reload";
+
 /// Every kind the collector writes.
-pub const KINDS: [&str; 10] = [
+pub const KINDS: [&str; 12] = [
     AGENT_ID_REFUSED,
     BATCH_CONFLICT,
     STORAGE_UNAVAILABLE,
@@ -41,6 +47,8 @@ pub const KINDS: [&str; 10] = [
     AGENT_RETURNED,
     ACCESS,
     REVIEW_MARK,
+    KEY_ROTATION,
+    TLS_RELOAD,
 ];
 
 /// An entry made now.

@@ -13,6 +13,7 @@ pub mod export;
 pub mod index;
 pub mod ingest;
 pub mod inventory;
+pub mod keys;
 pub mod merkle;
 pub mod metrics;
 pub mod policy_check;

@@ -200,6 +200,12 @@ pub async fn run(
     // Agents send batches zstd-compressed (records repeat identities and headers).
     .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
     .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let keys = wiretrail_proto::v1::keys_server::KeysServer::new(crate::keys::service::KeysService::new(
+        shared.clone(),
+        authz.clone(),
+        logger.clone(),
+    ));
+    let logger_tls = logger.clone();
     let query = QueryServer::new(QueryService::new(
         shared.clone(),
         progress.clone(),
@@ -214,7 +220,8 @@ pub async fn run(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(ingest)
         .add_service(query)
-        .add_service(review);
+        .add_service(review)
+        .add_service(keys);
     tracing::info!(addr = ?listener.local_addr().ok(), tls = config.tls.is_some(), "collector serving");
     let served = match &config.tls {
         None => {
@@ -234,7 +241,8 @@ pub async fn run(
                 .await
         }
         Some(files) => {
-            let tls = Arc::new(ReloadingServerConfig::new(files.clone())?);
+            let tls = Arc::new(ReloadingServerConfig::new(files.clone())?.with_listener(tls_entries(logger_tls)));
+            let tls_watch = spawn_tls_watch(tls.clone());
             let (tx, rx) = tokio::sync::mpsc::channel(64);
             let acceptor_task = tokio::spawn(async move {
                 loop {
@@ -267,6 +275,7 @@ pub async fn run(
             let r =
                 router.serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown).await;
             acceptor_task.abort();
+            tls_watch.abort();
             r
         }
     };
@@ -332,4 +341,39 @@ fn record_cuts(writer: &mut Writer) -> Result<(), StoreError> {
     }
     writer.commit()?;
     Ok(())
+}
+
+/// Appends a `tls_reload` entry for each reload attempt (asynchronously:
+/// the connection that noticed the change does not wait for it).
+fn tls_entries(logger: crate::access::Logger) -> crate::tls::reload::Listener {
+    let rt = tokio::runtime::Handle::current();
+    Arc::new(move |event| {
+        let detail = crate::tls::reload::entry_detail(&event);
+        let e = crate::entry::new(crate::entry::TLS_RELOAD, crate::store::now_ns(), "tls", detail, Vec::new());
+        let logger = logger.clone();
+        rt.spawn(async move {
+            if let Err(e) = logger.append_entry(e).await {
+                tracing::error!(error = %e, "tls_reload entry not stored");
+            }
+        });
+    })
+}
+
+/// Reloads the TLS files on SIGHUP (always) and every 2 s when they changed,
+/// so a new certificate is recorded even before the next connection.
+fn spawn_tls_watch(tls: Arc<ReloadingServerConfig>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .inspect_err(|e| tracing::warn!(error = %e, "no SIGHUP handler; TLS files are reloaded on change only"))
+            .ok();
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            let force = tokio::select! {
+                _ = tick.tick() => false,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            };
+            let tls = tls.clone();
+            let _ = tokio::task::spawn_blocking(move || tls.check(force)).await;
+        }
+    })
 }

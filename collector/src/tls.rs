@@ -1,4 +1,10 @@
-//! mTLS with certificates read from files and reloaded when they change.
+//! mTLS with certificates read from files and reloaded when they change
+//! (checked at each new connection and every few seconds) or on SIGHUP. A
+//! reload that fails keeps the previous certificates; each reload, good or
+//! failed, is reported to the [`ReloadingServerConfig`]'s listener (the
+//! server appends a `tls_reload` entry, see [`reload`]).
+
+pub mod reload;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -84,8 +90,9 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+fn server_config(files: &TlsFiles) -> Result<(Arc<ServerConfig>, reload::CertInfo), TlsError> {
     let (certs, key, roots) = load(files)?;
+    let info = reload::CertInfo::of(&certs[0]);
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -96,40 +103,60 @@ fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(cfg))
+    Ok((Arc::new(cfg), info))
 }
 
 /// A server TLS configuration that is rebuilt when its files change.
 pub struct ReloadingServerConfig {
     /// The files.
     files: TlsFiles,
-    /// Current config and the file times it was built from.
-    current: Mutex<(Arc<ServerConfig>, Vec<Option<SystemTime>>)>,
+    /// Current config, the file times it was built from and its certificate.
+    current: Mutex<(Arc<ServerConfig>, Vec<Option<SystemTime>>, reload::CertInfo)>,
+    /// Told of every reload attempt.
+    listener: Option<reload::Listener>,
 }
 
 impl ReloadingServerConfig {
     /// Loads the files now (an error here is fatal at start).
     pub fn new(files: TlsFiles) -> Result<Self, TlsError> {
         let m = files.mtimes();
-        let cfg = server_config(&files)?;
-        Ok(ReloadingServerConfig { files, current: Mutex::new((cfg, m)) })
+        let (cfg, info) = server_config(&files)?;
+        Ok(ReloadingServerConfig { files, current: Mutex::new((cfg, m, info)), listener: None })
+    }
+
+    /// Tells `listener` of every later reload attempt.
+    pub fn with_listener(mut self, listener: reload::Listener) -> Self {
+        self.listener = Some(listener);
+        self
     }
 
     /// The config to use for a new connection, reloading if a file changed.
-    /// A reload that fails keeps the previous config and logs the error.
     pub fn get(&self) -> Arc<ServerConfig> {
+        self.check(false)
+    }
+
+    /// Reloads when a file changed (or always, with `force`: SIGHUP) and
+    /// returns the config in force. A reload that fails keeps the previous
+    /// config; either outcome is logged and reported to the listener.
+    pub fn check(&self, force: bool) -> Arc<ServerConfig> {
         let mut cur = self.current.lock().expect("tls lock");
         let m = self.files.mtimes();
-        if m != cur.1 {
-            match server_config(&self.files) {
-                Ok(cfg) => {
-                    tracing::info!(cert = %self.files.cert.display(), "TLS certificates reloaded");
-                    *cur = (cfg, m);
+        if force || m != cur.1 {
+            let event = match server_config(&self.files) {
+                Ok((cfg, info)) => {
+                    tracing::info!(cert = %self.files.cert.display(), fingerprint = %info.sha256, subject = %info.subject,
+                        not_after = %info.not_after, "TLS certificates reloaded");
+                    *cur = (cfg, m, info.clone());
+                    reload::Event { loaded: Some(info), error: None, kept: None }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "TLS reload failed; keeping the previous certificates");
                     cur.1 = m;
+                    reload::Event { loaded: None, error: Some(e.to_string()), kept: Some(cur.2.clone()) }
                 }
+            };
+            if let Some(l) = &self.listener {
+                l(event);
             }
         }
         cur.0.clone()

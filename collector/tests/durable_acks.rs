@@ -246,7 +246,7 @@ async fn acked_batches_survive_a_crash_that_forgets_unsynced_writes() {
     assert_eq!(r.first_bad, None, "{:?}", r.problem);
     assert!(r.leaves >= want);
     // The checkpoint a client was given survived too.
-    let cps = load_checkpoints(&dir, &verifier).unwrap();
+    let cps = load_checkpoints(&dir, &wiretrail_collector::store::load_keyring(&dir, &verifier).unwrap()).unwrap();
     assert!(
         cps.iter().any(|c| c.note == published.note),
         "the checkpoint of size {} handed out before the crash is gone ({} checkpoints on disk)",

@@ -139,7 +139,15 @@ fn a_bounded_run_judges_only_up_to_its_checkpoint() {
     f.set_len(frame_off(90) as u64 + 7).unwrap();
     let never = std::sync::atomic::AtomicBool::new(false);
     let bounded = |d: &Path| {
-        let (r, state) = wiretrail_collector::verify::verify_upto(d, &v, None, Some(40), &never, |_, _| {}).unwrap();
+        let (r, state) = wiretrail_collector::verify::verify_upto(
+            d,
+            &wiretrail_collector::store::load_keyring(d, &v).unwrap(),
+            None,
+            Some(40),
+            &never,
+            |_, _| {},
+        )
+        .unwrap();
         (r.first_bad, r.leaves, r.checkpoints_checked, state.map(|s| s.frontier.size))
     };
     assert_eq!(bounded(d.path()), (None, 40, 1, Some(40)));

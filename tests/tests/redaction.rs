@@ -418,6 +418,16 @@ fn secrets_from_real_peers_are_masked_everywhere_and_the_rest_is_exact() {
         stored.iter().filter(|r| r["kind"] != "RECORD_KIND_HEARTBEAT").count() >= records
     });
     assert!(all_there, "the collector has {} of {records} records:\n{}", stored.len(), collector.log());
+    // The tokenization key rotation reached the log (key ids, never the key).
+    let new_key_id = rotation.details["key_id"].as_str().unwrap().to_string();
+    let rotated_at_collector = stored
+        .iter()
+        .map(|v| v.to_string())
+        .any(|r| r.contains("redaction_key_rotated") && r.contains(&new_key_id) && r.contains(&start_key));
+    assert!(
+        rotated_at_collector,
+        "no redaction_key_rotated notice naming {start_key} -> {new_key_id} at the collector"
+    );
     let stored_text: String = stored.iter().map(|v| v.to_string()).collect();
     let l = leaks(&secrets, stored_text.as_bytes(), &excused);
     assert!(l.is_empty(), "query results: {l:?}");

@@ -119,6 +119,17 @@ impl Logger {
         Logger { jobs: jobs.downgrade() }
     }
 
+    /// Appends another collector entry (e.g. a key rotation) through the
+    /// same queue; returns its leaf index once durable.
+    pub async fn append_entry(&self, e: wiretrail_proto::v1::CollectorEntry) -> Result<u64, Error> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || Error::Unavailable("collector is shutting down; entry not appended".into());
+        let jobs = self.jobs.upgrade().ok_or_else(gone)?;
+        jobs.send(Work::Entry { leaf: entry::leaf(e, ""), reply }).await.map_err(|_| gone())?;
+        drop(jobs);
+        rx.await.map_err(|_| gone())?
+    }
+
     /// Appends the access `a` with `detail` (a JSON object: what was asked)
     /// and what came back; returns its leaf index once durable.
     pub async fn append(&self, a: &Access, mut detail: serde_json::Value, returned: &Returned) -> Result<u64, Error> {

@@ -6,6 +6,7 @@ mod alerting;
 mod alerts;
 mod completeness;
 mod inventory;
+mod keys;
 mod review;
 mod view;
 mod window;
@@ -164,6 +165,10 @@ enum Cmd {
     View(view::ViewArgs),
     /// Supervisory review marks: mark records or a conversation as reviewed, list marks.
     Review(review::ReviewArgs),
+    /// Rotate the checkpoint signing key now (admin role; recorded as a key_rotation entry).
+    RotateSigningKey(keys::RotateArgs),
+    /// Print the first signing key and each rotation, after checking the chain.
+    KeyHistory(keys::HistoryArgs),
 }
 
 #[derive(Subcommand)]
@@ -545,6 +550,8 @@ pub fn main() -> anyhow::Result<()> {
             Cmd::AccessLog(args) => access_log::run(args).await?,
             Cmd::View(args) => view::run(args).await?,
             Cmd::Review(args) => review::run(args).await?,
+            Cmd::RotateSigningKey(args) => keys::rotate(args).await?,
+            Cmd::KeyHistory(args) => keys::history(args).await?,
         }
         Ok(())
     })

@@ -4,15 +4,17 @@ use base64::Engine;
 use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
+use wiretrail_proto::v1::keys_client::KeysClient;
 use wiretrail_proto::v1::query_client::QueryClient;
 use wiretrail_proto::v1::review_client::ReviewClient;
 use wiretrail_proto::v1::{
-    Filter, InclusionProofRequest, IssueCheckpointRequest, SealExportRequest, SearchRequest, StoredLeaf,
+    Filter, InclusionProofRequest, IssueCheckpointRequest, KeyHistoryRequest, SealExportRequest, SearchRequest,
+    StoredLeaf,
 };
 
 use super::render::{filter_json, record_text};
 use super::seal::Sealed;
-use super::{ExportError, FILES, FORMAT, Files, MANIFEST, Manifest, sha256_hex};
+use super::{ExportError, FILES, FORMAT, Files, KEYS_FILE, MANIFEST, Manifest, sha256_hex};
 use crate::access::meta::Meta;
 use crate::merkle::{Hash, Verifier, leaf_hash, verify_inclusion};
 use crate::query::to_json;
@@ -48,6 +50,7 @@ pub async fn export_as(
     filter: Filter,
     mut progress: impl FnMut(Progress),
 ) -> Result<Files, ExportError> {
+    let mut keys = KeysClient::with_interceptor(channel.clone(), meta.clone());
     let mut q = QueryClient::with_interceptor(channel.clone(), meta.clone()).max_decoding_message_size(64 << 20);
     let rpc = |what| move |source| ExportError::Rpc { what, source };
     let mut s = q
@@ -74,8 +77,18 @@ pub async fn export_as(
     }
     progress(Progress::Searching(leaves.len() as u64));
     let cp = q.issue_checkpoint(IssueCheckpointRequest {}).await.map_err(rpc("issuing a checkpoint"))?.into_inner();
-    let verifier = Verifier::parse(&cp.verifier_key)?;
-    let signed = verifier.open(&cp.note)?;
+    // The key chain from the log's first key to the one that signed `cp`.
+    let history = keys.key_history(KeyHistoryRequest {}).await.map_err(rpc("key history"))?.into_inner();
+    let first = Verifier::parse(&history.first_key)?;
+    let links = history
+        .links
+        .iter()
+        .enumerate()
+        .map(|(k, l)| crate::keys::link_from_proto(l, k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ExportError::Invalid(e.to_string()))?;
+    let ring = crate::keys::follow_chain(&first, &links).map_err(|e| ExportError::Invalid(e.to_string()))?;
+    let signed = ring.open(&cp.note)?;
     let size = signed.checkpoint.size;
     let mut proofs = Vec::new();
     let total = leaves.len() as u64;
@@ -113,7 +126,10 @@ pub async fn export_as(
     files.insert("records.txt".into(), text);
     files.insert("proofs.jsonl".into(), proofs);
     files.insert("checkpoint.txt".into(), signed.note.clone().into_bytes());
-    files.insert("verifier.key".into(), format!("{}\n", verifier.key_string()).into_bytes());
+    files.insert("verifier.key".into(), format!("{}\n", first.key_string()).into_bytes());
+    if !links.is_empty() {
+        files.insert(KEYS_FILE.into(), crate::keys::links_to_jsonl(&links));
+    }
     files.insert("query.json".into(), query);
     debug_assert!(FILES.iter().all(|f| files.contains_key(*f)));
     let manifest = Manifest {
@@ -130,7 +146,9 @@ pub async fn export_as(
     let req = SealExportRequest { manifest: manifest.canonical(), query_json: files["query.json"].clone() };
     let sealed = r.seal_export(req).await.map_err(rpc("sealing the manifest"))?.into_inner();
     let sealed = Sealed { manifest: sealed.manifest, sig: sealed.manifest_sig, access: sealed.access_json };
-    super::seal::accept(&mut files, &manifest, sealed, &verifier).map_err(ExportError::Invalid)?;
+    // Signed by the key that signed the bundle's checkpoint (a rotation in
+    // between fails here: export again).
+    super::seal::accept(&mut files, &manifest, sealed, ring.key_for(size)).map_err(ExportError::Invalid)?;
     debug_assert!(files.contains_key(MANIFEST));
     Ok(files)
 }

@@ -9,7 +9,11 @@
 //! - `records.txt`: the same records rendered for people;
 //! - `proofs.jsonl`: each record's RFC 9162 inclusion proof at the checkpoint's size;
 //! - `checkpoint.txt`: the collector's signed checkpoint (C2SP signed note);
-//! - `verifier.key`: the collector's verifier key (pin it with `--key`);
+//! - `verifier.key`: the log's first verifier key (pin it with `--key`);
+//! - `keys.jsonl` (only after a signing key rotation): the chain from the
+//!   first key to the one that signed `checkpoint.txt`, one rotation per line
+//!   (its `key_rotation` entry, the old key's checkpoint covering it and the
+//!   inclusion proof; see [`crate::keys`]);
 //! - `query.json`: the filter that selected the records;
 //! - `manifest.json`: SHA-256 of every other file, record count, tree size and
 //!   root, and the export's own access entry (leaf index, leaf SHA-256);
@@ -50,6 +54,9 @@ pub const ACCESS: &str = "access.json";
 /// Files listed in the manifest.
 pub const FILES: [&str; 6] =
     ["checkpoint.txt", "proofs.jsonl", "query.json", "records.jsonl", "records.txt", "verifier.key"];
+
+/// The optional key chain file (present when the log's key was rotated).
+pub const KEYS_FILE: &str = "keys.jsonl";
 
 /// Bundle files by name.
 pub type Files = BTreeMap<String, Vec<u8>>;

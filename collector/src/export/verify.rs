@@ -7,8 +7,8 @@ use wiretrail_proto::v1::StoredLeaf;
 
 use super::build::record_line;
 use super::render::{filter_from_json, record_text};
-use super::{ACCESS, FILES, FORMAT, FORMAT_V1, Files, MANIFEST, Manifest, SIG, sha256_hex};
-use crate::merkle::{Hash, SignedCheckpoint, Verifier, leaf_hash, verify_inclusion};
+use super::{ACCESS, FILES, FORMAT, FORMAT_V1, Files, KEYS_FILE, MANIFEST, Manifest, SIG, sha256_hex};
+use crate::merkle::{Hash, KeyRing, SignedCheckpoint, Verifier, leaf_hash, verify_inclusion};
 use crate::query::Query;
 
 /// What an accepted bundle holds.
@@ -71,9 +71,10 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
     if !signed && manifest.access.is_some() {
         p.push(format!("{MANIFEST}: an access section in a {FORMAT_V1} manifest"));
     }
-    // Files beyond the six: the signature (v2) and the access record (when listed).
+    // Files beyond the six: the signature (v2), the access record (when
+    // listed) and the key chain (after a rotation).
     let extra = |n: &str| (signed && n == SIG) || (manifest.access.is_some() && n == ACCESS);
-    for name in files.keys().filter(|n| *n != MANIFEST) {
+    for name in files.keys().filter(|n| *n != MANIFEST && *n != KEYS_FILE) {
         if !FILES.contains(&name.as_str()) && !extra(name) {
             p.push(format!("{name}: not part of a bundle"));
         }
@@ -94,7 +95,13 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
             _ => {}
         }
     }
-    for name in manifest.files.keys() {
+    match (files.get(KEYS_FILE), manifest.files.get(KEYS_FILE)) {
+        (None, Some(_)) => p.push(format!("{KEYS_FILE}: listed in {MANIFEST} but missing")),
+        (Some(_), None) => p.push(format!("{KEYS_FILE}: not listed in {MANIFEST}")),
+        (Some(b), Some(h)) if sha256_hex(b) != *h => p.push(format!("{KEYS_FILE}: SHA-256 does not match {MANIFEST}")),
+        _ => {}
+    }
+    for name in manifest.files.keys().filter(|n| *n != KEYS_FILE) {
         let listed_access = manifest.access.is_some() && name == ACCESS;
         if !(FILES.contains(&name.as_str()) || listed_access) {
             p.push(format!("{MANIFEST}: lists unknown file {name}"));
@@ -103,16 +110,35 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
 
     // The trust anchor: key and signed checkpoint.
     let bundle_key = text(files, "verifier.key", &mut p).map(str::trim);
-    let key = match (pinned_key.map(str::trim), bundle_key) {
-        (Some(k), Some(b)) if k != b => {
-            p.push("verifier.key: differs from the pinned key".into());
-            Some(k)
+    let links = match text(files, KEYS_FILE, &mut p).map(crate::keys::links_from_jsonl) {
+        None => Vec::new(),
+        Some(Ok(l)) => l,
+        Some(Err(e)) => {
+            p.push(e.to_string());
+            Vec::new()
         }
-        (Some(k), _) => Some(k),
-        (None, b) => b,
     };
-    let verifier = key.and_then(|k| match Verifier::parse(k) {
-        Ok(v) => Some(v),
+    // A pinned key may be the first key or any key the chain rotated in;
+    // the chain is then followed from it.
+    let (key, links) = match (pinned_key.map(str::trim), bundle_key) {
+        (Some(k), Some(b)) if k != b => match links.iter().position(|l| l.rotation.new_key == k) {
+            Some(i) => (Some(k), &links[i + 1..]),
+            None => {
+                p.push("verifier.key: differs from the pinned key, and no rotation in keys.jsonl leads to it".into());
+                (Some(k), &links[..])
+            }
+        },
+        (Some(k), _) => (Some(k), &links[..]),
+        (None, b) => (b, &links[..]),
+    };
+    let verifier: Option<KeyRing> = key.and_then(|k| match Verifier::parse(k) {
+        Ok(v) => match crate::keys::follow_chain(&v, links) {
+            Ok(ring) => Some(ring),
+            Err(e) => {
+                p.push(format!("{KEYS_FILE}: {e}"));
+                None
+            }
+        },
         Err(e) => {
             p.push(format!("verifier.key: {e}"));
             None
@@ -143,7 +169,9 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
 
     // The manifest's signature and the export's access record.
     if signed {
-        super::seal::check(files, &manifest, mbytes, verifier.as_ref(), cp.as_ref(), &mut p);
+        // Signed at seal time by the key that signed the bundle's checkpoint.
+        let key = verifier.as_ref().zip(cp.as_ref()).map(|(ring, cp)| ring.key_for(cp.checkpoint.size));
+        super::seal::check(files, &manifest, mbytes, key, cp.as_ref(), &mut p);
     }
 
     // The query.

@@ -143,6 +143,11 @@ impl Verifier {
         format!("{}+{}+{}", self.name, hex::encode(self.id), B64.encode(k))
     }
 
+    /// The key id in hex (8 characters).
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.id)
+    }
+
     /// Parses a verifier key string.
     pub fn parse(s: &str) -> Result<Self, NoteError> {
         let s = s.trim();

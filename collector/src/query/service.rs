@@ -73,7 +73,8 @@ impl QueryService {
             note: cp.note,
             size: cp.checkpoint.size,
             root_hash: cp.checkpoint.root.to_vec(),
-            verifier_key: self.shared.verifier().key_string(),
+            // The key valid at this size (a rotation changes it).
+            verifier_key: self.shared.keyring().key_for(cp.checkpoint.size).key_string(),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::StoreError;
 use super::writer::sync_dir;
-use crate::merkle::{SignedCheckpoint, Signer, Verifier};
+use crate::merkle::{KeyRing, SignedCheckpoint, Signer, Verifier};
 
 /// Whether the data directory already holds evidence signed or hashed under
 /// some key: a checkpoint, a verifier key or a non-empty segment.
@@ -24,7 +24,7 @@ fn has_evidence(dir: &Path) -> Result<bool, StoreError> {
 
 /// Creates `path` with `bytes` (mode `mode`), failing if it exists; fsyncs
 /// it and its directory (a new file's name is durable only then).
-fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
+pub(super) fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -102,8 +102,9 @@ struct Line {
     note: String,
 }
 
-/// Reads and verifies every checkpoint in `dir/checkpoints.jsonl`, in file order.
-pub fn load_checkpoints(dir: &Path, verifier: &Verifier) -> Result<Vec<SignedCheckpoint>, StoreError> {
+/// Reads and verifies every checkpoint in `dir/checkpoints.jsonl`, in file
+/// order; each must be signed by the key of `keys` valid at its size.
+pub fn load_checkpoints(dir: &Path, keys: &KeyRing) -> Result<Vec<SignedCheckpoint>, StoreError> {
     let path = dir.join("checkpoints.jsonl");
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -114,7 +115,9 @@ pub fn load_checkpoints(dir: &Path, verifier: &Verifier) -> Result<Vec<SignedChe
     for (n, line) in text.lines().enumerate() {
         let l: Line = serde_json::from_str(line)
             .map_err(|e| StoreError::Inconsistent(format!("checkpoints.jsonl line {}: {e}", n + 1)))?;
-        let cp = verifier.open(&l.note)?;
+        let cp = keys
+            .open(&l.note)
+            .map_err(|e| StoreError::Inconsistent(format!("checkpoints.jsonl line {}: {e}", n + 1)))?;
         if let Some(prev) = out.last()
             && cp.checkpoint.size < prev.checkpoint.size
         {

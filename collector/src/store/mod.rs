@@ -5,7 +5,8 @@
 //! - `log/hashes`: 32-byte leaf hash per leaf (derived, rebuilt on recovery).
 //! - `log/offsets`: 8-byte offset of each leaf's frame in its segment (derived).
 //! - `checkpoints.jsonl`: signed checkpoints, one JSON object per line.
-//! - `signing.key`, `origin`: the checkpoint signing key and log name.
+//! - `signing.key`, `origin`: the first checkpoint signing key and log name.
+//! - `keys/`: keys rotated in since, and their history ([`keys`]).
 //! - `index.sqlite`: the search index (derived, see `crate::index`).
 //! - `repairs/<UTC ns>/`: copies of what `wiretrail repair` cut or rewrote.
 //!
@@ -29,11 +30,15 @@
 //! `wiretrail repair` ([`repair`]) then restores or cuts, keeping a copy.
 //!
 //! Keys ([`checkpoints`]): the signing key and verifier key are created only
-//! in a directory without evidence, and never replaced.
+//! in a directory without evidence, and never replaced. A rotation
+//! ([`Shared::activate_signing_key`]) adds a key under `keys/` ([`keys`]); the first
+//! key stays the trust anchor and each later key is valid only from the
+//! tree size its `key_rotation` entry set.
 
 mod batchkey;
 mod checkpoints;
 pub mod frame;
+pub mod keys;
 mod reader;
 mod recover;
 pub mod repair;
@@ -44,6 +49,7 @@ use std::path::PathBuf;
 
 pub use batchkey::LeafBatch;
 pub use checkpoints::{load_checkpoints, load_verifier};
+pub use keys::{Rotation, load_keyring};
 pub use reader::{LeafIter, Shared};
 pub use recover::Cut;
 pub use writer::{StoreConfig, Writer};

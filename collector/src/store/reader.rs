@@ -12,7 +12,8 @@ use super::frame::{self, HEADER_LEN};
 use super::tree::TreeCache;
 use super::{StoreError, segment_name};
 use crate::merkle::{
-    Checkpoint, Hash, ProofError, SignedCheckpoint, Signer, Verifier, consistency_proof, inclusion_proof, leaf_hash,
+    Checkpoint, Hash, KeyRing, ProofError, SignedCheckpoint, Signer, Verifier, consistency_proof, inclusion_proof,
+    leaf_hash,
 };
 
 /// State shared between the single writer and any number of readers.
@@ -31,8 +32,10 @@ pub struct Shared {
     pub(super) offsets: File,
     /// Tells followers the committed size changed.
     pub(super) appended: tokio::sync::watch::Sender<u64>,
-    /// Checkpoint signing key.
-    pub(super) signer: Signer,
+    /// Checkpoint signing key in force (replaced by a rotation).
+    pub(super) signer: RwLock<Signer>,
+    /// Every key of the log's history.
+    pub(super) keys: RwLock<KeyRing>,
     /// Checkpoints issued so far (serializes issuing).
     pub(super) checkpoints: Mutex<Vec<SignedCheckpoint>>,
 }
@@ -53,14 +56,19 @@ impl Shared {
         self.appended.subscribe()
     }
 
-    /// The checkpoint verifier for this log.
+    /// The verifier of the key signing checkpoints now.
     pub fn verifier(&self) -> Verifier {
-        self.signer.verifier()
+        self.signer.read().expect("signer lock").verifier()
+    }
+
+    /// The log's key history (the first key and every key rotated in).
+    pub fn keyring(&self) -> KeyRing {
+        self.keys.read().expect("keys lock").clone()
     }
 
     /// Signs `body` with the checkpoint key as a signed note (bundle manifests).
     pub fn sign_note(&self, body: &str) -> String {
-        self.signer.sign_text(body)
+        self.signer.read().expect("signer lock").sign_text(body)
     }
 
     fn check_index(&self, i: u64) -> Result<(), StoreError> {
@@ -150,6 +158,11 @@ impl Shared {
     /// Signs and stores a checkpoint of the committed log, unless the latest one already covers it.
     pub fn issue_checkpoint(&self) -> Result<SignedCheckpoint, StoreError> {
         let mut cps = self.checkpoints.lock().expect("checkpoints lock");
+        self.issue_locked(&mut cps)
+    }
+
+    /// [`Shared::issue_checkpoint`] with the checkpoints lock held.
+    pub(super) fn issue_locked(&self, cps: &mut Vec<SignedCheckpoint>) -> Result<SignedCheckpoint, StoreError> {
         let size = self.size();
         if let Some(last) = cps.last()
             && last.checkpoint.size == size
@@ -157,7 +170,8 @@ impl Shared {
             return Ok(last.clone());
         }
         let root = self.root(size)?;
-        let cp = self.signer.sign(&Checkpoint { origin: self.signer.verifier().name, size, root });
+        let signer = self.signer.read().expect("signer lock");
+        let cp = signer.sign(&Checkpoint { origin: signer.verifier().name, size, root });
         append_checkpoint(&self.dir, &cp)?;
         tracing::info!(size, root = %hex::encode(root), "checkpoint issued");
         cps.push(cp.clone());

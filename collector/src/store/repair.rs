@@ -100,7 +100,9 @@ fn restore(buf: &[u8], off: usize, n: u64, known: Option<Hash>, next_first: Opti
 pub fn repair(dir: &Path, dry_run: bool) -> Result<Plan, StoreError> {
     let log = dir.join("log");
     let checkpointed = match load_verifier(dir) {
-        Ok(v) => load_checkpoints(dir, &v)?.iter().map(|c| c.checkpoint.size).max().unwrap_or(0),
+        Ok(v) => {
+            load_checkpoints(dir, &super::load_keyring(dir, &v)?)?.iter().map(|c| c.checkpoint.size).max().unwrap_or(0)
+        }
         Err(_) => 0,
     };
     // Take the lock for the whole repair (a running collector holds it).

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::checkpoints::{load_checkpoints, load_or_create_signer, write_verifier};
+use super::keys;
 use super::reader::Shared;
 use super::recover::recover;
 use super::{StoreError, frame, segment_name};
@@ -100,9 +101,12 @@ impl Writer {
         }
         sync_dir(dir)?;
         let lock = lock_dir(dir)?;
-        let signer = load_or_create_signer(dir, &config.origin)?;
-        write_verifier(dir, &signer.verifier())?;
-        let checkpoints = load_checkpoints(dir, &signer.verifier())?;
+        let first = load_or_create_signer(dir, &config.origin)?;
+        write_verifier(dir, &first.verifier())?;
+        let history = keys::load_history(dir)?;
+        let ring = keys::ring_of(&first.verifier(), &history)?;
+        let signer = keys::current_signer(dir, first, &history)?;
+        let checkpoints = load_checkpoints(dir, &ring)?;
         let checkpointed = checkpoints.iter().map(|c| c.checkpoint.size).max().unwrap_or(0);
         let r = recover(&log, checkpointed)?;
         let open_rw =
@@ -120,7 +124,8 @@ impl Writer {
             hashes: File::open(&hashes_path).map_err(StoreError::io("opening", &hashes_path))?,
             offsets: File::open(&offsets_path).map_err(StoreError::io("opening", &offsets_path))?,
             appended,
-            signer,
+            signer: RwLock::new(signer),
+            keys: RwLock::new(ring),
             checkpoints: Mutex::new(checkpoints),
         });
         if let Some(cp) = shared.latest_checkpoint() {

@@ -225,8 +225,9 @@ fn once_or_retry(
     cancel: &AtomicBool,
     sleep: &Receiver<()>,
 ) -> Option<Result<(Report, Option<State>), VerifyError>> {
-    let verifier = shared.verifier();
-    let run = |resume| verify_upto(shared.dir(), &verifier, resume, Some(upto), cancel, |_, _| {});
+    // The key ring is read again for each try: a rotation may have added a
+    // key (and a checkpoint signed by it) since the previous one.
+    let run = |resume| verify_upto(shared.dir(), &shared.keyring(), resume, Some(upto), cancel, |_, _| {});
     match run(resume.clone()) {
         Err(VerifyError::Cancelled) => None,
         Err(_) => match sleep.recv_timeout(Duration::from_secs(1)) {

@@ -1,6 +1,12 @@
 //! `verify`: re-reads every segment, recomputes every leaf hash and the tree,
 //! and checks them against the signed checkpoints. Reports the index of the
 //! first bad record.
+//!
+//! Keys: verification starts from the log's first key (pinned) and follows
+//! the key history (`keys/history.jsonl`): each checkpoint must be signed by
+//! the key valid at its size, each rotated-in key must be named by the
+//! `key_rotation` entry at the leaf the history gives, and that entry must be
+//! covered by a checkpoint of the old key.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -10,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub mod background;
 
-use crate::merkle::{Hash, Verifier, leaf_hash, node_hash};
+use crate::merkle::{Hash, KeyRing, Verifier, leaf_hash, node_hash};
 use crate::store::frame::{self, HEADER_LEN};
 use crate::store::{StoreError, list_segments, load_checkpoints};
 
@@ -107,16 +113,18 @@ pub enum VerifyError {
     Cancelled,
 }
 
-/// Verifies the log in `dir`. `resume` continues from a saved state; `progress`
+/// Verifies the log in `dir` from its first key `first` (and the key history
+/// in `dir`). `resume` continues from a saved state; `progress`
 /// is called with (leaves, bytes) regularly. Returns the report and, when no
 /// problem was found, the new state.
 pub fn verify(
     dir: &Path,
-    verifier: &Verifier,
+    first: &Verifier,
     resume: Option<State>,
     progress: impl FnMut(u64, u64),
 ) -> Result<(Report, Option<State>), VerifyError> {
-    verify_upto(dir, verifier, resume, None, &AtomicBool::new(false), progress)
+    let keys = crate::store::load_keyring(dir, first)?;
+    verify_upto(dir, &keys, resume, None, &AtomicBool::new(false), progress)
 }
 
 /// [`verify`] of the first `upto` leaves only (all with `None`): a live
@@ -125,15 +133,23 @@ pub fn verify(
 /// (checked at each segment and every 64 MB) with [`VerifyError::Cancelled`].
 pub fn verify_upto(
     dir: &Path,
-    verifier: &Verifier,
+    keys: &KeyRing,
     resume: Option<State>,
     upto: Option<u64>,
     cancel: &AtomicBool,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<(Report, Option<State>), VerifyError> {
     let upto = upto.unwrap_or(u64::MAX);
-    let mut checkpoints = load_checkpoints(dir, verifier)?;
+    let mut checkpoints = load_checkpoints(dir, keys)?;
     checkpoints.retain(|c| c.checkpoint.size <= upto);
+    // Leaf index of each rotation entry -> (old key, new key).
+    let ep = keys.epochs();
+    let rotations: std::collections::BTreeMap<u64, (String, String)> = (1..ep.len())
+        .filter_map(|k| {
+            let e = &ep[k];
+            Some((e.entry_index?, (ep[k - 1].verifier.key_string(), e.verifier.key_string())))
+        })
+        .collect();
     let log = dir.join("log");
     let segs = list_segments(&log)?;
     let hashes = File::open(log.join("hashes")).ok();
@@ -159,6 +175,18 @@ pub fn verify_upto(
         report.first_bad = Some(i);
         report.problem = Some(p);
     };
+    for e in &ep[1..] {
+        let (Some(a), Some(i)) = (e.after, e.entry_index) else { continue };
+        if a <= upto && !checkpoints.iter().any(|c| c.checkpoint.size == a) {
+            bad(
+                &mut report,
+                i,
+                format!("no checkpoint of size {a} by the old key covers the rotation to {}", e.verifier.key_string()),
+            );
+            progress(0, 0);
+            return Ok((report, None));
+        }
+    }
     let mut n = start;
     let mut last_progress = 0u64;
     'segments: for (k, (first, path)) in segs.iter().enumerate() {
@@ -229,6 +257,12 @@ pub fn verify_upto(
                 bad(&mut report, n, "record does not match the hashes file".into());
                 break 'segments;
             }
+            if let Some((old, new)) = rotations.get(&n)
+                && let Err(why) = crate::keys::check_entry_leaf(&leaf, old, new)
+            {
+                bad(&mut report, n, format!("the key history says leaf {n} rotates {old} -> {new}, but {why}"));
+                break 'segments;
+            }
             fr.push(lh);
             n += 1;
             off += (HEADER_LEN + h.len) as u64;
@@ -258,6 +292,15 @@ pub fn verify_upto(
                 report.checkpoints_checked += 1;
                 report.verified_size = n;
                 state.frontier = fr.clone();
+                // Every checkpoint of this size must state the same root (two
+                // roots for one size would be a forked log).
+                if let Some(c) =
+                    cps.clone().take_while(|c| c.checkpoint.size <= n).find(|c| c.checkpoint.root != fr.root())
+                {
+                    let size = c.checkpoint.size;
+                    bad(&mut report, n, format!("another signed checkpoint of size {size} states a different root"));
+                    break 'segments;
+                }
                 while cps.peek().is_some_and(|c| c.checkpoint.size <= n) {
                     cps.next();
                 }
