@@ -26,9 +26,17 @@ pub const AGENT_SILENT: &str = "agent_silent";
 pub const AGENT_RETURNED: &str = "agent_returned";
 /// A client read the evidence (see [`crate::access`]).
 pub const ACCESS: &str = "access";
+/// Retention deleted an expired segment (see [`crate::retention`]).
+pub const RETENTION_DELETION: &str = "retention_deletion";
+/// An early or held deletion was refused.
+pub const RETENTION_REFUSED: &str = "retention_refused";
+/// An admin placed a legal hold.
+pub const HOLD_PLACED: &str = "hold_placed";
+/// An admin lifted a legal hold.
+pub const HOLD_LIFTED: &str = "hold_lifted";
 
 /// Every kind the collector writes.
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 13] = [
     AGENT_ID_REFUSED,
     BATCH_CONFLICT,
     STORAGE_UNAVAILABLE,
@@ -38,6 +46,10 @@ pub const KINDS: [&str; 9] = [
     AGENT_SILENT,
     AGENT_RETURNED,
     ACCESS,
+    RETENTION_DELETION,
+    RETENTION_REFUSED,
+    HOLD_PLACED,
+    HOLD_LIFTED,
 ];
 
 /// An entry made now.

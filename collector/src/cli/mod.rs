@@ -438,8 +438,8 @@ pub fn main() -> anyhow::Result<()> {
                     bail!("verification FAILED at record {i}: {}", report.problem.unwrap_or_default());
                 }
                 eprintln!(
-                    "OK: {} records verified against {} checkpoint(s)",
-                    report.leaves, report.checkpoints_checked
+                    "OK: {} records verified against {} checkpoint(s); {} deleted by retention verified by kept hash only",
+                    report.leaves, report.checkpoints_checked, report.kept_hash_only
                 );
             }
             Cmd::Export { conn, case, filter, out } => {

@@ -6,6 +6,9 @@
 //! - `log/offsets`: 8-byte offset of each leaf's frame in its segment (derived).
 //! - `checkpoints.jsonl`: signed checkpoints, one JSON object per line.
 //! - `signing.key`, `origin`: the checkpoint signing key and log name.
+//! - `log/seg-<first leaf index>.kept`: the leaf hashes of a segment deleted
+//!   by retention (see [`kept`]); stands in for the segment in recovery and
+//!   verification.
 //! - `index.sqlite`: the search index (derived, see `crate::index`).
 //! - `repairs/<UTC ns>/`: copies of what `wiretrail repair` cut or rewrote.
 //!
@@ -34,6 +37,7 @@
 mod batchkey;
 mod checkpoints;
 pub mod frame;
+pub mod kept;
 mod reader;
 mod recover;
 pub mod repair;
@@ -44,6 +48,7 @@ use std::path::PathBuf;
 
 pub use batchkey::LeafBatch;
 pub use checkpoints::{load_checkpoints, load_verifier};
+pub use kept::{Deleted, PendingDeletion};
 pub use reader::{LeafIter, Shared};
 pub use recover::Cut;
 pub use writer::{StoreConfig, Writer};
@@ -104,6 +109,16 @@ pub enum StoreError {
     /// `verifier.key` is not the verifier of `signing.key`.
     #[error("{0} does not match signing.key; refusing to start (keys are never overwritten)")]
     KeyMismatch(PathBuf),
+    /// The leaf's segment was deleted by retention; only its hash is kept.
+    #[error("leaf {leaf} was deleted by retention (segment {segment}; see the retention_deletion entry at leaf {entry})")]
+    Deleted {
+        /// The leaf asked for.
+        leaf: u64,
+        /// Leaf index of the `retention_deletion` entry.
+        entry: u64,
+        /// The deleted segment's file name.
+        segment: String,
+    },
     /// A leaf is larger than a frame may hold.
     #[error("leaf of {0} bytes exceeds the maximum of {max}", max = frame::MAX_LEAF_LEN)]
     LeafTooLarge(usize),

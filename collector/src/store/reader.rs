@@ -35,6 +35,8 @@ pub struct Shared {
     pub(super) signer: Signer,
     /// Checkpoints issued so far (serializes issuing).
     pub(super) checkpoints: Mutex<Vec<SignedCheckpoint>>,
+    /// Leaf ranges whose segments retention deleted (see [`super::kept`]).
+    pub(super) deleted: RwLock<Vec<super::kept::Deleted>>,
 }
 
 impl Shared {
@@ -85,6 +87,9 @@ impl Shared {
     /// The stored bytes of leaf `i`, checked against the frame's index and hash.
     pub fn read_leaf(&self, i: u64) -> Result<Vec<u8>, StoreError> {
         self.check_index(i)?;
+        if let Some(d) = self.deleted_at(i) {
+            return Err(StoreError::Deleted { leaf: i, entry: d.entry_leaf, segment: d.segment });
+        }
         let seg = self.segment_path(self.segment_of(i));
         let off = self.offset_of(i)?;
         let f = File::open(&seg).map_err(StoreError::io("opening", &seg))?;
@@ -103,8 +108,13 @@ impl Shared {
     pub fn iter(&self, from: u64, to: u64) -> Result<LeafIter, StoreError> {
         let to = to.min(self.size());
         let segs = self.segments.read().expect("segments lock").clone();
-        let start_off = if from < to { self.offset_of(from)? } else { 0 };
-        Ok(LeafIter { dir: self.dir.join("log"), segs, next: from, to, reader: None, start_off })
+        let deleted: Vec<(u64, u64)> = self.deleted().iter().map(|d| (d.first, d.end)).collect();
+        let start_off = if from < to && !deleted.iter().any(|d| d.0 <= from && from < d.1) {
+            self.offset_of(from)?
+        } else {
+            0
+        };
+        Ok(LeafIter { dir: self.dir.join("log"), segs, deleted, next: from, to, reader: None, start_off })
     }
 
     /// Root hash of the first `size` leaves.
@@ -166,6 +176,8 @@ pub struct LeafIter {
     dir: PathBuf,
     /// Segment first indexes.
     segs: Vec<u64>,
+    /// Deleted leaf ranges (skipped).
+    deleted: Vec<(u64, u64)>,
     /// Next leaf index to return.
     next: u64,
     /// End (exclusive).
@@ -180,6 +192,12 @@ impl Iterator for LeafIter {
     type Item = Result<(u64, Vec<u8>), StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        // Leaves of segments deleted by retention are skipped (whole segments).
+        while let Some(&(_, end)) = self.deleted.iter().find(|d| d.0 <= self.next && self.next < d.1) {
+            self.next = end;
+            self.reader = None;
+            self.start_off = 0;
+        }
         if self.next >= self.to {
             return None;
         }
