@@ -17,6 +17,7 @@ pub mod merkle;
 pub mod policy_check;
 pub mod query;
 pub mod registry;
+pub mod retention;
 pub mod roles;
 pub mod server;
 pub mod sides;

@@ -210,6 +210,8 @@ pub struct PendingDeletion {
     pub segment: String,
     /// The leaf hashes kept.
     pub hashes: Vec<Hash>,
+    /// Log size when the kept file was written (the entry comes after it).
+    pub intent_size: u64,
 }
 
 impl Shared {
@@ -249,15 +251,16 @@ impl Shared {
             let tree = self.tree.read().expect("tree lock");
             crate::merkle::HashSource::leaf_hashes(&tree.source(&self.hashes), first, end)?
         };
-        write_kept(&self.dir.join("log"), first, None, self.size(), &hashes)?;
-        Ok(PendingDeletion { first, end, segment: segment_name(first), hashes })
+        let intent_size = self.size();
+        write_kept(&self.dir.join("log"), first, None, intent_size, &hashes)?;
+        Ok(PendingDeletion { first, end, segment: segment_name(first), hashes, intent_size })
     }
 
     /// Last step: the deletion entry (leaf `entry_leaf`) is durable; marks
     /// the kept file done and unlinks the segment.
     pub fn finish_deletion(&self, p: &PendingDeletion, entry_leaf: u64) -> Result<Deleted, StoreError> {
         let log = self.dir.join("log");
-        write_kept(&log, p.first, Some(entry_leaf), self.size(), &p.hashes)?;
+        write_kept(&log, p.first, Some(entry_leaf), p.intent_size, &p.hashes)?;
         let d = Deleted { first: p.first, end: p.end, entry_leaf, segment: p.segment.clone() };
         self.remove_segment(&d)?;
         Ok(d)

@@ -110,7 +110,9 @@ pub enum StoreError {
     #[error("{0} does not match signing.key; refusing to start (keys are never overwritten)")]
     KeyMismatch(PathBuf),
     /// The leaf's segment was deleted by retention; only its hash is kept.
-    #[error("leaf {leaf} was deleted by retention (segment {segment}; see the retention_deletion entry at leaf {entry})")]
+    #[error(
+        "leaf {leaf} was deleted by retention (segment {segment}; see the retention_deletion entry at leaf {entry})"
+    )]
     Deleted {
         /// The leaf asked for.
         leaf: u64,

@@ -109,11 +109,8 @@ impl Shared {
         let to = to.min(self.size());
         let segs = self.segments.read().expect("segments lock").clone();
         let deleted: Vec<(u64, u64)> = self.deleted().iter().map(|d| (d.first, d.end)).collect();
-        let start_off = if from < to && !deleted.iter().any(|d| d.0 <= from && from < d.1) {
-            self.offset_of(from)?
-        } else {
-            0
-        };
+        let start_off =
+            if from < to && !deleted.iter().any(|d| d.0 <= from && from < d.1) { self.offset_of(from)? } else { 0 };
         Ok(LeafIter { dir: self.dir.join("log"), segs, deleted, next: from, to, reader: None, start_off })
     }
 

@@ -140,8 +140,7 @@ pub fn verify_upto(
     let log = dir.join("log");
     let segs = list_segments(&log)?;
     let hashes = File::open(log.join("hashes")).ok();
-    let kept: Vec<KeptHead> =
-        list_kept(&log)?.into_iter().filter(|k| !segs.iter().any(|s| s.0 == k.first)).collect();
+    let kept: Vec<KeptHead> = list_kept(&log)?.into_iter().filter(|k| !segs.iter().any(|s| s.0 == k.first)).collect();
     let mut hb0 = [0u8; 32];
     let mut fr = match resume {
         Some(mut s) => {
@@ -286,7 +285,7 @@ pub fn verify_upto(
                 break 'segments;
             }
         }
-        if next_first != u64::MAX && next_first != n {
+        if next_first != u64::MAX && next_first != n && !kept.iter().any(|g| g.first == n) {
             bad(
                 &mut report,
                 n,

@@ -1,0 +1,220 @@
+//! Judging segments and deleting the expired ones.
+//!
+//! The deletion unit is a whole closed segment (`log/seg-<first>.wtl`): it
+//! goes only when every leaf in it is expired under its class (received time
+//! + class duration <= now) and no legal hold covers any of them. A segment
+//! with one long-lived record therefore stays whole. The segment being
+//! appended to and any leaf beyond the latest signed checkpoint are never
+//! deleted.
+
+use std::collections::BTreeSet;
+
+use prost::Message;
+use sha2::Digest;
+use wiretrail_proto::v1::StoredLeaf;
+
+use super::holds::Holds;
+use super::policy::Policy;
+use super::{Append, RetentionError};
+use crate::entry;
+use crate::store::{Deleted, Shared, StoreError};
+
+/// What retention thinks of one closed segment.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verdict {
+    /// First leaf.
+    pub first: u64,
+    /// End (exclusive).
+    pub end: u64,
+    /// Whether it may be deleted now.
+    pub deletable: bool,
+    /// Why not (empty when deletable).
+    pub reason: String,
+    /// Classes of its leaves.
+    pub classes: BTreeSet<String>,
+    /// When its last leaf expires (UTC ns).
+    pub expires_ns: i64,
+    /// Cases whose holds cover a leaf of it.
+    pub held_by: BTreeSet<String>,
+}
+
+/// Judges the closed segment `first..end` at `now_ns`.
+pub fn judge(
+    shared: &Shared,
+    first: u64,
+    end: u64,
+    policy: &Policy,
+    holds: &Holds,
+    now_ns: i64,
+) -> Result<Verdict, RetentionError> {
+    let mut v = Verdict {
+        first,
+        end,
+        deletable: false,
+        reason: String::new(),
+        classes: BTreeSet::new(),
+        expires_ns: i64::MIN,
+        held_by: BTreeSet::new(),
+    };
+    let mut unexpired = None;
+    for item in shared.iter(first, end)? {
+        let (i, bytes) = item?;
+        let leaf = StoredLeaf::decode(bytes.as_slice())
+            .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))?;
+        let (class, dur) = policy.classify(&leaf);
+        v.classes.insert(class.to_string());
+        let exp = leaf.received_time_ns.saturating_add(dur);
+        v.expires_ns = v.expires_ns.max(exp);
+        if exp > now_ns && unexpired.is_none() {
+            unexpired = Some((i, class.to_string(), exp));
+        }
+        v.held_by.extend(holds.covering(&leaf));
+    }
+    let signed = shared.latest_checkpoint().map(|c| c.checkpoint.size).unwrap_or(0);
+    v.reason = if end > signed {
+        format!("leaves {first}..{end} are not all covered by the latest signed checkpoint ({signed})")
+    } else if let Some((i, class, exp)) = unexpired {
+        format!("leaf {i} (class {class}) expires only at {exp} ns, after now ({now_ns} ns)")
+    } else if !v.held_by.is_empty() {
+        format!("under legal hold: {}", v.held_by.iter().cloned().collect::<Vec<_>>().join(", "))
+    } else {
+        String::new()
+    };
+    v.deletable = v.reason.is_empty();
+    Ok(v)
+}
+
+/// Deletes the segment `v` judged deletable: kept hashes written, the
+/// `retention_deletion` entry appended and durable, then the segment
+/// unlinked and its index rows removed.
+pub fn delete(
+    shared: &Shared,
+    app: &dyn Append,
+    v: &Verdict,
+    trigger: &str,
+    now_ns: i64,
+) -> Result<Deleted, RetentionError> {
+    let p = shared.begin_deletion(v.first)?;
+    let mut content = Vec::with_capacity(p.hashes.len() * 32);
+    for h in &p.hashes {
+        content.extend_from_slice(h);
+    }
+    let detail = serde_json::json!({
+        "segment": p.segment,
+        "first_leaf": p.first,
+        "end_leaf": p.end,
+        "leaves": p.end - p.first,
+        "classes": v.classes,
+        "expired_at_ns": v.expires_ns,
+        "trigger": trigger,
+        "kept_hashes_sha256": hex::encode(sha2::Sha256::digest(&content)),
+    });
+    let e = entry::new(entry::RETENTION_DELETION, now_ns, &p.segment, detail, content);
+    let entry_leaf = match app.append(e) {
+        Ok(i) => i,
+        Err(err) => {
+            shared.abandon_deletion(&p)?;
+            return Err(err);
+        }
+    };
+    let d = shared.finish_deletion(&p, entry_leaf)?;
+    if let Err(e) = drop_index_rows(shared, d.first, d.end) {
+        // The index is derived; rows of deleted leaves read as deleted anyway.
+        tracing::warn!(error = %e, first = d.first, end = d.end, "removing index rows of deleted leaves failed");
+    }
+    tracing::info!(segment = %d.segment, first = d.first, end = d.end, entry = entry_leaf, trigger,
+        "retention deleted a segment");
+    Ok(d)
+}
+
+fn drop_index_rows(shared: &Shared, first: u64, end: u64) -> Result<(), RetentionError> {
+    let c = crate::index::open(shared.dir()).map_err(|e| RetentionError::Index(e.to_string()))?;
+    for t in ["records", "identity", "endpoints"] {
+        c.execute(&format!("DELETE FROM {t} WHERE leaf >= ?1 AND leaf < ?2"), (first as i64, end as i64))
+            .map_err(|e| RetentionError::Index(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct PassReport {
+    /// Closed segments judged.
+    pub judged: u64,
+    /// Deleted now.
+    pub deleted: Vec<Deleted>,
+    /// Kept because a leaf is not expired.
+    pub unexpired: u64,
+    /// Kept because a hold covers them.
+    pub held: u64,
+    /// Kept because the latest checkpoint does not cover them yet.
+    pub unsigned: u64,
+}
+
+/// One retention pass at `now_ns`.
+pub fn run_pass(
+    shared: &Shared,
+    app: &dyn Append,
+    policy: &Policy,
+    holds: &Holds,
+    now_ns: i64,
+) -> Result<PassReport, RetentionError> {
+    let mut r = PassReport::default();
+    for (first, end) in shared.closed_segments() {
+        let v = judge(shared, first, end, policy, holds, now_ns)?;
+        r.judged += 1;
+        if v.deletable {
+            r.deleted.push(delete(shared, app, &v, "expiry", now_ns)?);
+        } else if v.reason.starts_with("leaves") {
+            r.unsigned += 1;
+        } else if v.reason.starts_with("under legal hold") {
+            r.held += 1;
+        } else {
+            r.unexpired += 1;
+        }
+    }
+    tracing::info!(
+        judged = r.judged,
+        deleted = r.deleted.len(),
+        unexpired = r.unexpired,
+        held = r.held,
+        unsigned = r.unsigned,
+        "retention pass done"
+    );
+    Ok(r)
+}
+
+/// An admin's request to delete the segment holding leaf `leaf` now: done
+/// only when the segment is closed, expired, signed and not held; otherwise
+/// refused, and the refusal is recorded (`retention_refused`).
+pub fn request_deletion(
+    shared: &Shared,
+    app: &dyn Append,
+    policy: &Policy,
+    holds: &Holds,
+    leaf: u64,
+    by: &str,
+    now_ns: i64,
+) -> Result<Deleted, RetentionError> {
+    let seg = shared.closed_segments().into_iter().find(|s| s.0 <= leaf && leaf < s.1);
+    let why = match seg {
+        None if shared.deleted_at(leaf).is_some() => {
+            return Err(RetentionError::Invalid(format!("leaf {leaf} is already deleted")));
+        }
+        None if leaf >= shared.size() => return Err(RetentionError::NotFound(format!("no leaf {leaf}"))),
+        None => format!("leaf {leaf} is in the segment being appended to"),
+        Some((first, end)) => {
+            let v = judge(shared, first, end, policy, holds, now_ns)?;
+            if v.deletable {
+                return delete(shared, app, &v, &format!("request by {by}"), now_ns);
+            }
+            v.reason
+        }
+    };
+    let (first, end) = seg.unwrap_or((leaf, leaf + 1));
+    let detail = serde_json::json!({ "by": by, "leaf": leaf, "first_leaf": first, "end_leaf": end, "why": why });
+    let subject = crate::store::segment_name(first);
+    let entry = app.append(entry::new(entry::RETENTION_REFUSED, now_ns, &subject, detail, Vec::new()))?;
+    tracing::warn!(by, leaf, %why, entry, "early retention deletion refused");
+    Err(RetentionError::Refused { why, entry })
+}
