@@ -75,11 +75,15 @@ pub enum Rpc {
     Alerts,
     /// `Query.AccessLog`.
     AccessLog,
+    /// `Retention.HoldPlace`, `HoldLift`, `HoldList`.
+    Hold,
+    /// `Retention.RetentionDelete`.
+    RetentionDelete,
 }
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 11] = [
+    pub const ALL: [Rpc; 13] = [
         Rpc::Ingest,
         Rpc::Search,
         Rpc::SearchAccessEntries,
@@ -91,6 +95,8 @@ impl Rpc {
         Rpc::Inventory,
         Rpc::Alerts,
         Rpc::AccessLog,
+        Rpc::Hold,
+        Rpc::RetentionDelete,
     ];
 }
 
@@ -106,6 +112,7 @@ pub fn allowed(rpc: Rpc) -> &'static [Role] {
             &[Auditor, Reviewer]
         }
         Rpc::Inventory | Rpc::Alerts => &[Reviewer, Auditor, Admin],
+        Rpc::Hold | Rpc::RetentionDelete => &[Admin],
     }
 }
 

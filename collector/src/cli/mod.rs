@@ -5,6 +5,7 @@ mod access_log;
 mod alerting;
 mod alerts;
 mod completeness;
+mod hold;
 mod inventory;
 mod view;
 
@@ -68,6 +69,9 @@ enum Cmd {
         /// Alert settings: silence threshold and delivery to webhooks and syslog.
         #[command(flatten)]
         alerting: AlertingArgs,
+        /// Retention classes and passes.
+        #[command(flatten)]
+        retention: hold::RetentionServeArgs,
     },
     /// Repair a log that the collector refuses to open (run with the collector
     /// stopped): restore damaged frame headers whose data is intact, or cut
@@ -154,6 +158,10 @@ enum Cmd {
     AccessLog(access_log::AccessLogArgs),
     /// Show the records at a leaf range (reviewer role).
     View(view::ViewArgs),
+    /// Legal holds: place, lift, list (admin role).
+    Hold(hold::HoldArgs),
+    /// Retention: delete an expired segment now (admin role; refusals are recorded).
+    Retention(hold::RetentionArgs),
 }
 
 #[derive(Subcommand)]
@@ -331,6 +339,7 @@ pub fn main() -> anyhow::Result<()> {
                 verify_interval_secs,
                 verify_full_interval_secs,
                 alerting,
+                retention,
             } => {
                 let mut cfg = crate::ServeConfig::new(data_dir);
                 cfg.verify = crate::verify::background::VerifyConfig {
@@ -338,6 +347,7 @@ pub fn main() -> anyhow::Result<()> {
                     full_interval: Duration::from_secs(verify_full_interval_secs),
                 };
                 alerting.apply(&mut cfg)?;
+                retention.apply(&mut cfg);
                 cfg.store.segment_bytes = segment_bytes;
                 cfg.registry = registry;
                 cfg.roles = roles;
@@ -528,6 +538,8 @@ pub fn main() -> anyhow::Result<()> {
             Cmd::Completeness(args) => completeness::run(args).await?,
             Cmd::AccessLog(args) => access_log::run(args).await?,
             Cmd::View(args) => view::run(args).await?,
+            Cmd::Hold(args) => hold::run_hold(args).await?,
+            Cmd::Retention(args) => hold::run_retention(args).await?,
         }
         Ok(())
     })

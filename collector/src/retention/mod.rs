@@ -17,6 +17,7 @@
 pub mod holds;
 pub mod pass;
 pub mod policy;
+pub mod service;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
