@@ -1,5 +1,8 @@
 //! Retention classes, expiry deletion and legal holds on the embedded store.
 //! Time comes from a test clock; segments are one batch each (tiny `segment_bytes`).
+//! The last test runs the collector (holds and deletion over gRPC, periodic passes).
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -271,4 +274,88 @@ fn holds_are_rebuilt_from_the_log() {
     let holds = r.holds();
     assert_eq!(holds.iter().map(|h| h.case.as_str()).collect::<Vec<_>>(), vec!["CASE-A"]);
     assert_eq!(holds[0].filter, held_agent());
+}
+
+async fn view(addr: std::net::SocketAddr, leaf: u64) -> Result<(), tonic::Status> {
+    use tokio_stream::StreamExt;
+    let mut q = wiretrail_proto::v1::query_client::QueryClient::new(common::channel(addr).await);
+    let mut s = q.view(wiretrail_proto::v1::ViewRequest { first_leaf: leaf, last_leaf: leaf }).await?.into_inner();
+    while let Some(r) = s.next().await {
+        r?;
+    }
+    Ok(())
+}
+
+async fn deleted_view(addr: std::net::SocketAddr, leaf: u64) -> Option<String> {
+    match view(addr, leaf).await {
+        Err(e) if e.code() == tonic::Code::NotFound && e.message().contains("deleted by retention") => {
+            Some(e.message().to_string())
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_deletes_expired_segments_and_honours_holds_over_grpc() {
+    use wiretrail_proto::v1 as pb;
+    use wiretrail_proto::v1::retention_client::RetentionClient;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let policy = tmp.path().join("retention.yaml");
+    std::fs::write(&policy, "communications: 60s\ncollector_entries: 1h\n").unwrap();
+    let mut cfg = common::plain_config(&dir);
+    cfg.store.segment_bytes = 1;
+    cfg.checkpoint_interval = std::time::Duration::from_millis(200);
+    cfg.retention = wiretrail_collector::retention::RetentionConfig {
+        file: Some(policy.clone()),
+        interval: Some(std::time::Duration::from_millis(200)),
+        // Records received now are 2 minutes old to retention: past their 60 s.
+        clock_offset_ns: 120 * S,
+    };
+    let server = common::Server::start(cfg.clone()).await;
+    let mut rc = RetentionClient::new(common::channel(server.addr).await);
+    let filter = pb::HoldFilter { agent: "held".into(), ..Default::default() };
+    let placed =
+        rc.hold_place(pb::HoldPlaceRequest { case_id: "C-9".into(), filter: Some(filter) }).await.unwrap().into_inner();
+    assert_eq!(placed.hold.unwrap().entry_leaf, 0);
+    // Leaves 1..4 (agent held, sent first so no deletion entry lands before it), then 4..7 and
+    // 7..10 (agent free): one segment each.
+    for a in common::send(server.addr, vec![common::batch("held", "b", 0, 3)]).await {
+        a.unwrap();
+    }
+    for a in common::send(server.addr, vec![common::batch("free", "b", 0, 3), common::batch("free", "b", 1, 3)]).await {
+        a.unwrap();
+    }
+    let msg = common::eventually("the expired segments deleted", || deleted_view(server.addr, 7)).await;
+    assert!(msg.contains("retention_deletion entry at leaf"), "{msg}");
+    assert!(deleted_view(server.addr, 4).await.is_some());
+    view(server.addr, 2).await.expect("held records stay");
+    let e = rc.retention_delete(pb::RetentionDeleteRequest { leaf: 2 }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("legal hold: C-9") && e.message().contains("recorded"), "{e:?}");
+    let holds = rc.hold_list(pb::HoldListRequest {}).await.unwrap().into_inner().holds;
+    assert_eq!(holds.iter().map(|h| h.case_id.as_str()).collect::<Vec<_>>(), ["C-9"]);
+    rc.hold_lift(pb::HoldLiftRequest { case_id: "C-9".into() }).await.unwrap();
+    common::eventually("the held segment deleted after the lift", || deleted_view(server.addr, 2)).await;
+    let kinds = |k: &str| pb::Filter { entry_kind: k.into(), ..Default::default() };
+    let deletions = common::eventually("deletion entries indexed", || async {
+        let v = common::search(server.addr, kinds("retention_deletion")).await;
+        (v.len() >= 3).then_some(v)
+    })
+    .await;
+    assert_eq!(deletions.len(), 3);
+    let refusals = common::search(server.addr, kinds("retention_refused")).await;
+    assert_eq!(refusals.len(), 1);
+    assert!(common::search(server.addr, pb::Filter { agent_id: "free".into(), ..Default::default() }).await.is_empty());
+    server.stop().await;
+    let v = wiretrail_collector::store::load_verifier(&dir).unwrap();
+    let (report, _) = wiretrail_collector::verify::verify(&dir, &v, None, |_, _| {}).unwrap();
+    assert_eq!(report.first_bad, None, "{report:?}");
+    assert_eq!(report.kept_hash_only, 9, "{report:?}");
+    // A restart opens the store with the segments gone and still says why.
+    let server = common::Server::start(cfg).await;
+    assert!(deleted_view(server.addr, 1).await.is_some());
+    assert!(deleted_view(server.addr, 9).await.is_some());
+    view(server.addr, 0).await.unwrap();
+    server.stop().await;
 }
