@@ -299,6 +299,7 @@ async fn deleted_view(addr: std::net::SocketAddr, leaf: u64) -> Option<String> {
 async fn the_collector_deletes_expired_segments_and_honours_holds_over_grpc() {
     use wiretrail_proto::v1 as pb;
     use wiretrail_proto::v1::retention_client::RetentionClient;
+    let logs = common::logs::capture_logs();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let policy = tmp.path().join("retention.yaml");
@@ -352,8 +353,11 @@ async fn the_collector_deletes_expired_segments_and_honours_holds_over_grpc() {
     let (report, _) = wiretrail_collector::verify::verify(&dir, &v, None, |_, _| {}).unwrap();
     assert_eq!(report.first_bad, None, "{report:?}");
     assert_eq!(report.kept_hash_only, 9, "{report:?}");
-    // A restart opens the store with the segments gone and still says why.
+    // A restart opens the store with the segments gone and still says why;
+    // background verification (full at start) passes, the deleted leaves by kept hash.
     let server = common::Server::start(cfg).await;
+    logs.wait_for_line(&["background verification OK", "kept_hash_only=9"]).await;
+    assert_eq!(logs.count(&["ALERT verification_failed"]), 0, "{}", logs.text());
     assert!(deleted_view(server.addr, 1).await.is_some());
     assert!(deleted_view(server.addr, 9).await.is_some());
     view(server.addr, 0).await.unwrap();
