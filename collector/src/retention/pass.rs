@@ -1,8 +1,9 @@
 //! Judging segments and deleting the expired ones.
 //!
 //! The deletion unit is a whole closed segment (`log/seg-<first>.wtl`): it
-//! goes only when every leaf in it is expired under its class (received time
-//! + class duration <= now) and no legal hold covers any of them. A segment
+//! goes only when every leaf in it is expired under its class (its received
+//! time plus the class duration is not after now) and no legal hold covers
+//! any of them. A segment
 //! with one long-lived record therefore stays whole. The segment being
 //! appended to and any leaf beyond the latest signed checkpoint are never
 //! deleted.
