@@ -138,6 +138,7 @@ pub struct Retention {
     file: Option<PathBuf>,
     clock: Arc<dyn Clock>,
     holds: Mutex<Holds>,
+    expiry: Mutex<pass::ExpiryCache>,
 }
 
 impl Retention {
@@ -150,7 +151,7 @@ impl Retention {
     ) -> Result<Retention, RetentionError> {
         Policy::load(file.as_deref())?;
         let holds = Holds::rebuild(&shared)?;
-        Ok(Retention { shared, app, file, clock, holds: Mutex::new(holds) })
+        Ok(Retention { shared, app, file, clock, holds: Mutex::new(holds), expiry: Default::default() })
     }
 
     /// Now, by the retention clock.
@@ -162,7 +163,8 @@ impl Retention {
     pub fn pass(&self) -> Result<PassReport, RetentionError> {
         let policy = Policy::load(self.file.as_deref())?;
         let holds = self.holds.lock().expect("holds lock");
-        pass::run_pass(&self.shared, self.app.as_ref(), &policy, &holds, self.now_ns())
+        let mut cache = self.expiry.lock().expect("expiry lock");
+        pass::run_pass(&self.shared, self.app.as_ref(), &policy, &holds, self.now_ns(), &mut cache)
     }
 
     /// Places a hold.

@@ -8,7 +8,7 @@
 //! appended to and any leaf beyond the latest signed checkpoint are never
 //! deleted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use prost::Message;
 use sha2::Digest;
@@ -152,6 +152,17 @@ pub struct PassReport {
     pub unsigned: u64,
 }
 
+/// When each closed segment's last leaf expires under one policy (closed
+/// segments never change), so a pass reads a segment again only once it may
+/// have expired, not at every pass.
+#[derive(Debug, Default)]
+pub struct ExpiryCache {
+    /// The policy the times were computed under.
+    policy: String,
+    /// First leaf of a segment -> when its last leaf expires (UTC ns).
+    expires: HashMap<u64, i64>,
+}
+
 /// One retention pass at `now_ns`.
 pub fn run_pass(
     shared: &Shared,
@@ -159,11 +170,23 @@ pub fn run_pass(
     policy: &Policy,
     holds: &Holds,
     now_ns: i64,
+    cache: &mut ExpiryCache,
 ) -> Result<PassReport, RetentionError> {
     let mut r = PassReport::default();
-    for (first, end) in shared.closed_segments() {
-        let v = judge(shared, first, end, policy, holds, now_ns)?;
+    let fingerprint = format!("{policy:?}");
+    if cache.policy != fingerprint {
+        *cache = ExpiryCache { policy: fingerprint, expires: HashMap::new() };
+    }
+    let closed = shared.closed_segments();
+    cache.expires.retain(|f, _| closed.iter().any(|c| c.0 == *f));
+    for (first, end) in closed {
         r.judged += 1;
+        if cache.expires.get(&first).is_some_and(|&e| e > now_ns) {
+            r.unexpired += 1;
+            continue;
+        }
+        let v = judge(shared, first, end, policy, holds, now_ns)?;
+        cache.expires.insert(first, v.expires_ns);
         if v.deletable {
             r.deleted.push(delete(shared, app, &v, "expiry", now_ns)?);
         } else if v.reason.starts_with("leaves") {
