@@ -130,26 +130,32 @@ fn expiry_deletes_only_expired_segments_and_holds_block_until_lifted() {
 fn early_deletion_is_refused_and_recorded() {
     let s = store();
     s.clock.0.store(T0 + 3 * S, Ordering::SeqCst);
-    let err = s.retention.request_deletion(4, "admin@test").unwrap_err();
+    let err = s.retention.request_deletion(4, 4, "admin@test").unwrap_err();
     let RetentionError::Refused { why, entry } = &err else { panic!("expected a refusal, got {err}") };
     assert!(why.contains("expires only at"), "{why}");
     let e = entry_at(&s.shared, *entry);
     assert_eq!(e.kind, "retention_refused");
     let detail: serde_json::Value = serde_json::from_str(&e.detail_json).unwrap();
     assert_eq!(detail["by"], "admin@test");
-    assert_eq!(detail["first_leaf"], 3);
+    assert_eq!(detail["first_leaf"], 4);
+    assert_eq!(detail["segments"][0], "seg-00000000000000000003.wtl");
     assert!(seg(&s.dir, 3).exists());
     // Under hold: refused too, and recorded.
     s.retention.place_hold("CASE-2", held_agent(), "admin@test").unwrap();
-    let err = s.retention.request_deletion(7, "admin@test").unwrap_err();
+    let err = s.retention.request_deletion(7, 7, "admin@test").unwrap_err();
     assert!(err.to_string().contains("legal hold: CASE-2"), "{err}");
     // The open segment: refused.
     let last = s.shared.size() - 1;
-    let err = s.retention.request_deletion(last, "admin@test").unwrap_err();
+    let err = s.retention.request_deletion(last, last, "admin@test").unwrap_err();
     assert!(err.to_string().contains("being appended to"), "{err}");
+    // A range is all or none: 0..3 is expired but 3..6 is not.
+    let err = s.retention.request_deletion(1, 5, "admin@test").unwrap_err();
+    assert!(err.to_string().contains("seg-00000000000000000003.wtl: leaf 4"), "{err}");
+    assert!(seg(&s.dir, 0).exists());
     // Expired and unheld: done.
-    let d = s.retention.request_deletion(1, "admin@test").unwrap();
-    assert_eq!((d.first, d.end), (0, 3));
+    let d = s.retention.request_deletion(1, 2, "admin@test").unwrap();
+    assert_eq!(d.iter().map(|d| (d.first, d.end)).collect::<Vec<_>>(), vec![(0, 3)]);
+    assert!(!seg(&s.dir, 0).exists());
 }
 
 #[test]
@@ -236,7 +242,7 @@ fn a_crash_between_the_entry_and_the_unlink_is_finished_at_start() {
     let s = store();
     s.clock.0.store(T0 + 3 * S, Ordering::SeqCst);
     let copy = std::fs::read(seg(&s.dir, 0)).unwrap();
-    let d = s.retention.request_deletion(0, "admin@test").unwrap();
+    let d = s.retention.request_deletion(0, 0, "admin@test").unwrap().remove(0);
     let kept = s.dir.join("log/seg-00000000000000000000.kept");
     let done = std::fs::read(&kept).unwrap();
     let (_tmp, dir, w, shared) = reopen(s);
@@ -336,7 +342,7 @@ async fn the_collector_deletes_expired_segments_and_honours_holds_over_grpc() {
     assert!(msg.contains("retention_deletion entry at leaf"), "{msg}");
     assert!(deleted_view(server.addr, 4).await.is_some());
     view(server.addr, 2).await.expect("held records stay");
-    let e = rc.retention_delete(pb::RetentionDeleteRequest { leaf: 2 }).await.unwrap_err();
+    let e = rc.retention_delete(pb::RetentionDeleteRequest { first_leaf: 2, last_leaf: 0 }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("legal hold: C-9") && e.message().contains("recorded"), "{e:?}");
     let holds = rc.hold_list(pb::HoldListRequest {}).await.unwrap().into_inner().holds;

@@ -91,14 +91,18 @@ pub(super) struct RetentionArgs {
 
 #[derive(clap::Subcommand)]
 enum RetentionCmd {
-    /// Delete the closed segment holding a leaf now. Refused (and the refusal
-    /// recorded in the log) unless every record in it is expired and none is held.
+    /// Delete the closed segments holding a leaf range now (whole segments, all
+    /// or none). Refused (and the refusal recorded in the log) unless every
+    /// record in them is expired and none is held.
     Delete {
         #[command(flatten)]
         conn: Conn,
-        /// Any leaf of the segment.
+        /// First leaf of the range.
         #[arg(long)]
         leaf: u64,
+        /// Last leaf of the range (inclusive; default: --leaf).
+        #[arg(long)]
+        to: Option<u64>,
     },
 }
 
@@ -138,14 +142,16 @@ pub(super) async fn run_hold(a: HoldArgs) -> anyhow::Result<()> {
 /// Runs `wiretrail retention`.
 pub(super) async fn run_retention(a: RetentionArgs) -> anyhow::Result<()> {
     match a.cmd {
-        RetentionCmd::Delete { conn, leaf } => {
+        RetentionCmd::Delete { conn, leaf, to } => {
             let mut c = RetentionClient::new(connect(&conn).await?);
-            let r = c.retention_delete(RetentionDeleteRequest { leaf }).await?.into_inner();
-            println!(
-                "{}",
-                serde_json::json!({"segment": r.segment, "first_leaf": r.first_leaf, "end_leaf": r.end_leaf,
-                    "entry_leaf": r.entry_leaf})
-            );
+            let req = RetentionDeleteRequest { first_leaf: leaf, last_leaf: to.unwrap_or(leaf) };
+            for d in c.retention_delete(req).await?.into_inner().deleted {
+                println!(
+                    "{}",
+                    serde_json::json!({"segment": d.segment, "first_leaf": d.first_leaf, "end_leaf": d.end_leaf,
+                        "entry_leaf": d.entry_leaf})
+                );
+            }
         }
     }
     Ok(())

@@ -184,11 +184,11 @@ impl Retention {
         self.holds.lock().expect("holds lock").list()
     }
 
-    /// An admin's request to delete the segment holding `leaf` now.
-    pub fn request_deletion(&self, leaf: u64, by: &str) -> Result<Deleted, RetentionError> {
+    /// An admin's request to delete the closed segments holding leaves `first..=last` now.
+    pub fn request_deletion(&self, first: u64, last: u64, by: &str) -> Result<Vec<Deleted>, RetentionError> {
         let policy = Policy::load(self.file.as_deref())?;
         let holds = self.holds.lock().expect("holds lock");
-        pass::request_deletion(&self.shared, self.app.as_ref(), &policy, &holds, leaf, by, self.now_ns())
+        pass::request_deletion(&self.shared, self.app.as_ref(), &policy, &holds, first, last, by, self.now_ns())
     }
 
     /// Runs a pass every `interval` on a thread until the returned handle is stopped.

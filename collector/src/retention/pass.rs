@@ -208,37 +208,54 @@ pub fn run_pass(
     Ok(r)
 }
 
-/// An admin's request to delete the segment holding leaf `leaf` now: done
-/// only when the segment is closed, expired, signed and not held; otherwise
-/// refused, and the refusal is recorded (`retention_refused`).
+/// An admin's request to delete leaves `first..=last` now: every closed
+/// segment overlapping the range goes, all or none. Done only when each of
+/// them is expired, signed and not held (and no leaf of the range is in the
+/// open segment); otherwise refused, and the refusal (who, what, why) is
+/// recorded as a `retention_refused` entry.
+#[allow(clippy::too_many_arguments)]
 pub fn request_deletion(
     shared: &Shared,
     app: &dyn Append,
     policy: &Policy,
     holds: &Holds,
-    leaf: u64,
+    first: u64,
+    last: u64,
     by: &str,
     now_ns: i64,
-) -> Result<Deleted, RetentionError> {
-    let seg = shared.closed_segments().into_iter().find(|s| s.0 <= leaf && leaf < s.1);
-    let why = match seg {
-        None if shared.deleted_at(leaf).is_some() => {
-            return Err(RetentionError::Invalid(format!("leaf {leaf} is already deleted")));
+) -> Result<Vec<Deleted>, RetentionError> {
+    if last < first {
+        return Err(RetentionError::Invalid(format!("last leaf {last} before first leaf {first}")));
+    }
+    if last >= shared.size() {
+        return Err(RetentionError::NotFound(format!("leaf {last} is beyond the log's size {}", shared.size())));
+    }
+    let segs: Vec<(u64, u64)> = shared.closed_segments().into_iter().filter(|s| s.0 <= last && first < s.1).collect();
+    let mut why = Vec::new();
+    if segs.last().is_none_or(|s| s.1 <= last) && shared.deleted_at(last).is_none() {
+        why.push(format!("leaf {last} is in the segment being appended to"));
+    }
+    let mut verdicts = Vec::new();
+    for (f, e) in &segs {
+        let v = judge(shared, *f, *e, policy, holds, now_ns)?;
+        if !v.deletable {
+            why.push(format!("segment {}: {}", crate::store::segment_name(*f), v.reason));
         }
-        None if leaf >= shared.size() => return Err(RetentionError::NotFound(format!("no leaf {leaf}"))),
-        None => format!("leaf {leaf} is in the segment being appended to"),
-        Some((first, end)) => {
-            let v = judge(shared, first, end, policy, holds, now_ns)?;
-            if v.deletable {
-                return delete(shared, app, &v, &format!("request by {by}"), now_ns);
-            }
-            v.reason
+        verdicts.push(v);
+    }
+    if why.is_empty() {
+        if verdicts.is_empty() {
+            return Err(RetentionError::Invalid(format!("leaves {first}..={last} are already deleted")));
         }
-    };
-    let (first, end) = seg.unwrap_or((leaf, leaf + 1));
-    let detail = serde_json::json!({ "by": by, "leaf": leaf, "first_leaf": first, "end_leaf": end, "why": why });
-    let subject = crate::store::segment_name(first);
+        let trigger = format!("request by {by}");
+        return verdicts.iter().map(|v| delete(shared, app, v, &trigger, now_ns)).collect();
+    }
+    let why = why.join("; ");
+    let segments: Vec<String> = segs.iter().map(|s| crate::store::segment_name(s.0)).collect();
+    let detail = serde_json::json!({ "by": by, "first_leaf": first, "last_leaf": last, "segments": segments,
+        "why": why });
+    let subject = format!("leaves {first}..={last}");
     let entry = app.append(entry::new(entry::RETENTION_REFUSED, now_ns, &subject, detail, Vec::new()))?;
-    tracing::warn!(by, leaf, %why, entry, "early retention deletion refused");
+    tracing::warn!(by, first, last, %why, entry, "early retention deletion refused");
     Err(RetentionError::Refused { why, entry })
 }

@@ -104,13 +104,18 @@ impl pb::retention_server::Retention for RetentionService {
         req: Request<pb::RetentionDeleteRequest>,
     ) -> Result<Response<pb::RetentionDeleteResponse>, Status> {
         let grant = self.authz.check(&req, Rpc::RetentionDelete)?;
-        let leaf = req.into_inner().leaf;
-        let d = self.blocking(move |r| r.request_deletion(leaf, &grant.identity)).await?;
-        Ok(Response::new(pb::RetentionDeleteResponse {
-            segment: d.segment,
-            first_leaf: d.first,
-            end_leaf: d.end,
-            entry_leaf: d.entry_leaf,
-        }))
+        let req = req.into_inner();
+        let last = if req.last_leaf == 0 { req.first_leaf } else { req.last_leaf };
+        let done = self.blocking(move |r| r.request_deletion(req.first_leaf, last, &grant.identity)).await?;
+        let deleted = done
+            .into_iter()
+            .map(|d| pb::RetentionDeleted {
+                segment: d.segment,
+                first_leaf: d.first,
+                end_leaf: d.end,
+                entry_leaf: d.entry_leaf,
+            })
+            .collect();
+        Ok(Response::new(pb::RetentionDeleteResponse { deleted }))
     }
 }
