@@ -374,3 +374,14 @@ async fn the_collector_deletes_expired_segments_and_honours_holds_over_grpc() {
     view(server.addr, 0).await.unwrap();
     server.stop().await;
 }
+
+#[test]
+fn a_reader_started_before_a_deletion_skips_the_deleted_segment() {
+    let s = store();
+    s.clock.0.store(T0 + 3 * S, Ordering::SeqCst);
+    let size = s.shared.size();
+    let it = s.shared.iter(0, size).unwrap();
+    s.retention.request_deletion(0, 2, "admin@test").unwrap();
+    let got: Vec<u64> = it.map(|r| r.unwrap().0).collect();
+    assert_eq!(got, (3..size).collect::<Vec<_>>());
+}

@@ -189,16 +189,22 @@ impl Iterator for LeafIter {
     type Item = Result<(u64, Vec<u8>), StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        // Leaves of segments deleted by retention are skipped (whole segments).
-        while let Some(&(_, end)) = self.deleted.iter().find(|d| d.0 <= self.next && self.next < d.1) {
-            self.next = end;
-            self.reader = None;
-            self.start_off = 0;
+        loop {
+            // Leaves of segments deleted by retention are skipped (whole segments).
+            while let Some(&(_, end)) = self.deleted.iter().find(|d| d.0 <= self.next && self.next < d.1) {
+                self.next = end;
+                self.reader = None;
+                self.start_off = 0;
+            }
+            if self.next >= self.to {
+                return None;
+            }
+            match self.read_one() {
+                // A segment deleted while iterating (recorded in `deleted`): go on after it.
+                Err(StoreError::Deleted { entry: u64::MAX, .. }) => continue,
+                r => return Some(r),
+            }
         }
-        if self.next >= self.to {
-            return None;
-        }
-        Some(self.read_one())
     }
 }
 
@@ -214,7 +220,19 @@ impl LeafIter {
             let first = self.segs[pos - 1];
             let end = self.segs.get(pos).copied().unwrap_or(u64::MAX);
             let path = self.dir.join(segment_name(first));
-            let mut f = File::open(&path).map_err(StoreError::io("opening", &path))?;
+            let mut f = match File::open(&path) {
+                Ok(f) => f,
+                // Deleted by retention since the iterator was made: skip its leaves.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && self.dir.join(super::kept::kept_name(first)).exists() =>
+                {
+                    self.deleted.push((first, end));
+                    self.reader = None;
+                    return Err(StoreError::Deleted { leaf: i, entry: u64::MAX, segment: segment_name(first) });
+                }
+                Err(e) => return Err(StoreError::io("opening", &path)(e)),
+            };
             let off = if self.reader.is_none() { self.start_off } else { 0 };
             f.seek(SeekFrom::Start(off)).map_err(StoreError::io("seeking", &path))?;
             self.reader = Some((BufReader::with_capacity(1 << 20, f), end));

@@ -140,7 +140,8 @@ pub fn verify_upto(
     let log = dir.join("log");
     let segs = list_segments(&log)?;
     let hashes = File::open(log.join("hashes")).ok();
-    let kept: Vec<KeptHead> = list_kept(&log)?.into_iter().filter(|k| !segs.iter().any(|s| s.0 == k.first)).collect();
+    let mut kept: Vec<KeptHead> =
+        list_kept(&log)?.into_iter().filter(|k| !segs.iter().any(|s| s.0 == k.first)).collect();
     let mut hb0 = [0u8; 32];
     let mut fr = match resume {
         Some(mut s) => {
@@ -213,7 +214,18 @@ pub fn verify_upto(
             bad(&mut report, n, format!("records {n}..{first} missing: segment {} starts at {first}", path.display()));
             break;
         }
-        let f = File::open(path).map_err(|source| StoreError::Io { what: "opening", path: path.clone(), source })?;
+        let f = match File::open(path) {
+            Ok(f) => f,
+            // Deleted by retention while verifying: its kept hashes stand in (next iteration).
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && let Some(g) = list_kept(&log)?.into_iter().find(|g| g.first == *first) =>
+            {
+                kept.push(g);
+                continue;
+            }
+            Err(source) => return Err(StoreError::Io { what: "opening", path: path.clone(), source }.into()),
+        };
         let len = f.metadata().map_err(|source| StoreError::Io { what: "stat", path: path.clone(), source })?.len();
         let mut off = 0u64;
         if n > *first {
