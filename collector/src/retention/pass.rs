@@ -111,13 +111,10 @@ pub fn delete(
         "kept_hashes_sha256": hex::encode(sha2::Sha256::digest(&content)),
     });
     let e = entry::new(entry::RETENTION_DELETION, now_ns, &p.segment, detail, content);
-    let entry_leaf = match app.append(e) {
-        Ok(i) => i,
-        Err(err) => {
-            shared.abandon_deletion(&p)?;
-            return Err(err);
-        }
-    };
+    // On failure the kept file stays pending: the entry may be durable even
+    // though no answer came (the collector stopping); opening the store
+    // finishes the deletion if the entry is in the log and drops it if not.
+    let entry_leaf = app.append(e)?;
     let d = shared.finish_deletion(&p, entry_leaf)?;
     if let Err(e) = drop_index_rows(shared, d.first, d.end) {
         // The index is derived; rows of deleted leaves read as deleted anyway.

@@ -266,14 +266,6 @@ impl Shared {
         Ok(d)
     }
 
-    /// Undoes [`Shared::begin_deletion`] when the entry could not be appended.
-    pub fn abandon_deletion(&self, p: &PendingDeletion) -> Result<(), StoreError> {
-        let log = self.dir.join("log");
-        let path = log.join(kept_name(p.first));
-        std::fs::remove_file(&path).map_err(StoreError::io("removing", &path))?;
-        sync_dir(&log)
-    }
-
     /// Records `d` as deleted (readers stop using the segment), then unlinks it.
     fn remove_segment(&self, d: &Deleted) -> Result<(), StoreError> {
         self.deleted.write().expect("deleted lock").push(d.clone());
