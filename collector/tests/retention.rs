@@ -385,3 +385,27 @@ fn a_reader_started_before_a_deletion_skips_the_deleted_segment() {
     let got: Vec<u64> = it.map(|r| r.unwrap().0).collect();
     assert_eq!(got, (3..size).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_segment_next_to_a_deleted_one_keeps_its_own_range() {
+    let s = store();
+    s.clock.0.store(T0 + 3 * S, Ordering::SeqCst);
+    let root = s.shared.root(10).unwrap();
+    // The later segment first, then the one before the range already gone.
+    let d = s.retention.request_deletion(7, 7, "admin@test").unwrap();
+    assert_eq!(d.iter().map(|d| (d.first, d.end)).collect::<Vec<_>>(), vec![(6, 9)]);
+    assert_eq!(&s.shared.closed_segments()[..2], &[(0, 3), (3, 6)]);
+    let d = s.retention.request_deletion(0, 0, "admin@test").unwrap();
+    assert_eq!(d.iter().map(|d| (d.first, d.end)).collect::<Vec<_>>(), vec![(0, 3)]);
+    let (_tmp, dir, w, shared) = reopen(s);
+    drop((w, shared));
+    std::fs::remove_file(dir.join("log/hashes")).unwrap();
+    std::fs::remove_file(dir.join("log/offsets")).unwrap();
+    let (_w, shared) = Writer::open(&dir, config()).unwrap();
+    assert_eq!(shared.root(10).unwrap(), root);
+    assert_eq!(shared.read_leaf(4).unwrap(), leaf("a", "long-1", T0));
+    let v = wiretrail_collector::store::load_verifier(&dir).unwrap();
+    let (report, _) = wiretrail_collector::verify::verify(&dir, &v, None, |_, _| {}).unwrap();
+    assert_eq!(report.first_bad, None, "{report:?}");
+    assert_eq!(report.kept_hash_only, 6, "{report:?}");
+}

@@ -216,9 +216,17 @@ pub struct PendingDeletion {
 
 impl Shared {
     /// Closed segments as (first leaf, end): all but the one being appended to.
+    /// A segment ends where the next one starts, or where a deleted range
+    /// after it starts, whichever comes first.
     pub fn closed_segments(&self) -> Vec<(u64, u64)> {
         let segs = self.segments.read().expect("segments lock");
-        segs.windows(2).map(|w| (w[0], w[1])).collect()
+        let deleted = self.deleted.read().expect("deleted lock");
+        segs.windows(2)
+            .map(|w| {
+                let gap = deleted.iter().map(|d| d.first).filter(|&f| f > w[0]).min().unwrap_or(u64::MAX);
+                (w[0], w[1].min(gap))
+            })
+            .collect()
     }
 
     /// Ranges deleted by retention.
