@@ -85,11 +85,15 @@ pub enum Rpc {
     RotateSigningKey,
     /// `Keys.KeyHistory`.
     KeyHistory,
+    /// `Retention.HoldPlace`, `HoldLift`, `HoldList`.
+    Hold,
+    /// `Retention.RetentionDelete`.
+    RetentionDelete,
 }
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 16] = [
+    pub const ALL: [Rpc; 18] = [
         Rpc::Ingest,
         Rpc::Search,
         Rpc::SearchAccessEntries,
@@ -106,6 +110,8 @@ impl Rpc {
         Rpc::SealExport,
         Rpc::RotateSigningKey,
         Rpc::KeyHistory,
+        Rpc::Hold,
+        Rpc::RetentionDelete,
     ];
 }
 
@@ -130,6 +136,7 @@ pub fn allowed(rpc: Rpc) -> &'static [Role] {
         // Whoever may export (records: reviewers; the access log: auditors).
         Rpc::SealExport => &[Reviewer, Auditor],
         Rpc::RotateSigningKey => &[Admin],
+        Rpc::Hold | Rpc::RetentionDelete => &[Admin],
     }
 }
 

@@ -35,8 +35,17 @@ pub const KEY_ROTATION: &str = "key_rotation";
 /// The server's TLS certificate was reloaded, or a reload was refused.
 pub const TLS_RELOAD: &str = "tls_reload";
 
+/// Retention deleted an expired segment (see [`crate::retention`]).
+pub const RETENTION_DELETION: &str = "retention_deletion";
+/// An early or held deletion was refused.
+pub const RETENTION_REFUSED: &str = "retention_refused";
+/// An admin placed a legal hold.
+pub const HOLD_PLACED: &str = "hold_placed";
+/// An admin lifted a legal hold.
+pub const HOLD_LIFTED: &str = "hold_lifted";
+
 /// Every kind the collector writes.
-pub const KINDS: [&str; 12] = [
+pub const KINDS: [&str; 16] = [
     AGENT_ID_REFUSED,
     BATCH_CONFLICT,
     STORAGE_UNAVAILABLE,
@@ -49,6 +58,10 @@ pub const KINDS: [&str; 12] = [
     REVIEW_MARK,
     KEY_ROTATION,
     TLS_RELOAD,
+    RETENTION_DELETION,
+    RETENTION_REFUSED,
+    HOLD_PLACED,
+    HOLD_LIFTED,
 ];
 
 /// An entry made now.

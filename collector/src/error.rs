@@ -66,6 +66,7 @@ impl From<Error> for tonic::Status {
             Error::Store(StoreError::LeafTooLarge(_)) => Code::ResourceExhausted,
             Error::Store(e) if e.is_disk_full() => Code::Unavailable,
             Error::Store(StoreError::Inconsistent(_)) => Code::DataLoss,
+            Error::Store(StoreError::Deleted { .. }) => Code::NotFound,
             Error::Store(_) | Error::Index(_) => Code::Internal,
         };
         let mut status = tonic::Status::new(code, e.to_string());

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod policy_check;
 pub mod query;
 pub mod registry;
+pub mod retention;
 pub mod review;
 pub mod roles;
 pub mod server;

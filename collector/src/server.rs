@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 use wiretrail_proto::v1::ingest_server::IngestServer;
 use wiretrail_proto::v1::query_server::QueryServer;
+use wiretrail_proto::v1::retention_server::RetentionServer;
 
 use crate::alerts::delivery::{DeliveryConfig, DeliveryError};
 use crate::alerts::monitor::{Monitor, SilenceConfig};
@@ -21,6 +22,7 @@ use crate::ingest::{IngestLimits, IngestService};
 use crate::query::limits::QueryLimits;
 use crate::query::service::QueryService;
 use crate::registry::{RegistryError, RegistryHandle};
+use crate::retention::service::RetentionService;
 use crate::roles::{Roles, RolesError};
 use crate::store::{StoreConfig, StoreError, Writer};
 use crate::tls::{ReloadingServerConfig, TlsError, TlsFiles};
@@ -60,6 +62,8 @@ pub struct ServeConfig {
     pub delivery: DeliveryConfig,
     /// Where to serve Prometheus metrics (`GET /metrics`); `None` = not served.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Retention file and pass schedule.
+    pub retention: crate::retention::RetentionConfig,
 }
 
 impl ServeConfig {
@@ -81,6 +85,7 @@ impl ServeConfig {
             silence: SilenceConfig::default(),
             delivery: DeliveryConfig::default(),
             metrics_addr: None,
+            retention: crate::retention::RetentionConfig::default(),
         }
     }
 }
@@ -97,6 +102,9 @@ pub enum ServeError {
     /// The identity registry is unusable.
     #[error("identity registry: {0}")]
     Registry(#[from] RegistryError),
+    /// The retention file is invalid or the holds could not be rebuilt.
+    #[error("retention: {0}")]
+    Retention(#[from] crate::retention::RetentionError),
     /// The roles file is unusable.
     #[error("{0}")]
     Roles(#[from] RolesError),
@@ -143,6 +151,7 @@ pub async fn run(
     .map_err(|e| ServeError::Join(e.to_string()))??;
     let stats = Arc::new(CommitStats::default());
     let authz = crate::authz::Authz::new(roles.clone(), config.tls.is_none());
+    let authz_retention = authz.clone();
     let (jobs, commit_thread) = commit::spawn(writer, dedup, roles, stats.clone());
     let verify_status = Arc::new(verification::Status::default());
     let entries = jobs.clone();
@@ -155,6 +164,17 @@ pub async fn run(
             commit::append_entry_blocking(&entries, e, "").map(|_| ()).map_err(|e| e.to_string())
         }),
     );
+    let retention = {
+        let (shared, app) = (shared.clone(), Arc::new(jobs.clone()) as Arc<dyn crate::retention::Append>);
+        let file = config.retention.file.clone();
+        let clock = Arc::new(crate::retention::SystemClock { offset_ns: config.retention.clock_offset_ns });
+        Arc::new(
+            tokio::task::spawn_blocking(move || crate::retention::Retention::open(shared, app, file, clock))
+                .await
+                .map_err(|e| ServeError::Join(e.to_string()))??,
+        )
+    };
+    let retention_pass = config.retention.interval.map(|i| retention.spawn(i));
     let monitor = Monitor::new(&config.silence, Arc::new(crate::alerts::silence::SystemClock), jobs.clone());
     monitor.seed(seeds);
     let monitor_timer = monitor.spawn_timer();
@@ -221,7 +241,8 @@ pub async fn run(
         .add_service(ingest)
         .add_service(query)
         .add_service(review)
-        .add_service(keys);
+        .add_service(keys)
+        .add_service(RetentionServer::new(RetentionService::new(retention.clone(), authz_retention)));
     tracing::info!(addr = ?listener.local_addr().ok(), tls = config.tls.is_some(), "collector serving");
     let served = match &config.tls {
         None => {
@@ -299,6 +320,11 @@ pub async fn run(
     // verification thread its sender: the commit thread drains and stops.
     let _ = tokio::task::spawn_blocking(move || {
         verifying.stop();
+        // The retention pass and holds append through the commit thread too.
+        if let Some(p) = retention_pass {
+            p.stop();
+        }
+        drop(retention);
         commit_thread.join()
     })
     .await;

@@ -5,6 +5,7 @@ mod access_log;
 mod alerting;
 mod alerts;
 mod completeness;
+mod hold;
 mod inventory;
 mod keys;
 mod review;
@@ -74,6 +75,9 @@ enum Cmd {
         /// Serve Prometheus metrics at http://HOST:PORT/metrics (verification, alert delivery, ingest).
         #[arg(long)]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// Retention classes and passes.
+        #[command(flatten)]
+        retention: hold::RetentionServeArgs,
     },
     /// Repair a log that the collector refuses to open (run with the collector
     /// stopped): restore damaged frame headers whose data is intact, or cut
@@ -169,6 +173,10 @@ enum Cmd {
     RotateSigningKey(keys::RotateArgs),
     /// Print the first signing key and each rotation, after checking the chain.
     KeyHistory(keys::HistoryArgs),
+    /// Legal holds: place, lift, list (admin role).
+    Hold(hold::HoldArgs),
+    /// Retention: delete an expired segment now (admin role; refusals are recorded).
+    Retention(hold::RetentionArgs),
 }
 
 #[derive(Subcommand)]
@@ -344,6 +352,7 @@ pub fn main() -> anyhow::Result<()> {
                 verify_full_interval_secs,
                 alerting,
                 metrics_addr,
+                retention,
             } => {
                 let mut cfg = crate::ServeConfig::new(data_dir);
                 cfg.verify = crate::verify::background::VerifyConfig {
@@ -352,6 +361,7 @@ pub fn main() -> anyhow::Result<()> {
                 };
                 alerting.apply(&mut cfg)?;
                 cfg.metrics_addr = metrics_addr;
+                retention.apply(&mut cfg);
                 cfg.store.segment_bytes = segment_bytes;
                 cfg.registry = registry;
                 cfg.roles = roles;
@@ -454,8 +464,8 @@ pub fn main() -> anyhow::Result<()> {
                     bail!("verification FAILED at record {i}: {}", report.problem.unwrap_or_default());
                 }
                 eprintln!(
-                    "OK: {} records verified against {} checkpoint(s)",
-                    report.leaves, report.checkpoints_checked
+                    "OK: {} records verified against {} checkpoint(s); {} deleted by retention verified by kept hash only",
+                    report.leaves, report.checkpoints_checked, report.kept_hash_only
                 );
             }
             Cmd::Export { conn, case, filter, out } => {
@@ -552,6 +562,8 @@ pub fn main() -> anyhow::Result<()> {
             Cmd::Review(args) => review::run(args).await?,
             Cmd::RotateSigningKey(args) => keys::rotate(args).await?,
             Cmd::KeyHistory(args) => keys::history(args).await?,
+            Cmd::Hold(args) => hold::run_hold(args).await?,
+            Cmd::Retention(args) => hold::run_retention(args).await?,
         }
         Ok(())
     })

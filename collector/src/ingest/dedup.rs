@@ -3,6 +3,10 @@
 //! id, and the conflicts and refusals already recorded. Rebuilt from the log
 //! at start; changed only by the commit thread, with an undo list so a group
 //! whose fsync fails leaves no trace.
+//!
+//! Batches whose segments retention deleted are not in the table: a boot's
+//! sequence may start after a deleted range, and a batch re-sent from before
+//! it (years later, as retention goes) would be judged a conflict.
 
 use std::collections::{HashMap, HashSet};
 
@@ -97,6 +101,7 @@ impl Dedup {
     /// Rebuilds the table by scanning the log.
     pub fn rebuild(shared: &Shared) -> Result<Self, StoreError> {
         let mut d = Dedup::default();
+        let deleted = shared.deleted();
         for item in shared.iter(0, shared.size())? {
             let (i, leaf) = item?;
             let k = LeafBatch::decode_leaf(&leaf)
@@ -125,8 +130,13 @@ impl Dedup {
             match v.last_mut() {
                 Some(s) if s.from == k.seq && k.index_in_batch > 0 => s.last = i,
                 last => {
-                    let next = last.map(|s| s.to + 1).unwrap_or(0);
-                    if k.seq != next {
+                    let next = last.as_ref().map(|s| s.to + 1).unwrap_or(0);
+                    // Retention deletes whole segments: the batches before a
+                    // deleted range may be gone, so the sequence resumes later.
+                    let prev = last.as_ref().map(|s| s.last);
+                    let resumes_after_deletion =
+                        k.seq > next && deleted.iter().any(|d| prev.is_none_or(|p| d.first > p) && d.end <= i);
+                    if k.seq != next && !resumes_after_deletion {
                         return Err(StoreError::Inconsistent(format!(
                             "leaf {i}: batch seq {} where {next} was due",
                             k.seq

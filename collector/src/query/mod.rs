@@ -209,7 +209,11 @@ pub fn search(
         after = *leaves.last().expect("non-empty");
         for i in leaves {
             let i = i as u64;
-            let bytes = shared.read_leaf(i)?;
+            let bytes = match shared.read_leaf(i) {
+                // Deleted by retention after the index was read (its rows go with it).
+                Err(crate::store::StoreError::Deleted { .. }) => continue,
+                r => r?,
+            };
             let decoded = decode(i, &bytes)?;
             if q.matches(&decoded) {
                 hits += 1;

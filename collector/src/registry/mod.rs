@@ -6,7 +6,7 @@
 //! identity that no entry matches is a *shadow* identity. An invalid file is
 //! rejected with `FILE: line L: message`; the previous registry stays in force.
 
-mod glob;
+pub mod glob;
 mod parse;
 pub mod schedule;
 pub mod watch;

@@ -7,6 +7,9 @@
 //! - `checkpoints.jsonl`: signed checkpoints, one JSON object per line.
 //! - `signing.key`, `origin`: the first checkpoint signing key and log name.
 //! - `keys/`: keys rotated in since, and their history ([`keys`]).
+//! - `log/seg-<first leaf index>.kept`: the leaf hashes of a segment deleted
+//!   by retention (see [`kept`]); stands in for the segment in recovery and
+//!   verification.
 //! - `index.sqlite`: the search index (derived, see `crate::index`).
 //! - `repairs/<UTC ns>/`: copies of what `wiretrail repair` cut or rewrote.
 //!
@@ -38,6 +41,7 @@
 mod batchkey;
 mod checkpoints;
 pub mod frame;
+pub mod kept;
 pub mod keys;
 mod reader;
 mod recover;
@@ -49,6 +53,7 @@ use std::path::PathBuf;
 
 pub use batchkey::LeafBatch;
 pub use checkpoints::{load_checkpoints, load_verifier};
+pub use kept::{Deleted, PendingDeletion};
 pub use keys::{Rotation, load_keyring};
 pub use reader::{LeafIter, Shared};
 pub use recover::Cut;
@@ -110,6 +115,18 @@ pub enum StoreError {
     /// `verifier.key` is not the verifier of `signing.key`.
     #[error("{0} does not match signing.key; refusing to start (keys are never overwritten)")]
     KeyMismatch(PathBuf),
+    /// The leaf's segment was deleted by retention; only its hash is kept.
+    #[error(
+        "leaf {leaf} was deleted by retention (segment {segment}; see the retention_deletion entry at leaf {entry})"
+    )]
+    Deleted {
+        /// The leaf asked for.
+        leaf: u64,
+        /// Leaf index of the `retention_deletion` entry.
+        entry: u64,
+        /// The deleted segment's file name.
+        segment: String,
+    },
     /// A leaf is larger than a frame may hold.
     #[error("leaf of {0} bytes exceeds the maximum of {max}", max = frame::MAX_LEAF_LEN)]
     LeafTooLarge(usize),

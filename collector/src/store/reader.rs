@@ -38,6 +38,8 @@ pub struct Shared {
     pub(super) keys: RwLock<KeyRing>,
     /// Checkpoints issued so far (serializes issuing).
     pub(super) checkpoints: Mutex<Vec<SignedCheckpoint>>,
+    /// Leaf ranges whose segments retention deleted (see [`super::kept`]).
+    pub(super) deleted: RwLock<Vec<super::kept::Deleted>>,
 }
 
 impl Shared {
@@ -98,6 +100,9 @@ impl Shared {
     /// The stored bytes of leaf `i`, checked against the frame's index and hash.
     pub fn read_leaf(&self, i: u64) -> Result<Vec<u8>, StoreError> {
         self.check_index(i)?;
+        if let Some(d) = self.deleted_at(i) {
+            return Err(StoreError::Deleted { leaf: i, entry: d.entry_leaf, segment: d.segment });
+        }
         let seg = self.segment_path(self.segment_of(i));
         let off = self.offset_of(i)?;
         let f = File::open(&seg).map_err(StoreError::io("opening", &seg))?;
@@ -116,8 +121,10 @@ impl Shared {
     pub fn iter(&self, from: u64, to: u64) -> Result<LeafIter, StoreError> {
         let to = to.min(self.size());
         let segs = self.segments.read().expect("segments lock").clone();
-        let start_off = if from < to { self.offset_of(from)? } else { 0 };
-        Ok(LeafIter { dir: self.dir.join("log"), segs, next: from, to, reader: None, start_off })
+        let deleted: Vec<(u64, u64)> = self.deleted().iter().map(|d| (d.first, d.end)).collect();
+        let start_off =
+            if from < to && !deleted.iter().any(|d| d.0 <= from && from < d.1) { self.offset_of(from)? } else { 0 };
+        Ok(LeafIter { dir: self.dir.join("log"), segs, deleted, next: from, to, reader: None, start_off })
     }
 
     /// Root hash of the first `size` leaves.
@@ -185,6 +192,8 @@ pub struct LeafIter {
     dir: PathBuf,
     /// Segment first indexes.
     segs: Vec<u64>,
+    /// Deleted leaf ranges (skipped).
+    deleted: Vec<(u64, u64)>,
     /// Next leaf index to return.
     next: u64,
     /// End (exclusive).
@@ -199,10 +208,22 @@ impl Iterator for LeafIter {
     type Item = Result<(u64, Vec<u8>), StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.next >= self.to {
-            return None;
+        loop {
+            // Leaves of segments deleted by retention are skipped (whole segments).
+            while let Some(&(_, end)) = self.deleted.iter().find(|d| d.0 <= self.next && self.next < d.1) {
+                self.next = end;
+                self.reader = None;
+                self.start_off = 0;
+            }
+            if self.next >= self.to {
+                return None;
+            }
+            match self.read_one() {
+                // A segment deleted while iterating (recorded in `deleted`): go on after it.
+                Err(StoreError::Deleted { entry: u64::MAX, .. }) => continue,
+                r => return Some(r),
+            }
         }
-        Some(self.read_one())
     }
 }
 
@@ -218,7 +239,19 @@ impl LeafIter {
             let first = self.segs[pos - 1];
             let end = self.segs.get(pos).copied().unwrap_or(u64::MAX);
             let path = self.dir.join(segment_name(first));
-            let mut f = File::open(&path).map_err(StoreError::io("opening", &path))?;
+            let mut f = match File::open(&path) {
+                Ok(f) => f,
+                // Deleted by retention since the iterator was made: skip its leaves.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && self.dir.join(super::kept::kept_name(first)).exists() =>
+                {
+                    self.deleted.push((first, end));
+                    self.reader = None;
+                    return Err(StoreError::Deleted { leaf: i, entry: u64::MAX, segment: segment_name(first) });
+                }
+                Err(e) => return Err(StoreError::io("opening", &path)(e)),
+            };
             let off = if self.reader.is_none() { self.start_off } else { 0 };
             f.seek(SeekFrom::Start(off)).map_err(StoreError::io("seeking", &path))?;
             self.reader = Some((BufReader::with_capacity(1 << 20, f), end));

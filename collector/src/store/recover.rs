@@ -24,6 +24,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::frame::{self, HEADER_LEN};
+use super::kept::{KeptHead, NO_OFFSET, list_kept, read_hashes};
 use super::tree::TreeCache;
 use super::writer::sync_dir;
 use super::{LeafBatch, StoreError, list_segments, segment_name};
@@ -39,6 +40,8 @@ pub struct Recovered {
     pub tree: TreeCache,
     /// What was cut.
     pub cuts: Vec<Cut>,
+    /// Kept files of segments deleted by retention (or being deleted).
+    pub kept: Vec<KeptHead>,
 }
 
 /// Bytes recovery cut from the end of the log (never acknowledged).
@@ -107,13 +110,20 @@ fn torn_tail(f: &File, off: u64, flen: u64, n: u64) -> Result<Option<String>, st
 /// checkpoint and are never cut.
 pub fn recover(log: &Path, checkpointed: u64) -> Result<Recovered, StoreError> {
     let mut segs = list_segments(log)?;
+    let kept = list_kept(log)?;
+    // Ranges whose segment is gone: their hashes come from the kept file.
+    let gone: Vec<&KeptHead> = kept.iter().filter(|k| !segs.iter().any(|s| s.0 == k.first)).collect();
+    let gone_at = |i: u64| gone.iter().find(|k| k.first <= i && i < k.first + k.count).copied();
+    if segs.is_empty() && !gone.is_empty() {
+        return Err(StoreError::Inconsistent("kept hashes of deleted segments but no segment file".into()));
+    }
     if segs.is_empty() {
         let p = log.join(segment_name(0));
         File::create(&p).map_err(StoreError::io("creating", &p))?;
         sync_dir(log)?;
         segs.push((0, p));
     }
-    if segs[0].0 != 0 {
+    if segs[0].0 != 0 && gone_at(0).is_none() {
         return Err(StoreError::NeedsRepair {
             leaf: 0,
             path: segs[0].1.clone(),
@@ -142,6 +152,10 @@ pub fn recover(log: &Path, checkpointed: u64) -> Result<Recovered, StoreError> {
     // Check the derived files' last entry against its frame.
     while n > 0 {
         let i = n - 1;
+        if let Some(g) = gone_at(i) {
+            n = g.first;
+            continue;
+        }
         let k = seg_index_of(i, &segs);
         let mut ob = [0u8; 8];
         let mut hb: Hash = [0; 32];
@@ -171,6 +185,28 @@ pub fn recover(log: &Path, checkpointed: u64) -> Result<Recovered, StoreError> {
     let mut ow = std::io::BufWriter::new(&offsets);
     hw.seek(SeekFrom::End(0)).map_err(StoreError::io("seeking", &hp))?;
     ow.seek(SeekFrom::End(0)).map_err(StoreError::io("seeking", &op))?;
+    // Appends the kept hashes of deleted segments starting at leaf `n` (no offsets).
+    let fill = |n: &mut u64, hw: &mut std::io::BufWriter<&File>, ow: &mut std::io::BufWriter<&File>| {
+        while let Some(g) = gone.iter().find(|g| g.first == *n) {
+            for h in read_hashes(g)? {
+                hw.write_all(&h).map_err(StoreError::io("writing", &hp))?;
+                ow.write_all(&NO_OFFSET.to_le_bytes()).map_err(StoreError::io("writing", &op))?;
+            }
+            *n += g.count;
+        }
+        Ok::<(), StoreError>(())
+    };
+    if n == 0 {
+        fill(&mut n, &mut hw, &mut ow)?;
+        if segs[0].0 != n {
+            return Err(StoreError::NeedsRepair {
+                leaf: n,
+                path: segs[0].1.clone(),
+                offset: 0,
+                problem: format!("first segment starts at leaf {}, not {n}", segs[0].0),
+            });
+        }
+    }
     let mut seg_lens = Vec::with_capacity(segs.len());
     for j in 0..k {
         seg_lens.push(files[j].metadata().map_err(StoreError::io("stat", &segs[j].1))?.len());
@@ -239,6 +275,7 @@ pub fn recover(log: &Path, checkpointed: u64) -> Result<Recovered, StoreError> {
         }
         k += 1;
         off = 0;
+        fill(&mut n, &mut hw, &mut ow)?;
         if segs[k].0 != n {
             return Err(StoreError::NeedsRepair {
                 leaf: n,
@@ -291,7 +328,7 @@ pub fn recover(log: &Path, checkpointed: u64) -> Result<Recovered, StoreError> {
         tree.push(hb);
     }
     let segments = segs.iter().map(|s| s.0).zip(seg_lens).collect();
-    Ok(Recovered { segments, size: n, tree, cuts })
+    Ok(Recovered { segments, size: n, tree, cuts, kept })
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), StoreError> {

@@ -114,7 +114,13 @@ pub fn repair(dir: &Path, dry_run: bool) -> Result<Plan, StoreError> {
     let copies = dir.join("repairs").join(stamp.to_string());
     let mut actions = Vec::new();
     let mut n = 0u64;
+    // Segments deleted by retention: their leaves are accounted for by their kept hashes.
+    let gone: Vec<_> =
+        super::kept::list_kept(&log)?.into_iter().filter(|g| !segs.iter().any(|s| s.0 == g.first)).collect();
     'segments: for (k, (_, path)) in segs.iter().enumerate() {
+        while let Some(g) = gone.iter().find(|g| g.first == n) {
+            n += g.count;
+        }
         let mut buf = std::fs::read(path).map_err(StoreError::io("reading", path))?;
         let next_first = segs.get(k + 1).map(|s| s.0);
         let mut off = 0usize;

@@ -127,6 +127,7 @@ impl Writer {
             signer: RwLock::new(signer),
             keys: RwLock::new(ring),
             checkpoints: Mutex::new(checkpoints),
+            deleted: RwLock::new(Vec::new()),
         });
         if let Some(cp) = shared.latest_checkpoint() {
             let c = &cp.checkpoint;
@@ -140,7 +141,9 @@ impl Writer {
                 return Err(StoreError::Inconsistent(format!("log does not match the checkpoint of size {}", c.size)));
             }
         }
-        tracing::info!(dir = %dir.display(), size = r.size, segments = r.segments.len(), "store opened");
+        super::kept::finish_pending(&shared, r.kept)?;
+        tracing::info!(dir = %dir.display(), size = r.size, segments = r.segments.len(),
+            deleted_segments = shared.deleted().len(), "store opened");
         let pos = Pos { seg_first, seg_len, size: r.size };
         let writer = Writer {
             hashes: open_rw(&hashes_path)?,

@@ -185,6 +185,7 @@ pub fn spawn(shared: Arc<Shared>, config: VerifyConfig, status: Arc<Status>, mut
                             bytes = report.bytes,
                             verified_size = report.verified_size,
                             checkpoints = report.checkpoints_checked,
+                            kept_hash_only = report.kept_hash_only,
                             secs = t.elapsed().as_secs_f64(),
                             "background verification OK"
                         );
@@ -288,6 +289,7 @@ mod tests {
             first_bad: Some(5),
             problem: Some("record bytes do not match the leaf hash stored with them".into()),
             verified_size: 4,
+            kept_hash_only: 0,
         };
         let f = judge(Ok((report, None))).unwrap_err();
         assert_eq!(f["first_bad"], 5);

@@ -18,6 +18,7 @@ pub mod background;
 
 use crate::merkle::{Hash, KeyRing, Verifier, leaf_hash, node_hash};
 use crate::store::frame::{self, HEADER_LEN};
+use crate::store::kept::{KeptHead, list_kept, read_hashes};
 use crate::store::{StoreError, list_segments, load_checkpoints};
 
 /// Compact Merkle frontier: the perfect subtrees covering the leaves so far.
@@ -90,6 +91,8 @@ pub struct Report {
     pub problem: Option<String>,
     /// Largest checkpoint size verified (where incremental verification resumes).
     pub verified_size: u64,
+    /// Leaves of segments deleted by retention, verified by their kept hash only.
+    pub kept_hash_only: u64,
 }
 
 /// Saved state for incremental verification (kept by the verifier, e.g. `--state FILE`).
@@ -153,6 +156,9 @@ pub fn verify_upto(
     let log = dir.join("log");
     let segs = list_segments(&log)?;
     let hashes = File::open(log.join("hashes")).ok();
+    let mut kept: Vec<KeptHead> =
+        list_kept(&log)?.into_iter().filter(|k| !segs.iter().any(|s| s.0 == k.first)).collect();
+    let mut hb0 = [0u8; 32];
     let mut fr = match resume {
         Some(mut s) => {
             s.frontier.decode().map_err(VerifyError::State)?;
@@ -167,8 +173,15 @@ pub fn verify_upto(
         None => Frontier::default(),
     };
     let start = fr.size;
-    let mut report =
-        Report { leaves: 0, bytes: 0, checkpoints_checked: 0, first_bad: None, problem: None, verified_size: start };
+    let mut report = Report {
+        leaves: 0,
+        bytes: 0,
+        checkpoints_checked: 0,
+        first_bad: None,
+        problem: None,
+        verified_size: start,
+        kept_hash_only: 0,
+    };
     let mut state = State { frontier: fr.clone() };
     let mut cps = checkpoints.iter().filter(|c| c.checkpoint.size > start).peekable();
     let bad = |report: &mut Report, i: u64, p: String| {
@@ -197,11 +210,50 @@ pub fn verify_upto(
         if cancel.load(Ordering::Relaxed) {
             return Err(VerifyError::Cancelled);
         }
+        // Segments deleted by retention: their kept hashes are checked against the checkpoints.
+        while *first > n
+            && let Some(g) = kept.iter().find(|g| g.first <= n && n < g.first + g.count)
+        {
+            let kept_hashes = read_hashes(g)?;
+            for (j, lh) in kept_hashes.into_iter().enumerate() {
+                let i = g.first + j as u64;
+                if i < n {
+                    continue;
+                }
+                if i >= upto {
+                    break 'segments;
+                }
+                if let Some(hf) = &hashes
+                    && hf.read_exact_at(&mut hb0, i * 32).is_ok()
+                    && hb0 != lh
+                {
+                    bad(&mut report, i, format!("kept hash in {} does not match the hashes file", g.path.display()));
+                    break 'segments;
+                }
+                fr.push(lh);
+                report.kept_hash_only += 1;
+                if !at_checkpoint(i + 1, &fr, &mut report, &mut state, &mut cps) {
+                    break 'segments;
+                }
+            }
+            n = g.first + g.count;
+        }
         if *first > n {
             bad(&mut report, n, format!("records {n}..{first} missing: segment {} starts at {first}", path.display()));
             break;
         }
-        let f = File::open(path).map_err(|source| StoreError::Io { what: "opening", path: path.clone(), source })?;
+        let f = match File::open(path) {
+            Ok(f) => f,
+            // Deleted by retention while verifying: its kept hashes stand in (next iteration).
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && let Some(g) = list_kept(&log)?.into_iter().find(|g| g.first == *first) =>
+            {
+                kept.push(g);
+                continue;
+            }
+            Err(source) => return Err(StoreError::Io { what: "opening", path: path.clone(), source }.into()),
+        };
         let len = f.metadata().map_err(|source| StoreError::Io { what: "stat", path: path.clone(), source })?.len();
         let mut off = 0u64;
         if n > *first {
@@ -275,38 +327,11 @@ pub fn verify_upto(
                     return Err(VerifyError::Cancelled);
                 }
             }
-            if let Some(cp) = cps.peek()
-                && cp.checkpoint.size == n
-            {
-                if fr.root() != cp.checkpoint.root {
-                    let from = report.verified_size;
-                    bad(
-                        &mut report,
-                        from,
-                        format!(
-                            "root of the first {n} records differs from the signed checkpoint; a record in {from}..{n} was altered"
-                        ),
-                    );
-                    break 'segments;
-                }
-                report.checkpoints_checked += 1;
-                report.verified_size = n;
-                state.frontier = fr.clone();
-                // Every checkpoint of this size must state the same root (two
-                // roots for one size would be a forked log).
-                if let Some(c) =
-                    cps.clone().take_while(|c| c.checkpoint.size <= n).find(|c| c.checkpoint.root != fr.root())
-                {
-                    let size = c.checkpoint.size;
-                    bad(&mut report, n, format!("another signed checkpoint of size {size} states a different root"));
-                    break 'segments;
-                }
-                while cps.peek().is_some_and(|c| c.checkpoint.size <= n) {
-                    cps.next();
-                }
+            if !at_checkpoint(n, &fr, &mut report, &mut state, &mut cps) {
+                break 'segments;
             }
         }
-        if next_first != u64::MAX && next_first != n {
+        if next_first != u64::MAX && next_first != n && !kept.iter().any(|g| g.first == n) {
             bad(
                 &mut report,
                 n,
@@ -330,4 +355,42 @@ pub fn verify_upto(
     }
     state.frontier.encode();
     Ok((report, Some(state)))
+}
+
+/// Checks the frontier of `n` leaves against the next checkpoint when it has
+/// that size; false (with the report's problem set) when it differs.
+fn at_checkpoint<'a>(
+    n: u64,
+    fr: &Frontier,
+    report: &mut Report,
+    state: &mut State,
+    cps: &mut std::iter::Peekable<impl Iterator<Item = &'a crate::merkle::SignedCheckpoint> + Clone>,
+) -> bool {
+    if let Some(cp) = cps.peek()
+        && cp.checkpoint.size == n
+    {
+        if fr.root() != cp.checkpoint.root {
+            let from = report.verified_size;
+            report.first_bad = Some(from);
+            report.problem = Some(format!(
+                "root of the first {n} records differs from the signed checkpoint; a record in {from}..{n} was altered"
+            ));
+            return false;
+        }
+        report.checkpoints_checked += 1;
+        report.verified_size = n;
+        state.frontier = fr.clone();
+        // Every checkpoint of this size must state the same root (two roots
+        // for one size would be a forked log).
+        if let Some(c) = cps.clone().take_while(|c| c.checkpoint.size <= n).find(|c| c.checkpoint.root != fr.root()) {
+            report.first_bad = Some(n);
+            report.problem =
+                Some(format!("another signed checkpoint of size {} states a different root", c.checkpoint.size));
+            return false;
+        }
+        while cps.peek().is_some_and(|c| c.checkpoint.size <= n) {
+            cps.next();
+        }
+    }
+    true
 }

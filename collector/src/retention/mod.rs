@@ -1,0 +1,231 @@
+//! Retention classes, expiry deletion and legal holds (embedded store).
+//!
+//! - [`policy`]: the retention file (classes, durations, selectors; defaults
+//!   3 years for communications records, 6 years for the collector's own entries);
+//! - [`holds`]: legal holds placed and lifted by an admin, recorded in the
+//!   log and rebuilt from it at start;
+//! - [`pass`]: judging closed segments and deleting the expired, unheld ones
+//!   (whole segments; the kept hashes and the `retention_deletion` entry keep
+//!   every proof verifiable, see [`crate::store::kept`]); early deletion
+//!   requests, refused and recorded unless everything requested is expired.
+//!
+//! [`Retention`] ties them together for the server: a periodic pass
+//! (`--retention-interval-secs`) with an injectable [`Clock`], and the hold /
+//! deletion RPCs. Holds and deletions are serialized by one lock, so a hold
+//! placed before a pass is always seen by it.
+
+pub mod holds;
+pub mod pass;
+pub mod policy;
+pub mod service;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wiretrail_proto::v1::CollectorEntry;
+
+use crate::store::{Deleted, Shared, StoreError, Writer};
+pub use holds::{Hold, HoldFilter, Holds};
+pub use pass::{PassReport, Verdict};
+pub use policy::{Policy, Selector};
+
+/// Errors of retention.
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file could not be read.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Which file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The retention file is invalid.
+    #[error("retention file {0}")]
+    Policy(String),
+    /// A request is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such hold or leaf.
+    #[error("{0}")]
+    NotFound(String),
+    /// An early deletion was refused (and the refusal recorded).
+    #[error("deletion refused: {why} (recorded as the retention_refused entry at leaf {entry})")]
+    Refused {
+        /// Why.
+        why: String,
+        /// Leaf index of the refusal entry.
+        entry: u64,
+    },
+    /// Appending an entry failed.
+    #[error("appending the entry failed: {0}")]
+    Append(String),
+    /// Removing index rows failed.
+    #[error("index: {0}")]
+    Index(String),
+}
+
+/// Appends a collector entry durably and returns its leaf index.
+pub trait Append: Send + Sync {
+    /// Appends `e` and waits until it is durable.
+    fn append(&self, e: CollectorEntry) -> Result<u64, RetentionError>;
+}
+
+/// Through the commit thread (from outside the async runtime).
+impl Append for tokio::sync::mpsc::Sender<crate::ingest::commit::Work> {
+    fn append(&self, e: CollectorEntry) -> Result<u64, RetentionError> {
+        crate::ingest::commit::append_entry_blocking(self, e, "").map_err(|e| RetentionError::Append(e.to_string()))
+    }
+}
+
+/// Directly to a writer (offline tools, tests).
+impl Append for Mutex<Writer> {
+    fn append(&self, e: CollectorEntry) -> Result<u64, RetentionError> {
+        let mut w = self.lock().expect("writer lock");
+        let i = w.append(&[crate::entry::leaf(e, "")])?;
+        w.commit()?;
+        Ok(i)
+    }
+}
+
+/// The time retention judges expiry against.
+pub trait Clock: Send + Sync {
+    /// Now, UTC ns.
+    fn now_ns(&self) -> i64;
+}
+
+/// The system clock, shifted by `offset_ns` (0 in production; tests move time forward).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock {
+    /// Added to the system time.
+    pub offset_ns: i64,
+}
+
+impl Clock for SystemClock {
+    fn now_ns(&self) -> i64 {
+        crate::store::now_ns().saturating_add(self.offset_ns)
+    }
+}
+
+/// Retention settings of the server.
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    /// The retention file (`None`: defaults). Re-read at each pass.
+    pub file: Option<PathBuf>,
+    /// Time between passes; `None` disables the periodic pass.
+    pub interval: Option<Duration>,
+    /// Added to the clock (hidden test flag `--test-clock-offset-secs`).
+    pub clock_offset_ns: i64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { file: None, interval: Some(Duration::from_secs(3600)), clock_offset_ns: 0 }
+    }
+}
+
+/// Retention and holds of one store.
+pub struct Retention {
+    shared: Arc<Shared>,
+    app: Arc<dyn Append>,
+    file: Option<PathBuf>,
+    clock: Arc<dyn Clock>,
+    holds: Mutex<Holds>,
+    expiry: Mutex<pass::ExpiryCache>,
+}
+
+impl Retention {
+    /// Loads the policy (to check it) and rebuilds the holds from the log.
+    pub fn open(
+        shared: Arc<Shared>,
+        app: Arc<dyn Append>,
+        file: Option<PathBuf>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Retention, RetentionError> {
+        Policy::load(file.as_deref())?;
+        let holds = Holds::rebuild(&shared)?;
+        Ok(Retention { shared, app, file, clock, holds: Mutex::new(holds), expiry: Default::default() })
+    }
+
+    /// Now, by the retention clock.
+    pub fn now_ns(&self) -> i64 {
+        self.clock.now_ns()
+    }
+
+    /// One pass (the retention file is re-read first).
+    pub fn pass(&self) -> Result<PassReport, RetentionError> {
+        let policy = Policy::load(self.file.as_deref())?;
+        let holds = self.holds.lock().expect("holds lock");
+        let mut cache = self.expiry.lock().expect("expiry lock");
+        pass::run_pass(&self.shared, self.app.as_ref(), &policy, &holds, self.now_ns(), &mut cache)
+    }
+
+    /// Places a hold.
+    pub fn place_hold(&self, case: &str, filter: HoldFilter, by: &str) -> Result<Hold, RetentionError> {
+        let mut holds = self.holds.lock().expect("holds lock");
+        holds.place(self.app.as_ref(), case, filter, by, self.now_ns())
+    }
+
+    /// Lifts a hold.
+    pub fn lift_hold(&self, case: &str, by: &str) -> Result<Hold, RetentionError> {
+        let mut holds = self.holds.lock().expect("holds lock");
+        holds.lift(self.app.as_ref(), case, by, self.now_ns())
+    }
+
+    /// The holds in force.
+    pub fn holds(&self) -> Vec<Hold> {
+        self.holds.lock().expect("holds lock").list()
+    }
+
+    /// An admin's request to delete the closed segments holding leaves `first..=last` now.
+    pub fn request_deletion(&self, first: u64, last: u64, by: &str) -> Result<Vec<Deleted>, RetentionError> {
+        let policy = Policy::load(self.file.as_deref())?;
+        let holds = self.holds.lock().expect("holds lock");
+        pass::request_deletion(&self.shared, self.app.as_ref(), &policy, &holds, first, last, by, self.now_ns())
+    }
+
+    /// Runs a pass every `interval` on a thread until the returned handle is stopped.
+    pub fn spawn(self: &Arc<Self>, interval: Duration) -> Periodic {
+        let (stop, rx) = std::sync::mpsc::channel::<()>();
+        let me = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("retention".into())
+            .spawn(move || {
+                loop {
+                    match me.pass() {
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "retention pass failed"),
+                    }
+                    match rx.recv_timeout(interval) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                        _ => break,
+                    }
+                }
+            })
+            .expect("spawning the retention thread");
+        Periodic { stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+/// The periodic pass thread.
+pub struct Periodic {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Periodic {
+    /// Stops the thread (after its current pass) and waits for it.
+    pub fn stop(mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
