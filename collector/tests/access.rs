@@ -208,7 +208,21 @@ async fn roles_are_enforced_and_every_read_is_an_access_entry() {
     let exp: Vec<_> = all.iter().filter(|r| r.case_id == "CASE-2").collect();
     assert!(exp.iter().all(|r| r.purpose == "export" && r.identity.contains("CN=security")));
     let count = |a: &str| exp.iter().filter(|r| r.action == a).count();
-    assert_eq!((count("search"), count("issue_checkpoint"), count("inclusion_proof")), (1, 1, 4), "{exp:#?}");
+    // The export's 4 proofs are one access entry (one per 10,000 records), naming the leaves.
+    assert_eq!((count("search"), count("issue_checkpoint"), count("inclusion_proof")), (1, 1, 1), "{exp:#?}");
+    let proofs = exp.iter().find(|r| r.action == "inclusion_proof").unwrap();
+    let d: serde_json::Value = serde_json::from_str(&proofs.detail_json).unwrap();
+    assert_eq!((proofs.returned, d["leaves"].as_u64()), (4, Some(4)), "{d}");
+    assert_eq!(
+        d["leaf_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[1].as_u64().unwrap() - r[0].as_u64().unwrap() + 1)
+            .sum::<u64>(),
+        4,
+        "{d}"
+    );
     for a in ["issue_checkpoint", "latest_checkpoint", "inclusion_proof", "consistency_proof"] {
         let e = all.iter().find(|r| r.case_id == "AUDIT-9" && r.action == a).unwrap_or_else(|| panic!("{a}"));
         assert_eq!((e.role.as_str(), e.returned), ("auditor", 1), "{a}");

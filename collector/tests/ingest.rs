@@ -122,18 +122,27 @@ async fn ingest_ack_dedup_search_verify() {
     .unwrap();
     let e = q.inclusion_proof(InclusionProofRequest { leaf_index: 70, tree_size: 80 }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::OutOfRange);
+    // The batch form gives the same proof; a leaf not below the size and an oversized batch are refused (unlogged).
+    let proofs = |leaf_indexes: Vec<u64>| wiretrail_proto::v1::InclusionProofsRequest { leaf_indexes, tree_size: 66 };
+    let ps = q.inclusion_proofs(proofs(vec![42, 7])).await.unwrap().into_inner().proofs;
+    assert_eq!(ps.len(), 2);
+    assert_eq!(ps[0].hashes, p.hashes);
+    let e = q.inclusion_proofs(proofs(vec![1, 66])).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let e = q.inclusion_proofs(proofs(vec![0; 10_001])).await.unwrap_err();
+    assert!(e.message().contains("at most 10000"), "{e:?}");
     srv.stop().await;
 
     let (rep, state) = verify(dir.path(), &v, None, |_, _| {}).unwrap();
     assert_eq!(rep.first_bad, None, "{:?}", rep.problem);
-    // And the access entries of the checkpoint, the proof and the last search.
-    assert_eq!(rep.leaves, 69);
+    // And the access entries of the checkpoint, the proof, the batch of proofs and the last search.
+    assert_eq!(rep.leaves, 70);
     assert!(rep.checkpoints_checked >= 1);
     // Restart: dedup survives, sequence continues.
     let srv = Server::start(plain_config(dir.path())).await;
     let a = send(srv.addr, vec![batch("agent-1", "boot-1", 5, 10), batch("agent-1", "boot-1", 6, 2)]).await;
     assert!(a[0].as_ref().unwrap().duplicate);
-    assert_eq!(a[1].as_ref().unwrap().first_leaf_index, 69);
+    assert_eq!(a[1].as_ref().unwrap().first_leaf_index, 70);
     srv.stop().await;
     // Incremental verification continues from the saved state.
     let (rep, _) = verify(dir.path(), &v, state, |_, _| {}).unwrap();

@@ -8,7 +8,7 @@ use wiretrail_proto::v1::keys_client::KeysClient;
 use wiretrail_proto::v1::query_client::QueryClient;
 use wiretrail_proto::v1::review_client::ReviewClient;
 use wiretrail_proto::v1::{
-    Filter, InclusionProofRequest, IssueCheckpointRequest, KeyHistoryRequest, SealExportRequest, SearchRequest,
+    Filter, InclusionProofsRequest, IssueCheckpointRequest, KeyHistoryRequest, SealExportRequest, SearchRequest,
     StoredLeaf,
 };
 
@@ -92,32 +92,35 @@ pub async fn export_as(
     let size = signed.checkpoint.size;
     let mut proofs = Vec::new();
     let total = leaves.len() as u64;
-    for (n, (i, h)) in leaves.iter().enumerate() {
-        if *i >= size {
+    let mut done = 0u64;
+    // Proved in chunks: one access entry per chunk, not per record.
+    for chunk in leaves.chunks(crate::query::service::MAX_PROOFS) {
+        if let Some((i, _)) = chunk.iter().find(|(i, _)| *i >= size) {
             return Err(ExportError::Invalid(format!("leaf {i} beyond the checkpoint's size {size}")));
         }
-        let p = q
-            .inclusion_proof(InclusionProofRequest { leaf_index: *i, tree_size: size })
-            .await
-            .map_err(rpc("inclusion proof"))?
-            .into_inner();
-        let hashes: Vec<Hash> = p
-            .hashes
-            .iter()
-            .map(|h| h.as_slice().try_into())
-            .collect::<Result<_, _>>()
-            .map_err(|_| ExportError::Invalid(format!("proof of leaf {i}: bad hash length")))?;
-        verify_inclusion(*i, size, h, &hashes, &signed.checkpoint.root)
-            .map_err(|e| ExportError::Invalid(format!("proof of leaf {i} does not verify: {e}")))?;
-        let line = serde_json::json!({
-            "leaf_index": i, "tree_size": size,
-            "hashes": hashes.iter().map(hex::encode).collect::<Vec<_>>(),
-        });
-        serde_json::to_writer(&mut proofs, &line).expect("json to memory");
-        proofs.push(b'\n');
-        if (n + 1) % 1000 == 0 || n + 1 == leaves.len() {
-            progress(Progress::Proving(n as u64 + 1, total));
+        let req = InclusionProofsRequest { leaf_indexes: chunk.iter().map(|(i, _)| *i).collect(), tree_size: size };
+        let got = q.inclusion_proofs(req).await.map_err(rpc("inclusion proofs"))?.into_inner().proofs;
+        if got.len() != chunk.len() {
+            return Err(ExportError::Invalid(format!("{} proofs for {} leaves", got.len(), chunk.len())));
         }
+        for ((i, h), p) in chunk.iter().zip(got) {
+            let hashes: Vec<Hash> = p
+                .hashes
+                .iter()
+                .map(|h| h.as_slice().try_into())
+                .collect::<Result<_, _>>()
+                .map_err(|_| ExportError::Invalid(format!("proof of leaf {i}: bad hash length")))?;
+            verify_inclusion(*i, size, h, &hashes, &signed.checkpoint.root)
+                .map_err(|e| ExportError::Invalid(format!("proof of leaf {i} does not verify: {e}")))?;
+            let line = serde_json::json!({
+                "leaf_index": i, "tree_size": size,
+                "hashes": hashes.iter().map(hex::encode).collect::<Vec<_>>(),
+            });
+            serde_json::to_writer(&mut proofs, &line).expect("json to memory");
+            proofs.push(b'\n');
+        }
+        done += chunk.len() as u64;
+        progress(Progress::Proving(done, total));
     }
     let mut query = serde_json::to_vec_pretty(&filter_json(&filter)).expect("json");
     query.push(b'\n');

@@ -10,8 +10,9 @@ use tonic::{Request, Response, Status};
 use wiretrail_proto::v1::query_server::Query as QueryApi;
 use wiretrail_proto::v1::{
     AccessLogRequest, AccessRecord, Alert, AlertsRequest, CheckpointResponse, ConsistencyProofRequest,
-    ConsistencyProofResponse, InclusionProofRequest, InclusionProofResponse, InventoryRequest, InventoryResponse,
-    IssueCheckpointRequest, LatestCheckpointRequest, SearchRequest, SearchResult, ViewRequest,
+    ConsistencyProofResponse, InclusionProofRequest, InclusionProofResponse, InclusionProofsRequest,
+    InclusionProofsResponse, InventoryRequest, InventoryResponse, IssueCheckpointRequest, LatestCheckpointRequest,
+    SearchRequest, SearchResult, ViewRequest,
 };
 
 use super::limits::{Limiter, QueryLimits};
@@ -45,6 +46,21 @@ pub struct QueryService {
 
 /// Most leaves one `View` returns.
 pub const MAX_VIEW: u64 = 10_000;
+
+/// Most leaves one `InclusionProofs` call proves.
+pub const MAX_PROOFS: usize = 10_000;
+
+/// `leaves` as runs of consecutive indexes (`[first, last]`), for an access entry.
+fn leaf_runs(leaves: &[u64]) -> Vec<[u64; 2]> {
+    let mut runs: Vec<[u64; 2]> = Vec::new();
+    for &i in leaves {
+        match runs.last_mut() {
+            Some(r) if r[1].checked_add(1) == Some(i) => r[1] = i,
+            _ => runs.push([i, i]),
+        }
+    }
+    runs
+}
 
 impl QueryService {
     /// A service over `shared`.
@@ -387,6 +403,43 @@ impl QueryApi for QueryService {
         Ok(Response::new(InclusionProofResponse { hashes: hashes.iter().map(|h| h.to_vec()).collect() }))
     }
 
+    async fn inclusion_proofs(
+        &self,
+        req: Request<InclusionProofsRequest>,
+    ) -> Result<Response<InclusionProofsResponse>, Status> {
+        let grant = self.authz.check(&req, Rpc::InclusionProof)?;
+        let access = Access::of(&req, grant, "inclusion_proof")?;
+        let r = req.into_inner();
+        if r.leaf_indexes.len() > MAX_PROOFS {
+            return Err(Error::InvalidArgument(format!(
+                "{} leaves: at most {MAX_PROOFS} per call",
+                r.leaf_indexes.len()
+            ))
+            .into());
+        }
+        let (shared, size) = (self.shared.clone(), r.tree_size);
+        let leaves = r.leaf_indexes.clone();
+        let proofs = blocking(&self.limiter, move || {
+            leaves
+                .iter()
+                .map(|&i| {
+                    if i >= size {
+                        return Err(Error::InvalidArgument(format!("leaf {i} not below tree size {size}")));
+                    }
+                    Ok(InclusionProofResponse {
+                        hashes: shared.inclusion_proof(i, size)?.iter().map(|h| h.to_vec()).collect(),
+                    })
+                })
+                .collect::<Result<Vec<_>, Error>>()
+        })
+        .await?;
+        let detail = serde_json::json!({"tree_size": size, "leaves": r.leaf_indexes.len(),
+            "leaf_runs": leaf_runs(&r.leaf_indexes)});
+        let returned = Returned { count: proofs.len() as u64, ..Default::default() };
+        self.logger.append(&access, detail, &returned).await?;
+        Ok(Response::new(InclusionProofsResponse { proofs }))
+    }
+
     async fn consistency_proof(
         &self,
         req: Request<ConsistencyProofRequest>,
@@ -404,5 +457,15 @@ impl QueryApi for QueryService {
         .await?;
         self.log_one(&access, serde_json::json!({"from_size": r.from_size, "to_size": r.to_size})).await?;
         Ok(Response::new(ConsistencyProofResponse { hashes: hashes.iter().map(|h| h.to_vec()).collect() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn leaf_runs_are_consecutive_ranges() {
+        assert_eq!(super::leaf_runs(&[1, 2, 3, 7, 9, 10]), vec![[1, 3], [7, 7], [9, 10]]);
+        assert!(super::leaf_runs(&[]).is_empty());
+        assert_eq!(super::leaf_runs(&[u64::MAX, 0]), vec![[u64::MAX, u64::MAX], [0, 0]]);
     }
 }
