@@ -60,12 +60,9 @@ enum HoldCmd {
         /// Glob on the agent id.
         #[arg(long, default_value = "")]
         agent: String,
-        /// Records received at or after this UTC ns.
-        #[arg(long, default_value_t = 0)]
-        from_ns: i64,
-        /// Records received before this UTC ns.
-        #[arg(long, default_value_t = 0)]
-        to_ns: i64,
+        /// Records received in this window (default: all).
+        #[command(flatten)]
+        window: super::window::WindowArgs,
     },
     /// Lift the hold of a case (recorded in the log).
     Lift {
@@ -118,7 +115,9 @@ fn hold_json(h: &wiretrail_proto::v1::Hold) -> serde_json::Value {
 /// Runs `wiretrail hold`.
 pub(super) async fn run_hold(a: HoldArgs) -> anyhow::Result<()> {
     match a.cmd {
-        HoldCmd::Place { conn, case, identity, protocol, agent, from_ns, to_ns } => {
+        HoldCmd::Place { conn, case, identity, protocol, agent, window } => {
+            let w = window.window()?;
+            let (from_ns, to_ns) = (w.from_ns, w.to_ns);
             let mut c = RetentionClient::new(connect(&conn).await?);
             let filter = HoldFilter { identity, protocol, agent, from_ns, to_ns };
             let r = c.hold_place(HoldPlaceRequest { case_id: case, filter: Some(filter) }).await?.into_inner();
