@@ -1,5 +1,13 @@
 //! `wiretrail`: the collector server and the security team's CLI.
 
-fn main() -> anyhow::Result<()> {
-    wiretrail_collector::cli::main()
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match wiretrail_collector::cli::main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", wiretrail_collector::cli::describe(&e));
+            ExitCode::FAILURE
+        }
+    }
 }

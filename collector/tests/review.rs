@@ -12,55 +12,20 @@ mod certs;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use common::cli::{cli, ingest_tls as ingest, json_lines, ok};
 use common::*;
-use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use wiretrail_collector::tls::TlsFiles;
-use wiretrail_proto::v1::ingest_client::IngestClient;
 use wiretrail_proto::v1::query_client::QueryClient;
-use wiretrail_proto::v1::{Batch, InventoryRequest};
+use wiretrail_proto::v1::InventoryRequest;
 
 const CLIENTS: [&str; 4] = ["agent", "rita:reviewer", "auditor", "admin"];
-
-/// Runs `wiretrail ARGS --server addr --tls-dir dir --cert-name who`: (exit code, stdout, stderr).
-async fn cli(addr: SocketAddr, dir: &Path, who: &str, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wiretrail"))
-        .args(args)
-        .args(["--server", &addr.to_string(), "--tls-dir", dir.to_str().unwrap(), "--cert-name", who])
-        .output()
-        .await
-        .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
-}
-
-/// `cli` that must succeed; its stdout.
-async fn ok(addr: SocketAddr, dir: &Path, who: &str, args: &[&str]) -> String {
-    let (code, out, err) = cli(addr, dir, who, args).await;
-    assert_eq!(code, 0, "wiretrail {args:?} as {who} failed: {err}");
-    out
-}
-
-fn json_lines(s: &str) -> Vec<serde_json::Value> {
-    s.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"))).collect()
-}
 
 /// The mark leaf indexes `review list --json ARGS` returns (as the auditor).
 async fn listed(addr: SocketAddr, dir: &Path, args: &[&str]) -> Vec<u64> {
     let mut a = vec!["review", "list", "--json"];
     a.extend_from_slice(args);
     json_lines(&ok(addr, dir, "auditor", &a).await).iter().map(|m| m["leaf_index"].as_u64().unwrap()).collect()
-}
-
-async fn ingest(addr: SocketAddr, dir: &Path, b: Batch) {
-    let r = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(r("ca.pem")))
-        .identity(Identity::from_pem(r("agent.pem"), r("agent.key")))
-        .domain_name("collector");
-    let ch =
-        Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
-    let mut s = IngestClient::new(ch).ingest(tokio_stream::iter(vec![b])).await.unwrap().into_inner();
-    s.next().await.expect("an ack").expect("batch accepted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

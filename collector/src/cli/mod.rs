@@ -329,6 +329,15 @@ async fn policy_check(
     Ok(report.denied == 0)
 }
 
+/// An error as one line for people: a collector's refusal as its message and
+/// code (`deletion refused: ... [FailedPrecondition]`), anything else with its causes.
+pub fn describe(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<tonic::Status>() {
+        Some(s) => format!("{} [{:?}]", s.message(), s.code()),
+        None => format!("{e:#}"),
+    }
+}
+
 /// Entry point of the binary.
 pub fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

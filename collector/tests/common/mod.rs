@@ -1,6 +1,7 @@
 //! Helpers shared by the collector's integration tests.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod logs;
 
 use std::collections::HashMap;
