@@ -19,7 +19,7 @@ use common::*;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 use wiretrail_collector::access::meta::Meta;
 use wiretrail_collector::tls::TlsFiles;
 use wiretrail_proto::v1::ingest_client::IngestClient;
@@ -29,19 +29,10 @@ use wiretrail_proto::v1::*;
 const CLIENTS: [&str; 7] = ["agent", "security", "reviewer", "auditor", "admin", "mystery:superuser", "carol:"];
 const ROLES_FILE: &str = "version: 1\nidentities:\n  - identity: \"CN=carol; *\"\n    roles: [reviewer]\n";
 
-async fn channel_as(addr: SocketAddr, dir: &Path, name: &str) -> Channel {
-    let r = |f: String| std::fs::read(dir.join(f)).unwrap();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(r("ca.pem".into())))
-        .identity(Identity::from_pem(r(format!("{name}.pem")), r(format!("{name}.key"))))
-        .domain_name("collector");
-    Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap()
-}
-
 type Q = QueryClient<InterceptedService<Channel, Meta>>;
 
 async fn query_as(addr: SocketAddr, dir: &Path, name: &str, case: Option<&str>) -> Q {
-    QueryClient::with_interceptor(channel_as(addr, dir, name).await, Meta::case(case).unwrap())
+    QueryClient::with_interceptor(mtls(addr, dir, name).await, Meta::case(case).unwrap())
 }
 
 fn denied<T: std::fmt::Debug>(what: &str, r: Result<T, tonic::Status>, role: &str) {
@@ -70,7 +61,7 @@ fn workload_record(i: u64, ns: &str) -> Record {
 }
 
 async fn ingest(addr: SocketAddr, dir: &Path, name: &str, b: Batch) -> Result<Ack, tonic::Status> {
-    let mut c = IngestClient::new(channel_as(addr, dir, name).await);
+    let mut c = IngestClient::new(mtls(addr, dir, name).await);
     let mut s = c.ingest(tokio_stream::iter(vec![b])).await?.into_inner();
     s.next().await.ok_or_else(|| tonic::Status::unknown("no ack"))?
 }
@@ -178,7 +169,7 @@ async fn roles_are_enforced_and_every_read_is_an_access_entry() {
     let t1 = wiretrail_collector::store::now_ns();
     let viewed = drain(rev.view(ViewRequest { first_leaf: 4, last_leaf: 6 }).await).await.unwrap();
     assert_eq!(viewed.len(), 3, "the three web records");
-    let sec = channel_as(addr, dir, "security").await;
+    let sec = mtls(addr, dir, "security").await;
     let files =
         wiretrail_collector::export::export_as(sec, Meta::case(Some("CASE-2")).unwrap().export(), pay_filter, |_| {})
             .await

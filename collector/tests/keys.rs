@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::*;
 use tokio_stream::StreamExt;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 use wiretrail_collector::export::{self, Files, MANIFEST, Manifest, sha256_hex, verify_bundle};
 use wiretrail_collector::merkle::{Checkpoint, Hash, Signer, Verifier, verify_consistency, verify_inclusion};
 use wiretrail_collector::tls::TlsFiles;
@@ -29,15 +29,6 @@ use wiretrail_proto::v1::{
     Batch, ConsistencyProofRequest, Filter, InclusionProofRequest, IssueCheckpointRequest, KeyHistoryRequest,
     RotateSigningKeyRequest, SearchRequest,
 };
-
-async fn mtls(addr: std::net::SocketAddr, dir: &std::path::Path, name: &str) -> Channel {
-    let r = |f: String| std::fs::read(dir.join(f)).unwrap();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(r("ca.pem".into())))
-        .identity(Identity::from_pem(r(format!("{name}.pem")), r(format!("{name}.key"))))
-        .domain_name("collector");
-    Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap()
-}
 
 async fn ship(ch: Channel, b: Batch) {
     let mut s = IngestClient::new(ch).ingest(tokio_stream::iter(vec![b])).await.unwrap().into_inner();

@@ -16,8 +16,8 @@ use common::cli::{cli, ingest_tls as ingest, json_lines, ok};
 use common::*;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use wiretrail_collector::tls::TlsFiles;
-use wiretrail_proto::v1::query_client::QueryClient;
 use wiretrail_proto::v1::InventoryRequest;
+use wiretrail_proto::v1::query_client::QueryClient;
 
 const CLIENTS: [&str; 4] = ["agent", "rita:reviewer", "auditor", "admin"];
 

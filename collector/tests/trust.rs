@@ -11,7 +11,6 @@ mod certs;
 
 use common::*;
 use prost::Message;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use wiretrail_collector::store::{StoreConfig, StoreError, Writer};
 use wiretrail_collector::tls::TlsFiles;
 use wiretrail_proto::v1::ingest_client::IngestClient;
@@ -55,15 +54,6 @@ async fn conflicting_duplicate_is_kept_and_alerted() {
     })
     .await;
     srv.stop().await;
-}
-
-async fn mtls(addr: std::net::SocketAddr, dir: &std::path::Path, name: &str) -> tonic::transport::Channel {
-    let r = |f: String| std::fs::read(dir.join(f)).unwrap();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(r("ca.pem".into())))
-        .identity(Identity::from_pem(r(format!("{name}.pem")), r(format!("{name}.key"))))
-        .domain_name("collector");
-    Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap()
 }
 
 async fn ship(ch: tonic::transport::Channel, b: Batch) -> Result<wiretrail_proto::v1::Ack, tonic::Status> {

@@ -29,15 +29,7 @@ pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
 /// Sends one batch with the `agent` certificate of `dir`; the ack must accept it.
 pub async fn ingest_tls(addr: SocketAddr, dir: &Path, b: wiretrail_proto::v1::Batch) {
     use tokio_stream::StreamExt;
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-    let r = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(r("ca.pem")))
-        .identity(Identity::from_pem(r("agent.pem"), r("agent.key")))
-        .domain_name("collector");
-    let ch =
-        Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
-    let mut c = wiretrail_proto::v1::ingest_client::IngestClient::new(ch);
+    let mut c = wiretrail_proto::v1::ingest_client::IngestClient::new(super::mtls(addr, dir, "agent").await);
     let mut s = c.ingest(tokio_stream::iter(vec![b])).await.unwrap().into_inner();
     s.next().await.expect("an ack").expect("batch accepted");
 }

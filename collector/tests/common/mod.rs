@@ -66,6 +66,17 @@ pub fn plain_config(dir: &Path) -> ServeConfig {
     ServeConfig::new(dir.to_path_buf())
 }
 
+/// A channel to a TLS collector as client `name` (`NAME.pem`/`NAME.key`, `ca.pem` in `dir`).
+pub async fn mtls(addr: SocketAddr, dir: &Path, name: &str) -> tonic::transport::Channel {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let r = |f: String| std::fs::read(dir.join(f)).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(r("ca.pem".into())))
+        .identity(Identity::from_pem(r(format!("{name}.pem")), r(format!("{name}.key"))))
+        .domain_name("collector");
+    Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap()
+}
+
 pub async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
 }
