@@ -4,13 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use prost::Message;
 use wiretrail_proto::v1::StoredLeaf;
 
 use super::policy::Selector;
 use super::{Append, RetentionError};
 use crate::entry;
-use crate::store::Shared;
+use crate::store::{Shared, StoreError};
 
 /// What a hold covers: a selector plus an optional received-time window.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -62,7 +61,9 @@ impl Holds {
         let mut h = Holds::default();
         for item in shared.iter(0, shared.size())? {
             let (i, bytes) = item?;
-            let Ok(leaf) = StoredLeaf::decode(bytes.as_slice()) else { continue };
+            // The batch fields and the entry only: records are skipped, not decoded.
+            let leaf = crate::store::LeafBatch::decode_leaf(&bytes)
+                .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))?;
             let Some(e) = leaf.entry else { continue };
             h.apply(i, &e);
         }
