@@ -48,6 +48,24 @@ pub struct Deleted {
     pub segment: String,
 }
 
+/// The range of the sorted, disjoint `ranges` (`bounds` gives `[first, end)`)
+/// holding leaf `i`, by binary search: every leaf read and iterator step asks.
+pub(super) fn range_at<T>(ranges: &[T], i: u64, bounds: impl Fn(&T) -> (u64, u64)) -> Option<&T> {
+    let k = ranges.partition_point(|r| bounds(r).0 <= i);
+    let r = ranges.get(k.checked_sub(1)?)?;
+    (i < bounds(r).1).then_some(r)
+}
+
+/// Inserts `r` into `ranges`, kept sorted by first leaf (deletions may come out of order).
+pub(super) fn insert_sorted<T>(ranges: &mut Vec<T>, r: T, first: impl Fn(&T) -> u64) {
+    let k = ranges.partition_point(|x| first(x) < first(&r));
+    ranges.insert(k, r);
+}
+
+fn deleted_first(d: &Deleted) -> u64 {
+    d.first
+}
+
 /// The header of a kept file.
 #[derive(Debug, Clone)]
 pub struct KeptHead {
@@ -193,7 +211,7 @@ pub(super) fn finish_pending(shared: &Shared, kept: Vec<KeptHead>) -> Result<(),
             tracing::warn!(segment = %seg.display(), entry = d.entry_leaf, "finishing an interrupted retention deletion");
             shared.remove_segment(&d)?;
         } else {
-            shared.deleted.write().expect("deleted lock").push(d);
+            insert_sorted(&mut shared.deleted.write().expect("deleted lock"), d, deleted_first);
         }
     }
     Ok(())
@@ -223,7 +241,8 @@ impl Shared {
         let deleted = self.deleted.read().expect("deleted lock");
         segs.windows(2)
             .map(|w| {
-                let gap = deleted.iter().map(|d| d.first).filter(|&f| f > w[0]).min().unwrap_or(u64::MAX);
+                let after = deleted.partition_point(|d| d.first <= w[0]);
+                let gap = deleted.get(after).map_or(u64::MAX, |d| d.first);
                 (w[0], w[1].min(gap))
             })
             .collect()
@@ -236,7 +255,7 @@ impl Shared {
 
     /// The deletion covering leaf `i`, if its segment was deleted.
     pub fn deleted_at(&self, i: u64) -> Option<Deleted> {
-        self.deleted.read().expect("deleted lock").iter().find(|d| d.first <= i && i < d.end).cloned()
+        range_at(&self.deleted.read().expect("deleted lock"), i, |d| (d.first, d.end)).cloned()
     }
 
     /// First step of deleting the closed segment starting at `first`: checks
@@ -276,7 +295,7 @@ impl Shared {
 
     /// Records `d` as deleted (readers stop using the segment), then unlinks it.
     fn remove_segment(&self, d: &Deleted) -> Result<(), StoreError> {
-        self.deleted.write().expect("deleted lock").push(d.clone());
+        insert_sorted(&mut self.deleted.write().expect("deleted lock"), d.clone(), deleted_first);
         self.segments.write().expect("segments lock").retain(|&f| f != d.first);
         let log = self.dir.join("log");
         let seg = log.join(&d.segment);
@@ -286,5 +305,24 @@ impl Shared {
             Err(e) => return Err(StoreError::io("removing", &seg)(e)),
         }
         sync_dir(&log)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{insert_sorted, range_at};
+
+    #[test]
+    fn ranges_are_found_by_binary_search_and_kept_sorted() {
+        let mut r: Vec<(u64, u64)> = Vec::new();
+        for x in [(10, 20), (0, 5), (30, 31), (5, 8)] {
+            insert_sorted(&mut r, x, |d| d.0);
+        }
+        assert_eq!(r, [(0, 5), (5, 8), (10, 20), (30, 31)]);
+        let at = |i| range_at(&r, i, |d| *d).copied();
+        assert_eq!((at(0), at(4), at(5), at(7)), (Some((0, 5)), Some((0, 5)), Some((5, 8)), Some((5, 8))));
+        assert_eq!((at(8), at(9), at(20), at(31)), (None, None, None, None));
+        assert_eq!((at(10), at(19), at(30)), (Some((10, 20)), Some((10, 20)), Some((30, 31))));
+        assert_eq!(range_at(&[] as &[(u64, u64)], 0, |d| *d), None);
     }
 }

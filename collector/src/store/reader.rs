@@ -9,6 +9,7 @@ use std::sync::{Mutex, RwLock};
 
 use super::checkpoints::append_checkpoint;
 use super::frame::{self, HEADER_LEN};
+use super::kept::{insert_sorted, range_at};
 use super::tree::TreeCache;
 use super::{StoreError, segment_name};
 use crate::merkle::{
@@ -122,8 +123,7 @@ impl Shared {
         let to = to.min(self.size());
         let segs = self.segments.read().expect("segments lock").clone();
         let deleted: Vec<(u64, u64)> = self.deleted().iter().map(|d| (d.first, d.end)).collect();
-        let start_off =
-            if from < to && !deleted.iter().any(|d| d.0 <= from && from < d.1) { self.offset_of(from)? } else { 0 };
+        let start_off = if from < to && range_at(&deleted, from, |d| *d).is_none() { self.offset_of(from)? } else { 0 };
         Ok(LeafIter { dir: self.dir.join("log"), segs, deleted, next: from, to, reader: None, start_off })
     }
 
@@ -192,7 +192,7 @@ pub struct LeafIter {
     dir: PathBuf,
     /// Segment first indexes.
     segs: Vec<u64>,
-    /// Deleted leaf ranges (skipped).
+    /// Deleted leaf ranges (skipped), sorted by first leaf.
     deleted: Vec<(u64, u64)>,
     /// Next leaf index to return.
     next: u64,
@@ -210,7 +210,7 @@ impl Iterator for LeafIter {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             // Leaves of segments deleted by retention are skipped (whole segments).
-            while let Some(&(_, end)) = self.deleted.iter().find(|d| d.0 <= self.next && self.next < d.1) {
+            while let Some(&(_, end)) = range_at(&self.deleted, self.next, |d| *d) {
                 self.next = end;
                 self.reader = None;
                 self.start_off = 0;
@@ -246,7 +246,7 @@ impl LeafIter {
                     if e.kind() == std::io::ErrorKind::NotFound
                         && self.dir.join(super::kept::kept_name(first)).exists() =>
                 {
-                    self.deleted.push((first, end));
+                    insert_sorted(&mut self.deleted, (first, end), |d| d.0);
                     self.reader = None;
                     return Err(StoreError::Deleted { leaf: i, entry: u64::MAX, segment: segment_name(first) });
                 }
