@@ -50,6 +50,14 @@ pub const MAX_VIEW: u64 = 10_000;
 /// Most leaves one `InclusionProofs` call proves.
 pub const MAX_PROOFS: usize = 10_000;
 
+/// The inclusion proof of leaf `i` in the tree of `size` leaves.
+fn prove(shared: &Shared, i: u64, size: u64) -> Result<InclusionProofResponse, Error> {
+    if i >= size {
+        return Err(Error::InvalidArgument(format!("leaf {i} not below tree size {size}")));
+    }
+    Ok(InclusionProofResponse { hashes: shared.inclusion_proof(i, size)?.iter().map(|h| h.to_vec()).collect() })
+}
+
 /// `leaves` as runs of consecutive indexes (`[first, last]`), for an access entry.
 fn leaf_runs(leaves: &[u64]) -> Vec<[u64; 2]> {
     let mut runs: Vec<[u64; 2]> = Vec::new();
@@ -389,18 +397,9 @@ impl QueryApi for QueryService {
         let access = Access::of(&req, grant, "inclusion_proof")?;
         let r = req.into_inner();
         let shared = self.shared.clone();
-        let hashes = blocking(&self.limiter, move || {
-            if r.leaf_index >= r.tree_size {
-                return Err(Error::InvalidArgument(format!(
-                    "leaf {} not below tree size {}",
-                    r.leaf_index, r.tree_size
-                )));
-            }
-            Ok(shared.inclusion_proof(r.leaf_index, r.tree_size)?)
-        })
-        .await?;
+        let proof = blocking(&self.limiter, move || prove(&shared, r.leaf_index, r.tree_size)).await?;
         self.log_one(&access, serde_json::json!({"leaf_index": r.leaf_index, "tree_size": r.tree_size})).await?;
-        Ok(Response::new(InclusionProofResponse { hashes: hashes.iter().map(|h| h.to_vec()).collect() }))
+        Ok(Response::new(proof))
     }
 
     async fn inclusion_proofs(
@@ -419,20 +418,8 @@ impl QueryApi for QueryService {
         }
         let (shared, size) = (self.shared.clone(), r.tree_size);
         let leaves = r.leaf_indexes.clone();
-        let proofs = blocking(&self.limiter, move || {
-            leaves
-                .iter()
-                .map(|&i| {
-                    if i >= size {
-                        return Err(Error::InvalidArgument(format!("leaf {i} not below tree size {size}")));
-                    }
-                    Ok(InclusionProofResponse {
-                        hashes: shared.inclusion_proof(i, size)?.iter().map(|h| h.to_vec()).collect(),
-                    })
-                })
-                .collect::<Result<Vec<_>, Error>>()
-        })
-        .await?;
+        let proofs: Vec<InclusionProofResponse> =
+            blocking(&self.limiter, move || leaves.iter().map(|&i| prove(&shared, i, size)).collect()).await?;
         let detail = serde_json::json!({"tree_size": size, "leaves": r.leaf_indexes.len(),
             "leaf_runs": leaf_runs(&r.leaf_indexes)});
         let returned = Returned { count: proofs.len() as u64, ..Default::default() };
