@@ -14,7 +14,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WhenError {
     /// Not a duration of the form `<number><unit>`.
-    #[error("{0:?} is not a duration: write a number and a unit, e.g. 90s, 15m, 1h, 2d, 1w")]
+    #[error("{0:?} is not a duration: write a number and a unit, e.g. 90s, 15m, 1h, 2d, 1w, 3y")]
     Duration(String),
     /// Neither RFC 3339 nor a date.
     #[error(
@@ -34,7 +34,9 @@ pub enum WhenError {
     },
 }
 
-/// A duration such as `90s`, `15m`, `1h`, `2d`, `1w` (also `ms`; one unit).
+/// A duration such as `90s`, `15m`, `1h`, `2d`, `1w`, `3y` (also `ms`; one
+/// unit). A year counts 366 days, so a retention period in years is never a
+/// day short of a calendar-year rule.
 pub fn parse_duration(s: &str) -> Result<Duration, WhenError> {
     let err = || WhenError::Duration(s.to_string());
     let t = s.trim();
@@ -48,6 +50,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, WhenError> {
         "h" | "hour" | "hours" => 3600,
         "d" | "day" | "days" => 86_400,
         "w" | "week" | "weeks" => 7 * 86_400,
+        "y" | "year" | "years" => 366 * 86_400,
         _ => return Err(err()),
     };
     n.checked_mul(secs).map(Duration::from_secs).ok_or_else(err)
@@ -135,7 +138,8 @@ mod tests {
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
         assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(604_800)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        for bad in ["", "h", "1", "1y", "-1h", "1.5h", "99999999999999999999s"] {
+        assert_eq!(parse_duration("3y"), Ok(Duration::from_secs(3 * 366 * 86_400)));
+        for bad in ["", "h", "1", "1q", "-1h", "1.5h", "99999999999999999999s"] {
             assert_eq!(parse_duration(bad), Err(WhenError::Duration(bad.into())), "{bad}");
         }
     }

@@ -71,7 +71,7 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused_with_the_reason() {
-        let e = parse(&["--since", "1y"]).err().unwrap().to_string();
+        let e = parse(&["--since", "1q"]).err().unwrap().to_string();
         assert!(e.contains("not a duration"), "{e}");
         let e = parse(&["--from", "yesterday"]).err().unwrap().to_string();
         assert!(e.contains("RFC 3339"), "{e}");

@@ -50,21 +50,14 @@ pub const PERMANENT_KINDS: [&str; 4] = [
 /// Class of the collector's own entries.
 pub const COLLECTOR: &str = "collector_entries";
 
-/// Parses `3y`, `90d`, `30s`... into ns.
+/// Parses `3y`, `90d`, `30s`... into ns (the CLI's durations, see
+/// [`crate::when::parse_duration`]); zero is refused.
 pub fn parse_duration(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num.parse().map_err(|_| format!("{s:?}: expected a number followed by s, m, h, d, w or y"))?;
-    let per = match unit {
-        "s" => NS,
-        "m" => 60 * NS,
-        "h" => 3600 * NS,
-        "d" => DAY,
-        "w" => 7 * DAY,
-        "y" => 366 * DAY,
-        _ => return Err(format!("{s:?}: unit must be one of s, m, h, d, w, y")),
-    };
-    n.checked_mul(per).filter(|&v| v > 0).ok_or_else(|| format!("{s:?}: must be positive and below 290 years"))
+    let d = crate::when::parse_duration(s).map_err(|e| e.to_string())?;
+    i64::try_from(d.as_nanos())
+        .ok()
+        .filter(|&v| v > 0)
+        .ok_or_else(|| format!("{:?}: must be positive and below 290 years", s.trim()))
 }
 
 /// What a class or hold selects; every field given must match.
