@@ -167,7 +167,7 @@ pub async fn run(
     let retention = {
         let (shared, app) = (shared.clone(), Arc::new(jobs.clone()) as Arc<dyn crate::retention::Append>);
         let file = config.retention.file.clone();
-        let clock = Arc::new(crate::retention::SystemClock { offset_ns: config.retention.clock_offset_ns });
+        let clock = Arc::new(crate::when::SystemClock { offset_ns: config.retention.clock_offset_ns });
         Arc::new(
             tokio::task::spawn_blocking(move || crate::retention::Retention::open(shared, app, file, clock))
                 .await
@@ -175,7 +175,7 @@ pub async fn run(
         )
     };
     let retention_pass = config.retention.interval.map(|i| retention.spawn(i));
-    let monitor = Monitor::new(&config.silence, Arc::new(crate::alerts::silence::SystemClock), jobs.clone());
+    let monitor = Monitor::new(&config.silence, Arc::new(crate::when::SystemClock::default()), jobs.clone());
     monitor.seed(seeds);
     let monitor_timer = monitor.spawn_timer();
     let (delivery_stats, delivery_tasks) = crate::alerts::delivery::spawn(&config.data_dir, &config.delivery)?;

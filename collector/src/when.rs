@@ -88,6 +88,26 @@ pub fn fmt_ns(ns: i64) -> String {
     }
 }
 
+/// Where "now" comes from: the system clock, or a test's (silence
+/// detection, retention expiry).
+pub trait Clock: Send + Sync {
+    /// UTC ns now.
+    fn now_ns(&self) -> i64;
+}
+
+/// The system clock, shifted by `offset_ns` (0 in production; tests move time forward).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock {
+    /// Added to the system time.
+    pub offset_ns: i64,
+}
+
+impl Clock for SystemClock {
+    fn now_ns(&self) -> i64 {
+        crate::store::now_ns().saturating_add(self.offset_ns)
+    }
+}
+
 /// A window `[from, to)` in ns since the epoch; 0 means open on that side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Window {

@@ -23,20 +23,7 @@ use std::time::Duration;
 use wiretrail_proto::v1::Heartbeat;
 
 /// Where "now" comes from (injectable: tests use a fake clock).
-pub trait Clock: Send + Sync {
-    /// UTC ns now.
-    fn now_ns(&self) -> i64;
-}
-
-/// The system clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ns(&self) -> i64 {
-        crate::store::now_ns()
-    }
-}
+pub use crate::when::{Clock, SystemClock};
 
 /// One heartbeat as the collector received it.
 #[derive(Debug, Clone, PartialEq)]

@@ -96,23 +96,7 @@ impl Append for Mutex<Writer> {
 }
 
 /// The time retention judges expiry against.
-pub trait Clock: Send + Sync {
-    /// Now, UTC ns.
-    fn now_ns(&self) -> i64;
-}
-
-/// The system clock, shifted by `offset_ns` (0 in production; tests move time forward).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock {
-    /// Added to the system time.
-    pub offset_ns: i64,
-}
-
-impl Clock for SystemClock {
-    fn now_ns(&self) -> i64 {
-        crate::store::now_ns().saturating_add(self.offset_ns)
-    }
-}
+pub use crate::when::{Clock, SystemClock};
 
 /// Retention settings of the server.
 #[derive(Debug, Clone)]
