@@ -17,7 +17,7 @@ use crate::alerts::monitor::{Monitor, SilenceConfig};
 use crate::checkpointer::Checkpointer;
 use crate::index::{self, IndexConfig, IndexError, IndexProgress};
 use crate::ingest::commit::{self, CommitStats};
-use crate::ingest::dedup::Dedup;
+use crate::ingest::state::LogState;
 use crate::ingest::{IngestLimits, IngestService};
 use crate::query::limits::QueryLimits;
 use crate::query::service::QueryService;
@@ -140,19 +140,20 @@ pub async fn run(
     });
     let dir = config.data_dir.clone();
     let store_cfg = config.store.clone();
-    let (writer, shared, dedup, seeds) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+    let (writer, shared, state, seeds) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
         let (mut writer, shared) = Writer::open(&dir, store_cfg)?;
         record_cuts(&mut writer)?;
-        let dedup = Dedup::rebuild(&shared)?;
-        let seeds = crate::alerts::monitor::seeds(&shared, &dedup)?;
-        Ok((writer, shared, dedup, seeds))
+        let (state, _) = LogState::open(&shared)?;
+        let seeds = crate::alerts::monitor::seeds(&shared, &state.dedup)?;
+        Ok((writer, shared, state, seeds))
     })
     .await
     .map_err(|e| ServeError::Join(e.to_string()))??;
     let stats = Arc::new(CommitStats::default());
     let authz = crate::authz::Authz::new(roles.clone(), config.tls.is_none());
     let authz_retention = authz.clone();
-    let (jobs, commit_thread) = commit::spawn(writer, dedup, roles, stats.clone());
+    let hold_entries = state.hold_entries.clone();
+    let (jobs, commit_thread) = commit::spawn(writer, state, roles, stats.clone());
     let verify_status = Arc::new(verification::Status::default());
     let entries = jobs.clone();
     let verifying = verification::spawn(
@@ -169,9 +170,11 @@ pub async fn run(
         let file = config.retention.file.clone();
         let clock = Arc::new(crate::when::SystemClock { offset_ns: config.retention.clock_offset_ns });
         Arc::new(
-            tokio::task::spawn_blocking(move || crate::retention::Retention::open(shared, app, file, clock))
-                .await
-                .map_err(|e| ServeError::Join(e.to_string()))??,
+            tokio::task::spawn_blocking(move || {
+                crate::retention::Retention::open(shared, app, file, clock, &hold_entries)
+            })
+            .await
+            .map_err(|e| ServeError::Join(e.to_string()))??,
         )
     };
     let retention_pass = config.retention.interval.map(|i| retention.spawn(i));

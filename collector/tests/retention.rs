@@ -74,10 +74,22 @@ fn store() -> Store {
     std::fs::write(tmp.path().join("retention.yaml"), POLICY).unwrap();
     let writer = Arc::new(Mutex::new(w));
     let clock = Arc::new(TestClock(AtomicI64::new(T0)));
+    let holds = hold_entries(&shared);
     let retention =
-        Retention::open(shared.clone(), writer.clone(), Some(tmp.path().join("retention.yaml")), clock.clone())
+        Retention::open(shared.clone(), writer.clone(), Some(tmp.path().join("retention.yaml")), clock.clone(), &holds)
             .unwrap();
     Store { _tmp: tmp, dir, writer, shared, clock, retention }
+}
+
+/// The leaves of the hold entries (the collector's commit state keeps them;
+/// these test logs repeat batch seqs, which its batch table would refuse).
+fn hold_entries(shared: &Shared) -> Vec<u64> {
+    let hold = |e: &wiretrail_proto::v1::CollectorEntry| e.kind == "hold_placed" || e.kind == "hold_lifted";
+    (shared.iter(0, shared.size()).unwrap())
+        .map(Result::unwrap)
+        .filter(|(_, b)| wiretrail_collector::store::LeafBatch::decode_leaf(b).unwrap().entry.is_some_and(|e| hold(&e)))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 fn seg(dir: &Path, first: u64) -> PathBuf {
@@ -281,7 +293,8 @@ fn holds_are_rebuilt_from_the_log() {
     let (_tmp, _dir, w, shared) = reopen(s);
     let app: Arc<dyn Append> = Arc::new(Mutex::new(w));
     let clock = Arc::new(TestClock(AtomicI64::new(T0 + 3 * S)));
-    let r = Retention::open(shared, app, None, clock).unwrap();
+    let holds = hold_entries(&shared);
+    let r = Retention::open(shared, app, None, clock, &holds).unwrap();
     let holds = r.holds();
     assert_eq!(holds.iter().map(|h| h.case.as_str()).collect::<Vec<_>>(), vec!["CASE-A"]);
     assert_eq!(holds[0].filter, held_agent());
@@ -419,7 +432,7 @@ fn batch_leaf(seq: u64, index: u32, pod: &str) -> Vec<u8> {
 
 #[test]
 fn the_batch_table_rebuilds_when_an_agents_first_batches_were_deleted() {
-    use wiretrail_collector::ingest::dedup::{Dedup, Seq};
+    use wiretrail_collector::ingest::dedup::Seq;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     std::fs::create_dir_all(&dir).unwrap();
@@ -433,11 +446,14 @@ fn the_batch_table_rebuilds_when_an_agents_first_batches_were_deleted() {
     std::fs::write(tmp.path().join("retention.yaml"), POLICY).unwrap();
     let clock = Arc::new(TestClock(AtomicI64::new(T0 + 3 * S)));
     let writer = Arc::new(Mutex::new(w));
-    let r = Retention::open(shared.clone(), writer.clone(), Some(tmp.path().join("retention.yaml")), clock).unwrap();
+    let r =
+        Retention::open(shared.clone(), writer.clone(), Some(tmp.path().join("retention.yaml")), clock, &[]).unwrap();
     let report = r.pass().unwrap();
     assert_eq!(report.deleted.iter().map(|d| (d.first, d.end)).collect::<Vec<_>>(), vec![(0, 2)], "{report:?}");
     // What the collector does at start: the table is rebuilt from what is left.
-    let d = Dedup::rebuild(&shared).expect("a boot whose first batches were deleted is not an inconsistency");
+    let (state, _) = wiretrail_collector::ingest::state::LogState::open(&shared)
+        .expect("a boot whose first batches were deleted is not an inconsistency");
+    let d = state.dedup;
     let key = ("a".to_string(), "b".to_string());
     assert!(matches!(d.check(&key, 2, b""), Seq::New), "the next batch continues the sequence");
     assert!(matches!(d.check(&key, 3, b""), Seq::Ahead(2)));

@@ -13,6 +13,9 @@
 //!    N stored records (capture times spread over 30 days, 100 pods), through
 //!    the gRPC query API, after the index has caught up.
 //! 3. Verify: full `verify` of the data directory, MB/s of segment bytes.
+//! 4. Start-up: seconds from starting a collector on the data directory to
+//!    its first answer, from the snapshot saved when the previous one stopped,
+//!    then with the snapshots removed (a scan of the whole log).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use tokio_stream::StreamExt;
 use wiretrail_collector::ServeConfig;
 use wiretrail_proto::v1::ingest_client::IngestClient;
 use wiretrail_proto::v1::query_client::QueryClient;
-use wiretrail_proto::v1::{Batch, Endpoint, Filter, Record, RecordKind, SearchRequest};
+use wiretrail_proto::v1::{Batch, Endpoint, Filter, LatestCheckpointRequest, Record, RecordKind, SearchRequest};
 
 /// Span of capture times in the data set.
 const SPAN_NS: i64 = 30 * 24 * 3600 * 1_000_000_000;
@@ -271,6 +274,17 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         bail!("verify found a bad record at {i}: {:?}", report.problem);
     }
 
+    // 4. Start-up: from the snapshot saved at the stop above, then without it (a scan of the whole log).
+    for name in ["commit.snap", "tree.snap"] {
+        let p = wiretrail_collector::store::snapshot::state_dir(dir).join(name);
+        if !p.exists() {
+            bail!("the collector did not leave {} when it stopped", p.display());
+        }
+    }
+    let start_snapshot = time_start(dir).await?;
+    wiretrail_collector::store::snapshot::remove_all(dir)?;
+    let start_scan = time_start(dir).await?;
+
     println!();
     // The collector runs inside xtask, so its build is xtask's: `cargo xtask`
     // builds it in debug. Say which, never assume.
@@ -316,7 +330,31 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     println!("{:<44} {:>16.1}", "verify MB/s (segment bytes)", report.bytes as f64 / 1e6 / verify_secs);
     println!("{:<44} {:>16.0}", "verify records/s", report.leaves as f64 / verify_secs);
     println!("{:<44} {:>16.1}", "log size (MB)", report.bytes as f64 / 1e6);
+    println!("{:<44} {:>16.2}", "start-up to first answer, from snapshot (s)", start_snapshot);
+    println!("{:<44} {:>16.2}", "start-up to first answer, full scan (s)", start_scan);
     Ok(())
+}
+
+/// Seconds from starting a collector on `dir` to its first answer (a
+/// `LatestCheckpoint` call made at once; the connection waits in the
+/// listener's backlog while the collector opens its store). Then stops it.
+async fn time_start(dir: &std::path::Path) -> anyhow::Result<f64> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let t = Instant::now();
+    let server = tokio::spawn(wiretrail_collector::run(listener, ServeConfig::new(dir.to_path_buf()), async move {
+        let _ = stop_rx.await;
+    }));
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .timeout(Duration::from_secs(600))
+        .connect()
+        .await?;
+    QueryClient::new(ch).latest_checkpoint(LatestCheckpointRequest::default()).await?;
+    let secs = t.elapsed().as_secs_f64();
+    stop_tx.send(()).ok();
+    server.await??;
+    Ok(secs)
 }
 
 /// Ingest rates from (seconds, records acked) samples taken every second,

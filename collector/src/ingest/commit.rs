@@ -32,7 +32,8 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use wiretrail_proto::v1::{Ack, Batch, StoredLeaf};
 
-use super::dedup::{Dedup, Seq, Stored};
+use super::dedup::{Seq, Stored};
+use super::state::LogState;
 use crate::entry;
 use crate::error::Error;
 use crate::roles::{AgentIdRule, Roles};
@@ -155,7 +156,7 @@ struct Down {
 /// The commit thread's state.
 struct Committer {
     writer: Writer,
-    dedup: Dedup,
+    state: LogState,
     roles: Arc<Roles>,
     stats: Arc<CommitStats>,
     down: Option<Down>,
@@ -164,12 +165,12 @@ struct Committer {
 /// Spawns the commit thread; jobs are sent on the returned channel.
 pub fn spawn(
     writer: Writer,
-    dedup: Dedup,
+    state: LogState,
     roles: Arc<Roles>,
     stats: Arc<CommitStats>,
 ) -> (mpsc::Sender<Work>, std::thread::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Work>(1024);
-    let mut c = Committer { writer, dedup, roles, stats, down: None };
+    let mut c = Committer { writer, state, roles, stats, down: None };
     let handle = std::thread::Builder::new()
         .name("wt-commit".into())
         .spawn(move || {
@@ -187,6 +188,7 @@ pub fn spawn(
                 }
                 c.group(jobs);
             }
+            c.state.maybe_save(&c.writer, true);
             tracing::info!("commit thread stopped");
         })
         .expect("spawning commit thread");
@@ -201,6 +203,8 @@ impl Committer {
         let mut group: Vec<Reply> = Vec::with_capacity(jobs.len());
         // Whether a batch was written (small entries may fit where batches do not).
         let mut batch_written = false;
+        // Entry leaves of the group, applied to the state once durable.
+        let mut entries: Vec<(u64, Vec<u8>)> = Vec::new();
         for work in jobs {
             match work {
                 Work::Batch(job) => {
@@ -210,8 +214,11 @@ impl Committer {
                     group.push(Reply::Ack(job.reply, res));
                 }
                 Work::Entry { leaf, reply } => {
-                    let res = match self.writer.append(&[leaf]) {
-                        Ok(i) => Ok(i),
+                    let res = match self.writer.append(std::slice::from_ref(&leaf)) {
+                        Ok(i) => {
+                            entries.push((i, leaf));
+                            Ok(i)
+                        }
                         Err(e @ StoreError::LeafTooLarge(_)) => Err(Error::Store(e)),
                         Err(e) => Err(Error::Unavailable(self.store_failed(&e))),
                     };
@@ -227,10 +234,14 @@ impl Committer {
             match self.writer.commit() {
                 Ok(_) => {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                    self.dedup.commit_group();
+                    self.state.dedup.commit_group();
+                    for (i, leaf) in &entries {
+                        self.state.entry_committed(*i, leaf);
+                    }
+                    self.state.maybe_save(&self.writer, false);
                 }
                 Err(e) => {
-                    self.dedup.rollback_group();
+                    self.state.dedup.rollback_group();
                     self.down = was_down;
                     let msg = self.store_failed(&e);
                     for r in group.iter_mut() {
@@ -239,7 +250,7 @@ impl Committer {
                 }
             }
         } else {
-            self.dedup.commit_group();
+            self.state.dedup.commit_group();
         }
         for r in group {
             r.send();
@@ -294,7 +305,7 @@ impl Committer {
     fn handle_inner(&mut self, job: &Job) -> Result<Ack, Error> {
         let new_owner = self.check_owner(job)?;
         let key = (job.agent_id.clone(), job.boot_id.clone());
-        match self.dedup.check(&key, job.seq, &job.hash) {
+        match self.state.dedup.check(&key, job.seq, &job.hash) {
             Seq::Duplicate(s) => {
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(agent = %escape(&job.agent_id), seq = job.seq, "duplicate batch acknowledged");
@@ -326,12 +337,12 @@ impl Committer {
         }
         let first = self.writer.append(&job.leaves)?;
         if new_owner {
-            self.dedup.set_owner(&job.agent_id, &job.peer);
+            self.state.dedup.set_owner(&job.agent_id, &job.peer);
             tracing::info!(agent = %escape(&job.agent_id), identity = %escape(&job.peer), "agent id claimed");
         }
         let last = first + job.leaves.len() as u64 - 1;
         let s = Stored { from: job.seq, to: job.through, first, last, hash: job.hash.to_vec() };
-        self.dedup.push(key, s);
+        self.state.dedup.push(key, s);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.records.fetch_add(job.leaves.len() as u64, Ordering::Relaxed);
         Ok(Ack { seq: job.seq, first_leaf_index: first, last_leaf_index: last, duplicate: false, conflict: false })
@@ -343,14 +354,14 @@ impl Committer {
         let owner = match self.roles.agent_id_rule(&job.peer, &job.agent_id) {
             AgentIdRule::Allowed => return Ok(false),
             AgentIdRule::Refused => "(roles file)".to_string(),
-            AgentIdRule::Unbound => match self.dedup.owner(&job.agent_id) {
+            AgentIdRule::Unbound => match self.state.dedup.owner(&job.agent_id) {
                 None => return Ok(true),
                 Some(o) if o == job.peer => return Ok(false),
                 Some(o) => o.to_string(),
             },
         };
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
-        if !self.dedup.refusal_recorded(&job.agent_id, &job.peer) {
+        if !self.state.dedup.refusal_recorded(&job.agent_id, &job.peer) {
             let detail = serde_json::json!({
                 "identity": job.peer, "owner": owner, "boot_id": job.boot_id, "seq": job.seq,
                 "batch_sha256": hex::encode(job.hash), "records": job.leaves.len(),
@@ -372,7 +383,7 @@ impl Committer {
     fn conflict(&mut self, job: &Job, stored: &Stored) -> Result<Ack, Error> {
         self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
         let key = (job.agent_id.clone(), job.boot_id.clone(), job.seq, job.hash.to_vec());
-        let leaf = match self.dedup.conflict(&key) {
+        let leaf = match self.state.dedup.conflict(&key) {
             Some(leaf) => leaf,
             None => {
                 let records = job
@@ -396,7 +407,7 @@ impl Committer {
                 });
                 let e = entry::new(entry::BATCH_CONFLICT, now_ns(), &job.agent_id, detail, batch.encode_to_vec());
                 let leaf = self.append_entry(e, &job.agent_id)?;
-                self.dedup.add_conflict(key, leaf);
+                self.state.dedup.add_conflict(key, leaf);
                 tracing::warn!(agent = %escape(&job.agent_id), boot = %escape(&job.boot_id), seq = job.seq, leaf,
                     identity = %escape(&job.peer),
                     "ALERT batch_conflict: a batch reused a stored seq with different content; kept as a conflict entry");

@@ -3,6 +3,7 @@
 pub mod commit;
 pub mod dedup;
 mod peer;
+pub mod state;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Legal holds: a case id and a filter. Placing and lifting are
 //! `hold_placed` / `hold_lifted` entries in the log; the set in force is
-//! rebuilt from the log at start ([`Holds::rebuild`]).
+//! rebuilt at start from those entries ([`Holds::from_entries`]).
 
 use std::collections::BTreeMap;
 
@@ -56,18 +56,21 @@ pub struct Holds {
 }
 
 impl Holds {
-    /// Rebuilds the holds in force from the `hold_placed` / `hold_lifted` entries of the log.
-    pub fn rebuild(shared: &Shared) -> Result<Holds, RetentionError> {
+    /// Rebuilds the holds in force from the `hold_placed` / `hold_lifted`
+    /// entries at leaves `leaves` (ascending); any other leaf there is an
+    /// inconsistency.
+    pub fn from_entries(shared: &Shared, leaves: &[u64]) -> Result<Holds, RetentionError> {
         let mut h = Holds::default();
-        for item in shared.iter(0, shared.size())? {
-            let (i, bytes) = item?;
-            // The batch fields and the entry only: records are skipped, not decoded.
+        for &i in leaves {
+            let bytes = shared.read_leaf(i)?;
             let leaf = crate::store::LeafBatch::decode_leaf(&bytes)
                 .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))?;
-            let Some(e) = leaf.entry else { continue };
-            h.apply(i, &e);
+            match leaf.entry {
+                Some(e) if e.kind == entry::HOLD_PLACED || e.kind == entry::HOLD_LIFTED => h.apply(i, &e),
+                _ => return Err(StoreError::Inconsistent(format!("leaf {i} is not a hold entry")).into()),
+            }
         }
-        tracing::info!(holds = h.by_case.len(), "legal holds rebuilt from the log");
+        tracing::info!(holds = h.by_case.len(), entries = leaves.len(), "legal holds rebuilt from the log");
         Ok(h)
     }
 

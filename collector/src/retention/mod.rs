@@ -126,15 +126,18 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// Loads the policy (to check it) and rebuilds the holds from the log.
+    /// Loads the policy (to check it) and rebuilds the holds from the log's
+    /// hold entries at `hold_entries` (found by the commit thread's state:
+    /// `crate::ingest::state::LogState`).
     pub fn open(
         shared: Arc<Shared>,
         app: Arc<dyn Append>,
         file: Option<PathBuf>,
         clock: Arc<dyn Clock>,
+        hold_entries: &[u64],
     ) -> Result<Retention, RetentionError> {
         Policy::load(file.as_deref())?;
-        let holds = Holds::rebuild(&shared)?;
+        let holds = Holds::from_entries(&shared, hold_entries)?;
         Ok(Retention { shared, app, file, clock, holds: Mutex::new(holds), expiry: Default::default() })
     }
 

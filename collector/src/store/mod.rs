@@ -10,6 +10,9 @@
 //! - `log/seg-<first leaf index>.kept`: the leaf hashes of a segment deleted
 //!   by retention (see [`kept`]); stands in for the segment in recovery and
 //!   verification.
+//! - `state/<name>.snap`: start-up snapshots of derived state (the tree
+//!   cache, the commit thread's tables; see [`snapshot`]), checked against
+//!   the log before use.
 //! - `index.sqlite`: the search index (derived, see `crate::index`).
 //! - `repairs/<UTC ns>/`: copies of what `wiretrail repair` cut or rewrote.
 //!
@@ -46,6 +49,7 @@ pub mod keys;
 mod reader;
 mod recover;
 pub mod repair;
+pub mod snapshot;
 pub mod tree;
 mod writer;
 

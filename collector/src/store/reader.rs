@@ -13,8 +13,8 @@ use super::kept::{insert_sorted, range_at};
 use super::tree::TreeCache;
 use super::{StoreError, segment_name};
 use crate::merkle::{
-    Checkpoint, Hash, KeyRing, ProofError, SignedCheckpoint, Signer, Verifier, consistency_proof, inclusion_proof,
-    leaf_hash,
+    Checkpoint, Hash, HashSource, KeyRing, ProofError, SignedCheckpoint, Signer, Verifier, consistency_proof,
+    inclusion_proof, leaf_hash,
 };
 
 /// State shared between the single writer and any number of readers.
@@ -116,6 +116,13 @@ impl Shared {
             return Err(StoreError::Inconsistent(format!("leaf {i}: frame does not match its hash")));
         }
         Ok(leaf)
+    }
+
+    /// The Merkle leaf hash of leaf `i` (kept also for leaves retention deleted).
+    pub fn leaf_hash(&self, i: u64) -> Result<Hash, StoreError> {
+        self.check_index(i)?;
+        let tree = self.tree.read().expect("tree lock");
+        Ok(tree.source(&self.hashes).leaf_hashes(i, i + 1)?[0])
     }
 
     /// Sequential iterator over leaves `from..to` (bounded by the committed size).

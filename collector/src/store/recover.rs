@@ -42,6 +42,8 @@ pub struct Recovered {
     pub cuts: Vec<Cut>,
     /// Kept files of segments deleted by retention (or being deleted).
     pub kept: Vec<KeptHead>,
+    /// Whether the tree cache came from a snapshot (checked against the checkpoint by the caller).
+    pub tree_from_snapshot: bool,
 }
 
 /// Bytes recovery cut from the end of the log (never acknowledged).
@@ -319,16 +321,41 @@ pub fn recover(log: &Path, checkpointed: u64) -> Result<Recovered, StoreError> {
     }
     hashes.sync_all().map_err(StoreError::io("syncing", &hp))?;
     offsets.sync_all().map_err(StoreError::io("syncing", &op))?;
-    // Rebuild the tree cache from the hashes file.
-    let mut tree = TreeCache::default();
-    let mut r = BufReader::with_capacity(1 << 20, File::open(&hp).map_err(StoreError::io("opening", &hp))?);
+    let dir = log.parent().unwrap_or(Path::new("."));
+    let (tree, tree_from_snapshot) = tree_of(dir, &hp, n, true)?;
+    let segments = segs.iter().map(|s| s.0).zip(seg_lens).collect();
+    Ok(Recovered { segments, size: n, tree, cuts, kept, tree_from_snapshot })
+}
+
+/// Name of the tree cache's snapshot.
+pub(super) const TREE_SNAPSHOT: &str = "tree";
+
+/// The tree cache of the first `n` leaf hashes of `hp`: from the snapshot
+/// when `use_snapshot` and it matches the hashes file, the rest pushed from
+/// the file. Returns whether the snapshot was used.
+pub(super) fn tree_of(dir: &Path, hp: &Path, n: u64, use_snapshot: bool) -> Result<(TreeCache, bool), StoreError> {
+    let f = File::open(hp).map_err(StoreError::io("opening", hp))?;
+    let at = |i: u64| {
+        let mut h: Hash = [0; 32];
+        f.read_exact_at(&mut h, i * 32).ok().map(|_| h)
+    };
+    let snap = use_snapshot
+        .then(|| super::snapshot::load(dir, TREE_SNAPSHOT))
+        .flatten()
+        .filter(|l| l.matches(n, at))
+        .and_then(|l| TreeCache::decode(&l.body).filter(|t| t.size() == l.size));
+    let used = snap.is_some();
+    let mut tree = snap.unwrap_or_default();
+    let from = tree.size();
+    let mut r = BufReader::with_capacity(1 << 20, &f);
+    r.seek(SeekFrom::Start(from * 32)).map_err(StoreError::io("reading", hp))?;
     let mut hb: Hash = [0; 32];
-    for _ in 0..n {
-        r.read_exact(&mut hb).map_err(StoreError::io("reading", &hp))?;
+    for _ in from..n {
+        r.read_exact(&mut hb).map_err(StoreError::io("reading", hp))?;
         tree.push(hb);
     }
-    let segments = segs.iter().map(|s| s.0).zip(seg_lens).collect();
-    Ok(Recovered { segments, size: n, tree, cuts, kept })
+    tracing::info!(leaves = n, from_snapshot = from, hashed = n - from, "tree cache ready");
+    Ok((tree, used))
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), StoreError> {

@@ -215,6 +215,7 @@ pub fn repair(dir: &Path, dry_run: bool) -> Result<Plan, StoreError> {
     for f in ["log/hashes", "log/offsets"] {
         let _ = std::fs::remove_file(dir.join(f));
     }
+    super::snapshot::remove_all(dir)?;
     if plan.actions.iter().any(|a| a.action == "cut") {
         for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
             let _ = std::fs::remove_file(dir.join(f));

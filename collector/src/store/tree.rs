@@ -49,10 +49,59 @@ impl TreeCache {
         }
     }
 
+    /// The cache as a snapshot body (see [`super::snapshot`]).
+    pub fn encode(&self) -> Vec<u8> {
+        use prost::Message;
+        TreeSnap { levels: self.levels.iter().map(|l| l.concat()).collect(), tail: self.tail.concat(), size: self.size }
+            .encode_to_vec()
+    }
+
+    /// The cache of a snapshot body; `None` when it is not the cache of
+    /// `size` leaves (each level's length follows from the size).
+    pub fn decode(body: &[u8]) -> Option<TreeCache> {
+        use prost::Message;
+        let s = TreeSnap::decode(body).ok()?;
+        let hashes = |b: &[u8]| -> Option<Vec<Hash>> {
+            b.len()
+                .is_multiple_of(32)
+                .then(|| b.chunks_exact(32).map(|c| Hash::try_from(c).expect("32 bytes")).collect())
+        };
+        let tail = hashes(&s.tail)?;
+        if tail.len() as u64 != s.size % CHUNK {
+            return None;
+        }
+        let mut levels = Vec::with_capacity(s.levels.len());
+        for (k, l) in s.levels.iter().enumerate() {
+            let level = hashes(l)?;
+            if level.len() as u64 != s.size >> (CACHE_LEVEL as usize + k) {
+                return None;
+            }
+            levels.push(level);
+        }
+        if s.size >> (CACHE_LEVEL as usize + levels.len()) != 0 {
+            return None;
+        }
+        Some(TreeCache { levels, tail, size: s.size })
+    }
+
     /// A hash source reading leaf hashes older than the tail from `hashes`.
     pub fn source<'a>(&'a self, hashes: &'a File) -> TreeSource<'a> {
         TreeSource { cache: self, hashes }
     }
+}
+
+/// Snapshot encoding of a [`TreeCache`]: each level's hashes concatenated.
+#[derive(Clone, PartialEq, prost::Message)]
+struct TreeSnap {
+    /// `levels[k]`, 32 bytes per node.
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    levels: Vec<Vec<u8>>,
+    /// The tail's leaf hashes.
+    #[prost(bytes = "vec", tag = "2")]
+    tail: Vec<u8>,
+    /// Number of leaves.
+    #[prost(uint64, tag = "3")]
+    size: u64,
 }
 
 /// [`HashSource`] over the cache and the hashes file.
@@ -98,5 +147,28 @@ impl HashSource for TreeSource<'_> {
     fn cached_node(&self, level: u32, index: u64) -> Option<Hash> {
         let k = level.checked_sub(CACHE_LEVEL)? as usize;
         self.cache.levels.get(k)?.get(index as usize).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_round_trip_and_mismatch() {
+        for n in [0u64, 1, 63, 64, 65, 1000, 4096] {
+            let mut t = TreeCache::default();
+            for i in 0..n {
+                t.push(crate::merkle::leaf_hash(&i.to_le_bytes()));
+            }
+            let d = TreeCache::decode(&t.encode()).expect("decodes");
+            assert_eq!((d.size, &d.levels, &d.tail), (t.size, &t.levels, &t.tail), "n = {n}");
+        }
+        let mut t = TreeCache::default();
+        for i in 0..200u64 {
+            t.push(crate::merkle::leaf_hash(&i.to_le_bytes()));
+        }
+        t.size += 1; // a size its levels do not match
+        assert!(TreeCache::decode(&t.encode()).is_none());
     }
 }

@@ -61,6 +61,8 @@ pub struct Writer {
     poisoned: Option<String>,
     /// What recovery cut when the store was opened.
     cuts: Vec<super::Cut>,
+    /// Whether the tree cache came from its snapshot at open.
+    tree_from_snapshot: bool,
     /// Keeps the directory lock for the writer's life.
     _lock: File,
     /// Scratch buffers for one append.
@@ -129,6 +131,7 @@ impl Writer {
             checkpoints: Mutex::new(checkpoints),
             deleted: RwLock::new(Vec::new()),
         });
+        let mut tree_from_snapshot = r.tree_from_snapshot;
         if let Some(cp) = shared.latest_checkpoint() {
             let c = &cp.checkpoint;
             if c.size > r.size {
@@ -136,6 +139,15 @@ impl Writer {
                     "latest checkpoint covers {} leaves but the log holds only {}",
                     c.size, r.size
                 )));
+            }
+            if shared.root(c.size)? != c.root && tree_from_snapshot {
+                tracing::warn!(
+                    size = c.size,
+                    "tree snapshot does not match the latest checkpoint; rebuilding the tree"
+                );
+                let (tree, _) = super::recover::tree_of(dir, &hashes_path, r.size, false)?;
+                *shared.tree.write().expect("tree lock") = tree;
+                tree_from_snapshot = false;
             }
             if shared.root(c.size)? != c.root {
                 return Err(StoreError::Inconsistent(format!("log does not match the checkpoint of size {}", c.size)));
@@ -156,6 +168,7 @@ impl Writer {
             pending: Vec::new(),
             poisoned: None,
             cuts: r.cuts,
+            tree_from_snapshot,
             _lock: lock,
             buf: Vec::new(),
             hbuf: Vec::new(),
@@ -172,6 +185,27 @@ impl Writer {
     /// What recovery cut when the store was opened (torn, never acknowledged writes).
     pub fn recovered_cuts(&self) -> &[super::Cut] {
         &self.cuts
+    }
+
+    /// Saves the tree cache's snapshot (see [`super::snapshot`]) at the
+    /// durable size, which it returns with the leaf hash there, for the
+    /// caller's own snapshots of the same size.
+    pub fn save_tree_snapshot(&self) -> Result<(u64, Option<crate::merkle::Hash>), StoreError> {
+        let (size, body) = {
+            let tree = self.shared.tree.read().expect("tree lock");
+            (tree.size(), tree.encode())
+        };
+        let last = match size.checked_sub(1) {
+            Some(i) => Some(self.shared.leaf_hash(i)?),
+            None => None,
+        };
+        super::snapshot::save(&self.shared.dir, super::recover::TREE_SNAPSHOT, size, last, body)?;
+        Ok((size, last))
+    }
+
+    /// Whether the tree cache came from its snapshot when the store was opened.
+    pub fn tree_from_snapshot(&self) -> bool {
+        self.tree_from_snapshot
     }
 
     /// Leaves appended (durable or not).
