@@ -62,6 +62,7 @@ pub fn page(who: &Principal, current: &str, title: &str, body: &str) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{t} · wiretrail</title><link rel=\"stylesheet\" href=\"/assets/console.css\">\
          <script src=\"/assets/console.js\" defer></script></head><body>\
+         <a class=\"skip\" href=\"#main\">Skip to content</a>\
          <header><span class=\"brand\">wiretrail</span><nav aria-label=\"Pages\">{nav}</nav>\
          <span class=\"who\" title=\"{id}\">{id}</span></header>\
          <main id=\"main\"><h1>{t}</h1>{body}</main></body></html>\n",
@@ -100,7 +101,7 @@ pub fn row(cells: &[String]) -> String {
 /// A labelled text input.
 pub fn input(name: &str, label: &str, value: &str, hint: &str) -> String {
     format!(
-        "<label for=\"f-{n}\">{l}</label><input id=\"f-{n}\" name=\"{n}\" value=\"{v}\" placeholder=\"{h}\">",
+        "<div><label for=\"f-{n}\">{l}</label><input id=\"f-{n}\" name=\"{n}\" value=\"{v}\" placeholder=\"{h}\"></div>",
         n = esc(name),
         l = esc(label),
         v = esc(value),

@@ -59,7 +59,7 @@ pub fn mark_form(leaves: &str, conversation: Option<(&str, &str, u64)>) -> Strin
     };
     format!(
         "<form class=\"filters\" method=\"post\" action=\"/review\" aria-label=\"Mark reviewed\">{target}\
-         <label for=\"f-action\">Action</label><select id=\"f-action\" name=\"action\">{opts}</select>\
+         <div><label for=\"f-action\">Action</label><select id=\"f-action\" name=\"action\">{opts}</select></div>\
          {}<div class=\"actions\"><button type=\"submit\" id=\"mark\">Mark reviewed</button></div></form>",
         input("comment", "Comment", "", "why")
     )
