@@ -40,7 +40,12 @@ fn root() -> PathBuf {
 /// Runs `cmd`, which must succeed.
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The managed Chromium policy selecting the client certificate for the
@@ -93,7 +98,9 @@ impl Browser {
         std::fs::create_dir_all(&db).unwrap();
         let db_arg = format!("sql:{}", db.display());
         run(Command::new("certutil").args(["-N", "-d", &db_arg, "--empty-password"]));
-        run(Command::new("certutil").args(["-A", "-d", &db_arg, "-n", "wiretrail-ca", "-t", "C,,", "-i"]).arg(certs.join("ca.pem")));
+        run(Command::new("certutil")
+            .args(["-A", "-d", &db_arg, "-n", "wiretrail-ca", "-t", "C,,", "-i"])
+            .arg(certs.join("ca.pem")));
         let p12 = home.path().join(format!("{who}.p12"));
         run(Command::new("openssl")
             .args(["pkcs12", "-export", "-passout", "pass:", "-name", who, "-in"])
@@ -124,7 +131,8 @@ impl Browser {
     fn reply(&mut self) -> Value {
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{}: driver said {line:?}: {e}", self.who));
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{}: driver said {line:?}: {e}", self.who));
         if let Some(e) = v.get("error") {
             panic!("{}: browser: {e}", self.who);
         }
@@ -201,6 +209,71 @@ impl Drop for Browser {
     }
 }
 
+/// The web service's identity map.
+fn web() -> HashMap<String, String> {
+    HashMap::from([
+        ("cgroup_path".to_string(), "/system.slice/web.service".to_string()),
+        ("exe".into(), "/usr/bin/python3.12".into()),
+    ])
+}
+
+/// The database's identity map.
+fn db() -> HashMap<String, String> {
+    HashMap::from([
+        ("cgroup_path".to_string(), "/system.slice/postgresql.service".to_string()),
+        ("exe".into(), "/usr/lib/postgresql/16/bin/postgres".into()),
+    ])
+}
+
+/// The web service's connection to the database, as opened and as the
+/// agent's policy decided it (denied: zone web to zone db).
+fn flows(seq: u64) -> Batch {
+    let now = wiretrail_collector::store::now_ns();
+    let base = Record {
+        capture_time_ns: now,
+        conn_id: 7,
+        transport: wiretrail_proto::v1::TransportProtocol::Tcp as i32,
+        role: wiretrail_proto::v1::ConnRole::Client as i32,
+        local: Some(Endpoint { address: "10.1.0.5".into(), port: 40001 }),
+        remote: Some(Endpoint { address: "10.1.0.7".into(), port: 5432 }),
+        identity: web(),
+        peer_identity: db(),
+        host: "node-a".into(),
+        ..Default::default()
+    };
+    let open = Record {
+        kind: RecordKind::ConnectionOpen as i32,
+        connection: Some(wiretrail_proto::v1::Connection {
+            role: wiretrail_proto::v1::ConnRole::Client as i32,
+            open_seen: true,
+            ..Default::default()
+        }),
+        ..base.clone()
+    };
+    let decision = Record {
+        kind: RecordKind::PolicyDecision as i32,
+        direction: Direction::Egress as i32,
+        decision: Some(wiretrail_proto::v1::PolicyDecision {
+            verdict: "deny".into(),
+            rule: "default-deny".into(),
+            local_zone: "web".into(),
+            peer_zone: "db".into(),
+            hook: "connect4".into(),
+            mode: "enforce".into(),
+            direction: "egress".into(),
+            ..Default::default()
+        }),
+        ..base
+    };
+    Batch {
+        agent_id: "node-1".into(),
+        boot_id: "boot-a".into(),
+        seq,
+        records: vec![open, decision],
+        ..Default::default()
+    }
+}
+
 /// A request and its response on connection 42, the request carrying `marker`.
 fn exchange(marker: &str, seq: u64) -> Batch {
     let now = wiretrail_collector::store::now_ns();
@@ -213,8 +286,8 @@ fn exchange(marker: &str, seq: u64) -> Batch {
         local: Some(Endpoint { address: "10.1.0.5".into(), port: 40000 }),
         remote: Some(Endpoint { address: "10.1.0.7".into(), port: 8080 }),
         app_protocol: "http1".into(),
-        identity: HashMap::from([("pod".to_string(), "web-1".to_string()), ("namespace".into(), "shop".into())]),
-        peer_identity: HashMap::from([("pod".to_string(), "orders-0".to_string())]),
+        identity: web(),
+        peer_identity: db(),
         payload: payload.into_bytes(),
         host: "node-a".into(),
         comm: "python3".into(),
@@ -253,10 +326,16 @@ fn console_in_a_real_browser() {
     let addr = srv.addr;
     let marker = format!("mk{:016x}", rand_u64());
     rt.block_on(ingest_tls(addr, dir, exchange(&marker, 0)));
+    rt.block_on(ingest_tls(addr, dir, flows(1)));
     let base = format!("https://127.0.0.1:{}", console_addr.port());
 
     // --- No client certificate: the TLS handshake is refused.
-    let out = Command::new("curl").args(["-sS", "--max-time", "20", "--cacert"]).arg(dir.join("ca.pem")).arg(format!("{base}/search")).output().unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(dir.join("ca.pem"))
+        .arg(format!("{base}/search"))
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("certificate required"), "without a client certificate: {err}");
 
@@ -282,7 +361,10 @@ fn console_in_a_real_browser() {
     assert!(rita.text("#payload-text").contains(&marker));
     let hex: String = marker.bytes().take(4).map(|b| format!("{b:02x} ")).collect();
     assert!(rita.text("#payload-hex").contains(hex.trim_end()), "hex of the marker");
-    assert!(text.contains("pod=orders-0") && text.contains("pod=web-1"), "both identities: {text}");
+    assert!(
+        text.contains("exe=/usr/bin/python3.12") && text.contains("exe=/usr/lib/postgresql"),
+        "both identities: {text}"
+    );
     let leaf: u64 = title.trim_start_matches("Record ").split_whitespace().next().unwrap().parse().unwrap();
     rita.screenshot("record");
 
@@ -294,7 +376,8 @@ fn console_in_a_real_browser() {
     assert!(rita.text("#marked").contains("Marked escalated"), "{text}");
     assert!(rita.text("#marks").contains(&comment), "the list shows the mark");
     rita.screenshot("review");
-    let marks = json_lines(&rt.block_on(ok(addr, dir, "audrey", &["review", "list", "--json", "--leaf", &leaf.to_string()])));
+    let marks =
+        json_lines(&rt.block_on(ok(addr, dir, "audrey", &["review", "list", "--json", "--leaf", &leaf.to_string()])));
     assert!(marks.iter().any(|m| m["comment"] == comment.as_str() && m["action"] == "escalated"), "{marks:?}");
 
     // --- The conversation: both directions of connection 42.
@@ -319,20 +402,25 @@ fn console_in_a_real_browser() {
     // --- Follow mode: a record ingested after the page loaded appears live.
     rita.open(&format!("{base}/search?text={marker}&follow=1"));
     rita.wait_text("#live", "live");
-    rt.block_on(ingest_tls(addr, dir, exchange(&format!("{marker}-later"), 1)));
+    rt.block_on(ingest_tls(addr, dir, exchange(&format!("{marker}-later"), 2)));
     rita.wait_text("#results tbody", &format!("{marker}-later"));
 
     // --- Other pages (screenshots).
+    // The map: both workloads, the edge between them, their zones from the policy decision.
     rita.open(&format!("{base}/identities"));
-    assert_eq!(rita.count("#map circle") > 0, true, "the map draws identities");
+    let map = rita.text("#map");
+    assert!(map.contains("python3.12 on node-a") && map.contains("[zone web]") && map.contains("[zone db]"), "{map}");
+    assert!(rita.count("#map line") >= 1, "an edge web -> db");
     rita.screenshot("identities");
-    rita.open(&format!("{base}/alerts"));
+    let (_, text) = rita.open(&format!("{base}/alerts"));
+    assert!(rita.text("#alerts tbody").contains("policy_denied"), "{text}");
     rita.screenshot("alerts");
     rita.open(&format!("{base}/policy"));
+    assert!(rita.text("#decisions tbody").contains("policy_denied"));
     let policy = std::fs::read_to_string(root().join("collector/src/policy_check/testdata/policy.yaml")).unwrap();
     rita.fill("#f-policy", &policy);
     let (title, text) = rita.click("#what-if");
-    assert!(title.starts_with("Policy") && rita.count("#report") == 1, "{title}: {text}");
+    assert!(title.starts_with("Policy") && text.contains("What if: 1 connection opens replayed"), "{title}: {text}");
     rita.screenshot("policy");
 
     // --- The access log: refused to the reviewer, shown to the auditor.

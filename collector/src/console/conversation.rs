@@ -56,8 +56,8 @@ fn timeline(points: &[(i64, bool, u64, usize)]) -> String {
     let _ = write!(
         s,
         "<text x=\"{left}\" y=\"106\">{}</text><text x=\"800\" y=\"106\">{}</text></svg>",
-        time(t0),
-        time(t1)
+        esc(&crate::when::fmt_ns(t0)),
+        esc(&crate::when::fmt_ns(t1))
     );
     s
 }

@@ -35,7 +35,10 @@ pub fn url(s: &str) -> String {
 
 /// A time in ns since the epoch as RFC 3339 UTC ("-" for 0).
 pub fn time(ns: i64) -> String {
-    esc(&crate::when::fmt_ns(ns))
+    match ns {
+        0 => "-".into(),
+        _ => format!("<time>{}</time>", esc(&crate::when::fmt_ns(ns))),
+    }
 }
 
 /// The pages in the navigation bar: (path, label).

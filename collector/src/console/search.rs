@@ -156,8 +156,8 @@ pub fn cells(r: &SearchResult) -> Vec<String> {
         time(rec.capture_time_ns),
         esc(&l.agent_id),
         esc(&rec.host),
-        esc(&identity_text(&rec.identity)),
-        esc(&peer_of(&rec)),
+        format!("<span class=\"wrap\">{}</span>", esc(&identity_text(&rec.identity))),
+        format!("<span class=\"wrap\">{}</span>", esc(&peer_of(&rec))),
         esc(&rec.app_protocol),
         format!("<span class=\"payload\">{}</span>", preview(&rec.payload, 80)),
         format!("<a href=\"{}\">conn {}</a>", esc(&conv), rec.conn_id),
@@ -211,7 +211,7 @@ pub async fn page(
         let results = run(&c, &who, filter).await?;
         let more = results.len() > shown;
         let rows: Vec<_> = results.iter().skip(p.page * PAGE).take(PAGE).map(cells).collect();
-        let last = results.iter().take(shown).last().map(|r| r.leaf_index);
+        let last = results[..results.len().min(shown)].last().map(|r| r.leaf_index);
         body.push_str(&format!(
             "<div class=\"actions\"><p id=\"count\">{} results on this page (page {})</p>\
              <a class=\"button\" id=\"export\" href=\"/export?{}\">Export as evidence bundle</a></div>",
