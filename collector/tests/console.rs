@@ -412,8 +412,13 @@ fn console_in_a_real_browser() {
     assert!(map.contains("python3.12 on node-a") && map.contains("[zone web]") && map.contains("[zone db]"), "{map}");
     assert!(rita.count("#map line") >= 1, "an edge web -> db");
     rita.screenshot("identities");
+    // Alerts, live: a decision ingested while the page is open shows up.
     let (_, text) = rita.open(&format!("{base}/alerts"));
     assert!(rita.text("#alerts tbody").contains("policy_denied"), "{text}");
+    let before = rita.count("#alerts tbody tr");
+    rt.block_on(ingest_tls(addr, dir, flows(3)));
+    rita.wait_text("#live", "rows");
+    assert_eq!(rita.count("#alerts tbody tr"), before + 1, "the new alert, live");
     rita.screenshot("alerts");
     rita.open(&format!("{base}/policy"));
     assert!(rita.text("#decisions tbody").contains("policy_denied"));
