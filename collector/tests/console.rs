@@ -11,7 +11,9 @@
 //! the browser is in the log (read back with the CLI); the export downloads
 //! and passes `wiretrail verify-bundle`; the reviewer is refused the access
 //! log (403 naming the auditor role) while the auditor sees the reviewer's
-//! reads in it. Screenshots of the main pages go to docs/console/.
+//! reads in it (with the case id given in the search form); the collector
+//! stops while a live page is open. Screenshots of the main pages go to
+//! docs/console/.
 
 mod common;
 
@@ -346,6 +348,7 @@ fn console_in_a_real_browser() {
     rita.open(&format!("{base}/search"));
     rita.fill("#f-since", "last 1h");
     rita.fill("#f-text", &marker);
+    rita.fill("#f-case", "CASE-17");
     let (title, text) = rita.click("form[role=search] button[type=submit]");
     assert!(title.starts_with("Search"), "{title}: {text}");
     assert_eq!(rita.count("#results tbody tr"), 1, "one record carries the marker: {text}");
@@ -438,7 +441,13 @@ fn console_in_a_real_browser() {
     assert!(title.starts_with("Access log"), "{title}: {text}");
     let log = audrey.text("#access tbody");
     assert!(log.contains("search") && log.contains("view") && log.contains("export"), "the reviewer's reads: {log}");
+    assert!(log.contains("CASE-17"), "the search made under its case id: {log}");
     audrey.screenshot("access");
+
+    // --- The collector stops (drains) while a live page is still open.
+    audrey.open(&format!("{base}/alerts"));
+    audrey.wait_text("#live", "live");
+    let stopped = rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), srv.stop()).await });
+    assert!(stopped.is_ok(), "the collector did not stop within 60 s with a console page open");
     drop(audrey);
-    rt.block_on(srv.stop());
 }

@@ -82,7 +82,7 @@ pub async fn page(
     let conn: u64 = p.conn.trim().parse().map_err(|_| Failure::Input(format!("connection id {:?}", p.conn)))?;
     // The API's search (authorized and logged), narrowed to the connection here.
     let filter = Filter { agent_id: p.agent.clone(), limit: MAX_RECORDS, ..Default::default() };
-    let results = super::search::run(&c, &who, filter).await?;
+    let results = super::search::run(&c, &who, "", filter).await?;
     let mut points = Vec::new();
     let mut rows = Vec::new();
     for r in &results {

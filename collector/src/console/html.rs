@@ -42,7 +42,7 @@ pub fn time(ns: i64) -> String {
 }
 
 /// The pages in the navigation bar: (path, label).
-const NAV: [(&str, &str); 8] = [
+const NAV: [(&str, &str); 7] = [
     ("/search", "Search"),
     ("/identities", "Identities"),
     ("/alerts", "Alerts"),
@@ -50,14 +50,13 @@ const NAV: [(&str, &str); 8] = [
     ("/review", "Review"),
     ("/access", "Access log"),
     ("/conversation", "Conversation"),
-    ("/search?since=1h", "Last hour"),
 ];
 
 /// A whole page: `title`, the navigation with `current` marked, `body` (already HTML).
 pub fn page(who: &Principal, current: &str, title: &str, body: &str) -> String {
     let mut nav = String::new();
-    for (href, label) in NAV.iter().take(7) {
-        let cur = if *href == current { " aria-current=\"page\"" } else { "" };
+    for (href, label) in NAV {
+        let cur = if href == current { " aria-current=\"page\"" } else { "" };
         let _ = write!(nav, "<a href=\"{href}\"{cur}>{label}</a>");
     }
     format!(

@@ -102,7 +102,11 @@ pub async fn spawn(
     tracing::info!(addr = %local, "console serving (HTTPS, client certificates)");
     let app = router(console);
     let task = tokio::spawn(async move {
+        // The connections, aborted with this task when the collector stops
+        // (their handlers hold the services, which hold the commit thread's sender).
+        let mut connections = tokio::task::JoinSet::new();
         loop {
+            while connections.try_join_next().is_some() {}
             let (tcp, peer) = match listener.accept().await {
                 Ok(x) => x,
                 Err(e) => {
@@ -117,7 +121,7 @@ pub async fn spawn(
             cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
             let app = app.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => return tracing::warn!(%peer, error = %e, "console: TLS handshake refused"),

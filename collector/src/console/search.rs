@@ -9,6 +9,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, http};
 use tokio_stream::StreamExt;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 use wiretrail_proto::v1::query_client::QueryClient;
 use wiretrail_proto::v1::{Filter, SearchRequest, SearchResult};
 
@@ -16,6 +18,7 @@ use super::Console;
 use super::fail::Failure;
 use super::html::{esc, input, page as frame, preview, row, table, time, url};
 use super::principal::Principal;
+use crate::access::meta::Meta;
 
 /// Rows per page.
 pub const PAGE: usize = 50;
@@ -168,9 +171,19 @@ pub fn cells(r: &SearchResult) -> Vec<String> {
 pub const HEAD: [&str; 9] =
     ["Leaf", "Captured (UTC)", "Agent", "Host", "Identity", "Peer", "Protocol", "Payload", "Conversation"];
 
-/// Up to `limit` results of `filter`, read as `who`.
-pub async fn run(c: &Console, who: &Principal, filter: Filter) -> Result<Vec<SearchResult>, Failure> {
-    let mut q = QueryClient::new(c.backend.channel(who).await?).max_decoding_message_size(64 << 20);
+/// A query client reading as `who` under case id `case` ("" = none), as `--case` does.
+async fn client(
+    c: &Console,
+    who: &Principal,
+    case: &str,
+) -> Result<QueryClient<InterceptedService<Channel, Meta>>, Failure> {
+    let meta = Meta::case(Some(case.trim())).map_err(Failure::Input)?;
+    Ok(QueryClient::with_interceptor(c.backend.channel(who).await?, meta).max_decoding_message_size(64 << 20))
+}
+
+/// The results of `filter` (at most its limit), read as `who` under case id `case`.
+pub async fn run(c: &Console, who: &Principal, case: &str, filter: Filter) -> Result<Vec<SearchResult>, Failure> {
+    let mut q = client(c, who, case).await?;
     let mut s = q.search(SearchRequest { filter: Some(filter), follow: false }).await?.into_inner();
     let mut out = Vec::new();
     while let Some(r) = s.next().await {
@@ -208,7 +221,7 @@ pub async fn page(
     if !searched.is_empty() || p.follow.is_some() {
         let shown = (p.page + 1) * PAGE;
         let filter = p.filter(crate::store::now_ns(), shown as u64 + 1)?;
-        let results = run(&c, &who, filter).await?;
+        let results = run(&c, &who, &p.case, filter).await?;
         let more = results.len() > shown;
         let rows: Vec<_> = results.iter().skip(p.page * PAGE).take(PAGE).map(cells).collect();
         let last = results[..results.len().min(shown)].last().map(|r| r.leaf_index);
@@ -250,7 +263,7 @@ pub async fn follow(
     Query(p): Query<Params>,
 ) -> Result<Response, Failure> {
     let filter = p.filter(crate::store::now_ns(), 0)?;
-    let mut q = QueryClient::new(c.backend.channel(&who).await?).max_decoding_message_size(64 << 20);
+    let mut q = client(&c, &who, &p.case).await?;
     let s = q.search(SearchRequest { filter: Some(filter), follow: true }).await?.into_inner();
     let after = p.after;
     let events = s.filter_map(move |r| match r {
