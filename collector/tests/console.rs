@@ -376,8 +376,9 @@ fn console_in_a_real_browser() {
     rita.cmd(json!({"op": "select", "css": "#f-action", "value": "escalated"}));
     rita.fill("#f-comment", &comment);
     let (_, text) = rita.click("#mark");
-    assert!(rita.text("#marked").contains("Marked escalated"), "{text}");
-    assert!(rita.text("#marks").contains(&comment), "the list shows the mark");
+    assert!(rita.text("#marked").contains("Marked: review entry"), "{text}");
+    let listed = rita.text("#marks tbody");
+    assert!(listed.contains(&comment) && listed.contains("escalated"), "the list shows the mark: {listed}");
     rita.screenshot("review");
     let marks =
         json_lines(&rt.block_on(ok(addr, dir, "audrey", &["review", "list", "--json", "--leaf", &leaf.to_string()])));

@@ -3,7 +3,7 @@
 
 use axum::Extension;
 use axum::extract::{Form, Query, State};
-use axum::response::Html;
+use axum::response::{Html, Redirect};
 use tokio_stream::StreamExt;
 use wiretrail_proto::v1::review_client::ReviewClient;
 use wiretrail_proto::v1::{ReviewConversation, ReviewListRequest, ReviewMarkRequest};
@@ -42,6 +42,8 @@ pub struct ListParams {
     pub reviewer: String,
     /// Only this action.
     pub action: String,
+    /// The entry of the mark just made (shown as done).
+    pub marked: Option<u64>,
 }
 
 /// The mark form, for `leaves` (text) or a conversation.
@@ -116,27 +118,26 @@ pub async fn page(
     Query(p): Query<ListParams>,
 ) -> Result<Html<String>, Failure> {
     let marks = list(&c, &who, &p).await?;
-    let body = format!("<h2>Mark reviewed</h2>{}<h2>Marks (newest first)</h2>{marks}", mark_form("", None));
+    // After a mark (the POST redirects here): the entry it appended.
+    let done = match p.marked {
+        Some(leaf) => format!(
+            "<p id=\"marked\" role=\"status\" class=\"verified\">Marked: review entry {leaf} appended to the log.</p>"
+        ),
+        None => String::new(),
+    };
+    let body = format!("{done}<h2>Mark reviewed</h2>{}<h2>Marks (newest first)</h2>{marks}", mark_form("", None));
     Ok(Html(frame(&who, "/review", "Review", &body)))
 }
 
-/// `POST /review`: one mark, then the list.
+/// `POST /review`: one mark, then (see other) the list, so reloading the page
+/// does not mark again.
 pub async fn mark(
     State(c): State<Console>,
     Extension(who): Extension<Principal>,
     Form(f): Form<MarkForm>,
-) -> Result<Html<String>, Failure> {
+) -> Result<Redirect, Failure> {
     let req = request(&f)?;
     let mut r = ReviewClient::new(c.backend.channel(&who).await?);
     let done = r.review_mark(req).await?.into_inner();
-    let marks = list(&c, &who, &ListParams::default()).await?;
-    let body = format!(
-        "<p id=\"marked\" role=\"status\" class=\"verified\">Marked {} (entry {}) at {}.</p>\
-         <h2>Mark reviewed</h2>{}<h2>Marks (newest first)</h2>{marks}",
-        esc(&f.action),
-        done.leaf_index,
-        time(done.time_ns),
-        mark_form("", None)
-    );
-    Ok(Html(frame(&who, "/review", "Review", &body)))
+    Ok(Redirect::to(&format!("/review?marked={}", done.leaf_index)))
 }
