@@ -409,6 +409,17 @@ fn console_in_a_real_browser() {
     rt.block_on(ingest_tls(addr, dir, exchange(&format!("{marker}-later"), 2)));
     rita.wait_text("#results tbody", &format!("{marker}-later"));
 
+    // --- Paging: 60 matches are 50 on the first page and 10 on the next.
+    let mut many = exchange(&format!("page-{marker}"), 3);
+    let one = many.records[0].clone();
+    many.records = (0..60).map(|i| Record { stream_pos: i, ..one.clone() }).collect();
+    rt.block_on(ingest_tls(addr, dir, many));
+    rita.open(&format!("{base}/search?text=page-{marker}"));
+    assert_eq!(rita.count("#results tbody tr"), 50, "the first page");
+    rita.click("#next");
+    assert_eq!(rita.count("#results tbody tr"), 10, "the second page");
+    assert_eq!(rita.count("#next"), 0, "no third page");
+
     // --- Other pages (screenshots).
     // The map: both workloads, the edge between them, their zones from the policy decision.
     rita.open(&format!("{base}/identities"));
@@ -420,7 +431,7 @@ fn console_in_a_real_browser() {
     let (_, text) = rita.open(&format!("{base}/alerts"));
     assert!(rita.text("#alerts tbody").contains("policy_denied"), "{text}");
     let before = rita.count("#alerts tbody tr");
-    rt.block_on(ingest_tls(addr, dir, flows(3)));
+    rt.block_on(ingest_tls(addr, dir, flows(4)));
     rita.wait_text("#live", "rows");
     assert_eq!(rita.count("#alerts tbody tr"), before + 1, "the new alert, live");
     rita.screenshot("alerts");
