@@ -7,6 +7,7 @@ pub mod authz;
 pub mod checkpointer;
 pub mod cli;
 pub mod completeness;
+pub mod console;
 pub mod entry;
 pub mod error;
 pub mod export;

@@ -64,6 +64,8 @@ pub struct ServeConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Retention file and pass schedule.
     pub retention: crate::retention::RetentionConfig,
+    /// Where to serve the console (HTTPS with the API's certificates and roles); `None` = not served.
+    pub console_addr: Option<std::net::SocketAddr>,
 }
 
 impl ServeConfig {
@@ -86,6 +88,7 @@ impl ServeConfig {
             delivery: DeliveryConfig::default(),
             metrics_addr: None,
             retention: crate::retention::RetentionConfig::default(),
+            console_addr: None,
         }
     }
 }
@@ -120,6 +123,9 @@ pub enum ServeError {
     /// The metrics endpoint could not start.
     #[error("{0}")]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// The console could not start.
+    #[error("{0}")]
+    Console(#[from] crate::console::ConsoleError),
     /// A start-up task panicked.
     #[error("start-up task failed: {0}")]
     Join(String),
@@ -239,6 +245,16 @@ pub async fn run(
         logger,
     ))
     .max_encoding_message_size(config.max_message_bytes);
+    // The console calls these same service instances in-process.
+    let console = match config.console_addr {
+        None => None,
+        Some(addr) => {
+            let routes =
+                tonic::service::Routes::new(query.clone()).add_service(review.clone()).add_service(keys.clone());
+            let console = crate::console::Console { backend: crate::console::Backend::new(routes) };
+            Some(crate::console::spawn(addr, config.tls.clone(), console).await?.1)
+        }
+    };
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(ingest)
@@ -310,6 +326,9 @@ pub async fn run(
     monitor_timer.abort();
     if let Some(m) = metrics {
         m.abort();
+    }
+    if let Some(c) = console {
+        c.abort();
     }
     for t in &delivery_tasks {
         t.abort();

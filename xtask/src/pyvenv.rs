@@ -4,7 +4,7 @@
 //! binary, for the Containerfiles) for the deployment tests; grpcio (a gRPC
 //! server and client), simplefix (FIX messages), psycopg 3 (PostgreSQL, with its
 //! bundled libpq), PyMySQL, pika (AMQP 0-9-1), nats-py and paho-mqtt for the
-//! protocol tests.
+//! protocol tests; selenium for the console's browser tests.
 use std::{path::PathBuf, process::Command};
 
 use anyhow::Context;
@@ -23,6 +23,9 @@ pub const REQUIREMENTS: &[&str] = &[
     "pika==1.4.4",
     "nats-py==2.16.0",
     "paho-mqtt==2.2.0",
+    // console tests: drives Debian's chromium through /usr/bin/chromedriver
+    // (4.52 and 4.53 need certifi >= 2026.10.23, which the index does not have yet)
+    "selenium==4.51.0",
 ];
 
 pub fn dir() -> PathBuf {

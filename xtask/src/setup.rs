@@ -7,7 +7,8 @@
 //!   database protocol tests), and tools the tests use
 //!   (iproute2, libcap2-bin, bpftool, dig from dnsutils, dnsmasq-base as a DNS
 //!   server the tests start themselves; kubectl from kubernetes-client when no
-//!   kubectl is installed; python3-venv and systemd for the deployment tests).
+//!   kubectl is installed; python3-venv and systemd for the deployment tests;
+//!   chromium, chromium-driver and libnss3-tools for the console's browser tests).
 //! - One Python venv at `target/pyvenv` with the PyPI packages the tests use
 //!   (linters and schemas for the deployment tests, grpcio and simplefix for the
 //!   protocol tests): see `pyvenv.rs`.
@@ -57,6 +58,10 @@ pub const PACKAGES: &[&str] = &[
     "mosquitto",
     // IANA time zones (the collector's registry `hours:` resolve through /usr/share/zoneinfo)
     "tzdata",
+    // console tests: headless Chromium driven by selenium, NSS tools for its client certificates
+    "chromium",
+    "chromium-driver",
+    "libnss3-tools",
 ];
 
 /// Installed only when the command is missing (a node from elsewhere, e.g. with

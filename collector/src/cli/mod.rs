@@ -75,6 +75,9 @@ enum Cmd {
         /// Serve Prometheus metrics at http://HOST:PORT/metrics (verification, alert delivery, ingest).
         #[arg(long)]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// Serve the console at https://HOST:PORT/ (same certificate, client certificates and roles as the API).
+        #[arg(long, requires = "tls_dir")]
+        console_addr: Option<std::net::SocketAddr>,
         /// Retention classes and passes.
         #[command(flatten)]
         retention: hold::RetentionServeArgs,
@@ -361,6 +364,7 @@ pub fn main() -> anyhow::Result<()> {
                 verify_full_interval_secs,
                 alerting,
                 metrics_addr,
+                console_addr,
                 retention,
             } => {
                 let mut cfg = crate::ServeConfig::new(data_dir);
@@ -370,6 +374,7 @@ pub fn main() -> anyhow::Result<()> {
                 };
                 alerting.apply(&mut cfg)?;
                 cfg.metrics_addr = metrics_addr;
+                cfg.console_addr = console_addr;
                 retention.apply(&mut cfg);
                 cfg.store.segment_bytes = segment_bytes;
                 cfg.registry = registry;
