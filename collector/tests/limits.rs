@@ -145,3 +145,42 @@ async fn unreadable_index_is_rebuilt() {
     assert_eq!(r.iter().map(|r| r.leaf_index).collect::<Vec<_>>(), vec![1]);
     srv.stop().await;
 }
+
+/// Damage inside the index (its header, schema and progress row intact) is
+/// found by the indexer's page check after start, off the start-up path, and
+/// the index is rebuilt from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_index_pages_are_found_after_start_and_rebuilt() {
+    let d = tempfile::tempdir().unwrap();
+    let srv = Server::start(plain_config(d.path())).await;
+    for seq in 0..10 {
+        send(srv.addr, vec![batch("agent-p", "b", seq, 100)]).await.remove(0).unwrap();
+    }
+    let all = Filter { identity: vec!["pod=pod-1".into()], ..Default::default() };
+    let before = search(srv.addr, all.clone()).await.iter().map(|r| r.leaf_index).collect::<Vec<_>>();
+    assert_eq!(before.len(), 333);
+    srv.stop().await;
+    let c = wiretrail_collector::index::open(d.path()).unwrap();
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    assert!(wiretrail_collector::index::damaged(&c).is_none());
+    drop(c);
+    // The last page is a page of the records' tables.
+    let p = d.path().join("index.sqlite");
+    let len = std::fs::metadata(&p).unwrap().len();
+    assert!(len >= 8 * 4096, "index of {len} bytes");
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0x5au8; 4096], len - 4096).unwrap();
+    drop(f);
+    let srv = Server::start(plain_config(d.path())).await;
+    let aside = || {
+        std::fs::read_dir(d.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("unreadable-"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !aside() {
+        assert!(std::time::Instant::now() < deadline, "the damaged index was not moved aside within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = search(srv.addr, all).await.iter().map(|r| r.leaf_index).collect::<Vec<_>>();
+    assert_eq!(after, before, "search after the rebuild");
+    srv.stop().await;
+}

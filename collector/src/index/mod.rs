@@ -95,33 +95,41 @@ pub fn open(dir: &Path) -> Result<Connection, IndexError> {
 
 /// Opens the index for the indexer; an unreadable database (it is derived
 /// from the log) is moved aside as `index.sqlite.unreadable-<UTC ns>` and
-/// rebuilt instead of stopping the collector.
+/// rebuilt instead of stopping the collector. Only the header, schema and
+/// progress row are read here; the page-by-page check ([`damaged`]) is the
+/// indexer thread's first task, off the start-up path.
 pub fn open_or_rebuild(dir: &Path) -> Result<Connection, IndexError> {
-    let check = |c: &Connection| -> Result<(), rusqlite::Error> {
-        c.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))
-            .and_then(|s| if s == "ok" { Ok(()) } else { Err(rusqlite::Error::InvalidQuery) })?;
-        indexed(c).map(|_| ())
-    };
-    let first = open(dir).and_then(|c| {
-        check(&c).map_err(|source| IndexError::Sqlite { path: db_path(dir), source })?;
+    match open(dir).and_then(|c| {
+        indexed(&c).map_err(|source| IndexError::Sqlite { path: db_path(dir), source })?;
         Ok(c)
-    });
-    match first {
+    }) {
         Ok(c) => Ok(c),
-        Err(e) => {
-            let path = db_path(dir);
-            let aside = dir.join(format!("index.sqlite.unreadable-{}", crate::store::now_ns()));
-            tracing::warn!(error = %e, moved_to = %aside.display(), "index database unreadable; rebuilding it from the log");
-            if let Err(e) = std::fs::rename(&path, &aside) {
-                tracing::warn!(error = %e, "could not move the unreadable index aside; removing it");
-                let _ = std::fs::remove_file(&path);
-            }
-            for ext in ["-wal", "-shm"] {
-                let _ = std::fs::remove_file(dir.join(format!("index.sqlite{ext}")));
-            }
-            open(dir)
-        }
+        Err(e) => rebuild(dir, &e),
     }
+}
+
+/// `PRAGMA quick_check` of the whole database: `Some(problem)` when it is damaged.
+pub fn damaged(c: &Connection) -> Option<String> {
+    match c.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)) {
+        Ok(s) if s == "ok" => None,
+        Ok(s) => Some(s),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// Moves the database aside (after `e`) and opens a new, empty one.
+fn rebuild(dir: &Path, e: &dyn std::fmt::Display) -> Result<Connection, IndexError> {
+    let path = db_path(dir);
+    let aside = dir.join(format!("index.sqlite.unreadable-{}", crate::store::now_ns()));
+    tracing::warn!(error = %e, moved_to = %aside.display(), "index database unreadable; rebuilding it from the log");
+    if let Err(e) = std::fs::rename(&path, &aside) {
+        tracing::warn!(error = %e, "could not move the unreadable index aside; removing it");
+        let _ = std::fs::remove_file(&path);
+    }
+    for ext in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!("index.sqlite{ext}")));
+    }
+    open(dir)
 }
 
 /// Number of leaves indexed according to the database.
@@ -261,6 +269,20 @@ pub fn spawn(
     Ok(std::thread::Builder::new()
         .name("wt-index".into())
         .spawn(move || {
+            if let Some(problem) = damaged(&c) {
+                // Searches meanwhile read the log beyond `indexed`: set it first.
+                progress.indexed.store(0, Ordering::Release);
+                drop(c);
+                c = match rebuild(shared.dir(), &problem) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "ALERT index_unavailable: the index cannot be rebuilt; searches read the log");
+                        return;
+                    }
+                };
+                done = 0;
+                tracker = Tracker::new(tracker.registry());
+            }
             loop {
                 if progress.stop.load(Ordering::Acquire) {
                     return;

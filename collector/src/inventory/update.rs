@@ -31,6 +31,11 @@ impl Tracker {
         Tracker { registry, swept: None }
     }
 
+    /// The registry it judges against.
+    pub fn registry(&self) -> Arc<RegistryHandle> {
+        self.registry.clone()
+    }
+
     /// Starts a pass over records inside the transaction `c`.
     pub fn pass<'c>(&self, c: &'c Connection) -> Pass<'c> {
         let (generation, registry) = self.registry.snapshot();
