@@ -150,7 +150,7 @@ pub async fn run(
         let (mut writer, shared) = Writer::open(&dir, store_cfg)?;
         record_cuts(&mut writer)?;
         let (state, _) = LogState::open(&shared)?;
-        let seeds = crate::alerts::monitor::seeds(&shared, &state.dedup)?;
+        let seeds = crate::alerts::monitor::seeds(&shared, &state)?;
         Ok((writer, shared, state, seeds))
     })
     .await

@@ -32,6 +32,14 @@ fn batch(agent: &str, seq: u64, n: u32, tag: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Batch `seq` of `agent`: one heartbeat record captured at `t`.
+fn heartbeat(agent: &str, seq: u64, t: i64) -> Vec<Vec<u8>> {
+    let mut l = StoredLeaf::decode(batch(agent, seq, 1, "hb").remove(0).as_slice()).unwrap();
+    let r = l.record.as_mut().unwrap();
+    (r.kind, r.capture_time_ns) = (wiretrail_proto::v1::RecordKind::Heartbeat as i32, t);
+    vec![l.encode_to_vec()]
+}
+
 fn entry_leaf(kind: &str, subject: &str, detail: serde_json::Value) -> Vec<Vec<u8>> {
     vec![entry::leaf(entry::new(kind, T0, subject, detail, Vec::new()), "")]
 }
@@ -57,6 +65,7 @@ fn a_start_from_the_snapshot_finds_what_a_full_scan_finds() {
     for seq in 0..20 {
         commit(&mut w, None, batch("a", seq, 3, "first"));
     }
+    commit(&mut w, None, heartbeat("a", 20, T0 + 5));
     commit(
         &mut w,
         None,
@@ -69,14 +78,17 @@ fn a_start_from_the_snapshot_finds_what_a_full_scan_finds() {
     let (mut st, opened) = LogState::open(&shared).unwrap();
     assert_eq!(opened.from_snapshot, 0);
     assert_eq!(opened.scanned, shared.size());
-    assert_eq!(st.hold_entries, vec![60]);
+    assert_eq!(st.hold_entries, vec![61]);
+    assert_eq!(st.heartbeats.get("a"), Some(&(60, T0 + 5)));
     st.maybe_save(&w, true);
     let at = shared.size();
     // After the snapshot: more batches of both agents, a hold lifted, the agent back, a conflict.
-    for seq in 20..30 {
+    for seq in 21..31 {
         commit(&mut w, Some(&mut st), batch("a", seq, 2, "later"));
-        commit(&mut w, Some(&mut st), batch("c", seq - 20, 1, "other"));
+        commit(&mut w, Some(&mut st), batch("c", seq - 21, 1, "other"));
     }
+    let c_beat = w.appended();
+    commit(&mut w, Some(&mut st), heartbeat("c", 10, T0 + 9));
     commit(&mut w, Some(&mut st), entry_leaf(entry::HOLD_LIFTED, "CASE-1", serde_json::json!({})));
     commit(&mut w, Some(&mut st), entry_leaf(entry::AGENT_RETURNED, "a", serde_json::json!({})));
     commit(
@@ -99,6 +111,9 @@ fn a_start_from_the_snapshot_finds_what_a_full_scan_finds() {
     assert_eq!((opened.from_snapshot, opened.scanned), (0, size));
     assert_eq!(from_snap.dedup, scanned.dedup, "batch table from the snapshot + tail");
     assert_eq!(from_snap.hold_entries, scanned.hold_entries);
+    assert_eq!(from_snap.heartbeats, scanned.heartbeats);
+    let beats = [("a".to_string(), (60, T0 + 5)), ("c".to_string(), (c_beat, T0 + 9))];
+    assert_eq!(scanned.heartbeats, beats.into_iter().collect());
     assert_eq!(scanned.hold_entries.len(), 2);
     // What the commit thread learns from the entries it commits (batches
     // reach its table through ingest, not this harness) is the same.

@@ -22,11 +22,8 @@ use wiretrail_proto::v1::{Record, RecordKind, StoredLeaf};
 use super::silence::{Beat, Clock, Event, Silence};
 use crate::entry;
 use crate::ingest::commit::Work;
-use crate::ingest::dedup::Dedup;
+use crate::ingest::state::LogState;
 use crate::store::{Shared, StoreError};
-
-/// How many of an agent's newest batches are searched for its last heartbeat at start.
-const SEED_BATCHES: usize = 256;
 
 /// What the log says of one agent at start (see [`Silence::seed`]).
 #[derive(Debug, Clone)]
@@ -41,42 +38,39 @@ pub struct Seed {
     pub silent_at: Option<i64>,
 }
 
-/// The seeds of every agent with a heartbeat among its newest
-/// [`SEED_BATCHES`] stored batches (an agent without one is known again from
-/// its next heartbeat, as before any heartbeat was stored).
-pub fn seeds(shared: &Shared, dedup: &Dedup) -> Result<Vec<Seed>, StoreError> {
+/// The seeds of every agent with a stored heartbeat: its newest one (kept
+/// by the commit state, so one leaf is read per agent) and the arrival of its
+/// newest batch. An agent whose heartbeat leaf retention deleted is known
+/// again from its next heartbeat, as before any heartbeat was stored.
+pub fn seeds(shared: &Shared, state: &LogState) -> Result<Vec<Seed>, StoreError> {
     let mut out = Vec::new();
-    for agent in dedup.agents() {
-        let batches = dedup.batches_newest_first(agent);
-        let mut last_arrival_ns = None;
-        let mut best: Option<Beat> = None;
-        for &(first, last) in batches.iter().take(SEED_BATCHES) {
-            for item in shared.iter(first, last + 1)? {
-                let (i, bytes) = item?;
-                let leaf = StoredLeaf::decode(bytes.as_slice())
-                    .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))?;
-                last_arrival_ns = Some(last_arrival_ns.unwrap_or(0).max(leaf.received_time_ns));
-                let Some(r) = leaf.record.as_ref().filter(|r| r.kind() == RecordKind::Heartbeat) else { continue };
-                let Some(hb) = r.heartbeat else { continue };
-                if best.as_ref().is_none_or(|b| r.capture_time_ns > b.time_ns) {
-                    best = Some(Beat {
-                        boot_id: leaf.boot_id.clone(),
-                        time_ns: r.capture_time_ns,
-                        received_ns: leaf.received_time_ns,
-                        heartbeat: hb,
-                    });
-                }
-            }
-            if best.is_some() {
-                break;
-            }
+    let read = |i: u64| -> Result<Option<StoredLeaf>, StoreError> {
+        match shared.read_leaf(i) {
+            Ok(bytes) => StoredLeaf::decode(bytes.as_slice())
+                .map(Some)
+                .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}"))),
+            Err(StoreError::Deleted { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
-        let (Some(last), Some(last_arrival_ns)) = (best, last_arrival_ns) else { continue };
-        let silent_at = match dedup.liveness().get(agent) {
+    };
+    for (agent, &(leaf, _)) in &state.heartbeats {
+        let Some(hb_leaf) = read(leaf)? else { continue };
+        let Some((r, hb)) = hb_leaf.record.as_ref().and_then(|r| Some((r, r.heartbeat?))) else {
+            return Err(StoreError::Inconsistent(format!("leaf {leaf} is not the heartbeat of agent {agent}")));
+        };
+        let last = Beat {
+            boot_id: hb_leaf.boot_id.clone(),
+            time_ns: r.capture_time_ns,
+            received_ns: hb_leaf.received_time_ns,
+            heartbeat: hb,
+        };
+        let newest = state.dedup.batches_newest_first(agent).first().map(|b| b.1).unwrap_or(leaf).max(leaf);
+        let last_arrival_ns = read(newest)?.map(|l| l.received_time_ns).unwrap_or(hb_leaf.received_time_ns);
+        let silent_at = match state.dedup.liveness().get(agent) {
             Some((kind, t)) if kind == entry::AGENT_SILENT => Some(*t),
             _ => None,
         };
-        out.push(Seed { agent_id: agent.to_string(), last, last_arrival_ns, silent_at });
+        out.push(Seed { agent_id: agent.clone(), last, last_arrival_ns, silent_at });
     }
     Ok(out)
 }

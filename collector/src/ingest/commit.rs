@@ -56,6 +56,8 @@ pub struct Job {
     pub hash: [u8; 32],
     /// Encoded `StoredLeaf`s, one per record.
     pub leaves: Vec<Vec<u8>>,
+    /// Position in the batch and capture time of its newest heartbeat record, if any.
+    pub heartbeat: Option<(u32, i64)>,
     /// Where the ack (or error) goes once the batch is durable.
     pub reply: oneshot::Sender<Result<Ack, Error>>,
 }
@@ -203,13 +205,20 @@ impl Committer {
         let mut group: Vec<Reply> = Vec::with_capacity(jobs.len());
         // Whether a batch was written (small entries may fit where batches do not).
         let mut batch_written = false;
-        // Entry leaves of the group, applied to the state once durable.
+        // Entry leaves and heartbeat leaves of the group, applied to the state once durable.
         let mut entries: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut beats: Vec<(String, u64, i64)> = Vec::new();
         for work in jobs {
             match work {
                 Work::Batch(job) => {
                     let at = self.writer.appended();
                     let res = self.handle(&job);
+                    if let (Ok(a), Some((k, t))) = (&res, job.heartbeat)
+                        && !a.duplicate
+                        && !a.conflict
+                    {
+                        beats.push((job.agent_id.clone(), a.first_leaf_index + k as u64, t));
+                    }
                     batch_written |= self.writer.appended() != at;
                     group.push(Reply::Ack(job.reply, res));
                 }
@@ -237,6 +246,9 @@ impl Committer {
                     self.state.dedup.commit_group();
                     for (i, leaf) in &entries {
                         self.state.entry_committed(*i, leaf);
+                    }
+                    for (agent, leaf, time_ns) in beats {
+                        self.state.heartbeat_committed(agent, leaf, time_ns);
                     }
                     self.state.maybe_save(&self.writer, false);
                 }

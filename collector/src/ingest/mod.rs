@@ -246,9 +246,13 @@ impl Ingest for IngestService {
                     let v: Vec<_> = batch.records.iter().filter(|r| r.kind() == hb).cloned().collect();
                     (agent_id.clone(), boot_id.clone(), v)
                 });
+                let heartbeat = (batch.records.iter().enumerate())
+                    .filter(|(_, r)| r.kind() == wiretrail_proto::v1::RecordKind::Heartbeat)
+                    .max_by_key(|(k, r)| (r.capture_time_ns, *k))
+                    .map(|(k, r)| (k as u32, r.capture_time_ns));
                 let leaves = encode_leaves(batch, &peer, crate::store::now_ns(), &hash);
                 let (reply, rx) = oneshot::channel();
-                let job = Job { agent_id, boot_id, seq, through, peer: peer.clone(), hash, leaves, reply };
+                let job = Job { agent_id, boot_id, seq, through, peer: peer.clone(), hash, leaves, heartbeat, reply };
                 if jobs.send(Work::Batch(job)).await.is_err() {
                     let _ = pending_tx.send(fail(Error::Unavailable("collector is shutting down".into()))).await;
                     return;

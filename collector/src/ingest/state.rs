@@ -1,13 +1,16 @@
 //! What the commit thread knows about the log at start, found without
-//! rescanning it: the batch table ([`Dedup`]) and the leaf indices of the
+//! rescanning it: the batch table ([`Dedup`]), the leaf indices of the
 //! legal-hold entries (from which retention rebuilds the holds in force,
-//! reading only those leaves).
+//! reading only those leaves) and each agent's newest heartbeat leaf (from
+//! which the silence monitor is seeded, reading one leaf per agent).
 //!
 //! The commit thread saves it, with the store's tree cache, every
 //! [`SNAPSHOT_EVERY`] committed leaves and when it stops (see
 //! `crate::store::snapshot` for the file and the checks made before use).
 //! At start the snapshot is loaded and only the leaves after it are scanned;
 //! without a usable snapshot the whole log is scanned, as before snapshots.
+
+use std::collections::HashMap;
 
 use prost::Message;
 
@@ -27,6 +30,8 @@ pub struct LogState {
     pub dedup: Dedup,
     /// Leaf indices of the `hold_placed` / `hold_lifted` entries, ascending.
     pub hold_entries: Vec<u64>,
+    /// Per agent id: the leaf and capture time of its newest heartbeat record.
+    pub heartbeats: HashMap<String, (u64, i64)>,
     /// Log size of the last snapshot saved or loaded.
     saved_at: u64,
 }
@@ -40,6 +45,20 @@ struct StateSnap {
     /// Leaf indices of hold entries.
     #[prost(uint64, repeated, tag = "2")]
     hold_entries: Vec<u64>,
+    /// Newest heartbeat per agent.
+    #[prost(message, repeated, tag = "3")]
+    heartbeats: Vec<BeatSnap>,
+}
+
+/// An agent's newest heartbeat.
+#[derive(Clone, PartialEq, prost::Message)]
+struct BeatSnap {
+    #[prost(string, tag = "1")]
+    agent_id: String,
+    #[prost(uint64, tag = "2")]
+    leaf: u64,
+    #[prost(int64, tag = "3")]
+    time_ns: i64,
 }
 
 /// How [`LogState::open`] found the state.
@@ -60,7 +79,12 @@ impl LogState {
             .and_then(|l| {
                 let s = StateSnap::decode(l.body.as_slice()).ok();
                 let st = s.and_then(|s| {
-                    Some(LogState { dedup: Dedup::decode(&s.dedup)?, hold_entries: s.hold_entries, saved_at: l.size })
+                    Some(LogState {
+                        dedup: Dedup::decode(&s.dedup)?,
+                        hold_entries: s.hold_entries,
+                        heartbeats: s.heartbeats.into_iter().map(|b| (b.agent_id, (b.leaf, b.time_ns))).collect(),
+                        saved_at: l.size,
+                    })
                 });
                 if st.is_none() {
                     tracing::warn!("commit snapshot does not decode; scanning the log");
@@ -85,6 +109,9 @@ impl LogState {
             if let Some(e) = &k.entry {
                 self.note_hold(i, e);
             }
+            if let Some(r) = k.record.as_ref().filter(|_| k.is_heartbeat()) {
+                self.heartbeat_committed(k.agent_id.clone(), i, r.capture_time_ns);
+            }
             self.dedup.apply(i, k, &deleted)?;
         }
         Ok(())
@@ -108,6 +135,14 @@ impl LogState {
         }
     }
 
+    /// A heartbeat record of `agent_id` committed at `leaf`, captured at `time_ns`.
+    pub fn heartbeat_committed(&mut self, agent_id: String, leaf: u64, time_ns: i64) {
+        let e = self.heartbeats.entry(agent_id).or_insert((leaf, time_ns));
+        if time_ns >= e.1 {
+            *e = (leaf, time_ns);
+        }
+    }
+
     /// Saves the snapshot (and the store's tree cache) when [`SNAPSHOT_EVERY`]
     /// leaves were committed since the last one, or always when `force`.
     /// Only between groups. A failure is logged: the next start scans more.
@@ -117,7 +152,11 @@ impl LogState {
             return;
         }
         let t = std::time::Instant::now();
-        let body = StateSnap { dedup: self.dedup.encode(), hold_entries: self.hold_entries.clone() }.encode_to_vec();
+        let heartbeats = (self.heartbeats.iter())
+            .map(|(a, &(leaf, time_ns))| BeatSnap { agent_id: a.clone(), leaf, time_ns })
+            .collect();
+        let body = StateSnap { dedup: self.dedup.encode(), hold_entries: self.hold_entries.clone(), heartbeats }
+            .encode_to_vec();
         let res = writer.save_tree_snapshot().and_then(|(tree_size, last)| {
             debug_assert_eq!(tree_size, size);
             snapshot::save(writer.shared().dir(), SNAPSHOT, tree_size, last, body)

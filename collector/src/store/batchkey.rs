@@ -1,4 +1,4 @@
-//! The batch fields of a stored leaf, decoded without the record.
+//! The batch fields of a stored leaf, decoded without the record's contents.
 
 use prost::Message;
 
@@ -29,12 +29,31 @@ pub struct LeafBatch {
     /// Last seq the batch stands for (0 = its own seq only).
     #[prost(uint64, tag = "22")]
     pub covers_through_seq: u64,
+    /// The record's kind and capture time, when the leaf is a record (its other fields are skipped).
+    #[prost(message, optional, tag = "7")]
+    pub record: Option<RecordHead>,
     /// The collector entry, when the leaf is one.
     #[prost(message, optional, tag = "8")]
     pub entry: Option<wiretrail_proto::v1::CollectorEntry>,
 }
 
+/// The kind and capture time of a `Record` (its other fields skipped when decoding).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RecordHead {
+    /// `RecordKind`.
+    #[prost(int32, tag = "1")]
+    pub kind: i32,
+    /// UTC ns at capture.
+    #[prost(int64, tag = "2")]
+    pub capture_time_ns: i64,
+}
+
 impl LeafBatch {
+    /// Whether the leaf is a heartbeat record.
+    pub fn is_heartbeat(&self) -> bool {
+        self.record.as_ref().is_some_and(|r| r.kind == wiretrail_proto::v1::RecordKind::Heartbeat as i32)
+    }
+
     /// Decodes the batch fields of leaf bytes.
     pub fn decode_leaf(bytes: &[u8]) -> Result<LeafBatch, prost::DecodeError> {
         LeafBatch::decode(bytes)
