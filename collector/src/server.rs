@@ -64,6 +64,8 @@ pub struct ServeConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Retention file and pass schedule.
     pub retention: crate::retention::RetentionConfig,
+    /// Clustered mode: leaves and checkpoints also go to ClickHouse before acks.
+    pub clickhouse: Option<crate::clickhouse::ClickHouseConfig>,
 }
 
 impl ServeConfig {
@@ -86,6 +88,7 @@ impl ServeConfig {
             delivery: DeliveryConfig::default(),
             metrics_addr: None,
             retention: crate::retention::RetentionConfig::default(),
+            clickhouse: None,
         }
     }
 }
@@ -120,6 +123,9 @@ pub enum ServeError {
     /// The metrics endpoint could not start.
     #[error("{0}")]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// ClickHouse (clustered mode) is unusable at start.
+    #[error("{0}")]
+    ClickHouse(#[from] crate::clickhouse::ClickHouseError),
     /// A start-up task panicked.
     #[error("start-up task failed: {0}")]
     Join(String),
@@ -152,7 +158,14 @@ pub async fn run(
     let stats = Arc::new(CommitStats::default());
     let authz = crate::authz::Authz::new(roles.clone(), config.tls.is_none());
     let authz_retention = authz.clone();
-    let (jobs, commit_thread) = commit::spawn(writer, dedup, roles, stats.clone());
+    let (sink, checkpoint_shipper) = match &config.clickhouse {
+        None => (None, None),
+        Some(ch) => {
+            let sink = crate::clickhouse::writer::Sink::open(ch.clone(), shared.clone()).await?;
+            (Some(sink), Some(crate::clickhouse::writer::spawn_checkpoints(ch.clone(), shared.clone())))
+        }
+    };
+    let (jobs, commit_thread) = commit::spawn(writer, dedup, roles, stats.clone(), sink);
     let verify_status = Arc::new(verification::Status::default());
     let entries = jobs.clone();
     let verifying = verification::spawn(
@@ -332,9 +345,17 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || checkpoint_thread.join()).await;
     let s = shared.clone();
     match tokio::task::spawn_blocking(move || s.issue_checkpoint()).await {
-        Ok(Ok(cp)) => tracing::info!(size = cp.checkpoint.size, "final checkpoint"),
+        Ok(Ok(cp)) => {
+            tracing::info!(size = cp.checkpoint.size, "final checkpoint");
+            if let Some(ch) = &config.clickhouse {
+                crate::clickhouse::writer::ship_final(ch, &cp).await;
+            }
+        }
         Ok(Err(e)) => tracing::error!(error = %e, "final checkpoint failed"),
         Err(e) => tracing::error!(error = %e, "final checkpoint task failed"),
+    }
+    if let Some(t) = checkpoint_shipper {
+        t.abort();
     }
     progress.stop.store(true, Ordering::Release);
     let _ = tokio::task::spawn_blocking(move || indexer.join()).await;

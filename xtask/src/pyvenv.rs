@@ -4,7 +4,8 @@
 //! binary, for the Containerfiles) for the deployment tests; grpcio (a gRPC
 //! server and client), simplefix (FIX messages), psycopg 3 (PostgreSQL, with its
 //! bundled libpq), PyMySQL, pika (AMQP 0-9-1), nats-py and paho-mqtt for the
-//! protocol tests.
+//! protocol tests; chdb-core (a modern ClickHouse engine that serves HTTP and
+//! native) for the clustered-mode tests.
 use std::{path::PathBuf, process::Command};
 
 use anyhow::Context;
@@ -23,6 +24,7 @@ pub const REQUIREMENTS: &[&str] = &[
     "pika==1.4.4",
     "nats-py==2.16.0",
     "paho-mqtt==2.2.0",
+    "chdb-core==26.9.0",
 ];
 
 pub fn dir() -> PathBuf {
