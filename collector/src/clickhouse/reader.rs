@@ -177,6 +177,8 @@ impl Reader {
             }
             if root_of_leaf_hashes(&hashes[..c.size as usize]) != signed.checkpoint.root {
                 let first_bad = rep.verified_size;
+                // A leaf already named explains it; else the range start is the first suspect.
+                let named = rep.first_bad_leaf;
                 rep.fail(
                     first_bad,
                     &format!(
@@ -184,6 +186,9 @@ impl Reader {
                         c.size, c.size
                     ),
                 );
+                if named.is_some() {
+                    rep.first_bad_leaf = named;
+                }
                 break;
             }
             rep.verified_size = c.size;

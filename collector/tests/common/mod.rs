@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod clickhouse;
 pub mod logs;
 
 use std::collections::HashMap;

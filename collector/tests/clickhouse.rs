@@ -1,0 +1,125 @@
+//! Clustered mode against real ClickHouse servers started here (Debian's
+//! 18.16: two replicas of one shard + ZooKeeper, ReplicatedMergeTree +
+//! Distributed, insert_quorum=2). One cluster for the binary, one test
+//! running the scenarios in order (each in its own database).
+
+mod common;
+
+use std::time::Duration;
+
+use common::clickhouse::{Cluster, sql};
+use common::*;
+use wiretrail_collector::clickhouse::ClickHouseConfig;
+use wiretrail_collector::clickhouse::reader::Reader;
+use wiretrail_proto::v1::Filter;
+
+fn ch(url: &str, db: &str) -> ClickHouseConfig {
+    ClickHouseConfig {
+        url: url.into(),
+        database: db.into(),
+        cluster: Some("wt".into()),
+        quorum: 2,
+        user: None,
+        password: None,
+        timeout: Duration::from_secs(5),
+    }
+}
+
+fn config(dir: &std::path::Path, origin: &str, ch: ClickHouseConfig) -> wiretrail_collector::ServeConfig {
+    let mut c = plain_config(dir);
+    c.store.origin = origin.into();
+    c.clickhouse = Some(ch);
+    c
+}
+
+/// Two collectors write to one ClickHouse cluster; queried as one; verified per log.
+async fn two_collectors_queried_as_one(url: &str) {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s1 = Server::start(config(d1.path(), "collector-a", ch(url, "two"))).await;
+    let s2 = Server::start(config(d2.path(), "collector-b", ch(url, "two"))).await;
+    for (s, agent) in [(&s1, "agent-a"), (&s2, "agent-b")] {
+        let acks = send(s.addr, (0..3).map(|seq| batch(agent, "b1", seq, 10)).collect()).await;
+        assert_eq!(acks.len(), 3);
+        for a in acks {
+            a.expect("batch acknowledged");
+        }
+    }
+    s1.stop().await;
+    s2.stop().await;
+    let r = Reader::open(&ch(url, "two")).await.unwrap();
+    let hits = r.search(&Filter { identity: vec!["pod=pod-1".into()], ..Default::default() }).await.unwrap();
+    let mut origins: Vec<&str> = hits.iter().map(|h| h.origin.as_str()).collect();
+    origins.dedup();
+    assert_eq!(hits.len(), 20, "pod-1 is every third of 30 records in each of two logs");
+    assert!(origins.contains(&"collector-a") && origins.contains(&"collector-b"), "{origins:?}");
+    let text = r.search(&Filter { payload_text: "SELECT 7 FROM".into(), ..Default::default() }).await.unwrap();
+    assert_eq!(text.len(), 2, "record 7 of each log");
+    let reports = r.verify().await.unwrap();
+    assert_eq!(reports.len(), 2);
+    for rep in &reports {
+        assert!(rep.ok, "{rep:?}");
+        assert_eq!(rep.leaves, rep.verified_size, "final checkpoint covers every leaf: {rep:?}");
+        assert!(rep.leaves >= 30, "{rep:?}");
+    }
+}
+
+/// One replica down with quorum 2: the batch is refused (no ack); once the
+/// replica is back the retry is acknowledged and nothing is lost.
+async fn replica_down_refuses_then_recovers(cl: &mut Cluster) {
+    let url = cl.replicas[0].url();
+    let d = tempfile::tempdir().unwrap();
+    let s = Server::start(config(d.path(), "collector-q", ch(&url, "quorum"))).await;
+    for a in send(s.addr, vec![batch("agent-q", "b1", 0, 10)]).await {
+        a.expect("acknowledged with both replicas up");
+    }
+    tokio::task::block_in_place(|| cl.replicas[1].kill());
+    let refused = send(s.addr, vec![batch("agent-q", "b1", 1, 10)]).await;
+    let err = refused[0].as_ref().expect_err("no ack while a quorum replica is down");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("not yet in ClickHouse"), "{err:?}");
+    tokio::task::block_in_place(|| cl.replicas[1].restart());
+    let ack = eventually("the retried batch is acknowledged once the replica is back", || async {
+        send(s.addr, vec![batch("agent-q", "b1", 1, 10)]).await.pop().and_then(|a| a.ok())
+    })
+    .await;
+    assert!(ack.duplicate, "the retry is the batch already in the local log: {ack:?}");
+    s.stop().await;
+    let r = Reader::open(&ch(&url, "quorum")).await.unwrap();
+    let hits = r.search(&Filter { agent_id: "agent-q".into(), ..Default::default() }).await.unwrap();
+    assert_eq!(hits.len(), 20, "both batches are in ClickHouse");
+    let reports = r.verify().await.unwrap();
+    assert!(reports[0].ok, "{:?}", reports[0]);
+}
+
+/// A row changed in ClickHouse (bytes, or moved to another index) is named by verify.
+async fn tamper_is_named(url: &str) {
+    let d = tempfile::tempdir().unwrap();
+    let s = Server::start(config(d.path(), "collector-t", ch(url, "tamper"))).await;
+    for a in send(s.addr, vec![batch("agent-t", "b1", 0, 10)]).await {
+        a.expect("acknowledged");
+    }
+    s.stop().await;
+    let r = Reader::open(&ch(url, "tamper")).await.unwrap();
+    assert!(r.verify().await.unwrap()[0].ok);
+    // Leaf 4's bytes changed (its stored hash kept), inserted as a replacing row.
+    sql(
+        url,
+        "INSERT INTO tamper.leaves SELECT origin, leaf_index, received, received_ns, time_ns, kind, agent_id, identity, \
+         peer, protocol, host, replaceOne(leaf, 'SELECT', 'DELETE'), leaf_hash, prev_hash FROM tamper.leaves \
+         WHERE leaf_index = 4",
+    )
+    .await;
+    let rep = r.verify().await.unwrap().remove(0);
+    assert!(!rep.ok);
+    assert_eq!(rep.first_bad_leaf, Some(4), "{rep:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clustered_mode_on_clickhouse_18_16() {
+    let mut cl = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let url = cl.replicas[0].url();
+    assert!(sql(&url, "SELECT version()").await.starts_with("18.16"));
+    two_collectors_queried_as_one(&url).await;
+    tamper_is_named(&url).await;
+    replica_down_refuses_then_recovers(&mut cl).await;
+}
