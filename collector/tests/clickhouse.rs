@@ -32,14 +32,30 @@ fn config(dir: &std::path::Path, origin: &str, ch: ClickHouseConfig) -> wiretrai
     c
 }
 
+/// Starts a collector; a start-up failure (e.g. ClickHouse refused the schema) is shown.
+async fn start(cfg: wiretrail_collector::ServeConfig) -> Server {
+    let s = Server::start(cfg).await;
+    for _ in 0..100 {
+        if s.finished() {
+            s.stop().await;
+            panic!("the collector stopped at start");
+        }
+        if tokio::net::TcpStream::connect(s.addr).await.is_ok() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    s
+}
+
 /// Two collectors write to one ClickHouse cluster; queried as one; verified per log.
 async fn two_collectors_queried_as_one(url: &str) {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let s1 = Server::start(config(d1.path(), "collector-a", ch(url, "two"))).await;
-    let s2 = Server::start(config(d2.path(), "collector-b", ch(url, "two"))).await;
+    let s1 = start(config(d1.path(), "collector-a", ch(url, "two"))).await;
+    let s2 = start(config(d2.path(), "collector-b", ch(url, "two"))).await;
     for (s, agent) in [(&s1, "agent-a"), (&s2, "agent-b")] {
         let acks = send(s.addr, (0..3).map(|seq| batch(agent, "b1", seq, 10)).collect()).await;
-        assert_eq!(acks.len(), 3);
+        assert_eq!(acks.len(), 3, "{acks:?}");
         for a in acks {
             a.expect("batch acknowledged");
         }
@@ -68,7 +84,7 @@ async fn two_collectors_queried_as_one(url: &str) {
 async fn replica_down_refuses_then_recovers(cl: &mut Cluster) {
     let url = cl.replicas[0].url();
     let d = tempfile::tempdir().unwrap();
-    let s = Server::start(config(d.path(), "collector-q", ch(&url, "quorum"))).await;
+    let s = start(config(d.path(), "collector-q", ch(&url, "quorum"))).await;
     for a in send(s.addr, vec![batch("agent-q", "b1", 0, 10)]).await {
         a.expect("acknowledged with both replicas up");
     }
@@ -94,7 +110,7 @@ async fn replica_down_refuses_then_recovers(cl: &mut Cluster) {
 /// A row changed in ClickHouse (bytes, or moved to another index) is named by verify.
 async fn tamper_is_named(url: &str) {
     let d = tempfile::tempdir().unwrap();
-    let s = Server::start(config(d.path(), "collector-t", ch(url, "tamper"))).await;
+    let s = start(config(d.path(), "collector-t", ch(url, "tamper"))).await;
     for a in send(s.addr, vec![batch("agent-t", "b1", 0, 10)]).await {
         a.expect("acknowledged");
     }

@@ -77,8 +77,21 @@ pub async fn create(c: &clickhouse::Client, cfg: &ClickHouseConfig, v: Version) 
         quorum = cfg.quorum,
         "ClickHouse server version checked; creating the schema for it"
     );
+    // Collectors starting together race on the same ON CLUSTER DDL (a
+    // replica may answer "already exists" mid-creation): a few bounded retries.
     for sql in statements(cfg, v) {
-        c.query(&sql).execute().await.map_err(ClickHouseError::query(format!("schema: {sql}")))?;
+        let mut attempt = 0u32;
+        loop {
+            match c.query(&sql).execute().await {
+                Ok(()) => break,
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "ClickHouse schema statement failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+                }
+                Err(e) => return Err(ClickHouseError::query(format!("schema: {sql}"))(e)),
+            }
+        }
     }
     Ok(())
 }

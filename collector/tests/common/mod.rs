@@ -57,6 +57,11 @@ impl Server {
         Server { addr, stop: Some(tx), task: Some(task) }
     }
 
+    /// Whether the server task has ended (e.g. failed at start).
+    pub fn finished(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| t.is_finished())
+    }
+
     pub async fn stop(mut self) {
         self.stop.take().unwrap().send(()).unwrap();
         self.task.take().unwrap().await.unwrap().unwrap();
