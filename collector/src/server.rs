@@ -161,7 +161,9 @@ pub async fn run(
     let (sink, checkpoint_shipper) = match &config.clickhouse {
         None => (None, None),
         Some(ch) => {
-            let sink = crate::clickhouse::writer::Sink::open(ch.clone(), shared.clone()).await?;
+            let sink = crate::clickhouse::writer::Sink::open(ch.clone(), shared.clone()).await.inspect_err(|e| {
+                tracing::error!(error = %e, "clustered mode: ClickHouse unusable at start");
+            })?;
             (Some(sink), Some(crate::clickhouse::writer::spawn_checkpoints(ch.clone(), shared.clone())))
         }
     };

@@ -168,18 +168,38 @@ impl Sink {
         self.shipped
     }
 
+    /// Inserts `rows` in one INSERT (with the quorum settings). Servers
+    /// before 20.10 allow one unfinished quorum insert per table at a time
+    /// (error 286, "Quorum for previous write has not been satisfied yet",
+    /// when several collectors insert together): that one error is retried
+    /// until the configured timeout.
     async fn insert<T: clickhouse::RowOwned + clickhouse::RowWrite>(
         &self,
         table: &str,
         rows: &[T],
     ) -> Result<(), ClickHouseError> {
-        let what = format!("insert into {table}");
-        let mut ins = self
-            .client
-            .insert::<T>(table)
-            .await
-            .map_err(ClickHouseError::query(what.clone()))?
-            .with_timeouts(Some(self.cfg.timeout), Some(self.cfg.timeout));
+        let start = std::time::Instant::now();
+        let mut wait = std::time::Duration::from_millis(10);
+        loop {
+            match self.insert_once(table, rows).await {
+                Err(e) if is_previous_quorum_pending(&e) && start.elapsed() + wait < self.cfg.timeout => {
+                    tracing::debug!(table, "a previous quorum insert is still replicating; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_millis(500));
+                }
+                Err(e) => return Err(ClickHouseError::query(format!("insert into {table}"))(e)),
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    async fn insert_once<T: clickhouse::RowOwned + clickhouse::RowWrite>(
+        &self,
+        table: &str,
+        rows: &[T],
+    ) -> Result<(), clickhouse::error::Error> {
+        let mut ins =
+            self.client.insert::<T>(table).await?.with_timeouts(Some(self.cfg.timeout), Some(self.cfg.timeout));
         if self.cfg.cluster.is_some() {
             ins = ins.with_setting("insert_distributed_sync", "1");
         }
@@ -189,9 +209,9 @@ impl Sink {
                 .with_setting("insert_quorum_timeout", self.cfg.timeout.as_millis().to_string());
         }
         for r in rows {
-            ins.write(r).await.map_err(ClickHouseError::query(what.clone()))?;
+            ins.write(r).await?;
         }
-        ins.end().await.map_err(ClickHouseError::query(what))
+        ins.end().await
     }
 
     /// Inserts every durable leaf not yet in ClickHouse (blocking; from the
@@ -214,6 +234,11 @@ impl Sink {
         }
         Ok(())
     }
+}
+
+/// ClickHouse error 286 (UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE).
+fn is_previous_quorum_pending(e: &clickhouse::error::Error) -> bool {
+    e.to_string().contains("Code: 286")
 }
 
 /// Ships each new checkpoint of the log to ClickHouse (checked every second;
