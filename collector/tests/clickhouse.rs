@@ -7,18 +7,22 @@ mod common;
 
 use std::time::Duration;
 
-use common::clickhouse::{Cluster, sql};
+use common::clickhouse::{Cluster, Modern, sql};
 use common::*;
 use wiretrail_collector::clickhouse::ClickHouseConfig;
 use wiretrail_collector::clickhouse::reader::Reader;
 use wiretrail_proto::v1::Filter;
 
 fn ch(url: &str, db: &str) -> ClickHouseConfig {
+    ch_with(url, db, Some("wt"), 2)
+}
+
+fn ch_with(url: &str, db: &str, cluster: Option<&str>, quorum: u32) -> ClickHouseConfig {
     ClickHouseConfig {
         url: url.into(),
         database: db.into(),
-        cluster: Some("wt".into()),
-        quorum: 2,
+        cluster: cluster.map(String::from),
+        quorum,
         user: None,
         password: None,
         timeout: Duration::from_secs(5),
@@ -124,8 +128,32 @@ async fn tamper_is_named(url: &str) {
 async fn clustered_mode_on_clickhouse_18_16() {
     let mut cl = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
     let url = cl.replicas[0].url();
-    assert!(sql(&url, "SELECT version()").await.starts_with("18.16"));
+    assert!(sql(&url, "SELECT version() FORMAT TSV").await.starts_with("18.16"));
     two_collectors_queried_as_one(&url).await;
     tamper_is_named(&url).await;
     replica_down_refuses_then_recovers(&mut cl).await;
+}
+
+/// The modern engine (26.9): the schema with codecs and skip indexes, RowBinary
+/// with validation on; ingest -> query -> verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modern_engine_26_9() {
+    let m = tokio::task::spawn_blocking(Modern::start).await.unwrap();
+    let url = m.url();
+    let v = sql(&url, "SELECT version() FORMAT TSV").await;
+    assert!(v.starts_with("26.9"), "{v:?}");
+    let cfg = ch_with(&url, "modern", None, 0);
+    let d = tempfile::tempdir().unwrap();
+    let s = start(config(d.path(), "collector-m", cfg.clone())).await;
+    for a in send(s.addr, (0..2).map(|seq| batch("agent-m", "b1", seq, 10)).collect()).await {
+        a.expect("acknowledged");
+    }
+    s.stop().await;
+    let ddl = sql(&url, "SHOW CREATE TABLE modern.leaves FORMAT TSVRaw").await;
+    assert!(ddl.contains("CODEC(ZSTD(3))") && ddl.contains("ngrambf_v1"), "{ddl}");
+    let r = Reader::open(&cfg).await.unwrap();
+    let hits = r.search(&Filter { app_protocol: "postgres".into(), ..Default::default() }).await.unwrap();
+    assert_eq!(hits.len(), 10, "every other record of 20 is postgres");
+    let rep = r.verify().await.unwrap().remove(0);
+    assert!(rep.ok && rep.verified_size == rep.leaves && rep.leaves >= 20, "{rep:?}");
 }

@@ -176,3 +176,52 @@ pub async fn sql(url: &str, sql: &str) -> String {
     assert!(out.status.success(), "{sql}: {body} {}", String::from_utf8_lossy(&out.stderr));
     body
 }
+
+/// A modern engine: ClickHouse 26.9 from PyPI `chdb-core` (in the project
+/// venv), serving HTTP and native from a clickhouse-local query
+/// (`SYSTEM START LISTEN HTTP; SYSTEM START LISTEN TCP` then a long sleeping
+/// query) run in a folder whose config.xml sets the ports. No replication.
+pub struct Modern {
+    pub dir: tempfile::TempDir,
+    pub http: u16,
+    child: Child,
+}
+
+impl Modern {
+    pub fn start() -> Modern {
+        let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyvenv/bin/python");
+        assert!(python.exists(), "{} missing: run `cargo xtask setup` (chdb-core)", python.display());
+        let dir = tempfile::tempdir().unwrap();
+        let (http, tcp) = (free_port(), free_port());
+        std::fs::write(
+            dir.path().join("config.xml"),
+            format!(
+                "<clickhouse><listen_host>127.0.0.1</listen_host><http_port>{http}</http_port><tcp_port>{tcp}</tcp_port></clickhouse>\n"
+            ),
+        )
+        .unwrap();
+        // The sleeping query keeps the servers up (at most ~3 days); the drop kills it.
+        let script = "import chdb\nfrom chdb import _chdb\n_chdb.query('SYSTEM START LISTEN HTTP; SYSTEM START LISTEN TCP; \
+                      SELECT sleep(3) FROM numbers(100000) SETTINGS max_block_size = 1', 'CSV')\n";
+        let mut child = Command::new(python)
+            .args(["-c", script])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_tcp(http, "chdb (clickhouse-local) HTTP", &mut child);
+        Modern { dir, http, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+}
+
+impl Drop for Modern {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
