@@ -101,6 +101,74 @@ async fn replica_down_refuses_then_recovers(cl: &mut Cluster) {
     assert!(reports[0].ok, "{:?}", reports[0]);
 }
 
+/// A second log may not reuse an origin name registered with another key.
+async fn origin_names_are_unique(url: &str) {
+    let d = tempfile::tempdir().unwrap();
+    let store = wiretrail_collector::store::StoreConfig { origin: "collector-a".into(), ..Default::default() };
+    let (_w, shared) = wiretrail_collector::store::Writer::open(d.path(), store).unwrap();
+    let err = wiretrail_collector::clickhouse::writer::Sink::open(ch(url, "two"), shared).await.err().expect("refused");
+    assert!(err.to_string().contains("already registered in ClickHouse with another key"), "{err}");
+}
+
+/// SIGKILL a collector mid-ingest and delete its data directory: every
+/// acknowledged record is in ClickHouse, and the rows verify (up to the last
+/// checkpoint it shipped; the leaves after it chain to it by their hashes).
+async fn sigkill_and_lost_disk(url: &str) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use tokio_stream::StreamExt;
+    let d = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wiretrail"))
+        .args(["serve", "--insecure-plaintext", "--listen", "127.0.0.1:0", "--checkpoint-secs", "1"])
+        .args(["--origin", "collector-k", "--clickhouse", url, "--clickhouse-database", "killed"])
+        .args(["--clickhouse-cluster", "wt", "--clickhouse-quorum", "2", "--data-dir"])
+        .arg(d.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr: std::net::SocketAddr = line.trim().strip_prefix("listening on ").expect(&line).parse().unwrap();
+    let mut c = wiretrail_proto::v1::ingest_client::IngestClient::new(
+        eventually("collector up", || async {
+            tonic::transport::Endpoint::new(format!("http://{addr}")).unwrap().connect().await.ok()
+        })
+        .await,
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let feeder = tokio::spawn(async move {
+        for seq in 0..10_000 {
+            if tx.send(batch("agent-k", "b1", seq, 20)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut acks = c.ingest(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut last_acked = None;
+    // Kill mid-ingest once 30 batches are acknowledged and ClickHouse holds a checkpoint of this log.
+    let shipped = "SELECT count() FROM killed.checkpoints WHERE origin = 'collector-k' FORMAT TSV";
+    while let Some(a) = acks.next().await {
+        let a = a.expect("acknowledged");
+        last_acked = Some(a.last_leaf_index);
+        if a.seq >= 30 && a.seq % 10 == 0 && sql(url, shipped).await.trim() != "0" {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    feeder.abort();
+    std::fs::remove_dir_all(d.path()).unwrap();
+    let last = last_acked.expect("some batches acknowledged");
+    let r = Reader::open(&ch(url, "killed")).await.unwrap();
+    let rep = r.verify().await.unwrap().into_iter().find(|r| r.origin == "collector-k").unwrap();
+    assert!(rep.problems.is_empty(), "{rep:?}");
+    assert!(rep.leaves > last, "every acknowledged leaf (0..={last}) is in ClickHouse: {rep:?}");
+    assert!(rep.verified_size > 0 && rep.checkpoints > 0, "a shipped checkpoint verifies: {rep:?}");
+    let hits = r.search(&Filter { agent_id: "agent-k".into(), limit: 1_000_000, ..Default::default() }).await.unwrap();
+    assert!(hits.len() as u64 > last, "every acknowledged record is queryable: {} <= {last}", hits.len());
+}
+
 /// A row changed in ClickHouse (bytes, or moved to another index) is named by verify.
 async fn tamper_is_named(url: &str) {
     let d = tempfile::tempdir().unwrap();
@@ -130,6 +198,8 @@ async fn clustered_mode_on_clickhouse_18_16() {
     let url = cl.replicas[0].url();
     assert!(sql(&url, "SELECT version() FORMAT TSV").await.starts_with("18.16"));
     two_collectors_queried_as_one(&url).await;
+    origin_names_are_unique(&url).await;
+    sigkill_and_lost_disk(&url).await;
     tamper_is_named(&url).await;
     replica_down_refuses_then_recovers(&mut cl).await;
 }

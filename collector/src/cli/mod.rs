@@ -81,6 +81,10 @@ enum Cmd {
         /// Clustered mode: ClickHouse connection (see docs/clickhouse.md).
         #[command(flatten)]
         clickhouse: crate::clickhouse::ClickHouseArgs,
+        /// Name of this collector's log (checkpoint origin), used when the data directory is created;
+        /// each collector writing to one ClickHouse needs its own.
+        #[arg(long, env = "WIRETRAIL_ORIGIN")]
+        origin: Option<String>,
     },
     /// Repair a log that the collector refuses to open (run with the collector
     /// stopped): restore damaged frame headers whose data is intact, or cut
@@ -372,9 +376,13 @@ pub fn main() -> anyhow::Result<()> {
                 metrics_addr,
                 retention,
                 clickhouse,
+                origin,
             } => {
                 let mut cfg = crate::ServeConfig::new(data_dir);
                 cfg.clickhouse = clickhouse.config();
+                if let Some(o) = origin {
+                    cfg.store.origin = o;
+                }
                 cfg.verify = crate::verify::background::VerifyConfig {
                     interval: Duration::from_secs(verify_interval_secs),
                     full_interval: Duration::from_secs(verify_full_interval_secs),

@@ -99,6 +99,17 @@ pub enum ClickHouseError {
     /// The operation did not finish in time.
     #[error("ClickHouse {0}: timed out")]
     Timeout(String),
+    /// Another log (another key) already uses this origin name in ClickHouse.
+    #[error(
+        "origin {origin:?} is already registered in ClickHouse with another key ({key}); \
+         give each collector its own --origin (its data directory keeps the first one)"
+    )]
+    OriginTaken {
+        /// The name.
+        origin: String,
+        /// The key registered for it.
+        key: String,
+    },
     /// The server version is not understood.
     #[error("ClickHouse version {0:?} not understood")]
     Version(String),

@@ -136,6 +136,18 @@ impl Sink {
         let client = base.with_database(&cfg.database).with_validation(v.validation());
         let origin = shared.verifier().name;
         let mut sink = Sink { client, cfg, shared, origin, rt: tokio::runtime::Handle::current(), shipped: 0 };
+        let keys: Vec<String> = sink
+            .client
+            .query("SELECT DISTINCT verifier_key FROM ? WHERE origin = ?")
+            .bind(clickhouse::sql::Identifier(ORIGINS))
+            .bind(&sink.origin)
+            .fetch_all()
+            .await
+            .map_err(ClickHouseError::query("reading the registered origins"))?;
+        let mine = sink.shared.verifier().key_string();
+        if let Some(other) = keys.iter().find(|k| **k != mine) {
+            return Err(ClickHouseError::OriginTaken { origin: sink.origin.clone(), key: other.clone() });
+        }
         let row = OriginRow {
             origin: sink.origin.clone(),
             verifier_key: sink.shared.verifier().key_string(),
