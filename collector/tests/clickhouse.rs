@@ -226,4 +226,28 @@ async fn modern_engine_26_9() {
     assert_eq!(hits.len(), 10, "every other record of 20 is postgres");
     let rep = r.verify().await.unwrap().remove(0);
     assert!(rep.ok && rep.verified_size == rep.leaves && rep.leaves >= 20, "{rep:?}");
+    // The same from the command line.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wiretrail"))
+            .args(args)
+            .args(["--clickhouse", &url, "--clickhouse-database", "modern"])
+            .env_remove("WIRETRAIL_CLICKHOUSE_URL")
+            .output()
+            .unwrap()
+    };
+    let q = cli(&["query", "--json", "--protocol", "postgres"]);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let lines = common::cli::json_lines(&String::from_utf8_lossy(&q.stdout));
+    assert_eq!(lines.len(), 10);
+    assert!(lines.iter().all(|l| l["origin"] == "collector-m"), "{lines:?}");
+    let v = cli(&["verify"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    sql(&url, "ALTER TABLE modern.leaves UPDATE leaf = replaceOne(leaf, 'SELECT', 'DELETE') WHERE leaf_index = 3 SETTINGS mutations_sync = 1").await;
+    let v = cli(&["verify"]);
+    assert!(!v.status.success());
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains("\"first_bad_leaf\": 3"),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
 }
