@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod authz;
 pub mod checkpointer;
 pub mod cli;
+pub mod clickhouse;
 pub mod completeness;
 pub mod console;
 pub mod entry;

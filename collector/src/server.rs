@@ -66,6 +66,8 @@ pub struct ServeConfig {
     pub retention: crate::retention::RetentionConfig,
     /// Where to serve the console (HTTPS with the API's certificates and roles); `None` = not served.
     pub console_addr: Option<std::net::SocketAddr>,
+    /// Clustered mode: leaves and checkpoints also go to ClickHouse before acks.
+    pub clickhouse: Option<crate::clickhouse::ClickHouseConfig>,
 }
 
 impl ServeConfig {
@@ -89,6 +91,7 @@ impl ServeConfig {
             metrics_addr: None,
             retention: crate::retention::RetentionConfig::default(),
             console_addr: None,
+            clickhouse: None,
         }
     }
 }
@@ -126,6 +129,9 @@ pub enum ServeError {
     /// The console could not start.
     #[error("{0}")]
     Console(#[from] crate::console::ConsoleError),
+    /// ClickHouse (clustered mode) is unusable at start.
+    #[error("{0}")]
+    ClickHouse(#[from] crate::clickhouse::ClickHouseError),
     /// A start-up task panicked.
     #[error("start-up task failed: {0}")]
     Join(String),
@@ -158,8 +164,17 @@ pub async fn run(
     let stats = Arc::new(CommitStats::default());
     let authz = crate::authz::Authz::new(roles.clone(), config.tls.is_none());
     let authz_retention = authz.clone();
+    let (sink, checkpoint_shipper) = match &config.clickhouse {
+        None => (None, None),
+        Some(ch) => {
+            let sink = crate::clickhouse::writer::Sink::open(ch.clone(), shared.clone()).await.inspect_err(|e| {
+                tracing::error!(error = %e, "clustered mode: ClickHouse unusable at start");
+            })?;
+            (Some(sink), Some(crate::clickhouse::writer::spawn_checkpoints(ch.clone(), shared.clone())))
+        }
+    };
     let hold_entries = state.hold_entries.clone();
-    let (jobs, commit_thread) = commit::spawn(writer, state, roles, stats.clone());
+    let (jobs, commit_thread) = commit::spawn(writer, state, roles, stats.clone(), sink);
     let verify_status = Arc::new(verification::Status::default());
     let entries = jobs.clone();
     let verifying = verification::spawn(
@@ -354,9 +369,17 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || checkpoint_thread.join()).await;
     let s = shared.clone();
     match tokio::task::spawn_blocking(move || s.issue_checkpoint()).await {
-        Ok(Ok(cp)) => tracing::info!(size = cp.checkpoint.size, "final checkpoint"),
+        Ok(Ok(cp)) => {
+            tracing::info!(size = cp.checkpoint.size, "final checkpoint");
+            if let Some(ch) = &config.clickhouse {
+                crate::clickhouse::writer::ship_final(ch, &cp).await;
+            }
+        }
         Ok(Err(e)) => tracing::error!(error = %e, "final checkpoint failed"),
         Err(e) => tracing::error!(error = %e, "final checkpoint task failed"),
+    }
+    if let Some(t) = checkpoint_shipper {
+        t.abort();
     }
     progress.stop.store(true, Ordering::Release);
     let _ = tokio::task::spawn_blocking(move || indexer.join()).await;

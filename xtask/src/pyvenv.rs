@@ -4,7 +4,9 @@
 //! binary, for the Containerfiles) for the deployment tests; grpcio (a gRPC
 //! server and client), simplefix (FIX messages), psycopg 3 (PostgreSQL, with its
 //! bundled libpq), PyMySQL, pika (AMQP 0-9-1), nats-py and paho-mqtt for the
-//! protocol tests; selenium for the console's browser tests.
+//! protocol tests; selenium for the console's browser tests; chdb-core (a
+//! modern ClickHouse engine that serves HTTP and native) for the clustered-mode
+//! tests.
 use std::{path::PathBuf, process::Command};
 
 use anyhow::Context;
@@ -26,6 +28,7 @@ pub const REQUIREMENTS: &[&str] = &[
     // console tests: drives Debian's chromium through /usr/bin/chromedriver
     // (4.52 and 4.53 need certifi >= 2026.10.23, which the index does not have yet)
     "selenium==4.51.0",
+    "chdb-core==26.9.0",
 ];
 
 pub fn dir() -> PathBuf {

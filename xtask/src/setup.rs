@@ -4,7 +4,8 @@
 //!   LLVM 22 and its sources for `-Z build-std=core`), the test peers (nginx, curl,
 //!   openssl, gnutls-bin, postgresql, redis-server, wrk; mariadb-server and
 //!   mariadb-client, rabbitmq-server, nats-server, mosquitto for the broker and
-//!   database protocol tests), and tools the tests use
+//!   database protocol tests; clickhouse-server 18.16 and zookeeper for the
+//!   clustered-mode tests), and tools the tests use
 //!   (iproute2, libcap2-bin, bpftool, dig from dnsutils, dnsmasq-base as a DNS
 //!   server the tests start themselves; kubectl from kubernetes-client when no
 //!   kubectl is installed; python3-venv and systemd for the deployment tests;
@@ -62,6 +63,9 @@ pub const PACKAGES: &[&str] = &[
     "chromium",
     "chromium-driver",
     "libnss3-tools",
+    // clustered-mode tests: ClickHouse 18.16 replicas (ReplicatedMergeTree, Distributed) and ZooKeeper
+    "clickhouse-server",
+    "zookeeper",
 ];
 
 /// Installed only when the command is missing (a node from elsewhere, e.g. with
@@ -85,6 +89,8 @@ const SERVICES: &[&str] = &[
     "mosquitto",
     "epmd.socket",
     "epmd",
+    "clickhouse-server",
+    "zookeeper",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13";

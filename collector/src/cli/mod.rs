@@ -81,6 +81,13 @@ enum Cmd {
         /// Retention classes and passes.
         #[command(flatten)]
         retention: hold::RetentionServeArgs,
+        /// Clustered mode: ClickHouse connection (see docs/clickhouse.md).
+        #[command(flatten)]
+        clickhouse: crate::clickhouse::ClickHouseArgs,
+        /// Name of this collector's log (checkpoint origin), used when the data directory is created;
+        /// each collector writing to one ClickHouse needs its own.
+        #[arg(long, env = "WIRETRAIL_ORIGIN")]
+        origin: Option<String>,
     },
     /// Repair a log that the collector refuses to open (run with the collector
     /// stopped): restore damaged frame headers whose data is intact, or cut
@@ -108,12 +115,18 @@ enum Cmd {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
+        /// Search ClickHouse instead of a collector (every collector's log stored there).
+        #[command(flatten)]
+        clickhouse: crate::clickhouse::ClickHouseArgs,
     },
     /// Recompute the tree from the segments and check it against the signed checkpoints.
     Verify {
         /// Data directory to verify (read only).
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[arg(long, required_unless_present = "url")]
+        data_dir: Option<PathBuf>,
+        /// Verify every log stored in ClickHouse instead (see docs/clickhouse.md).
+        #[command(flatten)]
+        clickhouse: crate::clickhouse::ClickHouseArgs,
         /// Verifier key file (pin it out of band); defaults to DATA_DIR/verifier.key.
         #[arg(long)]
         key: Option<PathBuf>,
@@ -366,8 +379,14 @@ pub fn main() -> anyhow::Result<()> {
                 metrics_addr,
                 console_addr,
                 retention,
+                clickhouse,
+                origin,
             } => {
                 let mut cfg = crate::ServeConfig::new(data_dir);
+                cfg.clickhouse = clickhouse.config();
+                if let Some(o) = origin {
+                    cfg.store.origin = o;
+                }
                 cfg.verify = crate::verify::background::VerifyConfig {
                     interval: Duration::from_secs(verify_interval_secs),
                     full_interval: Duration::from_secs(verify_full_interval_secs),
@@ -401,7 +420,42 @@ pub fn main() -> anyhow::Result<()> {
                 };
                 crate::run(listener, cfg, shutdown).await?;
             }
-            Cmd::Query { conn, case, filter, follow, json } => {
+            Cmd::Query { clickhouse, filter, json, .. } if clickhouse.url.is_some() => {
+                let cfg = clickhouse.config().expect("url is set");
+                let r = crate::clickhouse::reader::Reader::open(&cfg).await?;
+                for h in r.search(&filter.filter()?).await? {
+                    if json {
+                        let mut v = crate::query::to_json(h.leaf_index, &h.leaf);
+                        v["origin"] = serde_json::Value::String(h.origin);
+                        println!("{v}");
+                    } else {
+                        let rec = h.leaf.record.clone().unwrap_or_default();
+                        println!(
+                            "{:<24}  {:>10}  {:<30}  {:<12}  {:<9}  {}",
+                            crate::text::escape(&h.origin),
+                            h.leaf_index,
+                            crate::when::fmt_ns(rec.capture_time_ns),
+                            crate::text::escape(&h.leaf.agent_id),
+                            crate::text::escape(&rec.app_protocol),
+                            String::from_utf8_lossy(&rec.payload).chars().take(60).map(|c| if c.is_control() { '.' } else { c }).collect::<String>()
+                        );
+                    }
+                }
+            }
+            Cmd::Verify { clickhouse, .. } if clickhouse.url.is_some() => {
+                let cfg = clickhouse.config().expect("url is set");
+                let r = crate::clickhouse::reader::Reader::open(&cfg).await?;
+                let t = std::time::Instant::now();
+                let reports = r.verify().await?;
+                let bytes: u64 = reports.iter().map(|r| r.bytes).sum();
+                eprintln!("verified {} logs, {:.1} MB of leaves, {:.0} MB/s", reports.len(), bytes as f64 / 1e6,
+                    bytes as f64 / 1e6 / t.elapsed().as_secs_f64());
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+                if reports.is_empty() || reports.iter().any(|r| !r.ok) {
+                    bail!("verification from ClickHouse FAILED (or nothing to verify)");
+                }
+            }
+            Cmd::Query { conn, case, filter, follow, json, .. } => {
                 let mut q = client(&conn, &case).await?;
                 let mut s = q.search(SearchRequest { filter: Some(filter.filter()?), follow }).await?.into_inner();
                 if !json {
@@ -451,7 +505,8 @@ pub fn main() -> anyhow::Result<()> {
                     }
                 }
             }
-            Cmd::Verify { data_dir, key, state } => {
+            Cmd::Verify { data_dir, key, state, .. } => {
+                let data_dir = data_dir.context("--data-dir or --clickhouse is required")?;
                 let key = key.unwrap_or_else(|| data_dir.join("verifier.key"));
                 let v = Verifier::parse(
                     &std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?,

@@ -20,6 +20,13 @@
 //! around them, answered with their leaf index after the group's fsync, so an
 //! access is durable before anything is returned and never starves ingest.
 //!
+//! Clustered mode ([`crate::clickhouse`]): after the group's fsync and
+//! before any answer, every durable leaf not yet in ClickHouse is inserted
+//! there (with the configured quorum); when that fails the whole group is
+//! refused with UNAVAILABLE (its leaves stay in the local log and are
+//! inserted before the next group is answered, so a retried batch is acked
+//! as a duplicate only once ClickHouse has it).
+//!
 //! Store failures (disk full, I/O errors) refuse the batch with UNAVAILABLE;
 //! the writer rolls the failed write back, so the next batch tries again and
 //! the collector recovers by itself when space returns. The episode is
@@ -162,6 +169,8 @@ struct Committer {
     roles: Arc<Roles>,
     stats: Arc<CommitStats>,
     down: Option<Down>,
+    /// Clustered mode: where durable leaves go before the acks.
+    sink: Option<crate::clickhouse::writer::Sink>,
 }
 
 /// Spawns the commit thread; jobs are sent on the returned channel.
@@ -170,9 +179,10 @@ pub fn spawn(
     state: LogState,
     roles: Arc<Roles>,
     stats: Arc<CommitStats>,
+    sink: Option<crate::clickhouse::writer::Sink>,
 ) -> (mpsc::Sender<Work>, std::thread::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Work>(1024);
-    let mut c = Committer { writer, state, roles, stats, down: None };
+    let mut c = Committer { writer, state, roles, stats, down: None, sink };
     let handle = std::thread::Builder::new()
         .name("wt-commit".into())
         .spawn(move || {
@@ -263,6 +273,16 @@ impl Committer {
             }
         } else {
             self.state.dedup.commit_group();
+        }
+        if let Some(sink) = &mut self.sink
+            && let Err(e) = sink.sync()
+        {
+            tracing::error!(error = %e, "ClickHouse refused or timed out; refusing the group (the agents retry)");
+            let msg =
+                format!("not acknowledged: the leaves are stored locally but not yet in ClickHouse ({e}); retry later");
+            for r in group.iter_mut() {
+                r.fail(&msg);
+            }
         }
         for r in group {
             r.send();

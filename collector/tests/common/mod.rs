@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod clickhouse;
 pub mod logs;
 
 use std::collections::HashMap;
@@ -54,6 +55,11 @@ impl Server {
             let _ = rx.await;
         }));
         Server { addr, stop: Some(tx), task: Some(task) }
+    }
+
+    /// Whether the server task has ended (e.g. failed at start).
+    pub fn finished(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| t.is_finished())
     }
 
     pub async fn stop(mut self) {

@@ -1,0 +1,253 @@
+//! Clustered mode against real ClickHouse servers started here (Debian's
+//! 18.16: two replicas of one shard + ZooKeeper, ReplicatedMergeTree +
+//! Distributed, insert_quorum=2). One cluster for the binary, one test
+//! running the scenarios in order (each in its own database).
+
+mod common;
+
+use std::time::Duration;
+
+use common::clickhouse::{Cluster, Modern, sql};
+use common::*;
+use wiretrail_collector::clickhouse::ClickHouseConfig;
+use wiretrail_collector::clickhouse::reader::Reader;
+use wiretrail_proto::v1::Filter;
+
+fn ch(url: &str, db: &str) -> ClickHouseConfig {
+    ch_with(url, db, Some("wt"), 2)
+}
+
+fn ch_with(url: &str, db: &str, cluster: Option<&str>, quorum: u32) -> ClickHouseConfig {
+    ClickHouseConfig {
+        url: url.into(),
+        database: db.into(),
+        cluster: cluster.map(String::from),
+        quorum,
+        user: None,
+        password: None,
+        timeout: Duration::from_secs(5),
+    }
+}
+
+fn config(dir: &std::path::Path, origin: &str, ch: ClickHouseConfig) -> wiretrail_collector::ServeConfig {
+    let mut c = plain_config(dir);
+    c.store.origin = origin.into();
+    c.clickhouse = Some(ch);
+    c
+}
+
+/// Starts a collector; a start-up failure (e.g. ClickHouse refused the schema) is shown.
+async fn start(cfg: wiretrail_collector::ServeConfig) -> Server {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
+    Server::start(cfg).await
+}
+
+/// Two collectors write to one ClickHouse cluster; queried as one; verified per log.
+async fn two_collectors_queried_as_one(url: &str) {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s1 = start(config(d1.path(), "collector-a", ch(url, "two"))).await;
+    let s2 = start(config(d2.path(), "collector-b", ch(url, "two"))).await;
+    for (s, agent) in [(&s1, "agent-a"), (&s2, "agent-b")] {
+        let acks = send(s.addr, (0..3).map(|seq| batch(agent, "b1", seq, 10)).collect()).await;
+        assert_eq!(acks.len(), 3, "{acks:?}");
+        for a in acks {
+            a.expect("batch acknowledged");
+        }
+    }
+    s1.stop().await;
+    s2.stop().await;
+    let r = Reader::open(&ch(url, "two")).await.unwrap();
+    let hits = r.search(&Filter { identity: vec!["pod=pod-1".into()], ..Default::default() }).await.unwrap();
+    let mut origins: Vec<&str> = hits.iter().map(|h| h.origin.as_str()).collect();
+    origins.dedup();
+    assert_eq!(hits.len(), 20, "pod-1 is every third of 30 records in each of two logs");
+    assert!(origins.contains(&"collector-a") && origins.contains(&"collector-b"), "{origins:?}");
+    let text = r.search(&Filter { payload_text: "SELECT 7 FROM".into(), ..Default::default() }).await.unwrap();
+    assert_eq!(text.len(), 2, "record 7 of each log");
+    let reports = r.verify().await.unwrap();
+    assert_eq!(reports.len(), 2);
+    for rep in &reports {
+        assert!(rep.ok, "{rep:?}");
+        assert_eq!(rep.leaves, rep.verified_size, "final checkpoint covers every leaf: {rep:?}");
+        assert!(rep.leaves >= 30, "{rep:?}");
+    }
+}
+
+/// One replica down with quorum 2: the batch is refused (no ack); once the
+/// replica is back the retry is acknowledged and nothing is lost.
+async fn replica_down_refuses_then_recovers(cl: &mut Cluster) {
+    let url = cl.replicas[0].url();
+    let d = tempfile::tempdir().unwrap();
+    let s = start(config(d.path(), "collector-q", ch(&url, "quorum"))).await;
+    for a in send(s.addr, vec![batch("agent-q", "b1", 0, 10)]).await {
+        a.expect("acknowledged with both replicas up");
+    }
+    tokio::task::block_in_place(|| cl.replicas[1].kill());
+    let refused = send(s.addr, vec![batch("agent-q", "b1", 1, 10)]).await;
+    let err = refused[0].as_ref().expect_err("no ack while a quorum replica is down");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("not yet in ClickHouse"), "{err:?}");
+    tokio::task::block_in_place(|| cl.replicas[1].restart());
+    let ack = eventually("the retried batch is acknowledged once the replica is back", || async {
+        send(s.addr, vec![batch("agent-q", "b1", 1, 10)]).await.pop().and_then(|a| a.ok())
+    })
+    .await;
+    assert!(ack.duplicate, "the retry is the batch already in the local log: {ack:?}");
+    s.stop().await;
+    let r = Reader::open(&ch(&url, "quorum")).await.unwrap();
+    let hits = r.search(&Filter { agent_id: "agent-q".into(), ..Default::default() }).await.unwrap();
+    assert_eq!(hits.len(), 20, "both batches are in ClickHouse");
+    let reports = r.verify().await.unwrap();
+    assert!(reports[0].ok, "{:?}", reports[0]);
+}
+
+/// A second log may not reuse an origin name registered with another key.
+async fn origin_names_are_unique(url: &str) {
+    let d = tempfile::tempdir().unwrap();
+    let store = wiretrail_collector::store::StoreConfig { origin: "collector-a".into(), ..Default::default() };
+    let (_w, shared) = wiretrail_collector::store::Writer::open(d.path(), store).unwrap();
+    let err = wiretrail_collector::clickhouse::writer::Sink::open(ch(url, "two"), shared).await.err().expect("refused");
+    assert!(err.to_string().contains("already registered in ClickHouse with another key"), "{err}");
+}
+
+/// SIGKILL a collector mid-ingest and delete its data directory: every
+/// acknowledged record is in ClickHouse, and the rows verify (up to the last
+/// checkpoint it shipped; the leaves after it chain to it by their hashes).
+async fn sigkill_and_lost_disk(url: &str) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use tokio_stream::StreamExt;
+    let d = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wiretrail"))
+        .args(["serve", "--insecure-plaintext", "--listen", "127.0.0.1:0", "--checkpoint-secs", "1"])
+        .args(["--origin", "collector-k", "--clickhouse", url, "--clickhouse-database", "killed"])
+        .args(["--clickhouse-cluster", "wt", "--clickhouse-quorum", "2", "--data-dir"])
+        .arg(d.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr: std::net::SocketAddr = line.trim().strip_prefix("listening on ").expect(&line).parse().unwrap();
+    let mut c = wiretrail_proto::v1::ingest_client::IngestClient::new(
+        eventually("collector up", || async {
+            tonic::transport::Endpoint::new(format!("http://{addr}")).unwrap().connect().await.ok()
+        })
+        .await,
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let feeder = tokio::spawn(async move {
+        for seq in 0..10_000 {
+            if tx.send(batch("agent-k", "b1", seq, 20)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut acks = c.ingest(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut last_acked = None;
+    // Kill mid-ingest once 30 batches are acknowledged and ClickHouse holds a checkpoint of this log.
+    let shipped = "SELECT count() FROM killed.checkpoints WHERE origin = 'collector-k' FORMAT TSV";
+    while let Some(a) = acks.next().await {
+        let a = a.expect("acknowledged");
+        last_acked = Some(a.last_leaf_index);
+        if a.seq >= 30 && a.seq % 10 == 0 && sql(url, shipped).await.trim() != "0" {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    feeder.abort();
+    std::fs::remove_dir_all(d.path()).unwrap();
+    let last = last_acked.expect("some batches acknowledged");
+    let r = Reader::open(&ch(url, "killed")).await.unwrap();
+    let rep = r.verify().await.unwrap().into_iter().find(|r| r.origin == "collector-k").unwrap();
+    assert!(rep.problems.is_empty(), "{rep:?}");
+    assert!(rep.leaves > last, "every acknowledged leaf (0..={last}) is in ClickHouse: {rep:?}");
+    assert!(rep.verified_size > 0 && rep.checkpoints > 0, "a shipped checkpoint verifies: {rep:?}");
+    let hits = r.search(&Filter { agent_id: "agent-k".into(), limit: 1_000_000, ..Default::default() }).await.unwrap();
+    assert!(hits.len() as u64 > last, "every acknowledged record is queryable: {} <= {last}", hits.len());
+}
+
+/// A row changed in ClickHouse (bytes, or moved to another index) is named by verify.
+async fn tamper_is_named(url: &str) {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(config(d.path(), "collector-t", ch(url, "tamper"))).await;
+    for a in send(s.addr, vec![batch("agent-t", "b1", 0, 10)]).await {
+        a.expect("acknowledged");
+    }
+    s.stop().await;
+    let r = Reader::open(&ch(url, "tamper")).await.unwrap();
+    assert!(r.verify().await.unwrap()[0].ok);
+    // Leaf 4's bytes changed (its stored hash kept), inserted as a replacing row.
+    sql(
+        url,
+        "INSERT INTO tamper.leaves SELECT origin, leaf_index, received, received_ns, time_ns, kind, agent_id, identity, \
+         peer, protocol, host, replaceOne(leaf, 'SELECT', 'DELETE'), leaf_hash, prev_hash FROM tamper.leaves \
+         WHERE leaf_index = 4",
+    )
+    .await;
+    let rep = r.verify().await.unwrap().remove(0);
+    assert!(!rep.ok);
+    assert_eq!(rep.first_bad_leaf, Some(4), "{rep:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clustered_mode_on_clickhouse_18_16() {
+    let mut cl = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let url = cl.replicas[0].url();
+    assert!(sql(&url, "SELECT version() FORMAT TSV").await.starts_with("18.16"));
+    two_collectors_queried_as_one(&url).await;
+    origin_names_are_unique(&url).await;
+    sigkill_and_lost_disk(&url).await;
+    tamper_is_named(&url).await;
+    replica_down_refuses_then_recovers(&mut cl).await;
+}
+
+/// The modern engine (26.9): the schema with codecs and skip indexes, RowBinary
+/// with validation on; ingest -> query -> verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modern_engine_26_9() {
+    let m = tokio::task::spawn_blocking(Modern::start).await.unwrap();
+    let url = m.url();
+    let v = sql(&url, "SELECT version() FORMAT TSV").await;
+    assert!(v.starts_with("26.9"), "{v:?}");
+    let cfg = ch_with(&url, "modern", None, 0);
+    let d = tempfile::tempdir().unwrap();
+    let s = start(config(d.path(), "collector-m", cfg.clone())).await;
+    for a in send(s.addr, (0..2).map(|seq| batch("agent-m", "b1", seq, 10)).collect()).await {
+        a.expect("acknowledged");
+    }
+    s.stop().await;
+    let ddl = sql(&url, "SHOW CREATE TABLE modern.leaves FORMAT TSVRaw").await;
+    assert!(ddl.contains("CODEC(ZSTD(3))") && ddl.contains("ngrambf_v1"), "{ddl}");
+    let r = Reader::open(&cfg).await.unwrap();
+    let hits = r.search(&Filter { app_protocol: "postgres".into(), ..Default::default() }).await.unwrap();
+    assert_eq!(hits.len(), 10, "every other record of 20 is postgres");
+    let rep = r.verify().await.unwrap().remove(0);
+    assert!(rep.ok && rep.verified_size == rep.leaves && rep.leaves >= 20, "{rep:?}");
+    // The same from the command line.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wiretrail"))
+            .args(args)
+            .args(["--clickhouse", &url, "--clickhouse-database", "modern"])
+            .env_remove("WIRETRAIL_CLICKHOUSE_URL")
+            .output()
+            .unwrap()
+    };
+    let q = cli(&["query", "--json", "--protocol", "postgres"]);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let lines = common::cli::json_lines(&String::from_utf8_lossy(&q.stdout));
+    assert_eq!(lines.len(), 10);
+    assert!(lines.iter().all(|l| l["origin"] == "collector-m"), "{lines:?}");
+    let v = cli(&["verify"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    sql(&url, "ALTER TABLE modern.leaves UPDATE leaf = replaceOne(leaf, 'SELECT', 'DELETE') WHERE leaf_index = 3 SETTINGS mutations_sync = 1").await;
+    let v = cli(&["verify"]);
+    assert!(!v.status.success());
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains("\"first_bad_leaf\": 3"),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+}
