@@ -41,10 +41,7 @@ pub(super) async fn rotate(a: RotateArgs) -> anyhow::Result<()> {
 pub(super) async fn history(a: HistoryArgs) -> anyhow::Result<()> {
     let mut k = KeysClient::new(connect(&a.conn).await?);
     let h = k.key_history(KeyHistoryRequest {}).await?.into_inner();
-    let first = crate::merkle::Verifier::parse(&h.first_key)?;
-    let links =
-        h.links.iter().enumerate().map(|(i, l)| crate::keys::link_from_proto(l, i)).collect::<Result<Vec<_>, _>>()?;
-    crate::keys::follow_chain(&first, &links)?;
+    let (_, links) = crate::keys::ring_of_history(&h)?;
     println!("{}", serde_json::json!({"first_key": h.first_key}));
     for l in &links {
         let r = &l.rotation;

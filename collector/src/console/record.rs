@@ -61,15 +61,7 @@ fn check(
     leaf: &[u8],
     proof: &[Vec<u8>],
 ) -> Result<(), String> {
-    let first = crate::merkle::Verifier::parse(&history.first_key).map_err(|e| format!("first key: {e}"))?;
-    let links = history
-        .links
-        .iter()
-        .enumerate()
-        .map(|(k, l)| crate::keys::link_from_proto(l, k))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let ring = crate::keys::follow_chain(&first, &links).map_err(|e| e.to_string())?;
+    let (ring, _) = crate::keys::ring_of_history(history).map_err(|e| format!("key history: {e}"))?;
     let signed = ring.open(&cp.note).map_err(|e| format!("checkpoint signature: {e}"))?;
     let hashes: Vec<Hash> = proof
         .iter()

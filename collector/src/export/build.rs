@@ -80,14 +80,7 @@ pub async fn export_as(
     // The key chain from the log's first key to the one that signed `cp`.
     let history = keys.key_history(KeyHistoryRequest {}).await.map_err(rpc("key history"))?.into_inner();
     let first = Verifier::parse(&history.first_key)?;
-    let links = history
-        .links
-        .iter()
-        .enumerate()
-        .map(|(k, l)| crate::keys::link_from_proto(l, k))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ExportError::Invalid(e.to_string()))?;
-    let ring = crate::keys::follow_chain(&first, &links).map_err(|e| ExportError::Invalid(e.to_string()))?;
+    let (ring, links) = crate::keys::ring_of_history(&history).map_err(|e| ExportError::Invalid(e.to_string()))?;
     let signed = ring.open(&cp.note)?;
     let size = signed.checkpoint.size;
     let mut proofs = Vec::new();

@@ -20,7 +20,7 @@ pub mod service;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use prost::Message;
-use wiretrail_proto::v1::{KeyRotationLink, StoredLeaf};
+use wiretrail_proto::v1::{KeyHistoryResponse, KeyRotationLink, StoredLeaf};
 
 use crate::entry;
 use crate::merkle::{Hash, KeyRing, Verifier, leaf_hash, verify_inclusion};
@@ -106,6 +106,13 @@ pub fn follow_chain(first: &Verifier, links: &[KeyLink]) -> Result<KeyRing, KeyE
         ring.push(new, r.entry_index, r.old_last_size).map_err(|e| bad(e.to_string()))?;
     }
     Ok(ring)
+}
+
+/// The key ring a `Keys.KeyHistory` answer proves from its first key, and its links.
+pub fn ring_of_history(h: &KeyHistoryResponse) -> Result<(KeyRing, Vec<KeyLink>), KeyError> {
+    let first = Verifier::parse(&h.first_key)?;
+    let links = (h.links.iter().enumerate()).map(|(k, l)| link_from_proto(l, k)).collect::<Result<Vec<_>, _>>()?;
+    Ok((follow_chain(&first, &links)?, links))
 }
 
 /// A link as sent by `Keys.KeyHistory`.
