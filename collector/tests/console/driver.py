@@ -11,6 +11,7 @@ import time
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 
@@ -29,8 +30,21 @@ def browser(user_data_dir, downloads):
     return d
 
 
+def fresh(read):
+    """read(), again if the element it found was replaced before it was read
+    (a page loading after a click, a live page updating): at most 5 s."""
+    end = time.monotonic() + 5
+    while True:
+        try:
+            return read()
+        except StaleElementReferenceException:
+            if time.monotonic() >= end:
+                raise
+            time.sleep(0.1)
+
+
 def page(d):
-    return {"url": d.current_url, "title": d.title, "text": d.find_element(By.TAG_NAME, "body").text}
+    return fresh(lambda: {"url": d.current_url, "title": d.title, "text": d.find_element(By.TAG_NAME, "body").text})
 
 
 def run(d, c):
@@ -41,7 +55,7 @@ def run(d, c):
     if op == "page":
         return page(d)
     if op == "text":
-        return d.find_element(By.CSS_SELECTOR, c["css"]).text
+        return fresh(lambda: d.find_element(By.CSS_SELECTOR, c["css"]).text)
     if op == "count":
         return len(d.find_elements(By.CSS_SELECTOR, c["css"]))
     if op == "type":
@@ -60,8 +74,11 @@ def run(d, c):
         end = time.monotonic() + c["secs"]
         last = ""
         while time.monotonic() < end:
-            es = d.find_elements(By.CSS_SELECTOR, c["css"])
-            last = es[0].text if es else ""
+            try:
+                es = d.find_elements(By.CSS_SELECTOR, c["css"])
+                last = es[0].text if es else ""
+            except StaleElementReferenceException:  # replaced by a live update: poll again
+                continue
             if c["needle"] in last:
                 return last
             time.sleep(0.2)
