@@ -67,8 +67,9 @@ pub struct RunArgs {
     /// Write records to this file (appending) instead of stdout.
     #[arg(long)]
     pub output_file: Option<PathBuf>,
-    /// Kernel ring buffer size in bytes (power of two).
-    #[arg(long, default_value_t = 32 << 20)]
+    /// Kernel ring buffer size in bytes (power of two). Its data pages are
+    /// mapped twice into the agent, so it counts twice in the agent's RSS.
+    #[arg(long, default_value_t = 16 << 20)]
     pub ring_bytes: u32,
     /// Per-connection, per-direction capture cap in bytes (0 = unlimited). Bytes
     /// over it are reported as gaps with reason `truncated`.

@@ -76,6 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ring_bytes: args.ring_bytes,
         conn_cap_bytes: args.conn_cap_bytes,
         syscalls: !args.no_capture,
+        tls: !(args.no_tls || args.no_capture),
     })?;
     // The key once capture could attach (a host that cannot capture gets no key file).
     let redactor = Arc::new(

@@ -69,13 +69,21 @@ const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 104);
 pub struct CaptureConfig {
     /// The agent's own tgid: its traffic is never captured.
     pub agent_tgid: u32,
-    /// Non-zero once the agent filled this struct in; programs do nothing before.
+    /// Non-zero once the agent filled this struct in; programs do nothing
+    /// before. Bit [`CONFIG_TLS`] says TLS uprobes may be attached.
     pub enabled: u32,
     /// Per-connection, per-direction capture cap in bytes (0 = unlimited).
     /// Bytes past the cap are reported as `KIND_TRUNCATED`, never dropped silently.
     pub conn_cap_bytes: u64,
 }
 const _: () = assert!(core::mem::size_of::<CaptureConfig>() == 16);
+
+/// `CaptureConfig::enabled` bit: capture is on.
+pub const CONFIG_ON: u32 = 1;
+/// `CaptureConfig::enabled` bit: TLS uprobes may be attached, so the syscall
+/// path must tell an in-flight TLS call which socket it uses (without it,
+/// that lookup is skipped on every call).
+pub const CONFIG_TLS: u32 = 2;
 
 /// Per-socket tracking state kept in the kernel (`CONNS` map value).
 #[repr(C)]
@@ -95,7 +103,11 @@ pub struct ConnState {
     pub netns: u32,
     /// 1 once the cached tuple is complete (both ports known).
     pub tuple_ok: u8,
-    pub _pad: [u8; 7],
+    /// 1 once the peer is known not to be one of the agent's own sockets:
+    /// set only after bytes flowed both ways, by when the agent's connect()
+    /// (which registers its endpoint) has certainly returned.
+    pub peer_ok: u8,
+    pub _pad: [u8; 6],
     /// Next TLS plaintext egress position (separate from the ciphertext stream).
     pub tls_tx_pos: u64,
     /// Next TLS plaintext ingress position.

@@ -60,8 +60,13 @@ pub fn begin(
         h.lport = c.lport;
         h.rport = c.rport;
         h.netns = c.netns;
-        if is_agent_peer(h) {
-            return None;
+        if c.peer_ok == 0 {
+            if is_agent_peer(h) {
+                return None;
+            }
+            if c.tx_pos > 0 && c.rx_pos > 0 {
+                c.peer_ok = 1;
+            }
         }
     } else {
         read_tuple(sk, family, h);
@@ -163,6 +168,13 @@ fn chunk(s: *mut ScratchEvent, src: u64, n: u64, pos: u64) {
         truncated(s, pos, n as u64, FLAG_UNREADABLE);
         return;
     }
+    output_data(s, n, pos);
+}
+
+/// Emits the scratch slot's first `n` (< 2 * CHUNK_MAX) data bytes at `pos`.
+#[inline(always)]
+fn output_data(s: *mut ScratchEvent, n: u32, pos: u64) {
+    let n = n & (2 * CHUNK_MAX as u32 - 1);
     let h = unsafe { &mut (*s).header };
     h.kind = KIND_DATA;
     h.pos = pos;
@@ -254,6 +266,17 @@ extern "C" fn step(_i: u64, _ctx: *mut c_void) -> i64 {
 /// cap; whatever is not captured is reported as truncated.
 #[inline(always)]
 pub fn stream(s: *mut ScratchEvent, iov: u64, iovcnt: u64, buf: u64, total: u64, pos0: u64) {
+    walk(s, iov, iovcnt, buf, total, pos0, true);
+}
+
+/// [`stream`] of an iovec array without gathering short arrays into one event.
+#[inline(always)]
+pub fn stream_iovecs(s: *mut ScratchEvent, iov: u64, iovcnt: u64, total: u64, pos0: u64) {
+    walk(s, iov, iovcnt, 0, total, pos0, false);
+}
+
+#[inline(always)]
+fn walk(s: *mut ScratchEvent, iov: u64, iovcnt: u64, buf: u64, total: u64, pos0: u64, gather: bool) {
     let cap = config().conn_cap_bytes;
     let limit = if cap == 0 {
         total
@@ -266,6 +289,20 @@ pub fn stream(s: *mut ScratchEvent, iov: u64, iovcnt: u64, buf: u64, total: u64,
     };
     let max = CHUNK_MAX as u64 * MAX_CHUNKS_PER_CALL as u64;
     let limit = if limit > max { max } else { limit };
+    if iov == 0 && limit > 0 && limit <= CHUNK_MAX as u64 {
+        // One chunk from one buffer (most calls): no loop, no cursor.
+        chunk(s, buf, limit, pos0);
+        if limit < total {
+            truncated(s, pos0 + limit, total - limit, 0);
+        }
+        return;
+    }
+    if gather && iov != 0 && gather_small(s, iov, iovcnt, limit, pos0) {
+        if limit < total {
+            truncated(s, pos0 + limit, total - limit, 0);
+        }
+        return;
+    }
     let Some(c) = CURSOR.get_ptr_mut(0) else {
         truncated(s, pos0, total, FLAG_UNREADABLE);
         return;
@@ -285,4 +322,54 @@ pub fn stream(s: *mut ScratchEvent, iov: u64, iovcnt: u64, buf: u64, total: u64,
     if done < total {
         truncated(s, pos0 + done, total - done, 0);
     }
+}
+
+/// Iovec arrays up to this long whose bytes fit in one chunk are gathered
+/// into one event (e.g. a response's header and body from one writev).
+const GATHER_IOVECS: usize = 4;
+
+/// Copies the first `limit` (< CHUNK_MAX) bytes of a short iovec array into
+/// the scratch slot and emits them as one event. False (nothing emitted) when
+/// the array is too long or the bytes too many, or a read fails: the caller
+/// then walks the array chunk by chunk.
+#[inline(always)]
+fn gather_small(s: *mut ScratchEvent, iov: u64, iovcnt: u64, limit: u64, pos0: u64) -> bool {
+    if iovcnt == 0 || iovcnt > GATHER_IOVECS as u64 || limit == 0 || limit >= CHUNK_MAX as u64 {
+        return false;
+    }
+    let mut vs = [Iovec { base: 0, len: 0 }; GATHER_IOVECS];
+    let size = iovcnt * 16;
+    if size > (GATHER_IOVECS * 16) as u64 {
+        return false;
+    }
+    let r = unsafe { bpf_probe_read_user(vs.as_mut_ptr().cast(), size as u32, iov as *const c_void) };
+    if r != 0 {
+        return false;
+    }
+    let mut off = 0u64;
+    for v in vs.iter().take(GATHER_IOVECS) {
+        if off >= limit {
+            break;
+        }
+        let rest = limit - off;
+        let n = if v.len < rest { v.len } else { rest };
+        // Both below CHUNK_MAX (limit is): the masks are no-ops that prove
+        // off + n stays inside the 2 * CHUNK_MAX data area.
+        // Volatile reads so the compiler cannot drop masks it knows are no-ops.
+        let o = unsafe { core::ptr::read_volatile(&off) } as usize & (CHUNK_MAX - 1);
+        let n = unsafe { core::ptr::read_volatile(&n) } as u32 & (CHUNK_MAX as u32 - 1);
+        if n == 0 {
+            continue;
+        }
+        let dst = unsafe { (*s).data.as_mut_ptr().add(o) };
+        if unsafe { bpf_probe_read_user(dst.cast(), n, v.base as *const c_void) } != 0 {
+            return false;
+        }
+        off += n as u64;
+    }
+    if off != limit {
+        return false;
+    }
+    output_data(s, limit as u32, pos0);
+    true
 }

@@ -2,7 +2,7 @@
 use aya_ebpf::helpers::generated::{bpf_get_current_task, bpf_probe_read_kernel};
 use wiretrail_common::{EventHeader, FAMILY_INET, FAMILY_INET6, PROTO_TCP, PROTO_UDP};
 
-use crate::maps::offsets;
+use crate::maps::{CachedSock, FdKey, SOCK_CACHE, offsets};
 
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
@@ -60,13 +60,53 @@ pub struct Sock {
     pub ino: u64,
 }
 
-/// The socket behind `fd` of the current task, if `fd` is a socket.
+/// An INET TCP/UDP socket behind an fd, with its family and protocol.
+#[derive(Clone, Copy)]
+pub struct InetSock {
+    pub sock: Sock,
+    pub family: u8,
+    pub protocol: u8,
+}
+
+/// The INET TCP/UDP socket behind `fd` of the current task (process `tgid`).
+///
+/// A hit in `SOCK_CACHE` skips the reads of the inode mode, the socket, the
+/// sock and its family and protocol, but is used only when the fd still holds
+/// the same `struct file` *and* that file's inode number is the cached one:
+/// however the fd was replaced (close, dup2, exec closing CLOEXEC fds, a
+/// process exiting and its pid coming back), a new socket has another inode
+/// number, even when its file reuses the old file's memory.
 #[inline(always)]
-pub fn fd_to_sock(fd: i64) -> Option<Sock> {
+pub fn fd_to_inet_sock(tgid: u32, fd: i64) -> Option<InetSock> {
     let file = fd_to_file(fd)?;
     let o = offsets();
+    let inode: u64 = unsafe { read(file + o.file_inode as u64)? };
+    let key = FdKey { tgid, fd: fd as i32 };
+    if let Some(c) = unsafe { SOCK_CACHE.get(&key) }
+        && c.file == file
+    {
+        let ino: u64 = unsafe { read(inode + o.inode_ino as u64)? };
+        if ino == c.ino {
+            return Some(InetSock { sock: Sock { sk: c.sk, ino }, family: c.family, protocol: c.protocol });
+        }
+    }
+    let sock = file_to_sock(file, inode)?;
+    let (family, protocol) = inet_kind(sock.sk)?;
+    let entry = CachedSock { file, sk: sock.sk, ino: sock.ino, family, protocol, _pad: [0; 6] };
+    let _ = SOCK_CACHE.insert(&key, &entry, 0);
+    Some(InetSock { sock, family, protocol })
+}
+
+/// Forgets the cached socket of `fd` (the fd is being closed).
+#[inline(always)]
+pub fn forget_fd(tgid: u32, fd: i32) {
+    let _ = SOCK_CACHE.remove(&FdKey { tgid, fd });
+}
+
+#[inline(always)]
+fn file_to_sock(file: u64, inode: u64) -> Option<Sock> {
+    let o = offsets();
     unsafe {
-        let inode: u64 = read(file + o.file_inode as u64)?;
         let mode: u16 = read(inode + o.inode_mode as u64)?;
         if mode & S_IFMT != S_IFSOCK {
             return None;
@@ -76,6 +116,14 @@ pub fn fd_to_sock(fd: i64) -> Option<Sock> {
         let sk: u64 = read(socket + o.socket_sk as u64)?;
         if sk == 0 { None } else { Some(Sock { sk, ino }) }
     }
+}
+
+/// The socket behind `fd` of the current task, if `fd` is a socket.
+#[inline(always)]
+pub fn fd_to_sock(fd: i64) -> Option<Sock> {
+    let file = fd_to_file(fd)?;
+    let inode: u64 = unsafe { read(file + offsets().file_inode as u64)? };
+    file_to_sock(file, inode)
 }
 
 /// (family, protocol) of an INET TCP/UDP sock; `None` for anything else.

@@ -25,6 +25,8 @@ mod segment;
 #[cfg(target_arch = "bpf")]
 mod syscalls;
 #[cfg(target_arch = "bpf")]
+mod task;
+#[cfg(target_arch = "bpf")]
 mod tls;
 
 #[cfg(target_arch = "bpf")]

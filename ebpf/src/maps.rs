@@ -1,7 +1,7 @@
 //! Maps and read-only globals shared by all programs.
 use aya_ebpf::{
-    macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    macros::{btf_map, map},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
 use wiretrail_common::{CaptureConfig, ConnState, KernelOffsets, STAT_COUNT, ScratchEvent};
 
@@ -23,13 +23,41 @@ pub static SCRATCH: Array<ScratchEvent> = Array::with_max_entries(1, 0);
 #[map]
 pub static CURSOR: PerCpuArray<crate::emit::Cursor> = PerCpuArray::with_max_entries(1, 0);
 
-/// Syscall arguments stashed at enter, keyed by pid_tgid, consumed at exit.
-#[map]
-pub static PENDING: HashMap<u64, PendingCall> = HashMap::with_max_entries(65536, 0);
+/// Syscall arguments stashed at enter in the calling thread, consumed at exit
+/// (`syscall == 0`: nothing stashed).
+#[btf_map]
+pub static PENDING: crate::task::TaskStorage<PendingCall> = crate::task::TaskStorage::new();
 
 /// Per-socket tracking, keyed by the kernel `struct sock` address.
 #[map]
 pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(262144, 0);
+
+/// Sockets behind fds, so `sys_enter_*` need not walk fd → file → socket →
+/// sock on every call (see `kernel::fd_to_inet_sock` for when a hit is used).
+#[map]
+pub static SOCK_CACHE: LruHashMap<FdKey, CachedSock> = LruHashMap::with_max_entries(65536, 0);
+
+/// One fd of one process.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FdKey {
+    pub tgid: u32,
+    pub fd: i32,
+}
+
+/// What `SOCK_CACHE` remembers of an fd.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CachedSock {
+    /// `struct file *` the fd held.
+    pub file: u64,
+    pub sk: u64,
+    /// Inode number of the socket: the check against a file reusing memory.
+    pub ino: u64,
+    pub family: u8,
+    pub protocol: u8,
+    pub _pad: [u8; 6],
+}
 
 /// Local endpoints of the agent's own sockets (see `wiretrail_common::Endpoint`).
 #[map]

@@ -13,8 +13,8 @@ use wiretrail_common::*;
 
 use crate::{
     conn::{get_or_create, reserve},
-    emit::{begin, stream, submit_header},
-    kernel::{Sock, fd_to_sock, inet_kind},
+    emit::{begin, stream, stream_iovecs, submit_header},
+    kernel::{InetSock, Sock, fd_to_inet_sock, fd_to_sock, forget_fd, inet_kind},
     maps::{CONNS, PENDING, PendingCall, config, stat_add},
 };
 
@@ -46,27 +46,36 @@ fn capturing() -> Option<u64> {
 fn enter(ctx: &TracePointContext, syscall: u8) {
     let Some(pid_tgid) = capturing() else { return };
     let fd = arg(ctx, 0) as i64 as i32;
-    let Some(Sock { sk, ino }) = fd_to_sock(fd as i64) else {
-        return;
-    };
-    let Some((family, protocol)) = inet_kind(sk) else {
+    let Some(InetSock { sock: Sock { sk, ino }, family, protocol }) =
+        fd_to_inet_sock((pid_tgid >> 32) as u32, fd as i64)
+    else {
         return;
     };
     crate::tls::note_socket(pid_tgid, sk, fd);
     let addr = if syscall == SYS_SENDTO || syscall == SYS_RECVFROM { arg(ctx, 4) } else { 0 };
     let call =
         PendingCall { sock: sk, ino, a0: arg(ctx, 1), a1: arg(ctx, 2), addr, fd, syscall, family, protocol, _pad: 0 };
-    if PENDING.insert(&pid_tgid, &call, 0).is_err() {
-        stat_add(STAT_PENDING_FULL, 1);
+    stash(&call);
+}
+
+/// Stashes `call` in the current thread's storage until the syscall's exit.
+#[inline(always)]
+fn stash(call: &PendingCall) {
+    match PENDING.current(true) {
+        Some(p) => unsafe { *p = *call },
+        None => stat_add(STAT_PENDING_FULL, 1),
     }
 }
 
 /// Takes the stashed call of the current thread, if it is `syscall`.
 #[inline(always)]
 fn take(syscall: u8) -> Option<PendingCall> {
-    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
-    let call = unsafe { *PENDING.get(&pid_tgid)? };
-    let _ = PENDING.remove(&pid_tgid);
+    let p = PENDING.current(false)?;
+    let call = unsafe { *p };
+    if call.syscall == 0 {
+        return None;
+    }
+    unsafe { (*p).syscall = 0 };
     if call.syscall == syscall { Some(call) } else { None }
 }
 
@@ -172,7 +181,8 @@ fn exit_data(ctx: &TracePointContext, syscall: u8, dir: u8) {
                 peer_from_sockaddr(h, m.name);
             }
             set_totals(h, cs);
-            stream(s, m.iov, m.iovlen, 0, len as u64, pos0);
+            // No gathering here: inside this loop it makes the program too large to verify.
+            stream_iovecs(s, m.iov, m.iovlen, len as u64, pos0);
         }
         return;
     }
@@ -250,7 +260,7 @@ fn enter_connect(ctx: &TracePointContext) {
         protocol,
         _pad: AGENT_CALL,
     };
-    let _ = PENDING.insert(&pid_tgid, &call, 0);
+    stash(&call);
 }
 
 /// `PendingCall::_pad` marker of the agent's own connect.
@@ -301,6 +311,7 @@ fn enter_close(ctx: &TracePointContext) {
     let Some(Sock { sk, ino }) = fd_to_sock(fd as i64) else {
         return;
     };
+    forget_fd((unsafe { bpf_get_current_pid_tgid() } >> 32) as u32, fd);
     // A forked child or a dup still holds the socket: the connection goes on.
     if !crate::kernel::is_last_ref(fd as i64) {
         return;

@@ -62,6 +62,9 @@ pub static TLS_SOCK: LruHashMap<TlsKey, u64> = LruHashMap::with_max_entries(6553
 /// TLS call this thread is inside, if any.
 #[inline(always)]
 pub fn note_socket(pid_tgid: u64, sk: u64, fd: i32) {
+    if config().enabled & wiretrail_common::CONFIG_TLS == 0 {
+        return;
+    }
     if let Some(key) = unsafe { TLS_ACTIVE.get(&pid_tgid) }
         && let Some(call) = TLS_PENDING.get_ptr_mut(key)
     {

@@ -180,6 +180,119 @@ print(port)
     assert_eq!(assert_whole(&recs, sid, Direction::Egress, false), b"HELLO-FORK");
 }
 
+/// The kernel caches the socket behind each (process, fd): a number reused
+/// for another socket must never name the old one. Both ways an fd number
+/// changes sockets under one process: close(2) then a new socket taking the
+/// lowest free number, and dup2(2) replacing an open socket fd (which closes
+/// it without a close(2) the agent sees).
+#[test]
+fn a_reused_fd_number_names_its_new_socket() {
+    require_root();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fdreuse.py");
+    std::fs::write(
+        &script,
+        r#"import socket, os
+one = socket.socket(); one.bind(("127.0.0.1", 0)); one.listen(8)
+two = socket.socket(); two.bind(("127.0.0.1", 0)); two.listen(8)
+def dial(srv):
+    c = socket.create_connection(srv.getsockname()); s, _ = srv.accept(); return c, s
+def send(fd, peer, data):
+    assert os.write(fd, data) == len(data)
+    got = b""
+    while len(got) < len(data): got += peer.recv(100)
+    assert got == data
+a, a_srv = dial(one)
+fd = a.detach()
+send(fd, a_srv, b"A-before-close")
+a_local = socket.socket(fileno=os.dup(fd)).getsockname()
+os.close(fd)
+c, c_srv = dial(one)
+assert c.fileno() == fd, (c.fileno(), fd)
+send(fd, c_srv, b"C-same-number-after-close")
+b, b_srv = dial(two)
+os.dup2(b.fileno(), fd)
+send(fd, b_srv, b"B-through-dup2")
+print(a_local[1], b.getsockname()[1], one.getsockname()[1], two.getsockname()[1])
+"#,
+    )
+    .unwrap();
+    let agent = Agent::start(&["--no-tls"]);
+    let out = Command::new("python3").arg(&script).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ports: Vec<u16> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|p| p.parse().unwrap()).collect();
+    let [a_port, b_port, one, two] = ports[..] else { panic!("{ports:?}") };
+    let (text, _) = agent.stop();
+    let recs = Records::parse(&text);
+    let at = |p: u16| format!("127.0.0.1:{p}");
+    let a = recs.conn_between(&at(a_port), &at(one));
+    let b = recs.conn_between(&at(b_port), &at(two));
+    assert_eq!(assert_whole(&recs, a, Direction::Egress, false), b"A-before-close");
+    assert_eq!(assert_whole(&recs, b, Direction::Egress, false), b"B-through-dup2");
+    // The socket that took the closed fd's number: the other client of `one`.
+    let c_port = recs
+        .sides()
+        .iter()
+        .filter(|s| s.remote.map(|r| r.to_string()) == Some(at(one)))
+        .filter_map(|s| s.local.map(|l| l.port()))
+        .find(|p| *p != a_port)
+        .expect("a second client connection to the first server");
+    let c = recs.conn_between(&at(c_port), &at(one));
+    assert_eq!(assert_whole(&recs, c, Direction::Egress, false), b"C-same-number-after-close");
+}
+
+/// Short iovec arrays are gathered into one event in the kernel: the bytes
+/// of every iovec, in order, exactly the count transferred (a read fills its
+/// buffers only partly), and long arrays or large buffers still go chunk by
+/// chunk.
+#[test]
+fn scattered_buffers_arrive_in_order_whatever_their_split() {
+    require_root();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("iovecs.py");
+    std::fs::write(
+        &script,
+        r#"import socket, os
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+c = socket.create_connection(srv.getsockname()); s, _ = srv.accept()
+def drain(n, read):
+    got = b""
+    while len(got) < n: got += read()
+    return got
+def readv():
+    a, b = bytearray(3), bytearray(50)
+    k = os.readv(s.fileno(), [a, b]); return bytes((a + b)[:k])
+def recvmsg():
+    a, b, d = bytearray(2), bytearray(5), bytearray(7000)
+    k = s.recvmsg_into([a, b, d])[0]; return bytes((a + b + d)[:k])
+parts = [[b"alpha-", b"beta-", b"gamma"], [b"delta-", b"epsilon"], [b"x" * 20000, b"y" * 5],
+         [b"1", b"22", b"333", b"4444", b"55555", b"666666"]]
+for i, p in enumerate(parts):
+    want = b"".join(p)
+    sent = os.writev(c.fileno(), p) if i % 2 == 0 else c.sendmsg(p)
+    assert sent == len(want), sent
+    assert drain(len(want), readv if i % 2 == 0 else recvmsg) == want
+print(c.getsockname()[1], srv.getsockname()[1])
+"#,
+    )
+    .unwrap();
+    let agent = Agent::start(&["--no-tls"]);
+    let out = Command::new("python3").arg(&script).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ports: Vec<u16> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|p| p.parse().unwrap()).collect();
+    let [client, server] = ports[..] else { panic!("{ports:?}") };
+    let (text, _) = agent.stop();
+    let recs = Records::parse(&text);
+    let want: Vec<u8> =
+        [&b"alpha-beta-gammadelta-epsilon"[..], &[b'x'; 20000], b"yyyyy", b"122333444455555666666"].concat();
+    let c = recs.conn_between(&format!("127.0.0.1:{client}"), &format!("127.0.0.1:{server}"));
+    let s = recs.conn_between(&format!("127.0.0.1:{server}"), &format!("127.0.0.1:{client}"));
+    assert!(assert_whole(&recs, c, Direction::Egress, false) == want, "the writer's stream differs");
+    assert!(assert_whole(&recs, s, Direction::Ingress, false) == want, "the reader's stream differs");
+}
+
 /// The address the agent serves metrics on (it logs the bound address; the
 /// agent was started with JSON logs).
 fn metrics_addr(agent: &Agent) -> std::net::SocketAddr {

@@ -74,7 +74,9 @@ where
 /// library files, for [`FloorHooks::Tls`]); they stay attached while the
 /// returned object lives. Returns it and the number of attachments.
 pub fn attach(hooks: FloorHooks, libraries: &[std::path::PathBuf]) -> Result<(Ebpf, usize), FloorError> {
-    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(|source| LoadError::Load { source })?;
+    // allow_unsupported_maps: the task storage map (PENDING), see loader.rs.
+    let mut ebpf =
+        EbpfLoader::new().allow_unsupported_maps().load(EBPF_OBJECT).map_err(|source| LoadError::Load { source })?;
     let err = |name: &str| {
         let name = name.to_string();
         move |source| LoadError::Program { name, source }

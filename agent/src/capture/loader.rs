@@ -102,6 +102,9 @@ pub fn load_and_attach(
         .override_global("CONFIG", config, true)
         .map_max_entries("EVENTS", ring_bytes)
         .map_max_entries("SCRATCH", nr_cpus()?)
+        // PENDING is task storage, which aya creates but cannot open from
+        // user space (nothing here needs to).
+        .allow_unsupported_maps()
         .load(EBPF_OBJECT)
         .map_err(|source| LoadError::Load { source })?;
     let syscall_tps: &[&str] = if syscalls { TRACEPOINTS } else { &[] };

@@ -39,6 +39,8 @@ pub struct CaptureOptions {
     pub conn_cap_bytes: u64,
     /// Attach the syscall tracepoints (off: enforcement only, no socket capture).
     pub syscalls: bool,
+    /// TLS uprobes may be attached later (`--no-tls` off).
+    pub tls: bool,
 }
 
 /// Checks the host, loads and attaches the programs.
@@ -49,9 +51,11 @@ pub fn start(opts: &CaptureOptions) -> Result<(Loaded, aya::maps::RingBuf<aya::m
     selfcheck::run()?;
     selfcheck::raise_memlock_on_old_kernels();
     tracefs::ensure_mounted()?;
-    let btf = btf::Btf::from_sys_fs()?;
-    let offsets = offsets::compute(&btf)?;
+    // The parsed BTF goes before loading: the loader parses the kernel's BTF
+    // again, and both at once were the agent's peak memory.
+    let offsets = offsets::compute(&btf::Btf::from_sys_fs()?)?;
     tracing::debug!(?offsets, "kernel offsets from BTF");
-    let config = CaptureConfig { agent_tgid: std::process::id(), enabled: 1, conn_cap_bytes: opts.conn_cap_bytes };
+    let enabled = wiretrail_common::CONFIG_ON | if opts.tls { wiretrail_common::CONFIG_TLS } else { 0 };
+    let config = CaptureConfig { agent_tgid: std::process::id(), enabled, conn_cap_bytes: opts.conn_cap_bytes };
     Ok(loader::load_and_attach(&offsets, &config, opts.ring_bytes, opts.syscalls)?)
 }
