@@ -227,7 +227,8 @@ impl Sink {
     }
 
     /// Inserts every durable leaf not yet in ClickHouse (blocking; from the
-    /// commit thread), then the latest checkpoint if it is new.
+    /// commit thread), then a checkpoint of the log's size signed by the key
+    /// in force (not recorded locally: see [`Shared::sign_unrecorded`]).
     pub fn sync(&mut self) -> Result<(), ClickHouseError> {
         let size = self.shared.size();
         if self.shipped < size {
@@ -240,8 +241,12 @@ impl Sink {
                 prev = row.leaf_hash;
                 rows.push(row);
             }
+            // The leaves, then a checkpoint signing them: every leaf acknowledged
+            // in clustered mode is covered by a signed checkpoint in ClickHouse.
+            let cp = self.shared.sign_unrecorded(size)?;
             let rt = self.rt.clone();
             rt.block_on(self.insert(LEAVES, &rows))?;
+            rt.block_on(self.insert(CHECKPOINTS, &[checkpoint_row(&cp)]))?;
             self.shipped = size;
         }
         Ok(())

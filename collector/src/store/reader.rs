@@ -175,6 +175,15 @@ impl Shared {
         self.issue_locked(&mut cps)
     }
 
+    /// A checkpoint of the first `size` committed leaves signed by the key in
+    /// force, NOT recorded in `checkpoints.jsonl` (clustered mode: ClickHouse
+    /// keeps it, so every acknowledged leaf there is covered by a signature).
+    pub fn sign_unrecorded(&self, size: u64) -> Result<SignedCheckpoint, StoreError> {
+        let root = self.root(size)?;
+        let signer = self.signer.read().expect("signer lock");
+        Ok(signer.sign(&Checkpoint { origin: signer.verifier().name, size, root }))
+    }
+
     /// [`Shared::issue_checkpoint`] with the checkpoints lock held.
     pub(super) fn issue_locked(&self, cps: &mut Vec<SignedCheckpoint>) -> Result<SignedCheckpoint, StoreError> {
         let size = self.size();
@@ -183,11 +192,9 @@ impl Shared {
         {
             return Ok(last.clone());
         }
-        let root = self.root(size)?;
-        let signer = self.signer.read().expect("signer lock");
-        let cp = signer.sign(&Checkpoint { origin: signer.verifier().name, size, root });
+        let cp = self.sign_unrecorded(size)?;
         append_checkpoint(&self.dir, &cp)?;
-        tracing::info!(size, root = %hex::encode(root), "checkpoint issued");
+        tracing::info!(size, root = %hex::encode(cp.checkpoint.root), "checkpoint issued");
         cps.push(cp.clone());
         Ok(cp)
     }
