@@ -124,6 +124,21 @@ fn self_check_names_missing_capabilities() {
     }
 }
 
+/// Runs the Python script `src` (saved as `name`) under an agent started with
+/// `--no-tls`; returns the agent's records and the port numbers the script
+/// printed. The agent's stop drains what the kernel saw before it.
+fn python_under_agent(name: &str, src: &str) -> (Records, Vec<u16>) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join(name);
+    std::fs::write(&script, src).unwrap();
+    let agent = Agent::start(&["--no-tls"]);
+    let out = Command::new("python3").arg(&script).output().unwrap();
+    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    let ports = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|p| p.parse().unwrap()).collect();
+    let (text, _) = agent.stop();
+    (Records::parse(&text), ports)
+}
+
 /// A server that accepts, forks a child to serve the connection and closes its
 /// own copy (PostgreSQL, Apache prefork, inetd): the parent's close must not end
 /// the connection, so the accept and the child's bytes share one connection id.
@@ -131,10 +146,8 @@ fn self_check_names_missing_capabilities() {
 fn forked_server_keeps_one_connection_id() {
     require_root();
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("forksrv.py");
-    std::fs::write(
-        &script,
+    let (recs, ports) = python_under_agent(
+        "forksrv.py",
         r#"import socket, os
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
 port = s.getsockname()[1]
@@ -149,15 +162,8 @@ conn.close()
 os.waitpid(child, 0); os.waitpid(client, 0)
 print(port)
 "#,
-    )
-    .unwrap();
-    let agent = Agent::start(&["--no-tls"]);
-    let out = Command::new("python3").arg(&script).output().unwrap();
-    assert!(out.status.success());
-    let port: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let (text, _) = agent.stop();
-    let recs = Records::parse(&text);
+    );
+    let [port] = ports[..] else { panic!("{ports:?}") };
     let local = format!("127.0.0.1:{port}");
     let servers: std::collections::BTreeSet<u64> = recs
         .sides()
@@ -189,10 +195,8 @@ print(port)
 fn a_reused_fd_number_names_its_new_socket() {
     require_root();
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("fdreuse.py");
-    std::fs::write(
-        &script,
+    let (recs, ports) = python_under_agent(
+        "fdreuse.py",
         r#"import socket, os
 one = socket.socket(); one.bind(("127.0.0.1", 0)); one.listen(8)
 two = socket.socket(); two.bind(("127.0.0.1", 0)); two.listen(8)
@@ -216,15 +220,8 @@ os.dup2(b.fileno(), fd)
 send(fd, b_srv, b"B-through-dup2")
 print(a_local[1], b.getsockname()[1], one.getsockname()[1], two.getsockname()[1])
 "#,
-    )
-    .unwrap();
-    let agent = Agent::start(&["--no-tls"]);
-    let out = Command::new("python3").arg(&script).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let ports: Vec<u16> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|p| p.parse().unwrap()).collect();
+    );
     let [a_port, b_port, one, two] = ports[..] else { panic!("{ports:?}") };
-    let (text, _) = agent.stop();
-    let recs = Records::parse(&text);
     let at = |p: u16| format!("127.0.0.1:{p}");
     let a = recs.conn_between(&at(a_port), &at(one));
     let b = recs.conn_between(&at(b_port), &at(two));
@@ -250,10 +247,8 @@ print(a_local[1], b.getsockname()[1], one.getsockname()[1], two.getsockname()[1]
 fn scattered_buffers_arrive_in_order_whatever_their_split() {
     require_root();
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("iovecs.py");
-    std::fs::write(
-        &script,
+    let (recs, ports) = python_under_agent(
+        "iovecs.py",
         r#"import socket, os
 srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
 c = socket.create_connection(srv.getsockname()); s, _ = srv.accept()
@@ -276,15 +271,8 @@ for i, p in enumerate(parts):
     assert drain(len(want), readv if i % 2 == 0 else recvmsg) == want
 print(c.getsockname()[1], srv.getsockname()[1])
 "#,
-    )
-    .unwrap();
-    let agent = Agent::start(&["--no-tls"]);
-    let out = Command::new("python3").arg(&script).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let ports: Vec<u16> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|p| p.parse().unwrap()).collect();
+    );
     let [client, server] = ports[..] else { panic!("{ports:?}") };
-    let (text, _) = agent.stop();
-    let recs = Records::parse(&text);
     let want: Vec<u8> =
         [&b"alpha-beta-gammadelta-epsilon"[..], &[b'x'; 20000], b"yyyyy", b"122333444455555666666"].concat();
     let c = recs.conn_between(&format!("127.0.0.1:{client}"), &format!("127.0.0.1:{server}"));
