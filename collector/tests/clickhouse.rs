@@ -114,7 +114,6 @@ async fn origin_names_are_unique(url: &str) {
 /// acknowledged record is in ClickHouse, and the rows verify against a signed
 /// checkpoint covering every acknowledged leaf.
 async fn sigkill_and_lost_disk(url: &str) {
-    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     use tokio_stream::StreamExt;
     let d = tempfile::tempdir().unwrap();
@@ -127,9 +126,7 @@ async fn sigkill_and_lost_disk(url: &str) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr: std::net::SocketAddr = line.trim().strip_prefix("listening on ").expect(&line).parse().unwrap();
+    let addr = listening(&mut child);
     let mut c = wiretrail_proto::v1::ingest_client::IngestClient::new(
         eventually("collector up", || async {
             tonic::transport::Endpoint::new(format!("http://{addr}")).unwrap().connect().await.ok()

@@ -10,7 +10,6 @@
 mod common;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -66,13 +65,8 @@ fn spawn(dir: &Path, log: &Path, checkpoint_secs: &str) -> (Collector, std::net:
         .stderr(File::create(log).unwrap())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let child = Collector(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr =
-        line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).parse().unwrap();
-    (child, addr)
+    let addr = listening(&mut child);
+    (Collector(child), addr)
 }
 
 /// A new data directory under the mount that exists durably (as a

@@ -189,3 +189,12 @@ impl Drop for Tmpfs {
         let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
     }
 }
+
+/// The address a `wiretrail serve` child prints first on its stdout
+/// ("listening on ADDR"; the child was spawned with stdout piped).
+pub fn listening(child: &mut std::process::Child) -> SocketAddr {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout piped")).read_line(&mut line).unwrap();
+    line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).parse().unwrap()
+}
