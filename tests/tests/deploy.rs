@@ -243,7 +243,13 @@ fn kubectl() -> String {
     std::env::var("WIRETRAIL_KUBECTL").unwrap_or_else(|_| "kubectl".into())
 }
 
-const OVERLAYS: &[&str] = &["base", "overlays/dev", "overlays/production"];
+const OVERLAYS: &[&str] = &["base", "overlays/dev", "overlays/production", "overlays/clickhouse"];
+
+/// The collector's workload kind in an overlay: a Deployment in clustered mode
+/// (docs/clickhouse.md), the single-node StatefulSet everywhere else.
+fn collector_kind(dir: &str) -> &'static str {
+    if dir == "overlays/clickhouse" { "Deployment" } else { "StatefulSet" }
+}
 
 /// `kubectl kustomize DIR` into a file in `tmp`.
 fn render(dir: &str, tmp: &Path) -> PathBuf {
@@ -324,9 +330,76 @@ fn rendered_manifests_validate_against_the_kubernetes_schemas() {
             .expect("agent ConfigMap");
         let base = std::fs::read_to_string(repo().join("deploy/kubernetes/base/agent.yaml")).unwrap();
         assert_eq!(cfg["data"]["agent.yaml"].as_str().unwrap(), base, "the ConfigMap carries the agent's config file");
-        find(&d, "StatefulSet", "wiretrail-collector");
-        find(&d, "Service", "wiretrail-collector");
+        let collector = find(&d, collector_kind(dir), "wiretrail-collector");
+        let svc = find(&d, "Service", "wiretrail-collector");
+        let labels = &collector["spec"]["template"]["metadata"]["labels"];
+        for (k, v) in svc["spec"]["selector"].as_mapping().unwrap() {
+            assert_eq!(&labels[k], v, "{dir}: the Service does not select the collector pods");
+        }
+        let collectors = d.iter().filter(|x| x["metadata"]["name"] == "wiretrail-collector");
+        assert_eq!(collectors.filter(|x| x["kind"] == "StatefulSet" || x["kind"] == "Deployment").count(), 1, "{dir}");
     }
+}
+
+/// The `env = "WIRETRAIL_CLICKHOUSE_..."` names the collector reads.
+fn clickhouse_env_names() -> BTreeSet<String> {
+    let src = std::fs::read_to_string(repo().join("collector/src/clickhouse/mod.rs")).unwrap();
+    src.split("env = \"").skip(1).filter_map(|s| s.split('"').next()).map(String::from).collect()
+}
+
+#[test]
+fn clickhouse_overlay_runs_collectors_as_a_deployment_with_settings_from_a_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = docs(&render("overlays/clickhouse", tmp.path()));
+    let prod = docs(&render("overlays/production", tmp.path()));
+    assert!(!d.iter().any(|x| x["kind"] == "StatefulSet"), "the single-node StatefulSet must be gone");
+    assert!(!d.iter().any(|x| x["kind"] == "Secret"), "credentials are the operator's Secret, never committed");
+    let dep = find(&d, "Deployment", "wiretrail-collector");
+    assert!(dep["spec"]["replicas"].as_u64().unwrap() >= 2, "clustered mode runs 2+ collectors");
+    let pod = &dep["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let env = c["env"].as_sequence().unwrap();
+    let var = |name: &str| env.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("no env {name}"));
+    // Every connection setting the collector reads (the timeout keeps its default).
+    let names = clickhouse_env_names();
+    for n in ["URL", "DATABASE", "CLUSTER", "QUORUM", "USER", "PASSWORD"] {
+        let n = format!("WIRETRAIL_CLICKHOUSE_{n}");
+        assert!(names.contains(&n), "the collector does not read {n}: {names:?}");
+        let v = var(&n);
+        assert!(v.get("value").is_none(), "{n} must not be a literal");
+        assert_eq!(v["valueFrom"]["secretKeyRef"]["name"], "wiretrail-clickhouse", "{n} from the Secret: {v:?}");
+    }
+    // --origin unique per pod: built from the downward API's pod name.
+    let args: Vec<&str> = c["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(args[0], "serve");
+    let origin = args.iter().position(|a| *a == "--origin").map(|i| args[i + 1]).expect("--origin");
+    assert!(origin.contains("$(POD_NAME)"), "--origin {origin} is not per pod");
+    assert_eq!(var("POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
+    let data = pod["volumes"].as_sequence().unwrap().iter().find(|v| v["name"] == "data").expect("data volume");
+    assert!(data.get("emptyDir").is_some() || data.get("ephemeral").is_some(), "{data:?}");
+    // Same hardening, probes and resources as the production StatefulSet.
+    let sts = find(&prod, "StatefulSet", "wiretrail-collector");
+    let (ps, pc) = (&sts["spec"]["template"]["spec"], &sts["spec"]["template"]["spec"]["containers"][0]);
+    assert_eq!(pod["securityContext"], ps["securityContext"]);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    for k in ["securityContext", "readinessProbe", "livenessProbe", "ports"] {
+        assert_eq!(c[k], pc[k], "{k} differs from production");
+    }
+    for k in ["cpu", "memory"] {
+        assert_eq!(c["resources"]["requests"][k], pc["resources"]["requests"][k], "{k}");
+        assert_eq!(c["resources"]["limits"][k], pc["resources"]["limits"][k], "{k}");
+    }
+    // Agents in, ClickHouse (8123/8443) and DNS out; nothing else.
+    let np = find(&d, "NetworkPolicy", "wiretrail-collector");
+    let pnp = find(&prod, "NetworkPolicy", "wiretrail-collector");
+    assert_eq!(np["spec"]["ingress"], pnp["spec"]["ingress"]);
+    let ports: BTreeSet<u64> = np["spec"]["egress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["ports"].as_sequence().unwrap().iter().map(|p| p["port"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(ports, BTreeSet::from([53, 8123, 8443]), "collector egress");
 }
 
 #[test]
@@ -379,13 +452,19 @@ fn security_linter_passes_with_only_documented_exceptions() {
         let (ok, report) = checkov(&file);
         assert!(ok, "{dir}: checkov failed: {:#}", report["results"]["failed_checks"]);
         let agent = "DaemonSet.wiretrail.wiretrail-agent";
-        let collector = "StatefulSet.wiretrail.wiretrail-collector";
+        let collector = &format!("{}.wiretrail.wiretrail-collector", collector_kind(dir));
         let skipped = ids_of(&report, "skipped_checks", agent);
         assert_eq!(skipped, AGENT_SKIPS.iter().map(|s| s.to_string()).collect(), "{dir}");
-        assert_eq!(ids_of(&report, "skipped_checks", collector), BTreeSet::from(["CKV_K8S_43".to_string()]), "{dir}");
+        // Clustered mode: the ClickHouse settings come as environment variables
+        // from a Secret (CKV_K8S_35, annotated); nothing else is skipped.
+        let mut want = BTreeSet::from(["CKV_K8S_43".to_string()]);
+        if collector_kind(dir) == "Deployment" {
+            want.insert("CKV_K8S_35".to_string());
+        }
+        assert_eq!(ids_of(&report, "skipped_checks", collector), want, "{dir}");
         // Never privileged, never the host network, read-only root filesystem,
         // no privilege escalation, seccomp: checked (and passed) for both.
-        for r in [agent, collector] {
+        for r in [agent, collector.as_str()] {
             let passed = ids_of(&report, "passed_checks", r);
             for id in ["CKV_K8S_16", "CKV_K8S_19", "CKV_K8S_22", "CKV_K8S_20", "CKV_K8S_31"] {
                 assert!(passed.contains(id), "{dir}: {id} did not pass for {r}: {passed:?}");
