@@ -14,8 +14,10 @@ pub const CAP_SYS_RESOURCE: u32 = 24;
 pub const CAP_PERFMON: u32 = 38;
 pub const CAP_BPF: u32 = 39;
 
-/// Oldest kernel the agent runs on, and why.
-pub const MIN_KERNEL: (u32, u32) = (5, 8);
+/// Oldest kernel the agent runs on, and why: `bpf_loop` (5.17) copies large
+/// buffers; task storage from tracing programs (5.11) holds the stashed
+/// syscall arguments; the BPF ring buffer and CAP_BPF/CAP_PERFMON (5.8).
+pub const MIN_KERNEL: (u32, u32) = (5, 17);
 /// Kernels before this charge eBPF memory to RLIMIT_MEMLOCK instead of the memory cgroup.
 pub const MEMCG_BPF_KERNEL: (u32, u32) = (5, 11);
 
@@ -217,8 +219,8 @@ pub fn problems(host: &Host, needs: Needs) -> Vec<Problem> {
     match kernel {
         Some(v) if v >= MIN_KERNEL => {}
         Some((major, minor)) => out.push(Problem {
-            what: format!("kernel 5.8 or newer (this is {major}.{minor}, {})", host.kernel_release),
-            fix: "the BPF ring buffer (BPF_MAP_TYPE_RINGBUF), CAP_BPF/CAP_PERFMON and bpf_ktime_get_boot_ns arrived in 5.8; upgrade the kernel (Debian 11+, Ubuntu 20.10+, RHEL 9+)".into(),
+            what: format!("kernel 5.17 or newer (this is {major}.{minor}, {})", host.kernel_release),
+            fix: "the capture programs use bpf_loop (5.17), task storage from tracing programs (5.11) and the BPF ring buffer with CAP_BPF/CAP_PERFMON (5.8); upgrade the kernel (Debian 12+, Ubuntu 22.04 HWE or 24.04+)".into(),
         }),
         None => out.push(Problem {
             what: format!("a readable kernel version (got `{}`)", host.kernel_release),
@@ -482,8 +484,10 @@ mod tests {
         h.kernel_release = "5.4.0-150-generic".into();
         let p = problems(&h, TLS);
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].what.contains("5.8") && p[0].what.contains("5.4") && p[0].fix.contains("BPF_MAP_TYPE_RINGBUF"));
-        h.kernel_release = "5.8.0".into();
+        assert!(p[0].what.contains("5.17") && p[0].what.contains("5.4") && p[0].fix.contains("bpf_loop"));
+        h.kernel_release = "5.16.0".into();
+        assert_eq!(problems(&h, TLS).len(), 1, "5.16 has no bpf_loop");
+        h.kernel_release = "5.17.0".into();
         assert_eq!(problems(&h, TLS), []);
         h.kernel_release = String::new();
         assert!(problems(&h, TLS)[0].what.contains("kernel version"));
