@@ -247,7 +247,7 @@ impl Ingest for IngestService {
                     (agent_id.clone(), boot_id.clone(), v)
                 });
                 let heartbeat = (batch.records.iter().enumerate())
-                    .filter(|(_, r)| r.kind() == wiretrail_proto::v1::RecordKind::Heartbeat)
+                    .filter(|(_, r)| r.kind() == wiretrail_proto::v1::RecordKind::Heartbeat && r.heartbeat.is_some())
                     .max_by_key(|(k, r)| (r.capture_time_ns, *k))
                     .map(|(k, r)| (k as u32, r.capture_time_ns));
                 let leaves = encode_leaves(batch, &peer, crate::store::now_ns(), &hash);
