@@ -8,7 +8,9 @@ mod completeness;
 mod hold;
 mod inventory;
 mod keys;
+mod query;
 mod review;
+mod verify;
 mod view;
 mod window;
 
@@ -19,12 +21,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use tokio_stream::StreamExt;
 use wiretrail_proto::v1::query_client::QueryClient;
-use wiretrail_proto::v1::{Filter, IssueCheckpointRequest, SearchRequest};
+use wiretrail_proto::v1::{Filter, IssueCheckpointRequest};
 
 use crate::access::meta::Meta;
-use crate::merkle::Verifier;
 use crate::tls::TlsFiles;
 
 /// wiretrail collector and evidence tools.
@@ -421,122 +421,13 @@ pub fn main() -> anyhow::Result<()> {
                 crate::run(listener, cfg, shutdown).await?;
             }
             Cmd::Query { clickhouse, filter, json, .. } if clickhouse.url.is_some() => {
-                let cfg = clickhouse.config().expect("url is set");
-                let r = crate::clickhouse::reader::Reader::open(&cfg).await?;
-                for h in r.search(&filter.filter()?).await? {
-                    if json {
-                        let mut v = crate::query::to_json(h.leaf_index, &h.leaf);
-                        v["origin"] = serde_json::Value::String(h.origin);
-                        println!("{v}");
-                    } else {
-                        let rec = h.leaf.record.clone().unwrap_or_default();
-                        println!(
-                            "{:<24}  {:>10}  {:<30}  {:<12}  {:<9}  {}",
-                            crate::text::escape(&h.origin),
-                            h.leaf_index,
-                            crate::when::fmt_ns(rec.capture_time_ns),
-                            crate::text::escape(&h.leaf.agent_id),
-                            crate::text::escape(&rec.app_protocol),
-                            String::from_utf8_lossy(&rec.payload).chars().take(60).map(|c| if c.is_control() { '.' } else { c }).collect::<String>()
-                        );
-                    }
-                }
+                query::from_clickhouse(&clickhouse, &filter, json).await?
             }
-            Cmd::Verify { clickhouse, .. } if clickhouse.url.is_some() => {
-                let cfg = clickhouse.config().expect("url is set");
-                let r = crate::clickhouse::reader::Reader::open(&cfg).await?;
-                let t = std::time::Instant::now();
-                let reports = r.verify().await?;
-                let bytes: u64 = reports.iter().map(|r| r.bytes).sum();
-                eprintln!("verified {} logs, {:.1} MB of leaves, {:.0} MB/s", reports.len(), bytes as f64 / 1e6,
-                    bytes as f64 / 1e6 / t.elapsed().as_secs_f64());
-                println!("{}", serde_json::to_string_pretty(&reports)?);
-                if reports.is_empty() || reports.iter().any(|r| !r.ok) {
-                    bail!("verification from ClickHouse FAILED (or nothing to verify)");
-                }
-            }
+            Cmd::Verify { clickhouse, .. } if clickhouse.url.is_some() => verify::from_clickhouse(&clickhouse).await?,
             Cmd::Query { conn, case, filter, follow, json, .. } => {
-                let mut q = client(&conn, &case).await?;
-                let mut s = q.search(SearchRequest { filter: Some(filter.filter()?), follow }).await?.into_inner();
-                if !json {
-                    println!(
-                        "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {:<24}  payload",
-                        "leaf", "capture (UTC)", "agent", "host", "peer", "protocol", "shipped by (certificate)"
-                    );
-                }
-                while let Some(r) = s.next().await {
-                    let r = r?;
-                    let l = r.decoded.unwrap_or_default();
-                    let rec = l.record.clone().unwrap_or_default();
-                    if json {
-                        println!("{}", crate::query::to_json(r.leaf_index, &l));
-                    } else {
-                        let peer = rec.remote.map(|e| format!("{}:{}", e.address, e.port)).unwrap_or_default();
-                        let text: String = String::from_utf8_lossy(&rec.payload)
-                            .chars()
-                            .take(60)
-                            .map(|c| if c.is_control() { '.' } else { c })
-                            .collect();
-                        use crate::text::escape;
-                        if let Some(e) = &l.entry {
-                            println!(
-                                "{:>10}  {:<30}  {:<12}  {:<10}  entry {} {}: {}",
-                                r.leaf_index,
-                                crate::when::fmt_ns(e.time_ns),
-                                escape(&l.agent_id),
-                                "",
-                                e.kind,
-                                escape(&e.subject),
-                                escape(&e.detail_json)
-                            );
-                            continue;
-                        }
-                        println!(
-                            "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {:<24}  {}",
-                            r.leaf_index,
-                            crate::when::fmt_ns(rec.capture_time_ns),
-                            escape(&l.agent_id),
-                            escape(&rec.host),
-                            escape(&peer),
-                            escape(&rec.app_protocol),
-                            escape(&r.shipped_by),
-                            text
-                        );
-                    }
-                }
+                query::from_collector(&conn, &case, &filter, follow, json).await?
             }
-            Cmd::Verify { data_dir, key, state, .. } => {
-                let data_dir = data_dir.context("--data-dir or --clickhouse is required")?;
-                let key = key.unwrap_or_else(|| data_dir.join("verifier.key"));
-                let v = Verifier::parse(
-                    &std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?,
-                )?;
-                let resume = match &state {
-                    Some(p) if p.exists() => {
-                        Some(serde_json::from_slice(&std::fs::read(p)?).context("parsing state file")?)
-                    }
-                    _ => None,
-                };
-                let t = std::time::Instant::now();
-                let (report, new_state) = crate::verify::verify(&data_dir, &v, resume, |n, b| {
-                    eprintln!(
-                        "verified {n} records, {:.1} MB, {:.0} MB/s",
-                        b as f64 / 1e6,
-                        b as f64 / 1e6 / t.elapsed().as_secs_f64()
-                    );
-                })?;
-                println!("{}", serde_json::to_string_pretty(&report)?);
-                if let (Some(p), Some(s)) = (&state, new_state) {
-                    std::fs::write(p, serde_json::to_vec(&s)?)?;
-                }
-                if let Some(i) = report.first_bad {
-                    bail!("verification FAILED at record {i}: {}", report.problem.unwrap_or_default());
-                }
-                eprintln!(
-                    "OK: {} records verified against {} checkpoint(s); {} deleted by retention verified by kept hash only",
-                    report.leaves, report.checkpoints_checked, report.kept_hash_only
-                );
-            }
+            Cmd::Verify { data_dir, key, state, .. } => verify::data_dir(data_dir, key, state)?,
             Cmd::Export { conn, case, filter, out } => {
                 let t = std::time::Instant::now();
                 let mut last = t;

@@ -1,0 +1,96 @@
+//! `wiretrail query`: records from a collector (its Query API) or from
+//! ClickHouse (clustered mode, every collector's log), as a table or JSON lines.
+
+use tokio_stream::StreamExt;
+use wiretrail_proto::v1::SearchRequest;
+
+use super::{Case, Conn, FilterArgs, client};
+use crate::text::escape;
+use crate::when::fmt_ns;
+
+/// The first 60 characters of a payload, control characters as dots.
+fn snippet(payload: &[u8]) -> String {
+    String::from_utf8_lossy(payload).chars().take(60).map(|c| if c.is_control() { '.' } else { c }).collect()
+}
+
+/// Search through a collector (follow mode: until interrupted).
+pub(super) async fn from_collector(
+    conn: &Conn,
+    case: &Case,
+    filter: &FilterArgs,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut q = client(conn, case).await?;
+    let mut s = q.search(SearchRequest { filter: Some(filter.filter()?), follow }).await?.into_inner();
+    if !json {
+        println!(
+            "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {:<24}  payload",
+            "leaf", "capture (UTC)", "agent", "host", "peer", "protocol", "shipped by (certificate)"
+        );
+    }
+    while let Some(r) = s.next().await {
+        let r = r?;
+        let l = r.decoded.unwrap_or_default();
+        if json {
+            println!("{}", crate::query::to_json(r.leaf_index, &l));
+            continue;
+        }
+        if let Some(e) = &l.entry {
+            println!(
+                "{:>10}  {:<30}  {:<12}  {:<10}  entry {} {}: {}",
+                r.leaf_index,
+                fmt_ns(e.time_ns),
+                escape(&l.agent_id),
+                "",
+                e.kind,
+                escape(&e.subject),
+                escape(&e.detail_json)
+            );
+            continue;
+        }
+        let rec = l.record.unwrap_or_default();
+        let peer = rec.remote.map(|e| format!("{}:{}", e.address, e.port)).unwrap_or_default();
+        println!(
+            "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {:<24}  {}",
+            r.leaf_index,
+            fmt_ns(rec.capture_time_ns),
+            escape(&l.agent_id),
+            escape(&rec.host),
+            escape(&peer),
+            escape(&rec.app_protocol),
+            escape(&r.shipped_by),
+            snippet(&rec.payload)
+        );
+    }
+    Ok(())
+}
+
+/// Search every collector's log stored in ClickHouse.
+pub(super) async fn from_clickhouse(
+    args: &crate::clickhouse::ClickHouseArgs,
+    filter: &FilterArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    let cfg = args.config().expect("url is set");
+    let r = crate::clickhouse::reader::Reader::open(&cfg).await?;
+    for h in r.search(&filter.filter()?).await? {
+        if json {
+            let mut v = crate::query::to_json(h.leaf_index, &h.leaf);
+            v["origin"] = serde_json::Value::String(h.origin);
+            println!("{v}");
+        } else {
+            let rec = h.leaf.record.clone().unwrap_or_default();
+            println!(
+                "{:<24}  {:>10}  {:<30}  {:<12}  {:<9}  {}",
+                escape(&h.origin),
+                h.leaf_index,
+                fmt_ns(rec.capture_time_ns),
+                escape(&h.leaf.agent_id),
+                escape(&rec.app_protocol),
+                snippet(&rec.payload)
+            );
+        }
+    }
+    Ok(())
+}
