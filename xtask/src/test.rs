@@ -28,10 +28,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if !args.no_setup {
         crate::setup::run(&crate::setup::Args { check: false })?;
     }
+    report_free_disk("before the build");
     cargo(&["build", "--workspace", "--bins"])?;
     let mut test = vec!["test", "--workspace", "--no-fail-fast"];
     test.extend(args.rest.iter().map(String::as_str));
-    cargo(&test)?;
+    let tested = cargo(&test);
+    // A linker killed by SIGBUS or a test failing with ENOSPC reads like a bug;
+    // the free space beside the result says what it was.
+    report_free_disk("after the tests");
+    tested?;
     if args.fuzz_seconds > 0 {
         crate::util::run(
             std::process::Command::new("bash")
@@ -44,4 +49,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     }
     Ok(())
+}
+
+/// Prints the free space where the build writes (`target/`), so a run that
+/// fails for want of disk says so.
+fn report_free_disk(when: &str) {
+    let target = crate::util::root().join("target");
+    let dir = if target.exists() { target } else { crate::util::root() };
+    match crate::util::free_bytes(&dir) {
+        Ok(free) => eprintln!(
+            "xtask test: {:.1} GiB free on the disk of {} {when}",
+            free as f64 / (1u64 << 30) as f64,
+            dir.display()
+        ),
+        Err(e) => eprintln!("xtask test: free space of {} unknown: {e}", dir.display()),
+    }
 }
