@@ -70,31 +70,42 @@ pub struct InetSock {
 
 /// The INET TCP/UDP socket behind `fd` of the current task (process `tgid`).
 ///
-/// A hit in `SOCK_CACHE` skips the reads of the inode mode, the socket, the
-/// sock and its family and protocol, but is used only when the fd still holds
-/// the same `struct file` *and* that file's inode number is the cached one:
-/// however the fd was replaced (close, dup2, exec closing CLOEXEC fds, a
-/// process exiting and its pid coming back), a new socket has another inode
-/// number, even when its file reuses the old file's memory.
+/// The inode mode is read first: most reads and writes of a busy host are of
+/// files and pipes, and those end here without a map operation. For a socket,
+/// a hit in `SOCK_CACHE` skips the reads of the socket, the sock and its family
+/// and protocol, but is used only when the fd still holds the same
+/// `struct file` *and* that file's inode number is the cached one: however the
+/// fd was replaced (close, dup2, exec closing CLOEXEC fds, a process exiting
+/// and its pid coming back), a new socket has another inode number, even when
+/// its file reuses the old file's memory. Sockets of other kinds (Unix,
+/// netlink) are cached too, with their family, so they also skip the reads.
 #[inline(always)]
 pub fn fd_to_inet_sock(tgid: u32, fd: i64) -> Option<InetSock> {
     let file = fd_to_file(fd)?;
     let o = offsets();
     let inode: u64 = unsafe { read(file + o.file_inode as u64)? };
+    let mode: u16 = unsafe { read(inode + o.inode_mode as u64)? };
+    if mode & S_IFMT != S_IFSOCK {
+        return None;
+    }
+    let ino: u64 = unsafe { read(inode + o.inode_ino as u64)? };
     let key = FdKey { tgid, fd: fd as i32 };
     if let Some(c) = unsafe { SOCK_CACHE.get(&key) }
         && c.file == file
+        && c.ino == ino
     {
-        let ino: u64 = unsafe { read(inode + o.inode_ino as u64)? };
-        if ino == c.ino {
-            return Some(InetSock { sock: Sock { sk: c.sk, ino }, family: c.family, protocol: c.protocol });
-        }
+        return is_inet(c.family, c.protocol)
+            .then_some(InetSock { sock: Sock { sk: c.sk, ino }, family: c.family, protocol: c.protocol });
     }
-    let sock = file_to_sock(file, inode)?;
-    let (family, protocol) = inet_kind(sock.sk)?;
-    let entry = CachedSock { file, sk: sock.sk, ino: sock.ino, family, protocol, _pad: [0; 6] };
+    let socket: u64 = unsafe { read(file + o.file_private_data as u64)? };
+    let sk: u64 = unsafe { read(socket + o.socket_sk as u64)? };
+    if sk == 0 {
+        return None;
+    }
+    let (family, protocol) = sock_kind(sk)?;
+    let entry = CachedSock { file, sk, ino, family, protocol, _pad: [0; 6] };
     let _ = SOCK_CACHE.insert(&key, &entry, 0);
-    Some(InetSock { sock, family, protocol })
+    is_inet(family, protocol).then_some(InetSock { sock: Sock { sk, ino }, family, protocol })
 }
 
 /// Forgets the cached socket of `fd` (the fd is being closed).
@@ -129,18 +140,26 @@ pub fn fd_to_sock(fd: i64) -> Option<Sock> {
 /// (family, protocol) of an INET TCP/UDP sock; `None` for anything else.
 #[inline(always)]
 pub fn inet_kind(sk: u64) -> Option<(u8, u8)> {
+    let (family, protocol) = sock_kind(sk)?;
+    is_inet(family, protocol).then_some((family, protocol))
+}
+
+/// (family, protocol) of any sock as bytes; a value over 255 (e.g.
+/// IPPROTO_MPTCP, 262) becomes 255 rather than wrapping onto TCP's 6.
+#[inline(always)]
+fn sock_kind(sk: u64) -> Option<(u8, u8)> {
     let o = offsets();
     unsafe {
         let family: u16 = read(sk + o.skc_family as u64)?;
         let proto: u16 = read(sk + o.sk_protocol as u64)?;
-        let family = family as u8;
-        let proto = proto as u8;
-        if (family == FAMILY_INET || family == FAMILY_INET6) && (proto == PROTO_TCP || proto == PROTO_UDP) {
-            Some((family, proto))
-        } else {
-            None
-        }
+        Some((u8::try_from(family).unwrap_or(u8::MAX), u8::try_from(proto).unwrap_or(u8::MAX)))
     }
+}
+
+/// An INET (v4 or v6) TCP or UDP socket.
+#[inline(always)]
+fn is_inet(family: u8, protocol: u8) -> bool {
+    (family == FAMILY_INET || family == FAMILY_INET6) && (protocol == PROTO_TCP || protocol == PROTO_UDP)
 }
 
 /// Reads local/remote addresses, ports and network namespace of `sk` into `h`.
