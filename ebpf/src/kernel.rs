@@ -94,8 +94,11 @@ pub fn fd_to_inet_sock(tgid: u32, fd: i64) -> Option<InetSock> {
         && c.file == file
         && c.ino == ino
     {
-        return is_inet(c.family, c.protocol)
-            .then_some(InetSock { sock: Sock { sk: c.sk, ino }, family: c.family, protocol: c.protocol });
+        return is_inet(c.family, c.protocol).then_some(InetSock {
+            sock: Sock { sk: c.sk, ino },
+            family: c.family,
+            protocol: c.protocol,
+        });
     }
     let socket: u64 = unsafe { read(file + o.file_private_data as u64)? };
     let sk: u64 = unsafe { read(socket + o.socket_sk as u64)? };
