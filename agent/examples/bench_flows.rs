@@ -227,9 +227,12 @@ fn time_once(s: &Scenario, events: &[CaptureEvent]) -> anyhow::Result<(f64, u64)
     let mut out: Vec<Record> = Vec::with_capacity(1024);
     let mut records = 0u64;
     let mut unparsed = 0u64;
+    // The agent's decoder hands each event over owned: copy them before the
+    // clock starts, so the timed loop moves events in as the agent does.
+    let events = events.to_vec();
     let start = Instant::now();
     for e in events {
-        t.on_event(e.clone(), &mut out);
+        t.on_event(e, &mut out);
         records += out.len() as u64;
         unparsed += out.iter().filter(|r| !matches!(r, Record::Exchange(_) | Record::Connection(_))).count() as u64;
         unparsed += out
