@@ -151,10 +151,10 @@ impl Streams {
 
     /// Application identity attributes of whoever sends in `dir`, as the
     /// parser learned them so far (none before the parser starts).
-    pub(super) fn sender_attributes(&self, dir: Direction) -> Vec<(String, String)> {
+    pub(super) fn sender_attributes(&self, dir: Direction) -> crate::proto::AppAttrs {
         match &self.mode {
             Mode::Parse(p) => p.parser.as_ref().map(|p| p.sender_attributes(dir)).unwrap_or_default(),
-            _ => Vec::new(),
+            _ => Default::default(),
         }
     }
 

@@ -443,7 +443,7 @@ impl Parser for FixParser {
         self.session.gap(dir.index());
     }
 
-    fn sender_attributes(&self, dir: Direction) -> Vec<(String, String)> {
+    fn sender_attributes(&self, dir: Direction) -> crate::proto::AppAttrs {
         self.session.sender_attributes(dir.index())
     }
 }

@@ -218,11 +218,18 @@ pub trait Parser: Send {
     /// Attributes of the application identity that sends in `dir`, as learned
     /// so far from the messages (e.g. `("fix.sender_comp_id", "BUYSIDE")`).
     /// Only protocols that reveal application identities return any.
-    fn sender_attributes(&self, dir: Direction) -> Vec<(String, String)> {
+    ///
+    /// The list is shared: a parser keeps one and hands out clones of the
+    /// `Arc`, since every record of the connection carries it.
+    fn sender_attributes(&self, dir: Direction) -> AppAttrs {
         let _ = dir;
-        Vec::new()
+        AppAttrs::default()
     }
 }
+
+/// Application identity attributes of one sender (`(key, value)` pairs), shared
+/// by every record that carries them.
+pub type AppAttrs = std::sync::Arc<[(String, String)]>;
 
 impl Protocol {
     /// The snake_case name (as in JSON and on the wire).

@@ -517,7 +517,7 @@ impl Parser for PgParser {
         self.continued[dir.index()]
     }
 
-    fn sender_attributes(&self, dir: Direction) -> Vec<(String, String)> {
+    fn sender_attributes(&self, dir: Direction) -> crate::proto::AppAttrs {
         self.attrs.get(dir.index())
     }
 

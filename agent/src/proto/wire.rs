@@ -7,7 +7,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::proto::fields::Text;
+use crate::proto::{AppAttrs, fields::Text};
 
 /// A bounds-checked cursor over a message body; every read returns `None`
 /// past the end instead of panicking.
@@ -167,9 +167,11 @@ const MAX_ATTR_BYTES: usize = 128;
 const MAX_ATTRS: usize = 16;
 
 /// Attributes of the application identity sending in each direction (index:
-/// direction), as learned from login and greeting messages; bounded.
+/// direction), as learned from login and greeting messages; bounded. Each
+/// direction's list is rebuilt when a value changes (rare: logins) and shared
+/// by every record after that.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct SenderAttrs([Vec<(&'static str, String)>; 2]);
+pub(crate) struct SenderAttrs([AppAttrs; 2]);
 
 impl SenderAttrs {
     /// Set `key` for the sender of direction index `i` (replacing an older value).
@@ -177,18 +179,27 @@ impl SenderAttrs {
         if v.is_empty() || v.len() > MAX_ATTR_BYTES {
             return;
         }
-        let v = String::from_utf8_lossy(v).into_owned();
+        let v = String::from_utf8_lossy(v);
         let list = &mut self.0[i & 1];
-        if let Some(slot) = list.iter_mut().find(|(k, _)| *k == key) {
-            slot.1 = v;
-        } else if list.len() < MAX_ATTRS {
-            list.push((key, v));
+        match list.iter().position(|(k, _)| k == key) {
+            Some(at) if list[at].1 == v => {}
+            Some(at) => {
+                let mut l = list.to_vec();
+                l[at].1 = v.into_owned();
+                *list = l.into();
+            }
+            None if list.len() < MAX_ATTRS => {
+                let mut l = list.to_vec();
+                l.push((key.to_string(), v.into_owned()));
+                *list = l.into();
+            }
+            None => {}
         }
     }
 
     /// The attributes of the sender of direction index `i`.
-    pub(crate) fn get(&self, i: usize) -> Vec<(String, String)> {
-        self.0[i & 1].iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    pub(crate) fn get(&self, i: usize) -> AppAttrs {
+        self.0[i & 1].clone()
     }
 }
 

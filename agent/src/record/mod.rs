@@ -33,7 +33,7 @@ use crate::{
     capture::tls::TlsLib,
     clock::{ClockSync, KERNEL_CLOCK, parse_rfc3339, rfc3339},
     identity::Identity,
-    proto::{Protocol, fields::UnparsedReason},
+    proto::{AppAttrs, Protocol, fields::UnparsedReason},
     types::{Comm, Direction, GapReason, Role, Transport},
 };
 
@@ -144,11 +144,15 @@ pub struct Who {
     /// Application identity the side's messages revealed so far (e.g.
     /// `fix.sender_comp_id`, `postgres.user`): attributes of its identity,
     /// shipped in the identity map.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub app: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "attrs_empty")]
+    pub app: AppAttrs,
     /// ...and what the other end's messages revealed (its identity's attributes).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub peer_app: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "attrs_empty")]
+    pub peer_app: AppAttrs,
+}
+
+fn attrs_empty(a: &AppAttrs) -> bool {
+    a.is_empty()
 }
 
 /// Why an exchange record holds less than a whole exchange.

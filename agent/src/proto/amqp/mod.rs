@@ -506,7 +506,7 @@ impl Parser for AmqpParser {
         self.content[i].clear();
     }
 
-    fn sender_attributes(&self, dir: Direction) -> Vec<(String, String)> {
+    fn sender_attributes(&self, dir: Direction) -> crate::proto::AppAttrs {
         self.attrs.get(dir.index())
     }
 }

@@ -116,7 +116,7 @@ fn connection_handshake_user_vhost_and_withheld_password() {
     let (_, ex) = one(&mut p, S, &method(0, 10, 41, &ss("")));
     assert_eq!(ex, Some((10 << 16 | 40, ExchangeRole::Response)));
     assert_eq!(
-        p.sender_attributes(C),
+        *p.sender_attributes(C),
         [
             ("amqp.user", "trader"),
             ("amqp.client_product", "Pika Python Client Library"),
@@ -125,7 +125,7 @@ fn connection_handshake_user_vhost_and_withheld_password() {
         .map(|(k, v)| (k.to_string(), v.to_string()))
     );
     assert_eq!(
-        p.sender_attributes(S),
+        *p.sender_attributes(S),
         [("amqp.server_product", "RabbitMQ")].map(|(k, v)| (k.to_string(), v.to_string()))
     );
     // AMQPLAIN names its user in a table.

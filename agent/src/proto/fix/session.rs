@@ -25,7 +25,7 @@
 use serde::Serialize;
 
 use super::{FixMessage, parse_uint};
-use crate::proto::fields::Text;
+use crate::proto::{AppAttrs, fields::Text};
 
 /// Longest identity value kept for `sender_attributes` (CompIDs are short).
 const MAX_ID_BYTES: usize = 128;
@@ -107,6 +107,9 @@ struct DirState {
     /// This sender's Logon with ResetSeqNumFlag awaits the other side's.
     reset_sent: bool,
     ids: SenderIds,
+    /// `ids` as identity attributes, rebuilt when they change (every record
+    /// of the connection shares it).
+    attrs: AppAttrs,
 }
 
 /// Session state of one connection (index: direction).
@@ -129,11 +132,14 @@ fn num(m: &FixMessage, tag: u32) -> Option<u64> {
 
 /// Store `v` in `slot` when it is a plausible id and differs (no allocation
 /// when it is the same as before, the common case).
-fn set(slot: &mut Option<String>, v: Option<&Text>) {
-    let Some(v) = v.filter(|v| !v.0.is_empty() && v.0.len() <= MAX_ID_BYTES) else { return };
-    if slot.as_deref().map(str::as_bytes) != Some(&v.0[..]) {
-        *slot = Some(v.to_string_lossy());
+/// Sets `slot` to `v` (when usable); true when that changed it.
+fn set(slot: &mut Option<String>, v: Option<&Text>) -> bool {
+    let Some(v) = v.filter(|v| !v.0.is_empty() && v.0.len() <= MAX_ID_BYTES) else { return false };
+    if slot.as_deref().map(str::as_bytes) == Some(&v.0[..]) {
+        return false;
     }
+    *slot = Some(v.to_string_lossy());
+    true
 }
 
 impl SessionTracker {
@@ -238,17 +244,31 @@ impl SessionTracker {
 
     fn learn_ids(&mut self, i: usize, m: &FixMessage) {
         let ids = &mut self.dirs[i].ids;
-        set(&mut ids.begin_string, Some(&m.begin_string));
-        set(&mut ids.sender_comp_id, m.sender_comp_id.as_ref());
-        set(&mut ids.target_comp_id, m.target_comp_id.as_ref());
+        let mut changed = set(&mut ids.begin_string, Some(&m.begin_string));
+        changed |= set(&mut ids.sender_comp_id, m.sender_comp_id.as_ref());
+        changed |= set(&mut ids.target_comp_id, m.target_comp_id.as_ref());
         // Optional header fields come right after the standard ones.
         for f in m.fields.iter().take(32) {
-            match f.tag {
+            changed |= match f.tag {
                 50 => set(&mut ids.sender_sub_id, Some(&f.value)),
                 142 => set(&mut ids.sender_location_id, Some(&f.value)),
                 57 => set(&mut ids.target_sub_id, Some(&f.value)),
-                _ => {}
-            }
+                _ => false,
+            };
+        }
+        if changed {
+            let ids = &self.dirs[i].ids;
+            self.dirs[i].attrs = [
+                ("fix.sender_comp_id", &ids.sender_comp_id),
+                ("fix.sender_sub_id", &ids.sender_sub_id),
+                ("fix.sender_location_id", &ids.sender_location_id),
+                ("fix.target_comp_id", &ids.target_comp_id),
+                ("fix.target_sub_id", &ids.target_sub_id),
+                ("fix.begin_string", &ids.begin_string),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.clone())))
+            .collect();
         }
     }
 
@@ -260,18 +280,7 @@ impl SessionTracker {
     }
 
     /// The identity attributes of the sender of direction `i`.
-    pub fn sender_attributes(&self, i: usize) -> Vec<(String, String)> {
-        let ids = &self.dirs[i].ids;
-        [
-            ("fix.sender_comp_id", &ids.sender_comp_id),
-            ("fix.sender_sub_id", &ids.sender_sub_id),
-            ("fix.sender_location_id", &ids.sender_location_id),
-            ("fix.target_comp_id", &ids.target_comp_id),
-            ("fix.target_sub_id", &ids.target_sub_id),
-            ("fix.begin_string", &ids.begin_string),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.clone())))
-        .collect()
+    pub fn sender_attributes(&self, i: usize) -> AppAttrs {
+        self.dirs[i].attrs.clone()
     }
 }

@@ -219,7 +219,7 @@ fn session_gap_resend_request_gap_fill_and_poss_dup_resend() {
     assert!(s.seq_too_low && !s.resent);
     let attrs = p.sender_attributes(out);
     assert_eq!(
-        attrs,
+        *attrs,
         [
             ("fix.sender_comp_id", "CLIENT"),
             ("fix.sender_sub_id", "DESK1"),

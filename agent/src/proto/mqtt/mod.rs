@@ -310,7 +310,7 @@ impl Parser for MqttParser {
         })
     }
 
-    fn sender_attributes(&self, dir: Direction) -> Vec<(String, String)> {
+    fn sender_attributes(&self, dir: Direction) -> crate::proto::AppAttrs {
         self.attrs.get(dir.index())
     }
 

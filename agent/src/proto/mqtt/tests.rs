@@ -83,7 +83,7 @@ fn connect_311_without_the_password_and_connack() {
     );
     assert!(!serde_json::to_string(&m).unwrap().contains("hunter2"));
     assert_eq!(
-        p.sender_attributes(C),
+        *p.sender_attributes(C),
         [("mqtt.client_id", "pricer-1"), ("mqtt.user", "trader")].map(|(k, v)| (k.to_string(), v.to_string()))
     );
     assert!(p.sender_attributes(S).is_empty());

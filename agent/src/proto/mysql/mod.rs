@@ -298,7 +298,7 @@ impl Parser for MysqlParser {
         })
     }
 
-    fn sender_attributes(&self, dir: Direction) -> Vec<(String, String)> {
+    fn sender_attributes(&self, dir: Direction) -> crate::proto::AppAttrs {
         self.attrs.get(dir.index())
     }
 

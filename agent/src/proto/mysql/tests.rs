@@ -139,12 +139,12 @@ fn greeting_login_without_the_password_and_ok() {
     let (m, ex) = one(&mut p, S, &ok(2, 0, 0, 2));
     assert_eq!((m.response.unwrap().ok.unwrap().status_flags, ex), (2, Some((0, ExchangeRole::Response))));
     assert_eq!(
-        p.sender_attributes(C),
+        *p.sender_attributes(C),
         [("mysql.user", "trader"), ("mysql.database", "ledger"), ("mysql.client_name", "pymysql")]
             .map(|(k, v)| (k.to_string(), v.to_string()))
     );
     assert_eq!(
-        p.sender_attributes(S),
+        *p.sender_attributes(S),
         [("mysql.server_version", "5.5.5-10.11.19-MariaDB-0+deb12u1")].map(|(k, v)| (k.to_string(), v.to_string()))
     );
 }

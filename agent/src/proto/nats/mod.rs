@@ -316,7 +316,7 @@ impl Parser for NatsParser {
         })
     }
 
-    fn sender_attributes(&self, dir: Direction) -> Vec<(String, String)> {
+    fn sender_attributes(&self, dir: Direction) -> crate::proto::AppAttrs {
         self.attrs.get(dir.index())
     }
 

@@ -41,12 +41,12 @@ fn info_connect_without_secrets_and_ping_pong() {
     assert_eq!((c.name.as_deref(), c.lang.as_deref(), c.headers), (Some("pricer"), Some("python3"), Some(true)));
     assert!(!serde_json::to_string(&c).unwrap().contains("hunter2"));
     assert_eq!(
-        p.sender_attributes(C),
+        *p.sender_attributes(C),
         [("nats.user", "trader"), ("nats.name", "pricer"), ("nats.lang", "python3")]
             .map(|(k, v)| (k.to_string(), v.to_string()))
     );
     assert_eq!(
-        p.sender_attributes(S),
+        *p.sender_attributes(S),
         [("nats.server_id", "NDX"), ("nats.server_name", "n1"), ("nats.version", "2.9.10")]
             .map(|(k, v)| (k.to_string(), v.to_string()))
     );

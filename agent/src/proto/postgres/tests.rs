@@ -75,12 +75,12 @@ fn startup_and_simple_query() {
     assert_eq!((len, g.auth.clone(), g.backend_pid, g.ready_status), (b.len(), vec![0], Some(12345), Some('I')));
     assert_eq!(g.parameters[0].1, "16.2");
     assert_eq!(
-        p.sender_attributes(Direction::Egress),
+        *p.sender_attributes(Direction::Egress),
         [("pg.user", "alice"), ("pg.database", "ledger"), ("pg.application_name", "psql")]
             .map(|(k, v)| (k.to_string(), v.to_string()))
     );
     assert_eq!(
-        p.sender_attributes(Direction::Ingress),
+        *p.sender_attributes(Direction::Ingress),
         [("pg.server_version", "16.2")].map(|(k, v)| (k.to_string(), v.to_string()))
     );
     assert_eq!(g.message_count, 4);
