@@ -201,6 +201,74 @@ async fn clustered_mode_on_clickhouse_18_16() {
     replica_down_refuses_then_recovers(&mut cl).await;
 }
 
+/// A log whose signing key was rotated verifies from ClickHouse by following
+/// the rotation entry; a pinned first key makes the check independent of the
+/// key registered in the database, and a wrong pin is named.
+async fn rotation_and_pinned_keys(url: &str) {
+    use wiretrail_collector::clickhouse::verify::{KeySource, Pins};
+    use wiretrail_collector::merkle::Verifier;
+    use wiretrail_proto::v1::{RotateSigningKeyRequest, keys_client::KeysClient};
+    let cfg = ch_with(url, "rotated", None, 0);
+    let d = tempfile::tempdir().unwrap();
+    let s = start(config(d.path(), "collector-r", cfg.clone())).await;
+    for a in send(s.addr, vec![batch("agent-r", "b1", 0, 5)]).await {
+        a.expect("acknowledged");
+    }
+    let rot = KeysClient::new(channel(s.addr).await)
+        .rotate_signing_key(RotateSigningKeyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    for a in send(s.addr, vec![batch("agent-r", "b1", 1, 5)]).await {
+        a.expect("acknowledged after the rotation");
+    }
+    s.stop().await;
+    let first_file = d.path().join("verifier.key");
+    let first = Verifier::parse(&std::fs::read_to_string(&first_file).unwrap()).unwrap();
+    assert_eq!(rot.old_key, first.key_string());
+    let r = Reader::open(&cfg).await.unwrap();
+    let rep = r.verify().await.unwrap().remove(0);
+    assert!(rep.ok, "{rep:?}");
+    assert_eq!(rep.rotations, 1, "{rep:?}");
+    assert_eq!(rep.key_source, KeySource::ClickHouse);
+    assert!(
+        rep.verified_size == rep.leaves && rep.verified_size > rot.old_key_last_size,
+        "the new key's checkpoints verified: {rep:?}"
+    );
+    let pinned = r.verify_pinned(&Pins::from([("collector-r".to_string(), first.clone())])).await.unwrap().remove(0);
+    assert!(pinned.ok && pinned.key_source == KeySource::Pinned && pinned.rotations == 1, "{pinned:?}");
+    // Another log's key pinned for this origin: refused, whatever the database says.
+    let other = tempfile::tempdir().unwrap();
+    drop(wiretrail_collector::store::Writer::open(other.path(), Default::default()).unwrap());
+    let other_file = other.path().join("verifier.key");
+    let other_key = Verifier::parse(&std::fs::read_to_string(&other_file).unwrap()).unwrap();
+    let wrong = r.verify_pinned(&Pins::from([("collector-r".to_string(), other_key)])).await.unwrap().remove(0);
+    assert!(!wrong.ok, "{wrong:?}");
+    assert!(wrong.problems.iter().any(|p| p.contains("is not the pinned key")), "{wrong:?}");
+    // A pinned origin ClickHouse does not hold fails too.
+    let absent = r.verify_pinned(&Pins::from([("collector-x".to_string(), first)])).await.unwrap();
+    assert!(absent.iter().any(|a| a.origin == "collector-x" && !a.ok), "{absent:?}");
+    // The same from the command line.
+    let cli = |pin: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wiretrail"))
+            .args(["verify", "--clickhouse", url, "--clickhouse-database", "rotated", "--verifier-key"])
+            .arg(format!("collector-r={}", pin.display()))
+            .env_remove("WIRETRAIL_CLICKHOUSE_URL")
+            .output()
+            .unwrap()
+    };
+    let ok = cli(&first_file);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("\"key_source\": \"pinned\""));
+    let bad = cli(&other_file);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stdout).contains("is not the pinned key"),
+        "{}",
+        String::from_utf8_lossy(&bad.stdout)
+    );
+}
+
 /// The modern engine (26.9): the schema with codecs and skip indexes, RowBinary
 /// with validation on; ingest -> query -> verify.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,6 +291,7 @@ async fn modern_engine_26_9() {
     assert_eq!(hits.len(), 10, "every other record of 20 is postgres");
     let rep = r.verify().await.unwrap().remove(0);
     assert!(rep.ok && rep.verified_size == rep.leaves && rep.leaves >= 20, "{rep:?}");
+    rotation_and_pinned_keys(&url).await;
     // The same from the command line.
     let cli = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_wiretrail"))

@@ -130,6 +130,11 @@ enum Cmd {
         /// Verifier key file (pin it out of band); defaults to DATA_DIR/verifier.key.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// With --clickhouse: the first key of log ORIGIN, from a file obtained
+        /// out of band (repeat per origin). Unpinned logs are verified from the
+        /// key registered in ClickHouse, which the report marks.
+        #[arg(long = "verifier-key", value_name = "ORIGIN=FILE", requires = "url")]
+        verifier_keys: Vec<String>,
         /// State file for incremental verification (read if present, updated on success).
         #[arg(long)]
         state: Option<PathBuf>,
@@ -423,7 +428,9 @@ pub fn main() -> anyhow::Result<()> {
             Cmd::Query { clickhouse, filter, json, .. } if clickhouse.url.is_some() => {
                 query::from_clickhouse(&clickhouse, &filter, json).await?
             }
-            Cmd::Verify { clickhouse, .. } if clickhouse.url.is_some() => verify::from_clickhouse(&clickhouse).await?,
+            Cmd::Verify { clickhouse, verifier_keys, .. } if clickhouse.url.is_some() => {
+                verify::from_clickhouse(&clickhouse, &verifier_keys).await?
+            }
             Cmd::Query { conn, case, filter, follow, json, .. } => {
                 query::from_collector(&conn, &case, &filter, follow, json).await?
             }

@@ -38,12 +38,14 @@ pub(super) fn data_dir(data_dir: Option<PathBuf>, key: Option<PathBuf>, state: O
     Ok(())
 }
 
-/// Verifies every log stored in ClickHouse, per origin.
-pub(super) async fn from_clickhouse(args: &crate::clickhouse::ClickHouseArgs) -> anyhow::Result<()> {
+/// Verifies every log stored in ClickHouse, per origin; `pins` are
+/// `ORIGIN=FILE` pairs naming the first key of a log.
+pub(super) async fn from_clickhouse(args: &crate::clickhouse::ClickHouseArgs, pins: &[String]) -> anyhow::Result<()> {
     let cfg = args.config().expect("url is set");
+    let pins = parse_pins(pins)?;
     let r = crate::clickhouse::reader::Reader::open(&cfg).await?;
     let t = std::time::Instant::now();
-    let reports = r.verify().await?;
+    let reports = r.verify_pinned(&pins).await?;
     let bytes: u64 = reports.iter().map(|r| r.bytes).sum();
     eprintln!(
         "verified {} logs, {:.1} MB of leaves, {:.0} MB/s",
@@ -55,5 +57,35 @@ pub(super) async fn from_clickhouse(args: &crate::clickhouse::ClickHouseArgs) ->
     if reports.is_empty() || reports.iter().any(|r| !r.ok) {
         bail!("verification from ClickHouse FAILED (or nothing to verify)");
     }
+    let unpinned: Vec<&str> = reports
+        .iter()
+        .filter(|r| r.key_source == crate::clickhouse::verify::KeySource::ClickHouse)
+        .map(|r| r.origin.as_str())
+        .collect();
+    if !unpinned.is_empty() {
+        eprintln!(
+            "note: {} verified from the key registered in ClickHouse itself; pin each log's first key \
+             (--verifier-key ORIGIN=FILE) for a check independent of the database",
+            unpinned.join(", ")
+        );
+    }
     Ok(())
+}
+
+/// `ORIGIN=FILE` pairs → the verifier key in each file, per origin.
+fn parse_pins(pins: &[String]) -> anyhow::Result<crate::clickhouse::verify::Pins> {
+    let mut out = crate::clickhouse::verify::Pins::new();
+    for p in pins {
+        let (origin, file) = p
+            .split_once('=')
+            .filter(|(o, f)| !o.is_empty() && !f.is_empty())
+            .with_context(|| format!("--verifier-key {p:?}: expected ORIGIN=FILE"))?;
+        let text = std::fs::read_to_string(file).with_context(|| format!("--verifier-key {origin}: reading {file}"))?;
+        let key =
+            Verifier::parse(&text).with_context(|| format!("--verifier-key {origin}: {file} is not a verifier key"))?;
+        if out.insert(origin.to_string(), key).is_some() {
+            bail!("--verifier-key: origin {origin} given twice");
+        }
+    }
+    Ok(out)
 }

@@ -20,6 +20,7 @@
 
 pub mod reader;
 pub mod schema;
+pub mod verify;
 pub mod writer;
 
 use std::time::Duration;

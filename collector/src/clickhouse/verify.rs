@@ -1,0 +1,300 @@
+//! Verifying every log stored in ClickHouse from ClickHouse alone.
+//!
+//! Per origin: rows are read in leaf order (one per leaf index; two different
+//! rows for one index are a finding); each row's leaf hash is recomputed from
+//! its bytes and checked against the stored `leaf_hash` and the next row's
+//! `prev_hash` (so a changed or reordered row is named by its leaf index); then
+//! the Merkle root of the recomputed hashes is checked against every stored
+//! checkpoint the rows cover. A row rewritten with all its hashes recomputed
+//! still fails the root: the finding then names the first checkpoint that
+//! fails (the change lies below its size).
+//!
+//! Keys: the first key of a log is the trust anchor. It is the one the auditor
+//! pins ([`Pins`], `wiretrail verify --clickhouse --verifier-key ORIGIN=FILE`);
+//! without a pin it is the key the collector registered in ClickHouse, and the
+//! report says so (`key_source: "clickhouse"`): whoever can rewrite the
+//! database could then replace the key too. Rotations are followed from the
+//! log itself, as the embedded store's verify follows its key history: each
+//! `key_rotation` entry must name the key in force as its old key, and a
+//! checkpoint signed by that old key must cover the entry; the new key then
+//! signs only sizes above the old key's last checkpoint
+//! ([`crate::merkle::KeyRing`]). A checkpoint signed by any other key fails.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use serde::Serialize;
+use wiretrail_proto::v1::StoredLeaf;
+
+use super::ClickHouseError;
+use super::reader::Reader;
+use super::schema::{CHECKPOINTS, LEAVES, ORIGINS};
+use super::writer::{CheckpointRow, LeafRow, OriginRow};
+use crate::entry::KEY_ROTATION;
+use crate::merkle::{Hash, KeyRing, SignedCheckpoint, Verifier, leaf_hash, root_of_leaf_hashes};
+
+/// First keys pinned by the auditor, per origin.
+pub type Pins = BTreeMap<String, Verifier>;
+
+/// A `key_rotation` entry found in a log.
+struct Rotation {
+    entry_index: u64,
+    old_key: String,
+    new_key: String,
+}
+
+impl Reader {
+    /// Verifies every log (origin) stored in ClickHouse with the keys it
+    /// registered there (see [`Reader::verify_pinned`]).
+    pub async fn verify(&self) -> Result<Vec<OriginReport>, ClickHouseError> {
+        self.verify_pinned(&Pins::new()).await
+    }
+
+    /// Verifies every log stored in ClickHouse; an origin in `pins` is
+    /// verified from the pinned key (a different registered key is a
+    /// finding), and a pinned origin missing from ClickHouse is a report
+    /// that fails.
+    pub async fn verify_pinned(&self, pins: &Pins) -> Result<Vec<OriginReport>, ClickHouseError> {
+        let origins: Vec<OriginRow> = self
+            .client
+            .query(&format!("SELECT ?fields FROM {ORIGINS} ORDER BY origin LIMIT 1 BY origin"))
+            .fetch_all()
+            .await
+            .map_err(ClickHouseError::query("reading origins"))?;
+        let mut out = Vec::new();
+        for o in &origins {
+            out.push(self.verify_origin(o, pins.get(&o.origin)).await?);
+        }
+        for (origin, key) in pins {
+            if !origins.iter().any(|o| &o.origin == origin) {
+                let mut rep = OriginReport {
+                    origin: origin.clone(),
+                    verifier_key_id: key.id_hex(),
+                    key_source: KeySource::Pinned,
+                    ..Default::default()
+                };
+                rep.fail(0, "the pinned origin is not in ClickHouse");
+                out.push(rep);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn verify_origin(&self, o: &OriginRow, pin: Option<&Verifier>) -> Result<OriginReport, ClickHouseError> {
+        let stored = Verifier::parse(&o.verifier_key)
+            .map_err(|source| ClickHouseError::Note { origin: o.origin.clone(), source })?;
+        let first = pin.cloned().unwrap_or_else(|| stored.clone());
+        let mut rep = OriginReport {
+            origin: o.origin.clone(),
+            verifier_key_id: first.id_hex(),
+            key_source: if pin.is_some() { KeySource::Pinned } else { KeySource::ClickHouse },
+            ..Default::default()
+        };
+        if stored.key_string() != first.key_string() {
+            rep.fail(
+                0,
+                &format!(
+                    "the key registered in ClickHouse ({}) is not the pinned key ({})",
+                    stored.key_string(),
+                    first.key_string()
+                ),
+            );
+        }
+        let rows: Vec<LeafRow> = self
+            .client
+            .query(&format!("SELECT DISTINCT ?fields FROM {LEAVES} WHERE origin = ? ORDER BY leaf_index"))
+            .bind(&o.origin)
+            .fetch_all()
+            .await
+            .map_err(ClickHouseError::query(format!("reading the leaves of {}", o.origin)))?;
+        let (hashes, rotations) = check_rows(&rows, &mut rep);
+        rep.leaves = hashes.len() as u64;
+        let cps: Vec<CheckpointRow> = self
+            .client
+            .query(&format!("SELECT DISTINCT ?fields FROM {CHECKPOINTS} WHERE origin = ? ORDER BY size"))
+            .bind(&o.origin)
+            .fetch_all()
+            .await
+            .map_err(ClickHouseError::query(format!("reading the checkpoints of {}", o.origin)))?;
+        let ring = key_ring(first, &rotations, &cps, &mut rep);
+        check_checkpoints(&ring, &cps, &hashes, &mut rep);
+        rep.ok = rep.problems.is_empty() && rep.checkpoints > 0;
+        Ok(rep)
+    }
+}
+
+/// Checks each row's hash and order; returns the recomputed leaf hashes (a
+/// contiguous run from leaf 0) and the rotation entries among them.
+fn check_rows(rows: &[LeafRow], rep: &mut OriginReport) -> (Vec<Hash>, Vec<Rotation>) {
+    let mut hashes: Vec<Hash> = Vec::with_capacity(rows.len());
+    let mut rotations = Vec::new();
+    let mut prev_row: Option<&LeafRow> = None;
+    for r in rows {
+        rep.bytes += r.leaf.len() as u64;
+        if let Some(p) = prev_row
+            && p.leaf_index == r.leaf_index
+        {
+            rep.fail(r.leaf_index, "two different rows for this leaf index");
+            continue;
+        }
+        let i = hashes.len() as u64;
+        if r.leaf_index != i {
+            rep.fail(i, "missing from ClickHouse");
+            break;
+        }
+        let h = leaf_hash(&r.leaf);
+        if h != r.leaf_hash {
+            rep.fail(i, "leaf bytes do not hash to the stored leaf hash (row changed)");
+        }
+        let expected_prev = hashes.last().copied().unwrap_or([0u8; 32]);
+        if r.prev_hash != expected_prev {
+            rep.fail(i, "previous-leaf hash does not match the leaf before it (row moved or order changed)");
+        }
+        // Entries are rare: only their leaves are decoded. A rotation hidden
+        // by a changed `kind` column leaves its new key out of the ring, so
+        // the checkpoints it signed fail below.
+        if r.kind.strip_prefix("entry:") == Some(KEY_ROTATION) {
+            match rotation_of(&r.leaf, i) {
+                Ok(rot) => rotations.push(rot),
+                Err(why) => rep.fail(i, &why),
+            }
+        }
+        hashes.push(h);
+        prev_row = Some(r);
+    }
+    (hashes, rotations)
+}
+
+/// The old and new keys a `key_rotation` entry's leaf names.
+fn rotation_of(leaf: &[u8], i: u64) -> Result<Rotation, String> {
+    let l = StoredLeaf::decode(leaf).map_err(|e| format!("key_rotation leaf does not decode: {e}"))?;
+    let e = l.entry.ok_or("a row marked key_rotation holds a record, not an entry")?;
+    let d: serde_json::Value =
+        serde_json::from_str(&e.detail_json).map_err(|e| format!("key_rotation detail is not JSON: {e}"))?;
+    let key = |k: &str| d[k].as_str().map(String::from).ok_or(format!("key_rotation entry without {k}"));
+    Ok(Rotation { entry_index: i, old_key: key("old_key")?, new_key: key("new_key")? })
+}
+
+/// The key ring of the log: `first`, then each rotation whose old key is the
+/// key in force and whose entry a checkpoint of that key covers.
+fn key_ring(first: Verifier, rotations: &[Rotation], cps: &[CheckpointRow], rep: &mut OriginReport) -> KeyRing {
+    let mut ring = KeyRing::single(first);
+    for r in rotations {
+        let old = ring.current().clone();
+        if r.old_key != old.key_string() {
+            rep.fail(
+                r.entry_index,
+                &format!("rotation names old key {} but {} is in force", r.old_key, old.key_string()),
+            );
+            break;
+        }
+        let after = ring.epochs().last().and_then(|e| e.after).unwrap_or(0);
+        let old_last = cps
+            .iter()
+            .filter(|c| c.size > r.entry_index && c.size > after)
+            .filter_map(|c| old.open(&c.note).ok())
+            .map(|s| s.checkpoint.size)
+            .max();
+        let Some(old_last) = old_last else {
+            rep.fail(r.entry_index, &format!("no checkpoint by the old key covers the rotation to {}", r.new_key));
+            break;
+        };
+        let pushed = Verifier::parse(&r.new_key).and_then(|new| ring.push(new, r.entry_index, old_last));
+        if let Err(e) = pushed {
+            rep.fail(r.entry_index, &format!("rotation to {}: {e}", r.new_key));
+            break;
+        }
+        rep.rotations += 1;
+    }
+    ring
+}
+
+/// Checks every stored checkpoint's signature (by the key valid at its size)
+/// and, where the rows cover it, its root.
+fn check_checkpoints(ring: &KeyRing, cps: &[CheckpointRow], hashes: &[Hash], rep: &mut OriginReport) {
+    for c in cps {
+        let signed: SignedCheckpoint = match ring.open(&c.note) {
+            Ok(s) => s,
+            Err(e) => {
+                rep.fail(c.size, &format!("checkpoint of size {} does not verify with the log's keys: {e}", c.size));
+                continue;
+            }
+        };
+        if signed.checkpoint.size != c.size || signed.checkpoint.root != c.root {
+            rep.fail(c.size, &format!("checkpoint row of size {} differs from its signed note", c.size));
+            continue;
+        }
+        if c.size > hashes.len() as u64 {
+            rep.uncovered_checkpoints += 1;
+            continue;
+        }
+        if root_of_leaf_hashes(&hashes[..c.size as usize]) != signed.checkpoint.root {
+            let first_bad = rep.verified_size;
+            // A leaf already named explains it; else the range start is the first suspect.
+            let named = rep.first_bad_leaf;
+            rep.fail(
+                first_bad,
+                &format!(
+                    "root of leaves [0, {}) differs from the signed checkpoint: a leaf in [{first_bad}, {}) was changed",
+                    c.size, c.size
+                ),
+            );
+            if named.is_some() {
+                rep.first_bad_leaf = named;
+            }
+            break;
+        }
+        rep.verified_size = c.size;
+        rep.checkpoints += 1;
+    }
+}
+
+/// Where a log's first key came from.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeySource {
+    /// The key the collector registered in ClickHouse (not independent of the
+    /// database being verified).
+    #[default]
+    ClickHouse,
+    /// The key the auditor pinned.
+    Pinned,
+}
+
+/// What verifying one log from ClickHouse found.
+#[derive(Debug, Default, Serialize)]
+pub struct OriginReport {
+    /// The log.
+    pub origin: String,
+    /// Key id of the first key the log was verified from.
+    pub verifier_key_id: String,
+    /// Where that key came from (pin it for an independent check).
+    pub key_source: KeySource,
+    /// Key rotations followed.
+    pub rotations: u64,
+    /// Leaves read (contiguous from 0).
+    pub leaves: u64,
+    /// Leaf bytes read.
+    pub bytes: u64,
+    /// Checkpoints verified.
+    pub checkpoints: u64,
+    /// Largest tree size matching a signed checkpoint.
+    pub verified_size: u64,
+    /// Checkpoints beyond the leaves stored (not acknowledged leaves, or still arriving).
+    pub uncovered_checkpoints: u64,
+    /// The first bad leaf, if any.
+    pub first_bad_leaf: Option<u64>,
+    /// Every finding, "leaf N: what".
+    pub problems: Vec<String>,
+    /// No problem and at least one checkpoint verified.
+    pub ok: bool,
+}
+
+impl OriginReport {
+    fn fail(&mut self, leaf: u64, what: &str) {
+        if self.first_bad_leaf.is_none_or(|f| leaf < f) {
+            self.first_bad_leaf = Some(leaf);
+        }
+        self.problems.push(format!("leaf {leaf}: {what}"));
+    }
+}
