@@ -12,7 +12,8 @@
 //! 2. Query: p50/p99 latency of `identity pod=X` + a 1-hour window over the
 //!    N stored records (capture times spread over 30 days, 100 pods), through
 //!    the gRPC query API, after the index has caught up.
-//! 3. Verify: full `verify` of the data directory, MB/s of segment bytes.
+//! 3. Verify: full `verify` of the data directory, MB/s of leaf bytes (uncompressed)
+//!    and of segment bytes; then the log's bytes on disk per payload byte.
 //! 4. Start-up: seconds from starting a collector on the data directory to
 //!    its first answer, from the snapshot saved when the previous one stopped,
 //!    then with the snapshots removed (a scan of the whole log).
@@ -66,12 +67,114 @@ pub struct Args {
     /// Keep the data directory afterwards.
     #[arg(long)]
     keep: bool,
+    /// Record payloads: `alphabet` (the alphabet repeated after a record
+    /// number: trivially compressible) or `http` (varied HTTP/1.1 requests
+    /// with random ids, tokens and JSON bodies).
+    #[arg(long, value_enum, default_value_t = Payload::Alphabet)]
+    payload: Payload,
+    /// zstd level of the log's frames (the collector's `--compression-level`).
+    #[arg(long, default_value_t = wiretrail_collector::store::DEFAULT_COMPRESSION_LEVEL)]
+    compression_level: i32,
+    /// Store frames uncompressed (the collector's `--no-compression`).
+    #[arg(long)]
+    no_compression: bool,
 }
 
-fn record(i: u64, n: u64, payload: &[u8]) -> Record {
-    let mut p = payload.to_vec();
-    let tag = format!("rec {i:012} ");
-    p[..tag.len()].copy_from_slice(tag.as_bytes());
+/// Kinds of record payload.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Payload {
+    /// The alphabet repeated, after "rec NNNNNNNNNNNN ".
+    Alphabet,
+    /// HTTP/1.1 requests (see [`http_payload`]).
+    Http,
+}
+
+fn payload(kind: Payload, i: u64) -> Vec<u8> {
+    match kind {
+        Payload::Alphabet => {
+            let mut p: Vec<u8> = (0..PAYLOAD).map(|i| b'a' + (i % 26) as u8).collect();
+            let tag = format!("rec {i:012} ");
+            p[..tag.len()].copy_from_slice(tag.as_bytes());
+            p
+        }
+        Payload::Http => http_payload(i),
+    }
+}
+
+/// A PAYLOAD-byte HTTP/1.1 request, different for each `i`: method, path
+/// with numeric ids, host and user agent from small sets; a random trace id,
+/// bearer token, request id and session cookie; a JSON body with random
+/// numbers (cut at PAYLOAD bytes, as a capture chunk would be).
+pub fn http_payload(i: u64) -> Vec<u8> {
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xd1b5_4a32_d192_ed03;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let hex = |r: &mut dyn FnMut() -> u64, n: usize| -> String {
+        (0..n).map(|_| char::from(b"0123456789abcdef"[(r() % 16) as usize])).collect()
+    };
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let token: String = (0..43).map(|_| char::from(B64[(rnd() % 64) as usize])).collect();
+    let (method, resource) = [
+        ("GET", "orders"),
+        ("POST", "payments"),
+        ("GET", "customers"),
+        ("PUT", "carts"),
+        ("POST", "checkout"),
+        ("GET", "inventory"),
+    ][(rnd() % 6) as usize];
+    let svc = ["api-gateway", "orders", "billing", "catalog"][(rnd() % 4) as usize];
+    let ua = [
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+        "okhttp/4.12.0",
+        "python-requests/2.32.3",
+        "Go-http-client/1.1",
+    ][(rnd() % 4) as usize];
+    let trace = hex(&mut rnd, 16);
+    let uuid = format!(
+        "{}-{}-4{}-{}-{}",
+        hex(&mut rnd, 8),
+        hex(&mut rnd, 4),
+        hex(&mut rnd, 3),
+        hex(&mut rnd, 4),
+        hex(&mut rnd, 12)
+    );
+    let session = hex(&mut rnd, 32);
+    let mut body = format!(
+        r#"{{"customer_id":{},"amount":{}.{:02},"currency":"{}","items":["#,
+        rnd() % 10_000_000,
+        rnd() % 5000,
+        rnd() % 100,
+        ["EUR", "USD", "GBP"][(rnd() % 3) as usize]
+    );
+    for k in 0..(1 + rnd() % 6) {
+        if k > 0 {
+            body.push(',');
+        }
+        body += &format!(r#"{{"sku":"SKU-{:06}","qty":{}}}"#, rnd() % 1_000_000, 1 + rnd() % 9);
+    }
+    body += "]}";
+    let text = format!(
+        "{method} /api/v{}/{resource}/{}?page={}&trace={trace} HTTP/1.1\r\n\
+         Host: {svc}.prod.svc.cluster.local\r\nUser-Agent: {ua}\r\nAccept: application/json\r\n\
+         Authorization: Bearer {token}\r\nX-Request-Id: {uuid}\r\nCookie: session={session}; region=eu-{}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        1 + rnd() % 3,
+        rnd() % 100_000_000,
+        rnd() % 50,
+        rnd() % 3,
+        body.len(),
+    );
+    let mut p = text.into_bytes();
+    p.resize(PAYLOAD, b' ');
+    p
+}
+
+fn record(i: u64, n: u64, kind: Payload) -> Record {
+    let p = payload(kind, i);
     Record {
         kind: RecordKind::DataChunk as i32,
         capture_time_ns: 1_700_000_000_000_000_000 + (i as i128 * SPAN_NS as i128 / n as i128) as i64,
@@ -86,12 +189,11 @@ fn record(i: u64, n: u64, payload: &[u8]) -> Record {
 }
 
 /// One agent stream: batches `seq` of records `first + k*streams ...` until told to stop.
-async fn agent(addr: std::net::SocketAddr, id: u64, a: Arc<Shared>) -> anyhow::Result<()> {
+async fn agent(addr: std::net::SocketAddr, id: u64, a: Arc<Shared>, kind: Payload) -> anyhow::Result<()> {
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
     let mut client = IngestClient::new(ch);
     let (tx, rx) = mpsc::channel::<Batch>(16);
     let mut acks = client.ingest(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
-    let payload: Vec<u8> = (0..PAYLOAD).map(|i| b'a' + (i % 26) as u8).collect();
     let a2 = a.clone();
     let producer = tokio::spawn(async move {
         let mut seq = 0;
@@ -101,7 +203,7 @@ async fn agent(addr: std::net::SocketAddr, id: u64, a: Arc<Shared>) -> anyhow::R
                 break;
             }
             let last = (first + a2.batch).min(a2.target);
-            let records = (first..last).map(|i| record(i, a2.target, &payload)).collect();
+            let records = (first..last).map(|i| record(i, a2.target, kind)).collect();
             let b = Batch {
                 agent_id: format!("bench-agent-{id}"),
                 boot_id: "bench".into(),
@@ -162,6 +264,7 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let mut cfg = ServeConfig::new(dir.to_path_buf());
     cfg.checkpoint_interval = Duration::from_secs(60);
+    cfg.store.compression = (!args.no_compression).then_some(args.compression_level);
     let server = tokio::spawn(wiretrail_collector::run(listener, cfg, async move {
         let _ = stop_rx.await;
     }));
@@ -175,11 +278,12 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         stop: AtomicBool::new(false),
     });
     eprintln!(
-        "ingest: up to {} records of {PAYLOAD} B over {} streams, at most {} s",
-        args.records, args.streams, args.setup_secs
+        "ingest: up to {} records of {PAYLOAD} B ({:?} payload) over {} streams, at most {} s",
+        args.records, args.payload, args.streams, args.setup_secs
     );
     let t = Instant::now();
-    let agents: Vec<_> = (0..args.streams).map(|id| tokio::spawn(agent(addr, id, shared.clone()))).collect();
+    let agents: Vec<_> =
+        (0..args.streams).map(|id| tokio::spawn(agent(addr, id, shared.clone(), args.payload))).collect();
     // (seconds since the start, records acked), once a second.
     let samples = Arc::new(std::sync::Mutex::new(vec![(0.0f64, 0u64)]));
     let monitor = {
@@ -273,6 +377,17 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     if let Some(i) = report.first_bad {
         bail!("verify found a bad record at {i}: {:?}", report.problem);
     }
+    // Bytes on disk: the segments (the record of truth), and with the derived hashes and offsets.
+    let (mut segments_bytes, mut log_bytes) = (0u64, 0u64);
+    for e in std::fs::read_dir(dir.join("log"))? {
+        let e = e?;
+        let len = e.metadata()?.len();
+        log_bytes += len;
+        if e.file_name().to_string_lossy().ends_with(".wtl") {
+            segments_bytes += len;
+        }
+    }
+    let payload_bytes = (n * PAYLOAD as u64) as f64;
 
     // 4. Start-up: from the snapshot saved at the stop above, then without it (a scan of the whole log).
     for name in ["commit.snap", "tree.snap"] {
@@ -303,6 +418,16 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     }
     println!("{:<44} {:>16}", "metric", "value");
     println!("{:<44} {:>16}", "records stored (N)", n);
+    println!(
+        "{:<44} {:>16}",
+        "payload, log compression",
+        format!(
+            "{:?}, {}",
+            args.payload,
+            if args.no_compression { "off".to_string() } else { format!("zstd {}", args.compression_level) }
+        )
+        .to_lowercase()
+    );
     println!("ingest records/s, 512 B payload, durable acks:");
     let start_label = format!("  start (first {:.0} s)", rates.start_secs);
     println!("{start_label:<44} {:>16.0}", rates.start);
@@ -327,9 +452,12 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     println!("{:<44} {:>16.2}", "query identity+1h p50 (ms)", percentile(&lat, 0.50).as_secs_f64() * 1e3);
     println!("{:<44} {:>16.2}", "query identity+1h p99 (ms)", percentile(&lat, 0.99).as_secs_f64() * 1e3);
     println!("{:<44} {:>16.1}", "query mean hits", hits_total as f64 / args.queries as f64);
+    println!("{:<44} {:>16.1}", "verify MB/s (leaf bytes)", report.leaf_bytes as f64 / 1e6 / verify_secs);
     println!("{:<44} {:>16.1}", "verify MB/s (segment bytes)", report.bytes as f64 / 1e6 / verify_secs);
     println!("{:<44} {:>16.0}", "verify records/s", report.leaves as f64 / verify_secs);
-    println!("{:<44} {:>16.1}", "log size (MB)", report.bytes as f64 / 1e6);
+    println!("{:<44} {:>16.1}", "log size (MB, segments)", segments_bytes as f64 / 1e6);
+    println!("{:<44} {:>16.3}", "log bytes on disk per payload byte", segments_bytes as f64 / payload_bytes);
+    println!("{:<44} {:>16.3}", "  with log/hashes and log/offsets", log_bytes as f64 / payload_bytes);
     println!("{:<44} {:>16.2}", "start-up to first answer, from snapshot (s)", start_snapshot);
     println!("{:<44} {:>16.2}", "start-up to first answer, full scan (s)", start_scan);
     Ok(())

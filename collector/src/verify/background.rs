@@ -183,6 +183,7 @@ pub fn spawn(shared: Arc<Shared>, config: VerifyConfig, status: Arc<Status>, mut
                             run = run.as_str(),
                             leaves = report.leaves,
                             bytes = report.bytes,
+                            leaf_bytes = report.leaf_bytes,
                             verified_size = report.verified_size,
                             checkpoints = report.checkpoints_checked,
                             kept_hash_only = report.kept_hash_only,
@@ -285,6 +286,7 @@ mod tests {
         let report = Report {
             leaves: 7,
             bytes: 700,
+            leaf_bytes: 900,
             checkpoints_checked: 1,
             first_bad: Some(5),
             problem: Some("record bytes do not match the leaf hash stored with them".into()),

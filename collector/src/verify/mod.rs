@@ -81,8 +81,10 @@ impl Frontier {
 pub struct Report {
     /// Leaves read and checked.
     pub leaves: u64,
-    /// Segment bytes read.
+    /// Segment bytes read (frames as stored, compressed or not).
     pub bytes: u64,
+    /// Leaf bytes checked (uncompressed).
+    pub leaf_bytes: u64,
     /// Signed checkpoints whose root was recomputed and matched.
     pub checkpoints_checked: usize,
     /// Index of the first bad record, if any.
@@ -118,7 +120,7 @@ pub enum VerifyError {
 
 /// Verifies the log in `dir` from its first key `first` (and the key history
 /// in `dir`). `resume` continues from a saved state; `progress`
-/// is called with (leaves, bytes) regularly. Returns the report and, when no
+/// is called with (leaves, leaf bytes) regularly. Returns the report and, when no
 /// problem was found, the new state.
 pub fn verify(
     dir: &Path,
@@ -176,6 +178,7 @@ pub fn verify_upto(
     let mut report = Report {
         leaves: 0,
         bytes: 0,
+        leaf_bytes: 0,
         checkpoints_checked: 0,
         first_bad: None,
         problem: None,
@@ -271,7 +274,7 @@ pub fn verify_upto(
             path: path.clone(),
             source,
         })?;
-        let mut leaf = Vec::new();
+        let mut body = Vec::new();
         let mut hb = [0u8; 32];
         while off < len {
             if n >= upto {
@@ -283,12 +286,12 @@ pub fn verify_upto(
             } else {
                 None
             };
-            let Some(h) = h.filter(|h| off + (HEADER_LEN + h.len) as u64 <= len) else {
+            let Some(h) = h.filter(|h| off + h.frame_len() as u64 <= len) else {
                 bad(&mut report, n, format!("malformed or truncated frame at {}:{off}", path.display()));
                 break 'segments;
             };
-            leaf.resize(h.len, 0);
-            r.read_exact(&mut leaf).map_err(|source| StoreError::Io { what: "reading", path: path.clone(), source })?;
+            body.resize(h.len, 0);
+            r.read_exact(&mut body).map_err(|source| StoreError::Io { what: "reading", path: path.clone(), source })?;
             if h.index != n {
                 bad(
                     &mut report,
@@ -297,6 +300,14 @@ pub fn verify_upto(
                 );
                 break 'segments;
             }
+            // A compressed body that does not decompress is judged like a hash mismatch.
+            let leaf = match frame::decode_body(&h, &body) {
+                Ok(l) => l,
+                Err(e) => {
+                    bad(&mut report, n, format!("record bytes do not match the leaf hash stored with them ({e})"));
+                    break 'segments;
+                }
+            };
             let lh = leaf_hash(&leaf);
             if lh != h.hash {
                 bad(&mut report, n, "record bytes do not match the leaf hash stored with them".into());
@@ -317,12 +328,13 @@ pub fn verify_upto(
             }
             fr.push(lh);
             n += 1;
-            off += (HEADER_LEN + h.len) as u64;
+            off += h.frame_len() as u64;
             report.leaves += 1;
-            report.bytes += (HEADER_LEN + h.len) as u64;
-            if report.bytes - last_progress >= 64 << 20 {
-                last_progress = report.bytes;
-                progress(report.leaves, report.bytes);
+            report.bytes += h.frame_len() as u64;
+            report.leaf_bytes += leaf.len() as u64;
+            if report.leaf_bytes - last_progress >= 64 << 20 {
+                last_progress = report.leaf_bytes;
+                progress(report.leaves, report.leaf_bytes);
                 if cancel.load(Ordering::Relaxed) {
                     return Err(VerifyError::Cancelled);
                 }
@@ -349,7 +361,7 @@ pub fn verify_upto(
             format!("log truncated: a signed checkpoint covers {} records but the log holds {n}", cp.checkpoint.size),
         );
     }
-    progress(report.leaves, report.bytes);
+    progress(report.leaves, report.leaf_bytes);
     if report.first_bad.is_some() {
         return Ok((report, None));
     }
