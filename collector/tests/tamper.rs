@@ -177,6 +177,7 @@ fn bounded_run(c: Option<i32>) {
             &wiretrail_collector::store::load_keyring(d, &v).unwrap(),
             None,
             Some(40),
+            2,
             &never,
             |_, _| {},
         )

@@ -229,7 +229,8 @@ fn once_or_retry(
 ) -> Option<Result<(Report, Option<State>), VerifyError>> {
     // The key ring is read again for each try: a rotation may have added a
     // key (and a checkpoint signed by it) since the previous one.
-    let run = |resume| verify_upto(shared.dir(), &shared.keyring(), resume, Some(upto), cancel, |_, _| {});
+    // One hashing thread: the live collector's ingest keeps the other cores.
+    let run = |resume| verify_upto(shared.dir(), &shared.keyring(), resume, Some(upto), 1, cancel, |_, _| {});
     match run(resume.clone()) {
         Err(VerifyError::Cancelled) => None,
         Err(_) => match sleep.recv_timeout(Duration::from_secs(1)) {

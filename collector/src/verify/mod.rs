@@ -9,15 +9,18 @@
 //! covered by a checkpoint of the old key.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub mod background;
+mod frames;
 
-use crate::merkle::{Hash, KeyRing, Verifier, leaf_hash, node_hash};
-use crate::store::frame::{self, HEADER_LEN};
+pub use frames::default_threads;
+
+use crate::merkle::{Hash, KeyRing, Verifier, node_hash};
+use crate::store::frame;
 use crate::store::kept::{KeptHead, list_kept, read_hashes};
 use crate::store::{StoreError, list_segments, load_checkpoints};
 
@@ -129,18 +132,21 @@ pub fn verify(
     progress: impl FnMut(u64, u64),
 ) -> Result<(Report, Option<State>), VerifyError> {
     let keys = crate::store::load_keyring(dir, first)?;
-    verify_upto(dir, &keys, resume, None, &AtomicBool::new(false), progress)
+    verify_upto(dir, &keys, resume, None, default_threads(), &AtomicBool::new(false), progress)
 }
 
 /// [`verify`] of the first `upto` leaves only (all with `None`): a live
 /// collector's log is verified up to a checkpoint it has issued, since the
 /// leaves after it may still be being written. Setting `cancel` stops it
 /// (checked at each segment and every 64 MB) with [`VerifyError::Cancelled`].
+/// Leaves are decompressed and hashed on `threads` threads ([`verify`]
+/// uses [`default_threads`]).
 pub fn verify_upto(
     dir: &Path,
     keys: &KeyRing,
     resume: Option<State>,
     upto: Option<u64>,
+    threads: usize,
     cancel: &AtomicBool,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<(Report, Option<State>), VerifyError> {
@@ -274,72 +280,73 @@ pub fn verify_upto(
             path: path.clone(),
             source,
         })?;
-        let mut body = Vec::new();
+        let mut chunk = frames::Chunk::default();
         let mut hb = [0u8; 32];
         while off < len {
             if n >= upto {
                 break 'segments;
             }
-            let mut head = [0u8; HEADER_LEN];
-            let h = if off + HEADER_LEN as u64 <= len && r.read_exact(&mut head).is_ok() {
-                frame::header(&head)
-            } else {
-                None
-            };
-            let Some(h) = h.filter(|h| off + h.frame_len() as u64 <= len) else {
-                bad(&mut report, n, format!("malformed or truncated frame at {}:{off}", path.display()));
-                break 'segments;
-            };
-            body.resize(h.len, 0);
-            r.read_exact(&mut body).map_err(|source| StoreError::Io { what: "reading", path: path.clone(), source })?;
-            if h.index != n {
-                bad(
-                    &mut report,
-                    n,
-                    format!("record out of place: frame for leaf {} found where leaf {n} belongs", h.index),
-                );
-                break 'segments;
-            }
-            // A compressed body that does not decompress is judged like a hash mismatch.
-            let leaf = match frame::decode_body(&h, &body) {
-                Ok(l) => l,
-                Err(e) => {
-                    bad(&mut report, n, format!("record bytes do not match the leaf hash stored with them ({e})"));
+            let malformed = chunk.read(&mut r, off, len, upto - n).map_err(|source| StoreError::Io {
+                what: "reading",
+                path: path.clone(),
+                source,
+            })?;
+            let leaves = chunk.hash_all(threads);
+            for (k, ((h, _), res)) in chunk.frames.iter().zip(leaves).enumerate() {
+                if h.index != n {
+                    bad(
+                        &mut report,
+                        n,
+                        format!("record out of place: frame for leaf {} found where leaf {n} belongs", h.index),
+                    );
                     break 'segments;
                 }
-            };
-            let lh = leaf_hash(&leaf);
-            if lh != h.hash {
-                bad(&mut report, n, "record bytes do not match the leaf hash stored with them".into());
-                break 'segments;
-            }
-            if let Some(hf) = &hashes
-                && hf.read_exact_at(&mut hb, n * 32).is_ok()
-                && hb != lh
-            {
-                bad(&mut report, n, "record does not match the hashes file".into());
-                break 'segments;
-            }
-            if let Some((old, new)) = rotations.get(&n)
-                && let Err(why) = crate::keys::check_entry_leaf(&leaf, old, new)
-            {
-                bad(&mut report, n, format!("the key history says leaf {n} rotates {old} -> {new}, but {why}"));
-                break 'segments;
-            }
-            fr.push(lh);
-            n += 1;
-            off += h.frame_len() as u64;
-            report.leaves += 1;
-            report.bytes += h.frame_len() as u64;
-            report.leaf_bytes += leaf.len() as u64;
-            if report.leaf_bytes - last_progress >= 64 << 20 {
-                last_progress = report.leaf_bytes;
-                progress(report.leaves, report.leaf_bytes);
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(VerifyError::Cancelled);
+                // A compressed body that does not decompress is judged like a hash mismatch.
+                let (lh, leaf_len) = match res {
+                    Ok(x) => x,
+                    Err(e) => {
+                        bad(&mut report, n, format!("record bytes do not match the leaf hash stored with them ({e})"));
+                        break 'segments;
+                    }
+                };
+                if lh != h.hash {
+                    bad(&mut report, n, "record bytes do not match the leaf hash stored with them".into());
+                    break 'segments;
+                }
+                if let Some(hf) = &hashes
+                    && hf.read_exact_at(&mut hb, n * 32).is_ok()
+                    && hb != lh
+                {
+                    bad(&mut report, n, "record does not match the hashes file".into());
+                    break 'segments;
+                }
+                if let Some((old, new)) = rotations.get(&n) {
+                    let leaf =
+                        frame::decode_body(h, chunk.body(k)).map_err(|e| StoreError::Inconsistent(e.to_string()))?;
+                    if let Err(why) = crate::keys::check_entry_leaf(&leaf, old, new) {
+                        bad(&mut report, n, format!("the key history says leaf {n} rotates {old} -> {new}, but {why}"));
+                        break 'segments;
+                    }
+                }
+                fr.push(lh);
+                n += 1;
+                off += h.frame_len() as u64;
+                report.leaves += 1;
+                report.bytes += h.frame_len() as u64;
+                report.leaf_bytes += leaf_len as u64;
+                if report.leaf_bytes - last_progress >= 64 << 20 {
+                    last_progress = report.leaf_bytes;
+                    progress(report.leaves, report.leaf_bytes);
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(VerifyError::Cancelled);
+                    }
+                }
+                if !at_checkpoint(n, &fr, &mut report, &mut state, &mut cps) {
+                    break 'segments;
                 }
             }
-            if !at_checkpoint(n, &fr, &mut report, &mut state, &mut cps) {
+            if malformed {
+                bad(&mut report, n, format!("malformed or truncated frame at {}:{off}", path.display()));
                 break 'segments;
             }
         }
