@@ -113,9 +113,10 @@ fn bodies_that_are_not_exactly_one_frame_are_refused() {
     let mut out = Vec::new();
     Encoder::new(Some(1)).unwrap().encode(&mut out, 1, &leaf);
     let (h, body) = parse(&out);
-    // Trailing bytes after the zstd frame.
+    // Trailing bytes after the zstd frame: an empty skippable frame, which
+    // zstd alone would decode past without a word.
     let mut longer = body.to_vec();
-    longer.extend_from_slice(b"xx");
+    longer.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 0, 0, 0, 0]);
     let e = decode_body(&Header { len: longer.len(), ..h }, &longer).unwrap_err();
     assert!(matches!(e, FrameError::Decompress { index: 1, .. }), "{e}");
     // Cut short.
