@@ -40,7 +40,7 @@ fn leaves(kind: Payload) -> Vec<Vec<u8>> {
                 record: Some(record(i, LEAVES, kind)),
                 batch_records: 1000,
                 // A content hash: 32 bytes that do not compress.
-                batch_sha256: (0..32u64).map(|k| ((i / 1000 + 1) * 0x9e37_79b9 * (k + 1) >> 7) as u8).collect(),
+                batch_sha256: (0..32u64).map(|k| (((i / 1000 + 1) * 0x9e37_79b9 * (k + 1)) >> 7) as u8).collect(),
                 ..Default::default()
             }
             .encode_to_vec()
