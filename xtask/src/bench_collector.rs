@@ -73,7 +73,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Payload::Alphabet)]
     payload: Payload,
     /// zstd level of the log's frames (the collector's `--compression-level`).
-    #[arg(long, default_value_t = wiretrail_collector::store::DEFAULT_COMPRESSION_LEVEL)]
+    #[arg(long, default_value_t = wiretrail_collector::store::DEFAULT_COMPRESSION_LEVEL, allow_negative_numbers = true)]
     compression_level: i32,
     /// Store frames uncompressed (the collector's `--no-compression`).
     #[arg(long)]

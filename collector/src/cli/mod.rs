@@ -57,8 +57,9 @@ enum Cmd {
         /// Start a new segment file once the current one holds this many bytes.
         #[arg(long, default_value_t = crate::store::StoreConfig::default().segment_bytes)]
         segment_bytes: u64,
-        /// zstd level new log frames are compressed at (a frame is compressed only when that makes it smaller).
-        #[arg(long, default_value_t = crate::store::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+        /// zstd level new log frames are compressed at, -7..=19 (negative: zstd's fast levels); a frame is
+        /// compressed only when that makes it smaller.
+        #[arg(long, default_value_t = crate::store::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(-7..=19), allow_negative_numbers = true)]
         compression_level: i32,
         /// Write new log frames uncompressed (frames already compressed stay readable).
         #[arg(long)]

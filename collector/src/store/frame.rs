@@ -96,7 +96,7 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// An encoder compressing at zstd `level` (1..=19), or not at all with `None`.
+    /// An encoder compressing at zstd `level` (negative: the fast levels; up to 19), or not at all with `None`.
     pub fn new(level: Option<i32>) -> Result<Encoder, std::io::Error> {
         let cctx = match level {
             None => None,
