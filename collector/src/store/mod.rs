@@ -3,7 +3,7 @@
 //! Layout of a data directory:
 //! - `log/seg-<first leaf index>.wtl`: frames (see [`frame`]); the record of truth.
 //!   A frame's body is its leaf, or one zstd frame of it when that is smaller
-//!   (`serve --compression-level`, default 1; `--no-compression` writes new
+//!   (`serve --compression-level`, default -1; `--no-compression` writes new
 //!   frames uncompressed). The leaf hash is always of the uncompressed leaf,
 //!   and frames of either kind (and segments from before compression) mix freely.
 //! - `log/hashes`: 32-byte leaf hash per leaf (derived, rebuilt on recovery).

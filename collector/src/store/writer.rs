@@ -26,8 +26,11 @@ pub struct StoreConfig {
     pub compression: Option<i32>,
 }
 
-/// zstd level of [`StoreConfig::compression`] by default.
-pub const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
+/// zstd level of [`StoreConfig::compression`] by default: -1 (zstd's first
+/// fast level) stores the bench's leaves as small as levels 1 and 3 at under
+/// half their cost per leaf on the writer thread, and its frames decompress
+/// faster (BENCHMARKS.md, collector section).
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = -1;
 
 impl Default for StoreConfig {
     fn default() -> Self {
