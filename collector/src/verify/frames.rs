@@ -78,6 +78,19 @@ impl Chunk {
     }
 }
 
+/// Reads `buf.len()` bytes of `f` at `at`, or as many as it holds; returns how many.
+pub(super) fn read_up_to(f: &std::fs::File, buf: &mut [u8], at: u64) -> usize {
+    use std::os::unix::fs::FileExt;
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], at + got as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got += k,
+        }
+    }
+    got
+}
+
 /// Threads `verify` hashes with: the cores available, at most 4.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4)

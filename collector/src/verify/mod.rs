@@ -281,7 +281,7 @@ pub fn verify_upto(
             source,
         })?;
         let mut chunk = frames::Chunk::default();
-        let mut hb = [0u8; 32];
+        let mut hbuf = Vec::new();
         while off < len {
             if n >= upto {
                 break 'segments;
@@ -292,6 +292,9 @@ pub fn verify_upto(
                 source,
             })?;
             let leaves = chunk.hash_all(threads);
+            // The hashes file's entries for the chunk, in one read (as many as it holds).
+            hbuf.resize(chunk.frames.len() * 32, 0);
+            let have = hashes.as_ref().map_or(0, |hf| frames::read_up_to(hf, &mut hbuf, n * 32));
             for (k, ((h, _), res)) in chunk.frames.iter().zip(leaves).enumerate() {
                 if h.index != n {
                     bad(
@@ -313,10 +316,7 @@ pub fn verify_upto(
                     bad(&mut report, n, "record bytes do not match the leaf hash stored with them".into());
                     break 'segments;
                 }
-                if let Some(hf) = &hashes
-                    && hf.read_exact_at(&mut hb, n * 32).is_ok()
-                    && hb != lh
-                {
+                if (k + 1) * 32 <= have && hbuf[k * 32..(k + 1) * 32] != lh {
                     bad(&mut report, n, "record does not match the hashes file".into());
                     break 'segments;
                 }
