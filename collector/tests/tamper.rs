@@ -190,3 +190,18 @@ fn bounded_run(c: Option<i32>) {
     std::fs::write(segment(d.path()), b).unwrap();
     assert_eq!(bounded(d.path()).0, Some(33), "{c:?}");
 }
+
+/// The derived hashes file must agree with the segment, leaf by leaf.
+#[test]
+fn a_hashes_file_entry_that_differs_is_found() {
+    for c in FORMATS {
+        let (d, v) = make_log(c);
+        let hp = d.path().join("log/hashes");
+        let mut hb = std::fs::read(&hp).unwrap();
+        hb[30 * 32 + 7] ^= 1;
+        std::fs::write(&hp, hb).unwrap();
+        let (bad, why) = first_bad(d.path(), &v);
+        assert_eq!(bad, Some(30), "{c:?}: {why}");
+        assert!(why.contains("hashes file"), "{c:?}: {why}");
+    }
+}
