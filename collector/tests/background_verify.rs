@@ -35,7 +35,7 @@ async fn a_byte_flipped_on_disk_is_found_by_the_running_collector() {
     // reads the flipped leaf finds it).
     cfg.verify = VerifyConfig { interval: Duration::from_secs(1), full_interval: Duration::from_secs(2) };
     let server = Server::start(cfg).await;
-    let acks = send(server.addr, (0..4).map(|s| batch("node-a", "boot-1", s, 25)).collect()).await;
+    let acks = send(server.addr, (0..4).map(|s| compressible_batch("node-a", "boot-1", s, 25)).collect()).await;
     assert!(acks.iter().all(|a| a.is_ok()), "{acks:?}");
     let mut q = QueryClient::new(channel(server.addr).await);
     let cp = q.issue_checkpoint(IssueCheckpointRequest {}).await.unwrap().into_inner();
@@ -53,9 +53,11 @@ async fn a_byte_flipped_on_disk_is_found_by_the_running_collector() {
     .await;
     assert!(failures(&alerts(server.addr).await).is_empty(), "a clean log raised a verification alert");
 
-    // Flip one payload byte of leaf 57 in place, as a failing disk would.
+    // Flip one payload byte of leaf 57 in place, as a failing disk would
+    // (the middle of its body: compressed data, the leaf being compressed).
     let seg = d.path().join("log/seg-00000000000000000000.wtl");
-    let at = frame_offset(d.path(), 57) + wiretrail_collector::store::frame::HEADER_LEN as u64 + 5;
+    let body = frame_offset(d.path(), 57) + wiretrail_collector::store::frame::HEADER_LEN as u64;
+    let at = body + (frame_offset(d.path(), 58) - body) / 2;
     let f = std::fs::OpenOptions::new().read(true).write(true).open(&seg).unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, at).unwrap();

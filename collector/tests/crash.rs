@@ -31,7 +31,7 @@ async fn sigkill_loses_no_acked_record() {
     let mut acks = c.ingest(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
     let feeder = tokio::spawn(async move {
         for seq in 0.. {
-            if tx.send(batch("crash-agent", "b1", seq, 50)).await.is_err() {
+            if tx.send(compressible_batch("crash-agent", "b1", seq, 50)).await.is_err() {
                 return;
             }
         }
@@ -58,7 +58,7 @@ async fn sigkill_loses_no_acked_record() {
     let (mut child, addr) = spawn(dir.path());
     let mut c = IngestClient::new(channel(addr).await);
     let next_seq = acked.last().unwrap().seq + 1;
-    let retry = vec![batch("crash-agent", "b1", next_seq - 1, 50)];
+    let retry = vec![compressible_batch("crash-agent", "b1", next_seq - 1, 50)];
     let mut s = c.ingest(tokio_stream::iter(retry)).await.unwrap().into_inner();
     let a = s.next().await.unwrap().unwrap();
     assert!(a.duplicate);
@@ -77,4 +77,10 @@ async fn sigkill_loses_no_acked_record() {
     let (r, _) = verify(dir.path(), &shared.verifier(), None, |_, _| {}).unwrap();
     assert_eq!(r.first_bad, None, "{:?}", r.problem);
     assert!(r.checkpoints_checked >= 1);
+    assert!(
+        r.bytes < r.leaf_bytes,
+        "the frames were not compressed: {} bytes for {} leaf bytes",
+        r.bytes,
+        r.leaf_bytes
+    );
 }

@@ -151,7 +151,7 @@ async fn ingest_then_kill(child: &mut Collector, addr: std::net::SocketAddr, dir
     let feeder = tokio::spawn(async move {
         for seq in from..from + 10 * ACKS as u64 {
             w.acquire().await.unwrap().forget();
-            if tx.send(batch(AGENT, "b1", seq, N)).await.is_err() {
+            if tx.send(compressible_batch(AGENT, "b1", seq, N)).await.is_err() {
                 return;
             }
         }
@@ -187,7 +187,7 @@ async fn acked_batches_survive_a_crash_that_forgets_unsynced_writes() {
 
     let (mut child, addr) = spawn(&dir, &logs.path().join("first.log"), "1");
     // Some batches, then a checkpoint handed to a client (it signs what is acked so far).
-    let mut acked: Vec<Ack> = send(addr, (0..FIRST).map(|s| batch(AGENT, "b1", s, N)).collect())
+    let mut acked: Vec<Ack> = send(addr, (0..FIRST).map(|s| compressible_batch(AGENT, "b1", s, N)).collect())
         .await
         .into_iter()
         .map(Result::unwrap)
@@ -228,7 +228,7 @@ async fn acked_batches_survive_a_crash_that_forgets_unsynced_writes() {
     );
     assert_all_found(addr, &acked, &second_log).await;
     // The dedup state came back with the log: a retry of the last acked batch is a duplicate.
-    let again = send(addr, vec![batch(AGENT, "b1", last.seq, N)]).await;
+    let again = send(addr, vec![compressible_batch(AGENT, "b1", last.seq, N)]).await;
     let a = again[0].as_ref().unwrap();
     assert!(a.duplicate && a.first_leaf_index == last.first_leaf_index, "{a:?}");
     // SAFETY: signalling the child we spawned.
@@ -238,6 +238,12 @@ async fn acked_batches_survive_a_crash_that_forgets_unsynced_writes() {
     let verifier = load_verifier(&dir).unwrap();
     let (r, _) = verify(&dir, &verifier, None, |_, _| {}).unwrap();
     assert_eq!(r.first_bad, None, "{:?}", r.problem);
+    assert!(
+        r.bytes < r.leaf_bytes,
+        "the frames were not compressed: {} bytes for {} leaf bytes",
+        r.bytes,
+        r.leaf_bytes
+    );
     assert!(r.leaves >= want);
     // The checkpoint a client was given survived too.
     let cps = load_checkpoints(&dir, &wiretrail_collector::store::load_keyring(&dir, &verifier).unwrap()).unwrap();
@@ -262,8 +268,11 @@ async fn first_acks_in_a_new_data_directory_survive_a_crash() {
     let logs = tempfile::tempdir().unwrap();
     let dir = data_dir(fs.path(), "fresh");
     let (mut child, addr) = spawn(&dir, &logs.path().join("first.log"), "3600");
-    let acked: Vec<Ack> =
-        send(addr, (0..5).map(|s| batch(AGENT, "b1", s, N)).collect()).await.into_iter().map(Result::unwrap).collect();
+    let acked: Vec<Ack> = send(addr, (0..5).map(|s| compressible_batch(AGENT, "b1", s, N)).collect())
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(acked.len(), 5);
     child.0.kill().unwrap();
     child.0.wait().unwrap();

@@ -9,8 +9,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
+use wiretrail_collector::store::frame::{COMPRESSED, HEADER_LEN};
 use wiretrail_collector::store::repair::repair;
-use wiretrail_collector::store::{StoreConfig, StoreError, Writer, frame::HEADER_LEN};
+use wiretrail_collector::store::{StoreConfig, StoreError, Writer};
 use wiretrail_proto::v1::Filter;
 
 fn seg(dir: &Path) -> PathBuf {
@@ -22,13 +23,24 @@ fn offset_of(dir: &Path, leaf: u64) -> u64 {
     u64::from_le_bytes(o[leaf as usize * 8..leaf as usize * 8 + 8].try_into().unwrap())
 }
 
+/// Batch `s` of the test log: odd batches hold compressible records (stored
+/// as compressed frames), even ones short records (stored uncompressed).
+fn batch_of(s: u64) -> wiretrail_proto::v1::Batch {
+    if s % 2 == 1 { compressible_batch("agent-r", "b", s, 10) } else { batch("agent-r", "b", s, 10) }
+}
+
+/// The length word of the frame at `off`.
+fn word_at(seg: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(seg[off..off + 4].try_into().unwrap())
+}
+
 /// 20 batches of 10 records; a checkpoint after `checkpoint_after` batches
 /// (the one a stopping collector issues: a checkpoint request would itself
 /// be an access entry, a leaf).
 async fn build(dir: &Path, checkpoint_after: u64) {
     let mut srv = Server::start(plain_config(dir)).await;
     for s in 0..20 {
-        send(srv.addr, vec![batch("agent-r", "b", s, 10)]).await.remove(0).unwrap();
+        send(srv.addr, vec![batch_of(s)]).await.remove(0).unwrap();
         if s + 1 == checkpoint_after {
             srv.stop().await;
             srv = Server::start(plain_config(dir)).await;
@@ -68,6 +80,7 @@ async fn corrupt_length_mid_log_is_refused_then_restored_by_repair() {
     build(d.path(), 20).await; // everything checkpointed (200 leaves)
     let off = offset_of(d.path(), 170);
     let mut b = std::fs::read(seg(d.path())).unwrap();
+    assert_ne!(word_at(&b, off as usize) & COMPRESSED, 0, "leaf 170 is not compressed");
     b[off as usize + 2] ^= 0x40; // the length field of leaf 170
     std::fs::write(seg(d.path()), &b).unwrap();
     remove_derived(d.path());
@@ -109,6 +122,7 @@ async fn unrestorable_frame_is_cut_with_a_copy_but_never_when_checkpointed() {
     // A checkpointed leaf whose bytes are damaged: repair refuses to cut it.
     let off = offset_of(d.path(), 120) as usize;
     let mut b = original.clone();
+    assert_eq!(word_at(&b, off) & COMPRESSED, 0, "leaf 120 is compressed");
     b[off + HEADER_LEN + 5] ^= 1;
     std::fs::write(seg(d.path()), &b).unwrap();
     remove_derived(d.path());
@@ -120,7 +134,10 @@ async fn unrestorable_frame_is_cut_with_a_copy_but_never_when_checkpointed() {
     // An acknowledged but not checkpointed leaf: cut, with a copy of every byte.
     let off = offset_of_from(&original, 170);
     let mut b = original.clone();
-    b[off + HEADER_LEN + 5] ^= 1;
+    // In the middle of the compressed body (in its compressed data).
+    let len = (word_at(&b, off) & !COMPRESSED) as usize;
+    assert_ne!(word_at(&b, off) & COMPRESSED, 0, "leaf 170 is not compressed");
+    b[off + HEADER_LEN + len / 2] ^= 1;
     std::fs::write(seg(d.path()), &b).unwrap();
     assert!(matches!(open_err(d.path()), StoreError::NeedsRepair { leaf: 170, .. }));
     let plan = repair(d.path(), true).unwrap();
@@ -145,8 +162,7 @@ async fn unrestorable_frame_is_cut_with_a_copy_but_never_when_checkpointed() {
 fn offset_of_from(seg: &[u8], i: u64) -> usize {
     let mut off = 0;
     for _ in 0..i {
-        let len = u32::from_le_bytes(seg[off..off + 4].try_into().unwrap()) as usize;
-        off += HEADER_LEN + len;
+        off += HEADER_LEN + (word_at(seg, off) & !COMPRESSED) as usize;
     }
     off
 }
@@ -157,11 +173,12 @@ async fn torn_trailing_batch_is_removed_whole_and_its_retry_stored_whole() {
     build(d.path(), 19).await; // batch 19 (leaves 190..200) not checkpointed
     // As if the collector died while writing batch 19: only 4 whole frames and
     // part of a fifth reached the disk.
+    assert_ne!(word_at(&std::fs::read(seg(d.path())).unwrap(), offset_of(d.path(), 194) as usize) & COMPRESSED, 0);
     let cut_at = offset_of(d.path(), 194) + 30;
     std::fs::OpenOptions::new().write(true).open(seg(d.path())).unwrap().set_len(cut_at).unwrap();
     remove_derived(d.path());
     let srv = Server::start(plain_config(d.path())).await;
-    let a = send(srv.addr, vec![batch("agent-r", "b", 19, 10)]).await.remove(0).unwrap();
+    let a = send(srv.addr, vec![batch_of(19)]).await.remove(0).unwrap();
     assert!(!a.duplicate, "the retry of a torn batch was taken for a duplicate");
     let rec = search(srv.addr, Filter { entry_kind: "recovery".into(), ..Default::default() }).await;
     assert_eq!(rec.len(), 1, "the cut is recorded");

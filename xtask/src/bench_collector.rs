@@ -12,7 +12,8 @@
 //! 2. Query: p50/p99 latency of `identity pod=X` + a 1-hour window over the
 //!    N stored records (capture times spread over 30 days, 100 pods), through
 //!    the gRPC query API, after the index has caught up.
-//! 3. Verify: full `verify` of the data directory, MB/s of segment bytes.
+//! 3. Verify: full `verify` of the data directory, MB/s of leaf bytes (uncompressed)
+//!    and of segment bytes; then the log's bytes on disk per payload byte.
 //! 4. Start-up: seconds from starting a collector on the data directory to
 //!    its first answer, from the snapshot saved when the previous one stopped,
 //!    then with the snapshots removed (a scan of the whole log).
@@ -30,14 +31,14 @@ use wiretrail_proto::v1::ingest_client::IngestClient;
 use wiretrail_proto::v1::query_client::QueryClient;
 use wiretrail_proto::v1::{Batch, Endpoint, Filter, LatestCheckpointRequest, Record, RecordKind, SearchRequest};
 
+use crate::bench_payload::{PAYLOAD, Payload, payload};
+
 /// Span of capture times in the data set.
 const SPAN_NS: i64 = 30 * 24 * 3600 * 1_000_000_000;
 /// One hour in ns.
 const HOUR_NS: i64 = 3600 * 1_000_000_000;
 /// Distinct pods in the identity map.
 const PODS: u64 = 100;
-/// Payload size.
-const PAYLOAD: usize = 512;
 
 /// Options of `bench collector`.
 #[derive(clap::Args, Debug)]
@@ -66,12 +67,21 @@ pub struct Args {
     /// Keep the data directory afterwards.
     #[arg(long)]
     keep: bool,
+    /// Record payloads: `alphabet` (the alphabet repeated after a record
+    /// number: trivially compressible) or `http` (varied HTTP/1.1 requests
+    /// with random ids, tokens and JSON bodies).
+    #[arg(long, value_enum, default_value_t = Payload::Alphabet)]
+    payload: Payload,
+    /// zstd level of the log's frames (the collector's `--compression-level`).
+    #[arg(long, default_value_t = wiretrail_collector::store::DEFAULT_COMPRESSION_LEVEL, allow_negative_numbers = true)]
+    compression_level: i32,
+    /// Store frames uncompressed (the collector's `--no-compression`).
+    #[arg(long)]
+    no_compression: bool,
 }
 
-fn record(i: u64, n: u64, payload: &[u8]) -> Record {
-    let mut p = payload.to_vec();
-    let tag = format!("rec {i:012} ");
-    p[..tag.len()].copy_from_slice(tag.as_bytes());
+pub(crate) fn record(i: u64, n: u64, kind: Payload) -> Record {
+    let p = payload(kind, i);
     Record {
         kind: RecordKind::DataChunk as i32,
         capture_time_ns: 1_700_000_000_000_000_000 + (i as i128 * SPAN_NS as i128 / n as i128) as i64,
@@ -86,12 +96,11 @@ fn record(i: u64, n: u64, payload: &[u8]) -> Record {
 }
 
 /// One agent stream: batches `seq` of records `first + k*streams ...` until told to stop.
-async fn agent(addr: std::net::SocketAddr, id: u64, a: Arc<Shared>) -> anyhow::Result<()> {
+async fn agent(addr: std::net::SocketAddr, id: u64, a: Arc<Shared>, kind: Payload) -> anyhow::Result<()> {
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
     let mut client = IngestClient::new(ch);
     let (tx, rx) = mpsc::channel::<Batch>(16);
     let mut acks = client.ingest(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
-    let payload: Vec<u8> = (0..PAYLOAD).map(|i| b'a' + (i % 26) as u8).collect();
     let a2 = a.clone();
     let producer = tokio::spawn(async move {
         let mut seq = 0;
@@ -101,7 +110,7 @@ async fn agent(addr: std::net::SocketAddr, id: u64, a: Arc<Shared>) -> anyhow::R
                 break;
             }
             let last = (first + a2.batch).min(a2.target);
-            let records = (first..last).map(|i| record(i, a2.target, &payload)).collect();
+            let records = (first..last).map(|i| record(i, a2.target, kind)).collect();
             let b = Batch {
                 agent_id: format!("bench-agent-{id}"),
                 boot_id: "bench".into(),
@@ -162,9 +171,13 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let mut cfg = ServeConfig::new(dir.to_path_buf());
     cfg.checkpoint_interval = Duration::from_secs(60);
+    cfg.store.compression = (!args.no_compression).then_some(args.compression_level);
     let server = tokio::spawn(wiretrail_collector::run(listener, cfg, async move {
         let _ = stop_rx.await;
     }));
+
+    // 0. The frame codec alone (before the server loads the machine).
+    let codec = crate::bench_frames::measure(args.payload)?;
 
     // 1. Ingest (and build the data set).
     let shared = Arc::new(Shared {
@@ -175,11 +188,12 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         stop: AtomicBool::new(false),
     });
     eprintln!(
-        "ingest: up to {} records of {PAYLOAD} B over {} streams, at most {} s",
-        args.records, args.streams, args.setup_secs
+        "ingest: up to {} records of {PAYLOAD} B ({:?} payload) over {} streams, at most {} s",
+        args.records, args.payload, args.streams, args.setup_secs
     );
     let t = Instant::now();
-    let agents: Vec<_> = (0..args.streams).map(|id| tokio::spawn(agent(addr, id, shared.clone()))).collect();
+    let agents: Vec<_> =
+        (0..args.streams).map(|id| tokio::spawn(agent(addr, id, shared.clone(), args.payload))).collect();
     // (seconds since the start, records acked), once a second.
     let samples = Arc::new(std::sync::Mutex::new(vec![(0.0f64, 0u64)]));
     let monitor = {
@@ -273,6 +287,17 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     if let Some(i) = report.first_bad {
         bail!("verify found a bad record at {i}: {:?}", report.problem);
     }
+    // Bytes on disk: the segments (the record of truth), and with the derived hashes and offsets.
+    let (mut segments_bytes, mut log_bytes) = (0u64, 0u64);
+    for e in std::fs::read_dir(dir.join("log"))? {
+        let e = e?;
+        let len = e.metadata()?.len();
+        log_bytes += len;
+        if e.file_name().to_string_lossy().ends_with(".wtl") {
+            segments_bytes += len;
+        }
+    }
+    let payload_bytes = (n * PAYLOAD as u64) as f64;
 
     // 4. Start-up: from the snapshot saved at the stop above, then without it (a scan of the whole log).
     for name in ["commit.snap", "tree.snap"] {
@@ -303,6 +328,16 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     }
     println!("{:<44} {:>16}", "metric", "value");
     println!("{:<44} {:>16}", "records stored (N)", n);
+    println!(
+        "{:<44} {:>16}",
+        "payload, log compression",
+        format!(
+            "{:?}, {}",
+            args.payload,
+            if args.no_compression { "off".to_string() } else { format!("zstd {}", args.compression_level) }
+        )
+        .to_lowercase()
+    );
     println!("ingest records/s, 512 B payload, durable acks:");
     let start_label = format!("  start (first {:.0} s)", rates.start_secs);
     println!("{start_label:<44} {:>16.0}", rates.start);
@@ -327,11 +362,15 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     println!("{:<44} {:>16.2}", "query identity+1h p50 (ms)", percentile(&lat, 0.50).as_secs_f64() * 1e3);
     println!("{:<44} {:>16.2}", "query identity+1h p99 (ms)", percentile(&lat, 0.99).as_secs_f64() * 1e3);
     println!("{:<44} {:>16.1}", "query mean hits", hits_total as f64 / args.queries as f64);
+    println!("{:<44} {:>16.1}", "verify MB/s (leaf bytes)", report.leaf_bytes as f64 / 1e6 / verify_secs);
     println!("{:<44} {:>16.1}", "verify MB/s (segment bytes)", report.bytes as f64 / 1e6 / verify_secs);
     println!("{:<44} {:>16.0}", "verify records/s", report.leaves as f64 / verify_secs);
-    println!("{:<44} {:>16.1}", "log size (MB)", report.bytes as f64 / 1e6);
+    println!("{:<44} {:>16.1}", "log size (MB, segments)", segments_bytes as f64 / 1e6);
+    println!("{:<44} {:>16.3}", "log bytes on disk per payload byte", segments_bytes as f64 / payload_bytes);
+    println!("{:<44} {:>16.3}", "  with log/hashes and log/offsets", log_bytes as f64 / payload_bytes);
     println!("{:<44} {:>16.2}", "start-up to first answer, from snapshot (s)", start_snapshot);
     println!("{:<44} {:>16.2}", "start-up to first answer, full scan (s)", start_scan);
+    crate::bench_frames::print(args.payload, &codec);
     Ok(())
 }
 

@@ -3,6 +3,8 @@
 mod bench_capture;
 mod bench_collector;
 mod bench_flows;
+mod bench_frames;
+mod bench_payload;
 mod bench_policy;
 mod certs;
 mod pyvenv;

@@ -57,6 +57,13 @@ enum Cmd {
         /// Start a new segment file once the current one holds this many bytes.
         #[arg(long, default_value_t = crate::store::StoreConfig::default().segment_bytes)]
         segment_bytes: u64,
+        /// zstd level new log frames are compressed at, -7..=19 (negative: zstd's fast levels); a frame is
+        /// compressed only when that makes it smaller.
+        #[arg(long, default_value_t = crate::store::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(-7..=19), allow_negative_numbers = true)]
+        compression_level: i32,
+        /// Write new log frames uncompressed (frames already compressed stay readable).
+        #[arg(long)]
+        no_compression: bool,
         /// Identity registry (YAML, see docs/registry.md); re-read on SIGHUP and when it changes.
         #[arg(long, env = "WIRETRAIL_REGISTRY")]
         registry: Option<PathBuf>,
@@ -376,6 +383,8 @@ pub fn main() -> anyhow::Result<()> {
                 insecure_plaintext,
                 checkpoint_secs,
                 segment_bytes,
+                compression_level,
+                no_compression,
                 registry,
                 roles,
                 verify_interval_secs,
@@ -401,6 +410,7 @@ pub fn main() -> anyhow::Result<()> {
                 cfg.console_addr = console_addr;
                 retention.apply(&mut cfg);
                 cfg.store.segment_bytes = segment_bytes;
+                cfg.store.compression = (!no_compression).then_some(compression_level);
                 cfg.registry = registry;
                 cfg.roles = roles;
                 cfg.checkpoint_interval = Duration::from_secs(checkpoint_secs.max(1));

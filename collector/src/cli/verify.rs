@@ -19,7 +19,7 @@ pub(super) fn data_dir(data_dir: Option<PathBuf>, key: Option<PathBuf>, state: O
     let t = std::time::Instant::now();
     let (report, new_state) = crate::verify::verify(&data_dir, &v, resume, |n, b| {
         eprintln!(
-            "verified {n} records, {:.1} MB, {:.0} MB/s",
+            "verified {n} records, {:.1} MB of leaves, {:.0} MB/s",
             b as f64 / 1e6,
             b as f64 / 1e6 / t.elapsed().as_secs_f64()
         );

@@ -2,6 +2,10 @@
 //!
 //! Layout of a data directory:
 //! - `log/seg-<first leaf index>.wtl`: frames (see [`frame`]); the record of truth.
+//!   A frame's body is its leaf, or one zstd frame of it when that is smaller
+//!   (`serve --compression-level`, default -1; `--no-compression` writes new
+//!   frames uncompressed). The leaf hash is always of the uncompressed leaf,
+//!   and frames of either kind (and segments from before compression) mix freely.
 //! - `log/hashes`: 32-byte leaf hash per leaf (derived, rebuilt on recovery).
 //! - `log/offsets`: 8-byte offset of each leaf's frame in its segment (derived).
 //! - `checkpoints.jsonl`: signed checkpoints, one JSON object per line.
@@ -61,7 +65,7 @@ pub use kept::{Deleted, PendingDeletion};
 pub use keys::{Rotation, load_keyring};
 pub use reader::{LeafIter, Shared};
 pub use recover::Cut;
-pub use writer::{StoreConfig, Writer};
+pub use writer::{DEFAULT_COMPRESSION_LEVEL, StoreConfig, Writer};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use super::tree::TreeCache;
 use super::{StoreError, segment_name};
 use crate::merkle::{
     Checkpoint, Hash, HashSource, KeyRing, ProofError, SignedCheckpoint, Signer, Verifier, consistency_proof,
-    inclusion_proof, leaf_hash,
+    inclusion_proof,
 };
 
 /// State shared between the single writer and any number of readers.
@@ -110,12 +110,9 @@ impl Shared {
         let mut hb = [0u8; HEADER_LEN];
         f.read_exact_at(&mut hb, off).map_err(StoreError::io("reading", &seg))?;
         let h = frame::header(&hb).ok_or_else(|| StoreError::Inconsistent(format!("leaf {i}: bad frame header")))?;
-        let mut leaf = vec![0u8; h.len];
-        f.read_exact_at(&mut leaf, off + HEADER_LEN as u64).map_err(StoreError::io("reading", &seg))?;
-        if h.index != i || leaf_hash(&leaf) != h.hash {
-            return Err(StoreError::Inconsistent(format!("leaf {i}: frame does not match its hash")));
-        }
-        Ok(leaf)
+        let mut body = vec![0u8; h.len];
+        f.read_exact_at(&mut body, off + HEADER_LEN as u64).map_err(StoreError::io("reading", &seg))?;
+        leaf_of(i, &h, body)
     }
 
     /// The Merkle leaf hash of leaf `i` (kept also for leaves retention deleted).
@@ -274,12 +271,23 @@ impl LeafIter {
         let mut hb = [0u8; HEADER_LEN];
         r.read_exact(&mut hb).map_err(StoreError::io("reading segment for leaf", &self.dir))?;
         let h = frame::header(&hb).ok_or_else(|| StoreError::Inconsistent(format!("leaf {i}: bad frame header")))?;
-        let mut leaf = vec![0u8; h.len];
-        r.read_exact(&mut leaf).map_err(StoreError::io("reading segment for leaf", &self.dir))?;
-        if h.index != i || leaf_hash(&leaf) != h.hash {
-            return Err(StoreError::Inconsistent(format!("leaf {i}: frame does not match its hash")));
-        }
+        let mut body = vec![0u8; h.len];
+        r.read_exact(&mut body).map_err(StoreError::io("reading segment for leaf", &self.dir))?;
+        let leaf = leaf_of(i, &h, body)?;
         self.next += 1;
         Ok((i, leaf))
+    }
+}
+
+/// The leaf of frame `h` (stored body `body`) read where leaf `i` belongs,
+/// checked against the frame's index and hash.
+fn leaf_of(i: u64, h: &frame::Header, body: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+    if h.index != i {
+        return Err(StoreError::Inconsistent(format!("leaf {i}: frame holds leaf index {}", h.index)));
+    }
+    match frame::checked_leaf(h, &body) {
+        Ok(std::borrow::Cow::Borrowed(_)) => Ok(body),
+        Ok(std::borrow::Cow::Owned(leaf)) => Ok(leaf),
+        Err(e) => Err(StoreError::Inconsistent(format!("{e}"))),
     }
 }

@@ -28,7 +28,7 @@ use super::kept::{KeptHead, NO_OFFSET, list_kept, read_hashes};
 use super::tree::TreeCache;
 use super::writer::sync_dir;
 use super::{LeafBatch, StoreError, list_segments, segment_name};
-use crate::merkle::{Hash, leaf_hash};
+use crate::merkle::Hash;
 
 /// What recovery found.
 pub struct Recovered {
@@ -70,9 +70,10 @@ pub(super) fn read_frame_at(f: &File, off: u64) -> Option<(frame::Header, Vec<u8
     let mut hb = [0u8; HEADER_LEN];
     f.read_exact_at(&mut hb, off).ok()?;
     let h = frame::header(&hb)?;
-    let mut leaf = vec![0u8; h.len];
-    f.read_exact_at(&mut leaf, off + HEADER_LEN as u64).ok()?;
-    (leaf_hash(&leaf) == h.hash).then_some((h, leaf))
+    let mut body = vec![0u8; h.len];
+    f.read_exact_at(&mut body, off + HEADER_LEN as u64).ok()?;
+    let leaf = frame::checked_leaf(&h, &body).ok()?.into_owned();
+    Some((h, leaf))
 }
 
 /// Whether a whole, hash-checked frame with an index in `min..max` starts at `p` of `buf`.
@@ -83,8 +84,9 @@ pub(super) fn frame_at(buf: &[u8], p: usize, min: u64, max: u64) -> Option<(fram
         return None;
     }
     let h = frame::header(head)?;
-    let leaf = buf.get(p + HEADER_LEN..p + HEADER_LEN + h.len)?;
-    (leaf_hash(leaf) == h.hash).then_some((h, p + HEADER_LEN + h.len))
+    let body = buf.get(p + HEADER_LEN..p + h.frame_len())?;
+    frame::checked_leaf(&h, body).ok()?;
+    Some((h, p + h.frame_len()))
 }
 
 /// Whether the bytes of `f` from `off` (where leaf `n` should start) are a
@@ -95,7 +97,7 @@ fn torn_tail(f: &File, off: u64, flen: u64, n: u64) -> Result<Option<String>, st
     f.read_exact_at(&mut tail, off)?;
     let runs_past = match tail.get(..HEADER_LEN).and_then(|h| frame::header(h.try_into().ok()?)) {
         None => tail.len() < HEADER_LEN,
-        Some(h) => HEADER_LEN + h.len > tail.len(),
+        Some(h) => h.frame_len() > tail.len(),
     };
     let zeros = tail.iter().all(|&b| b == 0);
     if !runs_past && !zeros {
@@ -181,7 +183,7 @@ pub fn recover(log: &Path, checkpointed: u64) -> Result<Recovered, StoreError> {
         offsets.read_exact_at(&mut ob, (n - 1) * 8).map_err(StoreError::io("reading", &op))?;
         let o = u64::from_le_bytes(ob);
         let (h, _) = read_frame_at(&files[k], o).expect("checked above");
-        (k, o + (HEADER_LEN + h.len) as u64)
+        (k, o + h.frame_len() as u64)
     };
     let mut hw = std::io::BufWriter::new(&hashes);
     let mut ow = std::io::BufWriter::new(&offsets);
@@ -221,6 +223,7 @@ pub fn recover(log: &Path, checkpointed: u64) -> Result<Recovered, StoreError> {
         let flen = files[k].metadata().map_err(StoreError::io("stat", path))?.len();
         let mut r = BufReader::with_capacity(1 << 20, &files[k]);
         r.seek(SeekFrom::Start(off)).map_err(StoreError::io("seeking", path))?;
+        let mut body = Vec::new();
         while off < flen {
             let mut hb = [0u8; HEADER_LEN];
             let header = if off + HEADER_LEN as u64 <= flen && r.read_exact(&mut hb).is_ok() {
@@ -228,16 +231,22 @@ pub fn recover(log: &Path, checkpointed: u64) -> Result<Recovered, StoreError> {
             } else {
                 None
             };
-            let whole = header.filter(|h| off + (HEADER_LEN + h.len) as u64 <= flen);
+            let whole = header.filter(|h| off + h.frame_len() as u64 <= flen);
+            // Why the whole frame at `off` is not leaf n (a body that does not decompress counts as a hash mismatch).
+            let mut mismatch = None;
             if let Some(h) = whole {
-                let mut leaf = vec![0u8; h.len];
-                r.read_exact(&mut leaf).map_err(StoreError::io("reading", path))?;
-                if h.index == n && leaf_hash(&leaf) == h.hash {
+                body.resize(h.len, 0);
+                r.read_exact(&mut body).map_err(StoreError::io("reading", path))?;
+                let checked = if h.index == n { frame::checked_leaf(&h, &body).map(|_| ()) } else { Ok(()) };
+                if let Err(e) = &checked {
+                    mismatch = Some(e.to_string());
+                }
+                if h.index == n && checked.is_ok() {
                     hw.write_all(&h.hash).map_err(StoreError::io("writing", &hp))?;
                     ow.write_all(&off.to_le_bytes()).map_err(StoreError::io("writing", &op))?;
                     n += 1;
                     recovered += 1;
-                    off += (HEADER_LEN + h.len) as u64;
+                    off += h.frame_len() as u64;
                     continue;
                 }
             }
@@ -248,7 +257,7 @@ pub fn recover(log: &Path, checkpointed: u64) -> Result<Recovered, StoreError> {
             let Some(reason) = torn else {
                 let problem = match whole {
                     Some(h) if h.index != n => format!("frame holds leaf index {} where leaf {n} belongs", h.index),
-                    Some(_) => "frame does not match its hash".to_string(),
+                    Some(_) => format!("frame does not match its hash ({})", mismatch.unwrap_or_default()),
                     None if last => "bad frame header, and readable frames follow it".to_string(),
                     None => "bad or truncated frame in a segment that is not the last".to_string(),
                 };

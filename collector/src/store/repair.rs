@@ -6,8 +6,9 @@
 //! hash-checked frame of the expected leaf index:
 //! - **restore** when the leaf bytes are intact: if the bytes between this
 //!   frame's header and the next readable frame (or the end of the log) hash
-//!   to the frame's stored leaf hash (or to the `log/hashes` entry), only the
-//!   header was damaged; it is rewritten (the old header is kept);
+//!   to the frame's stored leaf hash (or to the `log/hashes` entry), as they
+//!   are or once decompressed (a compressed body), only the header was
+//!   damaged; it is rewritten (the old header is kept);
 //! - otherwise **cut**: everything from that frame to the end of the log is
 //!   moved to `repairs/<UTC ns>/` (the cut bytes, and whole later segments),
 //!   unless a signed checkpoint covers the frame: then nothing is changed and
@@ -80,17 +81,23 @@ fn restore(buf: &[u8], off: usize, n: u64, known: Option<Hash>, next_first: Opti
         ends.push(buf.len());
     }
     for end in ends {
-        let leaf = &buf[start..end];
-        if leaf.len() > frame::MAX_LEAF_LEN {
+        let body = &buf[start..end];
+        if body.len() > frame::MAX_LEAF_LEN {
             continue;
         }
-        let h = leaf_hash(leaf);
-        if hashes.contains(&h) {
-            let mut head = Vec::with_capacity(HEADER_LEN);
-            head.extend_from_slice(&(leaf.len() as u32).to_le_bytes());
-            head.extend_from_slice(&n.to_le_bytes());
-            head.extend_from_slice(&h);
-            return Some(head);
+        // The body as the leaf itself, or as its compressed form.
+        for compressed in [false, true] {
+            let h = frame::Header { len: body.len(), compressed, index: n, hash: [0; 32] };
+            let Ok(leaf) = frame::decode_body(&h, body) else { continue };
+            let lh = leaf_hash(&leaf);
+            if hashes.contains(&lh) {
+                let word = body.len() as u32 | if compressed { frame::COMPRESSED } else { 0 };
+                let mut head = Vec::with_capacity(HEADER_LEN);
+                head.extend_from_slice(&word.to_le_bytes());
+                head.extend_from_slice(&n.to_le_bytes());
+                head.extend_from_slice(&lh);
+                return Some(head);
+            }
         }
     }
     None

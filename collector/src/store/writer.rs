@@ -20,11 +20,25 @@ pub struct StoreConfig {
     pub segment_bytes: u64,
     /// Log origin (checkpoint name) used when the directory is created.
     pub origin: String,
+    /// zstd level new frames are compressed at (when that makes them
+    /// smaller); `None` writes every frame uncompressed. Either way every
+    /// frame already in the log stays readable.
+    pub compression: Option<i32>,
 }
+
+/// zstd level of [`StoreConfig::compression`] by default: -1 (zstd's first
+/// fast level) stores the bench's leaves as small as levels 1 and 3 at under
+/// half their cost per leaf on the writer thread, and its frames decompress
+/// faster (BENCHMARKS.md, collector section).
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = -1;
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { segment_bytes: 256 << 20, origin: "wiretrail.local/log".into() }
+        StoreConfig {
+            segment_bytes: 256 << 20,
+            origin: "wiretrail.local/log".into(),
+            compression: Some(DEFAULT_COMPRESSION_LEVEL),
+        }
     }
 }
 
@@ -65,6 +79,8 @@ pub struct Writer {
     tree_from_snapshot: bool,
     /// Keeps the directory lock for the writer's life.
     _lock: File,
+    /// Frame encoder (its zstd context is reused for every leaf).
+    encoder: frame::Encoder,
     /// Scratch buffers for one append.
     buf: Vec<u8>,
     hbuf: Vec<u8>,
@@ -103,6 +119,8 @@ impl Writer {
         }
         sync_dir(dir)?;
         let lock = lock_dir(dir)?;
+        let encoder =
+            frame::Encoder::new(config.compression).map_err(StoreError::io("setting up compression for", dir))?;
         let first = load_or_create_signer(dir, &config.origin)?;
         write_verifier(dir, &first.verifier())?;
         let history = keys::load_history(dir)?;
@@ -170,6 +188,7 @@ impl Writer {
             cuts: r.cuts,
             tree_from_snapshot,
             _lock: lock,
+            encoder,
             buf: Vec::new(),
             hbuf: Vec::new(),
             obuf: Vec::new(),
@@ -244,7 +263,7 @@ impl Writer {
         let mut hashes = Vec::with_capacity(leaves.len());
         for (k, leaf) in leaves.iter().enumerate() {
             let off = self.pos.seg_len + self.buf.len() as u64;
-            let h = frame::encode(&mut self.buf, self.pos.size + k as u64, leaf);
+            let h = self.encoder.encode(&mut self.buf, self.pos.size + k as u64, leaf);
             self.obuf.extend_from_slice(&off.to_le_bytes());
             self.hbuf.extend_from_slice(&h);
             hashes.push(h);

@@ -183,6 +183,7 @@ pub fn spawn(shared: Arc<Shared>, config: VerifyConfig, status: Arc<Status>, mut
                             run = run.as_str(),
                             leaves = report.leaves,
                             bytes = report.bytes,
+                            leaf_bytes = report.leaf_bytes,
                             verified_size = report.verified_size,
                             checkpoints = report.checkpoints_checked,
                             kept_hash_only = report.kept_hash_only,
@@ -228,7 +229,8 @@ fn once_or_retry(
 ) -> Option<Result<(Report, Option<State>), VerifyError>> {
     // The key ring is read again for each try: a rotation may have added a
     // key (and a checkpoint signed by it) since the previous one.
-    let run = |resume| verify_upto(shared.dir(), &shared.keyring(), resume, Some(upto), cancel, |_, _| {});
+    // One hashing thread: the live collector's ingest keeps the other cores.
+    let run = |resume| verify_upto(shared.dir(), &shared.keyring(), resume, Some(upto), 1, cancel, |_, _| {});
     match run(resume.clone()) {
         Err(VerifyError::Cancelled) => None,
         Err(_) => match sleep.recv_timeout(Duration::from_secs(1)) {
@@ -285,6 +287,7 @@ mod tests {
         let report = Report {
             leaves: 7,
             bytes: 700,
+            leaf_bytes: 900,
             checkpoints_checked: 1,
             first_bad: Some(5),
             problem: Some("record bytes do not match the leaf hash stored with them".into()),

@@ -9,15 +9,18 @@
 //! covered by a checkpoint of the old key.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub mod background;
+mod frames;
 
-use crate::merkle::{Hash, KeyRing, Verifier, leaf_hash, node_hash};
-use crate::store::frame::{self, HEADER_LEN};
+pub use frames::default_threads;
+
+use crate::merkle::{Hash, KeyRing, Verifier, node_hash};
+use crate::store::frame;
 use crate::store::kept::{KeptHead, list_kept, read_hashes};
 use crate::store::{StoreError, list_segments, load_checkpoints};
 
@@ -81,8 +84,10 @@ impl Frontier {
 pub struct Report {
     /// Leaves read and checked.
     pub leaves: u64,
-    /// Segment bytes read.
+    /// Segment bytes read (frames as stored, compressed or not).
     pub bytes: u64,
+    /// Leaf bytes checked (uncompressed).
+    pub leaf_bytes: u64,
     /// Signed checkpoints whose root was recomputed and matched.
     pub checkpoints_checked: usize,
     /// Index of the first bad record, if any.
@@ -118,7 +123,7 @@ pub enum VerifyError {
 
 /// Verifies the log in `dir` from its first key `first` (and the key history
 /// in `dir`). `resume` continues from a saved state; `progress`
-/// is called with (leaves, bytes) regularly. Returns the report and, when no
+/// is called with (leaves, leaf bytes) regularly. Returns the report and, when no
 /// problem was found, the new state.
 pub fn verify(
     dir: &Path,
@@ -127,18 +132,21 @@ pub fn verify(
     progress: impl FnMut(u64, u64),
 ) -> Result<(Report, Option<State>), VerifyError> {
     let keys = crate::store::load_keyring(dir, first)?;
-    verify_upto(dir, &keys, resume, None, &AtomicBool::new(false), progress)
+    verify_upto(dir, &keys, resume, None, default_threads(), &AtomicBool::new(false), progress)
 }
 
 /// [`verify`] of the first `upto` leaves only (all with `None`): a live
 /// collector's log is verified up to a checkpoint it has issued, since the
 /// leaves after it may still be being written. Setting `cancel` stops it
 /// (checked at each segment and every 64 MB) with [`VerifyError::Cancelled`].
+/// Leaves are decompressed and hashed on `threads` threads ([`verify`]
+/// uses [`default_threads`]).
 pub fn verify_upto(
     dir: &Path,
     keys: &KeyRing,
     resume: Option<State>,
     upto: Option<u64>,
+    threads: usize,
     cancel: &AtomicBool,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<(Report, Option<State>), VerifyError> {
@@ -176,6 +184,7 @@ pub fn verify_upto(
     let mut report = Report {
         leaves: 0,
         bytes: 0,
+        leaf_bytes: 0,
         checkpoints_checked: 0,
         first_bad: None,
         problem: None,
@@ -271,63 +280,73 @@ pub fn verify_upto(
             path: path.clone(),
             source,
         })?;
-        let mut leaf = Vec::new();
-        let mut hb = [0u8; 32];
+        let mut chunk = frames::Chunk::default();
+        let mut hbuf = Vec::new();
         while off < len {
             if n >= upto {
                 break 'segments;
             }
-            let mut head = [0u8; HEADER_LEN];
-            let h = if off + HEADER_LEN as u64 <= len && r.read_exact(&mut head).is_ok() {
-                frame::header(&head)
-            } else {
-                None
-            };
-            let Some(h) = h.filter(|h| off + (HEADER_LEN + h.len) as u64 <= len) else {
-                bad(&mut report, n, format!("malformed or truncated frame at {}:{off}", path.display()));
-                break 'segments;
-            };
-            leaf.resize(h.len, 0);
-            r.read_exact(&mut leaf).map_err(|source| StoreError::Io { what: "reading", path: path.clone(), source })?;
-            if h.index != n {
-                bad(
-                    &mut report,
-                    n,
-                    format!("record out of place: frame for leaf {} found where leaf {n} belongs", h.index),
-                );
-                break 'segments;
-            }
-            let lh = leaf_hash(&leaf);
-            if lh != h.hash {
-                bad(&mut report, n, "record bytes do not match the leaf hash stored with them".into());
-                break 'segments;
-            }
-            if let Some(hf) = &hashes
-                && hf.read_exact_at(&mut hb, n * 32).is_ok()
-                && hb != lh
-            {
-                bad(&mut report, n, "record does not match the hashes file".into());
-                break 'segments;
-            }
-            if let Some((old, new)) = rotations.get(&n)
-                && let Err(why) = crate::keys::check_entry_leaf(&leaf, old, new)
-            {
-                bad(&mut report, n, format!("the key history says leaf {n} rotates {old} -> {new}, but {why}"));
-                break 'segments;
-            }
-            fr.push(lh);
-            n += 1;
-            off += (HEADER_LEN + h.len) as u64;
-            report.leaves += 1;
-            report.bytes += (HEADER_LEN + h.len) as u64;
-            if report.bytes - last_progress >= 64 << 20 {
-                last_progress = report.bytes;
-                progress(report.leaves, report.bytes);
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(VerifyError::Cancelled);
+            let malformed = chunk.read(&mut r, off, len, upto - n).map_err(|source| StoreError::Io {
+                what: "reading",
+                path: path.clone(),
+                source,
+            })?;
+            let leaves = chunk.hash_all(threads);
+            // The hashes file's entries for the chunk, in one read (as many as it holds).
+            hbuf.resize(chunk.frames.len() * 32, 0);
+            let have = hashes.as_ref().map_or(0, |hf| frames::read_up_to(hf, &mut hbuf, n * 32));
+            for (k, ((h, _), res)) in chunk.frames.iter().zip(leaves).enumerate() {
+                if h.index != n {
+                    bad(
+                        &mut report,
+                        n,
+                        format!("record out of place: frame for leaf {} found where leaf {n} belongs", h.index),
+                    );
+                    break 'segments;
+                }
+                // A compressed body that does not decompress is judged like a hash mismatch.
+                let (lh, leaf_len) = match res {
+                    Ok(x) => x,
+                    Err(e) => {
+                        bad(&mut report, n, format!("record bytes do not match the leaf hash stored with them ({e})"));
+                        break 'segments;
+                    }
+                };
+                if lh != h.hash {
+                    bad(&mut report, n, "record bytes do not match the leaf hash stored with them".into());
+                    break 'segments;
+                }
+                if (k + 1) * 32 <= have && hbuf[k * 32..(k + 1) * 32] != lh {
+                    bad(&mut report, n, "record does not match the hashes file".into());
+                    break 'segments;
+                }
+                if let Some((old, new)) = rotations.get(&n) {
+                    let leaf =
+                        frame::decode_body(h, chunk.body(k)).map_err(|e| StoreError::Inconsistent(e.to_string()))?;
+                    if let Err(why) = crate::keys::check_entry_leaf(&leaf, old, new) {
+                        bad(&mut report, n, format!("the key history says leaf {n} rotates {old} -> {new}, but {why}"));
+                        break 'segments;
+                    }
+                }
+                fr.push(lh);
+                n += 1;
+                off += h.frame_len() as u64;
+                report.leaves += 1;
+                report.bytes += h.frame_len() as u64;
+                report.leaf_bytes += leaf_len as u64;
+                if report.leaf_bytes - last_progress >= 64 << 20 {
+                    last_progress = report.leaf_bytes;
+                    progress(report.leaves, report.leaf_bytes);
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(VerifyError::Cancelled);
+                    }
+                }
+                if !at_checkpoint(n, &fr, &mut report, &mut state, &mut cps) {
+                    break 'segments;
                 }
             }
-            if !at_checkpoint(n, &fr, &mut report, &mut state, &mut cps) {
+            if malformed {
+                bad(&mut report, n, format!("malformed or truncated frame at {}:{off}", path.display()));
                 break 'segments;
             }
         }
@@ -349,7 +368,7 @@ pub fn verify_upto(
             format!("log truncated: a signed checkpoint covers {} records but the log holds {n}", cp.checkpoint.size),
         );
     }
-    progress(report.leaves, report.bytes);
+    progress(report.leaves, report.leaf_bytes);
     if report.first_bad.is_some() {
         return Ok((report, None));
     }

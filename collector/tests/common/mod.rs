@@ -28,6 +28,27 @@ pub fn record(i: u64, t: i64) -> Record {
     }
 }
 
+/// A test record whose payload (an HTTP request of ~500 bytes) compresses,
+/// so that its leaf is stored as a compressed frame (the collector's default).
+pub fn compressible_record(i: u64, t: i64) -> Record {
+    let payload = format!(
+        "POST /api/v1/orders/{i} HTTP/1.1\r\nHost: orders.shop.svc\r\nAccept: application/json\r\n\
+         Content-Type: application/json\r\nX-Request-Id: req-{i:08}\r\n\r\n{}",
+        format!("{{\"order\":{i},\"item\":\"widget\",\"qty\":1}}").repeat(8)
+    );
+    Record { payload: payload.into_bytes(), ..record(i, t) }
+}
+
+/// Batch `seq` of `n` records with compressible payloads ([`compressible_record`]).
+pub fn compressible_batch(agent: &str, boot: &str, seq: u64, n: u64) -> Batch {
+    let mut b = batch(agent, boot, seq, n);
+    for (j, r) in b.records.iter_mut().enumerate() {
+        let i = seq * n + j as u64;
+        *r = compressible_record(i, r.capture_time_ns);
+    }
+    b
+}
+
 /// Batch `seq` of `n` records.
 pub fn batch(agent: &str, boot: &str, seq: u64, n: u64) -> Batch {
     Batch {
