@@ -63,6 +63,9 @@ pub struct Job {
     pub hash: [u8; 32],
     /// Encoded `StoredLeaf`s, one per record.
     pub leaves: Vec<Vec<u8>>,
+    /// Their hashes and stored bodies ([`crate::store::frame::prepare_all`]),
+    /// one per leaf; empty: the commit thread prepares them.
+    pub prepared: Vec<crate::store::frame::Prepared>,
     /// Position in the batch and capture time of its newest heartbeat record, if any.
     pub heartbeat: Option<(u32, i64)>,
     /// Where the ack (or error) goes once the batch is durable.
@@ -367,7 +370,11 @@ impl Committer {
             }
             Seq::New => {}
         }
-        let first = self.writer.append(&job.leaves)?;
+        let first = if job.prepared.is_empty() {
+            self.writer.append(&job.leaves)?
+        } else {
+            self.writer.append_prepared(&job.leaves, &job.prepared)?
+        };
         if new_owner {
             self.state.dedup.set_owner(&job.agent_id, &job.peer);
             tracing::info!(agent = %escape(&job.agent_id), identity = %escape(&job.peer), "agent id claimed");

@@ -251,8 +251,29 @@ impl Ingest for IngestService {
                     .max_by_key(|(k, r)| (r.capture_time_ns, *k))
                     .map(|(k, r)| (k as u32, r.capture_time_ns));
                 let leaves = encode_leaves(batch, &peer, crate::store::now_ns(), &hash);
+                // Hashing and compressing here, on the ingest tasks, leaves the
+                // one commit thread only copying frames into the segment.
+                let prepared = match crate::store::frame::prepare_all(shared.compression(), &leaves) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(error = %e, "zstd could not set up; batch refused");
+                        let _ = pending_tx.send(fail(Error::Unavailable(format!("compression: {e}")))).await;
+                        return;
+                    }
+                };
                 let (reply, rx) = oneshot::channel();
-                let job = Job { agent_id, boot_id, seq, through, peer: peer.clone(), hash, leaves, heartbeat, reply };
+                let job = Job {
+                    agent_id,
+                    boot_id,
+                    seq,
+                    through,
+                    peer: peer.clone(),
+                    hash,
+                    leaves,
+                    prepared,
+                    heartbeat,
+                    reply,
+                };
                 if jobs.send(Work::Batch(job)).await.is_err() {
                     let _ = pending_tx.send(fail(Error::Unavailable("collector is shutting down".into()))).await;
                     return;

@@ -135,6 +135,59 @@ impl Encoder {
             _ => encode(out, index, leaf),
         }
     }
+
+    /// The hash and stored body of `leaf`, for [`push_prepared`]: the work of
+    /// [`Encoder::encode`] that does not depend on the leaf's index, so the
+    /// ingest tasks do it in parallel and the commit thread only copies.
+    pub fn prepare(&mut self, leaf: &[u8]) -> Prepared {
+        let hash = leaf_hash(leaf);
+        let Some(cctx) = &mut self.cctx else {
+            return Prepared { hash, compressed: None };
+        };
+        let mut body = Vec::with_capacity(zstd_safe::compress_bound(leaf.len()));
+        match cctx.compress2(&mut body, leaf) {
+            Ok(n) if n < leaf.len() => {
+                body.truncate(n);
+                Prepared { hash, compressed: Some(body) }
+            }
+            _ => Prepared { hash, compressed: None },
+        }
+    }
+}
+
+/// A leaf made ready for its frame by [`Encoder::prepare`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// Leaf hash (of the uncompressed leaf).
+    pub hash: Hash,
+    /// The compressed body, when compressing saved bytes (else the leaf is stored as it is).
+    pub compressed: Option<Vec<u8>>,
+}
+
+/// Appends the frame of leaf `index`, prepared as `p`, to `out`.
+pub fn push_prepared(out: &mut Vec<u8>, index: u64, leaf: &[u8], p: &Prepared) {
+    match &p.compressed {
+        Some(body) => push_frame(out, body.len() as u32 | COMPRESSED, index, &p.hash, body),
+        None => push_frame(out, leaf.len() as u32, index, &p.hash, leaf),
+    }
+}
+
+thread_local! {
+    /// Each thread's encoder, with the level it was made for.
+    static ENCODER: std::cell::RefCell<Option<(Option<i32>, Encoder)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// [`Encoder::prepare`] of each leaf with this thread's encoder at `level`
+/// (`None`: compression off).
+pub fn prepare_all(level: Option<i32>, leaves: &[Vec<u8>]) -> Result<Vec<Prepared>, std::io::Error> {
+    ENCODER.with(|e| {
+        let mut e = e.borrow_mut();
+        if e.as_ref().is_none_or(|(l, _)| *l != level) {
+            *e = Some((level, Encoder::new(level)?));
+        }
+        let (_, enc) = e.as_mut().expect("set above");
+        Ok(leaves.iter().map(|l| enc.prepare(l)).collect())
+    })
 }
 
 /// A parsed frame header.

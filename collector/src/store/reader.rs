@@ -41,12 +41,20 @@ pub struct Shared {
     pub(super) checkpoints: Mutex<Vec<SignedCheckpoint>>,
     /// Leaf ranges whose segments retention deleted (see [`super::kept`]).
     pub(super) deleted: RwLock<Vec<super::kept::Deleted>>,
+    /// zstd level new frames are written with (`None`: uncompressed).
+    pub(super) compression: Option<i32>,
 }
 
 impl Shared {
     /// Durable number of leaves.
     pub fn size(&self) -> u64 {
         self.committed.load(Ordering::Acquire)
+    }
+
+    /// zstd level new frames are written with (`None`: uncompressed), for
+    /// [`super::frame::prepare_all`] on the ingest tasks.
+    pub fn compression(&self) -> Option<i32> {
+        self.compression
     }
 
     /// The data directory.

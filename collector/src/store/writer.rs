@@ -148,6 +148,7 @@ impl Writer {
             keys: RwLock::new(ring),
             checkpoints: Mutex::new(checkpoints),
             deleted: RwLock::new(Vec::new()),
+            compression: config.compression,
         });
         let mut tree_from_snapshot = r.tree_from_snapshot;
         if let Some(cp) = shared.latest_checkpoint() {
@@ -235,6 +236,24 @@ impl Writer {
     /// Appends the leaves of one batch (not yet durable); returns the index of
     /// the first. On failure nothing of the batch stays in the log.
     pub fn append(&mut self, leaves: &[Vec<u8>]) -> Result<u64, StoreError> {
+        self.append_with(leaves, None)
+    }
+
+    /// [`Writer::append`] of leaves already prepared by
+    /// [`frame::Encoder::prepare`] (hashed and compressed off this thread),
+    /// one per leaf.
+    pub fn append_prepared(&mut self, leaves: &[Vec<u8>], prepared: &[frame::Prepared]) -> Result<u64, StoreError> {
+        if prepared.len() != leaves.len() {
+            return Err(StoreError::Inconsistent(format!(
+                "{} leaves came with {} prepared frames",
+                leaves.len(),
+                prepared.len()
+            )));
+        }
+        self.append_with(leaves, Some(prepared))
+    }
+
+    fn append_with(&mut self, leaves: &[Vec<u8>], prepared: Option<&[frame::Prepared]>) -> Result<u64, StoreError> {
         if let Some(p) = &self.poisoned {
             return Err(StoreError::Poisoned(p.clone()));
         }
@@ -243,7 +262,7 @@ impl Writer {
         }
         let before = self.pos;
         let first = before.size;
-        if let Err(e) = self.append_inner(leaves) {
+        if let Err(e) = self.append_inner(leaves, prepared) {
             tracing::warn!(error = %e, first, leaves = leaves.len(), "append failed; rolling the batch back");
             self.rollback(before)?;
             return Err(e);
@@ -251,7 +270,7 @@ impl Writer {
         Ok(first)
     }
 
-    fn append_inner(&mut self, leaves: &[Vec<u8>]) -> Result<(), StoreError> {
+    fn append_inner(&mut self, leaves: &[Vec<u8>], prepared: Option<&[frame::Prepared]>) -> Result<(), StoreError> {
         let log = self.shared.dir.join("log");
         if self.pos.seg_len >= self.config.segment_bytes && self.pos.seg_len > 0 {
             // A batch never spans two segments: roll before it.
@@ -263,7 +282,14 @@ impl Writer {
         let mut hashes = Vec::with_capacity(leaves.len());
         for (k, leaf) in leaves.iter().enumerate() {
             let off = self.pos.seg_len + self.buf.len() as u64;
-            let h = self.encoder.encode(&mut self.buf, self.pos.size + k as u64, leaf);
+            let index = self.pos.size + k as u64;
+            let h = match prepared.and_then(|p| p.get(k)) {
+                Some(p) => {
+                    frame::push_prepared(&mut self.buf, index, leaf, p);
+                    p.hash
+                }
+                None => self.encoder.encode(&mut self.buf, index, leaf),
+            };
             self.obuf.extend_from_slice(&off.to_le_bytes());
             self.hbuf.extend_from_slice(&h);
             hashes.push(h);

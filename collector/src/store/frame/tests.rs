@@ -139,3 +139,22 @@ fn a_body_claiming_more_than_the_maximum_is_refused_before_decompressing() {
         other => panic!("expected TooLarge, got {:?}", other.map(|l| l.len())),
     }
 }
+
+/// A frame prepared off the commit thread is byte for byte the frame the
+/// writer's own encoder makes, compressed or not, at any level.
+#[test]
+fn prepared_frames_equal_encoded_frames() {
+    let leaves = vec![text_leaf(1), noise(300), Vec::new(), text_leaf(2)];
+    for level in [None, Some(-1), Some(3)] {
+        let prepared = prepare_all(level, &leaves).unwrap();
+        let mut enc = Encoder::new(level).unwrap();
+        for (k, (leaf, p)) in leaves.iter().zip(&prepared).enumerate() {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let h = enc.encode(&mut a, 40 + k as u64, leaf);
+            push_prepared(&mut b, 40 + k as u64, leaf, p);
+            assert_eq!(a, b, "leaf {k} at level {level:?}");
+            assert_eq!(h, p.hash);
+            assert_eq!(p.compressed.is_some(), level.is_some() && k != 1 && k != 2, "leaf {k} at level {level:?}");
+        }
+    }
+}
