@@ -248,6 +248,17 @@ fn gap_clock_silence_and_return_alerts_reach_webhook_and_syslog() {
 
     // SIGKILL: silence within the threshold (2 s) plus the monitor's tick.
     assert!(alerts(&c, "agent_silent").is_empty(), "silent while alive: {:?}", alerts(&c, "agent_silent"));
+    // The report below counts the heartbeats of both boots: let the first boot
+    // ship a few before the kill (how long it ran otherwise depended on how
+    // soon the two alerts came).
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let rep = c.cli_json("completeness", &["--agent", "alerts-agent"]);
+            rep.first().and_then(|r| r["heartbeats_seen"].as_u64()).unwrap_or(0) >= 5
+        }),
+        "fewer than 5 heartbeats recorded before the kill\n{}",
+        c.log()
+    );
     // The kill time is taken before the kill: the process takes seconds to
     // exit while the kernel detaches its programs and probes.
     let killed_ns = now_unix_ns() as i64;
