@@ -144,12 +144,12 @@ impl Encoder {
         let Some(cctx) = &mut self.cctx else {
             return Prepared { hash, compressed: None };
         };
-        let mut body = Vec::with_capacity(zstd_safe::compress_bound(leaf.len()));
-        match cctx.compress2(&mut body, leaf) {
-            Ok(n) if n < leaf.len() => {
-                body.truncate(n);
-                Prepared { hash, compressed: Some(body) }
-            }
+        // Into the reused scratch, then copied at its size: a batch waiting for
+        // the commit thread holds each body once, not at zstd's bound.
+        self.scratch.clear();
+        self.scratch.reserve(zstd_safe::compress_bound(leaf.len()));
+        match cctx.compress2(&mut self.scratch, leaf) {
+            Ok(n) if n < leaf.len() => Prepared { hash, compressed: Some(self.scratch[..n].to_vec()) },
             _ => Prepared { hash, compressed: None },
         }
     }
