@@ -147,6 +147,13 @@ impl Query {
             if f.peer_port != 0 {
                 conds.push(format!("e.port = {}", arg(Value::Integer(f.peer_port as i64), &mut args)));
             }
+            // The window on the endpoint's own time column narrows its key range (addr, t, ...).
+            if f.from_time_ns != 0 {
+                conds.push(format!("e.t >= {}", arg(Value::Integer(f.from_time_ns), &mut args)));
+            }
+            if f.to_time_ns != 0 {
+                conds.push(format!("e.t < {}", arg(Value::Integer(f.to_time_ns), &mut args)));
+            }
         }
         match f.entry_kind.as_str() {
             "" => {}

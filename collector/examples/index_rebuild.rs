@@ -1,0 +1,51 @@
+//! Times a full rebuild of the search index from a data directory's log:
+//! `cargo run --release -p wiretrail-collector --example index_rebuild -- DIR`.
+//!
+//! DIR is a data directory no collector is using (e.g. one kept by
+//! `cargo xtask bench collector --keep`). Its `index.sqlite` is removed and the
+//! indexer rebuilds it with an empty registry, as a collector does at start;
+//! the rate is printed every second and at the end. Meant for profiling the
+//! indexer (`perf record` this process).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use wiretrail_collector::index::{self, IndexConfig, IndexProgress};
+use wiretrail_collector::registry::RegistryHandle;
+use wiretrail_collector::store::{StoreConfig, Writer};
+
+fn main() -> anyhow::Result<()> {
+    let dir =
+        std::path::PathBuf::from(std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: index_rebuild DIR"))?);
+    for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
+        let p = dir.join(f);
+        if p.exists() {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    let (writer, shared) = Writer::open(&dir, StoreConfig::default())?;
+    let size = shared.size();
+    let progress = Arc::new(IndexProgress::default());
+    let registry = Arc::new(RegistryHandle::open(None)?);
+    let t = Instant::now();
+    let handle = index::spawn(shared.clone(), IndexConfig::default(), progress.clone(), registry)?;
+    let mut last = (0.0, 0u64);
+    loop {
+        let done = progress.indexed.load(Ordering::Acquire);
+        let secs = t.elapsed().as_secs_f64();
+        if done >= size {
+            println!("indexed {size} leaves in {secs:.2} s: {:.0} leaves/s", size as f64 / secs);
+            break;
+        }
+        if secs - last.0 >= 1.0 {
+            eprintln!("  {done} indexed, {:.0}/s", (done - last.1) as f64 / (secs - last.0));
+            last = (secs, done);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    progress.stop.store(true, Ordering::Release);
+    let _ = handle.join();
+    drop(writer);
+    Ok(())
+}
