@@ -161,6 +161,12 @@ impl Servers {
 /// Runs the benchmark against ClickHouse and prints the table.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let setup = args.clickhouse.resolve()?;
+    // The collector's logs on stderr: warnings and errors (e.g. ClickHouse
+    // refusing an insert), or what RUST_LOG asks for (the commit thread's and
+    // the sink's timings: `wiretrail_collector::ingest=debug,wiretrail_collector::clickhouse=debug`).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).try_init();
     let dir = crate::bench_collector::data_dir(args)?;
     eprintln!("starting ClickHouse ({:?} engine, {} server(s))", setup.engine, setup.replicas);
     let servers = Servers::start(&setup)?;

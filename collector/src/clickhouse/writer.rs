@@ -232,6 +232,7 @@ impl Sink {
     pub fn sync(&mut self) -> Result<(), ClickHouseError> {
         let size = self.shared.size();
         if self.shipped < size {
+            let t = std::time::Instant::now();
             let from = self.shipped;
             let mut prev = if from == 0 { [0u8; 32] } else { leaf_hash(&self.shared.read_leaf(from - 1)?) };
             let mut rows = Vec::with_capacity((size - from) as usize);
@@ -244,9 +245,18 @@ impl Sink {
             // The leaves, then a checkpoint signing them: every leaf acknowledged
             // in clustered mode is covered by a signed checkpoint in ClickHouse.
             let cp = self.shared.sign_unrecorded(size)?;
+            let built = t.elapsed();
             let rt = self.rt.clone();
             rt.block_on(self.insert(LEAVES, &rows))?;
+            let inserted = t.elapsed();
             rt.block_on(self.insert(CHECKPOINTS, &[checkpoint_row(&cp)]))?;
+            tracing::debug!(
+                rows = rows.len(),
+                build_ms = built.as_secs_f64() * 1e3,
+                leaves_insert_ms = (inserted - built).as_secs_f64() * 1e3,
+                checkpoint_insert_ms = (t.elapsed() - inserted).as_secs_f64() * 1e3,
+                "leaves and a checkpoint inserted into ClickHouse"
+            );
             self.shipped = size;
         }
         Ok(())
