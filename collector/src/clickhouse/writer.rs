@@ -8,7 +8,7 @@ use wiretrail_proto::v1::StoredLeaf;
 
 use super::schema::{CHECKPOINTS, LEAVES, ORIGINS};
 use super::{ClickHouseConfig, ClickHouseError, Version};
-use crate::merkle::{Hash, SignedCheckpoint, leaf_hash};
+use crate::merkle::{Hash, SignedCheckpoint};
 use crate::store::{Shared, StoreError};
 
 /// One row of `leaves`.
@@ -72,8 +72,10 @@ pub struct OriginRow {
 }
 
 impl LeafRow {
-    /// The row of leaf `i` of `origin` with bytes `leaf`.
-    pub fn new(origin: &str, i: u64, leaf: Vec<u8>, prev_hash: Hash) -> Result<Self, StoreError> {
+    /// The row of leaf `i` of `origin` with bytes `leaf` and Merkle leaf
+    /// hash `hash` (the store's reader checked `leaf` against it: see
+    /// [`crate::store::LeafIter::next_hashed`]).
+    pub fn new(origin: &str, i: u64, leaf: Vec<u8>, hash: Hash, prev_hash: Hash) -> Result<Self, StoreError> {
         let l = StoredLeaf::decode(leaf.as_slice())
             .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))?;
         let mut row = LeafRow {
@@ -88,7 +90,7 @@ impl LeafRow {
             peer: String::new(),
             protocol: String::new(),
             host: String::new(),
-            leaf_hash: leaf_hash(&leaf),
+            leaf_hash: hash,
             leaf,
             prev_hash,
         };
@@ -203,11 +205,12 @@ impl Sink {
     /// stored. Retried as [`Sink::retrying`] says.
     async fn insert_leaves(&self, from: u64, to: u64) -> Result<(), ClickHouseError> {
         self.retrying(LEAVES, || async {
-            let mut prev = if from == 0 { [0u8; 32] } else { leaf_hash(&self.shared.read_leaf(from - 1)?) };
+            let mut prev = if from == 0 { [0u8; 32] } else { self.shared.leaf_hash(from - 1)? };
             let mut ins = self.start::<LeafRow>(LEAVES).await.map_err(insert_error(LEAVES))?;
-            for item in self.shared.iter(from, to)? {
-                let (i, bytes) = item?;
-                let row = LeafRow::new(&self.origin, i, bytes, prev)?;
+            let mut leaves = self.shared.iter(from, to)?;
+            while let Some(item) = leaves.next_hashed() {
+                let (i, bytes, hash) = item?;
+                let row = LeafRow::new(&self.origin, i, bytes, hash, prev)?;
                 prev = row.leaf_hash;
                 ins.write(&row).await.map_err(insert_error(LEAVES))?;
             }
