@@ -8,6 +8,7 @@
 //! Every helper cleans up after itself on drop; every wait is bounded.
 pub mod agent;
 pub mod broker_scripts;
+pub mod clickhouse;
 pub mod collector;
 pub mod curl_trace;
 pub mod kube_api;

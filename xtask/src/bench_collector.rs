@@ -17,6 +17,10 @@
 //! 4. Start-up: seconds from starting a collector on the data directory to
 //!    its first answer, from the snapshot saved when the previous one stopped,
 //!    then with the snapshots removed (a scan of the whole log).
+//!
+//! `--store clickhouse` runs the same phases against a collector in clustered
+//! mode writing to a ClickHouse server the bench starts itself (see
+//! [`crate::bench_collector_ch`]: engine, replicas and quorum options).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,39 +49,55 @@ const PODS: u64 = 100;
 pub struct Args {
     /// Records to store (the goal is 10 million).
     #[arg(long, default_value_t = 10_000_000)]
-    records: u64,
+    pub(crate) records: u64,
     /// Stop building the data set after this many seconds (N is then what was stored).
     #[arg(long, default_value_t = 300)]
-    setup_secs: u64,
+    pub(crate) setup_secs: u64,
     /// Records per batch.
     #[arg(long, default_value_t = 1000)]
-    batch: u64,
+    pub(crate) batch: u64,
     /// Parallel agent streams.
     #[arg(long, default_value_t = 4)]
-    streams: u64,
+    pub(crate) streams: u64,
     /// Length of the start window reported apart from the steady state (s).
     #[arg(long, default_value_t = 10)]
-    start_secs: u64,
+    pub(crate) start_secs: u64,
     /// Query samples.
     #[arg(long, default_value_t = 200)]
-    queries: usize,
+    pub(crate) queries: usize,
     /// Data directory (emptied first); defaults to target/bench-collector.
     #[arg(long)]
-    dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
     /// Keep the data directory afterwards.
     #[arg(long)]
-    keep: bool,
+    pub(crate) keep: bool,
     /// Record payloads: `alphabet` (the alphabet repeated after a record
     /// number: trivially compressible) or `http` (varied HTTP/1.1 requests
     /// with random ids, tokens and JSON bodies).
     #[arg(long, value_enum, default_value_t = Payload::Alphabet)]
-    payload: Payload,
+    pub(crate) payload: Payload,
     /// zstd level of the log's frames (the collector's `--compression-level`).
     #[arg(long, default_value_t = wiretrail_collector::store::DEFAULT_COMPRESSION_LEVEL, allow_negative_numbers = true)]
-    compression_level: i32,
+    pub(crate) compression_level: i32,
     /// Store frames uncompressed (the collector's `--no-compression`).
     #[arg(long)]
-    no_compression: bool,
+    pub(crate) no_compression: bool,
+    /// Where the collector keeps its records: `embedded` (its own log and
+    /// index) or `clickhouse` (clustered mode: the log, and every leaf in a
+    /// ClickHouse server the bench starts; query and verify from ClickHouse).
+    #[arg(long, value_enum, default_value_t = Store::Embedded)]
+    pub(crate) store: Store,
+    #[command(flatten)]
+    pub(crate) clickhouse: crate::bench_collector_ch::ChArgs,
+}
+
+/// Where the benchmarked collector keeps its records.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    /// The embedded store (log + index in the data directory).
+    Embedded,
+    /// Clustered mode: the log, plus every leaf in ClickHouse before the ack.
+    Clickhouse,
 }
 
 pub(crate) fn record(i: u64, n: u64, kind: Payload) -> Record {
@@ -146,17 +166,13 @@ struct Shared {
     stop: AtomicBool,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 /// Runs the benchmark and prints the table.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("target/bench-collector"));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
+    if args.store == Store::Clickhouse {
+        return crate::bench_collector_ch::run(&args);
     }
-    std::fs::create_dir_all(&dir)?;
+    args.clickhouse.only_with_clickhouse()?;
+    let dir = data_dir(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let res = rt.block_on(bench(&args, &dir));
     if !args.keep {
@@ -165,21 +181,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     res
 }
 
-async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let mut cfg = ServeConfig::new(dir.to_path_buf());
-    cfg.checkpoint_interval = Duration::from_secs(60);
-    cfg.store.compression = (!args.no_compression).then_some(args.compression_level);
-    let server = tokio::spawn(wiretrail_collector::run(listener, cfg, async move {
-        let _ = stop_rx.await;
-    }));
+/// The data directory, emptied.
+pub(crate) fn data_dir(args: &Args) -> anyhow::Result<PathBuf> {
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("target/bench-collector"));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
 
-    // 0. The frame codec alone (before the server loads the machine).
-    let codec = crate::bench_frames::measure(args.payload)?;
+/// What the ingest phase measured.
+pub(crate) struct Ingested {
+    /// Records acked durably (N).
+    pub(crate) n: u64,
+    /// Length of the phase (s).
+    pub(crate) secs: f64,
+    /// The rates.
+    pub(crate) rates: IngestRates,
+}
 
-    // 1. Ingest (and build the data set).
+/// Phase 1: ingest up to `--records` records over `--streams` agent streams
+/// into the collector at `addr`, for at most `--setup-secs`.
+pub(crate) async fn ingest(addr: std::net::SocketAddr, args: &Args) -> anyhow::Result<Ingested> {
     let shared = Arc::new(Shared {
         next: AtomicU64::new(0),
         acked: AtomicU64::new(0),
@@ -230,6 +254,25 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let mut samples = samples.lock().expect("samples").clone();
     samples.push((ingest_secs, n));
     let rates = IngestRates::of(&samples, args.start_secs as f64);
+    Ok(Ingested { n, secs: ingest_secs, rates })
+}
+
+async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let mut cfg = ServeConfig::new(dir.to_path_buf());
+    cfg.checkpoint_interval = Duration::from_secs(60);
+    cfg.store.compression = (!args.no_compression).then_some(args.compression_level);
+    let server = tokio::spawn(wiretrail_collector::run(listener, cfg, async move {
+        let _ = stop_rx.await;
+    }));
+
+    // 0. The frame codec alone (before the server loads the machine).
+    let codec = crate::bench_frames::measure(args.payload)?;
+
+    // 1. Ingest (and build the data set).
+    let Ingested { n, secs: ingest_secs, rates } = ingest(addr, args).await?;
 
     // Wait for the index to cover everything.
     let t_idx = Instant::now();
@@ -245,30 +288,11 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     // 2. Query latency: identity + 1 h window.
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
     let mut q = QueryClient::new(ch);
-    let covered_ns = (n as i128 * SPAN_NS as i128 / args.records as i128) as i64;
     let mut lat = Vec::with_capacity(args.queries);
     let mut hits_total = 0u64;
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    for _ in 0..args.queries {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let from = 1_700_000_000_000_000_000 + (rng % (covered_ns - HOUR_NS).max(1) as u64) as i64;
-        let pod = (rng >> 32) % PODS;
+    for filter in query_filters(n, args) {
         let t = Instant::now();
-        let mut s = q
-            .search(SearchRequest {
-                filter: Some(Filter {
-                    identity: vec![format!("pod=pod-{pod}")],
-                    from_time_ns: from,
-                    to_time_ns: from + HOUR_NS,
-                    limit: 100_000,
-                    ..Default::default()
-                }),
-                follow: false,
-            })
-            .await?
-            .into_inner();
+        let mut s = q.search(SearchRequest { filter: Some(filter), follow: false }).await?.into_inner();
         while let Some(r) = s.next().await {
             r?;
             hits_total += 1;
@@ -328,17 +352,56 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     }
     println!("{:<44} {:>16}", "metric", "value");
     println!("{:<44} {:>16}", "records stored (N)", n);
-    println!(
-        "{:<44} {:>16}",
-        "payload, log compression",
-        format!(
-            "{:?}, {}",
-            args.payload,
-            if args.no_compression { "off".to_string() } else { format!("zstd {}", args.compression_level) }
-        )
-        .to_lowercase()
-    );
-    println!("ingest records/s, 512 B payload, durable acks:");
+    print_payload_row(args);
+    print_ingest(&rates, ingest_secs, args, "durable acks");
+    println!("{:<44} {:>16.1}", "index catch-up after ingest (s)", index_wait);
+    println!("{:<44} {:>16.2}", "query identity+1h p50 (ms)", percentile(&lat, 0.50).as_secs_f64() * 1e3);
+    println!("{:<44} {:>16.2}", "query identity+1h p99 (ms)", percentile(&lat, 0.99).as_secs_f64() * 1e3);
+    println!("{:<44} {:>16.1}", "query mean hits", hits_total as f64 / args.queries as f64);
+    println!("{:<44} {:>16.1}", "verify MB/s (leaf bytes)", report.leaf_bytes as f64 / 1e6 / verify_secs);
+    println!("{:<44} {:>16.1}", "verify MB/s (segment bytes)", report.bytes as f64 / 1e6 / verify_secs);
+    println!("{:<44} {:>16.0}", "verify records/s", report.leaves as f64 / verify_secs);
+    println!("{:<44} {:>16.1}", "log size (MB, segments)", segments_bytes as f64 / 1e6);
+    println!("{:<44} {:>16.3}", "log bytes on disk per payload byte", segments_bytes as f64 / payload_bytes);
+    println!("{:<44} {:>16.3}", "  with log/hashes and log/offsets", log_bytes as f64 / payload_bytes);
+    println!("{:<44} {:>16.2}", "start-up to first answer, from snapshot (s)", start_snapshot);
+    println!("{:<44} {:>16.2}", "start-up to first answer, full scan (s)", start_scan);
+    crate::bench_frames::print(args.payload, &codec);
+    Ok(())
+}
+
+/// The query samples: `identity pod=X` and a 1-hour window at random
+/// within the capture times of the `n` stored records (the same sequence in
+/// every run).
+pub(crate) fn query_filters(n: u64, args: &Args) -> Vec<Filter> {
+    let covered_ns = (n as i128 * SPAN_NS as i128 / args.records as i128) as i64;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    (0..args.queries)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let from = 1_700_000_000_000_000_000 + (rng % (covered_ns - HOUR_NS).max(1) as u64) as i64;
+            let pod = (rng >> 32) % PODS;
+            Filter {
+                identity: vec![format!("pod=pod-{pod}")],
+                from_time_ns: from,
+                to_time_ns: from + HOUR_NS,
+                limit: 100_000,
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// The p-th percentile of sorted latencies.
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Prints the ingest rows (`acks` says what an ack meant).
+pub(crate) fn print_ingest(rates: &IngestRates, ingest_secs: f64, args: &Args, acks: &str) {
+    println!("ingest records/s, {PAYLOAD} B payload, {acks}:");
     let start_label = format!("  start (first {:.0} s)", rates.start_secs);
     println!("{start_label:<44} {:>16.0}", rates.start);
     let steady_label = format!("  steady state (last {:.0} s, second half)", rates.steady_secs);
@@ -358,31 +421,36 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
             "NOTE: the ingest phase ran {ingest_secs:.0} s, less than 4 x --start-secs: the start and the steady state overlap or are short"
         );
     }
-    println!("{:<44} {:>16.1}", "index catch-up after ingest (s)", index_wait);
-    println!("{:<44} {:>16.2}", "query identity+1h p50 (ms)", percentile(&lat, 0.50).as_secs_f64() * 1e3);
-    println!("{:<44} {:>16.2}", "query identity+1h p99 (ms)", percentile(&lat, 0.99).as_secs_f64() * 1e3);
-    println!("{:<44} {:>16.1}", "query mean hits", hits_total as f64 / args.queries as f64);
-    println!("{:<44} {:>16.1}", "verify MB/s (leaf bytes)", report.leaf_bytes as f64 / 1e6 / verify_secs);
-    println!("{:<44} {:>16.1}", "verify MB/s (segment bytes)", report.bytes as f64 / 1e6 / verify_secs);
-    println!("{:<44} {:>16.0}", "verify records/s", report.leaves as f64 / verify_secs);
-    println!("{:<44} {:>16.1}", "log size (MB, segments)", segments_bytes as f64 / 1e6);
-    println!("{:<44} {:>16.3}", "log bytes on disk per payload byte", segments_bytes as f64 / payload_bytes);
-    println!("{:<44} {:>16.3}", "  with log/hashes and log/offsets", log_bytes as f64 / payload_bytes);
-    println!("{:<44} {:>16.2}", "start-up to first answer, from snapshot (s)", start_snapshot);
-    println!("{:<44} {:>16.2}", "start-up to first answer, full scan (s)", start_scan);
-    crate::bench_frames::print(args.payload, &codec);
-    Ok(())
+}
+
+/// The payload and log compression row.
+pub(crate) fn print_payload_row(args: &Args) {
+    println!(
+        "{:<44} {:>16}",
+        "payload, log compression",
+        format!(
+            "{:?}, {}",
+            args.payload,
+            if args.no_compression { "off".to_string() } else { format!("zstd {}", args.compression_level) }
+        )
+        .to_lowercase()
+    );
 }
 
 /// Seconds from starting a collector on `dir` to its first answer (a
 /// `LatestCheckpoint` call made at once; the connection waits in the
 /// listener's backlog while the collector opens its store). Then stops it.
 async fn time_start(dir: &std::path::Path) -> anyhow::Result<f64> {
+    time_start_with(ServeConfig::new(dir.to_path_buf())).await
+}
+
+/// [`time_start`] for a collector with configuration `cfg`.
+pub(crate) async fn time_start_with(cfg: ServeConfig) -> anyhow::Result<f64> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let t = Instant::now();
-    let server = tokio::spawn(wiretrail_collector::run(listener, ServeConfig::new(dir.to_path_buf()), async move {
+    let server = tokio::spawn(wiretrail_collector::run(listener, cfg, async move {
         let _ = stop_rx.await;
     }));
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
@@ -398,7 +466,7 @@ async fn time_start(dir: &std::path::Path) -> anyhow::Result<f64> {
 
 /// Ingest rates from (seconds, records acked) samples taken every second,
 /// the last one at the end of the phase.
-struct IngestRates {
+pub(crate) struct IngestRates {
     /// Length of the start window actually used (s).
     start_secs: f64,
     /// Records/s over the start window.

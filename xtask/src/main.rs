@@ -2,6 +2,7 @@
 //! module; this file only dispatches.
 mod bench_capture;
 mod bench_collector;
+mod bench_collector_ch;
 mod bench_flows;
 mod bench_frames;
 mod bench_payload;

@@ -8,7 +8,7 @@ use wiretrail_proto::v1::StoredLeaf;
 
 use super::schema::{CHECKPOINTS, LEAVES, ORIGINS};
 use super::{ClickHouseConfig, ClickHouseError, Version};
-use crate::merkle::{Hash, SignedCheckpoint, leaf_hash};
+use crate::merkle::{Hash, SignedCheckpoint};
 use crate::store::{Shared, StoreError};
 
 /// One row of `leaves`.
@@ -72,8 +72,10 @@ pub struct OriginRow {
 }
 
 impl LeafRow {
-    /// The row of leaf `i` of `origin` with bytes `leaf`.
-    pub fn new(origin: &str, i: u64, leaf: Vec<u8>, prev_hash: Hash) -> Result<Self, StoreError> {
+    /// The row of leaf `i` of `origin` with bytes `leaf` and Merkle leaf
+    /// hash `hash` (the store's reader checked `leaf` against it: see
+    /// [`crate::store::LeafIter::next_hashed`]).
+    pub fn new(origin: &str, i: u64, leaf: Vec<u8>, hash: Hash, prev_hash: Hash) -> Result<Self, StoreError> {
         let l = StoredLeaf::decode(leaf.as_slice())
             .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))?;
         let mut row = LeafRow {
@@ -88,7 +90,7 @@ impl LeafRow {
             peer: String::new(),
             protocol: String::new(),
             host: String::new(),
-            leaf_hash: leaf_hash(&leaf),
+            leaf_hash: hash,
             leaf,
             prev_hash,
         };
@@ -180,36 +182,72 @@ impl Sink {
         self.shipped
     }
 
-    /// Inserts `rows` in one INSERT (with the quorum settings). Servers
-    /// before 20.10 allow one unfinished quorum insert per table at a time
-    /// (error 286, "Quorum for previous write has not been satisfied yet",
-    /// when several collectors insert together): that one error is retried
-    /// until the configured timeout.
+    /// Inserts `rows` in one INSERT (with the quorum settings), retried as [`Sink::retrying`] says.
     async fn insert<T: clickhouse::RowOwned + clickhouse::RowWrite>(
         &self,
         table: &str,
         rows: &[T],
     ) -> Result<(), ClickHouseError> {
+        self.retrying(table, || async {
+            let mut ins = self.start::<T>(table).await.map_err(insert_error(table))?;
+            for r in rows {
+                ins.write(r).await.map_err(insert_error(table))?;
+            }
+            ins.end().await.map_err(insert_error(table))
+        })
+        .await
+    }
+
+    /// Inserts leaves `[from, to)` of the local log in one INSERT, each row
+    /// built as the body streams (building overlaps the sending and the
+    /// server's parsing; no group's rows are held in memory). An error drops
+    /// the unfinished INSERT, which ClickHouse then aborts: nothing of it is
+    /// stored. Retried as [`Sink::retrying`] says.
+    async fn insert_leaves(&self, from: u64, to: u64) -> Result<(), ClickHouseError> {
+        self.retrying(LEAVES, || async {
+            let mut prev = if from == 0 { [0u8; 32] } else { self.shared.leaf_hash(from - 1)? };
+            let mut ins = self.start::<LeafRow>(LEAVES).await.map_err(insert_error(LEAVES))?;
+            let mut leaves = self.shared.iter(from, to)?;
+            while let Some(item) = leaves.next_hashed() {
+                let (i, bytes, hash) = item?;
+                let row = LeafRow::new(&self.origin, i, bytes, hash, prev)?;
+                prev = row.leaf_hash;
+                ins.write(&row).await.map_err(insert_error(LEAVES))?;
+            }
+            ins.end().await.map_err(insert_error(LEAVES))
+        })
+        .await
+    }
+
+    /// Runs `attempt` (one INSERT into `table`) until it succeeds or fails
+    /// otherwise than this: servers before 20.10 allow one unfinished quorum
+    /// insert per table at a time (error 286, "Quorum for previous write has
+    /// not been satisfied yet", when several collectors insert together),
+    /// which is retried until the configured timeout.
+    async fn retrying<F, Fut>(&self, table: &str, mut attempt: F) -> Result<(), ClickHouseError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), ClickHouseError>>,
+    {
         let start = std::time::Instant::now();
         let mut wait = std::time::Duration::from_millis(10);
         loop {
-            match self.insert_once(table, rows).await {
+            match attempt().await {
                 Err(e) if is_previous_quorum_pending(&e) && start.elapsed() + wait < self.cfg.timeout => {
                     tracing::debug!(table, "a previous quorum insert is still replicating; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(std::time::Duration::from_millis(500));
                 }
-                Err(e) => return Err(ClickHouseError::query(format!("insert into {table}"))(e)),
-                Ok(()) => return Ok(()),
+                r => return r,
             }
         }
     }
 
-    async fn insert_once<T: clickhouse::RowOwned + clickhouse::RowWrite>(
+    /// Starts an INSERT into `table` with the timeouts and quorum settings.
+    async fn start<T: clickhouse::Row>(
         &self,
         table: &str,
-        rows: &[T],
-    ) -> Result<(), clickhouse::error::Error> {
+    ) -> Result<clickhouse::insert::Insert<T>, clickhouse::error::Error> {
         let mut ins =
             self.client.insert::<T>(table).await?.with_timeouts(Some(self.cfg.timeout), Some(self.cfg.timeout));
         if self.cfg.cluster.is_some() {
@@ -220,10 +258,7 @@ impl Sink {
                 .with_setting("insert_quorum", self.cfg.quorum.to_string())
                 .with_setting("insert_quorum_timeout", self.cfg.timeout.as_millis().to_string());
         }
-        for r in rows {
-            ins.write(r).await?;
-        }
-        ins.end().await
+        Ok(ins)
     }
 
     /// Inserts every durable leaf not yet in ClickHouse (blocking; from the
@@ -232,30 +267,35 @@ impl Sink {
     pub fn sync(&mut self) -> Result<(), ClickHouseError> {
         let size = self.shared.size();
         if self.shipped < size {
+            let t = std::time::Instant::now();
             let from = self.shipped;
-            let mut prev = if from == 0 { [0u8; 32] } else { leaf_hash(&self.shared.read_leaf(from - 1)?) };
-            let mut rows = Vec::with_capacity((size - from) as usize);
-            for item in self.shared.iter(from, size)? {
-                let (i, bytes) = item?;
-                let row = LeafRow::new(&self.origin, i, bytes, prev)?;
-                prev = row.leaf_hash;
-                rows.push(row);
-            }
             // The leaves, then a checkpoint signing them: every leaf acknowledged
             // in clustered mode is covered by a signed checkpoint in ClickHouse.
             let cp = self.shared.sign_unrecorded(size)?;
             let rt = self.rt.clone();
-            rt.block_on(self.insert(LEAVES, &rows))?;
+            rt.block_on(self.insert_leaves(from, size))?;
+            let inserted = t.elapsed();
             rt.block_on(self.insert(CHECKPOINTS, &[checkpoint_row(&cp)]))?;
+            tracing::debug!(
+                rows = size - from,
+                leaves_ms = inserted.as_secs_f64() * 1e3,
+                checkpoint_ms = (t.elapsed() - inserted).as_secs_f64() * 1e3,
+                "leaves (rows built as the insert streams) and a checkpoint inserted into ClickHouse"
+            );
             self.shipped = size;
         }
         Ok(())
     }
 }
 
+/// The error of an insert into `table`.
+fn insert_error(table: &str) -> impl Fn(clickhouse::error::Error) -> ClickHouseError + '_ {
+    move |source| ClickHouseError::Query { what: format!("insert into {table}"), source }
+}
+
 /// ClickHouse error 286 (UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE).
-fn is_previous_quorum_pending(e: &clickhouse::error::Error) -> bool {
-    e.to_string().contains("Code: 286")
+fn is_previous_quorum_pending(e: &ClickHouseError) -> bool {
+    matches!(e, ClickHouseError::Query { source, .. } if source.to_string().contains("Code: 286"))
 }
 
 /// Ships each new checkpoint of the log to ClickHouse (checked every second;

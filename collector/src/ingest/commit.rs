@@ -213,6 +213,7 @@ pub fn spawn(
 impl Committer {
     /// Handles a group of jobs with one fsync, then answers them.
     fn group(&mut self, jobs: Vec<Work>) {
+        let t = std::time::Instant::now();
         let before = self.writer.appended();
         let was_down = self.down.clone();
         let mut group: Vec<Reply> = Vec::with_capacity(jobs.len());
@@ -252,6 +253,7 @@ impl Committer {
             // A batch could be written again: the outage is over; record it.
             self.record_recovery();
         }
+        let appended = t.elapsed();
         if self.writer.appended() != before {
             match self.writer.commit() {
                 Ok(_) => {
@@ -277,6 +279,12 @@ impl Committer {
         } else {
             self.state.dedup.commit_group();
         }
+        tracing::debug!(
+            leaves = self.writer.appended() - before,
+            append_ms = appended.as_secs_f64() * 1e3,
+            commit_ms = (t.elapsed() - appended).as_secs_f64() * 1e3,
+            "group appended and committed"
+        );
         if let Some(sink) = &mut self.sink
             && let Err(e) = sink.sync()
         {

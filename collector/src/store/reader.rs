@@ -205,6 +205,9 @@ impl Shared {
     }
 }
 
+/// A leaf read back: its index, its bytes and its Merkle leaf hash.
+pub type HashedLeaf = (u64, Vec<u8>, Hash);
+
 /// Reads leaves in order, streaming through segment files.
 pub struct LeafIter {
     /// `log/` directory.
@@ -227,6 +230,15 @@ impl Iterator for LeafIter {
     type Item = Result<(u64, Vec<u8>), StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        self.next_hashed().map(|r| r.map(|(i, leaf, _)| (i, leaf)))
+    }
+}
+
+impl LeafIter {
+    /// The next leaf with its Merkle leaf hash (the frame's, which the
+    /// leaf's bytes were checked against: no second hashing for callers
+    /// that need it).
+    pub fn next_hashed(&mut self) -> Option<Result<HashedLeaf, StoreError>> {
         loop {
             // Leaves of segments deleted by retention are skipped (whole segments).
             while let Some(&(_, end)) = range_at(&self.deleted, self.next, |d| *d) {
@@ -244,10 +256,8 @@ impl Iterator for LeafIter {
             }
         }
     }
-}
 
-impl LeafIter {
-    fn read_one(&mut self) -> Result<(u64, Vec<u8>), StoreError> {
+    fn read_one(&mut self) -> Result<HashedLeaf, StoreError> {
         let i = self.next;
         let need_open = match &self.reader {
             None => true,
@@ -283,7 +293,7 @@ impl LeafIter {
         r.read_exact(&mut body).map_err(StoreError::io("reading segment for leaf", &self.dir))?;
         let leaf = leaf_of(i, &h, body)?;
         self.next += 1;
-        Ok((i, leaf))
+        Ok((i, leaf, h.hash))
     }
 }
 
