@@ -100,14 +100,21 @@ impl Reader {
                 ),
             );
         }
-        let rows: Vec<LeafRow> = self
+        // Streamed: only the recomputed hashes (32 bytes a leaf) are kept, not the rows.
+        let what = || format!("reading the leaves of {}", o.origin);
+        let mut cursor = self
             .client
             .query(&format!("SELECT DISTINCT ?fields FROM {LEAVES} WHERE origin = ? ORDER BY leaf_index"))
             .bind(&o.origin)
-            .fetch_all()
-            .await
-            .map_err(ClickHouseError::query(format!("reading the leaves of {}", o.origin)))?;
-        let (hashes, rotations) = check_rows(&rows, &mut rep);
+            .fetch::<LeafRow>()
+            .map_err(ClickHouseError::query(what()))?;
+        let mut rows = RowCheck::default();
+        while let Some(r) = cursor.next().await.map_err(ClickHouseError::query(what()))? {
+            if !rows.push(&r, &mut rep) {
+                break;
+            }
+        }
+        let RowCheck { hashes, rotations, .. } = rows;
         rep.leaves = hashes.len() as u64;
         let cps: Vec<CheckpointRow> = self
             .client
@@ -123,30 +130,36 @@ impl Reader {
     }
 }
 
-/// Checks each row's hash and order; returns the recomputed leaf hashes (a
-/// contiguous run from leaf 0) and the rotation entries among them.
-fn check_rows(rows: &[LeafRow], rep: &mut OriginReport) -> (Vec<Hash>, Vec<Rotation>) {
-    let mut hashes: Vec<Hash> = Vec::with_capacity(rows.len());
-    let mut rotations = Vec::new();
-    let mut prev_row: Option<&LeafRow> = None;
-    for r in rows {
+/// Checks each row's hash and order as rows arrive in leaf order, keeping
+/// the recomputed leaf hashes (a contiguous run from leaf 0) and the rotation
+/// entries among them.
+#[derive(Default)]
+struct RowCheck {
+    hashes: Vec<Hash>,
+    rotations: Vec<Rotation>,
+    /// Leaf index of the last row accepted.
+    last: Option<u64>,
+}
+
+impl RowCheck {
+    /// Checks the next row; `false` when the run of leaves is broken (a leaf is
+    /// missing) and the rest cannot be checked.
+    fn push(&mut self, r: &LeafRow, rep: &mut OriginReport) -> bool {
         rep.bytes += r.leaf.len() as u64;
-        if let Some(p) = prev_row
-            && p.leaf_index == r.leaf_index
-        {
+        if self.last == Some(r.leaf_index) {
             rep.fail(r.leaf_index, "two different rows for this leaf index");
-            continue;
+            return true;
         }
-        let i = hashes.len() as u64;
+        let i = self.hashes.len() as u64;
         if r.leaf_index != i {
             rep.fail(i, "missing from ClickHouse");
-            break;
+            return false;
         }
         let h = leaf_hash(&r.leaf);
         if h != r.leaf_hash {
             rep.fail(i, "leaf bytes do not hash to the stored leaf hash (row changed)");
         }
-        let expected_prev = hashes.last().copied().unwrap_or([0u8; 32]);
+        let expected_prev = self.hashes.last().copied().unwrap_or([0u8; 32]);
         if r.prev_hash != expected_prev {
             rep.fail(i, "previous-leaf hash does not match the leaf before it (row moved or order changed)");
         }
@@ -155,14 +168,14 @@ fn check_rows(rows: &[LeafRow], rep: &mut OriginReport) -> (Vec<Hash>, Vec<Rotat
         // the checkpoints it signed fail below.
         if r.kind.strip_prefix("entry:") == Some(KEY_ROTATION) {
             match rotation_of(&r.leaf, i) {
-                Ok(rot) => rotations.push(rot),
+                Ok(rot) => self.rotations.push(rot),
                 Err(why) => rep.fail(i, &why),
             }
         }
-        hashes.push(h);
-        prev_row = Some(r);
+        self.hashes.push(h);
+        self.last = Some(r.leaf_index);
+        true
     }
-    (hashes, rotations)
 }
 
 /// The old and new keys a `key_rotation` entry's leaf names.
