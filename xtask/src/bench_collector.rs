@@ -342,17 +342,7 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         "collector benchmark ({build}, in-process collector, loopback plaintext gRPC, {} cores)",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    if cfg!(debug_assertions) {
-        println!(
-            "NOTE: debug build (`cargo xtask`); for release figures run `cargo run --release -p xtask -- bench collector`"
-        );
-    }
-    if n < args.records {
-        println!("NOTE: N = {n} records (goal {}), limited by --setup-secs {}", args.records, args.setup_secs);
-    }
-    println!("{:<44} {:>16}", "metric", "value");
-    println!("{:<44} {:>16}", "records stored (N)", n);
-    print_payload_row(args);
+    print_head(n, args);
     print_ingest(&rates, ingest_secs, args, "durable acks");
     println!("{:<44} {:>16.1}", "index catch-up after ingest (s)", index_wait);
     println!("{:<44} {:>16.2}", "query identity+1h p50 (ms)", percentile(&lat, 0.50).as_secs_f64() * 1e3);
@@ -421,6 +411,21 @@ pub(crate) fn print_ingest(rates: &IngestRates, ingest_secs: f64, args: &Args, a
             "NOTE: the ingest phase ran {ingest_secs:.0} s, less than 4 x --start-secs: the start and the steady state overlap or are short"
         );
     }
+}
+
+/// The notes (debug build, N short of the goal), the table head, N and the payload row.
+pub(crate) fn print_head(n: u64, args: &Args) {
+    if cfg!(debug_assertions) {
+        println!(
+            "NOTE: debug build (`cargo xtask`); for release figures run `cargo run --release -p xtask -- bench collector`"
+        );
+    }
+    if n < args.records {
+        println!("NOTE: N = {n} records (goal {}), limited by --setup-secs {}", args.records, args.setup_secs);
+    }
+    println!("{:<44} {:>16}", "metric", "value");
+    println!("{:<44} {:>16}", "records stored (N)", n);
+    print_payload_row(args);
 }
 
 /// The payload and log compression row.

@@ -321,17 +321,7 @@ fn print_table(
             s.replicas
         ),
     }
-    if cfg!(debug_assertions) {
-        println!(
-            "NOTE: debug build (`cargo xtask`); for release figures run `cargo run --release -p xtask -- bench collector`"
-        );
-    }
-    if n < args.records {
-        println!("NOTE: N = {n} records (goal {}), limited by --setup-secs {}", args.records, args.setup_secs);
-    }
-    println!("{:<44} {:>16}", "metric", "value");
-    println!("{:<44} {:>16}", "records stored (N)", n);
-    crate::bench_collector::print_payload_row(args);
+    crate::bench_collector::print_head(n, args);
     let acks = if s.quorum == 0 {
         "acks after local fsync + ClickHouse insert".to_string()
     } else {
