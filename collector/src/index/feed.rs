@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use super::{IndexError, IndexProgress};
 use crate::store::{Shared, StoreError};
 
 /// Decoded leaves per chunk.
-pub(crate) const CHUNK_LEAVES: u64 = 4096;
+const CHUNK_LEAVES: u64 = 4096;
 /// Chunks the channel holds beyond the one being indexed and the one being read.
 const QUEUED: usize = 2;
 /// How often the feed looks for new commits (and the stop flag) when it has caught up.
@@ -71,10 +71,8 @@ impl Feed {
 
     /// Hands indexed leaves back, to be freed on the feed's thread; `leaves` is left empty.
     pub(crate) fn recycle(&self, leaves: &mut Vec<(u64, StoredLeaf)>) {
-        let v = std::mem::take(leaves);
-        if let Err(back) = self.spent.send(v) {
-            drop(back.0);
-        }
+        // A feed that has stopped frees nothing: the vector is then dropped here.
+        let _ = self.spent.send(std::mem::take(leaves));
     }
 
     /// The next chunk, waiting at most `wait`; `None` when none came.
@@ -96,7 +94,7 @@ impl Feed {
 
 impl Drop for Feed {
     fn drop(&mut self) {
-        // Dropping the receiver ends a send in progress; then the thread returns.
+        // Dropping the receiver ends a blocked send; then the thread returns.
         drop(self.rx.take());
         if let Some(h) = self.handle.take() {
             let _ = h.join();
@@ -112,40 +110,26 @@ fn run(
     spent: &Receiver<Vec<(u64, StoredLeaf)>>,
 ) {
     let mut next = from;
-    let mut item: Option<Result<Chunk, IndexError>> = None;
-    let mut failed = false;
-    loop {
-        if progress.stop.load(Ordering::Acquire) {
+    while !progress.stop.load(Ordering::Acquire) {
+        while spent.try_recv().is_ok() {}
+        let size = shared.size();
+        if next >= size {
+            std::thread::sleep(IDLE);
+            continue;
+        }
+        let to = size.min(next + CHUNK_LEAVES);
+        let read = read(shared, next, to);
+        let failed = read.is_err();
+        if !failed {
+            next = to;
+        }
+        // Blocks while the channel is full; the indexer drops its receiver when
+        // it stops, which ends the wait.
+        if tx.send(read).is_err() {
             return;
         }
-        while let Ok(v) = spent.try_recv() {
-            drop(v);
-        }
-        if item.is_none() {
-            let size = shared.size();
-            if next >= size {
-                std::thread::sleep(IDLE);
-                continue;
-            }
-            if std::mem::take(&mut failed) {
-                std::thread::sleep(Duration::from_secs(1));
-            }
-            let to = size.min(next + CHUNK_LEAVES);
-            let read = read(shared, next, to);
-            match read {
-                Ok(_) => next = to,
-                Err(_) => failed = true,
-            }
-            item = Some(read);
-        }
-        // Never block on a full channel, so a stop request is seen while the indexer is busy.
-        match tx.try_send(item.take().expect("set above")) {
-            Ok(()) => {}
-            Err(TrySendError::Full(back)) => {
-                item = Some(back);
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(TrySendError::Disconnected(_)) => return,
+        if failed {
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
 }

@@ -340,19 +340,14 @@ pub fn spawn(
                 tracing::warn!(error = %e, "could not enlarge the indexer's page cache");
             }
             // WAL checkpoints on their own thread (automatic ones stay on if it cannot start).
-            let checkpointer = match wal::spawn(shared.dir(), progress.clone()) {
-                Ok(h) => match wal::manual(&c) {
-                    Ok(()) => Some(h),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "index WAL checkpoints stay in the indexer thread");
-                        Some(h)
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "index WAL checkpoints stay in the indexer thread");
-                    None
-                }
-            };
+            let checkpointer = wal::spawn(shared.dir(), progress.clone())
+                .inspect_err(|e| tracing::warn!(error = %e, "index WAL checkpoints stay in the indexer thread"))
+                .ok();
+            if checkpointer.is_some()
+                && let Err(e) = wal::manual(&c)
+            {
+                tracing::warn!(error = %e, "automatic index WAL checkpoints stay on");
+            }
             let feed = Feed::spawn(shared.clone(), done, progress.clone());
             let rows = config.txn_rows.max(1) as u64;
             // Leaves read but not yet committed, and the end of the range they cover.
