@@ -70,8 +70,7 @@ impl Default for IndexConfig {
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS records(
-  leaf INTEGER PRIMARY KEY, t INTEGER NOT NULL, agent TEXT NOT NULL, host TEXT NOT NULL,
-  peer_addr TEXT NOT NULL, peer_port INTEGER NOT NULL, proto TEXT NOT NULL);
+  leaf INTEGER PRIMARY KEY, t INTEGER NOT NULL, agent TEXT NOT NULL, host TEXT NOT NULL, proto TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS records_t ON records(t);
 CREATE INDEX IF NOT EXISTS records_agent ON records(agent, t);
 CREATE INDEX IF NOT EXISTS records_host ON records(host, t);
@@ -88,14 +87,14 @@ const FEED_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 /// Version of the index layout; an index built with another is rebuilt from the log.
 /// 2: both ends of two-witness records are indexed (identities and endpoints).
 /// 3: `identity` and `endpoints` are their own index (WITHOUT ROWID), and
-///    `records` has no peer index (peer searches go through `endpoints`):
-///    three B-tree inserts fewer per record.
+///    `records` has no peer columns or index (peer searches go through
+///    `endpoints`): three B-tree inserts fewer per record.
 const SCHEMA_VERSION: i64 = 3;
 
 /// Drops what an older layout has and this one has not (or has differently);
 /// [`SCHEMA`] then creates the current tables.
-const MIGRATE: &str = "DROP INDEX IF EXISTS records_peer; DROP INDEX IF EXISTS identity_kv; \
-DROP INDEX IF EXISTS endpoints_addr; DROP TABLE IF EXISTS identity; DROP TABLE IF EXISTS endpoints;";
+/// (Dropping a table drops its indexes.)
+const MIGRATE: &str = "DROP TABLE IF EXISTS records; DROP TABLE IF EXISTS identity; DROP TABLE IF EXISTS endpoints;";
 
 /// Path of the index database in a data directory.
 pub fn db_path(dir: &Path) -> PathBuf {
@@ -221,7 +220,7 @@ fn index_leaves(
             .prepare_cached(
                 // OR IGNORE, not OR REPLACE: a leaf's row never changes, and a REPLACE
                 // statement keeps a statement journal (a page copy per page it touches).
-                "INSERT OR IGNORE INTO records(leaf,t,agent,host,peer_addr,peer_port,proto) VALUES (?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO records(leaf,t,agent,host,proto) VALUES (?,?,?,?,?)",
             )
             .map_err(err)?;
         // OR IGNORE: both ends of a two-witness record may have the same pair.
@@ -235,7 +234,7 @@ fn index_leaves(
             if let Some(e) = &leaf.entry {
                 // The collector's own entries: searchable by kind, some raise alerts.
                 let proto = format!("entry:{}", e.kind);
-                rec.execute(params![i as i64, e.time_ns, leaf.agent_id, "", "", 0, proto]).map_err(err)?;
+                rec.execute(params![i as i64, e.time_ns, leaf.agent_id, "", proto]).map_err(err)?;
                 pass.observe_entry(i, e).map_err(err)?;
                 crate::review::index_entry(&tx, i, e).map_err(err)?;
                 continue;
@@ -243,9 +242,7 @@ fn index_leaves(
             let r = leaf.record.as_ref().unwrap_or(&empty);
             pass.observe(i, r).map_err(err)?;
             pass.observe_agent(i, &leaf.agent_id, r).map_err(err)?;
-            let (addr, port) = r.remote.as_ref().map_or(("", 0), |e| (e.address.as_str(), e.port));
-            rec.execute(params![i as i64, r.capture_time_ns, leaf.agent_id, r.host, addr, port, r.app_protocol])
-                .map_err(err)?;
+            rec.execute(params![i as i64, r.capture_time_ns, leaf.agent_id, r.host, r.app_protocol]).map_err(err)?;
             // Both ends of a two-witness record: a search by either finds it.
             for side in crate::sides::sides(r) {
                 for (k, v) in side.identity {
@@ -433,6 +430,7 @@ INSERT INTO endpoints VALUES ('10.0.0.1', 80, 1, 0);
         for t in ["identity", "endpoints"] {
             assert!(sql_of(&c, t).unwrap().contains("WITHOUT ROWID"), "{t}: {:?}", sql_of(&c, t));
         }
+        assert!(!sql_of(&c, "records").unwrap().contains("peer_addr"), "records lost its peer columns");
         for gone in ["records_peer", "identity_kv", "endpoints_addr"] {
             assert_eq!(sql_of(&c, gone), None, "{gone} is dropped");
         }
@@ -450,7 +448,7 @@ INSERT INTO endpoints VALUES ('10.0.0.1', 80, 1, 0);
         assert_eq!(resume_point(&c, 10).unwrap(), 0);
         c.execute_batch(&format!(
             "INSERT INTO meta VALUES ('indexed', 7), ('inventory', 1), ('schema', {SCHEMA_VERSION});
-             INSERT INTO records VALUES (0, 1, 'a', 'h', '', 0, '');"
+             INSERT INTO records VALUES (0, 1, 'a', 'h', '');"
         ))
         .unwrap();
         assert_eq!(resume_point(&c, 10).unwrap(), 7);
