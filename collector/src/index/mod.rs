@@ -27,6 +27,7 @@ use rusqlite::{Connection, params};
 use wiretrail_proto::v1::{Record, StoredLeaf};
 
 mod feed;
+pub(crate) mod gens;
 mod wal;
 
 use feed::Feed;
@@ -75,10 +76,11 @@ CREATE INDEX IF NOT EXISTS records_t ON records(t);
 CREATE INDEX IF NOT EXISTS records_agent ON records(agent, t);
 CREATE INDEX IF NOT EXISTS records_host ON records(host, t);
 CREATE INDEX IF NOT EXISTS records_proto ON records(proto, t);
-CREATE TABLE IF NOT EXISTS identity(kv TEXT NOT NULL, t INTEGER NOT NULL, leaf INTEGER NOT NULL,
-  PRIMARY KEY(kv, t, leaf)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS endpoints(addr TEXT NOT NULL, port INTEGER NOT NULL, t INTEGER NOT NULL,
-  leaf INTEGER NOT NULL, PRIMARY KEY(addr, t, leaf, port)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gens(g INTEGER PRIMARY KEY, t_min INTEGER NOT NULL, t_max INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS identity(g INTEGER NOT NULL, kv TEXT NOT NULL, t INTEGER NOT NULL, leaf INTEGER NOT NULL,
+  PRIMARY KEY(g, kv, t, leaf)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS endpoints(g INTEGER NOT NULL, addr TEXT NOT NULL, port INTEGER NOT NULL,
+  t INTEGER NOT NULL, leaf INTEGER NOT NULL, PRIMARY KEY(g, addr, t, leaf, port)) WITHOUT ROWID;
 ";
 
 /// How long the indexer waits for the feed before looking at the stop flag again.
@@ -89,12 +91,14 @@ const FEED_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 /// 3: `identity` and `endpoints` are their own index (WITHOUT ROWID), and
 ///    `records` has no peer columns or index (peer searches go through
 ///    `endpoints`): three B-tree inserts fewer per record.
-const SCHEMA_VERSION: i64 = 3;
+/// 4: `identity` and `endpoints` lead their keys with the leaf's generation
+///    ([`gens`]), whose capture-time spans are kept in `gens`.
+const SCHEMA_VERSION: i64 = 4;
 
 /// Drops what an older layout has and this one has not (or has differently);
 /// [`SCHEMA`] then creates the current tables.
 /// (Dropping a table drops its indexes.)
-const MIGRATE: &str = "DROP TABLE IF EXISTS records; DROP TABLE IF EXISTS identity; DROP TABLE IF EXISTS endpoints;";
+const MIGRATE: &str = "DROP TABLE IF EXISTS records; DROP TABLE IF EXISTS identity; DROP TABLE IF EXISTS endpoints; DROP TABLE IF EXISTS gens;";
 
 /// Path of the index database in a data directory.
 pub fn db_path(dir: &Path) -> PathBuf {
@@ -184,7 +188,7 @@ fn migrate(c: &Connection) -> Result<(), rusqlite::Error> {
 pub fn clear(c: &Connection) -> Result<(), rusqlite::Error> {
     // One transaction: rows left without their `indexed` mark would be indexed again.
     c.execute_batch(&format!(
-        "BEGIN; DELETE FROM records; DELETE FROM identity; DELETE FROM endpoints; DELETE FROM meta; \
+        "BEGIN; DELETE FROM records; DELETE FROM identity; DELETE FROM endpoints; DELETE FROM gens; DELETE FROM meta; \
          DELETE FROM alerts; DELETE FROM clock_state; {} {} COMMIT;",
         crate::review::CLEAR,
         crate::inventory::CLEAR
@@ -206,7 +210,7 @@ pub fn index_range(
 
 /// Indexes decoded `leaves` in one transaction that also moves the
 /// `indexed` mark to `to` (the end of the range they were read from).
-fn index_leaves(
+pub(crate) fn index_leaves(
     c: &mut Connection,
     path: &Path,
     tracker: &mut Tracker,
@@ -224,9 +228,10 @@ fn index_leaves(
             )
             .map_err(err)?;
         // OR IGNORE: both ends of a two-witness record may have the same pair.
-        let mut idn = tx.prepare_cached("INSERT OR IGNORE INTO identity(kv,t,leaf) VALUES (?,?,?)").map_err(err)?;
+        let mut idn = tx.prepare_cached("INSERT OR IGNORE INTO identity(g,kv,t,leaf) VALUES (?,?,?,?)").map_err(err)?;
         let mut ends =
-            tx.prepare_cached("INSERT OR IGNORE INTO endpoints(addr,port,t,leaf) VALUES (?,?,?,?)").map_err(err)?;
+            tx.prepare_cached("INSERT OR IGNORE INTO endpoints(g,addr,port,t,leaf) VALUES (?,?,?,?,?)").map_err(err)?;
+        let mut spans = gens::Spans::default();
         let mut pass = tracker.pass(&tx);
         let empty = Record::default();
         for (i, leaf) in leaves {
@@ -244,17 +249,21 @@ fn index_leaves(
             pass.observe_agent(i, &leaf.agent_id, r).map_err(err)?;
             rec.execute(params![i as i64, r.capture_time_ns, leaf.agent_id, r.host, r.app_protocol]).map_err(err)?;
             // Both ends of a two-witness record: a search by either finds it.
+            let (g, t) = (gens::of(i), r.capture_time_ns);
             for side in crate::sides::sides(r) {
                 for (k, v) in side.identity {
-                    idn.execute(params![format!("{k}={v}"), r.capture_time_ns, i as i64]).map_err(err)?;
+                    idn.execute(params![g, format!("{k}={v}"), t, i as i64]).map_err(err)?;
+                    spans.note(g, t);
                 }
                 if let Some(e) = side.remote
                     && !e.address.is_empty()
                 {
-                    ends.execute(params![e.address, e.port, r.capture_time_ns, i as i64]).map_err(err)?;
+                    ends.execute(params![g, e.address, e.port, t, i as i64]).map_err(err)?;
+                    spans.note(g, t);
                 }
             }
         }
+        spans.save(&tx).map_err(err)?;
         pass.finish().map_err(err)?
     };
     tx.execute("INSERT OR REPLACE INTO meta(k,v) VALUES ('indexed', ?)", [to as i64]).map_err(err)?;
@@ -416,6 +425,21 @@ INSERT INTO identity VALUES ('pod=x', 1, 0);
 INSERT INTO endpoints VALUES ('10.0.0.1', 80, 1, 0);
 ";
 
+    /// The layout of index version 3 (no generations).
+    const V3: &str = "
+CREATE TABLE meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+CREATE TABLE records(
+  leaf INTEGER PRIMARY KEY, t INTEGER NOT NULL, agent TEXT NOT NULL, host TEXT NOT NULL, proto TEXT NOT NULL);
+CREATE TABLE identity(kv TEXT NOT NULL, t INTEGER NOT NULL, leaf INTEGER NOT NULL,
+  PRIMARY KEY(kv, t, leaf)) WITHOUT ROWID;
+CREATE TABLE endpoints(addr TEXT NOT NULL, port INTEGER NOT NULL, t INTEGER NOT NULL,
+  leaf INTEGER NOT NULL, PRIMARY KEY(addr, t, leaf, port)) WITHOUT ROWID;
+INSERT INTO meta VALUES ('indexed', 3), ('inventory', 1), ('schema', 3);
+INSERT INTO records VALUES (0, 1, 'a', 'h', 'http'), (1, 2, 'a', 'h', ''), (2, 3, 'a', 'h', '');
+INSERT INTO identity VALUES ('pod=x', 1, 0);
+INSERT INTO endpoints VALUES ('10.0.0.1', 80, 1, 0);
+";
+
     fn sql_of(c: &Connection, name: &str) -> Option<String> {
         c.query_row("SELECT sql FROM sqlite_master WHERE name = ?", [name], |r| r.get(0)).ok()
     }
@@ -431,11 +455,29 @@ INSERT INTO endpoints VALUES ('10.0.0.1', 80, 1, 0);
             assert!(sql_of(&c, t).unwrap().contains("WITHOUT ROWID"), "{t}: {:?}", sql_of(&c, t));
         }
         assert!(!sql_of(&c, "records").unwrap().contains("peer_addr"), "records lost its peer columns");
+        assert!(sql_of(&c, "identity").unwrap().contains("PRIMARY KEY(g, kv, t, leaf)"));
+        assert!(sql_of(&c, "endpoints").unwrap().contains("PRIMARY KEY(g, addr, t, leaf, port)"));
         for gone in ["records_peer", "identity_kv", "endpoints_addr"] {
             assert_eq!(sql_of(&c, gone), None, "{gone} is dropped");
         }
         let rows: i64 = c
             .query_row("SELECT (SELECT count(*) FROM records) + (SELECT count(*) FROM identity) + (SELECT count(*) FROM endpoints)", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "rebuilt from the log, so emptied first");
+        assert_eq!(indexed(&c).unwrap(), 0);
+    }
+
+    #[test]
+    fn an_index_without_generations_is_recreated_empty_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        Connection::open(db_path(dir.path())).unwrap().execute_batch(V3).unwrap();
+        let c = open(dir.path()).unwrap();
+        assert!(!sql_of(&c, "identity").unwrap().contains("g INTEGER"), "open alone keeps the old tables");
+        assert_eq!(resume_point(&c, 10).unwrap(), 0);
+        assert!(sql_of(&c, "identity").unwrap().contains("PRIMARY KEY(g, kv, t, leaf)"));
+        assert!(sql_of(&c, "endpoints").unwrap().contains("PRIMARY KEY(g, addr, t, leaf, port)"));
+        let rows: i64 = c
+            .query_row("SELECT (SELECT count(*) FROM records) + (SELECT count(*) FROM identity) + (SELECT count(*) FROM endpoints) + (SELECT count(*) FROM gens)", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 0, "rebuilt from the log, so emptied first");
         assert_eq!(indexed(&c).unwrap(), 0);

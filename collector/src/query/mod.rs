@@ -4,6 +4,8 @@
 pub mod inventory;
 pub mod limits;
 pub mod service;
+#[cfg(test)]
+mod tests;
 
 use prost::Message;
 use rusqlite::Connection;
@@ -119,21 +121,30 @@ impl Query {
             n += 1;
             format!("?{}", n - 1)
         };
+        // The window's bounds, as parameters every table's time column is compared with.
+        let t_from = (f.from_time_ns != 0).then(|| arg(Value::Integer(f.from_time_ns), &mut args));
+        let t_to = (f.to_time_ns != 0).then(|| arg(Value::Integer(f.to_time_ns), &mut args));
+        // `identity` and `endpoints` are keyed (generation, key, time, leaf): one seek
+        // per generation with leaves in the bounds and times in the window.
+        let window = |table: &str, conds: &mut Vec<String>| {
+            conds.push(index::gens::filter(&format!("{table}.g"), t_from.as_deref(), t_to.as_deref()));
+            if let Some(p) = &t_from {
+                conds.push(format!("{table}.t >= {p}"));
+            }
+            if let Some(p) = &t_to {
+                conds.push(format!("{table}.t < {p}"));
+            }
+        };
         if let Some((k, v)) = self.identity.first() {
             from = "identity i JOIN records r ON r.leaf = i.leaf".into();
             conds.push(format!("i.kv = {}", arg(Value::Text(format!("{k}={v}")), &mut args)));
-            if f.from_time_ns != 0 {
-                conds.push(format!("i.t >= {}", arg(Value::Integer(f.from_time_ns), &mut args)));
-            }
-            if f.to_time_ns != 0 {
-                conds.push(format!("i.t < {}", arg(Value::Integer(f.to_time_ns), &mut args)));
-            }
+            window("i", &mut conds);
         }
-        if f.from_time_ns != 0 {
-            conds.push(format!("r.t >= {}", arg(Value::Integer(f.from_time_ns), &mut args)));
+        if let Some(p) = &t_from {
+            conds.push(format!("r.t >= {p}"));
         }
-        if f.to_time_ns != 0 {
-            conds.push(format!("r.t < {}", arg(Value::Integer(f.to_time_ns), &mut args)));
+        if let Some(p) = &t_to {
+            conds.push(format!("r.t < {p}"));
         }
         for (col, val) in [("agent", &f.agent_id), ("host", &f.host), ("proto", &f.app_protocol)] {
             if !val.is_empty() {
@@ -147,13 +158,7 @@ impl Query {
             if f.peer_port != 0 {
                 conds.push(format!("e.port = {}", arg(Value::Integer(f.peer_port as i64), &mut args)));
             }
-            // The window on the endpoint's own time column narrows its key range (addr, t, ...).
-            if f.from_time_ns != 0 {
-                conds.push(format!("e.t >= {}", arg(Value::Integer(f.from_time_ns), &mut args)));
-            }
-            if f.to_time_ns != 0 {
-                conds.push(format!("e.t < {}", arg(Value::Integer(f.to_time_ns), &mut args)));
-            }
+            window("e", &mut conds);
         }
         match f.entry_kind.as_str() {
             "" => {}

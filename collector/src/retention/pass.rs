@@ -127,8 +127,12 @@ pub fn delete(
 
 fn drop_index_rows(shared: &Shared, first: u64, end: u64) -> Result<(), RetentionError> {
     let c = crate::index::open(shared.dir()).map_err(|e| RetentionError::Index(e.to_string()))?;
-    for t in ["records", "identity", "endpoints"] {
-        c.execute(&format!("DELETE FROM {t} WHERE leaf >= ?1 AND leaf < ?2"), (first as i64, end as i64))
+    // `identity` and `endpoints` lead their keys with the generation: name the
+    // generations so the deletion reads only theirs, not the whole table.
+    let gens =
+        format!("g BETWEEN {} AND {} AND ", crate::index::gens::of(first), crate::index::gens::of(end.max(1) - 1));
+    for (t, narrow) in [("records", ""), ("identity", gens.as_str()), ("endpoints", gens.as_str())] {
+        c.execute(&format!("DELETE FROM {t} WHERE {narrow}leaf >= ?1 AND leaf < ?2"), (first as i64, end as i64))
             .map_err(|e| RetentionError::Index(e.to_string()))?;
     }
     Ok(())
