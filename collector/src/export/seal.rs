@@ -156,7 +156,10 @@ fn find_search(
     let path = index::db_path(shared.dir());
     let err = |source| Error::Index(IndexError::Sqlite { path: path.clone(), source });
     let mut st = conn
-        .prepare_cached("SELECT leaf FROM records WHERE proto = ?1 AND leaf < ?2 ORDER BY leaf DESC LIMIT 1000")
+        .prepare_cached(
+            "SELECT leaf FROM records WHERE dim IN (SELECT id FROM dims WHERE proto = ?1) AND leaf < ?2 \
+             ORDER BY leaf DESC LIMIT 1000",
+        )
         .map_err(err)?;
     let kind = format!("entry:{}", crate::entry::ACCESS);
     let mut below = indexed as i64;

@@ -26,8 +26,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rusqlite::{Connection, params};
 use wiretrail_proto::v1::{Record, StoredLeaf};
 
+pub(crate) mod dims;
 mod feed;
 pub(crate) mod gens;
+mod layout;
+
+pub use layout::clear;
+use layout::{SCHEMA_VERSION, resume_point};
 mod wal;
 
 use feed::Feed;
@@ -68,37 +73,8 @@ impl Default for IndexConfig {
     }
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS records(
-  leaf INTEGER PRIMARY KEY, t INTEGER NOT NULL, agent TEXT NOT NULL, host TEXT NOT NULL, proto TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS records_t ON records(t);
-CREATE INDEX IF NOT EXISTS records_agent ON records(agent, t);
-CREATE INDEX IF NOT EXISTS records_host ON records(host, t);
-CREATE INDEX IF NOT EXISTS records_proto ON records(proto, t);
-CREATE TABLE IF NOT EXISTS gens(g INTEGER PRIMARY KEY, t_min INTEGER NOT NULL, t_max INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS identity(g INTEGER NOT NULL, kv TEXT NOT NULL, t INTEGER NOT NULL, leaf INTEGER NOT NULL,
-  PRIMARY KEY(g, kv, t, leaf)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS endpoints(g INTEGER NOT NULL, addr TEXT NOT NULL, port INTEGER NOT NULL,
-  t INTEGER NOT NULL, leaf INTEGER NOT NULL, PRIMARY KEY(g, addr, t, leaf, port)) WITHOUT ROWID;
-";
-
 /// How long the indexer waits for the feed before looking at the stop flag again.
 const FEED_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Version of the index layout; an index built with another is rebuilt from the log.
-/// 2: both ends of two-witness records are indexed (identities and endpoints).
-/// 3: `identity` and `endpoints` are their own index (WITHOUT ROWID), and
-///    `records` has no peer columns or index (peer searches go through
-///    `endpoints`): three B-tree inserts fewer per record.
-/// 4: `identity` and `endpoints` lead their keys with the leaf's generation
-///    ([`gens`]), whose capture-time spans are kept in `gens`.
-const SCHEMA_VERSION: i64 = 4;
-
-/// Drops what an older layout has and this one has not (or has differently);
-/// [`SCHEMA`] then creates the current tables.
-/// (Dropping a table drops its indexes.)
-const MIGRATE: &str = "DROP TABLE IF EXISTS records; DROP TABLE IF EXISTS identity; DROP TABLE IF EXISTS endpoints; DROP TABLE IF EXISTS gens;";
 
 /// Path of the index database in a data directory.
 pub fn db_path(dir: &Path) -> PathBuf {
@@ -116,7 +92,9 @@ pub fn open(dir: &Path) -> Result<Connection, IndexError> {
     // temp file they were 29 % of indexing time, a pwrite per page touched.
     c.pragma_update(None, "temp_store", "MEMORY").map_err(err)?;
     c.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
-    c.execute_batch(SCHEMA).map_err(err)?;
+    let mut c = c;
+    layout::drop_older(&mut c).map_err(err)?;
+    c.execute_batch(layout::SCHEMA).map_err(err)?;
     c.execute_batch(crate::inventory::SCHEMA).map_err(err)?;
     c.execute_batch(crate::alerts::SCHEMA).map_err(err)?;
     c.execute_batch(crate::review::SCHEMA).map_err(err)?;
@@ -168,33 +146,6 @@ pub fn indexed(c: &Connection) -> Result<u64, rusqlite::Error> {
         .map(|v| v as u64)
 }
 
-/// Whether the database was built with the inventory and this layout
-/// (older indexes were not).
-fn has_inventory(c: &Connection) -> Result<bool, rusqlite::Error> {
-    c.query_row(
-        "SELECT EXISTS(SELECT 1 FROM meta WHERE k='inventory') AND EXISTS(SELECT 1 FROM meta WHERE k='schema' AND v=?1)",
-        [SCHEMA_VERSION],
-        |r| r.get(0),
-    )
-}
-
-/// Recreates the index's tables in this layout, empty (it is then rebuilt from the log).
-fn migrate(c: &Connection) -> Result<(), rusqlite::Error> {
-    c.execute_batch(&format!("BEGIN; {MIGRATE} {SCHEMA} COMMIT;"))?;
-    clear(c)
-}
-
-/// Empties the index (it is then rebuilt from the log).
-pub fn clear(c: &Connection) -> Result<(), rusqlite::Error> {
-    // One transaction: rows left without their `indexed` mark would be indexed again.
-    c.execute_batch(&format!(
-        "BEGIN; DELETE FROM records; DELETE FROM identity; DELETE FROM endpoints; DELETE FROM gens; DELETE FROM meta; \
-         DELETE FROM alerts; DELETE FROM clock_state; {} {} COMMIT;",
-        crate::review::CLEAR,
-        crate::inventory::CLEAR
-    ))
-}
-
 /// Indexes leaves `from..to` of the log in one transaction, updating the
 /// inventory and raising alerts through `tracker`.
 pub fn index_range(
@@ -224,7 +175,7 @@ pub(crate) fn index_leaves(
             .prepare_cached(
                 // OR IGNORE, not OR REPLACE: a leaf's row never changes, and a REPLACE
                 // statement keeps a statement journal (a page copy per page it touches).
-                "INSERT OR IGNORE INTO records(leaf,t,agent,host,proto) VALUES (?,?,?,?,?)",
+                "INSERT OR IGNORE INTO records(leaf,t,dim) VALUES (?,?,?)",
             )
             .map_err(err)?;
         // OR IGNORE: both ends of a two-witness record may have the same pair.
@@ -232,6 +183,7 @@ pub(crate) fn index_leaves(
         let mut ends =
             tx.prepare_cached("INSERT OR IGNORE INTO endpoints(g,addr,port,t,leaf) VALUES (?,?,?,?,?)").map_err(err)?;
         let mut spans = gens::Spans::default();
+        let mut dims = dims::Dims::default();
         let mut pass = tracker.pass(&tx);
         let empty = Record::default();
         for (i, leaf) in leaves {
@@ -239,7 +191,8 @@ pub(crate) fn index_leaves(
             if let Some(e) = &leaf.entry {
                 // The collector's own entries: searchable by kind, some raise alerts.
                 let proto = format!("entry:{}", e.kind);
-                rec.execute(params![i as i64, e.time_ns, leaf.agent_id, "", proto]).map_err(err)?;
+                let dim = dims.id(&tx, &leaf.agent_id, "", &proto).map_err(err)?;
+                rec.execute(params![i as i64, e.time_ns, dim]).map_err(err)?;
                 pass.observe_entry(i, e).map_err(err)?;
                 crate::review::index_entry(&tx, i, e).map_err(err)?;
                 continue;
@@ -247,7 +200,8 @@ pub(crate) fn index_leaves(
             let r = leaf.record.as_ref().unwrap_or(&empty);
             pass.observe(i, r).map_err(err)?;
             pass.observe_agent(i, &leaf.agent_id, r).map_err(err)?;
-            rec.execute(params![i as i64, r.capture_time_ns, leaf.agent_id, r.host, r.app_protocol]).map_err(err)?;
+            let dim = dims.id(&tx, &leaf.agent_id, &r.host, &r.app_protocol).map_err(err)?;
+            rec.execute(params![i as i64, r.capture_time_ns, dim]).map_err(err)?;
             // Both ends of a two-witness record: a search by either finds it.
             let (g, t) = (gens::of(i), r.capture_time_ns);
             for side in crate::sides::sides(r) {
@@ -275,27 +229,6 @@ pub(crate) fn index_leaves(
         crate::alerts::log(a);
     }
     Ok(())
-}
-
-/// Where indexing resumes in a log of `log_size` leaves: the `indexed` mark,
-/// or 0 after emptying an index that is ahead of the log, or recreating the
-/// tables of one with another layout (or none yet).
-fn resume_point(c: &Connection, log_size: u64) -> Result<u64, rusqlite::Error> {
-    let done = indexed(c)?;
-    let current = has_inventory(c)?;
-    if current && done <= log_size {
-        return Ok(done);
-    }
-    if done > 0 {
-        tracing::warn!(
-            indexed = done,
-            log = log_size,
-            layout_current = current,
-            "index is ahead of the log or has an older layout; rebuilding it"
-        );
-    }
-    if current { clear(c) } else { migrate(c) }?;
-    Ok(0)
 }
 
 /// Progress of the indexer, shared with ingest (back-pressure) and queries.
@@ -403,100 +336,4 @@ pub fn spawn(
             }
         })
         .expect("spawning indexer"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The layout of index version 2.
-    const V2: &str = "
-CREATE TABLE meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
-CREATE TABLE records(leaf INTEGER PRIMARY KEY, t INTEGER NOT NULL, agent TEXT NOT NULL, host TEXT NOT NULL,
-  peer_addr TEXT NOT NULL, peer_port INTEGER NOT NULL, proto TEXT NOT NULL);
-CREATE INDEX records_peer ON records(peer_addr, t);
-CREATE TABLE identity(kv TEXT NOT NULL, t INTEGER NOT NULL, leaf INTEGER NOT NULL);
-CREATE INDEX identity_kv ON identity(kv, t, leaf);
-CREATE TABLE endpoints(addr TEXT NOT NULL, port INTEGER NOT NULL, t INTEGER NOT NULL, leaf INTEGER NOT NULL);
-CREATE INDEX endpoints_addr ON endpoints(addr, t, leaf);
-INSERT INTO meta VALUES ('indexed', 3), ('inventory', 1), ('schema', 2);
-INSERT INTO records VALUES (0, 1, 'a', 'h', '10.0.0.1', 80, 'http'), (1, 2, 'a', 'h', '', 0, ''), (2, 3, 'a', 'h', '', 0, '');
-INSERT INTO identity VALUES ('pod=x', 1, 0);
-INSERT INTO endpoints VALUES ('10.0.0.1', 80, 1, 0);
-";
-
-    /// The layout of index version 3 (no generations).
-    const V3: &str = "
-CREATE TABLE meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
-CREATE TABLE records(
-  leaf INTEGER PRIMARY KEY, t INTEGER NOT NULL, agent TEXT NOT NULL, host TEXT NOT NULL, proto TEXT NOT NULL);
-CREATE TABLE identity(kv TEXT NOT NULL, t INTEGER NOT NULL, leaf INTEGER NOT NULL,
-  PRIMARY KEY(kv, t, leaf)) WITHOUT ROWID;
-CREATE TABLE endpoints(addr TEXT NOT NULL, port INTEGER NOT NULL, t INTEGER NOT NULL,
-  leaf INTEGER NOT NULL, PRIMARY KEY(addr, t, leaf, port)) WITHOUT ROWID;
-INSERT INTO meta VALUES ('indexed', 3), ('inventory', 1), ('schema', 3);
-INSERT INTO records VALUES (0, 1, 'a', 'h', 'http'), (1, 2, 'a', 'h', ''), (2, 3, 'a', 'h', '');
-INSERT INTO identity VALUES ('pod=x', 1, 0);
-INSERT INTO endpoints VALUES ('10.0.0.1', 80, 1, 0);
-";
-
-    fn sql_of(c: &Connection, name: &str) -> Option<String> {
-        c.query_row("SELECT sql FROM sqlite_master WHERE name = ?", [name], |r| r.get(0)).ok()
-    }
-
-    #[test]
-    fn an_index_of_the_previous_layout_is_recreated_empty_in_this_one() {
-        let dir = tempfile::tempdir().unwrap();
-        Connection::open(db_path(dir.path())).unwrap().execute_batch(V2).unwrap();
-        let c = open(dir.path()).unwrap();
-        assert!(!sql_of(&c, "identity").unwrap().contains("WITHOUT ROWID"), "open alone keeps the old tables");
-        assert_eq!(resume_point(&c, 10).unwrap(), 0);
-        for t in ["identity", "endpoints"] {
-            assert!(sql_of(&c, t).unwrap().contains("WITHOUT ROWID"), "{t}: {:?}", sql_of(&c, t));
-        }
-        assert!(!sql_of(&c, "records").unwrap().contains("peer_addr"), "records lost its peer columns");
-        assert!(sql_of(&c, "identity").unwrap().contains("PRIMARY KEY(g, kv, t, leaf)"));
-        assert!(sql_of(&c, "endpoints").unwrap().contains("PRIMARY KEY(g, addr, t, leaf, port)"));
-        for gone in ["records_peer", "identity_kv", "endpoints_addr"] {
-            assert_eq!(sql_of(&c, gone), None, "{gone} is dropped");
-        }
-        let rows: i64 = c
-            .query_row("SELECT (SELECT count(*) FROM records) + (SELECT count(*) FROM identity) + (SELECT count(*) FROM endpoints)", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(rows, 0, "rebuilt from the log, so emptied first");
-        assert_eq!(indexed(&c).unwrap(), 0);
-    }
-
-    #[test]
-    fn an_index_without_generations_is_recreated_empty_with_them() {
-        let dir = tempfile::tempdir().unwrap();
-        Connection::open(db_path(dir.path())).unwrap().execute_batch(V3).unwrap();
-        let c = open(dir.path()).unwrap();
-        assert!(!sql_of(&c, "identity").unwrap().contains("g INTEGER"), "open alone keeps the old tables");
-        assert_eq!(resume_point(&c, 10).unwrap(), 0);
-        assert!(sql_of(&c, "identity").unwrap().contains("PRIMARY KEY(g, kv, t, leaf)"));
-        assert!(sql_of(&c, "endpoints").unwrap().contains("PRIMARY KEY(g, addr, t, leaf, port)"));
-        let rows: i64 = c
-            .query_row("SELECT (SELECT count(*) FROM records) + (SELECT count(*) FROM identity) + (SELECT count(*) FROM endpoints) + (SELECT count(*) FROM gens)", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(rows, 0, "rebuilt from the log, so emptied first");
-        assert_eq!(indexed(&c).unwrap(), 0);
-    }
-
-    #[test]
-    fn a_current_index_resumes_at_its_mark_unless_it_is_ahead_of_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = open(dir.path()).unwrap();
-        assert_eq!(resume_point(&c, 10).unwrap(), 0);
-        c.execute_batch(&format!(
-            "INSERT INTO meta VALUES ('indexed', 7), ('inventory', 1), ('schema', {SCHEMA_VERSION});
-             INSERT INTO records VALUES (0, 1, 'a', 'h', '');"
-        ))
-        .unwrap();
-        assert_eq!(resume_point(&c, 10).unwrap(), 7);
-        assert_eq!(resume_point(&c, 7).unwrap(), 7);
-        // A log shorter than the mark (restored from an older copy): start over.
-        assert_eq!(resume_point(&c, 5).unwrap(), 0);
-        assert_eq!(c.query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
-    }
 }

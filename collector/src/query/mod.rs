@@ -146,9 +146,11 @@ impl Query {
         if let Some(p) = &t_to {
             conds.push(format!("r.t < {p}"));
         }
+        // Agent, host, protocol and entry kind are columns of `dims`; records keep its id.
+        let mut dims: Vec<String> = Vec::new();
         for (col, val) in [("agent", &f.agent_id), ("host", &f.host), ("proto", &f.app_protocol)] {
             if !val.is_empty() {
-                conds.push(format!("r.{col} = {}", arg(Value::Text(val.clone()), &mut args)));
+                dims.push(format!("{col} = {}", arg(Value::Text(val.clone()), &mut args)));
             }
         }
         if !f.peer_address.is_empty() {
@@ -162,8 +164,11 @@ impl Query {
         }
         match f.entry_kind.as_str() {
             "" => {}
-            "*" => conds.push(format!("r.proto LIKE 'entry:%' AND r.proto != 'entry:{}'", crate::entry::ACCESS)),
-            k => conds.push(format!("r.proto = {}", arg(Value::Text(format!("entry:{k}")), &mut args))),
+            "*" => dims.push(format!("proto LIKE 'entry:%' AND proto != 'entry:{}'", crate::entry::ACCESS)),
+            k => dims.push(format!("proto = {}", arg(Value::Text(format!("entry:{k}")), &mut args))),
+        }
+        if !dims.is_empty() {
+            conds.push(index::dims::filter("r.dim", &dims));
         }
         let sql = format!("SELECT DISTINCT r.leaf FROM {from} WHERE {} ORDER BY r.leaf LIMIT ?3", conds.join(" AND "));
         (sql, args)

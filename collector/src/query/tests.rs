@@ -93,3 +93,44 @@ fn a_windowed_identity_search_seeks_the_generations_key_range() {
     let plan = plan.join("\n");
     assert!(plan.contains("SEARCH i USING PRIMARY KEY (g=? AND kv=? AND t>? AND t<?)"), "{plan}");
 }
+
+#[test]
+fn agent_host_protocol_and_entry_kind_candidates_come_through_dims() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = crate::index::open(dir.path()).unwrap();
+    let with = |i: u64, agent: &str, host: &str, proto: &str| {
+        let (i, mut l) = leaf(i, 1_000 + i as i64, "x", "10.0.0.1");
+        l.agent_id = agent.into();
+        let r = l.record.as_mut().unwrap();
+        r.host = host.into();
+        r.app_protocol = proto.into();
+        (i, l)
+    };
+    let entry = |i: u64, kind: &str| {
+        let e = crate::entry::new(kind, 1_000 + i as i64, "s", serde_json::json!({}), Vec::new());
+        (i, StoredLeaf { agent_id: "collector".into(), entry: Some(e), ..Default::default() })
+    };
+    let leaves = vec![
+        with(0, "a1", "h1", "http"),
+        with(1, "a2", "h1", "postgres"),
+        entry(2, crate::entry::ACCESS),
+        with(3, "a1", "h2", "postgres"),
+        entry(4, crate::entry::RECOVERY),
+        with(GEN_LEAVES + 5, "a2", "h2", "http"),
+    ];
+    let end = GEN_LEAVES + 6;
+    let registry = Arc::new(crate::registry::RegistryHandle::open(None).unwrap());
+    let mut tracker = crate::inventory::Tracker::new(registry);
+    crate::index::index_leaves(&mut c, &crate::index::db_path(dir.path()), &mut tracker, &leaves, end).unwrap();
+    let g = GEN_LEAVES as i64;
+    let ask = |f: Filter| candidates(&c, f, -1, end);
+    assert_eq!(ask(Filter { agent_id: "a1".into(), ..Default::default() }), vec![0, 3]);
+    assert_eq!(ask(Filter { host: "h2".into(), ..Default::default() }), vec![3, g + 5]);
+    assert_eq!(ask(Filter { app_protocol: "http".into(), ..Default::default() }), vec![0, g + 5]);
+    assert_eq!(ask(Filter { app_protocol: "http".into(), host: "h1".into(), ..Default::default() }), vec![0]);
+    assert_eq!(ask(Filter { app_protocol: "mysql".into(), ..Default::default() }), Vec::<i64>::new());
+    assert_eq!(ask(Filter { entry_kind: "*".into(), ..Default::default() }), vec![4], "access entries left out");
+    assert_eq!(ask(Filter { entry_kind: crate::entry::ACCESS.into(), ..Default::default() }), vec![2]);
+    let window = Filter { host: "h1".into(), from_time_ns: 1_001, to_time_ns: 1_002, ..Default::default() };
+    assert_eq!(ask(window), vec![1]);
+}
