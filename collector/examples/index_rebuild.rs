@@ -1,11 +1,13 @@
 //! Times a full rebuild of the search index from a data directory's log:
-//! `cargo run --release -p wiretrail-collector --example index_rebuild -- DIR`.
+//! `cargo run --release -p wiretrail-collector --example index_rebuild -- DIR [LEAVES [TXN_ROWS]]`.
 //!
 //! DIR is a data directory no collector is using (e.g. one kept by
 //! `cargo xtask bench collector --keep`). Its `index.sqlite` is removed and the
 //! indexer rebuilds it with an empty registry, as a collector does at start;
-//! the rate is printed every second and at the end. Meant for profiling the
-//! indexer (`perf record` this process).
+//! the rate is printed every second and at the end. LEAVES stops it after that
+//! many leaves (default: the whole log); TXN_ROWS sets the records per index
+//! transaction (default: the collector's). Meant for profiling the indexer
+//! (`perf record` this process).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,8 +18,13 @@ use wiretrail_collector::registry::RegistryHandle;
 use wiretrail_collector::store::{StoreConfig, Writer};
 
 fn main() -> anyhow::Result<()> {
-    let dir =
-        std::path::PathBuf::from(std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: index_rebuild DIR"))?);
+    let usage = || anyhow::anyhow!("usage: index_rebuild DIR [LEAVES [TXN_ROWS]]");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = std::path::PathBuf::from(args.first().ok_or_else(usage)?);
+    let number = |i: usize| -> anyhow::Result<Option<u64>> {
+        args.get(i).map(|a| a.parse::<u64>().map_err(|e| anyhow::anyhow!("{a:?}: {e}"))).transpose()
+    };
+    let (leaves, txn_rows) = (number(1)?, number(2)?);
     for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
         let p = dir.join(f);
         if p.exists() {
@@ -25,11 +32,15 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let (writer, shared) = Writer::open(&dir, StoreConfig::default())?;
-    let size = shared.size();
+    let size = leaves.map_or(shared.size(), |n| n.min(shared.size()));
+    let mut config = IndexConfig::default();
+    if let Some(rows) = txn_rows {
+        config.txn_rows = rows as usize;
+    }
     let progress = Arc::new(IndexProgress::default());
     let registry = Arc::new(RegistryHandle::open(None)?);
     let t = Instant::now();
-    let handle = index::spawn(shared.clone(), IndexConfig::default(), progress.clone(), registry)?;
+    let handle = index::spawn(shared.clone(), config, progress.clone(), registry)?;
     let mut last = (0.0, 0u64);
     loop {
         let done = progress.indexed.load(Ordering::Acquire);

@@ -14,10 +14,14 @@
 //! [`wal`] checkpoints the database's WAL. The index is a candidate filter:
 //! every hit is read from the log and matched again ([`crate::query`]), so
 //! the tables hold only the keys searches narrow by, each in one B-tree
-//! (`identity` and `endpoints` are WITHOUT ROWID tables keyed by what is
-//! searched, then time, then leaf). Measured on a 1M-record bench log
-//! (`examples/index_rebuild.rs`): 19k leaves/s before this layout and the
-//! threads, about 4 times that after; see BENCHMARKS.md.
+//! ([`layout`]): `identity` and `endpoints` are WITHOUT ROWID tables keyed by
+//! generation ([`gens`]), what is searched, time and leaf, so inserts stay in
+//! a working set of bounded size however long the log; `records` keeps a
+//! [`dims`] id for its agent, host and protocol. Five B-tree inserts per
+//! record. Measured on a 1M-record bench log (`examples/index_rebuild.rs`):
+//! 19k leaves/s before the WITHOUT ROWID layout and the threads, about 4
+//! times that after; at 10M records, ingest paced by the indexer went from
+//! 41k to 90k records/s with generations and dims; see BENCHMARKS.md.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
