@@ -13,16 +13,30 @@ use std::collections::HashMap;
 /// Missing parts are empty (`host:node-a::`). The key is a name, not a format
 /// to parse back: a `:` inside a cgroup path or exe is kept as is.
 pub fn identity_key(identity: &HashMap<String, String>, fallback_host: &str) -> String {
+    let mut key = String::new();
+    identity_key_into(&mut key, identity, fallback_host);
+    key
+}
+
+/// [`identity_key`] written into `key` (cleared first): the indexer keeps one
+/// buffer instead of allocating a key per record.
+pub fn identity_key_into(key: &mut String, identity: &HashMap<String, String>, fallback_host: &str) {
     let get = |k: &str| identity.get(k).map(String::as_str).unwrap_or("");
+    key.clear();
     let (ns, sa) = (get("k8s_namespace"), get("k8s_service_account"));
     if !ns.is_empty() || !sa.is_empty() {
-        return format!("k8s:{ns}/{sa}");
+        for part in ["k8s:", ns, "/", sa] {
+            key.push_str(part);
+        }
+        return;
     }
     let host = match get("host") {
         "" => fallback_host,
         h => h,
     };
-    format!("host:{host}:{}:{}", get("cgroup_path"), get("exe"))
+    for part in ["host:", host, ":", get("cgroup_path"), ":", get("exe")] {
+        key.push_str(part);
+    }
 }
 
 /// A short name for people to read in tables: `curl on vm`,
@@ -114,5 +128,9 @@ mod tests {
         let a = map(&[("exe", "/a"), ("cgroup_path", "/c"), ("exe_sha256", "00"), ("container_id", "x")]);
         let b = map(&[("cgroup_path", "/c"), ("exe", "/a")]);
         assert_eq!(identity_key(&a, "h"), identity_key(&b, "h"));
+        // A reused buffer holds only the new key.
+        let mut buf = "k8s:stale/key-from-before".to_string();
+        identity_key_into(&mut buf, &a, "h");
+        assert_eq!(buf, "host:h:/c:/a");
     }
 }

@@ -16,7 +16,7 @@ use rusqlite::{Connection, params};
 use wiretrail_proto::v1::InventoryEntry;
 
 use crate::registry::Registry;
-pub use key::{identity_key, identity_label};
+pub use key::{identity_key, identity_key_into, identity_label};
 pub use update::{PEER_CAP, Pass, Tracker};
 
 /// Tables of the inventory (created with the index).

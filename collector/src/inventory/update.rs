@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 use wiretrail_proto::v1::Record;
 
-use super::{decode_attrs, identity_key};
+use super::{decode_attrs, identity_key_into};
 use crate::alerts::{self, Kind, NewAlert};
 use crate::registry::{RecordAttributes, Registry, RegistryHandle};
 
@@ -47,6 +47,8 @@ impl Tracker {
             accs: HashMap::new(),
             order: Vec::new(),
             alerts: Vec::new(),
+            key_buf: String::new(),
+            peer_buf: String::new(),
         }
     }
 
@@ -95,22 +97,51 @@ struct Acc {
     peer_pos: HashMap<String, usize>,
 }
 
-/// Whether `m` already holds exactly the attributes of `a`.
-fn same_attrs(m: &BTreeMap<String, String>, a: &RecordAttributes) -> bool {
-    m.len() == a.identity.len() + 2
-        && m.get("host").map(String::as_str) == Some(a.host)
-        && m.get("uid") == Some(&a.uid)
-        && a.identity.iter().all(|(k, v)| m.get(k) == Some(v))
+/// Makes `m` hold exactly the attributes of `a`; returns whether it changed.
+/// When `m` has the same keys (an identity's records usually do: only a
+/// value such as the pod name differs), values are overwritten in place
+/// (`clone_from` reuses their buffers) instead of building a new map per record.
+fn assign_attrs(m: &mut BTreeMap<String, String>, a: &RecordAttributes) -> bool {
+    let same_keys = m.len() == a.identity.len() + 2
+        && m.contains_key("host")
+        && m.contains_key("uid")
+        && a.identity.keys().all(|k| m.contains_key(k));
+    if !same_keys {
+        *m = a.to_map();
+        return true;
+    }
+    let mut changed = false;
+    let mut set = |k: &str, v: &str| {
+        let slot = m.get_mut(k).expect("same keys");
+        if slot != v {
+            slot.clear();
+            slot.push_str(v);
+            changed = true;
+        }
+    };
+    for (k, v) in a.identity {
+        set(k, v);
+    }
+    set("host", a.host);
+    set("uid", &a.uid);
+    changed
 }
 
-/// The peer an end talks to: the peer's identity key when known, else the remote endpoint.
-fn peer_of(side: &crate::sides::SideView<'_>, host: &str) -> Option<String> {
+/// Writes into `out` the peer an end talks to: the peer's identity key when
+/// known, else the remote endpoint; false when it names neither.
+fn peer_into(out: &mut String, side: &crate::sides::SideView<'_>, host: &str) -> bool {
+    use std::fmt::Write;
     if !side.peer_identity.is_empty() {
-        return Some(identity_key(side.peer_identity, host));
+        identity_key_into(out, side.peer_identity, host);
+        return true;
     }
+    out.clear();
     match side.remote {
-        Some(e) if !e.address.is_empty() => Some(format!("{}:{}", e.address, e.port)),
-        _ => None,
+        Some(e) if !e.address.is_empty() => {
+            let _ = write!(out, "{}:{}", e.address, e.port);
+            true
+        }
+        _ => false,
     }
 }
 
@@ -130,6 +161,9 @@ pub struct Pass<'c> {
     order: Vec<String>,
     /// Alerts stored in this pass.
     alerts: Vec<NewAlert>,
+    /// Buffers for the identity key and the peer of the record being observed.
+    key_buf: String,
+    peer_buf: String,
 }
 
 impl Pass<'_> {
@@ -155,12 +189,29 @@ impl Pass<'_> {
         if side.identity.is_empty() {
             return Ok(());
         }
-        let key = identity_key(side.identity, &r.host);
-        if !self.accs.contains_key(&key) {
+        // The key and peer are built in buffers kept across records (no allocation per record).
+        let (mut key, mut peer) = (std::mem::take(&mut self.key_buf), std::mem::take(&mut self.peer_buf));
+        identity_key_into(&mut key, side.identity, &r.host);
+        let has_peer = peer_into(&mut peer, side, &r.host);
+        let done = self.observe_identity(leaf, r, side, &key, has_peer.then_some(peer.as_str()));
+        (self.key_buf, self.peer_buf) = (key, peer);
+        done
+    }
+
+    /// [`Self::observe_side`] for the end whose identity key is `key`, talking to `peer`.
+    fn observe_identity(
+        &mut self,
+        leaf: u64,
+        r: &Record,
+        side: &crate::sides::SideView<'_>,
+        key: &str,
+        peer: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        if !self.accs.contains_key(key) {
             let stored: Option<(bool, i64)> = self
                 .c
                 .prepare_cached("SELECT alerted, first_seen FROM inventory WHERE key = ?")?
-                .query_row([&key], |row| Ok((row.get::<_, i64>(0)? != 0, row.get(1)?)))
+                .query_row([key], |row| Ok((row.get::<_, i64>(0)? != 0, row.get(1)?)))
                 .optional()?;
             let acc = Acc {
                 existed: stored.is_some(),
@@ -171,10 +222,10 @@ impl Pass<'_> {
                 first_leaf: leaf,
                 ..Default::default()
             };
-            self.accs.insert(key.clone(), acc);
-            self.order.push(key.clone());
+            self.accs.insert(key.to_string(), acc);
+            self.order.push(key.to_string());
         }
-        let acc = self.accs.get_mut(&key).expect("inserted above");
+        let acc = self.accs.get_mut(key).expect("inserted above");
         acc.first_seen = acc.first_seen.min(r.capture_time_ns);
         acc.last_seen = acc.last_seen.max(r.capture_time_ns);
         acc.last_leaf = leaf;
@@ -185,44 +236,43 @@ impl Pass<'_> {
         if !acc.hosts.contains(&r.host) {
             acc.hosts.push(r.host.clone());
         }
-        let peer = peer_of(side, &r.host);
         let mut new_peer = None;
-        if let Some(p) = &peer {
+        if let Some(p) = peer {
             match acc.peer_pos.get(p) {
                 Some(&i) => acc.peers[i].1 += 1,
                 None => {
-                    acc.peer_pos.insert(p.clone(), acc.peers.len());
-                    acc.peers.push((p.clone(), 1));
+                    acc.peer_pos.insert(p.to_string(), acc.peers.len());
+                    acc.peers.push((p.to_string(), 1));
                     new_peer = acc
                         .stored_first_seen
                         .filter(|&first| r.capture_time_ns.saturating_sub(first) >= self.registry.new_peer_learning_ns)
-                        .map(|first| (p.clone(), first));
+                        .map(|first| (p, first));
                 }
             }
         }
         let attrs = RecordAttributes { identity: side.identity, host: &r.host, uid: side.uid.to_string() };
-        if !same_attrs(&acc.attrs, &attrs) {
-            acc.attrs = attrs.to_map();
+        if assign_attrs(&mut acc.attrs, &attrs) {
             acc.entry = self.registry.entries.iter().position(|e| e.matches(&attrs));
         }
+        let entry = acc.entry;
         if let Some((p, first)) = new_peer
-            && self.never_talked(&key, &p)?
+            && self.never_talked(key, p)?
         {
             let detail = serde_json::json!({
                 "peer": p, "identity_first_seen_ns": first,
                 "learning_hours": self.registry.new_peer_learning_ns / 3_600_000_000_000,
             });
-            self.anomaly(&key, Kind::NewPeer, p.clone(), r.capture_time_ns, leaf, detail)?;
+            self.anomaly(key, Kind::NewPeer, p.to_string(), r.capture_time_ns, leaf, detail)?;
         }
-        self.check_schedule(&key, leaf, r.capture_time_ns, peer.as_deref())?;
-        let acc = self.accs.get_mut(&key).expect("inserted above");
+        self.check_schedule(key, entry, leaf, r.capture_time_ns, peer)?;
+        let acc = self.accs.get_mut(key).expect("inserted above");
         if !acc.alerted && acc.entry.is_none() {
             acc.alerted = true;
             let first = !acc.existed && acc.records == 1;
             let a = NewAlert {
                 time_ns: r.capture_time_ns,
                 kind: Kind::ShadowIdentity,
-                identity_key: key,
+                identity_key: key.to_string(),
                 detail: serde_json::json!({
                     "reason": if first { "first_seen" } else { "unregistered" },
                     "attributes": acc.attrs,
@@ -266,8 +316,15 @@ impl Pass<'_> {
 
     /// Raises `retired_identity_active` (once per UTC day) and
     /// `outside_hours` (once per local day) for a record of `key` at `t`.
-    fn check_schedule(&mut self, key: &str, leaf: u64, t: i64, peer: Option<&str>) -> rusqlite::Result<()> {
-        let Some(i) = self.accs[key].entry else { return Ok(()) };
+    fn check_schedule(
+        &mut self,
+        key: &str,
+        entry: Option<usize>,
+        leaf: u64,
+        t: i64,
+        peer: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        let Some(i) = entry else { return Ok(()) };
         let registry = self.registry.clone();
         let e = &registry.entries[i];
         if let Some(since) = e.retired
@@ -437,5 +494,34 @@ impl Pass<'_> {
             ])?;
         }
         Ok((swept, self.alerts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs<'a>(identity: &'a HashMap<String, String>, host: &'a str, uid: u32) -> RecordAttributes<'a> {
+        RecordAttributes { identity, host, uid: uid.to_string() }
+    }
+
+    #[test]
+    fn attributes_are_assigned_in_place_and_changes_reported() {
+        let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pod_a: HashMap<String, String> = map(&[("k8s_pod", "api-1"), ("k8s_namespace", "pay")]);
+        let pod_b: HashMap<String, String> = map(&[("k8s_pod", "api-2"), ("k8s_namespace", "pay")]);
+        let other_keys: HashMap<String, String> = map(&[("exe", "/bin/x")]);
+        let mut m = BTreeMap::new();
+        for (a, changed) in [
+            (attrs(&pod_a, "n1", 0), true),      // empty → first attributes
+            (attrs(&pod_a, "n1", 0), false),     // the same
+            (attrs(&pod_b, "n1", 0), true),      // a value changed
+            (attrs(&pod_b, "n2", 7), true),      // host and uid changed
+            (attrs(&other_keys, "n2", 7), true), // other keys
+            (attrs(&pod_a, "n1", 0), true),      // back
+        ] {
+            assert_eq!(assign_attrs(&mut m, &a), changed, "{:?}", a.to_map());
+            assert_eq!(m, a.to_map());
+        }
     }
 }
