@@ -191,6 +191,12 @@ impl Collector for Sources {
         }
         gauge(&mut e, "wiretrail_log_leaves", "Durable leaves in the log", self.shared.size() as i64)?;
         gauge(&mut e, "wiretrail_index_leaves", "Leaves indexed", ld(&self.index.indexed) as i64)?;
+        gauge(
+            &mut e,
+            "wiretrail_index_lag_limit",
+            "Leaves the log may run ahead of the index before ingest waits (from the indexer's rate)",
+            ld(&self.index.lag_limit) as i64,
+        )?;
         counter(&mut e, "wiretrail_index_failures", "Index transactions that failed (each retried)", {
             ld(&self.index.failures)
         })?;

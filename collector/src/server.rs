@@ -230,15 +230,8 @@ pub async fn run(
         &jobs,
     ));
     let ingest = IngestServer::new(
-        IngestService::new(
-            jobs,
-            config.limits.clone(),
-            shared.clone(),
-            progress.clone(),
-            config.index.max_lag,
-            authz.clone(),
-        )
-        .with_monitor(monitor.clone()),
+        IngestService::new(jobs, config.limits.clone(), shared.clone(), progress.clone(), authz.clone())
+            .with_monitor(monitor.clone()),
     )
     .max_decoding_message_size(config.max_message_bytes)
     // Agents send batches zstd-compressed (records repeat identities and headers).

@@ -111,6 +111,9 @@ async fn metrics_are_scraped_over_loopback() {
     assert_eq!(sample(&text, "wiretrail_ingest_records_total"), Some(8.0), "{text}");
     assert_eq!(sample(&text, "wiretrail_ingest_batches_total"), Some(1.0), "{text}");
     assert!(sample(&text, "wiretrail_log_leaves").unwrap() >= 8.0, "{text}");
+    // Set by the indexer from its rate, within its floor and the 1M-record cap.
+    let limit = sample(&text, "wiretrail_index_lag_limit").unwrap();
+    assert!((50_000.0..=1_000_000.0).contains(&limit), "{limit}: {text}");
     for help in ["wiretrail_verify_running", "wiretrail_alert_delivered", "wiretrail_ingest_records"] {
         assert!(text.contains(&format!("# HELP {help} ")), "no HELP for {help}: {text}");
     }

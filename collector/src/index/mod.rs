@@ -3,8 +3,10 @@
 //! The indexer thread follows the committed log and indexes in transactions;
 //! `meta.indexed` is the number of leaves indexed. Queries read the index below
 //! that mark and scan the log above it, so results are complete even while the
-//! index lags. Ingest waits when the lag exceeds [`IndexConfig::max_lag`]; so
-//! the index runs at most that many records behind the durable log.
+//! index lags. Ingest waits when the lag exceeds what the indexer does in
+//! [`IndexConfig::max_lag_secs`] at its measured rate (at most
+//! [`IndexConfig::max_lag`] records; [`pace`]), so searches scan a bounded
+//! tail and the index catches up within seconds once ingest stops.
 //!
 //! The same transactions maintain the identity inventory ([`crate::inventory`])
 //! and the alerts ([`crate::alerts`]), so they too are rebuilt from the log.
@@ -34,6 +36,7 @@ pub(crate) mod dims;
 mod feed;
 pub(crate) mod gens;
 mod layout;
+pub mod pace;
 
 pub use layout::clear;
 use layout::{SCHEMA_VERSION, resume_point};
@@ -67,13 +70,16 @@ pub enum IndexError {
 pub struct IndexConfig {
     /// Most records the index may run behind the durable log before ingest waits.
     pub max_lag: u64,
+    /// Seconds of indexing (at the indexer's measured rate) the lag may
+    /// reach before ingest waits, within `max_lag` ([`pace`]).
+    pub max_lag_secs: f64,
     /// Records per index transaction.
     pub txn_rows: usize,
 }
 
 impl Default for IndexConfig {
     fn default() -> Self {
-        IndexConfig { max_lag: 1_000_000, txn_rows: 20_000 }
+        IndexConfig { max_lag: 1_000_000, max_lag_secs: 4.0, txn_rows: 20_000 }
     }
 }
 
@@ -244,6 +250,21 @@ pub struct IndexProgress {
     pub stop: AtomicBool,
     /// Index transactions that failed (each is retried).
     pub failures: AtomicU64,
+    /// The lag (records) ingest may reach before it waits: set by the
+    /// indexer from its rate ([`pace`]); 0 until the indexer starts.
+    pub lag_limit: AtomicU64,
+}
+
+impl IndexProgress {
+    /// Whether ingest must wait: the durable log of `size` leaves is further
+    /// ahead of the index than the lag limit.
+    pub fn behind(&self, size: u64) -> bool {
+        let limit = match self.lag_limit.load(Ordering::Acquire) {
+            0 => IndexConfig::default().max_lag,
+            l => l,
+        };
+        size.saturating_sub(self.indexed.load(Ordering::Acquire)) > limit
+    }
 }
 
 /// Spawns the indexer thread following the committed log; shadow identities
@@ -260,6 +281,8 @@ pub fn spawn(
         resume_point(&c, shared.size()).map_err(|source| IndexError::Sqlite { path: path.clone(), source })?;
     let mut tracker = Tracker::new(registry);
     progress.indexed.store(done, Ordering::Release);
+    let mut rate = pace::Rate::default();
+    progress.lag_limit.store(rate.lag_limit(&config), Ordering::Release);
     Ok(std::thread::Builder::new()
         .name("wt-index".into())
         .spawn(move || {
@@ -296,6 +319,8 @@ pub fn spawn(
             // Leaves read but not yet committed, and the end of the range they cover.
             let mut batch: Vec<(u64, StoredLeaf)> = Vec::new();
             let mut batch_to = done;
+            // When the batch's first leaves arrived: the indexer is busy from then until its commit.
+            let mut busy_since = std::time::Instant::now();
             loop {
                 if progress.stop.load(Ordering::Acquire) {
                     break;
@@ -306,6 +331,9 @@ pub fn spawn(
                     match first {
                         Some(Ok(chunk)) => {
                             debug_assert_eq!(chunk.from, batch_to, "the feed reads in order");
+                            if batch_to == done {
+                                busy_since = std::time::Instant::now();
+                            }
                             batch_to = chunk.to;
                             batch.extend(chunk.leaves);
                             continue;
@@ -322,6 +350,8 @@ pub fn spawn(
                 }
                 match index_leaves(&mut c, &path, &mut tracker, &batch, batch_to) {
                     Ok(()) => {
+                        rate.observe(batch_to - done, busy_since.elapsed());
+                        progress.lag_limit.store(rate.lag_limit(&config), Ordering::Release);
                         done = batch_to;
                         feed.recycle(&mut batch);
                         progress.indexed.store(done, Ordering::Release);

@@ -41,10 +41,8 @@ pub struct IngestService {
     limits: IngestLimits,
     /// The log (for the index back-pressure check).
     shared: Arc<crate::store::Shared>,
-    /// The indexer's mark.
+    /// The indexer's mark and the lag it allows.
     progress: Arc<crate::index::IndexProgress>,
-    /// Most records the index may lag before ingest waits.
-    max_index_lag: u64,
     /// Told of the heartbeats of each acknowledged batch.
     monitor: Option<Arc<crate::alerts::monitor::Monitor>>,
     /// The role check (agents only).
@@ -58,10 +56,9 @@ impl IngestService {
         limits: IngestLimits,
         shared: Arc<crate::store::Shared>,
         progress: Arc<crate::index::IndexProgress>,
-        max_index_lag: u64,
         authz: crate::authz::Authz,
     ) -> Self {
-        IngestService { jobs, limits, shared, progress, max_index_lag, monitor: None, authz }
+        IngestService { jobs, limits, shared, progress, monitor: None, authz }
     }
 
     /// Reports the heartbeats of acknowledged batches to `monitor`.
@@ -205,7 +202,7 @@ impl Ingest for IngestService {
         let mut input = req.into_inner();
         let jobs = self.jobs.clone();
         let limits = self.limits.clone();
-        let (shared, progress, max_lag) = (self.shared.clone(), self.progress.clone(), self.max_index_lag);
+        let (shared, progress) = (self.shared.clone(), self.progress.clone());
         // Acks are returned in batch order; up to 64 batches in flight per stream.
         let (pending_tx, mut pending_rx) = mpsc::channel::<(oneshot::Receiver<Result<Ack, Error>>, Beats)>(64);
         let monitor = self.monitor.clone();
@@ -233,9 +230,7 @@ impl Ingest for IngestService {
                     let _ = pending_tx.send(fail(e)).await;
                     return;
                 }
-                while shared.size().saturating_sub(progress.indexed.load(std::sync::atomic::Ordering::Acquire))
-                    > max_lag
-                {
+                while progress.behind(shared.size()) {
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
                 let hash = content_hash(&mut batch);
