@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use wiretrail_collector::index::{self, IndexConfig, IndexProgress};
 use wiretrail_collector::registry::RegistryHandle;
-use wiretrail_collector::store::{StoreConfig, Writer};
+use wiretrail_log::store::{StoreConfig, Writer};
 
 fn main() -> anyhow::Result<()> {
     let dir =
