@@ -147,7 +147,7 @@ impl LogState {
     /// leaves were committed since the last one, or always when `force`.
     /// Only between groups. A failure is logged: the next start scans more.
     pub fn maybe_save(&mut self, writer: &Writer, force: bool) {
-        let size = writer.shared().size();
+        let size = writer.log().size();
         if size == self.saved_at || (!force && size - self.saved_at < SNAPSHOT_EVERY) {
             return;
         }
@@ -159,7 +159,7 @@ impl LogState {
             .encode_to_vec();
         let res = writer.save_tree_snapshot().and_then(|(tree_size, last)| {
             debug_assert_eq!(tree_size, size);
-            snapshot::save(writer.shared().dir(), SNAPSHOT, tree_size, last, body)
+            snapshot::save(writer.log().dir(), SNAPSHOT, tree_size, last, body)
         });
         match res {
             Ok(()) => {

@@ -199,8 +199,8 @@ impl Writer {
         Ok((writer, shared))
     }
 
-    /// The shared read state.
-    pub fn shared(&self) -> &Arc<Log> {
+    /// The log's read handle (the one [`Writer::open`] returned).
+    pub fn log(&self) -> &Arc<Log> {
         &self.shared
     }
 
