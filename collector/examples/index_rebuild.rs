@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use wiretrail_collector::index::{self, IndexConfig, IndexProgress};
 use wiretrail_collector::registry::RegistryHandle;
-use wiretrail_collector::store::{StoreConfig, Writer};
+use wiretrail_log::store::{StoreConfig, Writer};
 
 fn main() -> anyhow::Result<()> {
     let usage = || anyhow::anyhow!("usage: index_rebuild DIR [LEAVES [TXN_ROWS]]");

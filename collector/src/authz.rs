@@ -14,7 +14,7 @@ use tonic::Request;
 
 use crate::error::Error;
 use crate::roles::Roles;
-use crate::text::escape;
+use wiretrail_log::text::escape;
 
 /// What a certificate may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

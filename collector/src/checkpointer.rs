@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::merkle::SignedCheckpoint;
-use crate::store::{Shared, StoreError};
+use wiretrail_log::merkle::SignedCheckpoint;
+use wiretrail_log::store::{Log, StoreError};
 
 type Reply = oneshot::Sender<Result<SignedCheckpoint, StoreError>>;
 
@@ -21,7 +21,7 @@ pub struct Checkpointer {
 
 impl Checkpointer {
     /// Spawns the thread; it stops when every handle is dropped.
-    pub fn spawn(shared: Arc<Shared>, every: Duration) -> (Checkpointer, std::thread::JoinHandle<()>) {
+    pub fn spawn(shared: Arc<Log>, every: Duration) -> (Checkpointer, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Reply>();
         let handle = std::thread::Builder::new()
             .name("wt-checkpoint".into())

@@ -184,7 +184,7 @@ impl Builder {
 pub fn render(r: &Report) -> String {
     use crate::when::fmt_ns;
     let from = if r.from_ns == 0 { "the first record".to_string() } else { fmt_ns(r.from_ns) };
-    let mut s = format!("agent {}  window {from} .. {}\n", crate::text::escape(&r.agent_id), fmt_ns(r.to_ns));
+    let mut s = format!("agent {}  window {from} .. {}\n", wiretrail_log::text::escape(&r.agent_id), fmt_ns(r.to_ns));
     s += &format!(
         "heartbeats   seen {} / expected {} (interval {} ms), boots {}\n",
         r.heartbeats_seen,

@@ -1,6 +1,6 @@
 //! The collector's request-level error and its gRPC status mapping.
 
-use crate::store::StoreError;
+use wiretrail_log::store::StoreError;
 
 /// Status metadata key carrying the seq the collector expects next (on
 /// FAILED_PRECONDITION "out of sequence"), so an agent can record the batches
@@ -61,7 +61,7 @@ impl From<Error> for tonic::Status {
             Error::NotFound(_) => Code::NotFound,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Store(StoreError::OutOfRange(_)) => Code::OutOfRange,
-            Error::Store(StoreError::Proof(crate::merkle::ProofError::OutOfRange(_))) => Code::OutOfRange,
+            Error::Store(StoreError::Proof(wiretrail_log::merkle::ProofError::OutOfRange(_))) => Code::OutOfRange,
             Error::Store(StoreError::Poisoned(_)) => Code::Unavailable,
             Error::Store(StoreError::LeafTooLarge(_)) => Code::ResourceExhausted,
             Error::Store(e) if e.is_disk_full() => Code::Unavailable,

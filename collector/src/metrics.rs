@@ -2,7 +2,7 @@
 //! `GET /metrics` (HTTP/1.1, plaintext; bind it to a management address).
 //!
 //! Read from the live counters at each scrape: background verification
-//! ([`crate::verify::background::Status`]), alert delivery per destination
+//! ([`wiretrail_log::verify::background::Status`]), alert delivery per destination
 //! ([`crate::alerts::delivery::DeliveryStats`]), ingest
 //! ([`crate::ingest::commit::CommitStats`]), the log's size and the index.
 
@@ -24,8 +24,8 @@ use tokio::net::TcpListener;
 use crate::alerts::delivery::DeliveryStats;
 use crate::index::IndexProgress;
 use crate::ingest::commit::CommitStats;
-use crate::store::Shared;
-use crate::verify::background::Status;
+use wiretrail_log::store::Log;
+use wiretrail_log::verify::background::Status;
 
 /// Errors of the metrics endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +53,7 @@ pub struct Sources {
     /// The indexer's progress.
     pub index: Arc<IndexProgress>,
     /// The log.
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Log>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -275,7 +275,8 @@ mod tests {
     #[test]
     fn a_failed_verification_shows_its_first_bad_leaf_and_count() {
         let dir = tempfile::tempdir().unwrap();
-        let (_w, shared) = crate::store::Writer::open(dir.path(), crate::store::StoreConfig::default()).unwrap();
+        let (_w, shared) =
+            wiretrail_log::store::Writer::open(dir.path(), wiretrail_log::store::StoreConfig::default()).unwrap();
         let verify = Arc::new(Status::default());
         verify.runs_failed.fetch_add(2, Ordering::Relaxed);
         verify.first_bad_plus_one.store(42, Ordering::Relaxed);

@@ -24,9 +24,9 @@ use crate::query::service::QueryService;
 use crate::registry::{RegistryError, RegistryHandle};
 use crate::retention::service::RetentionService;
 use crate::roles::{Roles, RolesError};
-use crate::store::{StoreConfig, StoreError, Writer};
 use crate::tls::{ReloadingServerConfig, TlsError, TlsFiles};
-use crate::verify::background::{self as verification, VerifyConfig};
+use wiretrail_log::store::{StoreConfig, StoreError, Writer};
+use wiretrail_log::verify::background::{self as verification, VerifyConfig};
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -182,7 +182,13 @@ pub async fn run(
         config.verify,
         verify_status.clone(),
         Box::new(move |detail| {
-            let e = crate::entry::new(crate::entry::VERIFICATION_FAILED, crate::store::now_ns(), "log", detail, vec![]);
+            let e = wiretrail_log::entry::new(
+                wiretrail_log::entry::VERIFICATION_FAILED,
+                wiretrail_log::store::now_ns(),
+                "log",
+                detail,
+                vec![],
+            );
             commit::append_entry_blocking(&entries, e, "").map(|_| ()).map_err(|e| e.to_string())
         }),
     );
@@ -400,8 +406,14 @@ fn record_cuts(writer: &mut Writer) -> Result<(), StoreError> {
     for c in cuts {
         let subject = c.batch.as_ref().map(|b| b.0.clone()).unwrap_or_default();
         let detail = serde_json::to_value(&c).expect("cut serializes");
-        let e = crate::entry::new(crate::entry::RECOVERY, crate::store::now_ns(), "log", detail, Vec::new());
-        writer.append(&[crate::entry::leaf(e, &subject)])?;
+        let e = wiretrail_log::entry::new(
+            wiretrail_log::entry::RECOVERY,
+            wiretrail_log::store::now_ns(),
+            "log",
+            detail,
+            Vec::new(),
+        );
+        writer.append(&[wiretrail_log::entry::leaf(e, &subject)])?;
     }
     writer.commit()?;
     Ok(())
@@ -413,7 +425,13 @@ fn tls_entries(logger: crate::access::Logger) -> crate::tls::reload::Listener {
     let rt = tokio::runtime::Handle::current();
     Arc::new(move |event| {
         let detail = crate::tls::reload::entry_detail(&event);
-        let e = crate::entry::new(crate::entry::TLS_RELOAD, crate::store::now_ns(), "tls", detail, Vec::new());
+        let e = wiretrail_log::entry::new(
+            wiretrail_log::entry::TLS_RELOAD,
+            wiretrail_log::store::now_ns(),
+            "tls",
+            detail,
+            Vec::new(),
+        );
         let logger = logger.clone();
         rt.spawn(async move {
             if let Err(e) = logger.append_entry(e).await {

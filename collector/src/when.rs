@@ -104,7 +104,7 @@ pub struct SystemClock {
 
 impl Clock for SystemClock {
     fn now_ns(&self) -> i64 {
-        crate::store::now_ns().saturating_add(self.offset_ns)
+        wiretrail_log::store::now_ns().saturating_add(self.offset_ns)
     }
 }
 

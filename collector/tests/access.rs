@@ -157,7 +157,7 @@ async fn roles_are_enforced_and_every_read_is_an_access_entry() {
     assert_eq!(got.expect("roles file maps carol to reviewer").len(), 7);
 
     // --- Reads, each logged. Provenance: the certificate that shipped each record.
-    let t0 = wiretrail_collector::store::now_ns();
+    let t0 = wiretrail_log::store::now_ns();
     let mut rev = query_as(addr, dir, "reviewer", Some("CASE-1")).await;
     let pay_filter = Filter { identity: vec!["k8s_namespace=pay".into()], ..Default::default() };
     let found =
@@ -166,7 +166,7 @@ async fn roles_are_enforced_and_every_read_is_an_access_entry() {
     for r in &found {
         assert!(r.shipped_by.contains("CN=agent") && r.shipped_by.contains("role/agent/agent"), "{}", r.shipped_by);
     }
-    let t1 = wiretrail_collector::store::now_ns();
+    let t1 = wiretrail_log::store::now_ns();
     let viewed = drain(rev.view(ViewRequest { first_leaf: 4, last_leaf: 6 }).await).await.unwrap();
     assert_eq!(viewed.len(), 3, "the three web records");
     let sec = mtls(addr, dir, "security").await;
@@ -292,11 +292,10 @@ async fn roles_are_enforced_and_every_read_is_an_access_entry() {
     let entries = drain(sec.search(SearchRequest { filter: Some(entries), follow: false }).await).await.unwrap();
     assert!(entries.len() > 20 && entries.iter().all(|e| e.leaf_index < cp.size + 2));
     srv.stop().await;
-    let key = wiretrail_collector::merkle::Verifier::parse(
-        &std::fs::read_to_string(data.path().join("verifier.key")).unwrap(),
-    )
-    .unwrap();
-    let (report, _) = wiretrail_collector::verify::verify(data.path(), &key, None, |_, _| {}).unwrap();
+    let key =
+        wiretrail_log::merkle::Verifier::parse(&std::fs::read_to_string(data.path().join("verifier.key")).unwrap())
+            .unwrap();
+    let (report, _) = wiretrail_log::verify::verify(data.path(), &key, None, |_, _| {}).unwrap();
     assert_eq!(report.first_bad, None, "{:?}", report.problem);
     assert!(report.leaves > cp.size && report.checkpoints_checked > 0, "{report:?}");
 }

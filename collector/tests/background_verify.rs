@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use common::*;
-use wiretrail_collector::verify::background::VerifyConfig;
+use wiretrail_log::verify::background::VerifyConfig;
 use wiretrail_proto::v1::IssueCheckpointRequest;
 use wiretrail_proto::v1::query_client::QueryClient;
 
@@ -56,7 +56,7 @@ async fn a_byte_flipped_on_disk_is_found_by_the_running_collector() {
     // Flip one payload byte of leaf 57 in place, as a failing disk would
     // (the middle of its body: compressed data, the leaf being compressed).
     let seg = d.path().join("log/seg-00000000000000000000.wtl");
-    let body = frame_offset(d.path(), 57) + wiretrail_collector::store::frame::HEADER_LEN as u64;
+    let body = frame_offset(d.path(), 57) + wiretrail_log::frame::HEADER_LEN as u64;
     let at = body + (frame_offset(d.path(), 58) - body) / 2;
     let f = std::fs::OpenOptions::new().read(true).write(true).open(&seg).unwrap();
     let mut b = [0u8; 1];

@@ -104,8 +104,8 @@ async fn replica_down_refuses_then_recovers(cl: &mut Cluster) {
 /// A second log may not reuse an origin name registered with another key.
 async fn origin_names_are_unique(url: &str) {
     let d = tempfile::tempdir().unwrap();
-    let store = wiretrail_collector::store::StoreConfig { origin: "collector-a".into(), ..Default::default() };
-    let (_w, shared) = wiretrail_collector::store::Writer::open(d.path(), store).unwrap();
+    let store = wiretrail_log::store::StoreConfig { origin: "collector-a".into(), ..Default::default() };
+    let (_w, shared) = wiretrail_log::store::Writer::open(d.path(), store).unwrap();
     let err = wiretrail_collector::clickhouse::writer::Sink::open(ch(url, "two"), shared).await.err().expect("refused");
     assert!(err.to_string().contains("already registered in ClickHouse with another key"), "{err}");
 }
@@ -206,7 +206,7 @@ async fn clustered_mode_on_clickhouse_18_16() {
 /// key registered in the database, and a wrong pin is named.
 async fn rotation_and_pinned_keys(url: &str) {
     use wiretrail_collector::clickhouse::verify::{KeySource, Pins};
-    use wiretrail_collector::merkle::Verifier;
+    use wiretrail_log::merkle::Verifier;
     use wiretrail_proto::v1::{RotateSigningKeyRequest, keys_client::KeysClient};
     let cfg = ch_with(url, "rotated", None, 0);
     let d = tempfile::tempdir().unwrap();
@@ -239,7 +239,7 @@ async fn rotation_and_pinned_keys(url: &str) {
     assert!(pinned.ok && pinned.key_source == KeySource::Pinned && pinned.rotations == 1, "{pinned:?}");
     // Another log's key pinned for this origin: refused, whatever the database says.
     let other = tempfile::tempdir().unwrap();
-    drop(wiretrail_collector::store::Writer::open(other.path(), Default::default()).unwrap());
+    drop(wiretrail_log::store::Writer::open(other.path(), Default::default()).unwrap());
     let other_file = other.path().join("verifier.key");
     let other_key = Verifier::parse(&std::fs::read_to_string(&other_file).unwrap()).unwrap();
     let wrong = r.verify_pinned(&Pins::from([("collector-r".to_string(), other_key)])).await.unwrap().remove(0);

@@ -7,8 +7,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use prost::Message;
-use wiretrail_collector::store::frame::{COMPRESSED, HEADER_LEN};
-use wiretrail_collector::store::{StoreConfig, StoreError, Writer};
+use wiretrail_log::frame::{COMPRESSED, HEADER_LEN};
+use wiretrail_log::store::{StoreConfig, StoreError, Writer};
 use wiretrail_proto::v1::{Record, StoredLeaf};
 
 /// A stored leaf that compresses: a record with an HTTP-like payload and a per-leaf id.
@@ -56,9 +56,9 @@ fn length_word(dir: &Path, i: u64) -> u32 {
     u32::from_le_bytes(b)
 }
 
-fn verify(dir: &Path) -> wiretrail_collector::verify::Report {
-    let v = wiretrail_collector::store::load_verifier(dir).unwrap();
-    wiretrail_collector::verify::verify(dir, &v, None, |_, _| {}).unwrap().0
+fn verify(dir: &Path) -> wiretrail_log::verify::Report {
+    let v = wiretrail_log::store::load_verifier(dir).unwrap();
+    wiretrail_log::verify::verify(dir, &v, None, |_, _| {}).unwrap().0
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn old_uncompressed_frames_and_new_compressed_ones_read_recover_and_verify() {
     assert!(w.recovered_cuts().is_empty());
     for i in [0, 49, 50, 99] {
         assert_eq!(shared.read_leaf(i).unwrap(), leaf(i), "leaf {i}");
-        assert_eq!(shared.leaf_hash(i).unwrap(), wiretrail_collector::merkle::leaf_hash(&leaf(i)));
+        assert_eq!(shared.leaf_hash(i).unwrap(), wiretrail_log::merkle::leaf_hash(&leaf(i)));
     }
     let all: Vec<(u64, Vec<u8>)> = shared.iter(0, 100).unwrap().map(|r| r.unwrap()).collect();
     assert_eq!(all, (0..100).map(|i| (i, leaf(i))).collect::<Vec<_>>());

@@ -230,7 +230,7 @@ fn db() -> HashMap<String, String> {
 /// The web service's connection to the database, as opened and as the
 /// agent's policy decided it (denied: zone web to zone db).
 fn flows(seq: u64) -> Batch {
-    let now = wiretrail_collector::store::now_ns();
+    let now = wiretrail_log::store::now_ns();
     let base = Record {
         capture_time_ns: now,
         conn_id: 7,
@@ -278,7 +278,7 @@ fn flows(seq: u64) -> Batch {
 
 /// A request and its response on connection 42, the request carrying `marker`.
 fn exchange(marker: &str, seq: u64) -> Batch {
-    let now = wiretrail_collector::store::now_ns();
+    let now = wiretrail_log::store::now_ns();
     let rec = |dir: Direction, payload: String, dt: i64| Record {
         kind: RecordKind::DataChunk as i32,
         capture_time_ns: now + dt,

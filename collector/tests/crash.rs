@@ -6,8 +6,8 @@ use std::process::{Child, Command, Stdio};
 
 use common::*;
 use tokio_stream::StreamExt;
-use wiretrail_collector::store::{StoreConfig, Writer};
-use wiretrail_collector::verify::verify;
+use wiretrail_log::store::{StoreConfig, Writer};
+use wiretrail_log::verify::verify;
 use wiretrail_proto::v1::ingest_client::IngestClient;
 
 fn spawn(dir: &std::path::Path) -> (Child, std::net::SocketAddr) {

@@ -95,7 +95,7 @@ async fn disk_full_refuses_whole_batches_and_clears_without_restart() {
     })
     .await;
     srv.stop().await;
-    let v = wiretrail_collector::store::load_verifier(&data).unwrap();
-    let (r, _) = wiretrail_collector::verify::verify(&data, &v, None, |_, _| {}).unwrap();
+    let v = wiretrail_log::store::load_verifier(&data).unwrap();
+    let (r, _) = wiretrail_log::verify::verify(&data, &v, None, |_, _| {}).unwrap();
     assert_eq!(r.first_bad, None, "{:?}", r.problem);
 }

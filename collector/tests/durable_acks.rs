@@ -15,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 
 use common::*;
 use tokio_stream::StreamExt;
-use wiretrail_collector::store::{list_segments, load_checkpoints, load_verifier, segment_name};
-use wiretrail_collector::verify::verify;
+use wiretrail_log::store::{list_segments, load_checkpoints, load_verifier, segment_name};
+use wiretrail_log::verify::verify;
 use wiretrail_proto::v1::ingest_client::IngestClient;
 use wiretrail_proto::v1::query_client::QueryClient;
 use wiretrail_proto::v1::{Ack, Filter, IssueCheckpointRequest};
@@ -246,7 +246,7 @@ async fn acked_batches_survive_a_crash_that_forgets_unsynced_writes() {
     );
     assert!(r.leaves >= want);
     // The checkpoint a client was given survived too.
-    let cps = load_checkpoints(&dir, &wiretrail_collector::store::load_keyring(&dir, &verifier).unwrap()).unwrap();
+    let cps = load_checkpoints(&dir, &wiretrail_log::store::load_keyring(&dir, &verifier).unwrap()).unwrap();
     assert!(
         cps.iter().any(|c| c.note == published.note),
         "the checkpoint of size {} handed out before the crash is gone ({} checkpoints on disk)",

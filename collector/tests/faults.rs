@@ -16,7 +16,7 @@ use common::*;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use wiretrail_collector::ingest::content_hash;
-use wiretrail_collector::store::{StoreConfig, Writer};
+use wiretrail_log::store::{StoreConfig, Writer};
 use wiretrail_proto::v1::ingest_client::IngestClient;
 use wiretrail_proto::v1::{Batch, StoredLeaf};
 
@@ -221,7 +221,7 @@ async fn random_kills_and_full_disks_lose_no_acknowledged_batch() {
             assert_eq!(leaves[0].batch_sha256, h.to_vec());
         }
     }
-    let (r, _) = wiretrail_collector::verify::verify(&data, &shared.verifier(), None, |_, _| {}).unwrap();
+    let (r, _) = wiretrail_log::verify::verify(&data, &shared.verifier(), None, |_, _| {}).unwrap();
     assert_eq!(r.first_bad, None, "{:?}", r.problem);
     assert!(r.checkpoints_checked >= 1);
 }

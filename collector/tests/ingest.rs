@@ -4,8 +4,8 @@ mod common;
 
 use common::*;
 use tokio_stream::StreamExt;
-use wiretrail_collector::merkle::Verifier;
-use wiretrail_collector::verify::verify;
+use wiretrail_log::merkle::Verifier;
+use wiretrail_log::verify::verify;
 use wiretrail_proto::v1::ingest_client::IngestClient;
 use wiretrail_proto::v1::query_client::QueryClient;
 use wiretrail_proto::v1::{Batch, Filter, InclusionProofRequest, IssueCheckpointRequest, SearchRequest};
@@ -112,10 +112,10 @@ async fn ingest_ack_dedup_search_verify() {
     let p = q.inclusion_proof(InclusionProofRequest { leaf_index: 42, tree_size: 66 }).await.unwrap().into_inner();
     let hashes: Vec<[u8; 32]> = p.hashes.iter().map(|h| h.as_slice().try_into().unwrap()).collect();
     let leaf = search(Filter { payload_text: "SELECT 42 ".into(), ..Default::default() }).await.unwrap().remove(0).leaf;
-    wiretrail_collector::merkle::verify_inclusion(
+    wiretrail_log::merkle::verify_inclusion(
         42,
         66,
-        &wiretrail_collector::merkle::leaf_hash(&leaf),
+        &wiretrail_log::merkle::leaf_hash(&leaf),
         &hashes,
         &sc.checkpoint.root,
     )

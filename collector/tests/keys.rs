@@ -19,9 +19,9 @@ use common::*;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use wiretrail_collector::export::{self, Files, MANIFEST, Manifest, sha256_hex, verify_bundle};
-use wiretrail_collector::merkle::{Checkpoint, Hash, Signer, Verifier, verify_consistency, verify_inclusion};
 use wiretrail_collector::tls::TlsFiles;
-use wiretrail_collector::verify::background::VerifyConfig;
+use wiretrail_log::merkle::{Checkpoint, Hash, Signer, Verifier, verify_consistency, verify_inclusion};
+use wiretrail_log::verify::background::VerifyConfig;
 use wiretrail_proto::v1::ingest_client::IngestClient;
 use wiretrail_proto::v1::keys_client::KeysClient;
 use wiretrail_proto::v1::query_client::QueryClient;
@@ -113,7 +113,7 @@ async fn signing_key_rotation_keeps_the_chain_of_trust() {
     assert!(e.subject.contains("CN=admin"), "who rotated: {}", e.subject);
     let d: serde_json::Value = serde_json::from_str(&e.detail_json).unwrap();
     assert_eq!((d["old_key"].as_str(), d["new_key"].as_str()), (Some(&*r.old_key), Some(&*r.new_key)));
-    let leaf_h = wiretrail_collector::merkle::leaf_hash(&entries[0].leaf);
+    let leaf_h = wiretrail_log::merkle::leaf_hash(&entries[0].leaf);
     let p = q
         .inclusion_proof(InclusionProofRequest { leaf_index: r.entry_index, tree_size: r.old_key_last_size })
         .await
@@ -170,15 +170,15 @@ async fn signing_key_rotation_keeps_the_chain_of_trust() {
 
     // Offline: `verify` from the first key follows the history.
     let dir = data.path();
-    let verify = || wiretrail_collector::verify::verify(dir, &first, None, |_, _| {});
+    let verify = || wiretrail_log::verify::verify(dir, &first, None, |_, _| {});
     let (rep, _) = verify().unwrap();
     assert_eq!((rep.first_bad, rep.problem.clone()), (None, None));
     assert!(rep.checkpoints_checked >= 3 && rep.verified_size >= cp2.size, "{rep:?}");
     let pristine = std::fs::read(dir.join("checkpoints.jsonl")).unwrap();
     let root_now = cp2s.checkpoint.root;
     // Forged checkpoints at the latest size (so only their signature can be wrong).
-    let ring = wiretrail_collector::store::load_keyring(dir, &first).unwrap();
-    let last = wiretrail_collector::store::load_checkpoints(dir, &ring).unwrap().last().unwrap().checkpoint.size;
+    let ring = wiretrail_log::store::load_keyring(dir, &first).unwrap();
+    let last = wiretrail_log::store::load_checkpoints(dir, &ring).unwrap().last().unwrap().checkpoint.size;
     let forge = |seed: &[u8; 32], size: u64| {
         Signer::from_seed(&first.name, seed)
             .unwrap()

@@ -9,9 +9,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use wiretrail_collector::store::frame::{COMPRESSED, HEADER_LEN};
-use wiretrail_collector::store::repair::repair;
-use wiretrail_collector::store::{StoreConfig, StoreError, Writer};
+use wiretrail_log::frame::{COMPRESSED, HEADER_LEN};
+use wiretrail_log::store::repair::repair;
+use wiretrail_log::store::{StoreConfig, StoreError, Writer};
 use wiretrail_proto::v1::Filter;
 
 fn seg(dir: &Path) -> PathBuf {
@@ -69,8 +69,8 @@ fn open_err(dir: &Path) -> StoreError {
 }
 
 fn verify_ok(dir: &Path) {
-    let v = wiretrail_collector::store::load_verifier(dir).unwrap();
-    let (r, _) = wiretrail_collector::verify::verify(dir, &v, None, |_, _| {}).unwrap();
+    let v = wiretrail_log::store::load_verifier(dir).unwrap();
+    let (r, _) = wiretrail_log::verify::verify(dir, &v, None, |_, _| {}).unwrap();
     assert_eq!(r.first_bad, None, "{:?}", r.problem);
 }
 

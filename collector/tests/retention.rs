@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prost::Message;
-use wiretrail_collector::merkle::{leaf_hash, verify_consistency, verify_inclusion};
 use wiretrail_collector::retention::{Append, Clock, HoldFilter, Retention, RetentionError, Selector};
-use wiretrail_collector::store::{Shared, StoreConfig, StoreError, Writer, segment_name};
+use wiretrail_log::merkle::{leaf_hash, verify_consistency, verify_inclusion};
+use wiretrail_log::store::{Log, StoreConfig, StoreError, Writer, segment_name};
 use wiretrail_proto::v1::{Record, StoredLeaf};
 
 const S: i64 = 1_000_000_000;
@@ -46,7 +46,7 @@ struct Store {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
     writer: Arc<Mutex<Writer>>,
-    shared: Arc<Shared>,
+    shared: Arc<Log>,
     clock: Arc<TestClock>,
     retention: Retention,
 }
@@ -83,11 +83,11 @@ fn store() -> Store {
 
 /// The leaves of the hold entries (the collector's commit state keeps them;
 /// these test logs repeat batch seqs, which its batch table would refuse).
-fn hold_entries(shared: &Shared) -> Vec<u64> {
+fn hold_entries(shared: &Log) -> Vec<u64> {
     let hold = |e: &wiretrail_proto::v1::CollectorEntry| e.kind == "hold_placed" || e.kind == "hold_lifted";
     (shared.iter(0, shared.size()).unwrap())
         .map(Result::unwrap)
-        .filter(|(_, b)| wiretrail_collector::store::LeafBatch::decode_leaf(b).unwrap().entry.is_some_and(|e| hold(&e)))
+        .filter(|(_, b)| wiretrail_log::store::LeafBatch::decode_leaf(b).unwrap().entry.is_some_and(|e| hold(&e)))
         .map(|(i, _)| i)
         .collect()
 }
@@ -96,7 +96,7 @@ fn seg(dir: &Path, first: u64) -> PathBuf {
     dir.join("log").join(segment_name(first))
 }
 
-fn entry_at(shared: &Shared, i: u64) -> wiretrail_proto::v1::CollectorEntry {
+fn entry_at(shared: &Log, i: u64) -> wiretrail_proto::v1::CollectorEntry {
     StoredLeaf::decode(shared.read_leaf(i).unwrap().as_slice()).unwrap().entry.expect("a collector entry")
 }
 
@@ -194,8 +194,8 @@ fn proofs_from_before_the_deletion_still_verify_and_verify_passes() {
     let incl_new = s.shared.inclusion_proof(1, cp.size).unwrap();
     verify_inclusion(1, cp.size, &l1, &incl_new, &cp.root).unwrap();
     // Full verification passes, the deleted leaves by kept hash only.
-    let v = wiretrail_collector::store::load_verifier(&s.dir).unwrap();
-    let (report, _) = wiretrail_collector::verify::verify(&s.dir, &v, None, |_, _| {}).unwrap();
+    let v = wiretrail_log::store::load_verifier(&s.dir).unwrap();
+    let (report, _) = wiretrail_log::verify::verify(&s.dir, &v, None, |_, _| {}).unwrap();
     assert_eq!(report.first_bad, None, "{report:?}");
     assert_eq!(report.kept_hash_only, 6, "{report:?}");
     assert_eq!(report.verified_size, cp.size);
@@ -206,12 +206,12 @@ fn proofs_from_before_the_deletion_still_verify_and_verify_passes() {
     b[n - 1] ^= 1;
     std::fs::write(&kept, b).unwrap();
     std::fs::remove_file(s.dir.join("log/hashes")).unwrap();
-    let (report, _) = wiretrail_collector::verify::verify(&s.dir, &v, None, |_, _| {}).unwrap();
+    let (report, _) = wiretrail_log::verify::verify(&s.dir, &v, None, |_, _| {}).unwrap();
     assert!(report.first_bad.is_some(), "a altered kept hash must fail verification: {report:?}");
 }
 
 /// Closes the writer and reopens the store (as a restart does).
-fn reopen(s: Store) -> (tempfile::TempDir, PathBuf, Writer, Arc<Shared>) {
+fn reopen(s: Store) -> (tempfile::TempDir, PathBuf, Writer, Arc<Log>) {
     let Store { _tmp, dir, writer, shared, retention, .. } = s;
     drop(retention);
     drop(shared);
@@ -244,7 +244,7 @@ fn restart_after_deletion_opens_cleanly_even_with_derived_files_rebuilt() {
     assert_eq!(n, size - 6, "iteration skips the deleted leaves");
     drop((_w, shared));
     // `wiretrail repair` accounts for the deleted ranges: nothing to do.
-    let plan = wiretrail_collector::store::repair::repair(&dir, true).unwrap();
+    let plan = wiretrail_log::store::repair::repair(&dir, true).unwrap();
     assert!(plan.actions.is_empty(), "{plan:?}");
     assert_eq!(plan.size, size);
 }
@@ -278,8 +278,8 @@ fn a_crash_between_the_entry_and_the_unlink_is_finished_at_start() {
     assert!(seg(&dir, 3).exists());
     assert!(!dir.join("log/seg-00000000000000000003.kept").exists());
     assert!(shared.read_leaf(4).is_ok());
-    let v = wiretrail_collector::store::load_verifier(&dir).unwrap();
-    let (report, _) = wiretrail_collector::verify::verify(&dir, &v, None, |_, _| {}).unwrap();
+    let v = wiretrail_log::store::load_verifier(&dir).unwrap();
+    let (report, _) = wiretrail_log::verify::verify(&dir, &v, None, |_, _| {}).unwrap();
     assert_eq!(report.first_bad, None, "{report:?}");
 }
 
@@ -373,8 +373,8 @@ async fn the_collector_deletes_expired_segments_and_honours_holds_over_grpc() {
     assert_eq!(refusals.len(), 1);
     assert!(common::search(server.addr, pb::Filter { agent_id: "free".into(), ..Default::default() }).await.is_empty());
     server.stop().await;
-    let v = wiretrail_collector::store::load_verifier(&dir).unwrap();
-    let (report, _) = wiretrail_collector::verify::verify(&dir, &v, None, |_, _| {}).unwrap();
+    let v = wiretrail_log::store::load_verifier(&dir).unwrap();
+    let (report, _) = wiretrail_log::verify::verify(&dir, &v, None, |_, _| {}).unwrap();
     assert_eq!(report.first_bad, None, "{report:?}");
     assert_eq!(report.kept_hash_only, 9, "{report:?}");
     // A restart opens the store with the segments gone and still says why;
@@ -417,8 +417,8 @@ fn a_segment_next_to_a_deleted_one_keeps_its_own_range() {
     let (_w, shared) = Writer::open(&dir, config()).unwrap();
     assert_eq!(shared.root(10).unwrap(), root);
     assert_eq!(shared.read_leaf(4).unwrap(), leaf("a", "long-1", T0));
-    let v = wiretrail_collector::store::load_verifier(&dir).unwrap();
-    let (report, _) = wiretrail_collector::verify::verify(&dir, &v, None, |_, _| {}).unwrap();
+    let v = wiretrail_log::store::load_verifier(&dir).unwrap();
+    let (report, _) = wiretrail_log::verify::verify(&dir, &v, None, |_, _| {}).unwrap();
     assert_eq!(report.first_bad, None, "{report:?}");
     assert_eq!(report.kept_hash_only, 6, "{report:?}");
 }

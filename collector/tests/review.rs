@@ -42,7 +42,7 @@ async fn review_marks_round_trip_through_the_cli() {
     ingest(addr, dir, batch("node-1", "b", 0, 14)).await;
 
     // --- Marks by the reviewer: records 1 and 2; conversation 3 (leaves 3 and 10).
-    let before = wiretrail_collector::store::now_ns();
+    let before = wiretrail_log::store::now_ns();
     let out = ok(
         addr,
         dir,

@@ -36,7 +36,7 @@ async fn silent_alerts(s: &Server) -> Vec<wiretrail_proto::v1::Alert> {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_gone_while_the_collector_was_down_is_reported_once() {
     let dir = tempfile::tempdir().unwrap();
-    let now = wiretrail_collector::store::now_ns();
+    let now = wiretrail_log::store::now_ns();
     let s = Server::start(config(dir.path())).await;
     let acks = send(s.addr, vec![heartbeat_batch(0, 1, now)]).await;
     assert!(acks.iter().all(Result::is_ok), "{acks:?}");
@@ -64,7 +64,7 @@ async fn an_agent_gone_while_the_collector_was_down_is_reported_once() {
     assert_eq!(again.len(), 1, "{again:?}");
 
     // It comes back: one return alert whose hole runs from the heartbeat before the first restart.
-    let back_t = wiretrail_collector::store::now_ns();
+    let back_t = wiretrail_log::store::now_ns();
     let acks = send(s.addr, vec![heartbeat_batch(1, 30, back_t)]).await;
     assert!(acks.iter().all(Result::is_ok), "{acks:?}");
     let back = eventually("the return alert", || async {

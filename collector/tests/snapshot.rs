@@ -3,10 +3,10 @@
 //! whole log, and a snapshot that does not describe the log is not used.
 
 use prost::Message;
-use wiretrail_collector::entry;
 use wiretrail_collector::ingest::state::LogState;
-use wiretrail_collector::store::tree::TreeCache;
-use wiretrail_collector::store::{StoreConfig, Writer, snapshot};
+use wiretrail_log::entry;
+use wiretrail_log::store::tree::TreeCache;
+use wiretrail_log::store::{StoreConfig, Writer, snapshot};
 use wiretrail_proto::v1::{Record, StoredLeaf};
 
 const T0: i64 = 1_700_000_000_000_000_000;

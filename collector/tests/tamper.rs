@@ -5,9 +5,10 @@
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use wiretrail_collector::merkle::Verifier;
-use wiretrail_collector::store::{StoreConfig, Writer, frame::HEADER_LEN};
-use wiretrail_collector::verify::verify;
+use wiretrail_log::frame::HEADER_LEN;
+use wiretrail_log::merkle::Verifier;
+use wiretrail_log::store::{StoreConfig, Writer};
+use wiretrail_log::verify::verify;
 
 const N: u64 = 100;
 const LEAF: usize = 50;
@@ -30,7 +31,7 @@ fn make_log(compression: Option<i32>) -> (tempfile::TempDir, Verifier) {
     shared.issue_checkpoint().unwrap();
     // The format asked for is the one on disk.
     let word = u32::from_le_bytes(std::fs::read(segment(d.path())).unwrap()[..4].try_into().unwrap());
-    assert_eq!(word & wiretrail_collector::store::frame::COMPRESSED != 0, compression.is_some());
+    assert_eq!(word & wiretrail_log::frame::COMPRESSED != 0, compression.is_some());
     let v = shared.verifier();
     (d, v)
 }
@@ -132,7 +133,7 @@ fn consistent_forgery_is_caught_by_checkpoint() {
         let forged = format!("{:0>width$}", 999, width = LEAF).into_bytes();
         // A whole new frame in the writer's own format, in place of leaf 50's.
         let mut frame = Vec::new();
-        let h = wiretrail_collector::store::frame::Encoder::new(c).unwrap().encode(&mut frame, 50, &forged);
+        let h = wiretrail_log::frame::Encoder::new(c).unwrap().encode(&mut frame, 50, &forged);
         let forged_seg = [&b[..off], &frame[..], &b[end..]].concat();
         std::fs::write(segment(d.path()), forged_seg).unwrap();
         let hp = d.path().join("log/hashes");
@@ -172,9 +173,9 @@ fn bounded_run(c: Option<i32>) {
     f.set_len(cut).unwrap();
     let never = std::sync::atomic::AtomicBool::new(false);
     let bounded = |d: &Path| {
-        let (r, state) = wiretrail_collector::verify::verify_upto(
+        let (r, state) = wiretrail_log::verify::verify_upto(
             d,
-            &wiretrail_collector::store::load_keyring(d, &v).unwrap(),
+            &wiretrail_log::store::load_keyring(d, &v).unwrap(),
             None,
             Some(40),
             2,

@@ -11,8 +11,8 @@ mod certs;
 
 use common::*;
 use prost::Message;
-use wiretrail_collector::store::{StoreConfig, StoreError, Writer};
 use wiretrail_collector::tls::TlsFiles;
+use wiretrail_log::store::{StoreConfig, StoreError, Writer};
 use wiretrail_proto::v1::ingest_client::IngestClient;
 use wiretrail_proto::v1::{Batch, Filter};
 

@@ -77,7 +77,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Payload::Alphabet)]
     pub(crate) payload: Payload,
     /// zstd level of the log's frames (the collector's `--compression-level`).
-    #[arg(long, default_value_t = wiretrail_collector::store::DEFAULT_COMPRESSION_LEVEL, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = wiretrail_log::store::DEFAULT_COMPRESSION_LEVEL, allow_negative_numbers = true)]
     pub(crate) compression_level: i32,
     /// Store frames uncompressed (the collector's `--no-compression`).
     #[arg(long)]
@@ -304,9 +304,9 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     server.await??;
 
     // 3. Verify.
-    let v = wiretrail_collector::store::load_verifier(dir)?;
+    let v = wiretrail_log::store::load_verifier(dir)?;
     let t = Instant::now();
-    let (report, _) = wiretrail_collector::verify::verify(dir, &v, None, |_, _| {})?;
+    let (report, _) = wiretrail_log::verify::verify(dir, &v, None, |_, _| {})?;
     let verify_secs = t.elapsed().as_secs_f64();
     if let Some(i) = report.first_bad {
         bail!("verify found a bad record at {i}: {:?}", report.problem);
@@ -325,13 +325,13 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
 
     // 4. Start-up: from the snapshot saved at the stop above, then without it (a scan of the whole log).
     for name in ["commit.snap", "tree.snap"] {
-        let p = wiretrail_collector::store::snapshot::state_dir(dir).join(name);
+        let p = wiretrail_log::store::snapshot::state_dir(dir).join(name);
         if !p.exists() {
             bail!("the collector did not leave {} when it stopped", p.display());
         }
     }
     let start_snapshot = time_start(dir).await?;
-    wiretrail_collector::store::snapshot::remove_all(dir)?;
+    wiretrail_log::store::snapshot::remove_all(dir)?;
     let start_scan = time_start(dir).await?;
 
     println!();

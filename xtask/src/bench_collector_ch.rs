@@ -247,7 +247,7 @@ async fn bench(args: &Args, dir: &Path, servers: &Servers, setup: &Setup) -> any
     lat.sort();
 
     // 3. Verify from ClickHouse, the collector's first key pinned.
-    let key = wiretrail_collector::store::load_verifier(dir)?;
+    let key = wiretrail_log::store::load_verifier(dir)?;
     let pins = BTreeMap::from([(ORIGIN.to_string(), key)]);
     let t = Instant::now();
     let reports = reader.verify_pinned(&pins).await?;

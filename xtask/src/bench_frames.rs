@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use prost::Message;
-use wiretrail_collector::store::frame::{self, Encoder, HEADER_LEN};
+use wiretrail_log::frame::{self, Encoder, HEADER_LEN};
 use wiretrail_proto::v1::StoredLeaf;
 
 use crate::bench_collector::record;

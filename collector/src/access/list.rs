@@ -18,7 +18,7 @@ use crate::query::limits::Limiter;
 use crate::query::service::blocking;
 use crate::query::{DEFAULT_LIMIT, MAX_LIMIT, Query, scan, search};
 use crate::registry::glob_match;
-use crate::store::Shared;
+use wiretrail_log::store::Log;
 
 /// Actions an access entry may name.
 pub const ACTIONS: [&str; 9] = [
@@ -80,7 +80,7 @@ impl Selector {
         let query = Query::new(Filter {
             from_time_ns: req.from_time_ns,
             to_time_ns: req.to_time_ns,
-            entry_kind: crate::entry::ACCESS.into(),
+            entry_kind: wiretrail_log::entry::ACCESS.into(),
             limit: MAX_LIMIT,
             ..Default::default()
         })?;
@@ -119,7 +119,7 @@ impl Selector {
 /// What a stream task needs.
 pub struct Ctx {
     /// The log.
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Log>,
     /// The indexer's mark.
     pub progress: Arc<IndexProgress>,
     /// Blocking-work bounds.

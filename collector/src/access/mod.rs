@@ -18,9 +18,9 @@ use tonic::Request;
 use wiretrail_proto::v1::StoredLeaf;
 
 use crate::authz::Grant;
-use crate::entry;
 use crate::error::Error;
 use crate::ingest::commit::Work;
+use wiretrail_log::entry;
 
 /// Most workload keys (and agent ids, certificate identities) one entry lists;
 /// the rest are counted in `workloads_truncated`.
@@ -144,7 +144,7 @@ impl Logger {
         m.insert("agent_ids".into(), returned.agent_ids.iter().cloned().collect::<Vec<_>>().into());
         m.insert("shipped_by".into(), returned.shipped_by.iter().cloned().collect::<Vec<_>>().into());
         m.insert("workloads_truncated".into(), returned.truncated.into());
-        let e = entry::new(entry::ACCESS, crate::store::now_ns(), &a.grant.identity, detail, Vec::new());
+        let e = entry::new(entry::ACCESS, wiretrail_log::store::now_ns(), &a.grant.identity, detail, Vec::new());
         let (reply, rx) = oneshot::channel();
         let gone = || Error::Unavailable("collector is shutting down; access not logged, nothing returned".into());
         let jobs = self.jobs.upgrade().ok_or_else(gone)?;
@@ -154,7 +154,7 @@ impl Logger {
             tracing::error!(error = %e, action = a.action, "access entry not stored; request refused");
             e
         })?;
-        tracing::debug!(leaf, action = a.action, identity = %crate::text::escape(&a.grant.identity), "access logged");
+        tracing::debug!(leaf, action = a.action, identity = %wiretrail_log::text::escape(&a.grant.identity), "access logged");
         Ok(leaf)
     }
 }

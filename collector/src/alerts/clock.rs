@@ -57,7 +57,7 @@ pub fn from_heartbeat(
         .execute(rusqlite::params![agent_id, now])?;
     if now.is_empty() {
         if before.is_some_and(|b| !b.is_empty()) {
-            tracing::info!(agent = %crate::text::escape(agent_id), "agent clock acceptable again");
+            tracing::info!(agent = %wiretrail_log::text::escape(agent_id), "agent clock acceptable again");
         }
         return Ok(None);
     }

@@ -20,10 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 use wiretrail_proto::v1::{Record, RecordKind, StoredLeaf};
 
 use super::silence::{Beat, Clock, Event, Silence};
-use crate::entry;
 use crate::ingest::commit::Work;
 use crate::ingest::state::LogState;
-use crate::store::{Shared, StoreError};
+use wiretrail_log::entry;
+use wiretrail_log::store::{Log, StoreError};
 
 /// What the log says of one agent at start (see [`Silence::seed`]).
 #[derive(Debug, Clone)]
@@ -42,7 +42,7 @@ pub struct Seed {
 /// by the commit state, so one leaf is read per agent) and the arrival of its
 /// newest batch. An agent whose heartbeat leaf retention deleted is known
 /// again from its next heartbeat, as before any heartbeat was stored.
-pub fn seeds(shared: &Shared, state: &LogState) -> Result<Vec<Seed>, StoreError> {
+pub fn seeds(shared: &Log, state: &LogState) -> Result<Vec<Seed>, StoreError> {
     let mut out = Vec::new();
     let read = |i: u64| -> Result<Option<StoredLeaf>, StoreError> {
         match shared.read_leaf(i) {
@@ -57,7 +57,7 @@ pub fn seeds(shared: &Shared, state: &LogState) -> Result<Vec<Seed>, StoreError>
         let Some(hb_leaf) = read(leaf)? else { continue };
         let Some((r, hb)) = hb_leaf.record.as_ref().and_then(|r| Some((r, r.heartbeat?))) else {
             // A heartbeat record without its body: nothing to seed from (known again at its next heartbeat).
-            tracing::debug!(leaf, agent = %crate::text::escape(agent), "newest heartbeat record has no body");
+            tracing::debug!(leaf, agent = %wiretrail_log::text::escape(agent), "newest heartbeat record has no body");
             continue;
         };
         let last = Beat {
@@ -111,7 +111,7 @@ impl Monitor {
     pub fn seed(&self, seeds: Vec<Seed>) {
         let mut st = self.state.lock().expect("silence state");
         for s in seeds {
-            tracing::debug!(agent = %crate::text::escape(&s.agent_id), last_heartbeat_ns = s.last.time_ns,
+            tracing::debug!(agent = %wiretrail_log::text::escape(&s.agent_id), last_heartbeat_ns = s.last.time_ns,
                 silent = s.silent_at.is_some(), "agent known from the log");
             st.seed(&s.agent_id, s.last, s.last_arrival_ns, s.silent_at);
         }
@@ -167,7 +167,7 @@ impl Monitor {
             Event::Silent { agent_id, detail } => (entry::AGENT_SILENT, agent_id, detail),
             Event::Returned { agent_id, detail } => (entry::AGENT_RETURNED, agent_id, detail),
         };
-        tracing::warn!(kind, agent = %crate::text::escape(&agent_id), %detail, "agent liveness changed");
+        tracing::warn!(kind, agent = %wiretrail_log::text::escape(&agent_id), %detail, "agent liveness changed");
         let m = self.clone();
         tokio::spawn(async move {
             let e = entry::new(kind, m.clock.now_ns(), &agent_id, detail, Vec::new());
@@ -175,12 +175,12 @@ impl Monitor {
                 let (reply, rx) = oneshot::channel();
                 let job = Work::Entry { leaf: entry::leaf(e.clone(), &agent_id), reply };
                 let Some(jobs) = m.sender() else {
-                    tracing::error!(kind, agent = %crate::text::escape(&agent_id),
+                    tracing::error!(kind, agent = %wiretrail_log::text::escape(&agent_id),
                         "collector stopping: liveness entry not recorded");
                     return;
                 };
                 if jobs.send(job).await.is_err() {
-                    tracing::error!(kind, agent = %crate::text::escape(&agent_id),
+                    tracing::error!(kind, agent = %wiretrail_log::text::escape(&agent_id),
                         "collector stopping: liveness entry not recorded");
                     return;
                 }

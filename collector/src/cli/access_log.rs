@@ -5,7 +5,7 @@ use tokio_stream::StreamExt;
 use wiretrail_proto::v1::AccessLogRequest;
 
 use super::{Case, Conn, client};
-use crate::text::escape;
+use wiretrail_log::text::escape;
 
 /// Arguments of `wiretrail access-log`.
 #[derive(clap::Args)]

@@ -36,7 +36,7 @@ pub(super) struct AlertsArgs {
 pub(super) async fn run(a: AlertsArgs) -> anyhow::Result<()> {
     let mut q = QueryClient::new(connect(&a.conn).await?);
     let req = AlertsRequest { since_id: a.after_id, kind: a.kind, follow: a.follow };
-    let not_before = a.since.map_or(0, |d| crate::store::now_ns().saturating_sub(d.as_nanos() as i64));
+    let not_before = a.since.map_or(0, |d| wiretrail_log::store::now_ns().saturating_sub(d.as_nanos() as i64));
     let mut s = q.alerts(req).await?.into_inner();
     if !a.json {
         println!(
@@ -64,9 +64,9 @@ pub(super) async fn run(a: AlertsArgs) -> anyhow::Result<()> {
                 crate::when::fmt_ns(alert.time_ns),
                 alert.kind,
                 alert.severity,
-                crate::text::escape(&crate::inventory::identity_label(&alert.identity_key)),
+                wiretrail_log::text::escape(&crate::inventory::identity_label(&alert.identity_key)),
                 alert.leaf_index,
-                crate::text::escape(&alert.detail_json)
+                wiretrail_log::text::escape(&alert.detail_json)
             );
         }
     }

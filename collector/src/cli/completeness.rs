@@ -32,7 +32,7 @@ pub(super) struct CompletenessArgs {
 /// Runs `wiretrail completeness`.
 pub(super) async fn run(a: CompletenessArgs) -> anyhow::Result<()> {
     let w = a.window.window()?;
-    let (from_ns, to_ns) = (w.from_ns, if w.to_ns == 0 { crate::store::now_ns() } else { w.to_ns });
+    let (from_ns, to_ns) = (w.from_ns, if w.to_ns == 0 { wiretrail_log::store::now_ns() } else { w.to_ns });
     let mut q = QueryClient::new(connect(&a.conn).await?).max_decoding_message_size(64 << 20);
     let mut builders: BTreeMap<String, Builder> = BTreeMap::new();
     let filter = Filter {
@@ -56,7 +56,7 @@ pub(super) async fn run(a: CompletenessArgs) -> anyhow::Result<()> {
     if n >= crate::query::MAX_LIMIT {
         anyhow::bail!("more than {} records in the window; narrow it (--since, --from/--to)", crate::query::MAX_LIMIT);
     }
-    for kind in [crate::entry::AGENT_SILENT, crate::entry::AGENT_RETURNED] {
+    for kind in [wiretrail_log::entry::AGENT_SILENT, wiretrail_log::entry::AGENT_RETURNED] {
         let f = Filter { entry_kind: kind.into(), ..filter.clone() };
         let mut s = q.search(SearchRequest { filter: Some(f), follow: false }).await?.into_inner();
         while let Some(hit) = s.next().await {

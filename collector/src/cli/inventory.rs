@@ -47,15 +47,15 @@ pub(super) async fn run(a: InventoryArgs) -> anyhow::Result<()> {
         let peers = if e.peers_overflow > 0 { format!("{}+", e.peers.len()) } else { e.peers.len().to_string() };
         println!(
             "{:<36}  {:<32}  {:>9}  {:>12}  {:<30}  {:<30}  {:>5}  {:>5}  {}",
-            crate::text::escape(&crate::inventory::identity_label(&e.identity_key)),
-            crate::text::escape(&custodian),
+            wiretrail_log::text::escape(&crate::inventory::identity_label(&e.identity_key)),
+            wiretrail_log::text::escape(&custodian),
             e.records,
             e.bytes,
             crate::when::fmt_ns(e.first_seen_ns),
             crate::when::fmt_ns(e.last_seen_ns),
             e.hosts.len(),
             peers,
-            crate::text::escape(&e.identity_key)
+            wiretrail_log::text::escape(&e.identity_key)
         );
     }
     let shadow = resp.entries.iter().filter(|e| e.shadow).count();

@@ -41,7 +41,7 @@ pub(super) async fn rotate(a: RotateArgs) -> anyhow::Result<()> {
 pub(super) async fn history(a: HistoryArgs) -> anyhow::Result<()> {
     let mut k = KeysClient::new(connect(&a.conn).await?);
     let h = k.key_history(KeyHistoryRequest {}).await?.into_inner();
-    let (_, links) = crate::keys::ring_of_history(&h)?;
+    let (_, links) = wiretrail_log::keychain::ring_of_history(&h)?;
     println!("{}", serde_json::json!({"first_key": h.first_key}));
     for l in &links {
         let r = &l.rotation;

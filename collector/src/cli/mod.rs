@@ -55,11 +55,11 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         checkpoint_secs: u64,
         /// Start a new segment file once the current one holds this many bytes.
-        #[arg(long, default_value_t = crate::store::StoreConfig::default().segment_bytes)]
+        #[arg(long, default_value_t = wiretrail_log::store::StoreConfig::default().segment_bytes)]
         segment_bytes: u64,
         /// zstd level new log frames are compressed at, -7..=19 (negative: zstd's fast levels); a frame is
         /// compressed only when that makes it smaller.
-        #[arg(long, default_value_t = crate::store::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(-7..=19), allow_negative_numbers = true)]
+        #[arg(long, default_value_t = wiretrail_log::store::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(-7..=19), allow_negative_numbers = true)]
         compression_level: i32,
         /// Write new log frames uncompressed (frames already compressed stay readable).
         #[arg(long)]
@@ -401,7 +401,7 @@ pub fn main() -> anyhow::Result<()> {
                 if let Some(o) = origin {
                     cfg.store.origin = o;
                 }
-                cfg.verify = crate::verify::background::VerifyConfig {
+                cfg.verify = wiretrail_log::verify::background::VerifyConfig {
                     interval: Duration::from_secs(verify_interval_secs),
                     full_interval: Duration::from_secs(verify_full_interval_secs),
                 };
@@ -518,7 +518,8 @@ pub fn main() -> anyhow::Result<()> {
             }
             Cmd::Repair { data_dir, dry_run } => {
                 let plan =
-                    tokio::task::spawn_blocking(move || crate::store::repair::repair(&data_dir, dry_run)).await??;
+                    tokio::task::spawn_blocking(move || wiretrail_log::store::repair::repair(&data_dir, dry_run))
+                        .await??;
                 println!("{}", serde_json::to_string_pretty(&plan)?);
                 match (plan.actions.is_empty(), dry_run) {
                     (true, _) => eprintln!("repair: the log is readable to its end; nothing to do"),

@@ -5,8 +5,8 @@ use tokio_stream::StreamExt;
 use wiretrail_proto::v1::SearchRequest;
 
 use super::{Case, Conn, FilterArgs, client};
-use crate::text::escape;
 use crate::when::fmt_ns;
+use wiretrail_log::text::escape;
 
 /// The first 60 characters of a payload, control characters as dots.
 fn snippet(payload: &[u8]) -> String {

@@ -7,7 +7,7 @@ use wiretrail_proto::v1::review_client::ReviewClient;
 use wiretrail_proto::v1::{ReviewConversation, ReviewListRequest, ReviewMarkRecord, ReviewMarkRequest};
 
 use super::{Case, Conn, connect};
-use crate::text::escape;
+use wiretrail_log::text::escape;
 
 /// Arguments of `wiretrail review`.
 #[derive(clap::Args)]

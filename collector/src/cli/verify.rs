@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
-use crate::merkle::Verifier;
+use wiretrail_log::merkle::Verifier;
 
 /// Verifies the log in `data_dir` (resuming from `state` when given).
 pub(super) fn data_dir(data_dir: Option<PathBuf>, key: Option<PathBuf>, state: Option<PathBuf>) -> anyhow::Result<()> {
@@ -17,7 +17,7 @@ pub(super) fn data_dir(data_dir: Option<PathBuf>, key: Option<PathBuf>, state: O
         _ => None,
     };
     let t = std::time::Instant::now();
-    let (report, new_state) = crate::verify::verify(&data_dir, &v, resume, |n, b| {
+    let (report, new_state) = wiretrail_log::verify::verify(&data_dir, &v, resume, |n, b| {
         eprintln!(
             "verified {n} records, {:.1} MB of leaves, {:.0} MB/s",
             b as f64 / 1e6,

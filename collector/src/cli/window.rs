@@ -29,7 +29,7 @@ pub(super) struct WindowArgs {
 impl WindowArgs {
     /// The window, resolved against the clock now.
     pub(super) fn window(&self) -> anyhow::Result<Window> {
-        self.window_at(crate::store::now_ns())
+        self.window_at(wiretrail_log::store::now_ns())
     }
 
     /// The window, resolved against `now_ns`.

@@ -116,7 +116,7 @@ pub enum ClickHouseError {
     Version(String),
     /// Reading the local log failed.
     #[error("reading the local log: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] wiretrail_log::store::StoreError),
     /// A stored checkpoint does not parse or verify.
     #[error("checkpoint of {origin}: {source}")]
     Note {
@@ -124,7 +124,7 @@ pub enum ClickHouseError {
         origin: String,
         /// Why.
         #[source]
-        source: crate::merkle::NoteError,
+        source: wiretrail_log::merkle::NoteError,
     },
 }
 

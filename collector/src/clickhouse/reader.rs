@@ -73,7 +73,7 @@ impl Reader {
         rows.into_iter()
             .map(|r| {
                 let leaf = StoredLeaf::decode(r.leaf.as_slice()).map_err(|e| {
-                    ClickHouseError::Store(crate::store::StoreError::Inconsistent(format!(
+                    ClickHouseError::Store(wiretrail_log::store::StoreError::Inconsistent(format!(
                         "{} leaf {} does not decode: {e}",
                         r.origin, r.leaf_index
                     )))

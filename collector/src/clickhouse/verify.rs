@@ -18,7 +18,7 @@
 //! `key_rotation` entry must name the key in force as its old key, and a
 //! checkpoint signed by that old key must cover the entry; the new key then
 //! signs only sizes above the old key's last checkpoint
-//! ([`crate::merkle::KeyRing`]). A checkpoint signed by any other key fails.
+//! ([`wiretrail_log::merkle::KeyRing`]). A checkpoint signed by any other key fails.
 
 use std::collections::BTreeMap;
 
@@ -30,8 +30,8 @@ use super::ClickHouseError;
 use super::reader::Reader;
 use super::schema::{CHECKPOINTS, LEAVES, ORIGINS};
 use super::writer::{CheckpointRow, LeafRow, OriginRow};
-use crate::entry::KEY_ROTATION;
-use crate::merkle::{Hash, KeyRing, SignedCheckpoint, Verifier, leaf_hash, root_of_leaf_hashes};
+use wiretrail_log::entry::KEY_ROTATION;
+use wiretrail_log::merkle::{Hash, KeyRing, SignedCheckpoint, Verifier, leaf_hash, root_of_leaf_hashes};
 
 /// First keys pinned by the auditor, per origin.
 pub type Pins = BTreeMap<String, Verifier>;

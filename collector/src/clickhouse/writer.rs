@@ -8,8 +8,8 @@ use wiretrail_proto::v1::StoredLeaf;
 
 use super::schema::{CHECKPOINTS, LEAVES, ORIGINS};
 use super::{ClickHouseConfig, ClickHouseError, Version};
-use crate::merkle::{Hash, SignedCheckpoint};
-use crate::store::{Shared, StoreError};
+use wiretrail_log::merkle::{Hash, SignedCheckpoint};
+use wiretrail_log::store::{Log, StoreError};
 
 /// One row of `leaves`.
 #[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize)]
@@ -74,7 +74,7 @@ pub struct OriginRow {
 impl LeafRow {
     /// The row of leaf `i` of `origin` with bytes `leaf` and Merkle leaf
     /// hash `hash` (the store's reader checked `leaf` against it: see
-    /// [`crate::store::LeafIter::next_hashed`]).
+    /// [`wiretrail_log::store::LeafIter::next_hashed`]).
     pub fn new(origin: &str, i: u64, leaf: Vec<u8>, hash: Hash, prev_hash: Hash) -> Result<Self, StoreError> {
         let l = StoredLeaf::decode(leaf.as_slice())
             .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))?;
@@ -114,14 +114,14 @@ impl LeafRow {
 }
 
 fn now_s() -> u32 {
-    (crate::store::now_ns().max(0) / 1_000_000_000) as u32
+    (wiretrail_log::store::now_ns().max(0) / 1_000_000_000) as u32
 }
 
 /// Inserts this log's leaves and checkpoints into ClickHouse.
 pub struct Sink {
     client: clickhouse::Client,
     cfg: ClickHouseConfig,
-    shared: Arc<Shared>,
+    shared: Arc<Log>,
     origin: String,
     rt: tokio::runtime::Handle,
     /// Leaves [0, shipped) are in ClickHouse.
@@ -131,7 +131,7 @@ pub struct Sink {
 impl Sink {
     /// Connects, checks the version (logged), creates the schema, registers
     /// this log's key and finds how much of the log ClickHouse already holds.
-    pub async fn open(cfg: ClickHouseConfig, shared: Arc<Shared>) -> Result<Sink, ClickHouseError> {
+    pub async fn open(cfg: ClickHouseConfig, shared: Arc<Log>) -> Result<Sink, ClickHouseError> {
         let base = super::client(&cfg);
         let v: Version = super::server_version(&base).await?;
         super::schema::create(&base, &cfg, v).await?;
@@ -263,7 +263,7 @@ impl Sink {
 
     /// Inserts every durable leaf not yet in ClickHouse (blocking; from the
     /// commit thread), then a checkpoint of the log's size signed by the key
-    /// in force (not recorded locally: see [`Shared::sign_unrecorded`]).
+    /// in force (not recorded locally: see [`Log::sign_unrecorded`]).
     pub fn sync(&mut self) -> Result<(), ClickHouseError> {
         let size = self.shared.size();
         if self.shipped < size {
@@ -300,7 +300,7 @@ fn is_previous_quorum_pending(e: &ClickHouseError) -> bool {
 
 /// Ships each new checkpoint of the log to ClickHouse (checked every second;
 /// a failed insert is retried on the next tick). Stops with the runtime.
-pub fn spawn_checkpoints(cfg: ClickHouseConfig, shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+pub fn spawn_checkpoints(cfg: ClickHouseConfig, shared: Arc<Log>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let client = super::client(&cfg).with_database(&cfg.database);
         let client = match super::server_version(&client).await {

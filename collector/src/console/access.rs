@@ -34,7 +34,7 @@ pub async fn page(
 ) -> Result<Html<String>, Failure> {
     let from_time_ns = match p.since.trim() {
         "" => 0,
-        s => crate::store::now_ns().saturating_sub(super::search::parse_since(s)?.as_nanos() as i64),
+        s => wiretrail_log::store::now_ns().saturating_sub(super::search::parse_since(s)?.as_nanos() as i64),
     };
     let req = AccessLogRequest {
         identity: p.identity.clone(),

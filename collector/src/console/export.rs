@@ -20,7 +20,7 @@ pub async fn download(
     Extension(who): Extension<Principal>,
     Query(p): Query<Params>,
 ) -> Result<Response, Failure> {
-    let now = crate::store::now_ns();
+    let now = wiretrail_log::store::now_ns();
     let filter = p.filter(now, MAX_RECORDS)?;
     let case = Some(p.case.trim()).filter(|c| !c.is_empty());
     let meta = crate::access::meta::Meta::case(case).map_err(Failure::Input)?.export();

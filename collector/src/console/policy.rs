@@ -67,7 +67,7 @@ pub async fn what_if(
         return Err(Failure::Input(format!("the agent cannot install this policy: {}", list.join("; "))));
     }
     let params = super::search::Params { since: w.since.clone(), ..Default::default() };
-    let filter = params.filter(crate::store::now_ns(), MAX_RECORDS)?;
+    let filter = params.filter(wiretrail_log::store::now_ns(), MAX_RECORDS)?;
     let channel = c.backend.channel(&who).await?;
     let opened = crate::policy_check::search(channel, filter).await.map_err(|e| match e {
         crate::policy_check::CheckError::Collector(m) if m.contains("needs role") => {

@@ -18,7 +18,7 @@ use super::fail::Failure;
 use super::html::{esc, fields, hexdump, page as frame, time, url};
 use super::principal::Principal;
 use super::search::identity_text;
-use crate::merkle::{Hash, leaf_hash, verify_inclusion};
+use wiretrail_log::merkle::{Hash, leaf_hash, verify_inclusion};
 
 /// The outcome of checking a record's inclusion proof.
 pub struct Proof {
@@ -61,7 +61,7 @@ fn check(
     leaf: &[u8],
     proof: &[Vec<u8>],
 ) -> Result<(), String> {
-    let (ring, _) = crate::keys::ring_of_history(history).map_err(|e| format!("key history: {e}"))?;
+    let (ring, _) = wiretrail_log::keychain::ring_of_history(history).map_err(|e| format!("key history: {e}"))?;
     let signed = ring.open(&cp.note).map_err(|e| format!("checkpoint signature: {e}"))?;
     let hashes: Vec<Hash> = proof
         .iter()

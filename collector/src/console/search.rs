@@ -220,7 +220,7 @@ pub async fn page(
     let searched = p.query();
     if !searched.is_empty() || p.follow.is_some() {
         let shown = (p.page + 1) * PAGE;
-        let filter = p.filter(crate::store::now_ns(), shown as u64 + 1)?;
+        let filter = p.filter(wiretrail_log::store::now_ns(), shown as u64 + 1)?;
         let results = run(&c, &who, &p.case, filter).await?;
         let more = results.len() > shown;
         let rows: Vec<_> = results.iter().skip(p.page * PAGE).take(PAGE).map(cells).collect();
@@ -262,7 +262,7 @@ pub async fn follow(
     Extension(who): Extension<Principal>,
     Query(p): Query<Params>,
 ) -> Result<Response, Failure> {
-    let filter = p.filter(crate::store::now_ns(), 0)?;
+    let filter = p.filter(wiretrail_log::store::now_ns(), 0)?;
     let mut q = client(&c, &who, &p.case).await?;
     let s = q.search(SearchRequest { filter: Some(filter), follow: true }).await?.into_inner();
     let after = p.after;

@@ -16,8 +16,8 @@ use super::render::{filter_json, record_text};
 use super::seal::Sealed;
 use super::{ExportError, FILES, FORMAT, Files, KEYS_FILE, MANIFEST, Manifest, sha256_hex};
 use crate::access::meta::Meta;
-use crate::merkle::{Hash, Verifier, leaf_hash, verify_inclusion};
 use crate::query::to_json;
+use wiretrail_log::merkle::{Hash, Verifier, leaf_hash, verify_inclusion};
 
 /// Export progress, reported to the caller's callback.
 #[derive(Debug, Clone, Copy)]
@@ -80,7 +80,8 @@ pub async fn export_as(
     // The key chain from the log's first key to the one that signed `cp`.
     let history = keys.key_history(KeyHistoryRequest {}).await.map_err(rpc("key history"))?.into_inner();
     let first = Verifier::parse(&history.first_key)?;
-    let (ring, links) = crate::keys::ring_of_history(&history).map_err(|e| ExportError::Invalid(e.to_string()))?;
+    let (ring, links) =
+        wiretrail_log::keychain::ring_of_history(&history).map_err(|e| ExportError::Invalid(e.to_string()))?;
     let signed = ring.open(&cp.note)?;
     let size = signed.checkpoint.size;
     let mut proofs = Vec::new();
@@ -124,7 +125,7 @@ pub async fn export_as(
     files.insert("checkpoint.txt".into(), signed.note.clone().into_bytes());
     files.insert("verifier.key".into(), format!("{}\n", first.key_string()).into_bytes());
     if !links.is_empty() {
-        files.insert(KEYS_FILE.into(), crate::keys::links_to_jsonl(&links));
+        files.insert(KEYS_FILE.into(), wiretrail_log::keychain::links_to_jsonl(&links));
     }
     files.insert("query.json".into(), query);
     debug_assert!(FILES.iter().all(|f| files.contains_key(*f)));

@@ -13,7 +13,7 @@
 //! - `keys.jsonl` (only after a signing key rotation): the chain from the
 //!   first key to the one that signed `checkpoint.txt`, one rotation per line
 //!   (its `key_rotation` entry, the old key's checkpoint covering it and the
-//!   inclusion proof; see [`crate::keys`]);
+//!   inclusion proof; see [`wiretrail_log::keychain`]);
 //! - `query.json`: the filter that selected the records;
 //! - `manifest.json`: SHA-256 of every other file, record count, tree size and
 //!   root, and the export's own access entry (leaf index, leaf SHA-256);
@@ -108,7 +108,7 @@ pub enum ExportError {
     Invalid(String),
     /// The checkpoint or key does not parse or verify.
     #[error(transparent)]
-    Note(#[from] crate::merkle::NoteError),
+    Note(#[from] wiretrail_log::merkle::NoteError),
     /// Reading or writing bundle files failed.
     #[error("{what} {path}: {source}")]
     Io {

@@ -25,8 +25,8 @@ use wiretrail_proto::v1::StoredLeaf;
 use super::{ACCESS, FORMAT, Files, MANIFEST, Manifest, SIG, sha256_hex};
 use crate::error::Error;
 use crate::index::{self, IndexError};
-use crate::merkle::{Hash, SignedCheckpoint, Verifier, leaf_hash, verify_inclusion};
-use crate::store::Shared;
+use wiretrail_log::merkle::{Hash, SignedCheckpoint, Verifier, leaf_hash, verify_inclusion};
+use wiretrail_log::store::Log;
 
 /// First line of a manifest statement (never a checkpoint's origin line
 /// followed by a tree size, so the two kinds of notes cannot be confused).
@@ -76,7 +76,7 @@ pub struct Sealed {
 /// Collector side: checks `draft` against the log, attaches the access entry
 /// of `identity`'s export search and signs.
 pub fn seal(
-    shared: &Shared,
+    shared: &Log,
     conn: &Connection,
     indexed: u64,
     identity: &str,
@@ -126,7 +126,7 @@ pub fn seal(
 /// The newest `access` entry below `upto` of `identity`'s search for export
 /// with `filter`: (leaf index, leaf bytes, detail).
 fn find_search(
-    shared: &Shared,
+    shared: &Log,
     conn: &Connection,
     indexed: u64,
     upto: u64,
@@ -136,7 +136,7 @@ fn find_search(
     let check = |i: u64| -> Result<Option<(u64, Vec<u8>, serde_json::Value)>, Error> {
         let leaf = shared.read_leaf(i)?;
         let l = StoredLeaf::decode(leaf.as_slice()).map_err(|e| Error::InvalidArgument(format!("leaf {i}: {e}")))?;
-        let Some(e) = l.entry.filter(|e| e.kind == crate::entry::ACCESS) else { return Ok(None) };
+        let Some(e) = l.entry.filter(|e| e.kind == wiretrail_log::entry::ACCESS) else { return Ok(None) };
         let d: serde_json::Value = serde_json::from_str(&e.detail_json).unwrap_or_default();
         let ok =
             d["identity"] == identity && d["action"] == "search" && d["purpose"] == "export" && d["filter"] == *filter;
@@ -161,7 +161,7 @@ fn find_search(
              ORDER BY leaf DESC LIMIT 1000",
         )
         .map_err(err)?;
-    let kind = format!("entry:{}", crate::entry::ACCESS);
+    let kind = format!("entry:{}", wiretrail_log::entry::ACCESS);
     let mut below = indexed as i64;
     loop {
         let leaves: Vec<i64> = st
@@ -241,7 +241,7 @@ pub fn check(
         p.push(format!("{ACCESS}: leaf differs from the manifest's access section"));
     }
     match StoredLeaf::decode(leaf.as_slice()).ok().and_then(|l| l.entry) {
-        Some(e) if e.kind == crate::entry::ACCESS => {
+        Some(e) if e.kind == wiretrail_log::entry::ACCESS => {
             let d: serde_json::Value = serde_json::from_str(&e.detail_json).unwrap_or_default();
             if d != f.detail {
                 p.push(format!("{ACCESS}: detail differs from the stored entry"));

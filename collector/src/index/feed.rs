@@ -17,7 +17,7 @@ use prost::Message;
 use wiretrail_proto::v1::StoredLeaf;
 
 use super::{IndexError, IndexProgress};
-use crate::store::{Shared, StoreError};
+use wiretrail_log::store::{Log, StoreError};
 
 /// Decoded leaves per chunk.
 const CHUNK_LEAVES: u64 = 4096;
@@ -37,7 +37,7 @@ pub(crate) struct Chunk {
 }
 
 /// Reads and decodes leaves `from..to`.
-pub(crate) fn read(shared: &Shared, from: u64, to: u64) -> Result<Chunk, IndexError> {
+pub(crate) fn read(shared: &Log, from: u64, to: u64) -> Result<Chunk, IndexError> {
     let mut leaves = Vec::with_capacity((to - from) as usize);
     for item in shared.iter(from, to)? {
         let (i, bytes) = item?;
@@ -59,7 +59,7 @@ pub(crate) struct Feed {
 
 impl Feed {
     /// Starts reading at leaf `from`.
-    pub(crate) fn spawn(shared: Arc<Shared>, from: u64, progress: Arc<IndexProgress>) -> Feed {
+    pub(crate) fn spawn(shared: Arc<Log>, from: u64, progress: Arc<IndexProgress>) -> Feed {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUED);
         let (spent, spent_rx) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -103,7 +103,7 @@ impl Drop for Feed {
 }
 
 fn run(
-    shared: &Shared,
+    shared: &Log,
     from: u64,
     progress: &IndexProgress,
     tx: &SyncSender<Result<Chunk, IndexError>>,

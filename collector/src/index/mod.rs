@@ -46,7 +46,7 @@ use feed::Feed;
 
 use crate::inventory::Tracker;
 use crate::registry::RegistryHandle;
-use crate::store::{Shared, StoreError};
+use wiretrail_log::store::{Log, StoreError};
 
 /// Errors of the index.
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +138,7 @@ pub fn damaged(c: &Connection) -> Option<String> {
 /// Moves the database aside (after `e`) and opens a new, empty one.
 fn rebuild(dir: &Path, e: &dyn std::fmt::Display) -> Result<Connection, IndexError> {
     let path = db_path(dir);
-    let aside = dir.join(format!("index.sqlite.unreadable-{}", crate::store::now_ns()));
+    let aside = dir.join(format!("index.sqlite.unreadable-{}", wiretrail_log::store::now_ns()));
     tracing::warn!(error = %e, moved_to = %aside.display(), "index database unreadable; rebuilding it from the log");
     if let Err(e) = std::fs::rename(&path, &aside) {
         tracing::warn!(error = %e, "could not move the unreadable index aside; removing it");
@@ -160,7 +160,7 @@ pub fn indexed(c: &Connection) -> Result<u64, rusqlite::Error> {
 /// inventory and raising alerts through `tracker`.
 pub fn index_range(
     c: &mut Connection,
-    shared: &Shared,
+    shared: &Log,
     tracker: &mut Tracker,
     from: u64,
     to: u64,
@@ -270,7 +270,7 @@ impl IndexProgress {
 /// Spawns the indexer thread following the committed log; shadow identities
 /// are judged against `registry`.
 pub fn spawn(
-    shared: Arc<Shared>,
+    shared: Arc<Log>,
     config: IndexConfig,
     progress: Arc<IndexProgress>,
     registry: Arc<RegistryHandle>,

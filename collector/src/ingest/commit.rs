@@ -41,11 +41,11 @@ use wiretrail_proto::v1::{Ack, Batch, StoredLeaf};
 
 use super::dedup::{Seq, Stored};
 use super::state::LogState;
-use crate::entry;
 use crate::error::Error;
 use crate::roles::{AgentIdRule, Roles};
-use crate::store::{StoreError, Writer, now_ns};
-use crate::text::escape;
+use wiretrail_log::entry;
+use wiretrail_log::store::{StoreError, Writer, now_ns};
+use wiretrail_log::text::escape;
 
 /// One batch waiting to be made durable.
 pub struct Job {
@@ -63,9 +63,9 @@ pub struct Job {
     pub hash: [u8; 32],
     /// Encoded `StoredLeaf`s, one per record.
     pub leaves: Vec<Vec<u8>>,
-    /// Their hashes and stored bodies ([`crate::store::frame::prepare_all`]),
+    /// Their hashes and stored bodies ([`wiretrail_log::frame::prepare_all`]),
     /// one per leaf; empty: the commit thread prepares them.
-    pub prepared: Vec<crate::store::frame::Prepared>,
+    pub prepared: Vec<wiretrail_log::frame::Prepared>,
     /// Position in the batch and capture time of its newest heartbeat record, if any.
     pub heartbeat: Option<(u32, i64)>,
     /// Where the ack (or error) goes once the batch is durable.

@@ -12,8 +12,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::entry;
-use crate::store::{Deleted, LeafBatch, StoreError};
+use wiretrail_log::entry;
+use wiretrail_log::store::{Deleted, LeafBatch, StoreError};
 
 /// One stored batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

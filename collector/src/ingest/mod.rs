@@ -40,7 +40,7 @@ pub struct IngestService {
     /// Batch limits.
     limits: IngestLimits,
     /// The log (for the index back-pressure check).
-    shared: Arc<crate::store::Shared>,
+    shared: Arc<wiretrail_log::store::Log>,
     /// The indexer's mark and the lag it allows.
     progress: Arc<crate::index::IndexProgress>,
     /// Told of the heartbeats of each acknowledged batch.
@@ -54,7 +54,7 @@ impl IngestService {
     pub fn new(
         jobs: mpsc::Sender<Work>,
         limits: IngestLimits,
-        shared: Arc<crate::store::Shared>,
+        shared: Arc<wiretrail_log::store::Log>,
         progress: Arc<crate::index::IndexProgress>,
         authz: crate::authz::Authz,
     ) -> Self {
@@ -76,7 +76,7 @@ type Beats = Option<(String, String, Vec<wiretrail_proto::v1::Record>)>;
 pub const LEAF_OVERHEAD: usize = 4096;
 
 /// Largest encoded record accepted (larger ones are refused for their stream).
-pub const MAX_RECORD_BYTES: usize = crate::store::frame::MAX_LEAF_LEN - LEAF_OVERHEAD;
+pub const MAX_RECORD_BYTES: usize = wiretrail_log::frame::MAX_LEAF_LEN - LEAF_OVERHEAD;
 
 fn validate(b: &Batch, l: &IngestLimits) -> Result<(), Error> {
     if b.agent_id.is_empty() || b.boot_id.is_empty() {
@@ -88,8 +88,8 @@ fn validate(b: &Batch, l: &IngestLimits) -> Result<(), Error> {
     if b.agent_id.chars().chain(b.boot_id.chars()).any(char::is_control) {
         return Err(Error::InvalidArgument(format!(
             "agent_id {:?} / boot_id {:?} contain control characters",
-            crate::text::escape(&b.agent_id),
-            crate::text::escape(&b.boot_id)
+            wiretrail_log::text::escape(&b.agent_id),
+            wiretrail_log::text::escape(&b.boot_id)
         )));
     }
     if b.records.is_empty() {
@@ -220,13 +220,13 @@ impl Ingest for IngestService {
                     Ok(b) => b,
                     Err(s) => {
                         let e = decode_failure(&s);
-                        tracing::warn!(error = %e, peer = %crate::text::escape(&peer), "ingest stream failed");
+                        tracing::warn!(error = %e, peer = %wiretrail_log::text::escape(&peer), "ingest stream failed");
                         let _ = pending_tx.send(fail(e)).await;
                         return;
                     }
                 };
                 if let Err(e) = validate(&batch, &limits) {
-                    tracing::warn!(error = %e, peer = %crate::text::escape(&peer), "rejected batch");
+                    tracing::warn!(error = %e, peer = %wiretrail_log::text::escape(&peer), "rejected batch");
                     let _ = pending_tx.send(fail(e)).await;
                     return;
                 }
@@ -245,10 +245,10 @@ impl Ingest for IngestService {
                     .filter(|(_, r)| r.kind() == wiretrail_proto::v1::RecordKind::Heartbeat && r.heartbeat.is_some())
                     .max_by_key(|(k, r)| (r.capture_time_ns, *k))
                     .map(|(k, r)| (k as u32, r.capture_time_ns));
-                let leaves = encode_leaves(batch, &peer, crate::store::now_ns(), &hash);
+                let leaves = encode_leaves(batch, &peer, wiretrail_log::store::now_ns(), &hash);
                 // Hashing and compressing here, on the ingest tasks, leaves the
                 // one commit thread only copying frames into the segment.
-                let prepared = match crate::store::frame::prepare_all(shared.compression(), &leaves) {
+                let prepared = match wiretrail_log::frame::prepare_all(shared.compression(), &leaves) {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::error!(error = %e, "zstd could not set up; batch refused");

@@ -6,7 +6,7 @@
 //!
 //! The commit thread saves it, with the store's tree cache, every
 //! [`SNAPSHOT_EVERY`] committed leaves and when it stops (see
-//! `crate::store::snapshot` for the file and the checks made before use).
+//! `wiretrail_log::store::snapshot` for the file and the checks made before use).
 //! At start the snapshot is loaded and only the leaves after it are scanned;
 //! without a usable snapshot the whole log is scanned, as before snapshots.
 
@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use prost::Message;
 
 use super::dedup::Dedup;
-use crate::entry;
-use crate::store::{LeafBatch, Shared, StoreError, Writer, snapshot};
+use wiretrail_log::entry;
+use wiretrail_log::store::{LeafBatch, Log, StoreError, Writer, snapshot};
 
 /// Name of the snapshot.
 pub const SNAPSHOT: &str = "commit";
@@ -72,7 +72,7 @@ pub struct Opened {
 
 impl LogState {
     /// The state of the committed log: the snapshot when it matches the log, then a scan of the leaves after it.
-    pub fn open(shared: &Shared) -> Result<(LogState, Opened), StoreError> {
+    pub fn open(shared: &Log) -> Result<(LogState, Opened), StoreError> {
         let size = shared.size();
         let loaded = snapshot::load(shared.dir(), SNAPSHOT)
             .filter(|l| l.matches(size, |i| shared.leaf_hash(i).ok()))
@@ -100,7 +100,7 @@ impl LogState {
     }
 
     /// Applies leaves `from..to` in order.
-    fn scan(&mut self, shared: &Shared, from: u64, to: u64) -> Result<(), StoreError> {
+    fn scan(&mut self, shared: &Log, from: u64, to: u64) -> Result<(), StoreError> {
         let deleted = shared.deleted();
         for item in shared.iter(from, to)? {
             let (i, leaf) = item?;
@@ -147,7 +147,7 @@ impl LogState {
     /// leaves were committed since the last one, or always when `force`.
     /// Only between groups. A failure is logged: the next start scans more.
     pub fn maybe_save(&mut self, writer: &Writer, force: bool) {
-        let size = writer.shared().size();
+        let size = writer.log().size();
         if size == self.saved_at || (!force && size - self.saved_at < SNAPSHOT_EVERY) {
             return;
         }
@@ -159,7 +159,7 @@ impl LogState {
             .encode_to_vec();
         let res = writer.save_tree_snapshot().and_then(|(tree_size, last)| {
             debug_assert_eq!(tree_size, size);
-            snapshot::save(writer.shared().dir(), SNAPSHOT, tree_size, last, body)
+            snapshot::save(writer.log().dir(), SNAPSHOT, tree_size, last, body)
         });
         match res {
             Ok(()) => {

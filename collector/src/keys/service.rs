@@ -8,14 +8,14 @@ use wiretrail_proto::v1::{KeyHistoryRequest, KeyHistoryResponse, RotateSigningKe
 
 use crate::access::{Access, Logger, Returned};
 use crate::authz::{Authz, Rpc};
-use crate::entry;
 use crate::error::Error;
-use crate::store::Shared;
+use wiretrail_log::entry;
+use wiretrail_log::store::Log;
 
 /// Serves key rotation and history.
 pub struct KeysService {
     /// The log.
-    shared: Arc<Shared>,
+    shared: Arc<Log>,
     /// The role check.
     authz: Authz,
     /// Appends the rotation entry (and access entries) through the commit thread.
@@ -26,7 +26,7 @@ pub struct KeysService {
 
 impl KeysService {
     /// A service over `shared`.
-    pub fn new(shared: Arc<Shared>, authz: Authz, logger: Logger) -> Self {
+    pub fn new(shared: Arc<Log>, authz: Authz, logger: Logger) -> Self {
         KeysService { shared, authz, logger, rotating: tokio::sync::Mutex::new(()) }
     }
 }
@@ -49,8 +49,8 @@ impl KeysApi for KeysService {
         let shared = self.shared.clone();
         let old = shared.verifier();
         let new = blocking(move || Ok(shared.new_signing_key()?)).await?;
-        let detail = super::entry_detail(&old, &new.verifier(), &grant.identity, &grant.role);
-        let now = crate::store::now_ns();
+        let detail = wiretrail_log::keychain::entry_detail(&old, &new.verifier(), &grant.identity, &grant.role);
+        let now = wiretrail_log::store::now_ns();
         let e = entry::new(entry::KEY_ROTATION, now, &grant.identity, detail, Vec::new());
         let entry_index = self.logger.append_entry(e).await.inspect_err(|e| {
             tracing::error!(error = %e, "key_rotation entry not stored; the old key stays in force");
@@ -59,7 +59,7 @@ impl KeysApi for KeysService {
         let (old_key, by) = (old.key_string(), grant.identity.clone());
         let (r, cp) = blocking(move || Ok(shared.activate_signing_key(new, entry_index, &old_key, &by, now)?)).await?;
         tracing::warn!(
-            identity = %crate::text::escape(&grant.identity),
+            identity = %wiretrail_log::text::escape(&grant.identity),
             old = %r.old_key, new = %r.new_key, entry_index, "checkpoint signing key rotated"
         );
         Ok(Response::new(RotateSigningKeyResponse {
@@ -80,7 +80,7 @@ impl KeysApi for KeysService {
         self.logger.append(&access, serde_json::json!({"rotations": links.len()}), &one).await?;
         Ok(Response::new(KeyHistoryResponse {
             first_key: first,
-            links: links.iter().map(super::link_to_proto).collect(),
+            links: links.iter().map(wiretrail_log::keychain::link_to_proto).collect(),
         }))
     }
 }

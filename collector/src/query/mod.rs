@@ -13,7 +13,7 @@ use wiretrail_proto::v1::{Filter, StoredLeaf};
 
 use crate::error::Error;
 use crate::index::{self, IndexError};
-use crate::store::{Shared, StoreError};
+use wiretrail_log::store::{Log, StoreError};
 
 /// Most results one search may return.
 pub const MAX_LIMIT: u64 = 1_000_000;
@@ -58,11 +58,11 @@ impl Query {
             })
             .collect::<Result<_, _>>()?;
         if !f.entry_kind.is_empty() {
-            if f.entry_kind != "*" && !crate::entry::KINDS.contains(&f.entry_kind.as_str()) {
+            if f.entry_kind != "*" && !wiretrail_log::entry::KINDS.contains(&f.entry_kind.as_str()) {
                 return Err(Error::InvalidArgument(format!(
                     "unknown entry kind {:?}; one of *, {}",
                     f.entry_kind,
-                    crate::entry::KINDS.join(", ")
+                    wiretrail_log::entry::KINDS.join(", ")
                 )));
             }
             if !(f.host.is_empty()
@@ -87,7 +87,7 @@ impl Query {
         if !f.entry_kind.is_empty() {
             let Some(e) = &l.entry else { return false };
             // "*" leaves out access entries: only auditors read those (entry_kind "access").
-            return (if f.entry_kind == "*" { e.kind != crate::entry::ACCESS } else { e.kind == f.entry_kind })
+            return (if f.entry_kind == "*" { e.kind != wiretrail_log::entry::ACCESS } else { e.kind == f.entry_kind })
                 && (f.from_time_ns == 0 || e.time_ns >= f.from_time_ns)
                 && (f.to_time_ns == 0 || e.time_ns < f.to_time_ns)
                 && (f.agent_id.is_empty() || l.agent_id == f.agent_id);
@@ -164,7 +164,7 @@ impl Query {
         }
         match f.entry_kind.as_str() {
             "" => {}
-            "*" => dims.push(format!("proto LIKE 'entry:%' AND proto != 'entry:{}'", crate::entry::ACCESS)),
+            "*" => dims.push(format!("proto LIKE 'entry:%' AND proto != 'entry:{}'", wiretrail_log::entry::ACCESS)),
             k => dims.push(format!("proto = {}", arg(Value::Text(format!("entry:{k}")), &mut args))),
         }
         if !dims.is_empty() {
@@ -199,7 +199,7 @@ pub fn decode(i: u64, bytes: &[u8]) -> Result<StoredLeaf, StoreError> {
 /// the limit; returns the number of hits. `indexed` is the index's mark.
 pub fn search(
     q: &Query,
-    shared: &Shared,
+    shared: &Log,
     conn: &Connection,
     indexed: u64,
     upto: u64,
@@ -228,7 +228,7 @@ pub fn search(
             let i = i as u64;
             let bytes = match shared.read_leaf(i) {
                 // Deleted by retention after the index was read (its rows go with it).
-                Err(crate::store::StoreError::Deleted { .. }) => continue,
+                Err(wiretrail_log::store::StoreError::Deleted { .. }) => continue,
                 r => r?,
             };
             let decoded = decode(i, &bytes)?;
@@ -250,7 +250,7 @@ pub fn search(
 /// Scans leaves `from..to` of the log, emitting up to `limit` hits.
 pub fn scan(
     q: &Query,
-    shared: &Shared,
+    shared: &Log,
     from: u64,
     to: u64,
     limit: u64,

@@ -22,14 +22,14 @@ use crate::authz::{Authz, Rpc};
 use crate::checkpointer::Checkpointer;
 use crate::error::Error;
 use crate::index::{self, IndexProgress};
-use crate::merkle::SignedCheckpoint;
 use crate::registry::RegistryHandle;
-use crate::store::Shared;
+use wiretrail_log::merkle::SignedCheckpoint;
+use wiretrail_log::store::Log;
 
 /// Serves search, checkpoints and proofs.
 pub struct QueryService {
     /// The log.
-    shared: Arc<Shared>,
+    shared: Arc<Log>,
     /// The indexer's mark.
     progress: Arc<IndexProgress>,
     /// The identity registry in force (custodians of inventory entries).
@@ -51,7 +51,7 @@ pub const MAX_VIEW: u64 = 10_000;
 pub const MAX_PROOFS: usize = 10_000;
 
 /// The inclusion proof of leaf `i` in the tree of `size` leaves.
-fn prove(shared: &Shared, i: u64, size: u64) -> Result<InclusionProofResponse, Error> {
+fn prove(shared: &Log, i: u64, size: u64) -> Result<InclusionProofResponse, Error> {
     if i >= size {
         return Err(Error::InvalidArgument(format!("leaf {i} not below tree size {size}")));
     }
@@ -73,7 +73,7 @@ fn leaf_runs(leaves: &[u64]) -> Vec<[u64; 2]> {
 impl QueryService {
     /// A service over `shared`.
     pub fn new(
-        shared: Arc<Shared>,
+        shared: Arc<Log>,
         progress: Arc<IndexProgress>,
         registry: Arc<RegistryHandle>,
         checkpointer: Checkpointer,
@@ -179,7 +179,8 @@ impl QueryApi for QueryService {
     }
 
     async fn search(&self, req: Request<SearchRequest>) -> Result<Response<ResultStream>, Status> {
-        let access_entries = req.get_ref().filter.as_ref().is_some_and(|f| f.entry_kind == crate::entry::ACCESS);
+        let access_entries =
+            req.get_ref().filter.as_ref().is_some_and(|f| f.entry_kind == wiretrail_log::entry::ACCESS);
         let grant = self.authz.check(&req, if access_entries { Rpc::SearchAccessEntries } else { Rpc::Search })?;
         let access = Access::of(&req, grant, "search")?;
         let client = client_key(&req);
@@ -320,7 +321,7 @@ impl QueryApi for QueryService {
                 let leaf = shared.read_leaf(i)?;
                 let decoded = super::decode(i, &leaf)?;
                 // Access entries are the auditors' (AccessLog).
-                if decoded.entry.as_ref().is_some_and(|e| e.kind == crate::entry::ACCESS) {
+                if decoded.entry.as_ref().is_some_and(|e| e.kind == wiretrail_log::entry::ACCESS) {
                     continue;
                 }
                 hits.push(Hit { leaf_index: i, leaf, decoded });

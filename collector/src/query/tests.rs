@@ -107,15 +107,15 @@ fn agent_host_protocol_and_entry_kind_candidates_come_through_dims() {
         (i, l)
     };
     let entry = |i: u64, kind: &str| {
-        let e = crate::entry::new(kind, 1_000 + i as i64, "s", serde_json::json!({}), Vec::new());
+        let e = wiretrail_log::entry::new(kind, 1_000 + i as i64, "s", serde_json::json!({}), Vec::new());
         (i, StoredLeaf { agent_id: "collector".into(), entry: Some(e), ..Default::default() })
     };
     let leaves = vec![
         with(0, "a1", "h1", "http"),
         with(1, "a2", "h1", "postgres"),
-        entry(2, crate::entry::ACCESS),
+        entry(2, wiretrail_log::entry::ACCESS),
         with(3, "a1", "h2", "postgres"),
-        entry(4, crate::entry::RECOVERY),
+        entry(4, wiretrail_log::entry::RECOVERY),
         with(GEN_LEAVES + 5, "a2", "h2", "http"),
     ];
     let end = GEN_LEAVES + 6;
@@ -130,7 +130,7 @@ fn agent_host_protocol_and_entry_kind_candidates_come_through_dims() {
     assert_eq!(ask(Filter { app_protocol: "http".into(), host: "h1".into(), ..Default::default() }), vec![0]);
     assert_eq!(ask(Filter { app_protocol: "mysql".into(), ..Default::default() }), Vec::<i64>::new());
     assert_eq!(ask(Filter { entry_kind: "*".into(), ..Default::default() }), vec![4], "access entries left out");
-    assert_eq!(ask(Filter { entry_kind: crate::entry::ACCESS.into(), ..Default::default() }), vec![2]);
+    assert_eq!(ask(Filter { entry_kind: wiretrail_log::entry::ACCESS.into(), ..Default::default() }), vec![2]);
     let window = Filter { host: "h1".into(), from_time_ns: 1_001, to_time_ns: 1_002, ..Default::default() };
     assert_eq!(ask(window), vec![1]);
 }

@@ -8,8 +8,8 @@ use wiretrail_proto::v1::StoredLeaf;
 
 use super::policy::Selector;
 use super::{Append, RetentionError};
-use crate::entry;
-use crate::store::{Shared, StoreError};
+use wiretrail_log::entry;
+use wiretrail_log::store::{Log, StoreError};
 
 /// What a hold covers: a selector plus an optional received-time window.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -59,11 +59,11 @@ impl Holds {
     /// Rebuilds the holds in force from the `hold_placed` / `hold_lifted`
     /// entries at leaves `leaves` (ascending); any other leaf there is an
     /// inconsistency.
-    pub fn from_entries(shared: &Shared, leaves: &[u64]) -> Result<Holds, RetentionError> {
+    pub fn from_entries(shared: &Log, leaves: &[u64]) -> Result<Holds, RetentionError> {
         let mut h = Holds::default();
         for &i in leaves {
             let bytes = shared.read_leaf(i)?;
-            let leaf = crate::store::LeafBatch::decode_leaf(&bytes)
+            let leaf = wiretrail_log::store::LeafBatch::decode_leaf(&bytes)
                 .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))?;
             match leaf.entry {
                 Some(e) if e.kind == entry::HOLD_PLACED || e.kind == entry::HOLD_LIFTED => h.apply(i, &e),

@@ -6,7 +6,7 @@
 //!   log and rebuilt from it at start;
 //! - [`pass`]: judging closed segments and deleting the expired, unheld ones
 //!   (whole segments; the kept hashes and the `retention_deletion` entry keep
-//!   every proof verifiable, see [`crate::store::kept`]); early deletion
+//!   every proof verifiable, see [`wiretrail_log::store::kept`]); early deletion
 //!   requests, refused and recorded unless everything requested is expired.
 //!
 //! [`Retention`] ties them together for the server: a periodic pass
@@ -25,10 +25,10 @@ use std::time::Duration;
 
 use wiretrail_proto::v1::CollectorEntry;
 
-use crate::store::{Deleted, Shared, StoreError, Writer};
 pub use holds::{Hold, HoldFilter, Holds};
 pub use pass::{PassReport, Verdict};
 pub use policy::{Policy, Selector};
+use wiretrail_log::store::{Deleted, Log, StoreError, Writer};
 
 /// Errors of retention.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +89,7 @@ impl Append for tokio::sync::mpsc::Sender<crate::ingest::commit::Work> {
 impl Append for Mutex<Writer> {
     fn append(&self, e: CollectorEntry) -> Result<u64, RetentionError> {
         let mut w = self.lock().expect("writer lock");
-        let i = w.append(&[crate::entry::leaf(e, "")])?;
+        let i = w.append(&[wiretrail_log::entry::leaf(e, "")])?;
         w.commit()?;
         Ok(i)
     }
@@ -117,7 +117,7 @@ impl Default for RetentionConfig {
 
 /// Retention and holds of one store.
 pub struct Retention {
-    shared: Arc<Shared>,
+    shared: Arc<Log>,
     app: Arc<dyn Append>,
     file: Option<PathBuf>,
     clock: Arc<dyn Clock>,
@@ -130,7 +130,7 @@ impl Retention {
     /// hold entries at `hold_entries` (found by the commit thread's state:
     /// `crate::ingest::state::LogState`).
     pub fn open(
-        shared: Arc<Shared>,
+        shared: Arc<Log>,
         app: Arc<dyn Append>,
         file: Option<PathBuf>,
         clock: Arc<dyn Clock>,

@@ -17,8 +17,8 @@ use wiretrail_proto::v1::StoredLeaf;
 use super::holds::Holds;
 use super::policy::Policy;
 use super::{Append, RetentionError};
-use crate::entry;
-use crate::store::{Deleted, Shared, StoreError};
+use wiretrail_log::entry;
+use wiretrail_log::store::{Deleted, Log, StoreError};
 
 /// What retention thinks of one closed segment.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -41,7 +41,7 @@ pub struct Verdict {
 
 /// Judges the closed segment `first..end` at `now_ns`.
 pub fn judge(
-    shared: &Shared,
+    shared: &Log,
     first: u64,
     end: u64,
     policy: &Policy,
@@ -89,7 +89,7 @@ pub fn judge(
 /// `retention_deletion` entry appended and durable, then the segment
 /// unlinked and its index rows removed.
 pub fn delete(
-    shared: &Shared,
+    shared: &Log,
     app: &dyn Append,
     v: &Verdict,
     trigger: &str,
@@ -125,7 +125,7 @@ pub fn delete(
     Ok(d)
 }
 
-fn drop_index_rows(shared: &Shared, first: u64, end: u64) -> Result<(), RetentionError> {
+fn drop_index_rows(shared: &Log, first: u64, end: u64) -> Result<(), RetentionError> {
     let c = crate::index::open(shared.dir()).map_err(|e| RetentionError::Index(e.to_string()))?;
     // `identity` and `endpoints` lead their keys with the generation: name the
     // generations so the deletion reads only theirs, not the whole table.
@@ -166,7 +166,7 @@ pub struct ExpiryCache {
 
 /// One retention pass at `now_ns`.
 pub fn run_pass(
-    shared: &Shared,
+    shared: &Log,
     app: &dyn Append,
     policy: &Policy,
     holds: &Holds,
@@ -216,7 +216,7 @@ pub fn run_pass(
 /// recorded as a `retention_refused` entry.
 #[allow(clippy::too_many_arguments)]
 pub fn request_deletion(
-    shared: &Shared,
+    shared: &Log,
     app: &dyn Append,
     policy: &Policy,
     holds: &Holds,
@@ -240,7 +240,7 @@ pub fn request_deletion(
     for (f, e) in &segs {
         let v = judge(shared, *f, *e, policy, holds, now_ns)?;
         if !v.deletable {
-            why.push(format!("segment {}: {}", crate::store::segment_name(*f), v.reason));
+            why.push(format!("segment {}: {}", wiretrail_log::store::segment_name(*f), v.reason));
         }
         verdicts.push(v);
     }
@@ -252,7 +252,7 @@ pub fn request_deletion(
         return verdicts.iter().map(|v| delete(shared, app, v, &trigger, now_ns)).collect();
     }
     let why = why.join("; ");
-    let segments: Vec<String> = segs.iter().map(|s| crate::store::segment_name(s.0)).collect();
+    let segments: Vec<String> = segs.iter().map(|s| wiretrail_log::store::segment_name(s.0)).collect();
     let detail = serde_json::json!({ "by": by, "first_leaf": first, "last_leaf": last, "segments": segments,
         "why": why });
     let subject = format!("leaves {first}..={last}");

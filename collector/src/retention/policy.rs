@@ -41,10 +41,10 @@ pub const PERMANENT: &str = "permanent";
 
 /// Collector entry kinds in [`PERMANENT`].
 pub const PERMANENT_KINDS: [&str; 4] = [
-    crate::entry::KEY_ROTATION,
-    crate::entry::HOLD_PLACED,
-    crate::entry::HOLD_LIFTED,
-    crate::entry::RETENTION_DELETION,
+    wiretrail_log::entry::KEY_ROTATION,
+    wiretrail_log::entry::HOLD_PLACED,
+    wiretrail_log::entry::HOLD_LIFTED,
+    wiretrail_log::entry::RETENTION_DELETION,
 ];
 
 /// Class of the collector's own entries.
@@ -207,13 +207,13 @@ mod tests {
     fn entries_the_log_relies_on_never_expire() {
         let p = Policy::parse("collector_entries: 1s\n").unwrap();
         let entry = |kind: &str| StoredLeaf {
-            entry: Some(crate::entry::new(kind, 0, "", serde_json::json!({}), vec![])),
+            entry: Some(wiretrail_log::entry::new(kind, 0, "", serde_json::json!({}), vec![])),
             ..Default::default()
         };
         for kind in PERMANENT_KINDS {
             assert_eq!(p.classify(&entry(kind)), (PERMANENT, i64::MAX), "{kind}");
         }
-        assert_eq!(p.classify(&entry(crate::entry::ACCESS)), (COLLECTOR, NS));
+        assert_eq!(p.classify(&entry(wiretrail_log::entry::ACCESS)), (COLLECTOR, NS));
     }
 
     #[test]

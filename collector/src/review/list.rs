@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::index::{self, IndexError};
 use crate::query::{DEFAULT_LIMIT, MAX_LIMIT, Query, scan};
 use crate::registry::glob_match;
-use crate::store::Shared;
+use wiretrail_log::store::Log;
 
 /// A validated `ReviewList` request.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ impl Selector {
 
 /// The items a request asks about: leaf `n` and its conversation, and/or a
 /// conversation; `None` when it names none.
-fn wanted(shared: &Shared, req: &ReviewListRequest) -> Result<Option<BTreeSet<String>>, Error> {
+fn wanted(shared: &Log, req: &ReviewListRequest) -> Result<Option<BTreeSet<String>>, Error> {
     let mut set = BTreeSet::new();
     if let Some(n) = req.leaf {
         let size = shared.size();
@@ -126,7 +126,7 @@ impl Narrow {
 /// lets the index skip marks `keep` would refuse.
 #[allow(clippy::too_many_arguments)]
 pub fn find(
-    shared: &Shared,
+    shared: &Log,
     conn: &Connection,
     indexed: u64,
     upto: u64,
@@ -175,7 +175,7 @@ pub fn find(
             }
         }
     }
-    let q = Query::new(Filter { entry_kind: crate::entry::REVIEW_MARK.into(), ..Default::default() })?;
+    let q = Query::new(Filter { entry_kind: wiretrail_log::entry::REVIEW_MARK.into(), ..Default::default() })?;
     scan(&q, shared, indexed, upto, u64::MAX, |h| {
         if let Some(m) = h.decoded.entry.as_ref().and_then(|e| super::record(h.leaf_index, e))
             && items.as_ref().is_none_or(|want| super::items(&m).iter().any(|i| want.contains(i)))
@@ -190,7 +190,7 @@ pub fn find(
 
 /// The marks `sel` asks for among leaves `[0, upto)`.
 pub fn list(
-    shared: &Shared,
+    shared: &Log,
     conn: &Connection,
     indexed: u64,
     upto: u64,
@@ -210,7 +210,7 @@ pub fn list(
 /// The marks covering each of `hits` (records by leaf and conversation), in
 /// the order of `hits`.
 pub fn covering(
-    shared: &Shared,
+    shared: &Log,
     conn: &Connection,
     indexed: u64,
     upto: u64,
@@ -238,7 +238,7 @@ mod tests {
 
     use super::*;
     use crate::authz::Grant;
-    use crate::store::{StoreConfig, Writer};
+    use wiretrail_log::store::{StoreConfig, Writer};
 
     fn rec(conn_id: u64) -> Vec<u8> {
         let record = Record { conn_id, ..Default::default() };
@@ -249,7 +249,10 @@ mod tests {
     fn mark(leaves: &[u64], conv: Option<ReviewConversation>, action: &str, t: i64) -> Vec<u8> {
         let g = Grant { identity: "CN=r".into(), role: "reviewer".into() };
         let d = crate::review::detail(&g, action, "c", "", leaves, conv.as_ref());
-        crate::entry::leaf(crate::entry::new(crate::entry::REVIEW_MARK, t, "CN=r", d, vec![]), "")
+        wiretrail_log::entry::leaf(
+            wiretrail_log::entry::new(wiretrail_log::entry::REVIEW_MARK, t, "CN=r", d, vec![]),
+            "",
+        )
     }
 
     /// The same answers from the log's tail (nothing indexed) and from the index.

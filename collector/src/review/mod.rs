@@ -106,7 +106,7 @@ pub fn detail(
 /// The mark stored in entry `e` at `leaf_index` (`None` when `e` is not a
 /// well-formed mark).
 pub fn record(leaf_index: u64, e: &CollectorEntry) -> Option<ReviewMarkRecord> {
-    if e.kind != crate::entry::REVIEW_MARK {
+    if e.kind != wiretrail_log::entry::REVIEW_MARK {
         return None;
     }
     let d: serde_json::Value = serde_json::from_str(&e.detail_json).ok()?;
@@ -160,12 +160,12 @@ mod tests {
         let g = Grant { identity: "CN=r; SAN=URI:spiffe://w/role/reviewer/r".into(), role: "reviewer".into() };
         let conv = ReviewConversation { agent_id: "a\"1".into(), boot_id: "b".into(), conn_id: 7 };
         let d = detail(&g, "escalated", "looks odd", "CASE-1", &[3, 9], Some(&conv));
-        let e = crate::entry::new(crate::entry::REVIEW_MARK, 42, &g.identity, d, vec![]);
+        let e = wiretrail_log::entry::new(wiretrail_log::entry::REVIEW_MARK, 42, &g.identity, d, vec![]);
         let m = record(12, &e).expect("a mark");
         assert_eq!((m.leaf_index, m.time_ns, m.action.as_str(), m.case_id.as_str()), (12, 42, "escalated", "CASE-1"));
         assert_eq!(m.reviewer, g.identity);
         assert_eq!(items(&m), vec!["leaf:3".to_string(), "leaf:9".into(), r#"conv:["a\"1","b",7]"#.into()]);
-        let other = crate::entry::new(crate::entry::ACCESS, 1, "x", serde_json::json!({}), vec![]);
+        let other = wiretrail_log::entry::new(wiretrail_log::entry::ACCESS, 1, "x", serde_json::json!({}), vec![]);
         assert!(record(1, &other).is_none());
     }
 

@@ -23,11 +23,11 @@ use crate::index::{self, IndexProgress};
 use crate::ingest::commit::Work;
 use crate::query::limits::{Limiter, QueryLimits};
 use crate::query::service::blocking;
-use crate::store::Shared;
+use wiretrail_log::store::Log;
 
 /// Serves review marks.
 pub struct ReviewService {
-    shared: Arc<Shared>,
+    shared: Arc<Log>,
     progress: Arc<IndexProgress>,
     limiter: Arc<Limiter>,
     authz: Authz,
@@ -39,7 +39,7 @@ pub struct ReviewService {
 impl ReviewService {
     /// A service over `shared` appending through `jobs`.
     pub fn new(
-        shared: Arc<Shared>,
+        shared: Arc<Log>,
         progress: Arc<IndexProgress>,
         limits: QueryLimits,
         authz: Authz,
@@ -127,11 +127,12 @@ impl ReviewApi for ReviewService {
             .await?;
         }
         let detail = super::detail(&grant, &r.action, &r.comment, &case_id, &leaves, r.conversation.as_ref());
-        let time_ns = crate::store::now_ns();
-        let e = crate::entry::new(crate::entry::REVIEW_MARK, time_ns, &grant.identity, detail, Vec::new());
+        let time_ns = wiretrail_log::store::now_ns();
+        let e =
+            wiretrail_log::entry::new(wiretrail_log::entry::REVIEW_MARK, time_ns, &grant.identity, detail, Vec::new());
         let agent = r.conversation.as_ref().map(|c| c.agent_id.as_str()).unwrap_or("");
-        let leaf_index = self.append(crate::entry::leaf(e, agent)).await?;
-        tracing::info!(leaf_index, action = %r.action, reviewer = %crate::text::escape(&grant.identity),
+        let leaf_index = self.append(wiretrail_log::entry::leaf(e, agent)).await?;
+        tracing::info!(leaf_index, action = %r.action, reviewer = %wiretrail_log::text::escape(&grant.identity),
             leaves = leaves.len(), conversation = r.conversation.is_some(), "review mark stored");
         Ok(Response::new(ReviewMarkResponse { leaf_index, time_ns, reviewer: grant.identity }))
     }

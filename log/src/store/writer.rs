@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::checkpoints::{load_checkpoints, load_or_create_signer, write_verifier};
 use super::keys;
-use super::reader::Shared;
+use super::reader::Log;
 use super::recover::recover;
-use super::{StoreError, frame, segment_name};
+use super::watch::Appended;
+use super::{StoreError, segment_name};
+use crate::frame;
 
 /// Store settings.
 #[derive(Debug, Clone)]
@@ -55,8 +57,8 @@ struct Pos {
 
 /// The only appender of a data directory (holds an exclusive lock on it).
 pub struct Writer {
-    /// Shared read state; updated on commit.
-    shared: Arc<Shared>,
+    /// The log's read handle; updated on commit.
+    shared: Arc<Log>,
     /// Settings.
     config: StoreConfig,
     /// Current segment, opened for append.
@@ -109,7 +111,7 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 impl Writer {
     /// Opens (creating if needed) the data directory, recovering from any crash.
-    pub fn open(dir: &Path, config: StoreConfig) -> Result<(Writer, Arc<Shared>), StoreError> {
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<(Writer, Arc<Log>), StoreError> {
         let log = dir.join("log");
         let new_dir = !dir.exists();
         std::fs::create_dir_all(&log).map_err(StoreError::io("creating", &log))?;
@@ -135,8 +137,8 @@ impl Writer {
         let offsets_path = log.join("offsets");
         let (seg_first, seg_len) = *r.segments.last().expect("recover creates a segment");
         let seg = open_rw(&log.join(segment_name(seg_first)))?;
-        let (appended, _) = tokio::sync::watch::channel(r.size);
-        let shared = Arc::new(Shared {
+        let appended = Appended::default();
+        let shared = Arc::new(Log {
             dir: dir.to_path_buf(),
             committed: r.size.into(),
             segments: RwLock::new(r.segments.iter().map(|s| s.0).collect()),
@@ -197,8 +199,8 @@ impl Writer {
         Ok((writer, shared))
     }
 
-    /// The shared read state.
-    pub fn shared(&self) -> &Arc<Shared> {
+    /// The log's read handle (the one [`Writer::open`] returned).
+    pub fn log(&self) -> &Arc<Log> {
         &self.shared
     }
 
@@ -381,7 +383,7 @@ impl Writer {
         }
         self.durable = self.pos;
         self.shared.committed.store(self.pos.size, Ordering::Release);
-        self.shared.appended.send_replace(self.pos.size);
+        self.shared.appended.notify();
         Ok(self.pos.size)
     }
 }

@@ -1,7 +1,7 @@
 //! The log: append-only segment files of framed leaves, plus derived files.
 //!
 //! Layout of a data directory:
-//! - `log/seg-<first leaf index>.wtl`: frames (see [`frame`]); the record of truth.
+//! - `log/seg-<first leaf index>.wtl`: frames (see [`crate::frame`]); the record of truth.
 //!   A frame's body is its leaf, or one zstd frame of it when that is smaller
 //!   (`serve --compression-level`, default -1; `--no-compression` writes new
 //!   frames uncompressed). The leaf hash is always of the uncompressed leaf,
@@ -17,7 +17,7 @@
 //! - `state/<name>.snap`: start-up snapshots of derived state (the tree
 //!   cache, the commit thread's tables; see [`snapshot`]), checked against
 //!   the log before use.
-//! - `index.sqlite`: the search index (derived, see `crate::index`).
+//! - `index.sqlite`: the search index (derived, see the collector's `index` module).
 //! - `repairs/<UTC ns>/`: copies of what `wiretrail repair` cut or rewrote.
 //!
 //! fsync rule: only the segment is fsynced before an ack (one `fdatasync` per
@@ -41,13 +41,12 @@
 //!
 //! Keys ([`checkpoints`]): the signing key and verifier key are created only
 //! in a directory without evidence, and never replaced. A rotation
-//! ([`Shared::activate_signing_key`]) adds a key under `keys/` ([`keys`]); the first
+//! ([`Log::activate_signing_key`]) adds a key under `keys/` ([`keys`]); the first
 //! key stays the trust anchor and each later key is valid only from the
 //! tree size its `key_rotation` entry set.
 
 mod batchkey;
 mod checkpoints;
-pub mod frame;
 pub mod kept;
 pub mod keys;
 mod reader;
@@ -55,6 +54,7 @@ mod recover;
 pub mod repair;
 pub mod snapshot;
 pub mod tree;
+mod watch;
 mod writer;
 
 use std::path::PathBuf;
@@ -63,8 +63,9 @@ pub use batchkey::LeafBatch;
 pub use checkpoints::{load_checkpoints, load_verifier};
 pub use kept::{Deleted, PendingDeletion};
 pub use keys::{Rotation, load_keyring};
-pub use reader::{LeafIter, Shared};
+pub use reader::{LeafIter, Log};
 pub use recover::Cut;
+pub use watch::{SizeWatch, WatchError};
 pub use writer::{DEFAULT_COMPRESSION_LEVEL, StoreConfig, Writer};
 
 /// Errors of the store.
@@ -136,7 +137,7 @@ pub enum StoreError {
         segment: String,
     },
     /// A leaf is larger than a frame may hold.
-    #[error("leaf of {0} bytes exceeds the maximum of {max}", max = frame::MAX_LEAF_LEN)]
+    #[error("leaf of {0} bytes exceeds the maximum of {max}", max = crate::frame::MAX_LEAF_LEN)]
     LeafTooLarge(usize),
 }
 

@@ -162,7 +162,7 @@ pub struct KeyLink {
     pub proof: Vec<crate::merkle::Hash>,
 }
 
-impl super::Shared {
+impl super::Log {
     /// Generates the next signing key (stored, not yet in force).
     pub fn new_signing_key(&self) -> Result<Signer, StoreError> {
         create_signer(&self.dir, &self.verifier().name)

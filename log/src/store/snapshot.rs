@@ -4,7 +4,7 @@
 //! A snapshot is `state/<name>.snap` in the data directory: a prost-encoded
 //! [`SnapshotFile`] holding the log size it describes, the leaf hash of the
 //! last leaf it covers, and its body (encoded by its owner: the tree cache
-//! here, the commit thread's tables in `crate::ingest::state`) with the
+//! here, the commit thread's tables in the collector's `ingest::state`) with the
 //! body's SHA-256.
 //!
 //! Snapshots are derived, like `log/hashes`: never the record of truth, never

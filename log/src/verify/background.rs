@@ -25,7 +25,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use super::{Report, State, VerifyError, verify_upto};
-use crate::store::{Shared, now_ns};
+use crate::store::{Log, now_ns};
 
 /// When background verification runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +139,7 @@ impl Verifying {
 }
 
 /// Spawns the verification thread.
-pub fn spawn(shared: Arc<Shared>, config: VerifyConfig, status: Arc<Status>, mut sink: ReportSink) -> Verifying {
+pub fn spawn(shared: Arc<Log>, config: VerifyConfig, status: Arc<Status>, mut sink: ReportSink) -> Verifying {
     let (wake, sleep) = std::sync::mpsc::channel::<()>();
     let cancel = Arc::new(AtomicBool::new(false));
     let cancelled = cancel.clone();
@@ -221,7 +221,7 @@ pub fn spawn(shared: Arc<Shared>, config: VerifyConfig, status: Arc<Status>, mut
 /// second (a checkpoint line being appended as it was read). `None` when
 /// stopped meanwhile.
 fn once_or_retry(
-    shared: &Shared,
+    shared: &Log,
     resume: Option<State>,
     upto: u64,
     cancel: &AtomicBool,

@@ -8,17 +8,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use super::checkpoints::append_checkpoint;
-use super::frame::{self, HEADER_LEN};
 use super::kept::{insert_sorted, range_at};
 use super::tree::TreeCache;
+use super::watch::{Appended, SizeWatch};
 use super::{StoreError, segment_name};
+use crate::frame::{self, HEADER_LEN};
 use crate::merkle::{
     Checkpoint, Hash, HashSource, KeyRing, ProofError, SignedCheckpoint, Signer, Verifier, consistency_proof,
     inclusion_proof,
 };
 
-/// State shared between the single writer and any number of readers.
-pub struct Shared {
+/// The read handle of one data directory's log: its committed leaves, their
+/// Merkle tree, proofs, checkpoints (issued and signed here) and key
+/// history. Made by [`super::Writer::open`] and shared (in an `Arc`) by the
+/// single writer and any number of readers (API, indexer, verifier).
+pub struct Log {
     /// The data directory.
     pub(super) dir: PathBuf,
     /// Leaves that are durable (fsynced) and may be read, proven and checkpointed.
@@ -32,7 +36,7 @@ pub struct Shared {
     /// Read handle on `log/offsets`.
     pub(super) offsets: File,
     /// Tells followers the committed size changed.
-    pub(super) appended: tokio::sync::watch::Sender<u64>,
+    pub(super) appended: Appended,
     /// Checkpoint signing key in force (replaced by a rotation).
     pub(super) signer: RwLock<Signer>,
     /// Every key of the log's history.
@@ -45,14 +49,14 @@ pub struct Shared {
     pub(super) compression: Option<i32>,
 }
 
-impl Shared {
+impl Log {
     /// Durable number of leaves.
     pub fn size(&self) -> u64 {
         self.committed.load(Ordering::Acquire)
     }
 
     /// zstd level new frames are written with (`None`: uncompressed), for
-    /// [`super::frame::prepare_all`] on the ingest tasks.
+    /// [`crate::frame::prepare_all`] on the ingest tasks.
     pub fn compression(&self) -> Option<i32> {
         self.compression
     }
@@ -62,8 +66,8 @@ impl Shared {
         &self.dir
     }
 
-    /// Watch channel of the committed size (for follow mode and the indexer).
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+    /// Watch of the committed size (for follow mode and the indexer).
+    pub fn subscribe(&self) -> SizeWatch {
         self.appended.subscribe()
     }
 
@@ -189,7 +193,7 @@ impl Shared {
         Ok(signer.sign(&Checkpoint { origin: signer.verifier().name, size, root }))
     }
 
-    /// [`Shared::issue_checkpoint`] with the checkpoints lock held.
+    /// [`Log::issue_checkpoint`] with the checkpoints lock held.
     pub(super) fn issue_locked(&self, cps: &mut Vec<SignedCheckpoint>) -> Result<SignedCheckpoint, StoreError> {
         let size = self.size();
         if let Some(last) = cps.last()

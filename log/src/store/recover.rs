@@ -23,11 +23,11 @@ use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::frame::{self, HEADER_LEN};
 use super::kept::{KeptHead, NO_OFFSET, list_kept, read_hashes};
 use super::tree::TreeCache;
 use super::writer::sync_dir;
 use super::{LeafBatch, StoreError, list_segments, segment_name};
+use crate::frame::{self, HEADER_LEN};
 use crate::merkle::Hash;
 
 /// What recovery found.

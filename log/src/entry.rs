@@ -24,18 +24,18 @@ pub const VERIFICATION_FAILED: &str = "verification_failed";
 pub const AGENT_SILENT: &str = "agent_silent";
 /// A silent agent's heartbeats came back (the entry states the hole).
 pub const AGENT_RETURNED: &str = "agent_returned";
-/// A client read the evidence (see [`crate::access`]).
+/// A client read the evidence (see the collector's `access` module).
 pub const ACCESS: &str = "access";
-/// A reviewer marked records or a conversation as reviewed (see [`crate::review`]).
+/// A reviewer marked records or a conversation as reviewed (see the collector's `review` module).
 pub const REVIEW_MARK: &str = "review_mark";
 
-/// The checkpoint signing key was rotated (see [`crate::keys`]).
+/// The checkpoint signing key was rotated (see [`crate::keychain`]).
 pub const KEY_ROTATION: &str = "key_rotation";
 
 /// The server's TLS certificate was reloaded, or a reload was refused.
 pub const TLS_RELOAD: &str = "tls_reload";
 
-/// Retention deleted an expired segment (see [`crate::retention`]).
+/// Retention deleted an expired segment (see the collector's `retention` module).
 pub const RETENTION_DELETION: &str = "retention_deletion";
 /// An early or held deletion was refused.
 pub const RETENTION_REFUSED: &str = "retention_refused";

@@ -4,8 +4,8 @@
 
 use std::io::Read;
 
+use crate::frame::{self, FrameError, HEADER_LEN};
 use crate::merkle::{Hash, leaf_hash};
-use crate::store::frame::{self, FrameError, HEADER_LEN};
 
 /// Segment bytes read per chunk.
 const CHUNK_BYTES: usize = 8 << 20;

@@ -24,10 +24,10 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::frame::{self, HEADER_LEN};
 use super::recover::frame_at;
 use super::writer::{StoreConfig, Writer, sync_dir};
 use super::{StoreError, list_segments, load_checkpoints, load_verifier, now_ns};
+use crate::frame::{self, HEADER_LEN};
 use crate::merkle::{Hash, leaf_hash};
 
 /// One repair step.

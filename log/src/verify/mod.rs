@@ -19,8 +19,8 @@ mod frames;
 
 pub use frames::default_threads;
 
+use crate::frame;
 use crate::merkle::{Hash, KeyRing, Verifier, node_hash};
-use crate::store::frame;
 use crate::store::kept::{KeptHead, list_kept, read_hashes};
 use crate::store::{StoreError, list_segments, load_checkpoints};
 
@@ -323,7 +323,7 @@ pub fn verify_upto(
                 if let Some((old, new)) = rotations.get(&n) {
                     let leaf =
                         frame::decode_body(h, chunk.body(k)).map_err(|e| StoreError::Inconsistent(e.to_string()))?;
-                    if let Err(why) = crate::keys::check_entry_leaf(&leaf, old, new) {
+                    if let Err(why) = crate::keychain::check_entry_leaf(&leaf, old, new) {
                         bad(&mut report, n, format!("the key history says leaf {n} rotates {old} -> {new}, but {why}"));
                         break 'segments;
                     }

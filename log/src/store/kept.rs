@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use wiretrail_proto::v1::StoredLeaf;
 
-use super::reader::Shared;
+use super::reader::Log;
 use super::writer::sync_dir;
 use super::{StoreError, segment_name};
 use crate::merkle::Hash;
@@ -171,7 +171,7 @@ fn is_deletion_entry(leaf: &[u8], first: u64) -> bool {
 
 /// Completes or abandons the deletions a crash interrupted (see the module
 /// docs) and records every deleted range in `shared`. Runs at open.
-pub(super) fn finish_pending(shared: &Shared, kept: Vec<KeptHead>) -> Result<(), StoreError> {
+pub(super) fn finish_pending(shared: &Log, kept: Vec<KeptHead>) -> Result<(), StoreError> {
     let log = shared.dir.join("log");
     for mut k in kept {
         let seg = log.join(segment_name(k.first));
@@ -232,7 +232,7 @@ pub struct PendingDeletion {
     pub intent_size: u64,
 }
 
-impl Shared {
+impl Log {
     /// Closed segments as (first leaf, end): all but the one being appended to.
     /// A segment ends where the next one starts, or where a deleted range
     /// after it starts, whichever comes first.
