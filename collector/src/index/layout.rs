@@ -143,6 +143,10 @@ INSERT INTO endpoints VALUES ('10.0.0.1', 80, 1, 0);
 CREATE TABLE meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 CREATE TABLE records(
   leaf INTEGER PRIMARY KEY, t INTEGER NOT NULL, agent TEXT NOT NULL, host TEXT NOT NULL, proto TEXT NOT NULL);
+CREATE INDEX records_t ON records(t);
+CREATE INDEX records_agent ON records(agent, t);
+CREATE INDEX records_host ON records(host, t);
+CREATE INDEX records_proto ON records(proto, t);
 CREATE TABLE identity(kv TEXT NOT NULL, t INTEGER NOT NULL, leaf INTEGER NOT NULL,
   PRIMARY KEY(kv, t, leaf)) WITHOUT ROWID;
 CREATE TABLE endpoints(addr TEXT NOT NULL, port INTEGER NOT NULL, t INTEGER NOT NULL,
@@ -158,42 +162,36 @@ INSERT INTO endpoints VALUES ('10.0.0.1', 80, 1, 0);
     }
 
     #[test]
-    fn an_index_of_the_previous_layout_is_recreated_empty_in_this_one() {
-        let dir = tempfile::tempdir().unwrap();
-        Connection::open(db_path(dir.path())).unwrap().execute_batch(V2).unwrap();
-        let c = open(dir.path()).unwrap();
-        assert_eq!(indexed(&c).unwrap(), 0, "open drops the older layout and its mark");
-        assert_eq!(resume_point(&c, 10).unwrap(), 0);
-        for t in ["identity", "endpoints"] {
-            assert!(sql_of(&c, t).unwrap().contains("WITHOUT ROWID"), "{t}: {:?}", sql_of(&c, t));
+    fn an_index_of_an_older_layout_is_recreated_empty_in_this_one() {
+        for (old, version) in [(V2, 2), (V3, 3)] {
+            let dir = tempfile::tempdir().unwrap();
+            Connection::open(db_path(dir.path())).unwrap().execute_batch(old).unwrap();
+            let c = open(dir.path()).unwrap();
+            assert_eq!(indexed(&c).unwrap(), 0, "v{version}: open drops the older layout and its mark");
+            assert_eq!(resume_point(&c, 10).unwrap(), 0);
+            for (t, key) in
+                [("identity", "PRIMARY KEY(g, kv, t, leaf)"), ("endpoints", "PRIMARY KEY(g, addr, t, leaf, port)")]
+            {
+                let sql = sql_of(&c, t).unwrap();
+                assert!(sql.contains(key) && sql.contains("WITHOUT ROWID"), "v{version} {t}: {sql}");
+            }
+            assert!(sql_of(&c, "records").unwrap().contains("dim INTEGER"), "v{version}: records keep a dims id");
+            for gone in
+                ["records_peer", "identity_kv", "endpoints_addr", "records_agent", "records_host", "records_proto"]
+            {
+                assert_eq!(sql_of(&c, gone), None, "v{version}: {gone} is dropped");
+            }
+            let rows: i64 = c
+                .query_row(
+                    "SELECT (SELECT count(*) FROM records) + (SELECT count(*) FROM identity) \
+                     + (SELECT count(*) FROM endpoints) + (SELECT count(*) FROM gens) + (SELECT count(*) FROM dims)",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(rows, 0, "v{version}: rebuilt from the log, so emptied first");
+            assert_eq!(indexed(&c).unwrap(), 0);
         }
-        assert!(!sql_of(&c, "records").unwrap().contains("peer_addr"), "records lost its peer columns");
-        assert!(sql_of(&c, "identity").unwrap().contains("PRIMARY KEY(g, kv, t, leaf)"));
-        assert!(sql_of(&c, "endpoints").unwrap().contains("PRIMARY KEY(g, addr, t, leaf, port)"));
-        for gone in ["records_peer", "identity_kv", "endpoints_addr"] {
-            assert_eq!(sql_of(&c, gone), None, "{gone} is dropped");
-        }
-        let rows: i64 = c
-            .query_row("SELECT (SELECT count(*) FROM records) + (SELECT count(*) FROM identity) + (SELECT count(*) FROM endpoints)", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(rows, 0, "rebuilt from the log, so emptied first");
-        assert_eq!(indexed(&c).unwrap(), 0);
-    }
-
-    #[test]
-    fn an_index_without_generations_is_recreated_empty_with_them() {
-        let dir = tempfile::tempdir().unwrap();
-        Connection::open(db_path(dir.path())).unwrap().execute_batch(V3).unwrap();
-        let c = open(dir.path()).unwrap();
-        assert_eq!(indexed(&c).unwrap(), 0, "open drops the older layout and its mark");
-        assert_eq!(resume_point(&c, 10).unwrap(), 0);
-        assert!(sql_of(&c, "identity").unwrap().contains("PRIMARY KEY(g, kv, t, leaf)"));
-        assert!(sql_of(&c, "endpoints").unwrap().contains("PRIMARY KEY(g, addr, t, leaf, port)"));
-        let rows: i64 = c
-            .query_row("SELECT (SELECT count(*) FROM records) + (SELECT count(*) FROM identity) + (SELECT count(*) FROM endpoints) + (SELECT count(*) FROM gens)", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(rows, 0, "rebuilt from the log, so emptied first");
-        assert_eq!(indexed(&c).unwrap(), 0);
     }
 
     #[test]
