@@ -48,6 +48,14 @@ pub enum Error {
     Index(#[from] crate::index::IndexError),
 }
 
+impl From<wiretrail_log::filter::FilterError> for Error {
+    fn from(e: wiretrail_log::filter::FilterError) -> Self {
+        match e {
+            wiretrail_log::filter::FilterError::Invalid(m) => Error::InvalidArgument(m),
+        }
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         use tonic::Code;

@@ -23,7 +23,6 @@ pub mod retention;
 pub mod review;
 pub mod roles;
 pub mod server;
-pub mod sides;
 pub mod tls;
 pub mod when;
 

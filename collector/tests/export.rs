@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use tokio_stream::StreamExt;
-use wiretrail_collector::export::{self, Files, verify_bundle};
+use wiretrail_collector::export;
+use wiretrail_log::bundle::{self, Files, verify_bundle};
 use wiretrail_proto::v1::Filter;
 use wiretrail_proto::v1::ingest_client::IngestClient;
 
@@ -43,10 +44,10 @@ async fn bundle_verifies_offline_as_dir_and_tar() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("bundle");
     export::write(&dir, &files).unwrap();
-    assert_eq!(export::read(&dir).unwrap(), files);
+    assert_eq!(bundle::read(&dir).unwrap(), files);
     let tar = out.path().join("bundle.tar");
     export::write(&tar, &files).unwrap();
-    assert_eq!(export::read(&tar).unwrap(), files);
+    assert_eq!(bundle::read(&tar).unwrap(), files);
     assert!(matches!(export::write(&dir, &files), Err(export::ExportError::Exists(_))));
 
     // Another collector's key is refused.
@@ -97,12 +98,12 @@ async fn every_one_byte_edit_is_rejected_naming_the_file() {
 #[tokio::test]
 async fn tar_bundle_rejects_byte_flips_anywhere() {
     let (files, key, _data) = bundle(Filter::default()).await;
-    let tar = export::tar::write(&files);
+    let tar = bundle::tar::write(&files);
     let step = tar.len() / 97;
     for pos in (0..tar.len()).step_by(step.max(1)) {
         let mut t = tar.clone();
         t[pos] ^= 0x04;
-        let ok = match export::tar::read(&t) {
+        let ok = match bundle::tar::read(&t) {
             Err(_) => false,
             Ok(f) => verify_bundle(&f, Some(&key)).is_ok(),
         };
@@ -128,7 +129,7 @@ async fn the_manifest_is_signed_and_carries_the_exports_access_record() {
 
     // A manifest rewritten consistently (hashes, canonical form) but without
     // the access record: only the signature tells.
-    let mut m: export::Manifest = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let mut m: bundle::Manifest = serde_json::from_slice(&files["manifest.json"]).unwrap();
     m.access = None;
     m.files.remove("access.json");
     let mut stripped = files.clone();
@@ -152,8 +153,8 @@ async fn the_manifest_is_signed_and_carries_the_exports_access_record() {
     // An access record from elsewhere (manifest hashes updated) fails the signature and the leaf hash.
     let mut swapped = files.clone();
     swapped.insert("access.json".into(), other["access.json"].clone());
-    let mut m: export::Manifest = serde_json::from_slice(&files["manifest.json"]).unwrap();
-    m.files.insert("access.json".into(), export::sha256_hex(&other["access.json"]));
+    let mut m: bundle::Manifest = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    m.files.insert("access.json".into(), bundle::sha256_hex(&other["access.json"]));
     swapped.insert("manifest.json".into(), m.canonical());
     let e = verify_bundle(&swapped, Some(&key)).unwrap_err().to_string();
     assert!(e.contains("manifest.sig: signs another manifest"), "{e}");

@@ -14,12 +14,18 @@
 //!   the single [`Writer`] and the read handle [`Log`];
 //! - [`text`]: text from agents made safe for log lines;
 //! - [`verify`]: full (and background) verification of a data directory
-//!   against its signed checkpoints, from the log's first key.
+//!   against its signed checkpoints, from the log's first key;
+//! - [`bundle`]: the evidence bundle format (manifest, tar archive, record
+//!   rendering, the manifest's signed statement) and its offline
+//!   verification (`wiretrail verify-bundle`);
+//! - [`filter`]: the in-memory record filter (a validated `Filter` and
+//!   whether a stored leaf matches it), with [`sides`], the ends of a
+//!   conversation a record speaks for;
+//! - [`record_json`]: a stored leaf as one JSON object (`records.jsonl`).
 //!
-//! What it does not hold: ingest, the search index, queries, alerts,
-//! exports and the gRPC and HTTP servers (the collector); bundle
-//! verification (`wiretrail verify-bundle`) still needs the collector's
-//! query filters and stays there.
+//! What it does not hold: ingest, the search index and its SQL candidates,
+//! the query and review services, alerts, building and sealing exports, and
+//! the gRPC and HTTP servers (the collector).
 //!
 //! Dependency rule: this crate depends on no gRPC (tonic), SQLite
 //! (rusqlite), async runtime (tokio), HTTP (hyper, axum) or ClickHouse
@@ -28,11 +34,17 @@
 //! Check with
 //! `cargo tree -p wiretrail-log -e normal | grep -E "tonic|rusqlite|tokio|hyper|axum|clickhouse"`
 //! (prints nothing).
+// `record_json::to_json` is one large `serde_json::json!`.
+#![recursion_limit = "256"]
 
+pub mod bundle;
 pub mod entry;
+pub mod filter;
 pub mod frame;
 pub mod keychain;
 pub mod merkle;
+pub mod record_json;
+pub mod sides;
 pub mod store;
 pub mod text;
 pub mod verify;

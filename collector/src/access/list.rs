@@ -16,8 +16,9 @@ use crate::error::Error;
 use crate::index::{self, IndexProgress};
 use crate::query::limits::Limiter;
 use crate::query::service::blocking;
-use crate::query::{DEFAULT_LIMIT, MAX_LIMIT, Query, scan, search};
+use crate::query::{scan, search};
 use crate::registry::glob_match;
+use wiretrail_log::filter::{DEFAULT_LIMIT, MAX_LIMIT, Query};
 use wiretrail_log::store::Log;
 
 /// Actions an access entry may name.

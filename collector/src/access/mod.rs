@@ -92,7 +92,7 @@ impl Returned {
             }
         };
         if let Some(r) = &l.record {
-            for s in crate::sides::sides(r) {
+            for s in wiretrail_log::sides::sides(r) {
                 put(&mut self.workloads, crate::inventory::identity_key(s.identity, &r.host));
             }
         }

@@ -41,29 +41,12 @@ pub struct Beat {
 impl Beat {
     /// The beat as JSON (counters, spool and clock state).
     pub fn to_json(&self) -> serde_json::Value {
-        let mut v = heartbeat_json(&self.heartbeat);
+        let mut v = wiretrail_log::record_json::heartbeat_json(&self.heartbeat);
         v["boot_id"] = self.boot_id.clone().into();
         v["time_ns"] = self.time_ns.into();
         v["received_ns"] = self.received_ns.into();
         v
     }
-}
-
-/// A heartbeat's fields as a JSON object.
-pub fn heartbeat_json(h: &Heartbeat) -> serde_json::Value {
-    serde_json::json!({
-        "number": h.number, "interval_ms": h.interval_ms, "boot_start_ns": h.boot_start_ns,
-        "kernel_events": h.kernel_events, "kernel_lost_events": h.kernel_lost_events,
-        "kernel_lost_bytes": h.kernel_lost_bytes, "data_bytes": h.data_bytes, "data_events": h.data_events,
-        "records": h.records, "record_payload_bytes": h.record_payload_bytes,
-        "gap_records": h.gap_records, "gap_bytes": h.gap_bytes,
-        "spool_bytes": h.spool_bytes, "spool_batches": h.spool_batches, "spool_oldest_ns": h.spool_oldest_ns,
-        "batches_acked": h.batches_acked, "spool_records_dropped": h.spool_records_dropped,
-        "clock_offset_ns": h.clock_offset_ns, "clock_error_ns": h.clock_error_ns,
-        "kernel_clock_synced": h.kernel_clock_synced, "kernel_clock_state": h.kernel_clock_state,
-        "kernel_clock_status": h.kernel_clock_status, "kernel_max_error_us": h.kernel_max_error_us,
-        "kernel_est_error_us": h.kernel_est_error_us,
-    })
 }
 
 /// Counter growth between two heartbeats of one boot.

@@ -39,7 +39,7 @@ pub(super) async fn run(a: CompletenessArgs) -> anyhow::Result<()> {
         from_time_ns: from_ns,
         to_time_ns: to_ns,
         agent_id: a.agent.clone(),
-        limit: crate::query::MAX_LIMIT,
+        limit: wiretrail_log::filter::MAX_LIMIT,
         ..Default::default()
     };
     let mut s = q.search(SearchRequest { filter: Some(filter.clone()), follow: false }).await?.into_inner();
@@ -53,8 +53,11 @@ pub(super) async fn run(a: CompletenessArgs) -> anyhow::Result<()> {
             .or_insert_with(|| Builder::new(&leaf.agent_id, from_ns, to_ns))
             .record(&leaf.boot_id, r);
     }
-    if n >= crate::query::MAX_LIMIT {
-        anyhow::bail!("more than {} records in the window; narrow it (--since, --from/--to)", crate::query::MAX_LIMIT);
+    if n >= wiretrail_log::filter::MAX_LIMIT {
+        anyhow::bail!(
+            "more than {} records in the window; narrow it (--since, --from/--to)",
+            wiretrail_log::filter::MAX_LIMIT
+        );
     }
     for kind in [wiretrail_log::entry::AGENT_SILENT, wiretrail_log::entry::AGENT_RETURNED] {
         let f = Filter { entry_kind: kind.into(), ..filter.clone() };

@@ -467,8 +467,8 @@ pub fn main() -> anyhow::Result<()> {
                 })
                 .await?;
                 crate::export::write(&out, &files)?;
-                let report =
-                    crate::export::verify_bundle(&files, None).context("the freshly written bundle does not verify")?;
+                let report = wiretrail_log::bundle::verify_bundle(&files, None)
+                    .context("the freshly written bundle does not verify")?;
                 eprintln!(
                     "exported {} records to {} (checkpoint size {})",
                     report.records,
@@ -481,8 +481,8 @@ pub fn main() -> anyhow::Result<()> {
                     Some(k) => Some(std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?),
                     None => None,
                 };
-                let files = crate::export::read(&path)?;
-                let report = crate::export::verify_bundle(&files, pinned.as_deref())?;
+                let files = wiretrail_log::bundle::read(&path)?;
+                let report = wiretrail_log::bundle::verify_bundle(&files, pinned.as_deref())?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 if !report.manifest_signed && !allow_unsigned {
                     bail!("bundle REJECTED: its manifest is not signed (older format); --allow-unsigned accepts it");

@@ -33,7 +33,7 @@ pub(super) async fn from_collector(
         let r = r?;
         let l = r.decoded.unwrap_or_default();
         if json {
-            println!("{}", crate::query::to_json(r.leaf_index, &l));
+            println!("{}", wiretrail_log::record_json::to_json(r.leaf_index, &l));
             continue;
         }
         if let Some(e) = &l.entry {
@@ -76,7 +76,7 @@ pub(super) async fn from_clickhouse(
     let r = crate::clickhouse::reader::Reader::open(&cfg).await?;
     for h in r.search(&filter.filter()?).await? {
         if json {
-            let mut v = crate::query::to_json(h.leaf_index, &h.leaf);
+            let mut v = wiretrail_log::record_json::to_json(h.leaf_index, &h.leaf);
             v["origin"] = serde_json::Value::String(h.origin);
             println!("{v}");
         } else {

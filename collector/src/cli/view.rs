@@ -33,12 +33,12 @@ pub(super) async fn run(a: ViewArgs) -> anyhow::Result<()> {
         let r = r?;
         let l = r.decoded.unwrap_or_default();
         if a.text {
-            print!("{}", crate::export::render::record_text(r.leaf_index, &l));
+            print!("{}", wiretrail_log::bundle::render::record_text(r.leaf_index, &l));
             for m in &r.review_marks {
                 println!("reviewed: {}", super::review::mark_line(m));
             }
         } else {
-            let mut v = crate::query::to_json(r.leaf_index, &l);
+            let mut v = wiretrail_log::record_json::to_json(r.leaf_index, &l);
             v["review_marks"] = r.review_marks.iter().map(super::review::mark_json).collect::<Vec<_>>().into();
             println!("{v}");
         }

@@ -104,8 +104,10 @@ impl LeafRow {
         row.protocol = r.app_protocol.clone();
         row.host = r.host.clone();
         row.peer = r.remote.as_ref().map(|e| format!("{}:{}", e.address, e.port)).unwrap_or_default();
-        let mut ids: Vec<String> =
-            crate::sides::sides(&r).iter().flat_map(|s| s.identity.iter().map(|(k, v)| format!("{k}={v}"))).collect();
+        let mut ids: Vec<String> = wiretrail_log::sides::sides(&r)
+            .iter()
+            .flat_map(|s| s.identity.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect();
         ids.sort();
         ids.dedup();
         row.identity = ids.join("\n");

@@ -35,7 +35,7 @@ pub async fn download(
             (header::CONTENT_TYPE, "application/x-tar".to_string()),
             (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
         ],
-        crate::export::tar::write(&files),
+        wiretrail_log::bundle::tar::write(&files),
     )
         .into_response())
 }

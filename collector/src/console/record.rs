@@ -140,7 +140,7 @@ pub async fn page(
     let proof = prove(&mut q, &mut keys, r.leaf_index, &r.leaf).await?;
     let decoded = r.decoded.clone().unwrap_or_default();
     let payload = decoded.record.clone().unwrap_or_default().payload;
-    let mut json = crate::query::to_json(r.leaf_index, &decoded);
+    let mut json = wiretrail_log::record_json::to_json(r.leaf_index, &decoded);
     json["payload_base64"] = serde_json::Value::String(format!("({} bytes, shown below)", payload.len()));
     let marks: Vec<_> = r
         .review_marks

@@ -1,6 +1,5 @@
 //! Building a bundle from the collector's query API.
 
-use base64::Engine;
 use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
@@ -12,11 +11,11 @@ use wiretrail_proto::v1::{
     StoredLeaf,
 };
 
-use super::render::{filter_json, record_text};
-use super::seal::Sealed;
-use super::{ExportError, FILES, FORMAT, Files, KEYS_FILE, MANIFEST, Manifest, sha256_hex};
+use super::ExportError;
 use crate::access::meta::Meta;
-use crate::query::to_json;
+use wiretrail_log::bundle::render::{filter_json, record_line, record_text};
+use wiretrail_log::bundle::seal::Sealed;
+use wiretrail_log::bundle::{FILES, FORMAT, Files, KEYS_FILE, MANIFEST, Manifest, sha256_hex};
 use wiretrail_log::merkle::{Hash, Verifier, leaf_hash, verify_inclusion};
 
 /// Export progress, reported to the caller's callback.
@@ -26,13 +25,6 @@ pub enum Progress {
     Searching(u64),
     /// Proofs fetched and checked, out of the total.
     Proving(u64, u64),
-}
-
-/// One record of the bundle, as `records.jsonl` line.
-pub fn record_line(leaf_index: u64, leaf: &[u8], decoded: &StoredLeaf) -> serde_json::Value {
-    let mut v = to_json(leaf_index, decoded);
-    v["leaf_base64"] = base64::engine::general_purpose::STANDARD.encode(leaf).into();
-    v
 }
 
 /// Runs `filter` against the collector, has it issue a checkpoint covering
@@ -145,7 +137,8 @@ pub async fn export_as(
     let sealed = Sealed { manifest: sealed.manifest, sig: sealed.manifest_sig, access: sealed.access_json };
     // Signed by the key that signed the bundle's checkpoint (a rotation in
     // between fails here: export again).
-    super::seal::accept(&mut files, &manifest, sealed, ring.key_for(size)).map_err(ExportError::Invalid)?;
+    wiretrail_log::bundle::seal::accept(&mut files, &manifest, sealed, ring.key_for(size))
+        .map_err(ExportError::Invalid)?;
     debug_assert!(files.contains_key(MANIFEST));
     Ok(files)
 }

@@ -214,7 +214,7 @@ pub(crate) fn index_leaves(
             rec.execute(params![i as i64, r.capture_time_ns, dim]).map_err(err)?;
             // Both ends of a two-witness record: a search by either finds it.
             let (g, t) = (gens::of(i), r.capture_time_ns);
-            for side in crate::sides::sides(r) {
+            for side in wiretrail_log::sides::sides(r) {
                 for (k, v) in side.identity {
                     idn.execute(params![g, format!("{k}={v}"), t, i as i64]).map_err(err)?;
                     spans.note(g, t);

@@ -129,7 +129,7 @@ fn assign_attrs(m: &mut BTreeMap<String, String>, a: &RecordAttributes) -> bool 
 
 /// Writes into `out` the peer an end talks to: the peer's identity key when
 /// known, else the remote endpoint; false when it names neither.
-fn peer_into(out: &mut String, side: &crate::sides::SideView<'_>, host: &str) -> bool {
+fn peer_into(out: &mut String, side: &wiretrail_log::sides::SideView<'_>, host: &str) -> bool {
     use std::fmt::Write;
     if !side.peer_identity.is_empty() {
         identity_key_into(out, side.peer_identity, host);
@@ -178,13 +178,18 @@ impl Pass<'_> {
             alerts::insert(self.c, &a)?;
             self.alerts.push(a);
         }
-        for side in crate::sides::sides(r) {
+        for side in wiretrail_log::sides::sides(r) {
             self.observe_side(leaf, r, &side)?;
         }
         Ok(())
     }
 
-    fn observe_side(&mut self, leaf: u64, r: &Record, side: &crate::sides::SideView<'_>) -> rusqlite::Result<()> {
+    fn observe_side(
+        &mut self,
+        leaf: u64,
+        r: &Record,
+        side: &wiretrail_log::sides::SideView<'_>,
+    ) -> rusqlite::Result<()> {
         // Records that describe no workload (heartbeats, agent notices) are not inventoried.
         if side.identity.is_empty() {
             return Ok(());
@@ -203,7 +208,7 @@ impl Pass<'_> {
         &mut self,
         leaf: u64,
         r: &Record,
-        side: &crate::sides::SideView<'_>,
+        side: &wiretrail_log::sides::SideView<'_>,
         key: &str,
         peer: Option<&str>,
     ) -> rusqlite::Result<()> {

@@ -16,13 +16,14 @@ use wiretrail_proto::v1::{
 };
 
 use super::limits::{Limiter, QueryLimits};
-use super::{Hit, Query, scan, search};
+use super::{Hit, scan, search};
 use crate::access::{Access, Logger, Returned};
 use crate::authz::{Authz, Rpc};
 use crate::checkpointer::Checkpointer;
 use crate::error::Error;
 use crate::index::{self, IndexProgress};
 use crate::registry::RegistryHandle;
+use wiretrail_log::filter::Query;
 use wiretrail_log::merkle::SignedCheckpoint;
 use wiretrail_log::store::Log;
 
@@ -192,14 +193,14 @@ impl QueryApi for QueryService {
             );
         }
         let filter = req.filter.unwrap_or_default();
-        let q = Query::new(filter.clone()).map_err(Status::from)?;
+        let q = Query::new(filter.clone()).map_err(|e| Status::from(Error::from(e)))?;
         let follow = if req.follow { Some(self.limiter.follow(&client).map_err(Status::from)?) } else { None };
         let (tx, rx) = mpsc::channel::<Result<SearchResult, Status>>(256);
         let shared = self.shared.clone();
         let progress = self.progress.clone();
         let limiter = self.limiter.clone();
         let logger = self.logger.clone();
-        let filter_json = crate::export::render::filter_json(&filter);
+        let filter_json = wiretrail_log::bundle::render::filter_json(&filter);
         tokio::spawn(async move {
             // The hits below the current size (leaf indices), on a blocking thread.
             let upto = shared.size();

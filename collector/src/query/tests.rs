@@ -5,8 +5,8 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use wiretrail_proto::v1::{Endpoint, Filter, Record, StoredLeaf};
 
-use super::Query;
 use crate::index::gens::GEN_LEAVES;
+use wiretrail_log::filter::Query;
 
 /// A record at leaf `i`: pod `pod`, talking to `addr`, captured at `t`.
 fn leaf(i: u64, t: i64, pod: &str, addr: &str) -> (u64, StoredLeaf) {
@@ -23,7 +23,7 @@ fn leaf(i: u64, t: i64, pod: &str, addr: &str) -> (u64, StoredLeaf) {
 
 /// Candidate leaves of `f` between `after` and `before` (exclusive), as a search pages them.
 fn candidates(c: &Connection, f: Filter, after: i64, before: u64) -> Vec<i64> {
-    let (sql, args) = Query::new(f).unwrap().sql();
+    let (sql, args) = super::candidate_sql(&Query::new(f).unwrap());
     let mut params: Vec<rusqlite::types::Value> = vec![after.into(), (before as i64).into(), 10_000i64.into()];
     params.extend(args);
     let mut st = c.prepare(&sql).unwrap();
@@ -80,7 +80,7 @@ fn a_windowed_identity_search_seeks_the_generations_key_range() {
     let dir = tempfile::tempdir().unwrap();
     let c = crate::index::open(dir.path()).unwrap();
     let f = Filter { identity: vec!["pod=x".into()], from_time_ns: 1, to_time_ns: 2, ..Default::default() };
-    let (sql, args) = Query::new(f).unwrap().sql();
+    let (sql, args) = super::candidate_sql(&Query::new(f).unwrap());
     let mut params: Vec<rusqlite::types::Value> = vec![(-1i64).into(), 10i64.into(), 10i64.into()];
     params.extend(args);
     let plan: Vec<String> = c

@@ -11,8 +11,9 @@ use wiretrail_proto::v1::{Filter, ReviewListRequest, ReviewMarkRecord};
 
 use crate::error::Error;
 use crate::index::{self, IndexError};
-use crate::query::{DEFAULT_LIMIT, MAX_LIMIT, Query, scan};
+use crate::query::scan;
 use crate::registry::glob_match;
+use wiretrail_log::filter::{DEFAULT_LIMIT, MAX_LIMIT, Query};
 use wiretrail_log::store::Log;
 
 /// A validated `ReviewList` request.

@@ -165,8 +165,9 @@ impl ReviewApi for ReviewService {
             crate::export::seal::seal(&shared, &conn, indexed, &identity, &r.manifest, &r.query_json)
         })
         .await?;
-        let m: crate::export::Manifest = serde_json::from_slice(&sealed.manifest).expect("sealed manifest parses");
-        let detail = serde_json::json!({"manifest_sha256": crate::export::sha256_hex(&sealed.manifest),
+        let m: wiretrail_log::bundle::Manifest =
+            serde_json::from_slice(&sealed.manifest).expect("sealed manifest parses");
+        let detail = serde_json::json!({"manifest_sha256": wiretrail_log::bundle::sha256_hex(&sealed.manifest),
             "tree_size": m.tree_size, "records": m.records,
             "export_access_leaf": m.access.as_ref().map(|a| a.leaf_index)});
         self.logger.append(&access, detail, &Returned { count: 1, ..Default::default() }).await?;

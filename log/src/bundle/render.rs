@@ -1,10 +1,19 @@
-//! Human-readable rendering of exported records (`records.txt`), and the
-//! filter as JSON (`query.json`). Both are deterministic functions of their
+//! Exported records as `records.jsonl` lines and rendered for people
+//! (`records.txt`), and the filter as JSON (`query.json`). Both are deterministic functions of their
 //! input so the offline verifier can regenerate and compare them.
 
 use std::fmt::Write;
 
+use base64::Engine;
+
 use wiretrail_proto::v1::{Filter, StoredLeaf};
+
+/// One record of the bundle, as `records.jsonl` line.
+pub fn record_line(leaf_index: u64, leaf: &[u8], decoded: &StoredLeaf) -> serde_json::Value {
+    let mut v = crate::record_json::to_json(leaf_index, decoded);
+    v["leaf_base64"] = base64::engine::general_purpose::STANDARD.encode(leaf).into();
+    v
+}
 
 /// Text block for one record.
 pub fn record_text(leaf_index: u64, l: &StoredLeaf) -> String {

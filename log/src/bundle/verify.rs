@@ -5,11 +5,10 @@ use base64::Engine;
 use prost::Message;
 use wiretrail_proto::v1::StoredLeaf;
 
-use super::build::record_line;
-use super::render::{filter_from_json, record_text};
+use super::render::{filter_from_json, record_line, record_text};
 use super::{ACCESS, FILES, FORMAT, FORMAT_V1, Files, KEYS_FILE, MANIFEST, Manifest, SIG, sha256_hex};
-use crate::query::Query;
-use wiretrail_log::merkle::{Hash, KeyRing, SignedCheckpoint, Verifier, leaf_hash, verify_inclusion};
+use crate::filter::Query;
+use crate::merkle::{Hash, KeyRing, SignedCheckpoint, Verifier, leaf_hash, verify_inclusion};
 
 /// What an accepted bundle holds.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -110,7 +109,7 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
 
     // The trust anchor: key and signed checkpoint.
     let bundle_key = text(files, "verifier.key", &mut p).map(str::trim);
-    let links = match text(files, KEYS_FILE, &mut p).map(wiretrail_log::keychain::links_from_jsonl) {
+    let links = match text(files, KEYS_FILE, &mut p).map(crate::keychain::links_from_jsonl) {
         None => Vec::new(),
         Some(Ok(l)) => l,
         Some(Err(e)) => {
@@ -132,7 +131,7 @@ pub fn verify_bundle(files: &Files, pinned_key: Option<&str>) -> Result<BundleRe
         (None, b) => (b, &links[..]),
     };
     let verifier: Option<KeyRing> = key.and_then(|k| match Verifier::parse(k) {
-        Ok(v) => match wiretrail_log::keychain::follow_chain(&v, links) {
+        Ok(v) => match crate::keychain::follow_chain(&v, links) {
             Ok(ring) => Some(ring),
             Err(e) => {
                 p.push(format!("{KEYS_FILE}: {e}"));
