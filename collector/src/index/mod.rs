@@ -214,16 +214,17 @@ pub(crate) fn index_leaves(
             rec.execute(params![i as i64, r.capture_time_ns, dim]).map_err(err)?;
             // Both ends of a two-witness record: a search by either finds it.
             let (g, t) = (gens::of(i), r.capture_time_ns);
+            // Once per record, whether or not it has rows below: a span only
+            // has to cover its generation's rows, and a wider one costs one seek.
+            spans.note(g, t);
             for side in wiretrail_log::sides::sides(r) {
                 for (k, v) in side.identity {
                     idn.execute(params![g, format!("{k}={v}"), t, i as i64]).map_err(err)?;
-                    spans.note(g, t);
                 }
                 if let Some(e) = side.remote
                     && !e.address.is_empty()
                 {
                     ends.execute(params![g, e.address, e.port, t, i as i64]).map_err(err)?;
-                    spans.note(g, t);
                 }
             }
         }
