@@ -127,6 +127,11 @@ async fn sigkill_and_lost_disk(url: &str) {
         .spawn()
         .unwrap();
     let addr = listening(&mut child);
+    // The auditor's copy of the log's first key, taken out of band before the disk is lost.
+    let key =
+        eventually("verifier.key written", || async { std::fs::read_to_string(d.path().join("verifier.key")).ok() })
+            .await;
+    let key = wiretrail_log::merkle::Verifier::parse(&key).unwrap();
     let mut c = wiretrail_proto::v1::ingest_client::IngestClient::new(
         eventually("collector up", || async {
             tonic::transport::Endpoint::new(format!("http://{addr}")).unwrap().connect().await.ok()
@@ -164,6 +169,85 @@ async fn sigkill_and_lost_disk(url: &str) {
     assert!(rep.verified_size > last, "every acknowledged leaf (0..={last}) is under a signed checkpoint: {rep:?}");
     let hits = r.search(&Filter { agent_id: "agent-k".into(), limit: 1_000_000, ..Default::default() }).await.unwrap();
     assert!(hits.len() as u64 > last, "every acknowledged record is queryable: {} <= {last}", hits.len());
+    // The collector and its disk are gone: an evidence bundle from ClickHouse
+    // alone proves every acknowledged record under the log's pinned key.
+    let pins = wiretrail_collector::clickhouse::verify::Pins::from([("collector-k".to_string(), key.clone())]);
+    let filter = Filter { agent_id: "agent-k".into(), limit: 1_000_000, ..Default::default() };
+    let bundles = r.export(&filter, &pins).await.unwrap();
+    assert_eq!(bundles.len(), 1);
+    let b = &bundles[0];
+    let report = wiretrail_log::bundle::verify_bundle(&b.files, Some(&key.key_string())).expect("bundle verifies");
+    assert!(report.key_pinned && !report.manifest_signed, "{report:?}");
+    assert_eq!(report.records + b.after_checkpoint, hits.len() as u64);
+    let exported = bundle_leaves(&b.files);
+    let acked: Vec<u64> = hits.iter().map(|h| h.leaf_index).filter(|i| *i <= last).collect();
+    assert!(acked.iter().all(|i| exported.contains(i)), "every acknowledged record is in the bundle");
+    // One leaf's proof, as the command line prints it, checks against its signed checkpoint.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wiretrail"))
+        .args(["prove", "--clickhouse", url, "--clickhouse-database", "killed", "--origin", "collector-k"])
+        .args(["--leaf", &acked[acked.len() / 2].to_string()])
+        .env_remove("WIRETRAIL_CLICKHOUSE_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let signed = key.open(p["checkpoint"].as_str().unwrap()).expect("checkpoint signed by the pinned key");
+    let hex32 = |v: &serde_json::Value| -> [u8; 32] { hex::decode(v.as_str().unwrap()).unwrap().try_into().unwrap() };
+    let proof: Vec<[u8; 32]> = p["hashes"].as_array().unwrap().iter().map(hex32).collect();
+    assert_eq!(p["tree_size"], signed.checkpoint.size);
+    wiretrail_log::merkle::verify_inclusion(
+        p["leaf_index"].as_u64().unwrap(),
+        signed.checkpoint.size,
+        &hex32(&p["leaf_hash"]),
+        &proof,
+        &signed.checkpoint.root,
+    )
+    .expect("the printed proof verifies");
+}
+
+/// The leaf indexes of a bundle's records.
+fn bundle_leaves(files: &wiretrail_log::bundle::Files) -> Vec<u64> {
+    let text = String::from_utf8(files["records.jsonl"].clone()).unwrap();
+    common::cli::json_lines(&text).iter().map(|l| l["leaf_index"].as_u64().unwrap()).collect()
+}
+
+/// Both collectors' logs exported from ClickHouse: one bundle per log, each
+/// checked offline by `wiretrail verify-bundle`.
+async fn exported_per_log(url: &str) {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("bundles");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wiretrail"))
+            .args(args)
+            .env_remove("WIRETRAIL_CLICKHOUSE_URL")
+            .output()
+            .unwrap()
+    };
+    let e = run(&[
+        "export",
+        "--clickhouse",
+        url,
+        "--clickhouse-database",
+        "two",
+        "--identity",
+        "pod=pod-1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    for origin in ["collector-a", "collector-b"] {
+        let b = dir.join(origin);
+        let v = run(&["verify-bundle", b.to_str().unwrap()]);
+        assert!(!v.status.success(), "an unsigned manifest is refused unless accepted");
+        let v = run(&["verify-bundle", "--allow-unsigned", b.to_str().unwrap()]);
+        assert!(v.status.success(), "{origin}: {}", String::from_utf8_lossy(&v.stderr));
+        let files = wiretrail_log::bundle::read(&dir.join(origin)).unwrap();
+        assert_eq!(bundle_leaves(&files).len(), 10, "pod-1 is every third of 30 records");
+    }
+    // Into a directory that is not empty: refused.
+    let again = run(&["export", "--clickhouse", url, "--clickhouse-database", "two", "--out", dir.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"), "{}", String::from_utf8_lossy(&again.stderr));
 }
 
 /// A row changed in ClickHouse (bytes, or moved to another index) is named by verify.
@@ -187,6 +271,11 @@ async fn tamper_is_named(url: &str) {
     let rep = r.verify().await.unwrap().remove(0);
     assert!(!rep.ok);
     assert_eq!(rep.first_bad_leaf, Some(4), "{rep:?}");
+    // Nothing is exported or proven from a log that does not verify.
+    let err = r.export(&Filter::default(), &Default::default()).await.err().expect("export refused");
+    assert!(err.to_string().contains("collector-t does not verify") && err.to_string().contains("leaf 4"), "{err}");
+    let err = r.prove("collector-t", 1, None).await.err().expect("proof refused");
+    assert!(err.to_string().contains("does not verify"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,6 +284,7 @@ async fn clustered_mode_on_clickhouse_18_16() {
     let url = cl.replicas[0].url();
     assert!(sql(&url, "SELECT version() FORMAT TSV").await.starts_with("18.16"));
     two_collectors_queried_as_one(&url).await;
+    exported_per_log(&url).await;
     origin_names_are_unique(&url).await;
     sigkill_and_lost_disk(&url).await;
     tamper_is_named(&url).await;
@@ -237,6 +327,12 @@ async fn rotation_and_pinned_keys(url: &str) {
     );
     let pinned = r.verify_pinned(&Pins::from([("collector-r".to_string(), first.clone())])).await.unwrap().remove(0);
     assert!(pinned.ok && pinned.key_source == KeySource::Pinned && pinned.rotations == 1, "{pinned:?}");
+    // Exported across the rotation: the bundle carries the key chain from the pinned first key.
+    let pins = Pins::from([("collector-r".to_string(), first.clone())]);
+    let b = r.export(&Filter::default(), &pins).await.unwrap().remove(0);
+    assert!(b.files.contains_key("keys.jsonl") && b.tree_size > rot.old_key_last_size);
+    let report = wiretrail_log::bundle::verify_bundle(&b.files, Some(&first.key_string())).expect("verifies");
+    assert_eq!(report.records, 10);
     // Another log's key pinned for this origin: refused, whatever the database says.
     let other = tempfile::tempdir().unwrap();
     drop(wiretrail_log::store::Writer::open(other.path(), Default::default()).unwrap());

@@ -5,6 +5,7 @@ mod access_log;
 mod alerting;
 mod alerts;
 mod completeness;
+mod export;
 mod hold;
 mod inventory;
 mod keys;
@@ -163,8 +164,32 @@ enum Cmd {
         #[command(flatten)]
         filter: FilterArgs,
         /// Output directory (created; must be empty), or FILE.tar for a single file.
+        /// With --clickhouse: a directory holding one bundle per log.
         #[arg(long)]
         out: PathBuf,
+        /// Export from every collector's log stored in ClickHouse instead (see docs/clickhouse.md).
+        #[command(flatten)]
+        clickhouse: crate::clickhouse::ClickHouseArgs,
+        /// With --clickhouse: the first key of log ORIGIN, from a file obtained out of band (repeatable).
+        #[arg(long = "verifier-key", value_name = "ORIGIN=FILE", requires = "url")]
+        verifier_keys: Vec<String>,
+    },
+    /// Print the inclusion proof of one leaf of a log stored in ClickHouse,
+    /// at the largest checkpoint the log verifies against there (JSON).
+    Prove {
+        /// ClickHouse connection (required).
+        #[command(flatten)]
+        clickhouse: crate::clickhouse::ClickHouseArgs,
+        /// The log (its collector's origin).
+        #[arg(long)]
+        origin: String,
+        /// Leaf index in that log.
+        #[arg(long)]
+        leaf: u64,
+        /// The log's first verifier key, from a file obtained out of band
+        /// (default: the key registered in ClickHouse).
+        #[arg(long = "verifier-key", value_name = "FILE")]
+        verifier_key: Option<PathBuf>,
     },
     /// Segmentation policies.
     Policy {
@@ -178,7 +203,9 @@ enum Cmd {
         /// Pinned verifier key file (recommended); defaults to the bundle's own verifier.key.
         #[arg(long)]
         key: Option<PathBuf>,
-        /// Accept a bundle of the older format whose manifest is not signed.
+        /// Accept a bundle whose manifest is not signed (the older format, or an
+        /// export from ClickHouse alone: its records are still proven by the
+        /// signed checkpoint).
         #[arg(long)]
         allow_unsigned: bool,
     },
@@ -445,36 +472,12 @@ pub fn main() -> anyhow::Result<()> {
                 query::from_collector(&conn, &case, &filter, follow, json).await?
             }
             Cmd::Verify { data_dir, key, state, .. } => verify::data_dir(data_dir, key, state)?,
-            Cmd::Export { conn, case, filter, out } => {
-                let t = std::time::Instant::now();
-                let mut last = t;
-                let meta = case.meta()?.export();
-                let files = crate::export::export_as(connect(&conn).await?, meta, filter.filter()?, |p| {
-                    if last.elapsed() >= Duration::from_secs(1)
-                        || matches!(p, crate::export::Progress::Proving(a, b) if a == b)
-                    {
-                        last = std::time::Instant::now();
-                        match p {
-                            crate::export::Progress::Searching(n) => {
-                                eprintln!("export: {n} records found")
-                            }
-                            crate::export::Progress::Proving(n, of) => eprintln!(
-                                "export: {n}/{of} inclusion proofs checked ({:.0}/s)",
-                                n as f64 / t.elapsed().as_secs_f64()
-                            ),
-                        }
-                    }
-                })
-                .await?;
-                crate::export::write(&out, &files)?;
-                let report = wiretrail_log::bundle::verify_bundle(&files, None)
-                    .context("the freshly written bundle does not verify")?;
-                eprintln!(
-                    "exported {} records to {} (checkpoint size {})",
-                    report.records,
-                    out.display(),
-                    report.tree_size
-                );
+            Cmd::Export { clickhouse, verifier_keys, filter, out, .. } if clickhouse.url.is_some() => {
+                export::from_clickhouse(&clickhouse, &verifier_keys, &filter, &out).await?
+            }
+            Cmd::Export { conn, case, filter, out, .. } => export::from_collector(&conn, &case, &filter, &out).await?,
+            Cmd::Prove { clickhouse, origin, leaf, verifier_key } => {
+                export::prove(&clickhouse, &origin, leaf, verifier_key.as_deref()).await?
             }
             Cmd::VerifyBundle { path, key, allow_unsigned } => {
                 let pinned = match &key {
@@ -485,7 +488,10 @@ pub fn main() -> anyhow::Result<()> {
                 let report = wiretrail_log::bundle::verify_bundle(&files, pinned.as_deref())?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 if !report.manifest_signed && !allow_unsigned {
-                    bail!("bundle REJECTED: its manifest is not signed (older format); --allow-unsigned accepts it");
+                    bail!(
+                        "bundle REJECTED: its manifest is not signed (older format, or exported from ClickHouse \
+                         alone); --allow-unsigned accepts it"
+                    );
                 }
                 eprintln!(
                     "OK: {} records verified against the signed checkpoint of {} (size {}); manifest {}{}{}",

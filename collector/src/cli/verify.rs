@@ -73,7 +73,7 @@ pub(super) async fn from_clickhouse(args: &crate::clickhouse::ClickHouseArgs, pi
 }
 
 /// `ORIGIN=FILE` pairs → the verifier key in each file, per origin.
-fn parse_pins(pins: &[String]) -> anyhow::Result<crate::clickhouse::verify::Pins> {
+pub(super) fn parse_pins(pins: &[String]) -> anyhow::Result<crate::clickhouse::verify::Pins> {
     let mut out = crate::clickhouse::verify::Pins::new();
     for p in pins {
         let (origin, file) = p

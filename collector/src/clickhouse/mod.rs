@@ -12,12 +12,14 @@
 //!   retry from their spools; the next group inserts the missing leaves
 //!   first, so an ack always means "fsynced here and in ClickHouse".
 //! - [`reader`]: search and verify from ClickHouse alone, across every
-//!   collector's log (origin) stored there.
+//!   collector's log (origin) stored there; [`export`]: evidence bundles and
+//!   inclusion proofs from it.
 //!
 //! Rows are keyed by (origin, leaf index); a retried insert may land twice,
 //! so the tables are ReplacingMergeTree and readers keep one row per key
 //! (two different rows for one key are reported as tampering).
 
+pub mod export;
 pub mod reader;
 pub mod schema;
 pub mod verify;
@@ -111,6 +113,10 @@ pub enum ClickHouseError {
         /// The key registered for it.
         key: String,
     },
+    /// A proof or export cannot be given from what ClickHouse holds (the log
+    /// does not verify, or the leaf is not covered by a verified checkpoint).
+    #[error("from ClickHouse: {0}")]
+    Unproven(String),
     /// The server version is not understood.
     #[error("ClickHouse version {0:?} not understood")]
     Version(String),

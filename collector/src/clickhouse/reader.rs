@@ -21,6 +21,8 @@ pub struct Hit {
     pub leaf_index: u64,
     /// The decoded leaf.
     pub leaf: StoredLeaf,
+    /// The leaf bytes as stored.
+    pub bytes: Vec<u8>,
 }
 
 fn esc(s: &str) -> String {
@@ -78,7 +80,7 @@ impl Reader {
                         r.origin, r.leaf_index
                     )))
                 })?;
-                Ok(Hit { origin: r.origin, leaf_index: r.leaf_index, leaf })
+                Ok(Hit { origin: r.origin, leaf_index: r.leaf_index, leaf, bytes: r.leaf })
             })
             .collect()
     }

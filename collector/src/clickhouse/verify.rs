@@ -81,6 +81,26 @@ impl Reader {
     }
 
     async fn verify_origin(&self, o: &OriginRow, pin: Option<&Verifier>) -> Result<OriginReport, ClickHouseError> {
+        Ok(self.check_origin(o, pin).await?.report)
+    }
+
+    /// The rows of origin `name` as ClickHouse holds them, verified (see
+    /// [`Checked`]); `None` when ClickHouse has no such origin.
+    pub(super) async fn checked(&self, name: &str, pin: Option<&Verifier>) -> Result<Option<Checked>, ClickHouseError> {
+        let origins: Vec<OriginRow> = self
+            .client
+            .query(&format!("SELECT ?fields FROM {ORIGINS} WHERE origin = ? LIMIT 1"))
+            .bind(name)
+            .fetch_all()
+            .await
+            .map_err(ClickHouseError::query("reading origins"))?;
+        match origins.first() {
+            Some(o) => Ok(Some(self.check_origin(o, pin).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn check_origin(&self, o: &OriginRow, pin: Option<&Verifier>) -> Result<Checked, ClickHouseError> {
         let stored = Verifier::parse(&o.verifier_key)
             .map_err(|source| ClickHouseError::Note { origin: o.origin.clone(), source })?;
         let first = pin.cloned().unwrap_or_else(|| stored.clone());
@@ -126,8 +146,21 @@ impl Reader {
         let ring = key_ring(first, &rotations, &cps, &mut rep);
         check_checkpoints(&ring, &cps, &hashes, &mut rep);
         rep.ok = rep.problems.is_empty() && rep.checkpoints > 0;
-        Ok(rep)
+        Ok(Checked { report: rep, hashes, ring, checkpoints: cps })
     }
+}
+
+/// One log as ClickHouse holds it, after verification: what proofs and
+/// exports from ClickHouse alone are built from.
+pub(super) struct Checked {
+    /// What verification found.
+    pub report: OriginReport,
+    /// Recomputed leaf hashes, contiguous from leaf 0.
+    pub hashes: Vec<Hash>,
+    /// The log's keys, first to current, as its rotation entries prove them.
+    pub ring: KeyRing,
+    /// Every stored checkpoint, by size.
+    pub checkpoints: Vec<CheckpointRow>,
 }
 
 /// Checks each row's hash and order as rows arrive in leaf order, keeping

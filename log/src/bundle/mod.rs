@@ -42,7 +42,8 @@ pub use verify::{BundleReport, Rejected, verify_bundle};
 
 /// Bundle format name in the manifest (signed manifests).
 pub const FORMAT: &str = "wiretrail-bundle-v2";
-/// The older format: unsigned manifest, no access record.
+/// Unsigned manifest, no access record: the older format, and the bundles
+/// exported from ClickHouse alone (no collector to seal them).
 pub const FORMAT_V1: &str = "wiretrail-bundle-v1";
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
