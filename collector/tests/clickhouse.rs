@@ -211,6 +211,32 @@ fn bundle_leaves(files: &wiretrail_log::bundle::Files) -> Vec<u64> {
     common::cli::json_lines(&text).iter().map(|l| l["leaf_index"].as_u64().unwrap()).collect()
 }
 
+/// The inventory and alerts of both collectors' logs, from ClickHouse alone
+/// on the command line: one workload across two logs, each alert naming its log.
+async fn inventory_and_alerts_across_logs(url: &str) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wiretrail"))
+            .args(args)
+            .args(["--clickhouse", url, "--clickhouse-database", "two", "--json"])
+            .env_remove("WIRETRAIL_CLICKHOUSE_URL")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        common::cli::json_lines(&String::from_utf8_lossy(&out.stdout))
+    };
+    let inv = run(&["inventory"]);
+    assert_eq!(inv.len(), 1, "both agents' records are one workload on node-a: {inv:?}");
+    assert_eq!(inv[0]["identity_key"], "host:node-a::");
+    assert_eq!(inv[0]["records"], 60, "30 records in each of two logs");
+    assert_eq!(inv[0]["hosts"], serde_json::json!(["node-a"]));
+    let logs = [&inv[0]["first_origin"], &inv[0]["last_origin"]];
+    assert!(logs.iter().all(|o| *o == "collector-a" || *o == "collector-b"), "{inv:?}");
+    let shadow = run(&["alerts", "--kind", "shadow_identity"]);
+    assert_eq!(shadow.len(), 1, "one shadow identity, alerted once across both logs: {shadow:?}");
+    assert_eq!(shadow[0]["origin"], inv[0]["first_origin"], "raised by the workload's first record");
+    assert_eq!(shadow[0]["leaf_index"], inv[0]["first_leaf_index"]);
+}
+
 /// Both collectors' logs exported from ClickHouse: one bundle per log, each
 /// checked offline by `wiretrail verify-bundle`.
 async fn exported_per_log(url: &str) {
@@ -274,7 +300,7 @@ async fn tamper_is_named(url: &str) {
     // Nothing is exported or proven from a log that does not verify.
     let err = r.export(&Filter::default(), &Default::default()).await.err().expect("export refused");
     assert!(err.to_string().contains("collector-t does not verify") && err.to_string().contains("leaf 4"), "{err}");
-    let err = r.prove("collector-t", 1, None).await.err().expect("proof refused");
+    let err = r.prove("collector-t", 1, None).await.expect_err("proof refused");
     assert!(err.to_string().contains("does not verify"), "{err}");
 }
 
@@ -285,6 +311,7 @@ async fn clustered_mode_on_clickhouse_18_16() {
     assert!(sql(&url, "SELECT version() FORMAT TSV").await.starts_with("18.16"));
     two_collectors_queried_as_one(&url).await;
     exported_per_log(&url).await;
+    inventory_and_alerts_across_logs(&url).await;
     origin_names_are_unique(&url).await;
     sigkill_and_lost_disk(&url).await;
     tamper_is_named(&url).await;
@@ -365,6 +392,40 @@ async fn rotation_and_pinned_keys(url: &str) {
     );
 }
 
+/// The collector's own inventory and alerts once its index holds `records` records.
+async fn indexed_view(
+    addr: std::net::SocketAddr,
+    records: u64,
+) -> (wiretrail_proto::v1::InventoryResponse, Vec<wiretrail_proto::v1::Alert>) {
+    use wiretrail_proto::v1::{InventoryRequest, query_client::QueryClient};
+    let inv = eventually("the index holds every record", || async {
+        let mut q = QueryClient::new(channel(addr).await);
+        let inv = q.inventory(InventoryRequest { shadow_only: false }).await.unwrap().into_inner();
+        (inv.entries.iter().map(|e| e.records).sum::<u64>() == records).then_some(inv)
+    })
+    .await;
+    (inv.clone(), alerts(addr).await.into_iter().filter(|a| a.leaf_index < inv.indexed).collect())
+}
+
+/// The inventory and alerts derived from ClickHouse alone equal the ones the
+/// collector's indexer kept from its own log.
+async fn derived_as_the_collector_indexes(
+    cfg: &ClickHouseConfig,
+    inventory: &wiretrail_proto::v1::InventoryResponse,
+    alerts: &[wiretrail_proto::v1::Alert],
+) {
+    let registry = std::sync::Arc::new(wiretrail_collector::registry::RegistryHandle::open(None).unwrap());
+    let d = Reader::open(cfg).await.unwrap().derive(registry).await.unwrap();
+    assert_eq!((d.origins(), d.missing()), (&["collector-m".to_string()][..], 0));
+    let derived: Vec<_> = d.inventory(false).unwrap().into_iter().map(|i| i.entry).collect();
+    assert!(!derived.is_empty());
+    assert_eq!(derived, inventory.entries, "inventory from ClickHouse = the collector's");
+    let derived: Vec<_> =
+        d.alerts(None).unwrap().into_iter().map(|a| a.alert).filter(|a| a.leaf_index < inventory.indexed).collect();
+    assert!(!alerts.is_empty(), "the collector raised alerts (shadow identities)");
+    assert_eq!(derived, alerts, "alerts from ClickHouse = the collector's");
+}
+
 /// The modern engine (26.9): the schema with codecs and a skip index, RowBinary
 /// with validation on; ingest -> query -> verify.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,6 +440,7 @@ async fn modern_engine_26_9() {
     for a in send(s.addr, (0..2).map(|seq| batch("agent-m", "b1", seq, 10)).collect()).await {
         a.expect("acknowledged");
     }
+    let (inventory, alerts) = indexed_view(s.addr, 20).await;
     s.stop().await;
     let ddl = sql(&url, "SHOW CREATE TABLE modern.leaves FORMAT TSVRaw").await;
     assert!(ddl.contains("CODEC(ZSTD(3))") && ddl.contains("bloom_filter") && !ddl.contains("ngrambf"), "{ddl}");
@@ -387,6 +449,7 @@ async fn modern_engine_26_9() {
     assert_eq!(hits.len(), 10, "every other record of 20 is postgres");
     let rep = r.verify().await.unwrap().remove(0);
     assert!(rep.ok && rep.verified_size == rep.leaves && rep.leaves >= 20, "{rep:?}");
+    derived_as_the_collector_indexes(&cfg, &inventory, &alerts).await;
     rotation_and_pinned_keys(&url).await;
     // The same from the command line.
     let cli = |args: &[&str]| {

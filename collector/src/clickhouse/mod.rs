@@ -3,7 +3,8 @@
 //!
 //! - [`schema`]: tables created at start, adapted to the server version
 //!   (logged): MergeTree partitioned by day, ORDER BY (identity, time);
-//!   ZSTD codecs, skip indexes and TTL on servers that have them;
+//!   ZSTD codecs and skip indexes on servers that have them (no TTL: it
+//!   would delete held evidence and leave holes verify cannot explain);
 //!   Replicated* + Distributed when a cluster is named.
 //! - [`writer`]: the commit thread's sink. After the local fsync and before
 //!   the acks it inserts every leaf not yet in ClickHouse (with
@@ -13,12 +14,14 @@
 //!   first, so an ack always means "fsynced here and in ClickHouse".
 //! - [`reader`]: search and verify from ClickHouse alone, across every
 //!   collector's log (origin) stored there; [`export`]: evidence bundles and
-//!   inclusion proofs from it.
+//!   inclusion proofs from it; [`derive`]: the inventory and alerts of all
+//!   logs, derived from it as the indexer derives them.
 //!
 //! Rows are keyed by (origin, leaf index); a retried insert may land twice,
 //! so the tables are ReplacingMergeTree and readers keep one row per key
 //! (two different rows for one key are reported as tampering).
 
+pub mod derive;
 pub mod export;
 pub mod reader;
 pub mod schema;
@@ -160,7 +163,7 @@ impl Version {
         self >= Version(19, 1)
     }
 
-    /// Data-skipping indexes and TTL without experimental flags: 20.1 and later.
+    /// Data-skipping indexes without experimental flags: 20.1 and later.
     pub fn skip_indexes_and_ttl(self) -> bool {
         self >= Version(20, 1)
     }

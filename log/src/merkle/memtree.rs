@@ -28,7 +28,7 @@ impl MemTree {
     pub fn new(leaves: Vec<Hash>) -> Self {
         let mut levels: Vec<Vec<Hash>> = Vec::new();
         let mut below: Vec<Hash> =
-            leaves.chunks_exact(Self::CACHED_FROM as usize).map(|c| super::hash::root_of_leaf_hashes(c)).collect();
+            leaves.chunks_exact(Self::CACHED_FROM as usize).map(super::hash::root_of_leaf_hashes).collect();
         while !below.is_empty() {
             let next: Vec<Hash> = below.chunks_exact(2).map(|p| node_hash(&p[0], &p[1])).collect();
             levels.push(below);
