@@ -25,7 +25,10 @@
 //! 3. Verify: the log verified from ClickHouse alone (`Reader::verify_pinned`
 //!    with the collector's key pinned, as `wiretrail verify --clickhouse
 //!    --verifier-key`), MB/s of leaf bytes; the leaves' bytes on disk in
-//!    ClickHouse per payload byte.
+//!    ClickHouse per payload byte. Then, from ClickHouse alone, the evidence
+//!    bundle of the first query (`Reader::export`: the log verified again,
+//!    then each record proven) and the inventory and alerts of the whole log
+//!    (`Reader::derive`, leaves/s).
 //! 4. Start-up: a clustered collector from its snapshot to its first answer
 //!    (includes the sink's check of how much of the log ClickHouse holds).
 
@@ -239,9 +242,10 @@ async fn bench(args: &Args, dir: &Path, servers: &Servers, setup: &Setup) -> any
     let reader = Reader::open(&ch).await?;
     let mut lat = Vec::with_capacity(args.queries);
     let mut hits_total = 0u64;
-    for f in crate::bench_collector::query_filters(n, args) {
+    let filters = crate::bench_collector::query_filters(n, args);
+    for f in &filters {
         let t = Instant::now();
-        hits_total += reader.search(&f).await?.len() as u64;
+        hits_total += reader.search(f).await?.len() as u64;
         lat.push(t.elapsed());
     }
     lat.sort();
@@ -258,6 +262,20 @@ async fn bench(args: &Args, dir: &Path, servers: &Servers, setup: &Setup) -> any
     };
     if !report.ok || report.leaves < n || report.verified_size != report.leaves {
         bail!("verify from ClickHouse failed or is incomplete (N = {n}): {report:?}");
+    }
+    // 3b. Evidence from ClickHouse alone: the bundle of one identity+1h
+    // query (the log verified, then each record proven), and the inventory
+    // and alerts of the whole log.
+    let t = Instant::now();
+    let bundles = reader.export(&filters[0], &pins).await?;
+    let export_secs = t.elapsed().as_secs_f64();
+    let exported: u64 = bundles.iter().map(|b| b.records).sum();
+    let t = Instant::now();
+    let registry = std::sync::Arc::new(wiretrail_collector::registry::RegistryHandle::open(None)?);
+    let derived = reader.derive(registry).await?;
+    let derive_secs = t.elapsed().as_secs_f64();
+    if derived.leaves() < n || derived.missing() != 0 || derived.inventory(false)?.is_empty() {
+        bail!("inventory from ClickHouse read {} leaves of {n}, {} missing", derived.leaves(), derived.missing());
     }
     // Bytes on disk: the leaves in ClickHouse (one replica), the local log's segments.
     let leaves_table = if setup.engine == Engine::Replicated { "leaves_local" } else { "leaves" };
@@ -288,6 +306,9 @@ async fn bench(args: &Args, dir: &Path, servers: &Servers, setup: &Setup) -> any
     println!("{:<44} {:>16.1}", "query mean hits", hits_total as f64 / args.queries as f64);
     println!("{:<44} {:>16.1}", "verify from ClickHouse MB/s (leaf bytes)", report.bytes as f64 / 1e6 / verify_secs);
     println!("{:<44} {:>16.0}", "verify from ClickHouse records/s", report.leaves as f64 / verify_secs);
+    println!("{:<44} {:>16.2}", "export from ClickHouse (s, incl. verify)", export_secs);
+    println!("{:<44} {:>16}", "export from ClickHouse records", exported);
+    println!("{:<44} {:>16.0}", "inventory+alerts from ClickHouse leaves/s", derived.leaves() as f64 / derive_secs);
     println!("{:<44} {:>16.3}", "ClickHouse leaves on disk per payload byte", ch_bytes as f64 / payload_bytes);
     println!("{:<44} {:>16.3}", "local log on disk per payload byte (segments)", segments_bytes as f64 / payload_bytes);
     println!("{:<44} {:>16.2}", "start-up to first answer, from snapshot (s)", start_snapshot);
