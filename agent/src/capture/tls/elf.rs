@@ -3,7 +3,11 @@
 //! instructions), or a TLS implementation we cannot hook (reported, not ignored).
 use std::path::Path;
 
-use object::{Object, ObjectSection, ObjectSymbol};
+use std::collections::HashMap;
+
+use object::{Object, ObjectSection};
+
+use super::scan;
 
 /// A TLS implementation found in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,62 +70,119 @@ pub enum ElfError {
 const GO_WRITE: &str = "crypto/tls.(*Conn).Write";
 const GO_READ: &str = "crypto/tls.(*Conn).Read";
 
-/// First printable run after `needle` (e.g. a version string).
-fn find_version(data: &[u8], needle: &[u8]) -> Option<String> {
-    let at = memfind(data, needle)?;
-    let rest = &data[at..];
-    let end = rest.iter().take(64).position(|&b| b == 0 || !(0x20..0x7f).contains(&b)).unwrap_or(rest.len().min(64));
-    Some(String::from_utf8_lossy(&rest[..end]).trim().to_string())
+/// Symbols whose presence decides what a file offers (the Go ones give its functions).
+const INTERESTING: [&str; 8] = [
+    "SSL_write",
+    "SSL_read",
+    "SSL_write_ex",
+    "SSL_read_ex",
+    "gnutls_record_send",
+    "gnutls_record_recv",
+    GO_WRITE,
+    GO_READ,
+];
+
+type Elf64<'d> = object::read::elf::ElfFile64<'d, object::Endianness, &'d object::ReadCache<&'d std::fs::File>>;
+
+/// A file being inspected: searched through [`scan`]'s window and its ELF
+/// structures read through [`object::ReadCache`] (headers, section headers,
+/// the symbol arrays and the code of the Go functions looked at), never
+/// mapped or read whole.
+struct Source {
+    file: std::fs::File,
+    path: String,
 }
 
-fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(hay, needle)
+impl Source {
+    fn has(&self, needle: &[u8]) -> Result<bool, ElfError> {
+        Ok(self.find(needle)?.is_some())
+    }
+
+    fn find(&self, needle: &[u8]) -> Result<Option<u64>, ElfError> {
+        scan::find(&self.file, needle).map_err(|source| ElfError::Open { path: self.path.clone(), source })
+    }
+
+    /// The printable run at the first occurrence of `needle` (e.g. a version string).
+    fn version(&self, needle: &[u8]) -> Result<Option<String>, ElfError> {
+        Ok(self.find(needle)?.and_then(|at| scan::printable_run(&self.file, at)))
+    }
 }
 
-/// Symbols whose presence decides what a file offers.
-const INTERESTING: &[&str] =
-    &["SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex", "gnutls_record_send", "gnutls_record_recv"];
+/// The defined symbols among [`INTERESTING`] in the file's symbol tables,
+/// by name: (address, size, section index). Each table's names are matched
+/// by string-table offset ([`scan::name_offsets`]), so the 100k+ names of a
+/// large binary are never read one by one.
+fn interesting_symbols(
+    elf: &Elf64<'_>,
+    file: &std::fs::File,
+) -> std::io::Result<HashMap<&'static str, (u64, u64, u16)>> {
+    use object::read::elf::{SectionHeader, Sym};
+    let endian = elf.endian();
+    let mut out = HashMap::new();
+    for table in [elf.elf_dynamic_symbol_table(), elf.elf_symbol_table()] {
+        if table.is_empty() {
+            continue;
+        }
+        let Ok(strings) = elf.elf_section_table().section(table.string_section()) else { continue };
+        let Some((start, size)) = strings.file_range(endian) else { continue };
+        let offsets = scan::name_offsets(file, start, start + size, &INTERESTING)?;
+        if offsets.is_empty() {
+            continue;
+        }
+        for sym in table.symbols() {
+            let Some(&i) = offsets.get(&sym.st_name(endian)) else { continue };
+            let shndx = sym.st_shndx(endian);
+            let defined = shndx != object::elf::SHN_UNDEF && shndx < object::elf::SHN_LORESERVE;
+            let kind =
+                matches!(sym.st_type(), object::elf::STT_FUNC | object::elf::STT_GNU_IFUNC | object::elf::STT_NOTYPE);
+            if defined && kind {
+                out.entry(INTERESTING[i]).or_insert((sym.st_value(endian), sym.st_size(endian), shndx));
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// Inspects an ELF file.
 pub fn inspect(path: &Path) -> Result<Inspection, ElfError> {
-    let file =
-        std::fs::File::open(path).map_err(|source| ElfError::Open { path: path.display().to_string(), source })?;
-    // SAFETY: read-only mapping; a concurrent truncation by another process
-    // could fault, which is the usual and accepted risk of mapping executables.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|source| ElfError::Open { path: path.display().to_string(), source })?;
-    inspect_bytes(&map, path)
-}
-
-pub fn inspect_bytes(data: &[u8], path: &Path) -> Result<Inspection, ElfError> {
-    // Cheap pre-check (SIMD substring search): most files carry no TLS at all
-    // and are not worth parsing their symbol tables.
-    if data.get(..4) != Some(b"\x7fELF") {
-        return Err(ElfError::NotElf { path: path.display().to_string() });
+    let shown = path.display().to_string();
+    let open = |source| ElfError::Open { path: shown.clone(), source };
+    let file = std::fs::File::open(path).map_err(open)?;
+    let mut magic = [0u8; 5];
+    if scan::read_full(&file, &mut magic, 0).map_err(open)? < 5 || &magic[..4] != b"\x7fELF" {
+        return Err(ElfError::NotElf { path: shown });
     }
-    let maybe = [&b"SSL_write"[..], b"gnutls_record_send", b"crypto/tls", b"OpenSSL"];
-    if !maybe.iter().any(|n| memfind(data, n).is_some()) {
-        return Ok(Inspection::None);
-    }
-    let elf =
-        object::File::parse(data).map_err(|source| ElfError::Parse { path: path.display().to_string(), source })?;
-    // One pass over the symbol tables (large binaries have 100k+ symbols).
-    let mut found = std::collections::HashSet::new();
-    for s in elf.dynamic_symbols().chain(elf.symbols()) {
-        if s.is_definition()
-            && let Ok(n) = s.name()
-            && INTERESTING.contains(&n)
-        {
-            found.insert(n);
+    let src = Source { file, path: shown.clone() };
+    // Most files carry no TLS at all and are not worth parsing their symbol tables.
+    let mut worth = false;
+    for n in [&b"SSL_write"[..], b"gnutls_record_send", b"crypto/tls", b"OpenSSL"] {
+        if src.has(n)? {
+            worth = true;
+            break;
         }
     }
-    let has = |name: &str| found.contains(name);
+    if !worth {
+        return Ok(Inspection::None);
+    }
+    if magic[4] != object::elf::ELFCLASS64 {
+        return Ok(Inspection::Unsupported {
+            library: "tls (32-bit)".into(),
+            reason: "32-bit ELF file with TLS code: only 64-bit processes are captured".into(),
+        });
+    }
+    let cache = object::ReadCache::new(&src.file);
+    let elf = Elf64::parse(&cache).map_err(|source| ElfError::Parse { path: shown.clone(), source })?;
+    let syms = interesting_symbols(&elf, &src.file).map_err(open)?;
+    let has = |name: &str| syms.contains_key(name);
     if has("SSL_write") && has("SSL_read") {
-        let version = find_version(data, b"OpenSSL 3.")
-            .or_else(|| find_version(data, b"OpenSSL 1."))
-            .or_else(|| memfind(data, b"BoringSSL").map(|_| "BoringSSL".to_string()))
-            .or_else(|| libcrypto_version(path))
-            .unwrap_or_else(|| "unknown".into());
+        let mut version = src.version(b"OpenSSL 3.")?;
+        if version.is_none() {
+            version = src.version(b"OpenSSL 1.")?;
+        }
+        if version.is_none() && src.has(b"BoringSSL")? {
+            version = Some("BoringSSL".into());
+        }
+        let version = version.or_else(|| libcrypto_version(path)).unwrap_or_else(|| "unknown".into());
         let library = if version.starts_with("BoringSSL") { "boringssl" } else { "openssl" };
         return Ok(Inspection::Tls {
             kind: TlsKind::OpenSsl { ex: has("SSL_write_ex") && has("SSL_read_ex") },
@@ -140,12 +201,12 @@ pub fn inspect_bytes(data: &[u8], path: &Path) -> Result<Inspection, ElfError> {
     }
     let is_go = elf.section_by_name(".go.buildinfo").is_some() || elf.section_by_name(".gopclntab").is_some();
     if is_go {
-        let version = find_version(data, b"go1.").unwrap_or_else(|| "unknown".into());
-        let write = go_func(&elf, data, GO_WRITE);
-        let read = go_func(&elf, data, GO_READ);
+        let version = scan::go_version(&src.file).map_err(open)?.unwrap_or_else(|| "unknown".into());
+        let write = syms.get(GO_WRITE).and_then(|s| go_func(&elf, &cache, *s));
+        let read = syms.get(GO_READ).and_then(|s| go_func(&elf, &cache, *s));
         return Ok(match (write, read) {
             (Some(write), Some(read)) => Inspection::Tls { kind: TlsKind::Go { write, read }, library: "go-crypto-tls".into(), version },
-            _ if memfind(data, b"crypto/tls").is_some() => Inspection::Unsupported {
+            _ if src.has(b"crypto/tls")? => Inspection::Unsupported {
                 library: format!("go-crypto-tls {version}"),
                 reason: "Go binary uses crypto/tls but has no symbol table (stripped with -ldflags=-s); its TLS plaintext cannot be captured".into(),
             },
@@ -154,9 +215,9 @@ pub fn inspect_bytes(data: &[u8], path: &Path) -> Result<Inspection, ElfError> {
     }
     // Statically linked OpenSSL without exported symbols.
     if !has("SSL_write")
-        && (memfind(data, b"SSL_write").is_some() || find_version(data, b"OpenSSL 3.").is_some())
-        && elf.symbols().next().is_none()
-        && memfind(data, b"ssl3_write_bytes").is_some()
+        && (src.has(b"SSL_write")? || src.has(b"OpenSSL 3.")?)
+        && elf.elf_symbol_table().is_empty()
+        && src.has(b"ssl3_write_bytes")?
     {
         return Ok(Inspection::Unsupported {
             library: "openssl (static)".into(),
@@ -170,20 +231,26 @@ pub fn inspect_bytes(data: &[u8], path: &Path) -> Result<Inspection, ElfError> {
 fn libcrypto_version(libssl: &Path) -> Option<String> {
     let name = libssl.file_name()?.to_str()?;
     let soversion = name.strip_prefix("libssl.so.")?;
-    let crypto = libssl.with_file_name(format!("libcrypto.so.{soversion}"));
-    let data = std::fs::read(crypto).ok()?;
-    find_version(&data, b"OpenSSL 3.").or_else(|| find_version(&data, b"OpenSSL 1."))
+    let crypto = std::fs::File::open(libssl.with_file_name(format!("libcrypto.so.{soversion}"))).ok()?;
+    let at = match scan::find(&crypto, b"OpenSSL 3.").ok()? {
+        Some(at) => at,
+        None => scan::find(&crypto, b"OpenSSL 1.").ok()??,
+    };
+    scan::printable_run(&crypto, at)
 }
 
-/// Entry and RET file offsets of a Go function from the symbol table.
-fn go_func(elf: &object::File<'_>, data: &[u8], name: &str) -> Option<GoFunc> {
-    let sym = elf.symbols().find(|s| s.name() == Ok(name))?;
-    let addr = sym.address();
-    let size = sym.size();
-    let section = elf.section_by_index(sym.section_index()?).ok()?;
+/// Entry and RET file offsets of a Go function, from its symbol (address, size, section).
+fn go_func<'d>(
+    elf: &Elf64<'d>,
+    data: &'d object::ReadCache<&'d std::fs::File>,
+    sym: (u64, u64, u16),
+) -> Option<GoFunc> {
+    use object::ReadRef;
+    let (addr, size, shndx) = sym;
+    let section = elf.section_by_index(object::SectionIndex(shndx as usize)).ok()?;
     let (sec_off, _) = section.file_range()?;
-    let file_off = addr - section.address() + sec_off;
-    let code = data.get(file_off as usize..(file_off + size) as usize)?;
+    let file_off = addr.checked_sub(section.address())? + sec_off;
+    let code = data.read_bytes_at(file_off, size).ok()?;
     let mut dec = iced_x86::Decoder::with_ip(64, code, addr, iced_x86::DecoderOptions::NONE);
     let mut rets = Vec::new();
     let mut ins = iced_x86::Instruction::default();

@@ -9,6 +9,7 @@
 //! implementation we cannot hook are reported once, by path.
 pub mod discover;
 pub mod elf;
+pub mod scan;
 pub mod worker;
 
 use std::{
