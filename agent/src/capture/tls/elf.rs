@@ -109,13 +109,14 @@ impl Source {
 }
 
 /// The defined symbols among [`INTERESTING`] in the file's symbol tables,
-/// by name: (address, size, section index). Each table's names are matched
+/// by name: (address, size, section index), defined as object's
+/// `is_definition` defines them. Each table's names are matched
 /// by string-table offset ([`scan::name_offsets`]), so the 100k+ names of a
 /// large binary are never read one by one.
 fn interesting_symbols(
     elf: &Elf64<'_>,
     file: &std::fs::File,
-) -> std::io::Result<HashMap<&'static str, (u64, u64, u16)>> {
+) -> std::io::Result<HashMap<&'static str, (u64, u64, usize)>> {
     use object::read::elf::{SectionHeader, Sym};
     let endian = elf.endian();
     let mut out = HashMap::new();
@@ -129,14 +130,20 @@ fn interesting_symbols(
         if offsets.is_empty() {
             continue;
         }
-        for sym in table.symbols() {
+        for (index, sym) in table.symbols().iter().enumerate() {
             let Some(&i) = offsets.get(&sym.st_name(endian)) else { continue };
-            let shndx = sym.st_shndx(endian);
-            let defined = shndx != object::elf::SHN_UNDEF && shndx < object::elf::SHN_LORESERVE;
-            let kind =
-                matches!(sym.st_type(), object::elf::STT_FUNC | object::elf::STT_GNU_IFUNC | object::elf::STT_NOTYPE);
-            if defined && kind {
-                out.entry(INTERESTING[i]).or_insert((sym.st_value(endian), sym.st_size(endian), shndx));
+            // As object's `is_definition` (the names looked for never start with `$`).
+            let section = match sym.st_shndx(endian) {
+                object::elf::SHN_UNDEF => continue,
+                object::elf::SHN_XINDEX => match table.shndx(endian, object::SymbolIndex(index)) {
+                    Some(s) => s as usize,
+                    None => continue,
+                },
+                s if s >= object::elf::SHN_LORESERVE => continue,
+                s => s as usize,
+            };
+            if matches!(sym.st_type(), object::elf::STT_FUNC | object::elf::STT_OBJECT | object::elf::STT_NOTYPE) {
+                out.entry(INTERESTING[i]).or_insert((sym.st_value(endian), sym.st_size(endian), section));
             }
         }
     }
@@ -216,7 +223,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, ElfError> {
     // Statically linked OpenSSL without exported symbols.
     if !has("SSL_write")
         && (src.has(b"SSL_write")? || src.has(b"OpenSSL 3.")?)
-        && elf.elf_symbol_table().is_empty()
+        && elf.elf_symbol_table().len() <= 1
         && src.has(b"ssl3_write_bytes")?
     {
         return Ok(Inspection::Unsupported {
@@ -243,11 +250,11 @@ fn libcrypto_version(libssl: &Path) -> Option<String> {
 fn go_func<'d>(
     elf: &Elf64<'d>,
     data: &'d object::ReadCache<&'d std::fs::File>,
-    sym: (u64, u64, u16),
+    sym: (u64, u64, usize),
 ) -> Option<GoFunc> {
     use object::ReadRef;
     let (addr, size, shndx) = sym;
-    let section = elf.section_by_index(object::SectionIndex(shndx as usize)).ok()?;
+    let section = elf.section_by_index(object::SectionIndex(shndx)).ok()?;
     let (sec_off, _) = section.file_range()?;
     let file_off = addr.checked_sub(section.address())? + sec_off;
     let code = data.read_bytes_at(file_off, size).ok()?;

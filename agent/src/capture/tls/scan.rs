@@ -140,35 +140,48 @@ mod tests {
 
     #[test]
     fn a_needle_across_a_window_border_is_found() {
-        let f = file_with(&[(WINDOW - 3, b"OpenSSL 3.0.1\0"), (3 * WINDOW + 7, b"go1.22")], 4 * WINDOW);
+        // The first window holds WINDOW + overlap bytes (overlap: the needle's length - 1);
+        // "OpenSSL 3." (10 bytes, overlap 9) at WINDOW + 5 straddles its end.
+        let at = WINDOW + 5;
+        let f = file_with(&[(at, b"OpenSSL 3.0.1\0"), (3 * WINDOW + 7, b"BoringSSL")], 4 * WINDOW);
         let file = f.reopen().unwrap();
-        assert_eq!(find(&file, b"OpenSSL 3.").unwrap(), Some(WINDOW as u64 - 3));
-        assert_eq!(printable_run(&file, WINDOW as u64 - 3).as_deref(), Some("OpenSSL 3.0.1"));
-        assert_eq!(find(&file, b"go1.").unwrap(), Some(3 * WINDOW as u64 + 7));
-        assert_eq!(find(&file, b"BoringSSL").unwrap(), None);
+        assert_eq!(find(&file, b"OpenSSL 3.").unwrap(), Some(at as u64));
+        assert_eq!(printable_run(&file, at as u64).as_deref(), Some("OpenSSL 3.0.1"));
+        assert_eq!(find(&file, b"BoringSSL").unwrap(), Some(3 * WINDOW as u64 + 7), "in the last window");
+        assert_eq!(find(&file, b"gnutls").unwrap(), None);
         let small = file_with(&[(5, b"SSL_write")], 20);
         assert_eq!(find(&small.reopen().unwrap(), b"SSL_write").unwrap(), Some(5));
+        // A file exactly one buffer long.
+        let exact = file_with(&[(WINDOW + 8 - 9, b"SSL_write")], WINDOW + 8);
+        assert_eq!(find(&exact.reopen().unwrap(), b"SSL_write").unwrap(), Some(WINDOW as u64 - 1));
     }
 
     #[test]
     fn the_go_version_is_the_first_go1_followed_by_digits() {
-        let f = file_with(&[(10, b"go1.gogotogzip"), (WINDOW - 6, b"go1.22.3\0"), (WINDOW + 50, b"go1.9")], 2 * WINDOW);
+        // "go1." (overlap 3 + 16 = 19) at WINDOW + 9: its 16 bytes of lookahead
+        // run past the first window, so the next window decides.
+        let f = file_with(&[(10, b"go1.gogotogzip"), (WINDOW + 9, b"go1.22.3\0"), (WINDOW + 50, b"go1.9")], 2 * WINDOW);
         assert_eq!(go_version(&f.reopen().unwrap()).unwrap().as_deref(), Some("go1.22.3"));
         let none = file_with(&[(10, b"go1.x")], 100);
         assert_eq!(go_version(&none.reopen().unwrap()).unwrap(), None);
+        let at_end = file_with(&[(95, b"go1.7")], 100);
+        assert_eq!(go_version(&at_end.reopen().unwrap()).unwrap().as_deref(), Some("go1.7"));
     }
 
     #[test]
     fn names_are_found_whole_and_as_tails_of_longer_strings() {
         // A string table: "\0", "SSL_read\0", "my_SSL_write\0" (SSL_write merged
-        // into its tail), "SSL_write_ex\0" (not SSL_write), across a border.
+        // into its tail), "SSL_write_ex\0" (not SSL_write). The names' overlap is
+        // 12 ("SSL_write_ex\0" - 1): "my_SSL_write" straddles the first window's end.
         let table = b"\0SSL_read\0my_SSL_write\0SSL_write_ex\0";
-        let start = WINDOW as u64 - 12;
-        let f = file_with(&[(start as usize, table)], 2 * WINDOW);
-        let end = start + table.len() as u64;
+        let start = 100u64;
+        let table_at = start as usize + WINDOW + 12 - 14;
+        let f = file_with(&[(table_at, table)], 2 * WINDOW + 200);
+        let end = (table_at + table.len()) as u64;
         let got = name_offsets(&f.reopen().unwrap(), start, end, &["SSL_write", "SSL_read", "SSL_write_ex"]).unwrap();
         let mut got: Vec<(u32, usize)> = got.into_iter().collect();
         got.sort();
-        assert_eq!(got, vec![(1, 1), (13, 0), (23, 2)]);
+        let base = (table_at as u64 - start) as u32;
+        assert_eq!(got, vec![(base + 1, 1), (base + 13, 0), (base + 23, 2)]);
     }
 }
