@@ -173,7 +173,9 @@ async fn sigkill_and_lost_disk(url: &str) {
     // alone proves every acknowledged record under the log's pinned key.
     let pins = wiretrail_collector::clickhouse::verify::Pins::from([("collector-k".to_string(), key.clone())]);
     let filter = Filter { agent_id: "agent-k".into(), limit: 1_000_000, ..Default::default() };
-    let bundles = r.export(&filter, &pins).await.unwrap();
+    let export = r.export(&filter, &pins).await.unwrap();
+    assert!(!export.truncated);
+    let bundles = export.bundles;
     assert_eq!(bundles.len(), 1);
     let b = &bundles[0];
     let report = wiretrail_log::bundle::verify_bundle(&b.files, Some(&key.key_string())).expect("bundle verifies");
@@ -231,6 +233,17 @@ async fn inventory_and_alerts_across_logs(url: &str) {
     assert_eq!(inv[0]["hosts"], serde_json::json!(["node-a"]));
     let logs = [&inv[0]["first_origin"], &inv[0]["last_origin"]];
     assert!(logs.iter().all(|o| *o == "collector-a" || *o == "collector-b"), "{inv:?}");
+    // The first record's (origin, leaf) is a record of that workload at its first-seen time.
+    let at = sql(
+        url,
+        &format!(
+            "SELECT kind, time_ns FROM two.leaves WHERE origin = '{}' AND leaf_index = {} LIMIT 1 FORMAT TSV",
+            inv[0]["first_origin"].as_str().unwrap(),
+            inv[0]["first_leaf_index"]
+        ),
+    )
+    .await;
+    assert_eq!(at.trim(), format!("record\t{}", inv[0]["first_seen_ns"]), "{inv:?}");
     let shadow = run(&["alerts", "--kind", "shadow_identity"]);
     assert_eq!(shadow.len(), 1, "one shadow identity, alerted once across both logs: {shadow:?}");
     assert_eq!(shadow[0]["origin"], inv[0]["first_origin"], "raised by the workload's first record");
@@ -270,6 +283,20 @@ async fn exported_per_log(url: &str) {
         let files = wiretrail_log::bundle::read(&dir.join(origin)).unwrap();
         assert_eq!(bundle_leaves(&files).len(), 10, "pod-1 is every third of 30 records");
     }
+    // ClickHouse's text search is looser (it sees the whole leaf): the export
+    // keeps what the filter matches (the payload), as a verifier reads query.json.
+    let r = Reader::open(&ch(url, "two")).await.unwrap();
+    let host_text = Filter { payload_text: "node-a".into(), ..Default::default() };
+    assert!(r.search(&host_text).await.unwrap().len() >= 60, "the host name is in every leaf");
+    assert!(r.export(&host_text, &Default::default()).await.unwrap().bundles.is_empty());
+    // A case goes to a collector's access log: refused when reading ClickHouse.
+    let case = run(&["export", "--clickhouse", url, "--case", "C-1", "--out", out.path().join("c").to_str().unwrap()]);
+    assert!(!case.status.success());
+    assert!(
+        String::from_utf8_lossy(&case.stderr).contains("--case is recorded"),
+        "{}",
+        String::from_utf8_lossy(&case.stderr)
+    );
     // Into a directory that is not empty: refused.
     let again = run(&["export", "--clickhouse", url, "--clickhouse-database", "two", "--out", dir.to_str().unwrap()]);
     assert!(!again.status.success());
@@ -356,10 +383,21 @@ async fn rotation_and_pinned_keys(url: &str) {
     assert!(pinned.ok && pinned.key_source == KeySource::Pinned && pinned.rotations == 1, "{pinned:?}");
     // Exported across the rotation: the bundle carries the key chain from the pinned first key.
     let pins = Pins::from([("collector-r".to_string(), first.clone())]);
-    let b = r.export(&Filter::default(), &pins).await.unwrap().remove(0);
+    let b = r.export(&Filter::default(), &pins).await.unwrap().bundles.remove(0);
     assert!(b.files.contains_key("keys.jsonl") && b.tree_size > rot.old_key_last_size);
     let report = wiretrail_log::bundle::verify_bundle(&b.files, Some(&first.key_string())).expect("verifies");
     assert_eq!(report.records, 10);
+    // One leaf's proof across the rotation: checked from the first key alone.
+    let p = r.prove("collector-r", 2, Some(&first)).await.unwrap();
+    assert_eq!(p.signing_key, rot.new_key);
+    let chain: String = p.key_chain.iter().map(|l| format!("{l}\n")).collect();
+    let links = wiretrail_log::keychain::links_from_jsonl(&chain).unwrap();
+    let ring = wiretrail_log::keychain::follow_chain(&first, &links).expect("the chain holds from the first key");
+    let signed = ring.open(&p.checkpoint).expect("checkpoint signed by the key in force");
+    let hex32 = |s: &str| -> [u8; 32] { hex::decode(s).unwrap().try_into().unwrap() };
+    let proof: Vec<[u8; 32]> = p.hashes.iter().map(|h| hex32(h)).collect();
+    wiretrail_log::merkle::verify_inclusion(2, p.tree_size, &hex32(&p.leaf_hash), &proof, &signed.checkpoint.root)
+        .expect("the proof verifies");
     // Another log's key pinned for this origin: refused, whatever the database says.
     let other = tempfile::tempdir().unwrap();
     drop(wiretrail_log::store::Writer::open(other.path(), Default::default()).unwrap());

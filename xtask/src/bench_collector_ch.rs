@@ -267,7 +267,7 @@ async fn bench(args: &Args, dir: &Path, servers: &Servers, setup: &Setup) -> any
     // query (the log verified, then each record proven), and the inventory
     // and alerts of the whole log.
     let t = Instant::now();
-    let bundles = reader.export(&filters[0], &pins).await?;
+    let bundles = reader.export(&filters[0], &pins).await?.bundles;
     let export_secs = t.elapsed().as_secs_f64();
     let exported: u64 = bundles.iter().map(|b| b.records).sum();
     let t = Instant::now();

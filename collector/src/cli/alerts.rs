@@ -48,8 +48,9 @@ async fn from_clickhouse(a: &AlertsArgs) -> anyhow::Result<Vec<(Alert, Option<St
     let cfg = a.clickhouse.config().expect("url is set");
     let registry = std::sync::Arc::new(crate::registry::RegistryHandle::open(a.registry.clone())?);
     let r = crate::clickhouse::reader::Reader::open(&cfg).await?;
+    eprintln!("reading ClickHouse at {} (database {})", cfg.url, cfg.database);
     let d = r.derive(registry).await?;
-    eprintln!("read {} leaves of {} logs from ClickHouse", d.leaves(), d.origins().len());
+    report_read(&d);
     Ok(d.alerts(kind)?
         .into_iter()
         .filter(|l| l.alert.id > a.after_id)
@@ -106,4 +107,17 @@ pub(super) async fn run(a: AlertsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a derivation from ClickHouse read, and what it could not judge.
+pub(super) fn report_read(d: &crate::clickhouse::derive::Derived) {
+    eprintln!("read {} leaves of {} logs from ClickHouse", d.leaves(), d.origins().len());
+    if d.missing() > 0 {
+        eprintln!(
+            "WARNING: {} leaves are missing from their logs' runs in ClickHouse ({} of them arrived too late to be \
+             judged): the inventory and alerts do not cover them; `wiretrail verify --clickhouse` names them",
+            d.missing(),
+            d.late()
+        );
+    }
 }

@@ -49,7 +49,14 @@ pub(super) async fn from_clickhouse(
     let cfg = args.config().expect("url is set");
     let pins = super::verify::parse_pins(pins)?;
     let r = crate::clickhouse::reader::Reader::open(&cfg).await?;
-    let bundles = r.export(&filter.filter()?, &pins).await?;
+    eprintln!("reading ClickHouse at {} (database {})", cfg.url, cfg.database);
+    let crate::clickhouse::export::Export { bundles, truncated } = r.export(&filter.filter()?, &pins).await?;
+    if truncated {
+        eprintln!(
+            "WARNING: the search stopped at its limit (--limit); more records may match than were exported: \
+             export again with a higher --limit or a narrower filter"
+        );
+    }
     if bundles.is_empty() {
         bail!("no record in ClickHouse matches the filter; nothing exported");
     }
@@ -104,6 +111,8 @@ fn dir_name(origin: &str, taken: &mut std::collections::BTreeSet<String>) -> Pat
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
         .collect();
     let base = if base.trim_matches('.').is_empty() { "log".to_string() } else { base };
+    // A name ending in ".tar" would be written as an archive.
+    let base = if base.ends_with(".tar") { format!("{base}_") } else { base };
     let mut name = base.clone();
     let mut n = 1;
     while !taken.insert(name.clone()) {
@@ -127,6 +136,7 @@ pub(super) async fn prove(args: &ClickHouseArgs, origin: &str, leaf: u64, pin: O
         None => None,
     };
     let r = crate::clickhouse::reader::Reader::open(&cfg).await?;
+    eprintln!("reading ClickHouse at {} (database {})", cfg.url, cfg.database);
     let p = r.prove(origin, leaf, pin.as_ref()).await?;
     println!("{}", serde_json::to_string_pretty(&p)?);
     Ok(())
@@ -143,5 +153,6 @@ mod tests {
         assert_eq!(dir_name("ns:pod:uid", &mut t).to_str(), Some("ns_pod_uid-2"));
         assert_eq!(dir_name("..", &mut t).to_str(), Some("log"));
         assert_eq!(dir_name("a.b-c_d", &mut t).to_str(), Some("a.b-c_d"));
+        assert_eq!(dir_name("x.tar", &mut t).to_str(), Some("x.tar_"));
     }
 }

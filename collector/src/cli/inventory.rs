@@ -31,8 +31,9 @@ async fn from_clickhouse(a: &InventoryArgs) -> anyhow::Result<(Vec<InventoryEntr
     let cfg = a.clickhouse.config().expect("url is set");
     let registry = std::sync::Arc::new(crate::registry::RegistryHandle::open(a.registry.clone())?);
     let r = crate::clickhouse::reader::Reader::open(&cfg).await?;
+    eprintln!("reading ClickHouse at {} (database {})", cfg.url, cfg.database);
     let d = r.derive(registry).await?;
-    eprintln!("read {} leaves of {} logs from ClickHouse", d.leaves(), d.origins().len());
+    super::alerts::report_read(&d);
     let (entries, logs) = d.inventory(a.shadow)?.into_iter().map(|i| (i.entry, Some((i.first, i.last)))).unzip();
     Ok((entries, logs))
 }

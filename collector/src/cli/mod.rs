@@ -284,6 +284,19 @@ impl Case {
     fn meta(&self) -> anyhow::Result<Meta> {
         Meta::case(self.case.as_deref()).map_err(anyhow::Error::msg)
     }
+
+    /// A case is recorded by a collector's access log; reads from ClickHouse
+    /// (`--clickhouse` or `WIRETRAIL_CLICKHOUSE_URL`) go to no collector.
+    fn not_with_clickhouse(&self) -> anyhow::Result<()> {
+        if self.case.is_some() {
+            bail!(
+                "--case is recorded in a collector's access log, but this command reads ClickHouse \
+                 (--clickhouse or WIRETRAIL_CLICKHOUSE_URL), which records no access: drop --case, or \
+                 unset WIRETRAIL_CLICKHOUSE_URL to go through a collector"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// A query client sending the case id (and, for exports, the purpose) with every call.
@@ -462,7 +475,8 @@ pub fn main() -> anyhow::Result<()> {
                 };
                 crate::run(listener, cfg, shutdown).await?;
             }
-            Cmd::Query { clickhouse, filter, json, .. } if clickhouse.url.is_some() => {
+            Cmd::Query { clickhouse, filter, json, case, .. } if clickhouse.url.is_some() => {
+                case.not_with_clickhouse()?;
                 query::from_clickhouse(&clickhouse, &filter, json).await?
             }
             Cmd::Verify { clickhouse, verifier_keys, .. } if clickhouse.url.is_some() => {
@@ -472,7 +486,8 @@ pub fn main() -> anyhow::Result<()> {
                 query::from_collector(&conn, &case, &filter, follow, json).await?
             }
             Cmd::Verify { data_dir, key, state, .. } => verify::data_dir(data_dir, key, state)?,
-            Cmd::Export { clickhouse, verifier_keys, filter, out, .. } if clickhouse.url.is_some() => {
+            Cmd::Export { clickhouse, verifier_keys, filter, out, case, .. } if clickhouse.url.is_some() => {
+                case.not_with_clickhouse()?;
                 export::from_clickhouse(&clickhouse, &verifier_keys, &filter, &out).await?
             }
             Cmd::Export { conn, case, filter, out, .. } => export::from_collector(&conn, &case, &filter, &out).await?,

@@ -15,12 +15,13 @@
 //! it). The rows are not verified here: `wiretrail verify --clickhouse` does
 //! that.
 //!
-//! Cost: one scan of the table, sorted by receive time, and 16 bytes of
-//! memory per leaf for the position map. A leaf missing from a log's run is
-//! waited for up to [`HELD_MAX`] leaves, then skipped and counted
-//! ([`Derived::missing`]).
+//! Cost: one scan of the table, sorted by receive time; 16 bytes of memory
+//! per leaf for the position map, plus the leaves held back behind a leaf
+//! that has not come yet (at most [`HELD_MAX`] per log: then that leaf is
+//! skipped and counted, [`Derived::missing`], and if it comes after all it
+//! is counted again, [`Derived::late`]; the command line prints both).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use prost::Message;
@@ -75,6 +76,7 @@ pub struct Derived {
     registry: Arc<RegistryHandle>,
     out_of_order: u64,
     missing: u64,
+    late: u64,
 }
 
 #[derive(clickhouse::Row, serde::Deserialize)]
@@ -86,7 +88,7 @@ struct Row {
 }
 
 fn sqlite(what: &'static str) -> impl Fn(rusqlite::Error) -> ClickHouseError {
-    move |e| ClickHouseError::Unproven(format!("deriving {what}: {e}"))
+    move |e| ClickHouseError::Derive(format!("{what}: {e}"))
 }
 
 impl Reader {
@@ -96,7 +98,8 @@ impl Reader {
         let db = Connection::open_in_memory().map_err(sqlite("the database"))?;
         db.execute_batch(crate::inventory::SCHEMA).map_err(sqlite("the database"))?;
         db.execute_batch(crate::alerts::SCHEMA).map_err(sqlite("the database"))?;
-        let mut d = Derived { db, origins: Vec::new(), positions: Vec::new(), registry, out_of_order: 0, missing: 0 };
+        let mut d =
+            Derived { db, origins: Vec::new(), positions: Vec::new(), registry, out_of_order: 0, missing: 0, late: 0 };
         let mut tracker = Tracker::new(d.registry.clone());
         let what = "reading every leaf";
         let mut cursor = self
@@ -108,14 +111,16 @@ impl Reader {
             .fetch::<Row>()
             .map_err(ClickHouseError::query(what))?;
         let mut logs: Vec<Order> = Vec::new();
+        let mut by_name: HashMap<String, usize> = HashMap::new();
         let mut chunk: Vec<(u64, StoredLeaf)> = Vec::with_capacity(CHUNK);
         let mut ready = Vec::new();
         loop {
             let row = cursor.next().await.map_err(ClickHouseError::query(what))?;
             let Some(r) = row else { break };
-            let o = match d.origins.iter().position(|o| *o == r.origin) {
-                Some(o) => o,
+            let o = match by_name.get(&r.origin) {
+                Some(&o) => o,
                 None => {
+                    by_name.insert(r.origin.clone(), d.origins.len());
                     d.origins.push(r.origin);
                     logs.push(Order::default());
                     d.origins.len() - 1
@@ -129,6 +134,7 @@ impl Reader {
         // Leaves held back behind a leaf ClickHouse does not have.
         for (o, log) in logs.iter_mut().enumerate() {
             d.out_of_order += log.out_of_order;
+            d.late += log.late;
             d.missing += log.flush(&mut ready);
             for (i, bytes) in ready.drain(..) {
                 d.take(&mut tracker, &mut chunk, o, i, bytes)?;
@@ -148,6 +154,7 @@ struct Order {
     held: BTreeMap<u64, Vec<u8>>,
     out_of_order: u64,
     missing: u64,
+    late: u64,
 }
 
 /// Most leaves held back per log before the missing one is given up on.
@@ -157,7 +164,9 @@ impl Order {
     /// Accepts leaf `i`; appends what can go in order to `ready`.
     fn push(&mut self, i: u64, bytes: Vec<u8>, ready: &mut Vec<(u64, Vec<u8>)>) {
         if i < self.next {
-            return; // a second row of a leaf already taken
+            // One row per leaf is read: a leaf given up on as missing came after all.
+            self.late += 1;
+            return;
         }
         if i > self.next {
             self.out_of_order += 1;
@@ -225,7 +234,7 @@ impl Derived {
         bytes: Vec<u8>,
     ) -> Result<(), ClickHouseError> {
         let leaf = StoredLeaf::decode(bytes.as_slice())
-            .map_err(|e| ClickHouseError::Unproven(format!("leaf {i} of {} does not decode: {e}", self.origins[o])))?;
+            .map_err(|e| ClickHouseError::Derive(format!("leaf {i} of {} does not decode: {e}", self.origins[o])))?;
         chunk.push((self.positions.len() as u64, leaf));
         self.positions.push((o as u32, i));
         if chunk.len() == CHUNK {
@@ -235,10 +244,18 @@ impl Derived {
         Ok(())
     }
 
-    /// Leaves missing from ClickHouse inside the logs' runs of leaves (not
-    /// judged; `wiretrail verify --clickhouse` names them).
+    /// Leaves skipped inside the logs' runs of leaves: missing from
+    /// ClickHouse (`wiretrail verify --clickhouse` names them) or, counted
+    /// again in [`Derived::late`], arriving too late to be judged.
     pub fn missing(&self) -> u64 {
         self.missing
+    }
+
+    /// Leaves that came after their log had been taken past them (a leaf
+    /// counted in [`Derived::missing`] arrived more than [`HELD_MAX`] leaves
+    /// late): not judged.
+    pub fn late(&self) -> u64 {
+        self.late
     }
 
     /// Leaves ClickHouse returned before a leaf that precedes them in their log.
@@ -320,7 +337,7 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_leaf_is_skipped_and_counted() {
+    fn a_missing_leaf_is_skipped_and_counted_and_counted_again_if_late() {
         let mut o = Order::default();
         assert_eq!(feed(&mut o, &[0, 1, 3, 4]), vec![0, 1]);
         let mut rest = Vec::new();
@@ -333,5 +350,7 @@ mod tests {
         assert_eq!(got.len(), HELD_MAX + 1);
         assert_eq!(got[0], 1);
         assert_eq!(o.missing, 1);
+        assert!(feed(&mut o, &[0]).is_empty());
+        assert_eq!(o.late, 1);
     }
 }

@@ -46,6 +46,14 @@ pub struct OriginBundle {
     pub tree_size: u64,
 }
 
+/// What an export from ClickHouse found.
+pub struct Export {
+    /// One bundle per log with matching records.
+    pub bundles: Vec<OriginBundle>,
+    /// The search stopped at its limit: more records may match.
+    pub truncated: bool,
+}
+
 /// An inclusion proof of one leaf, from ClickHouse alone.
 #[derive(Debug, serde::Serialize)]
 pub struct LeafProof {
@@ -63,6 +71,11 @@ pub struct LeafProof {
     pub checkpoint: String,
     /// The log's first verifier key.
     pub verifier_key: String,
+    /// The key that signed the checkpoint (the first key unless rotated).
+    pub signing_key: String,
+    /// From the first key to the signing key: one `keys.jsonl` line per
+    /// rotation (its entry, the old key's checkpoint covering it, the proof).
+    pub key_chain: Vec<serde_json::Value>,
 }
 
 impl Reader {
@@ -70,10 +83,20 @@ impl Reader {
     /// order and limit as [`Reader::search`]); an origin in `pins` is
     /// verified from the pinned key. Fails when a log with matches does not
     /// verify.
-    pub async fn export(&self, filter: &Filter, pins: &Pins) -> Result<Vec<OriginBundle>, ClickHouseError> {
+    pub async fn export(&self, filter: &Filter, pins: &Pins) -> Result<Export, ClickHouseError> {
+        // ClickHouse's search is a candidate set (its text and identity tests
+        // are looser); the bundle holds what the filter matches as every
+        // verifier reads `query.json` (`filter::Query`).
+        let query = wiretrail_log::filter::Query::new(filter.clone())
+            .map_err(|e| ClickHouseError::Unproven(format!("the filter: {e}")))?;
         let mut by_origin: BTreeMap<String, Vec<Hit>> = BTreeMap::new();
-        for h in self.search(filter).await? {
-            by_origin.entry(h.origin.clone()).or_default().push(h);
+        let hits = self.search(filter).await?;
+        let limit = if filter.limit == 0 { super::reader::DEFAULT_LIMIT } else { filter.limit };
+        let truncated = hits.len() as u64 >= limit;
+        for h in hits {
+            if query.matches(&h.leaf) {
+                by_origin.entry(h.origin.clone()).or_default().push(h);
+            }
         }
         let mut out = Vec::new();
         for (origin, mut hits) in by_origin {
@@ -81,7 +104,7 @@ impl Reader {
             let log = self.verified(&origin, pins.get(&origin)).await?;
             out.push(self.bundle(&origin, &log, hits, filter).await?);
         }
-        Ok(out)
+        Ok(Export { bundles: out, truncated })
     }
 
     /// The inclusion proof of `leaf_index` in log `origin` at the largest
@@ -100,9 +123,18 @@ impl Reader {
             )));
         }
         let tree = MemTree::new(log.hashes[..size as usize].to_vec());
-        let (note, _) = checkpoint_at(&log, origin, size)?;
+        let (note, signed_by) = checkpoint_at(&log, origin, size)?;
         let proof = inclusion_proof(&tree, leaf_index, size).map_err(unproven(origin))?;
+        let links = self.key_links(origin, &log, &tree, signed_by).await?;
+        let chain = wiretrail_log::keychain::links_to_jsonl(&links);
+        let key_chain = chain
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("keys.jsonl lines are JSON"))
+            .collect();
         Ok(LeafProof {
+            signing_key: log.ring.key_for(size).key_string(),
+            key_chain,
             origin: origin.to_string(),
             leaf_index,
             leaf_hash: hex::encode(log.hashes[leaf_index as usize]),
@@ -115,14 +147,19 @@ impl Reader {
 
     /// Origin `origin`, verified; an error when it is missing or does not verify.
     async fn verified(&self, origin: &str, pin: Option<&Verifier>) -> Result<Checked, ClickHouseError> {
-        let log = self
-            .checked(origin, pin)
-            .await?
-            .ok_or_else(|| ClickHouseError::Unproven(format!("origin {origin:?} is not in ClickHouse")))?;
+        let log = self.checked(origin, pin).await?.ok_or_else(|| {
+            ClickHouseError::Unproven(format!("origin {origin:?} has no registered key in ClickHouse"))
+        })?;
+        if !log.report.problems.is_empty() {
+            return Err(ClickHouseError::Unproven(format!(
+                "the log {origin} does not verify: {}",
+                log.report.problems.join("; ")
+            )));
+        }
         if !log.report.ok {
             return Err(ClickHouseError::Unproven(format!(
-                "the log {origin} does not verify from ClickHouse: {}",
-                log.report.problems.join("; ")
+                "the log {origin}: no stored signed checkpoint covers its {} leaves (nothing can be proven yet)",
+                log.report.leaves
             )));
         }
         Ok(log)

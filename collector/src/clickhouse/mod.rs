@@ -120,6 +120,9 @@ pub enum ClickHouseError {
     /// does not verify, or the leaf is not covered by a verified checkpoint).
     #[error("from ClickHouse: {0}")]
     Unproven(String),
+    /// Deriving the inventory and alerts failed (the in-memory database, or a leaf that does not decode).
+    #[error("deriving the inventory and alerts from ClickHouse: {0}")]
+    Derive(String),
     /// The server version is not understood.
     #[error("ClickHouse version {0:?} not understood")]
     Version(String),
@@ -164,7 +167,7 @@ impl Version {
     }
 
     /// Data-skipping indexes without experimental flags: 20.1 and later.
-    pub fn skip_indexes_and_ttl(self) -> bool {
+    pub fn skip_indexes(self) -> bool {
         self >= Version(20, 1)
     }
 
@@ -206,9 +209,9 @@ mod tests {
     fn versions_parse_and_gate_features() {
         let old = Version::parse("18.16.1").unwrap();
         assert_eq!(old, Version(18, 16));
-        assert!(!old.codecs() && !old.skip_indexes_and_ttl() && !old.validation());
+        assert!(!old.codecs() && !old.skip_indexes() && !old.validation());
         let new = Version::parse("26.9.1.1").unwrap();
-        assert!(new.codecs() && new.skip_indexes_and_ttl() && new.validation());
+        assert!(new.codecs() && new.skip_indexes() && new.validation());
         assert!(Version::parse("x").is_err());
     }
 }

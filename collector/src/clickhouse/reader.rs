@@ -8,6 +8,9 @@ use super::schema::LEAVES;
 use super::writer::LeafRow;
 use super::{ClickHouseConfig, ClickHouseError};
 
+/// Records a search returns when its filter sets no limit.
+pub const DEFAULT_LIMIT: u64 = 1000;
+
 /// A read-only ClickHouse handle.
 pub struct Reader {
     pub(super) client: clickhouse::Client,
@@ -61,12 +64,15 @@ impl Reader {
         if !f.payload_text.is_empty() {
             w.push(format!("position(leaf, '{}') > 0", esc(&f.payload_text)));
         }
-        if !f.entry_kind.is_empty() {
+        if f.entry_kind == "*" {
+            // As the in-memory filter: every entry but the access entries.
+            w.push("kind LIKE 'entry:%' AND kind != 'entry:access'".into());
+        } else if !f.entry_kind.is_empty() {
             w.push(format!("kind = 'entry:{}'", esc(&f.entry_kind)));
         } else {
             w.push("kind = 'record'".into());
         }
-        let limit = if f.limit == 0 { 1000 } else { f.limit };
+        let limit = if f.limit == 0 { DEFAULT_LIMIT } else { f.limit };
         let sql = format!(
             "SELECT ?fields FROM {LEAVES} WHERE {} ORDER BY time_ns, origin, leaf_index LIMIT 1 BY origin, leaf_index LIMIT {limit}",
             w.join(" AND ")

@@ -32,7 +32,7 @@ pub fn statements(cfg: &ClickHouseConfig, v: Version) -> Vec<String> {
     let db = &cfg.database;
     let on = cfg.cluster.as_ref().map(|c| format!(" ON CLUSTER {c}")).unwrap_or_default();
     let zstd = |t: &str| if v.codecs() { format!("{t} CODEC(ZSTD(3))") } else { t.to_string() };
-    let skip = if v.skip_indexes_and_ttl() { ",\n  INDEX peer_bf peer TYPE bloom_filter GRANULARITY 4" } else { "" };
+    let skip = if v.skip_indexes() { ",\n  INDEX peer_bf peer TYPE bloom_filter GRANULARITY 4" } else { "" };
     let leaves_cols = format!(
         "origin String, leaf_index UInt64, received DateTime, received_ns Int64, time_ns Int64, kind String, \
          agent_id String, identity String, peer String, protocol String, host String, leaf {}, \
@@ -72,7 +72,7 @@ pub async fn create(c: &clickhouse::Client, cfg: &ClickHouseConfig, v: Version) 
     tracing::info!(
         version = %format!("{}.{}", v.0, v.1),
         codecs = v.codecs(),
-        skip_indexes = v.skip_indexes_and_ttl(),
+        skip_indexes = v.skip_indexes(),
         cluster = cfg.cluster.as_deref().unwrap_or("(none)"),
         quorum = cfg.quorum,
         "ClickHouse server version checked; creating the schema for it"
