@@ -25,6 +25,23 @@ use wiretrail_agent::{
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `purge_delay` option (the same number in its v2 and v3 option enums).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// Milliseconds freed memory stays resident before mimalloc returns it.
+const PURGE_DELAY_MS: std::ffi::c_long = 10;
+
+/// mimalloc (v3) keeps freed pages resident for 1 s by default; the agent
+/// frees bursts of short-lived buffers (events, records, batches), which then
+/// count in its RSS: peak 126 MiB under `cargo xtask bench tls`, 111 MiB with
+/// immediate purging (BENCHMARKS.md, issue 13). 10 ms (mimalloc v2's default)
+/// returns them almost as soon. `MIMALLOC_PURGE_DELAY` still overrides it.
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: setting a mimalloc option is thread-safe and takes effect on later purges.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
+    }
+}
+
 fn init_logs(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
@@ -37,6 +54,7 @@ fn init_logs(cli: &Cli) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    tune_allocator();
     let cli = wiretrail_agent::config::parse_cli()?;
     init_logs(&cli);
     match cli.command {
@@ -327,4 +345,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .with_context(|| format!("writing stats file {}", p.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_purge_delay_option_is_the_one_set() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            panic!("unset MIMALLOC_PURGE_DELAY to run this test: it checks mimalloc's own default");
+        }
+        // SAFETY: reading and setting mimalloc options is thread-safe.
+        // Option 15 is purge_delay if it holds mimalloc v3's default, 1000 ms.
+        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }, 1000);
+        tune_allocator();
+        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }, PURGE_DELAY_MS);
+    }
 }
