@@ -161,14 +161,8 @@ pub fn inspect(path: &Path) -> Result<Inspection, ElfError> {
     }
     let src = Source { file, path: shown.clone() };
     // Most files carry no TLS at all and are not worth parsing their symbol tables.
-    let mut worth = false;
-    for n in [&b"SSL_write"[..], b"gnutls_record_send", b"crypto/tls", b"OpenSSL"] {
-        if src.has(n)? {
-            worth = true;
-            break;
-        }
-    }
-    if !worth {
+    let worth = [&b"SSL_write"[..], b"gnutls_record_send", b"crypto/tls", b"OpenSSL"];
+    if !scan::contains_any(&src.file, &worth).map_err(open)? {
         return Ok(Inspection::None);
     }
     if magic[4] != object::elf::ELFCLASS64 {

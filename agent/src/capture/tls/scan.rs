@@ -59,6 +59,20 @@ pub fn find(file: &File, needle: &[u8]) -> std::io::Result<Option<u64>> {
     find_where(file, needle, |_| true)
 }
 
+/// Whether any of `needles` is in the file, in one pass that stops at the
+/// first window holding one.
+pub fn contains_any(file: &File, needles: &[&[u8]]) -> std::io::Result<bool> {
+    let end = file.metadata()?.len();
+    let finders: Vec<memchr::memmem::Finder<'_>> = needles.iter().map(memchr::memmem::Finder::new).collect();
+    let overlap = needles.iter().map(|n| n.len()).max().unwrap_or(1) - 1;
+    let mut found = false;
+    windows(file, 0, end, overlap, |_, w| {
+        found = finders.iter().any(|f| f.find(w).is_some());
+        !found
+    })?;
+    Ok(found)
+}
+
 /// Bytes after a match that [`find_where`] shows its predicate.
 const AFTER: usize = 16;
 
@@ -149,6 +163,8 @@ mod tests {
         assert_eq!(printable_run(&file, at as u64).as_deref(), Some("OpenSSL 3.0.1"));
         assert_eq!(find(&file, b"BoringSSL").unwrap(), Some(3 * WINDOW as u64 + 7), "in the last window");
         assert_eq!(find(&file, b"gnutls").unwrap(), None);
+        assert!(contains_any(&file, &[b"gnutls", b"OpenSSL 3."]).unwrap(), "across the border");
+        assert!(!contains_any(&file, &[b"gnutls", b"crypto/tls"]).unwrap());
         let small = file_with(&[(5, b"SSL_write")], 20);
         assert_eq!(find(&small.reopen().unwrap(), b"SSL_write").unwrap(), Some(5));
         // A file exactly one buffer long.
