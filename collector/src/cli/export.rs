@@ -60,17 +60,7 @@ pub(super) async fn from_clickhouse(
     if bundles.is_empty() {
         bail!("no record in ClickHouse matches the filter; nothing exported");
     }
-    match std::fs::read_dir(out) {
-        Ok(mut d) => {
-            if d.next().is_some() {
-                bail!("{} already exists and is not empty; refusing to overwrite", out.display())
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
-    }
+    crate::export::empty_dir(out)?;
     let mut names = std::collections::BTreeSet::new();
     for b in &bundles {
         let dir = out.join(dir_name(&b.origin, &mut names));

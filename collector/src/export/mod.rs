@@ -36,7 +36,7 @@ pub enum ExportError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
     /// The output exists and is not an empty directory.
-    #[error("{0} already exists; refusing to overwrite")]
+    #[error("{0} already exists (a file, or a directory that is not empty); refusing to overwrite")]
     Exists(PathBuf),
 }
 
@@ -48,6 +48,18 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExportE
 /// Whether `out` names a single-file (tar) bundle.
 pub fn is_archive(out: &Path) -> bool {
     out.extension().is_some_and(|e| e == "tar")
+}
+
+/// Creates `out` as a directory, or accepts it if it exists empty.
+pub fn empty_dir(out: &Path) -> Result<(), ExportError> {
+    match std::fs::read_dir(out) {
+        Ok(mut d) => match d.next() {
+            Some(_) => Err(ExportError::Exists(out.to_path_buf())),
+            None => Ok(()),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(out).map_err(io("creating", out)),
+        Err(e) => Err(io("reading", out)(e)),
+    }
 }
 
 /// Writes a bundle as a directory or, for `*.tar`, an archive; fsyncs it.
@@ -66,17 +78,7 @@ pub fn write(out: &Path, files: &Files) -> Result<(), ExportError> {
     if is_archive(out) {
         return put(out, &tar::write(files));
     }
-    match std::fs::read_dir(out) {
-        Ok(mut d) => {
-            if d.next().is_some() {
-                return Err(ExportError::Exists(out.to_path_buf()));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(out).map_err(io("creating", out))?
-        }
-        Err(e) => return Err(io("reading", out)(e)),
-    }
+    empty_dir(out)?;
     for (name, bytes) in files {
         put(&out.join(name), bytes)?;
     }
