@@ -133,6 +133,8 @@ impl Call {
             k::SYS_GNUTLS_RECV => "gnutls_record_recv",
             k::SYS_GO_TLS_WRITE => "crypto/tls.(*Conn).Write",
             k::SYS_GO_TLS_READ => "crypto/tls.(*Conn).Read",
+            k::SYS_RUSTLS_WRITE => "rustls::Writer::write",
+            k::SYS_RUSTLS_READ => "rustls::Reader::read",
             _ => "unknown",
         }
     }

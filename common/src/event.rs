@@ -72,6 +72,10 @@ pub const SYS_GNUTLS_RECV: u8 = 23;
 pub const SYS_GO_TLS_WRITE: u8 = 24;
 /// TLS plaintext: Go `crypto/tls.(*Conn).Read`.
 pub const SYS_GO_TLS_READ: u8 = 25;
+/// TLS plaintext: rustls `<Writer as io::Write>::write` (and `write_vectored`).
+pub const SYS_RUSTLS_WRITE: u8 = 26;
+/// TLS plaintext: rustls `<Reader as io::Read>::read`.
+pub const SYS_RUSTLS_READ: u8 = 27;
 
 /// `EventHeader::flags`: the remote address came from the syscall's own
 /// sockaddr argument (per-datagram peer of an unconnected UDP socket).

@@ -136,6 +136,12 @@ pub struct PendingCall {
     pub family: u8,
     pub protocol: u8,
     pub _pad: u8,
+    /// The socket of the thread's last TCP read-family syscall, and its fd:
+    /// kept across calls for rustls, whose `Reader::read` hands out plaintext
+    /// that the `read_tls` just before it received (see `tls`).
+    pub rx_sock: u64,
+    pub rx_fd: i32,
+    pub _pad2: u32,
 }
 
 #[inline(always)]

@@ -51,18 +51,42 @@ fn enter(ctx: &TracePointContext, syscall: u8) {
     else {
         return;
     };
-    crate::tls::note_socket(pid_tgid, sk, fd);
+    let flush = crate::tls::note_socket(pid_tgid, sk, fd, syscall, protocol);
     let addr = if syscall == SYS_SENDTO || syscall == SYS_RECVFROM { arg(ctx, 4) } else { 0 };
-    let call =
-        PendingCall { sock: sk, ino, a0: arg(ctx, 1), a1: arg(ctx, 2), addr, fd, syscall, family, protocol, _pad: 0 };
-    stash(&call);
+    let call = PendingCall {
+        sock: sk,
+        ino,
+        a0: arg(ctx, 1),
+        a1: arg(ctx, 2),
+        addr,
+        fd,
+        syscall,
+        family,
+        protocol,
+        _pad: 0,
+        rx_sock: 0,
+        rx_fd: -1,
+        _pad2: 0,
+    };
+    let rx =
+        protocol == PROTO_TCP && matches!(syscall, SYS_READ | SYS_READV | SYS_RECVFROM | SYS_RECVMSG | SYS_RECVMMSG);
+    stash(&call, rx);
+    if flush {
+        crate::tls::flush_held(ctx);
+    }
 }
 
-/// Stashes `call` in the current thread's storage until the syscall's exit.
+/// Stashes `call` in the current thread's storage until the syscall's exit;
+/// the thread's last TCP read socket is replaced by this one if `rx`, else kept.
 #[inline(always)]
-fn stash(call: &PendingCall) {
+fn stash(call: &PendingCall, rx: bool) {
     match PENDING.current(true) {
-        Some(p) => unsafe { *p = *call },
+        Some(p) => unsafe {
+            let (rx_sock, rx_fd) = if rx { (call.sock, call.fd) } else { ((*p).rx_sock, (*p).rx_fd) };
+            *p = *call;
+            (*p).rx_sock = rx_sock;
+            (*p).rx_fd = rx_fd;
+        },
         None => stat_add(STAT_PENDING_FULL, 1),
     }
 }
@@ -259,8 +283,11 @@ fn enter_connect(ctx: &TracePointContext) {
         family,
         protocol,
         _pad: AGENT_CALL,
+        rx_sock: 0,
+        rx_fd: -1,
+        _pad2: 0,
     };
-    stash(&call);
+    stash(&call, false);
 }
 
 /// `PendingCall::_pad` marker of the agent's own connect.

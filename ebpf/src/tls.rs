@@ -10,13 +10,25 @@
 //! Go: return values come from probes on every RET instruction of the function
 //! (uretprobes break Go's moving stacks); calls are keyed by the goroutine
 //! pointer, which Go's register ABI keeps in R14.
+//!
+//! rustls makes no socket syscall inside its plaintext calls: the application
+//! moves the TLS records itself (`read_tls`/`write_tls`, which rustls's own
+//! `Stream`, tokio-rustls and hyper-rustls call right around them). So a
+//! `Reader::read` is tied to the thread's last TCP read before it (the
+//! `read_tls` that received the records, kept in `PENDING`'s `rx_sock`), and a
+//! `Writer::write` is held, by thread, until the thread's next TCP write (the
+//! `write_tls` that sends it): that syscall's enter tail-calls
+//! [`rustls_flush`], which emits the plaintext from the caller's buffer. A
+//! held write that meets another `Writer::write` before any TCP write is
+//! emitted then, without a connection (`FLAG_UNTRACKED`), never dropped. The
+//! return value `io::Result<usize>` comes back in RAX (0 = Ok) and RDX (count).
 use aya_ebpf::{
     EbpfContext,
     bindings::pt_regs,
     helpers::generated::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_probe_read_user},
-    macros::{map, uprobe, uretprobe},
-    maps::{HashMap, LruHashMap},
-    programs::{ProbeContext, RetProbeContext},
+    macros::{map, tracepoint, uprobe, uretprobe},
+    maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use wiretrail_common::*;
 
@@ -24,7 +36,7 @@ use crate::{
     conn::{get_or_create, reserve},
     emit::{begin, stream},
     kernel::inet_kind,
-    maps::{config, stat_add},
+    maps::{PENDING, config, stat_add},
 };
 
 /// An in-flight TLS call.
@@ -43,7 +55,10 @@ pub struct TlsCall {
     pub lib: u64,
     /// fd of the nested socket syscall (-1 until then).
     pub fd: i32,
-    pub _pad: u32,
+    /// `buf` is an array of this many iovecs (rustls `write_vectored`), else 0.
+    pub iovcnt: u32,
+    /// A rustls write held for its socket: the byte count it accepted (else 0).
+    pub held: u64,
 }
 
 /// In-flight calls by `TlsKey`.
@@ -58,39 +73,71 @@ pub static TLS_ACTIVE: HashMap<u64, TlsKey> = HashMap::with_max_entries(65536, 0
 #[map]
 pub static TLS_SOCK: LruHashMap<TlsKey, u64> = LruHashMap::with_max_entries(65536, 0);
 
+/// The stand-in state of a call whose socket is not tracked (per CPU: off the
+/// 512-byte stack, which the emitting code nearly fills).
+#[map]
+pub static TLS_UNTRACKED: PerCpuArray<ConnState> = PerCpuArray::with_max_entries(1, 0);
+
+/// `rustls_flush`, the tail call of a TCP write's enter that meets a held rustls write.
+#[map]
+pub static TLS_FLUSH: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 /// Called from the syscall enter path for socket fds: ties the socket to the
-/// TLS call this thread is inside, if any.
+/// TLS call this thread is inside, if any. True when that call is a held
+/// rustls write and this is a TCP write: the caller then calls [`flush_held`].
 #[inline(always)]
-pub fn note_socket(pid_tgid: u64, sk: u64, fd: i32) {
+pub fn note_socket(pid_tgid: u64, sk: u64, fd: i32, syscall: u8, protocol: u8) -> bool {
     if config().enabled & wiretrail_common::CONFIG_TLS == 0 {
+        return false;
+    }
+    let Some(key) = (unsafe { TLS_ACTIVE.get(&pid_tgid) }) else { return false };
+    let Some(call) = TLS_PENDING.get_ptr_mut(key) else { return false };
+    unsafe {
+        if (*call).held != 0 {
+            let write = matches!(syscall, SYS_WRITE | SYS_WRITEV | SYS_SENDTO | SYS_SENDMSG | SYS_SENDMMSG);
+            if !write || protocol != PROTO_TCP {
+                return false;
+            }
+        }
+        (*call).sock = sk;
+        (*call).fd = fd;
+        (*call).held != 0
+    }
+}
+
+/// Tail-calls [`rustls_flush`] (does not return unless the call fails).
+#[inline(always)]
+pub fn flush_held(ctx: &TracePointContext) {
+    unsafe { TLS_FLUSH.tail_call(ctx, 0) };
+    stat_add(STAT_INTERNAL_ERRORS, 1);
+}
+
+/// Records an in-flight call; `active` if socket syscalls inside it name its socket.
+#[inline(always)]
+fn start(key: TlsKey, pid_tgid: u64, call: TlsCall, active: bool) {
+    if config().enabled == 0 || (pid_tgid >> 32) as u32 == config().agent_tgid {
         return;
     }
-    if let Some(key) = unsafe { TLS_ACTIVE.get(&pid_tgid) }
-        && let Some(call) = TLS_PENDING.get_ptr_mut(key)
-    {
-        unsafe {
-            (*call).sock = sk;
-            (*call).fd = fd;
-        }
+    if TLS_PENDING.insert(&key, &call, 0).is_err() || (active && TLS_ACTIVE.insert(&pid_tgid, &key, 0).is_err()) {
+        stat_add(STAT_PENDING_FULL, 1);
     }
 }
 
 #[inline(always)]
-fn start(key: TlsKey, pid_tgid: u64, session: u64, buf: u64, len_ptr: u64, lib: u64) {
-    if config().enabled == 0 || (pid_tgid >> 32) as u32 == config().agent_tgid {
-        return;
-    }
-    let call = TlsCall { session, buf, len_ptr, sock: 0, lib, fd: -1, _pad: 0 };
-    if TLS_PENDING.insert(&key, &call, 0).is_err() || TLS_ACTIVE.insert(&pid_tgid, &key, 0).is_err() {
-        stat_add(STAT_PENDING_FULL, 1);
-    }
+fn call(session: u64, buf: u64, len_ptr: u64, lib: u64) -> TlsCall {
+    TlsCall { session, buf, len_ptr, sock: 0, lib, fd: -1, iovcnt: 0, held: 0 }
 }
 
 #[inline(always)]
 fn finish(key: TlsKey, pid_tgid: u64, n: i64, syscall: u8, dir: u8) {
     let Some(call) = (unsafe { TLS_PENDING.get(&key) }).copied() else { return };
     let _ = TLS_PENDING.remove(&key);
-    let _ = TLS_ACTIVE.remove(&pid_tgid);
+    if let Some(active) = unsafe { TLS_ACTIVE.get(&pid_tgid) }
+        && active.a == key.a
+        && active.b == key.b
+    {
+        let _ = TLS_ACTIVE.remove(&pid_tgid);
+    }
     let mut n = n;
     if call.len_ptr != 0 {
         // _ex variants return 1 on success and the count through a pointer.
@@ -109,13 +156,17 @@ fn finish(key: TlsKey, pid_tgid: u64, n: i64, syscall: u8, dir: u8) {
     }
     let tgid = pid_tgid >> 32;
     let skey = TlsKey { a: tgid, b: call.session };
+    // rustls calls carry no session (0): no per-session socket is kept for them.
     let sock = if call.sock != 0 {
-        let _ = TLS_SOCK.insert(&skey, &call.sock, 0);
+        if call.session != 0 {
+            let _ = TLS_SOCK.insert(&skey, &call.sock, 0);
+        }
         call.sock
-    } else {
+    } else if call.session != 0 {
         unsafe { TLS_SOCK.get(&skey) }.copied().unwrap_or(0)
+    } else {
+        0
     };
-    let mut local: ConnState = unsafe { core::mem::zeroed() };
     let mut flags = FLAG_TLS;
     let (family, protocol) = if sock != 0 { inet_kind(sock).unwrap_or((0, 0)) } else { (0, 0) };
     let cs: *mut ConnState = match (sock != 0 && family != 0).then(|| get_or_create(sock, 0)).flatten() {
@@ -127,8 +178,12 @@ fn finish(key: TlsKey, pid_tgid: u64, n: i64, syscall: u8, dir: u8) {
         }
         None => {
             flags |= FLAG_UNTRACKED;
-            local.tuple_ok = 1;
-            &mut local
+            let Some(local) = TLS_UNTRACKED.get_ptr_mut(0) else { return };
+            unsafe {
+                core::ptr::write_bytes(local, 0, 1);
+                (*local).tuple_ok = 1;
+            }
+            local
         }
     };
     let Some(s) = begin(KIND_DATA, syscall, call.fd, sock, family, protocol, cs) else { return };
@@ -145,7 +200,8 @@ fn finish(key: TlsKey, pid_tgid: u64, n: i64, syscall: u8, dir: u8) {
         h.tx_total = (*cs).tls_tx_pos;
         h.rx_total = (*cs).tls_rx_pos;
     }
-    stream(s, 0, 0, call.buf, n as u64, pos0);
+    let (iov, iovcnt, buf) = if call.iovcnt != 0 { (call.buf, call.iovcnt as u64, 0) } else { (0, 0, call.buf) };
+    stream(s, iov, iovcnt, buf, n as u64, pos0);
 }
 
 #[inline(always)]
@@ -164,7 +220,7 @@ pub fn tls_entry(ctx: ProbeContext) -> u32 {
     let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
     let session: u64 = ctx.arg(0).unwrap_or(0);
     let buf: u64 = ctx.arg(1).unwrap_or(0);
-    start(c_key(pid_tgid), pid_tgid, session, buf, 0, cookie(&ctx));
+    start(c_key(pid_tgid), pid_tgid, call(session, buf, 0, cookie(&ctx)), true);
     0
 }
 
@@ -175,7 +231,7 @@ pub fn tls_entry_ex(ctx: ProbeContext) -> u32 {
     let session: u64 = ctx.arg(0).unwrap_or(0);
     let buf: u64 = ctx.arg(1).unwrap_or(0);
     let done: u64 = ctx.arg(3).unwrap_or(0);
-    start(c_key(pid_tgid), pid_tgid, session, buf, done, cookie(&ctx));
+    start(c_key(pid_tgid), pid_tgid, call(session, buf, done, cookie(&ctx)), true);
     0
 }
 
@@ -212,7 +268,7 @@ fn go_key(pid_tgid: u64, r: &pt_regs) -> TlsKey {
 pub fn go_tls_entry(ctx: ProbeContext) -> u32 {
     let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
     let r = regs(&ctx);
-    start(go_key(pid_tgid, r), pid_tgid, r.rax, r.rbx, 0, cookie(&ctx));
+    start(go_key(pid_tgid, r), pid_tgid, call(r.rax, r.rbx, 0, cookie(&ctx)), true);
     0
 }
 
@@ -231,5 +287,113 @@ pub fn go_tls_read_ret(ctx: ProbeContext) -> u32 {
     let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
     let r = regs(&ctx);
     finish(go_key(pid_tgid, r), pid_tgid, r.rax as i64, SYS_GO_TLS_READ, DIR_INGRESS);
+    0
+}
+
+/// rustls calls are keyed by thread: a write in flight, a write held for its
+/// socket write, and a read, apart, so one never replaces another.
+#[inline(always)]
+fn rustls_key(pid_tgid: u64, slot: u64) -> TlsKey {
+    TlsKey { a: pid_tgid, b: slot }
+}
+const RUSTLS_WRITING: u64 = 1;
+const RUSTLS_HELD: u64 = 2;
+const RUSTLS_READING: u64 = 3;
+
+/// `io::Result<usize>` of a rustls call: the count if `Ok` and not 0.
+#[inline(always)]
+fn rustls_ok(ctx: &RetProbeContext) -> Option<u64> {
+    let r = unsafe { &*ctx.regs };
+    (r.rax == 0 && r.rdx != 0).then_some(r.rdx)
+}
+
+#[inline(always)]
+fn rustls_write_start(ctx: &ProbeContext, iovcnt: u32) {
+    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+    let buf: u64 = ctx.arg(1).unwrap_or(0);
+    let mut c = call(0, buf, 0, cookie(ctx));
+    c.iovcnt = iovcnt;
+    start(rustls_key(pid_tgid, RUSTLS_WRITING), pid_tgid, c, false);
+}
+
+/// Entry of rustls `<Writer as io::Write>::write(&mut self, buf: &[u8])`.
+#[uprobe]
+pub fn rustls_write_entry(ctx: ProbeContext) -> u32 {
+    rustls_write_start(&ctx, 0);
+    0
+}
+
+/// Entry of rustls `<Writer as io::Write>::write_vectored(&mut self, bufs: &[IoSlice])`
+/// (an `IoSlice` is an iovec).
+#[uprobe]
+pub fn rustls_writev_entry(ctx: ProbeContext) -> u32 {
+    let n: u64 = ctx.arg(2).unwrap_or(0);
+    rustls_write_start(&ctx, n.clamp(1, u32::MAX as u64) as u32);
+    0
+}
+
+/// Return of rustls `Writer::write`/`write_vectored`: holds the accepted
+/// count until the thread's next TCP write (see the module doc). A write
+/// still held from before is emitted now, without a connection.
+#[uretprobe]
+pub fn rustls_write_ret(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+    let writing = rustls_key(pid_tgid, RUSTLS_WRITING);
+    let held = rustls_key(pid_tgid, RUSTLS_HELD);
+    let Some(n) = rustls_ok(&ctx) else {
+        let _ = TLS_PENDING.remove(&writing);
+        return 0;
+    };
+    if let Some(old) = unsafe { TLS_PENDING.get(&held) }.map(|c| c.held) {
+        finish(held, pid_tgid, old as i64, SYS_RUSTLS_WRITE, DIR_EGRESS);
+    }
+    let Some(c) = TLS_PENDING.get_ptr_mut(&writing) else { return 0 };
+    unsafe { (*c).held = n };
+    if TLS_PENDING.insert(&held, unsafe { &*c }, 0).is_err() || TLS_ACTIVE.insert(&pid_tgid, &held, 0).is_err() {
+        stat_add(STAT_PENDING_FULL, 1);
+    }
+    let _ = TLS_PENDING.remove(&writing);
+    0
+}
+
+/// Tail call of a TCP write's enter on a thread holding a rustls write: emits it
+/// on that syscall's socket.
+#[tracepoint]
+pub fn rustls_flush(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+    let key = rustls_key(pid_tgid, RUSTLS_HELD);
+    let Some(n) = unsafe { TLS_PENDING.get(&key) }.map(|c| c.held) else { return 0 };
+    finish(key, pid_tgid, n as i64, SYS_RUSTLS_WRITE, DIR_EGRESS);
+    0
+}
+
+/// Entry of rustls `<Reader as io::Read>::read(&mut self, buf: &mut [u8])`.
+#[uprobe]
+pub fn rustls_read_entry(ctx: ProbeContext) -> u32 {
+    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+    let buf: u64 = ctx.arg(1).unwrap_or(0);
+    start(rustls_key(pid_tgid, RUSTLS_READING), pid_tgid, call(0, buf, 0, cookie(&ctx)), false);
+    0
+}
+
+/// Return of rustls `Reader::read`: the plaintext belongs to the thread's last
+/// TCP read (the `read_tls` that received it).
+#[uretprobe]
+pub fn rustls_read_ret(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+    let key = rustls_key(pid_tgid, RUSTLS_READING);
+    let Some(n) = rustls_ok(&ctx) else {
+        let _ = TLS_PENDING.remove(&key);
+        return 0;
+    };
+    if let Some(p) = PENDING.current(false)
+        && let Some(c) = TLS_PENDING.get_ptr_mut(&key)
+    {
+        unsafe {
+            (*c).sock = (*p).rx_sock;
+            (*c).fd = (*p).rx_fd;
+        }
+    }
+    finish(key, pid_tgid, n as i64, SYS_RUSTLS_READ, DIR_INGRESS);
     0
 }

@@ -1,5 +1,5 @@
-//! TLS test peers: a self-signed certificate, nginx over HTTPS, and Go clients
-//! built with Debian's Go.
+//! TLS test peers: a self-signed certificate, nginx over HTTPS, Go clients
+//! built with Debian's Go, and a rustls client and server built with cargo.
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -73,4 +73,22 @@ pub fn build_go_client(dir: &Path, strip: bool) -> PathBuf {
         .expect("go (apt-get install golang-go)");
     assert!(out.status.success(), "go build: {}", String::from_utf8_lossy(&out.stderr));
     bin
+}
+
+/// Builds `tests/peers/rustls-peer` (a rustls client and server) in release,
+/// as a user's program is built, from the crates the workspace already
+/// fetched; its own target directory under the workspace's `target/` keeps
+/// reruns fast. Returns the binary.
+pub fn build_rustls_peer() -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/rustls-peer");
+    let target = crate::target_bin_dir().parent().map(|t| t.join("rustls-peer")).expect("workspace target directory");
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--offline", "--locked", "--quiet", "--manifest-path"])
+        .arg(src.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("cargo");
+    assert!(out.status.success(), "cargo build of the rustls peer: {}", String::from_utf8_lossy(&out.stderr));
+    target.join("release/rustls-peer")
 }

@@ -1,5 +1,8 @@
 //! TLS plaintext capture end to end, as root, with real clients and servers
 //! started after the agent (so discovery of new processes is exercised).
+#[path = "../../xtask/src/certs.rs"]
+#[allow(dead_code)]
+mod certs;
 mod support;
 
 use std::{
@@ -331,4 +334,76 @@ fn node_client_to_nginx() {
     let c = recs.connection(cid);
     let u = if c.who.side.conn_id == cid { &c.tls_unseen } else { &c.witness_tls_unseen };
     assert!(u.as_ref().is_some_and(|u| u.egress_bytes > 0 && u.ingress_bytes > 0), "{c:#?}");
+}
+
+/// A Rust client and server, each with rustls linked in (release builds from
+/// crates.io): both ends' plaintext is captured byte-exact on the socket's own
+/// connection, and parsed as one HTTP exchange.
+#[test]
+fn rustls_client_to_rustls_server_plaintext_is_byte_exact_on_both_sides() {
+    require_root();
+    let _g = serial();
+    let peer = tls::build_rustls_peer();
+    let dir = tempfile::tempdir().unwrap();
+    // webpki wants a CA and a leaf (not openssl's self-signed CA as the server's own).
+    certs::generate(dir.path(), &[]).unwrap();
+    let file = |name: &str| dir.path().join(name);
+    let agent = Agent::start(&[]);
+    let mut server = Command::new(&peer)
+        .arg("server")
+        .args([file("collector.pem"), file("collector.key"), file("server-sent"), file("server-received")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server_out = Output::watch(server.stdout.take().unwrap());
+    assert!(server_out.wait_for("\n"), "the rustls server did not start: {:?}", server_out.text());
+    let port: u16 = server_out.text().trim().strip_prefix("port ").and_then(|p| p.parse().ok()).expect("port N");
+    let client = Command::new(&peer)
+        .args(["client", &port.to_string()])
+        .arg(file("ca.pem"))
+        .arg("clordid=ORD-7731&qty=100")
+        .args([file("client-sent"), file("client-received")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = client.id();
+    let out = client.wait_with_output().unwrap();
+    assert!(out.status.success(), "rustls client failed");
+    assert!(server_out.wait_for("served"), "server: {:?}", server_out.text());
+    assert!(server.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    let (text, stats) = agent.stop();
+    let recs = Records::parse(&text);
+    recs.dump("rustls_client_to_rustls_server");
+
+    let read = |name: &str| std::fs::read(file(name)).unwrap();
+    let (sent, received) = (read("client-sent"), read("client-received"));
+    assert!(sent.starts_with(b"POST /orders HTTP/1.1\r\n") && sent.ends_with(b"clordid=ORD-7731&qty=100"));
+    assert!(received.starts_with(b"HTTP/1.1 201 Created\r\n"));
+    let addr = format!("127.0.0.1:{port}");
+    let cid = tls_conn(&recs, pid, &addr);
+    assert_linked_to_socket(&recs, cid);
+    assert_eq!(assert_whole(&recs, cid, Direction::Egress, true), sent, "client's plaintext sent");
+    assert_eq!(assert_whole(&recs, cid, Direction::Ingress, true), received, "client's plaintext received");
+    assert!(library_of(&recs, cid).starts_with("rustls 0.23."), "{}", library_of(&recs, cid));
+
+    // The server's end: what it received and sent, on its own socket's connection.
+    let local = recs.side(cid).local.unwrap().to_string();
+    let sid = recs.conn_between(&addr, &local);
+    assert_eq!(recs.side(sid).pid, server.id());
+    assert_linked_to_socket(&recs, sid);
+    assert_eq!(assert_whole(&recs, sid, Direction::Ingress, true), read("server-received"));
+    assert_eq!(assert_whole(&recs, sid, Direction::Egress, true), read("server-sent"));
+    assert_eq!(read("server-received"), sent);
+    assert_eq!(read("server-sent"), received);
+    assert!(library_of(&recs, sid).starts_with("rustls 0.23."), "{}", library_of(&recs, sid));
+
+    // Parsed as HTTP on the client's connection: one exchange, POST /orders → 201.
+    let http: Vec<&Exchange> =
+        recs.exchanges_of(cid).into_iter().filter(|e| e.who.tls.is_some() && e.protocol.name() == "http1").collect();
+    assert_eq!(http.len(), 1, "{http:#?}");
+    let e = http[0];
+    assert_eq!((fields(e, 0)["method"].as_str(), fields(e, 0)["target"].as_str()), (Some("POST"), Some("/orders")));
+    assert_eq!(fields(e, 1)["status"], 201);
+    assert_eq!(stats["kernel_lost_events"], 0);
 }

@@ -49,7 +49,8 @@ pub enum FloorHooks {
 /// The no-op program standing for capture program `name` at a TLS probe point.
 fn floor_program(name: &'static str) -> &'static str {
     match name {
-        "ssl_write_ret" | "ssl_read_ret" | "gnutls_send_ret" | "gnutls_recv_ret" => "floor_uretprobe",
+        "ssl_write_ret" | "ssl_read_ret" | "gnutls_send_ret" | "gnutls_recv_ret" | "rustls_write_ret"
+        | "rustls_read_ret" => "floor_uretprobe",
         // Entry probes, and Go's RET probes (plain uprobes at the RET instructions).
         _ => "floor_uprobe",
     }

@@ -1,6 +1,7 @@
 //! What a binary or shared library offers for TLS capture: OpenSSL/BoringSSL or
 //! GnuTLS entry points, Go crypto/tls functions (with the offsets of their RET
-//! instructions), or a TLS implementation we cannot hook (reported, not ignored).
+//! instructions), rustls's plaintext functions ([`super::rustls`]), or a TLS
+//! implementation we cannot hook (reported, not ignored).
 use std::path::Path;
 
 use std::collections::HashMap;
@@ -22,6 +23,8 @@ pub enum TlsKind {
         write: GoFunc,
         read: GoFunc,
     },
+    /// rustls linked into a Rust program.
+    Rustls(super::rustls::RustlsFns),
 }
 
 /// One Go function: where it starts and where it returns (virtual addresses
@@ -82,7 +85,8 @@ const INTERESTING: [&str; 8] = [
     GO_READ,
 ];
 
-type Elf64<'d> = object::read::elf::ElfFile64<'d, object::Endianness, &'d object::ReadCache<&'d std::fs::File>>;
+pub(super) type Elf64<'d> =
+    object::read::elf::ElfFile64<'d, object::Endianness, &'d object::ReadCache<&'d std::fs::File>>;
 
 /// A file being inspected: searched through [`scan`]'s window and its ELF
 /// structures read through [`object::ReadCache`] (headers, section headers,
@@ -161,7 +165,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, ElfError> {
     }
     let src = Source { file, path: shown.clone() };
     // Most files carry no TLS at all and are not worth parsing their symbol tables.
-    let worth = [&b"SSL_write"[..], b"gnutls_record_send", b"crypto/tls", b"OpenSSL"];
+    let worth = [&b"SSL_write"[..], b"gnutls_record_send", b"crypto/tls", b"OpenSSL", b"rustls"];
     if !scan::contains_any(&src.file, &worth).map_err(open)? {
         return Ok(Inspection::None);
     }
@@ -200,6 +204,10 @@ pub fn inspect(path: &Path) -> Result<Inspection, ElfError> {
             .unwrap_or_else(|| "unknown".into());
         return Ok(Inspection::Tls { kind: TlsKind::GnuTls, library: "gnutls".into(), version });
     }
+    if let Some(fns) = super::rustls::find(&elf, &src.file).map_err(open)? {
+        let version = super::rustls::version(&src.file).map_err(open)?.unwrap_or_else(|| "unknown".into());
+        return Ok(Inspection::Tls { kind: TlsKind::Rustls(fns), library: "rustls".into(), version });
+    }
     let is_go = elf.section_by_name(".go.buildinfo").is_some() || elf.section_by_name(".gopclntab").is_some();
     if is_go {
         let version = scan::go_version(&src.file).map_err(open)?.unwrap_or_else(|| "unknown".into());
@@ -212,6 +220,13 @@ pub fn inspect(path: &Path) -> Result<Inspection, ElfError> {
                 reason: "Go binary uses crypto/tls but has no symbol table (stripped with -ldflags=-s); its TLS plaintext cannot be captured".into(),
             },
             _ => Inspection::None,
+        });
+    }
+    // rustls source paths (its panic locations) but not its plaintext functions.
+    if let Some(version) = super::rustls::version(&src.file).map_err(open)? {
+        return Ok(Inspection::Unsupported {
+            library: format!("rustls {version}"),
+            reason: "program contains rustls but not its Reader::read and Writer::write symbols (stripped, or not the legacy symbol mangling); its TLS plaintext cannot be captured".into(),
         });
     }
     // Statically linked OpenSSL without exported symbols.

@@ -9,6 +9,7 @@
 //! implementation we cannot hook are reported once, by path.
 pub mod discover;
 pub mod elf;
+pub mod rustls;
 pub mod scan;
 pub mod worker;
 
@@ -38,7 +39,17 @@ const PROGRAMS: &[&str] = &[
     "go_tls_entry",
     "go_tls_write_ret",
     "go_tls_read_ret",
+    "rustls_write_entry",
+    "rustls_writev_entry",
+    "rustls_write_ret",
+    "rustls_read_entry",
+    "rustls_read_ret",
 ];
+
+/// The tracepoint program a TCP write's enter tail-calls to emit a held rustls
+/// write (slot 0 of the `TLS_FLUSH` program array; see `ebpf/src/tls.rs`).
+const FLUSH_PROGRAM: &str = "rustls_flush";
+const FLUSH_MAP: &str = "TLS_FLUSH";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -52,6 +63,29 @@ pub enum TlsError {
         #[source]
         source: ProgramError,
     },
+    #[error("eBPF object has no map `{name}`")]
+    MissingMap { name: String },
+    #[error("setting the rustls flush program into `{FLUSH_MAP}`: {source:?}")]
+    Flush {
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// Loads [`FLUSH_PROGRAM`] and puts it in slot 0 of [`FLUSH_MAP`]: without it
+/// a rustls write would never meet its socket, so failing here fails TLS capture.
+fn install_flush(ebpf: &mut Ebpf) -> Result<(), TlsError> {
+    let load = |source| TlsError::Load { name: FLUSH_PROGRAM.into(), source };
+    let p: &mut aya::programs::TracePoint = ebpf
+        .program_mut(FLUSH_PROGRAM)
+        .ok_or_else(|| TlsError::MissingProgram { name: FLUSH_PROGRAM.into() })?
+        .try_into()
+        .map_err(load)?;
+    p.load().map_err(load)?;
+    let fd = p.fd().map_err(load)?.try_clone().map_err(|e| load(ProgramError::IOError(e)))?;
+    let map = ebpf.map_mut(FLUSH_MAP).ok_or_else(|| TlsError::MissingMap { name: FLUSH_MAP.into() })?;
+    let mut slots = aya::maps::ProgramArray::try_from(map).map_err(|source| TlsError::Flush { source })?;
+    slots.set(0, &fd, 0).map_err(|source| TlsError::Flush { source })
 }
 
 /// A library file probes are attached to; its index+1 is the attach cookie.
@@ -59,7 +93,7 @@ pub enum TlsError {
 pub struct TlsLib {
     /// Path as the first process we saw it in names it.
     pub path: String,
-    /// `openssl`, `boringssl`, `gnutls`, `go-crypto-tls`.
+    /// `openssl`, `boringssl`, `gnutls`, `go-crypto-tls`, `rustls`.
     pub library: String,
     /// Version string found in the file.
     pub version: String,
@@ -127,6 +161,7 @@ impl TlsManager {
                 .map_err(|source| TlsError::Load { name: name.into(), source })?;
             p.load().map_err(|source| TlsError::Load { name: name.into(), source })?;
         }
+        install_flush(ebpf)?;
         Ok(TlsManager { registry: Arc::default(), files: HashMap::new() })
     }
 
@@ -155,7 +190,19 @@ impl TlsManager {
                         Ok(links) => {
                             tracing::info!(path = %c.shown_path, %library, %version, probes = links.len(), "TLS probes attached");
                             self.files.insert(c.id, Attached { links, pinned });
-                            None
+                            match kind {
+                                TlsKind::Rustls(rustls::RustlsFns { read: None, .. }) => {
+                                    let reason = rustls::READS_NOT_CAPTURED.to_string();
+                                    tracing::warn!(path = %c.shown_path, %reason, "TLS plaintext partly captured");
+                                    Some(TlsNotice {
+                                        path: c.shown_path,
+                                        pid: c.pid,
+                                        library: format!("{library} {version}"),
+                                        reason,
+                                    })
+                                }
+                                _ => None,
+                            }
                         }
                         Err((links, e)) => {
                             detach(ebpf, links);
@@ -232,6 +279,18 @@ pub(crate) fn attach_as(
                 one("gnutls_send_ret", Symbol("gnutls_record_send"), &mut links)?;
                 one("tls_entry", Symbol("gnutls_record_recv"), &mut links)?;
                 one("gnutls_recv_ret", Symbol("gnutls_record_recv"), &mut links)?;
+            }
+            TlsKind::Rustls(f) => {
+                one("rustls_write_entry", AbsoluteOffset(f.write), &mut links)?;
+                one("rustls_write_ret", AbsoluteOffset(f.write), &mut links)?;
+                if let Some(wv) = f.write_vectored {
+                    one("rustls_writev_entry", AbsoluteOffset(wv), &mut links)?;
+                    one("rustls_write_ret", AbsoluteOffset(wv), &mut links)?;
+                }
+                if let Some(read) = f.read {
+                    one("rustls_read_entry", AbsoluteOffset(read), &mut links)?;
+                    one("rustls_read_ret", AbsoluteOffset(read), &mut links)?;
+                }
             }
             TlsKind::Go { write, read } => {
                 tracing::debug!(path = %path.display(), write_entry = write.entry, write_rets = ?write.rets, read_entry = read.entry, "Go crypto/tls offsets");

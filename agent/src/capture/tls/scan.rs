@@ -137,6 +137,40 @@ pub fn name_offsets(file: &File, start: u64, end: u64, names: &[&str]) -> std::i
     Ok(out)
 }
 
+/// Longest symbol name [`names_containing`] returns whole.
+pub const MAX_NAME: usize = 4096;
+
+/// Every NUL-terminated string of the string table `[start, end)` that
+/// contains one of `needles`, by its offset relative to `start` (strings
+/// longer than [`MAX_NAME`] are not returned).
+pub fn names_containing(file: &File, start: u64, end: u64, needles: &[&[u8]]) -> std::io::Result<HashMap<u32, String>> {
+    let finders: Vec<memchr::memmem::Finder<'_>> = needles.iter().map(memchr::memmem::Finder::new).collect();
+    let mut out = HashMap::new();
+    windows(file, start, end, MAX_NAME, |pos, w| {
+        for f in &finders {
+            for at in f.find_iter(w) {
+                // The whole string must be in this window: a NUL (or the table's
+                // start) before it and a NUL (or the table's end) after it.
+                let from = match memchr::memrchr(0, &w[..at]) {
+                    Some(nul) => nul + 1,
+                    None if pos == start => 0,
+                    None => continue,
+                };
+                let to = match memchr::memchr(0, &w[at..]) {
+                    Some(nul) => at + nul,
+                    None if pos + w.len() as u64 == end => w.len(),
+                    None => continue,
+                };
+                if let Ok(off) = u32::try_from(pos + from as u64 - start) {
+                    out.entry(off).or_insert_with(|| String::from_utf8_lossy(&w[from..to]).into_owned());
+                }
+            }
+        }
+        true
+    })?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +233,28 @@ mod tests {
         got.sort();
         let base = (table_at as u64 - start) as u32;
         assert_eq!(got, vec![(base + 1, 1), (base + 13, 0), (base + 23, 2)]);
+    }
+
+    #[test]
+    fn names_containing_a_needle_are_returned_whole_across_window_borders() {
+        // "rustls" occurs twice in one name, in a name straddling the first
+        // window's end, and in the table's last string (no NUL after it).
+        let table = b"\0_ZN6rustls4conn6Writer5write17hE\0other\0tail_rustls";
+        let start = 10u64;
+        let table_at = start as usize + WINDOW + MAX_NAME - 20;
+        let mut t = table.to_vec();
+        t.splice(1..1, b"rustls_".iter().copied());
+        let f = file_with(&[(table_at, &t)], table_at + t.len());
+        let got = names_containing(&f.reopen().unwrap(), start, (table_at + t.len()) as u64, &[b"rustls"]).unwrap();
+        let mut got: Vec<(u32, String)> = got.into_iter().collect();
+        got.sort();
+        let base = (table_at as u64 - start) as u32;
+        assert_eq!(
+            got,
+            vec![
+                (base + 1, "rustls__ZN6rustls4conn6Writer5write17hE".to_string()),
+                (base + 47, "tail_rustls".to_string())
+            ]
+        );
     }
 }

@@ -1,0 +1,120 @@
+//! A rustls client and server over std::net (sync `rustls::StreamOwned`).
+//!
+//! `rustls-peer server CERT KEY SENT RECEIVED`: listens on 127.0.0.1, prints
+//! `port N`, serves one connection: reads one request (headers and a
+//! Content-Length body), answers, and writes what it received and sent to the
+//! two files.
+//! `rustls-peer client PORT CA BODY SENT RECEIVED`: POSTs BODY (vectored
+//! writes) and reads the answer, writing what it sent and received to the two
+//! files. The server answers with a plain write; both read with `read`.
+use std::{
+    io::{BufReader, IoSlice, Read, Write},
+    net::{TcpListener, TcpStream},
+    sync::Arc,
+};
+
+fn certs(path: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    let mut r = BufReader::new(std::fs::File::open(path).expect("cert file"));
+    rustls_pemfile::certs(&mut r).collect::<Result<_, _>>().expect("certificates")
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads one request or response: headers, then Content-Length bytes.
+fn read_message(s: &mut impl Read) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "peer closed mid-message");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().expect("content-length"))
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return got;
+            }
+        }
+    }
+}
+
+fn server(args: &[String]) {
+    let key = rustls_pemfile::private_key(&mut BufReader::new(std::fs::File::open(&args[1]).expect("key file")))
+        .expect("key")
+        .expect("a private key");
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs(&args[0]), key)
+        .expect("server config");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    println!("port {}", listener.local_addr().unwrap().port());
+    std::io::stdout().flush().unwrap();
+    let (sock, _) = listener.accept().unwrap();
+    let conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let received = read_message(&mut tls);
+    let body = format!("order accepted: {} bytes\n", received.len());
+    let sent = format!("HTTP/1.1 201 Created\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    tls.write_all(sent.as_bytes()).unwrap();
+    tls.conn.send_close_notify();
+    tls.flush().unwrap();
+    std::fs::write(&args[2], sent.as_bytes()).unwrap();
+    std::fs::write(&args[3], &received).unwrap();
+    println!("served");
+}
+
+fn client(args: &[String]) {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(&args[1]) {
+        roots.add(c).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let sock = TcpStream::connect(("127.0.0.1", args[0].parse::<u16>().expect("port"))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let body = &args[2];
+    let head = format!("POST /orders HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n", body.len());
+    // Headers and body in vectored writes (rustls's `Writer::write_vectored`),
+    // as hyper writes through tokio-rustls.
+    let mut slices = [IoSlice::new(head.as_bytes()), IoSlice::new(body.as_bytes())];
+    let mut left: &mut [IoSlice<'_>] = &mut slices;
+    while !left.is_empty() {
+        let n = tls.write_vectored(left).unwrap();
+        assert!(n > 0, "vectored write wrote nothing");
+        IoSlice::advance_slices(&mut left, n);
+    }
+    tls.flush().unwrap();
+    let sent = head + body;
+    let received = read_message(&mut tls);
+    std::fs::write(&args[3], sent.as_bytes()).unwrap();
+    std::fs::write(&args[4], &received).unwrap();
+    print!("{}", String::from_utf8_lossy(&received));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Give the capture agent time to see the exec and attach (a real
+    // service lives longer than the ~100 ms that takes).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    match args.first().map(String::as_str) {
+        Some("server") if args.len() == 5 => server(&args[1..]),
+        Some("client") if args.len() == 6 => client(&args[1..]),
+        _ => {
+            eprintln!("usage: rustls-peer server CERT KEY SENT RECEIVED | client PORT CA BODY SENT RECEIVED");
+            std::process::exit(2);
+        }
+    }
+}
