@@ -51,7 +51,7 @@ fn enter(ctx: &TracePointContext, syscall: u8) {
     else {
         return;
     };
-    let flush = crate::tls::note_socket(pid_tgid, sk, fd, syscall, protocol);
+    let flush = crate::tls::note_socket(pid_tgid, sk, fd, syscall, protocol, arg(ctx, 1));
     let addr = if syscall == SYS_SENDTO || syscall == SYS_RECVFROM { arg(ctx, 4) } else { 0 };
     let call = PendingCall {
         sock: sk,

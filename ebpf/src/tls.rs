@@ -84,25 +84,49 @@ pub static TLS_FLUSH: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Called from the syscall enter path for socket fds: ties the socket to the
 /// TLS call this thread is inside, if any. True when that call is a held
-/// rustls write and this is a TCP write: the caller then calls [`flush_held`].
+/// rustls write and this is a TCP write of TLS records (`buf`: the syscall's
+/// second argument): the caller then calls [`flush_held`].
 #[inline(always)]
-pub fn note_socket(pid_tgid: u64, sk: u64, fd: i32, syscall: u8, protocol: u8) -> bool {
+pub fn note_socket(pid_tgid: u64, sk: u64, fd: i32, syscall: u8, protocol: u8, buf: u64) -> bool {
     if config().enabled & wiretrail_common::CONFIG_TLS == 0 {
         return false;
     }
     let Some(key) = (unsafe { TLS_ACTIVE.get(&pid_tgid) }) else { return false };
     let Some(call) = TLS_PENDING.get_ptr_mut(key) else { return false };
     unsafe {
-        if (*call).held != 0 {
-            let write = matches!(syscall, SYS_WRITE | SYS_WRITEV | SYS_SENDTO | SYS_SENDMSG | SYS_SENDMMSG);
-            if !write || protocol != PROTO_TCP {
-                return false;
-            }
+        if (*call).held != 0 && (protocol != PROTO_TCP || !writes_tls_records(syscall, buf)) {
+            return false;
         }
         (*call).sock = sk;
         (*call).fd = fd;
         (*call).held != 0
     }
+}
+
+/// Whether a write-family syscall's bytes open with a TLS record header
+/// (content type 20–23, version 3.x): the guard that keeps a held rustls write
+/// from being emitted on a socket that carries no TLS (say, a log shipper's).
+#[inline(always)]
+fn writes_tls_records(syscall: u8, arg: u64) -> bool {
+    let read = |at: u64| -> u64 {
+        let mut v = 0u64;
+        let r = unsafe { bpf_probe_read_user((&mut v as *mut u64).cast(), 8, at as *const _) };
+        if r == 0 { v } else { 0 }
+    };
+    // The address of the first byte written.
+    let first = match syscall {
+        SYS_WRITE | SYS_SENDTO => arg,
+        SYS_WRITEV => read(arg),
+        // msghdr (or the first mmsghdr's): msg_iov at 16, then iov_base.
+        SYS_SENDMSG | SYS_SENDMMSG => read(read(arg + 16)),
+        _ => return false,
+    };
+    if first == 0 {
+        return false;
+    }
+    let mut h = [0u8; 3];
+    let r = unsafe { bpf_probe_read_user(h.as_mut_ptr().cast(), 3, first as *const _) };
+    r == 0 && (0x14..=0x17).contains(&h[0]) && h[1] == 3 && h[2] <= 4
 }
 
 /// Tail-calls [`rustls_flush`] (does not return unless the call fails).

@@ -336,67 +336,97 @@ fn node_client_to_nginx() {
     assert!(u.as_ref().is_some_and(|u| u.egress_bytes > 0 && u.ingress_bytes > 0), "{c:#?}");
 }
 
+/// One rustls client ↔ server exchange under a fresh agent: the records, the
+/// client's pid, the server's port and pid, and what each end wrote down
+/// (`client-sent`, `client-received`, `server-sent`, `server-received`).
+struct RustlsRun {
+    recs: Records,
+    stats: serde_json::Value,
+    client: u32,
+    server: u32,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RustlsRun {
+    /// `log`: the client writes a line to this plain TCP port between handing
+    /// its request to rustls and writing the TLS records.
+    fn run(log: Option<u16>) -> RustlsRun {
+        let peer = tls::build_rustls_peer();
+        let dir = tempfile::tempdir().unwrap();
+        // webpki wants a CA and a leaf (not openssl's self-signed CA as the server's own).
+        certs::generate(dir.path(), &[]).unwrap();
+        let file = |name: &str| dir.path().join(name);
+        let agent = Agent::start(&[]);
+        let mut server = Command::new(&peer)
+            .arg("server")
+            .args([file("collector.pem"), file("collector.key"), file("server-sent"), file("server-received")])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let server_out = Output::watch(server.stdout.take().unwrap());
+        assert!(server_out.wait_for("\n"), "the rustls server did not start: {:?}", server_out.text());
+        let port: u16 = server_out.text().trim().strip_prefix("port ").and_then(|p| p.parse().ok()).expect("port N");
+        let mut client = Command::new(&peer);
+        client.args(["client", &port.to_string()]).arg(file("ca.pem")).arg("clordid=ORD-7731&qty=100");
+        client.args([file("client-sent"), file("client-received")]);
+        if let Some(log) = log {
+            client.arg(log.to_string());
+        }
+        let client = client.stdout(Stdio::piped()).spawn().unwrap();
+        let pid = client.id();
+        assert!(client.wait_with_output().unwrap().status.success(), "rustls client failed");
+        assert!(server_out.wait_for("served"), "server: {:?}", server_out.text());
+        let server_pid = server.id();
+        assert!(server.wait().unwrap().success());
+        std::thread::sleep(Duration::from_millis(300));
+        let (text, stats) = agent.stop();
+        let recs = Records::parse(&text);
+        recs.dump(if log.is_some() { "rustls_with_log" } else { "rustls_client_to_rustls_server" });
+        RustlsRun { recs, stats, client: pid, server: server_pid, port, dir }
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.path().join(name)).unwrap()
+    }
+
+    /// The client's TLS connection: its plaintext is what the client sent and
+    /// received, on the socket's own connection.
+    fn client_conn(&self) -> u64 {
+        let (sent, received) = (self.read("client-sent"), self.read("client-received"));
+        assert!(sent.starts_with(b"POST /orders HTTP/1.1\r\n") && sent.ends_with(b"clordid=ORD-7731&qty=100"));
+        assert!(received.starts_with(b"HTTP/1.1 201 Created\r\n"));
+        let cid = tls_conn(&self.recs, self.client, &format!("127.0.0.1:{}", self.port));
+        assert_linked_to_socket(&self.recs, cid);
+        assert_eq!(assert_whole(&self.recs, cid, Direction::Egress, true), sent, "client's plaintext sent");
+        assert_eq!(assert_whole(&self.recs, cid, Direction::Ingress, true), received, "client's plaintext received");
+        assert!(library_of(&self.recs, cid).starts_with("rustls 0.23."), "{}", library_of(&self.recs, cid));
+        cid
+    }
+}
+
 /// A Rust client and server, each with rustls linked in (release builds from
 /// crates.io): both ends' plaintext is captured byte-exact on the socket's own
-/// connection, and parsed as one HTTP exchange.
+/// connection (the client writes with `write_vectored`, the server with
+/// `write`; both read with `read`), and parsed as one HTTP exchange.
 #[test]
 fn rustls_client_to_rustls_server_plaintext_is_byte_exact_on_both_sides() {
     require_root();
     let _g = serial();
-    let peer = tls::build_rustls_peer();
-    let dir = tempfile::tempdir().unwrap();
-    // webpki wants a CA and a leaf (not openssl's self-signed CA as the server's own).
-    certs::generate(dir.path(), &[]).unwrap();
-    let file = |name: &str| dir.path().join(name);
-    let agent = Agent::start(&[]);
-    let mut server = Command::new(&peer)
-        .arg("server")
-        .args([file("collector.pem"), file("collector.key"), file("server-sent"), file("server-received")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let server_out = Output::watch(server.stdout.take().unwrap());
-    assert!(server_out.wait_for("\n"), "the rustls server did not start: {:?}", server_out.text());
-    let port: u16 = server_out.text().trim().strip_prefix("port ").and_then(|p| p.parse().ok()).expect("port N");
-    let client = Command::new(&peer)
-        .args(["client", &port.to_string()])
-        .arg(file("ca.pem"))
-        .arg("clordid=ORD-7731&qty=100")
-        .args([file("client-sent"), file("client-received")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = client.id();
-    let out = client.wait_with_output().unwrap();
-    assert!(out.status.success(), "rustls client failed");
-    assert!(server_out.wait_for("served"), "server: {:?}", server_out.text());
-    assert!(server.wait().unwrap().success());
-    std::thread::sleep(Duration::from_millis(300));
-    let (text, stats) = agent.stop();
-    let recs = Records::parse(&text);
-    recs.dump("rustls_client_to_rustls_server");
-
-    let read = |name: &str| std::fs::read(file(name)).unwrap();
-    let (sent, received) = (read("client-sent"), read("client-received"));
-    assert!(sent.starts_with(b"POST /orders HTTP/1.1\r\n") && sent.ends_with(b"clordid=ORD-7731&qty=100"));
-    assert!(received.starts_with(b"HTTP/1.1 201 Created\r\n"));
-    let addr = format!("127.0.0.1:{port}");
-    let cid = tls_conn(&recs, pid, &addr);
-    assert_linked_to_socket(&recs, cid);
-    assert_eq!(assert_whole(&recs, cid, Direction::Egress, true), sent, "client's plaintext sent");
-    assert_eq!(assert_whole(&recs, cid, Direction::Ingress, true), received, "client's plaintext received");
-    assert!(library_of(&recs, cid).starts_with("rustls 0.23."), "{}", library_of(&recs, cid));
+    let run = RustlsRun::run(None);
+    let (recs, addr) = (&run.recs, format!("127.0.0.1:{}", run.port));
+    let cid = run.client_conn();
 
     // The server's end: what it received and sent, on its own socket's connection.
     let local = recs.side(cid).local.unwrap().to_string();
     let sid = recs.conn_between(&addr, &local);
-    assert_eq!(recs.side(sid).pid, server.id());
-    assert_linked_to_socket(&recs, sid);
-    assert_eq!(assert_whole(&recs, sid, Direction::Ingress, true), read("server-received"));
-    assert_eq!(assert_whole(&recs, sid, Direction::Egress, true), read("server-sent"));
-    assert_eq!(read("server-received"), sent);
-    assert_eq!(read("server-sent"), received);
-    assert!(library_of(&recs, sid).starts_with("rustls 0.23."), "{}", library_of(&recs, sid));
+    assert_eq!(recs.side(sid).pid, run.server);
+    assert_linked_to_socket(recs, sid);
+    assert_eq!(assert_whole(recs, sid, Direction::Ingress, true), run.read("server-received"));
+    assert_eq!(assert_whole(recs, sid, Direction::Egress, true), run.read("server-sent"));
+    assert_eq!(run.read("server-received"), run.read("client-sent"));
+    assert_eq!(run.read("server-sent"), run.read("client-received"));
+    assert!(library_of(recs, sid).starts_with("rustls 0.23."), "{}", library_of(recs, sid));
 
     // Parsed as HTTP on the client's connection: one exchange, POST /orders → 201.
     let http: Vec<&Exchange> =
@@ -405,5 +435,29 @@ fn rustls_client_to_rustls_server_plaintext_is_byte_exact_on_both_sides() {
     let e = http[0];
     assert_eq!((fields(e, 0)["method"].as_str(), fields(e, 0)["target"].as_str()), (Some("POST"), Some("/orders")));
     assert_eq!(fields(e, 1)["status"], 201);
-    assert_eq!(stats["kernel_lost_events"], 0);
+    assert_eq!(run.stats["kernel_lost_events"], 0);
+}
+
+/// rustls writes no bytes itself: a request handed to it is held until the
+/// thread writes TLS records. A plain TCP write in between (a log line) does
+/// not take the plaintext; the TLS socket does.
+#[test]
+fn rustls_plaintext_waits_for_its_tls_records_not_the_next_tcp_write() {
+    require_root();
+    let _g = serial();
+    let log = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let log_port = log.local_addr().unwrap().port();
+    let logged = std::thread::spawn(move || {
+        let (mut s, _) = log.accept().unwrap();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut s, &mut got).unwrap();
+        got
+    });
+    let run = RustlsRun::run(Some(log_port));
+    assert_eq!(logged.join().unwrap(), b"log: order handed to rustls\n");
+    run.client_conn();
+    // The log connection carries the log line as plain bytes, and no TLS plaintext.
+    let lid = run.recs.client_conn(run.client, &format!("127.0.0.1:{log_port}"));
+    assert_eq!(assert_whole(&run.recs, lid, Direction::Egress, false), b"log: order handed to rustls\n");
+    assert!(run.recs.parts_of(lid).iter().all(|p| !p.tls), "TLS plaintext on the log connection");
 }

@@ -4,8 +4,10 @@
 //! `port N`, serves one connection: reads one request (headers and a
 //! Content-Length body), answers, and writes what it received and sent to the
 //! two files.
-//! `rustls-peer client PORT CA BODY SENT RECEIVED`: POSTs BODY (vectored
-//! writes) and reads the answer, writing what it sent and received to the two
+//! `rustls-peer client PORT CA BODY SENT RECEIVED [LOGPORT]`: POSTs BODY
+//! (vectored writes; with LOGPORT, one write on the connection API, then a log
+//! line to 127.0.0.1:LOGPORT over plain TCP before the TLS records are
+//! written) and reads the answer, writing what it sent and received to the two
 //! files. The server answers with a plain write; both read with `read`.
 use std::{
     io::{BufReader, IoSlice, Read, Write},
@@ -82,22 +84,38 @@ fn client(args: &[String]) {
         .with_root_certificates(roots)
         .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let sock = TcpStream::connect(("127.0.0.1", args[0].parse::<u16>().expect("port"))).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut sock = TcpStream::connect(("127.0.0.1", args[0].parse::<u16>().expect("port"))).unwrap();
     let body = &args[2];
     let head = format!("POST /orders HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n", body.len());
-    // Headers and body in vectored writes (rustls's `Writer::write_vectored`),
-    // as hyper writes through tokio-rustls.
-    let mut slices = [IoSlice::new(head.as_bytes()), IoSlice::new(body.as_bytes())];
-    let mut left: &mut [IoSlice<'_>] = &mut slices;
-    while !left.is_empty() {
-        let n = tls.write_vectored(left).unwrap();
-        assert!(n > 0, "vectored write wrote nothing");
-        IoSlice::advance_slices(&mut left, n);
+    let sent = head.clone() + body;
+    if let Some(log) = args.get(5) {
+        // The connection API by hand: the request is handed to rustls, a log
+        // line goes out on another (plain) TCP socket, and only then are the
+        // TLS records written.
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock).unwrap();
+        }
+        conn.writer().write_all(sent.as_bytes()).unwrap();
+        let mut log = TcpStream::connect(("127.0.0.1", log.parse::<u16>().expect("log port"))).unwrap();
+        log.write_all(b"log: order handed to rustls\n").unwrap();
+        while conn.wants_write() {
+            conn.write_tls(&mut sock).unwrap();
+        }
     }
-    tls.flush().unwrap();
-    let sent = head + body;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    if args.len() == 5 {
+        // Headers and body in vectored writes (rustls's `Writer::write_vectored`),
+        // as hyper writes through tokio-rustls.
+        let mut slices = [IoSlice::new(head.as_bytes()), IoSlice::new(body.as_bytes())];
+        let mut left: &mut [IoSlice<'_>] = &mut slices;
+        while !left.is_empty() {
+            let n = tls.write_vectored(left).unwrap();
+            assert!(n > 0, "vectored write wrote nothing");
+            IoSlice::advance_slices(&mut left, n);
+        }
+        tls.flush().unwrap();
+    }
     let received = read_message(&mut tls);
     std::fs::write(&args[3], sent.as_bytes()).unwrap();
     std::fs::write(&args[4], &received).unwrap();
@@ -111,9 +129,9 @@ fn main() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     match args.first().map(String::as_str) {
         Some("server") if args.len() == 5 => server(&args[1..]),
-        Some("client") if args.len() == 6 => client(&args[1..]),
+        Some("client") if (6..=7).contains(&args.len()) => client(&args[1..]),
         _ => {
-            eprintln!("usage: rustls-peer server CERT KEY SENT RECEIVED | client PORT CA BODY SENT RECEIVED");
+            eprintln!("usage: rustls-peer server CERT KEY SENT RECEIVED | client PORT CA BODY SENT RECEIVED [LOGPORT]");
             std::process::exit(2);
         }
     }
