@@ -222,11 +222,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         loop {
             match tokio::time::timeout_at(deadline, found_rx.recv()).await {
                 Ok(Some(worker::Found::Live(live))) => {
-                    let _ = t.apply(&mut loaded.ebpf, worker::Found::Live(live));
+                    let _ = t.apply(&mut loaded.ebpf, worker::Found::Live(live), &metrics);
                     break;
                 }
                 Ok(Some(found)) => {
-                    if let Some(n) = t.apply(&mut loaded.ebpf, found) {
+                    if let Some(n) = t.apply(&mut loaded.ebpf, found, &metrics) {
                         let _ = note_tx.try_send(n.record());
                     }
                 }
@@ -256,7 +256,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             _ = term.recv() => break,
             Some(found) = found_rx.recv() => {
                 if let Some(t) = tls.as_mut() {
-                    if let Some(n) = t.apply(&mut loaded.ebpf, found)
+                    if let Some(n) = t.apply(&mut loaded.ebpf, found, &metrics)
                         && note_tx.try_send(n.record()).is_err()
                     {
                         tracing::warn!("TLS report channel full; the report is in this log only");

@@ -97,6 +97,12 @@ metrics! {
     exec_backlog: "counter",
     /// TLS library files with probes attached now.
     tls_libraries: "gauge",
+    /// Files first hooked because a process executed them or mapped them after its exec (the late-hook window's count).
+    tls_exec_attaches: "counter",
+    /// Microseconds from those execs to their probes being attached, summed (divide by tls_exec_attaches for the mean).
+    tls_exec_attach_us_sum: "counter",
+    /// The longest of those delays, in microseconds.
+    tls_exec_attach_us_max: "gauge",
     /// Kernel: events written to the ring buffer.
     kernel_events: "counter",
     /// Kernel: events lost because the ring buffer was full.

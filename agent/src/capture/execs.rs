@@ -33,7 +33,7 @@ pub async fn run(
                         Ok(CaptureEvent::Exec { meta }) => {
                             exes.record_exec(meta.pid, meta.comm);
                             if let Some(d) = &discovery
-                                && d.try_send(Request::Exec(meta.pid)).is_err()
+                                && d.try_send(Request::Exec(meta.pid, meta.ts_ns)).is_err()
                             {
                                 metrics.exec_backlog.inc();
                             }

@@ -7,6 +7,7 @@
 //! loader has run; and a full rescan every few seconds, which also tells which
 //! files no process uses any more so their probes are detached. Files with a TLS
 //! implementation we cannot hook are reported once, by path.
+pub mod closer;
 pub mod discover;
 pub mod elf;
 pub mod rustls;
@@ -147,6 +148,7 @@ struct Attached {
 pub struct TlsManager {
     pub registry: Arc<TlsRegistry>,
     files: HashMap<(u64, u64), Attached>,
+    closer: closer::Closer,
 }
 
 impl TlsManager {
@@ -162,7 +164,7 @@ impl TlsManager {
             p.load().map_err(|source| TlsError::Load { name: name.into(), source })?;
         }
         install_flush(ebpf)?;
-        Ok(TlsManager { registry: Arc::default(), files: HashMap::new() })
+        Ok(TlsManager { registry: Arc::default(), files: HashMap::new(), closer: closer::Closer::start() })
     }
 
     /// Files attached now.
@@ -170,14 +172,15 @@ impl TlsManager {
         self.files.len()
     }
 
-    /// Acts on one finding of the discovery thread.
-    pub fn apply(&mut self, ebpf: &mut Ebpf, found: Found) -> Option<TlsNotice> {
+    /// Acts on one finding of the discovery thread (a file hooked after an exec
+    /// adds its delay from the exec to `metrics`).
+    pub fn apply(&mut self, ebpf: &mut Ebpf, found: Found, metrics: &crate::metrics::Metrics) -> Option<TlsNotice> {
         match found {
             Found::Live(live) => {
                 self.detach_unused(ebpf, &live);
                 None
             }
-            Found::File { candidate: c, inspection, pinned } => match inspection {
+            Found::File { candidate: c, inspection, pinned, exec_ns } => match inspection {
                 Inspection::None => None,
                 Inspection::Unsupported { library, reason } => {
                     tracing::warn!(path = %c.shown_path, pid = c.pid, %library, %reason, "TLS library cannot be hooked");
@@ -186,9 +189,21 @@ impl TlsManager {
                 Inspection::Tls { kind, library, version } => {
                     let lib = TlsLib { path: c.shown_path.clone(), library: library.clone(), version: version.clone() };
                     let cookie = self.registry.add(lib);
-                    match attach(ebpf, &c.open_path, &kind, cookie) {
+                    let attaching = self.closer.attaching();
+                    let attached = attach(ebpf, &c.open_path, &kind, cookie);
+                    drop(attaching);
+                    match attached {
                         Ok(links) => {
-                            tracing::info!(path = %c.shown_path, %library, %version, probes = links.len(), "TLS probes attached");
+                            let after_exec_us = (exec_ns != 0)
+                                .then(|| crate::clock::now_boot_ns().saturating_sub(exec_ns) / 1000)
+                                .inspect(|&us| {
+                                    metrics.tls_exec_attaches.inc();
+                                    metrics.tls_exec_attach_us_sum.add(us);
+                                    if us > metrics.tls_exec_attach_us_max.get() {
+                                        metrics.tls_exec_attach_us_max.set(us);
+                                    }
+                                });
+                            tracing::info!(path = %c.shown_path, %library, %version, probes = links.len(), ?after_exec_us, "TLS probes attached");
                             self.files.insert(c.id, Attached { links, pinned });
                             match kind {
                                 TlsKind::Rustls(rustls::RustlsFns { read: None, .. }) => {
@@ -205,7 +220,7 @@ impl TlsManager {
                             }
                         }
                         Err((links, e)) => {
-                            detach(ebpf, links);
+                            detach(ebpf, links, &self.closer);
                             tracing::warn!(path = %c.shown_path, error = %e, "attaching TLS probes failed");
                             let reason = format!("attaching uprobes failed: {e}");
                             Some(TlsNotice { path: c.shown_path, pid: c.pid, library, reason })
@@ -221,7 +236,7 @@ impl TlsManager {
             self.files.iter().filter(|(id, a)| !a.pinned && !live.contains(*id)).map(|(id, _)| *id).collect();
         for id in gone {
             if let Some(a) = self.files.remove(&id) {
-                detach(ebpf, a.links);
+                detach(ebpf, a.links, &self.closer);
                 tracing::info!(dev = id.0, inode = id.1, "TLS probes detached: no process uses the file any more");
             }
         }
@@ -312,13 +327,19 @@ pub(crate) fn attach_as(
     }
 }
 
-fn detach(ebpf: &mut Ebpf, links: Links) {
+/// Detaches `links`: takes them out of aya and hands them to `closer`
+/// (closing one takes the kernel ~100 ms; see [`closer`]).
+fn detach(ebpf: &mut Ebpf, links: Links, closer: &closer::Closer) {
+    let mut owned = Vec::with_capacity(links.len());
     for (prog, id) in links {
-        if let Some(p) = ebpf.program_mut(prog)
-            && let Ok(p) = <&mut UProbe>::try_from(p)
-            && let Err(e) = p.detach(id)
-        {
-            tracing::warn!(program = prog, error = %e, "detaching uprobe");
+        match ebpf.program_mut(prog).map(<&mut UProbe>::try_from) {
+            Some(Ok(p)) => match p.take_link(id) {
+                Ok(link) => owned.push(link),
+                Err(e) => tracing::warn!(program = prog, error = %e, "detaching uprobe"),
+            },
+            Some(Err(e)) => tracing::warn!(program = prog, error = %e, "detaching uprobe"),
+            None => tracing::warn!(program = prog, "detaching uprobe: no such program"),
         }
     }
+    closer.close(owned);
 }

@@ -20,16 +20,18 @@ pub enum Request {
     /// Well-known library paths and every process (also reports which files are
     /// still in use, for detaching).
     All,
-    /// A process that just executed a new image: looked at now and twice more
-    /// shortly after, once the dynamic loader has mapped its libraries.
-    Exec(u32),
+    /// A process that just executed a new image (pid, CLOCK_BOOTTIME ns of
+    /// the exec): looked at now and twice more shortly after, once the dynamic
+    /// loader has mapped its libraries.
+    Exec(u32, u64),
 }
 
 /// What was found.
 #[derive(Debug)]
 pub enum Found {
     /// A file not inspected before, and what it offers.
-    File { candidate: Candidate, inspection: Inspection, pinned: bool },
+    /// `exec_ns`: the CLOCK_BOOTTIME of the exec that led to it (0: found by a scan).
+    File { candidate: Candidate, inspection: Inspection, pinned: bool, exec_ns: u64 },
     /// Every file some process maps right now (after `Request::All`).
     Live(HashSet<(u64, u64)>),
 }
@@ -37,10 +39,10 @@ pub enum Found {
 /// Runs until `rx` closes or `tx`'s receiver is gone.
 pub fn run(rx: Receiver<Request>, tx: Sender<Found>) {
     let mut inspected: HashSet<(u64, u64)> = HashSet::new();
-    let mut later: Vec<(Instant, u32)> = Vec::new();
+    let mut later: Vec<(Instant, u32, u64)> = Vec::new();
     let me = std::process::id();
     loop {
-        let timeout = later.iter().map(|(t, _)| t.saturating_duration_since(Instant::now())).min();
+        let timeout = later.iter().map(|(t, _, _)| t.saturating_duration_since(Instant::now())).min();
         let req = match timeout {
             Some(t) => match rx.recv_timeout(t) {
                 Ok(r) => Some(r),
@@ -52,7 +54,7 @@ pub fn run(rx: Receiver<Request>, tx: Sender<Found>) {
                 Err(_) => return,
             },
         };
-        let mut look = |c: Candidate, pinned: bool| -> bool {
+        let mut look = |c: Candidate, pinned: bool, exec_ns: u64| -> bool {
             if !inspected.insert(c.id) {
                 return true;
             }
@@ -67,12 +69,12 @@ pub fn run(rx: Receiver<Request>, tx: Sender<Found>) {
             if matches!(inspection, Inspection::None) {
                 return true;
             }
-            tx.blocking_send(Found::File { candidate: c, inspection, pinned }).is_ok()
+            tx.blocking_send(Found::File { candidate: c, inspection, pinned, exec_ns }).is_ok()
         };
         match req {
             Some(Request::All) => {
                 for c in discover::well_known() {
-                    if !look(c, true) {
+                    if !look(c, true, 0) {
                         return;
                     }
                 }
@@ -82,19 +84,19 @@ pub fn run(rx: Receiver<Request>, tx: Sender<Found>) {
                         continue;
                     }
                     // New processes first: their first connection races with us.
-                    while let Ok(Request::Exec(p)) = rx.try_recv() {
+                    while let Ok(Request::Exec(p, at)) = rx.try_recv() {
                         for c in discover::candidates(p) {
-                            if !look(c, false) {
+                            if !look(c, false, at) {
                                 return;
                             }
                         }
                         let now = Instant::now();
-                        later.push((now + Duration::from_millis(20), p));
-                        later.push((now + Duration::from_millis(200), p));
+                        later.push((now + Duration::from_millis(20), p, at));
+                        later.push((now + Duration::from_millis(200), p, at));
                     }
                     for c in discover::candidates(pid) {
                         live.insert(c.id);
-                        if !look(c, false) {
+                        if !look(c, false, 0) {
                             return;
                         }
                     }
@@ -103,25 +105,25 @@ pub fn run(rx: Receiver<Request>, tx: Sender<Found>) {
                     return;
                 }
             }
-            Some(Request::Exec(pid)) => {
+            Some(Request::Exec(pid, at)) => {
                 tracing::debug!(pid, "new program image: looking for TLS");
                 for c in discover::candidates(pid) {
-                    if !look(c, false) {
+                    if !look(c, false, at) {
                         return;
                     }
                 }
                 let now = Instant::now();
-                later.push((now + Duration::from_millis(20), pid));
-                later.push((now + Duration::from_millis(200), pid));
+                later.push((now + Duration::from_millis(20), pid, at));
+                later.push((now + Duration::from_millis(200), pid, at));
             }
             None => {}
         }
         let now = Instant::now();
-        let due: Vec<u32> = later.iter().filter(|(t, _)| *t <= now).map(|(_, p)| *p).collect();
-        later.retain(|(t, _)| *t > now);
-        for pid in due {
+        let due: Vec<(u32, u64)> = later.iter().filter(|(t, _, _)| *t <= now).map(|(_, p, at)| (*p, *at)).collect();
+        later.retain(|(t, _, _)| *t > now);
+        for (pid, at) in due {
             for c in discover::candidates(pid) {
-                if !look(c, false) {
+                if !look(c, false, at) {
                     return;
                 }
             }
