@@ -77,11 +77,12 @@ pub fn build_go_client(dir: &Path, strip: bool) -> PathBuf {
 
 /// Builds `tests/peers/rustls-peer` (a rustls client and server) in release,
 /// as a user's program is built, from the crates the workspace already
-/// fetched; its own target directory under the workspace's `target/` keeps
-/// reruns fast. Returns the binary.
+/// fetched; its own target directory, `target/rustls-peer`, keeps reruns
+/// fast. Returns the binary.
 pub fn build_rustls_peer() -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/rustls-peer");
-    let target = crate::target_bin_dir().parent().map(|t| t.join("rustls-peer")).expect("workspace target directory");
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = tests.join("peers/rustls-peer");
+    let target = tests.parent().expect("workspace root").join("target/rustls-peer");
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "--offline", "--locked", "--quiet", "--manifest-path"])
         .arg(src.join("Cargo.toml"))

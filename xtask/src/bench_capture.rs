@@ -126,7 +126,7 @@ pub fn proc_usage(pid: u32) -> anyhow::Result<(f64, u64)> {
 }
 
 /// The agent's counters now, from its metrics endpoint (a missing counter is an error).
-fn counters(metrics: SocketAddr) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+pub(crate) fn counters(metrics: SocketAddr) -> anyhow::Result<std::collections::HashMap<String, u64>> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(metrics).context("connecting to the agent's metrics")?;
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
@@ -142,23 +142,24 @@ fn counters(metrics: SocketAddr) -> anyhow::Result<std::collections::HashMap<Str
         .collect())
 }
 
-fn counter(c: &std::collections::HashMap<String, u64>, name: &str) -> anyhow::Result<u64> {
+pub(crate) fn counter(c: &std::collections::HashMap<String, u64>, name: &str) -> anyhow::Result<u64> {
     c.get(name).copied().with_context(|| format!("the agent's metrics have no {name}"))
 }
 
 /// A running agent and how to read it.
-struct Running {
+pub(crate) struct Running {
     child: Child,
-    metrics: SocketAddr,
+    pub(crate) metrics: SocketAddr,
 }
 
 impl Running {
-    fn start(bin: &Path, dir: &Path, a: &Args, extra: &[&str]) -> anyhow::Result<Running> {
+    /// The agent with `output` (`none`, `jsonl`), TLS capture on if `tls`.
+    pub(crate) fn start(bin: &Path, dir: &Path, output: &str, tls: bool, extra: &[&str]) -> anyhow::Result<Running> {
         let ready = dir.join("ready");
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let child = Command::new(bin)
-            .args(["--output", &a.output, "--output-file", "/dev/null"])
-            .args(if a.tls { &[][..] } else { &["--no-tls"][..] })
+            .args(["--output", output, "--output-file", "/dev/null"])
+            .args(if tls { &[][..] } else { &["--no-tls"][..] })
             .arg("--ready-file")
             .arg(&ready)
             .arg("--redact-key-file")
@@ -181,7 +182,7 @@ impl Running {
         Ok(r)
     }
 
-    fn stop(self) -> anyhow::Result<()> {
+    pub(crate) fn stop(self) -> anyhow::Result<()> {
         terminate(self.child, "agent")
     }
 }
@@ -300,7 +301,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     };
 
     eprintln!("bench: 4/6 agent on (output {}), {} s", a.output, a.duration);
-    let agent = Running::start(&agent_bin, dir.path(), a, &[])?;
+    let agent = Running::start(&agent_bin, dir.path(), &a.output, a.tls, &[])?;
     let pid = agent.child.id();
     let (cpu0, _) = proc_usage(pid)?;
     let c0 = counters(agent.metrics)?;
@@ -360,7 +361,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         let agent = Running::start(
             &agent_bin,
             dir.path(),
-            a,
+            &a.output,
+            a.tls,
             &["--collector", &format!("http://127.0.0.1:{port}"), "--spool-dir", spool.to_str().unwrap()],
         )?;
         let c0 = counters(agent.metrics)?;

@@ -5,6 +5,7 @@ mod bench_collector;
 mod bench_collector_ch;
 mod bench_flows;
 mod bench_frames;
+mod bench_hook;
 mod bench_payload;
 mod bench_policy;
 mod certs;
@@ -65,6 +66,8 @@ enum Bench {
     Collector(bench_collector::Args),
     /// connect() rate without hooks vs with the segmentation hooks and a 10,000-rule policy.
     Policy(bench_policy::Args),
+    /// How long after its exec a program with TLS in its own executable is hooked.
+    HookWindow(bench_hook::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench { which: Bench::Collector(a) } => bench_collector::run(a),
         Cmd::Bench { which: Bench::Policy(a) } => bench_policy::run(&a),
+        Cmd::Bench { which: Bench::HookWindow(a) } => bench_hook::run(&a),
         Cmd::ConnectLoop(a) => bench_policy::connect_loop(&a),
     }
 }
