@@ -46,6 +46,9 @@ pub enum Error {
     /// The search index failed.
     #[error(transparent)]
     Index(#[from] crate::index::IndexError),
+    /// ClickHouse (clustered mode) failed to answer.
+    #[error(transparent)]
+    ClickHouse(#[from] crate::clickhouse::ClickHouseError),
 }
 
 impl From<wiretrail_log::filter::FilterError> for Error {
@@ -76,6 +79,7 @@ impl From<Error> for tonic::Status {
             Error::Store(StoreError::Inconsistent(_)) => Code::DataLoss,
             Error::Store(StoreError::Deleted { .. }) => Code::NotFound,
             Error::Store(_) | Error::Index(_) => Code::Internal,
+            Error::ClickHouse(_) => Code::Unavailable,
         };
         let mut status = tonic::Status::new(code, e.to_string());
         if let Error::OutOfSequence { expected, .. } = &e

@@ -249,7 +249,7 @@ pub async fn run(
         logger.clone(),
     ));
     let logger_tls = logger.clone();
-    let query = QueryServer::new(QueryService::new(
+    let mut query_service = QueryService::new(
         shared.clone(),
         progress.clone(),
         registry.clone(),
@@ -257,15 +257,22 @@ pub async fn run(
         config.query.clone(),
         authz,
         logger,
-    ))
-    .max_encoding_message_size(config.max_message_bytes);
+    );
+    if let Some(ch) = &config.clickhouse {
+        // Searches answer from every collector's log (see `query::clustered`).
+        query_service = query_service.with_clickhouse(crate::clickhouse::reader::Reader::open(ch).await?);
+    }
+    let query = QueryServer::new(query_service).max_encoding_message_size(config.max_message_bytes);
     // The console calls these same service instances in-process.
     let console = match config.console_addr {
         None => None,
         Some(addr) => {
             let routes =
                 tonic::service::Routes::new(query.clone()).add_service(review.clone()).add_service(keys.clone());
-            let console = crate::console::Console { backend: crate::console::Backend::new(routes) };
+            let console = crate::console::Console {
+                backend: crate::console::Backend::new(routes),
+                origin: shared.verifier().name,
+            };
             Some(crate::console::spawn(addr, config.tls.clone(), console).await?.1)
         }
     };

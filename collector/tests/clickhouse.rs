@@ -54,10 +54,41 @@ async fn two_collectors_queried_as_one(url: &str) {
             a.expect("batch acknowledged");
         }
     }
+    // Either collector answers a search with both logs' records (behind one
+    // Service a search lands on either), each naming its log; the access is
+    // in the answering collector's own log, naming the logs read.
+    let pod1 = Filter { identity: vec!["pod=pod-1".into()], ..Default::default() };
+    for s in [&s1, &s2] {
+        let got = search(s.addr, pod1.clone()).await;
+        let mut from: Vec<(&str, u64)> = got.iter().map(|r| (r.origin.as_str(), r.leaf_index)).collect();
+        from.sort();
+        from.dedup();
+        assert_eq!(got.len(), 20, "pod-1 is every third of 30 records in each of two logs: {from:?}");
+        assert_eq!(from.len(), 20, "each (log, leaf) once");
+        for origin in ["collector-a", "collector-b"] {
+            assert_eq!(got.iter().filter(|r| r.origin == origin).count(), 10, "{from:?}");
+        }
+        for r in &got {
+            let d = r.decoded.as_ref().unwrap();
+            assert_eq!(d.record.as_ref().unwrap().identity.get("pod").map(String::as_str), Some("pod-1"), "{d:?}");
+            assert_eq!(
+                <wiretrail_proto::v1::StoredLeaf as prost::Message>::decode(&r.leaf[..]).unwrap(),
+                *d,
+                "leaf bytes as stored"
+            );
+        }
+    }
+    let access = search(s2.addr, Filter { entry_kind: "access".into(), ..Default::default() }).await;
+    let detail: serde_json::Value =
+        serde_json::from_str(&access.last().unwrap().decoded.as_ref().unwrap().entry.as_ref().unwrap().detail_json)
+            .unwrap();
+    assert_eq!(detail["store"], "clickhouse", "{detail}");
+    assert_eq!(detail["origins"], serde_json::json!(["collector-a", "collector-b"]), "{detail}");
+    assert!(access.iter().all(|r| r.origin == "collector-b"), "access entries come from the collector's own log");
     s1.stop().await;
     s2.stop().await;
     let r = Reader::open(&ch(url, "two")).await.unwrap();
-    let hits = r.search(&Filter { identity: vec!["pod=pod-1".into()], ..Default::default() }).await.unwrap();
+    let hits = r.search(&pod1).await.unwrap();
     let mut origins: Vec<&str> = hits.iter().map(|h| h.origin.as_str()).collect();
     origins.dedup();
     assert_eq!(hits.len(), 20, "pod-1 is every third of 30 records in each of two logs");

@@ -1,5 +1,6 @@
-//! `wiretrail query`: records from a collector (its Query API) or from
-//! ClickHouse (clustered mode, every collector's log), as a table or JSON lines.
+//! `wiretrail query`: records from a collector (its Query API; in clustered
+//! mode it answers from every collector's log) or from ClickHouse directly,
+//! as a table or JSON lines; each names the log (origin) of its leaf.
 
 use tokio_stream::StreamExt;
 use wiretrail_proto::v1::SearchRequest;
@@ -25,20 +26,25 @@ pub(super) async fn from_collector(
     let mut s = q.search(SearchRequest { filter: Some(filter.filter()?), follow }).await?.into_inner();
     if !json {
         println!(
-            "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {:<24}  payload",
-            "leaf", "capture (UTC)", "agent", "host", "peer", "protocol", "shipped by (certificate)"
+            "{:<24}  {:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {:<24}  payload",
+            "log", "leaf", "capture (UTC)", "agent", "host", "peer", "protocol", "shipped by (certificate)"
         );
     }
     while let Some(r) = s.next().await {
         let r = r?;
         let l = r.decoded.unwrap_or_default();
         if json {
-            println!("{}", wiretrail_log::record_json::to_json(r.leaf_index, &l));
+            let mut v = wiretrail_log::record_json::to_json(r.leaf_index, &l);
+            if !r.origin.is_empty() {
+                v["origin"] = serde_json::Value::String(r.origin);
+            }
+            println!("{v}");
             continue;
         }
         if let Some(e) = &l.entry {
             println!(
-                "{:>10}  {:<30}  {:<12}  {:<10}  entry {} {}: {}",
+                "{:<24}  {:>10}  {:<30}  {:<12}  {:<10}  entry {} {}: {}",
+                escape(&r.origin),
                 r.leaf_index,
                 fmt_ns(e.time_ns),
                 escape(&l.agent_id),
@@ -52,7 +58,8 @@ pub(super) async fn from_collector(
         let rec = l.record.unwrap_or_default();
         let peer = rec.remote.map(|e| format!("{}:{}", e.address, e.port)).unwrap_or_default();
         println!(
-            "{:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {:<24}  {}",
+            "{:<24}  {:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {:<24}  {}",
+            escape(&r.origin),
             r.leaf_index,
             fmt_ns(rec.capture_time_ns),
             escape(&l.agent_id),

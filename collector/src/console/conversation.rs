@@ -95,7 +95,7 @@ pub async fn page(
         points.push((rec.capture_time_ns, egress, r.leaf_index, rec.payload.len()));
         let arrow = if egress { "→ egress" } else { "← ingress" };
         rows.push(vec![
-            format!("<a href=\"/record/{i}\">{i}</a>", i = r.leaf_index),
+            super::search::leaf_link(r, &c.origin),
             time(rec.capture_time_ns),
             arrow.to_string(),
             esc(rec.kind().as_str_name()),

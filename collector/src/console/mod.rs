@@ -65,6 +65,9 @@ pub enum ConsoleError {
 pub struct Console {
     /// The API's services, called in-process.
     pub backend: Backend,
+    /// This collector's log: a search result of another log (clustered mode)
+    /// is shown by its origin and leaf, not linked to this log's record page.
+    pub origin: String,
 }
 
 /// The console's routes.

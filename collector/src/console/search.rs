@@ -149,13 +149,33 @@ pub fn identity_text(m: &std::collections::HashMap<String, String>) -> String {
     ids.join(" ")
 }
 
-/// One result as table cells.
-pub fn cells(r: &SearchResult) -> Vec<String> {
+/// Whether `r` is a leaf of the log `own` (every result names its log; in
+/// clustered mode a search answers from every collector's log).
+pub fn is_own(r: &SearchResult, own: &str) -> bool {
+    r.origin.is_empty() || r.origin == own
+}
+
+/// The leaf of `r`: a link to its record page when it is in the log `own`;
+/// else its log and leaf, as text (that page reads this collector's log).
+pub fn leaf_link(r: &SearchResult, own: &str) -> String {
+    if is_own(r, own) {
+        format!("<a href=\"/record/{i}\">{i}</a>", i = r.leaf_index)
+    } else {
+        format!(
+            "<span title=\"in the log of another collector: wiretrail prove --clickhouse\">{} {}</span>",
+            esc(&r.origin),
+            r.leaf_index
+        )
+    }
+}
+
+/// One result as table cells (`own`: this collector's log).
+pub fn cells(r: &SearchResult, own: &str) -> Vec<String> {
     let l = r.decoded.clone().unwrap_or_default();
     let rec = l.record.clone().unwrap_or_default();
     let conv = format!("/conversation?agent={}&boot={}&conn={}", url(&l.agent_id), url(&l.boot_id), rec.conn_id);
     vec![
-        format!("<a href=\"/record/{i}\">{i}</a>", i = r.leaf_index),
+        leaf_link(r, own),
         time(rec.capture_time_ns),
         esc(&l.agent_id),
         esc(&rec.host),
@@ -223,8 +243,10 @@ pub async fn page(
         let filter = p.filter(wiretrail_log::store::now_ns(), shown as u64 + 1)?;
         let results = run(&c, &who, &p.case, filter).await?;
         let more = results.len() > shown;
-        let rows: Vec<_> = results.iter().skip(p.page * PAGE).take(PAGE).map(cells).collect();
-        let last = results[..results.len().min(shown)].last().map(|r| r.leaf_index);
+        let rows: Vec<_> = results.iter().skip(p.page * PAGE).take(PAGE).map(|r| cells(r, &c.origin)).collect();
+        // Following reads this collector's log: resume after its last leaf shown.
+        let last =
+            results[..results.len().min(shown)].iter().filter(|r| is_own(r, &c.origin)).map(|r| r.leaf_index).max();
         body.push_str(&format!(
             "<div class=\"actions\"><p id=\"count\">{} results on this page (page {})</p>\
              <a class=\"button\" id=\"export\" href=\"/export?{}\">Export as evidence bundle</a></div>",
@@ -265,10 +287,10 @@ pub async fn follow(
     let filter = p.filter(wiretrail_log::store::now_ns(), 0)?;
     let mut q = client(&c, &who, &p.case).await?;
     let s = q.search(SearchRequest { filter: Some(filter), follow: true }).await?.into_inner();
-    let after = p.after;
+    let (after, own) = (p.after, c.origin.clone());
     let events = s.filter_map(move |r| match r {
         Ok(r) if after.is_some_and(|a| r.leaf_index <= a) => None,
-        Ok(r) => Some(Ok::<_, Infallible>(Event::default().data(row(&cells(&r))))),
+        Ok(r) => Some(Ok::<_, Infallible>(Event::default().data(row(&cells(&r, &own))))),
         Err(e) => Some(Ok(Event::default().event("failure").data(e.message().replace('\n', " ")))),
     });
     let mut resp = Sse::new(events).keep_alive(KeepAlive::default()).into_response();
@@ -293,5 +315,14 @@ mod tests {
         let f = p.filter(7_200_000_000_000, 10).unwrap();
         assert_eq!((f.from_time_ns, f.identity.len()), (3_600_000_000_000, 2));
         assert!(Params { identity: "pod".into(), ..Default::default() }.filter(1, 1).is_err());
+    }
+
+    #[test]
+    fn only_this_logs_leaves_link_to_its_record_page() {
+        let r = |origin: &str| SearchResult { leaf_index: 7, origin: origin.into(), ..Default::default() };
+        assert_eq!(leaf_link(&r("collector-a"), "collector-a"), "<a href=\"/record/7\">7</a>");
+        assert_eq!(leaf_link(&r(""), "collector-a"), "<a href=\"/record/7\">7</a>");
+        let other = leaf_link(&r("collector-<b>"), "collector-a");
+        assert!(!other.contains("href") && other.contains("collector-&lt;b&gt; 7"), "{other}");
     }
 }

@@ -1,6 +1,7 @@
 //! Search: filters validated once, answered from the index below its mark and
 //! from a scan of the log above it.
 
+pub mod clustered;
 pub mod inventory;
 pub mod limits;
 pub mod service;

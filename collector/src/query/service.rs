@@ -43,6 +43,10 @@ pub struct QueryService {
     authz: Authz,
     /// Where reads are logged (access entries).
     logger: Logger,
+    /// Clustered mode: every collector's log, for searches (see [`super::clustered`]).
+    clickhouse: Option<Arc<crate::clickhouse::reader::Reader>>,
+    /// This log's origin, named by every result.
+    origin: String,
 }
 
 /// Most leaves one `View` returns.
@@ -83,7 +87,14 @@ impl QueryService {
         logger: Logger,
     ) -> Self {
         let limiter = Arc::new(Limiter::new(limits));
-        QueryService { shared, progress, registry, checkpointer, limiter, authz, logger }
+        let origin = shared.verifier().name;
+        QueryService { shared, progress, registry, checkpointer, limiter, authz, logger, clickhouse: None, origin }
+    }
+
+    /// Clustered mode: searches without follow are answered from every log in ClickHouse.
+    pub fn with_clickhouse(mut self, reader: crate::clickhouse::reader::Reader) -> Self {
+        self.clickhouse = Some(Arc::new(reader));
+        self
     }
 
     /// Logs an access answered by one item (a proof, a checkpoint).
@@ -104,19 +115,27 @@ impl QueryService {
     }
 }
 
-fn result(h: Hit) -> SearchResult {
+/// `h` of the log `origin` as a result.
+fn result(h: Hit, origin: &str) -> SearchResult {
     let shipped_by = if h.decoded.entry.is_some() { "collector".into() } else { h.decoded.peer_identity.clone() };
-    SearchResult { leaf_index: h.leaf_index, leaf: h.leaf, decoded: Some(h.decoded), shipped_by, ..Default::default() }
+    SearchResult {
+        leaf_index: h.leaf_index,
+        leaf: h.leaf,
+        decoded: Some(h.decoded),
+        shipped_by,
+        origin: origin.to_string(),
+        ..Default::default()
+    }
 }
 
-/// The hits of `hits` as results, with what they return.
-fn results(hits: Vec<Hit>) -> (Vec<Result<SearchResult, Status>>, Returned) {
+/// The hits of `hits` (of the log `origin`) as results, with what they return.
+fn results(hits: Vec<Hit>, origin: &str) -> (Vec<Result<SearchResult, Status>>, Returned) {
     let mut returned = Returned::default();
     let out = hits
         .into_iter()
         .map(|h| {
             returned.add(&h.decoded);
-            Ok(result(h))
+            Ok(result(h, origin))
         })
         .collect();
     (out, returned)
@@ -194,6 +213,15 @@ impl QueryApi for QueryService {
         }
         let filter = req.filter.unwrap_or_default();
         let q = Query::new(filter.clone()).map_err(|e| Status::from(Error::from(e)))?;
+        if let Some(ch) = self.clickhouse.clone()
+            && !req.follow
+            && !access_entries
+        {
+            let (logger, filter_json) = (self.logger.clone(), wiretrail_log::bundle::render::filter_json(&filter));
+            let out = super::clustered::search(&ch, &q, &filter, &access, &logger, filter_json).await?;
+            let stream = tokio_stream::iter(out.into_iter().map(Ok));
+            return Ok(Response::new(Box::pin(stream)));
+        }
         let follow = if req.follow { Some(self.limiter.follow(&client).map_err(Status::from)?) } else { None };
         let (tx, rx) = mpsc::channel::<Result<SearchResult, Status>>(256);
         let shared = self.shared.clone();
@@ -201,6 +229,7 @@ impl QueryApi for QueryService {
         let limiter = self.limiter.clone();
         let logger = self.logger.clone();
         let filter_json = wiretrail_log::bundle::render::filter_json(&filter);
+        let origin = self.origin.clone();
         tokio::spawn(async move {
             // The hits below the current size (leaf indices), on a blocking thread.
             let upto = shared.size();
@@ -233,12 +262,12 @@ impl QueryApi for QueryService {
                 return;
             }
             let sent = {
-                let (shared, tx) = (shared.clone(), tx.clone());
+                let (shared, tx, origin) = (shared.clone(), tx.clone(), origin.clone());
                 blocking(&limiter, move || {
                     for i in leaves {
                         let leaf = shared.read_leaf(i)?;
                         let decoded = super::decode(i, &leaf)?;
-                        if tx.blocking_send(Ok(result(Hit { leaf_index: i, leaf, decoded }))).is_err() {
+                        if tx.blocking_send(Ok(result(Hit { leaf_index: i, leaf, decoded }, &origin))).is_err() {
                             break;
                         }
                     }
@@ -282,7 +311,7 @@ impl QueryApi for QueryService {
                 if hits.is_empty() {
                     continue;
                 }
-                let (out, returned) = results(hits);
+                let (out, returned) = results(hits, &origin);
                 let detail = serde_json::json!({"filter": filter_json, "follow": true,
                     "first_leaf": out.first().and_then(|r| r.as_ref().ok()).map(|r| r.leaf_index),
                     "last_leaf": out.last().and_then(|r| r.as_ref().ok()).map(|r| r.leaf_index)});
@@ -335,7 +364,7 @@ impl QueryApi for QueryService {
             Ok((hits, marks))
         })
         .await?;
-        let (mut out, returned) = results(hits);
+        let (mut out, returned) = results(hits, &self.origin);
         for (r, m) in out.iter_mut().zip(marks) {
             if let Ok(r) = r {
                 r.review_marks = m;

@@ -1,0 +1,52 @@
+//! Search in clustered mode: every collector's log, read from ClickHouse.
+//!
+//! Collectors behind one Service each keep their own log; a search answered
+//! from the one that happens to take the call would hold only the records it
+//! acknowledged. So a collector that writes to ClickHouse answers a search
+//! without follow from ClickHouse, across every log there, each result naming
+//! its log (`origin`). ClickHouse's text and identity tests are looser than the
+//! filter's: its rows are candidates, and the results are those the filter
+//! matches as every verifier reads it (`filter::Query`), as the ClickHouse
+//! export selects them. The access is logged in this collector's own log,
+//! before anything is sent, naming the logs read. A search that follows new
+//! records follows this collector's own log (what it acknowledges as they
+//! come); its answer says so by each result's origin.
+use std::collections::BTreeSet;
+
+use tonic::Status;
+use wiretrail_proto::v1::{Filter, SearchResult};
+
+use crate::access::{Access, Logger, Returned};
+use crate::clickhouse::reader::Reader;
+use crate::error::Error;
+use wiretrail_log::filter::Query;
+
+/// The results of `q` across every log in ClickHouse, oldest first, after
+/// logging the access (`filter_json`: the filter as access entries show it).
+pub async fn search(
+    reader: &Reader,
+    q: &Query,
+    filter: &Filter,
+    access: &Access,
+    logger: &Logger,
+    filter_json: serde_json::Value,
+) -> Result<Vec<SearchResult>, Status> {
+    let hits = reader.search(filter).await.map_err(Error::from)?;
+    let (mut returned, mut origins, mut out) = (Returned::default(), BTreeSet::new(), Vec::new());
+    for h in hits.into_iter().filter(|h| q.matches(&h.leaf)) {
+        returned.add(&h.leaf);
+        origins.insert(h.origin.clone());
+        let shipped_by = if h.leaf.entry.is_some() { "collector".into() } else { h.leaf.peer_identity.clone() };
+        out.push(SearchResult {
+            leaf_index: h.leaf_index,
+            leaf: h.bytes,
+            decoded: Some(h.leaf),
+            shipped_by,
+            origin: h.origin,
+            ..Default::default()
+        });
+    }
+    let detail = serde_json::json!({"filter": filter_json, "follow": false, "store": "clickhouse", "origins": origins});
+    logger.append(access, detail, &returned).await?;
+    Ok(out)
+}
