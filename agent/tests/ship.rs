@@ -111,7 +111,11 @@ async fn all_leaves(addr: SocketAddr, tls: Option<&Path>) -> Vec<StoredLeaf> {
     .await
     .unwrap();
     let mut s = QueryClient::new(ch)
-        .search(SearchRequest { filter: Some(Filter { limit: 1_000_000, ..Default::default() }), follow: false })
+        .search(SearchRequest {
+            filter: Some(Filter { limit: 1_000_000, ..Default::default() }),
+            follow: false,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

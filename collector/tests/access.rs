@@ -72,12 +72,12 @@ async fn refused_everywhere(q: &mut Q, who: &str) {
     let access = Some(Filter { entry_kind: "access".into(), ..Default::default() });
     denied(
         &format!("{who} Search"),
-        drain(q.search(SearchRequest { filter: f(), follow: false }).await).await,
+        drain(q.search(SearchRequest { filter: f(), follow: false, ..Default::default() }).await).await,
         "reviewer",
     );
     denied(
         &format!("{who} Search access"),
-        drain(q.search(SearchRequest { filter: access, follow: false }).await).await,
+        drain(q.search(SearchRequest { filter: access, follow: false, ..Default::default() }).await).await,
         "auditor",
     );
     denied(&format!("{who} View"), drain(q.view(ViewRequest { first_leaf: 0, last_leaf: 0 }).await).await, "reviewer");
@@ -153,15 +153,21 @@ async fn roles_are_enforced_and_every_read_is_an_access_entry() {
     admin.inventory(InventoryRequest { shadow_only: false }).await.expect("admin reads the inventory");
     // carol's certificate names no role; the roles file makes her a reviewer.
     let mut carol = query_as(addr, dir, "carol", None).await;
-    let got = drain(carol.search(SearchRequest { filter: Some(Filter::default()), follow: false }).await).await;
+    let got = drain(
+        carol.search(SearchRequest { filter: Some(Filter::default()), follow: false, ..Default::default() }).await,
+    )
+    .await;
     assert_eq!(got.expect("roles file maps carol to reviewer").len(), 7);
 
     // --- Reads, each logged. Provenance: the certificate that shipped each record.
     let t0 = wiretrail_log::store::now_ns();
     let mut rev = query_as(addr, dir, "reviewer", Some("CASE-1")).await;
     let pay_filter = Filter { identity: vec!["k8s_namespace=pay".into()], ..Default::default() };
-    let found =
-        drain(rev.search(SearchRequest { filter: Some(pay_filter.clone()), follow: false }).await).await.unwrap();
+    let found = drain(
+        rev.search(SearchRequest { filter: Some(pay_filter.clone()), follow: false, ..Default::default() }).await,
+    )
+    .await
+    .unwrap();
     assert_eq!(found.len(), 4);
     for r in &found {
         assert!(r.shipped_by.contains("CN=agent") && r.shipped_by.contains("role/agent/agent"), "{}", r.shipped_by);
@@ -261,7 +267,11 @@ async fn roles_are_enforced_and_every_read_is_an_access_entry() {
 
     // A followed search: each delivery is logged (before it is sent).
     let node1 = Filter { agent_id: "node-1".into(), ..Default::default() };
-    let mut sf = rev.search(SearchRequest { filter: Some(node1), follow: true }).await.unwrap().into_inner();
+    let mut sf = rev
+        .search(SearchRequest { filter: Some(node1), follow: true, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     for _ in 0..7 {
         sf.next().await.expect("the search's first results").unwrap();
     }
@@ -276,20 +286,27 @@ async fn roles_are_enforced_and_every_read_is_an_access_entry() {
     assert_eq!(d["first_leaf"].as_u64(), Some(got.leaf_index), "{d}");
     drop(sf);
     let access_filter = Filter { entry_kind: "access".into(), ..Default::default() };
-    let r = drain(rev.search(SearchRequest { filter: Some(access_filter), follow: false }).await).await;
+    let r = drain(rev.search(SearchRequest { filter: Some(access_filter), follow: false, ..Default::default() }).await)
+        .await;
     denied("reviewer Search of access entries", r, "auditor");
     let star = Filter { entry_kind: "*".into(), ..Default::default() };
-    let star = drain(rev.search(SearchRequest { filter: Some(star), follow: false }).await).await.unwrap();
+    let star = drain(rev.search(SearchRequest { filter: Some(star), follow: false, ..Default::default() }).await)
+        .await
+        .unwrap();
     let kinds: Vec<_> = star.iter().map(|r| r.decoded.as_ref().unwrap().entry.as_ref().unwrap().kind.clone()).collect();
     assert!(kinds.iter().all(|k| k != "access"), "a reviewer's entry_kind * returned access entries: {kinds:?}");
 
     // Every access entry is a leaf of the verified log.
     let cp = aud.issue_checkpoint(IssueCheckpointRequest {}).await.unwrap().into_inner();
-    let leaves = drain(rev.search(SearchRequest { filter: Some(Filter::default()), follow: false }).await).await;
+    let leaves =
+        drain(rev.search(SearchRequest { filter: Some(Filter::default()), follow: false, ..Default::default() }).await)
+            .await;
     assert_eq!(leaves.unwrap().len(), 8, "reviewers' searches return records, never access entries");
     let mut sec = query_as(addr, dir, "security", None).await;
     let entries = Filter { entry_kind: "access".into(), limit: 1_000_000, ..Default::default() };
-    let entries = drain(sec.search(SearchRequest { filter: Some(entries), follow: false }).await).await.unwrap();
+    let entries = drain(sec.search(SearchRequest { filter: Some(entries), follow: false, ..Default::default() }).await)
+        .await
+        .unwrap();
     assert!(entries.len() > 20 && entries.iter().all(|e| e.leaf_index < cp.size + 2));
     srv.stop().await;
     let key =

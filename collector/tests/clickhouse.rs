@@ -54,12 +54,16 @@ async fn two_collectors_queried_as_one(url: &str) {
             a.expect("batch acknowledged");
         }
     }
-    // Either collector answers a search with both logs' records (behind one
-    // Service a search lands on either), each naming its log; the access is
-    // in the answering collector's own log, naming the logs read.
+    // Either collector answers an all-logs search with both logs' records
+    // (behind one Service a search lands on either), each naming its log; the
+    // access is in the answering collector's own log, naming the logs read.
+    // A plain search reads the collector's own log (exports prove its leaves).
     let pod1 = Filter { identity: vec!["pod=pod-1".into()], ..Default::default() };
+    let own = search(s1.addr, pod1.clone()).await;
+    assert_eq!(own.len(), 10, "a plain search reads the collector's own log");
+    assert!(own.iter().all(|r| r.origin == "collector-a"), "own-log results name their log");
     for s in [&s1, &s2] {
-        let got = search(s.addr, pod1.clone()).await;
+        let got = search_all_logs(s.addr, pod1.clone()).await.expect("all-logs search");
         let mut from: Vec<(&str, u64)> = got.iter().map(|r| (r.origin.as_str(), r.leaf_index)).collect();
         from.sort();
         from.dedup();
@@ -85,6 +89,23 @@ async fn two_collectors_queried_as_one(url: &str) {
     assert_eq!(detail["store"], "clickhouse", "{detail}");
     assert_eq!(detail["origins"], serde_json::json!(["collector-a", "collector-b"]), "{detail}");
     assert!(access.iter().all(|r| r.origin == "collector-b"), "access entries come from the collector's own log");
+    // Refused, with the reason: follow, access entries, a collector without ClickHouse.
+    let mut q = wiretrail_proto::v1::query_client::QueryClient::new(channel(s1.addr).await);
+    let req = |follow, kind: &str| wiretrail_proto::v1::SearchRequest {
+        filter: Some(Filter { entry_kind: kind.into(), ..Default::default() }),
+        follow,
+        all_logs: true,
+    };
+    for (follow, kind, why) in [(true, "", "follow"), (false, "access", "access entries")] {
+        let e = q.search(req(follow, kind)).await.expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        assert!(e.message().contains(why), "{e}");
+    }
+    let d3 = tempfile::tempdir().unwrap();
+    let plain = start(plain_config(d3.path())).await;
+    let e = search_all_logs(plain.addr, Filter::default()).await.expect_err("refused");
+    assert!(e.message().contains("does not write to ClickHouse"), "{e}");
+    plain.stop().await;
     s1.stop().await;
     s2.stop().await;
     let r = Reader::open(&ch(url, "two")).await.unwrap();

@@ -47,8 +47,11 @@ async fn disk_full_refuses_whole_batches_and_clears_without_restart() {
     // files' last pages); once its access entry cannot be stored, a read is
     // refused and returns nothing.
     let mut q = wiretrail_proto::v1::query_client::QueryClient::new(channel(srv.addr).await);
-    let req =
-        wiretrail_proto::v1::SearchRequest { filter: Some(Filter { limit: 1, ..Default::default() }), follow: false };
+    let req = wiretrail_proto::v1::SearchRequest {
+        filter: Some(Filter { limit: 1, ..Default::default() }),
+        follow: false,
+        ..Default::default()
+    };
     let mut refused_read = None;
     for _ in 0..500 {
         let mut s = q.search(req.clone()).await.unwrap().into_inner();

@@ -27,6 +27,7 @@ async fn follow_streams_new_matching_records_only() {
         .search(SearchRequest {
             filter: Some(Filter { identity: vec!["pod=pod-1".into()], ..Default::default() }),
             follow: true,
+            ..Default::default()
         })
         .await
         .unwrap()

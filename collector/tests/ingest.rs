@@ -72,7 +72,8 @@ async fn ingest_ack_dedup_search_verify() {
     let search = |f: Filter| {
         let mut q = q0.clone();
         async move {
-            let mut s = q.search(SearchRequest { filter: Some(f), follow: false }).await?.into_inner();
+            let mut s =
+                q.search(SearchRequest { filter: Some(f), follow: false, ..Default::default() }).await?.into_inner();
             let mut v = Vec::new();
             while let Some(r) = s.next().await {
                 v.push(r?);

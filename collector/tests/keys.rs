@@ -101,7 +101,11 @@ async fn signing_key_rotation_keeps_the_chain_of_trust() {
     assert!(new.open(&r.old_key_checkpoint).is_err());
     let entries = {
         let f = Filter { entry_kind: "key_rotation".into(), ..Default::default() };
-        let mut s = q.search(SearchRequest { filter: Some(f), follow: false }).await.unwrap().into_inner();
+        let mut s = q
+            .search(SearchRequest { filter: Some(f), follow: false, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
         let mut v = Vec::new();
         while let Some(x) = s.next().await {
             v.push(x.unwrap());
@@ -270,7 +274,8 @@ fn pem_sha256(path: &std::path::Path) -> String {
 async fn tls_entries(addr: std::net::SocketAddr, dir: &std::path::Path) -> Vec<serde_json::Value> {
     let mut q = QueryClient::new(mtls(addr, dir, "security").await);
     let f = Filter { entry_kind: "tls_reload".into(), ..Default::default() };
-    let mut s = q.search(SearchRequest { filter: Some(f), follow: false }).await.unwrap().into_inner();
+    let mut s =
+        q.search(SearchRequest { filter: Some(f), follow: false, ..Default::default() }).await.unwrap().into_inner();
     let mut v = Vec::new();
     while let Some(x) = s.next().await {
         v.push(serde_json::from_str(&x.unwrap().decoded.unwrap().entry.unwrap().detail_json).unwrap());

@@ -61,7 +61,7 @@ fn follow_streams_are_bounded_and_do_not_starve_checkpoints_or_queries() {
         let srv = Server::start(cfg).await;
         send(srv.addr, vec![batch("agent-f", "b", 0, 3)]).await.remove(0).unwrap();
         let mut q = QueryClient::new(channel(srv.addr).await);
-        let follow = SearchRequest { filter: Some(Filter::default()), follow: true };
+        let follow = SearchRequest { filter: Some(Filter::default()), follow: true, ..Default::default() };
         let t = Duration::from_secs(10);
         let mut streams = Vec::new();
         for i in 0..24 {
@@ -83,11 +83,14 @@ fn follow_streams_are_bounded_and_do_not_starve_checkpoints_or_queries() {
         // Checkpoints, searches, inventory and ingest keep answering.
         let cp = tokio::time::timeout(t, q.issue_checkpoint(IssueCheckpointRequest {})).await.expect("checkpoint hung");
         assert_eq!(cp.unwrap().into_inner().size, 3 + 24, "3 records, an access entry per search");
-        let mut s = tokio::time::timeout(t, q.search(SearchRequest { filter: Some(Filter::default()), follow: false }))
-            .await
-            .expect("search hung")
-            .unwrap()
-            .into_inner();
+        let mut s = tokio::time::timeout(
+            t,
+            q.search(SearchRequest { filter: Some(Filter::default()), follow: false, ..Default::default() }),
+        )
+        .await
+        .expect("search hung")
+        .unwrap()
+        .into_inner();
         let mut n = 0;
         // The new batch lands after the access entries (24 searches, the checkpoint, this search).
         let first_new = 3 + 24 + 2;

@@ -67,7 +67,11 @@ async fn client_certificate_required_identity_stored_and_reloaded() {
     assert!(refused, "a client without a certificate was served");
 
     let mut q = QueryClient::new(client(srv.addr, certs_dir.path(), Some("security")).await.unwrap());
-    let mut s = q.search(SearchRequest { filter: Some(Filter::default()), follow: false }).await.unwrap().into_inner();
+    let mut s = q
+        .search(SearchRequest { filter: Some(Filter::default()), follow: false, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let r = s.next().await.unwrap().unwrap();
     let ident = r.decoded.unwrap().peer_identity;
     assert!(ident.contains("CN=agent") && ident.contains("spiffe://wiretrail/role/agent/agent"), "{ident}");

@@ -87,8 +87,11 @@ async fn foreign_agent_id_is_refused_unless_the_roles_file_binds_it() {
     let refused = {
         use tokio_stream::StreamExt;
         let f = Filter { entry_kind: "agent_id_refused".into(), ..Default::default() };
-        let mut s =
-            q.search(wiretrail_proto::v1::SearchRequest { filter: Some(f), follow: false }).await.unwrap().into_inner();
+        let mut s = q
+            .search(wiretrail_proto::v1::SearchRequest { filter: Some(f), follow: false, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
         let mut v = Vec::new();
         while let Some(r) = s.next().await {
             v.push(r.unwrap());

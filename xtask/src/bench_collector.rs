@@ -292,7 +292,8 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let mut hits_total = 0u64;
     for filter in query_filters(n, args) {
         let t = Instant::now();
-        let mut s = q.search(SearchRequest { filter: Some(filter), follow: false }).await?.into_inner();
+        let mut s =
+            q.search(SearchRequest { filter: Some(filter), follow: false, ..Default::default() }).await?.into_inner();
         while let Some(r) = s.next().await {
             r?;
             hits_total += 1;

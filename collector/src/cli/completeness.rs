@@ -42,7 +42,10 @@ pub(super) async fn run(a: CompletenessArgs) -> anyhow::Result<()> {
         limit: wiretrail_log::filter::MAX_LIMIT,
         ..Default::default()
     };
-    let mut s = q.search(SearchRequest { filter: Some(filter.clone()), follow: false }).await?.into_inner();
+    let mut s = q
+        .search(SearchRequest { filter: Some(filter.clone()), follow: false, ..Default::default() })
+        .await?
+        .into_inner();
     let mut n = 0u64;
     while let Some(hit) = s.next().await {
         let leaf = hit?.decoded.unwrap_or_default();
@@ -61,7 +64,8 @@ pub(super) async fn run(a: CompletenessArgs) -> anyhow::Result<()> {
     }
     for kind in [wiretrail_log::entry::AGENT_SILENT, wiretrail_log::entry::AGENT_RETURNED] {
         let f = Filter { entry_kind: kind.into(), ..filter.clone() };
-        let mut s = q.search(SearchRequest { filter: Some(f), follow: false }).await?.into_inner();
+        let mut s =
+            q.search(SearchRequest { filter: Some(f), follow: false, ..Default::default() }).await?.into_inner();
         while let Some(hit) = s.next().await {
             let leaf = hit?.decoded.unwrap_or_default();
             if let Some(e) = &leaf.entry {

@@ -120,6 +120,10 @@ enum Cmd {
         /// Keep streaming new matching records.
         #[arg(long)]
         follow: bool,
+        /// Clustered mode: the collector answers from every collector's log in
+        /// ClickHouse (logged as an access in its own log), not from its own.
+        #[arg(long, conflicts_with = "follow")]
+        all_logs: bool,
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
@@ -482,8 +486,8 @@ pub fn main() -> anyhow::Result<()> {
             Cmd::Verify { clickhouse, verifier_keys, .. } if clickhouse.url.is_some() => {
                 verify::from_clickhouse(&clickhouse, &verifier_keys).await?
             }
-            Cmd::Query { conn, case, filter, follow, json, .. } => {
-                query::from_collector(&conn, &case, &filter, follow, json).await?
+            Cmd::Query { conn, case, filter, follow, all_logs, json, .. } => {
+                query::from_collector(&conn, &case, &filter, query::Scope { follow, all_logs }, json).await?
             }
             Cmd::Verify { data_dir, key, state, .. } => verify::data_dir(data_dir, key, state)?,
             Cmd::Export { clickhouse, verifier_keys, filter, out, case, .. } if clickhouse.url.is_some() => {

@@ -14,16 +14,25 @@ fn snippet(payload: &[u8]) -> String {
     String::from_utf8_lossy(payload).chars().take(60).map(|c| if c.is_control() { '.' } else { c }).collect()
 }
 
-/// Search through a collector (follow mode: until interrupted).
+/// Which records a collector searches.
+pub(super) struct Scope {
+    /// Keep streaming new records (until interrupted).
+    pub follow: bool,
+    /// Every collector's log in ClickHouse (clustered mode).
+    pub all_logs: bool,
+}
+
+/// Search through a collector.
 pub(super) async fn from_collector(
     conn: &Conn,
     case: &Case,
     filter: &FilterArgs,
-    follow: bool,
+    scope: Scope,
     json: bool,
 ) -> anyhow::Result<()> {
     let mut q = client(conn, case).await?;
-    let mut s = q.search(SearchRequest { filter: Some(filter.filter()?), follow }).await?.into_inner();
+    let req = SearchRequest { filter: Some(filter.filter()?), follow: scope.follow, all_logs: scope.all_logs };
+    let mut s = q.search(req).await?.into_inner();
     if !json {
         println!(
             "{:<24}  {:>10}  {:<30}  {:<12}  {:<10}  {:<22}  {:<9}  {:<24}  payload",

@@ -204,7 +204,8 @@ async fn client(
 /// The results of `filter` (at most its limit), read as `who` under case id `case`.
 pub async fn run(c: &Console, who: &Principal, case: &str, filter: Filter) -> Result<Vec<SearchResult>, Failure> {
     let mut q = client(c, who, case).await?;
-    let mut s = q.search(SearchRequest { filter: Some(filter), follow: false }).await?.into_inner();
+    let mut s =
+        q.search(SearchRequest { filter: Some(filter), follow: false, ..Default::default() }).await?.into_inner();
     let mut out = Vec::new();
     while let Some(r) = s.next().await {
         out.push(r?);
@@ -286,7 +287,7 @@ pub async fn follow(
 ) -> Result<Response, Failure> {
     let filter = p.filter(wiretrail_log::store::now_ns(), 0)?;
     let mut q = client(&c, &who, &p.case).await?;
-    let s = q.search(SearchRequest { filter: Some(filter), follow: true }).await?.into_inner();
+    let s = q.search(SearchRequest { filter: Some(filter), follow: true, ..Default::default() }).await?.into_inner();
     let (after, own) = (p.after, c.origin.clone());
     let events = s.filter_map(move |r| match r {
         Ok(r) if after.is_some_and(|a| r.leaf_index <= a) => None,

@@ -46,7 +46,7 @@ pub async fn export_as(
     let mut q = QueryClient::with_interceptor(channel.clone(), meta.clone()).max_decoding_message_size(64 << 20);
     let rpc = |what| move |source| ExportError::Rpc { what, source };
     let mut s = q
-        .search(SearchRequest { filter: Some(filter.clone()), follow: false })
+        .search(SearchRequest { filter: Some(filter.clone()), follow: false, ..Default::default() })
         .await
         .map_err(rpc("search"))?
         .into_inner();

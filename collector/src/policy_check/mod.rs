@@ -83,7 +83,11 @@ pub async fn search(
     use wiretrail_proto::v1::{SearchRequest, query_client::QueryClient};
     let mut q = QueryClient::new(channel);
     let err = |e: tonic::Status| CheckError::Collector(e.message().to_string());
-    let mut s = q.search(SearchRequest { filter: Some(filter), follow: false }).await.map_err(err)?.into_inner();
+    let mut s = q
+        .search(SearchRequest { filter: Some(filter), follow: false, ..Default::default() })
+        .await
+        .map_err(err)?
+        .into_inner();
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     while let Some(r) = s.next().await {

@@ -1,16 +1,19 @@
-//! Search in clustered mode: every collector's log, read from ClickHouse.
+//! Search in clustered mode across every collector's log, read from ClickHouse
+//! (`SearchRequest.all_logs`).
 //!
 //! Collectors behind one Service each keep their own log; a search answered
-//! from the one that happens to take the call would hold only the records it
-//! acknowledged. So a collector that writes to ClickHouse answers a search
-//! without follow from ClickHouse, across every log there, each result naming
-//! its log (`origin`). ClickHouse's text and identity tests are looser than the
-//! filter's: its rows are candidates, and the results are those the filter
-//! matches as every verifier reads it (`filter::Query`), as the ClickHouse
-//! export selects them. The access is logged in this collector's own log,
-//! before anything is sent, naming the logs read. A search that follows new
-//! records follows this collector's own log (what it acknowledges as they
-//! come); its answer says so by each result's origin.
+//! from the one that happens to take the call holds only the records it
+//! acknowledged. With `all_logs` a collector that writes to ClickHouse answers
+//! from every log there, each result naming its log (`origin`). Other reads
+//! (exports, completeness, policy checks, the console, follow) stay on the
+//! collector's own log, whose leaves they prove and view. ClickHouse's text and
+//! identity tests are looser than the filter's: its rows are candidates, and
+//! the results are those the filter matches as every verifier reads it
+//! (`filter::Query`), as the ClickHouse export selects them; so a search can
+//! return fewer than its limit while more match. The ClickHouse copy is not
+//! expired by retention (see docs/clickhouse.md): it can hold records the
+//! collector's own log deleted. The access is logged in this collector's own
+//! log, before anything is sent, naming the logs read.
 use std::collections::BTreeSet;
 
 use tonic::Status;

@@ -43,7 +43,7 @@ pub struct QueryService {
     authz: Authz,
     /// Where reads are logged (access entries).
     logger: Logger,
-    /// Clustered mode: every collector's log, for searches (see [`super::clustered`]).
+    /// Clustered mode: every collector's log, for searches that ask (see [`super::clustered`]).
     clickhouse: Option<Arc<crate::clickhouse::reader::Reader>>,
     /// This log's origin, named by every result.
     origin: String,
@@ -91,7 +91,7 @@ impl QueryService {
         QueryService { shared, progress, registry, checkpointer, limiter, authz, logger, clickhouse: None, origin }
     }
 
-    /// Clustered mode: searches without follow are answered from every log in ClickHouse.
+    /// Clustered mode: searches with `all_logs` are answered from every log in ClickHouse.
     pub fn with_clickhouse(mut self, reader: crate::clickhouse::reader::Reader) -> Self {
         self.clickhouse = Some(Arc::new(reader));
         self
@@ -213,10 +213,14 @@ impl QueryApi for QueryService {
         }
         let filter = req.filter.unwrap_or_default();
         let q = Query::new(filter.clone()).map_err(|e| Status::from(Error::from(e)))?;
-        if let Some(ch) = self.clickhouse.clone()
-            && !req.follow
-            && !access_entries
-        {
+        if req.all_logs {
+            let ch = match (&self.clickhouse, req.follow, access_entries) {
+                (None, _, _) => Err("all_logs: this collector does not write to ClickHouse (clustered mode)"),
+                (_, true, _) => Err("all_logs: follow streams one collector's own log"),
+                (_, _, true) => Err("all_logs: access entries are read from each collector's own log"),
+                (Some(ch), false, false) => Ok(ch.clone()),
+            }
+            .map_err(|m| Status::from(Error::InvalidArgument(m.into())))?;
             let (logger, filter_json) = (self.logger.clone(), wiretrail_log::bundle::render::filter_json(&filter));
             let out = super::clustered::search(&ch, &q, &filter, &access, &logger, filter_json).await?;
             let stream = tokio_stream::iter(out.into_iter().map(Ok));

@@ -135,13 +135,33 @@ pub async fn search(addr: SocketAddr, f: wiretrail_proto::v1::Filter) -> Vec<wir
     use tokio_stream::StreamExt;
     let mut q = wiretrail_proto::v1::query_client::QueryClient::new(channel(addr).await);
     let f = wiretrail_proto::v1::Filter { limit: 1_000_000, ..f };
-    let mut s =
-        q.search(wiretrail_proto::v1::SearchRequest { filter: Some(f), follow: false }).await.unwrap().into_inner();
+    let mut s = q
+        .search(wiretrail_proto::v1::SearchRequest { filter: Some(f), follow: false, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let mut v = Vec::new();
     while let Some(r) = s.next().await {
         v.push(r.unwrap());
     }
     v
+}
+
+/// Every leaf matching `f` in every collector's log (clustered mode's `all_logs`).
+pub async fn search_all_logs(
+    addr: SocketAddr,
+    f: wiretrail_proto::v1::Filter,
+) -> Result<Vec<wiretrail_proto::v1::SearchResult>, tonic::Status> {
+    use tokio_stream::StreamExt;
+    let mut q = wiretrail_proto::v1::query_client::QueryClient::new(channel(addr).await);
+    let f = wiretrail_proto::v1::Filter { limit: 1_000_000, ..f };
+    let req = wiretrail_proto::v1::SearchRequest { filter: Some(f), follow: false, all_logs: true };
+    let mut s = q.search(req).await?.into_inner();
+    let mut v = Vec::new();
+    while let Some(r) = s.next().await {
+        v.push(r?);
+    }
+    Ok(v)
 }
 
 /// All alerts stored so far (after the index caught up with the log).
