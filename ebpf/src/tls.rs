@@ -16,12 +16,16 @@
 //! `Stream`, tokio-rustls and hyper-rustls call right around them). So a
 //! `Reader::read` is tied to the thread's last TCP read before it (the
 //! `read_tls` that received the records, kept in `PENDING`'s `rx_sock`), and a
-//! `Writer::write` is held, by thread, until the thread's next TCP write (the
-//! `write_tls` that sends it): that syscall's enter tail-calls
-//! [`rustls_flush`], which emits the plaintext from the caller's buffer. A
-//! held write that meets another `Writer::write` before any TCP write is
-//! emitted then, without a connection (`FLAG_UNTRACKED`), never dropped. The
-//! return value `io::Result<usize>` comes back in RAX (0 = Ok) and RDX (count).
+//! `Writer::write` is held, by thread, until the thread's next TCP write that
+//! carries TLS records (the `write_tls` that sends it): that syscall's enter
+//! tail-calls [`rustls_flush`], which emits the plaintext from the caller's
+//! buffer. A held write still waiting when the thread's next `Writer::write`
+//! returns is emitted then, without a connection (`FLAG_UNTRACKED`), never
+//! dropped. The attribution is by thread: exact when the records are moved
+//! right around the call, as those wrappers do; a thread that hands plaintext
+//! to one connection and then writes another's records first would have it
+//! attributed to the other (README, TLS limits). The return value
+//! `io::Result<usize>` comes back in RAX (0 = Ok) and RDX (count).
 use aya_ebpf::{
     EbpfContext,
     bindings::pt_regs,
@@ -415,7 +419,7 @@ pub fn rustls_read_ret(ctx: RetProbeContext) -> u32 {
     {
         unsafe {
             (*c).sock = (*p).rx_sock;
-            (*c).fd = (*p).rx_fd;
+            (*c).fd = if (*p).rx_sock != 0 { (*p).rx_fd } else { -1 };
         }
     }
     finish(key, pid_tgid, n as i64, SYS_RUSTLS_READ, DIR_INGRESS);

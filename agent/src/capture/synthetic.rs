@@ -68,6 +68,12 @@ impl Synth {
         self
     }
 
+    /// TLS plaintext events name library `cookie` (see `TlsRegistry`).
+    pub fn tls_lib(mut self, cookie: u16) -> Synth {
+        self.meta.tls_lib = cookie;
+        self
+    }
+
     /// Starting at kernel time `ts`.
     pub fn at(mut self, ts: u64) -> Synth {
         self.ts = ts;

@@ -246,12 +246,23 @@ impl Connection {
     }
 
     /// The TLS blind spot of this connection: its socket began with a TLS
-    /// hello and no plaintext of the session reached it.
-    pub fn tls_unseen(&self) -> Option<crate::record::TlsUnseen> {
+    /// hello and no plaintext of the session reached it; or its library's
+    /// probes see only what it sends (`reads_unhooked`, see
+    /// `TlsRegistry::reads_unhooked`) and ciphertext came in.
+    pub fn tls_unseen(&self, reads_unhooked: bool) -> Option<crate::record::TlsUnseen> {
+        let bytes = |d| self.socket.accounting(d).0;
+        if self.socket.tls_ciphertext && self.tls.is_some() && reads_unhooked && bytes(Direction::Ingress) > 0 {
+            return Some(crate::record::TlsUnseen {
+                reason: "the plaintext this end received was not captured: its TLS library is hooked for what it \
+                         sends only (rustls read through BufRead, as tokio-rustls does)"
+                    .into(),
+                egress_bytes: 0,
+                ingress_bytes: bytes(Direction::Ingress),
+            });
+        }
         if !self.socket.tls_ciphertext || self.tls.is_some() {
             return None;
         }
-        let bytes = |d| self.socket.accounting(d).0;
         Some(crate::record::TlsUnseen {
             reason: "the socket carries TLS and no plaintext of it was captured: its library is not hooked \
                      (unsupported, stripped or hooked after the connection began) or it uses memory BIOs \

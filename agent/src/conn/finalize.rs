@@ -222,8 +222,8 @@ impl ConnTable {
             witness_egress: w.and_then(|w| w.totals(false, Direction::Egress)),
             witness_ingress: w.and_then(|w| w.totals(false, Direction::Ingress)),
             witness_close_ns: w.and_then(|w| w.close_ns),
-            tls_unseen: c.tls_unseen(),
-            witness_tls_unseen: w.and_then(|w| w.tls_unseen()),
+            tls_unseen: c.tls_unseen(self.tls.reads_unhooked(c.tls_lib)),
+            witness_tls_unseen: w.and_then(|w| w.tls_unseen(self.tls.reads_unhooked(w.tls_lib))),
         };
         if end == ConnEnd::Open { Record::ConnectionOpen(Box::new(r)) } else { Record::Connection(Box::new(r)) }
     }

@@ -226,7 +226,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, ElfError> {
     if let Some(version) = super::rustls::version(&src.file).map_err(open)? {
         return Ok(Inspection::Unsupported {
             library: format!("rustls {version}"),
-            reason: "program contains rustls but not its Reader::read and Writer::write symbols (stripped, or not the legacy symbol mangling); its TLS plaintext cannot be captured".into(),
+            reason: "program contains rustls but not its Writer::write symbol (stripped, or not the legacy symbol mangling); its TLS plaintext cannot be captured".into(),
         });
     }
     // Statically linked OpenSSL without exported symbols.

@@ -100,19 +100,29 @@ pub struct TlsLib {
     pub version: String,
 }
 
-/// Library table shared with the pipeline (cookie → library), append-only.
+/// Library table shared with the pipeline (cookie → library, and whether its
+/// received plaintext is hooked), append-only.
 #[derive(Debug, Default)]
-pub struct TlsRegistry(RwLock<Vec<TlsLib>>);
+pub struct TlsRegistry(RwLock<Vec<(TlsLib, bool)>>);
 
 impl TlsRegistry {
     pub fn get(&self, cookie: u16) -> Option<TlsLib> {
         let v = self.0.read().unwrap_or_else(|e| e.into_inner());
-        v.get((cookie as usize).checked_sub(1)?).cloned()
+        v.get((cookie as usize).checked_sub(1)?).map(|(lib, _)| lib.clone())
     }
 
-    fn add(&self, lib: TlsLib) -> u16 {
+    /// Whether the library's probes see what it sends but not what it
+    /// receives (rustls read through `BufRead`): its connections' received
+    /// ciphertext is a blind spot they state.
+    pub fn reads_unhooked(&self, cookie: u16) -> bool {
+        let v = self.0.read().unwrap_or_else(|e| e.into_inner());
+        (cookie as usize).checked_sub(1).and_then(|i| v.get(i)).is_some_and(|(_, unhooked)| *unhooked)
+    }
+
+    /// Adds a library; its cookie.
+    pub(crate) fn add(&self, lib: TlsLib, reads_unhooked: bool) -> u16 {
         let mut v = self.0.write().unwrap_or_else(|e| e.into_inner());
-        v.push(lib);
+        v.push((lib, reads_unhooked));
         v.len() as u16
     }
 }
@@ -188,7 +198,8 @@ impl TlsManager {
                 }
                 Inspection::Tls { kind, library, version } => {
                     let lib = TlsLib { path: c.shown_path.clone(), library: library.clone(), version: version.clone() };
-                    let cookie = self.registry.add(lib);
+                    let reads_unhooked = matches!(kind, TlsKind::Rustls(rustls::RustlsFns { read: None, .. }));
+                    let cookie = self.registry.add(lib, reads_unhooked);
                     let attaching = self.closer.attaching();
                     let attached = attach(ebpf, &c.open_path, &kind, cookie);
                     drop(attaching);
@@ -206,8 +217,8 @@ impl TlsManager {
                             tracing::info!(path = %c.shown_path, %library, %version, probes = links.len(), ?after_exec_us, "TLS probes attached");
                             self.files.insert(c.id, Attached { links, pinned });
                             match kind {
-                                TlsKind::Rustls(rustls::RustlsFns { read: None, .. }) => {
-                                    let reason = rustls::READS_NOT_CAPTURED.to_string();
+                                TlsKind::Rustls(rustls::RustlsFns { bufread: true, .. }) => {
+                                    let reason = rustls::BUFREAD_NOT_CAPTURED.to_string();
                                     tracing::warn!(path = %c.shown_path, %reason, "TLS plaintext partly captured");
                                     Some(TlsNotice {
                                         path: c.shown_path,

@@ -4,8 +4,8 @@
 //! hook once), and Rust has no stable ABI, so only functions whose arguments
 //! the probes can rely on are used (as Coroot does): rustls's
 //! `<Writer as std::io::Write>::write` (and `write_vectored` when linked) and
-//! `<Reader as std::io::Read>::read` (see [`RustlsFns::read`] when it is
-//! absent). They are not generic, so they are
+//! `<Reader as std::io::Read>::read` (see [`RustlsFns::bufread`] for reads
+//! through `BufRead`). They are not generic, so they are
 //! compiled once, in the rustls crate, and called (not inlined) by the generic
 //! code of other crates (`rustls::Stream`, tokio-rustls, hyper-rustls); they
 //! take `(self, ptr, len)` in the C registers and return `io::Result<usize>`
@@ -27,21 +27,25 @@ use super::{elf::Elf64, scan};
 const WRITE: &str = "Writer$u20$as$u20$std..io..Write$GT$5write17h";
 const WRITE_VECTORED: &str = "Writer$u20$as$u20$std..io..Write$GT$14write_vectored17h";
 const READ: &str = "Reader$u20$as$u20$std..io..Read$GT$4read17h";
+/// `<Reader as BufRead>::consume`: its presence says the program reads through `BufRead`.
+const CONSUME: &str = "Reader$u20$as$u20$std..io..BufRead$GT$7consume17h";
 
 /// File offsets of rustls's plaintext functions in one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RustlsFns {
     pub write: u64,
     pub write_vectored: Option<u64>,
-    /// `Reader::read`; absent when the program reads through `BufRead`
+    /// `Reader::read`; absent when the program reads only through `BufRead`
     /// (`fill_buf`/`consume`, as tokio-rustls 0.26 does), which leaves no
-    /// function whose arguments show the bytes: then only writes are captured,
-    /// and that is reported ([`READS_NOT_CAPTURED`]).
+    /// function whose arguments show the bytes: then only writes are captured.
     pub read: Option<u64>,
+    /// The program reads through `BufRead` (its `consume` is linked): those
+    /// reads are not captured, and that is reported ([`BUFREAD_NOT_CAPTURED`]).
+    pub bufread: bool,
 }
 
-/// The notice when [`RustlsFns::read`] is absent.
-pub const READS_NOT_CAPTURED: &str = "program reads rustls plaintext through BufRead (fill_buf/consume, as tokio-rustls 0.26 does), not Reader::read: its sent plaintext is captured, its received plaintext is not";
+/// The notice when [`RustlsFns::bufread`] is set.
+pub const BUFREAD_NOT_CAPTURED: &str = "program reads rustls plaintext through BufRead (fill_buf/consume, as tokio-rustls 0.26 does): what it receives that way is not captured (what it sends is)";
 
 /// Which of the three functions `name` is, if it is rustls's own
 /// (`_ZN<len>_$LT$rustls..` followed by `conn..[connection..]Writer…`).
@@ -49,13 +53,13 @@ fn which(name: &str) -> Option<usize> {
     let rest = name.strip_prefix("_ZN")?.trim_start_matches(|c: char| c.is_ascii_digit());
     let path = rest.strip_prefix("_$LT$rustls..conn..")?;
     let path = path.strip_prefix("connection..").unwrap_or(path);
-    [WRITE, WRITE_VECTORED, READ].iter().position(|f| path.starts_with(f))
+    [WRITE, WRITE_VECTORED, READ, CONSUME].iter().position(|f| path.starts_with(f))
 }
 
 /// rustls's plaintext functions in `elf`, if it defines `Writer::write`.
 pub fn find(elf: &Elf64<'_>, file: &std::fs::File) -> std::io::Result<Option<RustlsFns>> {
     let endian = elf.endian();
-    let mut found: [Option<u64>; 3] = [None; 3];
+    let mut found: [Option<u64>; 4] = [None; 4];
     for table in [elf.elf_symbol_table(), elf.elf_dynamic_symbol_table()] {
         if table.is_empty() {
             continue;
@@ -87,7 +91,9 @@ pub fn find(elf: &Elf64<'_>, file: &std::fs::File) -> std::io::Result<Option<Rus
         }
     }
     Ok(match found {
-        [Some(write), write_vectored, read] => Some(RustlsFns { write, write_vectored, read }),
+        [Some(write), write_vectored, read, consume] => {
+            Some(RustlsFns { write, write_vectored, read, bufread: consume.is_some() })
+        }
         _ => None,
     })
 }
@@ -112,6 +118,9 @@ mod tests {
         let r = "_ZN66_$LT$rustls..conn..connection..Reader$u20$as$u20$std..io..Read$GT$4read17h34f08ec6cb7f09d9E";
         let old = "_ZN55_$LT$rustls..conn..Reader$u20$as$u20$std..io..Read$GT$4read17h34f08ec6cb7f09d9E";
         assert_eq!((which(w), which(wv), which(r), which(old)), (Some(0), Some(1), Some(2), Some(2)));
+        let consume =
+            "_ZN69_$LT$rustls..conn..connection..Reader$u20$as$u20$std..io..BufRead$GT$7consume17h09a58693ca1fc640E";
+        assert_eq!(which(consume), Some(3));
         for other in [
             "_ZN67_$LT$rustls..conn..connection..Writer$u20$as$u20$std..io..Write$GT$5flush17hf65ebb0c53cc11e3E",
             "_ZN6rustls4conn10connection6Reader4read17h0000000000000000E",

@@ -3,6 +3,7 @@
 mod bounds;
 mod protocols;
 mod tiling;
+mod tls;
 mod twins;
 
 use std::sync::Arc;
