@@ -70,9 +70,11 @@ async fn receiver() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_scraped_over_loopback() {
     let data = tempfile::tempdir().unwrap();
+    // The receiver first: a port picked and released before it could be
+    // handed to it again, and the "dead" sink would then answer.
+    let live = receiver().await;
     let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let live = receiver().await;
     let mut cfg = plain_config(data.path());
     cfg.metrics_addr = Some(metrics);
     let hook = |url: String| WebhookConfig { url, secret: None, timeout: Duration::from_secs(5) };

@@ -417,9 +417,14 @@ pub fn rustls_read_ret(ctx: RetProbeContext) -> u32 {
     if let Some(p) = PENDING.current(false)
         && let Some(c) = TLS_PENDING.get_ptr_mut(&key)
     {
-        unsafe {
-            (*c).sock = (*p).rx_sock;
-            (*c).fd = if (*p).rx_sock != 0 { (*p).rx_fd } else { -1 };
+        // A socket closed since (no longer tracked) is not revived: the
+        // plaintext is then emitted without a connection.
+        let rx = unsafe { (*p).rx_sock };
+        if rx != 0 && unsafe { crate::maps::CONNS.get(&rx) }.is_some() {
+            unsafe {
+                (*c).sock = rx;
+                (*c).fd = (*p).rx_fd;
+            }
         }
     }
     finish(key, pid_tgid, n as i64, SYS_RUSTLS_READ, DIR_INGRESS);

@@ -50,9 +50,11 @@ fn local_with(recs: &Records, marker: &str) -> usize {
     recs.0.iter().filter(|r| r.parts().iter().any(|p| find(&p.raw.0, marker.as_bytes()).is_some())).count()
 }
 
-/// Collector records containing `marker`, by leaf index (each must be unique).
+/// Collector records of curl's HTTP/1.1 requests containing `marker`, by leaf
+/// index (each must be unique). The CLI's own searches carry the marker too:
+/// they are TLS (HTTP/2) to the collector, and their rustls plaintext is captured.
 fn stored_with(c: &Collector, marker: &str) -> Vec<Value> {
-    c.query(&["--text", marker])
+    c.query(&["--text", marker, "--protocol", "http1"])
 }
 
 #[test]
@@ -98,7 +100,7 @@ fn records_reach_the_collector_within_two_seconds_with_the_agent_identity() {
     // Provenance: the certificate that shipped it, with its role.
     assert!(r["shipped_by"].as_str().is_some_and(|s| s.contains("spiffe://wiretrail/role/agent/agent")), "{r}");
     // The reads are in the access log, under their case, with whose records came back.
-    let cased = collector.query(&["--text", marker, "--case", "E2E-7"]);
+    let cased = collector.query(&["--text", marker, "--protocol", "http1", "--case", "E2E-7"]);
     assert_eq!(cased.len(), 1);
     let log = collector.cli_json("access-log", &["--case-id", "E2E-7"]);
     assert_eq!(log.len(), 1, "{log:#?}");
