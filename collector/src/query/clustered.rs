@@ -39,15 +39,8 @@ pub async fn search(
     for h in hits.into_iter().filter(|h| q.matches(&h.leaf)) {
         returned.add(&h.leaf);
         origins.insert(h.origin.clone());
-        let shipped_by = if h.leaf.entry.is_some() { "collector".into() } else { h.leaf.peer_identity.clone() };
-        out.push(SearchResult {
-            leaf_index: h.leaf_index,
-            leaf: h.bytes,
-            decoded: Some(h.leaf),
-            shipped_by,
-            origin: h.origin,
-            ..Default::default()
-        });
+        let hit = super::Hit { leaf_index: h.leaf_index, leaf: h.bytes, decoded: h.leaf };
+        out.push(super::service::result(hit, &h.origin));
     }
     let detail = serde_json::json!({"filter": filter_json, "follow": false, "store": "clickhouse", "origins": origins});
     logger.append(access, detail, &returned).await?;

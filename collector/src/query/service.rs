@@ -116,7 +116,7 @@ impl QueryService {
 }
 
 /// `h` of the log `origin` as a result.
-fn result(h: Hit, origin: &str) -> SearchResult {
+pub(super) fn result(h: Hit, origin: &str) -> SearchResult {
     let shipped_by = if h.decoded.entry.is_some() { "collector".into() } else { h.decoded.peer_identity.clone() };
     SearchResult {
         leaf_index: h.leaf_index,
