@@ -75,6 +75,12 @@ pub struct RunArgs {
     /// over it are reported as gaps with reason `truncated`.
     #[arg(long, default_value_t = 0)]
     pub conn_cap_bytes: u64,
+    /// Keep the bytes of TLS ciphertext whose plaintext is captured. By
+    /// default a socket's ciphertext is copied until its plaintext appears
+    /// (the handshake stays in the records) and from then on only counted
+    /// and timed (the connection record's `not_kept`).
+    #[arg(long)]
+    pub keep_tls_ciphertext: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,

@@ -85,6 +85,7 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "ring_bytes")]
     pub ring_bytes: Option<u32>,
     pub conn_cap_bytes: Option<u64>,
+    pub keep_tls_ciphertext: Option<bool>,
     pub metrics_addr: Option<SocketAddr>,
     pub stats_file: Option<PathBuf>,
     pub ready_file: Option<PathBuf>,
@@ -165,7 +166,16 @@ impl FileConfig {
                 }
             )*};
         }
-        take!(output, output_file, ring_bytes, conn_cap_bytes, metrics_addr, stats_file, ready_file);
+        take!(
+            output,
+            output_file,
+            ring_bytes,
+            conn_cap_bytes,
+            keep_tls_ciphertext,
+            metrics_addr,
+            stats_file,
+            ready_file
+        );
         take!(reorder_window_ms, idle_timeout_s, no_tls, max_conns, policy, no_capture);
         take!(no_twins, collector, agent_id, tls_dir, tls_cert_name, collector_name, spool_dir, spool_bytes);
         take!(kube, kubeconfig, node_name, exe_hash_max_bytes, redact_key_file, heartbeat_ms, test_clock_error_ms);
@@ -239,7 +249,7 @@ mod tests {
                     "output" => "jsonl",
                     "ring_bytes" => "4096",
                     "metrics_addr" => "127.0.0.1:1",
-                    "no_tls" | "no_twins" | "no_capture" | "kube" => "false",
+                    "no_tls" | "no_twins" | "no_capture" | "kube" | "keep_tls_ciphertext" => "false",
                     "output_file" | "stats_file" | "ready_file" | "tls_dir" | "spool_dir" | "kubeconfig"
                     | "redact_key_file" => "/tmp/x",
                     "collector" => "https://collector:7443",

@@ -93,6 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (loaded, ring) = capture::start(&CaptureOptions {
         ring_bytes: args.ring_bytes,
         conn_cap_bytes: args.conn_cap_bytes,
+        keep_tls_ciphertext: args.keep_tls_ciphertext,
         syscalls: !args.no_capture,
         tls: !(args.no_tls || args.no_capture),
     })?;

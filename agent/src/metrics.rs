@@ -113,6 +113,8 @@ metrics! {
     kernel_track_full: "counter",
     /// Kernel: bytes reported truncated.
     kernel_truncated_bytes: "counter",
+    /// Kernel: TLS ciphertext bytes counted, not copied (their plaintext is captured; `--keep-tls-ciphertext` copies them).
+    kernel_tls_ciphertext_not_kept_bytes: "counter",
     /// Kernel: failed kernel/user memory reads.
     kernel_internal_errors: "counter",
     /// Kernel: pending-syscall map full (those calls were not captured).

@@ -64,11 +64,16 @@ pub enum GapReason {
     MissingAtFlush,
     /// Bytes of one message beyond the per-message cap, not kept.
     MessageCap,
+    /// TLS ciphertext counted and timed but not copied: the socket's
+    /// plaintext of that direction is captured (`--keep-tls-ciphertext`
+    /// keeps it). Not a loss: it never makes a gap record; the connection
+    /// record's totals carry it as `not_kept`.
+    CiphertextNotKept,
 }
 
 impl GapReason {
     /// Every reason, for counters.
-    pub const ALL: [GapReason; 7] = [
+    pub const ALL: [GapReason; 8] = [
         GapReason::Lost,
         GapReason::Truncated,
         GapReason::Unreadable,
@@ -76,6 +81,7 @@ impl GapReason {
         GapReason::MissingAtClose,
         GapReason::MissingAtFlush,
         GapReason::MessageCap,
+        GapReason::CiphertextNotKept,
     ];
 
     /// The snake_case name (as in JSON and metrics labels).
@@ -88,6 +94,7 @@ impl GapReason {
             GapReason::MissingAtClose => "missing_at_close",
             GapReason::MissingAtFlush => "missing_at_flush",
             GapReason::MessageCap => "message_cap",
+            GapReason::CiphertextNotKept => "ciphertext_not_kept",
         }
     }
 }

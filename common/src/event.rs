@@ -92,6 +92,9 @@ pub const FLAG_UNREADABLE: u8 = 1 << 3;
 /// The payload is TLS plaintext taken inside a TLS library (its stream
 /// positions are those of the plaintext, not of the socket's ciphertext).
 pub const FLAG_TLS: u8 = 1 << 4;
+/// On `KIND_TRUNCATED`: TLS ciphertext counted, not copied, because the
+/// socket's plaintext of that direction is captured by a library probe.
+pub const FLAG_NOT_KEPT: u8 = 1 << 5;
 
 /// Header of every ring-buffer event.
 #[repr(C)]
@@ -175,7 +178,9 @@ pub const STAT_PENDING_FULL: u32 = 6;
 /// Events skipped because the socket's peer is one of the agent's own sockets
 /// (the collector's side of the agent's shipping connection on this host).
 pub const STAT_SELF_PEER: u32 = 7;
-pub const STAT_COUNT: u32 = 8;
+/// TLS ciphertext bytes counted but not copied (their plaintext is captured).
+pub const STAT_NOT_KEPT_BYTES: u32 = 8;
+pub const STAT_COUNT: u32 = 9;
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for EventHeader {}

@@ -84,6 +84,10 @@ pub const CONFIG_ON: u32 = 1;
 /// path must tell an in-flight TLS call which socket it uses (without it,
 /// that lookup is skipped on every call).
 pub const CONFIG_TLS: u32 = 2;
+/// `CaptureConfig::enabled` bit: copy a socket's TLS ciphertext even after its
+/// plaintext is captured (by default only its counts and timing are kept:
+/// `KIND_TRUNCATED` events with [`FLAG_NOT_KEPT`](crate::FLAG_NOT_KEPT)).
+pub const CONFIG_KEEP_CIPHERTEXT: u32 = 4;
 
 /// Per-socket tracking state kept in the kernel (`CONNS` map value).
 #[repr(C)]
@@ -107,7 +111,12 @@ pub struct ConnState {
     /// set only after bytes flowed both ways, by when the agent's connect()
     /// (which registers its endpoint) has certainly returned.
     pub peer_ok: u8,
-    pub _pad: [u8; 6],
+    /// Directions (`DIR_EGRESS | DIR_INGRESS` bits) whose TLS plaintext a
+    /// library probe has emitted on this socket: from then on that
+    /// direction's ciphertext is counted, not copied (unless
+    /// [`CONFIG_KEEP_CIPHERTEXT`]).
+    pub tls_plain: u8,
+    pub _pad: [u8; 5],
     /// Next TLS plaintext egress position (separate from the ciphertext stream).
     pub tls_tx_pos: u64,
     /// Next TLS plaintext ingress position.

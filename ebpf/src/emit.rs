@@ -7,9 +7,9 @@ use aya_ebpf::{
     },
 };
 use wiretrail_common::{
-    CHUNK_MAX, ConnState, EVENT_HEADER_SIZE, FLAG_UNREADABLE, KIND_DATA, KIND_TRUNCATED, MAX_CHUNKS_PER_CALL,
-    MAX_IOVECS, STAT_EVENTS, STAT_INTERNAL_ERRORS, STAT_LOST_BYTES, STAT_LOST_EVENTS, STAT_TRUNCATED_BYTES,
-    ScratchEvent,
+    CHUNK_MAX, ConnState, EVENT_HEADER_SIZE, FLAG_NOT_KEPT, FLAG_UNREADABLE, KIND_DATA, KIND_TRUNCATED,
+    MAX_CHUNKS_PER_CALL, MAX_IOVECS, STAT_EVENTS, STAT_INTERNAL_ERRORS, STAT_LOST_BYTES, STAT_LOST_EVENTS,
+    STAT_NOT_KEPT_BYTES, STAT_TRUNCATED_BYTES, ScratchEvent,
 };
 
 use crate::{
@@ -148,6 +148,20 @@ pub fn truncated(s: *mut ScratchEvent, pos: u64, len: u64, flags: u8) {
     submit_header(s);
     h.kind = kind;
     h.flags &= !flags;
+}
+
+/// Emits a `KIND_TRUNCATED` event with [`FLAG_NOT_KEPT`] for `len` bytes of
+/// TLS ciphertext at `pos`: counted and timed, not copied (the socket's
+/// plaintext of that direction is captured).
+#[inline(always)]
+pub fn not_kept(s: *mut ScratchEvent, pos: u64, len: u64) {
+    let h = unsafe { &mut (*s).header };
+    h.kind = KIND_TRUNCATED;
+    h.pos = pos;
+    h.len = if len > u32::MAX as u64 { u32::MAX } else { len as u32 };
+    h.flags |= FLAG_NOT_KEPT;
+    stat_add(STAT_NOT_KEPT_BYTES, len);
+    submit_header(s);
 }
 
 /// Copies `n` (≤ CHUNK_MAX) bytes from user memory at `src` and emits them at `pos`.

@@ -212,6 +212,15 @@ fn exit_data(ctx: &TracePointContext, syscall: u8, dir: u8) {
     }
     let pos0 = reserve(pos_ptr, ret as u64);
     set_totals(h, cs);
+    if call.protocol == PROTO_TCP
+        && unsafe { (*cs).tls_plain } & dir != 0
+        && config().enabled & CONFIG_KEEP_CIPHERTEXT == 0
+    {
+        // Ciphertext whose plaintext a library probe captures: counted and
+        // timed, not copied.
+        crate::emit::not_kept(s, pos0, ret as u64);
+        return;
+    }
     match syscall {
         SYS_READV | SYS_WRITEV => stream(s, call.a0, call.a1, 0, ret as u64, pos0),
         SYS_RECVMSG | SYS_SENDMSG => {

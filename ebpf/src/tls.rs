@@ -224,6 +224,10 @@ fn finish(key: TlsKey, pid_tgid: u64, n: i64, syscall: u8, dir: u8) {
         if dir == DIR_EGRESS { &mut (*cs).tls_tx_pos as *mut u64 } else { &mut (*cs).tls_rx_pos as *mut u64 }
     };
     let pos0 = reserve(pos_ptr, n as u64);
+    if flags & FLAG_UNTRACKED == 0 {
+        // This direction's plaintext is captured: its ciphertext is counted from now on.
+        unsafe { (*cs).tls_plain |= dir };
+    }
     unsafe {
         h.tx_total = (*cs).tls_tx_pos;
         h.rx_total = (*cs).tls_rx_pos;

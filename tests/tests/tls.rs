@@ -93,19 +93,40 @@ fn assert_linked_to_socket(recs: &Records, conn: u64) {
     }
 }
 
-#[test]
-fn curl_to_nginx_https_plaintext_is_byte_exact_on_the_socket_connection() {
-    require_root();
-    let _g = serial();
+/// Each direction of `conn`'s socket adds up to the kernel's count: the
+/// ciphertext kept (the handshake at least) plus, unless `kept`, the
+/// ciphertext counted and not kept once the plaintext was captured.
+fn assert_ciphertext_accounted(recs: &Records, conn: u64, kept: bool) {
+    let c = recs.connection(conn);
+    for (dir, t) in [("egress", c.egress), ("ingress", c.ingress)] {
+        let total = t.kernel_total.unwrap_or_else(|| panic!("conn {conn} closed without its {dir} count: {c:?}"));
+        assert_eq!(t.gap, 0, "{dir} of conn {conn}: {t:?}");
+        match (kept, t.not_kept) {
+            (true, None) => assert_eq!(t.captured, total, "{dir} of conn {conn}: every ciphertext byte kept: {t:?}"),
+            (false, Some(n)) => {
+                assert!(n.bytes > 0 && n.calls > 0 && n.first_ns <= n.last_ns, "{dir} of conn {conn}: {n:?}");
+                assert_eq!(t.captured + n.bytes, total, "{dir} of conn {conn}: kept + not kept = the kernel's: {t:?}");
+            }
+            _ => panic!("{dir} of conn {conn}: ciphertext kept {kept} but totals say {t:?}"),
+        }
+    }
+}
+
+/// curl → nginx over HTTPS under an agent run with `extra`: the records,
+/// curl's connection, nginx's, what curl sent and received, and the agent's stats.
+fn curl_to_nginx(name: &str, extra: &[&str]) -> (Records, u64, u64, Vec<u8>, Vec<u8>, serde_json::Value) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let nginx = Nginx::start_tls(&[addr]);
-    let agent = Agent::start(&[]);
+    let agent = Agent::start(extra);
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace");
+    // Two requests on one connection: the second's ciphertext flows after
+    // the plaintext did, both ways.
+    let url = format!("https://{addr}/index.html");
     let child = Command::new("curl")
-        .args(["-sSk", "--http1.1", "--max-time", "20", "-o", "/dev/null", "--trace"])
+        .args(["-sSk", "--http1.1", "--max-time", "20", "--trace"])
         .arg(&trace)
-        .arg(format!("https://{addr}/index.html"))
+        .args(["-o", "/dev/null", &url, "-o", "/dev/null", &url])
         .spawn()
         .unwrap();
     let pid = child.id();
@@ -114,9 +135,19 @@ fn curl_to_nginx_https_plaintext_is_byte_exact_on_the_socket_connection() {
     std::thread::sleep(Duration::from_millis(300));
     let (text, stats) = agent.stop();
     let recs = Records::parse(&text);
-    recs.dump("curl_to_nginx_https");
-
+    recs.dump(name);
     let cid = tls_conn(&recs, pid, &addr.to_string());
+    let local = recs.side(cid).local.unwrap().to_string();
+    let sid = recs.conn_between(&addr.to_string(), &local);
+    assert_ne!(recs.side(sid).pid, nginx.pid(), "records come from the worker, not the master");
+    (recs, cid, sid, sent, received, stats)
+}
+
+#[test]
+fn curl_to_nginx_https_plaintext_is_byte_exact_on_the_socket_connection() {
+    require_root();
+    let _g = serial();
+    let (recs, cid, sid, sent, received, stats) = curl_to_nginx("curl_to_nginx_https", &[]);
     assert_linked_to_socket(&recs, cid);
     assert_eq!(assert_whole(&recs, cid, Direction::Egress, true), sent, "TLS plaintext differs from what curl sent");
     assert_eq!(
@@ -127,24 +158,53 @@ fn curl_to_nginx_https_plaintext_is_byte_exact_on_the_socket_connection() {
     assert!(sent.starts_with(b"GET /index.html HTTP/1.1\r\n"));
     assert!(received.starts_with(b"HTTP/1.1 200 OK\r\n") && received.ends_with(INDEX));
     assert!(library_of(&recs, cid).starts_with("openssl OpenSSL 3."), "{}", library_of(&recs, cid));
-    // The plaintext is parsed as HTTP, one exchange, on the same connection id.
+    // The plaintext is parsed as HTTP, one exchange per request, on the same connection id.
     let http: Vec<&Exchange> =
         recs.exchanges_of(cid).into_iter().filter(|e| e.who.tls.is_some() && e.protocol.name() == "http1").collect();
-    assert_eq!(http.len(), 1, "{http:#?}");
-    let e = http[0];
-    assert_eq!((fields(e, 0)["method"].as_str(), fields(e, 0)["target"].as_str()), (Some("GET"), Some("/index.html")));
-    assert_eq!(fields(e, 1)["status"], 200);
-    assert_eq!(role_bytes(e, cid, PartRole::Request), sent, "the request's raw bytes are the plaintext curl sent");
-    assert!(e.parts.iter().all(|p| p.tls));
+    assert_eq!(http.len(), 2, "{http:#?}");
+    let mut requests = Vec::new();
+    for e in &http {
+        assert_eq!(
+            (fields(e, 0)["method"].as_str(), fields(e, 0)["target"].as_str()),
+            (Some("GET"), Some("/index.html"))
+        );
+        assert_eq!(fields(e, 1)["status"], 200);
+        assert!(e.parts.iter().all(|p| p.tls));
+        requests.extend(role_bytes(e, cid, PartRole::Request));
+    }
+    assert_eq!(requests, sent, "the requests' raw bytes are the plaintext curl sent");
 
     // nginx's end: the same plaintext, reversed, from the worker.
-    let local = recs.side(cid).local.unwrap().to_string();
-    let sid = recs.conn_between(&addr.to_string(), &local);
-    assert_ne!(recs.side(sid).pid, nginx.pid(), "records come from the worker, not the master");
     assert_eq!(assert_whole(&recs, sid, Direction::Ingress, true), sent);
     assert_eq!(assert_whole(&recs, sid, Direction::Egress, true), received);
     assert!(library_of(&recs, sid).starts_with("openssl OpenSSL 3."));
     assert_eq!(stats["kernel_lost_events"], 0);
+
+    // Once the plaintext flows, the ciphertext is counted, not kept: the
+    // handshake is in the records, the rest in the connection's totals.
+    assert_ciphertext_accounted(&recs, cid, false);
+    assert_ciphertext_accounted(&recs, sid, false);
+    let gaps: Vec<_> = recs.gaps().into_iter().filter(|g| [cid, sid].contains(&g.who.side.conn_id)).collect();
+    assert!(gaps.is_empty(), "not kept is not missing: {gaps:?}");
+    assert!(stats["kernel_tls_ciphertext_not_kept_bytes"].as_u64().unwrap_or(0) > 0, "{stats}");
+}
+
+#[test]
+fn keep_tls_ciphertext_keeps_every_byte_of_the_socket() {
+    require_root();
+    let _g = serial();
+    let (recs, cid, sid, sent, received, stats) = curl_to_nginx("curl_to_nginx_https_keep", &["--keep-tls-ciphertext"]);
+    assert_linked_to_socket(&recs, cid);
+    assert_eq!(assert_whole(&recs, cid, Direction::Egress, true), sent);
+    assert_eq!(assert_whole(&recs, cid, Direction::Ingress, true), received);
+    assert_ciphertext_accounted(&recs, cid, true);
+    assert_ciphertext_accounted(&recs, sid, true);
+    // Application data records follow the handshake on the socket, both ways.
+    for dir in [Direction::Egress, Direction::Ingress] {
+        let cipher = assert_whole(&recs, cid, dir, false);
+        assert!(cipher.len() > sent.len().min(received.len()), "{dir:?}: only {} ciphertext bytes", cipher.len());
+    }
+    assert_eq!(stats["kernel_tls_ciphertext_not_kept_bytes"], 0, "{stats}");
 }
 
 #[test]

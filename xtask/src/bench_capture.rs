@@ -53,6 +53,10 @@ pub struct Args {
     /// Skip phase 4 (shipping to a collector).
     #[arg(long)]
     pub no_ship: bool,
+    /// One more argument for the agent while it is measured (repeat for
+    /// several), e.g. `--agent-arg=--keep-tls-ciphertext`.
+    #[arg(long = "agent-arg", allow_hyphen_values = true)]
+    pub agent_args: Vec<String>,
     /// HTTPS (set by `bench tls`): TLS plaintext capture on vs off.
     #[arg(skip)]
     pub tls: bool,
@@ -301,7 +305,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     };
 
     eprintln!("bench: 4/6 agent on (output {}), {} s", a.output, a.duration);
-    let agent = Running::start(&agent_bin, dir.path(), &a.output, a.tls, &[])?;
+    let extra: Vec<&str> = a.agent_args.iter().map(String::as_str).collect();
+    let agent = Running::start(&agent_bin, dir.path(), &a.output, a.tls, &extra)?;
     let pid = agent.child.id();
     let (cpu0, _) = proc_usage(pid)?;
     let c0 = counters(agent.metrics)?;
@@ -334,6 +339,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let lost = counter(&c1, "kernel_lost_events")?;
     let gap_records = counter(&c1, "gap_records")?;
     let records = counter(&c1, "records_out")? - counter(&c0, "records_out")?;
+    let data_bytes = counter(&c1, "data_bytes")? - counter(&c0, "data_bytes")?;
+    let not_kept =
+        counter(&c1, "kernel_tls_ciphertext_not_kept_bytes")? - counter(&c0, "kernel_tls_ciphertext_not_kept_bytes")?;
     let cpu = cpu1 - cpu0;
 
     eprintln!("bench: 5/6 agent off, {} s", a.duration);
@@ -363,7 +371,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             dir.path(),
             &a.output,
             a.tls,
-            &["--collector", &format!("http://127.0.0.1:{port}"), "--spool-dir", spool.to_str().unwrap()],
+            &[
+                &["--collector", &format!("http://127.0.0.1:{port}"), "--spool-dir", spool.to_str().unwrap()],
+                &extra[..],
+            ]
+            .concat(),
         )?;
         let c0 = counters(agent.metrics)?;
         let wire0 = tcp_bytes_acked_to(port)?;
@@ -388,8 +400,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     println!("|---|---|");
     let scheme = if a.tls { "https, TLS capture on" } else { "http" };
     println!(
-        "| wrk -t{} -c{} -d{}s ({scheme}), nginx workers {}, agent output {} | |",
-        a.threads, a.connections, a.duration, a.workers, a.output
+        "| wrk -t{} -c{} -d{}s ({scheme}), nginx workers {}, agent output {}{} | |",
+        a.threads,
+        a.connections,
+        a.duration,
+        a.workers,
+        a.output,
+        if extra.is_empty() { String::new() } else { format!(", agent args {}", extra.join(" ")) }
     );
     println!(
         "| requests/s, agent off (before / after; spread) | {:.0} / {:.0} ({:.1} %) |",
@@ -426,6 +443,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     println!("| kernel events during run | {events} ({:.0}/s) |", events as f64 / wall);
     println!("| agent CPU per kernel event | {:.2} µs |", cpu * 1e6 / events.max(1) as f64);
     println!("| records made per request | {:.3} |", records as f64 / on.requests.max(1) as f64);
+    println!(
+        "| payload bytes copied / TLS ciphertext bytes counted, not copied, per request | {:.0} / {:.0} |",
+        data_bytes as f64 / on.requests.max(1) as f64,
+        not_kept as f64 / on.requests.max(1) as f64
+    );
     println!("| agent peak RSS | {:.1} MiB |", hwm_kib as f64 / 1024.0);
     println!("| lost events (whole run) | {lost} |");
     println!("| gap records (whole run) | {gap_records} |");

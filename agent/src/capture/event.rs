@@ -168,7 +168,13 @@ pub fn decode(buf: &[u8]) -> Result<CaptureEvent, DecodeError> {
             direction: direction(h.direction)?,
             pos: h.pos,
             len: h.len as u64,
-            reason: if h.flags & FLAG_UNREADABLE != 0 { GapReason::Unreadable } else { GapReason::Truncated },
+            reason: if h.flags & FLAG_NOT_KEPT != 0 {
+                GapReason::CiphertextNotKept
+            } else if h.flags & FLAG_UNREADABLE != 0 {
+                GapReason::Unreadable
+            } else {
+                GapReason::Truncated
+            },
             meta,
         },
         kind => return Err(DecodeError::Kind { kind }),

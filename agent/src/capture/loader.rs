@@ -151,6 +151,7 @@ pub struct KernelStats {
     pub lost_bytes: u64,
     pub track_full: u64,
     pub truncated_bytes: u64,
+    pub not_kept_bytes: u64,
     pub internal_errors: u64,
     pub pending_full: u64,
     pub self_peer: u64,
@@ -164,6 +165,7 @@ impl KernelStats {
         m.kernel_lost_bytes.set(self.lost_bytes);
         m.kernel_track_full.set(self.track_full);
         m.kernel_truncated_bytes.set(self.truncated_bytes);
+        m.kernel_tls_ciphertext_not_kept_bytes.set(self.not_kept_bytes);
         m.kernel_internal_errors.set(self.internal_errors);
         m.kernel_pending_full.set(self.pending_full);
         m.kernel_self_peer.set(self.self_peer);
@@ -205,6 +207,7 @@ impl Loaded {
             lost_bytes: sums[STAT_LOST_BYTES as usize],
             track_full: sums[STAT_TRACK_FULL as usize],
             truncated_bytes: sums[STAT_TRUNCATED_BYTES as usize],
+            not_kept_bytes: sums[STAT_NOT_KEPT_BYTES as usize],
             internal_errors: sums[STAT_INTERNAL_ERRORS as usize],
             pending_full: sums[STAT_PENDING_FULL as usize],
             self_peer: sums[STAT_SELF_PEER as usize],

@@ -37,6 +37,8 @@ pub struct CaptureOptions {
     pub ring_bytes: u32,
     /// Per-connection, per-direction cap in bytes (0 = unlimited).
     pub conn_cap_bytes: u64,
+    /// Copy TLS ciphertext even once its plaintext is captured.
+    pub keep_tls_ciphertext: bool,
     /// Attach the syscall tracepoints (off: enforcement only, no socket capture).
     pub syscalls: bool,
     /// TLS uprobes may be attached later (`--no-tls` off).
@@ -55,7 +57,13 @@ pub fn start(opts: &CaptureOptions) -> Result<(Loaded, aya::maps::RingBuf<aya::m
     // again, and both at once were the agent's peak memory.
     let offsets = offsets::compute(&btf::Btf::from_sys_fs()?)?;
     tracing::debug!(?offsets, "kernel offsets from BTF");
-    let enabled = wiretrail_common::CONFIG_ON | if opts.tls { wiretrail_common::CONFIG_TLS } else { 0 };
+    let mut enabled = wiretrail_common::CONFIG_ON;
+    if opts.tls {
+        enabled |= wiretrail_common::CONFIG_TLS;
+    }
+    if opts.keep_tls_ciphertext {
+        enabled |= wiretrail_common::CONFIG_KEEP_CIPHERTEXT;
+    }
     let config = CaptureConfig { agent_tgid: std::process::id(), enabled, conn_cap_bytes: opts.conn_cap_bytes };
     Ok(loader::load_and_attach(&offsets, &config, opts.ring_bytes, opts.syscalls)?)
 }

@@ -247,6 +247,9 @@ impl Assembler {
     pub(super) fn piece(&mut self, ctx: &mut Ctx<'_>, mut p: Piece) {
         let dir = p.dir;
         match std::mem::replace(&mut p.kind, PieceKind::Gap { reason: GapReason::Lost }) {
+            // Counted by its stream and stated in the connection record
+            // (`DirTotals::not_kept`): not missing, so no gap and no segment.
+            PieceKind::Gap { reason: GapReason::CiphertextNotKept } => {}
             PieceKind::Gap { reason } => {
                 ctx.stats.gap_bytes += p.len;
                 self.segment(ctx, p, UnparsedReason::Resync, None, Some(reason));

@@ -242,7 +242,8 @@ impl Connection {
         let s = if tls { self.tls.as_deref()? } else { &self.socket };
         let (captured, gap) = s.accounting(dir);
         let kernel_total = if tls { None } else { s.final_totals[dir.index()] };
-        Some(DirTotals { captured, gap, kernel_total })
+        let not_kept = if tls { None } else { s.not_kept(dir) };
+        Some(DirTotals { captured, gap, kernel_total, not_kept })
     }
 
     /// The TLS blind spot of this connection: its socket began with a TLS

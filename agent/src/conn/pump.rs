@@ -118,6 +118,15 @@ impl Parsing {
                 Seg::Gap(g) => {
                     let g = *g;
                     stream.pop_front();
+                    if g.reason == GapReason::CiphertextNotKept && !matches!(sync, SyncState::Spanning(_)) {
+                        // Counted by the stream (`DirStream::not_kept`), stated
+                        // in the connection record: no piece, no gap record.
+                        *sync = SyncState::Desynced;
+                        if let Some(p) = self.parser.as_mut() {
+                            p.gap(dir);
+                        }
+                        continue;
+                    }
                     self.handle_gap(sync, ctx, dir, g);
                     continue;
                 }

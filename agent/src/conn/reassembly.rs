@@ -236,6 +236,9 @@ pub struct DirStream {
     pub captured: u64,
     /// Bytes covered by gaps (reported or declared).
     pub gap_bytes: u64,
+    /// TLS ciphertext counted, not kept ([`GapReason::CiphertextNotKept`]):
+    /// not a gap, and never handed to a parser.
+    pub not_kept: crate::record::NotKept,
 }
 
 impl DirStream {
@@ -470,7 +473,18 @@ impl DirStream {
             return;
         }
         self.segs.push_back(Seg::Gap(GapSeg { pos: self.next_pos, len, reason, ts_ns }));
-        self.gap_bytes += len;
+        if reason == GapReason::CiphertextNotKept {
+            let n = &mut self.not_kept;
+            if n.calls == 0 {
+                n.first_ns = ts_ns;
+            }
+            n.bytes += len;
+            n.calls += 1;
+            n.first_ns = n.first_ns.min(ts_ns);
+            n.last_ns = n.last_ns.max(ts_ns);
+        } else {
+            self.gap_bytes += len;
+        }
         self.next_pos += len;
     }
 }

@@ -26,6 +26,8 @@ pub struct ConnStats {
     pub gap_records: u64,
     /// Bytes known missing (every gap, wherever it is recorded).
     pub gap_bytes: u64,
+    /// TLS ciphertext counted and not kept (its plaintext is captured): not a gap.
+    pub not_kept_bytes: u64,
     /// Bytes declared missing by the table itself (reorder window, close, flush).
     pub lost_bytes: u64,
     /// Gaps declared because the out-of-order window filled up.

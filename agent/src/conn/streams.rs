@@ -149,6 +149,12 @@ impl Streams {
         (s.captured, s.gap_bytes)
     }
 
+    /// Ciphertext of `dir` counted and not kept (none on most streams).
+    pub fn not_kept(&self, dir: Direction) -> Option<crate::record::NotKept> {
+        let n = self.dirs[dir.index()].stream.not_kept;
+        (n.calls > 0).then_some(n)
+    }
+
     /// Application identity attributes of whoever sends in `dir`, as the
     /// parser learned them so far (none before the parser starts).
     pub(super) fn sender_attributes(&self, dir: Direction) -> crate::proto::AppAttrs {

@@ -25,7 +25,7 @@ use crate::capture::tls::TlsRegistry;
 use crate::clock::ClockSync;
 use crate::identity::IdentityResolver;
 use crate::record::{ConnEnd, Record};
-use crate::types::Role;
+use crate::types::{GapReason, Role};
 
 /// Highest stream position accepted: keeps all position arithmetic far from
 /// overflow (2^62 bytes is ~4.6 EB per direction).
@@ -152,7 +152,11 @@ impl ConnTable {
                 s.on_data(&mut ctx, hints, direction, pos, meta.ts_ns, meta.call, payload, peer);
             }
             CaptureEvent::Truncated { meta, direction, pos, len, reason } => {
-                ctx.stats.gap_bytes += len;
+                if reason == GapReason::CiphertextNotKept {
+                    ctx.stats.not_kept_bytes += len;
+                } else {
+                    ctx.stats.gap_bytes += len;
+                }
                 let s = c.streams(meta.tls);
                 note_totals(s, &meta);
                 s.on_gap(&mut ctx, hints, Missing { dir: direction, pos, len, reason, ts: meta.ts_ns });

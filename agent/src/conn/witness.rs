@@ -273,7 +273,10 @@ pub fn attach(part: &mut Part, index: usize, claim: Claim, faults: &mut Vec<Faul
         }
         extra += (hi - lo) - covered;
     }
-    let witness_missing: u64 = obs.gaps.iter().map(|g| g.len).sum::<u64>() + uncovered;
+    // Ciphertext the other end counted and did not keep (its plaintext is
+    // captured) is stated in its observation's gaps, not missing.
+    let missing_gaps = || obs.gaps.iter().filter(|g| g.reason != GapReason::CiphertextNotKept);
+    let witness_missing: u64 = missing_gaps().map(|g| g.len).sum::<u64>() + uncovered;
     if let Some((first, last)) = differ {
         faults.push(Fault {
             kind: "witness_mismatch".into(),
@@ -295,7 +298,7 @@ pub fn attach(part: &mut Part, index: usize, claim: Claim, faults: &mut Vec<Faul
         });
     }
     if witness_missing > 0 {
-        let first = obs.gaps.first().map_or(part.len - uncovered, |g| g.offset);
+        let first = missing_gaps().next().map_or(part.len - uncovered, |g| g.offset);
         faults.push(Fault {
             kind: "witness_missing".into(),
             part: index,

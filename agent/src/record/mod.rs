@@ -265,6 +265,22 @@ pub struct DirTotals {
     /// The kernel's final count, once closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_total: Option<u64>,
+    /// TLS ciphertext counted and timed, not kept: the plaintext of this
+    /// direction is recorded. `captured + gap + not_kept.bytes` is the total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_kept: Option<NotKept>,
+}
+
+/// Bytes a socket carried whose content is deliberately not in the records
+/// (TLS ciphertext whose plaintext is), with the calls and times.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotKept {
+    pub bytes: u64,
+    /// Calls (syscalls) that carried them.
+    pub calls: u64,
+    /// Kernel times of the first and the last of those calls.
+    pub first_ns: u64,
+    pub last_ns: u64,
 }
 
 /// A connection's summary.

@@ -198,6 +198,10 @@ fn connection(c: &ConnRecord, open: bool) -> String {
     if gaps > 0 {
         line.push_str(&format!(" missing={gaps}"));
     }
+    let not_kept = |t: &super::DirTotals| t.not_kept.map_or(0, |n| n.bytes);
+    if not_kept(&c.egress) + not_kept(&c.ingress) > 0 {
+        line.push_str(&format!(" tls_ciphertext_not_kept={}/{}", not_kept(&c.egress), not_kept(&c.ingress)));
+    }
     if c.who.witness.is_some() {
         line.push_str(" [both ends]");
     }

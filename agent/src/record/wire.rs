@@ -48,6 +48,7 @@ pub fn gap_reason(r: GapReason) -> pb::GapReason {
         GapReason::MissingAtClose => pb::GapReason::MissingAtClose,
         GapReason::MissingAtFlush => pb::GapReason::MissingAtFlush,
         GapReason::MessageCap => pb::GapReason::MessageCap,
+        GapReason::CiphertextNotKept => pb::GapReason::CiphertextNotKept,
     }
 }
 
@@ -204,6 +205,12 @@ fn totals(t: &DirTotals) -> pb::DirTotals {
         gap: t.gap,
         kernel_total: t.kernel_total.unwrap_or(0),
         kernel_total_known: t.kernel_total.is_some(),
+        not_kept: t.not_kept.map(|n| pb::NotKept {
+            bytes: n.bytes,
+            calls: n.calls,
+            first_kernel_ns: n.first_ns,
+            last_kernel_ns: n.last_ns,
+        }),
     }
 }
 
