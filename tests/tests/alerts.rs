@@ -155,8 +155,12 @@ fn syslog_listener() -> (u16, Arc<Mutex<Vec<SyslogMsg>>>) {
     (port, got)
 }
 
-/// Sends `n` bytes over a fresh loopback TCP connection (the agent captures it).
-fn tcp_send(n: usize) {
+/// Sends an HTTP request of exactly `cap` bytes and then `more` bytes over a
+/// fresh loopback TCP connection (the agent captures it). With the agent's
+/// per-connection cap at `cap`, the request is recorded whole and the rest
+/// is a gap no record holds: a gap record (bytes over the cap inside an
+/// unparsed segment would be gap marks in that segment, not a gap record).
+fn tcp_send_over_cap(cap: usize, more: usize) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let t = std::thread::spawn(move || {
@@ -165,10 +169,15 @@ fn tcp_send(n: usize) {
         s.read_to_end(&mut v).unwrap();
         v.len()
     });
+    let mut req = b"GET /over-cap HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
+    req.resize(cap - 4, b'p');
+    req.extend_from_slice(b"\r\n\r\n");
     let mut c = TcpStream::connect(addr).unwrap();
-    c.write_all(&vec![b'x'; n]).unwrap();
+    c.write_all(&req).unwrap();
+    c.write_all(&vec![b'x'; more]).unwrap();
     drop(c);
-    assert_eq!(t.join().unwrap(), n);
+    assert_eq!(t.join().unwrap(), cap + more);
+    addr.port()
 }
 
 fn alerts(c: &Collector, kind: &str) -> Vec<Value> {
@@ -226,10 +235,14 @@ fn gap_clock_silence_and_return_alerts_reach_webhook_and_syslog() {
     let spool = dir.path().join("spool");
     let mut a = agent(&c, &spool, &["--conn-cap-bytes", "1000", "--test-clock-error-ms", "80"]);
 
-    // A gap record: the per-connection cap truncates a 5000-byte send.
-    tcp_send(5000);
+    // A gap record: the per-connection cap truncates what follows a 1000-byte request.
+    let port = tcp_send_over_cap(1000, 4000);
+    let ours = |x: &Value| {
+        let d = &x["detail"];
+        d["reason"] == "cap" && (d["local"]["port"] == port || d["remote"]["port"] == port)
+    };
     assert!(
-        wait_until(Duration::from_secs(15), || alerts(&c, "gap").iter().any(|x| x["detail"]["reason"] == "cap")),
+        wait_until(Duration::from_secs(15), || alerts(&c, "gap").iter().any(ours)),
         "no gap alert: {:?}\n{}",
         alerts(&c, ""),
         c.log()
