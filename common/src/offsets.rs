@@ -89,6 +89,9 @@ pub const CONFIG_TLS: u32 = 2;
 /// `KIND_TRUNCATED` events with [`FLAG_NOT_KEPT`](crate::FLAG_NOT_KEPT)).
 pub const CONFIG_KEEP_CIPHERTEXT: u32 = 4;
 
+/// `ConnState::tls_plain` bit: the socket's stream began with a TLS handshake record.
+pub const TLS_HELLO_SEEN: u8 = 4;
+
 /// Per-socket tracking state kept in the kernel (`CONNS` map value).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -112,9 +115,11 @@ pub struct ConnState {
     /// (which registers its endpoint) has certainly returned.
     pub peer_ok: u8,
     /// Directions (`DIR_EGRESS | DIR_INGRESS` bits) whose TLS plaintext a
-    /// library probe has emitted on this socket: from then on that
-    /// direction's ciphertext is counted, not copied (unless
-    /// [`CONFIG_KEEP_CIPHERTEXT`]).
+    /// library probe has emitted on this socket, and [`TLS_HELLO_SEEN`] once
+    /// the socket's first bytes (either direction) were a TLS handshake
+    /// record. With both, that direction's ciphertext is counted, not copied
+    /// (unless [`CONFIG_KEEP_CIPHERTEXT`]): a socket that did not begin with
+    /// TLS is always copied, whatever plaintext was tied to it.
     pub tls_plain: u8,
     pub _pad: [u8; 5],
     /// Next TLS plaintext egress position (separate from the ciphertext stream).

@@ -212,8 +212,13 @@ fn exit_data(ctx: &TracePointContext, syscall: u8, dir: u8) {
     }
     let pos0 = reserve(pos_ptr, ret as u64);
     set_totals(h, cs);
+    if call.protocol == PROTO_TCP && pos0 == 0 && ret >= 3 && crate::tls::starts_tls_handshake(syscall, call.a0) {
+        unsafe { (*cs).tls_plain |= TLS_HELLO_SEEN };
+    }
+    let plain = unsafe { (*cs).tls_plain };
     if call.protocol == PROTO_TCP
-        && unsafe { (*cs).tls_plain } & dir != 0
+        && plain & TLS_HELLO_SEEN != 0
+        && plain & dir != 0
         && config().enabled & CONFIG_KEEP_CIPHERTEXT == 0
     {
         // Ciphertext whose plaintext a library probe captures: counted and

@@ -112,25 +112,41 @@ pub fn note_socket(pid_tgid: u64, sk: u64, fd: i32, syscall: u8, protocol: u8, b
 /// from being emitted on a socket that carries no TLS (say, a log shipper's).
 #[inline(always)]
 fn writes_tls_records(syscall: u8, arg: u64) -> bool {
+    matches!(syscall, SYS_WRITE | SYS_SENDTO | SYS_WRITEV | SYS_SENDMSG | SYS_SENDMMSG)
+        && first_bytes(syscall, arg).is_some_and(|h| (0x14..=0x17).contains(&h[0]) && h[1] == 3 && h[2] <= 4)
+}
+
+/// Whether a data syscall's bytes (at its exit, for reads) open with a TLS
+/// handshake record (type 22, version 3.x): on a socket's first bytes, the
+/// mark that its ciphertext may be counted instead of copied once its
+/// plaintext is captured.
+#[inline(always)]
+pub fn starts_tls_handshake(syscall: u8, arg: u64) -> bool {
+    first_bytes(syscall, arg).is_some_and(|h| h[0] == 0x16 && h[1] == 3 && h[2] <= 4)
+}
+
+/// The first three bytes a data syscall moved (`arg`: its second argument).
+#[inline(always)]
+fn first_bytes(syscall: u8, arg: u64) -> Option<[u8; 3]> {
     let read = |at: u64| -> u64 {
         let mut v = 0u64;
         let r = unsafe { bpf_probe_read_user((&mut v as *mut u64).cast(), 8, at as *const _) };
         if r == 0 { v } else { 0 }
     };
-    // The address of the first byte written.
+    // The address of the first byte moved.
     let first = match syscall {
-        SYS_WRITE | SYS_SENDTO => arg,
-        SYS_WRITEV => read(arg),
+        SYS_WRITE | SYS_SENDTO | SYS_READ | SYS_RECVFROM => arg,
+        SYS_WRITEV | SYS_READV => read(arg),
         // msghdr (or the first mmsghdr's): msg_iov at 16, then iov_base.
-        SYS_SENDMSG | SYS_SENDMMSG => read(read(arg + 16)),
-        _ => return false,
+        SYS_SENDMSG | SYS_SENDMMSG | SYS_RECVMSG | SYS_RECVMMSG => read(read(arg + 16)),
+        _ => return None,
     };
     if first == 0 {
-        return false;
+        return None;
     }
     let mut h = [0u8; 3];
     let r = unsafe { bpf_probe_read_user(h.as_mut_ptr().cast(), 3, first as *const _) };
-    r == 0 && (0x14..=0x17).contains(&h[0]) && h[1] == 3 && h[2] <= 4
+    (r == 0).then_some(h)
 }
 
 /// Tail-calls [`rustls_flush`] (does not return unless the call fails).

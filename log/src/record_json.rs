@@ -79,8 +79,15 @@ fn part_json(p: &wiretrail_proto::v1::Part) -> serde_json::Value {
 
 fn totals_json(t: &Option<wiretrail_proto::v1::DirTotals>) -> serde_json::Value {
     match t {
-        Some(t) => serde_json::json!({"captured": t.captured, "gap": t.gap,
-            "kernel_total": t.kernel_total_known.then_some(t.kernel_total)}),
+        Some(t) => {
+            let mut v = serde_json::json!({"captured": t.captured, "gap": t.gap,
+                "kernel_total": t.kernel_total_known.then_some(t.kernel_total)});
+            if let Some(n) = &t.not_kept {
+                v["not_kept"] = serde_json::json!({"bytes": n.bytes, "calls": n.calls,
+                    "first_kernel_ns": n.first_kernel_ns, "last_kernel_ns": n.last_kernel_ns});
+            }
+            v
+        }
         None => serde_json::Value::Null,
     }
 }

@@ -410,8 +410,9 @@ struct RustlsRun {
 
 impl RustlsRun {
     /// `log`: the client writes a line to this plain TCP port between handing
-    /// its request to rustls and writing the TLS records.
-    fn run(log: Option<u16>) -> RustlsRun {
+    /// its request to rustls and writing the TLS records (`misread`: and reads
+    /// a line from it between taking the answer's records and reading its plaintext).
+    fn run(log: Option<u16>, misread: bool) -> RustlsRun {
         let peer = tls::build_rustls_peer();
         let dir = tempfile::tempdir().unwrap();
         // webpki wants a CA and a leaf (not openssl's self-signed CA as the server's own).
@@ -432,6 +433,9 @@ impl RustlsRun {
         client.args([file("client-sent"), file("client-received")]);
         if let Some(log) = log {
             client.arg(log.to_string());
+            if misread {
+                client.arg("misread");
+            }
         }
         let client = client.stdout(Stdio::piped()).spawn().unwrap();
         let pid = client.id();
@@ -442,7 +446,11 @@ impl RustlsRun {
         std::thread::sleep(Duration::from_millis(300));
         let (text, stats) = agent.stop();
         let recs = Records::parse(&text);
-        recs.dump(if log.is_some() { "rustls_with_log" } else { "rustls_client_to_rustls_server" });
+        recs.dump(match (log, misread) {
+            (Some(_), true) => "rustls_misread",
+            (Some(_), false) => "rustls_with_log",
+            (None, _) => "rustls_client_to_rustls_server",
+        });
         RustlsRun { recs, stats, client: pid, server: server_pid, port, dir }
     }
 
@@ -473,7 +481,7 @@ impl RustlsRun {
 fn rustls_client_to_rustls_server_plaintext_is_byte_exact_on_both_sides() {
     require_root();
     let _g = serial();
-    let run = RustlsRun::run(None);
+    let run = RustlsRun::run(None, false);
     let (recs, addr) = (&run.recs, format!("127.0.0.1:{}", run.port));
     let cid = run.client_conn();
 
@@ -513,11 +521,50 @@ fn rustls_plaintext_waits_for_its_tls_records_not_the_next_tcp_write() {
         std::io::Read::read_to_end(&mut s, &mut got).unwrap();
         got
     });
-    let run = RustlsRun::run(Some(log_port));
+    let run = RustlsRun::run(Some(log_port), false);
     assert_eq!(logged.join().unwrap(), b"log: order handed to rustls\n");
     run.client_conn();
     // The log connection carries the log line as plain bytes, and no TLS plaintext.
     let lid = run.recs.client_conn(run.client, &format!("127.0.0.1:{log_port}"));
     assert_eq!(assert_whole(&run.recs, lid, Direction::Egress, false), b"log: order handed to rustls\n");
     assert!(run.recs.parts_of(lid).iter().all(|p| !p.tls), "TLS plaintext on the log connection");
+}
+
+/// rustls plaintext is tied to a socket by thread (the documented limit): a
+/// plaintext read right after a TCP read of another socket is tied to that
+/// one. That socket did not begin with TLS, so its own bytes keep being
+/// copied: a wrong tie never costs a plain socket its records.
+#[test]
+fn a_plain_socket_a_rustls_read_was_tied_to_keeps_its_bytes() {
+    require_root();
+    let _g = serial();
+    let log = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let log_port = log.local_addr().unwrap().port();
+    let logged = std::thread::spawn(move || {
+        let (mut s, _) = log.accept().unwrap();
+        let line = |s: &mut std::net::TcpStream| {
+            let mut got = Vec::new();
+            let mut b = [0u8; 1];
+            while !got.ends_with(b"\n") && std::io::Read::read(s, &mut b).unwrap() == 1 {
+                got.push(b[0]);
+            }
+            got
+        };
+        let first = line(&mut s);
+        s.write_all(b"ack 1\n").unwrap();
+        let second = line(&mut s);
+        s.write_all(b"ack 2\n").unwrap();
+        [first, second].concat()
+    });
+    let run = RustlsRun::run(Some(log_port), true);
+    assert_eq!(logged.join().unwrap(), b"log: order handed to rustls\nlog: answer read\n");
+    assert!(run.read("client-received").starts_with(b"HTTP/1.1 201 Created\r\n"));
+    let lid = run.recs.client_conn(run.client, &format!("127.0.0.1:{log_port}"));
+    assert!(
+        run.recs.parts_of(lid).iter().any(|p| p.tls && p.dir == Direction::Ingress),
+        "the staging failed: the answer's plaintext was not read right after the log socket's read"
+    );
+    assert_eq!(assert_whole(&run.recs, lid, Direction::Ingress, false), b"ack 1\nack 2\n", "the log socket's bytes");
+    assert_eq!(run.recs.connection(lid).ingress.not_kept, None, "{:?}", run.recs.connection(lid));
+    assert_eq!(run.stats["kernel_lost_events"], 0);
 }

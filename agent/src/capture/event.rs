@@ -263,5 +263,11 @@ mod tests {
         h.len = 4096;
         let CaptureEvent::Truncated { len, reason, .. } = decode(&bytes(&h, b"")).unwrap() else { panic!() };
         assert_eq!((len, reason), (4096, GapReason::Unreadable));
+        h.flags = FLAG_NOT_KEPT;
+        let CaptureEvent::Truncated { len, reason, .. } = decode(&bytes(&h, b"")).unwrap() else { panic!() };
+        assert_eq!((len, reason), (4096, GapReason::CiphertextNotKept));
+        h.flags = 0;
+        let CaptureEvent::Truncated { reason, .. } = decode(&bytes(&h, b"")).unwrap() else { panic!() };
+        assert_eq!(reason, GapReason::Truncated, "over a cap");
     }
 }

@@ -118,13 +118,21 @@ impl Parsing {
                 Seg::Gap(g) => {
                     let g = *g;
                     stream.pop_front();
-                    if g.reason == GapReason::CiphertextNotKept && !matches!(sync, SyncState::Spanning(_)) {
+                    if g.reason == GapReason::CiphertextNotKept {
                         // Counted by the stream (`DirStream::not_kept`), stated
-                        // in the connection record: no piece, no gap record.
+                        // in the connection record: no piece, no gap record,
+                        // no gap mark. A message it cuts ends where the kept
+                        // bytes do, saying why.
+                        if let SyncState::Spanning(mut span) = std::mem::replace(sync, SyncState::Desynced) {
+                            span.error
+                                .push_str("; the rest is TLS ciphertext counted, not kept (its plaintext is captured)");
+                            self.asm.piece(ctx, Piece::span(dir, &mut span, true));
+                        }
                         *sync = SyncState::Desynced;
                         if let Some(p) = self.parser.as_mut() {
                             p.gap(dir);
                         }
+                        self.asm.close_segment(dir);
                         continue;
                     }
                     self.handle_gap(sync, ctx, dir, g);

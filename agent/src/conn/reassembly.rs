@@ -475,13 +475,10 @@ impl DirStream {
         self.segs.push_back(Seg::Gap(GapSeg { pos: self.next_pos, len, reason, ts_ns }));
         if reason == GapReason::CiphertextNotKept {
             let n = &mut self.not_kept;
-            if n.calls == 0 {
-                n.first_ns = ts_ns;
-            }
+            n.first_ns = if n.calls == 0 { ts_ns } else { n.first_ns.min(ts_ns) };
+            n.last_ns = n.last_ns.max(ts_ns);
             n.bytes += len;
             n.calls += 1;
-            n.first_ns = n.first_ns.min(ts_ns);
-            n.last_ns = n.last_ns.max(ts_ns);
         } else {
             self.gap_bytes += len;
         }

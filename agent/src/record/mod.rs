@@ -275,11 +275,13 @@ pub struct DirTotals {
 /// (TLS ciphertext whose plaintext is), with the calls and times.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotKept {
+    /// Bytes counted and not kept.
     pub bytes: u64,
     /// Calls (syscalls) that carried them.
     pub calls: u64,
-    /// Kernel times of the first and the last of those calls.
+    /// Kernel time of the first of those calls.
     pub first_ns: u64,
+    /// Kernel time of the last of those calls.
     pub last_ns: u64,
 }
 

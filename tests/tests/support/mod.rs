@@ -210,7 +210,11 @@ pub fn views(r: &Record, conn: u64) -> Vec<View> {
             });
         } else if theirs && let Some(w) = &p.witness {
             let len = p.len - w.unseen;
-            let gaps: Vec<(u64, u64)> = w.gaps.iter().map(|g| (g.offset, g.len)).collect();
+            // TLS ciphertext the other end counted and did not keep (its
+            // plaintext is captured) is not missing from its stream: the
+            // record holds those bytes as this end saw them.
+            let gaps: Vec<(u64, u64)> =
+                w.gaps.iter().filter(|g| g.reason != GapReason::CiphertextNotKept).map(|g| (g.offset, g.len)).collect();
             let bytes = match &p.witness_raw {
                 Some(raw) => raw.0.to_vec(),
                 None => {

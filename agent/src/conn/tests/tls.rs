@@ -177,3 +177,25 @@ fn a_witness_that_did_not_keep_its_ciphertext_is_not_missing_it() {
     assert_eq!((wi.not_kept.map(|n| n.bytes), we.not_kept.map(|n| n.bytes)), (Some(n), Some(n)), "{conn:?}");
     assert_eq!((wi.gap, we.gap), (0, 0), "{conn:?}");
 }
+
+/// A parser inside a message when the ciphertext stops being kept (a
+/// protocol told by port parsing TLS bytes): the message ends with the kept
+/// bytes and says why; nothing is counted missing.
+#[test]
+fn a_message_cut_by_ciphertext_not_kept_ends_there_without_a_gap() {
+    let mut t = table();
+    let mut c = Synth::tcp(1, "127.0.0.1:40000", "10.0.0.2:8080");
+    let head = b"POST /orders HTTP/1.1\r\nHost: shop\r\nContent-Length: 100\r\n\r\n0123456789";
+    let evs =
+        vec![c.connect(), c.send(head), c.truncated(Direction::Egress, 90, GapReason::CiphertextNotKept), c.close()];
+    let mut rs = run(&mut t, evs);
+    rs.extend(finish(&mut t));
+    assert_eq!((t.stats.gap_bytes, t.stats.not_kept_bytes), (0, 90), "{:?}", t.stats);
+    let e = exchanges(&rs)[0];
+    let p = &e.parts[0];
+    assert_eq!((&p.raw.0[..], p.len), (&head[..], head.len() as u64), "{e:#?}");
+    assert!(p.seen.gaps.is_empty(), "no gap mark: {:?}", p.seen.gaps);
+    let err = e.messages[0].error.as_deref().unwrap_or_default();
+    assert!(err.contains("counted, not kept"), "{err}");
+    assert!(!rs.iter().any(|r| matches!(r, Record::Gap(_))), "{rs:#?}");
+}

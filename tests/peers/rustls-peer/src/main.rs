@@ -4,11 +4,14 @@
 //! `port N`, serves one connection: reads one request (headers and a
 //! Content-Length body), answers, and writes what it received and sent to the
 //! two files.
-//! `rustls-peer client PORT CA BODY SENT RECEIVED [LOGPORT]`: POSTs BODY
+//! `rustls-peer client PORT CA BODY SENT RECEIVED [LOGPORT [misread]]`: POSTs BODY
 //! (vectored writes; with LOGPORT, one write on the connection API, then a log
 //! line to 127.0.0.1:LOGPORT over plain TCP before the TLS records are
 //! written) and reads the answer, writing what it sent and received to the two
-//! files. The server answers with a plain write; both read with `read`.
+//! files. The server answers with a plain write; both read with `read`. With
+//! `misread`, the answer's TLS records are taken into rustls, then a line
+//! ("ack 1") is read from the log socket, and only then is the plaintext read
+//! out of rustls; a second log line is written and its "ack 2" read after.
 use std::{
     io::{BufReader, IoSlice, Read, Write},
     net::{TcpListener, TcpStream},
@@ -89,7 +92,8 @@ fn client(args: &[String]) {
     let body = &args[2];
     let head = format!("POST /orders HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n", body.len());
     let sent = head.clone() + body;
-    if let Some(log) = args.get(5) {
+    let mut log = None;
+    if let Some(port) = args.get(5) {
         // The connection API by hand: the request is handed to rustls, a log
         // line goes out on another (plain) TCP socket, and only then are the
         // TLS records written.
@@ -97,11 +101,36 @@ fn client(args: &[String]) {
             conn.complete_io(&mut sock).unwrap();
         }
         conn.writer().write_all(sent.as_bytes()).unwrap();
-        let mut log = TcpStream::connect(("127.0.0.1", log.parse::<u16>().expect("log port"))).unwrap();
-        log.write_all(b"log: order handed to rustls\n").unwrap();
+        let l = log.insert(TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("log port"))).unwrap());
+        l.write_all(b"log: order handed to rustls\n").unwrap();
         while conn.wants_write() {
             conn.write_tls(&mut sock).unwrap();
         }
+    }
+    if let (Some(l), Some("misread")) = (log.as_mut(), args.get(6).map(String::as_str)) {
+        // The answer's records into rustls; a TCP read of the log socket; then
+        // the plaintext out of rustls (tokio-rustls reads buffered plaintext
+        // the same way, without a read_tls right before it).
+        let mut received = Vec::new();
+        let mut first = true;
+        while !received.ends_with(b" bytes\n") {
+            while conn.process_new_packets().unwrap().plaintext_bytes_to_read() == 0 {
+                conn.read_tls(&mut sock).unwrap();
+            }
+            if std::mem::take(&mut first) {
+                let mut ack = [0u8; 6];
+                l.read_exact(&mut ack).unwrap();
+            }
+            let mut buf = [0u8; 4096];
+            let n = conn.reader().read(&mut buf).unwrap();
+            received.extend_from_slice(&buf[..n]);
+        }
+        l.write_all(b"log: answer read\n").unwrap();
+        let mut ack = [0u8; 6];
+        l.read_exact(&mut ack).unwrap();
+        std::fs::write(&args[3], sent.as_bytes()).unwrap();
+        std::fs::write(&args[4], &received).unwrap();
+        return;
     }
     let mut tls = rustls::StreamOwned::new(conn, sock);
     if args.len() == 5 {
@@ -129,9 +158,11 @@ fn main() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     match args.first().map(String::as_str) {
         Some("server") if args.len() == 5 => server(&args[1..]),
-        Some("client") if (6..=7).contains(&args.len()) => client(&args[1..]),
+        Some("client") if (6..=8).contains(&args.len()) => client(&args[1..]),
         _ => {
-            eprintln!("usage: rustls-peer server CERT KEY SENT RECEIVED | client PORT CA BODY SENT RECEIVED [LOGPORT]");
+            eprintln!(
+                "usage: rustls-peer server CERT KEY SENT RECEIVED | client PORT CA BODY SENT RECEIVED [LOGPORT [misread]]"
+            );
             std::process::exit(2);
         }
     }
