@@ -79,6 +79,7 @@ impl From<Error> for tonic::Status {
             Error::Store(StoreError::Inconsistent(_)) => Code::DataLoss,
             Error::Store(StoreError::Deleted { .. }) => Code::NotFound,
             Error::Store(_) | Error::Index(_) => Code::Internal,
+            Error::ClickHouse(crate::clickhouse::ClickHouseError::TooBroad { .. }) => Code::ResourceExhausted,
             Error::ClickHouse(_) => Code::Unavailable,
         };
         let mut status = tonic::Status::new(code, e.to_string());

@@ -4,6 +4,8 @@
 //! running the scenarios in order (each in its own database).
 
 mod common;
+#[path = "clickhouse/search.rs"]
+mod search;
 
 use std::time::Duration;
 
@@ -389,6 +391,7 @@ async fn clustered_mode_on_clickhouse_18_16() {
     let url = cl.replicas[0].url();
     assert!(sql(&url, "SELECT version() FORMAT TSV").await.starts_with("18.16"));
     two_collectors_queried_as_one(&url).await;
+    search::all_logs_search_reads_past_candidates_the_filter_drops(&url).await;
     exported_per_log(&url).await;
     inventory_and_alerts_across_logs(&url).await;
     origin_names_are_unique(&url).await;

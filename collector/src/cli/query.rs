@@ -90,7 +90,8 @@ pub(super) async fn from_clickhouse(
 ) -> anyhow::Result<()> {
     let cfg = args.config().expect("url is set");
     let r = crate::clickhouse::reader::Reader::open(&cfg).await?;
-    for h in r.search(&filter.filter()?).await? {
+    let q = wiretrail_log::filter::Query::new(filter.filter()?)?;
+    for h in r.search_matching(&q).await? {
         if json {
             let mut v = wiretrail_log::record_json::to_json(h.leaf_index, &h.leaf);
             v["origin"] = serde_json::Value::String(h.origin);

@@ -86,17 +86,14 @@ impl Reader {
     pub async fn export(&self, filter: &Filter, pins: &Pins) -> Result<Export, ClickHouseError> {
         // ClickHouse's search is a candidate set (its text and identity tests
         // are looser); the bundle holds what the filter matches as every
-        // verifier reads `query.json` (`filter::Query`).
+        // verifier reads `query.json` (`filter::Query`), up to its limit.
         let query = wiretrail_log::filter::Query::new(filter.clone())
             .map_err(|e| ClickHouseError::Unproven(format!("the filter: {e}")))?;
         let mut by_origin: BTreeMap<String, Vec<Hit>> = BTreeMap::new();
-        let hits = self.search(filter).await?;
-        let limit = if filter.limit == 0 { super::reader::DEFAULT_LIMIT } else { filter.limit };
-        let truncated = hits.len() as u64 >= limit;
+        let hits = self.search_matching(&query).await?;
+        let truncated = hits.len() as u64 >= query.limit;
         for h in hits {
-            if query.matches(&h.leaf) {
-                by_origin.entry(h.origin.clone()).or_default().push(h);
-            }
+            by_origin.entry(h.origin.clone()).or_default().push(h);
         }
         let mut out = Vec::new();
         for (origin, mut hits) in by_origin {

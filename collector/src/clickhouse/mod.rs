@@ -126,6 +126,21 @@ pub enum ClickHouseError {
     /// The server version is not understood.
     #[error("ClickHouse version {0:?} not understood")]
     Version(String),
+    /// A search read its bound of candidate rows before finding its limit of
+    /// records the filter matches (ClickHouse's text and identity tests are
+    /// looser than the filter's).
+    #[error(
+        "the search read {read} candidate rows from ClickHouse and {found} of them match the filter \
+         (limit {limit}); narrow it (a time range, an agent, an identity) or lower the limit"
+    )]
+    TooBroad {
+        /// Candidate rows read.
+        read: u64,
+        /// Of them, matching the filter.
+        found: usize,
+        /// The search's limit.
+        limit: u64,
+    },
     /// Reading the local log failed.
     #[error("reading the local log: {0}")]
     Store(#[from] wiretrail_log::store::StoreError),

@@ -2,18 +2,25 @@
 //! verification of each log is in [`super::verify`]).
 
 use prost::Message;
+use wiretrail_log::filter::Query;
 use wiretrail_proto::v1::{Filter, StoredLeaf};
 
 use super::schema::LEAVES;
 use super::writer::LeafRow;
 use super::{ClickHouseConfig, ClickHouseError};
 
-/// Records a search returns when its filter sets no limit.
-pub const DEFAULT_LIMIT: u64 = 1000;
+/// Candidate rows [`Reader::search_matching`] reads at most (by default)
+/// before it gives up on finding its limit of records the filter matches.
+pub const MAX_CANDIDATES: u64 = 200_000;
+
+/// Candidate rows per ClickHouse query of [`Reader::search_matching`].
+const PAGE: u64 = 10_000;
 
 /// A read-only ClickHouse handle.
 pub struct Reader {
     pub(super) client: clickhouse::Client,
+    /// Candidate rows a search reads at most ([`MAX_CANDIDATES`] unless set).
+    pub max_candidates: u64,
 }
 
 /// One search hit.
@@ -22,6 +29,8 @@ pub struct Hit {
     pub origin: String,
     /// Leaf index in that log.
     pub leaf_index: u64,
+    /// Capture (or entry) time, the first key of the search order.
+    pub time_ns: i64,
     /// The decoded leaf.
     pub leaf: StoredLeaf,
     /// The leaf bytes as stored.
@@ -37,11 +46,57 @@ impl Reader {
     pub async fn open(cfg: &ClickHouseConfig) -> Result<Reader, ClickHouseError> {
         let c = super::client(cfg).with_database(&cfg.database);
         let v = super::server_version(&c).await?;
-        Ok(Reader { client: c.with_validation(v.validation()) })
+        Ok(Reader { client: c.with_validation(v.validation()), max_candidates: MAX_CANDIDATES })
     }
 
-    /// Records matching `f` across all logs, oldest first (one per (origin, leaf)).
+    /// The records `q` matches across all logs, oldest first, at most its
+    /// limit. ClickHouse's rows are candidates (its text and identity tests
+    /// are looser than the filter's); they are read page by page in the
+    /// search order, each page starting after the last row of the one
+    /// before, and kept where the filter matches, until the limit is reached
+    /// or the rows run out. More than `max_candidates` rows read is an error
+    /// ([`ClickHouseError::TooBroad`]), never a short answer.
+    pub async fn search_matching(&self, q: &Query) -> Result<Vec<Hit>, ClickHouseError> {
+        let (limit, page) = (q.limit, PAGE.min(self.max_candidates.max(1)));
+        let (mut out, mut after, mut read) = (Vec::new(), None, 0u64);
+        loop {
+            let rows = self.page(&q.f, after.as_ref(), page).await?;
+            let n = rows.len() as u64;
+            read += n;
+            if let Some(last) = rows.last() {
+                after = Some((last.time_ns, last.origin.clone(), last.leaf_index));
+            }
+            for h in rows {
+                if q.matches(&h.leaf) {
+                    out.push(h);
+                    if out.len() as u64 == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if n < page {
+                return Ok(out);
+            }
+            if read >= self.max_candidates {
+                return Err(ClickHouseError::TooBroad { read, found: out.len(), limit });
+            }
+        }
+    }
+
+    /// Candidate rows for `f` across all logs, oldest first (one per (origin,
+    /// leaf)), at most the filter's limit: what ClickHouse's own tests select.
     pub async fn search(&self, f: &Filter) -> Result<Vec<Hit>, ClickHouseError> {
+        self.page(f, None, if f.limit == 0 { wiretrail_log::filter::DEFAULT_LIMIT } else { f.limit }).await
+    }
+
+    /// At most `limit` candidate rows for `f` after the row `after` (time,
+    /// origin, leaf index) in the search order.
+    async fn page(
+        &self,
+        f: &Filter,
+        after: Option<&(i64, String, u64)>,
+        limit: u64,
+    ) -> Result<Vec<Hit>, ClickHouseError> {
         let mut w = vec!["1".to_string()];
         if f.from_time_ns != 0 {
             w.push(format!("time_ns >= {}", f.from_time_ns));
@@ -72,7 +127,12 @@ impl Reader {
         } else {
             w.push("kind = 'record'".into());
         }
-        let limit = if f.limit == 0 { DEFAULT_LIMIT } else { f.limit };
+        if let Some((t, origin, leaf)) = after {
+            let o = esc(origin);
+            w.push(format!(
+                "(time_ns > {t} OR (time_ns = {t} AND (origin > '{o}' OR (origin = '{o}' AND leaf_index > {leaf}))))"
+            ));
+        }
         let sql = format!(
             "SELECT ?fields FROM {LEAVES} WHERE {} ORDER BY time_ns, origin, leaf_index LIMIT 1 BY origin, leaf_index LIMIT {limit}",
             w.join(" AND ")
@@ -86,7 +146,7 @@ impl Reader {
                         r.origin, r.leaf_index
                     )))
                 })?;
-                Ok(Hit { origin: r.origin, leaf_index: r.leaf_index, leaf, bytes: r.leaf })
+                Ok(Hit { origin: r.origin, leaf_index: r.leaf_index, time_ns: r.time_ns, leaf, bytes: r.leaf })
             })
             .collect()
     }

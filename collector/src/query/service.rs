@@ -222,7 +222,7 @@ impl QueryApi for QueryService {
             }
             .map_err(|m| Status::from(Error::InvalidArgument(m.into())))?;
             let (logger, filter_json) = (self.logger.clone(), wiretrail_log::bundle::render::filter_json(&filter));
-            let out = super::clustered::search(&ch, &q, &filter, &access, &logger, filter_json).await?;
+            let out = super::clustered::search(&ch, &self.limiter, &q, &access, &logger, filter_json).await?;
             let stream = tokio_stream::iter(out.into_iter().map(Ok));
             return Ok(Response::new(Box::pin(stream)));
         }
