@@ -10,7 +10,7 @@
 //! Positions match because both sockets were opened under capture: the
 //! client's egress position p is the server's ingress position p.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
@@ -73,9 +73,15 @@ pub struct Claim {
 }
 
 /// One direction of the witness's stream, waiting to be claimed.
+///
+/// Pieces are kept in position order in a deque, not a map: they arrive in
+/// order and are claimed from the front, so a push is a push at the back and
+/// a claim a drain at the front; a map allocated and freed a node each time
+/// the buffer emptied and filled again (once per exchange).
 #[derive(Debug, Default)]
 pub struct WitnessBuf {
-    pieces: BTreeMap<u64, Piece>,
+    /// (position, piece), ascending, not overlapping.
+    pieces: VecDeque<(u64, Piece)>,
     /// Every position below this was delivered (as bytes or a gap).
     covered_to: u64,
     bytes: usize,
@@ -105,8 +111,20 @@ impl WitnessBuf {
         let len = t.bytes.len() as u64;
         self.bytes += t.bytes.len();
         self.covered_to = self.covered_to.max(pos + len);
-        self.pieces
-            .insert(pos, Piece::Data { bytes: t.bytes, calls: t.calls, first_ts: t.first_ts, last_ts: t.last_ts });
+        self.insert(pos, Piece::Data { bytes: t.bytes, calls: t.calls, first_ts: t.first_ts, last_ts: t.last_ts });
+    }
+
+    /// Adds `p` at `pos` in position order (replacing a piece at the same position).
+    fn insert(&mut self, pos: u64, p: Piece) {
+        if self.pieces.back().is_none_or(|(k, _)| *k < pos) {
+            self.pieces.push_back((pos, p));
+            return;
+        }
+        let i = self.pieces.partition_point(|(k, _)| *k < pos);
+        match self.pieces.get_mut(i) {
+            Some((k, old)) if *k == pos => *old = p,
+            _ => self.pieces.insert(i, (pos, p)),
+        }
     }
 
     /// An in-order gap of the witness's stream.
@@ -115,24 +133,34 @@ impl WitnessBuf {
             return;
         }
         self.covered_to = self.covered_to.max(g.pos + g.len);
-        self.pieces.insert(g.pos, Piece::Gap { len: g.len, reason: g.reason, ts: g.ts_ns });
+        // Ciphertext not kept runs on for the rest of the connection and the
+        // other end has no parts there to claim it: one growing piece, not
+        // one per call.
+        if g.reason == GapReason::CiphertextNotKept
+            && let Some((k, Piece::Gap { len, reason: GapReason::CiphertextNotKept, .. })) = self.pieces.back_mut()
+            && *k + *len == g.pos
+        {
+            *len += g.len;
+            return;
+        }
+        self.insert(g.pos, Piece::Gap { len: g.len, reason: g.reason, ts: g.ts_ns });
     }
 
     /// Takes the witness's view of `[pos, pos + len)` out of the buffer.
     pub fn claim(&mut self, pos: u64, len: u64) -> Claim {
         let end = pos + len;
-        let mut keys: Vec<u64> = Vec::new();
-        if let Some((&k, p)) = self.pieces.range(..pos).next_back()
-            && k + p.len() > pos
-        {
-            keys.push(k);
+        // The pieces overlapping [pos, end): from the one before `pos` if it
+        // reaches into it, to the last one starting before `end`.
+        let mut from = self.pieces.partition_point(|(k, _)| *k < pos);
+        if from > 0 && self.pieces[from - 1].0 + self.pieces[from - 1].1.len() > pos {
+            from -= 1;
         }
-        keys.extend(self.pieces.range(pos..end).map(|(&k, _)| k));
+        let to = self.pieces.partition_point(|(k, _)| *k < end).max(from);
+        let taken: Vec<(u64, Piece)> = self.pieces.drain(from..to).collect();
         let mut c = Claim::default();
         let mut at = pos;
         let mut first = true;
-        for k in keys {
-            let Some(piece) = self.pieces.remove(&k) else { continue };
+        for (k, piece) in taken {
             let plen = piece.len();
             if let Piece::Data { bytes, .. } = &piece {
                 self.bytes -= bytes.len();
@@ -188,7 +216,7 @@ impl WitnessBuf {
         if let Piece::Data { bytes, .. } = &p {
             self.bytes += bytes.len();
         }
-        self.pieces.insert(pos, p);
+        self.insert(pos, p);
     }
 
     /// Everything left, in position order: bytes (and gaps) no record claimed.
@@ -415,6 +443,19 @@ mod tests {
         assert_eq!(kinds, vec![("witness_filled_gap", 2), ("witness_missing", 1)], "{faults:?}");
         assert_eq!(p.witness_raw.as_ref().unwrap().0, Bytes::from_static(b"abcde"));
         assert_eq!(p.witness.as_ref().unwrap().gaps, vec![GapMark { offset: 5, len: 1, reason: GapReason::Lost }]);
+    }
+
+    #[test]
+    fn ciphertext_not_kept_is_one_piece_however_many_calls() {
+        let mut w = WitnessBuf::default();
+        w.push_data(0, taken(b"hello", 1));
+        for i in 0..10_000u64 {
+            w.push_gap(GapSeg { pos: 5 + i * 40, len: 40, reason: GapReason::CiphertextNotKept, ts_ns: 2 + i });
+        }
+        assert_eq!(w.pieces.len(), 2, "the bytes, then one not-kept stretch");
+        let c = w.claim(0, 5 + 80);
+        assert_eq!(c.obs.gaps, vec![GapMark { offset: 5, len: 80, reason: GapReason::CiphertextNotKept }]);
+        assert_eq!(w.pieces.front().map(|(k, p)| (*k, p.len())), Some((85, 399_920)), "the rest stays, as one piece");
     }
 
     #[test]
