@@ -84,7 +84,10 @@ pub enum UnparsedReason {
 }
 
 /// Parsed fields of one message, by protocol (read back as JSON: see
-/// `crate::record::Fields`).
+/// `crate::record::Fields`). Every protocol's fields are boxed: a body moves
+/// by value from the parser's result through the piece, the assembler and the
+/// record, and a 16-byte enum moves cheaper than the largest message inline
+/// (152 bytes for HTTP/1; measured in BENCHMARKS.md, `bench flows`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Body {
@@ -94,13 +97,13 @@ pub enum Body {
         reason: UnparsedReason,
     },
     /// One HTTP/1.x request or response.
-    Http1(Http1Message),
+    Http1(Box<Http1Message>),
     /// One HTTP/2 frame (with decoded headers and gRPC fields).
     Http2(Box<H2Frame>),
     /// A group of PostgreSQL messages (one query or one response).
     Postgres(Box<PgMessages>),
     /// One RESP command or reply.
-    Redis(RedisMessage),
+    Redis(Box<RedisMessage>),
     /// One DNS message.
     Dns(Box<DnsMessage>),
     /// One FIX message.

@@ -424,7 +424,7 @@ impl Parser for Http1Parser {
                     // framed, flagged, and resynchronise after it.
                     return Parse::Message(Parsed {
                         len: p.chunk_at.clamp(1, buf.len()),
-                        body: Body::Http1(p.msg),
+                        body: Body::Http1(Box::new(p.msg)),
                         exchange: p.exchange,
                         error: Some(e.to_string()),
                     });
@@ -433,9 +433,12 @@ impl Parser for Http1Parser {
             BodyFraming::Close => None,
         };
         match end {
-            Some(end) => {
-                Parse::Message(Parsed { len: end, body: Body::Http1(p.msg), exchange: p.exchange, error: None })
-            }
+            Some(end) => Parse::Message(Parsed {
+                len: end,
+                body: Body::Http1(Box::new(p.msg)),
+                exchange: p.exchange,
+                error: None,
+            }),
             None => {
                 p.msg.body_len = (buf.len() - head_len) as u64;
                 self.pending[i] = Some(p);
@@ -461,12 +464,12 @@ impl Parser for Http1Parser {
                 if complete_at_end {
                     p.msg.body_len = (buf.len().saturating_sub(p.msg.head_len)) as u64;
                 }
-                Partial { body: Body::Http1(p.msg), exchange: p.exchange, total, complete_at_end }
+                Partial { body: Body::Http1(Box::new(p.msg)), exchange: p.exchange, total, complete_at_end }
             }
             None => {
                 let kind = if dir == self.client_dir { Http1Kind::Request } else { Http1Kind::Response };
                 Partial {
-                    body: Body::Http1(Http1Message::empty(kind)),
+                    body: Body::Http1(Box::new(Http1Message::empty(kind))),
                     exchange: None,
                     total: None,
                     complete_at_end: false,

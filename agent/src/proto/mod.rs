@@ -134,9 +134,6 @@ pub struct Parsed {
 }
 
 /// What a parser found at the front of the buffer.
-// Returned by value once per message: boxing the message would cost an
-// allocation on the hot path.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Parse {
     /// A whole message.

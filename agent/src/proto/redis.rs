@@ -464,7 +464,7 @@ impl Parser for RedisParser {
                     let role = if client { ExchangeRole::Request } else { ExchangeRole::Response };
                     Some((*n - 1, role))
                 };
-                Parse::Message(Parsed { len: end, body: Body::Redis(msg), exchange, error: None })
+                Parse::Message(Parsed { len: end, body: Body::Redis(Box::new(msg)), exchange, error: None })
             }
             Ok(Scan::Need(min_len)) => Parse::Need { min_len: min_len.max(buf.len() + 1), total: None },
             Err(e) => {
@@ -500,7 +500,7 @@ impl Parser for RedisParser {
         let n = &mut self.next[dir.index()];
         *n += 1;
         let role = if client { ExchangeRole::Request } else { ExchangeRole::Response };
-        Partial { body: Body::Redis(msg), exchange: Some((*n - 1, role)), total, complete_at_end: false }
+        Partial { body: Body::Redis(Box::new(msg)), exchange: Some((*n - 1, role)), total, complete_at_end: false }
     }
 
     fn resync(&mut self, dir: Direction, buf: &[u8]) -> Option<usize> {

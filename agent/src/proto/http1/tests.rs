@@ -7,7 +7,7 @@ fn parser() -> Http1Parser {
 
 fn msg(p: Parse) -> (usize, Http1Message, Option<(u64, ExchangeRole)>, Option<String>) {
     match p {
-        Parse::Message(Parsed { len, body: Body::Http1(m), exchange, error }) => (len, m, exchange, error),
+        Parse::Message(Parsed { len, body: Body::Http1(m), exchange, error }) => (len, *m, exchange, error),
         other => panic!("expected a message, got {other:?}"),
     }
 }

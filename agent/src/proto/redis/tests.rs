@@ -7,7 +7,7 @@ fn parser() -> RedisParser {
 
 fn msg(p: Parse) -> (usize, RedisMessage, Option<(u64, ExchangeRole)>) {
     match p {
-        Parse::Message(Parsed { len, body: Body::Redis(m), exchange, .. }) => (len, m, exchange),
+        Parse::Message(Parsed { len, body: Body::Redis(m), exchange, .. }) => (len, *m, exchange),
         other => panic!("expected a message, got {other:?}"),
     }
 }
