@@ -135,7 +135,9 @@ pub fn submit_header(s: *mut ScratchEvent) {
 }
 
 /// Emits a `KIND_TRUNCATED` event for `len` bytes at `pos` that were transferred
-/// but not captured.
+/// but not captured: over a cap, unreadable ([`FLAG_UNREADABLE`]) or TLS
+/// ciphertext counted and timed, not copied, because the socket's plaintext
+/// of that direction is captured ([`FLAG_NOT_KEPT`], counted apart).
 #[inline(always)]
 pub fn truncated(s: *mut ScratchEvent, pos: u64, len: u64, flags: u8) {
     let h = unsafe { &mut (*s).header };
@@ -144,24 +146,10 @@ pub fn truncated(s: *mut ScratchEvent, pos: u64, len: u64, flags: u8) {
     h.pos = pos;
     h.len = if len > u32::MAX as u64 { u32::MAX } else { len as u32 };
     h.flags |= flags;
-    stat_add(STAT_TRUNCATED_BYTES, len);
+    stat_add(if flags & FLAG_NOT_KEPT != 0 { STAT_NOT_KEPT_BYTES } else { STAT_TRUNCATED_BYTES }, len);
     submit_header(s);
     h.kind = kind;
     h.flags &= !flags;
-}
-
-/// Emits a `KIND_TRUNCATED` event with [`FLAG_NOT_KEPT`] for `len` bytes of
-/// TLS ciphertext at `pos`: counted and timed, not copied (the socket's
-/// plaintext of that direction is captured).
-#[inline(always)]
-pub fn not_kept(s: *mut ScratchEvent, pos: u64, len: u64) {
-    let h = unsafe { &mut (*s).header };
-    h.kind = KIND_TRUNCATED;
-    h.pos = pos;
-    h.len = if len > u32::MAX as u64 { u32::MAX } else { len as u32 };
-    h.flags |= FLAG_NOT_KEPT;
-    stat_add(STAT_NOT_KEPT_BYTES, len);
-    submit_header(s);
 }
 
 /// Copies `n` (≤ CHUNK_MAX) bytes from user memory at `src` and emits them at `pos`.

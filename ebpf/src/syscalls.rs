@@ -223,7 +223,7 @@ fn exit_data(ctx: &TracePointContext, syscall: u8, dir: u8) {
     {
         // Ciphertext whose plaintext a library probe captures: counted and
         // timed, not copied.
-        crate::emit::not_kept(s, pos0, ret as u64);
+        crate::emit::truncated(s, pos0, ret as u64, FLAG_NOT_KEPT);
         return;
     }
     match syscall {

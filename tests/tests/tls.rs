@@ -506,6 +506,16 @@ fn rustls_client_to_rustls_server_plaintext_is_byte_exact_on_both_sides() {
     assert_eq!(run.stats["kernel_lost_events"], 0);
 }
 
+/// A plain TCP server on loopback for the rustls client's log lines: its
+/// port, and what `serve` returns for the one connection it accepts.
+fn log_server(
+    serve: impl FnOnce(std::net::TcpStream) -> Vec<u8> + Send + 'static,
+) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (port, std::thread::spawn(move || serve(l.accept().unwrap().0)))
+}
+
 /// rustls writes no bytes itself: a request handed to it is held until the
 /// thread writes TLS records. A plain TCP write in between (a log line) does
 /// not take the plaintext; the TLS socket does.
@@ -513,10 +523,7 @@ fn rustls_client_to_rustls_server_plaintext_is_byte_exact_on_both_sides() {
 fn rustls_plaintext_waits_for_its_tls_records_not_the_next_tcp_write() {
     require_root();
     let _g = serial();
-    let log = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let log_port = log.local_addr().unwrap().port();
-    let logged = std::thread::spawn(move || {
-        let (mut s, _) = log.accept().unwrap();
+    let (log_port, logged) = log_server(|mut s| {
         let mut got = Vec::new();
         std::io::Read::read_to_end(&mut s, &mut got).unwrap();
         got
@@ -538,10 +545,7 @@ fn rustls_plaintext_waits_for_its_tls_records_not_the_next_tcp_write() {
 fn a_plain_socket_a_rustls_read_was_tied_to_keeps_its_bytes() {
     require_root();
     let _g = serial();
-    let log = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let log_port = log.local_addr().unwrap().port();
-    let logged = std::thread::spawn(move || {
-        let (mut s, _) = log.accept().unwrap();
+    let (log_port, logged) = log_server(|mut s| {
         let line = |s: &mut std::net::TcpStream| {
             let mut got = Vec::new();
             let mut b = [0u8; 1];

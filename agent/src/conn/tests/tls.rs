@@ -5,6 +5,17 @@ use super::*;
 use crate::capture::tls::{TlsLib, TlsRegistry};
 use crate::record::TlsUnseen;
 
+/// The (one) connection record among `rs`.
+fn conn_record(rs: &[Record]) -> crate::record::ConnRecord {
+    let mut it = rs.iter().filter_map(|r| match r {
+        Record::Connection(c) => Some((**c).clone()),
+        _ => None,
+    });
+    let c = it.next().expect("a connection record");
+    assert!(it.next().is_none(), "one connection record: {rs:#?}");
+    c
+}
+
 /// A ClientHello's first bytes, then a ServerHello's: the socket carries TLS.
 const CLIENT_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x00, 0xea, 0x01, 0x00, 0x00, 0xe6, 0x03, 0x03];
 const SERVER_HELLO: &[u8] = &[0x16, 0x03, 0x03, 0x00, 0x59, 0x02, 0x00, 0x00, 0x55, 0x03, 0x03];
@@ -29,13 +40,7 @@ fn unseen_with(reads_unhooked: bool) -> Option<TlsUnseen> {
     evs.push(c.close());
     let mut rs = run(&mut t, evs);
     rs.extend(finish(&mut t));
-    let conn = rs
-        .iter()
-        .find_map(|r| match r {
-            Record::Connection(c) => Some(c.clone()),
-            _ => None,
-        })
-        .expect("a connection record");
+    let conn = conn_record(&rs);
     assert!(conn.tls_egress.is_some(), "the request's plaintext is on the connection: {conn:?}");
     conn.tls_unseen
 }
@@ -75,13 +80,7 @@ fn not_kept_records() -> Vec<Record> {
 fn ciphertext_not_kept_is_stated_in_the_totals_and_is_never_a_gap() {
     let rs = not_kept_records();
     assert!(!rs.iter().any(|r| matches!(r, Record::Gap(_))), "no gap record: {rs:?}");
-    let conn = rs
-        .iter()
-        .find_map(|r| match r {
-            Record::Connection(c) => Some(c.clone()),
-            _ => None,
-        })
-        .expect("a connection record");
+    let conn = conn_record(&rs);
     let (eg, ing) = (conn.egress, conn.ingress);
     assert_eq!((eg.captured, eg.gap), (CLIENT_HELLO.len() as u64, 0), "{eg:?}");
     assert_eq!((ing.captured, ing.gap), (SERVER_HELLO.len() as u64, 0), "{ing:?}");
@@ -165,13 +164,7 @@ fn a_witness_that_did_not_keep_its_ciphertext_is_not_missing_it() {
     }
     assert_eq!(cipher[Direction::Egress.index()], [CLIENT_HELLO, APP_DATA].concat(), "{rs:#?}");
     assert_eq!(cipher[Direction::Ingress.index()], [SERVER_HELLO, APP_DATA].concat(), "{rs:#?}");
-    let conn = rs
-        .iter()
-        .find_map(|r| match r {
-            Record::Connection(c) => Some(c.clone()),
-            _ => None,
-        })
-        .expect("a connection record");
+    let conn = conn_record(&rs);
     assert_eq!((conn.egress.not_kept, conn.ingress.not_kept), (None, None), "{conn:?}");
     let (wi, we) = (conn.witness_ingress.expect("server ingress"), conn.witness_egress.expect("server egress"));
     assert_eq!((wi.not_kept.map(|n| n.bytes), we.not_kept.map(|n| n.bytes)), (Some(n), Some(n)), "{conn:?}");
