@@ -192,17 +192,24 @@ pub async fn run(
             commit::append_entry_blocking(&entries, e, "").map(|_| ()).map_err(|e| e.to_string())
         }),
     );
+    let mirror = match &config.clickhouse {
+        None => None,
+        Some(ch) => Some(Arc::new(crate::clickhouse::expiry::Mirror::open(ch.clone(), shared.verifier().name).await?)
+            as Arc<dyn crate::retention::Mirror>),
+    };
     let retention = {
         let (shared, app) = (shared.clone(), Arc::new(jobs.clone()) as Arc<dyn crate::retention::Append>);
         let file = config.retention.file.clone();
         let clock = Arc::new(crate::when::SystemClock { offset_ns: config.retention.clock_offset_ns });
-        Arc::new(
-            tokio::task::spawn_blocking(move || {
-                crate::retention::Retention::open(shared, app, file, clock, &hold_entries)
-            })
-            .await
-            .map_err(|e| ServeError::Join(e.to_string()))??,
-        )
+        let r = tokio::task::spawn_blocking(move || {
+            crate::retention::Retention::open(shared, app, file, clock, &hold_entries)
+        })
+        .await
+        .map_err(|e| ServeError::Join(e.to_string()))??;
+        Arc::new(match mirror {
+            None => r,
+            Some(m) => r.with_mirror(m),
+        })
     };
     let retention_pass = config.retention.interval.map(|i| retention.spawn(i));
     let monitor = Monitor::new(&config.silence, Arc::new(crate::when::SystemClock::default()), jobs.clone());

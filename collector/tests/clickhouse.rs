@@ -4,6 +4,8 @@
 //! running the scenarios in order (each in its own database).
 
 mod common;
+#[path = "clickhouse/expiry.rs"]
+mod expiry;
 #[path = "clickhouse/search.rs"]
 mod search;
 
@@ -397,6 +399,7 @@ async fn clustered_mode_on_clickhouse_18_16() {
     origin_names_are_unique(&url).await;
     sigkill_and_lost_disk(&url).await;
     tamper_is_named(&url).await;
+    expiry::expired_rows_leave_clickhouse(&url, ch(&url, "expiry"), ch_with(&url, "expiry_copy", None, 0)).await;
     replica_down_refuses_then_recovers(&mut cl).await;
 }
 
@@ -544,6 +547,12 @@ async fn modern_engine_26_9() {
     assert!(rep.ok && rep.verified_size == rep.leaves && rep.leaves >= 20, "{rep:?}");
     derived_as_the_collector_indexes(&cfg, &inventory, &alerts).await;
     rotation_and_pinned_keys(&url).await;
+    expiry::expired_rows_leave_clickhouse(
+        &url,
+        ch_with(&url, "expiry", None, 0),
+        ch_with(&url, "expiry_copy", None, 0),
+    )
+    .await;
     // The same from the command line.
     let cli = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_wiretrail"))

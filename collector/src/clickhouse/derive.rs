@@ -110,6 +110,8 @@ impl Reader {
             ))
             .fetch::<Row>()
             .map_err(ClickHouseError::query(what))?;
+        // Ranges retention deleted have no rows: not missing.
+        let (mut expired, _) = self.expired(None).await?;
         let mut logs: Vec<Order> = Vec::new();
         let mut by_name: HashMap<String, usize> = HashMap::new();
         let mut chunk: Vec<(u64, StoredLeaf)> = Vec::with_capacity(CHUNK);
@@ -121,8 +123,12 @@ impl Reader {
                 Some(&o) => o,
                 None => {
                     by_name.insert(r.origin.clone(), d.origins.len());
+                    let ranges = expired.remove(&r.origin).unwrap_or_default();
                     d.origins.push(r.origin);
-                    logs.push(Order::default());
+                    logs.push(Order {
+                        expired: ranges.iter().map(|e| (e.first, e.end)).collect(),
+                        ..Default::default()
+                    });
                     d.origins.len() - 1
                 }
             };
@@ -155,6 +161,8 @@ struct Order {
     out_of_order: u64,
     missing: u64,
     late: u64,
+    /// Ranges retention deleted, sorted: skipped, not waited for.
+    expired: Vec<(u64, u64)>,
 }
 
 /// Most leaves held back per log before the missing one is given up on.
@@ -163,6 +171,11 @@ const HELD_MAX: usize = 100_000;
 impl Order {
     /// Accepts leaf `i`; appends what can go in order to `ready`.
     fn push(&mut self, i: u64, bytes: Vec<u8>, ready: &mut Vec<(u64, Vec<u8>)>) {
+        self.skip_expired();
+        if self.expired.iter().any(|&(f, e)| f <= i && i < e) {
+            // A row retention deleted that ClickHouse has not removed yet: not judged.
+            return;
+        }
         if i < self.next {
             // One row per leaf is read: a leaf given up on as missing came after all.
             self.late += 1;
@@ -174,7 +187,7 @@ impl Order {
             if self.held.len() > HELD_MAX {
                 // Leaf `next` is not coming: go on from the first held one.
                 let first = *self.held.keys().next().expect("held");
-                self.missing += first - self.next;
+                self.missing += self.absent(first);
                 self.next = first;
             } else {
                 return;
@@ -183,16 +196,32 @@ impl Order {
             ready.push((i, bytes));
             self.next = i + 1;
         }
+        self.skip_expired();
         while let Some(b) = self.held.remove(&self.next) {
             ready.push((self.next, b));
             self.next += 1;
+            self.skip_expired();
         }
+    }
+
+    /// Moves `next` past a range retention deleted.
+    fn skip_expired(&mut self) {
+        let k = self.expired.partition_point(|r| r.0 <= self.next);
+        if let Some(&(_, end)) = k.checked_sub(1).and_then(|k| self.expired.get(k)) {
+            self.next = self.next.max(end);
+        }
+    }
+
+    /// Leaves of `[next, to)` that are missing: neither here nor deleted by retention.
+    fn absent(&self, to: u64) -> u64 {
+        let deleted: u64 = self.expired.iter().map(|&(f, e)| e.min(to).saturating_sub(f.max(self.next))).sum();
+        to.saturating_sub(self.next) - deleted
     }
 
     /// Everything still held, in leaf order; returns how many leaves were skipped in all.
     fn flush(&mut self, ready: &mut Vec<(u64, Vec<u8>)>) -> u64 {
         for (i, b) in std::mem::take(&mut self.held) {
-            self.missing += i - self.next;
+            self.missing += self.absent(i);
             ready.push((i, b));
             self.next = i + 1;
         }
@@ -334,6 +363,17 @@ mod tests {
         let mut rest = Vec::new();
         assert_eq!(o.flush(&mut rest), 0);
         assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn ranges_retention_deleted_are_neither_waited_for_nor_missing() {
+        let mut o = Order { expired: vec![(0, 3), (5, 7)], ..Default::default() };
+        // 1 is a deleted row ClickHouse still holds: dropped, not judged.
+        assert_eq!(feed(&mut o, &[3, 1, 4, 8, 7, 10]), vec![3, 4, 7, 8]);
+        assert_eq!((o.out_of_order, o.late), (2, 0));
+        let mut rest = Vec::new();
+        assert_eq!(o.flush(&mut rest), 1, "only leaf 9 is missing");
+        assert_eq!(rest.iter().map(|r| r.0).collect::<Vec<_>>(), vec![10]);
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //!   ZSTD codecs and skip indexes on servers that have them (no TTL: it
 //!   would delete held evidence and leave holes verify cannot explain);
 //!   Replicated* + Distributed when a cluster is named.
+//! - [`expiry`]: what retention deletes from the collector's log is deleted
+//!   from ClickHouse too, range by range, and readers put the kept hashes
+//!   of its `retention_deletion` entries in the deleted leaves' place.
 //! - [`writer`]: the commit thread's sink. After the local fsync and before
 //!   the acks it inserts every leaf not yet in ClickHouse (with
 //!   `insert_quorum=N` when a quorum is set); when ClickHouse refuses or
@@ -22,6 +25,7 @@
 //! (two different rows for one key are reported as tampering).
 
 pub mod derive;
+pub mod expiry;
 pub mod export;
 pub mod reader;
 pub mod schema;

@@ -8,7 +8,7 @@
 //! - `checkpoints`: every signed checkpoint (origin, size, root, note).
 //! - `origins`: each log's checkpoint verifier key.
 //!
-//! MergeTree partitioned by day (retention drops whole partitions), ORDER BY
+//! MergeTree partitioned by day, ORDER BY
 //! (identity, time, origin, leaf index), Replacing so a retried insert
 //! collapses. From 19.1: ZSTD codecs; from 20.1: a bloom-filter skip index
 //! on peer. No n-gram index on the leaf bytes: search's `position(leaf, ..)`
@@ -17,6 +17,9 @@
 //! insert and again on every merge (an insert of 48k rows into 26.9: ~1 s
 //! with it, ~0.2 s without). With a cluster: Replicated* tables
 //! `<name>_local` ON CLUSTER and a Distributed table `<name>` over them.
+//! Retention deletes the ranges its collector deleted, not whole day
+//! partitions ([`super::expiry`] says why); a day all of whose rows went
+//! is left with empty parts, which the server removes.
 
 use super::{ClickHouseConfig, ClickHouseError, Version};
 

@@ -7,7 +7,9 @@
 //! the Merkle root of the recomputed hashes is checked against every stored
 //! checkpoint the rows cover. A row rewritten with all its hashes recomputed
 //! still fails the root: the finding then names the first checkpoint that
-//! fails (the change lies below its size).
+//! fails (the change lies below its size). A leaf retention deleted has no
+//! row: the hash its `retention_deletion` entry kept stands in
+//! ([`super::expiry`]), checked by the same roots.
 //!
 //! Keys: the first key of a log is the trust anchor. It is the one the auditor
 //! pins ([`Pins`], `wiretrail verify --clickhouse --verifier-key ORIGIN=FILE`);
@@ -27,6 +29,7 @@ use serde::Serialize;
 use wiretrail_proto::v1::StoredLeaf;
 
 use super::ClickHouseError;
+use super::expiry::Expired;
 use super::reader::Reader;
 use super::schema::{CHECKPOINTS, LEAVES, ORIGINS};
 use super::writer::{CheckpointRow, LeafRow, OriginRow};
@@ -129,6 +132,11 @@ impl Reader {
             .fetch::<LeafRow>()
             .map_err(ClickHouseError::query(what()))?;
         let mut rows = RowCheck::default();
+        let (mut expired, bad) = self.expired(Some(&o.origin)).await?;
+        for (_, leaf, why) in bad {
+            rep.fail(leaf, &why);
+        }
+        rows.expired = expired.remove(&o.origin).unwrap_or_default();
         while let Some(r) = cursor.next().await.map_err(ClickHouseError::query(what()))? {
             if !rows.push(&r, &mut rep) {
                 break;
@@ -172,6 +180,8 @@ struct RowCheck {
     rotations: Vec<Rotation>,
     /// Leaf index of the last row accepted.
     last: Option<u64>,
+    /// Ranges retention deleted, by first leaf (their kept hashes stand in).
+    expired: Vec<Expired>,
 }
 
 impl RowCheck {
@@ -183,12 +193,22 @@ impl RowCheck {
             rep.fail(r.leaf_index, "two different rows for this leaf index");
             return true;
         }
+        // Leaves retention deleted: the hashes their deletion entry kept.
+        while (self.hashes.len() as u64) < r.leaf_index {
+            let i = self.hashes.len() as u64;
+            let Some(kept) = self.kept(i) else { break };
+            self.hashes.push(kept);
+            rep.expired += 1;
+        }
         let i = self.hashes.len() as u64;
         if r.leaf_index != i {
             rep.fail(i, "missing from ClickHouse");
             return false;
         }
         let h = leaf_hash(&r.leaf);
+        if self.kept(i).is_some_and(|k| k != h) {
+            rep.fail(i, "row still stored for a deleted leaf differs from the hash its retention_deletion entry kept");
+        }
         if h != r.leaf_hash {
             rep.fail(i, "leaf bytes do not hash to the stored leaf hash (row changed)");
         }
@@ -208,6 +228,14 @@ impl RowCheck {
         self.hashes.push(h);
         self.last = Some(r.leaf_index);
         true
+    }
+}
+
+impl RowCheck {
+    /// The hash kept for leaf `i` by a retention deletion.
+    fn kept(&self, i: u64) -> Option<Hash> {
+        let k = self.expired.partition_point(|e| e.first <= i);
+        self.expired.get(k.checked_sub(1)?)?.hash_of(i).copied()
     }
 }
 
@@ -318,8 +346,11 @@ pub struct OriginReport {
     pub key_source: KeySource,
     /// Key rotations followed.
     pub rotations: u64,
-    /// Leaves read (contiguous from 0).
+    /// Leaves read (contiguous from 0), those retention deleted included.
     pub leaves: u64,
+    /// Of them, leaves retention deleted: verified by the hash their
+    /// `retention_deletion` entry kept.
+    pub expired: u64,
     /// Leaf bytes read.
     pub bytes: u64,
     /// Checkpoints verified.

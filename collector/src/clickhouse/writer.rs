@@ -158,17 +158,26 @@ impl Sink {
             registered: now_s(),
         };
         sink.insert(ORIGINS, &[row]).await?;
+        // Leaves retention deleted here are not counted: their rows may be
+        // gone from ClickHouse already, or not yet.
+        let deleted = super::expiry::merged(sink.shared.deleted().iter().map(|d| (d.first, d.end)).collect());
+        let not_deleted = deleted
+            .iter()
+            .map(|(f, e)| format!(" AND NOT (leaf_index >= {f} AND leaf_index < {e})"))
+            .collect::<String>();
         let (n, max): (u64, u64) = sink
             .client
-            .query("SELECT uniqExact(leaf_index), max(leaf_index) FROM ? WHERE origin = ?")
+            .query(&format!("SELECT uniqExact(leaf_index), max(leaf_index) FROM ? WHERE origin = ?{not_deleted}"))
             .bind(clickhouse::sql::Identifier(LEAVES))
             .bind(&sink.origin)
             .fetch_one()
             .await
             .map_err(ClickHouseError::query("reading how much of the log is stored"))?;
         let size = sink.shared.size();
-        sink.shipped = if n > 0 && n == max + 1 { n.min(size) } else { 0 };
-        if n > 0 && n != max + 1 {
+        let deleted_below = |end: u64| deleted.iter().map(|&(f, e)| e.min(end).saturating_sub(f)).sum::<u64>();
+        let whole = n > 0 && n + deleted_below(max + 1) == max + 1;
+        sink.shipped = if whole { (max + 1).min(size) } else { 0 };
+        if n > 0 && !whole {
             tracing::warn!(
                 rows = n,
                 max,
@@ -209,9 +218,15 @@ impl Sink {
         self.retrying(LEAVES, || async {
             let mut prev = if from == 0 { [0u8; 32] } else { self.shared.leaf_hash(from - 1)? };
             let mut ins = self.start::<LeafRow>(LEAVES).await.map_err(insert_error(LEAVES))?;
+            // Segments retention deleted are skipped: their hashes are kept.
             let mut leaves = self.shared.iter(from, to)?;
+            let mut next = from;
             while let Some(item) = leaves.next_hashed() {
                 let (i, bytes, hash) = item?;
+                if i != next {
+                    prev = self.shared.leaf_hash(i - 1)?;
+                }
+                next = i + 1;
                 let row = LeafRow::new(&self.origin, i, bytes, hash, prev)?;
                 prev = row.leaf_hash;
                 ins.write(&row).await.map_err(insert_error(LEAVES))?;

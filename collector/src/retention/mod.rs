@@ -95,6 +95,15 @@ impl Append for Mutex<Writer> {
     }
 }
 
+/// Where retention's deletions are repeated (clustered mode: ClickHouse,
+/// [`crate::clickhouse::expiry::Mirror`]).
+pub trait Mirror: Send + Sync {
+    /// Repeats there every deletion of the log (`deleted`: all the ranges
+    /// deleted so far; idempotent). Called after each pass and each granted
+    /// request; a failure is logged and the next pass tries again.
+    fn mirror(&self, deleted: &[Deleted]) -> Result<(), String>;
+}
+
 /// The time retention judges expiry against.
 pub use crate::when::{Clock, SystemClock};
 
@@ -123,6 +132,7 @@ pub struct Retention {
     clock: Arc<dyn Clock>,
     holds: Mutex<Holds>,
     expiry: Mutex<pass::ExpiryCache>,
+    mirror: Option<Arc<dyn Mirror>>,
 }
 
 impl Retention {
@@ -138,7 +148,25 @@ impl Retention {
     ) -> Result<Retention, RetentionError> {
         Policy::load(file.as_deref())?;
         let holds = Holds::from_entries(&shared, hold_entries)?;
-        Ok(Retention { shared, app, file, clock, holds: Mutex::new(holds), expiry: Default::default() })
+        Ok(Retention { shared, app, file, clock, holds: Mutex::new(holds), expiry: Default::default(), mirror: None })
+    }
+
+    /// Repeats every deletion in `m` too (clustered mode).
+    pub fn with_mirror(mut self, m: Arc<dyn Mirror>) -> Retention {
+        self.mirror = Some(m);
+        self
+    }
+
+    /// Hands every deletion so far to the mirror, if any (a failure is logged: the next pass retries).
+    fn mirror_deletions(&self) {
+        if let Some(m) = &self.mirror {
+            let deleted = self.shared.deleted();
+            if !deleted.is_empty()
+                && let Err(e) = m.mirror(&deleted)
+            {
+                tracing::warn!(error = %e, "retention: repeating the deletions in ClickHouse failed; retried next pass");
+            }
+        }
     }
 
     /// Now, by the retention clock.
@@ -151,7 +179,9 @@ impl Retention {
         let policy = Policy::load(self.file.as_deref())?;
         let holds = self.holds.lock().expect("holds lock");
         let mut cache = self.expiry.lock().expect("expiry lock");
-        pass::run_pass(&self.shared, self.app.as_ref(), &policy, &holds, self.now_ns(), &mut cache)
+        let r = pass::run_pass(&self.shared, self.app.as_ref(), &policy, &holds, self.now_ns(), &mut cache);
+        self.mirror_deletions();
+        r
     }
 
     /// Places a hold.
@@ -175,7 +205,12 @@ impl Retention {
     pub fn request_deletion(&self, first: u64, last: u64, by: &str) -> Result<Vec<Deleted>, RetentionError> {
         let policy = Policy::load(self.file.as_deref())?;
         let holds = self.holds.lock().expect("holds lock");
-        pass::request_deletion(&self.shared, self.app.as_ref(), &policy, &holds, first, last, by, self.now_ns())
+        let r =
+            pass::request_deletion(&self.shared, self.app.as_ref(), &policy, &holds, first, last, by, self.now_ns());
+        if r.is_ok() {
+            self.mirror_deletions();
+        }
+        r
     }
 
     /// Runs a pass every `interval` on a thread until the returned handle is stopped.

@@ -1,0 +1,276 @@
+//! Retention's deletions, mirrored in ClickHouse.
+//!
+//! Retention deletes whole closed segments of a collector's log, judged per
+//! leaf by class and legal hold ([`crate::retention::pass`]): the leaves'
+//! hashes are kept and a `retention_deletion` entry is appended, whose content
+//! is those hashes and whose detail names the range. That entry is a leaf like
+//! any other, so it reaches ClickHouse before the deletion goes on. Then
+//! [`Mirror::sync`] deletes the range's rows of this log from ClickHouse:
+//! `ALTER TABLE leaves DELETE WHERE origin = .. AND leaf_index ..`
+//! (`leaves_local ON CLUSTER` with a cluster), a mutation every server since
+//! 2018 runs (Debian's 18.16 included), asynchronous.
+//!
+//! Readers of ClickHouse read the deletion entries first ([`Reader::expired`]):
+//! verify puts each deleted leaf's kept hash in its place (checked against
+//! the signed checkpoints like any leaf hash, so a range deleted without an
+//! entry, or an entry that lies, fails), the inventory and alerts skip the
+//! ranges, and the sink never inserts them again.
+//!
+//! Why not day partitions dropped, nor a TTL: a day's partition holds every
+//! collector's rows and leaves of several classes, some under hold, so only
+//! the ranges retention judged deletable may go; a partition all of whose
+//! rows were deleted is left with empty parts, which the server removes.
+//!
+//! Each retention pass calls [`Mirror::sync`] with every range the local log
+//! has deleted; ranges seen gone from ClickHouse once are not asked about
+//! again, so a mutation that failed (ClickHouse unreachable) or a deletion
+//! finished by a restart is mirrored at the next pass, and no second
+//! mutation is started while one of this table's is still running.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use prost::Message;
+use sha2::Digest;
+use wiretrail_log::entry::RETENTION_DELETION;
+use wiretrail_log::merkle::Hash;
+use wiretrail_log::store::Deleted;
+use wiretrail_proto::v1::StoredLeaf;
+
+use super::reader::Reader;
+use super::schema::LEAVES;
+use super::{ClickHouseConfig, ClickHouseError};
+
+/// A range of one log that retention deleted, as its `retention_deletion` entry states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// First leaf deleted.
+    pub first: u64,
+    /// End of the range (exclusive).
+    pub end: u64,
+    /// Leaf index of the entry.
+    pub entry_leaf: u64,
+    /// The deleted leaves' Merkle leaf hashes, `end - first` of them.
+    pub hashes: Vec<Hash>,
+}
+
+impl Expired {
+    /// The kept hash of leaf `i`, when this range holds it.
+    pub fn hash_of(&self, i: u64) -> Option<&Hash> {
+        if i < self.first || i >= self.end {
+            return None;
+        }
+        self.hashes.get((i - self.first) as usize)
+    }
+}
+
+/// The deleted range the `retention_deletion` entry at leaf `entry_leaf`
+/// (bytes `leaf`) states; why not, when the entry is malformed.
+pub fn expired_of(leaf: &[u8], entry_leaf: u64) -> Result<Expired, String> {
+    let l = StoredLeaf::decode(leaf).map_err(|e| format!("retention_deletion leaf does not decode: {e}"))?;
+    let e = l.entry.ok_or("a row marked retention_deletion holds a record, not an entry")?;
+    if e.kind != RETENTION_DELETION {
+        return Err(format!("a row marked retention_deletion holds a {} entry", e.kind));
+    }
+    let d: serde_json::Value =
+        serde_json::from_str(&e.detail_json).map_err(|e| format!("retention_deletion detail is not JSON: {e}"))?;
+    let num = |k: &str| d[k].as_u64().ok_or(format!("retention_deletion entry without {k}"));
+    let (first, end) = (num("first_leaf")?, num("end_leaf")?);
+    if end <= first || end > entry_leaf {
+        return Err(format!("retention_deletion entry names leaves {first}..{end}, not a range before it"));
+    }
+    let n = (end - first) as usize;
+    if e.content.len() != n * 32 {
+        return Err(format!("retention_deletion entry keeps {} bytes of hashes for {n} leaves", e.content.len()));
+    }
+    if d["kept_hashes_sha256"].as_str() != Some(hex::encode(sha2::Sha256::digest(&e.content)).as_str()) {
+        return Err("retention_deletion entry's hashes do not match the digest in its detail".into());
+    }
+    let hashes = e.content.chunks_exact(32).map(|c| c.try_into().expect("32 bytes")).collect();
+    Ok(Expired { first, end, entry_leaf, hashes })
+}
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct EntryRow {
+    origin: String,
+    leaf_index: u64,
+    #[serde(with = "serde_bytes")]
+    leaf: Vec<u8>,
+}
+
+impl Reader {
+    /// Every range retention deleted, per log (only `origin`'s when given),
+    /// sorted by first leaf, from the logs' `retention_deletion` entries;
+    /// with each malformed entry's (log, leaf index, why). Not verified here:
+    /// verify checks the hashes against the signed checkpoints.
+    pub async fn expired(
+        &self,
+        origin: Option<&str>,
+    ) -> Result<(BTreeMap<String, Vec<Expired>>, Vec<(String, u64, String)>), ClickHouseError> {
+        let only = if origin.is_some() { " AND origin = ?" } else { "" };
+        let mut q = self.client.query(&format!(
+            "SELECT DISTINCT origin, leaf_index, leaf FROM {LEAVES} WHERE kind = ?{only} ORDER BY origin, leaf_index"
+        ));
+        q = q.bind(format!("entry:{RETENTION_DELETION}"));
+        if let Some(o) = origin {
+            q = q.bind(o);
+        }
+        let rows: Vec<EntryRow> =
+            q.fetch_all().await.map_err(ClickHouseError::query("reading the retention_deletion entries"))?;
+        let (mut out, mut bad) = (BTreeMap::<String, Vec<Expired>>::new(), Vec::new());
+        for r in rows {
+            match expired_of(&r.leaf, r.leaf_index) {
+                Ok(e) => out.entry(r.origin).or_default().push(e),
+                Err(why) => bad.push((r.origin, r.leaf_index, why)),
+            }
+        }
+        for v in out.values_mut() {
+            v.sort_by_key(|e| e.first);
+            v.dedup_by_key(|e| e.first);
+        }
+        Ok((out, bad))
+    }
+}
+
+/// Sorted, merged ranges: adjacent or overlapping ones become one.
+pub(super) fn merged(mut r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    r.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(r.len());
+    for (f, e) in r {
+        match out.last_mut() {
+            Some(last) if f <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((f, e)),
+        }
+    }
+    out
+}
+
+/// `ranges` minus `gone` (both sorted and merged).
+fn minus(ranges: &[(u64, u64)], gone: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &(f, e) in ranges {
+        let mut start = f;
+        for &(gf, ge) in gone.iter().filter(|g| g.0 < e && g.1 > f) {
+            if gf > start {
+                out.push((start, gf));
+            }
+            start = start.max(ge);
+        }
+        if start < e {
+            out.push((start, e));
+        }
+    }
+    out
+}
+
+/// The SQL condition on `leaf_index` for `ranges` (non-empty).
+fn condition(ranges: &[(u64, u64)]) -> String {
+    let parts: Vec<String> = ranges.iter().map(|(f, e)| format!("(leaf_index >= {f} AND leaf_index < {e})")).collect();
+    format!("({})", parts.join(" OR "))
+}
+
+/// What one [`Mirror::sync`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Leaves of deleted ranges still in ClickHouse when asked.
+    pub rows_left: u64,
+    /// Whether a deletion (mutation) was started.
+    pub mutation_started: bool,
+    /// Whether a mutation of the table was still running (none started then).
+    pub mutation_running: bool,
+}
+
+/// Deletes from ClickHouse the rows of the ranges this collector's retention deleted.
+pub struct Mirror {
+    client: clickhouse::Client,
+    cfg: ClickHouseConfig,
+    origin: String,
+    rt: tokio::runtime::Handle,
+    /// Ranges seen gone from ClickHouse (sorted, merged).
+    gone: Mutex<Vec<(u64, u64)>>,
+}
+
+impl Mirror {
+    /// A mirror for log `origin` (the server's version checked).
+    pub async fn open(cfg: ClickHouseConfig, origin: String) -> Result<Mirror, ClickHouseError> {
+        let c = super::client(&cfg).with_database(&cfg.database);
+        let v = super::server_version(&c).await?;
+        Ok(Mirror {
+            client: c.with_validation(v.validation()),
+            cfg,
+            origin,
+            rt: tokio::runtime::Handle::current(),
+            gone: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Makes ClickHouse delete its rows of `deleted` (every range the local
+    /// log deleted); blocking, from the retention thread.
+    pub fn sync(&self, deleted: &[Deleted]) -> Result<SyncReport, ClickHouseError> {
+        let all = merged(deleted.iter().map(|d| (d.first, d.end)).collect());
+        let pending = minus(&all, &self.gone.lock().expect("gone lock"));
+        if pending.is_empty() {
+            return Ok(SyncReport::default());
+        }
+        let r = self.rt.block_on(self.delete(&pending))?;
+        if r.rows_left == 0 {
+            *self.gone.lock().expect("gone lock") = all;
+        }
+        Ok(r)
+    }
+
+    async fn delete(&self, pending: &[(u64, u64)]) -> Result<SyncReport, ClickHouseError> {
+        let cond = condition(pending);
+        let rows_left: u64 = self
+            .client
+            .query(&format!("SELECT count() FROM {LEAVES} WHERE origin = ? AND {cond}"))
+            .bind(&self.origin)
+            .fetch_one()
+            .await
+            .map_err(ClickHouseError::query("counting the rows of deleted leaves"))?;
+        let mut r = SyncReport { rows_left, ..Default::default() };
+        if rows_left == 0 {
+            return Ok(r);
+        }
+        let table = if self.cfg.cluster.is_some() { format!("{LEAVES}_local") } else { LEAVES.to_string() };
+        let running: u64 = self
+            .client
+            .query("SELECT count() FROM system.mutations WHERE database = ? AND table = ? AND is_done = 0")
+            .bind(&self.cfg.database)
+            .bind(&table)
+            .fetch_one()
+            .await
+            .map_err(ClickHouseError::query("reading the running mutations"))?;
+        if running > 0 {
+            r.mutation_running = true;
+            return Ok(r);
+        }
+        let on = self.cfg.cluster.as_ref().map(|c| format!(" ON CLUSTER {c}")).unwrap_or_default();
+        self.client
+            .query(&format!("ALTER TABLE {}.{table}{on} DELETE WHERE origin = ? AND {cond}", self.cfg.database))
+            .bind(&self.origin)
+            .execute()
+            .await
+            .map_err(ClickHouseError::query("deleting the rows of leaves retention deleted"))?;
+        tracing::info!(origin = %self.origin, rows = rows_left, ranges = ?pending,
+            "retention: ClickHouse deletes the rows of the leaves deleted here");
+        r.mutation_started = true;
+        Ok(r)
+    }
+}
+
+impl crate::retention::Mirror for Mirror {
+    fn mirror(&self, deleted: &[Deleted]) -> Result<(), String> {
+        let r = self.sync(deleted).map_err(|e| e.to_string())?;
+        if r.mutation_running {
+            tracing::info!(
+                rows = r.rows_left,
+                "retention: a ClickHouse deletion is still running; checked again next pass"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! Retention's deletions repeated in ClickHouse (a scenario of
+//! `clickhouse.rs`, run against its servers).
+use std::time::Duration;
+
+use super::common::clickhouse::sql;
+use super::common::*;
+use super::{Reader, config, start};
+use wiretrail_collector::clickhouse::ClickHouseConfig;
+use wiretrail_collector::clickhouse::verify::OriginReport;
+use wiretrail_collector::clickhouse::writer::Sink;
+use wiretrail_proto::v1::Filter;
+
+const S: i64 = 1_000_000_000;
+
+async fn report(cfg: &ClickHouseConfig, origin: &str) -> OriginReport {
+    let r = Reader::open(cfg).await.unwrap();
+    r.verify().await.unwrap().into_iter().find(|r| r.origin == origin).expect("the log is in ClickHouse")
+}
+
+fn count(db: &str, what: &str) -> String {
+    format!("SELECT count() FROM {db}.leaves WHERE origin = 'collector-x' AND {what} FORMAT TSV")
+}
+
+/// A collector whose retention deletes its expired segments (records 60 s,
+/// its own entries 1 h; the clock 2 minutes ahead; one segment per batch):
+/// their rows leave ClickHouse too. Verify from ClickHouse passes with the
+/// kept hashes in their place; search and the derived inventory do not see
+/// them and miss nothing; a restart finds the log whole in ClickHouse; a new
+/// database gets the log without the deleted leaves and verifies; and a
+/// deleted range whose deletion entry is gone is named.
+pub async fn expired_rows_leave_clickhouse(url: &str, cfg: ClickHouseConfig, copy: ClickHouseConfig) {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("retention.yaml");
+    std::fs::write(&policy, "communications: 60s\ncollector_entries: 1h\n").unwrap();
+    let dir = tmp.path().join("data");
+    let mut c = config(&dir, "collector-x", cfg.clone());
+    c.store.segment_bytes = 1;
+    c.checkpoint_interval = Duration::from_millis(200);
+    c.retention = wiretrail_collector::retention::RetentionConfig {
+        file: Some(policy),
+        interval: Some(Duration::from_millis(200)),
+        clock_offset_ns: 120 * S,
+    };
+    let s = start(c).await;
+    for a in send(s.addr, vec![batch("agent-x", "b", 0, 3), batch("agent-x", "b", 1, 3)]).await {
+        a.expect("acknowledged");
+    }
+    let db = cfg.database.clone();
+    let (records, entries) = (count(&db, "kind = 'record'"), count(&db, "kind = 'entry:retention_deletion'"));
+    eventually("both segments deleted here and their rows deleted from ClickHouse", || async {
+        (sql(url, &entries).await.trim() == "2" && sql(url, &records).await.trim() == "0").then_some(())
+    })
+    .await;
+    s.stop().await;
+
+    let rep = report(&cfg, "collector-x").await;
+    assert!(rep.ok && rep.problems.is_empty(), "{rep:?}");
+    assert_eq!(rep.expired, 6, "the six records verified by their kept hashes: {rep:?}");
+    assert_eq!(rep.verified_size, rep.leaves, "{rep:?}");
+    let r = Reader::open(&cfg).await.unwrap();
+    let agent = Filter { agent_id: "agent-x".into(), limit: 100, ..Default::default() };
+    assert!(r.search(&agent).await.unwrap().is_empty(), "deleted records are not found");
+    let registry = std::sync::Arc::new(wiretrail_collector::registry::RegistryHandle::open(None).unwrap());
+    let d = r.derive(registry).await.unwrap();
+    assert_eq!((d.missing(), d.late()), (0, 0), "deleted ranges are not missing");
+
+    // The local log, reopened: ClickHouse holds all of it but the deleted rows.
+    let store = wiretrail_log::store::StoreConfig { origin: "collector-x".into(), ..Default::default() };
+    let (_w, shared) = wiretrail_log::store::Writer::open(&dir, store).unwrap();
+    assert_eq!(shared.deleted().iter().map(|d| d.end - d.first).sum::<u64>(), 6);
+    let first_entry = shared.deleted().iter().find(|d| d.first == 0).expect("leaves 0.. deleted").entry_leaf;
+    let sink = Sink::open(cfg.clone(), shared.clone()).await.unwrap();
+    assert_eq!(sink.shipped(), shared.size(), "nothing to insert again after a restart");
+    drop(sink);
+    // Into an empty database: every leaf not deleted, each row naming the
+    // leaf before it (a deleted one's kept hash), verified with the kept hashes.
+    let mut sink = Sink::open(copy.clone(), shared.clone()).await.unwrap();
+    assert_eq!(sink.shipped(), 0);
+    let sink = tokio::task::spawn_blocking(move || {
+        sink.sync().unwrap();
+        sink
+    })
+    .await
+    .unwrap();
+    assert_eq!(sink.shipped(), shared.size());
+    drop(sink);
+    let rep = report(&copy, "collector-x").await;
+    assert!(rep.ok && rep.expired == 6 && rep.leaves == shared.size(), "{rep:?}");
+    assert_eq!(sql(url, &count(&copy.database, "kind = 'record'")).await.trim(), "0");
+    // Without the deletion entry of leaves 0..3, they are missing: named.
+    let settings = if copy.cluster.is_none() && sql(url, "SELECT version() FORMAT TSV").await.starts_with("26") {
+        " SETTINGS mutations_sync = 1"
+    } else {
+        ""
+    };
+    sql(url, &format!("ALTER TABLE {}.leaves DELETE WHERE leaf_index = {first_entry}{settings}", copy.database)).await;
+    eventually("the deletion entry removed", || async {
+        (sql(url, &count(&copy.database, "kind = 'entry:retention_deletion'")).await.trim() == "1").then_some(())
+    })
+    .await;
+    let rep = report(&copy, "collector-x").await;
+    assert!(!rep.ok && rep.first_bad_leaf == Some(0), "{rep:?}");
+    assert!(rep.problems[0].contains("leaf 0: missing from ClickHouse"), "{rep:?}");
+}
