@@ -69,10 +69,10 @@ impl Feed {
         Feed { rx: Some(rx), spent, handle: Some(handle) }
     }
 
-    /// Hands indexed leaves back, to be freed on the feed's thread; `leaves` is left empty.
-    pub(crate) fn recycle(&self, leaves: &mut Vec<(u64, StoredLeaf)>) {
+    /// Hands indexed leaves back, to be freed on the feed's thread.
+    pub(crate) fn recycle(&self, leaves: Vec<(u64, StoredLeaf)>) {
         // A feed that has stopped frees nothing: the vector is then dropped here.
-        let _ = self.spent.send(std::mem::take(leaves));
+        let _ = self.spent.send(leaves);
     }
 
     /// The next chunk, waiting at most `wait`; `None` when none came.

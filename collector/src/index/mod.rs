@@ -20,7 +20,7 @@
 //! generation ([`gens`]), what is searched, time and leaf, so inserts stay in
 //! a working set of bounded size however long the log; `records` keeps a
 //! [`dims`] id for its agent, host and protocol. Five B-tree inserts per
-//! record. Measured on a 1M-record bench log (`examples/index_rebuild.rs`):
+//! record, made [`rows::ROWS`] rows per statement ([`rows`]). Measured on a 1M-record bench log (`examples/index_rebuild.rs`):
 //! 19k leaves/s before the WITHOUT ROWID layout and the threads, about 4
 //! times that after; at 10M records, ingest paced by the indexer went from
 //! 41k to 90k records/s with generations and dims; see BENCHMARKS.md.
@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use wiretrail_proto::v1::{Record, StoredLeaf};
 
 pub(crate) mod dims;
@@ -37,12 +37,14 @@ mod feed;
 pub(crate) mod gens;
 mod layout;
 pub mod pace;
+mod rows;
 
 pub use layout::clear;
 use layout::{SCHEMA_VERSION, resume_point};
 mod wal;
 
 use feed::Feed;
+use rows::{Col, Inserter};
 
 use crate::inventory::Tracker;
 use crate::registry::RegistryHandle;
@@ -171,38 +173,34 @@ pub fn index_range(
 
 /// Indexes decoded `leaves` in one transaction that also moves the
 /// `indexed` mark to `to` (the end of the range they were read from).
-pub(crate) fn index_leaves(
+pub(crate) fn index_leaves<'a>(
     c: &mut Connection,
     path: &Path,
     tracker: &mut Tracker,
-    leaves: &[(u64, StoredLeaf)],
+    leaves: impl IntoIterator<Item = &'a (u64, StoredLeaf)>,
     to: u64,
 ) -> Result<(), IndexError> {
     let err = |source| IndexError::Sqlite { path: path.to_path_buf(), source };
     let tx = c.transaction().map_err(err)?;
     let (swept, alerts) = {
-        let mut rec = tx
-            .prepare_cached(
-                // OR IGNORE, not OR REPLACE: a leaf's row never changes, and a REPLACE
-                // statement keeps a statement journal (a page copy per page it touches).
-                "INSERT OR IGNORE INTO records(leaf,t,dim) VALUES (?,?,?)",
-            )
-            .map_err(err)?;
+        // OR IGNORE, not OR REPLACE: a leaf's row never changes, and a REPLACE
+        // statement keeps a statement journal (a page copy per page it touches).
+        let mut rec = Inserter::new(&tx, "INSERT OR IGNORE INTO records(leaf,t,dim)", 3).map_err(err)?;
         // OR IGNORE: both ends of a two-witness record may have the same pair.
-        let mut idn = tx.prepare_cached("INSERT OR IGNORE INTO identity(g,kv,t,leaf) VALUES (?,?,?,?)").map_err(err)?;
-        let mut ends =
-            tx.prepare_cached("INSERT OR IGNORE INTO endpoints(g,addr,port,t,leaf) VALUES (?,?,?,?,?)").map_err(err)?;
+        let mut idn = Inserter::new(&tx, "INSERT OR IGNORE INTO identity(g,kv,t,leaf)", 4).map_err(err)?;
+        let mut ends = Inserter::new(&tx, "INSERT OR IGNORE INTO endpoints(g,addr,port,t,leaf)", 5).map_err(err)?;
         let mut spans = gens::Spans::default();
         let mut dims = dims::Dims::default();
         let mut pass = tracker.pass(&tx);
         let empty = Record::default();
+        let mut kv = String::new();
         for (i, leaf) in leaves {
             let i = *i;
             if let Some(e) = &leaf.entry {
                 // The collector's own entries: searchable by kind, some raise alerts.
                 let proto = format!("entry:{}", e.kind);
                 let dim = dims.id(&tx, &leaf.agent_id, "", &proto).map_err(err)?;
-                rec.execute(params![i as i64, e.time_ns, dim]).map_err(err)?;
+                rec.row(&[Col::Int(i as i64), Col::Int(e.time_ns), Col::Int(dim)]).map_err(err)?;
                 pass.observe_entry(i, e).map_err(err)?;
                 crate::review::index_entry(&tx, i, e).map_err(err)?;
                 continue;
@@ -211,7 +209,7 @@ pub(crate) fn index_leaves(
             pass.observe(i, r).map_err(err)?;
             pass.observe_agent(i, &leaf.agent_id, r).map_err(err)?;
             let dim = dims.id(&tx, &leaf.agent_id, &r.host, &r.app_protocol).map_err(err)?;
-            rec.execute(params![i as i64, r.capture_time_ns, dim]).map_err(err)?;
+            rec.row(&[Col::Int(i as i64), Col::Int(r.capture_time_ns), Col::Int(dim)]).map_err(err)?;
             // Both ends of a two-witness record: a search by either finds it.
             let (g, t) = (gens::of(i), r.capture_time_ns);
             // Once per record, whether or not it has rows below: a span only
@@ -219,14 +217,23 @@ pub(crate) fn index_leaves(
             spans.note(g, t);
             for side in wiretrail_log::sides::sides(r) {
                 for (k, v) in side.identity {
-                    idn.execute(params![g, format!("{k}={v}"), t, i as i64]).map_err(err)?;
+                    kv.clear();
+                    kv.push_str(k);
+                    kv.push('=');
+                    kv.push_str(v);
+                    idn.row(&[Col::Int(g), Col::Text(&kv), Col::Int(t), Col::Int(i as i64)]).map_err(err)?;
                 }
                 if let Some(e) = side.remote
                     && !e.address.is_empty()
                 {
-                    ends.execute(params![g, e.address, e.port, t, i as i64]).map_err(err)?;
+                    let row =
+                        [Col::Int(g), Col::Text(&e.address), Col::Int(e.port.into()), Col::Int(t), Col::Int(i as i64)];
+                    ends.row(&row).map_err(err)?;
                 }
             }
+        }
+        for ins in [&mut rec, &mut idn, &mut ends] {
+            ins.finish().map_err(err)?;
         }
         spans.save(&tx).map_err(err)?;
         pass.finish().map_err(err)?
@@ -317,8 +324,11 @@ pub fn spawn(
             }
             let feed = Feed::spawn(shared.clone(), done, progress.clone());
             let rows = config.txn_rows.max(1) as u64;
-            // Leaves read but not yet committed, and the end of the range they cover.
-            let mut batch: Vec<(u64, StoredLeaf)> = Vec::new();
+            // Leaves read but not yet committed, chunk by chunk as the feed
+            // decoded them (one vector of ~20,000 decoded leaves, regrown for
+            // every transaction, cost ~20 % of the indexer in copies and page
+            // faults), and the end of the range they cover.
+            let mut batch: Vec<Vec<(u64, StoredLeaf)>> = Vec::new();
             let mut batch_to = done;
             // When the batch's first leaves arrived: the indexer is busy from then until its commit.
             let mut busy_since = std::time::Instant::now();
@@ -336,7 +346,7 @@ pub fn spawn(
                                 busy_since = std::time::Instant::now();
                             }
                             batch_to = chunk.to;
-                            batch.extend(chunk.leaves);
+                            batch.push(chunk.leaves);
                             continue;
                         }
                         Some(Err(e)) => {
@@ -349,12 +359,14 @@ pub fn spawn(
                 if batch_to == done {
                     continue;
                 }
-                match index_leaves(&mut c, &path, &mut tracker, &batch, batch_to) {
+                match index_leaves(&mut c, &path, &mut tracker, batch.iter().flatten(), batch_to) {
                     Ok(()) => {
                         rate.observe(batch_to - done, busy_since.elapsed());
                         progress.lag_limit.store(rate.lag_limit(&config), Ordering::Release);
                         done = batch_to;
-                        feed.recycle(&mut batch);
+                        for leaves in batch.drain(..) {
+                            feed.recycle(leaves);
+                        }
                         progress.indexed.store(done, Ordering::Release);
                     }
                     Err(e) => {
