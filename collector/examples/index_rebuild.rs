@@ -17,6 +17,10 @@ use wiretrail_collector::index::{self, IndexConfig, IndexProgress};
 use wiretrail_collector::registry::RegistryHandle;
 use wiretrail_log::store::{StoreConfig, Writer};
 
+/// The collector's own allocator, so the figures are the collector's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let usage = || anyhow::anyhow!("usage: index_rebuild DIR [LEAVES [TXN_ROWS]]");
     let args: Vec<String> = std::env::args().skip(1).collect();
