@@ -127,6 +127,9 @@ pub enum ClickHouseError {
     /// Deriving the inventory and alerts failed (the in-memory database, or a leaf that does not decode).
     #[error("deriving the inventory and alerts from ClickHouse: {0}")]
     Derive(String),
+    /// A blocking task reading ClickHouse's rows (decoding, matching) failed.
+    #[error("ClickHouse rows: a reading task failed: {0}")]
+    Task(String),
     /// The server version is not understood.
     #[error("ClickHouse version {0:?} not understood")]
     Version(String),

@@ -59,20 +59,34 @@ impl Reader {
     pub async fn search_matching(&self, q: &Query) -> Result<Vec<Hit>, ClickHouseError> {
         let (limit, page) = (q.limit, PAGE.min(self.max_candidates.max(1)));
         let (mut out, mut after, mut read) = (Vec::new(), None, 0u64);
+        let query = std::sync::Arc::new(q.clone());
         loop {
-            let rows = self.page(&q.f, after.as_ref(), page).await?;
+            let rows = self.rows(&q.f, after.as_ref(), page).await?;
             let n = rows.len() as u64;
             read += n;
             if let Some(last) = rows.last() {
                 after = Some((last.time_ns, last.origin.clone(), last.leaf_index));
             }
-            for h in rows {
-                if q.matches(&h.leaf) {
-                    out.push(h);
-                    if out.len() as u64 == limit {
-                        return Ok(out);
+            // Decoding and matching a page is CPU work: off the async workers.
+            let (q2, want) = (query.clone(), (limit as usize).saturating_sub(out.len()));
+            let matched = tokio::task::spawn_blocking(move || -> Result<Vec<Hit>, ClickHouseError> {
+                let mut m = Vec::new();
+                for r in rows {
+                    let h = hit(r)?;
+                    if q2.matches(&h.leaf) {
+                        m.push(h);
+                        if m.len() == want {
+                            break;
+                        }
                     }
                 }
+                Ok(m)
+            })
+            .await
+            .map_err(|e| ClickHouseError::Task(e.to_string()))??;
+            out.extend(matched);
+            if out.len() as u64 == limit {
+                return Ok(out);
             }
             if n < page {
                 return Ok(out);
@@ -86,17 +100,19 @@ impl Reader {
     /// Candidate rows for `f` across all logs, oldest first (one per (origin,
     /// leaf)), at most the filter's limit: what ClickHouse's own tests select.
     pub async fn search(&self, f: &Filter) -> Result<Vec<Hit>, ClickHouseError> {
-        self.page(f, None, if f.limit == 0 { wiretrail_log::filter::DEFAULT_LIMIT } else { f.limit }).await
+        let rows =
+            self.rows(f, None, if f.limit == 0 { wiretrail_log::filter::DEFAULT_LIMIT } else { f.limit }).await?;
+        rows.into_iter().map(hit).collect()
     }
 
     /// At most `limit` candidate rows for `f` after the row `after` (time,
     /// origin, leaf index) in the search order.
-    async fn page(
+    async fn rows(
         &self,
         f: &Filter,
         after: Option<&(i64, String, u64)>,
         limit: u64,
-    ) -> Result<Vec<Hit>, ClickHouseError> {
+    ) -> Result<Vec<LeafRow>, ClickHouseError> {
         let mut w = vec!["1".to_string()];
         if f.from_time_ns != 0 {
             w.push(format!("time_ns >= {}", f.from_time_ns));
@@ -137,17 +153,17 @@ impl Reader {
             "SELECT ?fields FROM {LEAVES} WHERE {} ORDER BY time_ns, origin, leaf_index LIMIT 1 BY origin, leaf_index LIMIT {limit}",
             w.join(" AND ")
         );
-        let rows: Vec<LeafRow> = self.client.query(&sql).fetch_all().await.map_err(ClickHouseError::query("search"))?;
-        rows.into_iter()
-            .map(|r| {
-                let leaf = StoredLeaf::decode(r.leaf.as_slice()).map_err(|e| {
-                    ClickHouseError::Store(wiretrail_log::store::StoreError::Inconsistent(format!(
-                        "{} leaf {} does not decode: {e}",
-                        r.origin, r.leaf_index
-                    )))
-                })?;
-                Ok(Hit { origin: r.origin, leaf_index: r.leaf_index, time_ns: r.time_ns, leaf, bytes: r.leaf })
-            })
-            .collect()
+        self.client.query(&sql).fetch_all().await.map_err(ClickHouseError::query("search"))
     }
+}
+
+/// The hit of a row: its leaf decoded.
+fn hit(r: LeafRow) -> Result<Hit, ClickHouseError> {
+    let leaf = StoredLeaf::decode(r.leaf.as_slice()).map_err(|e| {
+        ClickHouseError::Store(wiretrail_log::store::StoreError::Inconsistent(format!(
+            "{} leaf {} does not decode: {e}",
+            r.origin, r.leaf_index
+        )))
+    })?;
+    Ok(Hit { origin: r.origin, leaf_index: r.leaf_index, time_ns: r.time_ns, leaf, bytes: r.leaf })
 }
