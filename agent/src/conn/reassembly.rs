@@ -133,7 +133,9 @@ impl DataSeg {
         let start = self.pos;
         let end = start + n as u64;
         let first_mark = self.mark_at(start);
-        let mut calls = Vec::with_capacity(1);
+        // The marks of the chunks the bytes came from (at least the first).
+        let marks = self.marks.range(first_mark..).take_while(|m| m.pos < end).count();
+        let mut calls = Vec::with_capacity(marks.max(1));
         let mut last_ts = 0;
         for m in self.marks.iter().skip(first_mark) {
             if m.pos >= end && !calls.is_empty() {

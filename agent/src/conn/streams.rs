@@ -173,11 +173,11 @@ impl Streams {
             }
     }
 
-    /// Drafts finished so far.
-    pub fn take_drafts(&mut self) -> Vec<Draft> {
-        match &mut self.mode {
-            Mode::Parse(p) => std::mem::take(&mut p.asm.out),
-            Mode::Witness(_) => Vec::new(),
+    /// Drafts finished so far, appended to `out` (the assembler keeps its
+    /// buffer, so no allocation per record).
+    pub fn take_drafts_into(&mut self, out: &mut Vec<Draft>) {
+        if let Mode::Parse(p) = &mut self.mode {
+            out.append(&mut p.asm.out);
         }
     }
 
