@@ -265,6 +265,18 @@ impl DirStream {
             .sum()
     }
 
+    /// Position of the first byte in order not taken yet (`next_pos` less
+    /// what is queued: the in-order pieces are contiguous up to `next_pos`).
+    pub fn front_pos(&self) -> u64 {
+        let pos = match self.segs.front() {
+            Some(Seg::Data(d)) => d.pos,
+            Some(Seg::Gap(g)) => g.pos,
+            None => self.next_pos,
+        };
+        debug_assert_eq!(pos, self.next_pos - self.queued(), "in-order pieces are contiguous");
+        pos
+    }
+
     /// Datagrams: positions below `pos` were handed over whole (they are not
     /// reassembled); only later gaps are accounted here.
     pub fn skip_to(&mut self, pos: u64) {

@@ -191,7 +191,7 @@ impl Streams {
 
     /// From now on keep in-order bytes for the other end's records.
     pub fn become_witness(&mut self) {
-        let start = |d: &DirState| WitnessBuf::starting_at(d.stream.next_pos() - d.stream.queued());
+        let start = |d: &DirState| WitnessBuf::starting_at(d.stream.front_pos());
         self.mode = Mode::Witness(Box::new([start(&self.dirs[0]), start(&self.dirs[1])]));
     }
 
@@ -336,11 +336,11 @@ impl Streams {
                     p.asm.gathers_unpaired = parser.gathers_unpaired();
                     p.parser = Some(parser);
                 }
-                let before: u64 = self.dirs.iter().map(|d| d.stream.next_pos() - d.stream.queued()).sum();
+                let before: u64 = self.dirs.iter().map(|d| d.stream.front_pos()).sum();
                 for dir in Direction::BOTH {
                     p.pump(&mut self.dirs, ctx, dir, final_);
                 }
-                let after: u64 = self.dirs.iter().map(|d| d.stream.next_pos() - d.stream.queued()).sum();
+                let after: u64 = self.dirs.iter().map(|d| d.stream.front_pos()).sum();
                 self.consumed += after.saturating_sub(before);
             }
         }
