@@ -200,11 +200,17 @@ impl Connection {
 
     /// Drafts the streams finished.
     pub fn take_drafts(&mut self) -> Vec<Draft> {
-        let mut d = self.socket.take_drafts();
-        if let Some(t) = &mut self.tls {
-            d.extend(t.take_drafts());
-        }
+        let mut d = Vec::new();
+        self.take_drafts_into(&mut d);
         d
+    }
+
+    /// Drafts the streams finished, appended to `out`.
+    pub fn take_drafts_into(&mut self, out: &mut Vec<Draft>) {
+        self.socket.take_drafts_into(out);
+        if let Some(t) = &mut self.tls {
+            t.take_drafts_into(out);
+        }
     }
 
     /// Close seen and every byte up to the final counts arrived.

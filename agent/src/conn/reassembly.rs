@@ -133,7 +133,9 @@ impl DataSeg {
         let start = self.pos;
         let end = start + n as u64;
         let first_mark = self.mark_at(start);
-        let mut calls = Vec::with_capacity(1);
+        // The marks of the chunks the bytes came from (at least the first).
+        let marks = self.marks.range(first_mark..).take_while(|m| m.pos < end).count();
+        let mut calls = Vec::with_capacity(marks.max(1));
         let mut last_ts = 0;
         for m in self.marks.iter().skip(first_mark) {
             if m.pos >= end && !calls.is_empty() {
@@ -261,6 +263,18 @@ impl DirStream {
                 Seg::Gap(g) => g.len,
             })
             .sum()
+    }
+
+    /// Position of the first byte in order not taken yet (`next_pos` less
+    /// what is queued: the in-order pieces are contiguous up to `next_pos`).
+    pub fn front_pos(&self) -> u64 {
+        let pos = match self.segs.front() {
+            Some(Seg::Data(d)) => d.pos,
+            Some(Seg::Gap(g)) => g.pos,
+            None => self.next_pos,
+        };
+        debug_assert_eq!(pos, self.next_pos - self.queued(), "in-order pieces are contiguous");
+        pos
     }
 
     /// Datagrams: positions below `pos` were handed over whole (they are not

@@ -173,11 +173,11 @@ impl Streams {
             }
     }
 
-    /// Drafts finished so far.
-    pub fn take_drafts(&mut self) -> Vec<Draft> {
-        match &mut self.mode {
-            Mode::Parse(p) => std::mem::take(&mut p.asm.out),
-            Mode::Witness(_) => Vec::new(),
+    /// Drafts finished so far, appended to `out` (the assembler keeps its
+    /// buffer, so no allocation per record).
+    pub fn take_drafts_into(&mut self, out: &mut Vec<Draft>) {
+        if let Mode::Parse(p) = &mut self.mode {
+            out.append(&mut p.asm.out);
         }
     }
 
@@ -191,7 +191,7 @@ impl Streams {
 
     /// From now on keep in-order bytes for the other end's records.
     pub fn become_witness(&mut self) {
-        let start = |d: &DirState| WitnessBuf::starting_at(d.stream.next_pos() - d.stream.queued());
+        let start = |d: &DirState| WitnessBuf::starting_at(d.stream.front_pos());
         self.mode = Mode::Witness(Box::new([start(&self.dirs[0]), start(&self.dirs[1])]));
     }
 
@@ -336,11 +336,11 @@ impl Streams {
                     p.asm.gathers_unpaired = parser.gathers_unpaired();
                     p.parser = Some(parser);
                 }
-                let before: u64 = self.dirs.iter().map(|d| d.stream.next_pos() - d.stream.queued()).sum();
+                let before: u64 = self.dirs.iter().map(|d| d.stream.front_pos()).sum();
                 for dir in Direction::BOTH {
                     p.pump(&mut self.dirs, ctx, dir, final_);
                 }
-                let after: u64 = self.dirs.iter().map(|d| d.stream.next_pos() - d.stream.queued()).sum();
+                let after: u64 = self.dirs.iter().map(|d| d.stream.front_pos()).sum();
                 self.consumed += after.saturating_sub(before);
             }
         }

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
+use super::assemble::Draft;
 use super::config::ConnConfig;
 use super::connection::{Connection, Twin};
 use super::peers::{self, PeerIndex};
@@ -65,6 +66,8 @@ pub struct ConnTable {
     pub(super) ids: IdentityResolver,
     pub(super) tls: Arc<TlsRegistry>,
     pub(super) clock: ClockSync,
+    /// Drafts taken from a connection by `settle` (kept for its capacity).
+    drafts: Vec<Draft>,
 }
 
 impl ConnTable {
@@ -80,6 +83,7 @@ impl ConnTable {
             ids,
             tls,
             clock: ClockSync::measure(),
+            drafts: Vec::new(),
         }
     }
 
@@ -297,24 +301,33 @@ impl ConnTable {
     /// (or holds them for the witness), finishes it when complete, accounts bytes.
     fn settle(&mut self, id: u64, out: &mut Vec<Record>) {
         let Some(c) = self.conns.get_mut(&id) else { return };
-        let drafts = c.take_drafts();
+        // One buffer for every event's drafts (most events finish none or one).
+        let mut drafts = std::mem::take(&mut self.drafts);
+        c.take_drafts_into(&mut drafts);
         match c.twin {
             Twin::None if self.cfg.twins && c.awaits_peer(self.now, self.cfg.reorder_window_ns) => {
-                c.held.extend(drafts);
+                c.held.extend(drafts.drain(..));
+            }
+            Twin::None if c.held.is_empty() => {
+                for d in drafts.drain(..) {
+                    let r = self.finalize(id, None, d);
+                    out.push(r);
+                }
             }
             Twin::None => {
-                let held: Vec<_> = c.held.drain(..).chain(drafts).collect();
+                let held: Vec<_> = c.held.drain(..).chain(drafts.drain(..)).collect();
                 for d in held {
                     let r = self.finalize(id, None, d);
                     out.push(r);
                 }
             }
             Twin::Primary(w) => {
-                c.held.extend(drafts);
+                c.held.extend(drafts.drain(..));
                 self.release(id, w, false, out);
             }
             Twin::Witness(p) => self.release(p, id, false, out),
         }
+        self.drafts = drafts;
         if let Some(c) = self.conns.get(&id)
             && c.done.is_none()
             && c.complete()

@@ -197,6 +197,9 @@ pub struct FixParser {
     max_fields: usize,
     max_message: usize,
     session: session::SessionTracker,
+    /// Finds SOH "10=" (built once: a message split across events is
+    /// searched on each of its pieces).
+    trailer: memchr::memmem::Finder<'static>,
 }
 
 impl FixParser {
@@ -206,6 +209,7 @@ impl FixParser {
             max_fields: cfg.max_fix_fields.max(4),
             max_message: cfg.max_message_bytes.max(64),
             session: session::SessionTracker::default(),
+            trailer: memchr::memmem::Finder::new(b"\x0110=").into_owned(),
         }
     }
 
@@ -237,9 +241,8 @@ impl FixParser {
             return Frame::End(declared_end + TRAILER_LEN, None);
         }
         // Look for the real trailer: SOH "10=" ddd SOH.
-        let finder = memchr::memmem::Finder::new(b"\x0110=");
         let mut from = body_start.saturating_sub(1);
-        while let Some(i) = finder.find(&buf[from..]) {
+        while let Some(i) = self.trailer.find(&buf[from..]) {
             let at = from + i + 1;
             if at + TRAILER_LEN > buf.len() {
                 return Frame::Need(at + TRAILER_LEN, None);
@@ -263,6 +266,9 @@ impl FixParser {
         let mut errors: Vec<FixError> = Vec::new();
         let mut at = 0;
         let mut index = 0usize;
+        // One allocation for the fields (at most the cap and its marker).
+        let count = memchr::memchr_iter(SOH, &msg[..end]).count() + 1;
+        out.fields.reserve(count.min(self.max_fields + 1));
         for field in msg[..end].split(|b| *b == SOH) {
             let offset = at;
             at += field.len() + 1;

@@ -75,7 +75,9 @@ pub use statements::{PgBind, PgExecute, PgParam};
 /// Scan progress of the group being parsed in one direction.
 struct Scan {
     at: usize,
-    group: PgMessages,
+    /// Boxed: the scan moves out of and back into the parser on every call
+    /// (a group split across events), and the record takes it boxed.
+    group: Box<PgMessages>,
 }
 
 enum Step {
@@ -415,8 +417,9 @@ impl Parser for PgParser {
         }
         let side = self.side(dir);
         let i = dir.index();
-        let mut scan =
-            self.scan[i].take().unwrap_or_else(|| Scan { at: 0, group: PgMessages::new(side, self.continued[i]) });
+        let mut scan = self.scan[i]
+            .take()
+            .unwrap_or_else(|| Scan { at: 0, group: Box::new(PgMessages::new(side, self.continued[i])) });
         loop {
             // Cut an oversized group at a message boundary.
             if scan.at >= self.max_group {
@@ -449,8 +452,9 @@ impl Parser for PgParser {
     fn interrupted(&mut self, dir: Direction, buf: &Bytes) -> Partial {
         let side = self.side(dir);
         let i = dir.index();
-        let scan =
-            self.scan[i].take().unwrap_or_else(|| Scan { at: 0, group: PgMessages::new(side, self.continued[i]) });
+        let scan = self.scan[i]
+            .take()
+            .unwrap_or_else(|| Scan { at: 0, group: Box::new(PgMessages::new(side, self.continued[i])) });
         // The message being cut has a known end once its header is in.
         let rest = &buf[scan.at.min(buf.len())..];
         let total = if side == PgSide::Frontend && self.expect_startup {
@@ -464,7 +468,7 @@ impl Parser for PgParser {
         let continued = scan.group.continued;
         let exchange = self.exchange(dir, continued);
         self.continued[i] = true;
-        Partial { body: Body::Postgres(Box::new(scan.group)), exchange: Some(exchange), total, complete_at_end: false }
+        Partial { body: Body::Postgres(scan.group), exchange: Some(exchange), total, complete_at_end: false }
     }
 
     fn resync(&mut self, dir: Direction, buf: &[u8]) -> Option<usize> {
@@ -538,12 +542,7 @@ impl PgParser {
         let continued = scan.group.continued;
         let exchange = self.exchange(dir, continued);
         self.continued[i] = cut;
-        Parse::Message(Parsed {
-            len: scan.at,
-            body: Body::Postgres(Box::new(scan.group)),
-            exchange: Some(exchange),
-            error: None,
-        })
+        Parse::Message(Parsed { len: scan.at, body: Body::Postgres(scan.group), exchange: Some(exchange), error: None })
     }
 }
 

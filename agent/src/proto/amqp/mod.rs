@@ -169,7 +169,9 @@ struct Content {
 /// A record being assembled (kept across `Need`).
 struct Scan {
     at: usize,
-    rec: AmqpFrame,
+    /// Boxed: the scan moves out of and back into the parser on every call
+    /// (content split across events), and the record takes it boxed.
+    rec: Box<AmqpFrame>,
     exchange: Option<(u64, ExchangeRole)>,
 }
 
@@ -246,7 +248,7 @@ impl AmqpParser {
     /// Start a record with the frame `f` (the first of the record).
     fn first(&mut self, dir: Direction, buf: &Bytes, f: &Frame<'_>) -> Result<Scan, AmqpError> {
         let i = dir.index();
-        let mut scan = Scan { at: 0, rec: AmqpFrame::new(AmqpKind::Content, f.channel), exchange: None };
+        let mut scan = Scan { at: 0, rec: Box::new(AmqpFrame::new(AmqpKind::Content, f.channel)), exchange: None };
         match f.kind {
             8 => scan.rec.kind = AmqpKind::Heartbeat,
             1 => {
@@ -437,7 +439,7 @@ impl Parser for AmqpParser {
                 return finish(scan);
             }
             if scan.at >= self.max_group {
-                let rest = AmqpFrame::new(AmqpKind::Content, scan.rec.channel);
+                let rest = Box::new(AmqpFrame::new(AmqpKind::Content, scan.rec.channel));
                 let exchange = scan.exchange;
                 let done = std::mem::replace(&mut scan, Scan { at: 0, rec: rest, exchange });
                 scan.rec.continued = true;
@@ -471,7 +473,7 @@ impl Parser for AmqpParser {
         let scan = self.scan[i].take();
         let (rec, exchange, at) = match scan {
             Some(s) => (s.rec, s.exchange, s.at),
-            None => (AmqpFrame::new(AmqpKind::Method, 0), None, 0),
+            None => (Box::new(AmqpFrame::new(AmqpKind::Method, 0)), None, 0),
         };
         let total = match frame(buf, at) {
             Ok(Err(Some(t))) => Some(t as u64),
@@ -482,7 +484,7 @@ impl Parser for AmqpParser {
         if total.is_none() {
             self.content[i].remove(&rec.channel);
         }
-        Partial { body: Body::Amqp(Box::new(rec)), exchange, total, complete_at_end: false }
+        Partial { body: Body::Amqp(rec), exchange, total, complete_at_end: false }
     }
 
     fn resync(&mut self, _dir: Direction, buf: &[u8]) -> Option<usize> {
@@ -512,12 +514,7 @@ impl Parser for AmqpParser {
 }
 
 fn finish(scan: Scan) -> Parse {
-    Parse::Message(Parsed {
-        len: scan.at.max(1),
-        body: Body::Amqp(Box::new(scan.rec)),
-        exchange: scan.exchange,
-        error: None,
-    })
+    Parse::Message(Parsed { len: scan.at.max(1), body: Body::Amqp(scan.rec), exchange: scan.exchange, error: None })
 }
 
 #[cfg(test)]

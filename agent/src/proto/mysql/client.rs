@@ -16,6 +16,9 @@ const PARAMETER_COUNT_AVAILABLE: u8 = 0x08;
 /// MariaDB: execute the statement prepared last.
 const LAST_PREPARED: u32 = 0xffff_ffff;
 
+/// A client message (boxed, as the record takes it) and its pairing.
+type ClientMessage = (Box<MysqlMessage>, Option<(u64, ExchangeRole)>);
+
 impl MysqlParser {
     pub(super) fn parse_client(&mut self, buf: &Bytes) -> Parse {
         let Some(p) = packet(buf, 0) else {
@@ -31,13 +34,9 @@ impl MysqlParser {
         }
     }
 
-    fn client_packet(
-        &mut self,
-        buf: &Bytes,
-        p: Pkt<'_>,
-        long: bool,
-    ) -> Result<(MysqlMessage, Option<(u64, ExchangeRole)>), MysqlError> {
-        let mut m = MysqlMessage::new(MySide::Client, p.seq);
+    fn client_packet(&mut self, buf: &Bytes, p: Pkt<'_>, long: bool) -> Result<ClientMessage, MysqlError> {
+        // Boxed from the start: the record takes it boxed (no copy of the message).
+        let mut m = Box::new(MysqlMessage::new(MySide::Client, p.seq));
         m.packets = 1;
         if long {
             // The rest of a command longer than 16 MiB.

@@ -242,8 +242,8 @@ impl Pkt<'_> {
     }
 }
 
-fn message(len: usize, m: messages::MysqlMessage, exchange: Option<(u64, ExchangeRole)>) -> Parse {
-    Parse::Message(Parsed { len, body: Body::Mysql(Box::new(m)), exchange, error: None })
+fn message(len: usize, m: impl Into<Box<messages::MysqlMessage>>, exchange: Option<(u64, ExchangeRole)>) -> Parse {
+    Parse::Message(Parsed { len, body: Body::Mysql(m.into()), exchange, error: None })
 }
 
 impl Parser for MysqlParser {

@@ -43,7 +43,9 @@ pub(super) enum Next {
 /// The response being scanned.
 pub(super) struct Scan {
     at: usize,
-    msg: MysqlMessage,
+    /// Boxed: the scan moves in and out of the parser on every call (a
+    /// response split across events), and the record takes it boxed.
+    msg: Box<MysqlMessage>,
     key: Option<u64>,
     /// `None`: the request is unknown (after a gap): take the packets at hand.
     kind: Option<Kind>,
@@ -127,7 +129,7 @@ impl MysqlParser {
 
     fn new_scan(&mut self) -> Scan {
         let pending = self.pending.pop_front();
-        let mut msg = MysqlMessage::new(MySide::Server, 0);
+        let mut msg = Box::new(MysqlMessage::new(MySide::Server, 0));
         msg.response = Some(MyResponse { command: pending.as_ref().and_then(|p| p.command), ..MyResponse::default() });
         Scan {
             at: 0,
@@ -160,7 +162,7 @@ impl MysqlParser {
             s.columns = r.column_names.clone();
         }
         if cut {
-            let mut next = MysqlMessage::new(MySide::Server, 0);
+            let mut next = Box::new(MysqlMessage::new(MySide::Server, 0));
             next.continued = true;
             next.response =
                 Some(MyResponse { command: msg.response.as_ref().and_then(|r| r.command), ..MyResponse::default() });
@@ -353,13 +355,13 @@ impl MysqlParser {
         let Scan { msg, key, kind, state, long, sql, stmt, .. } = scan;
         let exchange = key.map(|k| (k, ExchangeRole::Response));
         if !done {
-            let mut next = MysqlMessage::new(MySide::Server, 0);
+            let mut next = Box::new(MysqlMessage::new(MySide::Server, 0));
             next.continued = true;
             next.response =
                 Some(MyResponse { command: msg.response.as_ref().and_then(|r| r.command), ..MyResponse::default() });
             self.scan = Some(Scan { at: 0, msg: next, key, kind, state, long, sql, stmt });
         }
-        Partial { body: Body::Mysql(Box::new(msg)), exchange, total, complete_at_end: false }
+        Partial { body: Body::Mysql(msg), exchange, total, complete_at_end: false }
     }
 }
 

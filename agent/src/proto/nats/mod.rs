@@ -37,7 +37,7 @@ pub use messages::{NatsConnect, NatsInfo, NatsMessage, WITHHELD};
 const PING_KEY: u64 = 1 << 62;
 
 /// A whole message (length, fields), or the bytes needed (minimum, total if known).
-type Framed = Result<(usize, NatsMessage), (usize, Option<u64>)>;
+type Framed = Result<(usize, Box<NatsMessage>), (usize, Option<u64>)>;
 const VERBOSE_KEY: u64 = 1 << 63;
 
 /// Why NATS bytes are invalid.
@@ -148,7 +148,7 @@ impl NatsParser {
     /// The control line ending at `nl`: the message's fields, and for
     /// messages with a payload the header and total sizes.
     #[allow(clippy::type_complexity)]
-    fn control(&self, buf: &Bytes, nl: usize) -> Result<(NatsMessage, Option<(Option<u64>, u64)>), NatsError> {
+    fn control(&self, buf: &Bytes, nl: usize) -> Result<(Box<NatsMessage>, Option<(Option<u64>, u64)>), NatsError> {
         let line = &buf[..nl];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let (word, rest) = match line.iter().position(|c| matches!(c, b' ' | b'\t')) {
@@ -158,7 +158,8 @@ impl NatsParser {
         let op = op_of(word)
             .ok_or_else(|| NatsError::Op(String::from_utf8_lossy(&word[..word.len().min(16)]).into_owned()))?;
         let args: Vec<&[u8]> = rest.split(|c| matches!(c, b' ' | b'\t')).filter(|a| !a.is_empty()).collect();
-        let mut m = NatsMessage { op, ..NatsMessage::default() };
+        // Boxed from the start: the record takes it boxed (no copy per move).
+        let mut m = Box::new(NatsMessage { op, ..NatsMessage::default() });
         let t = |a: &[u8]| Text(slice(buf, a));
         let num = |a: &[u8]| std::str::from_utf8(a).ok().and_then(|s| s.parse::<u64>().ok());
         let sizes = match (op, args.as_slice()) {
@@ -275,7 +276,7 @@ impl Parser for NatsParser {
         match self.message(buf) {
             Ok(Ok((len, m))) => {
                 let exchange = self.pairing(dir, &m);
-                Parse::Message(Parsed { len, body: Body::Nats(Box::new(m)), exchange, error: None })
+                Parse::Message(Parsed { len, body: Body::Nats(m), exchange, error: None })
             }
             Ok(Err((min_len, total))) => Parse::Need { min_len: min_len.max(buf.len() + 1), total },
             Err(e) => {
@@ -288,7 +289,7 @@ impl Parser for NatsParser {
 
     fn interrupted(&mut self, _dir: Direction, buf: &Bytes) -> Partial {
         // The control line tells what the message is and how long it is.
-        let mut m = NatsMessage { op: "UNKNOWN", ..NatsMessage::default() };
+        let mut m = Box::new(NatsMessage { op: "UNKNOWN", ..NatsMessage::default() });
         let mut total = None;
         if let Some(nl) = memchr::memchr(b'\n', &buf[..buf.len().min(self.max_line + 2)])
             && let Ok((c, sizes)) = self.control(buf, nl)
@@ -296,7 +297,7 @@ impl Parser for NatsParser {
             m = c;
             total = sizes.and_then(|(_, size)| (nl as u64 + 1).checked_add(size)?.checked_add(2));
         }
-        Partial { body: Body::Nats(Box::new(m)), exchange: None, total, complete_at_end: false }
+        Partial { body: Body::Nats(m), exchange: None, total, complete_at_end: false }
     }
 
     fn resync(&mut self, _dir: Direction, buf: &[u8]) -> Option<usize> {
