@@ -271,8 +271,21 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     // 0. The frame codec alone (before the server loads the machine).
     let codec = crate::bench_frames::measure(args.payload)?;
 
-    // 1. Ingest (and build the data set).
-    let Ingested { n, secs: ingest_secs, rates } = ingest(addr, args).await?;
+    // 1. Ingest (and build the data set), the index's WAL size sampled every second.
+    let wal_peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (peak, wal) = (wal_peak.clone(), dir.join("index.sqlite-wal"));
+        tokio::spawn(async move {
+            loop {
+                let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+                peak.fetch_max(len, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let ingested = ingest(addr, args).await;
+    sampler.abort();
+    let Ingested { n, secs: ingest_secs, rates } = ingested?;
 
     // Wait for the index to cover everything.
     let t_idx = Instant::now();
@@ -323,6 +336,9 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         }
     }
     let payload_bytes = (n * PAYLOAD as u64) as f64;
+    // The index (derived, rebuildable) and its write-ahead log, as the collector left them.
+    let file_len = |name: &str| std::fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or(0);
+    let (index_bytes, index_wal_bytes) = (file_len("index.sqlite"), file_len("index.sqlite-wal"));
 
     // 4. Start-up: from the snapshot saved at the stop above, then without it (a scan of the whole log).
     for name in ["commit.snap", "tree.snap"] {
@@ -355,6 +371,13 @@ async fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     println!("{:<44} {:>16.1}", "log size (MB, segments)", segments_bytes as f64 / 1e6);
     println!("{:<44} {:>16.3}", "log bytes on disk per payload byte", segments_bytes as f64 / payload_bytes);
     println!("{:<44} {:>16.3}", "  with log/hashes and log/offsets", log_bytes as f64 / payload_bytes);
+    println!("{:<44} {:>16.1}", "index size (MB)", index_bytes as f64 / 1e6);
+    println!(
+        "{:<44} {:>16.1}",
+        "  index WAL, largest during ingest (MB)",
+        wal_peak.load(Ordering::Relaxed) as f64 / 1e6
+    );
+    println!("{:<44} {:>16.1}", "  index WAL at stop (MB)", index_wal_bytes as f64 / 1e6);
     println!("{:<44} {:>16.2}", "start-up to first answer, from snapshot (s)", start_snapshot);
     println!("{:<44} {:>16.2}", "start-up to first answer, full scan (s)", start_scan);
     crate::bench_frames::print(args.payload, &codec);

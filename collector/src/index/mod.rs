@@ -323,6 +323,7 @@ pub fn spawn(
                 tracing::warn!(error = %e, "automatic index WAL checkpoints stay on");
             }
             let feed = Feed::spawn(shared.clone(), done, progress.clone());
+            let wal_file = wal::wal_path(shared.dir());
             let rows = config.txn_rows.max(1) as u64;
             // Leaves read but not yet committed, chunk by chunk as the feed
             // decoded them (one vector of ~20,000 decoded leaves, regrown for
@@ -361,6 +362,9 @@ pub fn spawn(
                 }
                 match index_leaves(&mut c, &path, &mut tracker, batch.iter().flatten(), batch_to) {
                     Ok(()) => {
+                        if let Err(e) = wal::bound(&c, &wal_file) {
+                            tracing::warn!(error = %e, "truncating the index's WAL failed; retried after the next commit");
+                        }
                         rate.observe(batch_to - done, busy_since.elapsed());
                         progress.lag_limit.store(rate.lag_limit(&config), Ordering::Release);
                         done = batch_to;
