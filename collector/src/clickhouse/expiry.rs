@@ -13,8 +13,10 @@
 //! Readers of ClickHouse read the deletion entries first ([`Reader::expired`]):
 //! verify puts each deleted leaf's kept hash in its place (checked against
 //! the signed checkpoints like any leaf hash, so a range deleted without an
-//! entry, or an entry that lies, fails), the inventory and alerts skip the
-//! ranges, and the sink never inserts them again.
+//! entry, or an entry that lies, fails; and only from an entry a verified
+//! checkpoint covers, so rows added past the log's end explain nothing),
+//! the inventory and alerts skip the ranges, and the sink never inserts
+//! them again.
 //!
 //! Why not day partitions dropped, nor a TTL: a day's partition holds every
 //! collector's rows and leaves of several classes, some under hold, so only

@@ -142,7 +142,7 @@ impl Reader {
                 break;
             }
         }
-        let RowCheck { hashes, rotations, .. } = rows;
+        let RowCheck { hashes, rotations, stood_in, .. } = rows;
         rep.leaves = hashes.len() as u64;
         let cps: Vec<CheckpointRow> = self
             .client
@@ -153,6 +153,19 @@ impl Reader {
             .map_err(ClickHouseError::query(format!("reading the checkpoints of {}", o.origin)))?;
         let ring = key_ring(first, &rotations, &cps, &mut rep);
         check_checkpoints(&ring, &cps, &hashes, &mut rep);
+        // A kept hash is evidence only from an entry the signed tree holds: a
+        // row added past the last verified checkpoint could otherwise explain
+        // away leaves deleted from ClickHouse (with their real hashes).
+        if let Some(&(i, entry)) = stood_in.iter().find(|(_, entry)| *entry >= rep.verified_size) {
+            rep.fail(
+                i,
+                &format!(
+                    "missing from ClickHouse: the retention_deletion entry at leaf {entry} that would explain it is \
+                     not under a verified checkpoint (verified size {})",
+                    rep.verified_size
+                ),
+            );
+        }
         rep.ok = rep.problems.is_empty() && rep.checkpoints > 0;
         Ok(Checked { report: rep, hashes, ring, checkpoints: cps })
     }
@@ -182,6 +195,8 @@ struct RowCheck {
     last: Option<u64>,
     /// Ranges retention deleted, by first leaf (their kept hashes stand in).
     expired: Vec<Expired>,
+    /// Leaves whose kept hash stood in, with the leaf of the entry that kept it.
+    stood_in: Vec<(u64, u64)>,
 }
 
 impl RowCheck {
@@ -196,8 +211,9 @@ impl RowCheck {
         // Leaves retention deleted: the hashes their deletion entry kept.
         while (self.hashes.len() as u64) < r.leaf_index {
             let i = self.hashes.len() as u64;
-            let Some(kept) = self.kept(i) else { break };
+            let Some((kept, entry)) = self.kept(i) else { break };
             self.hashes.push(kept);
+            self.stood_in.push((i, entry));
             rep.expired += 1;
         }
         let i = self.hashes.len() as u64;
@@ -206,7 +222,7 @@ impl RowCheck {
             return false;
         }
         let h = leaf_hash(&r.leaf);
-        if self.kept(i).is_some_and(|k| k != h) {
+        if self.kept(i).is_some_and(|(k, _)| k != h) {
             rep.fail(i, "row still stored for a deleted leaf differs from the hash its retention_deletion entry kept");
         }
         if h != r.leaf_hash {
@@ -232,10 +248,11 @@ impl RowCheck {
 }
 
 impl RowCheck {
-    /// The hash kept for leaf `i` by a retention deletion.
-    fn kept(&self, i: u64) -> Option<Hash> {
+    /// The hash kept for leaf `i` by a retention deletion, and the leaf of its entry.
+    fn kept(&self, i: u64) -> Option<(Hash, u64)> {
         let k = self.expired.partition_point(|e| e.first <= i);
-        self.expired.get(k.checked_sub(1)?)?.hash_of(i).copied()
+        let e = self.expired.get(k.checked_sub(1)?)?;
+        e.hash_of(i).map(|h| (*h, e.entry_leaf))
     }
 }
 

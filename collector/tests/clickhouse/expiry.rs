@@ -7,7 +7,7 @@ use super::common::*;
 use super::{Reader, config, start};
 use wiretrail_collector::clickhouse::ClickHouseConfig;
 use wiretrail_collector::clickhouse::verify::OriginReport;
-use wiretrail_collector::clickhouse::writer::Sink;
+use wiretrail_collector::clickhouse::writer::{LeafRow, Sink};
 use wiretrail_proto::v1::Filter;
 
 const S: i64 = 1_000_000_000;
@@ -101,4 +101,44 @@ pub async fn expired_rows_leave_clickhouse(url: &str, cfg: ClickHouseConfig, cop
     let rep = report(&copy, "collector-x").await;
     assert!(!rep.ok && rep.first_bad_leaf == Some(0), "{rep:?}");
     assert!(rep.problems[0].contains("leaf 0: missing from ClickHouse"), "{rep:?}");
+    // Explained away by deletion entries added after the log's end, holding
+    // the real hashes of leaves 0..3 and of the deleted entry (leaf 6): the
+    // hashes add up to the signed roots, but those entries are not under a
+    // verified checkpoint, so the gap is still named.
+    let size = shared.size();
+    let hash = |i: u64| shared.leaf_hash(i).unwrap();
+    let f1 = forged("collector-x", first_entry, first_entry + 1, size, hash(size - 1), &hash);
+    let f2 = forged("collector-x", 0, 3, size + 1, f1.leaf_hash, &hash);
+    let client = ::clickhouse::Client::default().with_url(url).with_database(&copy.database).with_validation(false);
+    let mut ins = client.insert::<LeafRow>("leaves").await.unwrap();
+    for row in [&f1, &f2] {
+        ins.write(row).await.unwrap();
+    }
+    ins.end().await.unwrap();
+    let rep = report(&copy, "collector-x").await;
+    assert!(!rep.ok && rep.first_bad_leaf == Some(0), "{rep:?}");
+    assert!(rep.problems.iter().any(|p| p.contains("is not under a verified checkpoint")), "{rep:?}");
+}
+
+/// A `retention_deletion` entry row at leaf `index` claiming leaves
+/// `first..end` with their real hashes.
+fn forged(
+    origin: &str,
+    first: u64,
+    end: u64,
+    index: u64,
+    prev: wiretrail_log::merkle::Hash,
+    hash: &dyn Fn(u64) -> wiretrail_log::merkle::Hash,
+) -> LeafRow {
+    use sha2::Digest;
+    use wiretrail_log::entry;
+    let content: Vec<u8> = (first..end).flat_map(hash).collect();
+    let detail = serde_json::json!({
+        "first_leaf": first,
+        "end_leaf": end,
+        "kept_hashes_sha256": hex::encode(sha2::Sha256::digest(&content)),
+    });
+    let leaf = entry::leaf(entry::new(entry::RETENTION_DELETION, 1, "forged", detail, content), "");
+    let h = wiretrail_log::merkle::leaf_hash(&leaf);
+    LeafRow::new(origin, index, leaf, h, prev).unwrap()
 }
