@@ -111,7 +111,10 @@ impl Reader {
             .fetch::<Row>()
             .map_err(ClickHouseError::query(what))?;
         // Ranges retention deleted have no rows: not missing.
-        let (mut expired, _) = self.expired(None).await?;
+        let (mut expired, bad) = self.expired(None).await?;
+        for (origin, leaf, why) in &bad {
+            tracing::warn!(%origin, leaf, %why, "a retention_deletion entry in ClickHouse is malformed; its range is not skipped");
+        }
         let mut logs: Vec<Order> = Vec::new();
         let mut by_name: HashMap<String, usize> = HashMap::new();
         let mut chunk: Vec<(u64, StoredLeaf)> = Vec::with_capacity(CHUNK);
@@ -125,8 +128,9 @@ impl Reader {
                     by_name.insert(r.origin.clone(), d.origins.len());
                     let ranges = expired.remove(&r.origin).unwrap_or_default();
                     d.origins.push(r.origin);
+                    // Merged: entries are not verified here; overlapping ranges must not count twice.
                     logs.push(Order {
-                        expired: ranges.iter().map(|e| (e.first, e.end)).collect(),
+                        expired: super::expiry::merged(ranges.iter().map(|e| (e.first, e.end)).collect()),
                         ..Default::default()
                     });
                     d.origins.len() - 1
@@ -172,7 +176,7 @@ impl Order {
     /// Accepts leaf `i`; appends what can go in order to `ready`.
     fn push(&mut self, i: u64, bytes: Vec<u8>, ready: &mut Vec<(u64, Vec<u8>)>) {
         self.skip_expired();
-        if self.expired.iter().any(|&(f, e)| f <= i && i < e) {
+        if self.expired_end(i).is_some() {
             // A row retention deleted that ClickHouse has not removed yet: not judged.
             return;
         }
@@ -206,16 +210,22 @@ impl Order {
 
     /// Moves `next` past a range retention deleted.
     fn skip_expired(&mut self) {
-        let k = self.expired.partition_point(|r| r.0 <= self.next);
-        if let Some(&(_, end)) = k.checked_sub(1).and_then(|k| self.expired.get(k)) {
-            self.next = self.next.max(end);
+        if let Some(end) = self.expired_end(self.next) {
+            self.next = end;
         }
+    }
+
+    /// The end of the deleted range (sorted, merged) holding leaf `i`.
+    fn expired_end(&self, i: u64) -> Option<u64> {
+        let k = self.expired.partition_point(|r| r.0 <= i);
+        let &(_, end) = self.expired.get(k.checked_sub(1)?)?;
+        (i < end).then_some(end)
     }
 
     /// Leaves of `[next, to)` that are missing: neither here nor deleted by retention.
     fn absent(&self, to: u64) -> u64 {
         let deleted: u64 = self.expired.iter().map(|&(f, e)| e.min(to).saturating_sub(f.max(self.next))).sum();
-        to.saturating_sub(self.next) - deleted
+        to.saturating_sub(self.next).saturating_sub(deleted)
     }
 
     /// Everything still held, in leaf order; returns how many leaves were skipped in all.
@@ -374,6 +384,14 @@ mod tests {
         let mut rest = Vec::new();
         assert_eq!(o.flush(&mut rest), 1, "only leaf 9 is missing");
         assert_eq!(rest.iter().map(|r| r.0).collect::<Vec<_>>(), vec![10]);
+    }
+
+    #[test]
+    fn overlapping_ranges_from_unverified_entries_never_underflow() {
+        let mut o = Order { expired: vec![(0, 5), (3, 7)], ..Default::default() };
+        assert_eq!(feed(&mut o, &[9]), Vec::<u64>::new());
+        let mut rest = Vec::new();
+        assert_eq!(o.flush(&mut rest), 2, "leaves 7 and 8");
     }
 
     #[test]

@@ -21,7 +21,8 @@
 //! Why not day partitions dropped, nor a TTL: a day's partition holds every
 //! collector's rows and leaves of several classes, some under hold, so only
 //! the ranges retention judged deletable may go; a partition all of whose
-//! rows were deleted is left with empty parts, which the server removes.
+//! rows were deleted keeps only emptied parts (whether and when the server
+//! drops them was not checked).
 //!
 //! Each retention pass calls [`Mirror::sync`] with every range the local log
 //! has deleted; ranges seen gone from ClickHouse once are not asked about
@@ -165,10 +166,39 @@ fn minus(ranges: &[(u64, u64)], gone: &[(u64, u64)]) -> Vec<(u64, u64)> {
     out
 }
 
+/// Ranges per SQL condition: holds can split the deleted runs, and a query
+/// naming thousands of ranges would pass the server's `max_query_size`.
+const RANGES_PER_QUERY: usize = 500;
+
 /// The SQL condition on `leaf_index` for `ranges` (non-empty).
 fn condition(ranges: &[(u64, u64)]) -> String {
     let parts: Vec<String> = ranges.iter().map(|(f, e)| format!("(leaf_index >= {f} AND leaf_index < {e})")).collect();
     format!("({})", parts.join(" OR "))
+}
+
+/// Distinct leaves of log `origin` that ClickHouse holds inside `ranges`,
+/// asked [`RANGES_PER_QUERY`] ranges at a time; with the condition of the
+/// first group of ranges that holds any.
+pub(super) async fn rows_in(
+    client: &clickhouse::Client,
+    origin: &str,
+    ranges: &[(u64, u64)],
+) -> Result<(u64, Option<String>), ClickHouseError> {
+    let (mut n, mut first) = (0u64, None);
+    for group in ranges.chunks(RANGES_PER_QUERY) {
+        let cond = condition(group);
+        let k: u64 = client
+            .query(&format!("SELECT uniqExact(leaf_index) FROM {LEAVES} WHERE origin = ? AND {cond}"))
+            .bind(origin)
+            .fetch_one()
+            .await
+            .map_err(ClickHouseError::query("counting the rows of deleted leaves"))?;
+        if k > 0 && first.is_none() {
+            first = Some(cond);
+        }
+        n += k;
+    }
+    Ok((n, first))
 }
 
 /// What one [`Mirror::sync`] did.
@@ -214,26 +244,24 @@ impl Mirror {
         if pending.is_empty() {
             return Ok(SyncReport::default());
         }
-        let r = self.rt.block_on(self.delete(&pending))?;
+        // Bounded: a hung ClickHouse must not hold retention up for ever.
+        let wait = self.cfg.timeout * 3;
+        let r = self
+            .rt
+            .block_on(async { tokio::time::timeout(wait, self.delete(&pending)).await })
+            .map_err(|_| ClickHouseError::Timeout("deleting the rows of leaves retention deleted".into()))??;
         if r.rows_left == 0 {
             *self.gone.lock().expect("gone lock") = all;
         }
         Ok(r)
     }
 
+    /// One mutation per call, for the first group of ranges with rows left
+    /// (the next pass takes the next group).
     async fn delete(&self, pending: &[(u64, u64)]) -> Result<SyncReport, ClickHouseError> {
-        let cond = condition(pending);
-        let rows_left: u64 = self
-            .client
-            .query(&format!("SELECT count() FROM {LEAVES} WHERE origin = ? AND {cond}"))
-            .bind(&self.origin)
-            .fetch_one()
-            .await
-            .map_err(ClickHouseError::query("counting the rows of deleted leaves"))?;
+        let (rows_left, cond) = rows_in(&self.client, &self.origin, pending).await?;
         let mut r = SyncReport { rows_left, ..Default::default() };
-        if rows_left == 0 {
-            return Ok(r);
-        }
+        let Some(cond) = cond else { return Ok(r) };
         let table = if self.cfg.cluster.is_some() { format!("{LEAVES}_local") } else { LEAVES.to_string() };
         let running: u64 = self
             .client
@@ -254,7 +282,7 @@ impl Mirror {
             .execute()
             .await
             .map_err(ClickHouseError::query("deleting the rows of leaves retention deleted"))?;
-        tracing::info!(origin = %self.origin, rows = rows_left, ranges = ?pending,
+        tracing::info!(origin = %self.origin, rows = rows_left, ranges = pending.len(),
             "retention: ClickHouse deletes the rows of the leaves deleted here");
         r.mutation_started = true;
         Ok(r)

@@ -18,8 +18,7 @@
 //! with it, ~0.2 s without). With a cluster: Replicated* tables
 //! `<name>_local` ON CLUSTER and a Distributed table `<name>` over them.
 //! Retention deletes the ranges its collector deleted, not whole day
-//! partitions ([`super::expiry`] says why); a day all of whose rows went
-//! is left with empty parts, which the server removes.
+//! partitions ([`super::expiry`] says why).
 
 use super::{ClickHouseConfig, ClickHouseError, Version};
 

@@ -161,18 +161,15 @@ impl Sink {
         // Leaves retention deleted here are not counted: their rows may be
         // gone from ClickHouse already, or not yet.
         let deleted = super::expiry::merged(sink.shared.deleted().iter().map(|d| (d.first, d.end)).collect());
-        let not_deleted = deleted
-            .iter()
-            .map(|(f, e)| format!(" AND NOT (leaf_index >= {f} AND leaf_index < {e})"))
-            .collect::<String>();
-        let (n, max): (u64, u64) = sink
+        let (all, max): (u64, u64) = sink
             .client
-            .query(&format!("SELECT uniqExact(leaf_index), max(leaf_index) FROM ? WHERE origin = ?{not_deleted}"))
+            .query("SELECT uniqExact(leaf_index), max(leaf_index) FROM ? WHERE origin = ?")
             .bind(clickhouse::sql::Identifier(LEAVES))
             .bind(&sink.origin)
             .fetch_one()
             .await
             .map_err(ClickHouseError::query("reading how much of the log is stored"))?;
+        let n = all.saturating_sub(super::expiry::rows_in(&sink.client, &sink.origin, &deleted).await?.0);
         let size = sink.shared.size();
         let deleted_below = |end: u64| deleted.iter().map(|&(f, e)| e.min(end).saturating_sub(f)).sum::<u64>();
         let whole = n > 0 && n + deleted_below(max + 1) == max + 1;

@@ -362,9 +362,6 @@ pub fn spawn(
                 }
                 match index_leaves(&mut c, &path, &mut tracker, batch.iter().flatten(), batch_to) {
                     Ok(()) => {
-                        if let Err(e) = wal::bound(&c, &wal_file) {
-                            tracing::warn!(error = %e, "truncating the index's WAL failed; retried after the next commit");
-                        }
                         rate.observe(batch_to - done, busy_since.elapsed());
                         progress.lag_limit.store(rate.lag_limit(&config), Ordering::Release);
                         done = batch_to;
@@ -372,6 +369,9 @@ pub fn spawn(
                             feed.recycle(leaves);
                         }
                         progress.indexed.store(done, Ordering::Release);
+                        if let Err(e) = wal::bound(&c, &wal_file) {
+                            tracing::warn!(error = %e, "truncating the index's WAL failed; retried after the next commit");
+                        }
                     }
                     Err(e) => {
                         // The same leaves are indexed again: the failed transaction was rolled back.

@@ -50,7 +50,7 @@ impl<'c> Inserter<'c> {
 
     /// Adds one row (`cols` values); executes a statement when [`ROWS`] are waiting.
     pub(crate) fn row(&mut self, values: &[Col<'_>]) -> rusqlite::Result<()> {
-        debug_assert_eq!(values.len(), self.cols);
+        assert_eq!(values.len(), self.cols, "a row of {} values for {} columns", values.len(), self.cols);
         for v in values {
             self.vals.push(match *v {
                 Col::Int(i) => Val::Int(i),

@@ -31,6 +31,10 @@ use super::{IndexError, IndexProgress};
 const EVERY: Duration = Duration::from_millis(250);
 /// WAL size past which a checkpoint truncates it.
 const TRUNCATE_AT: u64 = 64 << 20;
+/// How long the indexer's TRUNCATE waits for readers.
+const TRUNCATE_WAIT: Duration = Duration::from_millis(200);
+/// The indexer connection's busy timeout otherwise (as [`super::open`] sets it).
+const INDEXER_BUSY: Duration = Duration::from_secs(10);
 
 /// Turns off the automatic checkpoints of `c` (the indexer's connection).
 pub(crate) fn manual(c: &rusqlite::Connection) -> rusqlite::Result<()> {
@@ -69,7 +73,12 @@ pub(crate) fn bound(c: &rusqlite::Connection, wal: &Path) -> rusqlite::Result<bo
     if len <= TRUNCATE_AT {
         return Ok(false);
     }
-    checkpoint(c, wal, TRUNCATE_AT).map(|m| m == Mode::Truncate)
+    // A search holding an old snapshot would make the TRUNCATE wait: give up
+    // soon instead (the next commit tries again) rather than hold the indexer.
+    c.busy_timeout(TRUNCATE_WAIT)?;
+    let done = checkpoint(c, wal, TRUNCATE_AT);
+    c.busy_timeout(INDEXER_BUSY)?;
+    done.map(|m| m == Mode::Truncate)
 }
 
 /// The index's WAL file.

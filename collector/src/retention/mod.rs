@@ -177,9 +177,12 @@ impl Retention {
     /// One pass (the retention file is re-read first).
     pub fn pass(&self) -> Result<PassReport, RetentionError> {
         let policy = Policy::load(self.file.as_deref())?;
-        let holds = self.holds.lock().expect("holds lock");
-        let mut cache = self.expiry.lock().expect("expiry lock");
-        let r = pass::run_pass(&self.shared, self.app.as_ref(), &policy, &holds, self.now_ns(), &mut cache);
+        let r = {
+            let holds = self.holds.lock().expect("holds lock");
+            let mut cache = self.expiry.lock().expect("expiry lock");
+            pass::run_pass(&self.shared, self.app.as_ref(), &policy, &holds, self.now_ns(), &mut cache)
+        };
+        // Outside the locks: a slow ClickHouse must not hold up holds being placed.
         self.mirror_deletions();
         r
     }
@@ -204,9 +207,10 @@ impl Retention {
     /// An admin's request to delete the closed segments holding leaves `first..=last` now.
     pub fn request_deletion(&self, first: u64, last: u64, by: &str) -> Result<Vec<Deleted>, RetentionError> {
         let policy = Policy::load(self.file.as_deref())?;
-        let holds = self.holds.lock().expect("holds lock");
-        let r =
-            pass::request_deletion(&self.shared, self.app.as_ref(), &policy, &holds, first, last, by, self.now_ns());
+        let r = {
+            let holds = self.holds.lock().expect("holds lock");
+            pass::request_deletion(&self.shared, self.app.as_ref(), &policy, &holds, first, last, by, self.now_ns())
+        };
         if r.is_ok() {
             self.mirror_deletions();
         }
