@@ -224,7 +224,7 @@ impl Order {
 
     /// Leaves of `[next, to)` that are missing: neither here nor deleted by retention.
     fn absent(&self, to: u64) -> u64 {
-        let deleted: u64 = self.expired.iter().map(|&(f, e)| e.min(to).saturating_sub(f.max(self.next))).sum();
+        let deleted = super::expiry::deleted_in(&self.expired, self.next, to);
         to.saturating_sub(self.next).saturating_sub(deleted)
     }
 

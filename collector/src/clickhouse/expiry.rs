@@ -148,6 +148,11 @@ pub(super) fn merged(mut r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     out
 }
 
+/// Leaves of `[from, to)` inside `ranges` (disjoint).
+pub(super) fn deleted_in(ranges: &[(u64, u64)], from: u64, to: u64) -> u64 {
+    ranges.iter().map(|&(f, e)| e.min(to).saturating_sub(f.max(from))).sum()
+}
+
 /// `ranges` minus `gone` (both sorted and merged).
 fn minus(ranges: &[(u64, u64)], gone: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let mut out = Vec::new();

@@ -171,8 +171,7 @@ impl Sink {
             .map_err(ClickHouseError::query("reading how much of the log is stored"))?;
         let n = all.saturating_sub(super::expiry::rows_in(&sink.client, &sink.origin, &deleted).await?.0);
         let size = sink.shared.size();
-        let deleted_below = |end: u64| deleted.iter().map(|&(f, e)| e.min(end).saturating_sub(f)).sum::<u64>();
-        let whole = n > 0 && n + deleted_below(max + 1) == max + 1;
+        let whole = n > 0 && n + super::expiry::deleted_in(&deleted, 0, max + 1) == max + 1;
         sink.shipped = if whole { (max + 1).min(size) } else { 0 };
         if n > 0 && !whole {
             tracing::warn!(

@@ -44,6 +44,8 @@ fn ranges_merge_and_subtract() {
     assert_eq!(minus(&[(0, 9), (12, 15)], &[(0, 3)]), vec![(3, 9), (12, 15)]);
     assert_eq!(minus(&[(0, 9)], &[(2, 4), (6, 7)]), vec![(0, 2), (4, 6), (7, 9)]);
     assert_eq!(minus(&[(0, 9)], &[(0, 9)]), vec![]);
+    assert_eq!(deleted_in(&[(0, 3), (5, 9)], 2, 7), 3, "leaves 2, 5 and 6");
+    assert_eq!(deleted_in(&[(0, 3), (5, 9)], 0, 100), 7);
     assert_eq!(
         condition(&[(0, 3), (5, 6)]),
         "((leaf_index >= 0 AND leaf_index < 3) OR (leaf_index >= 5 AND leaf_index < 6))"
