@@ -250,7 +250,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut every = tokio::time::interval(Duration::from_secs(1));
-    let mut rescan = tokio::time::interval(Duration::from_secs(5));
+    const RESCAN: Duration = Duration::from_secs(5);
+    // The first full scan was applied above: the next is due in 5 s, not now.
+    let mut rescan = tokio::time::interval_at(tokio::time::Instant::now() + RESCAN, RESCAN);
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,

@@ -36,9 +36,58 @@ pub enum Found {
     Live(HashSet<(u64, u64)>),
 }
 
+/// The files inspected, so each is inspected once while processes map it.
+///
+/// A file that no process maps at the end of a full scan is forgotten: the
+/// agent's main task detaches its probes on that scan's [`Found::Live`], so
+/// the next process to map it must be hooked again (a program run every few
+/// minutes would otherwise be hooked the first time only).
+#[derive(Debug, Default)]
+struct Inspected {
+    files: HashSet<(u64, u64)>,
+    /// Well-known library paths: attached for good, never forgotten.
+    pinned: HashSet<(u64, u64)>,
+}
+
+impl Inspected {
+    /// Whether `id` is to be inspected now (first time, or first since forgotten).
+    fn first(&mut self, id: (u64, u64), pinned: bool) -> bool {
+        if pinned {
+            self.pinned.insert(id);
+        }
+        self.files.insert(id)
+    }
+
+    /// A full scan found `live` mapped: forgets every other file.
+    fn scanned(&mut self, live: &HashSet<(u64, u64)>) {
+        let pinned = &self.pinned;
+        self.files.retain(|id| live.contains(id) || pinned.contains(id));
+    }
+}
+
+/// Inspects `c` unless it was already; sends what it offers. False once the
+/// agent's main task is gone.
+fn look(inspected: &mut Inspected, tx: &Sender<Found>, c: Candidate, pinned: bool, exec_ns: u64) -> bool {
+    if !inspected.first(c.id, pinned) {
+        return true;
+    }
+    let inspection = match elf::inspect(&c.open_path) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::debug!(path = %c.shown_path, error = %e, "not inspectable");
+            Inspection::None
+        }
+    };
+    tracing::debug!(path = %c.shown_path, pid = c.pid, ?inspection, "inspected");
+    if matches!(inspection, Inspection::None) {
+        return true;
+    }
+    tx.blocking_send(Found::File { candidate: c, inspection, pinned, exec_ns }).is_ok()
+}
+
 /// Runs until `rx` closes or `tx`'s receiver is gone.
 pub fn run(rx: Receiver<Request>, tx: Sender<Found>) {
-    let mut inspected: HashSet<(u64, u64)> = HashSet::new();
+    let mut inspected = Inspected::default();
     let mut later: Vec<(Instant, u32, u64)> = Vec::new();
     let me = std::process::id();
     loop {
@@ -54,27 +103,10 @@ pub fn run(rx: Receiver<Request>, tx: Sender<Found>) {
                 Err(_) => return,
             },
         };
-        let mut look = |c: Candidate, pinned: bool, exec_ns: u64| -> bool {
-            if !inspected.insert(c.id) {
-                return true;
-            }
-            let inspection = match elf::inspect(&c.open_path) {
-                Ok(i) => i,
-                Err(e) => {
-                    tracing::debug!(path = %c.shown_path, error = %e, "not inspectable");
-                    Inspection::None
-                }
-            };
-            tracing::debug!(path = %c.shown_path, pid = c.pid, ?inspection, "inspected");
-            if matches!(inspection, Inspection::None) {
-                return true;
-            }
-            tx.blocking_send(Found::File { candidate: c, inspection, pinned, exec_ns }).is_ok()
-        };
         match req {
             Some(Request::All) => {
                 for c in discover::well_known() {
-                    if !look(c, true, 0) {
+                    if !look(&mut inspected, &tx, c, true, 0) {
                         return;
                     }
                 }
@@ -84,9 +116,13 @@ pub fn run(rx: Receiver<Request>, tx: Sender<Found>) {
                         continue;
                     }
                     // New processes first: their first connection races with us.
+                    // Their files are live too, though their pids may be past
+                    // the list this scan walks (missing from `live`, a file
+                    // attached now would be detached on this very scan).
                     while let Ok(Request::Exec(p, at)) = rx.try_recv() {
                         for c in discover::candidates(p) {
-                            if !look(c, false, at) {
+                            live.insert(c.id);
+                            if !look(&mut inspected, &tx, c, false, at) {
                                 return;
                             }
                         }
@@ -96,11 +132,12 @@ pub fn run(rx: Receiver<Request>, tx: Sender<Found>) {
                     }
                     for c in discover::candidates(pid) {
                         live.insert(c.id);
-                        if !look(c, false, 0) {
+                        if !look(&mut inspected, &tx, c, false, 0) {
                             return;
                         }
                     }
                 }
+                inspected.scanned(&live);
                 if tx.blocking_send(Found::Live(live)).is_err() {
                     return;
                 }
@@ -108,7 +145,7 @@ pub fn run(rx: Receiver<Request>, tx: Sender<Found>) {
             Some(Request::Exec(pid, at)) => {
                 tracing::debug!(pid, "new program image: looking for TLS");
                 for c in discover::candidates(pid) {
-                    if !look(c, false, at) {
+                    if !look(&mut inspected, &tx, c, false, at) {
                         return;
                     }
                 }
@@ -123,10 +160,30 @@ pub fn run(rx: Receiver<Request>, tx: Sender<Found>) {
         later.retain(|(t, _, _)| *t > now);
         for (pid, at) in due {
             for c in discover::candidates(pid) {
-                if !look(c, false, at) {
+                if !look(&mut inspected, &tx, c, false, at) {
                     return;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_no_process_maps_at_a_scan_is_inspected_again_when_one_does() {
+        let mut seen = Inspected::default();
+        let (lib, prog, gone) = ((1, 10), (1, 20), (1, 30));
+        assert!(seen.first(lib, true));
+        assert!(seen.first(prog, false));
+        assert!(seen.first(gone, false));
+        assert!(!seen.first(prog, false), "inspected twice while mapped");
+        // A scan finds only `prog` mapped: `gone`'s probes are detached, so it is forgotten.
+        seen.scanned(&HashSet::from([prog]));
+        assert!(!seen.first(prog, false));
+        assert!(!seen.first(lib, true), "a well-known library is attached for good");
+        assert!(seen.first(gone, false), "a program run again after its probes were detached is not hooked");
     }
 }

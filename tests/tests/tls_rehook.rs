@@ -1,0 +1,80 @@
+//! TLS discovery over a program's life, as root: the probes of a program with
+//! TLS linked in are detached when no process runs it any more, and attached
+//! again when it runs again.
+mod support;
+
+use std::{
+    net::SocketAddr,
+    os::unix::fs::MetadataExt,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use support::*;
+use wiretrail_tests::{
+    agent::Agent,
+    free_port,
+    nginx::{INDEX, Nginx},
+    require_root, serial, tls, wait_until,
+};
+
+/// A static Go TLS client run twice, its probes detached in between (the
+/// agent's full scan, every 5 s, finds no process mapping it): the second
+/// run's plaintext is captured like the first's. (The discovery thread used to
+/// remember the file as inspected, so the second run went unhooked.)
+#[test]
+fn a_tls_program_run_again_after_its_probes_were_detached_is_hooked_again() {
+    require_root();
+    let _g = serial();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _nginx = Nginx::start_tls(&[addr]);
+    let dir = tempfile::tempdir().unwrap();
+    let client = tls::build_go_client(dir.path(), false);
+    let inode = std::fs::metadata(&client).unwrap().ino();
+    let agent = Agent::start(&[]);
+    let run = || {
+        let c = Command::new(&client).arg(addr.to_string()).stdout(Stdio::piped()).spawn().unwrap();
+        let pid = c.id();
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, INDEX);
+        pid
+    };
+    let first = run();
+    let detached = format!("inode={inode}");
+    let gone = |log: &str| plain_text(log).lines().any(|l| l.contains("TLS probes detached") && l.contains(&detached));
+    assert!(wait_until(Duration::from_secs(20), || gone(&agent.log())), "probes never detached:\n{}", agent.log());
+    let second = run();
+    std::thread::sleep(Duration::from_millis(500));
+    let log = agent.log();
+    let (text, stats) = agent.stop();
+    let recs = Records::parse(&text);
+    recs.dump("tls_program_run_again");
+    for (run, pid) in [("first", first), ("second", second)] {
+        let cid = recs.client_conn(pid, &addr.to_string());
+        let sent = stream(&recs, cid, Direction::Egress, true).bytes;
+        assert!(!sent.is_empty(), "the {run} run's plaintext was not captured:\n{}", plain_text(&log));
+        let (out, inn) =
+            (assert_whole(&recs, cid, Direction::Egress, true), assert_whole(&recs, cid, Direction::Ingress, true));
+        assert!(out.starts_with(b"GET /index.html HTTP/1.1\r\n"), "{run}: {:?}", String::from_utf8_lossy(&out));
+        assert!(
+            inn.starts_with(b"HTTP/1.1 200 OK\r\n") && inn.ends_with(INDEX),
+            "{run}: {:?}",
+            String::from_utf8_lossy(&inn)
+        );
+    }
+    assert_eq!(stats["kernel_lost_events"], 0);
+}
+
+/// `log` without its colour codes (ESC `[` ... `m`).
+fn plain_text(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut rest = log;
+    while let Some(at) = rest.find('\x1b') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        rest = rest.find('m').map_or("", |m| &rest[m + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
