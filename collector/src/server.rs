@@ -242,14 +242,17 @@ pub async fn run(
         authz.clone(),
         &jobs,
     ));
-    let ingest = IngestServer::new(
+    let mut ingest_service =
         IngestService::new(jobs, config.limits.clone(), shared.clone(), progress.clone(), authz.clone())
-            .with_monitor(monitor.clone()),
-    )
-    .max_decoding_message_size(config.max_message_bytes)
-    // Agents send batches zstd-compressed (records repeat identities and headers).
-    .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
-    .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+            .with_monitor(monitor.clone());
+    if config.clickhouse.is_some() {
+        ingest_service = ingest_service.with_row_columns();
+    }
+    let ingest = IngestServer::new(ingest_service)
+        .max_decoding_message_size(config.max_message_bytes)
+        // Agents send batches zstd-compressed (records repeat identities and headers).
+        .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let keys = wiretrail_proto::v1::keys_server::KeysServer::new(crate::keys::service::KeysService::new(
         shared.clone(),
         authz.clone(),

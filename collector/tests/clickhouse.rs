@@ -130,7 +130,9 @@ async fn two_collectors_queried_as_one(url: &str) {
 }
 
 /// One replica down with quorum 2: the batch is refused (no ack); once the
-/// replica is back the retry is acknowledged and nothing is lost.
+/// replica is back a new batch is acknowledged (its group inserts the refused
+/// leaves, read back from the local log, and its own, as the commit thread
+/// holds them), the retry is acknowledged, and nothing is lost.
 async fn replica_down_refuses_then_recovers(cl: &mut Cluster) {
     let url = cl.replicas[0].url();
     let d = tempfile::tempdir().unwrap();
@@ -144,15 +146,22 @@ async fn replica_down_refuses_then_recovers(cl: &mut Cluster) {
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert!(err.message().contains("not yet in ClickHouse"), "{err:?}");
     tokio::task::block_in_place(|| cl.replicas[1].restart()).expect("replica restarts");
-    let ack = eventually("the retried batch is acknowledged once the replica is back", || async {
-        send(s.addr, vec![batch("agent-q", "b1", 1, 10)]).await.pop().and_then(|a| a.ok())
+    // New batches (each refused one stays in the local log) until one is acknowledged.
+    let (next, addr) = (std::cell::Cell::new(2u64), s.addr);
+    let ack = eventually("a new batch is acknowledged once the replica is back", || {
+        let seq = next.replace(next.get() + 1);
+        async move { send(addr, vec![batch("agent-q", "b1", seq, 10)]).await.pop().and_then(|a| a.ok()) }
     })
     .await;
-    assert!(ack.duplicate, "the retry is the batch already in the local log: {ack:?}");
+    assert!(!ack.duplicate, "{ack:?}");
+    let sent = next.get();
+    let retry = send(s.addr, vec![batch("agent-q", "b1", 1, 10)]).await.pop().unwrap().expect("the retry is acked");
+    assert!(retry.duplicate, "the retry is the batch already in the local log: {retry:?}");
     s.stop().await;
     let r = Reader::open(&ch(&url, "quorum")).await.unwrap();
-    let hits = r.search(&Filter { agent_id: "agent-q".into(), ..Default::default() }).await.unwrap();
-    assert_eq!(hits.len(), 20, "both batches are in ClickHouse");
+    let every = Filter { agent_id: "agent-q".into(), limit: 100_000, ..Default::default() };
+    let hits = r.search(&every).await.unwrap();
+    assert_eq!(hits.len() as u64, 10 * sent, "every batch sent, acknowledged or refused, is in ClickHouse");
     let reports = r.verify().await.unwrap();
     assert!(reports[0].ok, "{:?}", reports[0]);
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use wiretrail_proto::v1::StoredLeaf;
+use wiretrail_proto::v1::{Record, StoredLeaf};
 
 use super::schema::{CHECKPOINTS, LEAVES, ORIGINS};
 use super::{ClickHouseConfig, ClickHouseError, Version};
@@ -71,6 +71,58 @@ pub struct OriginRow {
     pub registered: u32,
 }
 
+/// The columns of a leaf's row that its content decides (all but the
+/// position, hashes and bytes). For a batch's records they are computed where
+/// the record is at hand, on the ingest tasks ([`Columns::of_record`]), so the
+/// commit thread neither decodes the leaves again nor reads them back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Columns {
+    pub received_ns: i64,
+    pub time_ns: i64,
+    pub kind: String,
+    pub agent_id: String,
+    pub identity: String,
+    pub peer: String,
+    pub protocol: String,
+    pub host: String,
+}
+
+impl Columns {
+    /// The columns of the leaf of record `r` shipped by `agent_id`, received at `received_ns`.
+    pub fn of_record(r: &Record, agent_id: &str, received_ns: i64) -> Columns {
+        let mut ids: Vec<String> = wiretrail_log::sides::sides(r)
+            .iter()
+            .flat_map(|s| s.identity.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Columns {
+            received_ns,
+            time_ns: r.capture_time_ns,
+            kind: "record".into(),
+            agent_id: agent_id.to_string(),
+            identity: ids.join("\n"),
+            peer: r.remote.as_ref().map(|e| format!("{}:{}", e.address, e.port)).unwrap_or_default(),
+            protocol: r.app_protocol.clone(),
+            host: r.host.clone(),
+        }
+    }
+
+    /// The columns of a decoded leaf (a record's or a collector entry's).
+    pub fn of_leaf(l: &StoredLeaf) -> Columns {
+        match (&l.entry, &l.record) {
+            (Some(e), _) => Columns {
+                received_ns: l.received_time_ns,
+                time_ns: e.time_ns,
+                kind: format!("entry:{}", e.kind),
+                agent_id: l.agent_id.clone(),
+                ..Columns::default()
+            },
+            (None, r) => Columns::of_record(r.as_ref().unwrap_or(&Record::default()), &l.agent_id, l.received_time_ns),
+        }
+    }
+}
+
 impl LeafRow {
     /// The row of leaf `i` of `origin` with bytes `leaf` and Merkle leaf
     /// hash `hash` (the store's reader checked `leaf` against it: see
@@ -78,41 +130,38 @@ impl LeafRow {
     pub fn new(origin: &str, i: u64, leaf: Vec<u8>, hash: Hash, prev_hash: Hash) -> Result<Self, StoreError> {
         let l = StoredLeaf::decode(leaf.as_slice())
             .map_err(|e| StoreError::Inconsistent(format!("leaf {i} does not decode: {e}")))?;
-        let mut row = LeafRow {
+        Ok(LeafRow::with(origin, i, leaf, hash, prev_hash, Columns::of_leaf(&l)))
+    }
+
+    /// The row of leaf `i` whose content columns are `c`.
+    pub fn with(origin: &str, i: u64, leaf: Vec<u8>, hash: Hash, prev_hash: Hash, c: Columns) -> Self {
+        LeafRow {
             origin: origin.to_string(),
             leaf_index: i,
-            received: (l.received_time_ns.max(0) / 1_000_000_000) as u32,
-            received_ns: l.received_time_ns,
-            time_ns: 0,
-            kind: "record".into(),
-            agent_id: l.agent_id.clone(),
-            identity: String::new(),
-            peer: String::new(),
-            protocol: String::new(),
-            host: String::new(),
-            leaf_hash: hash,
+            received: (c.received_ns.max(0) / 1_000_000_000) as u32,
+            received_ns: c.received_ns,
+            time_ns: c.time_ns,
+            kind: c.kind,
+            agent_id: c.agent_id,
+            identity: c.identity,
+            peer: c.peer,
+            protocol: c.protocol,
+            host: c.host,
             leaf,
+            leaf_hash: hash,
             prev_hash,
-        };
-        if let Some(e) = &l.entry {
-            row.kind = format!("entry:{}", e.kind);
-            row.time_ns = e.time_ns;
-            return Ok(row);
         }
-        let r = l.record.unwrap_or_default();
-        row.time_ns = r.capture_time_ns;
-        row.protocol = r.app_protocol.clone();
-        row.host = r.host.clone();
-        row.peer = r.remote.as_ref().map(|e| format!("{}:{}", e.address, e.port)).unwrap_or_default();
-        let mut ids: Vec<String> = wiretrail_log::sides::sides(&r)
-            .iter()
-            .flat_map(|s| s.identity.iter().map(|(k, v)| format!("{k}={v}")))
-            .collect();
-        ids.sort();
-        ids.dedup();
-        row.identity = ids.join("\n");
-        Ok(row)
     }
+}
+
+/// Leaves a group appended, as the commit thread has them in memory: leaf
+/// `first + k` is `leaves[k]`, its hash `hashes[k]`, its columns `columns[k]`.
+#[derive(Debug)]
+pub struct Appended {
+    pub first: u64,
+    pub leaves: Vec<Vec<u8>>,
+    pub hashes: Vec<Hash>,
+    pub columns: Vec<Columns>,
 }
 
 fn now_s() -> u32 {
@@ -205,31 +254,92 @@ impl Sink {
         .await
     }
 
-    /// Inserts leaves `[from, to)` of the local log in one INSERT, each row
-    /// built as the body streams (building overlaps the sending and the
-    /// server's parsing; no group's rows are held in memory). An error drops
-    /// the unfinished INSERT, which ClickHouse then aborts: nothing of it is
-    /// stored. Retried as [`Sink::retrying`] says.
-    async fn insert_leaves(&self, from: u64, to: u64) -> Result<(), ClickHouseError> {
+    /// Inserts leaves `[from, to)` of the local log in one INSERT. `ready`
+    /// holds rows of some of them already built (the group's, from memory;
+    /// ascending, within the range); the others are read back from the log,
+    /// each row built as the body streams (building overlaps the sending and
+    /// the server's parsing). An error drops the unfinished INSERT, which
+    /// ClickHouse then aborts: nothing of it is stored. Retried as
+    /// [`Sink::retrying`] says.
+    async fn insert_leaves(&self, from: u64, to: u64, ready: &[LeafRow]) -> Result<(), ClickHouseError> {
         self.retrying(LEAVES, || async {
-            let mut prev = if from == 0 { [0u8; 32] } else { self.shared.leaf_hash(from - 1)? };
             let mut ins = self.start::<LeafRow>(LEAVES).await.map_err(insert_error(LEAVES))?;
-            // Segments retention deleted are skipped: their hashes are kept.
-            let mut leaves = self.shared.iter(from, to)?;
             let mut next = from;
-            while let Some(item) = leaves.next_hashed() {
-                let (i, bytes, hash) = item?;
-                if i != next {
-                    prev = self.shared.leaf_hash(i - 1)?;
+            for row in ready {
+                if row.leaf_index > next {
+                    self.insert_from_log(&mut ins, next, row.leaf_index).await?;
                 }
-                next = i + 1;
-                let row = LeafRow::new(&self.origin, i, bytes, hash, prev)?;
-                prev = row.leaf_hash;
-                ins.write(&row).await.map_err(insert_error(LEAVES))?;
+                ins.write(row).await.map_err(insert_error(LEAVES))?;
+                next = row.leaf_index + 1;
+            }
+            if next < to {
+                self.insert_from_log(&mut ins, next, to).await?;
             }
             ins.end().await.map_err(insert_error(LEAVES))
         })
         .await
+    }
+
+    /// Writes the rows of leaves `[from, to)`, read back from the log, into `ins`.
+    async fn insert_from_log(
+        &self,
+        ins: &mut clickhouse::insert::Insert<LeafRow>,
+        from: u64,
+        to: u64,
+    ) -> Result<(), ClickHouseError> {
+        let mut prev = if from == 0 { [0u8; 32] } else { self.shared.leaf_hash(from - 1)? };
+        // Segments retention deleted are skipped: their hashes are kept.
+        let mut leaves = self.shared.iter(from, to)?;
+        let mut next = from;
+        while let Some(item) = leaves.next_hashed() {
+            let (i, bytes, hash) = item?;
+            if i != next {
+                prev = self.shared.leaf_hash(i - 1)?;
+            }
+            next = i + 1;
+            let row = LeafRow::new(&self.origin, i, bytes, hash, prev)?;
+            prev = row.leaf_hash;
+            ins.write(&row).await.map_err(insert_error(LEAVES))?;
+        }
+        Ok(())
+    }
+
+    /// The rows of the group's leaves held in memory that are in `[from, to)`,
+    /// ascending. Each row's previous hash comes from the row before it when
+    /// that is its neighbour, else from the log.
+    fn rows_of(&self, appended: Vec<Appended>, from: u64, to: u64) -> Result<Vec<LeafRow>, ClickHouseError> {
+        let mut rows: Vec<LeafRow> = Vec::with_capacity(appended.iter().map(|a| a.leaves.len()).sum());
+        let mut runs = appended;
+        runs.sort_by_key(|a| a.first);
+        for a in runs {
+            let n = a.leaves.len();
+            if a.hashes.len() != n || a.columns.len() != n {
+                return Err(ClickHouseError::Store(StoreError::Inconsistent(format!(
+                    "leaves {}..: {n} leaves, {} hashes, {} column sets",
+                    a.first,
+                    a.hashes.len(),
+                    a.columns.len()
+                ))));
+            }
+            for (k, ((leaf, hash), columns)) in a.leaves.into_iter().zip(a.hashes).zip(a.columns).enumerate() {
+                let i = a.first + k as u64;
+                if i < from || i >= to {
+                    continue;
+                }
+                let prev = match rows.last() {
+                    Some(r) if r.leaf_index + 1 == i => r.leaf_hash,
+                    Some(r) if r.leaf_index >= i => {
+                        return Err(ClickHouseError::Store(StoreError::Inconsistent(format!(
+                            "leaf {i} handed to the sink twice"
+                        ))));
+                    }
+                    _ if i == 0 => [0; 32],
+                    _ => self.shared.leaf_hash(i - 1)?,
+                };
+                rows.push(LeafRow::with(&self.origin, i, leaf, hash, prev, columns));
+            }
+        }
+        Ok(rows)
     }
 
     /// Runs `attempt` (one INSERT into `table`) until it succeeds or fails
@@ -277,20 +387,25 @@ impl Sink {
     /// Inserts every durable leaf not yet in ClickHouse (blocking; from the
     /// commit thread), then a checkpoint of the log's size signed by the key
     /// in force (not recorded locally: see [`Log::sign_unrecorded`]).
-    pub fn sync(&mut self) -> Result<(), ClickHouseError> {
+    /// `appended`: leaves of the group just made durable, as the commit thread
+    /// holds them (their hashes are the ones the log stored); the rest are read
+    /// back from the log.
+    pub fn sync(&mut self, appended: Vec<Appended>) -> Result<(), ClickHouseError> {
         let size = self.shared.size();
         if self.shipped < size {
             let t = std::time::Instant::now();
             let from = self.shipped;
+            let ready = self.rows_of(appended, from, size)?;
             // The leaves, then a checkpoint signing them: every leaf acknowledged
             // in clustered mode is covered by a signed checkpoint in ClickHouse.
             let cp = self.shared.sign_unrecorded(size)?;
             let rt = self.rt.clone();
-            rt.block_on(self.insert_leaves(from, size))?;
+            rt.block_on(self.insert_leaves(from, size, &ready))?;
             let inserted = t.elapsed();
             rt.block_on(self.insert(CHECKPOINTS, &[checkpoint_row(&cp)]))?;
             tracing::debug!(
                 rows = size - from,
+                from_memory = ready.len(),
                 leaves_ms = inserted.as_secs_f64() * 1e3,
                 checkpoint_ms = (t.elapsed() - inserted).as_secs_f64() * 1e3,
                 "leaves (rows built as the insert streams) and a checkpoint inserted into ClickHouse"
@@ -377,5 +492,52 @@ pub fn checkpoint_row(cp: &SignedCheckpoint) -> CheckpointRow {
         root: cp.checkpoint.root,
         note: cp.note.clone(),
         issued: now_s(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wiretrail_proto::v1::{Batch, Endpoint, Side};
+
+    /// The columns the ingest tasks compute from a record are the ones read
+    /// back from its stored leaf: rows built from memory and rows built from
+    /// the log are the same rows.
+    #[test]
+    fn columns_of_a_record_match_its_stored_leaf() {
+        let r = Record {
+            capture_time_ns: 1_700_000_000_123,
+            app_protocol: "http1".into(),
+            host: "node-a".into(),
+            identity: [("app".to_string(), "pay".to_string()), ("ns".into(), "prod".into())].into(),
+            peer_identity: [("app".to_string(), "ledger".to_string())].into(),
+            remote: Some(Endpoint { address: "10.0.0.7".into(), port: 8443 }),
+            witness: Some(Side {
+                remote: Some(Endpoint { address: "10.0.0.3".into(), port: 41000 }),
+                ..Side::default()
+            }),
+            ..Record::default()
+        };
+        let batch = Batch {
+            agent_id: "agent-1".into(),
+            boot_id: "b".into(),
+            seq: 3,
+            records: vec![r.clone()],
+            ..Batch::default()
+        };
+        let leaves = crate::ingest::encode_leaves(batch, "cn=agent-1", 1_700_000_001_000_000_000, &[7; 32]);
+        let stored = StoredLeaf::decode(leaves[0].as_slice()).unwrap();
+        let c = Columns::of_record(&r, "agent-1", 1_700_000_001_000_000_000);
+        assert_eq!(c, Columns::of_leaf(&stored));
+        assert_eq!((c.identity.as_str(), c.peer.as_str()), ("app=ledger\napp=pay\nns=prod", "10.0.0.7:8443"));
+        let row = LeafRow::with("o", 5, leaves[0].clone(), [1; 32], [2; 32], c);
+        assert_eq!((row.received, row.time_ns, row.kind.as_str()), (1_700_000_001, 1_700_000_000_123, "record"));
+
+        let entry = wiretrail_log::entry::leaf(
+            wiretrail_log::entry::new("retention_deletion", 42, "store", serde_json::json!({}), Vec::new()),
+            "",
+        );
+        let e = Columns::of_leaf(&StoredLeaf::decode(entry.as_slice()).unwrap());
+        assert_eq!((e.kind.as_str(), e.time_ns, e.identity.as_str()), ("entry:retention_deletion", 42, ""));
     }
 }

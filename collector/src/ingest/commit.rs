@@ -41,6 +41,7 @@ use wiretrail_proto::v1::{Ack, Batch, StoredLeaf};
 
 use super::dedup::{Seq, Stored};
 use super::state::LogState;
+use crate::clickhouse::writer::Appended;
 use crate::error::Error;
 use crate::roles::{AgentIdRule, Roles};
 use wiretrail_log::entry;
@@ -66,6 +67,9 @@ pub struct Job {
     /// Their hashes and stored bodies ([`wiretrail_log::frame::prepare_all`]),
     /// one per leaf; empty: the commit thread prepares them.
     pub prepared: Vec<wiretrail_log::frame::Prepared>,
+    /// In clustered mode, their ClickHouse columns, one per leaf (computed
+    /// from the records on the ingest tasks); else empty.
+    pub columns: Vec<crate::clickhouse::writer::Columns>,
     /// Position in the batch and capture time of its newest heartbeat record, if any.
     pub heartbeat: Option<(u32, i64)>,
     /// Where the ack (or error) goes once the batch is durable.
@@ -222,6 +226,8 @@ impl Committer {
         // Entry leaves and heartbeat leaves of the group, applied to the state once durable.
         let mut entries: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut beats: Vec<(String, u64, i64)> = Vec::new();
+        // Clustered mode: the batches' leaves as written, for the sink.
+        let mut shipping: Vec<Appended> = Vec::new();
         for work in jobs {
             match work {
                 Work::Batch(job) => {
@@ -234,6 +240,21 @@ impl Committer {
                         beats.push((job.agent_id.clone(), a.first_leaf_index + k as u64, t));
                     }
                     batch_written |= self.writer.appended() != at;
+                    if let Ok(a) = &res
+                        && !a.duplicate
+                        && !a.conflict
+                        && self.sink.is_some()
+                        && job.prepared.len() == job.leaves.len()
+                        && job.columns.len() == job.leaves.len()
+                    {
+                        let hashes = job.prepared.iter().map(|p| p.hash).collect();
+                        shipping.push(Appended {
+                            first: a.first_leaf_index,
+                            leaves: job.leaves,
+                            hashes,
+                            columns: job.columns,
+                        });
+                    }
                     group.push(Reply::Ack(job.reply, res));
                 }
                 Work::Entry { leaf, reply } => {
@@ -269,6 +290,8 @@ impl Committer {
                 }
                 Err(e) => {
                     self.state.dedup.rollback_group();
+                    // Rolled back: these positions will hold other leaves.
+                    shipping.clear();
                     self.down = was_down;
                     let msg = self.store_failed(&e);
                     for r in group.iter_mut() {
@@ -286,7 +309,7 @@ impl Committer {
             "group appended and committed"
         );
         if let Some(sink) = &mut self.sink
-            && let Err(e) = sink.sync()
+            && let Err(e) = sink.sync(shipping)
         {
             tracing::error!(error = %e, "ClickHouse refused or timed out; refusing the group (the agents retry)");
             let msg =

@@ -47,6 +47,8 @@ pub struct IngestService {
     monitor: Option<Arc<crate::alerts::monitor::Monitor>>,
     /// The role check (agents only).
     authz: crate::authz::Authz,
+    /// Clustered mode: compute each leaf's ClickHouse columns here.
+    row_columns: bool,
 }
 
 impl IngestService {
@@ -58,7 +60,14 @@ impl IngestService {
         progress: Arc<crate::index::IndexProgress>,
         authz: crate::authz::Authz,
     ) -> Self {
-        IngestService { jobs, limits, shared, progress, monitor: None, authz }
+        IngestService { jobs, limits, shared, progress, monitor: None, authz, row_columns: false }
+    }
+
+    /// Clustered mode: each leaf's ClickHouse columns are computed from its
+    /// record here, on the ingest tasks, for the commit thread's sink.
+    pub fn with_row_columns(mut self) -> Self {
+        self.row_columns = true;
+        self
     }
 
     /// Reports the heartbeats of acknowledged batches to `monitor`.
@@ -203,6 +212,7 @@ impl Ingest for IngestService {
         let jobs = self.jobs.clone();
         let limits = self.limits.clone();
         let (shared, progress) = (self.shared.clone(), self.progress.clone());
+        let row_columns = self.row_columns;
         // Acks are returned in batch order; up to 64 batches in flight per stream.
         let (pending_tx, mut pending_rx) = mpsc::channel::<(oneshot::Receiver<Result<Ack, Error>>, Beats)>(64);
         let monitor = self.monitor.clone();
@@ -245,7 +255,14 @@ impl Ingest for IngestService {
                     .filter(|(_, r)| r.kind() == wiretrail_proto::v1::RecordKind::Heartbeat && r.heartbeat.is_some())
                     .max_by_key(|(k, r)| (r.capture_time_ns, *k))
                     .map(|(k, r)| (k as u32, r.capture_time_ns));
-                let leaves = encode_leaves(batch, &peer, wiretrail_log::store::now_ns(), &hash);
+                let received_ns = wiretrail_log::store::now_ns();
+                let columns = if row_columns {
+                    let of = |r| crate::clickhouse::writer::Columns::of_record(r, &agent_id, received_ns);
+                    batch.records.iter().map(of).collect()
+                } else {
+                    Vec::new()
+                };
+                let leaves = encode_leaves(batch, &peer, received_ns, &hash);
                 // Hashing and compressing here, on the ingest tasks, leaves the
                 // one commit thread only copying frames into the segment.
                 let prepared = match wiretrail_log::frame::prepare_all(shared.compression(), &leaves) {
@@ -266,6 +283,7 @@ impl Ingest for IngestService {
                     hash,
                     leaves,
                     prepared,
+                    columns,
                     heartbeat,
                     reply,
                 };

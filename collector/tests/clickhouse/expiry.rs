@@ -77,7 +77,7 @@ pub async fn expired_rows_leave_clickhouse(url: &str, cfg: ClickHouseConfig, cop
     let mut sink = Sink::open(copy.clone(), shared.clone()).await.unwrap();
     assert_eq!(sink.shipped(), 0);
     let sink = tokio::task::spawn_blocking(move || {
-        sink.sync().unwrap();
+        sink.sync(Vec::new()).unwrap();
         sink
     })
     .await
