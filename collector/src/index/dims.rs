@@ -8,16 +8,17 @@
 //! the search names the matching ids (`dim IN (SELECT id FROM dims WHERE ...)`)
 //! and seeks each. That is three B-tree inserts per record instead of five.
 
-use std::collections::HashMap;
-
 use rusqlite::Transaction;
+
+/// Three lookups per record on the indexer thread: foldhash, not SipHash.
+type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The ids of the dimensions one transaction used (looked up or added).
 #[derive(Debug, Default)]
 pub struct Dims {
     /// agent → host → protocol → id: nested so a record's strings are looked
     /// up borrowed, and cloned only the first time a combination is seen.
-    ids: HashMap<String, HashMap<String, HashMap<String, i64>>>,
+    ids: Map<String, Map<String, Map<String, i64>>>,
 }
 
 impl Dims {
