@@ -75,6 +75,17 @@ pub fn build_go_client(dir: &Path, strip: bool) -> PathBuf {
     bin
 }
 
+/// Runs the Go client built by [`build_go_client`] against `addr` (nginx
+/// serving [`crate::nginx::INDEX`]), asserts it got the page, and returns its pid.
+pub fn run_go_client(bin: &Path, addr: &str) -> u32 {
+    let c = Command::new(bin).arg(addr).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = c.id();
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "{} failed", bin.display());
+    assert_eq!(out.stdout, crate::nginx::INDEX);
+    pid
+}
+
 /// Builds `tests/peers/rustls-peer` (a rustls client and server) in release,
 /// as a user's program is built, from the crates the workspace already
 /// fetched; its own target directory, `target/rustls-peer`, keeps reruns

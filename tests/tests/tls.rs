@@ -280,14 +280,7 @@ fn go_client_to_nginx_and_stripped_go_is_reported() {
     let client = tls::build_go_client(dir.path(), false);
     let stripped = tls::build_go_client(dir.path(), true);
     let agent = Agent::start(&[]);
-    let run = |bin: &std::path::Path| {
-        let c = Command::new(bin).arg(addr.to_string()).stdout(Stdio::piped()).spawn().unwrap();
-        let pid = c.id();
-        let out = c.wait_with_output().unwrap();
-        assert!(out.status.success());
-        assert_eq!(out.stdout, INDEX);
-        pid
-    };
+    let run = |bin: &std::path::Path| tls::run_go_client(bin, &addr.to_string());
     let pid = run(&client);
     let stripped_pid = run(&stripped);
     std::thread::sleep(Duration::from_millis(500));

@@ -3,12 +3,7 @@
 //! again when it runs again.
 mod support;
 
-use std::{
-    net::SocketAddr,
-    os::unix::fs::MetadataExt,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{net::SocketAddr, os::unix::fs::MetadataExt, time::Duration};
 
 use support::*;
 use wiretrail_tests::{
@@ -32,14 +27,7 @@ fn a_tls_program_run_again_after_its_probes_were_detached_is_hooked_again() {
     let client = tls::build_go_client(dir.path(), false);
     let inode = std::fs::metadata(&client).unwrap().ino();
     let agent = Agent::start(&[]);
-    let run = || {
-        let c = Command::new(&client).arg(addr.to_string()).stdout(Stdio::piped()).spawn().unwrap();
-        let pid = c.id();
-        let out = c.wait_with_output().unwrap();
-        assert!(out.status.success());
-        assert_eq!(out.stdout, INDEX);
-        pid
-    };
+    let run = || tls::run_go_client(&client, &addr.to_string());
     let first = run();
     let detached = format!("inode={inode}");
     let gone = |log: &str| plain_text(log).lines().any(|l| l.contains("TLS probes detached") && l.contains(&detached));
