@@ -75,6 +75,14 @@ pub fn build_go_client(dir: &Path, strip: bool) -> PathBuf {
     bin
 }
 
+/// nginx serving TLS on a free loopback port (its address), and the Go client
+/// built into `dir`.
+pub fn nginx_and_go_client(dir: &Path) -> (std::net::SocketAddr, crate::nginx::Nginx, PathBuf) {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", crate::free_port()).parse().unwrap();
+    let nginx = crate::nginx::Nginx::start_tls(&[addr]);
+    (addr, nginx, build_go_client(dir, false))
+}
+
 /// Runs the Go client built by [`build_go_client`] against `addr` (nginx
 /// serving [`crate::nginx::INDEX`]), asserts it got the page, and returns its pid.
 pub fn run_go_client(bin: &Path, addr: &str) -> u32 {

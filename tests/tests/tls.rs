@@ -274,10 +274,8 @@ fn gnutls_cli_to_openssl_s_server() {
 fn go_client_to_nginx_and_stripped_go_is_reported() {
     require_root();
     let _g = serial();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _nginx = Nginx::start_tls(&[addr]);
     let dir = tempfile::tempdir().unwrap();
-    let client = tls::build_go_client(dir.path(), false);
+    let (addr, _nginx, client) = tls::nginx_and_go_client(dir.path());
     let stripped = tls::build_go_client(dir.path(), true);
     let agent = Agent::start(&[]);
     let run = |bin: &std::path::Path| tls::run_go_client(bin, &addr.to_string());

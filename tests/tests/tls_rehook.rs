@@ -3,15 +3,10 @@
 //! again when it runs again.
 mod support;
 
-use std::{net::SocketAddr, os::unix::fs::MetadataExt, time::Duration};
+use std::{os::unix::fs::MetadataExt, time::Duration};
 
 use support::*;
-use wiretrail_tests::{
-    agent::Agent,
-    free_port,
-    nginx::{INDEX, Nginx},
-    require_root, serial, tls, wait_until,
-};
+use wiretrail_tests::{agent::Agent, nginx::INDEX, require_root, serial, tls, wait_until};
 
 /// A static Go TLS client run twice, its probes detached in between (the
 /// agent's full scan, every 5 s, finds no process mapping it): the second
@@ -21,10 +16,8 @@ use wiretrail_tests::{
 fn a_tls_program_run_again_after_its_probes_were_detached_is_hooked_again() {
     require_root();
     let _g = serial();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _nginx = Nginx::start_tls(&[addr]);
     let dir = tempfile::tempdir().unwrap();
-    let client = tls::build_go_client(dir.path(), false);
+    let (addr, _nginx, client) = tls::nginx_and_go_client(dir.path());
     let inode = std::fs::metadata(&client).unwrap().ino();
     let agent = Agent::start(&[]);
     let run = || tls::run_go_client(&client, &addr.to_string());

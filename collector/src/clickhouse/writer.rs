@@ -154,14 +154,12 @@ impl LeafRow {
     }
 }
 
-/// Leaves a group appended, as the commit thread has them in memory: leaf
-/// `first + k` is `leaves[k]`, its hash `hashes[k]`, its columns `columns[k]`.
+/// Leaves a batch appended, as the commit thread has them in memory: leaf
+/// `first + k` is `leaves[k]` (its bytes, its hash, its columns).
 #[derive(Debug)]
 pub struct Appended {
     pub first: u64,
-    pub leaves: Vec<Vec<u8>>,
-    pub hashes: Vec<Hash>,
-    pub columns: Vec<Columns>,
+    pub leaves: Vec<(Vec<u8>, Hash, Columns)>,
 }
 
 fn now_s() -> u32 {
@@ -304,38 +302,23 @@ impl Sink {
         Ok(())
     }
 
-    /// The rows of the group's leaves held in memory that are in `[from, to)`,
-    /// ascending. Each row's previous hash comes from the row before it when
-    /// that is its neighbour, else from the log.
+    /// The rows of the group's leaves held in memory (batches in the order
+    /// they were appended, so ascending) that are in `[from, to)`. Each row's
+    /// previous hash comes from the row before it when that is its neighbour,
+    /// else from the log.
     fn rows_of(&self, appended: Vec<Appended>, from: u64, to: u64) -> Result<Vec<LeafRow>, ClickHouseError> {
         let mut rows: Vec<LeafRow> = Vec::with_capacity(appended.iter().map(|a| a.leaves.len()).sum());
-        let mut runs = appended;
-        runs.sort_by_key(|a| a.first);
-        for a in runs {
-            let n = a.leaves.len();
-            if a.hashes.len() != n || a.columns.len() != n {
-                return Err(ClickHouseError::Store(StoreError::Inconsistent(format!(
-                    "leaves {}..: {n} leaves, {} hashes, {} column sets",
-                    a.first,
-                    a.hashes.len(),
-                    a.columns.len()
-                ))));
-            }
-            for (k, ((leaf, hash), columns)) in a.leaves.into_iter().zip(a.hashes).zip(a.columns).enumerate() {
-                let i = a.first + k as u64;
+        for a in appended {
+            for (i, (leaf, hash, columns)) in (a.first..).zip(a.leaves) {
                 if i < from || i >= to {
                     continue;
                 }
                 let prev = match rows.last() {
                     Some(r) if r.leaf_index + 1 == i => r.leaf_hash,
-                    Some(r) if r.leaf_index >= i => {
-                        return Err(ClickHouseError::Store(StoreError::Inconsistent(format!(
-                            "leaf {i} handed to the sink twice"
-                        ))));
-                    }
                     _ if i == 0 => [0; 32],
                     _ => self.shared.leaf_hash(i - 1)?,
                 };
+                debug_assert!(rows.last().is_none_or(|r| r.leaf_index < i), "leaves handed over out of order");
                 rows.push(LeafRow::with(&self.origin, i, leaf, hash, prev, columns));
             }
         }

@@ -247,13 +247,10 @@ impl Committer {
                         && job.prepared.len() == job.leaves.len()
                         && job.columns.len() == job.leaves.len()
                     {
-                        let hashes = job.prepared.iter().map(|p| p.hash).collect();
-                        shipping.push(Appended {
-                            first: a.first_leaf_index,
-                            leaves: job.leaves,
-                            hashes,
-                            columns: job.columns,
-                        });
+                        let hashes = job.prepared.iter().map(|p| p.hash);
+                        let leaves = job.leaves.into_iter().zip(hashes).zip(job.columns);
+                        let leaves = leaves.map(|((leaf, hash), columns)| (leaf, hash, columns)).collect();
+                        shipping.push(Appended { first: a.first_leaf_index, leaves });
                     }
                     group.push(Reply::Ack(job.reply, res));
                 }
