@@ -174,7 +174,9 @@ impl WitnessBuf {
             if b < plen {
                 self.put(k + b, piece.slice(b, plen));
             }
-            let inside = piece.slice(a, b);
+            // Most claims take whole pieces: moved, not sliced (a slice
+            // allocates its call marks anew).
+            let inside = if a == 0 && b == plen { piece } else { piece.slice(a, b) };
             let off = k + a - pos;
             if off > at - pos {
                 // Never delivered (or claimed earlier): not seen here.

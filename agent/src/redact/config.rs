@@ -69,7 +69,7 @@ impl Rules {
 
 fn compile(rule: &Arc<str>, source: &str) -> Result<PatternRule, RedactError> {
     let regex = Regex::new(source).map_err(|e| RedactError::Regex { rule: rule.to_string(), source: Box::new(e) })?;
-    Ok(PatternRule { regex, rule: rule.clone() })
+    Ok(PatternRule::new(regex, rule.clone()))
 }
 
 /// A built-in pattern, over bytes: `\b`, `\s` and classes are ASCII, so a
@@ -82,7 +82,7 @@ fn compile_builtin(rule: &Arc<str>, source: &str) -> Result<PatternRule, RedactE
         .unicode(false)
         .build()
         .map_err(|e| RedactError::Regex { rule: rule.to_string(), source: Box::new(e) })?;
-    Ok(PatternRule { regex, rule: rule.clone() })
+    Ok(PatternRule::new(regex, rule.clone()))
 }
 
 impl RedactConfig {

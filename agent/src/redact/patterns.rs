@@ -30,14 +30,22 @@ pub const API_KEYS: &[&str] = &[
 /// 1 when the pattern has one.
 #[derive(Clone, Debug)]
 pub struct PatternRule {
-    pub regex: Regex,
+    regex: Regex,
     pub rule: Arc<str>,
+    /// Whether the pattern has a group 1 (looked up once: the regex answers
+    /// through its group table, a cost on every payload part).
+    group: bool,
 }
 
 impl PatternRule {
+    pub fn new(regex: Regex, rule: Arc<str>) -> PatternRule {
+        let group = regex.captures_len() >= 2;
+        PatternRule { regex, rule, group }
+    }
+
     pub fn find(&self, buf: &[u8], out: &mut Vec<Mask>) {
         // Without a group 1, the match itself: no capture slots to fill.
-        if self.regex.captures_len() < 2 {
+        if !self.group {
             out.extend(self.regex.find_iter(buf).map(|m| Mask::star(m.start(), m.end(), &self.rule)));
             return;
         }
