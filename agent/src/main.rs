@@ -5,7 +5,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wiretrail_agent::{
     capture::{
-        self, CaptureOptions, selfcheck,
+        self, CaptureOptions,
+        floor::FloorHooks,
+        selfcheck,
         tls::{
             TlsManager,
             worker::{self, Request},
@@ -63,6 +65,28 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "wiretrail-agent: self-check passed (kernel version, capabilities, kernel BTF, cgroup v2, tracefs)"
             );
+            Ok(())
+        }
+        Some(Command::Floor { hooks: FloorHooks::Capture, ref ready_file, .. }) => {
+            let args = &cli.run;
+            let opts = CaptureOptions {
+                ring_bytes: args.ring_bytes,
+                conn_cap_bytes: args.conn_cap_bytes,
+                keep_tls_ciphertext: args.keep_tls_ciphertext,
+                syscalls: true,
+                tls: false,
+            };
+            let shutdown = CancellationToken::new();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing a SIGTERM handler");
+                tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+                stop.cancel();
+            });
+            println!("wiretrail-agent: capture programs attaching; events are read and dropped, no record is made");
+            let read = capture::drain_floor::run(&opts, ready_file.clone(), shutdown).await?;
+            println!("wiretrail-agent: {read} events read and dropped (a floor, not a capture)");
             Ok(())
         }
         Some(Command::Floor { hooks, ref ready_file, ref library }) => {

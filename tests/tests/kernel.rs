@@ -366,3 +366,38 @@ fn floor_mode_probes_a_tls_library_where_the_agent_would() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("wiretrail-agent: 8 no-op Tls hooks"), "{out:?}");
     assert!(progs_named("floor_uprobe").is_empty());
 }
+
+/// The benchmark's kernel-side floor: `floor --hooks capture` attaches the
+/// agent's own capture programs, reads what they write to the ring and
+/// drops it, and says how many events it read when it stops.
+#[test]
+fn capture_floor_reads_the_capture_programs_events_and_drops_them() {
+    require_root();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let child = Command::new(workspace_bin("wiretrail-agent"))
+        .args(["floor", "--hooks", "capture", "--ready-file"])
+        .arg(&ready)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wiretrail_tests::wait_until(Duration::from_secs(30), || ready.exists()), "capture floor did not attach");
+    assert_eq!(progs_named("sys_exit_write").len(), 1, "the capture programs are not loaded");
+    tcp_send(&[7u8; 10_000]);
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    let read: u64 = said
+        .lines()
+        .find(|l| l.contains("events read and dropped"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no count of events read: {said}"));
+    // At least the connect, the accept and the 10,000 bytes each way.
+    assert!(read >= 4, "{said}");
+    assert!(progs_named("sys_exit_write").is_empty(), "still loaded after SIGTERM");
+}

@@ -9,6 +9,9 @@
 //!    sockets`; printed as not measured, with the kernel's answer, where they
 //!    cannot load); HTTPS (`bench tls`): the agent's TLS uprobes on nginx's
 //!    libssl with no-op programs (`--hooks tls`);
+//!    Plain: then the agent's own capture programs with user space only
+//!    reading the ring and dropping the events (`--hooks capture`), which
+//!    splits the agent's cost into its kernel side and its user space;
 //! 4. the agent capturing with `--output none` (capture, connection table,
 //!    records made but not written): requests/s, agent CPU per kernel event,
 //!    peak RSS, losses — optionally profiled with `perf` (`--profile`);
@@ -307,6 +310,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         eprintln!("bench: 3/6 floor: fentry/fexit on the socket layer with no-op programs, {} s", a.duration);
         floor_run(&agent_bin, dir.path(), "sockets", &[], addr, a)?
     };
+    // Plain only: the TLS uprobes are not part of it.
+    let kernel_side = if a.tls {
+        None
+    } else {
+        eprintln!("bench: 3/6 the agent's capture programs, events read and dropped, {} s", a.duration);
+        Some(floor_run(&agent_bin, dir.path(), "capture", &[], addr, a)?)
+    };
 
     eprintln!("bench: 4/6 agent on (output {}), {} s", a.output, a.duration);
     let extra: Vec<&str> = a.agent_args.iter().map(String::as_str).collect();
@@ -437,6 +447,20 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     }
     if let Ok(w) = &floor_sock {
         println!("| ratio on / floor ({second}) | {:.4} |", on.rps / w.rps);
+    }
+    match (&kernel_side, &floor_tp) {
+        (Some(Ok(k)), Ok(f)) => {
+            println!(
+                "| requests/s, the agent's capture programs, events read and dropped (ratio to the tracepoint floor) | {:.0} ({:.4}) |",
+                k.rps,
+                k.rps / f.rps
+            );
+            println!("| ratio on / that (what the agent's user space costs) | {:.4} |", on.rps / k.rps);
+        }
+        (Some(Err(e)), _) => {
+            println!("| requests/s, the agent's capture programs, events dropped | not measured: {e} |")
+        }
+        _ => {}
     }
     println!(
         "| mean latency off / on | {:.0} µs / {:.0} µs |",

@@ -12,6 +12,8 @@
 //!   `tcp_recvmsg`, `udp_sendmsg`, `udp_recvmsg`, `udpv6_sendmsg` and
 //!   `udpv6_recvmsg`: the socket layer as a candidate data path (it fires only
 //!   for sockets, not for every read and write of every file).
+//! - [`FloorHooks::Capture`]: not no-op: the capture programs themselves,
+//!   with nothing done in user space but reading the ring (`drain_floor`).
 use aya::{
     Btf, Ebpf, EbpfLoader,
     programs::{FEntry, FExit, TracePoint, UProbe},
@@ -30,6 +32,8 @@ pub enum FloorError {
     NoLibrary,
     #[error("{path}: no TLS library the agent can probe ({found})")]
     NotTls { path: std::path::PathBuf, found: String },
+    #[error("--hooks capture loads the capture programs, not no-op ones (drain_floor::run)")]
+    NotNoOp,
     #[error("inspecting a TLS library")]
     Elf {
         #[source]
@@ -46,6 +50,10 @@ pub enum FloorHooks {
     Sockets,
     /// The agent's TLS uprobes on the given library files.
     Tls,
+    /// The agent's own capture programs, their events read and dropped
+    /// (`drain_floor`): the kernel side of capture without the agent's
+    /// user space.
+    Capture,
 }
 
 /// The no-op program standing for capture program `name` at a TLS probe point.
@@ -112,6 +120,7 @@ pub fn attach(hooks: FloorHooks, libraries: &[std::path::PathBuf]) -> Result<(Eb
                 n += 2;
             }
         }
+        FloorHooks::Capture => return Err(FloorError::NotNoOp),
         FloorHooks::Tls => {
             if libraries.is_empty() {
                 return Err(FloorError::NoLibrary);

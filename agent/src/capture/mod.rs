@@ -1,6 +1,7 @@
 //! Kernel capture: self-check, BTF offsets, loading and attaching the programs,
 //! and reading their ring buffer.
 pub mod btf;
+pub mod drain_floor;
 pub mod event;
 pub mod execs;
 pub mod floor;

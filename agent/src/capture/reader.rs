@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 const BATCH: usize = 512;
 
 /// The kernel wakes us only when 256 KiB are waiting; below that we poll.
-const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+pub(crate) const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReaderError {
