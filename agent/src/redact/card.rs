@@ -85,10 +85,15 @@ fn next_digit(buf: &[u8], mut i: usize) -> usize {
 
 /// Candidate card numbers in `buf` and their tokens.
 pub fn find(buf: &[u8], key: &[u8], rule: &Arc<str>, out: &mut Vec<Mask>) {
+    scan(buf, key, rule, out, next_digit);
+}
+
+/// [`find`], with `next(buf, i)` finding the first digit at or after `i`.
+fn scan(buf: &[u8], key: &[u8], rule: &Arc<str>, out: &mut Vec<Mask>, next: impl Fn(&[u8], usize) -> usize) {
     let alnum = |i: usize| buf.get(i).is_some_and(|c| c.is_ascii_alphanumeric());
     let mut i = 0;
     while i < buf.len() {
-        i = next_digit(buf, i);
+        i = next(buf, i);
         if i == buf.len() {
             break;
         }
@@ -163,49 +168,9 @@ mod tests {
         }
     }
 
-    /// The scan as it was before `next_digit`: one byte at a time.
-    fn find_bytewise(buf: &[u8], key: &[u8], rule: &Arc<str>, out: &mut Vec<Mask>) {
-        let alnum = |i: usize| buf.get(i).is_some_and(|c| c.is_ascii_alphanumeric());
-        let mut i = 0;
-        while i < buf.len() {
-            if !buf[i].is_ascii_digit() || (i > 0 && alnum(i - 1)) {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            let mut digits = Vec::new();
-            let mut end = i;
-            let mut j = i;
-            while j < buf.len() && digits.len() <= MAX_DIGITS {
-                if buf[j].is_ascii_digit() {
-                    digits.push(buf[j]);
-                    j += 1;
-                    end = j;
-                } else if (buf[j] == b' ' || buf[j] == b'-') && buf.get(j + 1).is_some_and(u8::is_ascii_digit) {
-                    j += 1;
-                } else {
-                    break;
-                }
-            }
-            let ok = (MIN_DIGITS..=MAX_DIGITS).contains(&digits.len())
-                && card_grouping(&buf[start..end])
-                && !alnum(end)
-                && (b'2'..=b'6').contains(&digits[0])
-                && luhn_valid(&digits);
-            if ok {
-                let token = token_digits(key, &digits);
-                let mut fill = buf[start..end].to_vec();
-                let mut t = token.iter();
-                for b in fill.iter_mut().filter(|b| b.is_ascii_digit()) {
-                    *b = *t.next().expect("as many token digits as digits");
-                }
-                out.push(Mask { start, end, rule: rule.clone(), fill: Fill::Bytes(fill) });
-            }
-            i = end.max(start + 1);
-            while i < buf.len() && buf[i].is_ascii_digit() {
-                i += 1;
-            }
-        }
+    /// The digit search as it was before `next_digit`: one byte at a time.
+    fn next_digit_bytewise(buf: &[u8], i: usize) -> usize {
+        buf[i..].iter().position(u8::is_ascii_digit).map_or(buf.len(), |p| p + i)
     }
 
     /// Text made of card numbers (valid and not), digit runs, separators,
@@ -229,7 +194,7 @@ mod tests {
             let rule: Arc<str> = Arc::from("card_number");
             let (mut fast, mut slow) = (Vec::new(), Vec::new());
             find(&buf, b"key", &rule, &mut fast);
-            find_bytewise(&buf, b"key", &rule, &mut slow);
+            scan(&buf, b"key", &rule, &mut slow, next_digit_bytewise);
             prop_assert_eq!(fast, slow);
         }
     }
