@@ -75,6 +75,12 @@ pub struct OriginRow {
 /// position, hashes and bytes). For a batch's records they are computed where
 /// the record is at hand, on the ingest tasks ([`Columns::of_record`]), so the
 /// commit thread neither decodes the leaves again nor reads them back.
+///
+/// [`LeafRow`] repeats these fields rather than holding a `Columns`: the
+/// `clickhouse` crate's `Row` derive names one column per field and its
+/// RowBinary serializer has no maps, so `#[serde(flatten)]` cannot make a
+/// nested struct's fields columns (ClickHouse/clickhouse-rs issues 264 and
+/// 99, open). [`LeafRow::with`] is the one place that moves them across.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Columns {
     pub received_ns: i64,
