@@ -29,7 +29,9 @@ pub enum Command {
     /// Check capabilities, kernel BTF, tracefs and cgroup v2, then exit.
     Check,
     /// Attach the capture hooks with programs that return at once (the floor
-    /// a benchmark compares the agent with) until SIGTERM or Ctrl-C.
+    /// a benchmark compares the agent with) until SIGTERM or Ctrl-C; with
+    /// `--hooks capture`, the capture programs themselves, their events read
+    /// and dropped (no record is made).
     Floor {
         /// Which hook set.
         #[arg(long, value_enum, default_value = "syscalls")]

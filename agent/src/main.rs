@@ -67,7 +67,8 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Some(Command::Floor { hooks: FloorHooks::Capture, ref ready_file, .. }) => {
+        Some(Command::Floor { hooks: FloorHooks::Capture, ref ready_file, ref library }) => {
+            anyhow::ensure!(library.is_empty(), "--library goes with --hooks tls, not --hooks capture");
             let args = &cli.run;
             let opts = CaptureOptions {
                 ring_bytes: args.ring_bytes,
@@ -76,17 +77,19 @@ async fn main() -> anyhow::Result<()> {
                 syscalls: true,
                 tls: false,
             };
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let shutdown = CancellationToken::new();
             let stop = shutdown.clone();
             tokio::spawn(async move {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("installing a SIGTERM handler");
                 tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
                 stop.cancel();
             });
             println!("wiretrail-agent: capture programs attaching; events are read and dropped, no record is made");
-            let read = capture::drain_floor::run(&opts, ready_file.clone(), shutdown).await?;
-            println!("wiretrail-agent: {read} events read and dropped (a floor, not a capture)");
+            let r = capture::drain_floor::run(&opts, ready_file.clone(), shutdown).await?;
+            println!(
+                "wiretrail-agent: {} events read and dropped, {} written, {} lost (a floor, not a capture)",
+                r.read, r.written, r.lost
+            );
             Ok(())
         }
         Some(Command::Floor { hooks, ref ready_file, ref library }) => {

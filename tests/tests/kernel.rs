@@ -368,36 +368,62 @@ fn floor_mode_probes_a_tls_library_where_the_agent_would() {
 }
 
 /// The benchmark's kernel-side floor: `floor --hooks capture` attaches the
-/// agent's own capture programs, reads what they write to the ring and
-/// drops it, and says how many events it read when it stops.
+/// agent's own capture programs, reads what they write to the rings while
+/// the traffic flows and drops it, and says at the end how many events it
+/// read, and how many the programs wrote and lost. The traffic writes six
+/// times the ring's size in events, paced, so only a reader that drains
+/// while it flows loses nothing.
 #[test]
 fn capture_floor_reads_the_capture_programs_events_and_drops_them() {
     require_root();
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
+    let ring = 1usize << 20;
     let child = Command::new(workspace_bin("wiretrail-agent"))
-        .args(["floor", "--hooks", "capture", "--ready-file"])
+        .args(["--ring-bytes", &ring.to_string(), "floor", "--hooks", "capture", "--ready-file"])
         .arg(&ready)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     assert!(wiretrail_tests::wait_until(Duration::from_secs(30), || ready.exists()), "capture floor did not attach");
     assert_eq!(progs_named("sys_exit_write").len(), 1, "the capture programs are not loaded");
-    tcp_send(&[7u8; 10_000]);
-    std::thread::sleep(Duration::from_millis(100));
+    // 3 MiB each way (written, then read by the server): 6 MiB of events
+    // through a 1 MiB ring, 32 KiB every 4 ms.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut n = 0;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match s.read(&mut buf).unwrap() {
+                0 => return n,
+                k => n += k,
+            }
+        }
+    });
+    let mut c = TcpStream::connect(addr).unwrap();
+    let chunk = vec![7u8; 32 << 10];
+    let total = 3usize << 20;
+    for _ in 0..total / chunk.len() {
+        c.write_all(&chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(4));
+    }
+    drop(c);
+    assert_eq!(server.join().unwrap(), total);
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let said = String::from_utf8_lossy(&out.stdout);
-    let read: u64 = said
-        .lines()
-        .find(|l| l.contains("events read and dropped"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("no count of events read: {said}"));
-    // At least the connect, the accept and the 10,000 bytes each way.
-    assert!(read >= 4, "{said}");
+    let line = said.lines().find(|l| l.contains("events read and dropped")).unwrap_or_else(|| panic!("{said}"));
+    let nums: Vec<u64> = line.split_whitespace().filter_map(|w| w.trim_end_matches(',').parse().ok()).collect();
+    let [read, written, lost] = nums[..] else { panic!("{line}") };
+    // Each 32 KiB write is two 16 KiB events; the reads at least as many.
+    let own = 2 * (total / (16 << 10)) as u64;
+    assert!(read >= own, "{line}");
+    assert_eq!(lost, 0, "events lost: the ring was not drained while the traffic flowed: {line}");
+    assert!(written >= read, "{line}");
     assert!(progs_named("sys_exit_write").is_empty(), "still loaded after SIGTERM");
 }

@@ -222,7 +222,7 @@ impl Floor {
             .args(["floor", "--hooks", hooks, "--log-level", "warn", "--ready-file"])
             .arg(&ready)
             .args(extra)
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(dir.join(format!("floor-{hooks}.out")))?)
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting the agent's floor mode")?;
@@ -314,8 +314,12 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let kernel_side = if a.tls {
         None
     } else {
-        eprintln!("bench: 3/6 the agent's capture programs, events read and dropped, {} s", a.duration);
-        Some(floor_run(&agent_bin, dir.path(), "capture", &[], addr, a)?)
+        eprintln!("bench: 3/6 (second part) the agent's capture programs, events read and dropped, {} s", a.duration);
+        let w = floor_run(&agent_bin, dir.path(), "capture", &[], addr, a)?;
+        // Its last line: "N events read and dropped, W written, L lost (...)".
+        let said = std::fs::read_to_string(dir.path().join("floor-capture.out")).unwrap_or_default();
+        let counts = said.lines().find(|l| l.contains("events read and dropped")).unwrap_or("").to_string();
+        Some(w.map(|w| (w, counts)))
     };
 
     eprintln!("bench: 4/6 agent on (output {}), {} s", a.output, a.duration);
@@ -448,19 +452,18 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     if let Ok(w) = &floor_sock {
         println!("| ratio on / floor ({second}) | {:.4} |", on.rps / w.rps);
     }
-    match (&kernel_side, &floor_tp) {
-        (Some(Ok(k)), Ok(f)) => {
+    match &kernel_side {
+        Some(Ok((k, counts))) => {
+            let of_floor = floor_tp.as_ref().map_or("no tracepoint floor".into(), |f| format!("{:.4}", k.rps / f.rps));
             println!(
-                "| requests/s, the agent's capture programs, events read and dropped (ratio to the tracepoint floor) | {:.0} ({:.4}) |",
-                k.rps,
-                k.rps / f.rps
+                "| requests/s, the agent's capture programs, events read and dropped (ratio to the tracepoint floor) | {:.0} ({of_floor}) |",
+                k.rps
             );
+            println!("| its events (the floor agent's count) | {} |", counts.trim_start_matches("wiretrail-agent: "));
             println!("| ratio on / that (what the agent's user space costs) | {:.4} |", on.rps / k.rps);
         }
-        (Some(Err(e)), _) => {
-            println!("| requests/s, the agent's capture programs, events dropped | not measured: {e} |")
-        }
-        _ => {}
+        Some(Err(e)) => println!("| requests/s, the agent's capture programs, events dropped | not measured: {e} |"),
+        None => {}
     }
     println!(
         "| mean latency off / on | {:.0} µs / {:.0} µs |",

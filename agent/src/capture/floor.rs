@@ -1,7 +1,9 @@
 //! `wiretrail-agent floor`: the capture hooks with programs that return at
 //! once (`ebpf/src/floor.rs`), so a benchmark can measure what the hooks
 //! cost before the agent does any work in them — the floor the agent is
-//! compared with (`cargo xtask bench capture`).
+//! compared with (`cargo xtask bench capture`); and, with `--hooks capture`,
+//! the capture programs themselves with their events dropped
+//! (`drain_floor`).
 //!
 //! - [`FloorHooks::Syscalls`]: one no-op program on every tracepoint the
 //!   agent attaches (the syscall data path and exec notifications).
@@ -32,7 +34,7 @@ pub enum FloorError {
     NoLibrary,
     #[error("{path}: no TLS library the agent can probe ({found})")]
     NotTls { path: std::path::PathBuf, found: String },
-    #[error("--hooks capture loads the capture programs, not no-op ones (drain_floor::run)")]
+    #[error("--hooks capture is the capture programs themselves, not no-op ones: it has no no-op set to attach")]
     NotNoOp,
     #[error("inspecting a TLS library")]
     Elf {
@@ -85,6 +87,9 @@ where
 /// library files, for [`FloorHooks::Tls`]); they stay attached while the
 /// returned object lives. Returns it and the number of attachments.
 pub fn attach(hooks: FloorHooks, libraries: &[std::path::PathBuf]) -> Result<(Ebpf, usize), FloorError> {
+    if hooks == FloorHooks::Capture {
+        return Err(FloorError::NotNoOp);
+    }
     // Like capture: tracepoints and uprobes attach through tracefs, which a
     // fresh host may not have mounted.
     super::tracefs::ensure_mounted()?;
@@ -120,7 +125,7 @@ pub fn attach(hooks: FloorHooks, libraries: &[std::path::PathBuf]) -> Result<(Eb
                 n += 2;
             }
         }
-        FloorHooks::Capture => return Err(FloorError::NotNoOp),
+        FloorHooks::Capture => unreachable!("refused above"),
         FloorHooks::Tls => {
             if libraries.is_empty() {
                 return Err(FloorError::NoLibrary);

@@ -38,6 +38,7 @@ pub struct PatternRule {
 }
 
 impl PatternRule {
+    /// The rule `rule` matching `regex`.
     pub fn new(regex: Regex, rule: Arc<str>) -> PatternRule {
         let group = regex.captures_len() >= 2;
         PatternRule { regex, rule, group }
