@@ -77,13 +77,7 @@ async fn main() -> anyhow::Result<()> {
                 syscalls: true,
                 tls: false,
             };
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            let shutdown = CancellationToken::new();
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
-                stop.cancel();
-            });
+            let shutdown = cancel_on_signal()?;
             println!("wiretrail-agent: capture programs attaching; events are read and dropped, no record is made");
             let r = capture::drain_floor::run(&opts, ready_file.clone(), shutdown).await?;
             println!(
@@ -98,12 +92,23 @@ async fn main() -> anyhow::Result<()> {
                 std::fs::write(f, b"").with_context(|| format!("writing {}", f.display()))?;
             }
             println!("wiretrail-agent: {n} no-op {hooks:?} hooks attached; SIGTERM or Ctrl-C detaches them");
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+            cancel_on_signal()?.cancelled().await;
             Ok(())
         }
         Some(Command::Run) | None => run(cli).await,
     }
+}
+
+/// A token cancelled at the first SIGTERM or Ctrl-C (the floor modes' end).
+fn cancel_on_signal() -> std::io::Result<CancellationToken> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let token = CancellationToken::new();
+    let stop = token.clone();
+    tokio::spawn(async move {
+        tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+        stop.cancel();
+    });
+    Ok(token)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
