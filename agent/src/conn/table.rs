@@ -328,13 +328,17 @@ impl ConnTable {
             Twin::Witness(p) => self.release(p, id, false, out),
         }
         self.drafts = drafts;
-        if let Some(c) = self.conns.get(&id)
-            && c.done.is_none()
-            && c.complete()
-        {
-            self.finish(id, ConnEnd::Closed, out);
+        // One lookup for the usual case (still open): accounted in place.
+        if let Some(c) = self.conns.get_mut(&id) {
+            if c.done.is_none() && c.complete() {
+                self.finish(id, ConnEnd::Closed, out);
+                self.reaccount(id);
+            } else {
+                let now = c.buffered();
+                self.buffered = self.buffered - c.accounted + now;
+                c.accounted = now;
+            }
         }
-        self.reaccount(id);
         self.enforce_bounds(out);
     }
 
