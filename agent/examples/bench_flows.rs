@@ -24,7 +24,7 @@ use wiretrail_agent::types::Direction;
 
 /// The agent's own allocator, so the figures are the agent's.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: wiretrail_alloc::MiMalloc = wiretrail_alloc::MiMalloc;
 
 #[path = "bench_flows_traffic/brokers.rs"]
 mod brokers;

@@ -11,7 +11,7 @@ use wiretrail_agent::redact::{RedactConfig, Redactor};
 
 /// The agent's own allocator, so the figures are the agent's.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: wiretrail_alloc::MiMalloc = wiretrail_alloc::MiMalloc;
 
 fn buffers() -> Vec<Vec<u8>> {
     let mut bufs = Vec::new();

@@ -25,7 +25,7 @@ use wiretrail_agent::{
 };
 
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: wiretrail_alloc::MiMalloc = wiretrail_alloc::MiMalloc;
 
 /// mimalloc's `purge_delay` option (the same number in its v2 and v3 option enums).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;

@@ -19,7 +19,7 @@ use wiretrail_log::store::{StoreConfig, Writer};
 
 /// The collector's own allocator, so the figures are the collector's.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: wiretrail_alloc::MiMalloc = wiretrail_alloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let usage = || anyhow::anyhow!("usage: index_rebuild DIR [LEAVES [TXN_ROWS]]");

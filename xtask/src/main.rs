@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 /// The collector's allocator (its `main.rs`): `bench collector` runs the
 /// collector in this process, so its figures are the collector binary's.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: wiretrail_alloc::MiMalloc = wiretrail_alloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "wiretrail project tasks")]
