@@ -28,6 +28,8 @@ static ALLOC: wiretrail_alloc::MiMalloc = wiretrail_alloc::MiMalloc;
 
 #[path = "bench_flows_traffic/brokers.rs"]
 mod brokers;
+#[path = "bench_flows_traffic/instructions.rs"]
+mod instructions;
 
 /// Capture splits syscalls into events of at most this many bytes.
 const CHUNK: usize = 16 * 1024;
@@ -36,9 +38,10 @@ const CHUNK: usize = 16 * 1024;
 #[derive(clap::Parser, Debug)]
 #[command(name = "bench_flows")]
 pub struct Args {
-    /// Approximate payload bytes generated per scenario (MiB).
-    #[arg(long, default_value_t = 256)]
-    mib: usize,
+    /// Approximate payload bytes generated per scenario (MiB; default 256,
+    /// 2 with `--instructions`).
+    #[arg(long)]
+    mib: Option<usize>,
     /// Concurrent connections the traffic is spread over.
     #[arg(long, default_value_t = 64)]
     connections: u64,
@@ -51,6 +54,17 @@ pub struct Args {
     /// Run only the scenario with this name.
     #[arg(long)]
     only: Option<String>,
+    /// Count the instructions executed inside `ConnTable::on_event` per
+    /// record and per event with valgrind's callgrind (one run per scenario,
+    /// the same for the same build and traffic) instead of timing.
+    #[arg(long)]
+    instructions: bool,
+}
+
+impl Args {
+    fn mib(&self) -> usize {
+        self.mib.unwrap_or(if self.instructions { 2 } else { 256 })
+    }
 }
 
 /// What traffic a scenario generates.
@@ -173,6 +187,9 @@ fn main() -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         bail!("build the benchmark with --release (cargo xtask bench flows does)");
     }
+    if args.instructions {
+        return count_instructions(&args);
+    }
     println!(
         "flows benchmark: ConnTable::on_event on one thread (one core), release build, median of {} runs, {}",
         args.runs.max(1),
@@ -183,7 +200,7 @@ fn main() -> anyhow::Result<()> {
         "name", "MiB", "MB/s", "spread", "records", "records/s", "ns/rec", "ns/event"
     );
     for s in SCENARIOS.iter().filter(|s| args.only.as_deref().is_none_or(|o| o == s.name)) {
-        let events = generate(s, args.mib << 20, args.connections, args.split);
+        let events = generate(s, args.mib() << 20, args.connections, args.split);
         let bytes: u64 = events
             .iter()
             .map(|e| match e {
@@ -215,6 +232,43 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!("goal: >= 1000 MB/s of HTTP/1.1 per core through reassembly, parsing and exchange assembly");
+    Ok(())
+}
+
+/// `--instructions`: each scenario once under callgrind (see `instructions.rs`).
+fn count_instructions(args: &Args) -> anyhow::Result<()> {
+    println!(
+        "flows benchmark: instructions inside ConnTable::on_event (callgrind), one run, {} MiB per scenario, {}",
+        args.mib(),
+        if args.split { "messages split across events" } else { "whole messages per event (16 KiB chunks)" }
+    );
+    println!(
+        "{:<12} {:>14} {:>10} {:>10} {:>10} {:>10}",
+        "name", "instructions", "records", "events", "per rec", "per event"
+    );
+    let pass = [
+        "--mib".to_string(),
+        args.mib().to_string(),
+        "--connections".into(),
+        args.connections.to_string(),
+        "--split".into(),
+        args.split.to_string(),
+    ];
+    for s in SCENARIOS.iter().filter(|s| args.only.as_deref().is_none_or(|o| o == s.name)) {
+        // The same traffic the child generates (generation is deterministic).
+        let events = generate(s, args.mib() << 20, args.connections, args.split);
+        let (_, records) = time_once(s, &events)?;
+        let n = instructions::count(s.name, &pass)?;
+        println!(
+            "{:<12} {:>14} {:>10} {:>10} {:>10.0} {:>10.0}",
+            s.name,
+            n,
+            records,
+            events.len(),
+            n as f64 / records as f64,
+            n as f64 / events.len() as f64
+        );
+    }
     Ok(())
 }
 

@@ -44,8 +44,10 @@ pub const PACKAGES: &[&str] = &[
     "python3",
     "python3-venv",
     "systemd",
-    // benchmarks: agent CPU profiles (`bench capture --profile`)
+    // benchmarks: agent CPU profiles (`bench capture --profile`); instruction
+    // counts of the connection table (`bench flows --instructions`)
     "linux-perf",
+    "valgrind",
     // protocol tests: dig, and a DNS server the tests start themselves
     "dnsutils",
     "dnsmasq-base",
