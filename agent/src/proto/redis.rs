@@ -154,12 +154,28 @@ fn type_name(b: u8) -> &'static str {
 }
 
 fn is_type(b: u8) -> bool {
-    type_name(b) != "inline"
+    matches!(b, b'+' | b'-' | b':' | b'$' | b'*' | b'_' | b',' | b'#' | b'!' | b'=' | b'(' | b'%' | b'~' | b'>' | b'|')
 }
+
+/// Lines searched byte by byte before `memchr` (RESP headers and lengths
+/// are a few bytes; memchr's set-up costs more than scanning them).
+const SHORT_LINE: usize = 24;
 
 /// Position of the `\r` of the first CRLF at or after `at`.
 fn find_crlf(buf: &[u8], at: usize) -> Option<usize> {
     let mut from = at;
+    for (i, &b) in buf.get(at..)?.iter().take(SHORT_LINE).enumerate() {
+        if b == b'\r' {
+            let p = at + i;
+            match buf.get(p + 1) {
+                Some(b'\n') => return Some(p),
+                None => return None,
+                Some(_) => from = p + 1,
+            }
+        } else {
+            from = at + i + 1;
+        }
+    }
     while let Some(i) = memchr::memchr(b'\r', buf.get(from..)?) {
         let p = from + i;
         if buf.get(p + 1) == Some(&b'\n') {
@@ -179,10 +195,16 @@ fn parse_int(b: &[u8]) -> Option<i64> {
         Some(b'+') => (false, &b[1..]),
         _ => (false, b),
     };
-    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || digits.len() > 18 {
         return None;
     }
-    let v = digits.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+    let mut v = 0i64;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + i64::from(d - b'0');
+    }
     Some(if neg { -v } else { v })
 }
 

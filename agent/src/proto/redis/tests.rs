@@ -177,3 +177,34 @@ proptest! {
         prop_assert_eq!(msg(q.parse(Direction::Egress, &cmd)), whole);
     }
 }
+
+proptest! {
+    /// The CRLF search (bytes scanned one by one, then memchr past
+    /// `SHORT_LINE`) finds what a plain search finds, wherever it starts,
+    /// with lines shorter and longer than the short scan.
+    #[test]
+    fn crlf_search_matches_a_plain_search(
+        data in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'x'), any::<u8>()], 0..80),
+        at in 0usize..90,
+    ) {
+        let plain = data
+            .get(at..)
+            .and_then(|rest| rest.windows(2).position(|w| w == b"\r\n"))
+            .map(|i| at + i);
+        prop_assert_eq!(find_crlf(&data, at), plain);
+    }
+
+    /// Integers: what `str::parse` reads from an optional sign and 1-18
+    /// digits, and nothing else.
+    #[test]
+    fn integers_match_std_parse(s in "[+-]?[0-9]{0,20}|[+-]?[0-9 x]{1,6}") {
+        let digits = s.trim_start_matches(['+', '-']);
+        let sign_ok = s.len() - digits.len() <= 1;
+        let expect = if sign_ok && !digits.is_empty() && digits.len() <= 18 && digits.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse::<i64>().ok()
+        } else {
+            None
+        };
+        prop_assert_eq!(parse_int(s.as_bytes()), expect);
+    }
+}
