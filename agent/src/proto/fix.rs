@@ -272,7 +272,9 @@ impl FixParser {
         for field in msg[..end].split(|b| *b == SOH) {
             let offset = at;
             at += field.len() + 1;
-            let Some(eq) = memchr::memchr(b'=', field) else {
+            // The tag is a few digits: '=' is found sooner byte by byte
+            // than through memchr's set-up.
+            let Some(eq) = field.iter().position(|&b| b == b'=') else {
                 errors.push(FixError::Field { offset });
                 continue;
             };
