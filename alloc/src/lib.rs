@@ -5,13 +5,14 @@
 //! `mi_malloc_aligned(size, align)`, because a Rust allocation always carries
 //! an alignment. In mimalloc v3 that call takes the plain allocation only
 //! while the size class's page has a free block at hand; otherwise (each
-//! time a page's free list has to be refilled, which in the connection table
-//! is most allocations) it takes the over-allocating path for every size
-//! class that is not a power of two: `size + align - 1` bytes, so a 48-byte
-//! request lands in a 64-byte block, and ~100 more instructions per call.
-//! Measured with callgrind on `bench_flows --only redis` (BENCHMARKS.md,
-//! issue 13): 71,508 of the run's allocations went that way. The same
-//! finding, with the same fix: mimalloc_rust pull request 170 (open) and
+//! time a page's free list has to be refilled) it takes the over-allocating
+//! path for every size class that is not a power of two: `size + align - 1`
+//! bytes, so a 48-byte request lands in a 64-byte block, and ~100 more
+//! instructions per call. Measured with callgrind on `bench_flows --only
+//! redis` (BENCHMARKS.md, issue 13): 75,234 of the connection table's 291,018
+//! allocations took the slow path, 71,508 of them over-allocated, and the
+//! allocator was 8.7 % of the table's instructions. The same finding, with
+//! the same fix: mimalloc_rust pull request 170 (open) and
 //! reussir-lang/reussir pull request 339.
 //!
 //! The fix is the rule Rust's own `System` allocator uses for `malloc`:
@@ -24,6 +25,12 @@
 //! `mi_free` for both (it finds the block of an aligned pointer itself).
 //! The tests check the alignment of every path and that a 48-byte request
 //! gets a 48-byte block.
+//!
+//! The 16-byte claim holds for mimalloc v3 as `libmimalloc-sys` builds it by
+//! default. Re-check it before enabling its `debug`/`debug_in_debug`
+//! features (guarded pages: with `MIMALLOC_GUARDED_PRECISE=1` a guarded
+//! block ends at its guard page, so a 24-byte block can start 8-aligned) or
+//! its `v2` feature (another block layout).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;

@@ -328,15 +328,13 @@ impl ConnTable {
             Twin::Witness(p) => self.release(p, id, false, out),
         }
         self.drafts = drafts;
-        // One lookup for the usual case (still open): accounted in place.
+        // One lookup unless the connection is finished here: accounted in place.
         if let Some(c) = self.conns.get_mut(&id) {
             if c.done.is_none() && c.complete() {
                 self.finish(id, ConnEnd::Closed, out);
                 self.reaccount(id);
             } else {
-                let now = c.buffered();
-                self.buffered = self.buffered - c.accounted + now;
-                c.accounted = now;
+                account(&mut self.buffered, c);
             }
         }
         self.enforce_bounds(out);
@@ -468,9 +466,7 @@ impl ConnTable {
 
     fn reaccount(&mut self, id: u64) {
         if let Some(c) = self.conns.get_mut(&id) {
-            let now = c.buffered();
-            self.buffered = self.buffered - c.accounted + now;
-            c.accounted = now;
+            account(&mut self.buffered, c);
         }
     }
 
@@ -546,4 +542,12 @@ fn invalid(ev: &CaptureEvent) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// Brings the table's total of buffered bytes (`total`) up to date with
+/// connection `c`'s current holding.
+fn account(total: &mut usize, c: &mut Connection) {
+    let now = c.buffered();
+    *total = *total - c.accounted + now;
+    c.accounted = now;
 }

@@ -14,6 +14,8 @@ const MAX_BULK: i64 = 512 << 20;
 const MAX_LINE: usize = 64 << 10;
 /// Most command arguments listed in the record (all stay in `raw`).
 const MAX_ARGS_LISTED: usize = 256;
+/// Largest argument buffer a parser keeps between commands (entries).
+const SPARE_ARGS: usize = 16;
 
 /// Why RESP bytes are invalid.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -116,7 +118,7 @@ pub struct RedisParser {
     /// elements are scanned once however small the pieces it arrives in.
     resume: [Option<Resume>; 2],
     /// The argument offsets' buffer, reused from command to command (one
-    /// allocation less per command).
+    /// allocation less per command); at most [`SPARE_ARGS`] entries kept.
     spare_args: Vec<(usize, usize)>,
 }
 
@@ -165,16 +167,15 @@ const SHORT_LINE: usize = 24;
 fn find_crlf(buf: &[u8], at: usize) -> Option<usize> {
     let mut from = at;
     for (i, &b) in buf.get(at..)?.iter().take(SHORT_LINE).enumerate() {
+        let p = at + i;
         if b == b'\r' {
-            let p = at + i;
             match buf.get(p + 1) {
                 Some(b'\n') => return Some(p),
                 None => return None,
-                Some(_) => from = p + 1,
+                Some(_) => {}
             }
-        } else {
-            from = at + i + 1;
         }
+        from = p + 1;
     }
     while let Some(i) = memchr::memchr(b'\r', buf.get(from..)?) {
         let p = from + i;
@@ -427,10 +428,10 @@ impl RedisParser {
         m
     }
 
-    /// Keeps an argument buffer for the next command (emptied; never more
-    /// than the listed arguments' worth).
+    /// Keeps an argument buffer for the next command (emptied, and only a
+    /// small one: a connection does not hold a long command's buffer).
     fn keep_args(&mut self, mut args: Vec<(usize, usize)>) {
-        if args.capacity() > self.spare_args.capacity() && args.capacity() <= MAX_ARGS_LISTED + 1 {
+        if args.capacity() > self.spare_args.capacity() && args.capacity() <= SPARE_ARGS {
             args.clear();
             self.spare_args = args;
         }

@@ -195,16 +195,56 @@ proptest! {
     }
 
     /// Integers: what `str::parse` reads from an optional sign and 1-18
-    /// digits, and nothing else.
+    /// digits (longer numbers are refused, so none overflows), and nothing
+    /// else.
     #[test]
     fn integers_match_std_parse(s in "[+-]?[0-9]{0,20}|[+-]?[0-9 x]{1,6}") {
-        let digits = s.trim_start_matches(['+', '-']);
-        let sign_ok = s.len() - digits.len() <= 1;
-        let expect = if sign_ok && !digits.is_empty() && digits.len() <= 18 && digits.bytes().all(|b| b.is_ascii_digit()) {
-            s.parse::<i64>().ok()
-        } else {
-            None
-        };
+        let digits = s.strip_prefix(['+', '-']).unwrap_or(&s);
+        let expect = if (1..=18).contains(&digits.len()) { s.parse::<i64>().ok() } else { None };
         prop_assert_eq!(parse_int(s.as_bytes()), expect);
+    }
+}
+
+/// `is_type` names exactly the bytes `type_name` knows.
+#[test]
+fn type_bytes_are_the_named_ones() {
+    for b in 0..=255u8 {
+        assert_eq!(is_type(b), type_name(b) != "inline", "byte 0x{b:02x}");
+    }
+}
+
+/// One parser across commands: a long one (more arguments than it keeps a
+/// buffer for), a malformed one, one split mid-argument, then short ones;
+/// each is read with its own arguments only.
+#[test]
+fn one_parser_reads_each_command_with_its_own_arguments() {
+    let mut p = parser();
+    let resp = |args: &[&str]| {
+        let mut c = format!("*{}\r\n", args.len());
+        for a in args {
+            c.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        Bytes::from(c)
+    };
+    let long: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    let long_args: Vec<&str> = std::iter::once("MGET").chain(long.iter().map(String::as_str)).collect();
+    let (_, m, _) = msg(p.parse(Direction::Egress, &resp(&long_args)));
+    assert_eq!(m.args.len(), 40);
+
+    let bad = Bytes::from_static(b"*2\r\n$3\r\nGET\r\n$x\r\n");
+    assert!(matches!(p.parse(Direction::Egress, &bad), Parse::Invalid { .. }));
+
+    let set = resp(&["SET", "key", "value"]);
+    let cut = 14; // inside "key"'s header and data
+    assert!(matches!(p.parse(Direction::Egress, &set.slice(..cut)), Parse::Need { .. }));
+    let (len, m, _) = msg(p.parse(Direction::Egress, &set));
+    assert_eq!(len, set.len());
+    assert_eq!(m.command.as_ref().map(|t| &t.0[..]), Some(&b"SET"[..]));
+    assert_eq!(m.args.iter().map(|t| &t.0[..]).collect::<Vec<_>>(), [&b"key"[..], &b"value"[..]]);
+
+    for (cmd, args) in [(&["GET", "a"][..], vec![&b"a"[..]]), (&["PING"][..], vec![])] {
+        let (_, m, _) = msg(p.parse(Direction::Egress, &resp(cmd)));
+        assert_eq!(m.command.as_ref().map(|t| &t.0[..]), Some(cmd[0].as_bytes()));
+        assert_eq!(m.args.iter().map(|t| &t.0[..]).collect::<Vec<_>>(), args);
     }
 }
