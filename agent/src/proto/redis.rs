@@ -491,10 +491,9 @@ impl Parser for RedisParser {
             let mut elems = 0;
             self.value(buf, 0, 1, &mut elems, &mut Some(&mut top))
         };
-        match scan {
+        let parsed = match scan {
             Ok(Scan::Done(end)) => {
                 let msg = if inline { Self::inline_message(buf, end) } else { self.message(dir, buf, end, &top) };
-                self.keep_args(top.args);
                 let exchange = if msg.kind == RedisKind::Push {
                     None
                 } else {
@@ -505,16 +504,16 @@ impl Parser for RedisParser {
                 };
                 Parse::Message(Parsed { len: end, body: Body::Redis(Box::new(msg)), exchange, error: None })
             }
-            Ok(Scan::Need(min_len)) => {
-                self.keep_args(top.args);
-                Parse::Need { min_len: min_len.max(buf.len() + 1), total: None }
-            }
+            Ok(Scan::Need(min_len)) => Parse::Need { min_len: min_len.max(buf.len() + 1), total: None },
             Err(e) => {
-                self.keep_args(top.args);
                 let len = find_crlf(buf, 0).map_or(buf.len(), |cr| cr + 2);
                 Parse::Invalid { len: len.max(1), error: e.to_string() }
             }
-        }
+        };
+        // Whatever the outcome, the buffer serves the next command (a
+        // command still arriving keeps its own in `resume`).
+        self.keep_args(top.args);
+        parsed
     }
 
     fn interrupted(&mut self, dir: Direction, buf: &Bytes) -> Partial {
