@@ -197,6 +197,10 @@ pub async fn run(
         Some(ch) => Some(Arc::new(crate::clickhouse::expiry::Mirror::open(ch.clone(), shared.verifier().name).await?)),
     };
     let mirror_stats = mirror.as_ref().map(|m| m.stats());
+    let shared_holds = match &config.clickhouse {
+        None => None,
+        Some(ch) => Some(crate::clickhouse::holds::ClusterHolds::open(ch).await?),
+    };
     let retention = {
         let (shared, app) = (shared.clone(), Arc::new(jobs.clone()) as Arc<dyn crate::retention::Append>);
         let file = config.retention.file.clone();
@@ -206,9 +210,11 @@ pub async fn run(
         })
         .await
         .map_err(|e| ServeError::Join(e.to_string()))??;
-        Arc::new(match mirror {
-            None => r,
-            Some(m) => r.with_mirror(m as Arc<dyn crate::retention::Mirror>),
+        Arc::new(match (mirror, shared_holds) {
+            (Some(m), Some(h)) => r
+                .with_mirror(m as Arc<dyn crate::retention::Mirror>)
+                .with_shared_holds(Arc::new(h) as Arc<dyn crate::retention::SharedHolds>),
+            _ => r,
         })
     };
     let retention_pass = config.retention.interval.map(|i| retention.spawn(i));

@@ -6,6 +6,8 @@
 mod common;
 #[path = "clickhouse/expiry.rs"]
 mod expiry;
+#[path = "clickhouse/holds.rs"]
+mod holds;
 #[path = "clickhouse/search.rs"]
 mod search;
 
@@ -409,6 +411,7 @@ async fn clustered_mode_on_clickhouse_18_16() {
     sigkill_and_lost_disk(&url).await;
     tamper_is_named(&url).await;
     expiry::expired_rows_leave_clickhouse(&url, ch(&url, "expiry"), ch_with(&url, "expiry_copy", None, 0)).await;
+    holds::a_hold_placed_at_one_collector_holds_every_log(&url, ch(&url, "holds")).await;
     replica_down_refuses_then_recovers(&mut cl).await;
 }
 

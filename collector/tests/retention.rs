@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prost::Message;
-use wiretrail_collector::retention::{Append, Clock, HoldFilter, Retention, RetentionError, Selector};
+use wiretrail_collector::retention::{
+    Append, Clock, HoldFilter, LogEntry, Retention, RetentionError, Selector, SharedHolds,
+};
 use wiretrail_log::merkle::{leaf_hash, verify_consistency, verify_inclusion};
 use wiretrail_log::store::{Log, StoreConfig, StoreError, Writer, segment_name};
 use wiretrail_proto::v1::{Record, StoredLeaf};
@@ -136,6 +138,99 @@ fn expiry_deletes_only_expired_segments_and_holds_block_until_lifted() {
     let r = s.retention.pass().unwrap();
     assert_eq!(r.deleted.iter().map(|d| (d.first, d.end)).collect::<Vec<_>>(), vec![(6, 9)], "{r:?}");
     assert!(seg(&s.dir, 3).exists());
+}
+
+/// The holds of the other collectors sharing a store (clustered mode), as a
+/// test sets them; each read counted.
+struct Shared {
+    entries: Mutex<Result<Vec<LogEntry>, String>>,
+    /// From this read on (1-based), `later` is answered instead.
+    switch_at: Option<(usize, Vec<LogEntry>)>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl SharedHolds for Shared {
+    fn hold_entries(&self) -> Result<Vec<LogEntry>, String> {
+        let n = self.reads.fetch_add(1, Ordering::SeqCst) + 1;
+        match &self.switch_at {
+            Some((at, later)) if n >= *at => Ok(later.clone()),
+            _ => self.entries.lock().unwrap().clone(),
+        }
+    }
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared { entries: Mutex::new(Ok(Vec::new())), switch_at: None, reads: Default::default() }
+    }
+}
+
+fn with_shared(s: Store, holds: Arc<Shared>) -> Store {
+    let Store { _tmp, dir, writer, shared, clock, retention } = s;
+    Store { retention: retention.with_shared_holds(holds), _tmp, dir, writer, shared, clock }
+}
+
+/// `kind` entry of collector `origin` at `leaf`, signed.
+fn shared_entry(origin: &str, leaf: u64, kind: &str, detail: serde_json::Value) -> LogEntry {
+    let entry = wiretrail_log::entry::new(kind, T0, "CASE-X", detail, Vec::new());
+    LogEntry { origin: origin.into(), leaf, entry, signed: true }
+}
+
+fn placed_elsewhere(agent: &str) -> LogEntry {
+    let filter = serde_json::json!({ "agent": agent });
+    let d = serde_json::json!({ "case": "CASE-X", "filter": filter, "by": "admin@b", "placed_ns": T0 });
+    shared_entry("collector-b", 7, "hold_placed", d)
+}
+
+#[test]
+fn holds_placed_at_other_collectors_keep_records_here_and_unknown_holds_delete_nothing() {
+    let shared = Arc::new(Shared::default());
+    *shared.entries.lock().unwrap() = Ok(vec![placed_elsewhere("held")]);
+    let s = with_shared(store(), shared.clone());
+    s.clock.0.store(T0 + 3 * S, Ordering::SeqCst);
+    let listed = s.retention.holds().unwrap();
+    assert_eq!((listed[0].case.as_str(), listed[0].origin.as_str()), ("CASE-X", "collector-b"));
+    let err = s.retention.place_hold("CASE-X", HoldFilter::default(), "admin@test").unwrap_err();
+    assert!(err.to_string().contains("placed at collector collector-b"), "{err}");
+    let r = s.retention.pass().unwrap();
+    assert_eq!(r.deleted.iter().map(|d| (d.first, d.end)).collect::<Vec<_>>(), vec![(0, 3)], "{r:?}");
+    assert_eq!(r.held, 1, "the segment of agent `held` is kept by the other collector's hold: {r:?}");
+    let err = s.retention.request_deletion(7, 7, "admin@test").unwrap_err();
+    assert!(err.to_string().contains("legal hold: CASE-X"), "{err}");
+
+    // ClickHouse unreadable: no pass, no request, no placement; nothing deleted.
+    *shared.entries.lock().unwrap() = Err("connection refused".into());
+    for err in [
+        s.retention.pass().map(|_| ()).unwrap_err(),
+        s.retention.request_deletion(7, 7, "admin@test").map(|_| ()).unwrap_err(),
+        s.retention.place_hold("CASE-Y", held_agent(), "admin@test").map(|_| ()).unwrap_err(),
+        s.retention.holds().map(|_| ()).unwrap_err(),
+    ] {
+        assert!(matches!(&err, RetentionError::SharedHolds(m) if m.contains("connection refused")), "{err}");
+    }
+    assert!(seg(&s.dir, 6).exists());
+
+    // Lifted at the other collector (signed there): the segment goes.
+    let lift =
+        serde_json::json!({ "case": "CASE-X", "by": "admin@b", "placed_entry": 7, "placed_origin": "collector-b" });
+    *shared.entries.lock().unwrap() =
+        Ok(vec![placed_elsewhere("held"), shared_entry("collector-b", 9, "hold_lifted", lift)]);
+    let r = s.retention.pass().unwrap();
+    assert_eq!(r.deleted.iter().map(|d| (d.first, d.end)).collect::<Vec<_>>(), vec![(6, 9)], "{r:?}");
+}
+
+#[test]
+fn a_hold_placed_elsewhere_while_a_pass_runs_is_read_again_before_each_deletion() {
+    // The first read (the pass's start) knows no hold; every later one knows a
+    // hold on agent `a`, placed at another collector meanwhile.
+    let shared = Arc::new(Shared { switch_at: Some((2, vec![placed_elsewhere("a")])), ..Default::default() });
+    let s = with_shared(store(), shared.clone());
+    s.clock.0.store(T0 + 3 * S, Ordering::SeqCst);
+    let r = s.retention.pass().unwrap();
+    assert_eq!(r.deleted.iter().map(|d| (d.first, d.end)).collect::<Vec<_>>(), vec![(6, 9)], "{r:?}");
+    assert_eq!(r.held, 1, "{r:?}");
+    assert!(seg(&s.dir, 0).exists(), "agent a's segment, judged deletable at first, is kept");
+    assert_eq!(shared.reads.load(Ordering::SeqCst), 3, "read at the start and before each of two deletions");
 }
 
 #[test]
@@ -295,7 +390,7 @@ fn holds_are_rebuilt_from_the_log() {
     let clock = Arc::new(TestClock(AtomicI64::new(T0 + 3 * S)));
     let holds = hold_entries(&shared);
     let r = Retention::open(shared, app, None, clock, &holds).unwrap();
-    let holds = r.holds();
+    let holds = r.holds().unwrap();
     assert_eq!(holds.iter().map(|h| h.case.as_str()).collect::<Vec<_>>(), vec!["CASE-A"]);
     assert_eq!(holds[0].filter, held_agent());
 }

@@ -108,7 +108,7 @@ fn hold_json(h: &wiretrail_proto::v1::Hold) -> serde_json::Value {
     serde_json::json!({
         "case": h.case_id, "identity": f.identity, "protocol": f.protocol, "agent": f.agent,
         "from_ns": f.from_ns, "to_ns": f.to_ns, "placed_by": h.placed_by, "placed_ns": h.placed_ns,
-        "entry_leaf": h.entry_leaf,
+        "entry_leaf": h.entry_leaf, "origin": h.origin,
     })
 }
 

@@ -15,6 +15,8 @@
 //!   times out, the whole group is refused (UNAVAILABLE) and the agents
 //!   retry from their spools; the next group inserts the missing leaves
 //!   first, so an ack always means "fsynced here and in ClickHouse".
+//! - [`holds`]: the legal holds of every collector sharing ClickHouse, read
+//!   by each one's retention before it deletes.
 //! - [`reader`]: search and verify from ClickHouse alone, across every
 //!   collector's log (origin) stored there; [`export`]: evidence bundles and
 //!   inclusion proofs from it; [`derive`]: the inventory and alerts of all
@@ -27,6 +29,7 @@
 pub mod derive;
 pub mod expiry;
 pub mod export;
+pub mod holds;
 pub mod reader;
 pub mod schema;
 pub mod verify;
@@ -148,6 +151,9 @@ pub enum ClickHouseError {
         /// The search's limit.
         limit: u64,
     },
+    /// A row does not hold what its columns say (e.g. a hold entry row without one).
+    #[error("ClickHouse rows: {0}")]
+    Inconsistent(String),
     /// Reading the local log failed.
     #[error("reading the local log: {0}")]
     Store(#[from] wiretrail_log::store::StoreError),

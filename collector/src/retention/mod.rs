@@ -13,6 +13,15 @@
 //! (`--retention-interval-secs`) with an injectable [`Clock`], and the hold /
 //! deletion RPCs. Holds and deletions are serialized by one lock, so a hold
 //! placed before a pass is always seen by it.
+//!
+//! Clustered mode ([`Retention::with_shared_holds`]): the holds of every
+//! collector sharing the store count ([`holds`]). They are read before a
+//! pass, again just before each segment it would delete, and before a
+//! request is judged or a hold placed, lifted or listed; when they cannot be
+//! read, nothing is deleted (the pass fails and the next one tries again).
+//! A hold placed at another collector in the milliseconds between that last
+//! read and the deletion entry does not stop that one segment; the entry
+//! names it.
 
 pub mod holds;
 pub mod pass;
@@ -25,7 +34,7 @@ use std::time::Duration;
 
 use wiretrail_proto::v1::CollectorEntry;
 
-pub use holds::{Hold, HoldFilter, Holds};
+pub use holds::{Hold, HoldFilter, Holds, LogEntry, SharedHolds};
 pub use pass::{PassReport, Verdict};
 pub use policy::{Policy, Selector};
 use wiretrail_log::store::{Deleted, Log, StoreError, Writer};
@@ -70,6 +79,11 @@ pub enum RetentionError {
     /// Removing index rows failed.
     #[error("index: {0}")]
     Index(String),
+    /// The holds of the other collectors sharing the store could not be read.
+    #[error(
+        "the legal holds of the collectors sharing the store could not be read ({0}); nothing is deleted until they can"
+    )]
+    SharedHolds(String),
 }
 
 /// Appends a collector entry durably and returns its leaf index.
@@ -133,6 +147,7 @@ pub struct Retention {
     holds: Mutex<Holds>,
     expiry: Mutex<pass::ExpiryCache>,
     mirror: Option<Arc<dyn Mirror>>,
+    shared_holds: Option<Arc<dyn SharedHolds>>,
 }
 
 impl Retention {
@@ -148,13 +163,36 @@ impl Retention {
     ) -> Result<Retention, RetentionError> {
         Policy::load(file.as_deref())?;
         let holds = Holds::from_entries(&shared, hold_entries)?;
-        Ok(Retention { shared, app, file, clock, holds: Mutex::new(holds), expiry: Default::default(), mirror: None })
+        Ok(Retention {
+            shared,
+            app,
+            file,
+            clock,
+            holds: Mutex::new(holds),
+            expiry: Default::default(),
+            mirror: None,
+            shared_holds: None,
+        })
     }
 
     /// Repeats every deletion in `m` too (clustered mode).
     pub fn with_mirror(mut self, m: Arc<dyn Mirror>) -> Retention {
         self.mirror = Some(m);
         self
+    }
+
+    /// Counts the holds of every collector sharing the store too (clustered mode).
+    pub fn with_shared_holds(mut self, s: Arc<dyn SharedHolds>) -> Retention {
+        self.shared_holds = Some(s);
+        self
+    }
+
+    /// The holds in force: this log's, with every sharing log's when shared.
+    fn view(&self, local: &Holds) -> Result<Holds, RetentionError> {
+        match &self.shared_holds {
+            None => Ok(local.clone()),
+            Some(s) => Ok(local.with_logs(&s.hold_entries().map_err(RetentionError::SharedHolds)?)),
+        }
     }
 
     /// Hands every deletion so far to the mirror, if any (a failure is logged: the next pass retries).
@@ -178,9 +216,13 @@ impl Retention {
     pub fn pass(&self) -> Result<PassReport, RetentionError> {
         let policy = Policy::load(self.file.as_deref())?;
         let r = {
-            let holds = self.holds.lock().expect("holds lock");
+            let local = self.holds.lock().expect("holds lock");
             let mut cache = self.expiry.lock().expect("expiry lock");
-            pass::run_pass(&self.shared, self.app.as_ref(), &policy, &holds, self.now_ns(), &mut cache)
+            let recheck = || self.view(&local);
+            let recheck = self.shared_holds.as_ref().map(|_| &recheck as &dyn Fn() -> Result<Holds, RetentionError>);
+            self.view(&local).and_then(|view| {
+                pass::run_pass(&self.shared, self.app.as_ref(), &policy, view, recheck, self.now_ns(), &mut cache)
+            })
         };
         // Outside the locks: a slow ClickHouse must not hold up holds being placed.
         self.mirror_deletions();
@@ -189,27 +231,31 @@ impl Retention {
 
     /// Places a hold.
     pub fn place_hold(&self, case: &str, filter: HoldFilter, by: &str) -> Result<Hold, RetentionError> {
-        let mut holds = self.holds.lock().expect("holds lock");
-        holds.place(self.app.as_ref(), case, filter, by, self.now_ns())
+        let mut local = self.holds.lock().expect("holds lock");
+        let view = self.view(&local)?;
+        local.place(&view, self.app.as_ref(), case, filter, by, self.now_ns())
     }
 
     /// Lifts a hold.
     pub fn lift_hold(&self, case: &str, by: &str) -> Result<Hold, RetentionError> {
-        let mut holds = self.holds.lock().expect("holds lock");
-        holds.lift(self.app.as_ref(), case, by, self.now_ns())
+        let mut local = self.holds.lock().expect("holds lock");
+        let view = self.view(&local)?;
+        local.lift(&view, self.app.as_ref(), case, by, self.now_ns())
     }
 
-    /// The holds in force.
-    pub fn holds(&self) -> Vec<Hold> {
-        self.holds.lock().expect("holds lock").list()
+    /// The holds in force (every sharing collector's in clustered mode).
+    pub fn holds(&self) -> Result<Vec<Hold>, RetentionError> {
+        let local = self.holds.lock().expect("holds lock");
+        Ok(self.view(&local)?.list())
     }
 
     /// An admin's request to delete the closed segments holding leaves `first..=last` now.
     pub fn request_deletion(&self, first: u64, last: u64, by: &str) -> Result<Vec<Deleted>, RetentionError> {
         let policy = Policy::load(self.file.as_deref())?;
         let r = {
-            let holds = self.holds.lock().expect("holds lock");
-            pass::request_deletion(&self.shared, self.app.as_ref(), &policy, &holds, first, last, by, self.now_ns())
+            let local = self.holds.lock().expect("holds lock");
+            let view = self.view(&local)?;
+            pass::request_deletion(&self.shared, self.app.as_ref(), &policy, &view, first, last, by, self.now_ns())
         };
         if r.is_ok() {
             self.mirror_deletions();

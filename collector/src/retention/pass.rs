@@ -164,12 +164,15 @@ pub struct ExpiryCache {
     expires: HashMap<u64, i64>,
 }
 
-/// One retention pass at `now_ns`.
+/// One retention pass at `now_ns` under `holds`; with `recheck`, the holds
+/// are read again just before each deletion and the segment judged again
+/// under them (clustered mode: another collector may have placed one).
 pub fn run_pass(
     shared: &Log,
     app: &dyn Append,
     policy: &Policy,
-    holds: &Holds,
+    mut holds: Holds,
+    recheck: Option<&dyn Fn() -> Result<Holds, RetentionError>>,
     now_ns: i64,
     cache: &mut ExpiryCache,
 ) -> Result<PassReport, RetentionError> {
@@ -186,8 +189,14 @@ pub fn run_pass(
             r.unexpired += 1;
             continue;
         }
-        let v = judge(shared, first, end, policy, holds, now_ns)?;
+        let mut v = judge(shared, first, end, policy, &holds, now_ns)?;
         cache.expires.insert(first, v.expires_ns);
+        if v.deletable
+            && let Some(read) = recheck
+        {
+            holds = read()?;
+            v = judge(shared, first, end, policy, &holds, now_ns)?;
+        }
         if v.deletable {
             r.deleted.push(delete(shared, app, &v, "expiry", now_ns)?);
         } else if v.reason.starts_with("leaves") {

@@ -39,7 +39,7 @@ impl From<RetentionError> for Status {
             RetentionError::Invalid(m) => Status::invalid_argument(m),
             RetentionError::NotFound(m) => Status::not_found(m),
             e @ RetentionError::Refused { .. } => Status::failed_precondition(e.to_string()),
-            e @ RetentionError::Append(_) => Status::unavailable(e.to_string()),
+            e @ (RetentionError::Append(_) | RetentionError::SharedHolds(_)) => Status::unavailable(e.to_string()),
             e => Status::internal(e.to_string()),
         }
     }
@@ -73,6 +73,7 @@ fn to_pb(h: Hold) -> pb::Hold {
         placed_by: h.by,
         placed_ns: h.placed_ns,
         entry_leaf: h.entry_leaf,
+        origin: h.origin,
     }
 }
 
@@ -95,7 +96,7 @@ impl pb::retention_server::Retention for RetentionService {
 
     async fn hold_list(&self, req: Request<pb::HoldListRequest>) -> Result<Response<pb::HoldListResponse>, Status> {
         self.authz.check(&req, Rpc::Hold)?;
-        let holds = self.blocking(|r| Ok(r.holds())).await?;
+        let holds = self.blocking(|r| r.holds()).await?;
         Ok(Response::new(pb::HoldListResponse { holds: holds.into_iter().map(to_pb).collect() }))
     }
 
