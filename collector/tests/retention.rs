@@ -210,6 +210,13 @@ fn holds_placed_at_other_collectors_keep_records_here_and_unknown_holds_delete_n
     }
     assert!(seg(&s.dir, 6).exists());
 
+    // A deletion request must name this log: leaf numbers are per collector.
+    let own = s.shared.verifier().name;
+    s.retention.check_origin(&own).unwrap();
+    assert!(s.retention.check_origin("").unwrap_err().to_string().contains("must name its log"));
+    let err = s.retention.check_origin("collector-b").unwrap_err().to_string();
+    assert!(err.contains(&format!("this collector keeps log {own}")), "{err}");
+
     // Lifted at the other collector (signed there): the segment goes.
     let lift =
         serde_json::json!({ "case": "CASE-X", "by": "admin@b", "placed_entry": 7, "placed_origin": "collector-b" });
@@ -450,7 +457,10 @@ async fn the_collector_deletes_expired_segments_and_honours_holds_over_grpc() {
     assert!(msg.contains("retention_deletion entry at leaf"), "{msg}");
     assert!(deleted_view(server.addr, 4).await.is_some());
     view(server.addr, 2).await.expect("held records stay");
-    let e = rc.retention_delete(pb::RetentionDeleteRequest { first_leaf: 2, last_leaf: 0 }).await.unwrap_err();
+    let other = pb::RetentionDeleteRequest { first_leaf: 2, last_leaf: 0, origin: "another-log".into() };
+    let e = rc.retention_delete(other).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "a request naming another log is refused: {e:?}");
+    let e = rc.retention_delete(pb::RetentionDeleteRequest { first_leaf: 2, ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("legal hold: C-9") && e.message().contains("recorded"), "{e:?}");
     let holds = rc.hold_list(pb::HoldListRequest {}).await.unwrap().into_inner().holds;

@@ -100,6 +100,10 @@ enum RetentionCmd {
         /// Last leaf of the range (inclusive; default: --leaf).
         #[arg(long)]
         to: Option<u64>,
+        /// The log the leaves are numbered in (the collector's origin);
+        /// required in clustered mode, where leaf numbers are per collector.
+        #[arg(long, default_value = "")]
+        origin: String,
     },
 }
 
@@ -141,9 +145,9 @@ pub(super) async fn run_hold(a: HoldArgs) -> anyhow::Result<()> {
 /// Runs `wiretrail retention`.
 pub(super) async fn run_retention(a: RetentionArgs) -> anyhow::Result<()> {
     match a.cmd {
-        RetentionCmd::Delete { conn, leaf, to } => {
+        RetentionCmd::Delete { conn, leaf, to, origin } => {
             let mut c = RetentionClient::new(connect(&conn).await?);
-            let req = RetentionDeleteRequest { first_leaf: leaf, last_leaf: to.unwrap_or(leaf) };
+            let req = RetentionDeleteRequest { first_leaf: leaf, last_leaf: to.unwrap_or(leaf), origin };
             for d in c.retention_delete(req).await?.into_inner().deleted {
                 println!(
                     "{}",

@@ -249,6 +249,25 @@ impl Retention {
         Ok(self.view(&local)?.list())
     }
 
+    /// Checks that a deletion request names this collector's log: `origin`
+    /// is required in clustered mode (any collector may receive the request;
+    /// leaf numbers are per log) and, when given, must be this log's.
+    pub fn check_origin(&self, origin: &str) -> Result<(), RetentionError> {
+        let own = self.shared.verifier().name;
+        if origin.is_empty() && self.shared_holds.is_some() {
+            return Err(RetentionError::Invalid(format!(
+                "in clustered mode a deletion request must name its log (--origin): leaf numbers are per collector \
+                 and any collector behind the Service may receive it (this one keeps log {own})"
+            )));
+        }
+        if !origin.is_empty() && origin != own {
+            return Err(RetentionError::Invalid(format!(
+                "the request names log {origin}, but this collector keeps log {own}: send it to the collector keeping {origin}"
+            )));
+        }
+        Ok(())
+    }
+
     /// An admin's request to delete the closed segments holding leaves `first..=last` now.
     pub fn request_deletion(&self, first: u64, last: u64, by: &str) -> Result<Vec<Deleted>, RetentionError> {
         let policy = Policy::load(self.file.as_deref())?;

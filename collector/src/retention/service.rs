@@ -107,7 +107,12 @@ impl pb::retention_server::Retention for RetentionService {
         let grant = self.authz.check(&req, Rpc::RetentionDelete)?;
         let req = req.into_inner();
         let last = if req.last_leaf == 0 { req.first_leaf } else { req.last_leaf };
-        let done = self.blocking(move |r| r.request_deletion(req.first_leaf, last, &grant.identity)).await?;
+        let done = self
+            .blocking(move |r| {
+                r.check_origin(&req.origin)?;
+                r.request_deletion(req.first_leaf, last, &grant.identity)
+            })
+            .await?;
         let deleted = done
             .into_iter()
             .map(|d| pb::RetentionDeleted {
