@@ -202,6 +202,7 @@ pub async fn run(
         Some(ch) => Some(crate::clickhouse::holds::ClusterHolds::open(ch).await?),
     };
     let retention = {
+        let origin = shared.verifier().name;
         let (shared, app) = (shared.clone(), Arc::new(jobs.clone()) as Arc<dyn crate::retention::Append>);
         let file = config.retention.file.clone();
         let clock = Arc::new(crate::when::SystemClock { offset_ns: config.retention.clock_offset_ns });
@@ -211,9 +212,19 @@ pub async fn run(
         .await
         .map_err(|e| ServeError::Join(e.to_string()))??;
         Arc::new(match (mirror, shared_holds) {
-            (Some(m), Some(h)) => r
-                .with_mirror(m as Arc<dyn crate::retention::Mirror>)
-                .with_shared_holds(Arc::new(h) as Arc<dyn crate::retention::SharedHolds>),
+            (Some(m), Some(h)) => {
+                let orphans = match &config.clickhouse {
+                    Some(ch) => crate::clickhouse::orphans::Orphans::open(ch, origin, m.clone()).await?,
+                    None => None,
+                };
+                let r = r
+                    .with_mirror(m as Arc<dyn crate::retention::Mirror>)
+                    .with_shared_holds(Arc::new(h) as Arc<dyn crate::retention::SharedHolds>);
+                match orphans {
+                    Some(o) => r.with_orphans(Arc::new(o) as Arc<dyn crate::retention::Orphans>),
+                    None => r,
+                }
+            }
             _ => r,
         })
     };

@@ -8,6 +8,8 @@ mod common;
 mod expiry;
 #[path = "clickhouse/holds.rs"]
 mod holds;
+#[path = "clickhouse/orphans.rs"]
+mod orphans;
 #[path = "clickhouse/search.rs"]
 mod search;
 
@@ -32,6 +34,7 @@ fn ch_with(url: &str, db: &str, cluster: Option<&str>, quorum: u32) -> ClickHous
         user: None,
         password: None,
         timeout: Duration::from_secs(5),
+        orphan_after: None,
     }
 }
 
@@ -412,6 +415,7 @@ async fn clustered_mode_on_clickhouse_18_16() {
     tamper_is_named(&url).await;
     expiry::expired_rows_leave_clickhouse(&url, ch(&url, "expiry"), ch_with(&url, "expiry_copy", None, 0)).await;
     holds::a_hold_placed_at_one_collector_holds_every_log(&url, ch(&url, "holds")).await;
+    orphans::an_orphaned_log_is_expired_by_a_live_collector(&url, ch(&url, "orphans")).await;
     replica_down_refuses_then_recovers(&mut cl).await;
 }
 

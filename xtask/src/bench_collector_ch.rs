@@ -157,6 +157,7 @@ impl Servers {
             user: None,
             password: None,
             timeout: Duration::from_secs(10),
+            orphan_after: None,
         }
     }
 }

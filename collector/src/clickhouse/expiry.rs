@@ -66,6 +66,9 @@ pub struct Expired {
     pub entry_leaf: u64,
     /// The deleted leaves' Merkle leaf hashes, `end - first` of them.
     pub hashes: Vec<Hash>,
+    /// The log holding the entry when it is not the log deleted from: a
+    /// collector that expired an orphaned log ([`super::orphans`]).
+    pub by: Option<String>,
 }
 
 impl Expired {
@@ -79,8 +82,16 @@ impl Expired {
 }
 
 /// The deleted range the `retention_deletion` entry at leaf `entry_leaf`
-/// (bytes `leaf`) states; why not, when the entry is malformed.
+/// (bytes `leaf`) of its log states; why not, when the entry is malformed.
+/// An entry naming another log (`origin` in its detail) is marked `by`
+/// `"?"`: [`expired_in`] names the log that holds it.
 pub fn expired_of(leaf: &[u8], entry_leaf: u64) -> Result<Expired, String> {
+    expired_in(leaf, entry_leaf, "?").map(|(_, e)| e)
+}
+
+/// [`expired_of`] for an entry of log `holder`: the log it deleted from
+/// (`holder` unless its detail names another) and the range.
+pub fn expired_in(leaf: &[u8], entry_leaf: u64, holder: &str) -> Result<(String, Expired), String> {
     let l = StoredLeaf::decode(leaf).map_err(|e| format!("retention_deletion leaf does not decode: {e}"))?;
     let e = l.entry.ok_or("a row marked retention_deletion holds a record, not an entry")?;
     if e.kind != RETENTION_DELETION {
@@ -90,7 +101,9 @@ pub fn expired_of(leaf: &[u8], entry_leaf: u64) -> Result<Expired, String> {
         serde_json::from_str(&e.detail_json).map_err(|e| format!("retention_deletion detail is not JSON: {e}"))?;
     let num = |k: &str| d[k].as_u64().ok_or(format!("retention_deletion entry without {k}"));
     let (first, end) = (num("first_leaf")?, num("end_leaf")?);
-    if end <= first || end > entry_leaf {
+    let of = d["origin"].as_str().filter(|o| !o.is_empty() && *o != holder);
+    // In its own log a deletion follows the leaves it deleted.
+    if end <= first || (of.is_none() && end > entry_leaf) {
         return Err(format!("retention_deletion entry names leaves {first}..{end}, not a range before it"));
     }
     let n = (end - first) as usize;
@@ -101,7 +114,28 @@ pub fn expired_of(leaf: &[u8], entry_leaf: u64) -> Result<Expired, String> {
         return Err("retention_deletion entry's hashes do not match the digest in its detail".into());
     }
     let hashes = e.content.chunks_exact(32).map(|c| c.try_into().expect("32 bytes")).collect();
-    Ok(Expired { first, end, entry_leaf, hashes })
+    let by = of.map(|_| holder.to_string());
+    Ok((of.unwrap_or(holder).to_string(), Expired { first, end, entry_leaf, hashes, by }))
+}
+
+/// `ranges` sorted by first leaf with every overlap cut from the later one
+/// (an orphaned log's range may overlap one its own collector deleted), so
+/// the range holding a leaf is found by its first leaf.
+pub(super) fn disjoint(mut ranges: Vec<Expired>) -> Vec<Expired> {
+    ranges.sort_by_key(|e| (e.first, std::cmp::Reverse(e.end)));
+    let mut out: Vec<Expired> = Vec::with_capacity(ranges.len());
+    for mut e in ranges {
+        let covered = out.last().map_or(0, |l| l.end);
+        if e.end <= covered {
+            continue;
+        }
+        if e.first < covered {
+            e.hashes.drain(..(covered - e.first) as usize);
+            e.first = covered;
+        }
+        out.push(e);
+    }
+    out
 }
 
 #[derive(clickhouse::Row, serde::Deserialize)]
@@ -113,35 +147,35 @@ struct EntryRow {
 }
 
 impl Reader {
-    /// Every range retention deleted, per log (only `origin`'s when given),
-    /// sorted by first leaf, from the logs' `retention_deletion` entries;
-    /// with each malformed entry's (log, leaf index, why). Not verified here:
-    /// verify checks the hashes against the signed checkpoints.
+    /// Every range retention deleted, per log deleted from (only `origin`'s
+    /// when given), disjoint and sorted by first leaf ([`disjoint`]), from the
+    /// `retention_deletion` entries of that log and of the logs that expired
+    /// it as an orphan; with each malformed entry's (log, leaf index, why).
+    /// Not verified here: verify checks the hashes against the signed checkpoints.
     pub async fn expired(
         &self,
         origin: Option<&str>,
     ) -> Result<(BTreeMap<String, Vec<Expired>>, Vec<(String, u64, String)>), ClickHouseError> {
-        let only = if origin.is_some() { " AND origin = ?" } else { "" };
+        // Another log's entry names this one in its detail: a candidate test.
+        let only = if origin.is_some() { " AND (origin = ? OR position(leaf, ?) > 0)" } else { "" };
         let mut q = self.client.query(&format!(
             "SELECT DISTINCT origin, leaf_index, leaf FROM {LEAVES} WHERE kind = ?{only} ORDER BY origin, leaf_index"
         ));
         q = q.bind(format!("entry:{RETENTION_DELETION}"));
         if let Some(o) = origin {
-            q = q.bind(o);
+            q = q.bind(o).bind(format!("\"origin\":{}", serde_json::Value::from(o)));
         }
         let rows: Vec<EntryRow> =
             q.fetch_all().await.map_err(ClickHouseError::query("reading the retention_deletion entries"))?;
         let (mut out, mut bad) = (BTreeMap::<String, Vec<Expired>>::new(), Vec::new());
         for r in rows {
-            match expired_of(&r.leaf, r.leaf_index) {
-                Ok(e) => out.entry(r.origin).or_default().push(e),
+            match expired_in(&r.leaf, r.leaf_index, &r.origin) {
+                Ok((of, e)) if origin.is_none_or(|o| o == of) => out.entry(of).or_default().push(e),
+                Ok(_) => {}
                 Err(why) => bad.push((r.origin, r.leaf_index, why)),
             }
         }
-        for v in out.values_mut() {
-            v.sort_by_key(|e| e.first);
-            v.dedup_by_key(|e| e.first);
-        }
+        let out = out.into_iter().map(|(k, v)| (k, disjoint(v))).collect();
         Ok((out, bad))
     }
 }
@@ -272,8 +306,8 @@ pub struct Mirror {
     cfg: ClickHouseConfig,
     origin: String,
     rt: tokio::runtime::Handle,
-    /// Ranges seen gone from ClickHouse (sorted, merged).
-    gone: Mutex<Vec<(u64, u64)>>,
+    /// Ranges seen gone from ClickHouse (sorted, merged), per log.
+    gone: Mutex<std::collections::HashMap<String, Vec<(u64, u64)>>>,
     /// `system.mutations` has `latest_fail_reason` (19.x on).
     fail_reasons: bool,
     stats: std::sync::Arc<MirrorStats>,
@@ -295,7 +329,7 @@ impl Mirror {
             cfg,
             origin,
             rt: tokio::runtime::Handle::current(),
-            gone: Mutex::new(Vec::new()),
+            gone: Default::default(),
             fail_reasons: fail_reasons > 0,
             stats: Default::default(),
         })
@@ -309,18 +343,7 @@ impl Mirror {
     /// Makes ClickHouse delete its rows of `deleted` (every range the local
     /// log deleted); blocking, from the retention thread.
     pub fn sync(&self, deleted: &[Deleted]) -> Result<SyncReport, ClickHouseError> {
-        let all = merged(deleted.iter().map(|d| (d.first, d.end)).collect());
-        let pending = minus(&all, &self.gone.lock().expect("gone lock"));
-        if pending.is_empty() {
-            return Ok(SyncReport::default());
-        }
-        // Bounded: a hung ClickHouse must not hold retention up for ever.
-        let wait = self.cfg.timeout * 3;
-        let r = self
-            .rt
-            .block_on(async { tokio::time::timeout(wait, self.delete(&pending)).await })
-            .map_err(|_| ClickHouseError::Timeout("deleting the rows of leaves retention deleted".into()))
-            .and_then(|r| r);
+        let r = self.sync_log(&self.origin, deleted.iter().map(|d| (d.first, d.end)).collect());
         let r = match r {
             Ok(r) => r,
             Err(e) => {
@@ -328,14 +351,33 @@ impl Mirror {
                 return Err(e);
             }
         };
-        if r.rows_left == 0 {
-            *self.gone.lock().expect("gone lock") = all;
-        }
         let s = &self.stats;
         s.rows_pending.store(r.rows_left, Ordering::Relaxed);
         let b = r.blocked_by.as_ref();
         s.blocked_secs.store(b.map_or(0, |b| b.age_secs.max(1)), Ordering::Relaxed);
         s.blocked_failing.store(b.is_some_and(|b| !b.fail_reason.is_empty()) as u64, Ordering::Relaxed);
+        Ok(r)
+    }
+
+    /// Makes ClickHouse delete the rows of log `origin` in `ranges` (every
+    /// range deleted from it so far: this log's, or an orphaned log's, see
+    /// [`super::orphans`]); blocking. The metrics count this log's only.
+    pub fn sync_log(&self, origin: &str, ranges: Vec<(u64, u64)>) -> Result<SyncReport, ClickHouseError> {
+        let all = merged(ranges);
+        let pending = minus(&all, self.gone.lock().expect("gone lock").get(origin).map_or(&[], |g| g.as_slice()));
+        if pending.is_empty() {
+            return Ok(SyncReport::default());
+        }
+        // Bounded: a hung ClickHouse must not hold retention up for ever.
+        let wait = self.cfg.timeout * 3;
+        let r = self
+            .rt
+            .block_on(async { tokio::time::timeout(wait, self.delete(origin, &pending)).await })
+            .map_err(|_| ClickHouseError::Timeout("deleting the rows of leaves retention deleted".into()))
+            .and_then(|r| r)?;
+        if r.rows_left == 0 {
+            self.gone.lock().expect("gone lock").insert(origin.to_string(), all);
+        }
         Ok(r)
     }
 
@@ -361,8 +403,8 @@ impl Mirror {
 
     /// One mutation per call, for the first group of ranges with rows left
     /// (the next pass takes the next group).
-    async fn delete(&self, pending: &[(u64, u64)]) -> Result<SyncReport, ClickHouseError> {
-        let (rows_left, cond) = rows_in(&self.client, &self.origin, pending).await?;
+    async fn delete(&self, origin: &str, pending: &[(u64, u64)]) -> Result<SyncReport, ClickHouseError> {
+        let (rows_left, cond) = rows_in(&self.client, origin, pending).await?;
         let mut r = SyncReport { rows_left, ..Default::default() };
         let Some(cond) = cond else { return Ok(r) };
         let table = table_of(&self.cfg);
@@ -373,12 +415,16 @@ impl Mirror {
         let on = self.cfg.cluster.as_ref().map(|c| format!(" ON CLUSTER {c}")).unwrap_or_default();
         self.client
             .query(&format!("ALTER TABLE {}.{table}{on} DELETE WHERE origin = ? AND {cond}", self.cfg.database))
-            .bind(&self.origin)
+            .bind(origin)
             .execute()
             .await
             .map_err(ClickHouseError::query("deleting the rows of leaves retention deleted"))?;
-        tracing::info!(origin = %self.origin, rows = rows_left, ranges = pending.len(),
-            "retention: ClickHouse deletes the rows of the leaves deleted here");
+        tracing::info!(
+            origin,
+            rows = rows_left,
+            ranges = pending.len(),
+            "retention: ClickHouse deletes the rows of the leaves retention deleted"
+        );
         r.mutation_started = true;
         Ok(r)
     }

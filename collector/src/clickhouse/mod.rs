@@ -17,6 +17,8 @@
 //!   first, so an ack always means "fsynced here and in ClickHouse".
 //! - [`holds`]: the legal holds of every collector sharing ClickHouse, read
 //!   by each one's retention before it deletes.
+//! - [`orphans`]: each collector's heartbeat, and the retention of the logs
+//!   whose collectors are gone (expired by one live collector).
 //! - [`reader`]: search and verify from ClickHouse alone, across every
 //!   collector's log (origin) stored there; [`export`]: evidence bundles and
 //!   inclusion proofs from it; [`derive`]: the inventory and alerts of all
@@ -30,6 +32,7 @@ pub mod derive;
 pub mod expiry;
 pub mod export;
 pub mod holds;
+pub mod orphans;
 pub mod reader;
 pub mod schema;
 pub mod verify;
@@ -61,6 +64,11 @@ pub struct ClickHouseArgs {
     /// Seconds an insert (and its quorum) may take before the batch is refused.
     #[arg(long = "clickhouse-timeout-secs", env = "WIRETRAIL_CLICKHOUSE_TIMEOUT_SECS", default_value_t = 10)]
     pub timeout_secs: u64,
+    /// Seconds without a heartbeat after which a collector's log counts as
+    /// orphaned and a live collector expires it under the retention policy
+    /// (see docs/clickhouse.md); 0 = never.
+    #[arg(long = "clickhouse-orphan-after-secs", env = "WIRETRAIL_CLICKHOUSE_ORPHAN_AFTER_SECS", default_value_t = 7 * 86_400)]
+    pub orphan_after_secs: u64,
 }
 
 impl ClickHouseArgs {
@@ -74,6 +82,7 @@ impl ClickHouseArgs {
             user: self.user.clone(),
             password: self.password.clone(),
             timeout: Duration::from_secs(self.timeout_secs.max(1)),
+            orphan_after: (self.orphan_after_secs > 0).then(|| Duration::from_secs(self.orphan_after_secs)),
         })
     }
 }
@@ -95,6 +104,9 @@ pub struct ClickHouseConfig {
     pub password: Option<String>,
     /// Insert and quorum timeout.
     pub timeout: Duration,
+    /// Time without a heartbeat after which a log is orphaned and expired by
+    /// a live collector ([`orphans`]); `None`: never.
+    pub orphan_after: Option<Duration>,
 }
 
 /// Errors of the ClickHouse mode.

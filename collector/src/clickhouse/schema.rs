@@ -7,6 +7,8 @@
 //!   leaf hash and the previous leaf's hash (so a reordered row is named).
 //! - `checkpoints`: every signed checkpoint (origin, size, root, note).
 //! - `origins`: each log's checkpoint verifier key.
+//! - `heartbeats`: (origin, seen by the server's clock), one row a minute
+//!   per live collector ([`super::orphans`]).
 //!
 //! MergeTree partitioned by day, ORDER BY
 //! (identity, time, origin, leaf index), Replacing so a retried insert
@@ -22,6 +24,8 @@
 
 use super::{ClickHouseConfig, ClickHouseError, Version};
 
+/// Each collector's latest signs of life ([`super::orphans`]).
+pub const HEARTBEATS: &str = "heartbeats";
 /// Table names of the leaves, checkpoints and origins.
 pub const LEAVES: &str = "leaves";
 /// Signed checkpoints.
@@ -43,10 +47,11 @@ pub fn statements(cfg: &ClickHouseConfig, v: Version) -> Vec<String> {
     );
     let cp_cols = "origin String, size UInt64, root FixedString(32), note String, issued DateTime";
     let origin_cols = "origin String, verifier_key String, registered DateTime";
-    let tables: [(&str, String, &str); 3] = [
+    let tables: [(&str, String, &str); 4] = [
         (LEAVES, leaves_cols, "PARTITION BY toDate(received) ORDER BY (identity, received, origin, leaf_index)"),
         (CHECKPOINTS, cp_cols.into(), "ORDER BY (origin, size)"),
         (ORIGINS, origin_cols.into(), "ORDER BY origin"),
+        (HEARTBEATS, "origin String, seen DateTime".into(), "ORDER BY origin"),
     ];
     let mut out = vec![format!("CREATE DATABASE IF NOT EXISTS {db}{on}")];
     for (name, cols, order) in tables {
@@ -111,6 +116,7 @@ mod tests {
             user: None,
             password: None,
             timeout: std::time::Duration::from_secs(1),
+            orphan_after: None,
         }
     }
 

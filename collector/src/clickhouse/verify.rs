@@ -84,12 +84,30 @@ impl Reader {
     }
 
     async fn verify_origin(&self, o: &OriginRow, pin: Option<&Verifier>) -> Result<OriginReport, ClickHouseError> {
-        Ok(self.check_origin(o, pin).await?.report)
+        Ok(self.check_origin(o, pin, true).await?.report)
     }
 
     /// The rows of origin `name` as ClickHouse holds them, verified (see
     /// [`Checked`]); `None` when ClickHouse has no such origin.
     pub(super) async fn checked(&self, name: &str, pin: Option<&Verifier>) -> Result<Option<Checked>, ClickHouseError> {
+        match self.origin_row(name).await? {
+            Some(o) => Ok(Some(self.check_origin(&o, pin, true).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Reader::checked`] without checking the deletion entries other logs
+    /// hold for it against those logs' checkpoints (their kept hashes are
+    /// still checked against this log's signed roots).
+    pub(super) async fn checked_alone(&self, name: &str) -> Result<Option<Checked>, ClickHouseError> {
+        match self.origin_row(name).await? {
+            Some(o) => Ok(Some(self.check_origin(&o, None, false).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The `origins` row of log `name`, if ClickHouse has one.
+    async fn origin_row(&self, name: &str) -> Result<Option<OriginRow>, ClickHouseError> {
         let origins: Vec<OriginRow> = self
             .client
             .query(&format!("SELECT ?fields FROM {ORIGINS} WHERE origin = ? LIMIT 1"))
@@ -97,13 +115,17 @@ impl Reader {
             .fetch_all()
             .await
             .map_err(ClickHouseError::query("reading origins"))?;
-        match origins.first() {
-            Some(o) => Ok(Some(self.check_origin(o, pin).await?)),
-            None => Ok(None),
-        }
+        Ok(origins.into_iter().next())
     }
 
-    async fn check_origin(&self, o: &OriginRow, pin: Option<&Verifier>) -> Result<Checked, ClickHouseError> {
+    /// Verifies one log; `others`: the deletion entries other logs hold for
+    /// it are checked against those logs' verified checkpoints too.
+    async fn check_origin(
+        &self,
+        o: &OriginRow,
+        pin: Option<&Verifier>,
+        others: bool,
+    ) -> Result<Checked, ClickHouseError> {
         let stored = Verifier::parse(&o.verifier_key)
             .map_err(|source| ClickHouseError::Note { origin: o.origin.clone(), source })?;
         let first = pin.cloned().unwrap_or_else(|| stored.clone());
@@ -142,6 +164,8 @@ impl Reader {
                 break;
             }
         }
+        // An orphaned log's deleted leaves may be its last (no row after them).
+        rows.fill_kept(&mut rep);
         let RowCheck { hashes, rotations, stood_in, .. } = rows;
         rep.leaves = hashes.len() as u64;
         let cps: Vec<CheckpointRow> = self
@@ -156,15 +180,42 @@ impl Reader {
         // A kept hash is evidence only from an entry the signed tree holds: a
         // row added past the last verified checkpoint could otherwise explain
         // away leaves deleted from ClickHouse (with their real hashes).
-        if let Some(&(i, entry)) = stood_in.iter().find(|(_, entry)| *entry >= rep.verified_size) {
+        if let Some((i, entry, _)) = stood_in.iter().find(|(_, entry, by)| by.is_none() && *entry >= rep.verified_size)
+        {
             rep.fail(
-                i,
+                *i,
                 &format!(
                     "missing from ClickHouse: the retention_deletion entry at leaf {entry} that would explain it is \
                      not under a verified checkpoint (verified size {})",
                     rep.verified_size
                 ),
             );
+        }
+        // Entries of the logs that expired this one as an orphan: each
+        // under a verified checkpoint of its own log (not followed further).
+        if others {
+            let mut sizes = std::collections::BTreeMap::new();
+            for (i, entry, by) in &stood_in {
+                let Some(by) = by else { continue };
+                if !sizes.contains_key(by) {
+                    let size = match self.origin_row(by).await? {
+                        Some(o) => Box::pin(self.check_origin(&o, None, false)).await?.report.verified_size,
+                        None => 0,
+                    };
+                    sizes.insert(by.clone(), size);
+                }
+                if *entry >= sizes[by] {
+                    rep.fail(
+                        *i,
+                        &format!(
+                            "missing from ClickHouse: the retention_deletion entry of log {by} at leaf {entry} that \
+                             would explain it is not under a verified checkpoint of that log (verified size {})",
+                            sizes[by]
+                        ),
+                    );
+                    break;
+                }
+            }
         }
         rep.ok = rep.problems.is_empty() && rep.checkpoints > 0;
         Ok(Checked { report: rep, hashes, ring, checkpoints: cps })
@@ -195,8 +246,9 @@ struct RowCheck {
     last: Option<u64>,
     /// Ranges retention deleted, by first leaf (their kept hashes stand in).
     expired: Vec<Expired>,
-    /// Leaves whose kept hash stood in, with the leaf of the entry that kept it.
-    stood_in: Vec<(u64, u64)>,
+    /// Leaves whose kept hash stood in, with the leaf of the entry that kept
+    /// it and that entry's log when it is another ([`Expired::by`]).
+    stood_in: Vec<(u64, u64, Option<String>)>,
 }
 
 impl RowCheck {
@@ -209,20 +261,14 @@ impl RowCheck {
             return true;
         }
         // Leaves retention deleted: the hashes their deletion entry kept.
-        while (self.hashes.len() as u64) < r.leaf_index {
-            let i = self.hashes.len() as u64;
-            let Some((kept, entry)) = self.kept(i) else { break };
-            self.hashes.push(kept);
-            self.stood_in.push((i, entry));
-            rep.expired += 1;
-        }
+        self.fill_kept_to(r.leaf_index, rep);
         let i = self.hashes.len() as u64;
         if r.leaf_index != i {
             rep.fail(i, "missing from ClickHouse");
             return false;
         }
         let h = leaf_hash(&r.leaf);
-        if self.kept(i).is_some_and(|(k, _)| k != h) {
+        if self.kept(i).is_some_and(|(k, _, _)| k != h) {
             rep.fail(i, "row still stored for a deleted leaf differs from the hash its retention_deletion entry kept");
         }
         if h != r.leaf_hash {
@@ -248,11 +294,29 @@ impl RowCheck {
 }
 
 impl RowCheck {
-    /// The hash kept for leaf `i` by a retention deletion, and the leaf of its entry.
-    fn kept(&self, i: u64) -> Option<(Hash, u64)> {
+    /// Puts the kept hashes of deleted leaves in place, from the next leaf
+    /// up to `to` or the first leaf no deletion kept.
+    fn fill_kept_to(&mut self, to: u64, rep: &mut OriginReport) {
+        while (self.hashes.len() as u64) < to {
+            let i = self.hashes.len() as u64;
+            let Some((kept, entry, by)) = self.kept(i).map(|(k, e, by)| (k, e, by.cloned())) else { break };
+            self.hashes.push(kept);
+            self.stood_in.push((i, entry, by));
+            rep.expired += 1;
+        }
+    }
+
+    /// After the last row: the deleted leaves that follow it.
+    fn fill_kept(&mut self, rep: &mut OriginReport) {
+        self.fill_kept_to(u64::MAX, rep);
+    }
+
+    /// The hash kept for leaf `i` by a retention deletion, the leaf of its
+    /// entry and the entry's log when it is another (`expired` is disjoint).
+    fn kept(&self, i: u64) -> Option<(Hash, u64, Option<&String>)> {
         let k = self.expired.partition_point(|e| e.first <= i);
         let e = self.expired.get(k.checked_sub(1)?)?;
-        e.hash_of(i).map(|h| (*h, e.entry_leaf))
+        e.hash_of(i).map(|h| (*h, e.entry_leaf, e.by.as_ref()))
     }
 }
 

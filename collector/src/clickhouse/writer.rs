@@ -416,7 +416,8 @@ fn is_previous_quorum_pending(e: &ClickHouseError) -> bool {
 }
 
 /// Ships each new checkpoint of the log to ClickHouse (checked every second;
-/// a failed insert is retried on the next tick). Stops with the runtime.
+/// a failed insert is retried on the next tick), and the collector's
+/// heartbeat ([`super::orphans::heartbeat`]). Stops with the runtime.
 pub fn spawn_checkpoints(cfg: ClickHouseConfig, shared: Arc<Log>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let client = super::client(&cfg).with_database(&cfg.database);
@@ -429,8 +430,16 @@ pub fn spawn_checkpoints(cfg: ClickHouseConfig, shared: Arc<Log>) -> tokio::task
         };
         let mut shipped = 0u64;
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let (origin, every) = (shared.verifier().name, super::orphans::heartbeat_every(&cfg));
+        let mut beat_due = std::time::Instant::now();
         loop {
             tick.tick().await;
+            if std::time::Instant::now() >= beat_due {
+                match super::orphans::heartbeat(&client, &cfg, &origin).await {
+                    Ok(()) => beat_due = std::time::Instant::now() + every,
+                    Err(e) => tracing::warn!(error = %e, "inserting the heartbeat into ClickHouse failed; retrying"),
+                }
+            }
             let Some(cp) = shared.latest_checkpoint() else { continue };
             if cp.checkpoint.size <= shipped {
                 continue;

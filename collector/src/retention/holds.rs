@@ -181,6 +181,12 @@ impl Holds {
         self.in_force.values().filter(|h| h.filter.matches(leaf)).map(|h| h.case.clone()).collect()
     }
 
+    /// Whether `other` has the same placements in force (the filters of a
+    /// placement never change).
+    pub fn same_placements(&self, other: &Holds) -> bool {
+        self.in_force.keys().eq(other.in_force.keys())
+    }
+
     /// The holds in force for `case`.
     fn of_case(&self, case: &str) -> Vec<Hold> {
         self.list().into_iter().filter(|h| h.case == case).collect()

@@ -21,7 +21,8 @@
 //! read, nothing is deleted (the pass fails and the next one tries again).
 //! A hold placed at another collector in the milliseconds between that last
 //! read and the deletion entry does not stop that one segment; the entry
-//! names it.
+//! names it. After each pass the logs of collectors gone for good are
+//! expired too, by one live collector ([`Orphans`]).
 
 pub mod holds;
 pub mod pass;
@@ -84,6 +85,9 @@ pub enum RetentionError {
         "the legal holds of the collectors sharing the store could not be read ({0}); nothing is deleted until they can"
     )]
     SharedHolds(String),
+    /// Expiring the orphaned logs failed (clustered mode).
+    #[error("orphaned logs: {0}")]
+    Orphans(String),
 }
 
 /// Appends a collector entry durably and returns its leaf index.
@@ -118,6 +122,36 @@ pub trait Mirror: Send + Sync {
     fn mirror(&self, deleted: &[Deleted]) -> Result<(), String>;
 }
 
+/// The logs of collectors that are gone for good, expired by this one
+/// (clustered mode: [`crate::clickhouse::orphans::Orphans`]).
+pub trait Orphans: Send + Sync {
+    /// Expires what `policy` lets go of in every orphaned log this collector
+    /// looks after, under the holds `holds` reads (read again before each
+    /// deletion: when they changed, that log waits for the next pass); each
+    /// deletion is a `retention_deletion` entry appended with `app`, naming
+    /// the orphaned log. Blocking.
+    fn expire(
+        &self,
+        policy: &Policy,
+        holds: &dyn Fn() -> Result<Holds, RetentionError>,
+        app: &dyn Append,
+        now_ns: i64,
+    ) -> Result<OrphanReport, RetentionError>;
+}
+
+/// What one pass over the orphaned logs did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OrphanReport {
+    /// Orphaned logs seen (whoever looks after them).
+    pub orphans: u64,
+    /// Of them, looked after by this collector.
+    pub looked_after: u64,
+    /// Leaves deleted from them now.
+    pub deleted_leaves: u64,
+    /// Leaf indexes (in this log) of the `retention_deletion` entries appended.
+    pub entries: Vec<u64>,
+}
+
 /// The time retention judges expiry against.
 pub use crate::when::{Clock, SystemClock};
 
@@ -148,6 +182,7 @@ pub struct Retention {
     expiry: Mutex<pass::ExpiryCache>,
     mirror: Option<Arc<dyn Mirror>>,
     shared_holds: Option<Arc<dyn SharedHolds>>,
+    orphans: Option<Arc<dyn Orphans>>,
 }
 
 impl Retention {
@@ -172,6 +207,7 @@ impl Retention {
             expiry: Default::default(),
             mirror: None,
             shared_holds: None,
+            orphans: None,
         })
     }
 
@@ -184,6 +220,12 @@ impl Retention {
     /// Counts the holds of every collector sharing the store too (clustered mode).
     pub fn with_shared_holds(mut self, s: Arc<dyn SharedHolds>) -> Retention {
         self.shared_holds = Some(s);
+        self
+    }
+
+    /// Expires the orphaned logs it looks after too, after each pass (clustered mode).
+    pub fn with_orphans(mut self, o: Arc<dyn Orphans>) -> Retention {
+        self.orphans = Some(o);
         self
     }
 
@@ -224,6 +266,16 @@ impl Retention {
                 pass::run_pass(&self.shared, self.app.as_ref(), &policy, view, recheck, self.now_ns(), &mut cache)
             })
         };
+        // Orphaned logs outside the holds lock (reading one may take long): the
+        // holds are read again before each deletion, a hold placed here included.
+        if let (Ok(_), Some(o)) = (&r, &self.orphans) {
+            let read = || self.view(&self.holds.lock().expect("holds lock"));
+            match o.expire(&policy, &read, self.app.as_ref(), self.now_ns()) {
+                Ok(rep) if rep.orphans > 0 => tracing::info!(?rep, "retention pass over orphaned logs done"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "retention of orphaned logs failed; retried next pass"),
+            }
+        }
         // Outside the locks: a slow ClickHouse must not hold up holds being placed.
         self.mirror_deletions();
         r

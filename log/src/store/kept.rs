@@ -158,13 +158,17 @@ pub(super) fn write_kept(
     Ok(path)
 }
 
-/// Whether leaf `i` decodes to the `retention_deletion` entry of the segment starting at `first`.
+/// Whether leaf `i` decodes to the `retention_deletion` entry of the segment
+/// starting at `first` (of this log: an entry naming an `origin` deleted
+/// leaves of another collector's orphaned log, see the collector's
+/// `clickhouse::orphans`).
 fn is_deletion_entry(leaf: &[u8], first: u64) -> bool {
     let Ok(l) = StoredLeaf::decode(leaf) else { return false };
     let Some(e) = l.entry else { return false };
     e.kind == crate::entry::RETENTION_DELETION
         && serde_json::from_str::<serde_json::Value>(&e.detail_json)
             .ok()
+            .filter(|d| d.get("origin").is_none())
             .and_then(|d| d.get("first_leaf")?.as_u64())
             .is_some_and(|f| f == first)
 }
@@ -310,7 +314,17 @@ impl Log {
 
 #[cfg(test)]
 mod tests {
-    use super::{insert_sorted, range_at};
+    use super::{insert_sorted, is_deletion_entry, range_at};
+
+    #[test]
+    fn a_deletion_of_another_logs_leaves_does_not_finish_a_pending_deletion_here() {
+        let leaf = |detail: serde_json::Value| {
+            crate::entry::leaf(crate::entry::new(crate::entry::RETENTION_DELETION, 1, "s", detail, vec![]), "")
+        };
+        assert!(is_deletion_entry(&leaf(serde_json::json!({ "first_leaf": 3 })), 3));
+        assert!(!is_deletion_entry(&leaf(serde_json::json!({ "first_leaf": 4 })), 3));
+        assert!(!is_deletion_entry(&leaf(serde_json::json!({ "first_leaf": 3, "origin": "gone" })), 3));
+    }
 
     #[test]
     fn ranges_are_found_by_binary_search_and_kept_sorted() {

@@ -51,3 +51,46 @@ fn ranges_merge_and_subtract() {
         "((leaf_index >= 0 AND leaf_index < 3) OR (leaf_index >= 5 AND leaf_index < 6))"
     );
 }
+
+fn deletion_of(origin: &str, first: u64, end: u64) -> Vec<u8> {
+    let c = hashes((end - first) as u8);
+    let detail = serde_json::json!({
+        "origin": origin,
+        "first_leaf": first,
+        "end_leaf": end,
+        "kept_hashes_sha256": hex::encode(sha2::Sha256::digest(&c)),
+    });
+    entry::leaf(entry::new(RETENTION_DELETION, 1, "orphan", detail, c), "")
+}
+
+#[test]
+fn an_entry_naming_another_log_deletes_from_that_log() {
+    // Held by log "a" at its leaf 2, for leaves 4..7 of the orphaned log "x".
+    let (of, e) = expired_in(&deletion_of("x", 4, 7), 2, "a").unwrap();
+    assert_eq!((of.as_str(), e.first, e.end, e.entry_leaf, e.by.as_deref()), ("x", 4, 7, 2, Some("a")));
+    // Naming its own log: its own range, which must come before it.
+    let (of, e) = expired_in(&deletion_of("a", 0, 3), 5, "a").unwrap();
+    assert_eq!((of.as_str(), e.by), ("a", None));
+    assert!(expired_in(&deletion_of("a", 4, 7), 2, "a").is_err());
+}
+
+#[test]
+fn overlapping_ranges_become_disjoint_with_their_hashes() {
+    let r = |first: u64, end: u64, entry_leaf: u64| Expired {
+        first,
+        end,
+        entry_leaf,
+        hashes: (first..end).map(|i| [i as u8; 32]).collect(),
+        by: None,
+    };
+    let d = disjoint(vec![r(3, 8, 20), r(0, 5, 10), r(0, 2, 11), r(9, 10, 30)]);
+    assert_eq!(
+        d.iter().map(|e| (e.first, e.end, e.entry_leaf)).collect::<Vec<_>>(),
+        vec![(0, 5, 10), (5, 8, 20), (9, 10, 30)]
+    );
+    for e in &d {
+        for i in e.first..e.end {
+            assert_eq!(e.hash_of(i), Some(&[i as u8; 32]), "leaf {i}");
+        }
+    }
+}
