@@ -138,12 +138,13 @@ pub(super) fn disjoint(mut ranges: Vec<Expired>) -> Vec<Expired> {
     out
 }
 
+/// A collector entry's row: its log, leaf index and bytes.
 #[derive(clickhouse::Row, serde::Deserialize)]
-struct EntryRow {
-    origin: String,
-    leaf_index: u64,
+pub(super) struct EntryRow {
+    pub origin: String,
+    pub leaf_index: u64,
     #[serde(with = "serde_bytes")]
-    leaf: Vec<u8>,
+    pub leaf: Vec<u8>,
 }
 
 impl Reader {

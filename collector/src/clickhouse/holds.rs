@@ -21,18 +21,11 @@ use prost::Message;
 use wiretrail_log::entry::{HOLD_LIFTED, HOLD_PLACED};
 use wiretrail_proto::v1::StoredLeaf;
 
+use super::expiry::EntryRow;
 use super::reader::Reader;
 use super::schema::{CHECKPOINTS, LEAVES};
 use super::{ClickHouseConfig, ClickHouseError};
 use crate::retention::{LogEntry, SharedHolds};
-
-#[derive(clickhouse::Row, serde::Deserialize)]
-struct EntryRow {
-    origin: String,
-    leaf_index: u64,
-    #[serde(with = "serde_bytes")]
-    leaf: Vec<u8>,
-}
 
 #[derive(clickhouse::Row, serde::Deserialize)]
 struct SizeRow {
