@@ -66,8 +66,52 @@ pub enum NatsError {
 const OPS: [&str; 12] =
     ["CONNECT", "INFO", "PUB", "HPUB", "MSG", "HMSG", "SUB", "UNSUB", "PING", "PONG", "+OK", "-ERR"];
 
+/// The operation `word` names (any case): the candidate picked by length and
+/// first letters, then compared whole.
 fn op_of(word: &[u8]) -> Option<&'static str> {
-    OPS.iter().copied().find(|o| o.as_bytes().eq_ignore_ascii_case(word))
+    let second = || word.get(1).map_or(0, u8::to_ascii_uppercase);
+    let op = match (word.len(), word.first()?.to_ascii_uppercase()) {
+        (3, b'P') => "PUB",
+        (3, b'M') => "MSG",
+        (3, b'S') => "SUB",
+        (3, b'+') => "+OK",
+        (4, b'H') if second() == b'P' => "HPUB",
+        (4, b'H') => "HMSG",
+        (4, b'P') if second() == b'I' => "PING",
+        (4, b'P') => "PONG",
+        (4, b'I') => "INFO",
+        (4, b'-') => "-ERR",
+        (5, b'U') => "UNSUB",
+        (7, b'C') => "CONNECT",
+        _ => return None,
+    };
+    op.as_bytes().eq_ignore_ascii_case(word).then_some(op)
+}
+
+/// Most arguments a control line has (HMSG with a reply subject: 5); a
+/// line with more is malformed.
+const MAX_ARGS: usize = 6;
+
+/// The space- or tab-separated arguments of `rest`, at most [`MAX_ARGS`].
+fn split_args(rest: &[u8]) -> ([&[u8]; MAX_ARGS], usize) {
+    let mut out: [&[u8]; MAX_ARGS] = [&[]; MAX_ARGS];
+    let mut n = 0;
+    for a in rest.split(|c| matches!(c, b' ' | b'\t')).filter(|a| !a.is_empty()) {
+        out[n] = a;
+        n += 1;
+        if n == MAX_ARGS {
+            break;
+        }
+    }
+    (out, n)
+}
+
+/// A decimal size or count (no sign, no spaces; at most 19 digits).
+fn number(a: &[u8]) -> Option<u64> {
+    if a.is_empty() || a.len() > 19 {
+        return None;
+    }
+    a.iter().try_fold(0u64, |n, &c| c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0')))
 }
 
 /// NATS parser for one connection.
@@ -157,12 +201,15 @@ impl NatsParser {
         };
         let op = op_of(word)
             .ok_or_else(|| NatsError::Op(String::from_utf8_lossy(&word[..word.len().min(16)]).into_owned()))?;
-        let args: Vec<&[u8]> = rest.split(|c| matches!(c, b' ' | b'\t')).filter(|a| !a.is_empty()).collect();
+        // CONNECT, INFO and -ERR read `rest` whole.
+        let (args, n) =
+            if matches!(op, "CONNECT" | "INFO" | "-ERR") { ([&[][..]; MAX_ARGS], 0) } else { split_args(rest) };
+        let args = &args[..n];
         // Boxed from the start: the record takes it boxed (no copy per move).
         let mut m = Box::new(NatsMessage { op, ..NatsMessage::default() });
         let t = |a: &[u8]| Text(slice(buf, a));
-        let num = |a: &[u8]| std::str::from_utf8(a).ok().and_then(|s| s.parse::<u64>().ok());
-        let sizes = match (op, args.as_slice()) {
+        let num = number;
+        let sizes = match (op, args) {
             ("PUB", [s, size]) | ("PUB", [s, _, size]) => {
                 m.subject = Some(t(s));
                 m.reply_to = (args.len() == 3).then(|| t(args[1]));

@@ -138,6 +138,10 @@ fn partial_invalid_and_resync() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(p.parse(C, &Bytes::from_static(b"PUB a\r\n")), Parse::Invalid { .. }));
+    // More arguments than any operation takes (the split stops at six).
+    for line in [&b"HMSG a 1 r 2 3 x\r\n"[..], b"PUB a b c d e f g 0\r\n\r\n", b"PING x\r\n", b"PUB a +1\r\nx\r\n"] {
+        assert!(matches!(p.parse(C, &Bytes::copy_from_slice(line)), Parse::Invalid { .. }), "{line:?}");
+    }
     assert_eq!(p.resync(C, b"xx\r\nyy\r\nMSG a 1 1\r\nx\r\n"), Some(8));
     assert_eq!(p.resync(C, b"xx yy zz"), None);
     assert_eq!(p.resync(C, b"junk\nPI"), Some(5));
@@ -170,5 +174,46 @@ proptest! {
         let need = matches!(p.parse(S, &all.slice(..split)), Parse::Need { .. });
         prop_assert!(need);
         prop_assert_eq!(p.parse(S, &all), expected);
+    }
+}
+
+/// The operation lookup is the plain search over [`OPS`] in any case.
+fn op_reference(word: &[u8]) -> Option<&'static str> {
+    OPS.iter().copied().find(|o| o.as_bytes().eq_ignore_ascii_case(word))
+}
+
+#[test]
+fn every_operation_in_any_case_and_nothing_else_is_found() {
+    for op in OPS {
+        for w in [op.to_string(), op.to_ascii_lowercase(), op[..1].to_ascii_lowercase() + &op[1..]] {
+            assert_eq!(op_of(w.as_bytes()), Some(op), "{w}");
+        }
+    }
+    for w in ["", "P", "PUBS", "HPU", "PANG", "HSUB", "CONNEX", "+ok!", "-ER", "UNSUBS", "IN", "pong "] {
+        assert_eq!(op_of(w.as_bytes()), op_reference(w.as_bytes()), "{w:?}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn the_operation_lookup_is_the_plain_search(w in proptest::collection::vec(prop_oneof![
+        Just(b'P'), Just(b'U'), Just(b'B'), Just(b'I'), Just(b'N'), Just(b'G'), Just(b'O'), Just(b'H'),
+        Just(b'M'), Just(b'S'), Just(b'p'), Just(b'u'), Just(b'+'), Just(b'-'), Just(b'K'), Just(b'E'),
+        Just(b'R'), Just(b'C'), Just(b'T'), any::<u8>()], 0..8)) {
+        prop_assert_eq!(op_of(&w), op_reference(&w));
+    }
+
+    #[test]
+    fn numbers_read_as_str_parse_reads_plain_digits(a in "[0-9]{0,21}|[0-9 +x-]{0,5}") {
+        let plain = !a.is_empty() && a.bytes().all(|c| c.is_ascii_digit());
+        let want = a.parse::<u64>().ok().filter(|_| plain && a.len() <= 19);
+        prop_assert_eq!(number(a.as_bytes()), want);
+    }
+
+    #[test]
+    fn arguments_split_as_the_vector_did(line in "[a-z \t]{0,40}") {
+        let all: Vec<&[u8]> = line.as_bytes().split(|c| matches!(c, b' ' | b'\t')).filter(|a| !a.is_empty()).collect();
+        let (args, n) = split_args(line.as_bytes());
+        prop_assert_eq!(&args[..n], &all[..all.len().min(MAX_ARGS)]);
     }
 }
