@@ -230,6 +230,30 @@ impl Collector for Sources {
                 "Passes whose deletion in ClickHouse failed (unreachable, refused, timed out; retried next pass)",
                 ld(&m.failures),
             )?;
+            gauge(
+                &mut e,
+                "wiretrail_clickhouse_orphaned_logs",
+                "Logs whose collectors were not seen for the orphan time, at the last pass",
+                ld(&m.orphaned_logs) as i64,
+            )?;
+            gauge(
+                &mut e,
+                "wiretrail_clickhouse_orphaned_logs_unverified",
+                "Orphaned logs this collector looks after that did not verify from ClickHouse (kept whole) at the last pass",
+                ld(&m.orphans_unverified) as i64,
+            )?;
+            counter(
+                &mut e,
+                "wiretrail_clickhouse_orphan_leaves_deleted",
+                "Leaves of orphaned logs this collector's retention deleted",
+                ld(&m.orphan_leaves_deleted),
+            )?;
+            counter(
+                &mut e,
+                "wiretrail_clickhouse_orphan_failures",
+                "Passes over the orphaned logs that failed (unreachable, refused, timed out; retried next pass)",
+                ld(&m.orphan_failures),
+            )?;
         }
         Ok(())
     }
@@ -322,6 +346,8 @@ mod tests {
             mirror: Some(Arc::new(MirrorStats::default())),
         };
         sources.mirror.as_ref().unwrap().blocked_secs.store(7200, Ordering::Relaxed);
+        sources.mirror.as_ref().unwrap().orphan_leaves_deleted.store(65_536, Ordering::Relaxed);
+        sources.mirror.as_ref().unwrap().orphans_unverified.store(1, Ordering::Relaxed);
         let t = render(&sources);
         for line in [
             "wiretrail_verify_runs_total{result=\"failed\"} 2",
@@ -331,6 +357,9 @@ mod tests {
             "wiretrail_alert_skipped_total{sink=\"syslog-0\"} 0",
             "wiretrail_clickhouse_deletion_blocked_seconds 7200",
             "wiretrail_clickhouse_deletion_failures_total 0",
+            "wiretrail_clickhouse_orphan_leaves_deleted_total 65536",
+            "wiretrail_clickhouse_orphaned_logs_unverified 1",
+            "wiretrail_clickhouse_orphaned_logs 0",
             "# EOF",
         ] {
             assert!(t.lines().any(|l| l == line), "no line {line:?} in:\n{t}");

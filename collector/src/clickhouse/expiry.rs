@@ -299,6 +299,15 @@ pub struct MirrorStats {
     pub blocked_failing: AtomicU64,
     /// Mirror passes that failed (ClickHouse unreachable, a query refused, a timeout).
     pub failures: AtomicU64,
+    /// Orphaned logs seen at the last pass ([`super::orphans`]).
+    pub orphaned_logs: AtomicU64,
+    /// Of them, those that did not verify from ClickHouse (kept whole) at
+    /// the last pass of the collector looking after them.
+    pub orphans_unverified: AtomicU64,
+    /// Leaves of orphaned logs this collector deleted.
+    pub orphan_leaves_deleted: AtomicU64,
+    /// Passes over the orphaned logs that failed (retried next pass).
+    pub orphan_failures: AtomicU64,
 }
 
 /// Deletes from ClickHouse the rows of the ranges this collector's retention deleted.

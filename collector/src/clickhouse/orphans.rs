@@ -37,6 +37,7 @@
 //! inserts the deleted rows again; its own retention deletes them again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -285,6 +286,7 @@ impl Orphans {
         }
         let Some(c) = self.block(self.reader.checked_alone(x))? else { return Ok(()) };
         if !c.report.ok {
+            rep.unverified += 1;
             tracing::warn!(origin = x, problems = ?c.report.problems,
                 "retention: the orphaned log does not verify from ClickHouse; nothing of it is deleted");
             return Ok(());
@@ -324,6 +326,7 @@ impl Orphans {
             );
             rep.entries.push(leaf);
             rep.deleted_leaves += run.end - run.first;
+            self.mirror.stats().orphan_leaves_deleted.fetch_add(run.end - run.first, Ordering::Relaxed);
             all.push((run.first, run.end));
         }
         let synced = match self.mirror.sync_log(x, all) {
@@ -349,18 +352,28 @@ impl crate::retention::Orphans for Orphans {
         app: &dyn Append,
         now_ns: i64,
     ) -> Result<OrphanReport, RetentionError> {
-        let ages = self.block(self.reader.last_seen())?;
-        let (orphans, mine) = looked_after(&self.own, &ages, self.after);
-        let mut rep = OrphanReport { orphans: orphans.len() as u64, ..Default::default() };
-        if !mine || orphans.is_empty() {
-            return Ok(rep);
+        let stats = self.mirror.stats();
+        let r = (|| {
+            let ages = self.block(self.reader.last_seen())?;
+            let (orphans, mine) = looked_after(&self.own, &ages, self.after);
+            let mut rep = OrphanReport { orphans: orphans.len() as u64, ..Default::default() };
+            stats.orphaned_logs.store(rep.orphans, Ordering::Relaxed);
+            if !mine || orphans.is_empty() {
+                stats.orphans_unverified.store(0, Ordering::Relaxed);
+                return Ok(rep);
+            }
+            let held0 = holds()?;
+            for (x, age) in orphans {
+                rep.looked_after += 1;
+                self.expire_log(&x, age, policy, &held0, holds, app, now_ns, &mut rep)?;
+            }
+            stats.orphans_unverified.store(rep.unverified, Ordering::Relaxed);
+            Ok(rep)
+        })();
+        if r.is_err() {
+            stats.orphan_failures.fetch_add(1, Ordering::Relaxed);
         }
-        let held0 = holds()?;
-        for (x, age) in orphans {
-            rep.looked_after += 1;
-            self.expire_log(&x, age, policy, &held0, holds, app, now_ns, &mut rep)?;
-        }
-        Ok(rep)
+        r
     }
 }
 

@@ -146,6 +146,8 @@ pub struct OrphanReport {
     pub orphans: u64,
     /// Of them, looked after by this collector.
     pub looked_after: u64,
+    /// Of those, logs that did not verify from ClickHouse (kept whole).
+    pub unverified: u64,
     /// Leaves deleted from them now.
     pub deleted_leaves: u64,
     /// Leaf indexes (in this log) of the `retention_deletion` entries appended.
