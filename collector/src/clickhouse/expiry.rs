@@ -69,6 +69,9 @@ pub struct Expired {
     /// The log holding the entry when it is not the log deleted from: a
     /// collector that expired an orphaned log ([`super::orphans`]).
     pub by: Option<String>,
+    /// The Merkle leaf hash of the entry's row (checked against the signed
+    /// tree of the log holding it).
+    pub entry_hash: Hash,
 }
 
 impl Expired {
@@ -115,7 +118,8 @@ pub fn expired_in(leaf: &[u8], entry_leaf: u64, holder: &str) -> Result<(String,
     }
     let hashes = e.content.chunks_exact(32).map(|c| c.try_into().expect("32 bytes")).collect();
     let by = of.map(|_| holder.to_string());
-    Ok((of.unwrap_or(holder).to_string(), Expired { first, end, entry_leaf, hashes, by }))
+    let entry_hash = wiretrail_log::merkle::leaf_hash(leaf);
+    Ok((of.unwrap_or(holder).to_string(), Expired { first, end, entry_leaf, hashes, by, entry_hash }))
 }
 
 /// `ranges` sorted by first leaf with every overlap cut from the later one

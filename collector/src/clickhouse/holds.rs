@@ -92,6 +92,12 @@ pub struct ClusterHolds {
 impl ClusterHolds {
     /// Connects (the server's version checked).
     pub async fn open(cfg: &ClickHouseConfig) -> Result<ClusterHolds, ClickHouseError> {
+        if cfg.cluster.is_some() && cfg.quorum == 0 {
+            tracing::warn!(
+                "clustered mode without --clickhouse-quorum: replicas copy inserts asynchronously, so a legal hold \
+                 placed at one collector may be read late by another (set a quorum of 2 or more)"
+            );
+        }
         Ok(ClusterHolds {
             reader: Reader::open(cfg).await?,
             sequential: cfg.quorum > 0,

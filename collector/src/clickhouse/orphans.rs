@@ -25,10 +25,14 @@
 //!    The holds are read again before each entry; when they changed, the
 //!    log waits for the next pass.
 //!
+//! Only ranges of the log's own deletion entries under its verified
+//! checkpoint and of this collector's entries are skipped and mirrored;
+//! rows another entry names are judged like any other.
+//!
 //! Readers take such an entry as the orphaned log's own: its kept hashes
 //! stand in for the deleted leaves, checked against the orphaned log's
-//! signed roots, and the entry counts only under a verified checkpoint of
-//! the log that holds it. A log judged with nothing to delete before a
+//! signed roots, and the entry counts only when the log that holds it
+//! verifies and its verified tree holds that entry. A log judged with nothing to delete before a
 //! known time is not read again until then (under the same policy).
 //!
 //! Cost: a pass over a log it may delete from reads that log twice (verify,
@@ -46,7 +50,7 @@ use sha2::Digest;
 use wiretrail_log::entry;
 use wiretrail_proto::v1::StoredLeaf;
 
-use super::expiry::{Mirror, merged};
+use super::expiry::{Expired, Mirror, merged};
 use super::reader::Reader;
 use super::schema::{CHECKPOINTS, HEARTBEATS, LEAVES, ORIGINS};
 use super::{ClickHouseConfig, ClickHouseError};
@@ -90,25 +94,32 @@ struct LeafOnly {
 }
 
 impl Reader {
-    /// Seconds since each log's collector was last seen: its latest
-    /// heartbeat, checkpoint or registration, by the server's clock.
-    pub async fn last_seen(&self) -> Result<BTreeMap<String, u64>, ClickHouseError> {
+    /// When each log's collector was last seen (server seconds) and how long
+    /// ago: its latest heartbeat, by the server's clock; for a log without
+    /// heartbeats (a collector of an older version) its latest checkpoint
+    /// or registration, stamped by the collector's clock, never later than now.
+    pub async fn last_seen(&self) -> Result<BTreeMap<String, Seen>, ClickHouseError> {
         let now: u32 = (self.client.query("SELECT toUInt32(now())").fetch_one().await)
             .map_err(ClickHouseError::query("reading the server's clock"))?;
+        let read = |table: &'static str, col: &'static str| {
+            let q = format!("SELECT origin, toUInt32(max({col})) AS t FROM {table} GROUP BY origin");
+            let c = self.client.clone();
+            async move {
+                (c.query(&q).fetch_all::<Last>().await)
+                    .map_err(ClickHouseError::query(format!("reading the latest {col} per log")))
+            }
+        };
+        let beats: BTreeMap<String, u32> =
+            read(HEARTBEATS, "seen").await?.into_iter().map(|r| (r.origin, r.t)).collect();
         let mut last = BTreeMap::<String, u32>::new();
-        for (table, col) in [(ORIGINS, "registered"), (CHECKPOINTS, "issued"), (HEARTBEATS, "seen")] {
-            let rows: Vec<Last> = self
-                .client
-                .query(&format!("SELECT origin, toUInt32(max({col})) AS t FROM {table} GROUP BY origin"))
-                .fetch_all()
-                .await
-                .map_err(ClickHouseError::query(format!("reading the latest {col} per log")))?;
-            for r in rows {
+        for (table, col) in [(ORIGINS, "registered"), (CHECKPOINTS, "issued")] {
+            for r in read(table, col).await? {
                 let e = last.entry(r.origin).or_default();
-                *e = (*e).max(r.t);
+                *e = (*e).max(r.t.min(now));
             }
         }
-        Ok(last.into_iter().map(|(o, t)| (o, u64::from(now.saturating_sub(t)))).collect())
+        last.extend(beats);
+        Ok(last.into_iter().map(|(o, t)| (o, (t, u64::from(now.saturating_sub(t))))).collect())
     }
 
     /// Judges the leaves `0..signed` of log `origin` not in `gone` (sorted,
@@ -163,14 +174,18 @@ impl Reader {
     }
 }
 
-/// The orphaned logs among `ages` (seconds since each log's collector was
-/// last seen), with their ages, and whether `own` looks after them: the
-/// collector with the smallest origin among those seen within `after` does.
-pub fn looked_after(own: &str, ages: &BTreeMap<String, u64>, after: Duration) -> (Vec<(String, u64)>, bool) {
+/// When a log's collector was last seen (server seconds) and how many seconds ago.
+pub type Seen = (u32, u64);
+
+/// The orphaned logs among `seen` (per log: when its collector was last
+/// seen and how many seconds ago), with those, and whether `own` looks after
+/// them: the collector with the smallest origin among those seen within
+/// `after` does.
+pub fn looked_after(own: &str, seen: &BTreeMap<String, Seen>, after: Duration) -> (Vec<(String, Seen)>, bool) {
     let after = after.as_secs();
-    let orphans: Vec<(String, u64)> =
-        ages.iter().filter(|(o, a)| o.as_str() != own && **a >= after).map(|(o, a)| (o.clone(), *a)).collect();
-    let first_live = ages.iter().filter(|(_, a)| **a < after).map(|(o, _)| o.as_str()).chain([own]).min();
+    let orphans: Vec<(String, Seen)> =
+        seen.iter().filter(|(o, (_, a))| o.as_str() != own && *a >= after).map(|(o, s)| (o.clone(), *s)).collect();
+    let first_live = seen.iter().filter(|(_, (_, a))| *a < after).map(|(o, _)| o.as_str()).chain([own]).min();
     (orphans, first_live == Some(own))
 }
 
@@ -227,6 +242,22 @@ impl Runs {
     }
 }
 
+/// What an orphaned log was judged under.
+#[derive(Clone)]
+struct Judged {
+    policy: String,
+    holds: Holds,
+    /// When its collector was last seen (a log that comes back and goes
+    /// again is judged again).
+    seen_at: u32,
+}
+
+impl Judged {
+    fn same(&self, o: &Judged) -> bool {
+        self.policy == o.policy && self.seen_at == o.seen_at && self.holds.same_placements(&o.holds)
+    }
+}
+
 /// Retention of the orphaned logs in ClickHouse, for the collector's retention pass.
 pub struct Orphans {
     reader: Reader,
@@ -235,8 +266,9 @@ pub struct Orphans {
     after: Duration,
     wait: Duration,
     rt: tokio::runtime::Handle,
-    /// Orphaned log -> (policy, time before which it has nothing to delete).
-    quiet_until: Mutex<HashMap<String, (String, i64)>>,
+    /// Orphaned log -> what it was judged under (policy, holds, when its
+    /// collector was last seen) and the time before which it has nothing to delete.
+    quiet_until: Mutex<HashMap<String, (Judged, i64)>>,
 }
 
 impl Orphans {
@@ -266,12 +298,12 @@ impl Orphans {
             .map_err(|e| RetentionError::Orphans(e.to_string()))
     }
 
-    /// Expires what it may of orphaned log `x` (last seen `age` s ago).
+    /// Expires what it may of orphaned log `x` (last seen at `seen.0`, `seen.1` s ago).
     #[allow(clippy::too_many_arguments)]
     fn expire_log(
         &self,
         x: &str,
-        age: u64,
+        seen: Seen,
         policy: &Policy,
         held0: &Holds,
         holds: &dyn Fn() -> Result<Holds, RetentionError>,
@@ -279,9 +311,9 @@ impl Orphans {
         now_ns: i64,
         rep: &mut OrphanReport,
     ) -> Result<(), RetentionError> {
-        let fingerprint = format!("{policy:?}");
+        let judged = Judged { policy: format!("{policy:?}"), holds: held0.clone(), seen_at: seen.0 };
         let quiet = self.quiet_until.lock().expect("orphans lock").get(x).cloned();
-        if quiet.is_some_and(|(p, t)| p == fingerprint && t > now_ns) {
+        if quiet.is_some_and(|(j, t)| j.same(&judged) && t > now_ns) {
             return Ok(());
         }
         let Some(c) = self.block(self.reader.checked_alone(x))? else { return Ok(()) };
@@ -291,9 +323,17 @@ impl Orphans {
                 "retention: the orphaned log does not verify from ClickHouse; nothing of it is deleted");
             return Ok(());
         }
+        // Ranges deleted by entries that count here: the log's own under its
+        // verified checkpoint, and this collector's. Rows another entry names
+        // are judged (and kept) like any other.
         let (mut ex, _) = self.block(self.reader.expired(Some(x)))?;
-        let gone = merged(ex.remove(x).unwrap_or_default().iter().map(|e| (e.first, e.end)).collect());
         let signed = c.report.verified_size;
+        let counts = |e: &Expired| match &e.by {
+            None => e.entry_leaf < signed,
+            Some(by) => *by == self.own,
+        };
+        let gone =
+            merged(ex.remove(x).unwrap_or_default().iter().filter(|e| counts(e)).map(|e| (e.first, e.end)).collect());
         let runs = self.block(self.reader.judge_log(x, signed, &gone, policy, held0, now_ns))?;
         let (mut all, mut complete) = (gone, true);
         for run in &runs.done {
@@ -311,7 +351,7 @@ impl Orphans {
                 "classes": run.classes,
                 "expired_at_ns": run.expired_at_ns,
                 "trigger": "expiry of an orphaned log",
-                "orphan_last_seen_secs_ago": age,
+                "orphan_last_seen_secs_ago": seen.1,
                 "orphan_verified_size": signed,
                 "kept_hashes_sha256": hex::encode(sha2::Sha256::digest(&content)),
             });
@@ -336,9 +376,10 @@ impl Orphans {
                 false
             }
         };
-        if complete && synced && !runs.held {
+        // Held leaves stay held while the placements are the same.
+        if complete && synced {
             let until = runs.next_ns.unwrap_or(i64::MAX);
-            self.quiet_until.lock().expect("orphans lock").insert(x.to_string(), (fingerprint, until));
+            self.quiet_until.lock().expect("orphans lock").insert(x.to_string(), (judged, until));
         }
         Ok(())
     }
@@ -363,9 +404,13 @@ impl crate::retention::Orphans for Orphans {
                 return Ok(rep);
             }
             let held0 = holds()?;
-            for (x, age) in orphans {
+            for (x, seen) in orphans {
                 rep.looked_after += 1;
-                self.expire_log(&x, age, policy, &held0, holds, app, now_ns, &mut rep)?;
+                // One log failing (a timeout, a bad row) does not hold the others back.
+                if let Err(e) = self.expire_log(&x, seen, policy, &held0, holds, app, now_ns, &mut rep) {
+                    tracing::error!(origin = %x, error = %e, "retention of an orphaned log failed; retried next pass");
+                    stats.orphan_failures.fetch_add(1, Ordering::Relaxed);
+                }
             }
             stats.orphans_unverified.store(rep.unverified, Ordering::Relaxed);
             Ok(rep)

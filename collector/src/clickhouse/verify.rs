@@ -64,9 +64,9 @@ impl Reader {
             .fetch_all()
             .await
             .map_err(ClickHouseError::query("reading origins"))?;
-        let mut out = Vec::new();
+        let (mut out, others) = (Vec::new(), Others::new(pins));
         for o in &origins {
-            out.push(self.verify_origin(o, pins.get(&o.origin)).await?);
+            out.push(self.check_origin(o, pins.get(&o.origin), Some(&others)).await?.report);
         }
         for (origin, key) in pins {
             if !origins.iter().any(|o| &o.origin == origin) {
@@ -83,15 +83,12 @@ impl Reader {
         Ok(out)
     }
 
-    async fn verify_origin(&self, o: &OriginRow, pin: Option<&Verifier>) -> Result<OriginReport, ClickHouseError> {
-        Ok(self.check_origin(o, pin, true).await?.report)
-    }
-
     /// The rows of origin `name` as ClickHouse holds them, verified (see
     /// [`Checked`]); `None` when ClickHouse has no such origin.
     pub(super) async fn checked(&self, name: &str, pin: Option<&Verifier>) -> Result<Option<Checked>, ClickHouseError> {
+        let pins: Pins = pin.map(|p| (name.to_string(), p.clone())).into_iter().collect();
         match self.origin_row(name).await? {
-            Some(o) => Ok(Some(self.check_origin(&o, pin, true).await?)),
+            Some(o) => Ok(Some(self.check_origin(&o, pin, Some(&Others::new(&pins))).await?)),
             None => Ok(None),
         }
     }
@@ -101,7 +98,7 @@ impl Reader {
     /// still checked against this log's signed roots).
     pub(super) async fn checked_alone(&self, name: &str) -> Result<Option<Checked>, ClickHouseError> {
         match self.origin_row(name).await? {
-            Some(o) => Ok(Some(self.check_origin(&o, None, false).await?)),
+            Some(o) => Ok(Some(self.check_origin(&o, None, None).await?)),
             None => Ok(None),
         }
     }
@@ -118,13 +115,13 @@ impl Reader {
         Ok(origins.into_iter().next())
     }
 
-    /// Verifies one log; `others`: the deletion entries other logs hold for
-    /// it are checked against those logs' verified checkpoints too.
+    /// Verifies one log; with `others`, the deletion entries other logs hold
+    /// for it are checked against those logs' verified trees too.
     async fn check_origin(
         &self,
         o: &OriginRow,
         pin: Option<&Verifier>,
-        others: bool,
+        others: Option<&Others<'_>>,
     ) -> Result<Checked, ClickHouseError> {
         let stored = Verifier::parse(&o.verifier_key)
             .map_err(|source| ClickHouseError::Note { origin: o.origin.clone(), source })?;
@@ -180,7 +177,8 @@ impl Reader {
         // A kept hash is evidence only from an entry the signed tree holds: a
         // row added past the last verified checkpoint could otherwise explain
         // away leaves deleted from ClickHouse (with their real hashes).
-        if let Some((i, entry, _)) = stood_in.iter().find(|(_, entry, by)| by.is_none() && *entry >= rep.verified_size)
+        if let Some((i, entry, ..)) =
+            stood_in.iter().find(|(_, entry, by, _)| by.is_none() && *entry >= rep.verified_size)
         {
             rep.fail(
                 *i,
@@ -191,26 +189,18 @@ impl Reader {
                 ),
             );
         }
-        // Entries of the logs that expired this one as an orphan: each
-        // under a verified checkpoint of its own log (not followed further).
-        if others {
-            let mut sizes = std::collections::BTreeMap::new();
-            for (i, entry, by) in &stood_in {
+        // Entries of the logs that expired this one as an orphan: each the
+        // entry that log's verified tree holds, under its verified checkpoint.
+        if let Some(others) = others {
+            for (i, entry, by, entry_hash) in &stood_in {
                 let Some(by) = by else { continue };
-                if !sizes.contains_key(by) {
-                    let size = match self.origin_row(by).await? {
-                        Some(o) => Box::pin(self.check_origin(&o, None, false)).await?.report.verified_size,
-                        None => 0,
-                    };
-                    sizes.insert(by.clone(), size);
-                }
-                if *entry >= sizes[by] {
+                *rep.expired_by.entry(by.clone()).or_default() += 1;
+                if let Some(why) = others.refuses(self, by, *entry, entry_hash).await? {
                     rep.fail(
                         *i,
                         &format!(
                             "missing from ClickHouse: the retention_deletion entry of log {by} at leaf {entry} that \
-                             would explain it is not under a verified checkpoint of that log (verified size {})",
-                            sizes[by]
+                             would explain it does not count: {why}"
                         ),
                     );
                     break;
@@ -219,6 +209,62 @@ impl Reader {
         }
         rep.ok = rep.problems.is_empty() && rep.checkpoints > 0;
         Ok(Checked { report: rep, hashes, ring, checkpoints: cps })
+    }
+}
+
+/// The logs holding deletion entries for another log, each verified once
+/// (from its pinned key when pinned) as the entries are checked.
+pub(super) struct Others<'a> {
+    pins: &'a Pins,
+    /// Log -> what verifying it found.
+    seen: std::sync::Mutex<BTreeMap<String, std::sync::Arc<Holder>>>,
+}
+
+/// A log holding deletion entries for another, as verified: whether it
+/// verified, its verified size and its leaf hashes.
+type Holder = (bool, u64, Vec<Hash>);
+
+impl<'a> Others<'a> {
+    pub(super) fn new(pins: &'a Pins) -> Self {
+        Others { pins, seen: Default::default() }
+    }
+
+    /// Why the entry of log `by` at leaf `entry` (row hash `entry_hash`)
+    /// does not count for another log; `None` when it does: `by` verifies,
+    /// and its verified tree holds that entry at that leaf.
+    async fn refuses(
+        &self,
+        r: &Reader,
+        by: &str,
+        entry: u64,
+        entry_hash: &Hash,
+    ) -> Result<Option<String>, ClickHouseError> {
+        let known = self.seen.lock().expect("others lock").get(by).cloned();
+        let log = match known {
+            Some(l) => l,
+            None => {
+                let l = match r.origin_row(by).await? {
+                    Some(o) => {
+                        let c = Box::pin(r.check_origin(&o, self.pins.get(by), None)).await?;
+                        (c.report.ok, c.report.verified_size, c.hashes)
+                    }
+                    None => (false, 0, Vec::new()),
+                };
+                let l = std::sync::Arc::new(l);
+                self.seen.lock().expect("others lock").insert(by.to_string(), l.clone());
+                l
+            }
+        };
+        let (ok, size, hashes) = (log.0, log.1, &log.2);
+        Ok(if !ok {
+            Some(format!("log {by} does not verify from ClickHouse"))
+        } else if entry >= size {
+            Some(format!("it is not under a verified checkpoint of that log (verified size {size})"))
+        } else if hashes.get(entry as usize) != Some(entry_hash) {
+            Some("that log's signed tree holds another leaf there".into())
+        } else {
+            None
+        })
     }
 }
 
@@ -247,8 +293,9 @@ struct RowCheck {
     /// Ranges retention deleted, by first leaf (their kept hashes stand in).
     expired: Vec<Expired>,
     /// Leaves whose kept hash stood in, with the leaf of the entry that kept
-    /// it and that entry's log when it is another ([`Expired::by`]).
-    stood_in: Vec<(u64, u64, Option<String>)>,
+    /// it, that entry's log when it is another ([`Expired::by`]) and the
+    /// entry row's hash.
+    stood_in: Vec<(u64, u64, Option<String>, Hash)>,
 }
 
 impl RowCheck {
@@ -268,7 +315,7 @@ impl RowCheck {
             return false;
         }
         let h = leaf_hash(&r.leaf);
-        if self.kept(i).is_some_and(|(k, _, _)| k != h) {
+        if self.kept(i).is_some_and(|(k, _)| k != h) {
             rep.fail(i, "row still stored for a deleted leaf differs from the hash its retention_deletion entry kept");
         }
         if h != r.leaf_hash {
@@ -299,9 +346,10 @@ impl RowCheck {
     fn fill_kept_to(&mut self, to: u64, rep: &mut OriginReport) {
         while (self.hashes.len() as u64) < to {
             let i = self.hashes.len() as u64;
-            let Some((kept, entry, by)) = self.kept(i).map(|(k, e, by)| (k, e, by.cloned())) else { break };
+            let Some((kept, e)) = self.kept(i) else { break };
+            let (entry, by, entry_hash) = (e.entry_leaf, e.by.clone(), e.entry_hash);
             self.hashes.push(kept);
-            self.stood_in.push((i, entry, by));
+            self.stood_in.push((i, entry, by, entry_hash));
             rep.expired += 1;
         }
     }
@@ -311,12 +359,12 @@ impl RowCheck {
         self.fill_kept_to(u64::MAX, rep);
     }
 
-    /// The hash kept for leaf `i` by a retention deletion, the leaf of its
-    /// entry and the entry's log when it is another (`expired` is disjoint).
-    fn kept(&self, i: u64) -> Option<(Hash, u64, Option<&String>)> {
+    /// The hash kept for leaf `i` by a retention deletion, and that
+    /// deletion (`expired` is disjoint).
+    fn kept(&self, i: u64) -> Option<(Hash, &Expired)> {
         let k = self.expired.partition_point(|e| e.first <= i);
         let e = self.expired.get(k.checked_sub(1)?)?;
-        e.hash_of(i).map(|h| (*h, e.entry_leaf, e.by.as_ref()))
+        e.hash_of(i).map(|h| (*h, e))
     }
 }
 
@@ -440,6 +488,10 @@ pub struct OriginReport {
     pub verified_size: u64,
     /// Checkpoints beyond the leaves stored (not acknowledged leaves, or still arriving).
     pub uncovered_checkpoints: u64,
+    /// Of the expired leaves, those whose kept hash came from another log's
+    /// entry (a collector that expired this log as an orphan), per log.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub expired_by: BTreeMap<String, u64>,
     /// The first bad leaf, if any.
     pub first_bad_leaf: Option<u64>,
     /// Every finding, "leaf N: what".

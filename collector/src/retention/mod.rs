@@ -21,7 +21,8 @@
 //! read, nothing is deleted (the pass fails and the next one tries again).
 //! A hold placed at another collector in the milliseconds between that last
 //! read and the deletion entry does not stop that one segment; the entry
-//! names it. After each pass the logs of collectors gone for good are
+//! names it. A pass holds the holds lock while it reads them, so a hold
+//! placed at this collector may wait for ClickHouse. After each pass the logs of collectors gone for good are
 //! expired too, by one live collector ([`Orphans`]).
 
 pub mod holds;

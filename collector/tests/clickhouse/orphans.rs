@@ -75,21 +75,24 @@ pub async fn an_orphaned_log_is_expired_by_a_live_collector(url: &str, cfg: Clic
     verified(&cfg, 6).await;
     y.stop().await;
 
-    // A deletion entry of another log counts only under a verified checkpoint
-    // of that log: one inserted as log "forger" (no checkpoint), though its
-    // hashes are the real ones, is named.
+    // Another log's deletion entry counts only when that log verifies and
+    // its signed tree holds that entry: a second row inserted at the index of
+    // Y's entry, claiming the same leaves with their real hashes, makes Y's
+    // log fail, and X's deleted leaves are no longer explained.
     let r = Reader::open(&cfg).await.unwrap();
     let (mut ex, _) = r.expired(Some("orphan-x")).await.unwrap();
     let real = ex.remove("orphan-x").unwrap().into_iter().find(|e| e.first == 1).expect("Y's first deletion");
+    assert_eq!(real.by.as_deref(), Some("orphan-y"));
     let content: Vec<u8> = real.hashes.concat();
-    let detail = serde_json::json!({ "origin": "orphan-x", "first_leaf": 1, "end_leaf": 4,
+    let detail = serde_json::json!({ "origin": "orphan-x", "first_leaf": 1, "end_leaf": 4, "forged": true,
         "kept_hashes_sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&content)) });
     let leaf = wiretrail_log::entry::leaf(
         wiretrail_log::entry::new(wiretrail_log::entry::RETENTION_DELETION, 1, "forged", detail, content),
         "",
     );
     let h = wiretrail_log::merkle::leaf_hash(&leaf);
-    let row = wiretrail_collector::clickhouse::writer::LeafRow::new("forger", 0, leaf, h, [0u8; 32]).unwrap();
+    let row =
+        wiretrail_collector::clickhouse::writer::LeafRow::new("orphan-y", real.entry_leaf, leaf, h, [0u8; 32]).unwrap();
     let client = ::clickhouse::Client::default().with_url(url).with_database(d).with_validation(false);
     let mut ins = client
         .insert::<wiretrail_collector::clickhouse::writer::LeafRow>("leaves")
@@ -98,9 +101,13 @@ pub async fn an_orphaned_log_is_expired_by_a_live_collector(url: &str, cfg: Clic
         .with_setting("insert_distributed_sync", "1");
     ins.write(&row).await.unwrap();
     ins.end().await.unwrap();
-    let rep = r.verify().await.unwrap().into_iter().find(|r| r.origin == "orphan-x").unwrap();
-    assert!(!rep.ok && rep.first_bad_leaf == Some(1), "{rep:?}");
-    assert!(rep.problems.iter().any(|p| p.contains("entry of log forger at leaf 0")), "{rep:?}");
+    let reps = r.verify().await.unwrap();
+    let y = reps.iter().find(|r| r.origin == "orphan-y").unwrap();
+    assert!(!y.ok && y.problems.iter().any(|p| p.contains("two different rows")), "{y:?}");
+    let x = reps.iter().find(|r| r.origin == "orphan-x").unwrap();
+    assert!(!x.ok && x.first_bad_leaf == Some(1), "{x:?}");
+    let named = format!("entry of log orphan-y at leaf {} that would explain it does not count", real.entry_leaf);
+    assert!(x.problems.iter().any(|p| p.contains(&named) && p.contains("does not verify")), "{x:?}");
 }
 
 /// Waits until both logs verify from ClickHouse with `n` of X's leaves
@@ -111,7 +118,7 @@ async fn verified(cfg: &ClickHouseConfig, n: u64) -> wiretrail_collector::clickh
         let reps = Reader::open(cfg).await.unwrap().verify().await.unwrap();
         let y_ok = reps.iter().any(|r| r.origin == "orphan-y" && r.ok);
         let x = reps.into_iter().find(|r| r.origin == "orphan-x")?;
-        (y_ok && x.ok && x.expired == n).then_some(x)
+        (y_ok && x.ok && x.expired == n && x.expired_by.get("orphan-y") == Some(&n)).then_some(x)
     })
     .await
 }

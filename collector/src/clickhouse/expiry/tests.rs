@@ -82,6 +82,7 @@ fn overlapping_ranges_become_disjoint_with_their_hashes() {
         entry_leaf,
         hashes: (first..end).map(|i| [i as u8; 32]).collect(),
         by: None,
+        entry_hash: [0; 32],
     };
     let d = disjoint(vec![r(3, 8, 20), r(0, 5, 10), r(0, 2, 11), r(9, 10, 30)]);
     assert_eq!(

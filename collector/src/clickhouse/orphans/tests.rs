@@ -2,8 +2,8 @@
 
 use super::*;
 
-fn ages(v: &[(&str, u64)]) -> BTreeMap<String, u64> {
-    v.iter().map(|(o, a)| (o.to_string(), *a)).collect()
+fn ages(v: &[(&str, u64)]) -> BTreeMap<String, (u32, u64)> {
+    v.iter().map(|(o, a)| (o.to_string(), (1_000_000 - *a as u32, *a))).collect()
 }
 
 #[test]
@@ -11,6 +11,7 @@ fn the_live_collector_with_the_smallest_origin_looks_after_the_orphans() {
     let day = Duration::from_secs(86_400);
     let seen = ages(&[("a-gone", 90_000), ("b-live", 30), ("c-live", 10), ("d-gone", 200_000)]);
     let (orphans, mine) = looked_after("b-live", &seen, day);
+    let orphans: Vec<(String, u64)> = orphans.into_iter().map(|(o, (_, a))| (o, a)).collect();
     assert_eq!(orphans, vec![("a-gone".to_string(), 90_000), ("d-gone".to_string(), 200_000)]);
     assert!(mine, "a-gone is smaller but not live");
     assert!(!looked_after("c-live", &seen, day).1, "b-live does it");
